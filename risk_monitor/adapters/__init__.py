@@ -1,0 +1,1 @@
+"""One module per real system; each maps wire payloads to domain types and errors to ours."""

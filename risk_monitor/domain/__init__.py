@@ -1,0 +1,1 @@
+"""Pure domain: datasets, risk math, limits, alert lifecycle. No I/O, no framework imports."""

@@ -1,0 +1,1 @@
+"""Settings, logging, errors, metrics and resilience shared by every layer."""

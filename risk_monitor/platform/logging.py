@@ -1,0 +1,207 @@
+"""Structured JSON logging with secret redaction, the same in the CLI, the service and Dagster.
+
+Every line is one JSON object: ``timestamp`` (UTC ISO 8601), ``level``, ``logger``, ``event``
+and, when known, ``correlation_id`` and ``run_id`` (bound with :func:`log_context`). Secrets are
+redacted three ways, because any one alone leaks: by key name, by value pattern (PEM blocks,
+bearer tokens, JWTs, Slack tokens, signed query strings, long mixed-case keys) and by exact value
+for every secret the settings resolved (:func:`register_secret`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import IO, Any
+
+import structlog
+
+REDACTED = "***"
+LOG_LEVEL_ENV = "RISK_MONITOR_LOG_LEVEL"
+
+_SECRET_KEY = re.compile(
+    r"(secret|token|password|passphrase|api_?key|private_?key|authorization|signature|"
+    r"credential|cookie|pem)",
+    re.IGNORECASE,
+)
+_NOT_SECRET_KEY = re.compile(r"(_env|_env_var|_set|_configured|_source)$", re.IGNORECASE)
+
+_SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|$)", re.DOTALL),
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
+    re.compile(r"\bxox[abposre]-[A-Za-z0-9-]+"),
+    re.compile(
+        r"(?i)((?:api_?key|apikey|secret|token|signature|sign|password|passphrase)=)[^&\s\"']+"
+    ),
+    # long keys: mixed case and digits (hex digests and data versions are lower-case: kept)
+    re.compile(r"\b(?=[A-Za-z0-9+/_-]*[A-Z])(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*\d)"
+               r"[A-Za-z0-9+/_-]{32,}={0,2}"),
+)
+
+_known_secrets: set[str] = set()
+_known_lock = threading.Lock()
+_configured = False
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a resolved secret so its exact value is redacted wherever it turns up."""
+    if value and len(value) >= 4:
+        with _known_lock:
+            _known_secrets.add(value)
+            # PEM keys also appear with escaped newlines inside JSON / repr output
+            if "\n" in value:
+                _known_secrets.add(value.replace("\n", "\\n"))
+
+
+def redact_text(text: str) -> str:
+    """Remove every known secret and anything shaped like one from a string."""
+    if not text:
+        return text
+    with _known_lock:
+        known = sorted(_known_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups:  # keep the "key=" prefix of a signed query string
+            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    return text
+
+
+def is_secret_key(key: str) -> bool:
+    """True when a mapping key names a secret (``api_key`` yes, ``api_key_env`` no)."""
+    return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET_KEY.search(key)
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """Redact secrets from any JSON-like value, by key name and by value."""
+    if _depth > 8:
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v not in (None, "")
+                else redact(v, _depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v, _depth + 1) for v in value]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    return redact_text(str(value))
+
+
+def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (v if k in ("timestamp", "level", "logger") else
+            (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)))
+        for k, v in event_dict.items()
+    }
+
+
+def _rename_exception(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    exc = event_dict.pop("exception", None)
+    if exc:
+        event_dict["exception"] = redact_text(str(exc))
+    return event_dict
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        structlog.stdlib.ExtraAdder(),
+    ]
+
+
+def json_formatter() -> logging.Formatter:
+    """A stdlib formatter that renders any record (ours or a library's) as one JSON line."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _rename_exception,
+            _redact_processor,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+    )
+
+
+def resolve_level(level: str | int | None = None) -> int:
+    """Level from the argument, else ``RISK_MONITOR_LOG_LEVEL``, else INFO."""
+    raw = level if level is not None else os.environ.get(LOG_LEVEL_ENV, "INFO")
+    if isinstance(raw, int):
+        return raw
+    value = logging.getLevelName(raw.strip().upper())
+    if not isinstance(value, int):
+        from risk_monitor.platform.errors import ConfigError
+
+        raise ConfigError(
+            f"unknown log level {raw!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL",
+            key=LOG_LEVEL_ENV,
+        )
+    return value
+
+
+def json_handler(stream: IO[str] | None = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(json_formatter())
+    handler.set_name("risk_monitor_json")
+    return handler
+
+
+def configure_logging(level: str | int | None = None, stream: IO[str] | None = None,
+                      *, force: bool = False) -> None:
+    """Install the JSON handler on the root logger once per process (idempotent)."""
+    global _configured
+    numeric = resolve_level(level)
+    if not structlog.is_configured() or force:
+        structlog.configure(
+            processors=[
+                *_shared_processors(),
+                structlog.stdlib.PositionalArgumentsFormatter(),
+                structlog.processors.StackInfoRenderer(),
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=True,
+        )
+    root = logging.getLogger()
+    if force or not _configured or stream is not None:
+        for handler in list(root.handlers):
+            if handler.get_name() == "risk_monitor_json":
+                root.removeHandler(handler)
+        root.addHandler(json_handler(stream))
+        _configured = True
+    root.setLevel(numeric)
+    logging.getLogger("risk_monitor").setLevel(numeric)
+    # chatty libraries stay at WARNING unless we debug
+    for noisy in ("urllib3", "asyncio", "websockets", "aiohttp.access", "grpc"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structured logger; pass ``__name__`` so the ``logger`` field says where it logged."""
+    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Bind ``correlation_id``, ``run_id`` (or any field) to every line logged inside."""
+    clean = {k: v for k, v in fields.items() if v is not None}
+    with structlog.contextvars.bound_contextvars(**clean):
+        yield

@@ -1,0 +1,346 @@
+"""One typed settings object, from a YAML file plus environment variables, validated at start.
+
+Precedence (highest first): explicit overrides, environment (``RISK_MONITOR_*``, nested with
+``__``, e.g. ``RISK_MONITOR_ALERTS__REPEAT_INTERVAL_S=600``), the YAML file named by
+``RISK_MONITOR_CONFIG``, defaults. Secrets never live here: the settings name the environment
+variable that holds each secret (``*_env``) and :meth:`Settings.secret` resolves it, registering
+the value for log redaction. A bad value raises :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from risk_monitor.platform.errors import ConfigError, ProductionPurityError
+from risk_monitor.platform.logging import register_secret
+
+CONFIG_FILE_ENV = "RISK_MONITOR_CONFIG"
+_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+_SANDBOX_WORDS = re.compile(r"(sandbox|testnet|demo[-_]?trading|paper)", re.IGNORECASE)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class VenueSettings(_Section):
+    """One exchange account read through ccxt."""
+
+    id: str = Field(pattern=_ID, description="venue id used in every dataset, e.g. 'binance'")
+    exchange: str = Field(pattern=r"^[a-z0-9]+$", description="ccxt exchange id, e.g. 'binanceusdm'")
+    account: str = Field(default="main", pattern=_ID)
+    api_key_env: str | None = Field(default=None, description="env var holding the API key")
+    secret_env: str | None = Field(default=None, description="env var holding the API secret")
+    password_env: str | None = Field(default=None, description="env var holding the passphrase")
+    endpoint_override: str | None = Field(
+        default=None,
+        description="REST base URL replacing the venue's production host (simulators, proxies); "
+        "logged and shown in metadata",
+    )
+    ws_endpoint_override: str | None = Field(default=None, description="websocket base URL override")
+    symbols: list[str] = Field(default_factory=list, description="unified symbols to price")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra ccxt options")
+    enable_rate_limit: bool = True
+    timeout_ms: int = Field(default=10_000, ge=500, le=120_000)
+
+    @field_validator("options")
+    @classmethod
+    def _no_sandbox(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if _SANDBOX_WORDS.search(str(key)) and item not in (False, None):
+                raise ProductionPurityError(
+                    f"option {key!r} selects a sandbox/test mode; Risk Monitor reads production "
+                    "APIs only (point endpoint_override at a simulator instead)",
+                    key=f"options.{key}",
+                )
+        return value
+
+
+class CustodianSettings(_Section):
+    """One custodian workspace (Fireblocks)."""
+
+    id: str = Field(default="fireblocks", pattern=_ID)
+    kind: Literal["fireblocks"] = "fireblocks"
+    api_key_env: str = "RISK_MONITOR_FIREBLOCKS_API_KEY"
+    secret_key_env: str = Field(
+        default="RISK_MONITOR_FIREBLOCKS_SECRET_KEY",
+        description="env var holding the RSA private key (PEM)",
+    )
+    endpoint_override: str | None = Field(
+        default=None, description="API base URL incl. /v1 replacing https://api.fireblocks.io/v1"
+    )
+    vault_account_ids: list[str] | None = Field(default=None, description="None reads every vault")
+    page_size: int = Field(default=200, ge=1, le=500)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+class MarketDataSettings(_Section):
+    """Where quotes come from and how old they may be."""
+
+    source: Literal["auto", "redis", "rest"] = Field(
+        default="auto",
+        description="auto: the Redis snapshot when redis_url is set, else REST snapshots",
+    )
+    key_prefix: str = "rm:md"
+    stream_maxlen: int = Field(default=100_000, ge=100)
+    max_age_s: float = Field(default=60.0, gt=0, description="freshness budget of a quote")
+    max_future_skew_s: float = Field(default=5.0, ge=0, description="tolerated clock skew")
+    poll_interval_s: float = Field(default=2.0, gt=0, description="REST fallback poll interval")
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+
+
+class ResilienceSettings(_Section):
+    """Timeouts, retries and circuit breakers for every outbound call."""
+
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    backoff_initial_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=5.0, gt=0)
+    breaker_fail_max: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+
+
+class SlackSettings(_Section):
+    """Slack delivery; absent means alerts go to the file/log sink."""
+
+    token_env: str = "RISK_MONITOR_SLACK_TOKEN"
+    base_url: str | None = Field(
+        default=None, description="Web API base URL override, must end with '/api/'"
+    )
+    channels: dict[Severity, str] = Field(
+        default_factory=lambda: {
+            Severity.INFO: "#risk-info",
+            Severity.WARNING: "#risk-alerts",
+            Severity.CRITICAL: "#risk-critical",
+        }
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("base_url")
+    @classmethod
+    def _trailing_slash(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith("/"):
+            raise ValueError("must end with '/', e.g. http://127.0.0.1:8080/api/")
+        return value
+
+
+class AlertSettings(_Section):
+    """Alert lifecycle timing (Alertmanager semantics) and where alerts go."""
+
+    group_wait_s: float = Field(default=0.0, ge=0)
+    repeat_interval_s: float = Field(default=3600.0, gt=0)
+    send_resolved: bool = True
+    file_sink_path: Path | None = Field(
+        default=None, description="JSON-lines sink when Slack is not configured"
+    )
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+    outbox_batch_size: int = Field(default=100, ge=1)
+    outbox_max_attempts: int = Field(default=1000, ge=1)
+
+
+class ConfigServiceSettings(_Section):
+    """The configuration service that may override limits, venues and routing at run time."""
+
+    enabled: bool = False
+    url: str | None = Field(default=None, description="fixed URL; else found through discovery")
+    service_name: str = "config-service"
+    component: str = "risk-monitor"
+    poll_timeout_s: float = Field(default=20.0, gt=0)
+    cache_path: Path | None = None
+
+
+class ServiceSettings(_Section):
+    """The long-running `risk-monitor serve` process."""
+
+    service_name: str = "risk-monitor"
+    instance_id: str | None = None
+    rest_host: str = "127.0.0.1"
+    rest_port: int = Field(default=8080, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    registry_ttl_s: float = Field(default=15.0, gt=0)
+    drain_s: float = Field(default=5.0, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything Risk Monitor reads at start; see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RISK_MONITOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        yaml_file=None,
+    )
+
+    environment: str = Field(default="embedded", description="label: embedded, ci, production")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    data_dir: Path = Field(default=Path(".risk_monitor"), description="embedded state directory")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite under data_dir"
+    )
+    redis_url: str | None = Field(default=None, description="market data, discovery, breakers")
+    limits_file: Path | None = Field(default=None, description="default: packaged limits.yaml")
+    venues: list[VenueSettings] = Field(default_factory=list)
+    custodians: list[CustodianSettings] = Field(default_factory=list)
+    market_data: MarketDataSettings = Field(default_factory=MarketDataSettings)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
+    slack: SlackSettings | None = None
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    config_service: ConfigServiceSettings = Field(default_factory=ConfigServiceSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config_file)))
+        return tuple(sources)
+
+    @field_validator("venues")
+    @classmethod
+    def _unique_venues(cls, value: list[VenueSettings]) -> list[VenueSettings]:
+        seen = [(v.id, v.account) for v in value]
+        dupes = {s for s in seen if seen.count(s) > 1}
+        if dupes:
+            raise ValueError(f"duplicate (id, account) pairs: {sorted(dupes)}")
+        return value
+
+    # -- derived values -------------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'risk_monitor.db').resolve()}"
+
+    @property
+    def effective_limits_file(self) -> Path:
+        return self.limits_file or Path(__file__).resolve().parent.parent / "config" / "limits.yaml"
+
+    @property
+    def instance_id(self) -> str:
+        return self.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    @staticmethod
+    def secret(env_name: str | None, *, key: str) -> SecretStr | None:
+        """Read one secret from the environment and register it for redaction."""
+        if not env_name:
+            return None
+        value = os.environ.get(env_name)
+        if value is None or value == "":
+            return None
+        register_secret(value)
+        return SecretStr(value)
+
+    @staticmethod
+    def require_secret(env_name: str | None, *, key: str) -> SecretStr:
+        value = Settings.secret(env_name, key=key)
+        if value is None:
+            raise ConfigError(
+                f"environment variable {env_name!r} named by '{key}' is not set", key=key
+            )
+        return value
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration for display: secret *names* and whether each is set."""
+        data = self.model_dump(mode="json")
+        data["effective_database_url"] = _mask_url(self.effective_database_url)
+        data["database_url"] = _mask_url(self.database_url) if self.database_url else None
+        data["redis_url"] = _mask_url(self.redis_url) if self.redis_url else None
+        data["effective_limits_file"] = str(self.effective_limits_file)
+        secret_envs: dict[str, str] = {}
+        for venue in self.venues:
+            for field in ("api_key_env", "secret_env", "password_env"):
+                name = getattr(venue, field)
+                if name:
+                    secret_envs[name] = "set" if os.environ.get(name) else "NOT SET"
+        for cust in self.custodians:
+            for name in (cust.api_key_env, cust.secret_key_env):
+                secret_envs[name] = "set" if os.environ.get(name) else "NOT SET"
+        if self.slack:
+            secret_envs[self.slack.token_env] = (
+                "set" if os.environ.get(self.slack.token_env) else "NOT SET"
+            )
+        data["secrets"] = secret_envs
+        return data
+
+
+def _mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+
+
+def _key_of(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings; any problem becomes a ConfigError naming the key."""
+    path = Path(config_file) if config_file else None
+    env_file = os.environ.get(CONFIG_FILE_ENV)
+    source = path or (Path(env_file) if env_file else None)
+    if source is not None:
+        _check_yaml(source)
+    try:
+        if path is not None:
+            previous = os.environ.get(CONFIG_FILE_ENV)
+            os.environ[CONFIG_FILE_ENV] = str(path)
+            try:
+                return Settings(**overrides)
+            finally:
+                if previous is None:
+                    os.environ.pop(CONFIG_FILE_ENV, None)
+                else:
+                    os.environ[CONFIG_FILE_ENV] = previous
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = _key_of(first["loc"])
+        ctx_error = (first.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, ConfigError):
+            raise type(ctx_error)(ctx_error.message, key=key) from None
+        count = len(exc.errors())
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise ConfigError(
+            f"invalid configuration value at '{key}': {first['msg']}{more}", key=key
+        ) from None
+
+
+def _check_yaml(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"configuration file {str(path)!r} does not exist", key=CONFIG_FILE_ENV)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {str(path)!r} is not valid YAML: {exc}",
+                          key=CONFIG_FILE_ENV) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"configuration file {str(path)!r} must hold a mapping",
+                          key=CONFIG_FILE_ENV)

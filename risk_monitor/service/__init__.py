@@ -1,0 +1,1 @@
+"""The long-running service: REST, gRPC, stream consumer, registration."""

@@ -1,0 +1,1 @@
+"""Loopback simulators of the venues, custodian, Slack and configuration service Risk Monitor talks to."""
