@@ -1,0 +1,121 @@
+"""The ``risk-monitor`` command: configuration checks, the service, and operator tools.
+
+Heavy modules (Dagster, the service, adapters) are imported inside the commands that need
+them, so ``risk-monitor --help`` and ``check-config`` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from risk_monitor import __version__
+from risk_monitor.platform.errors import RiskMonitorError
+from risk_monitor.platform.logging import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+
+
+def _fail(error: RiskMonitorError) -> None:
+    click.echo(f"error: {error}", err=True)
+    key = getattr(error, "key", None)
+    if key:
+        click.echo(f"  key: {key}", err=True)
+    sys.exit(2)
+
+
+def ensure_dagster_home(home: str | None = None) -> Path:
+    """Use DAGSTER_HOME, else ./.dagster_home seeded with the embedded dagster.yaml."""
+    path = Path(home or os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / "dagster.yaml"
+    if not target.exists():
+        source = DAGSTER_YAML if DAGSTER_YAML.exists() else None
+        if source is not None:
+            shutil.copyfile(source, target)
+        else:
+            target.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(path)
+    return path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="risk-monitor")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              envvar="RISK_MONITOR_CONFIG", help="YAML settings file (env RISK_MONITOR_CONFIG).")
+@click.option("--log-level", default=None, help="Override RISK_MONITOR_LOG_LEVEL.")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, log_level: str | None) -> None:
+    """Risk Monitor: exposure, P&L and limit monitoring for crypto trading desks."""
+    try:
+        configure_logging(log_level)
+    except RiskMonitorError as exc:
+        _fail(exc)
+    ctx.ensure_object(dict)
+    ctx.obj["config_file"] = config_file
+
+
+def _settings(ctx: click.Context) -> Any:
+    from risk_monitor.platform.settings import load_settings
+
+    try:
+        return load_settings(ctx.obj.get("config_file"))
+    except RiskMonitorError as exc:
+        _fail(exc)
+
+
+@cli.command("check-config")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
+@click.pass_context
+def check_config(ctx: click.Context, fmt: str) -> None:
+    """Validate the configuration and print it with secrets masked."""
+    settings = _settings(ctx)
+    data = settings.masked()
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False))
+    missing = [name for name, state in data["secrets"].items() if state != "set"]
+    if missing:
+        click.echo(f"warning: secrets not set in the environment: {', '.join(missing)}", err=True)
+    click.echo("configuration OK", err=True)
+
+
+@cli.command("serve")
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the long-running service: REST + gRPC health, risk API, metrics, discovery."""
+    settings = _settings(ctx)
+    from risk_monitor.service.main import run_service
+
+    try:
+        run_service(settings)
+    except RiskMonitorError as exc:
+        _fail(exc)
+
+
+@cli.command("dev", context_settings={"ignore_unknown_options": True})
+@click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
+def dev(dagster_args: tuple[str, ...]) -> None:
+    """Start the Dagster UI and daemon on the embedded instance (wraps `dagster dev`)."""
+    home = ensure_dagster_home()
+    click.echo(f"DAGSTER_HOME={home}", err=True)
+    dagster = shutil.which("dagster") or "dagster"
+    os.execvp(dagster, [dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args])
+
+
+def main() -> None:
+    cli(prog_name="risk-monitor")
+
+
+if __name__ == "__main__":
+    main()
