@@ -10,12 +10,14 @@ for every secret the settings resolved (:func:`register_secret`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import structlog
@@ -109,35 +111,53 @@ def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> 
     }
 
 
-def _rename_exception(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _rename_exception(_: Any, __: str, event_dict: MutableMapping[str, Any]
+                      ) -> MutableMapping[str, Any]:
     exc = event_dict.pop("exception", None)
     if exc:
         event_dict["exception"] = redact_text(str(exc))
     return event_dict
 
 
-def _shared_processors() -> list[Any]:
-    return [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-        structlog.stdlib.ExtraAdder(),
-    ]
+_STRUCTURED = "_risk_monitor_json"
+
+
+def _to_stdlib(_: Any, __: str, event_dict: MutableMapping[str, Any]
+               ) -> tuple[tuple[str], dict[str, Any]]:
+    """Hand stdlib a finished, redacted JSON line, so every handler (ours, Dagster's) sees it."""
+    line = json.dumps(event_dict, default=str, ensure_ascii=False)
+    return (line,), {"extra": {_STRUCTURED: True}}
+
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
+                                                                               "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Renders any record as one JSON line; lines from our structlog loggers pass through."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, _STRUCTURED, False):
+            return record.getMessage()
+        data: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat().replace(
+                "+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        data.update(structlog.contextvars.get_contextvars())
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_") and key not in data:
+                data[key] = value
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(_redact_processor(None, "", data), default=str, ensure_ascii=False)
 
 
 def json_formatter() -> logging.Formatter:
     """A stdlib formatter that renders any record (ours or a library's) as one JSON line."""
-    return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(),
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            _rename_exception,
-            _redact_processor,
-            structlog.processors.JSONRenderer(sort_keys=False),
-        ],
-    )
+    return JsonFormatter()
 
 
 def resolve_level(level: str | int | None = None) -> int:
@@ -171,10 +191,16 @@ def configure_logging(level: str | int | None = None, stream: IO[str] | None = N
     if not structlog.is_configured() or force:
         structlog.configure(
             processors=[
-                *_shared_processors(),
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
                 structlog.stdlib.PositionalArgumentsFormatter(),
                 structlog.processors.StackInfoRenderer(),
-                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+                structlog.processors.format_exc_info,
+                _rename_exception,
+                _redact_processor,
+                _to_stdlib,
             ],
             logger_factory=structlog.stdlib.LoggerFactory(),
             wrapper_class=structlog.stdlib.BoundLogger,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -68,10 +69,11 @@ class VenueSettings(_Section):
     def _no_sandbox(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key, item in value.items():
             if _SANDBOX_WORDS.search(str(key)) and item not in (False, None):
-                raise ProductionPurityError(
-                    f"option {key!r} selects a sandbox/test mode; Risk Monitor reads production "
-                    "APIs only (point endpoint_override at a simulator instead)",
-                    key=f"options.{key}",
+                raise PydanticCustomError(
+                    "production_purity",
+                    "option {option!r} selects a sandbox/test mode; Risk Monitor reads "
+                    "production APIs only (point endpoint_override at a simulator instead)",
+                    {"option": key},
                 )
         return value
 
@@ -323,9 +325,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     except ValidationError as exc:
         first = exc.errors()[0]
         key = _key_of(first["loc"])
-        ctx_error = (first.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, ConfigError):
-            raise type(ctx_error)(ctx_error.message, key=key) from None
+        if first["type"] == "production_purity":
+            raise ProductionPurityError(first["msg"], key=key) from None
         count = len(exc.errors())
         more = f" (and {count - 1} more)" if count > 1 else ""
         raise ConfigError(
