@@ -48,7 +48,7 @@ TIME_KEYS = frozenset({
     "updatedAt", "createdAt", "lastUpdated",
 })
 #: keys never touched by numeric faults (ids, counts, paging)
-NON_NUMERIC_KEYS = frozenset({"id", "code", "limit", "count", "page", "leverage", "contractSize",
+NON_NUMERIC_KEYS = frozenset({"id", "name", "customerRefId", "bot_id", "code", "limit", "count", "page", "leverage", "contractSize",
                               "pricePrecision", "quantityPrecision", "lotSz", "tickSz", "ctVal",
                               "minSz", "ct", "E", "T"})
 

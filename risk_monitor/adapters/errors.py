@@ -85,6 +85,10 @@ _REDIS_UNAVAILABLE = {"ConnectionError", "TimeoutError", "BusyLoadingError", "Tr
                       "MasterDownError", "MaxConnectionsError", "ClusterDownError"}
 
 
+_URLLIB3_TRANSIENT = {"MaxRetryError", "TimeoutError", "ProtocolError", "NewConnectionError",
+                      "ReadTimeoutError", "ConnectTimeoutError", "HTTPError"}
+
+
 def _mro_names(exc: BaseException) -> list[tuple[str, str]]:
     return [(cls.__module__ or "", cls.__name__) for cls in type(exc).__mro__]
 
@@ -206,6 +210,11 @@ def map_exception(exc: BaseException, *, source: str, endpoint: str | None = Non
         ):
             return StorageUnavailableError(message, source=source, details=details)
         return StorageError(message, source=source, details=details)
+
+    # urllib3 (under the fireblocks SDK and slack-sdk's sync client): timeouts, refused
+    # connections and broken responses after the library's own retries
+    if _from(names, "urllib3") and any(n in _URLLIB3_TRANSIENT for _, n in names):
+        return SourceUnavailableError(message, source=source, details=details)
 
     # plain Python / asyncio network failures
     if isinstance(exc, asyncio.TimeoutError | builtins.TimeoutError | socket.timeout):

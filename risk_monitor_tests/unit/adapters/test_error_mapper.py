@@ -175,3 +175,15 @@ def test_messages_are_redacted() -> None:
     message = map_exception(exc, source="binance").message
     assert "venue-secret-value-42" not in message
     assert "abcdef0123" not in message
+
+
+def test_urllib3_timeouts_under_the_fireblocks_sdk_are_retryable() -> None:
+    import urllib3
+
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", port=1, timeout=0.5, retries=False)
+    with pytest.raises(urllib3.exceptions.HTTPError) as info:
+        pool.request("GET", "/v1/vault/accounts_paged")
+    mapped = map_exception(info.value, source="fireblocks")
+    assert type(mapped) is E.SourceUnavailableError and mapped.retryable
+    wrapped = urllib3.exceptions.MaxRetryError(pool, "/v1", reason=info.value)
+    assert map_exception(wrapped, source="fireblocks").retryable
