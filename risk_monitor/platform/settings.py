@@ -49,7 +49,7 @@ class VenueSettings(_Section):
 
     id: str = Field(pattern=_ID, description="venue id used in every dataset, e.g. 'binance'")
     exchange: str = Field(pattern=r"^[a-z0-9]+$", description="ccxt exchange id, e.g. 'binanceusdm'")
-    account: str = Field(default="main", pattern=_ID)
+    account: str = Field(default="main", pattern=_ID, description="account id within the venue")
     api_key_env: str | None = Field(default=None, description="env var holding the API key")
     secret_env: str | None = Field(default=None, description="env var holding the API secret")
     password_env: str | None = Field(default=None, description="env var holding the passphrase")
@@ -61,8 +61,8 @@ class VenueSettings(_Section):
     ws_endpoint_override: str | None = Field(default=None, description="websocket base URL override")
     symbols: list[str] = Field(default_factory=list, description="unified symbols to price")
     options: dict[str, Any] = Field(default_factory=dict, description="extra ccxt options")
-    enable_rate_limit: bool = True
-    timeout_ms: int = Field(default=10_000, ge=500, le=120_000)
+    enable_rate_limit: bool = Field(default=True, description="ccxt client-side rate limiter")
+    timeout_ms: int = Field(default=10_000, ge=500, le=120_000, description="per-call timeout")
 
     @field_validator("options")
     @classmethod
@@ -81,9 +81,11 @@ class VenueSettings(_Section):
 class CustodianSettings(_Section):
     """One custodian workspace (Fireblocks)."""
 
-    id: str = Field(default="fireblocks", pattern=_ID)
-    kind: Literal["fireblocks"] = "fireblocks"
-    api_key_env: str = "RISK_MONITOR_FIREBLOCKS_API_KEY"
+    id: str = Field(default="fireblocks", pattern=_ID, description="custodian id in datasets")
+    kind: Literal["fireblocks"] = Field(default="fireblocks", description="custodian API")
+    api_key_env: str = Field(
+        default="RISK_MONITOR_FIREBLOCKS_API_KEY", description="env var holding the API key"
+    )
     secret_key_env: str = Field(
         default="RISK_MONITOR_FIREBLOCKS_SECRET_KEY",
         description="env var holding the RSA private key (PEM)",
@@ -92,8 +94,8 @@ class CustodianSettings(_Section):
         default=None, description="API base URL incl. /v1 replacing https://api.fireblocks.io/v1"
     )
     vault_account_ids: list[str] | None = Field(default=None, description="None reads every vault")
-    page_size: int = Field(default=200, ge=1, le=500)
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    page_size: int = Field(default=200, ge=1, le=500, description="vault accounts per page")
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="per-call timeout")
 
 
 class MarketDataSettings(_Section):
@@ -103,42 +105,45 @@ class MarketDataSettings(_Section):
         default="auto",
         description="auto: the Redis snapshot when redis_url is set, else REST snapshots",
     )
-    key_prefix: str = "rm:md"
-    stream_maxlen: int = Field(default=100_000, ge=100)
+    key_prefix: str = Field(default="rm:md", description="Redis key prefix of the quote cache")
+    stream_maxlen: int = Field(default=100_000, ge=100, description="approximate cap of the quote stream")
     max_age_s: float = Field(default=60.0, gt=0, description="freshness budget of a quote")
     max_future_skew_s: float = Field(default=5.0, ge=0, description="tolerated clock skew")
     poll_interval_s: float = Field(default=2.0, gt=0, description="REST fallback poll interval")
-    reconnect_initial_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_initial_s: float = Field(default=0.5, gt=0, description="first websocket reconnect delay")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="longest reconnect delay")
 
 
 class ResilienceSettings(_Section):
     """Timeouts, retries and circuit breakers for every outbound call."""
 
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
-    max_attempts: int = Field(default=4, ge=1, le=20)
-    backoff_initial_s: float = Field(default=0.2, gt=0)
-    backoff_max_s: float = Field(default=5.0, gt=0)
-    breaker_fail_max: int = Field(default=5, ge=1)
-    breaker_reset_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="per-call timeout")
+    max_attempts: int = Field(default=4, ge=1, le=20, description="attempts for retryable errors")
+    backoff_initial_s: float = Field(default=0.2, gt=0, description="first retry delay")
+    backoff_max_s: float = Field(default=5.0, gt=0, description="longest retry delay")
+    breaker_fail_max: int = Field(default=5, ge=1, description="failures that open a breaker")
+    breaker_reset_s: float = Field(default=30.0, gt=0, description="open time before a trial call")
 
 
 class SlackSettings(_Section):
     """Slack delivery; absent means alerts go to the file/log sink."""
 
-    token_env: str = "RISK_MONITOR_SLACK_TOKEN"
+    token_env: str = Field(
+        default="RISK_MONITOR_SLACK_TOKEN", description="env var holding the bot token"
+    )
     base_url: str | None = Field(
         default=None, description="Web API base URL override, must end with '/api/'"
     )
     channels: dict[Severity, str] = Field(
+        description="channel per alert severity",
         default_factory=lambda: {
             Severity.INFO: "#risk-info",
             Severity.WARNING: "#risk-alerts",
             Severity.CRITICAL: "#risk-critical",
         }
     )
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
-    max_concurrency: int = Field(default=4, ge=1, le=64)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="per-call timeout")
+    max_concurrency: int = Field(default=4, ge=1, le=64, description="parallel posts")
 
     @field_validator("base_url")
     @classmethod
@@ -151,39 +156,53 @@ class SlackSettings(_Section):
 class AlertSettings(_Section):
     """Alert lifecycle timing (Alertmanager semantics) and where alerts go."""
 
-    group_wait_s: float = Field(default=0.0, ge=0)
-    repeat_interval_s: float = Field(default=3600.0, gt=0)
-    send_resolved: bool = True
+    group_wait_s: float = Field(
+        default=0.0, ge=0, description="a new alert is sent once it has lasted this long"
+    )
+    repeat_interval_s: float = Field(
+        default=3600.0, gt=0, description="re-notify a still-firing alert after this"
+    )
+    send_resolved: bool = Field(default=True, description="notify when an alert clears")
     file_sink_path: Path | None = Field(
         default=None, description="JSON-lines sink when Slack is not configured"
     )
-    dagster_ui_url: str = "http://127.0.0.1:3000"
-    outbox_batch_size: int = Field(default=100, ge=1)
-    outbox_max_attempts: int = Field(default=1000, ge=1)
+    dagster_ui_url: str = Field(
+        default="http://127.0.0.1:3000", description="base of the run/asset links in alerts"
+    )
+    outbox_batch_size: int = Field(default=100, ge=1, description="notifications per dispatch")
+    outbox_max_attempts: int = Field(
+        default=1000, ge=1, description="delivery attempts before giving up"
+    )
 
 
 class ConfigServiceSettings(_Section):
     """The configuration service that may override limits, venues and routing at run time."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="take limits from the configuration service")
     url: str | None = Field(default=None, description="fixed URL; else found through discovery")
-    service_name: str = "config-service"
-    component: str = "risk-monitor"
-    poll_timeout_s: float = Field(default=20.0, gt=0)
-    cache_path: Path | None = None
+    service_name: str = Field(
+        default="config-service", description="discovery name of the configuration service"
+    )
+    component: str = Field(default="risk-monitor", description="our component name")
+    poll_timeout_s: float = Field(default=20.0, gt=0, description="long-poll wait")
+    cache_path: Path | None = Field(
+        default=None, description="last good document, used when the service is down"
+    )
 
 
 class ServiceSettings(_Section):
     """The long-running `risk-monitor serve` process."""
 
-    service_name: str = "risk-monitor"
-    instance_id: str | None = None
-    rest_host: str = "127.0.0.1"
-    rest_port: int = Field(default=8080, ge=0, le=65535)
-    grpc_host: str = "127.0.0.1"
-    grpc_port: int = Field(default=50051, ge=0, le=65535)
-    registry_ttl_s: float = Field(default=15.0, gt=0)
-    drain_s: float = Field(default=5.0, ge=0)
+    service_name: str = Field(default="risk-monitor", description="discovery name")
+    instance_id: str | None = Field(default=None, description="default hostname-pid")
+    rest_host: str = Field(default="127.0.0.1", description="REST bind address")
+    rest_port: int = Field(default=8080, ge=0, le=65535, description="0 = any free port")
+    grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address")
+    grpc_port: int = Field(default=50051, ge=0, le=65535, description="0 = any free port")
+    registry_ttl_s: float = Field(
+        default=15.0, gt=0, description="discovery entry lifetime; heartbeat at a third"
+    )
+    drain_s: float = Field(default=5.0, ge=0, description="graceful shutdown drain")
 
 
 class Settings(BaseSettings):
@@ -198,7 +217,9 @@ class Settings(BaseSettings):
     )
 
     environment: str = Field(default="embedded", description="label: embedded, ci, production")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="level of the JSON logs (RISK_MONITOR_LOG_LEVEL)"
+    )
     data_dir: Path = Field(default=Path(".risk_monitor"), description="embedded state directory")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default SQLite under data_dir"

@@ -114,3 +114,13 @@ venues:
     text = repr(masked)
     assert "binance-secret-value" not in text and "dbpassword" not in text
     assert masked["secrets"] == {"BIN_KEY": "NOT SET", "BIN_SECRET": "set"}
+
+
+def test_configuration_reference_is_up_to_date() -> None:
+    from risk_monitor.platform.settings_reference import render
+
+    doc = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
+    assert doc.read_text() == render(), (
+        "docs/configuration.md is stale: run "
+        "`python -m risk_monitor.platform.settings_reference > docs/configuration.md`"
+    )
