@@ -14,6 +14,7 @@ import pytest
 pytest_plugins = [
     "risk_monitor_tests.fixtures.services",
     "risk_monitor_tests.fixtures.custody_sims",
+    "risk_monitor_tests.fixtures.storage",
 ]
 
 

@@ -1,0 +1,308 @@
+"""Alert delivery: Slack (Web API through slack_sdk) and a JSON-lines file sink.
+
+Both implement :class:`risk_monitor.ports.Notifier` and sit behind the durable outbox, which
+retries, orders and records them; a notifier makes one delivery attempt and raises our
+``NotificationError`` family (``map_exception`` decides retryable or rejected).
+
+Slack threading: the first notification of an episode posts a message in the severity's
+channel; each later state of the same episode (escalated, de-escalated, repeat, resolved)
+edits that message to show the current state *and* posts a threaded reply, so the channel shows
+one line per episode and each state is one recorded message. Every posted message carries the
+notification's status, kind and idempotency key in Slack message metadata, so "one WARN, one
+BREACH, one RESOLVED" is countable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.sql.codec import Clock, notification_payload, utc_now
+from risk_monitor.domain.model import LimitStatus, Notification, NotificationKind
+from risk_monitor.platform.errors import ConfigError, NotificationError
+from risk_monitor.platform.logging import get_logger, log_context
+from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import Notifier
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
+
+log = get_logger(__name__)
+
+METADATA_EVENT_TYPE = "risk_monitor_alert"
+STATUS_EMOJI: Mapping[LimitStatus, str] = {
+    LimitStatus.OK: ":white_check_mark:",
+    LimitStatus.WARN: ":warning:",
+    LimitStatus.BREACH: ":rotating_light:",
+    LimitStatus.UNKNOWN: ":grey_question:",
+}
+KIND_LABEL: Mapping[NotificationKind, str] = {
+    NotificationKind.FIRING: "Firing",
+    NotificationKind.ESCALATED: "Escalated",
+    NotificationKind.DEESCALATED: "De-escalated",
+    NotificationKind.REPEAT: "Still firing",
+    NotificationKind.RESOLVED: "Resolved",
+}
+#: Slack errors on chat.update after which we post a fresh message instead of threading
+_ROOT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed",
+                        "channel_not_found", "is_archived", "not_in_channel"})
+_SLACK_REF = re.compile(r"^[CDG][A-Z0-9]+:\d+\.\d+$")
+
+
+# --- rendering -----------------------------------------------------------------------------------
+def _esc(text: str) -> str:
+    """Slack's three control characters, escaped in mrkdwn (ids and reasons are data)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _num(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:,.4f}".rstrip("0").rstrip(".")
+
+
+def _pct(utilisation: float | None) -> str:
+    if utilisation is None or not math.isfinite(utilisation):
+        return "n/a"
+    return f"{utilisation * 100:.1f}%"
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "n/a"
+
+
+def _shown_status(n: Notification) -> LimitStatus:
+    return LimitStatus.OK if n.kind is NotificationKind.RESOLVED else n.status
+
+
+def links(n: Notification, ui_url: str) -> dict[str, str]:
+    """Dagster UI links from the notification's context: the run and the limit_status asset."""
+    base = ui_url.rstrip("/")
+    found: dict[str, str] = {}
+    run_id = n.context.get("run_id")
+    if run_id:
+        found["Dagster run"] = f"{base}/runs/{run_id}"
+    asset = str(n.context.get("asset_key") or "limit_status")
+    found["Asset"] = f"{base}/assets/{asset}"
+    return found
+
+
+def render_text(n: Notification) -> str:
+    """Plain-text fallback (notifications, screen readers, clients without Block Kit)."""
+    status = _shown_status(n)
+    return (
+        f"{STATUS_EMOJI[status]} {status.value} [{n.kind.value}] {n.limit_id} ({n.scope}): "
+        f"value {_num(n.value)} vs warn {_num(n.warn_level)} / breach {_num(n.breach_level)} "
+        f"({_pct(n.utilisation)}) - correlation {n.correlation_id}"
+    )
+
+
+def render_blocks(n: Notification, ui_url: str, *, root: bool = False) -> list[dict[str, Any]]:
+    """Block Kit message; ``root`` renders the thread's first message showing the latest state."""
+    status = _shown_status(n)
+    title = f"{STATUS_EMOJI[status]} {status.value}: {n.limit_id} ({n.scope})"
+    summary = (
+        f"*{KIND_LABEL[n.kind]}* - value *{_num(n.value)}* vs warn {_num(n.warn_level)} / "
+        f"breach {_num(n.breach_level)} (*{_pct(n.utilisation)}* of breach level)"
+    )
+    fields = [
+        ("Limit", f"`{_esc(n.limit_id)}` ({_esc(n.limit_kind)})"),
+        ("Scope", f"`{_esc(n.scope)}`"),
+        ("Status", f"{STATUS_EMOJI[status]} {status.value}"),
+        ("Utilisation", _pct(n.utilisation)),
+        ("Detected", _time(n.detected_at)),
+        ("Source event", _time(n.source_event_time)),
+        ("Correlation id", f"`{_esc(n.correlation_id)}`"),
+        ("Config version", f"`{_esc(n.config_version)}`"),
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": summary[:3000]}},
+        {"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*{label}*\n{value}"[:2000]} for label, value in fields
+        ]},
+    ]
+    notes = []
+    if n.reason:
+        notes.append(f"Reason: {_esc(n.reason)}")
+    versions = n.context.get("data_versions")
+    if isinstance(versions, Mapping) and versions:
+        notes.append("Inputs: " + ", ".join(f"{_esc(str(k))}@{_esc(str(v)[:12])}"
+                                            for k, v in versions.items()))
+    if root and n.kind is not NotificationKind.FIRING:
+        notes.append(f"Updated {_time(n.detected_at)} ({KIND_LABEL[n.kind].lower()}); "
+                     "history in thread")
+    if notes:
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": note[:3000]} for note in notes[:10]
+        ]})
+    blocks.append({"type": "actions", "elements": [
+        {"type": "button", "text": {"type": "plain_text", "text": label},
+         "url": url[:3000], "action_id": f"open_{i}"}
+        for i, (label, url) in enumerate(links(n, ui_url).items())
+    ]})
+    return blocks
+
+
+def message_metadata(n: Notification) -> dict[str, Any]:
+    """Slack message metadata: lets anyone count and trace posted states exactly."""
+    return {
+        "event_type": METADATA_EVENT_TYPE,
+        "event_payload": {
+            "idempotency_key": n.idempotency_key,
+            "fingerprint": n.fingerprint,
+            "kind": n.kind.value,
+            "status": n.status.value,
+            "severity": n.severity.value,
+            "limit_id": n.limit_id,
+            "scope": n.scope,
+            "episode": n.episode,
+            "correlation_id": n.correlation_id,
+        },
+    }
+
+
+# --- Slack ---------------------------------------------------------------------------------------
+class SlackNotifier:
+    """Posts, threads and updates alert messages (see the module docstring)."""
+
+    name = "slack"
+
+    def __init__(self, client: WebClient, channels: Mapping[str, str], *,
+                 dagster_ui_url: str) -> None:
+        missing = {"info", "warning", "critical"} - set(channels)
+        if missing:
+            raise ConfigError(f"no Slack channel for severities {sorted(missing)}",
+                              key="slack.channels")
+        self.client = client
+        self.channels = dict(channels)
+        self.dagster_ui_url = dagster_ui_url
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SlackNotifier:
+        if settings.slack is None:
+            raise ConfigError("Slack is not configured", key="slack")
+        from slack_sdk import WebClient
+
+        token = Settings.require_secret(settings.slack.token_env, key="slack.token_env")
+        client = WebClient(
+            token=token.get_secret_value(),
+            base_url=settings.slack.base_url or WebClient.BASE_URL,
+            timeout=max(1, math.ceil(settings.slack.timeout_s)),
+        )
+        channels = {str(sev.value): channel for sev, channel in settings.slack.channels.items()}
+        return cls(client, channels, dagster_ui_url=settings.alerts.dagster_ui_url)
+
+    def channel_for(self, n: Notification) -> str:
+        return self.channels[n.severity.value]
+
+    def send(self, notification: Notification, previous_ref: str | None) -> str:
+        n = notification
+        text = render_text(n)
+        blocks = render_blocks(n, self.dagster_ui_url)
+        with log_context(correlation_id=n.correlation_id):
+            if previous_ref is not None and not _SLACK_REF.match(previous_ref):
+                log.warning("thread root is not a Slack message (sink changed?); posting anew",
+                            previous_ref=previous_ref, idempotency_key=n.idempotency_key)
+                previous_ref = None
+            if previous_ref is not None:
+                channel, _, root_ts = previous_ref.partition(":")
+                if self._update_root(n, channel, root_ts):
+                    response = self._call(
+                        "chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
+                        blocks=blocks, metadata=message_metadata(n),
+                        reply_broadcast=n.kind is NotificationKind.ESCALATED,
+                    )
+                    return f"{response['channel']}:{response['ts']}"
+            response = self._call("chat.postMessage", channel=self.channel_for(n), text=text,
+                                  blocks=blocks, metadata=message_metadata(n))
+            return f"{response['channel']}:{response['ts']}"
+
+    def verify(self) -> dict[str, Any]:
+        """``auth.test``: proves the token and the endpoint before the first alert needs them."""
+        response = self._call("auth.test")
+        return {"team": response.get("team"), "user": response.get("user")}
+
+    def _update_root(self, n: Notification, channel: str, ts: str) -> bool:
+        """Show the current state on the thread's first message; False if it is gone."""
+        try:
+            self._call("chat.update", channel=channel, ts=ts, text=render_text(n),
+                       blocks=render_blocks(n, self.dagster_ui_url, root=True))
+        except NotificationError as error:
+            if error.details.get("slack_error") in _ROOT_GONE:
+                log.warning("alert thread root cannot be updated; posting a new message",
+                            slack_error=error.details.get("slack_error"),
+                            idempotency_key=n.idempotency_key)
+                return False
+            raise
+        return True
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        """One Web API call through slack_sdk's own method; errors become ours."""
+        call = {"chat.postMessage": self.client.chat_postMessage,
+                "chat.update": self.client.chat_update,
+                "auth.test": self.client.auth_test}[method]
+        try:
+            return call(**kwargs)
+        except Exception as exc:
+            raise map_exception(exc, source="slack", endpoint=method) from exc
+
+
+# --- file / log sink -----------------------------------------------------------------------------
+class FileSink:
+    """Appends one JSON line per notification (embedded demo, no Slack) and logs it.
+
+    Lines are flushed and fsynced before ``send`` returns, so the outbox only marks a
+    notification sent once it is on disk. The delivery ref is ``file:<name>:<byte offset>``.
+    """
+
+    name = "file"
+
+    def __init__(self, path: Path, *, clock: Clock = utc_now) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def send(self, notification: Notification, previous_ref: str | None) -> str:
+        n = notification
+        record = {"written_at": self._clock().isoformat(), "previous_ref": previous_ref,
+                  "text": render_text(n), **notification_payload(n)}
+        line = orjson.dumps(record) + b"\n"
+        try:
+            with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                try:
+                    offset = os.lseek(fd, 0, os.SEEK_END)
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise NotificationError(f"cannot write alert sink {self.path}: {exc}",
+                                    source="file_sink") from exc
+        with log_context(correlation_id=n.correlation_id):
+            log.warning("risk alert", kind=n.kind.value, status=n.status.value,
+                        severity=n.severity.value, limit_id=n.limit_id, scope=n.scope,
+                        value=n.value, utilisation=n.utilisation,
+                        idempotency_key=n.idempotency_key, sink=str(self.path))
+        return f"file:{self.path.name}:{offset}"
+
+
+def build_notifier(settings: Settings) -> Notifier:
+    """Slack when configured, else the file sink under the data directory."""
+    if settings.slack is not None:
+        return SlackNotifier.from_settings(settings)
+    path = settings.alerts.file_sink_path or settings.data_dir / "alerts.jsonl"
+    return FileSink(path)

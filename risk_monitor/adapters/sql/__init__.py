@@ -1,0 +1,100 @@
+"""Risk Monitor's own store on PostgreSQL or SQLite: alerts, outbox, risk state, audit.
+
+``Storage.open(url)`` migrates the database (idempotent) and returns every repository on one
+engine; the service and the Dagster resource each open one per process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from risk_monitor.adapters.sql.alert_store import AlertTransaction, ApplyResult, SqlAlertStore
+from risk_monitor.adapters.sql.audit_log import AuditRecord, SqlAuditLog
+from risk_monitor.adapters.sql.codec import Clock, utc_now
+from risk_monitor.adapters.sql.compliance_store import (
+    ComplianceInterval,
+    ComplianceStore,
+    ComplianceSummary,
+)
+from risk_monitor.adapters.sql.config_versions import ConfigVersion, ConfigVersionStore
+from risk_monitor.adapters.sql.engine import create_engine, normalise_url
+from risk_monitor.adapters.sql.equity_store import EquityPoint, EquityStore
+from risk_monitor.adapters.sql.migrate import current_revision, head_revision, migrate
+from risk_monitor.adapters.sql.outbox import (
+    BackoffPolicy,
+    DispatchResult,
+    OutboxDispatcher,
+    OutboxEntry,
+    OutboxRepository,
+    OutboxRow,
+)
+from risk_monitor.adapters.sql.risk_state import MetricValue, RiskStateStore
+
+__all__ = [
+    "AlertTransaction",
+    "ApplyResult",
+    "AuditRecord",
+    "BackoffPolicy",
+    "ComplianceInterval",
+    "ComplianceStore",
+    "ComplianceSummary",
+    "ConfigVersion",
+    "ConfigVersionStore",
+    "DispatchResult",
+    "EquityPoint",
+    "EquityStore",
+    "MetricValue",
+    "OutboxDispatcher",
+    "OutboxEntry",
+    "OutboxRepository",
+    "OutboxRow",
+    "RiskStateStore",
+    "SqlAlertStore",
+    "SqlAuditLog",
+    "Storage",
+    "create_engine",
+    "current_revision",
+    "head_revision",
+    "migrate",
+    "normalise_url",
+]
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Every repository over one engine."""
+
+    engine: Engine
+    alerts: SqlAlertStore
+    outbox: OutboxRepository
+    risk_state: RiskStateStore
+    compliance: ComplianceStore
+    equity: EquityStore
+    config_versions: ConfigVersionStore
+    audit: SqlAuditLog
+
+    @classmethod
+    def open(cls, url: str, *, clock: Clock = utc_now, run_migrations: bool = True,
+             pool_size: int = 5) -> Storage:
+        engine = create_engine(url, pool_size=pool_size)
+        if run_migrations:
+            migrate(engine)
+        return cls.on(engine, clock=clock)
+
+    @classmethod
+    def on(cls, engine: Engine, *, clock: Clock = utc_now) -> Storage:
+        return cls(
+            engine=engine,
+            alerts=SqlAlertStore(engine, clock=clock),
+            outbox=OutboxRepository(engine),
+            risk_state=RiskStateStore(engine, clock=clock),
+            compliance=ComplianceStore(engine),
+            equity=EquityStore(engine),
+            config_versions=ConfigVersionStore(engine),
+            audit=SqlAuditLog(engine),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,188 @@
+"""Alert series state and the outbox, written together: the ``AlertStore`` port on SQL.
+
+Two writers evaluate the same limits: the Dagster run and the service's hot path. Planning a
+transition reads the series state and writes the next one, so it must happen under a lock or
+both writers plan the same "first" notification (or worse, WARN and BREACH each as the first).
+:meth:`SqlAlertStore.locked` takes the lock per fingerprint for the whole read-plan-write:
+a PostgreSQL transaction-scoped advisory lock (no placeholder rows needed for fingerprints never
+seen; locks taken in a fixed order, so no deadlock), or ``BEGIN IMMEDIATE`` on SQLite. The
+``version`` column is a second guard: a write whose read is stale fails instead of overwriting.
+
+Notifications go into the outbox in the same transaction, ``ON CONFLICT (idempotency_key) DO
+NOTHING``: re-applying a plan enqueues nothing twice, and a state change without its
+notification (or the reverse) cannot be committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.engine import dialect_insert, lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.schema import alert_states, outbox
+from risk_monitor.domain.model import AlertState, Notification
+from risk_monitor.platform.errors import StorageIntegrityError
+from risk_monitor.platform.logging import get_logger
+
+log = get_logger(__name__)
+SOURCE = "alert_store"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one apply wrote: states, new outbox rows, and notifications already there."""
+
+    states_written: int
+    enqueued: int
+    duplicates: int
+
+
+class AlertTransaction:
+    """The locked states of some fingerprints, and the way to write their next states."""
+
+    def __init__(self, conn: Connection, states: dict[str, AlertState],
+                 versions: dict[str, int], locked: frozenset[str], clock: codec.Clock) -> None:
+        self.connection = conn
+        self.states = states
+        self._versions = versions
+        self._locked = locked
+        self._clock = clock
+
+    def apply(self, states: Sequence[AlertState],
+              notifications: Sequence[Notification]) -> ApplyResult:
+        """Write next states (checked against the versions read) and enqueue notifications."""
+        unlocked = {s.fingerprint for s in states} | {n.fingerprint for n in notifications}
+        unlocked -= self._locked
+        if unlocked:
+            raise ValueError(f"fingerprints not locked in this transaction: {sorted(unlocked)}")
+        now = self._clock()
+        for state in states:
+            values = codec.state_values(state)
+            version = self._versions.get(state.fingerprint)
+            if version is None:
+                self.connection.execute(
+                    alert_states.insert().values(**values, version=1, updated_at=now)
+                )
+                self._versions[state.fingerprint] = 1
+            else:
+                done = self.connection.execute(
+                    alert_states.update()
+                    .where(alert_states.c.fingerprint == state.fingerprint,
+                           alert_states.c.version == version)
+                    .values(**values, version=version + 1, updated_at=now)
+                )
+                if done.rowcount != 1:
+                    raise StorageIntegrityError(
+                        f"alert state {state.fingerprint} changed under a lock (version "
+                        f"{version}): a writer bypassed AlertStore.locked",
+                        source=SOURCE,
+                    )
+                self._versions[state.fingerprint] = version + 1
+            self.states[state.fingerprint] = state
+        enqueued = enqueue(self.connection, notifications, now)
+        return ApplyResult(len(states), enqueued, len(notifications) - enqueued)
+
+
+def enqueue(conn: Connection, notifications: Sequence[Notification], now: datetime) -> int:
+    """Insert outbox rows, skipping keys already present; returns how many were new."""
+    if not notifications:
+        return 0
+    rows = [
+        {
+            "idempotency_key": n.idempotency_key,
+            "fingerprint": n.fingerprint,
+            "episode": n.episode,
+            "sequence": codec.sequence_of(n),
+            "kind": n.kind.value,
+            "alert_status": n.status.value,
+            "severity": n.severity.value,
+            "limit_id": n.limit_id,
+            "scope": n.scope,
+            "correlation_id": n.correlation_id,
+            "payload": codec.notification_payload(n),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "detected_at": n.detected_at,
+            "source_event_time": n.source_event_time,
+        }
+        for n in notifications
+    ]
+    statement = (
+        dialect_insert(conn, outbox)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(outbox.c.id)
+    )
+    inserted = 0
+    for row in rows:  # one by one: RETURNING tells exactly which keys were new
+        if conn.execute(statement, row).first() is not None:
+            inserted += 1
+    return inserted
+
+
+class SqlAlertStore:
+    """The ``AlertStore`` port on PostgreSQL or SQLite (see the module docstring)."""
+
+    def __init__(self, engine: Engine, *, clock: codec.Clock = codec.utc_now) -> None:
+        self.engine = engine
+        self._clock = clock
+
+    def load_states(self, fingerprints: Sequence[str]) -> dict[str, AlertState]:
+        with read_only(self.engine, source=SOURCE) as conn:
+            states, _ = _select_states(conn, fingerprints)
+        return states
+
+    def all_states(self) -> list[AlertState]:
+        with read_only(self.engine, source=SOURCE) as conn:
+            rows = conn.execute(sa.select(alert_states).order_by(alert_states.c.fingerprint))
+            return [codec.state_from_row(r._mapping) for r in rows]
+
+    @contextlib.contextmanager
+    def locked(self, fingerprints: Sequence[str]) -> Iterator[AlertTransaction]:
+        """Lock the series, read their states, let the caller plan and apply; commit at exit."""
+        wanted = sorted(set(fingerprints))
+        with write_tx(self.engine, source=SOURCE) as conn:
+            lock_names(conn, [f"alert:{fp}" for fp in wanted])
+            states, versions = _select_states(conn, wanted)
+            yield AlertTransaction(conn, states, versions, frozenset(wanted), self._clock)
+
+    def apply(self, states: Sequence[AlertState],
+              notifications: Sequence[Notification]) -> None:
+        """Persist states and enqueue notifications atomically (last writer wins on states).
+
+        Callers that plan from a read should use :meth:`locked` instead, which checks that
+        nobody wrote in between (and reports what was written).
+        """
+        fingerprints = [s.fingerprint for s in states] + [n.fingerprint for n in notifications]
+        with self.locked(fingerprints) as tx:
+            tx.apply(states, notifications)
+
+    def message_ref(self, fingerprint: str) -> str | None:
+        """The thread root ("channel:ts") of the series' current episode, if posted."""
+        with read_only(self.engine, source=SOURCE) as conn:
+            return conn.execute(
+                sa.select(alert_states.c.message_ref)
+                .where(alert_states.c.fingerprint == fingerprint)
+            ).scalar_one_or_none()
+
+
+def _select_states(conn: Connection, fingerprints: Sequence[str]
+                   ) -> tuple[dict[str, AlertState], dict[str, int]]:
+    states: dict[str, AlertState] = {}
+    versions: dict[str, int] = {}
+    wanted = list(set(fingerprints))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        rows = conn.execute(sa.select(alert_states).where(alert_states.c.fingerprint.in_(chunk)))
+        for row in rows:
+            mapping = row._mapping
+            states[mapping["fingerprint"]] = codec.state_from_row(mapping)
+            versions[mapping["fingerprint"]] = mapping["version"]
+    return states, versions

@@ -1,0 +1,151 @@
+"""Latest limit results, metric snapshots, sources, compliance, equity, limit versions, audit."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
+from risk_monitor.domain.model import LimitStatus, SourceKind, SourceStatus
+from risk_monitor_tests.fixtures.storage import FakeClock, make_result
+
+
+def test_limit_results_only_move_forward(storage: Storage, clock: FakeClock) -> None:
+    t0 = clock()
+    newer = make_result("BREACH", t0 + timedelta(seconds=10))
+    older = make_result("OK", t0)
+    other = make_result("WARN", t0, scope="venue:okx")
+    assert storage.risk_state.upsert_limit_results([newer, other]) == 2
+    assert storage.risk_state.upsert_limit_results([older]) == 0  # a slow writer loses
+    stored = {r.scope: r for r in storage.risk_state.limit_results()}
+    assert stored["portfolio"] == newer
+    assert stored["venue:okx"] == other
+
+
+def test_a_full_evaluation_prunes_limits_no_longer_configured(storage: Storage,
+                                                              clock: FakeClock) -> None:
+    t0 = clock()
+    storage.risk_state.upsert_limit_results([make_result("OK", t0),
+                                             make_result("OK", t0, scope="venue:gone")])
+    t1 = t0 + timedelta(minutes=1)
+    storage.risk_state.upsert_limit_results([make_result("WARN", t1)], prune_before=t1)
+    assert [r.scope for r in storage.risk_state.limit_results()] == ["portfolio"]
+
+
+def test_a_metrics_snapshot_replaces_the_previous_one(storage: Storage, clock: FakeClock) -> None:
+    first = [MetricValue("exposure_usd", 100.0, {"venue": "binance", "asset": "BTC"}),
+             MetricValue("exposure_usd", 50.0, {"venue": "okx", "asset": "ETH"}),
+             MetricValue("pnl_usd", -5.0, {"scope": "portfolio"})]
+    storage.risk_state.replace_metrics(first, clock())
+    second = [MetricValue("exposure_usd", 120.0, {"venue": "binance", "asset": "BTC"})]
+    storage.risk_state.replace_metrics(second, clock.advance(5), names=["exposure_usd"])
+    stored = {(m.name, tuple(sorted(m.labels.items()))): m.value
+              for m in storage.risk_state.metrics()}
+    assert stored == {("exposure_usd", (("asset", "BTC"), ("venue", "binance"))): 120.0,
+                      ("pnl_usd", (("scope", "portfolio"),)): -5.0}
+    storage.risk_state.replace_metrics([MetricValue("equity_usd", float("nan"))], clock())
+    (only,) = storage.risk_state.metrics()
+    assert only.name == "equity_usd" and only.value is None  # unknown stays unknown
+
+
+def test_metric_names_must_be_prometheus_names() -> None:
+    with pytest.raises(ValueError):
+        MetricValue("exposure-usd", 1.0)
+    with pytest.raises(ValueError):
+        MetricValue("exposure_usd", 1.0, {"__name__": "x"})
+
+
+def test_sources_keep_the_time_of_their_last_success(storage: Storage, clock: FakeClock) -> None:
+    t0 = clock()
+    ok = SourceStatus(SourceKind.EXCHANGE, "binance", "main", ok=True, as_of=t0, rows=3)
+    failed = dataclasses.replace(ok, ok=False, as_of=t0 + timedelta(seconds=30), rows=0,
+                                 error_code="RM201", error="timeout")
+    storage.risk_state.record_sources([ok])
+    storage.risk_state.record_sources([failed])
+    (source,) = storage.risk_state.sources()
+    assert (source.ok, source.last_ok_at, source.as_of, source.error_code) == (
+        False, t0, t0 + timedelta(seconds=30), "RM201")
+
+
+def test_compliance_intervals_follow_status_changes(storage: Storage, clock: FakeClock) -> None:
+    t0 = clock()
+    timeline = [("OK", 0), ("OK", 600), ("WARN", 3600), ("BREACH", 5400), ("BREACH", 6000),
+                ("OK", 7200)]
+    for status, offset in timeline:
+        storage.compliance.record([make_result(status, t0 + timedelta(seconds=offset))])
+    storage.compliance.record([make_result("BREACH", t0 + timedelta(seconds=100))])  # stale
+    storage.compliance.record([make_result("WARN", t0 + timedelta(seconds=60),
+                                           scope="venue:okx")])
+
+    window_end = t0 + timedelta(seconds=9000)
+    spent = storage.compliance.time_in_status(t0 - timedelta(hours=1), window_end)
+    assert spent[("max_notional", "portfolio")] == {
+        LimitStatus.OK: 3600 + 1800, LimitStatus.WARN: 1800, LimitStatus.BREACH: 1800,
+        LimitStatus.UNKNOWN: 0}
+    assert spent[("max_notional", "venue:okx")][LimitStatus.WARN] == 9000 - 60
+
+    summary = storage.compliance.summary()
+    assert summary.status is LimitStatus.WARN
+    assert summary.counts[LimitStatus.OK] == 1 and summary.counts[LimitStatus.WARN] == 1
+    breach = [i for i in storage.compliance.intervals(t0, window_end)
+              if i.status is LimitStatus.BREACH]
+    assert len(breach) == 1 and breach[0].worst_utilisation == pytest.approx(1.2)
+    assert breach[0].until == t0 + timedelta(seconds=7200)
+    assert len(storage.compliance.open_intervals()) == 2
+
+
+def test_no_evaluation_yet_reads_unknown(storage: Storage) -> None:
+    assert storage.compliance.summary().status is LimitStatus.UNKNOWN
+
+
+def test_equity_start_of_day_and_peak(storage: Storage) -> None:
+    day = date(2026, 3, 2)
+    midnight = datetime(2026, 3, 2, tzinfo=UTC)
+    points = [EquityPoint("portfolio", midnight - timedelta(minutes=1), 1000.0),
+              EquityPoint("portfolio", midnight + timedelta(hours=1), 1100.0),
+              EquityPoint("portfolio", midnight + timedelta(hours=2), 1050.0),
+              EquityPoint("venue:okx", midnight + timedelta(hours=3), 10.0)]
+    storage.equity.record(points)
+    sod = storage.equity.start_of_day("portfolio", day)
+    assert sod is not None and sod.equity == 1000.0
+    late_start = storage.equity.start_of_day("venue:okx", day)
+    assert late_start is not None and late_start.equity == 10.0  # first sighting that day
+    assert storage.equity.start_of_day("venue:okx", date(2026, 3, 1)) is None
+    peak = storage.equity.peak("portfolio", since=midnight)
+    assert peak is not None and peak.equity == 1100.0
+    latest = storage.equity.latest("portfolio")
+    assert latest is not None and latest.equity == 1050.0
+    assert storage.equity.prune(midnight + timedelta(hours=2)) == 1  # keeps the SOD base
+    assert storage.equity.start_of_day("portfolio", date(2026, 3, 3)) == latest
+
+
+def test_limit_versions_are_recorded_once(storage: Storage, clock: FakeClock) -> None:
+    document = {"limits": [{"id": "max_notional", "breach": 1000}]}
+    assert storage.config_versions.record("v1", document, source="file", applied_at=clock())
+    assert not storage.config_versions.record("v1", document, source="config-service",
+                                              applied_at=clock.advance(60))
+    storage.config_versions.record("v2", {"limits": []}, source="config-service",
+                                   applied_at=clock.advance(60))
+    stored = storage.config_versions.get("v1")
+    assert stored is not None and stored.source == "file" and stored.document == document
+    assert [v.version for v in storage.config_versions.history()] == ["v2", "v1"]
+
+
+def test_the_audit_log_links_an_alert_to_its_run_and_redacts(storage: Storage,
+                                                             clock: FakeClock) -> None:
+    storage.audit.record("alert.raised", clock(), "corr-1", {
+        "run_id": "run-42", "config_version": "v1",
+        "data_versions": {"market_prices": "abc"}, "api_key": "should-not-be-stored"})
+    storage.audit.record("alert.notified", clock.advance(1), "corr-1", {"ref": "C1:1"},
+                         run_id="run-42")
+    records = storage.audit.by_correlation("corr-1")
+    assert [r.event for r in records] == ["alert.raised", "alert.notified"]
+    assert records[0].run_id == "run-42"
+    assert records[0].payload["data_versions"] == {"market_prices": "abc"}
+    assert records[0].payload["api_key"] == "***"
+    assert records[0].payload["code_version"]
+    assert [r.event for r in storage.audit.by_run("run-42")] == ["alert.raised",
+                                                                 "alert.notified"]
+    assert storage.audit.recent(1)[0].event == "alert.notified"
