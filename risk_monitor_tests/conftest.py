@@ -15,6 +15,7 @@ pytest_plugins = [
     "risk_monitor_tests.fixtures.services",
     "risk_monitor_tests.fixtures.custody_sims",
     "risk_monitor_tests.fixtures.storage",
+    "risk_monitor_tests.fixtures.service",
 ]
 
 

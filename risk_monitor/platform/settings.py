@@ -203,6 +203,10 @@ class ServiceSettings(_Section):
         default=15.0, gt=0, description="discovery entry lifetime; heartbeat at a third"
     )
     drain_s: float = Field(default=5.0, ge=0, description="graceful shutdown drain")
+    registry_prefix: str = Field(default="svc", description="Redis key prefix of discovery")
+    health_check_interval_s: float = Field(
+        default=1.0, gt=0, description="how often dependencies are probed for health"
+    )
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,526 @@
+"""Configuration-service client: fetch, validate, apply atomically, watch, cache to disk.
+
+The configuration service (contract: docs/config-service-contract.md) serves one versioned JSON
+document per component. For ``risk-monitor`` the document holds ``limits`` (the limit
+configuration, same shape as limits.yaml) and optionally ``alert_routing`` and ``venues``.
+
+- :class:`ConfigState` keeps the applied configuration. ``apply`` validates a document and swaps
+  it in as one immutable object, so readers never see half a configuration; an invalid document
+  is rejected (logged, counted in ``risk_monitor_config_rejected_total``) and the last good one
+  stays. Listeners (``on_applied``) run after each swap, e.g. to record the version in
+  ``limit_config_versions`` or to re-evaluate limits.
+- :class:`ConfigServiceLocator` finds the service: ``config_service.url`` when set, else a live
+  instance from Redis discovery.
+- :class:`ConfigWatcher` (asyncio, for the service) applies the limits file as a base, then the
+  service's document (or, while the service is down, the last good document cached on disk), and
+  long-polls for changes: hot reload without restart.
+- :class:`HttpConfigSource` is the synchronous ``ports.ConfigSource`` for Dagster and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client import Counter, Gauge, Info
+
+from risk_monitor.adapters.redis_registry import DiscoveryClient
+from risk_monitor.domain.limits import LimitConfig, load_limit_config
+from risk_monitor.platform.errors import (
+    ConfigError,
+    DiscoveryError,
+    RiskMonitorError,
+    ServiceError,
+)
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
+from risk_monitor.platform.settings import ConfigServiceSettings, ResilienceSettings
+
+log = get_logger(__name__)
+
+CONFIG_VERSION_INFO = Info(
+    "risk_monitor_config_version",
+    "Configuration applied per component: document version, its source and the limits version.",
+    ["component"],
+)
+CONFIG_APPLIED = Counter(
+    "risk_monitor_config_applied_total", "Configuration versions applied.",
+    ["component", "source"],
+)
+CONFIG_REJECTED = Counter(
+    "risk_monitor_config_rejected_total",
+    "Configuration documents rejected (the last good one stayed in force).",
+    ["component", "reason"],
+)
+CONFIG_SERVICE_UP = Gauge(
+    "risk_monitor_config_service_up",
+    "1 when the last request to the configuration service succeeded.", ["component"],
+)
+
+SOURCE_FILE = "file"
+SOURCE_CACHE = "cache"
+SOURCE_SERVICE = "service"
+
+
+def document_version(document: Mapping[str, Any]) -> str:
+    """Content version of a document: sha256 of its canonical JSON, first 16 hex digits."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           allow_nan=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ConfigDocument:
+    """One version of a component's document, as fetched (not yet validated)."""
+
+    component: str
+    version: str
+    document: Mapping[str, Any]
+    source: str  # service | cache | file
+    updated_at: str | None = None
+    revision: int | None = None
+
+    @classmethod
+    def from_response(cls, body: Mapping[str, Any], *, source: str = SOURCE_SERVICE,
+                      expected_component: str | None = None) -> ConfigDocument:
+        """Parse a ``GET /v1/config/{component}`` body; ConfigError when it is malformed."""
+        if not isinstance(body, Mapping):
+            raise ConfigError("configuration response is not a JSON object", source="config")
+        document = body.get("document")
+        version = body.get("version")
+        component = body.get("component")
+        if not isinstance(document, Mapping) or not isinstance(version, str) or not version:
+            raise ConfigError("configuration response lacks 'document' or 'version'",
+                              source="config", key="document")
+        if expected_component is not None and component != expected_component:
+            raise ConfigError(f"configuration response is for {component!r}, "
+                              f"not {expected_component!r}", source="config", key="component")
+        revision = body.get("revision")
+        return cls(component=str(component), version=version, document=document, source=source,
+                   updated_at=body.get("updated_at"),
+                   revision=revision if isinstance(revision, int) else None)
+
+
+@dataclass(frozen=True)
+class AppliedConfig:
+    """A validated configuration in force. Immutable: replaced as a whole on every change."""
+
+    component: str
+    version: str  # document version (configuration service) or file content hash
+    source: str
+    document: Mapping[str, Any]
+    limits: LimitConfig  # the domain's validated limit configuration
+    limits_version: str
+    alert_routing: Mapping[str, Any] | None
+    venues: tuple[Mapping[str, Any], ...] | None
+    applied_at: datetime
+    updated_at: str | None = None
+
+
+def validate_limits(limits: Any) -> tuple[LimitConfig, str]:
+    """Validate the ``limits`` part with the domain's schema; (config, limits version)."""
+    if not isinstance(limits, Mapping):
+        raise ConfigError("'limits' must be a mapping (the limit configuration document)",
+                          key="limits")
+    try:
+        config = load_limit_config(limits)
+    except ConfigError as exc:
+        key = f"limits.{exc.key}" if exc.key else "limits"
+        raise ConfigError(exc.message, key=key, source="config") from None
+    return config, config.version
+
+
+def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a ``risk-monitor`` document; returns its validated parts or raises ConfigError."""
+    if not isinstance(document, Mapping):
+        raise ConfigError("configuration document must be a JSON object", key="document")
+    unknown = sorted(set(document) - {"limits", "alert_routing", "venues"})
+    if unknown:
+        raise ConfigError(f"unknown configuration keys: {unknown}", key=unknown[0])
+    if "limits" not in document:
+        raise ConfigError("configuration document has no 'limits'", key="limits")
+    limits, limits_version = validate_limits(document["limits"])
+    routing = document.get("alert_routing")
+    if routing is not None and not isinstance(routing, Mapping):
+        raise ConfigError("'alert_routing' must be a mapping", key="alert_routing")
+    venues = document.get("venues")
+    if venues is not None and (not isinstance(venues, list)
+                               or not all(isinstance(v, Mapping) for v in venues)):
+        raise ConfigError("'venues' must be a list of mappings", key="venues")
+    return {"limits": limits, "limits_version": limits_version, "alert_routing": routing,
+            "venues": tuple(venues) if venues is not None else None}
+
+
+def load_limits_file(path: Path, component: str) -> ConfigDocument:
+    """The local limits file as a base document (source ``file``)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read limits file {str(path)!r}: {exc}",
+                          key="limits_file") from exc
+    document = {"limits": raw}
+    return ConfigDocument(component=component, version=document_version(document),
+                          document=document, source=SOURCE_FILE)
+
+
+class ConfigState:
+    """The configuration in force and its history of outcomes (thread-safe)."""
+
+    def __init__(self, component: str, *, cache_path: Path | None = None,
+                 validator: Callable[[Mapping[str, Any]], dict[str, Any]] = validate_document
+                 ) -> None:
+        self.component = component
+        self.cache_path = cache_path
+        self.validator = validator
+        self._current: AppliedConfig | None = None
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[AppliedConfig], None]] = []
+        self.rejected: int = 0
+        self.last_rejection: str | None = None
+        self.last_seen_version: str | None = None  # newest version fetched, valid or not
+        self.service_synced = False  # a service (or cached service) document is in force
+
+    @property
+    def current(self) -> AppliedConfig | None:
+        return self._current
+
+    def on_applied(self, listener: Callable[[AppliedConfig], None]) -> None:
+        """Call ``listener(applied)`` after every successful apply (and now, if applied)."""
+        with self._lock:
+            self._listeners.append(listener)
+            current = self._current
+        if current is not None:
+            self._notify([listener], current)
+
+    def apply(self, doc: ConfigDocument) -> bool:
+        """Validate and swap in ``doc``; False (and the old one kept) when it is invalid."""
+        self.last_seen_version = doc.version
+        current = self._current
+        if current is not None and current.version == doc.version \
+                and current.source != SOURCE_FILE:
+            return True  # same content already in force
+        try:
+            parts = self.validator(doc.document)
+        except RiskMonitorError as exc:
+            self._reject(doc, exc)
+            return False
+        except Exception as exc:  # a validator bug must not take the last good config away
+            self._reject(doc, ConfigError(f"validation failed: {exc}", key="document"))
+            return False
+        applied = AppliedConfig(
+            component=self.component, version=doc.version, source=doc.source,
+            document=doc.document, limits=parts["limits"], limits_version=parts["limits_version"],
+            alert_routing=parts["alert_routing"], venues=parts["venues"],
+            applied_at=datetime.now(UTC), updated_at=doc.updated_at,
+        )
+        with self._lock:
+            previous = self._current
+            self._current = applied
+            listeners = list(self._listeners)
+            if doc.source in (SOURCE_SERVICE, SOURCE_CACHE):
+                self.service_synced = True
+        CONFIG_APPLIED.labels(component=self.component, source=doc.source).inc()
+        CONFIG_VERSION_INFO.labels(component=self.component).info(
+            {"version": applied.version, "source": applied.source,
+             "limits_version": applied.limits_version})
+        log.info("config_applied", component=self.component, version=applied.version,
+                 source=applied.source, limits_version=applied.limits_version,
+                 previous_version=previous.version if previous else None)
+        if doc.source == SOURCE_SERVICE:
+            self._write_cache(doc)
+        self._notify(listeners, applied)
+        return True
+
+    def _reject(self, doc: ConfigDocument, exc: RiskMonitorError) -> None:
+        self.rejected += 1
+        self.last_rejection = f"{doc.version}: {exc.message}"
+        key = getattr(exc, "key", None)
+        CONFIG_REJECTED.labels(component=self.component, reason=exc.code).inc()
+        record_error(exc)
+        log.error("config_rejected", component=self.component, version=doc.version,
+                  source=doc.source, error=exc.message, key=key,
+                  kept_version=self._current.version if self._current else None)
+
+    def _notify(self, listeners: list[Callable[[AppliedConfig], None]],
+                applied: AppliedConfig) -> None:
+        for listener in listeners:
+            try:
+                listener(applied)
+            except Exception as exc:  # a recorder failing must not undo the apply
+                error = exc if isinstance(exc, RiskMonitorError) else ServiceError(
+                    f"config listener failed: {type(exc).__name__}: {exc}", source="config")
+                record_error(error)
+                log.error("config_listener_failed", component=self.component,
+                          version=applied.version, error=str(error))
+
+    # -- disk cache -----------------------------------------------------------------------------
+    def _write_cache(self, doc: ConfigDocument) -> None:
+        if self.cache_path is None:
+            return
+        payload = {"component": doc.component, "version": doc.version,
+                   "revision": doc.revision, "updated_at": doc.updated_at,
+                   "document": doc.document, "cached_at": datetime.now(UTC).isoformat()}
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(payload, sort_keys=True))
+            os.replace(tmp, self.cache_path)  # atomic: a crash never leaves half a file
+        except OSError as exc:
+            log.warning("config_cache_write_failed", path=str(self.cache_path), error=str(exc))
+
+    def read_cache(self) -> ConfigDocument | None:
+        """The last good service document saved on disk, if any and readable."""
+        if self.cache_path is None or not self.cache_path.is_file():
+            return None
+        try:
+            body = json.loads(self.cache_path.read_text())
+            doc = ConfigDocument.from_response(body, source=SOURCE_CACHE,
+                                               expected_component=self.component)
+        except (OSError, ValueError, RiskMonitorError) as exc:
+            log.warning("config_cache_unreadable", path=str(self.cache_path), error=str(exc))
+            return None
+        if document_version(doc.document) != doc.version:
+            log.warning("config_cache_corrupt", path=str(self.cache_path))
+            return None
+        return doc
+
+    def status(self) -> dict[str, Any]:
+        """What /readyz and GetRiskStatus show."""
+        current = self._current
+        return {
+            "applied": current is not None,
+            "version": current.version if current else None,
+            "source": current.source if current else None,
+            "limits_version": current.limits_version if current else None,
+            "applied_at": current.applied_at.isoformat() if current else None,
+            "service_synced": self.service_synced,
+            "rejected": self.rejected,
+            "last_rejection": self.last_rejection,
+        }
+
+
+class ConfigServiceLocator:
+    """Base URL of the configuration service: fixed, or discovered in Redis."""
+
+    def __init__(self, settings: ConfigServiceSettings,
+                 discovery: DiscoveryClient | None = None) -> None:
+        self.settings = settings
+        self.discovery = discovery
+        self._current: str | None = settings.url.rstrip("/") if settings.url else None
+        self._instance: str | None = None
+
+    def url(self) -> str:
+        if self.settings.url:
+            return self.settings.url.rstrip("/")
+        if self._current is not None:
+            return self._current
+        if self.discovery is None:
+            raise DiscoveryError("configuration service has no url and no Redis discovery "
+                                 "(set config_service.url or redis_url)", source="config")
+        instance = self.discovery.pick(self.settings.service_name, need="rest_url")
+        self._current = instance.rest_url.rstrip("/")
+        self._instance = instance.instance_id
+        log.info("config_service_discovered", url=self._current, instance_id=self._instance)
+        return self._current
+
+    def failed(self) -> None:
+        """Forget a discovered instance after a transport failure (the next call re-discovers)."""
+        if self.settings.url:
+            return
+        self._current = None
+        if self.discovery is not None:
+            self.discovery.invalidate(self.settings.service_name)
+
+
+def _transport_error(exc: BaseException, url: str) -> ServiceError:
+    return ServiceError(f"configuration service unreachable: {type(exc).__name__}: {exc}",
+                        source="config", retryable=True, details={"endpoint": url})
+
+
+def _parse(response: httpx.Response, component: str, url: str) -> ConfigDocument | None:
+    """None for 304; ConfigDocument for 200; ServiceError otherwise."""
+    if response.status_code == 304:
+        return None
+    if response.status_code == 200:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ConfigError(f"configuration service sent invalid JSON: {exc}",
+                              source="config", key="document") from exc
+        return ConfigDocument.from_response(body, expected_component=component)
+    raise ServiceError(
+        f"configuration service answered HTTP {response.status_code}",
+        source="config", retryable=response.status_code >= 500 or response.status_code == 429,
+        details={"endpoint": url, "http_status": response.status_code},
+    )
+
+
+class HttpConfigSource:
+    """Synchronous ``ports.ConfigSource`` over the configuration service."""
+
+    def __init__(self, locator: ConfigServiceLocator, *, timeout_s: float = 10.0) -> None:
+        self.locator = locator
+        self.timeout_s = timeout_s
+
+    def fetch(self, component: str) -> tuple[str, Mapping[str, Any]]:
+        base = self.locator.url()
+        url = f"{base}/v1/config/{component}"
+        try:
+            with httpx.Client(timeout=self.timeout_s) as client:
+                response = client.get(url)
+        except httpx.HTTPError as exc:
+            self.locator.failed()
+            raise _transport_error(exc, url) from exc
+        if response.status_code == 404:
+            raise ConfigError(f"configuration service has no document for {component!r}",
+                              source="config", key="component")
+        doc = _parse(response, component, url)
+        assert doc is not None  # no If-None-Match was sent, so no 304
+        return doc.version, doc.document
+
+
+@dataclass
+class WatcherStatus:
+    """Liveness of the watch loop, for /readyz."""
+
+    connected: bool = False
+    last_error: str | None = None
+    last_contact: datetime | None = None
+    polls: int = 0
+    failures: int = field(default=0)
+
+
+class ConfigWatcher:
+    """Keeps ``state`` in sync with the configuration service (asyncio)."""
+
+    def __init__(self, settings: ConfigServiceSettings, state: ConfigState, *,
+                 locator: ConfigServiceLocator | None, limits_file: Path | None,
+                 resilience: ResilienceSettings | None = None) -> None:
+        self.settings = settings
+        self.state = state
+        self.locator = locator
+        self.limits_file = limits_file
+        self.resilience = resilience or ResilienceSettings()
+        self.status = WatcherStatus()
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Apply the base file, then the service (or the disk cache); start watching."""
+        if self.limits_file is not None:
+            base = await asyncio.to_thread(load_limits_file, self.limits_file,
+                                           self.state.component)
+            await asyncio.to_thread(self.state.apply, base)
+        if not self.settings.enabled or self.locator is None:
+            return
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.resilience.timeout_s))
+        try:
+            doc = await self._fetch(after=None, wait_s=0.0,
+                                    timeout_s=min(self.resilience.timeout_s, 5.0))
+        except RiskMonitorError as exc:
+            log.warning("config_service_unavailable_at_start", error=str(exc))
+            cached = await asyncio.to_thread(self.state.read_cache)
+            if cached is not None:
+                await asyncio.to_thread(self.state.apply, cached)
+        else:
+            if doc is not None:
+                await asyncio.to_thread(self.state.apply, doc)
+        self._task = asyncio.create_task(self._run(), name="config-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _fetch(self, *, after: str | None, wait_s: float,
+                     timeout_s: float) -> ConfigDocument | None:
+        assert self._client is not None and self.locator is not None
+        base = await asyncio.to_thread(self.locator.url)
+        component = self.state.component
+        url = f"{base}/v1/config/{component}"
+        params: dict[str, str] = {}
+        if wait_s > 0:
+            params["wait_s"] = f"{wait_s:g}"
+        if after:
+            params["after"] = after
+        try:
+            response = await self._client.get(url, params=params,
+                                              timeout=httpx.Timeout(timeout_s + wait_s))
+        except httpx.HTTPError as exc:
+            self.locator.failed()
+            self._contact(ok=False, error=str(exc))
+            raise _transport_error(exc, url) from exc
+        self.status.polls += 1
+        if response.status_code == 404:
+            self._contact(ok=True)
+            return None  # nothing published for this component yet: keep what we have
+        try:
+            doc = _parse(response, component, url)
+        except RiskMonitorError as exc:
+            self._contact(ok=response.status_code < 500, error=str(exc))
+            if isinstance(exc, ServiceError) and exc.retryable:
+                self.locator.failed()
+            raise
+        self._contact(ok=True)
+        return doc
+
+    def _contact(self, *, ok: bool, error: str | None = None) -> None:
+        self.status.connected = ok
+        CONFIG_SERVICE_UP.labels(component=self.state.component).set(1 if ok else 0)
+        if ok:
+            self.status.last_contact = datetime.now(UTC)
+            self.status.last_error = None
+        else:
+            self.status.failures += 1
+            self.status.last_error = error
+
+    async def _run(self) -> None:
+        delay = self.resilience.backoff_initial_s
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                # ``after`` = newest version seen (applied or rejected): wait only for news
+                doc = await self._fetch(after=self.state.last_seen_version,
+                                        wait_s=self.settings.poll_timeout_s,
+                                        timeout_s=self.resilience.timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except RiskMonitorError as exc:
+                record_error(exc)
+                log.warning("config_watch_failed", error=str(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.resilience.backoff_max_s)
+                continue
+            delay = self.resilience.backoff_initial_s
+            if doc is not None:
+                await asyncio.to_thread(self.state.apply, doc)
+            elif loop.time() - started < self.settings.poll_timeout_s / 2:
+                # the server did not hold the poll (e.g. 404 at once): do not spin
+                await asyncio.sleep(min(self.settings.poll_timeout_s, 5.0))
+
+    def readiness(self) -> dict[str, Any]:
+        status = self.state.status()
+        status.update({
+            "enabled": self.settings.enabled,
+            "service_connected": self.status.connected,
+            "service_last_error": self.status.last_error,
+            "service_last_contact": (self.status.last_contact.isoformat()
+                                     if self.status.last_contact else None),
+        })
+        return status

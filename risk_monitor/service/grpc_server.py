@@ -1,0 +1,332 @@
+"""gRPC side of the service: grpc.health.v1, reflection and the ``RiskMonitor`` API (grpc.aio).
+
+Health is our own small servicer rather than ``grpc_health.v1.health.aio.HealthServicer``: the
+library's asyncio servicer starts every service at SERVING before we checked anything, and when
+one ``Watch`` stream of a service ends it drops the condition the other watchers of that service
+wait on, so they never hear of a later change (grpcio-health-checking 1.81). Ours keeps the
+same wire behaviour (Check, Watch with SERVICE_UNKNOWN for unknown names, graceful shutdown that
+pins everything to NOT_SERVING) without either problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
+from risk_monitor.platform.errors import RiskMonitorError
+from risk_monitor.platform.logging import get_logger, log_context, redact_text
+from risk_monitor.platform.metrics import record_error
+from risk_monitor.service.proto import risk_monitor_pb2 as pb
+from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
+from risk_monitor.service.state import (
+    OrderDecision,
+    OrderRequest,
+    RiskStateProvider,
+    RiskView,
+)
+
+log = get_logger(__name__)
+
+RISK_SERVICE = pb.DESCRIPTOR.services_by_name["RiskMonitor"].full_name  # risk_monitor.v1.RiskMonitor
+HEALTH_SERVICES = ("", RISK_SERVICE)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+DEFAULT_HEARTBEAT_S = 15.0
+ALERT_BATCH = 100
+
+_LIMIT_STATUS = {
+    LimitStatus.OK: pb.LIMIT_STATUS_OK,
+    LimitStatus.WARN: pb.LIMIT_STATUS_WARN,
+    LimitStatus.BREACH: pb.LIMIT_STATUS_BREACH,
+    LimitStatus.UNKNOWN: pb.LIMIT_STATUS_UNKNOWN,
+}
+_LIMIT_STATUS_BACK = {v: k for k, v in _LIMIT_STATUS.items()}
+_COMPLIANCE = {
+    "COMPLIANT": pb.COMPLIANCE_STATUS_COMPLIANT,
+    "WARNING": pb.COMPLIANCE_STATUS_WARNING,
+    "BREACH": pb.COMPLIANCE_STATUS_BREACH,
+    "UNKNOWN": pb.COMPLIANCE_STATUS_UNKNOWN,
+}
+
+
+# -- health ---------------------------------------------------------------------------------------
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 with every known service starting NOT_SERVING."""
+
+    def __init__(self, services: Iterable[str] = HEALTH_SERVICES) -> None:
+        self._status: dict[str, int] = dict.fromkeys(services, NOT_SERVING)
+        self._changed = asyncio.Event()
+        self._shutting_down = False
+
+    def status(self, service: str = "") -> int | None:
+        return self._status.get(service)
+
+    def set(self, service: str, status: int) -> None:
+        """Set one service's status (ignored once graceful shutdown began)."""
+        if self._shutting_down or self._status.get(service) == status:
+            return
+        self._status[service] = status
+        self._wake()
+
+    def set_all(self, serving: bool) -> None:
+        for service in list(self._status):
+            self.set(service, SERVING if serving else NOT_SERVING)
+
+    def enter_graceful_shutdown(self) -> None:
+        """Pin every service to NOT_SERVING for good, so clients stop sending new calls."""
+        if self._shutting_down:
+            return
+        for service in self._status:
+            self._status[service] = NOT_SERVING
+        self._shutting_down = True
+        self._wake()
+
+    def _wake(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def Check(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext) -> None:
+        last: int | None = None
+        while True:
+            changed = self._changed
+            status = self._status.get(request.service, SERVICE_UNKNOWN)
+            if status != last:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                last = status
+            await changed.wait()
+
+
+# -- conversions ----------------------------------------------------------------------------------
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return ts
+
+
+def _opt(value: float | None) -> float | None:
+    """Unset optional for None / NaN / inf (proto3 would otherwise carry a misleading 0)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _drop_none(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def limit_entry(result: LimitResult) -> pb.LimitStatusEntry:
+    return pb.LimitStatusEntry(**_drop_none(
+        limit_id=result.limit_id, kind=result.limit_kind, scope=result.scope,
+        status=_LIMIT_STATUS[LimitStatus(result.status)], value=_opt(result.value),
+        warn=_opt(result.warn_level), breach=float(result.breach_level),
+        utilisation=_opt(result.utilisation), as_of=timestamp(result.as_of),
+        reason=result.reason, config_version=result.config_version,
+        source_event_time=timestamp(result.source_event_time),
+    ))
+
+
+def alert_message(notification: Notification) -> pb.AlertNotification:
+    return pb.AlertNotification(**_drop_none(
+        idempotency_key=notification.idempotency_key, fingerprint=notification.fingerprint,
+        kind=str(notification.kind.value), status=_LIMIT_STATUS[LimitStatus(notification.status)],
+        severity=str(notification.severity.value), limit_id=notification.limit_id,
+        limit_kind=notification.limit_kind, scope=notification.scope,
+        value=_opt(notification.value), warn=_opt(notification.warn_level),
+        breach=float(notification.breach_level), utilisation=_opt(notification.utilisation),
+        config_version=notification.config_version, correlation_id=notification.correlation_id,
+        episode=int(notification.episode), detected_at=timestamp(notification.detected_at),
+        source_event_time=timestamp(notification.source_event_time), reason=notification.reason,
+    ))
+
+
+def risk_status_message(view: RiskView, now: datetime,
+                        config: Mapping[str, Any] | None) -> pb.RiskStatus:
+    config = config or {}
+    message = pb.RiskStatus(**_drop_none(
+        status=_COMPLIANCE.get(view.status, pb.COMPLIANCE_STATUS_UNKNOWN),
+        as_of=timestamp(view.as_of), equity=_opt(view.equity),
+        gross_exposure=_opt(view.gross_exposure), net_exposure=_opt(view.net_exposure),
+        limit_config_version=view.limit_config_version or config.get("limits_version") or "",
+        evaluation_source=view.evaluation_source,
+        config_document_version=config.get("version") or "",
+        config_source=config.get("source") or "",
+    ))
+    for source in view.sources:
+        message.sources.append(pb.SourceFreshness(**_drop_none(
+            source=source.key, kind=source.kind, venue=source.venue, account=source.account,
+            ok=source.ok, as_of=timestamp(source.as_of), age_seconds=source.age_s,
+            stale=source.stale, error_code=source.error_code or "",
+        )))
+    for status, count in view.counts.items():
+        message.status_counts[status] = count
+    return message
+
+
+def order_from_request(request: pb.CheckOrderRequest) -> OrderRequest:
+    side = {pb.SIDE_BUY: "buy", pb.SIDE_SELL: "sell"}.get(request.side, "")
+    return OrderRequest(
+        venue=request.venue, account=request.account or "main", instrument=request.instrument,
+        side=side, quantity=request.quantity,
+        price=request.price if request.HasField("price") else None,
+        position_side=request.position_side or None,
+    )
+
+
+def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
+    response = pb.CheckOrderResponse(
+        decision=pb.DECISION_ALLOW if decision.allowed else pb.DECISION_DENY,
+        allowed=decision.allowed, reasons=list(decision.reasons),
+        as_of=timestamp(decision.as_of), limit_config_version=decision.limit_config_version,
+        evaluation_source=decision.evaluation_source,
+    )
+    for projected in decision.projected:
+        response.projected.append(pb.ProjectedLimit(**_drop_none(
+            limit=limit_entry(projected.result),
+            current_utilisation=_opt(projected.current_utilisation))))
+    return response
+
+
+# -- the API --------------------------------------------------------------------------------------
+class RiskMonitorServicer(pb_grpc.RiskMonitorServicer):
+    """Thin: convert, ask the provider (off the loop), convert back."""
+
+    def __init__(self, provider: RiskStateProvider,
+                 config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.provider = provider
+        self.config_status = config_status
+        self.clock = clock
+
+    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any],
+                    *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:  # never leak a library's message or stack to the client
+            error = map_exception(exc, source="risk_state")
+            record_error(error)
+            log.warning("grpc_call_failed", error=str(error))
+            code = grpc.StatusCode.UNAVAILABLE if error.retryable else grpc.StatusCode.INTERNAL
+            await context.abort(code, redact_text(error.message))
+
+    async def GetRiskStatus(self, request: pb.GetRiskStatusRequest,
+                            context: grpc.aio.ServicerContext) -> pb.RiskStatus:
+        now = self.clock()
+        view = await self._call(context, self.provider.risk_view, now)
+        return risk_status_message(view, now, self.config_status())
+
+    async def ListLimitStatus(self, request: pb.ListLimitStatusRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListLimitStatusResponse:
+        now = self.clock()
+        results: list[LimitResult] = await self._call(context, self.provider.limit_results)
+        view: RiskView = await self._call(context, self.provider.risk_view, now)
+        wanted = {_LIMIT_STATUS_BACK[s] for s in request.statuses if s in _LIMIT_STATUS_BACK}
+        response = pb.ListLimitStatusResponse(
+            limit_config_version=view.limit_config_version,
+            evaluation_source=view.evaluation_source)
+        as_of = timestamp(view.as_of)
+        if as_of is not None:
+            response.as_of.CopyFrom(as_of)
+        for result in sorted(results, key=lambda r: (r.limit_id, r.scope)):
+            if wanted and LimitStatus(result.status) not in wanted:
+                continue
+            if request.scope_prefix and not result.scope.startswith(request.scope_prefix):
+                continue
+            if request.limit_id and result.limit_id != request.limit_id:
+                continue
+            response.limits.append(limit_entry(result))
+        return response
+
+    async def WatchAlerts(self, request: pb.WatchAlertsRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AlertEvent]:
+        if request.cursor:
+            try:
+                cursor = int(request.cursor)
+            except ValueError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "cursor must come from a previous AlertEvent")
+            if cursor < 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cursor must be >= 0")
+        else:
+            cursor = await self._call(context, self.provider.alert_head)
+        interval = request.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+        interval = min(max(interval, 0.1), 300.0)
+        loop = asyncio.get_running_loop()
+        next_heartbeat = loop.time() + interval
+        while True:
+            items = await self._call(context, self.provider.alerts_after, cursor, ALERT_BATCH)
+            for item in items:
+                cursor = item.seq
+                yield pb.AlertEvent(cursor=str(cursor),
+                                    alert=alert_message(item.notification))
+            if items:
+                continue
+            remaining = next_heartbeat - loop.time()
+            if remaining <= 0:
+                yield pb.AlertEvent(cursor=str(cursor),
+                                    heartbeat=pb.Heartbeat(at=timestamp(self.clock())))
+                next_heartbeat = loop.time() + interval
+                continue
+            await self.provider.wait_alerts(cursor, remaining)
+
+    async def CheckOrder(self, request: pb.CheckOrderRequest,
+                         context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
+        order = order_from_request(request)
+        with log_context(client_order_id=request.client_order_id or None):
+            decision: OrderDecision = await self._call(context, self.provider.check_order,
+                                                       order, self.clock())
+            log.info("order_checked", venue=order.venue, account=order.account,
+                     instrument=order.instrument, side=order.side, quantity=order.quantity,
+                     allowed=decision.allowed, reasons=list(decision.reasons))
+        return decision_message(decision)
+
+
+class GrpcServer:
+    """grpc.aio server hosting health, reflection and the RiskMonitor service."""
+
+    def __init__(self, servicer: RiskMonitorServicer, health: HealthServicer, *,
+                 host: str, port: int) -> None:
+        self.health = health
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_RiskMonitorServicer_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, self.server)
+        reflection.enable_server_reflection(
+            (RISK_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self.server)
+
+    async def start(self) -> int:
+        address = f"[{self.host}]" if ":" in self.host else self.host
+        self.port = self.server.add_insecure_port(f"{address}:{self.requested_port}")
+        if self.port == 0:
+            raise RiskMonitorError(f"gRPC could not bind {self.host}:{self.requested_port}",
+                                   source="grpc")
+        await self.server.start()
+        return self.port
+
+    async def stop(self, grace_s: float) -> None:
+        await self.server.stop(grace_s)

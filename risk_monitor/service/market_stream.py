@@ -1,0 +1,365 @@
+"""The real-time quote feed: one ccxt.pro consumer per venue, writing the Redis quote cache.
+
+Per venue, :class:`VenueFeed` keeps one ``watch_tickers(symbols)`` pending at a time (never
+cancelled mid-flight: cancelling a ccxt.pro future can poison the next subscription) and:
+
+* validates every tick before it is stored: non-positive / NaN prices, ``bid > ask``, a
+  timestamp older than ``market_data.max_age_s`` or later than now + ``max_future_skew_s``, and
+  out-of-order ticks (older than the instrument's last accepted one) are rejected and counted;
+* on a websocket failure closes the client, marks the venue ``rest_fallback`` in Redis and
+  polls REST (one bulk ``fetch_tickers`` per ``poll_interval_s``, through the venue's breaker and
+  retry policy) while it reconnects with exponential backoff and jitter
+  (``reconnect_initial_s`` doubling up to ``reconnect_max_s``), so the cache never goes stale
+  during an outage;
+* when the stream is quiet for a third of the freshness budget, refreshes by REST once, so a
+  calm market does not read as stale data.
+
+Throughput: ``watch_tickers`` keeps up to ~1k messages/s per process (FACTS.md); shard venues or
+symbols across processes beyond that. Metrics: ticks by outcome, reconnects, REST polls, lag
+(receive time - exchange time) and a connected gauge per venue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from prometheus_client import Counter, Gauge, Histogram
+
+from risk_monitor.adapters.ccxt_exchange import build_client, map_tickers
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.market_data import AsyncRedisQuoteCache
+from risk_monitor.platform.errors import RiskMonitorError
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
+from risk_monitor.platform.resilience import SourceGuard, backoff_delay, guard_for
+from risk_monitor.platform.settings import MarketDataSettings, Settings, VenueSettings
+
+log = get_logger(__name__)
+
+TICKS = Counter("risk_monitor_market_ticks_total",
+                "Quotes received from the live feed by outcome (accepted or why rejected).",
+                ["venue", "outcome"])
+RECONNECTS = Counter("risk_monitor_market_stream_reconnects_total",
+                     "Websocket failures after which the feed reconnected.", ["venue"])
+REST_POLLS = Counter("risk_monitor_market_rest_polls_total",
+                     "REST ticker snapshots taken by the feed (fallback or quiet refresh).",
+                     ["venue", "reason", "outcome"])
+LAG = Histogram("risk_monitor_market_tick_lag_seconds",
+                "Receive time minus exchange time of accepted quotes.", ["venue"],
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+CONNECTED = Gauge("risk_monitor_market_stream_connected",
+                  "1 while the venue's websocket delivers, 0 while on REST fallback.", ["venue"])
+
+Clock = Callable[[], datetime]
+QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def tick_problem(row: Mapping[str, Any], *, now: datetime, settings: MarketDataSettings,
+                 last_accepted: pd.Timestamp | None) -> str | None:
+    """Why a quote must not be stored (``None`` when it is fine); the reason is a metric label."""
+    last, mark = row.get("last"), row.get("mark")
+    bid, ask = row.get("bid"), row.get("ask")
+    for value in (last, mark):
+        if value is None or not math.isfinite(value) or value <= 0:
+            return "invalid"
+    for value in (bid, ask):
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            return "invalid"
+    if bid is not None and ask is not None and bid > ask:
+        return "invalid"
+    stamp = pd.Timestamp(row["timestamp"])
+    current = pd.Timestamp(now)
+    if (stamp - current).total_seconds() > settings.max_future_skew_s:
+        return "future"
+    if (current - stamp).total_seconds() > settings.max_age_s:
+        return "stale"
+    if last_accepted is not None and stamp < last_accepted:
+        return "out_of_order"
+    return None
+
+
+class VenueFeed:
+    """The live feed of one venue: websocket first, REST while it is down."""
+
+    def __init__(self, venue: VenueSettings, settings: MarketDataSettings, guard: SourceGuard, *,
+                 cache: AsyncRedisQuoteCache | None, listener: QuoteListener | None = None,
+                 clock: Clock = _utc_now, rng: random.Random | None = None) -> None:
+        self.venue = venue
+        self.settings = settings
+        self.guard = guard
+        self.cache = cache
+        self.listener = listener
+        self.clock = clock
+        self.symbols = list(venue.symbols)
+        self.connected = False
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self.reconnects = 0
+        self.rest_polls = 0
+        self._rng = rng or random.Random()
+        self._last_ts: dict[str, pd.Timestamp] = {}
+        self._stream_client: Any | None = None
+        self._rest_client: Any | None = None
+        self._attempt = 0
+
+    # -- clients ------------------------------------------------------------------------------
+    def _stream(self) -> Any:
+        if self._stream_client is None:
+            client = build_client(self.venue, flavour="pro", with_credentials=False)
+            self._guard_message_handler(client)
+            self._stream_client = client
+        return self._stream_client
+
+    def _guard_message_handler(self, client: Any) -> None:
+        """Survive a message ccxt.pro cannot parse (a NaN price, a truncated frame).
+
+        ccxt.pro re-arms its receive loop only after the exchange's ``handle_message``
+        returns: one exception there silently stops the connection from delivering anything,
+        for good. The wrapper (set before any connection exists, so every ccxt ``Client`` gets
+        it) drops the message, counts it as ``rejected_unparseable`` and keeps the loop alive.
+        """
+        original = client.handle_message
+
+        def handle_message(ws_client: Any, message: Any) -> Any:
+            try:
+                return original(ws_client, message)
+            except Exception as exc:
+                self.rejected["unparseable"] = self.rejected.get("unparseable", 0) + 1
+                TICKS.labels(venue=self.venue.id, outcome="rejected_unparseable").inc()
+                log.warning("unparseable market message dropped", venue=self.venue.id,
+                            error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                return None
+
+        client.handle_message = handle_message
+
+    def _rest(self) -> Any:
+        if self._rest_client is None:
+            self._rest_client = build_client(self.venue, flavour="async", with_credentials=False)
+        return self._rest_client
+
+    async def _drop_stream(self) -> None:
+        client, self._stream_client = self._stream_client, None
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.close(), timeout=5)
+            except Exception as exc:  # closing a broken connection may fail too
+                log.debug("closing the stream client failed", venue=self.venue.id,
+                          error=type(exc).__name__)
+
+    async def close(self) -> None:
+        await self._drop_stream()
+        client, self._rest_client = self._rest_client, None
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.close(), timeout=5)
+            except Exception as exc:
+                log.debug("closing the REST client failed", venue=self.venue.id,
+                          error=type(exc).__name__)
+
+    # -- quotes -------------------------------------------------------------------------------
+    async def _handle(self, tickers: Mapping[str, Mapping[str, Any]], markets: Mapping[str, Any],
+                      via: str) -> int:
+        received = self.clock()
+        frame = map_tickers(tickers, venue=self.venue.id, markets=markets, received_at=received,
+                            symbols=self.symbols or None)
+        accepted: list[dict[str, Any]] = []
+        for raw in frame.to_dict("records"):
+            row: dict[str, Any] = {str(k): (None if isinstance(v, float) and math.isnan(v)
+                                            else v) for k, v in raw.items()}
+            instrument = str(row["instrument"])
+            stamp = pd.Timestamp(row["timestamp"])
+            if self._last_ts.get(instrument) == stamp:
+                continue  # already stored (re-read from ccxt's ticker cache)
+            problem = tick_problem(row, now=received, settings=self.settings,
+                                   last_accepted=self._last_ts.get(instrument))
+            if problem is not None:
+                self.rejected[problem] = self.rejected.get(problem, 0) + 1
+                TICKS.labels(venue=self.venue.id, outcome=f"rejected_{problem}").inc()
+                continue
+            self._last_ts[instrument] = stamp
+            lag = (pd.Timestamp(received) - stamp).total_seconds()
+            LAG.labels(venue=self.venue.id).observe(max(0.0, lag))
+            TICKS.labels(venue=self.venue.id, outcome="accepted").inc()
+            accepted.append(row)
+        if accepted:
+            self.accepted += len(accepted)
+            if self.cache is not None:
+                await self.cache.write(self.venue.id, accepted, via=via)
+            if self.listener is not None:
+                result = self.listener(self.venue.id, accepted)
+                if asyncio.iscoroutine(result):
+                    await result
+        return len(accepted)
+
+    def _with_missed(self, client: Any, returned: Mapping[str, Any]) -> dict[str, Any]:
+        """The returned updates plus any newer one ccxt cached while no watch was pending.
+
+        ``watch_tickers`` resolves only the future pending when a message arrives; updates in
+        between land in ``client.tickers`` alone. Entries without an exchange timestamp are not
+        re-read: their age would be our receive time, which would fake freshness.
+        """
+        updates = dict(returned)
+        cached = getattr(client, "tickers", None) or {}
+        for symbol in self.symbols:
+            ticker = cached.get(symbol)
+            if symbol not in updates and ticker and ticker.get("timestamp") is not None:
+                updates[symbol] = ticker
+        return updates
+
+    async def poll_rest(self, reason: str) -> int:
+        """One bulk REST snapshot into the cache; failures are counted, logged, and survived."""
+        client = self._rest()
+        symbols = self.symbols or None
+        try:
+            if not client.markets:
+                await self.guard.acall("load_markets", client.load_markets)
+            tickers = await self.guard.acall("fetch_tickers",
+                                             lambda: client.fetch_tickers(symbols))
+            stored = await self._handle(tickers, client.markets or {}, via="rest")
+        except RiskMonitorError as exc:
+            record_error(exc)
+            REST_POLLS.labels(venue=self.venue.id, reason=reason, outcome="error").inc()
+            log.warning("REST quote poll failed", venue=self.venue.id, reason=reason,
+                        error_code=exc.code, error=exc.message)
+            return 0
+        self.rest_polls += 1
+        REST_POLLS.labels(venue=self.venue.id, reason=reason, outcome="ok").inc()
+        return stored
+
+    async def _status(self, mode: str, error: str = "") -> None:
+        CONNECTED.labels(venue=self.venue.id).set(1 if mode == "stream" else 0)
+        if self.cache is not None:
+            try:
+                await self.cache.set_status(self.venue.id, mode, self.clock(), error)
+            except Exception as exc:
+                mapped = map_exception(exc, source="redis", endpoint="hset")
+                record_error(mapped)
+                log.warning("could not record the feed status", venue=self.venue.id,
+                            error_code=mapped.code)
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Deliver websocket updates until ``stop``; raise when the stream fails."""
+        client = self._stream()
+        idle_s = max(self.settings.poll_interval_s, self.settings.max_age_s / 3)
+        stopper = asyncio.ensure_future(stop.wait())
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while not stop.is_set():
+                if pending is None:
+                    pending = asyncio.ensure_future(client.watch_tickers(self.symbols or None))
+                done, _ = await asyncio.wait({pending, stopper}, timeout=idle_s,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    return
+                if pending not in done:
+                    await self.poll_rest("quiet")  # a calm market must not read as stale
+                    continue
+                tickers = pending.result()  # raises on a websocket failure
+                # re-arm at once: an update arriving while nobody awaits resolves no future
+                pending = asyncio.ensure_future(client.watch_tickers(self.symbols or None))
+                if not self.connected:
+                    self.connected = True
+                    self._attempt = 0
+                    await self._status("stream")
+                    log.info("market stream connected", venue=self.venue.id)
+                await self._handle(self._with_missed(client, tickers), client.markets or {},
+                                   via="stream")
+        finally:
+            stopper.cancel()
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+    async def _fallback(self, stop: asyncio.Event, seconds: float) -> None:
+        """Poll REST every ``poll_interval_s`` for ``seconds`` (at least once) or until stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not stop.is_set():
+            await self.poll_rest("fallback")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(),
+                                       timeout=min(self.settings.poll_interval_s, remaining))
+            except TimeoutError:
+                continue
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; never raises for a venue outage."""
+        log.info("market stream starting", venue=self.venue.id, symbols=len(self.symbols))
+        try:
+            while not stop.is_set():
+                try:
+                    await self._watch(stop)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    mapped = map_exception(exc, source=self.venue.id, endpoint="watch_tickers")
+                    record_error(mapped)
+                    self.connected = False
+                    self.reconnects += 1
+                    RECONNECTS.labels(venue=self.venue.id).inc()
+                    await self._status("rest_fallback", mapped.message[:300])
+                    delay = backoff_delay(self._attempt + 1, self.settings.reconnect_initial_s,
+                                          self.settings.reconnect_max_s, self._rng)
+                    self._attempt += 1
+                    log.warning("market stream down; REST fallback until reconnect",
+                                venue=self.venue.id, error_code=mapped.code,
+                                error=mapped.message, reconnect_in_s=round(delay, 3))
+                    await self._drop_stream()
+                    await self._fallback(stop, delay)
+        finally:
+            await self._status("down")
+            await self.close()
+            log.info("market stream stopped", venue=self.venue.id, accepted=self.accepted,
+                     rejected=self.rejected, reconnects=self.reconnects)
+
+
+def feeds_for(settings: Settings, cache: AsyncRedisQuoteCache | None,
+              listener: QuoteListener | None = None,
+              venue_ids: Sequence[str] | None = None) -> list[VenueFeed]:
+    """One feed per venue id (accounts of one venue share its quotes)."""
+    chosen: dict[str, VenueSettings] = {}
+    for venue in settings.venues:
+        if venue_ids is None or venue.id in venue_ids:
+            chosen.setdefault(venue.id, venue)
+    return [VenueFeed(v, settings.market_data, guard_for(settings, v.id), cache=cache,
+                      listener=listener) for v in chosen.values()]
+
+
+async def run_market_stream(settings: Settings, stop: asyncio.Event, *,
+                            listener: QuoteListener | None = None,
+                            venue_ids: Sequence[str] | None = None) -> list[VenueFeed]:
+    """Run every venue's feed until ``stop`` is set; returns the feeds (their counters).
+
+    Quotes go to the Redis cache when ``settings.redis_url`` is set, and to ``listener`` (the
+    service's hot path) when given.
+    """
+    client: Any | None = None
+    cache: AsyncRedisQuoteCache | None = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5.0,
+                                         socket_connect_timeout=5.0)
+        cache = AsyncRedisQuoteCache(client, settings.market_data)
+    else:
+        log.warning("redis_url not set: the market stream feeds listeners only, no cache")
+    feeds = feeds_for(settings, cache, listener, venue_ids)
+    try:
+        await asyncio.gather(*(feed.run(stop) for feed in feeds))
+    finally:
+        if client is not None:
+            await client.aclose()
+    return feeds

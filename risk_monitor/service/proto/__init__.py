@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of risk_monitor.proto (regenerate with ``generate.py``)."""

@@ -1,0 +1,133 @@
+"""REST side of the service (Starlette on uvicorn): liveness, readiness, metrics, risk status.
+
+- ``GET /healthz``: liveness. 200 while the event loop answers; it checks nothing external, so
+  an orchestrator never restarts a healthy process because PostgreSQL blinked.
+- ``GET /readyz``: readiness. 200 when every critical check passes, 503 otherwise (and while
+  draining); the JSON body lists each check.
+- ``GET /metrics``: Prometheus text format from the default registry (which also holds the
+  database collector when the storage layer provides one).
+- ``GET /v1/risk/status``: the same summary as gRPC ``GetRiskStatus``, as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from risk_monitor import __version__
+from risk_monitor.service.health import Readiness
+from risk_monitor.service.state import RiskStateProvider
+
+
+def build_app(readiness: Readiness, provider: RiskStateProvider, *,
+              identity: Mapping[str, Any],
+              config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
+              registry: CollectorRegistry = REGISTRY) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive", "version": __version__, **identity})
+
+    async def readyz(_: Request) -> JSONResponse:
+        body = readiness.as_dict()
+        body.update(identity)
+        body["config"] = dict(config_status() or {})  # live, not as of the last check run
+        return JSONResponse(body, status_code=200 if readiness.ready else 503)
+
+    async def metrics(_: Request) -> Response:
+        # collectors may query the database: keep that off the event loop
+        payload = await asyncio.to_thread(generate_latest, registry)
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+    async def risk_status(_: Request) -> JSONResponse:
+        now = datetime.now(UTC)
+        view = await asyncio.to_thread(provider.risk_view, now)
+        config = config_status() or {}
+        return JSONResponse({
+            "status": view.status,
+            "as_of": view.as_of.isoformat() if view.as_of else None,
+            "equity": view.equity,
+            "gross_exposure": view.gross_exposure,
+            "net_exposure": view.net_exposure,
+            "limit_config_version": view.limit_config_version or config.get("limits_version"),
+            "config_document_version": config.get("version"),
+            "config_source": config.get("source"),
+            "evaluation_source": view.evaluation_source,
+            "status_counts": dict(view.counts),
+            "sources": [{"source": s.key, "ok": s.ok, "as_of": s.as_of.isoformat(),
+                         "age_seconds": s.age_s, "stale": s.stale, "error_code": s.error_code}
+                        for s in view.sources],
+        })
+
+    return Starlette(routes=[
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/v1/risk/status", risk_status),
+    ])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before serving, so port 0 resolves to a real port we can register."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+class RestServer:
+    """uvicorn serving ``app`` on an already bound socket, inside the current event loop."""
+
+    def __init__(self, app: Starlette, *, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self._socket: socket.socket | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        # the service logs its own start/stop lines; uvicorn's would only repeat them
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+        self._socket = bind_socket(self.host, self.requested_port)
+        self.port = self._socket.getsockname()[1]
+        config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
+                                timeout_graceful_shutdown=5, server_header=False)
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]),
+                                         name="rest-server")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises the start-up error
+                raise RuntimeError("REST server stopped during start-up")
+            await asyncio.sleep(0.01)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        if self._socket is not None:
+            self._socket.close()

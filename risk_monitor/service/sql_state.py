@@ -1,0 +1,127 @@
+"""``RiskStateProvider`` over the shared database, with the process's own evaluation in front.
+
+Both evaluators (the Dagster runs and the service's hot path) write the latest limit results,
+risk metrics and source status to the database, and every alert goes through the outbox. So:
+
+- limit results and the summary come from this process's own evaluation when it has one
+  (``live``, an :class:`InMemoryRiskState`), else from ``limit_status_latest``,
+  ``risk_metrics_latest`` and ``source_status_latest`` (what the last Dagster run wrote);
+- the alert feed is the outbox (one truth for alerts, whoever raised them): the cursor is the
+  outbox row id, polled every ``poll_interval_s`` while a stream waits;
+- ``check_order`` needs positions, which the database does not hold: it is answered by the live
+  evaluation, and denied (fail closed) without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.engine import read_only
+from risk_monitor.adapters.sql.risk_state import RiskStateStore, StoredSource
+from risk_monitor.adapters.sql.schema import outbox
+from risk_monitor.domain.limits import LimitConfig
+from risk_monitor.domain.model import LimitResult
+from risk_monitor.domain.orders import OrderRequest
+from risk_monitor.service.state import (
+    NO_EVALUATION,
+    AlertFeedItem,
+    InMemoryRiskState,
+    OrderDecision,
+    RiskView,
+    SourceFreshness,
+    compliance_of,
+    deny,
+)
+
+DATABASE = "database"
+SOURCE = "service_state"
+
+#: unlabelled metrics in ``risk_metrics_latest`` the summary reads (writers publish these names)
+EQUITY_METRIC = "portfolio_equity_usd"
+GROSS_METRIC = "portfolio_gross_usd"
+NET_METRIC = "portfolio_net_usd"
+
+
+class SqlRiskState:
+    """See the module docstring."""
+
+    def __init__(self, engine: Engine, *, live: InMemoryRiskState | None = None,
+                 max_age_s: float = 60.0, poll_interval_s: float = 0.5) -> None:
+        self.engine = engine
+        self.store = RiskStateStore(engine)
+        self.live = live
+        self.max_age_s = max_age_s
+        self.poll_interval_s = poll_interval_s
+
+    def _live(self) -> InMemoryRiskState | None:
+        return self.live if self.live is not None and self.live.evaluated else None
+
+    def set_limit_config(self, config: LimitConfig, version: str | None = None) -> None:
+        if self.live is not None:
+            self.live.set_limit_config(config, version)
+
+    # -- RiskStateProvider ----------------------------------------------------------------------
+    def risk_view(self, now: datetime) -> RiskView:
+        live = self._live()
+        if live is not None:
+            return live.risk_view(now)
+        results = self.store.limit_results()
+        sources = tuple(self._freshness(s, now) for s in self.store.sources())
+        status, counts = compliance_of(results)
+        if not results:
+            config = self.live.config if self.live is not None else None
+            return RiskView(status=status, as_of=None, equity=None, gross_exposure=None,
+                            net_exposure=None, sources=sources,
+                            limit_config_version=config.version if config else "",
+                            evaluation_source=NO_EVALUATION, counts=counts)
+        newest = max(results, key=lambda r: r.as_of)
+        figures = {m.name: m.value for m in self.store.metrics() if not m.labels}
+        return RiskView(
+            status=status, as_of=newest.as_of, equity=_finite(figures.get(EQUITY_METRIC)),
+            gross_exposure=_finite(figures.get(GROSS_METRIC)),
+            net_exposure=_finite(figures.get(NET_METRIC)), sources=sources,
+            limit_config_version=newest.config_version, evaluation_source=DATABASE,
+            counts=counts)
+
+    def _freshness(self, source: StoredSource, now: datetime) -> SourceFreshness:
+        since = source.last_ok_at or source.as_of  # data age counts from the last success
+        age = max(0.0, (now - since).total_seconds())
+        return SourceFreshness(
+            key=source.key, kind=source.kind, venue=source.venue, account=source.account,
+            ok=source.ok, as_of=source.as_of, age_s=age,
+            stale=(not source.ok) or age > self.max_age_s, error_code=source.error_code)
+
+    def limit_results(self) -> list[LimitResult]:
+        live = self._live()
+        return live.limit_results() if live is not None else self.store.limit_results()
+
+    def alert_head(self) -> int:
+        with read_only(self.engine, source=SOURCE) as conn:
+            head = conn.execute(sa.select(sa.func.max(outbox.c.id))).scalar()
+        return int(head or 0)
+
+    def alerts_after(self, cursor: int, limit: int) -> list[AlertFeedItem]:
+        query = (sa.select(outbox.c.id, outbox.c.payload).where(outbox.c.id > cursor)
+                 .order_by(outbox.c.id).limit(limit))
+        with read_only(self.engine, source=SOURCE) as conn:
+            return [AlertFeedItem(int(row.id), codec.notification_from_payload(row.payload))
+                    for row in conn.execute(query)]
+
+    async def wait_alerts(self, cursor: int, timeout_s: float) -> None:
+        await asyncio.sleep(max(0.0, min(timeout_s, self.poll_interval_s)))
+
+    def check_order(self, order: OrderRequest, now: datetime) -> OrderDecision:
+        if self.live is not None:
+            return self.live.check_order(order, now)
+        return deny("pre-trade check needs this process's own evaluation (positions are not "
+                    "stored in the database): fail closed", now)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

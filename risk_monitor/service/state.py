@@ -1,0 +1,348 @@
+"""Where the service's risk API gets its answers: the ``RiskStateProvider`` Protocol.
+
+The gRPC and REST handlers depend on this Protocol only. Two implementations:
+
+- :class:`InMemoryRiskState`, fed by the process's own evaluation (the hot path publishes
+  results, source coverage and notifications into it; with a position snapshot it also answers
+  ``check_order`` through the domain's pre-trade check);
+- ``SqlRiskState`` (``risk_monitor.service.sql_state``) over the tables the Dagster runs and the
+  alert store write (latest limit results, latest metrics, the outbox as the alert feed).
+
+Nothing here ever reads missing data as "no risk": with no evaluation the status is UNKNOWN
+(``evaluation_source = "no-evaluation-yet"``) and ``check_order`` denies (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from risk_monitor.domain.compliance import compliance_summary
+from risk_monitor.domain.engine import RiskReport, RiskSnapshot, evaluate
+from risk_monitor.domain.limits import LimitConfig
+from risk_monitor.domain.model import LimitResult, Notification, SourceStatus
+from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
+
+__all__ = ["OrderRequest"]  # the domain's order type is this API's too
+
+NO_EVALUATION = "no-evaluation-yet"
+IN_MEMORY = "in-memory"
+
+
+@dataclass(frozen=True)
+class ProjectedLimit:
+    result: LimitResult  # the limit as it would be after the order
+    current_utilisation: float | None = None
+
+
+@dataclass(frozen=True)
+class OrderDecision:
+    allowed: bool
+    reasons: tuple[str, ...]
+    projected: tuple[ProjectedLimit, ...]
+    as_of: datetime
+    limit_config_version: str
+    evaluation_source: str
+
+
+@dataclass(frozen=True)
+class SourceFreshness:
+    key: str
+    kind: str
+    venue: str
+    account: str
+    ok: bool
+    as_of: datetime
+    age_s: float
+    stale: bool
+    error_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RiskView:
+    """The summary GetRiskStatus and /readyz show."""
+
+    status: str  # COMPLIANT | WARNING | BREACH | UNKNOWN
+    as_of: datetime | None
+    equity: float | None
+    gross_exposure: float | None
+    net_exposure: float | None
+    sources: tuple[SourceFreshness, ...]
+    limit_config_version: str
+    evaluation_source: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertFeedItem:
+    """One notification in the alert feed; ``seq`` increases strictly (the stream cursor)."""
+
+    seq: int
+    notification: Notification
+
+
+@runtime_checkable
+class RiskStateProvider(Protocol):
+    """What the risk API needs. Sync methods may block briefly (the server runs them in a
+    thread); ``wait_alerts`` is awaited on the server's loop."""
+
+    def risk_view(self, now: datetime) -> RiskView: ...
+
+    def limit_results(self) -> list[LimitResult]: ...
+
+    def alert_head(self) -> int:
+        """The cursor of the newest alert (0 when none): "only new alerts" starts here."""
+        ...
+
+    def alerts_after(self, cursor: int, limit: int) -> list[AlertFeedItem]: ...
+
+    async def wait_alerts(self, cursor: int, timeout_s: float) -> None:
+        """Return when an alert after ``cursor`` may exist, or after ``timeout_s``."""
+        ...
+
+    def check_order(self, order: OrderRequest, now: datetime) -> OrderDecision: ...
+
+
+# -- helpers shared by the implementations ---------------------------------------------------------
+def compliance_of(results: Sequence[LimitResult]) -> tuple[str, dict[str, int]]:
+    """Overall status and counts per limit status (the domain's rule; none → UNKNOWN)."""
+    summary = compliance_summary(results)
+    return summary.status.value, dict(summary.counts)
+
+
+def freshness_of(sources: Sequence[SourceStatus], now: datetime,
+                 max_age_s: float) -> tuple[SourceFreshness, ...]:
+    out = []
+    for source in sources:
+        age = max(0.0, (now - source.as_of).total_seconds())
+        out.append(SourceFreshness(
+            key=source.key, kind=source.kind.value, venue=source.venue, account=source.account,
+            ok=source.ok, as_of=source.as_of, age_s=age,
+            stale=(not source.ok) or age > max_age_s, error_code=source.error_code,
+        ))
+    return tuple(out)
+
+
+def deny(reason: str, now: datetime, *, config_version: str = "",
+         source: str = NO_EVALUATION) -> OrderDecision:
+    return OrderDecision(allowed=False, reasons=(reason,), projected=(), as_of=now,
+                         limit_config_version=config_version, evaluation_source=source)
+
+
+def valid_order(order: OrderRequest) -> str | None:
+    """Why an order request is malformed, or None."""
+    if not order.venue or not order.instrument:
+        return "venue and instrument are required"
+    if str(order.side) not in ("buy", "sell"):
+        return "side must be buy or sell"
+    if not (order.quantity > 0 and math.isfinite(order.quantity)):
+        return "quantity must be a positive number"
+    if order.price is not None and not (order.price > 0 and math.isfinite(order.price)):
+        return "price must be a positive number when given"
+    if order.position_side not in (None, "long", "short"):
+        return "position_side must be long, short or empty"
+    return None
+
+
+class _AlertFeed:
+    """A bounded in-memory feed with thread-safe publish and asyncio waiters on any loop."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._items: deque[AlertFeedItem] = deque(maxlen=capacity)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def publish(self, notifications: Sequence[Notification]) -> None:
+        with self._lock:
+            for notification in notifications:
+                self._seq += 1
+                self._items.append(AlertFeedItem(self._seq, notification))
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    def head(self) -> int:
+        return self._seq
+
+    def after(self, cursor: int, limit: int) -> list[AlertFeedItem]:
+        with self._lock:
+            return [i for i in self._items if i.seq > cursor][:limit]
+
+    async def wait(self, cursor: int, timeout_s: float) -> None:
+        event = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), event)
+        with self._lock:
+            if self._seq > cursor:
+                return
+            self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(timeout_s, 0.0))
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    results: tuple[LimitResult, ...]
+    as_of: datetime
+    equity: float | None
+    gross_exposure: float | None
+    net_exposure: float | None
+    sources: tuple[SourceStatus, ...]
+    limit_config_version: str
+    status: str | None = None  # the domain's compliance status, when it computed one
+
+
+class InMemoryRiskState:
+    """Risk state fed by this process's own evaluation (thread-safe, swaps whole snapshots).
+
+    Feed it either way:
+    - ``evaluate(snapshot)``: run the domain engine with the limit configuration in force
+      (``set_limit_config``, wired to the configuration service) and publish the report; a new
+      configuration re-evaluates the last snapshot at once, so the new limits show without
+      waiting for fresh data;
+    - ``publish_report(report)`` / ``publish_evaluation(results, ...)`` from an evaluator that
+      runs elsewhere in the process.
+    ``check_order`` projects orders on the latest report with the domain's pre-trade check.
+    """
+
+    def __init__(self, *, max_age_s: float = 60.0, alert_capacity: int = 10_000) -> None:
+        self.max_age_s = max_age_s
+        self._evaluation: _Evaluation | None = None
+        self._report: RiskReport | None = None
+        self._snapshot: RiskSnapshot | None = None
+        self._config: LimitConfig | None = None
+        self._feed = _AlertFeed(alert_capacity)
+        self._lock = threading.RLock()
+
+    # -- feeding --------------------------------------------------------------------------------
+    @property
+    def config(self) -> LimitConfig | None:
+        return self._config
+
+    @property
+    def evaluated(self) -> bool:
+        """True once an evaluation (report or results) was published."""
+        return self._evaluation is not None
+
+    def set_limit_config(self, config: LimitConfig, version: str | None = None) -> None:
+        """Use ``config`` from now on and re-evaluate the last snapshot with it."""
+        with self._lock:
+            self._config = config
+            if self._snapshot is not None:
+                self.evaluate(self._snapshot)
+
+    def evaluate(self, snapshot: RiskSnapshot) -> RiskReport | None:
+        """Evaluate with the configuration in force; None until a configuration is set."""
+        with self._lock:
+            self._snapshot = snapshot
+            config = self._config
+            if config is None:
+                return None
+            report = evaluate(snapshot, config)
+            self.publish_report(report)
+            return report
+
+    def publish_report(self, report: RiskReport) -> None:
+        summary = report.summary
+        with self._lock:
+            self._report = report
+            self._evaluation = _Evaluation(
+                results=tuple(report.results), as_of=summary.as_of,
+                equity=_finite(summary.equity_usd), gross_exposure=_finite(summary.gross_usd),
+                net_exposure=_finite(summary.net_usd), sources=tuple(report.state.sources),
+                limit_config_version=report.config_version,
+                status=summary.compliance.status.value)
+
+    def publish_evaluation(self, results: Sequence[LimitResult], *, as_of: datetime,
+                           sources: Sequence[SourceStatus] = (), equity: float | None = None,
+                           gross_exposure: float | None = None,
+                           net_exposure: float | None = None,
+                           limit_config_version: str | None = None,
+                           status: str | None = None) -> None:
+        """Publish results computed elsewhere (no report: ``check_order`` stays closed)."""
+        version = limit_config_version
+        if version is None:
+            version = results[0].config_version if results else ""
+        with self._lock:
+            self._report = None
+            self._evaluation = _Evaluation(
+                results=tuple(results), as_of=as_of, equity=_finite(equity),
+                gross_exposure=_finite(gross_exposure), net_exposure=_finite(net_exposure),
+                sources=tuple(sources), limit_config_version=version, status=status)
+
+    def publish_notifications(self, notifications: Sequence[Notification]) -> None:
+        self._feed.publish(notifications)
+
+    # -- RiskStateProvider ----------------------------------------------------------------------
+    def risk_view(self, now: datetime) -> RiskView:
+        evaluation = self._evaluation
+        config_version = self._config.version if self._config else ""
+        if evaluation is None:
+            status, counts = compliance_of(())
+            return RiskView(status=status, as_of=None, equity=None, gross_exposure=None,
+                            net_exposure=None, sources=(), limit_config_version=config_version,
+                            evaluation_source=NO_EVALUATION, counts=counts)
+        status, counts = compliance_of(evaluation.results)
+        return RiskView(
+            status=evaluation.status or status, as_of=evaluation.as_of, equity=evaluation.equity,
+            gross_exposure=evaluation.gross_exposure, net_exposure=evaluation.net_exposure,
+            sources=freshness_of(evaluation.sources, now, self.max_age_s),
+            limit_config_version=evaluation.limit_config_version,
+            evaluation_source=IN_MEMORY, counts=counts)
+
+    def limit_results(self) -> list[LimitResult]:
+        evaluation = self._evaluation
+        return list(evaluation.results) if evaluation else []
+
+    def alert_head(self) -> int:
+        return self._feed.head()
+
+    def alerts_after(self, cursor: int, limit: int) -> list[AlertFeedItem]:
+        return self._feed.after(cursor, limit)
+
+    async def wait_alerts(self, cursor: int, timeout_s: float) -> None:
+        await self._feed.wait(cursor, timeout_s)
+
+    def check_order(self, order: OrderRequest, now: datetime) -> OrderDecision:
+        with self._lock:
+            report, config = self._report, self._config
+        version = config.version if config else ""
+        problem = valid_order(order)
+        if problem is not None:
+            return deny(f"invalid order: {problem}", now, config_version=version,
+                        source=IN_MEMORY)
+        if report is None or config is None:
+            return deny("no risk evaluation yet: positions or limits unknown (fail closed)",
+                        now, config_version=version)
+        return decision_of(check_order(report, config, order, now), report, config, now)
+
+
+def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
+                now: datetime, source: str = IN_MEMORY) -> OrderDecision:
+    """The API's decision from the domain's verdict, with the current utilisation beside each
+    projected limit."""
+    current = {(r.limit_id, r.scope): r.utilisation for r in report.results}
+    projected = tuple(ProjectedLimit(r, current.get((r.limit_id, r.scope)))
+                      for r in check.projected)
+    return OrderDecision(allowed=check.allowed, reasons=tuple(check.reasons),
+                         projected=projected, as_of=now, limit_config_version=config.version,
+                         evaluation_source=source)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

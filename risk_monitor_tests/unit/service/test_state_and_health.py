@@ -1,0 +1,135 @@
+"""In-memory risk state, the alert feed, readiness aggregation and proto conversions."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from risk_monitor.domain.model import (
+    AlertSeverity,
+    LimitResult,
+    LimitStatus,
+    Notification,
+    NotificationKind,
+    SourceKind,
+    SourceStatus,
+)
+from risk_monitor.service.grpc_server import limit_entry
+from risk_monitor.service.health import CheckResult, Readiness
+from risk_monitor.service.proto import risk_monitor_pb2 as pb
+from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, OrderRequest
+
+NOW = datetime(2025, 10, 1, 12, 0, tzinfo=UTC)
+
+
+def result(status: LimitStatus, value: float | None) -> LimitResult:
+    return LimitResult(limit_id="l", limit_kind="max_notional", scope="portfolio",
+                       status=status, value=value, warn_level=None, breach_level=100.0,
+                       utilisation=None if value is None else value / 100, as_of=NOW,
+                       config_version="v")
+
+
+def note(i: int) -> Notification:
+    return Notification(
+        idempotency_key=f"k{i}", fingerprint="f", kind=NotificationKind.FIRING,
+        status=LimitStatus.BREACH, severity=AlertSeverity.CRITICAL, limit_id="l",
+        limit_kind="max_notional", scope="portfolio", value=1.0, warn_level=None,
+        breach_level=1.0, utilisation=1.0, config_version="v", correlation_id="c",
+        episode=1, detected_at=NOW, source_event_time=None)
+
+
+def test_no_evaluation_is_unknown_and_orders_are_denied() -> None:
+    state = InMemoryRiskState()
+    view = state.risk_view(NOW)
+    assert view.status == "UNKNOWN" and view.evaluation_source == NO_EVALUATION
+    assert view.equity is None
+    decision = state.check_order(OrderRequest("binance", "main", "BTC/USDT:USDT", "buy", 1.0),
+                                 NOW)
+    assert not decision.allowed and "fail closed" in decision.reasons[0]
+
+
+@pytest.mark.parametrize(("order", "word"), [
+    (OrderRequest("binance", "main", "BTC/USDT:USDT", "hold", 1.0), "side"),
+    (OrderRequest("binance", "main", "BTC/USDT:USDT", "buy", 0.0), "quantity"),
+    (OrderRequest("binance", "main", "BTC/USDT:USDT", "buy", math.nan), "quantity"),
+    (OrderRequest("binance", "main", "BTC/USDT:USDT", "buy", 1.0, price=-5), "price"),
+    (OrderRequest("", "main", "BTC/USDT:USDT", "buy", 1.0), "venue"),
+])
+def test_malformed_orders_are_denied(order: OrderRequest, word: str) -> None:
+    decision = InMemoryRiskState().check_order(order, NOW)
+    assert not decision.allowed and word in decision.reasons[0]
+
+
+def test_view_reflects_results_and_staleness() -> None:
+    state = InMemoryRiskState(max_age_s=60)
+    state.publish_evaluation(
+        [result(LimitStatus.OK, 10.0), result(LimitStatus.WARN, 90.0)], as_of=NOW,
+        sources=[SourceStatus(SourceKind.EXCHANGE, "binance", "main", True, NOW),
+                 SourceStatus(SourceKind.MARKET, "okx", "main", True, NOW - timedelta(minutes=5))],
+        equity=float("nan"))
+    view = state.risk_view(NOW + timedelta(seconds=30))
+    assert view.status == "WARNING" and view.equity is None  # NaN never travels as a number
+    stale = {s.key: s.stale for s in view.sources}
+    assert stale == {"exchange:binance:main": False, "market:okx:main": True}
+    assert view.limit_config_version == "v"
+
+
+async def test_alert_feed_cursor_and_wakeup() -> None:
+    state = InMemoryRiskState(alert_capacity=3)
+    assert state.alert_head() == 0
+    waiter = asyncio.create_task(state.wait_alerts(0, timeout_s=5))
+    await asyncio.sleep(0.01)
+    await asyncio.to_thread(state.publish_notifications, [note(1), note(2)])
+    await asyncio.wait_for(waiter, 2)  # woken from another thread, long before the timeout
+    assert [i.seq for i in state.alerts_after(0, 10)] == [1, 2]
+    assert [i.seq for i in state.alerts_after(1, 10)] == [2]
+    state.publish_notifications([note(3), note(4)])
+    assert [i.seq for i in state.alerts_after(0, 10)] == [2, 3, 4]  # bounded: oldest dropped
+    assert [i.seq for i in state.alerts_after(0, 2)] == [2, 3]
+    started = asyncio.get_running_loop().time()
+    await state.wait_alerts(4, timeout_s=0.05)  # nothing new: returns on timeout
+    assert asyncio.get_running_loop().time() - started >= 0.04
+
+
+async def test_readiness_critical_and_optional_checks() -> None:
+    outcome = {"db": True, "fresh": False}
+
+    async def db() -> CheckResult:
+        return CheckResult("db", outcome["db"], True)
+
+    async def fresh() -> CheckResult:
+        return CheckResult("fresh", outcome["fresh"], False, "stale")
+
+    async def crash() -> CheckResult:
+        raise RuntimeError("boom")
+
+    flips: list[bool] = []
+    readiness = Readiness({"db": db, "fresh": fresh}, interval_s=10)
+    readiness.on_change(flips.append)
+    assert await readiness.run_once() is True
+    assert readiness.as_dict()["status"] == "degraded"  # ready, optional check failing
+    outcome["db"] = False
+    assert await readiness.run_once() is False
+    outcome["db"] = True
+    await readiness.run_once()
+    assert flips == [True, False, True]
+    readiness.start_draining()
+    assert readiness.ready is False and readiness.as_dict()["status"] == "draining"
+
+    broken = Readiness({"crash": crash}, interval_s=10)
+    assert await broken.run_once() is False
+    assert "boom" in broken.results["crash"].detail
+
+
+def test_limit_entry_leaves_unknown_numbers_unset() -> None:
+    unknown = limit_entry(result(LimitStatus.UNKNOWN, None))
+    assert unknown.status == pb.LIMIT_STATUS_UNKNOWN
+    assert not unknown.HasField("value") and not unknown.HasField("utilisation")
+    assert not unknown.HasField("warn") and not unknown.HasField("source_event_time")
+    nan = limit_entry(result(LimitStatus.UNKNOWN, math.nan))
+    assert not nan.HasField("value")
+    known = limit_entry(result(LimitStatus.OK, 0.0))
+    assert known.HasField("value") and known.value == 0.0  # a real zero stays a zero
