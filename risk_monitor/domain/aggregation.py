@@ -1,0 +1,544 @@
+"""The prepared risk state and fast per-scope sums over it.
+
+Everything a limit needs is a sum (gross, net, unrealized P&L, holdings, balances) or a minimum
+(liquidation distance, oldest input time) over the rows inside a scope, plus whether any row or
+source behind it is unusable. :class:`FrameIndex` factorises the scope dimensions once and then
+answers any scope — including wildcard expansions, as one ``bincount`` — without re-grouping the
+frame, so 1M positions cost one pass per limit, not one per scope.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from risk_monitor.domain.coverage import SourceProblem
+from risk_monitor.domain.model import SourceKind, SourceStatus
+from risk_monitor.domain.pnl import (
+    ACCOUNT_BALANCE_COLUMNS,
+    ACCOUNT_POSITION_COLUMNS,
+    PortfolioPnl,
+    describe_balance_problem,
+    describe_position_problem,
+)
+from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope
+from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, asi8, ns_of
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which inputs a limit kind reads; decides which missing sources make it UNKNOWN."""
+
+    positions: bool = False  # derivative positions inside the scope
+    holdings: bool = False  # non-stable balances inside the scope (spot / custody)
+    scope_equity: bool = False  # equity of the accounts inside the scope
+    portfolio_equity: bool = False  # equity of the whole portfolio
+
+
+@dataclass(frozen=True)
+class Agg:
+    """Sums and minimums over the rows of one group."""
+
+    sums: dict[str, float]
+    mins: dict[str, float]
+    rows: int
+    bad: int
+    first_bad: int  # row index of the first unusable row, -1 when none
+    oldest_ns: int  # NAT when no row has a time
+
+
+class FrameIndex:
+    """Factorised scope dimensions of one frame for repeated scope sums."""
+
+    def __init__(
+        self,
+        dims: Mapping[str, np.ndarray | pd.Categorical],
+        values: Mapping[str, np.ndarray],
+        mins: Mapping[str, np.ndarray],
+        bad: np.ndarray,
+        t_ns: np.ndarray,
+    ) -> None:
+        self.n = len(bad)
+        self._dims: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        self._codes: dict[str, dict[str, int]] = {}
+        self._sorted: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._groups_cache: dict[
+            tuple[tuple[tuple[str, str], ...], tuple[str, ...]], dict[tuple[str, ...], Agg]
+        ] = {}
+        self._raw = dict(dims)
+        self.values = dict(values)
+        self.mins = dict(mins)
+        self.bad = bad
+        self.t_ns = t_ns
+
+    def _dim(self, name: str) -> tuple[np.ndarray, pd.Index] | None:
+        if name not in self._raw:
+            return None
+        if name not in self._dims:  # factorise lazily: unused dims cost nothing
+            raw = self._raw[name]
+            if isinstance(raw, pd.Categorical):
+                codes, names = np.asarray(raw.codes), pd.Index(raw.categories)
+            else:
+                found_codes, found = pd.factorize(raw, use_na_sentinel=False)
+                codes, names = np.asarray(found_codes), pd.Index(found)
+            self._dims[name] = (codes.astype(np.int64), names)
+            self._codes[name] = {str(u): i for i, u in enumerate(names)}
+        return self._dims[name]
+
+    def code(self, name: str, value: str) -> int:
+        """Code of one value of a dimension; -1 when absent (or the dimension is unknown)."""
+        if self._dim(name) is None:
+            return -1
+        return self._codes[name].get(value, -1)
+
+    def uniques(self, name: str) -> list[str]:
+        dim = self._dim(name)
+        return [] if dim is None else [str(u) for u in dim[1]]
+
+    def groups(self, fixed: Mapping[str, str], wild: Sequence[str]) -> dict[tuple[str, ...], Agg]:
+        """Aggregates of the rows matching ``fixed``, one per combination of ``wild`` values.
+
+        Every reduction is one ``bincount`` / ``ufunc.at`` over the whole column with the
+        unselected rows sent to a discard bin: no fancy indexing, no hashing when the key
+        space is dense. Results are cached per (fixed, wild): limits share scopes.
+        """
+        cache_key = (tuple(sorted(fixed.items())), tuple(wild))
+        cached = self._groups_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        result = self._groups(fixed, wild)
+        self._groups_cache[cache_key] = result
+        return result
+
+    def _groups(self, fixed: Mapping[str, str], wild: Sequence[str]) -> dict[tuple[str, ...], Agg]:
+        if self.n == 0:
+            return {}
+        selection: np.ndarray | None = None
+        for name, value in fixed.items():
+            code = self.code(name, value)
+            if code < 0:
+                return {}
+            mask = self._dims[name][0] == code
+            selection = mask if selection is None else selection & mask
+        if selection is not None and not selection.any():
+            return {}
+
+        sizes: list[int] = []
+        uniques: list[pd.Index] = []
+        dense = True
+        if wild:
+            combined = np.zeros(self.n, dtype=np.int64)
+            for name in wild:
+                dim = self._dim(name)
+                if dim is None:
+                    return {}
+                combined = combined * len(dim[1]) + dim[0]
+                sizes.append(len(dim[1]))
+                uniques.append(dim[1])
+            space = int(np.prod(sizes, dtype=np.float64))
+            if space <= 2 * self.n + 1024:
+                gcode, n_groups = combined, space
+            else:  # sparse key space: hash the combinations that occur
+                dense = False
+                gcode, gvalues = pd.factorize(combined)
+                n_groups = len(gvalues)
+        else:
+            gcode, n_groups = np.zeros(self.n, dtype=np.int64), 1
+        if selection is not None:
+            gcode = np.where(selection, gcode, n_groups)  # bin n_groups = discarded rows
+        bins = n_groups + 1
+
+        rows = np.bincount(gcode, minlength=bins)[:n_groups]
+        present = np.flatnonzero(rows)
+        sums = {
+            name: np.bincount(gcode, weights=array, minlength=bins)[present]
+            for name, array in self.values.items()
+        }
+        bad_rows = self.bad if selection is None else self.bad & selection
+        bad = np.bincount(gcode, weights=bad_rows.astype(np.float64), minlength=bins)[present]
+        first_bad_by_group = np.full(bins, -1, dtype=np.int64)
+        bad_pos = np.flatnonzero(bad_rows)
+        if len(bad_pos):
+            groups_of_bad, first = np.unique(gcode[bad_pos], return_index=True)
+            first_bad_by_group[groups_of_bad] = bad_pos[first]
+        first_bad = first_bad_by_group[present]
+        oldest_all = np.full(bins, _INT64_MAX, dtype=np.int64)
+        np.minimum.at(oldest_all, gcode, np.where(self.t_ns == NAT, _INT64_MAX, self.t_ns))
+        oldest = oldest_all[present]
+        mins: dict[str, np.ndarray] = {}
+        for name, array in self.mins.items():
+            out = np.full(bins, np.nan)
+            np.fmin.at(out, gcode, array)
+            mins[name] = out[present]
+
+        if not wild:
+            keys: list[tuple[str, ...]] = [()]
+        elif dense:
+            keys = [self._decode(int(v), sizes, uniques) for v in present]
+        else:
+            keys = [self._decode(int(gvalues[v]), sizes, uniques) for v in present]
+        result: dict[tuple[str, ...], Agg] = {}
+        for g, key in enumerate(keys):
+            result[key] = Agg(
+                sums={name: float(array[g]) for name, array in sums.items()},
+                mins={name: float(array[g]) for name, array in mins.items()},
+                rows=int(rows[present[g]]),
+                bad=int(bad[g]),
+                first_bad=int(first_bad[g]),
+                oldest_ns=NAT if int(oldest[g]) == _INT64_MAX else int(oldest[g]),
+            )
+        return result
+
+    def lookup(self, fixed: Mapping[str, str]) -> np.ndarray:
+        """Row indices matching every (dim, value) — O(log n) after a one-off sort per dim set."""
+        names = tuple(sorted(fixed))
+        codes: list[int] = []
+        for name in names:
+            code = self.code(name, fixed[name])
+            if code < 0:
+                return np.zeros(0, dtype=np.int64)
+            codes.append(code)
+        if names not in self._sorted:
+            combined = np.zeros(self.n, dtype=np.int64)
+            for name in names:
+                dim = self._dim(name)
+                assert dim is not None
+                combined = combined * len(dim[1]) + dim[0]
+            order = np.argsort(combined, kind="stable")
+            self._sorted[names] = (combined[order], order)
+        keys, order = self._sorted[names]
+        target = 0
+        for name, code in zip(names, codes, strict=True):
+            dim = self._dim(name)
+            assert dim is not None
+            target = target * len(dim[1]) + code
+        lo = int(np.searchsorted(keys, target))
+        hi = int(np.searchsorted(keys, target + 1))
+        return order[lo:hi]
+
+    @staticmethod
+    def _decode(value: int, sizes: list[int], uniques: list[pd.Index]) -> tuple[str, ...]:
+        parts: list[str] = []
+        for size, names in zip(reversed(sizes), reversed(uniques), strict=True):
+            value, code = divmod(value, size)
+            parts.append(str(names[code]))
+        return tuple(reversed(parts))
+
+
+@dataclass(frozen=True)
+class ScopeInputs:
+    """Everything any limit kind needs about one concrete scope."""
+
+    derivatives_gross_usd: float = 0.0
+    derivatives_net_usd: float = 0.0
+    holdings_usd: float = 0.0  # non-stable balances (spot / custody), USD
+    equity_usd: float = math.nan  # equity of the accounts in scope (when needed)
+    portfolio_equity_usd: float = math.nan  # (when needed)
+    min_liquidation_distance_pct: float = math.nan
+    positions: int = 0
+    problems: tuple[str, ...] = ()  # non-empty → UNKNOWN
+    oldest_ns: int = NAT
+    problem_as_of_ns: int = NAT  # oldest failure time behind ``problems``
+
+    @property
+    def known(self) -> bool:
+        return not self.problems
+
+    @property
+    def gross_usd(self) -> float:
+        return self.derivatives_gross_usd + abs(self.holdings_usd)
+
+    @property
+    def net_usd(self) -> float:
+        return self.derivatives_net_usd + self.holdings_usd
+
+
+@dataclass
+class RiskState:
+    """Prepared inputs of one evaluation: valued frames, coverage and the scope indexes."""
+
+    freshness: Freshness
+    valuation: AssetPrices
+    quotes: pd.DataFrame  # latest fresh quote per (venue, instrument): LATEST_QUOTE_COLUMNS
+    pnl: pd.DataFrame
+    balances: pd.DataFrame
+    equity: pd.DataFrame
+    portfolio: PortfolioPnl
+    sources: list[SourceStatus]
+    problems: list[SourceProblem]
+    positions_index: FrameIndex
+    balances_index: FrameIndex
+    quotes_index: FrameIndex
+    expected_venues: frozenset[str]
+    portfolio_oldest_ns: int = NAT
+    #: inputs behind each evaluated (limit_id, scope key); reused by the pre-trade check
+    inputs: dict[tuple[str, str], ScopeInputs] = field(default_factory=dict)
+    #: lazily built lookups (quote by instrument, oldest input per venue, ...)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def venue_oldest_ns(self) -> dict[str, int]:
+        """Oldest input time per venue: row times, or the attempt time of a source that
+        delivered no rows (an empty answer is as old as the request that got it)."""
+        cached = self.cache.get("venue_oldest")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        oldest: dict[str, int] = {}
+        with_rows: set[tuple[str, str, str]] = set()
+        for kind, index in (("account", self.positions_index), ("account", self.balances_index)):
+            for key, agg in index.groups({}, ["venue", "account"]).items():
+                with_rows.add((kind, key[0], key[1]))
+                oldest[key[0]] = _min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
+        for key, agg in self.quotes_index.groups({}, ["venue"]).items():
+            with_rows.add(("market", key[0], ""))
+            oldest[key[0]] = _min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
+        for status in self.sources:
+            kind = "market" if status.kind is SourceKind.MARKET else "account"
+            account = "" if kind == "market" else status.account
+            if (kind, status.venue, account) not in with_rows:
+                oldest[status.venue] = _min_ns(oldest.get(status.venue, NAT), ns_of(status.as_of))
+        self.cache["venue_oldest"] = oldest
+        return oldest
+
+    def venues(self, kinds: set[SourceKind]) -> set[str]:
+        """Venues with a source of one of ``kinds`` or rows in the matching frames."""
+        found = {s.venue for s in self.sources if s.kind in kinds}
+        if SourceKind.EXCHANGE in kinds:
+            found.update(self.positions_index.uniques("venue"))
+        if kinds & {SourceKind.EXCHANGE, SourceKind.CUSTODIAN}:
+            found.update(self.balances_index.uniques("venue"))
+        if SourceKind.MARKET in kinds:
+            found.update(self.quotes_index.uniques("venue"))
+        found.update(p.venue for p in self.problems if p.kind is None)
+        return found
+
+
+def problem_affects(problem: SourceProblem, needs: Needs, scope: Scope) -> bool:
+    """Could the data a failed/stale source did not deliver fall inside this scope's inputs?"""
+    if problem.kind is SourceKind.MARKET:
+        return False  # missing quotes show up row by row as missing marks / prices
+    if needs.portfolio_equity and problem.affects_balances:
+        return True
+    if not problem.matches(scope.venue, scope.account):
+        return False
+    if needs.positions and problem.affects_positions:
+        return True
+    if needs.holdings and problem.affects_balances and scope.instrument is None:
+        return True
+    return needs.scope_equity and problem.affects_balances
+
+
+def scope_inputs(
+    state: RiskState, needs: Needs, template: Mapping[str, str | None]
+) -> dict[Scope, ScopeInputs]:
+    """Inputs per concrete scope of a scope template ('*' values expand to one scope each)."""
+    fixed = {d: v for d in SCOPE_DIMS if (v := template.get(d)) is not None and v != WILDCARD}
+    wild = [d for d in SCOPE_DIMS if template.get(d) == WILDCARD]
+    instrument_scoped = "instrument" in fixed or "instrument" in wild
+
+    pos = (
+        state.positions_index.groups(fixed, wild)
+        if needs.positions or needs.scope_equity
+        else {}
+    )
+    hold = (
+        state.balances_index.groups({**fixed, "class": "asset"}, wild)
+        if needs.holdings and not instrument_scoped
+        else {}
+    )
+    bal = state.balances_index.groups(fixed, wild) if needs.scope_equity else {}
+    keys: set[tuple[str, ...]] = set(pos) | set(hold) | set(bal)
+    keys |= _source_keys(state, needs, fixed, wild)
+    if needs.positions:
+        keys |= _quote_keys(state, fixed, wild)
+    if not wild:
+        keys.add(())  # a fixed scope always has a result, even with no rows (value 0)
+
+    out: dict[Scope, ScopeInputs] = {}
+    for key in keys:
+        scope = Scope.of({**fixed, **dict(zip(wild, key, strict=True))})
+        p, h, b = pos.get(key), hold.get(key), bal.get(key)
+        reasons: list[str] = []
+        oldest = NAT
+        if p is not None:
+            oldest = _min_ns(oldest, p.oldest_ns)
+            if p.bad:
+                reasons.append(describe_position_problem(state.pnl.iloc[p.first_bad]))
+        if h is not None:
+            oldest = _min_ns(oldest, h.oldest_ns)
+            if h.bad:
+                reasons.append(describe_balance_problem(state.balances.iloc[h.first_bad]))
+        if b is not None:
+            oldest = _min_ns(oldest, b.oldest_ns)
+            if b.bad:
+                reasons.append(describe_balance_problem(state.balances.iloc[b.first_bad]))
+        if needs.portfolio_equity:
+            oldest = _min_ns(oldest, state.portfolio_oldest_ns)
+            if not state.portfolio.known:
+                reasons.append(state.portfolio.reason)
+        problem_ns = NAT
+        for problem in state.problems:
+            if problem_affects(problem, needs, scope):
+                reasons.append(problem.reason)
+                if problem.as_of is not None:
+                    problem_ns = _min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
+        upnl = p.sums["upnl"] if p is not None else 0.0
+        out[scope] = ScopeInputs(
+            derivatives_gross_usd=p.sums["gross"] if p is not None else 0.0,
+            derivatives_net_usd=p.sums["net"] if p is not None else 0.0,
+            holdings_usd=h.sums["holding"] if h is not None else 0.0,
+            equity_usd=((b.sums["value"] if b is not None else 0.0) + upnl)
+            if needs.scope_equity
+            else math.nan,
+            portfolio_equity_usd=state.portfolio.equity_usd if needs.portfolio_equity else math.nan,
+            min_liquidation_distance_pct=p.mins["liq"] if p is not None else math.nan,
+            positions=p.rows if p is not None else 0,
+            problems=tuple(dict.fromkeys(reasons)),
+            oldest_ns=oldest,
+            problem_as_of_ns=problem_ns,
+        )
+    return out
+
+
+def _source_keys(
+    state: RiskState, needs: Needs, fixed: Mapping[str, str], wild: Sequence[str]
+) -> set[tuple[str, ...]]:
+    """Wildcard values that come from sources rather than rows: a venue that failed (or holds
+    nothing) still gets its own scope, so a blind venue is reported, not skipped."""
+    if not wild or not set(wild) <= {"venue", "account"}:
+        return set()
+    kinds = {SourceKind.EXCHANGE}
+    if needs.holdings or needs.scope_equity:
+        kinds.add(SourceKind.CUSTODIAN)
+    found: set[tuple[str, ...]] = set()
+    coordinates = [(s.venue, s.account) for s in state.sources if s.kind in kinds]
+    if wild == ["venue"]:
+        coordinates += [(p.venue, "") for p in state.problems if p.kind is None]
+    for venue, account in coordinates:
+        if fixed.get("venue", venue) != venue or fixed.get("account", account) != account:
+            continue
+        found.add(tuple(venue if d == "venue" else account for d in wild))
+    return found
+
+
+def _quote_keys(
+    state: RiskState, fixed: Mapping[str, str], wild: Sequence[str]
+) -> set[tuple[str, ...]]:
+    """Wildcard values from the instruments we price: an instrument of a venue whose account
+    data failed still gets its (UNKNOWN) scope as long as its quotes arrive; a flat one reads 0."""
+    if not wild or "account" in wild or "account" in fixed or len(state.quotes) == 0:
+        return set()
+    columns = {"venue": "venue", "instrument": "instrument", "asset": "base"}
+    quotes = state.quotes
+    mask = np.ones(len(quotes), dtype=bool)
+    for dim, value in fixed.items():
+        mask &= quotes[columns[dim]].to_numpy() == value
+    if "asset" in wild:  # cash is no asset exposure
+        mask &= ~np.isin(quotes["base"].to_numpy(), list(state.valuation.stablecoins))
+    picked = [quotes[columns[d]].to_numpy()[mask] for d in wild]
+    return {tuple(str(v) for v in row) for row in zip(*picked, strict=True)}
+
+
+def _min_ns(a: int, b: int) -> int:
+    if a == NAT:
+        return b
+    if b == NAT:
+        return a
+    return min(a, b)
+
+
+def index_positions(pnl: pd.DataFrame) -> FrameIndex:
+    return FrameIndex(
+        dims={
+            "venue": _keys(pnl["venue"]),
+            "account": _keys(pnl["account"]),
+            "instrument": _keys(pnl["instrument"]),
+            "asset": _keys(pnl["base"]),
+        },
+        values={
+            "gross": pnl["notional_usd"].to_numpy(dtype=np.float64),
+            "net": pnl["signed_notional_usd"].to_numpy(dtype=np.float64),
+            "upnl": pnl["unrealized_pnl_usd"].to_numpy(dtype=np.float64),
+            "realized": np.nan_to_num(
+                pnl["realized_pnl"].to_numpy(dtype=np.float64)
+                * pnl["quote_usd"].to_numpy(dtype=np.float64)
+            ),
+        },
+        mins={"liq": pnl["liquidation_distance_pct"].to_numpy(dtype=np.float64)},
+        bad=~pnl["ok"].to_numpy(dtype=bool),
+        t_ns=_ns_column(pnl["source_time"]),
+    )
+
+
+def index_balances(valued: pd.DataFrame) -> FrameIndex:
+    return FrameIndex(
+        dims={
+            "source_type": valued["source_type"].to_numpy(),
+            "venue": valued["venue"].to_numpy(),
+            "account": valued["account"].to_numpy(),
+            "asset": valued["currency"].to_numpy(),
+            "class": np.where(valued["is_stable"].to_numpy(dtype=bool), "stable", "asset"),
+        },
+        values={
+            "value": valued["value_usd"].to_numpy(dtype=np.float64),
+            "holding": valued["holding_usd"].to_numpy(dtype=np.float64),
+        },
+        mins={},
+        bad=~valued["ok"].to_numpy(dtype=bool),
+        t_ns=_ns_column(valued["source_time"]),
+    )
+
+
+def index_quotes(venues: np.ndarray, t_ns: np.ndarray) -> FrameIndex:
+    return FrameIndex(
+        dims={"venue": venues},
+        values={},
+        mins={},
+        bad=np.zeros(len(venues), dtype=bool),
+        t_ns=t_ns,
+    )
+
+
+def _keys(series: pd.Series) -> np.ndarray | pd.Categorical:
+    array = series.array
+    return array if isinstance(array, pd.Categorical) else series.to_numpy()
+
+
+def _ns_column(series: pd.Series) -> np.ndarray:
+    if len(series) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return asi8(pd.to_datetime(series, utc=True))
+
+
+
+def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> pd.DataFrame:
+    """Per (venue, account) sums of the positions (pnl.ACCOUNT_POSITION_COLUMNS)."""
+    rows = [
+        {
+            "venue": key[0], "account": key[1], "upnl": agg.sums["upnl"],
+            "realized": agg.sums["realized"], "count": agg.rows, "bad": agg.bad,
+            "oldest_ns": agg.oldest_ns,
+            "reason": describe_position_problem(pnl.iloc[agg.first_bad]) if agg.bad else "",
+        }
+        for key, agg in sorted(index.groups({}, ["venue", "account"]).items())
+    ]
+    return pd.DataFrame(rows, columns=list(ACCOUNT_POSITION_COLUMNS))
+
+
+def balances_by_account(valued: pd.DataFrame, index: FrameIndex) -> pd.DataFrame:
+    """Per (source_type, venue, account) sums of valued balances (ACCOUNT_BALANCE_COLUMNS)."""
+    rows = [
+        {
+            "source_type": key[0], "venue": key[1], "account": key[2],
+            "value": agg.sums["value"], "bad": agg.bad, "oldest_ns": agg.oldest_ns,
+            "reason": describe_balance_problem(valued.iloc[agg.first_bad]) if agg.bad else "",
+        }
+        for key, agg in sorted(index.groups({}, ["source_type", "venue", "account"]).items())
+    ]
+    return pd.DataFrame(rows, columns=list(ACCOUNT_BALANCE_COLUMNS))

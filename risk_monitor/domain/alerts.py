@@ -1,0 +1,286 @@
+"""Alert lifecycle: from limit results and the stored series states to notifications.
+
+Semantics follow Prometheus Alertmanager where they apply: one series per fingerprint
+(limit, scope); a new episode waits ``group_wait`` before its first notice (and sends nothing if
+it clears before); an unchanged firing series is re-notified only after ``repeat_interval``;
+resolve notices go out only for episodes that notified something. Pure and deterministic:
+re-planning the same results against the returned states yields no new notification, and the
+correlation id of an episode is derived from its fingerprint, number and start time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from risk_monitor.domain.model import (
+    AlertSeverity,
+    AlertState,
+    LimitResult,
+    LimitStatus,
+    Notification,
+    NotificationKind,
+)
+
+_SEVERITY = {
+    LimitStatus.OK: AlertSeverity.INFO,
+    LimitStatus.WARN: AlertSeverity.WARNING,
+    LimitStatus.BREACH: AlertSeverity.CRITICAL,
+    LimitStatus.UNKNOWN: AlertSeverity.CRITICAL,
+}
+_SEVERITY_RANK = {AlertSeverity.INFO: 0, AlertSeverity.WARNING: 1, AlertSeverity.CRITICAL: 2}
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """Lifecycle timing (see AlertSettings: group_wait_s, repeat_interval_s, send_resolved)."""
+
+    group_wait_s: float = 0.0
+    repeat_interval_s: float = 3600.0
+    send_resolved: bool = True
+    #: resolve series that are firing but absent from the results (limit removed, wildcard
+    #: scope vanished). Only for callers that evaluate every limit, never for partial updates.
+    resolve_missing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.group_wait_s < 0:
+            raise ValueError("group_wait_s must be >= 0")
+        if self.repeat_interval_s <= 0:
+            raise ValueError("repeat_interval_s must be > 0")
+
+
+@dataclass(frozen=True)
+class AlertPlan:
+    """New states to persist and notifications to enqueue, in one transaction."""
+
+    states: list[AlertState] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+
+def severity_of(status: LimitStatus) -> AlertSeverity:
+    """WARN → warning; BREACH and UNKNOWN → critical (blind is as bad as breached)."""
+    return _SEVERITY[status]
+
+
+def correlation_id_for(fingerprint: str, episode: int, started_at: datetime) -> str:
+    """Deterministic id of one firing episode (same inputs → same id, no randomness)."""
+    raw = f"{fingerprint}:{episode}:{started_at.isoformat()}"
+    return "rm-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def _status_change(before: LimitStatus, after: LimitStatus) -> NotificationKind:
+    """ESCALATED when worse; DEESCALATED when better but not OK. BREACH ↔ UNKNOWN (same rank,
+    both critical) counts as ESCALATED: the nature of a critical alert changed, nothing improved."""
+    if after.rank < before.rank:
+        return NotificationKind.DEESCALATED
+    return NotificationKind.ESCALATED
+
+
+def plan_alerts(
+    previous: Mapping[str, AlertState],
+    results: Sequence[LimitResult],
+    now: datetime,
+    policy: AlertPolicy | None = None,
+    *,
+    context: Mapping[str, Any] | None = None,
+) -> AlertPlan:
+    """Advance every series named by ``results`` and say what to notify.
+
+    Results evaluated before a series' ``last_evaluated_at`` are ignored: the hot path and the
+    Dagster path share one store, and a late, older evaluation must not undo a newer one.
+    """
+    policy = policy or AlertPolicy()
+    ctx = dict(context or {})
+    plan = AlertPlan()
+    seen: set[str] = set()
+    for result in results:
+        fp = result.fingerprint
+        if fp in seen:
+            raise ValueError(f"two results for one series: {result.limit_id} {result.scope}")
+        seen.add(fp)
+        prev = previous.get(fp)
+        if prev is not None and result.as_of < prev.last_evaluated_at:
+            continue
+        state, note = _advance(prev, result, now, policy, ctx)
+        plan.states.append(state)
+        if note is not None:
+            plan.notifications.append(note)
+    if policy.resolve_missing:
+        version = results[0].config_version if results else ""
+        for fp, prev in sorted(previous.items()):
+            if fp in seen or prev.status is LimitStatus.OK:
+                continue
+            gone = LimitResult(
+                limit_id=prev.limit_id,
+                limit_kind="",
+                scope=prev.scope,
+                status=LimitStatus.OK,
+                value=None,
+                warn_level=None,
+                breach_level=0.0,
+                utilisation=None,
+                as_of=now,
+                config_version=version,
+                reason="no longer evaluated (limit removed or scope vanished)",
+            )
+            state, note = _advance(prev, gone, now, policy, ctx)
+            plan.states.append(state)
+            if note is not None:
+                plan.notifications.append(note)
+    return plan
+
+
+def _advance(
+    prev: AlertState | None,
+    result: LimitResult,
+    now: datetime,
+    policy: AlertPolicy,
+    context: dict[str, Any],
+) -> tuple[AlertState, Notification | None]:
+    fp = result.fingerprint
+    status = result.status
+    was_firing = prev is not None and prev.status is not LimitStatus.OK
+    episode = prev.episode if prev is not None else 0
+    sequence = prev.sequence if prev is not None else 0
+
+    if status is LimitStatus.OK:
+        base = AlertState(
+            fingerprint=fp,
+            limit_id=result.limit_id,
+            scope=result.scope,
+            status=LimitStatus.OK,
+            severity=AlertSeverity.INFO,
+            started_at=None,
+            last_evaluated_at=now,
+            last_notified_at=prev.last_notified_at if prev else None,
+            last_notified_status=prev.last_notified_status if prev else None,
+            episode=episode,
+            sequence=sequence,
+            value=result.value,
+            utilisation=result.utilisation,
+            correlation_id=None,
+        )
+        if not (was_firing and prev is not None):
+            return base, None
+        notified_in_episode = prev.last_notified_status is not None
+        if not (policy.send_resolved and notified_in_episode):
+            return replace(base, last_notified_status=None), None
+        note = _notification(
+            result, NotificationKind.RESOLVED,
+            severity=prev.severity, episode=episode, sequence=sequence + 1,
+            correlation_id=prev.correlation_id
+            or correlation_id_for(fp, episode, prev.started_at or now),
+            context=context,
+        )
+        return replace(
+            base, sequence=sequence + 1, last_notified_at=now, last_notified_status=LimitStatus.OK
+        ), note
+
+    severity = severity_of(status)
+    if not was_firing or prev is None:  # a new episode opens
+        episode += 1
+        started = now
+        correlation = correlation_id_for(fp, episode, started)
+        state = AlertState(
+            fingerprint=fp,
+            limit_id=result.limit_id,
+            scope=result.scope,
+            status=status,
+            severity=severity,
+            started_at=started,
+            last_evaluated_at=now,
+            last_notified_at=prev.last_notified_at if prev else None,
+            last_notified_status=None,
+            episode=episode,
+            sequence=sequence,
+            value=result.value,
+            utilisation=result.utilisation,
+            correlation_id=correlation,
+        )
+        if policy.group_wait_s > 0:
+            return state, None  # pending: notified once it has lasted group_wait
+        return _notify(state, result, NotificationKind.FIRING, now, context)
+
+    # the episode continues
+    highest = prev.severity if _SEVERITY_RANK[prev.severity] >= _SEVERITY_RANK[severity] else severity
+    state = replace(
+        prev,
+        limit_id=result.limit_id,
+        scope=result.scope,
+        status=status,
+        severity=highest,
+        last_evaluated_at=now,
+        value=result.value,
+        utilisation=result.utilisation,
+        correlation_id=prev.correlation_id
+        or correlation_id_for(fp, prev.episode, prev.started_at or now),
+    )
+    if prev.last_notified_status is None:  # still pending in group_wait
+        started = prev.started_at or now
+        if (now - started).total_seconds() >= policy.group_wait_s:
+            return _notify(state, result, NotificationKind.FIRING, now, context)
+        return state, None
+    if status is not prev.last_notified_status:
+        return _notify(state, result, _status_change(prev.last_notified_status, status), now,
+                       context)
+    last = prev.last_notified_at or prev.started_at or now
+    if (now - last).total_seconds() >= policy.repeat_interval_s:
+        return _notify(state, result, NotificationKind.REPEAT, now, context)
+    return state, None
+
+
+def _notify(
+    state: AlertState,
+    result: LimitResult,
+    kind: NotificationKind,
+    now: datetime,
+    context: dict[str, Any],
+) -> tuple[AlertState, Notification]:
+    sequence = state.sequence + 1
+    correlation = state.correlation_id or correlation_id_for(
+        state.fingerprint, state.episode, state.started_at or now
+    )
+    note = _notification(
+        result, kind, severity=severity_of(result.status), episode=state.episode,
+        sequence=sequence, correlation_id=correlation, context=context,
+    )
+    return replace(
+        state, sequence=sequence, last_notified_at=now, last_notified_status=result.status
+    ), note
+
+
+def _notification(
+    result: LimitResult,
+    kind: NotificationKind,
+    *,
+    severity: AlertSeverity,
+    episode: int,
+    sequence: int,
+    correlation_id: str,
+    context: dict[str, Any],
+) -> Notification:
+    fp = result.fingerprint
+    return Notification(
+        idempotency_key=f"{fp}:{episode}:{sequence}",
+        fingerprint=fp,
+        kind=kind,
+        status=result.status,
+        severity=severity,
+        limit_id=result.limit_id,
+        limit_kind=result.limit_kind,
+        scope=result.scope,
+        value=result.value,
+        warn_level=result.warn_level,
+        breach_level=result.breach_level,
+        utilisation=result.utilisation,
+        config_version=result.config_version,
+        correlation_id=correlation_id,
+        episode=episode,
+        detected_at=result.as_of,
+        source_event_time=result.source_event_time,
+        reason=result.reason,
+        context=dict(context),
+    )

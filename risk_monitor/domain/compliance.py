@@ -1,0 +1,186 @@
+"""Compliance status: per (limit, scope) status intervals, the current summary, time in breach.
+
+A status interval is the stretch of time a (limit, scope) spent in one status; the storage
+layer persists them (one open interval per series). Functions here are pure: they say which
+intervals to close and which to open or update, given the open ones and the new results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import pandas as pd
+
+from risk_monitor.domain.model import LimitResult, LimitStatus, alert_fingerprint
+
+
+class ComplianceStatus(StrEnum):
+    """Overall state of the desk against its limits."""
+
+    COMPLIANT = "COMPLIANT"
+    WARNING = "WARNING"
+    BREACH = "BREACH"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class StatusInterval:
+    """How long one (limit, scope) stayed in one status; ``until`` None = still open."""
+
+    limit_id: str
+    scope: str
+    status: LimitStatus
+    since: datetime
+    until: datetime | None
+    worst_utilisation: float | None
+
+    @property
+    def fingerprint(self) -> str:
+        return alert_fingerprint(self.limit_id, self.scope)
+
+    def seconds_within(self, start: datetime, end: datetime) -> float:
+        """Overlap of this interval with [start, end) in seconds (open intervals run to end)."""
+        until = self.until if self.until is not None else end
+        lo, hi = max(self.since, start), min(until, end)
+        return max(0.0, (hi - lo).total_seconds())
+
+
+@dataclass(frozen=True)
+class IntervalUpdate:
+    """What to persist: intervals to close (with ``until`` set) and to insert or update."""
+
+    close: list[StatusInterval] = field(default_factory=list)
+    open: list[StatusInterval] = field(default_factory=list)
+
+
+def _worse(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def update_intervals(
+    open_intervals: Mapping[str, StatusInterval] | Iterable[StatusInterval],
+    results: Sequence[LimitResult],
+    *,
+    close_missing: bool = False,
+    now: datetime | None = None,
+) -> IntervalUpdate:
+    """Advance the status timeline with new results.
+
+    Same status → the open interval is updated only when its worst utilisation grew; a new
+    status → the open interval closes at the result's ``as_of`` and a new one opens there. With
+    ``close_missing`` the open intervals of series absent from ``results`` close at ``now``
+    (a limit removed from the configuration, a wildcard scope that vanished).
+    """
+    if isinstance(open_intervals, Mapping):
+        current = dict(open_intervals)
+    else:
+        current = {i.fingerprint: i for i in open_intervals}
+    update = IntervalUpdate()
+    seen: set[str] = set()
+    for result in results:
+        fp = result.fingerprint
+        seen.add(fp)
+        existing = current.get(fp)
+        if existing is not None and existing.status is result.status:
+            worst = _worse(existing.worst_utilisation, result.utilisation)
+            if worst != existing.worst_utilisation:
+                update.open.append(replace(existing, worst_utilisation=worst))
+            continue
+        if existing is not None:
+            update.close.append(replace(existing, until=result.as_of))
+        update.open.append(
+            StatusInterval(result.limit_id, result.scope, result.status, result.as_of, None,
+                           result.utilisation)
+        )
+    if close_missing:
+        if now is None:
+            raise ValueError("close_missing needs now")
+        for fp, interval in current.items():
+            if fp not in seen:
+                update.close.append(replace(interval, until=now))
+    return update
+
+
+@dataclass(frozen=True)
+class ComplianceSummary:
+    """Current compliance across all evaluated (limit, scope) series."""
+
+    status: ComplianceStatus
+    counts: dict[str, int]  # per LimitStatus value, all four keys present
+    total: int
+    as_of: datetime | None
+    worst: LimitResult | None  # highest utilisation among known results
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "status": self.status.value,
+            "total": self.total,
+            **{f"count_{k.lower()}": v for k, v in self.counts.items()},
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "worst_limit": self.worst.limit_id if self.worst else None,
+            "worst_scope": self.worst.scope if self.worst else None,
+            "worst_utilisation": self.worst.utilisation if self.worst else None,
+        }
+
+
+def compliance_summary(results: Sequence[LimitResult]) -> ComplianceSummary:
+    """BREACH if anything breaches; else UNKNOWN if anything is unknown (we cannot claim
+    compliance blind); else WARNING if anything warns; else COMPLIANT. No results → UNKNOWN."""
+    counts = {s.value: 0 for s in LimitStatus}
+    for r in results:
+        counts[r.status.value] += 1
+    if not results:
+        status = ComplianceStatus.UNKNOWN
+    elif counts["BREACH"]:
+        status = ComplianceStatus.BREACH
+    elif counts["UNKNOWN"]:
+        status = ComplianceStatus.UNKNOWN
+    elif counts["WARN"]:
+        status = ComplianceStatus.WARNING
+    else:
+        status = ComplianceStatus.COMPLIANT
+    known = [r for r in results if r.utilisation is not None]
+    worst = max(known, key=lambda r: r.utilisation or 0.0) if known else None
+    as_of = max((r.as_of for r in results), default=None)
+    return ComplianceSummary(status, counts, len(results), as_of, worst)
+
+
+def time_in_status(
+    intervals: Iterable[StatusInterval],
+    start: datetime,
+    end: datetime,
+    statuses: Iterable[LimitStatus] = (LimitStatus.BREACH,),
+) -> pd.DataFrame:
+    """Seconds (and share of the window) each (limit, scope) spent in ``statuses`` in [start, end).
+
+    Every series present in ``intervals`` gets a row, also with 0 seconds.
+    """
+    if end <= start:
+        raise ValueError("end must be after start")
+    wanted = set(statuses)
+    window = (end - start).total_seconds()
+    totals: dict[tuple[str, str], float] = {}
+    for interval in intervals:
+        key = (interval.limit_id, interval.scope)
+        totals.setdefault(key, 0.0)
+        if interval.status in wanted:
+            totals[key] += interval.seconds_within(start, end)
+    rows = [
+        {"limit_id": k[0], "scope": k[1], "seconds": s, "fraction": s / window}
+        for k, s in sorted(totals.items())
+    ]
+    return pd.DataFrame(rows, columns=["limit_id", "scope", "seconds", "fraction"])
+
+
+def time_in_breach(
+    intervals: Iterable[StatusInterval], now: datetime, window: timedelta = timedelta(hours=24)
+) -> pd.DataFrame:
+    """Seconds in BREACH per (limit, scope) over the last ``window`` (default 24 h)."""
+    return time_in_status(intervals, now - window, now, (LimitStatus.BREACH,))

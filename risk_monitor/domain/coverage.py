@@ -1,0 +1,106 @@
+"""Which sources failed, went stale, or never reported: the input to fail-closed evaluation.
+
+A venue that failed has no rows, so its absence must be remembered explicitly; every limit whose
+scope could include that venue's data becomes UNKNOWN with a reason naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from risk_monitor.domain.model import SourceKind, SourceStatus
+from risk_monitor.domain.valuation import Freshness, ns_of
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """A source whose data cannot be trusted (failed, stale or missing altogether)."""
+
+    kind: SourceKind | None  # None: an expected venue that no source reported at all
+    venue: str
+    account: str | None  # None: the whole venue
+    reason: str
+    as_of: datetime | None  # when the failing attempt finished
+    stale_age_s: float | None = None  # set when the source answered, only too long ago
+
+    @property
+    def affects_positions(self) -> bool:
+        return self.kind in (SourceKind.EXCHANGE, None)
+
+    @property
+    def affects_balances(self) -> bool:
+        return self.kind in (SourceKind.EXCHANGE, SourceKind.CUSTODIAN, None)
+
+    def matches(self, venue: str | None, account: str | None) -> bool:
+        """Could data of this source fall inside a scope restricted to (venue, account)?"""
+        if venue is not None and venue != self.venue:
+            return False
+        return account is None or self.account is None or account == self.account
+
+
+def merge_sources(*groups: Iterable[SourceStatus]) -> list[SourceStatus]:
+    """One status per source key; a failure anywhere wins over a success elsewhere."""
+    merged: dict[str, SourceStatus] = {}
+    for group in groups:
+        for status in group:
+            seen = merged.get(status.key)
+            if seen is None or (seen.ok and not status.ok):
+                merged[status.key] = status
+            elif seen.ok == status.ok and status.as_of < seen.as_of:
+                merged[status.key] = status  # the older of two equal reports is the honest one
+    return list(merged.values())
+
+
+def source_problems(
+    sources: Iterable[SourceStatus], freshness: Freshness, expected_venues: Iterable[str] = ()
+) -> list[SourceProblem]:
+    """Failed sources, sources whose last attempt is older than the budget, expected venues
+    without any source."""
+    problems: list[SourceProblem] = []
+    seen_venues: set[str] = set()
+    for status in sources:
+        seen_venues.add(status.venue)
+        if not status.ok:
+            code = f"{status.error_code}: " if status.error_code else ""
+            problems.append(
+                SourceProblem(
+                    status.kind,
+                    status.venue,
+                    status.account,
+                    f"{status.venue}: source {status.key} failed ({code}{status.error or 'no detail'})",
+                    status.as_of,
+                )
+            )
+            continue
+        age = freshness.age_s(ns_of(status.as_of))
+        if age > freshness.max_age_s:
+            problems.append(
+                SourceProblem(
+                    status.kind,
+                    status.venue,
+                    status.account,
+                    f"{status.venue}: source {status.key} is stale ({age:.0f}s > "
+                    f"{freshness.max_age_s:.0f}s)",
+                    status.as_of,
+                    stale_age_s=age,
+                )
+            )
+        elif age < -freshness.max_future_skew_s:
+            problems.append(
+                SourceProblem(
+                    status.kind,
+                    status.venue,
+                    status.account,
+                    f"{status.venue}: source {status.key} reports a time {-age:.0f}s in the "
+                    "future (clock skew)",
+                    status.as_of,
+                )
+            )
+    for venue in sorted(set(expected_venues) - seen_venues):
+        problems.append(
+            SourceProblem(None, venue, None, f"{venue}: no data source reported (blind)", None)
+        )
+    return problems
+

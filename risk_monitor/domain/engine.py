@@ -1,0 +1,324 @@
+"""One entry point for a risk evaluation: snapshot + limit configuration → report.
+
+The Dagster assets, the service's hot path and the pre-trade check all call :func:`evaluate`
+(or :func:`prepare` + :func:`risk_monitor.domain.limits.evaluate_limits`), so a number means the
+same everywhere. Pure: time comes in with the snapshot, nothing is read or written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from risk_monitor.domain.aggregation import (
+    RiskState,
+    balances_by_account,
+    index_balances,
+    index_positions,
+    index_quotes,
+    positions_by_account,
+)
+from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
+from risk_monitor.domain.coverage import merge_sources, source_problems
+from risk_monitor.domain.exposures import exposure_table
+from risk_monitor.domain.limits import KIND_SPECS, LimitConfig, LimitKind, evaluate_limits
+from risk_monitor.domain.model import Collected, LimitResult, LimitStatus
+from risk_monitor.domain.pnl import (
+    PortfolioPnl,
+    equity_table,
+    portfolio_pnl,
+    position_pnl,
+    value_balances,
+)
+from risk_monitor.domain.valuation import (
+    NAT,
+    Freshness,
+    asset_prices,
+    latest_quotes,
+    quote_times_ns,
+    strings,
+)
+
+
+@dataclass(frozen=True)
+class RiskSnapshot:
+    """Everything one evaluation reads; ``now`` is the evaluation time (UTC, tz-aware)."""
+
+    positions: Collected
+    balances: Collected
+    prices: Collected
+    now: datetime
+    start_of_day_equity: float | None = None  # equity at the start of the UTC day, if stored
+    peak_equity: float | None = None  # highest equity seen so far, if stored
+    max_age_s: float = 60.0
+    max_future_skew_s: float = 5.0
+    expected_venues: tuple[str, ...] = ()  # added to the limit config's ``venues``
+
+
+@dataclass(frozen=True)
+class RiskSummary:
+    """Headline figures of one evaluation, for metadata, metrics and the demo."""
+
+    as_of: datetime
+    config_version: str
+    compliance: ComplianceSummary
+    equity_usd: float
+    daily_pnl_usd: float
+    start_of_day_equity_usd: float | None
+    start_of_day_established: bool
+    peak_equity_usd: float | None
+    drawdown_pct: float
+    gross_usd: float
+    net_usd: float
+    leverage: float
+    positions: int
+    unknown_reasons: tuple[str, ...]
+
+    def as_metadata(self) -> dict[str, float | int | str | bool | None]:
+        """Flat, JSON-safe (NaN → None) fields for Dagster metadata and logs."""
+
+        def num(value: float | None) -> float | None:
+            return None if value is None or not math.isfinite(value) else round(value, 6)
+
+        out: dict[str, float | int | str | bool | None] = {
+            "as_of": self.as_of.isoformat(),
+            "config_version": self.config_version,
+            "compliance_status": self.compliance.status.value,
+            "equity_usd": num(self.equity_usd),
+            "daily_pnl_usd": num(self.daily_pnl_usd),
+            "start_of_day_equity_usd": num(self.start_of_day_equity_usd),
+            "start_of_day_established": self.start_of_day_established,
+            "peak_equity_usd": num(self.peak_equity_usd),
+            "drawdown_pct": num(self.drawdown_pct),
+            "gross_usd": num(self.gross_usd),
+            "net_usd": num(self.net_usd),
+            "leverage": num(self.leverage),
+            "positions": self.positions,
+            "unknown_reasons": " | ".join(self.unknown_reasons[:5]),
+        }
+        for key, value in self.compliance.as_dict().items():
+            if key not in ("status", "as_of"):
+                out[f"limits_{key}"] = value  # type: ignore[assignment]
+        return out
+
+
+@dataclass(frozen=True)
+class RiskReport:
+    """Result of :func:`evaluate`; ``state`` lets :func:`check_order` reuse the work."""
+
+    position_pnl: pd.DataFrame  # POSITION_PNL_COLUMNS
+    equity: pd.DataFrame  # EQUITY_COLUMNS
+    exposures: pd.DataFrame  # EXPOSURE_COLUMNS
+    results: list[LimitResult]
+    summary: RiskSummary
+    portfolio: PortfolioPnl
+    balances: pd.DataFrame  # VALUED_BALANCE_COLUMNS
+    asset_prices: pd.DataFrame  # asset, usd_price, source_time
+    config_version: str
+    snapshot: RiskSnapshot = field(repr=False, compare=False)
+    state: RiskState = field(repr=False, compare=False)
+
+
+def freshness_of(snapshot: RiskSnapshot) -> Freshness:
+    return Freshness(snapshot.now, snapshot.max_age_s, snapshot.max_future_skew_s)
+
+
+def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> RiskState:
+    """Value positions and balances, find failed/stale sources and index the scopes."""
+    freshness = freshness_of(snapshot)
+    stable = frozenset(config.valuation.stablecoins)
+    prices = snapshot.prices.frame
+    valuation = asset_prices(prices, freshness, stable)
+    quotes = latest_quotes(prices, freshness)
+    pnl = position_pnl(snapshot.positions.frame, prices, freshness, valuation, quotes)
+    valued = value_balances(
+        snapshot.balances.frame,
+        freshness,
+        valuation,
+        config.valuation.ignore_assets,
+        config.valuation.asset_aliases,
+    )
+    sources = merge_sources(
+        snapshot.positions.sources, snapshot.balances.sources, snapshot.prices.sources
+    )
+    expected = frozenset(config.venues) | frozenset(snapshot.expected_venues)
+    problems = source_problems(sources, freshness, expected)
+    positions_index = index_positions(pnl)
+    balances_index = index_balances(valued)
+    equity = equity_table(
+        positions_by_account(pnl, positions_index),
+        balances_by_account(valued, balances_index),
+        sources,
+        problems,
+    )
+    balance_problems = [p for p in problems if p.affects_balances]
+    portfolio = portfolio_pnl(
+        equity, balance_problems, snapshot.start_of_day_equity, snapshot.peak_equity
+    )
+    oldest = equity["source_time"].min() if len(equity) else pd.NaT
+    return RiskState(
+        freshness=freshness,
+        valuation=valuation,
+        quotes=quotes,
+        pnl=pnl,
+        balances=valued,
+        equity=equity,
+        portfolio=portfolio,
+        sources=sources,
+        problems=problems,
+        positions_index=positions_index,
+        balances_index=balances_index,
+        quotes_index=index_quotes(
+            strings(prices, "venue"),
+            quote_times_ns(prices) if len(prices) else np.zeros(0, dtype=np.int64),
+        ),
+        expected_venues=expected,
+        portfolio_oldest_ns=NAT if pd.isna(oldest) else int(pd.Timestamp(oldest).value),
+    )
+
+
+def evaluate(snapshot: RiskSnapshot, config: LimitConfig) -> RiskReport:
+    """P&L, equity, exposures and one LimitResult per (limit, scope), failing closed."""
+    state = prepare(snapshot, config)
+    results = evaluate_limits(state, config)
+    exposures = exposure_table(state)
+    compliance = compliance_summary(results)
+    portfolio_row = exposures[exposures["level"] == "portfolio"].iloc[0]
+    unknown = tuple(dict.fromkeys(r.reason for r in results if r.status is LimitStatus.UNKNOWN))
+    summary = RiskSummary(
+        as_of=snapshot.now,
+        config_version=config.version,
+        compliance=compliance,
+        equity_usd=state.portfolio.equity_usd,
+        daily_pnl_usd=state.portfolio.daily_pnl_usd,
+        start_of_day_equity_usd=state.portfolio.start_of_day_equity_usd,
+        start_of_day_established=state.portfolio.start_of_day_established,
+        peak_equity_usd=state.portfolio.peak_equity_usd,
+        drawdown_pct=state.portfolio.drawdown_pct,
+        gross_usd=float(portfolio_row["gross_usd"]),
+        net_usd=float(portfolio_row["net_usd"]),
+        leverage=float(portfolio_row["leverage"]),
+        positions=len(state.pnl),
+        unknown_reasons=unknown,
+    )
+    return RiskReport(
+        position_pnl=state.pnl,
+        equity=state.equity,
+        exposures=exposures,
+        results=results,
+        summary=summary,
+        portfolio=state.portfolio,
+        balances=state.balances,
+        asset_prices=state.valuation.frame(),
+        config_version=config.version,
+        snapshot=snapshot,
+        state=state,
+    )
+
+
+# --- summary tables ----------------------------------------------------------------------------
+def results_frame(results: Sequence[LimitResult]) -> pd.DataFrame:
+    """LimitResults as a tidy frame, worst first (BREACH/UNKNOWN, then by utilisation)."""
+    rows = [
+        {
+            "limit_id": r.limit_id,
+            "kind": r.limit_kind,
+            "scope": r.scope,
+            "status": r.status.value,
+            "value": r.value,
+            "unit": _unit(r.limit_kind),
+            "warn": r.warn_level,
+            "breach": r.breach_level,
+            "utilisation_pct": None if r.utilisation is None else r.utilisation * 100.0,
+            "reason": r.reason,
+            "source_event_time": r.source_event_time,
+            "_rank": r.status.rank + (0.5 if r.status is LimitStatus.UNKNOWN else 0.0),
+        }
+        for r in results
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=["limit_id", "kind", "scope", "status", "value", "unit", "warn", "breach",
+                 "utilisation_pct", "reason", "source_event_time", "_rank"],
+    )
+    frame = frame.sort_values(
+        ["_rank", "utilisation_pct", "limit_id", "scope"],
+        ascending=[False, False, True, True],
+        na_position="last",
+        kind="stable",
+    )
+    return frame.drop(columns="_rank").reset_index(drop=True)
+
+
+def _unit(kind: str) -> str:
+    try:
+        return KIND_SPECS[LimitKind(kind)].unit
+    except ValueError:
+        return ""
+
+
+def summary_tables(report: RiskReport, top: int = 10) -> dict[str, pd.DataFrame]:
+    """The small tables a risk summary shows: headline, top exposures, limit utilisation."""
+    s = report.summary
+    headline = pd.DataFrame(
+        [
+            ("compliance", s.compliance.status.value),
+            ("equity_usd", _num(s.equity_usd)),
+            ("daily_pnl_usd", _num(s.daily_pnl_usd)),
+            ("drawdown_pct", _num(s.drawdown_pct, 2)),
+            ("gross_usd", _num(s.gross_usd)),
+            ("net_usd", _num(s.net_usd)),
+            ("leverage", _num(s.leverage, 2)),
+            ("positions", str(s.positions)),
+            ("config_version", s.config_version),
+        ],
+        columns=["measure", "value"],
+    )
+    ex = report.exposures
+    assets = ex[ex["level"] == "asset"].sort_values("gross_usd", ascending=False, na_position="first")
+    top_exposures = assets[["asset", "gross_usd", "net_usd", "holdings_usd", "concentration_pct", "ok"]].head(top)
+    venues = ex[ex["level"] == "venue"][["venue", "gross_usd", "net_usd", "equity_usd", "leverage", "ok"]]
+    limits = results_frame(report.results)[
+        ["limit_id", "scope", "status", "value", "unit", "utilisation_pct", "reason"]
+    ].head(top)
+    return {
+        "headline": headline.reset_index(drop=True),
+        "top_exposures": top_exposures.reset_index(drop=True),
+        "venues": venues.reset_index(drop=True),
+        "limit_utilisation": limits.reset_index(drop=True),
+    }
+
+
+def render_markdown(tables: dict[str, pd.DataFrame]) -> str:
+    """Markdown for Dagster's ``MetadataValue.md`` and the demo (no extra dependency)."""
+    parts: list[str] = []
+    for title, frame in tables.items():
+        parts.append(f"**{title.replace('_', ' ')}**\n")
+        header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+        rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+        lines = [header, rule]
+        for row in frame.itertuples(index=False):
+            lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "UNKNOWN" if math.isnan(value) else str(value)
+        return f"{value:,.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or not math.isfinite(value):
+        return "UNKNOWN"
+    return f"{value:,.{digits}f}"

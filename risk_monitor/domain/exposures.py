@@ -1,0 +1,111 @@
+"""Exposure tables: gross / net notional per venue+instrument, instrument, asset, venue, portfolio.
+
+One tidy frame (one row per level and key, one column per measure) feeds Dagster metadata, the
+dashboard and plots. Rows are computed with the same scope machinery the limits use, so a
+number in a table and the number a limit compared are the same number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from risk_monitor.domain.aggregation import Needs, RiskState, scope_inputs
+
+EXPOSURE_COLUMNS: tuple[str, ...] = (
+    "level",  # venue_instrument | instrument | asset | venue | portfolio
+    "venue",
+    "instrument",
+    "asset",
+    "positions",
+    "derivatives_gross_usd",
+    "derivatives_net_usd",
+    "holdings_usd",  # non-stable balances (spot, custody), USD
+    "gross_usd",  # derivatives gross + |holdings|
+    "net_usd",  # derivatives net + holdings
+    "equity_usd",  # venue / portfolio: balances + unrealized P&L (counterparty exposure)
+    "concentration_pct",  # asset: gross / portfolio equity * 100
+    "leverage",  # venue / portfolio: gross / equity
+    "ok",
+    "reason",
+)
+
+_LEVELS: tuple[tuple[str, dict[str, str | None], Needs], ...] = (
+    ("venue_instrument", {"venue": "*", "instrument": "*"}, Needs(positions=True)),
+    ("instrument", {"instrument": "*"}, Needs(positions=True)),
+    ("asset", {"asset": "*"}, Needs(positions=True, holdings=True, portfolio_equity=True)),
+    ("venue", {"venue": "*"}, Needs(positions=True, holdings=True, scope_equity=True)),
+    ("portfolio", {}, Needs(positions=True, holdings=True, scope_equity=True)),
+)
+
+
+def exposure_table(state: RiskState) -> pd.DataFrame:
+    """All exposure levels in one tidy frame; figures of an unknown row are NaN."""
+    rows: list[dict[str, object]] = []
+    for level, template, needs in _LEVELS:
+        for scope, inputs in sorted(scope_inputs(state, needs, template).items(),
+                                    key=lambda item: item[0].key):
+            known = inputs.known
+            nan = math.nan
+            equity = inputs.equity_usd if needs.scope_equity else nan
+            portfolio_equity = inputs.portfolio_equity_usd
+            rows.append(
+                {
+                    "level": level,
+                    "venue": scope.venue or "",
+                    "instrument": scope.instrument or "",
+                    "asset": scope.asset or "",
+                    "positions": inputs.positions,
+                    "derivatives_gross_usd": inputs.derivatives_gross_usd if known else nan,
+                    "derivatives_net_usd": inputs.derivatives_net_usd if known else nan,
+                    "holdings_usd": inputs.holdings_usd if known else nan,
+                    "gross_usd": inputs.gross_usd if known else nan,
+                    "net_usd": inputs.net_usd if known else nan,
+                    "equity_usd": equity if known else nan,
+                    "concentration_pct": _ratio(inputs.gross_usd, portfolio_equity, 100.0)
+                    if known and needs.portfolio_equity
+                    else nan,
+                    "leverage": _ratio(inputs.gross_usd, equity, 1.0)
+                    if known and needs.scope_equity
+                    else nan,
+                    "ok": known,
+                    "reason": "; ".join(inputs.problems),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(EXPOSURE_COLUMNS))
+
+
+def _ratio(numerator: float, denominator: float, scale: float) -> float:
+    if not math.isfinite(denominator) or denominator <= 0:
+        return math.nan
+    return numerator / denominator * scale
+
+
+def exposures_add_up(table: pd.DataFrame, rel_tol: float = 1e-9) -> list[str]:
+    """Consistency check: every level sums to the portfolio (empty list = consistent).
+
+    Derivative gross/net must agree across venue_instrument, instrument, asset, venue and
+    portfolio; holdings across asset, venue and portfolio. Levels with unknown rows are skipped
+    (their figures are NaN by design).
+    """
+    problems: list[str] = []
+    checks = {
+        "derivatives_gross_usd": ("venue_instrument", "instrument", "asset", "venue", "portfolio"),
+        "derivatives_net_usd": ("venue_instrument", "instrument", "asset", "venue", "portfolio"),
+        "holdings_usd": ("asset", "venue", "portfolio"),
+    }
+    for column, levels in checks.items():
+        totals: dict[str, float] = {}
+        for level in levels:
+            part = table.loc[table["level"] == level, column]
+            if part.isna().any():
+                continue
+            totals[level] = float(part.sum())
+        if "portfolio" not in totals:
+            continue
+        reference = totals["portfolio"]
+        for level, total in totals.items():
+            if not math.isclose(total, reference, rel_tol=rel_tol, abs_tol=1e-6):
+                problems.append(f"{column}: {level} sums to {total!r}, portfolio is {reference!r}")
+    return problems

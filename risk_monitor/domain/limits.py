@@ -1,0 +1,474 @@
+"""Limits as configuration: the validated schema, its content-hash version, and evaluation.
+
+The YAML document (risk_monitor/config/limits.yaml, or the configuration service) is read
+outside the domain and arrives here as a mapping. :func:`load_limit_config` validates it and
+raises :class:`ConfigError` naming every offending field (``limits[3].warn: ...``). The version
+is the sha256 of a canonical JSON of the *validated* document, so key order and YAML
+formatting do not change it while any level, scope or kind does. Kinds are described in
+docs/limits.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from risk_monitor.domain.aggregation import Needs, RiskState, ScopeInputs, scope_inputs
+from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind
+from risk_monitor.domain.pnl import PortfolioPnl
+from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope
+from risk_monitor.domain.valuation import DEFAULT_STABLECOINS, NAT, datetime_of, ns_of
+from risk_monitor.platform.errors import ConfigError
+
+#: Utilisation reported when a lower-is-worse value reaches 0 (e.g. mark at the liquidation
+#: price): breach / 0 is unbounded, and JSON, SQL and Slack all prefer a finite number.
+UTILISATION_CAP = 1000.0
+VERSION_LENGTH = 16
+
+
+class LimitKind(StrEnum):
+    MAX_NOTIONAL = "max_notional"
+    GROSS_EXPOSURE = "gross_exposure"
+    NET_EXPOSURE = "net_exposure"
+    COUNTERPARTY = "counterparty"
+    CONCENTRATION = "concentration"
+    LEVERAGE = "leverage"
+    DAILY_LOSS = "daily_loss"
+    DRAWDOWN = "drawdown"
+    LIQUIDATION_DISTANCE = "liquidation_distance"
+    DATA_AGE = "data_age"
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What a limit kind measures, in which unit, over which scopes."""
+
+    kind: LimitKind
+    unit: str
+    lower_is_worse: bool
+    allowed: frozenset[str]  # scope keys it accepts
+    required: frozenset[str]  # scope keys it needs
+    needs: Needs
+    measures: str  # one-line description for docs and messages
+
+
+_ALL = frozenset(SCOPE_DIMS)
+_POS = Needs(positions=True)
+_EXPOSURE = Needs(positions=True, holdings=True)
+
+KIND_SPECS: dict[LimitKind, KindSpec] = {
+    s.kind: s
+    for s in (
+        KindSpec(LimitKind.MAX_NOTIONAL, "USD", False, _ALL, frozenset(), _POS,
+                 "gross notional of the derivative positions in scope"),
+        KindSpec(LimitKind.GROSS_EXPOSURE, "USD", False, _ALL, frozenset(), _EXPOSURE,
+                 "gross exposure: derivative notional + non-stable holdings in scope"),
+        KindSpec(LimitKind.NET_EXPOSURE, "USD", False, _ALL, frozenset(), _EXPOSURE,
+                 "absolute net exposure: |derivative delta + non-stable holdings| in scope"),
+        KindSpec(LimitKind.COUNTERPARTY, "USD", False, frozenset({"venue", "account"}),
+                 frozenset({"venue"}), Needs(scope_equity=True),
+                 "equity held at the venue: balances + unrealized P&L"),
+        KindSpec(LimitKind.CONCENTRATION, "%", False, frozenset({"asset"}), frozenset({"asset"}),
+                 Needs(positions=True, holdings=True, portfolio_equity=True),
+                 "gross exposure to the asset as % of portfolio equity"),
+        KindSpec(LimitKind.LEVERAGE, "x", False, frozenset({"venue", "account"}), frozenset(),
+                 Needs(positions=True, holdings=True, scope_equity=True),
+                 "gross exposure / equity in scope"),
+        KindSpec(LimitKind.DAILY_LOSS, "USD", False, frozenset(), frozenset(),
+                 Needs(portfolio_equity=True),
+                 "loss since the start of the UTC day: max(0, start-of-day equity - equity)"),
+        KindSpec(LimitKind.DRAWDOWN, "%", False, frozenset(), frozenset(),
+                 Needs(portfolio_equity=True),
+                 "drawdown from peak equity: (peak - equity) / peak * 100"),
+        KindSpec(LimitKind.LIQUIDATION_DISTANCE, "%", True, _ALL, frozenset(), _POS,
+                 "smallest |mark - liquidation| / mark * 100 over positions in scope"),
+        KindSpec(LimitKind.DATA_AGE, "s", False, frozenset({"venue"}), frozenset({"venue"}),
+                 Needs(), "age in seconds of the oldest input from the venue"),
+    )
+}
+
+_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitScope(_Model):
+    """Scope selector; each key restricts, '*' expands to one result per value, absent = any."""
+
+    venue: str | None = Field(default=None, min_length=1)
+    account: str | None = Field(default=None, min_length=1)
+    instrument: str | None = Field(default=None, min_length=1)
+    asset: str | None = Field(default=None, min_length=1)
+
+    @field_validator("asset")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        if value is not None and value != value.upper():
+            raise ValueError(f"must be upper case (currency code), got {value!r}")
+        return value
+
+    @field_validator("venue", "account", "instrument", "asset")
+    @classmethod
+    def _no_separator(cls, value: str | None) -> str | None:
+        if value is not None and "|" in value:
+            raise ValueError("must not contain '|'")
+        return value
+
+    def items(self) -> dict[str, str]:
+        return {d: v for d in SCOPE_DIMS if (v := getattr(self, d)) is not None}
+
+
+class LimitDefinition(_Model):
+    """One limit: a kind, a scope selector and warn / breach levels."""
+
+    id: str = Field(pattern=_ID_PATTERN, description="stable id; part of the alert fingerprint")
+    kind: LimitKind
+    scope: LimitScope = Field(default_factory=LimitScope)
+    breach: float = Field(gt=0, allow_inf_nan=False)
+    warn: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    description: str = ""
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_fits_kind(cls, scope: LimitScope, info: ValidationInfo) -> LimitScope:
+        kind = info.data.get("kind")
+        if kind is None:
+            return scope
+        spec = KIND_SPECS[kind]
+        keys = set(scope.items())
+        extra = sorted(keys - spec.allowed)
+        if extra:
+            allowed = ", ".join(sorted(spec.allowed)) or "none (portfolio only)"
+            raise ValueError(f"{kind.value} does not accept scope key(s) {extra}; allowed: {allowed}")
+        missing = sorted(spec.required - keys)
+        if missing:
+            raise ValueError(f"{kind.value} requires scope key(s) {missing}")
+        if scope.instrument is not None and scope.asset is not None:
+            raise ValueError("give instrument or asset, not both (an instrument implies its asset)")
+        if scope.account is not None and scope.venue is None:
+            raise ValueError("account needs a venue (account ids are per venue)")
+        return scope
+
+    @field_validator("warn")
+    @classmethod
+    def _warn_before_breach(cls, warn: float | None, info: ValidationInfo) -> float | None:
+        kind, breach = info.data.get("kind"), info.data.get("breach")
+        if warn is None or kind is None or breach is None:
+            return warn
+        if KIND_SPECS[kind].lower_is_worse:
+            if warn <= breach:
+                raise ValueError(
+                    f"must be above breach for {kind.value} (lower is worse): {warn} <= {breach}"
+                )
+        elif warn >= breach:
+            raise ValueError(f"must be below breach: {warn} >= {breach}")
+        return warn
+
+    @property
+    def spec(self) -> KindSpec:
+        return KIND_SPECS[self.kind]
+
+    def classify(self, value: float | None) -> tuple[LimitStatus, float | None]:
+        """Status and utilisation of a measured value (None / NaN → UNKNOWN)."""
+        return classify(self.kind, value, self.warn, self.breach)
+
+
+class ValuationConfig(_Model):
+    """How assets become USD."""
+
+    stablecoins: list[str] = Field(default_factory=lambda: sorted(DEFAULT_STABLECOINS))
+    ignore_assets: list[str] = Field(
+        default_factory=list,
+        description="assets left out of valuation on purpose (dust, delisted tokens)",
+    )
+    asset_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="source asset id -> currency it is valued and grouped as, "
+        "e.g. Fireblocks USDT_ERC20 -> USDT",
+    )
+
+
+class LimitConfig(_Model):
+    """The whole limit document."""
+
+    schema_version: Literal[1] = 1
+    description: str = ""
+    venues: list[str] = Field(
+        default_factory=list,
+        description="venues and custodians the desk expects data from; one absent from a "
+        "snapshot makes its scopes UNKNOWN (blind)",
+    )
+    valuation: ValuationConfig = Field(default_factory=ValuationConfig)
+    limits: list[LimitDefinition] = Field(default_factory=list)
+
+    _version: str = PrivateAttr(default="")
+
+    @field_validator("limits")
+    @classmethod
+    def _unique_ids(cls, limits: list[LimitDefinition]) -> list[LimitDefinition]:
+        seen: dict[str, int] = {}
+        for i, limit in enumerate(limits):
+            if limit.id in seen:
+                raise ValueError(f"duplicate id {limit.id!r} at limits[{seen[limit.id]}] and limits[{i}]")
+            seen[limit.id] = i
+        return limits
+
+    def model_post_init(self, context: Any, /) -> None:
+        canonical = json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        self._version = hashlib.sha256(canonical.encode()).hexdigest()[:VERSION_LENGTH]
+
+    @property
+    def version(self) -> str:
+        """Content hash of the validated document (first 16 hex of sha256)."""
+        return self._version
+
+    def limit(self, limit_id: str) -> LimitDefinition:
+        for item in self.limits:
+            if item.id == limit_id:
+                return item
+        raise KeyError(limit_id)
+
+
+def load_limit_config(document: Mapping[str, Any] | None) -> LimitConfig:
+    """Validate a limit document; ConfigError lists every bad field by its path."""
+    try:
+        return LimitConfig.model_validate(dict(document or {}))
+    except ValidationError as exc:
+        problems = [_describe_error(err) for err in exc.errors()]
+        first_key = problems[0][0] if problems else None
+        message = "invalid limit configuration: " + "; ".join(f"{k}: {m}" for k, m in problems)
+        raise ConfigError(message, key=first_key) from None
+
+
+def _describe_error(err: Mapping[str, Any]) -> tuple[str, str]:
+    path = ""
+    for part in err.get("loc", ()):
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return path or "(document)", message
+
+
+# --- classification ----------------------------------------------------------------------------
+def utilisation(kind: LimitKind, value: float, breach: float) -> float:
+    """value / breach; for lower-is-worse kinds breach / value, so >= 1 always means breach."""
+    if KIND_SPECS[kind].lower_is_worse:
+        if value <= 0:
+            return UTILISATION_CAP
+        return min(breach / value, UTILISATION_CAP)
+    return value / breach
+
+
+def classify(
+    kind: LimitKind, value: float | None, warn: float | None, breach: float
+) -> tuple[LimitStatus, float | None]:
+    """Status and utilisation of a value against warn/breach levels (None/NaN → UNKNOWN)."""
+    if value is None or not math.isfinite(value):
+        return LimitStatus.UNKNOWN, None
+    used = utilisation(kind, value, breach)
+    if KIND_SPECS[kind].lower_is_worse:
+        if value <= breach:
+            return LimitStatus.BREACH, used
+        if warn is not None and value <= warn:
+            return LimitStatus.WARN, used
+        return LimitStatus.OK, used
+    if value >= breach:
+        return LimitStatus.BREACH, used
+    if warn is not None and value >= warn:
+        return LimitStatus.WARN, used
+    return LimitStatus.OK, used
+
+
+# --- evaluation --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Measured:
+    """A measured value, or why there is none."""
+
+    value: float | None
+    unknown: str = ""  # non-empty → UNKNOWN
+    forced_breach: str = ""  # non-empty → BREACH without a finite value (equity <= 0)
+    detail: str = ""
+
+
+def measure(definition: LimitDefinition, inputs: ScopeInputs, portfolio: PortfolioPnl) -> Measured:
+    """The value a limit compares against its levels, from a scope's inputs."""
+    kind = definition.kind
+    if inputs.problems:
+        return Measured(None, unknown="; ".join(inputs.problems))
+    if kind is LimitKind.MAX_NOTIONAL:
+        return Measured(inputs.derivatives_gross_usd)
+    if kind is LimitKind.GROSS_EXPOSURE:
+        return Measured(inputs.gross_usd)
+    if kind is LimitKind.NET_EXPOSURE:
+        return Measured(abs(inputs.net_usd), detail=f"net {inputs.net_usd:,.0f} USD")
+    if kind is LimitKind.COUNTERPARTY:
+        return Measured(inputs.equity_usd)
+    if kind is LimitKind.CONCENTRATION:
+        return _ratio(inputs.gross_usd, inputs.portfolio_equity_usd, 100.0, "portfolio equity")
+    if kind is LimitKind.LEVERAGE:
+        return _ratio(inputs.gross_usd, inputs.equity_usd, 1.0, "equity")
+    if kind is LimitKind.DAILY_LOSS:
+        pnl = portfolio
+        if not pnl.known:
+            return Measured(None, unknown=pnl.reason)
+        note = "start-of-day equity established by this evaluation" if pnl.start_of_day_established else ""
+        return Measured(max(0.0, -pnl.daily_pnl_usd), detail=note)
+    if kind is LimitKind.DRAWDOWN:
+        pnl = portfolio
+        if not pnl.known or not math.isfinite(pnl.drawdown_pct):
+            return Measured(None, unknown=pnl.reason or "drawdown undefined")
+        return Measured(max(0.0, pnl.drawdown_pct))
+    if kind is LimitKind.LIQUIDATION_DISTANCE:
+        if not math.isfinite(inputs.min_liquidation_distance_pct):
+            return Measured(None, detail="no position with a liquidation price in scope")
+        return Measured(inputs.min_liquidation_distance_pct)
+    raise ValueError(f"measure() does not handle {kind}")  # data_age: see data_age_inputs
+
+
+def _ratio(numerator: float, denominator: float, scale: float, what: str) -> Measured:
+    if not math.isfinite(denominator) or not math.isfinite(numerator):
+        return Measured(None, unknown=f"{what} unknown")
+    if denominator <= 0:
+        if numerator == 0:
+            return Measured(0.0)
+        return Measured(
+            None, forced_breach=f"{what} is not positive ({denominator:,.2f} USD): ratio unbounded"
+        )
+    return Measured(numerator / denominator * scale)
+
+
+def result_of(
+    definition: LimitDefinition,
+    scope: Scope,
+    measured: Measured,
+    *,
+    as_of: datetime,
+    config_version: str,
+    source_ns: int,
+) -> LimitResult:
+    """Turn a measured value into the LimitResult contract."""
+    if measured.unknown:
+        status, used, reason = LimitStatus.UNKNOWN, None, measured.unknown
+    elif measured.forced_breach:
+        status, used, reason = LimitStatus.BREACH, None, measured.forced_breach
+    elif measured.value is None:  # nothing to measure (no liquidation price): nothing at risk
+        status, used, reason = LimitStatus.OK, 0.0, measured.detail
+    else:
+        status, used = definition.classify(measured.value)
+        reason = _reason(definition, scope, measured.value, status, measured.detail)
+    return LimitResult(
+        limit_id=definition.id,
+        limit_kind=definition.kind.value,
+        scope=scope.key,
+        status=status,
+        value=None if status is LimitStatus.UNKNOWN else measured.value,
+        warn_level=definition.warn,
+        breach_level=definition.breach,
+        utilisation=used,
+        as_of=as_of,
+        config_version=config_version,
+        reason=reason,
+        source_event_time=datetime_of(source_ns),
+    )
+
+
+def _reason(
+    definition: LimitDefinition, scope: Scope, value: float, status: LimitStatus, detail: str
+) -> str:
+    spec = definition.spec
+    if status is LimitStatus.OK:
+        return detail
+    level = definition.breach if status is LimitStatus.BREACH else definition.warn
+    cmp = "<=" if spec.lower_is_worse else ">="
+    text = (
+        f"{definition.kind.value} on {scope.key}: {_fmt(value, spec.unit)} {cmp} "
+        f"{status.value.lower()} level {_fmt(level or 0.0, spec.unit)}"
+    )
+    return f"{text} ({detail})" if detail else text
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "USD":
+        return f"{value:,.0f} USD"
+    if unit == "%":
+        return f"{value:.2f}%"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:.1f}{unit}"
+
+
+def evaluate_limits(state: RiskState, config: LimitConfig) -> list[LimitResult]:
+    """One LimitResult per (limit, concrete scope), fail closed; remembers the inputs in
+    ``state.inputs`` so a pre-trade check can project them without recomputing."""
+    now = state.freshness.now
+    results: list[LimitResult] = []
+    for definition in config.limits:
+        if definition.kind is LimitKind.DATA_AGE:
+            for scope, (measured, source_ns) in data_age_inputs(state, definition.scope.items()).items():
+                results.append(result_of(
+                definition, scope, measured, as_of=now, config_version=config.version,
+                source_ns=source_ns,
+            ))
+            continue
+        expanded = scope_inputs(state, definition.spec.needs, definition.scope.items())
+        for scope in sorted(expanded, key=lambda s: s.key):
+            inputs = expanded[scope]
+            state.inputs[(definition.id, scope.key)] = inputs
+            measured = measure(definition, inputs, state.portfolio)
+            source_ns = inputs.oldest_ns
+            if measured.unknown and inputs.problem_as_of_ns != NAT:
+                source_ns = inputs.problem_as_of_ns
+            results.append(result_of(
+                definition, scope, measured, as_of=now, config_version=config.version,
+                source_ns=source_ns,
+            ))
+    return results
+
+
+def data_age_inputs(
+    state: RiskState, template: Mapping[str, str]
+) -> dict[Scope, tuple[Measured, int]]:
+    """Age of the oldest input per venue; a failed or never-reporting source → UNKNOWN."""
+    venue = template.get("venue")
+    if venue == WILDCARD or venue is None:
+        venues = sorted(state.venues({SourceKind.EXCHANGE, SourceKind.CUSTODIAN, SourceKind.MARKET}))
+    else:
+        venues = [venue]
+    out: dict[Scope, tuple[Measured, int]] = {}
+    oldest_by_venue = state.venue_oldest_ns()
+    now_ns = state.freshness.now_ns
+    for name in venues:
+        blind = [p for p in state.problems if p.venue == name and p.stale_age_s is None]
+        if blind:
+            as_of = min((ns_of(p.as_of) for p in blind if p.as_of), default=NAT)
+            reason = "risk monitor blind on " + "; ".join(p.reason for p in blind)
+            out[Scope(venue=name)] = (Measured(None, unknown=reason), as_of)
+            continue
+        oldest = oldest_by_venue.get(name, NAT)
+        if oldest == NAT:
+            reason = f"risk monitor blind on {name}: no data and no source status"
+            out[Scope(venue=name)] = (Measured(None, unknown=reason), NAT)
+            continue
+        out[Scope(venue=name)] = (Measured(max(0.0, (now_ns - oldest) / 1e9)), oldest)
+    return out

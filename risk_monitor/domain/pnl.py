@@ -1,0 +1,451 @@
+"""Mark-to-market P&L per position, balances valued in USD, equity per account and portfolio.
+
+Conventions (docs/risk-math.md): an exchange balance's ``total`` is the wallet balance
+EXCLUDING unrealized P&L, so equity = Σ balances in USD + Σ unrealized P&L of the positions.
+Every row carries ``ok`` and a ``problem`` code; a row that is not ok has NaN figures and makes
+everything aggregated from it UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import IntEnum
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from risk_monitor.domain.coverage import SourceProblem
+from risk_monitor.domain.model import SourceKind, SourceStatus
+from risk_monitor.domain.valuation import (
+    NAT,
+    AssetPrices,
+    Freshness,
+    categorical,
+    floats,
+    latest_quotes,
+    strings,
+    times_ns,
+)
+
+
+class RowProblem(IntEnum):
+    """Why a position or balance row cannot be used (0 = usable)."""
+
+    OK = 0
+    STALE = 1  # received outside the freshness budget (or from the future)
+    NO_MARK = 2  # no fresh quote and no fresh own mark for the instrument
+    NO_USD_PRICE = 3  # no fresh USD price for the quote currency / asset
+    INVALID = 4  # NaN quantity, entry price or total
+
+
+#: Columns of :func:`position_pnl`'s frame (one row per input position, same order).
+POSITION_PNL_COLUMNS: tuple[str, ...] = (
+    "venue",
+    "account",
+    "instrument",
+    "base",
+    "quote",
+    "position_side",
+    "quantity",  # signed base units
+    "entry_price",
+    "mark",  # the mark used (quote currency)
+    "mark_source",  # "quote" | "position" | "" (none)
+    "quote_usd",  # USD per unit of quote currency
+    "unrealized_pnl",  # (mark - entry) * quantity, quote currency
+    "unrealized_pnl_usd",
+    "venue_unrealized_pnl",  # what the venue reports, for reconciliation
+    "unrealized_pnl_diff",  # ours - venue's (quote currency)
+    "realized_pnl",  # venue's figure (NaN when none)
+    "notional_usd",  # |quantity| * mark * quote_usd
+    "signed_notional_usd",  # quantity * mark * quote_usd (the USD delta)
+    "liquidation_price",
+    "liquidation_distance_pct",  # |mark - liquidation| / mark * 100 (NaN without a price)
+    "source_time",  # oldest input time behind the row (position receipt, quote event)
+    "ok",
+    "problem",  # RowProblem code
+)
+
+#: Columns of :func:`value_balances`' frame.
+VALUED_BALANCE_COLUMNS: tuple[str, ...] = (
+    "source_type",
+    "venue",
+    "account",
+    "asset",  # as the source names it, e.g. Fireblocks "USDT_ERC20"
+    "currency",  # the currency it is valued and grouped as, e.g. "USDT" (valuation.asset_aliases)
+    "total",
+    "usd_price",
+    "value_usd",
+    "is_stable",
+    "holding_usd",  # value_usd of non-stable assets (market exposure), else 0
+    "source_time",
+    "ok",
+    "problem",
+)
+
+#: Columns of :func:`equity_table`'s frame: one row per exchange account / custodian vault.
+EQUITY_COLUMNS: tuple[str, ...] = (
+    "source_type",
+    "venue",
+    "account",
+    "balances_usd",
+    "unrealized_pnl_usd",
+    "equity_usd",
+    "realized_pnl_usd",
+    "positions",
+    "ok",
+    "reason",
+    "source_time",
+)
+
+
+def position_pnl(
+    positions: pd.DataFrame,
+    prices: pd.DataFrame,
+    freshness: Freshness,
+    valuation: AssetPrices,
+    quotes: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Mark every position to market.
+
+    The mark is the fresh quote's ``mark`` (else its ``last``) for the (venue, instrument), else
+    the position's own ``mark_price`` when the position itself is fresh, else NaN. Freshness of a
+    position is judged on ``received_at``: venues report position timestamps as the time of the
+    last change (Binance ``updateTime``), which says nothing about how current the figures are.
+    """
+    n = len(positions)
+    venue = categorical(positions, "venue")
+    instrument = categorical(positions, "instrument")
+    quantity = floats(positions, "quantity")
+    entry = floats(positions, "entry_price")
+    own_mark = floats(positions, "mark_price")
+    liq = floats(positions, "liquidation_price")
+    pos_t = times_ns(positions, "received_at", "timestamp")
+    pos_fresh = freshness.fresh(pos_t)
+
+    # fresh quote per (venue, instrument): the newest one wins
+    q_mark = np.full(n, np.nan)
+    q_t = np.full(n, NAT, dtype=np.int64)
+    quotes = latest_quotes(prices, freshness) if quotes is None else quotes
+    if n and len(quotes):
+        # dense (venue code, instrument code) → quote row table: no string hashing per row
+        v_codes = venue.categories.get_indexer(pd.Index(quotes["venue"]))
+        i_codes = instrument.categories.get_indexer(pd.Index(quotes["instrument"]))
+        known = (v_codes >= 0) & (i_codes >= 0)
+        width = len(instrument.categories)
+        table = np.full(len(venue.categories) * width, -1, dtype=np.int64)
+        table[v_codes[known] * width + i_codes[known]] = np.flatnonzero(known)
+        found = table[venue.codes.astype(np.int64) * width + instrument.codes]
+        hit = found >= 0
+        q_mark[hit] = quotes["mark"].to_numpy()[found[hit]]
+        q_t[hit] = quotes["t_ns"].to_numpy(dtype=np.int64)[found[hit]]
+
+    has_quote = np.isfinite(q_mark)
+    own_ok = pos_fresh & np.isfinite(own_mark) & (own_mark > 0)
+    mark = np.where(has_quote, q_mark, np.where(own_ok, own_mark, np.nan))
+    mark_source = pd.Categorical.from_codes(
+        cast(Any, np.where(has_quote, 0, np.where(own_ok, 1, 2)).astype(np.int8)),
+        categories=pd.Index(["quote", "position", ""]),
+    )
+    quote_ccy = categorical(positions, "quote")
+    quote_usd, rate_t = valuation.prices(quote_ccy)
+
+    upnl = (mark - entry) * quantity
+    notional = np.abs(quantity) * mark * quote_usd
+    signed = quantity * mark * quote_usd
+    with np.errstate(invalid="ignore", divide="ignore"):
+        has_liq = np.isfinite(liq) & (liq > 0)
+        liq_pct = np.where(has_liq, np.abs(mark - liq) / mark * 100.0, np.nan)
+
+    # oldest input behind the row: the position receipt, the quote, the quote currency's price
+    source_t = pos_t.copy()
+    for other in (np.where(has_quote, q_t, NAT), rate_t):
+        older = (other != NAT) & ((source_t == NAT) | (other < source_t))
+        source_t[older] = other[older]
+
+    problem = np.zeros(n, dtype=np.int8)
+    problem[~np.isfinite(quantity) | ~np.isfinite(entry)] = RowProblem.INVALID
+    problem[~np.isfinite(quote_usd)] = RowProblem.NO_USD_PRICE
+    problem[~np.isfinite(mark)] = RowProblem.NO_MARK
+    problem[~pos_fresh] = RowProblem.STALE
+    ok = problem == RowProblem.OK
+    nan_if_bad = np.where(ok, 1.0, np.nan)
+    venue_upnl = floats(positions, "unrealized_pnl")
+
+    return pd.DataFrame(
+        {
+            "venue": venue,
+            "account": categorical(positions, "account"),
+            "instrument": instrument,
+            "base": categorical(positions, "base"),
+            "quote": quote_ccy,
+            "position_side": categorical(positions, "position_side"),
+            "quantity": quantity,
+            "entry_price": entry,
+            "mark": mark,
+            "mark_source": mark_source,
+            "quote_usd": quote_usd,
+            "unrealized_pnl": upnl * nan_if_bad,
+            "unrealized_pnl_usd": upnl * quote_usd * nan_if_bad,
+            "venue_unrealized_pnl": venue_upnl,
+            "unrealized_pnl_diff": upnl * nan_if_bad - venue_upnl,
+            "realized_pnl": floats(positions, "realized_pnl"),
+            "notional_usd": notional * nan_if_bad,
+            "signed_notional_usd": signed * nan_if_bad,
+            "liquidation_price": liq,
+            "liquidation_distance_pct": liq_pct * nan_if_bad,
+            "source_time": pd.to_datetime(source_t, utc=True),
+            "ok": ok,
+            "problem": problem,
+        },
+        columns=list(POSITION_PNL_COLUMNS),
+    )
+
+
+def value_balances(
+    balances: pd.DataFrame,
+    freshness: Freshness,
+    valuation: AssetPrices,
+    ignore_assets: Iterable[str] = (),
+    aliases: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Value each balance's ``total`` in USD.
+
+    ``aliases`` maps a source's asset id to the currency it is (Fireblocks ``USDT_ERC20`` →
+    ``USDT``): the row keeps its own id, is priced and grouped by the currency. Assets in
+    ``ignore_assets`` (ids or currencies) are dropped on purpose — dust, delisted tokens — so
+    they cannot turn the whole portfolio UNKNOWN; any other unpriced asset does, by design.
+    """
+    asset = strings(balances, "asset")
+    currency = _resolve(asset, aliases or {})
+    ignored = list(ignore_assets)
+    keep = ~(np.isin(asset, ignored) | np.isin(currency, ignored)) if len(balances) else (
+        np.zeros(0, dtype=bool)
+    )
+    frame = balances.loc[keep] if not keep.all() else balances
+    asset, currency = asset[keep], currency[keep]
+    total = floats(frame, "total")
+    t = times_ns(frame, "received_at", "timestamp")
+    price, price_t = valuation.prices(currency)
+    is_stable = np.isin(currency, list(valuation.stablecoins))
+    # a zero balance is worth zero even when its asset has no price
+    value = np.where(total == 0, 0.0, total * price)
+    fresh = freshness.fresh(t)
+    source_t = t.copy()
+    older = (price_t != NAT) & (total != 0) & ((source_t == NAT) | (price_t < source_t))
+    source_t[older] = price_t[older]
+
+    problem = np.zeros(len(frame), dtype=np.int8)
+    problem[~np.isfinite(value)] = RowProblem.NO_USD_PRICE
+    problem[~np.isfinite(total)] = RowProblem.INVALID
+    problem[~fresh] = RowProblem.STALE
+    ok = problem == RowProblem.OK
+    value = np.where(ok, value, np.nan)
+    return pd.DataFrame(
+        {
+            "source_type": strings(frame, "source_type"),
+            "venue": strings(frame, "venue"),
+            "account": strings(frame, "account"),
+            "asset": asset,
+            "currency": currency,
+            "total": total,
+            "usd_price": price,
+            "value_usd": value,
+            "is_stable": is_stable,
+            "holding_usd": np.where(is_stable, 0.0, value),
+            "source_time": pd.to_datetime(source_t, utc=True),
+            "ok": ok,
+            "problem": problem,
+        },
+        columns=list(VALUED_BALANCE_COLUMNS),
+    )
+
+
+def _resolve(assets: np.ndarray, aliases: Mapping[str, str]) -> np.ndarray:
+    if not aliases or len(assets) == 0:
+        return assets
+    codes, uniques = pd.factorize(assets)
+    resolved = np.array([aliases.get(str(u), u) for u in uniques], dtype=object)
+    return resolved[codes]
+
+
+def describe_position_problem(row: pd.Series) -> str:
+    """Human reason for a bad position row (only ever built for the few bad rows)."""
+    where = f"{row['venue']}/{row['account']} {row['instrument']}"
+    code = RowProblem(int(row["problem"]))
+    if code is RowProblem.STALE:
+        return f"{row['venue']}: positions of account {row['account']} are stale or from the future"
+    if code is RowProblem.NO_MARK:
+        return f"{row['venue']}: no fresh price for {row['instrument']} ({where})"
+    if code is RowProblem.NO_USD_PRICE:
+        return f"no fresh USD price for {row['quote']} (quote currency of {where})"
+    return f"{row['venue']}: invalid position figures for {where}"
+
+
+def describe_balance_problem(row: pd.Series) -> str:
+    """Human reason for a bad balance row."""
+    where = f"{row['venue']}/{row['account']} {row['asset']}"
+    code = RowProblem(int(row["problem"]))
+    if code is RowProblem.STALE:
+        return f"{row['venue']}: balances of account {row['account']} are stale or from the future"
+    if code is RowProblem.NO_USD_PRICE:
+        return f"no fresh USD price for {row['currency']} (balance {where})"
+    return f"{row['venue']}: invalid balance figures for {where}"
+
+
+#: Columns of the per-account aggregates :func:`equity_table` consumes.
+ACCOUNT_POSITION_COLUMNS = ("venue", "account", "upnl", "realized", "count", "bad", "oldest_ns", "reason")
+ACCOUNT_BALANCE_COLUMNS = ("source_type", "venue", "account", "value", "bad", "oldest_ns", "reason")
+
+
+def equity_table(
+    positions_by_account: pd.DataFrame,
+    balances_by_account: pd.DataFrame,
+    sources: Sequence[SourceStatus],
+    problems: Sequence[SourceProblem],
+) -> pd.DataFrame:
+    """Equity per exchange account and custodian vault, incl. sources that delivered nothing.
+
+    Inputs are per-account sums (ACCOUNT_*_COLUMNS). A failed source gets a row with NaN equity
+    and the failure as reason, so a table never shows a blind venue as an account worth zero.
+    """
+    keys: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def row(source_type: str, venue: str, account: str) -> dict[str, Any]:
+        key = (source_type, venue, account)
+        if key not in keys:
+            keys[key] = {
+                "source_type": source_type, "venue": venue, "account": account,
+                "balances_usd": 0.0, "unrealized_pnl_usd": 0.0, "equity_usd": 0.0,
+                "realized_pnl_usd": 0.0, "positions": 0, "ok": True, "reason": "",
+                "source_time": NAT,
+            }
+        return keys[key]
+
+    for status in sources:
+        if status.kind in (SourceKind.EXCHANGE, SourceKind.CUSTODIAN):
+            row(status.kind.value, status.venue, status.account)
+    for problem in problems:
+        if problem.kind is None:
+            row("unknown", problem.venue, "*")
+
+    for b in balances_by_account.to_dict("records"):
+        entry = row(str(b["source_type"]), str(b["venue"]), str(b["account"]))
+        entry["balances_usd"] = float(b["value"]) if b["bad"] == 0 else math.nan
+        entry["source_time"] = _min_ns(int(entry["source_time"]), int(b["oldest_ns"]))
+        if b["bad"]:
+            _fail(entry, str(b["reason"]))
+    for p in positions_by_account.to_dict("records"):
+        entry = row("exchange", str(p["venue"]), str(p["account"]))
+        entry["positions"] = int(p["count"])
+        entry["unrealized_pnl_usd"] = float(p["upnl"]) if p["bad"] == 0 else math.nan
+        entry["realized_pnl_usd"] = float(p["realized"])
+        entry["source_time"] = _min_ns(int(entry["source_time"]), int(p["oldest_ns"]))
+        if p["bad"]:
+            _fail(entry, str(p["reason"]))
+
+    for entry in keys.values():
+        for problem in problems:
+            same_kind = problem.kind is None or problem.kind.value == entry["source_type"]
+            if same_kind and problem.matches(str(entry["venue"]), str(entry["account"])):
+                _fail(entry, problem.reason)
+        entry["equity_usd"] = (
+            float(entry["balances_usd"]) + float(entry["unrealized_pnl_usd"])
+            if entry["ok"]
+            else math.nan
+        )
+    frame = pd.DataFrame(list(keys.values()), columns=list(EQUITY_COLUMNS))
+    frame["source_time"] = pd.to_datetime(frame["source_time"].astype("int64"), utc=True)
+    return frame.sort_values(["source_type", "venue", "account"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def _min_ns(a: int, b: int) -> int:
+    if a == NAT:
+        return b
+    if b == NAT:
+        return a
+    return min(a, b)
+
+
+def _fail(entry: dict[str, Any], reason: str) -> None:
+    if entry["ok"]:
+        entry["reason"] = reason
+    entry["ok"] = False
+
+
+@dataclass(frozen=True)
+class PortfolioPnl:
+    """Portfolio-level P&L figures; NaN figures mean UNKNOWN (see ``reason``)."""
+
+    equity_usd: float
+    start_of_day_equity_usd: float | None  # effective value used (None when equity unknown)
+    start_of_day_established: bool  # True: this evaluation set it; the caller should store it
+    daily_pnl_usd: float
+    peak_equity_usd: float | None  # max(previous peak, equity): the caller should store it
+    drawdown_pct: float
+    reason: str = ""
+
+    @property
+    def known(self) -> bool:
+        return math.isfinite(self.equity_usd)
+
+
+def portfolio_pnl(
+    equity: pd.DataFrame,
+    problems: Sequence[SourceProblem],
+    start_of_day_equity: float | None,
+    peak_equity: float | None,
+) -> PortfolioPnl:
+    """Daily P&L against the start-of-day (UTC) equity and drawdown from the peak.
+
+    With no start-of-day equity yet (first evaluation of the UTC day) this evaluation
+    establishes it: daily P&L is 0 and ``start_of_day_established`` tells the caller to store
+    the value. Same for the peak: no peak yet → the current equity is the peak.
+    """
+    reason = ""
+    bad = equity[~equity["ok"]] if len(equity) else equity
+    if len(bad):
+        reason = str(bad.iloc[0]["reason"])
+    elif problems:
+        reason = problems[0].reason
+    elif len(equity) == 0:
+        reason = "no account or vault reported any data"
+    if reason:
+        return PortfolioPnl(math.nan, start_of_day_equity, False, math.nan, peak_equity, math.nan,
+                            reason)
+    total = float(equity["equity_usd"].sum())
+    established = start_of_day_equity is None
+    sod = total if start_of_day_equity is None else float(start_of_day_equity)
+    peak = total if peak_equity is None else max(float(peak_equity), total)
+    drawdown = (peak - total) / peak * 100.0 if peak > 0 else math.nan
+    why = "" if peak > 0 else f"peak equity {peak:.2f} USD is not positive: drawdown undefined"
+    return PortfolioPnl(total, sod, established, total - sod, peak, drawdown, why)
+
+
+def project_portfolio(portfolio: PortfolioPnl, equity_change_usd: float) -> PortfolioPnl:
+    """The portfolio figures after an equity change (a fill away from the mark)."""
+    if not portfolio.known:
+        return portfolio
+    equity = portfolio.equity_usd + equity_change_usd
+    sod = portfolio.start_of_day_equity_usd
+    peak = max(portfolio.peak_equity_usd or equity, equity)
+    drawdown = (peak - equity) / peak * 100.0 if peak > 0 else math.nan
+    return replace(
+        portfolio,
+        equity_usd=equity,
+        daily_pnl_usd=equity - sod if sod is not None else math.nan,
+        peak_equity_usd=peak,
+        drawdown_pct=drawdown,
+    )
+
+
+def utc_day_start(now: datetime) -> datetime:
+    """Start of the UTC day containing ``now`` (the boundary of daily P&L)."""
+    ts = pd.Timestamp(now).tz_convert("UTC")
+    start = ts.normalize().to_pydatetime()
+    return start if start <= now else start - timedelta(days=1)

@@ -1,0 +1,66 @@
+"""Concrete limit scopes and their canonical keys.
+
+A scope restricts data by venue, account, instrument and base asset; ``None`` means "any".
+The canonical key (``portfolio``, ``venue:binance``, ``venue:binance|instrument:BTC/USDT:USDT``)
+is what LimitResult.scope and alert fingerprints carry, so it must never change shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: Scope dimensions in canonical key order.
+SCOPE_DIMS: tuple[str, ...] = ("venue", "account", "instrument", "asset")
+WILDCARD = "*"
+PORTFOLIO_KEY = "portfolio"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A concrete scope (no wildcards)."""
+
+    venue: str | None = None
+    account: str | None = None
+    instrument: str | None = None
+    asset: str | None = None
+
+    @property
+    def key(self) -> str:
+        parts = [f"{d}:{v}" for d, v in self.items().items()]
+        return "|".join(parts) if parts else PORTFOLIO_KEY
+
+    def items(self) -> dict[str, str]:
+        """The restricted dimensions, in canonical order."""
+        return {d: v for d in SCOPE_DIMS if (v := getattr(self, d)) is not None}
+
+    def contains(self, venue: str, account: str, instrument: str | None, asset: str) -> bool:
+        """Does a position / balance at these coordinates fall inside the scope?"""
+        return (
+            (self.venue is None or self.venue == venue)
+            and (self.account is None or self.account == account)
+            and (self.instrument is None or self.instrument == instrument)
+            and (self.asset is None or self.asset == asset)
+        )
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, str | None]) -> Scope:
+        return cls(**{d: mapping.get(d) for d in SCOPE_DIMS})
+
+
+def scope_key(mapping: Mapping[str, str | None]) -> str:
+    """Canonical key of a scope mapping (order of the mapping does not matter)."""
+    return Scope.of(mapping).key
+
+
+def parse_scope_key(key: str) -> Scope:
+    """Inverse of :attr:`Scope.key` (instrument symbols may contain ':' but never '|')."""
+    if key == PORTFOLIO_KEY:
+        return Scope()
+    values: dict[str, str] = {}
+    for part in key.split("|"):
+        dim, sep, value = part.partition(":")
+        if not sep or dim not in SCOPE_DIMS or not value:
+            raise ValueError(f"not a scope key: {key!r}")
+        values[dim] = value
+    return Scope.of(values)

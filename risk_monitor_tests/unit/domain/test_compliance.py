@@ -1,0 +1,94 @@
+"""Compliance: status intervals, the current summary, time in breach."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from risk_monitor.domain.compliance import (
+    ComplianceStatus,
+    StatusInterval,
+    compliance_summary,
+    time_in_breach,
+    time_in_status,
+    update_intervals,
+)
+from risk_monitor.domain.model import LimitStatus
+from risk_monitor_tests.unit.domain.builders import NOW, result
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def test_intervals_follow_status_changes() -> None:
+    open_: dict[str, StatusInterval] = {}
+    closed: list[StatusInterval] = []
+    timeline = [("OK", 0, None), ("OK", 10, None), ("WARN", 20, 0.85), ("WARN", 25, 0.9),
+                ("BREACH", 30, 1.1), ("BREACH", 40, 1.05), ("OK", 90, 0.5)]
+    for status, seconds, used in timeline:
+        update = update_intervals(open_, [result(status, at(seconds), utilisation=used)])
+        closed.extend(update.close)
+        open_.update({i.fingerprint: i for i in update.open})
+    assert [(i.status.value, i.since, i.until) for i in closed] == [
+        ("OK", at(0), at(20)), ("WARN", at(20), at(30)), ("BREACH", at(30), at(90))]
+    assert closed[1].worst_utilisation == pytest.approx(0.9)  # grew while open
+    assert closed[2].worst_utilisation == pytest.approx(1.1)  # kept the worst, not the last
+    (current,) = open_.values()
+    assert current.status is LimitStatus.OK and current.until is None and current.since == at(90)
+
+
+def test_same_status_without_a_worse_value_changes_nothing() -> None:
+    first = update_intervals({}, [result("WARN", at(0), utilisation=0.9)])
+    open_ = {i.fingerprint: i for i in first.open}
+    again = update_intervals(open_, [result("WARN", at(5), utilisation=0.85)])
+    assert again.close == [] and again.open == []
+
+
+def test_close_missing_series() -> None:
+    first = update_intervals({}, [result("BREACH", at(0), limit_id="gone", scope="portfolio")])
+    update = update_intervals(first.open, [], close_missing=True, now=at(50))
+    assert [(i.limit_id, i.until) for i in update.close] == [("gone", at(50))]
+    with pytest.raises(ValueError):
+        update_intervals(first.open, [], close_missing=True)
+
+
+def test_time_in_breach_over_a_window() -> None:
+    intervals = [
+        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600 * 30), at(-3600 * 20), 1.2),
+        StatusInterval("a", "portfolio", LimitStatus.OK, at(-3600 * 20), at(-3600), None),
+        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600), None, 1.1),  # still open
+        StatusInterval("b", "venue:okx", LimitStatus.WARN, at(-7200), None, 0.9),
+    ]
+    table = time_in_breach(intervals, NOW, timedelta(hours=24)).set_index("limit_id")
+    # a: 4 h of the first breach fall inside the window (-24 h to -20 h) + the open last hour
+    assert table.loc["a", "seconds"] == pytest.approx(4 * 3600 + 3600)
+    assert table.loc["a", "fraction"] == pytest.approx(5 / 24)
+    assert table.loc["b", "seconds"] == 0.0
+    warn = time_in_status(intervals, at(-7200), NOW, [LimitStatus.WARN]).set_index("limit_id")
+    assert warn.loc["b", "seconds"] == pytest.approx(7200)
+    with pytest.raises(ValueError):
+        time_in_status(intervals, NOW, NOW)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "overall"),
+    [
+        (["OK", "OK"], ComplianceStatus.COMPLIANT),
+        (["OK", "WARN"], ComplianceStatus.WARNING),
+        (["WARN", "UNKNOWN"], ComplianceStatus.UNKNOWN),
+        (["UNKNOWN", "BREACH", "OK"], ComplianceStatus.BREACH),
+        ([], ComplianceStatus.UNKNOWN),
+    ],
+)
+def test_summary(statuses: list[str], overall: ComplianceStatus) -> None:
+    results = [result(s, NOW, limit_id=f"l{i}", scope="portfolio") for i, s in enumerate(statuses)]
+    summary = compliance_summary(results)
+    assert summary.status is overall
+    assert summary.total == len(statuses)
+    assert sum(summary.counts.values()) == len(statuses)
+    assert set(summary.counts) == {"OK", "WARN", "BREACH", "UNKNOWN"}
+    if "BREACH" in statuses:
+        assert summary.worst is not None and summary.worst.status is LimitStatus.BREACH
+    assert summary.as_dict()["status"] == overall.value

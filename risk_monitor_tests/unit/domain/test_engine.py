@@ -1,0 +1,102 @@
+"""The engine entry point, summary tables and scope keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from risk_monitor.domain.compliance import ComplianceStatus
+from risk_monitor.domain.engine import evaluate, render_markdown, results_frame, summary_tables
+from risk_monitor.domain.limits import load_limit_config
+from risk_monitor.domain.model import LimitStatus
+from risk_monitor.domain.pnl import EQUITY_COLUMNS, POSITION_PNL_COLUMNS
+from risk_monitor.domain.scopes import PORTFOLIO_KEY, Scope, parse_scope_key, scope_key
+from risk_monitor_tests.unit.domain.builders import NOW, desk, position, snapshot
+
+DEFAULT = load_limit_config(
+    yaml.safe_load(
+        (Path(__file__).resolve().parents[3] / "risk_monitor" / "config" / "limits.yaml").read_text()
+    )
+)
+
+
+def test_calm_desk_is_compliant_with_the_default_limits() -> None:
+    report = evaluate(desk(start_of_day_equity=2_481_000, peak_equity=2_481_000), DEFAULT)
+    bad = [(r.limit_id, r.scope, r.status.value, r.reason) for r in report.results
+           if r.status is not LimitStatus.OK]
+    assert bad == []
+    assert report.summary.compliance.status is ComplianceStatus.COMPLIANT
+    assert tuple(report.position_pnl.columns) == POSITION_PNL_COLUMNS
+    assert tuple(report.equity.columns) == EQUITY_COLUMNS
+    assert report.config_version == DEFAULT.version
+
+
+def test_summary_is_json_safe_and_names_the_blind_venue() -> None:
+    report = evaluate(desk(failed=["okx"]), DEFAULT)
+    meta = report.summary.as_metadata()
+    json.dumps(meta, allow_nan=False)  # NaN must have become None
+    assert meta["compliance_status"] == "UNKNOWN"
+    assert meta["equity_usd"] is None
+    assert "okx" in str(meta["unknown_reasons"])
+    assert isinstance(meta["limits_count_unknown"], int) and meta["limits_count_unknown"] > 0
+
+
+def test_summary_tables_and_markdown() -> None:
+    report = evaluate(desk(start_of_day_equity=3_000_000), DEFAULT)  # daily loss 519k: BREACH
+    tables = summary_tables(report, top=5)
+    assert set(tables) == {"headline", "top_exposures", "venues", "limit_utilisation"}
+    limits = tables["limit_utilisation"]
+    assert limits.iloc[0]["limit_id"] == "daily_loss" and limits.iloc[0]["status"] == "BREACH"
+    assert len(limits) == 5
+    assert list(tables["top_exposures"]["asset"])[:2] == ["BTC", "ETH"]
+    text = render_markdown(tables)
+    assert "| daily_loss | portfolio | BREACH |" in text
+    assert "venue:binance\\|instrument:BTC/USDT:USDT" in text  # pipes escaped in cells
+
+
+def test_results_frame_puts_the_worst_first() -> None:
+    report = evaluate(desk(failed=["fireblocks"], start_of_day_equity=3_000_000), DEFAULT)
+    frame = results_frame(report.results)
+    ranks = [{"BREACH": 2, "UNKNOWN": 2, "WARN": 1, "OK": 0}[s] for s in frame["status"]]
+    assert ranks == sorted(ranks, reverse=True)
+
+
+def test_empty_snapshot_is_unknown_not_compliant() -> None:
+    report = evaluate(snapshot(exchanges=(), custodians=()), DEFAULT)
+    assert report.summary.compliance.status is ComplianceStatus.UNKNOWN
+    assert not report.portfolio.known
+
+
+def test_naive_now_is_refused() -> None:
+    snap = snapshot([position("binance", "BTC/USDT:USDT", 1, 1, 1)], now=NOW.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        evaluate(snap, DEFAULT)
+
+
+_VALUE = st.text(st.sampled_from("abcXYZ019/:-_.*"), min_size=1, max_size=12)
+
+
+@given(
+    venue=st.none() | _VALUE, account=st.none() | _VALUE,
+    instrument=st.none() | _VALUE, asset=st.none() | _VALUE,
+)
+def test_scope_keys_round_trip(
+    venue: str | None, account: str | None, instrument: str | None, asset: str | None
+) -> None:
+    scope = Scope(venue, account, instrument, asset)
+    assert parse_scope_key(scope.key) == scope
+    assert scope_key({"asset": asset, "venue": venue, "instrument": instrument,
+                      "account": account}) == scope.key
+
+
+def test_scope_key_examples() -> None:
+    assert Scope().key == PORTFOLIO_KEY
+    assert Scope(venue="binance", instrument="BTC/USDT:USDT").key == (
+        "venue:binance|instrument:BTC/USDT:USDT")
+    with pytest.raises(ValueError):
+        parse_scope_key("exchange:binance")
