@@ -16,6 +16,7 @@ pytest_plugins = [
     "risk_monitor_tests.fixtures.custody_sims",
     "risk_monitor_tests.fixtures.storage",
     "risk_monitor_tests.fixtures.service",
+    "risk_monitor_tests.fixtures.sims",
 ]
 
 

@@ -45,10 +45,13 @@ PAYLOAD_KINDS = frozenset({"malformed", "partial", "nan", "negative", "absurd", 
 #: keys whose values hold timestamps (ms or s since epoch, or ISO strings) in venue payloads
 TIME_KEYS = frozenset({
     "timestamp", "time", "ts", "E", "T", "updateTime", "uTime", "cTime", "serverTime",
-    "updatedAt", "createdAt", "lastUpdated",
+    "updatedAt", "createdAt", "lastUpdated", "closeTime", "openTime", "C", "O",
+    "nextFundingTime", "fundingTime",
 })
 #: keys never touched by numeric faults (ids, counts, paging)
-NON_NUMERIC_KEYS = frozenset({"id", "name", "customerRefId", "bot_id", "code", "limit", "count", "page", "leverage", "contractSize",
+NON_NUMERIC_KEYS = frozenset({"id", "name", "customerRefId", "bot_id", "code", "orderId",
+                              "firstId", "lastId", "lastUpdateId", "tradeId", "posId", "ordId",
+                              "u", "F", "L", "n", "limit", "count", "page", "leverage", "contractSize",
                               "pricePrecision", "quantityPrecision", "lotSz", "tickSz", "ctVal",
                               "minSz", "ct", "E", "T"})
 
