@@ -40,6 +40,14 @@ class SourceProblem:
         return account is None or self.account is None or account == self.account
 
 
+#: the account of a source that covers a whole venue (a custodian workspace, a venue's quotes)
+ALL_ACCOUNTS = "*"
+
+
+def _account_of(status: SourceStatus) -> str | None:
+    return None if status.account in (ALL_ACCOUNTS, "") else status.account
+
+
 def merge_sources(*groups: Iterable[SourceStatus]) -> list[SourceStatus]:
     """One status per source key; a failure anywhere wins over a success elsewhere."""
     merged: dict[str, SourceStatus] = {}
@@ -68,7 +76,7 @@ def source_problems(
                 SourceProblem(
                     status.kind,
                     status.venue,
-                    status.account,
+                    _account_of(status),
                     f"{status.venue}: source {status.key} failed ({code}{status.error or 'no detail'})",
                     status.as_of,
                 )
@@ -80,7 +88,7 @@ def source_problems(
                 SourceProblem(
                     status.kind,
                     status.venue,
-                    status.account,
+                    _account_of(status),
                     f"{status.venue}: source {status.key} is stale ({age:.0f}s > "
                     f"{freshness.max_age_s:.0f}s)",
                     status.as_of,
@@ -92,7 +100,7 @@ def source_problems(
                 SourceProblem(
                     status.kind,
                     status.venue,
-                    status.account,
+                    _account_of(status),
                     f"{status.venue}: source {status.key} reports a time {-age:.0f}s in the "
                     "future (clock skew)",
                     status.as_of,

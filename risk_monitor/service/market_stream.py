@@ -11,6 +11,8 @@ cancelled mid-flight: cancelling a ccxt.pro future can poison the next subscript
   retry policy) while it reconnects with exponential backoff and jitter
   (``reconnect_initial_s`` doubling up to ``reconnect_max_s``), so the cache never goes stale
   during an outage;
+* sweeps ccxt's ticker cache every ``SWEEP_S`` for updates that arrived while no watch was
+  pending (ccxt.pro resolves only a pending future: such updates are otherwise seen late);
 * when the stream is quiet for a third of the freshness budget, refreshes by REST once, so a
   calm market does not read as stale data.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +58,9 @@ LAG = Histogram("risk_monitor_market_tick_lag_seconds",
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 CONNECTED = Gauge("risk_monitor_market_stream_connected",
                   "1 while the venue's websocket delivers, 0 while on REST fallback.", ["venue"])
+
+#: how often ccxt's ticker cache is swept for updates no pending watch received
+SWEEP_S = 0.5
 
 Clock = Callable[[], datetime]
 QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
@@ -120,27 +126,41 @@ class VenueFeed:
             self._stream_client = client
         return self._stream_client
 
-    def _guard_message_handler(self, client: Any) -> None:
-        """Survive a message ccxt.pro cannot parse (a NaN price, a truncated frame).
+    def _guard_message_handler(self, exchange: Any) -> None:
+        """Survive a message that cannot be decoded or parsed (a truncated frame, a NaN price).
 
-        ccxt.pro re-arms its receive loop only after the exchange's ``handle_message``
-        returns: one exception there silently stops the connection from delivering anything,
-        for good. The wrapper (set before any connection exists, so every ccxt ``Client`` gets
-        it) drops the message, counts it as ``rejected_unparseable`` and keeps the loop alive.
+        ccxt.pro's websocket ``Client`` re-arms its receive loop only after ``handle_message``
+        returns: one exception there (its JSON decoding or the exchange's parser) silently stops
+        the connection from delivering anything, for good. Every ``Client`` the exchange creates
+        gets its public ``handle_message`` wrapped: the message is dropped, counted as
+        ``rejected_unparseable`` and the loop lives on.
         """
-        original = client.handle_message
+        make_client = exchange.client
+        guarded: weakref.WeakSet[Any] = weakref.WeakSet()
 
-        def handle_message(ws_client: Any, message: Any) -> Any:
-            try:
-                return original(ws_client, message)
-            except Exception as exc:
-                self.rejected["unparseable"] = self.rejected.get("unparseable", 0) + 1
-                TICKS.labels(venue=self.venue.id, outcome="rejected_unparseable").inc()
-                log.warning("unparseable market message dropped", venue=self.venue.id,
-                            error=f"{type(exc).__name__}: {str(exc)[:200]}")
-                return None
+        def client(url: str) -> Any:
+            ws = make_client(url)
+            if ws not in guarded:
+                guarded.add(ws)
+                inner = ws.handle_message
 
-        client.handle_message = handle_message
+                def handle_message(message: Any) -> Any:
+                    try:
+                        return inner(message)
+                    except Exception as exc:
+                        self._unparseable(exc)
+                        return None
+
+                ws.handle_message = handle_message
+            return ws
+
+        exchange.client = client
+
+    def _unparseable(self, exc: BaseException) -> None:
+        self.rejected["unparseable"] = self.rejected.get("unparseable", 0) + 1
+        TICKS.labels(venue=self.venue.id, outcome="rejected_unparseable").inc()
+        log.warning("unparseable market message dropped", venue=self.venue.id,
+                    error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def _rest(self) -> Any:
         if self._rest_client is None:
@@ -251,20 +271,30 @@ class VenueFeed:
     async def _watch(self, stop: asyncio.Event) -> None:
         """Deliver websocket updates until ``stop``; raise when the stream fails."""
         client = self._stream()
+        loop = asyncio.get_running_loop()
         idle_s = max(self.settings.poll_interval_s, self.settings.max_age_s / 3)
+        sweep_s = min(SWEEP_S, idle_s)
+        last_update = loop.time()
         stopper = asyncio.ensure_future(stop.wait())
         pending: asyncio.Future[Any] | None = None
         try:
             while not stop.is_set():
                 if pending is None:
                     pending = asyncio.ensure_future(client.watch_tickers(self.symbols or None))
-                done, _ = await asyncio.wait({pending, stopper}, timeout=idle_s,
+                done, _ = await asyncio.wait({pending, stopper}, timeout=sweep_s,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done:
                     return
                 if pending not in done:
-                    await self.poll_rest("quiet")  # a calm market must not read as stale
+                    # an update that landed while no watch was pending sits in ccxt's cache
+                    if self.connected and await self._handle(
+                            self._with_missed(client, {}), client.markets or {}, via="stream"):
+                        last_update = loop.time()
+                    elif loop.time() - last_update >= idle_s:
+                        await self.poll_rest("quiet")  # a calm market must not read as stale
+                        last_update = loop.time()
                     continue
+                last_update = loop.time()
                 tickers = pending.result()  # raises on a websocket failure
                 # re-arm at once: an update arriving while nobody awaits resolves no future
                 pending = asyncio.ensure_future(client.watch_tickers(self.symbols or None))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 
 import ccxt
@@ -161,7 +160,7 @@ def test_sqlalchemy_operational_error_on_postgres_is_retryable() -> None:
 
 
 def test_plain_python_errors() -> None:
-    assert map_exception(asyncio.TimeoutError(), source="x").retryable
+    assert map_exception(TimeoutError(), source="x").retryable
     assert map_exception(ConnectionResetError(), source="x").retryable
     assert type(map_exception(ValueError("nan"), source="x")) is E.DataValidationError
     ours = E.StaleDataError("old", source="okx")

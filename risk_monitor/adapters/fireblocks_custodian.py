@@ -1,0 +1,243 @@
+"""Read-only Fireblocks custodian adapter: vault balances as BALANCE_COLUMNS frames.
+
+Uses the maintained ``fireblocks`` SDK (35.x). Decisions:
+
+* **lazy import**: ``import fireblocks`` costs ~2-3 s (its package imports every API); only a
+  process that reads Fireblocks pays, at the first :meth:`FireblocksCustodian.fetch_balances`.
+* **PEM parsed once**: the SDK's ``BearerTokenProvider`` hands the PEM *string* to PyJWT, which
+  re-parses it on every request (~44 ms CPU). PyJWT also accepts a loaded key object, so we
+  load the key once with ``cryptography`` and give the SDK's public ``BearerTokenProvider`` the
+  key object, set on the API client's public ``token_provider`` attribute (no private internals
+  patched). A call then costs ~2 ms of signing.
+* **read-only**: we build a ``ThreadedApiClient`` subclass that refuses every non-GET request
+  with ``ProductionPurityError`` and keep only the vault-listing call; nothing reachable from the
+  adapter can create a transaction.
+* **amounts**: the API sends strings; they are parsed as ``Decimal`` (exact), ``used`` is
+  computed in Decimal as ``total - available`` (pending, frozen, locked and staked funds), then
+  both become float64 in the frame (about 15-16 significant digits: ample for risk, not for
+  accounting).
+* **asset ids** are Fireblocks' own (``BTC``, ``USDT_ERC20``, ``ETH-AETH``), upper-cased: one
+  currency on two networks stays two rows, because merging them hides where the funds sit.
+* **timestamps**: the listing carries none, so ``timestamp`` = ``received_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from typing import Any
+
+import pandas as pd
+
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.domain.schemas import balances_frame
+from risk_monitor.platform.errors import (
+    ConfigError,
+    DataValidationError,
+    MissingDataError,
+    ProductionPurityError,
+    RateLimitedError,
+    RiskMonitorError,
+    SourceAuthenticationError,
+)
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.resilience import SourceGuard
+from risk_monitor.platform.settings import CustodianSettings, Settings
+
+log = get_logger(__name__)
+
+PRODUCTION_BASE_PATH = "https://api.fireblocks.io/v1"
+MAX_PAGES = 1000  # a runaway cursor must not loop forever
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _amount(value: Any, field: str, vault: str, asset: str) -> Decimal:
+    if value is None or value == "":
+        return Decimal(0)
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise DataValidationError(f"vault {vault} asset {asset}: {field}={value!r} is not a "
+                                  "number") from None
+    if not number.is_finite():
+        raise DataValidationError(f"vault {vault} asset {asset}: {field}={value!r} is not finite")
+    return number
+
+
+def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
+                       received_at: datetime) -> pd.DataFrame:
+    """Vault accounts (as dicts: ``id``, ``assets[{id,total,available,...}]``) -> BALANCE_COLUMNS.
+
+    All-zero assets are dropped. A negative or non-numeric amount raises DataValidationError
+    naming the vault and asset (it reaches risk as a missing source, never as zero).
+    """
+    rows = []
+    stamp = pd.Timestamp(received_at)
+    for account in accounts:
+        vault = str(account.get("id") or "")
+        for asset in account.get("assets") or []:
+            asset_id = str(asset.get("id") or "").upper()
+            total = _amount(asset.get("total", asset.get("balance")), "total", vault, asset_id)
+            available = _amount(asset.get("available"), "available", vault, asset_id)
+            if total == 0 and available == 0:
+                continue
+            rows.append({
+                "source_type": "custodian",
+                "venue": custodian,
+                "account": vault,
+                "asset": asset_id,
+                "free": float(available),
+                "used": float(total - available),
+                "total": float(total),
+                "timestamp": stamp,
+                "received_at": stamp,
+            })
+    return balances_frame(rows)
+
+
+@cache
+def _read_only_client_class() -> type:
+    from fireblocks.threaded_api_client import ThreadedApiClient  # ≈ 2-3 s, once
+
+    class ReadOnlyApiClient(ThreadedApiClient):  # type: ignore[misc]
+        """The SDK's client, refusing anything but GET: the custodian is read, never moved."""
+
+        def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if method.upper() != "GET":
+                raise ProductionPurityError(
+                    f"{method} {url} refused: Risk Monitor only reads the custodian",
+                    source="fireblocks")
+            return super().call_api(method, url, *args, **kwargs)
+
+    return ReadOnlyApiClient
+
+
+class FireblocksCustodian:
+    """Read-only Fireblocks workspace (implements ``ports.Custodian``)."""
+
+    def __init__(self, settings: CustodianSettings, *, guard: SourceGuard,
+                 clock: Clock = _utc_now) -> None:
+        self.settings = settings
+        self.venue = settings.id
+        self._guard = guard
+        self._clock = clock
+        self._client: Any | None = None
+        self._list_vaults: Callable[..., Any] | None = None
+
+    @property
+    def endpoint_override(self) -> str | None:
+        return self.settings.endpoint_override
+
+    def check_credentials(self) -> tuple[str, str]:
+        """The API key and PEM from the environment, or a clear error naming the variables."""
+        api_key = Settings.secret(self.settings.api_key_env, key="custodians.api_key_env")
+        pem = Settings.secret(self.settings.secret_key_env, key="custodians.secret_key_env")
+        missing = [name for name, value in ((self.settings.api_key_env, api_key),
+                                            (self.settings.secret_key_env, pem)) if value is None]
+        if missing or api_key is None or pem is None:
+            raise SourceAuthenticationError(
+                f"custodian {self.venue!r}: credentials missing; set the environment "
+                f"variable(s) {', '.join(missing)}", source=self.venue,
+                details={"missing_env": missing})
+        return api_key.get_secret_value(), pem.get_secret_value()
+
+    def _connect(self) -> Callable[..., Any]:
+        if self._list_vaults is not None:
+            return self._list_vaults
+        api_key, pem = self.check_credentials()
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            key = load_pem_private_key(pem.encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"custodian {self.venue!r}: the private key in "
+                              f"{self.settings.secret_key_env} is not a valid unencrypted PEM "
+                              f"({type(exc).__name__})", key="custodians.secret_key_env") from None
+        from fireblocks.api.vaults_api import VaultsApi
+        from fireblocks.bearer_token_provider import BearerTokenProvider
+        from fireblocks.client_configuration import ClientConfiguration
+
+        base_path = self.settings.endpoint_override or PRODUCTION_BASE_PATH
+        if self.settings.endpoint_override:
+            log.warning("custodian endpoint overridden: not the production host",
+                        custodian=self.venue, endpoint_override=base_path)
+        client = _read_only_client_class()(
+            ClientConfiguration(api_key=api_key, secret_key=pem, base_path=base_path))
+        client.token_provider = BearerTokenProvider(api_key, key)  # type: ignore[arg-type]
+        self._client = client
+        self._list_vaults = VaultsApi(client).get_paged_vault_accounts
+        return self._list_vaults
+
+    def _map_error(self, exc: BaseException) -> RiskMonitorError:
+        mapped = map_exception(exc, source=self.venue, endpoint="get_paged_vault_accounts")
+        if isinstance(mapped, RateLimitedError) and mapped.retry_after is None:
+            headers = getattr(exc, "headers", None) or {}
+            raw = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"),
+                       None)
+            try:
+                mapped.retry_after = float(raw) if raw is not None else None
+            except (TypeError, ValueError):
+                mapped.retry_after = None
+        return mapped
+
+    def _page(self, list_vaults: Callable[..., Any], after: str | None) -> Any:
+        timeout = self.settings.timeout_s
+
+        def attempt() -> Any:
+            try:
+                future = list_vaults(limit=self.settings.page_size, after=after,
+                                     _request_timeout=timeout)
+                return future.result(timeout=timeout + 1.0).data
+            except Exception as exc:
+                raise self._map_error(exc) from exc
+
+        return self._guard.call("get_paged_vault_accounts", attempt, timeout_s=timeout + 2.0)
+
+    def fetch_vault_accounts(self) -> list[dict[str, Any]]:
+        """Every vault account (id, name, assets) as plain dicts, paging with the ``after`` cursor."""
+        list_vaults = self._connect()
+        accounts: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            page = self._page(list_vaults, after)
+            for account in (page.accounts or []) if page is not None else []:
+                accounts.append(account.to_dict())
+            after = page.paging.after if page is not None and page.paging is not None else None
+            if not after:
+                break
+        else:
+            raise DataValidationError(f"custodian {self.venue!r}: more than {MAX_PAGES} pages; "
+                                      "the paging cursor does not end", source=self.venue)
+        return accounts
+
+    def fetch_balances(self) -> pd.DataFrame:
+        """Balances of the configured vaults (every vault when none are configured)."""
+        accounts = self.fetch_vault_accounts()
+        received = self._clock()
+        wanted = self.settings.vault_account_ids
+        if wanted is not None:
+            found = {str(a.get("id")) for a in accounts}
+            missing = [v for v in wanted if v not in found]
+            if missing:
+                raise MissingDataError(f"custodian {self.venue!r}: configured vault account(s) "
+                                       f"{', '.join(missing)} not found", source=self.venue,
+                                       details={"missing_vaults": missing})
+            accounts = [a for a in accounts if str(a.get("id")) in set(wanted)]
+        try:
+            return map_vault_accounts(accounts, custodian=self.venue, received_at=received)
+        except DataValidationError as exc:
+            exc.source = self.venue
+            raise
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._list_vaults = None

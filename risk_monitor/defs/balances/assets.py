@@ -1,0 +1,62 @@
+"""Wallet balances of exchange accounts (ccxt) and custodian vaults (Fireblocks), validated."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from risk_monitor.adapters.collection import collect_custodian_balances, collect_exchange_balances
+from risk_monitor.defs.balances.checks import (
+    CUSTODIAN_BALANCE_CHECKS,
+    EXCHANGE_BALANCE_CHECKS,
+    balance_check_results,
+)
+from risk_monitor.defs.balances.resources import CustodiansResource
+from risk_monitor.defs.collection_support import (
+    FRESHNESS,
+    GROUP,
+    OWNERS,
+    collection_metadata,
+    log_missing,
+    utc_now,
+)
+from risk_monitor.defs.positions.resources import ExchangeAccountsResource
+from risk_monitor.defs.resources import SettingsResource
+
+
+@dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,
+          freshness_policy=FRESHNESS, check_specs=EXCHANGE_BALANCE_CHECKS)
+def exchange_balances(context: dg.AssetExecutionContext, settings: SettingsResource,
+                      exchange_accounts: ExchangeAccountsResource) -> Iterator[Any]:
+    """Exchange wallet balances (BALANCE_COLUMNS, source_type 'exchange').
+
+    ``total`` is the wallet balance excluding unrealised P&L, ``used`` the margin locked,
+    ``free = total - used`` (docs/data-collection.md). A failing account is missing, not zero.
+    """
+    cfg = settings.load()
+    collected = collect_exchange_balances(exchange_accounts.accounts(cfg), cfg.market_data)
+    log_missing(context, collected)
+    now = utc_now()
+    yield dg.Output(collected, metadata=collection_metadata(collected, now=now,
+                                                            age_column="received_at"))
+    yield from balance_check_results("exchange_balances", collected, cfg,
+                                     exchange_accounts.expected_sources(cfg), now)
+
+
+@dg.asset(group_name=GROUP, kinds={"fireblocks", "pandas"}, owners=OWNERS,
+          freshness_policy=FRESHNESS, check_specs=CUSTODIAN_BALANCE_CHECKS)
+def custodian_balances(context: dg.AssetExecutionContext, settings: SettingsResource,
+                       custodians: CustodiansResource) -> Iterator[Any]:
+    """Custodian vault balances (BALANCE_COLUMNS, source_type 'custodian', account = vault id).
+
+    ``free`` = available, ``used`` = total - available; amounts parsed as Decimal, stored as
+    float64. A failing custodian is missing (account ``*``), never zero.
+    """
+    cfg = settings.load()
+    collected = collect_custodian_balances(custodians.custodians(cfg), cfg.market_data)
+    log_missing(context, collected)
+    now = utc_now()
+    yield dg.Output(collected, metadata=collection_metadata(collected, now=now,
+                                                            age_column="received_at"))
+    yield from balance_check_results("custodian_balances", collected, cfg,
+                                     custodians.expected_sources(cfg), now)

@@ -1,0 +1,128 @@
+"""Metadata and check helpers shared by the collection assets (market data, positions, balances).
+
+Kept out of the asset modules so each asset body stays a few lines: adapter call, then
+``collection_metadata`` for the UI. Nothing here reads a secret: sources carry only venue ids,
+error codes, redacted messages and endpoint override URLs.
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+
+from risk_monitor.adapters.collection import data_age_s
+from risk_monitor.domain.model import Collected, SourceStatus
+from risk_monitor.domain.schemas import failure_summary
+from risk_monitor.platform.logging import redact_text
+
+PREVIEW_ROWS = 20
+OWNERS = ["team:risk"]
+GROUP = "collection"
+#: a collection asset not materialised for this long is late (warn) / failing (fail)
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=10),
+                                           warn_window=timedelta(minutes=3))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
+    """The first rows as a Markdown table (no extra dependency)."""
+    if not len(frame):
+        return "_no rows_"
+    head = frame.head(rows)
+    lines = ["| " + " | ".join(head.columns) + " |",
+             "| " + " | ".join("---" for _ in head.columns) + " |"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |"
+              for row in head.itertuples(index=False)]
+    if len(frame) > rows:
+        lines.append(f"\n_{len(frame) - rows} more rows_")
+    return "\n".join(lines)
+
+
+def sources_table(sources: tuple[SourceStatus, ...]) -> dg.TableMetadataValue:
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn("source", "string"), dg.TableColumn("ok", "bool"),
+        dg.TableColumn("rows", "int"), dg.TableColumn("error_code", "string"),
+        dg.TableColumn("error", "string"), dg.TableColumn("endpoint_override", "string"),
+        dg.TableColumn("as_of", "string"),
+    ])
+    records = [dg.TableRecord({
+        "source": s.key, "ok": s.ok, "rows": s.rows, "error_code": s.error_code or "",
+        "error": redact_text(s.error or "")[:300], "endpoint_override": s.endpoint_override or "",
+        "as_of": s.as_of.isoformat(),
+    }) for s in sources]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def collection_metadata(collected: Collected, *, now: datetime, age_column: str
+                        ) -> dict[str, Any]:
+    """Row count, sources ok / missing, data age, endpoint overrides, sources and a preview."""
+    frame = collected.frame
+    overrides = {s.venue: s.endpoint_override for s in collected.sources if s.endpoint_override}
+    age = data_age_s(frame, now, age_column)
+    return {
+        "rows": dg.MetadataValue.int(len(frame)),
+        "sources_ok": dg.MetadataValue.json(sorted(s.key for s in collected.sources if s.ok)),
+        "sources_missing": dg.MetadataValue.json(
+            {s.key: f"{s.error_code}: {redact_text(s.error or '')[:200]}"
+             for s in collected.missing}),
+        "complete": dg.MetadataValue.bool(collected.complete),
+        "max_data_age_s": dg.MetadataValue.float(round(age, 3)) if age is not None
+        else dg.MetadataValue.null(),
+        "endpoint_overrides": dg.MetadataValue.json(overrides),
+        "sources": sources_table(collected.sources),
+        "preview": dg.MetadataValue.md(markdown_preview(frame)),
+    }
+
+
+def log_missing(context: dg.AssetExecutionContext, collected: Collected) -> None:
+    for status in collected.missing:
+        context.log.warning(f"source {status.key} missing: {status.error_code} "
+                            f"{redact_text(status.error or '')[:300]}")
+
+
+# --- checks ------------------------------------------------------------------------------------
+def schema_check(check_name: str, asset: str, collected: Collected,
+                 schema: pa.DataFrameSchema) -> dg.AssetCheckResult:
+    """Re-validate the stored frame against the schema (at check time, with the time rules)."""
+    try:
+        schema.validate(collected.frame, lazy=True)
+    except (pa.errors.SchemaErrors, pa.errors.SchemaError) as exc:
+        return dg.AssetCheckResult(
+            check_name=check_name, asset_key=asset, passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"failures": dg.MetadataValue.json(failure_summary(exc))},
+            description="rows break the dataset schema")
+    return dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True,
+                               metadata={"rows": len(collected.frame)})
+
+
+def completeness_check(check_name: str, asset: str, collected: Collected,
+                       expected: list[str]) -> dg.AssetCheckResult:
+    """Every expected source answered and validated; names what is missing and why."""
+    reported = {s.key for s in collected.sources}
+    absent = [key for key in expected if key not in reported]
+    missing = {s.key: f"{s.error_code}: {redact_text(s.error or '')[:200]}"
+               for s in collected.missing}
+    missing.update({key: "not collected" for key in absent})
+    return dg.AssetCheckResult(
+        check_name=check_name, asset_key=asset, passed=not missing and bool(expected),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"missing": dg.MetadataValue.json(missing),
+                  "expected": dg.MetadataValue.json(expected)},
+        description=None if not missing else
+        f"{len(missing)} source(s) missing; their exposure is UNKNOWN, not zero")

@@ -1,0 +1,42 @@
+"""Compliance status over time: the status timeline per (limit, scope) and a summary."""
+
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from risk_monitor import workflows
+from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.risk.resources import RiskStoreResource
+from risk_monitor.defs.risk_support import OWNERS, md_table, utc_now
+from risk_monitor.domain.model import LimitResult, LimitStatus
+
+WINDOW = timedelta(hours=24)
+
+
+@dg.asset(group_name="compliance", kinds={"sql"}, owners=OWNERS)
+def compliance_status(context: dg.AssetExecutionContext, settings: SettingsResource,
+                      risk_store: RiskStoreResource, limit_status: list[LimitResult]
+                      ) -> dict[str, Any]:
+    """Overall status (COMPLIANT / WARNING / BREACH / UNKNOWN), counts per status, and time in
+    breach over the last 24 h per limit — the record a compliance reviewer reads."""
+    cfg = settings.load()
+    storage = risk_store.storage(cfg)
+    summary = workflows.record_compliance(storage, limit_status)
+    now = utc_now()
+    seconds = storage.compliance.time_in_status(now - WINDOW, now)
+    breach = pd.DataFrame(
+        [{"limit_id": limit_id, "scope": scope,
+          "breach_s": round(by[LimitStatus.BREACH], 1), "warn_s": round(by[LimitStatus.WARN], 1),
+          "unknown_s": round(by[LimitStatus.UNKNOWN], 1)}
+         for (limit_id, scope), by in sorted(seconds.items())
+         if by[LimitStatus.BREACH] or by[LimitStatus.WARN] or by[LimitStatus.UNKNOWN]],
+        columns=["limit_id", "scope", "breach_s", "warn_s", "unknown_s"])
+    record = summary.as_dict()
+    context.add_output_metadata({
+        "status": summary.status.value,
+        **{f"limits_{k}": v for k, v in record.items() if isinstance(v, int)},
+        "time_in_breach_24h": dg.MetadataValue.md(md_table(breach)),
+    })
+    return {**record, "time_in_status_24h": breach.to_dict(orient="records")}

@@ -1,0 +1,38 @@
+"""Latest quotes per venue and instrument, from the Redis cache or REST snapshots."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from risk_monitor.defs.collection_support import (
+    FRESHNESS,
+    GROUP,
+    OWNERS,
+    collection_metadata,
+    log_missing,
+    utc_now,
+)
+from risk_monitor.defs.market_data.checks import PRICE_CHECKS, price_check_results
+from risk_monitor.defs.market_data.resources import MarketDataResource
+from risk_monitor.defs.resources import SettingsResource
+
+
+@dg.asset(group_name=GROUP, kinds={"ccxt", "redis", "pandas"}, owners=OWNERS,
+          freshness_policy=FRESHNESS, check_specs=PRICE_CHECKS)
+def market_prices(context: dg.AssetExecutionContext, settings: SettingsResource,
+                  market_data: MarketDataResource) -> Iterator[Any]:
+    """Latest quote (PRICE_COLUMNS) per configured venue and instrument.
+
+    Source by configuration only: the Redis cache the stream keeps (when ``redis_url`` is set)
+    or one bulk REST ``fetch_tickers`` per venue. Stale, future or missing quotes are dropped
+    and named in the venue's ``ok=False`` status; every row kept is valid and fresh.
+    """
+    cfg = settings.load()
+    collected = market_data.snapshot(cfg).latest_prices()
+    log_missing(context, collected)
+    now = utc_now()
+    metadata = collection_metadata(collected, now=now, age_column="timestamp")
+    metadata["source"] = dg.MetadataValue.text(market_data.source_name(cfg))
+    yield dg.Output(collected, metadata=metadata)
+    yield from price_check_results(collected, cfg, market_data.expected_sources(cfg), now)

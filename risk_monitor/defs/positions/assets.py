@@ -1,0 +1,38 @@
+"""Open positions of every configured exchange account (ccxt), validated."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from risk_monitor.adapters.collection import collect_positions
+from risk_monitor.defs.collection_support import (
+    FRESHNESS,
+    GROUP,
+    OWNERS,
+    collection_metadata,
+    log_missing,
+    utc_now,
+)
+from risk_monitor.defs.positions.checks import POSITION_CHECKS, position_check_results
+from risk_monitor.defs.positions.resources import ExchangeAccountsResource
+from risk_monitor.defs.resources import SettingsResource
+
+
+@dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,
+          freshness_policy=FRESHNESS, check_specs=POSITION_CHECKS)
+def exchange_positions(context: dg.AssetExecutionContext, settings: SettingsResource,
+                       exchange_accounts: ExchangeAccountsResource) -> Iterator[Any]:
+    """Open positions (POSITION_COLUMNS) of every exchange account, one bulk call per account.
+
+    A failing account never hides the others and never reads as zero: it has no rows and an
+    ``ok=False`` source status with its error code (metadata ``sources_missing``).
+    """
+    cfg = settings.load()
+    collected = collect_positions(exchange_accounts.accounts(cfg), cfg.market_data)
+    log_missing(context, collected)
+    now = utc_now()
+    yield dg.Output(collected, metadata=collection_metadata(collected, now=now,
+                                                            age_column="received_at"))
+    yield from position_check_results(collected, cfg, exchange_accounts.expected_sources(cfg),
+                                      now)

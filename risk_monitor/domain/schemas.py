@@ -1,0 +1,341 @@
+"""pandera schemas of the collected datasets (POSITION_COLUMNS, BALANCE_COLUMNS, PRICE_COLUMNS).
+
+The schemas are the gate between the outside world and risk: a source whose rows break them is
+reported missing (fail closed) rather than passed on half-right. Structural rules (types,
+ranges, keys, uniqueness, internal consistency) are fixed; time rules are functions of ``now``
+and the freshness budget, never of a clock read at import, so the same data validates the same
+way in a test, a Dagster run and a replay.
+
+Dtypes: numbers float64, ids ``str`` (object), timestamps ``datetime64[ns, UTC]``. Build frames
+with :func:`positions_frame` / :func:`balances_frame` / :func:`prices_frame` so the dtypes are
+right even when a source has no rows.
+
+Freshness: prices are judged on ``timestamp`` (the exchange's event time: a quote is only as
+fresh as the trade or book update behind it). Positions and balances are judged on
+``received_at``: venues stamp them with the time the position or wallet last *changed*, which
+for a position held for a week is a week ago while its marks and P&L are current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaError, SchemaErrors
+
+from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, PRICE_COLUMNS
+from risk_monitor.platform.errors import DataValidationError, StaleDataError
+
+UTC_TIMESTAMP = pd.DatetimeTZDtype("ns", "UTC")
+#: relative tolerance of the arithmetic identities (total = free + used, quantity = contracts x size)
+REL_TOLERANCE = 1e-9
+ABS_TOLERANCE = 1e-12
+
+#: names of the time-based checks; a failure of these alone is a StaleDataError
+TIME_CHECKS = frozenset({"timestamp_not_in_future", "received_at_not_in_future",
+                         "timestamp_is_fresh", "received_at_is_fresh"})
+
+_STRING_COLUMNS = {
+    "venue", "account", "instrument", "base", "quote", "settle", "position_side",
+    "margin_mode", "source_type", "asset",
+}
+_TIME_COLUMNS = {"timestamp", "received_at"}
+
+
+def _finite(series: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(series.to_numpy(dtype="float64")), index=series.index)
+
+
+def _close(a: pd.Series, b: pd.Series) -> pd.Series:
+    scale = np.maximum(np.abs(a), np.abs(b)).clip(lower=1.0)
+    return (a - b).abs() <= REL_TOLERANCE * scale + ABS_TOLERANCE
+
+
+def _id(pattern: str = r"^[a-z0-9][a-z0-9_.-]{0,63}$") -> pa.Column:
+    return pa.Column(str, pa.Check.str_matches(pattern), nullable=False)
+
+
+def _code() -> pa.Column:
+    return pa.Column(str, pa.Check.str_matches(r"^[A-Z0-9][A-Z0-9._-]*$"), nullable=False)
+
+
+def _number(*checks: pa.Check, nullable: bool = False) -> pa.Column:
+    return pa.Column("float64", [pa.Check(_finite, name="is_finite"), *checks],
+                     nullable=nullable, coerce=True)
+
+
+def _time() -> pa.Column:
+    return pa.Column(UTC_TIMESTAMP, nullable=False)
+
+
+def _time_checks(now: datetime | None, max_age_s: float | None, max_future_skew_s: float,
+                 fresh_column: str) -> list[pa.Check]:
+    if now is None:
+        return []
+    current = pd.Timestamp(now)
+    if current.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    horizon = current + timedelta(seconds=max_future_skew_s)
+    checks = [
+        pa.Check(lambda df: df["timestamp"] <= horizon, name="timestamp_not_in_future"),
+        pa.Check(lambda df: df["received_at"] <= horizon, name="received_at_not_in_future"),
+    ]
+    if max_age_s is not None:
+        oldest = current - timedelta(seconds=max_age_s)
+        checks.append(pa.Check(lambda df: df[fresh_column] >= oldest,
+                               name=f"{fresh_column}_is_fresh"))
+    return checks
+
+
+# --- positions -----------------------------------------------------------------------------------
+def _side_matches_sign(df: pd.DataFrame) -> pd.Series:
+    long_ok = (df["position_side"] != "long") | (df["quantity"] >= 0)
+    short_ok = (df["position_side"] != "short") | (df["quantity"] <= 0)
+    return long_ok & short_ok
+
+
+def _quantity_matches_contracts(df: pd.DataFrame) -> pd.Series:
+    return _close(df["quantity"].abs(), df["contracts"] * df["contract_size"])
+
+
+def _notional_matches_mark(df: pd.DataFrame) -> pd.Series:
+    return _close(df["notional"], df["quantity"].abs() * df["mark_price"])
+
+
+def position_schema(*, now: datetime | None = None, max_age_s: float | None = None,
+                    max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
+    """Schema of POSITION_COLUMNS; with ``now`` it also rejects future and stale rows."""
+    return pa.DataFrameSchema(
+        {
+            "venue": _id(),
+            "account": _id(),
+            "instrument": pa.Column(str, pa.Check.str_matches(r"^\S+/\S+$"), nullable=False),
+            "base": _code(),
+            "quote": _code(),
+            "settle": _code(),
+            "position_side": pa.Column(str, pa.Check.isin(["long", "short"]), nullable=False),
+            "contracts": _number(pa.Check.ge(0)),
+            "contract_size": _number(pa.Check.gt(0)),
+            "quantity": _number(),
+            "entry_price": _number(pa.Check.gt(0)),
+            "mark_price": _number(pa.Check.gt(0)),
+            "notional": _number(pa.Check.ge(0)),
+            "unrealized_pnl": _number(),
+            "realized_pnl": _number(nullable=True),
+            "leverage": _number(pa.Check.gt(0), nullable=True),
+            "liquidation_price": _number(pa.Check.ge(0), nullable=True),
+            "margin_mode": pa.Column(str, pa.Check.isin(["cross", "isolated", ""]),
+                                     nullable=False),
+            "timestamp": _time(),
+            "received_at": _time(),
+        },
+        checks=[
+            pa.Check(_side_matches_sign, name="side_matches_quantity_sign"),
+            pa.Check(_quantity_matches_contracts, name="quantity_matches_contracts"),
+            pa.Check(_notional_matches_mark, name="notional_matches_mark"),
+            *_time_checks(now, max_age_s, max_future_skew_s, "received_at"),
+        ],
+        unique=["venue", "account", "instrument", "position_side"],
+        strict=True,
+        ordered=False,
+        name="positions",
+    )
+
+
+# --- balances ------------------------------------------------------------------------------------
+def _total_is_free_plus_used(df: pd.DataFrame) -> pd.Series:
+    return _close(df["total"], df["free"] + df["used"])
+
+
+def balance_schema(*, now: datetime | None = None, max_age_s: float | None = None,
+                   max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
+    """Schema of BALANCE_COLUMNS; with ``now`` it also rejects future and stale rows."""
+    return pa.DataFrameSchema(
+        {
+            "source_type": pa.Column(str, pa.Check.isin(["exchange", "custodian"]),
+                                     nullable=False),
+            "venue": _id(),
+            "account": pa.Column(str, pa.Check.str_length(1, 128), nullable=False),
+            "asset": _code(),
+            "free": _number(pa.Check.ge(0)),
+            "used": _number(pa.Check.ge(0)),
+            "total": _number(pa.Check.ge(0)),
+            "timestamp": _time(),
+            "received_at": _time(),
+        },
+        checks=[
+            pa.Check(_total_is_free_plus_used, name="total_is_free_plus_used"),
+            *_time_checks(now, max_age_s, max_future_skew_s, "received_at"),
+        ],
+        unique=["source_type", "venue", "account", "asset"],
+        strict=True,
+        name="balances",
+    )
+
+
+# --- prices --------------------------------------------------------------------------------------
+def _bid_not_above_ask(df: pd.DataFrame) -> pd.Series:
+    both = df["bid"].notna() & df["ask"].notna()
+    return ~both | (df["bid"] <= df["ask"])
+
+
+def price_schema(*, now: datetime | None = None, max_age_s: float | None = None,
+                 max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
+    """Schema of PRICE_COLUMNS; with ``now`` it also rejects future and stale quotes."""
+    return pa.DataFrameSchema(
+        {
+            "venue": _id(),
+            "instrument": pa.Column(str, pa.Check.str_matches(r"^\S+/\S+$"), nullable=False),
+            "base": _code(),
+            "quote": _code(),
+            "bid": _number(pa.Check.gt(0), nullable=True),
+            "ask": _number(pa.Check.gt(0), nullable=True),
+            "last": _number(pa.Check.gt(0)),
+            "mark": _number(pa.Check.gt(0)),
+            "timestamp": _time(),
+            "received_at": _time(),
+        },
+        checks=[
+            pa.Check(_bid_not_above_ask, name="bid_not_above_ask"),
+            *_time_checks(now, max_age_s, max_future_skew_s, "timestamp"),
+        ],
+        unique=["venue", "instrument"],
+        strict=True,
+        name="prices",
+    )
+
+
+# --- typed frames --------------------------------------------------------------------------------
+def typed_frame(records: Iterable[Mapping[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """A frame with exactly ``columns`` and the dataset dtypes, even with no rows."""
+    rows = list(records)
+    data: dict[str, pd.Series] = {}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        if column in _TIME_COLUMNS:
+            data[column] = pd.Series(pd.to_datetime(pd.Series(values, dtype="object"), utc=True),
+                                     dtype=UTC_TIMESTAMP)
+        elif column in _STRING_COLUMNS:
+            data[column] = pd.Series(values, dtype="object")
+        else:
+            data[column] = pd.Series(
+                [np.nan if v is None else v for v in values], dtype="float64")
+    return pd.DataFrame(data, columns=list(columns))
+
+
+def positions_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    return typed_frame(records, POSITION_COLUMNS)
+
+
+def balances_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    return typed_frame(records, BALANCE_COLUMNS)
+
+
+def prices_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    return typed_frame(records, PRICE_COLUMNS)
+
+
+def concat_frames(frames: Iterable[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    """Concatenate per-source frames keeping the dataset dtypes (empty inputs are skipped)."""
+    parts = [f for f in frames if len(f)]
+    if not parts:
+        return typed_frame([], columns)
+    return pd.concat(parts, ignore_index=True)[list(columns)]
+
+
+# --- validation ----------------------------------------------------------------------------------
+def failure_summary(exc: SchemaErrors | SchemaError, limit: int = 5) -> list[dict[str, Any]]:
+    """One entry per failed check: its name, the columns involved, how many rows, one example."""
+    cases = exc.failure_cases
+    if not isinstance(cases, pd.DataFrame) or len(cases) == 0:
+        return [{"check": str(exc), "columns": [], "rows": 0, "example": None}]
+    out: list[dict[str, Any]] = []
+    for check, group in cases.groupby("check", sort=False):
+        column_level = group["schema_context"] == "Column"
+        columns = sorted({str(c) for c in group.loc[column_level, "column"].dropna()})
+        rows = group["index"].dropna().nunique()
+        sample = group.loc[column_level, "failure_case"] if column_level.any() else \
+            group["index"]
+        example = sample.iloc[0] if len(sample) else None
+        out.append({"check": str(check), "columns": columns, "rows": int(rows),
+                    "example": None if example is None or pd.isna(example) else str(example)})
+        if len(out) >= limit:
+            break
+    return out
+
+
+def failed_checks(exc: SchemaErrors | SchemaError) -> set[str]:
+    cases = exc.failure_cases
+    if not isinstance(cases, pd.DataFrame) or len(cases) == 0:
+        return {"unknown"}
+    return {str(c) for c in cases["check"].unique()}
+
+
+def _describe(case: Mapping[str, Any]) -> str:
+    where = ",".join(case["columns"]) or "rows"
+    example = f" e.g. {case['example']}" if case["example"] is not None else ""
+    return f"{case['check']} on {where} ({case['rows']} row(s){example})"
+
+
+def validate_frame(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str
+                   ) -> pd.DataFrame:
+    """Validate lazily (every failure at once); raise StaleDataError when only time rules failed,
+    DataValidationError otherwise, with the first failure cases in the details."""
+    try:
+        return schema.validate(frame, lazy=True)
+    except (SchemaErrors, SchemaError) as exc:
+        checks = failed_checks(exc)
+        summary = failure_summary(exc)
+        described = "; ".join(_describe(c) for c in summary)
+        error_cls = StaleDataError if checks <= TIME_CHECKS else DataValidationError
+        raise error_cls(
+            f"{schema.name} from {source} failed validation: {described}",
+            source=source,
+            details={"failed_checks": sorted(checks), "failures": summary},
+        ) from None
+
+
+# --- price sanity (a check, not the schema: it needs a reference) ---------------------------------
+def price_outliers(frame: pd.DataFrame, max_deviation: float = 0.25,
+                   reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Quotes that jump absurdly against a reference; empty when all look sane.
+
+    References, in order: the quote's own fields (``mark`` and ``bid``/``ask`` against
+    ``last``), the same pair on other venues (median of three or more; with two venues a gap
+    flags both, since neither can be trusted over the other), and ``reference`` (e.g. the
+    previous snapshot: columns venue, instrument, last). Returns the offending rows with a
+    ``reason`` column.
+    """
+    if not len(frame):
+        return frame.assign(reason=pd.Series(dtype="object"))
+    reasons = pd.Series("", index=frame.index, dtype="object")
+
+    def flag(mask: pd.Series, why: str) -> None:
+        mask = mask.fillna(False).astype(bool)
+        reasons.loc[mask] = reasons.loc[mask].where(reasons.loc[mask] == "",
+                                                    reasons.loc[mask] + "; ") + why
+
+    def off(a: pd.Series, b: pd.Series) -> pd.Series:
+        return (a / b - 1).abs() > max_deviation
+
+    flag(off(frame["mark"], frame["last"]), "mark far from last")
+    flag(off(frame["bid"], frame["last"]), "bid far from last")
+    flag(off(frame["ask"], frame["last"]), "ask far from last")
+    pair = frame["base"] + "/" + frame["quote"]
+    venues = frame.groupby(pair)["venue"].transform("nunique")
+    median = frame.groupby(pair)["last"].transform("median")
+    flag((venues >= 3) & off(frame["last"], median), "far from other venues' median")
+    low = frame.groupby(pair)["last"].transform("min")
+    high = frame.groupby(pair)["last"].transform("max")
+    flag((venues == 2) & (high / low - 1 > max_deviation), "two venues disagree")
+    if reference is not None and len(reference):
+        ref = reference.set_index(["venue", "instrument"])["last"]
+        keys = pd.MultiIndex.from_frame(frame[["venue", "instrument"]])
+        previous = pd.Series(ref.reindex(keys).to_numpy(), index=frame.index)
+        flag(previous.notna() & off(frame["last"], previous), "jump against the reference")
+    out = frame.assign(reason=reasons)
+    return out[out["reason"] != ""]

@@ -1,0 +1,254 @@
+"""Use cases shared by the Dagster assets and the long-running service (the service layer).
+
+Each function is one step of the risk cycle written once: build the snapshot an evaluation
+reads, persist what an evaluation found, raise alerts under the store's lock, record the
+compliance timeline. The Dagster assets call them with a run context, the service's hot path
+with its own, so both data paths write the same truth in the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from risk_monitor import __version__
+from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
+from risk_monitor.domain.aggregation import RiskState
+from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts
+from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
+from risk_monitor.domain.engine import RiskSnapshot
+from risk_monitor.domain.limits import LimitConfig
+from risk_monitor.domain.model import Collected, LimitResult, Notification
+from risk_monitor.domain.pnl import utc_day_start
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.settings import Settings
+
+log = get_logger(__name__)
+
+PORTFOLIO_SCOPE = "portfolio"
+
+
+def merge_collected(*parts: Collected) -> Collected:
+    """One dataset from several sources (exchange + custodian balances), coverage kept."""
+    frames = [p.frame for p in parts if len(p.frame)]
+    frame = pd.concat(frames, ignore_index=True) if frames else parts[0].frame.iloc[0:0]
+    return Collected(frame=frame, sources=tuple(s for p in parts for s in p.sources))
+
+
+def build_snapshot(*, positions: Collected, balances: Collected, prices: Collected,
+                   now: datetime, settings: Settings, storage: Storage) -> RiskSnapshot:
+    """The inputs of one evaluation, with start-of-day and peak equity from the store."""
+    start = storage.equity.start_of_day(PORTFOLIO_SCOPE, utc_day_start(now).date())
+    peak = storage.equity.peak(PORTFOLIO_SCOPE)
+    expected = tuple(dict.fromkeys([v.id for v in settings.venues]
+                                   + [c.id for c in settings.custodians]))
+    return RiskSnapshot(
+        positions=positions,
+        balances=balances,
+        prices=prices,
+        now=now,
+        start_of_day_equity=start.equity if start else None,
+        peak_equity=peak.equity if peak else None,
+        max_age_s=settings.market_data.max_age_s,
+        max_future_skew_s=settings.market_data.max_future_skew_s,
+        expected_venues=expected,
+    )
+
+
+def record_equity(storage: Storage, state: RiskState, at: datetime) -> None:
+    """Remember portfolio equity (start of day, peak, drawdown need its history)."""
+    equity = state.portfolio.equity_usd
+    if state.portfolio.known and math.isfinite(equity):
+        storage.equity.record([EquityPoint(scope=PORTFOLIO_SCOPE, at=at, equity=equity)])
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def evaluation_metrics(state: RiskState, exposures: pd.DataFrame) -> list[MetricValue]:
+    """What the service's ``/metrics`` and risk API read about the latest evaluation."""
+    p = state.portfolio
+    metrics = [
+        MetricValue("portfolio_equity_usd", _finite(p.equity_usd)),
+        MetricValue("portfolio_daily_pnl_usd", _finite(p.daily_pnl_usd)),
+        MetricValue("portfolio_drawdown_pct", _finite(p.drawdown_pct)),
+    ]
+    portfolio = exposures[exposures["level"] == "portfolio"]
+    if len(portfolio):
+        top = portfolio.iloc[0]
+        metrics += [
+            MetricValue("portfolio_gross_usd", _finite(top["gross_usd"])),
+            MetricValue("portfolio_net_usd", _finite(top["net_usd"])),
+            MetricValue("portfolio_leverage", _finite(top["leverage"])),
+        ]
+    for ex in exposures[exposures["level"].isin(["asset", "venue"])].itertuples(index=False):
+        key = str(ex.asset if ex.level == "asset" else ex.venue)
+        labels = {"level": str(ex.level), "key": key}
+        metrics += [
+            MetricValue("exposure_gross_usd", _finite(ex.gross_usd), labels),
+            MetricValue("exposure_net_usd", _finite(ex.net_usd), labels),
+        ]
+        if ex.level == "venue":
+            metrics.append(MetricValue("venue_equity_usd", _finite(ex.equity_usd),
+                                       {"venue": key}))
+    for eq in state.equity.itertuples(index=False):
+        metrics.append(MetricValue(
+            "account_unrealized_pnl_usd", _finite(eq.unrealized_pnl_usd),
+            {"source_type": str(eq.source_type), "venue": str(eq.venue),
+             "account": str(eq.account)}))
+    return metrics
+
+
+def persist_evaluation(storage: Storage, *, state: RiskState, exposures: pd.DataFrame,
+                       results: Sequence[LimitResult], as_of: datetime) -> None:
+    """Latest limit results, metrics and source coverage, for the service and Prometheus."""
+    storage.risk_state.upsert_limit_results(results, prune_before=as_of)
+    storage.risk_state.replace_metrics(evaluation_metrics(state, exposures), as_of)
+    storage.risk_state.record_sources(state.sources)
+    record_equity(storage, state, as_of)
+
+
+def alert_policy(settings: Settings) -> AlertPolicy:
+    a = settings.alerts
+    return AlertPolicy(group_wait_s=a.group_wait_s, repeat_interval_s=a.repeat_interval_s,
+                       send_resolved=a.send_resolved, resolve_missing=True)
+
+
+@dataclass(frozen=True)
+class RaisedAlerts:
+    plan: AlertPlan
+    enqueued: int
+
+
+def raise_alerts(storage: Storage, results: Sequence[LimitResult], *, now: datetime,
+                 policy: AlertPolicy, context: Mapping[str, Any]) -> RaisedAlerts:
+    """Plan transitions under the store's lock and enqueue notifications atomically.
+
+    The lock makes the Dagster run and the service's hot path agree: whichever evaluates a
+    series first notifies, the other sees the new state and stays quiet. Every notification is
+    written to the audit log with the data behind it (run, input data versions, limit
+    configuration version, code version).
+    """
+    fingerprints = [r.fingerprint for r in results]
+    if policy.resolve_missing:
+        # series of limits no longer evaluated (removed, scope vanished) resolve too
+        known = set(fingerprints)
+        fingerprints += [s.fingerprint for s in storage.alerts.all_states()
+                         if s.fingerprint not in known]
+    with storage.alerts.locked(fingerprints) as tx:
+        plan = plan_alerts(tx.states, results, now, policy, context=context)
+        applied = tx.apply(plan.states, plan.notifications)
+    for note in plan.notifications:
+        audit_notification(storage, note, context)
+    return RaisedAlerts(plan=plan, enqueued=applied.enqueued)
+
+
+def audit_notification(storage: Storage, note: Notification, context: Mapping[str, Any]) -> None:
+    storage.audit.record(
+        f"alert.{note.kind.value}",
+        note.detected_at,
+        note.correlation_id,
+        {
+            "idempotency_key": note.idempotency_key,
+            "fingerprint": note.fingerprint,
+            "limit_id": note.limit_id,
+            "limit_kind": note.limit_kind,
+            "scope": note.scope,
+            "status": note.status.value,
+            "value": note.value,
+            "breach_level": note.breach_level,
+            "utilisation": note.utilisation,
+            "config_version": note.config_version,
+            "source_event_time": note.source_event_time.isoformat()
+            if note.source_event_time else None,
+            "code_version": __version__,
+            **dict(context),
+        },
+        run_id=str(context["run_id"]) if context.get("run_id") else None,
+    )
+
+
+def record_compliance(storage: Storage, results: Sequence[LimitResult]) -> ComplianceSummary:
+    """Extend the status timeline and summarise the desk's compliance now."""
+    storage.compliance.record(results)
+    return compliance_summary(results)
+
+
+def notification_frame(notifications: Sequence[Notification]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"kind": n.kind.value, "status": n.status.value, "severity": n.severity.value,
+          "limit_id": n.limit_id, "scope": n.scope, "value": n.value,
+          "utilisation_pct": None if n.utilisation is None else n.utilisation * 100,
+          "correlation_id": n.correlation_id, "idempotency_key": n.idempotency_key}
+         for n in notifications],
+        columns=["kind", "status", "severity", "limit_id", "scope", "value", "utilisation_pct",
+                 "correlation_id", "idempotency_key"],
+    )
+
+
+def load_limits(settings: Settings, storage: Storage) -> tuple[LimitConfig, str, Mapping[str, Any]]:
+    """The limit configuration in force: the configuration service when enabled (keeping the
+    last good version when the service is down or sends an invalid one), else the file."""
+    from risk_monitor.adapters.config_service import (
+        ConfigServiceLocator,
+        HttpConfigSource,
+        load_limits_file,
+        validate_document,
+    )
+    from risk_monitor.platform.errors import RiskMonitorError
+
+    component = settings.config_service.component
+    if settings.config_service.enabled:
+        try:
+            _version, document = HttpConfigSource(
+                ConfigServiceLocator(settings.config_service, _discovery(settings)),
+                timeout_s=settings.resilience.timeout_s,
+            ).fetch(component)
+            parts = validate_document(document)
+            config: LimitConfig = parts["limits"]
+            storage.config_versions.record(config.version, document["limits"], source="service",
+                                           applied_at=_now())
+            return config, "service", document["limits"]
+        except RiskMonitorError as exc:
+            log.warning("config_service_unusable_keeping_last_good", error_code=exc.code,
+                        error=str(exc))
+            for known in storage.config_versions.history(limit=20):
+                if known.source == "service":
+                    parts = validate_document({"limits": known.document})
+                    return parts["limits"], "service-last-good", known.document
+            log.warning("no_service_configuration_known_using_file")
+    doc = load_limits_file(settings.effective_limits_file, component)
+    parts = validate_document(doc.document)
+    config = parts["limits"]
+    storage.config_versions.record(config.version, doc.document["limits"], source="file",
+                                   applied_at=_now())
+    return config, "file", doc.document["limits"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _discovery(settings: Settings) -> Any:
+    if not settings.redis_url or settings.config_service.url:
+        return None
+    import redis
+
+    from risk_monitor.adapters.redis_registry import DiscoveryClient
+
+    return DiscoveryClient(redis.Redis.from_url(settings.redis_url),
+                           prefix=settings.service.registry_prefix)
+
+
+def summary_of(results: Sequence[LimitResult]) -> ComplianceSummary:
+    return compliance_summary(results)
