@@ -103,6 +103,83 @@ def serve(ctx: click.Context) -> None:
         _fail(exc)
 
 
+@cli.group("audit")
+def audit() -> None:
+    """Follow alerts back to their data, limit configuration and code (compliance review)."""
+
+
+def _storage(ctx: click.Context) -> Any:
+    from risk_monitor.adapters.sql import Storage
+
+    settings = _settings(ctx)
+    try:
+        return Storage.open(settings.effective_database_url)
+    except RiskMonitorError as exc:
+        _fail(exc)
+
+
+@audit.command("trace")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def audit_trace(ctx: click.Context, key: str, as_json: bool) -> None:
+    """Trace KEY: a correlation id, idempotency key, alert fingerprint or Dagster run id."""
+    from risk_monitor.audit_trace import as_dict, trace
+
+    episodes = trace(_storage(ctx), key)
+    if not episodes:
+        click.echo(f"no alert found for {key!r}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps([as_dict(e) for e in episodes], indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for episode in episodes:
+        console.rule(f"[bold]{episode.limit_id}[/] · {episode.scope} · {episode.correlation_id}")
+        table = Table("seq", "kind", "status", "delivery", "detected", "notified",
+                      "event→detect s", "detect→notify s", "ref")
+        for n in episode.notifications:
+            table.add_row(str(n.sequence), n.kind, n.alert_status, n.delivery,
+                          n.detected_at.isoformat(timespec="seconds"),
+                          n.notified_at.isoformat(timespec="seconds") if n.notified_at else "",
+                          _fmt_s(n.detect_latency_s), _fmt_s(n.notify_latency_s),
+                          n.delivery_ref or (n.last_error or "")[:40])
+        console.print(table)
+        for d in episode.detections:
+            origin = (f"Dagster run {d['run_id']} ({d.get('job_name') or '?'}) "
+                      f"{d.get('dagster_run_url') or ''}" if d.get("run_id")
+                      else f"service instance {d.get('instance_id')}")
+            console.print(f"[bold]{d['event']}[/] {d['status']} at {d['at']} by {origin}")
+            for asset, version in (d.get("input_data_versions") or {}).items():
+                console.print(f"    input {asset}: data version {version.get('data_version')} "
+                              f"(run {version.get('run_id')})")
+            console.print(f"    limit configuration {d.get('config_version')}, "
+                          f"code {d.get('code_version')}")
+        for version, known in episode.config_versions.items():
+            state = (f"source {known['source']}, applied {known['applied_at']}, document stored"
+                     if known else "NOT FOUND in limit_config_versions")
+            console.print(f"limit configuration {version}: {state}")
+
+
+def _fmt_s(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+@audit.command("recent")
+@click.option("--limit", default=20, show_default=True)
+@click.pass_context
+def audit_recent(ctx: click.Context, limit: int) -> None:
+    """The latest alert notifications with their correlation ids (start a trace from here)."""
+    storage = _storage(ctx)
+    for row, note in storage.outbox.recent(limit):
+        click.echo(f"{row.detected_at.isoformat(timespec='seconds')}  {row.alert_status:<7} "
+                   f"{row.kind:<11} {note.limit_id} {note.scope}  {row.status:<7} "
+                   f"{row.correlation_id}")
+
+
 @cli.command("dev", context_settings={"ignore_unknown_options": True})
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(dagster_args: tuple[str, ...]) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from risk_monitor import __version__
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
+from risk_monitor.adapters.sql import risk_state as rs
 from risk_monitor.domain.aggregation import RiskState
 from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts
 from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
@@ -76,36 +77,43 @@ def _finite(value: Any) -> float | None:
 
 
 def evaluation_metrics(state: RiskState, exposures: pd.DataFrame) -> list[MetricValue]:
-    """What the service's ``/metrics`` and risk API read about the latest evaluation."""
+    """What the service's ``/metrics``, risk API and dashboard read about an evaluation.
+
+    Unknown figures stay None, never 0: a failed venue's positions are absent from the P&L
+    frame, so a plain sum would look complete (fail closed).
+    """
     p = state.portfolio
+    unrealized: float | None = None
+    if not any(problem.affects_positions for problem in state.problems):
+        pnl = state.pnl
+        unrealized = _finite(pnl["unrealized_pnl_usd"].sum()) if len(pnl) else 0.0
+        if len(pnl) and not bool(pnl["ok"].all()):
+            unrealized = None
     metrics = [
-        MetricValue("portfolio_equity_usd", _finite(p.equity_usd)),
-        MetricValue("portfolio_daily_pnl_usd", _finite(p.daily_pnl_usd)),
-        MetricValue("portfolio_drawdown_pct", _finite(p.drawdown_pct)),
+        MetricValue(rs.EQUITY_METRIC, _finite(p.equity_usd)),
+        MetricValue(rs.DAILY_PNL_METRIC, _finite(p.daily_pnl_usd)),
+        MetricValue(rs.DRAWDOWN_METRIC, _finite(p.drawdown_pct)),
+        MetricValue(rs.UNREALIZED_PNL_METRIC, unrealized),
     ]
     portfolio = exposures[exposures["level"] == "portfolio"]
     if len(portfolio):
         top = portfolio.iloc[0]
         metrics += [
-            MetricValue("portfolio_gross_usd", _finite(top["gross_usd"])),
-            MetricValue("portfolio_net_usd", _finite(top["net_usd"])),
-            MetricValue("portfolio_leverage", _finite(top["leverage"])),
+            MetricValue(rs.GROSS_METRIC, _finite(top["gross_usd"])),
+            MetricValue(rs.NET_METRIC, _finite(top["net_usd"])),
+            MetricValue(rs.LEVERAGE_METRIC, _finite(top["leverage"])),
         ]
-    for ex in exposures[exposures["level"].isin(["asset", "venue"])].itertuples(index=False):
-        key = str(ex.asset if ex.level == "asset" else ex.venue)
-        labels = {"level": str(ex.level), "key": key}
-        metrics += [
-            MetricValue("exposure_gross_usd", _finite(ex.gross_usd), labels),
-            MetricValue("exposure_net_usd", _finite(ex.net_usd), labels),
-        ]
-        if ex.level == "venue":
-            metrics.append(MetricValue("venue_equity_usd", _finite(ex.equity_usd),
-                                       {"venue": key}))
-    for eq in state.equity.itertuples(index=False):
-        metrics.append(MetricValue(
-            "account_unrealized_pnl_usd", _finite(eq.unrealized_pnl_usd),
-            {"source_type": str(eq.source_type), "venue": str(eq.venue),
-             "account": str(eq.account)}))
+    for level in ("venue", "asset"):
+        for ex in exposures[exposures["level"] == level].itertuples(index=False):
+            key = str(getattr(ex, level))
+            labels = {"level": level, level: key}
+            metrics += [
+                MetricValue(rs.EXPOSURE_GROSS_METRIC, _finite(ex.gross_usd), labels),
+                MetricValue(rs.EXPOSURE_NET_METRIC, _finite(ex.net_usd), labels),
+            ]
+            if level == "venue":
+                metrics.append(MetricValue(rs.VENUE_EQUITY_METRIC, _finite(ex.equity_usd),
+                                           {"venue": key}))
     return metrics
 
 
@@ -113,7 +121,8 @@ def persist_evaluation(storage: Storage, *, state: RiskState, exposures: pd.Data
                        results: Sequence[LimitResult], as_of: datetime) -> None:
     """Latest limit results, metrics and source coverage, for the service and Prometheus."""
     storage.risk_state.upsert_limit_results(results, prune_before=as_of)
-    storage.risk_state.replace_metrics(evaluation_metrics(state, exposures), as_of)
+    storage.risk_state.replace_metrics(evaluation_metrics(state, exposures), as_of,
+                                       names=rs.EVALUATION_METRIC_NAMES)
     storage.risk_state.record_sources(state.sources)
     record_equity(storage, state, as_of)
 

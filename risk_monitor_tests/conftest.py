@@ -17,6 +17,7 @@ pytest_plugins = [
     "risk_monitor_tests.fixtures.storage",
     "risk_monitor_tests.fixtures.service",
     "risk_monitor_tests.fixtures.sims",
+    "risk_monitor_tests.fixtures.dashboard",
 ]
 
 

@@ -7,6 +7,8 @@
 - ``GET /metrics``: Prometheus text format from the default registry (which also holds the
   database collector when the storage layer provides one).
 - ``GET /v1/risk/status``: the same summary as gRPC ``GetRiskStatus``, as JSON.
+- ``GET /`` and ``/dashboard``: the risk dashboard page, fed by ``/v1/dashboard/*``
+  (``service/dashboard.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from risk_monitor import __version__
+from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.health import Readiness
 from risk_monitor.service.state import RiskStateProvider
 
@@ -74,6 +77,7 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/v1/risk/status", risk_status),
+        *dashboard_routes(Dashboard.for_provider(provider, config_status=config_status)),
     ])
 
 

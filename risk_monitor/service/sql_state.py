@@ -23,7 +23,13 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.engine import read_only
-from risk_monitor.adapters.sql.risk_state import RiskStateStore, StoredSource
+from risk_monitor.adapters.sql.risk_state import (
+    EQUITY_METRIC,
+    GROSS_METRIC,
+    NET_METRIC,
+    RiskStateStore,
+    StoredSource,
+)
 from risk_monitor.adapters.sql.schema import outbox
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult
@@ -43,9 +49,6 @@ DATABASE = "database"
 SOURCE = "service_state"
 
 #: unlabelled metrics in ``risk_metrics_latest`` the summary reads (writers publish these names)
-EQUITY_METRIC = "portfolio_equity_usd"
-GROSS_METRIC = "portfolio_gross_usd"
-NET_METRIC = "portfolio_net_usd"
 
 
 class SqlRiskState:

@@ -57,6 +57,28 @@ class MetricValue:
                           separators=(",", ":"))
 
 
+# -- the figures an evaluation stores in ``risk_metrics_latest`` (writers' and readers' contract) -
+#: unlabelled portfolio figures
+EQUITY_METRIC = "portfolio_equity_usd"
+GROSS_METRIC = "portfolio_gross_usd"
+NET_METRIC = "portfolio_net_usd"
+DAILY_PNL_METRIC = "portfolio_daily_pnl_usd"
+UNREALIZED_PNL_METRIC = "portfolio_unrealized_pnl_usd"
+DRAWDOWN_METRIC = "portfolio_drawdown_pct"
+LEVERAGE_METRIC = "portfolio_leverage"
+#: per level: labels ``{level="venue", venue=...}`` or ``{level="asset", asset=...}``
+EXPOSURE_GROSS_METRIC = "exposure_gross_usd"
+EXPOSURE_NET_METRIC = "exposure_net_usd"
+#: labels ``{venue=...}``: balances + unrealized P&L at the venue (counterparty exposure)
+VENUE_EQUITY_METRIC = "venue_equity_usd"
+#: every name an evaluation writes (pass as ``names`` to :meth:`RiskStateStore.replace_metrics`)
+EVALUATION_METRIC_NAMES: tuple[str, ...] = (
+    EQUITY_METRIC, GROSS_METRIC, NET_METRIC, DAILY_PNL_METRIC, UNREALIZED_PNL_METRIC,
+    DRAWDOWN_METRIC, LEVERAGE_METRIC, EXPOSURE_GROSS_METRIC, EXPOSURE_NET_METRIC,
+    VENUE_EQUITY_METRIC,
+)
+
+
 @dataclass(frozen=True)
 class StoredMetric:
     name: str

@@ -26,7 +26,7 @@ from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
 from risk_monitor.adapters.sql.alert_store import enqueue
 from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
 from risk_monitor.adapters.sql.engine import write_tx
-from risk_monitor.adapters.sql.risk_state import MetricValue
+from risk_monitor.adapters.sql.risk_state import EQUITY_METRIC, MetricValue
 from risk_monitor.domain.model import (
     AlertSeverity,
     LimitResult,
@@ -38,7 +38,7 @@ from risk_monitor.domain.model import (
 )
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
-from risk_monitor.service.sql_state import EQUITY_METRIC, SqlRiskState
+from risk_monitor.service.sql_state import SqlRiskState
 from risk_monitor.service.state import InMemoryRiskState
 from risk_monitor_tests.fixtures.service import (
     ServiceThread,

@@ -1,0 +1,138 @@
+"""Follow an alert back to the data, limit configuration and code that produced it.
+
+A compliance reviewer starts from anything an alert shows (its correlation id, the idempotency
+key in the Slack message metadata, the fingerprint, or the Dagster run id) and gets the whole
+chain: every notification of the episode with its delivery, the run (or service instance) that
+detected it, the data versions of its inputs, the exact limit configuration document, and the
+code version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from risk_monitor.adapters.sql import AuditRecord, OutboxRow, Storage
+from risk_monitor.adapters.sql.schema import outbox
+
+
+@dataclass(frozen=True)
+class NotificationTrace:
+    idempotency_key: str
+    sequence: int
+    kind: str
+    alert_status: str
+    severity: str
+    delivery: str  # pending | sending | sent | failed
+    attempts: int
+    delivery_ref: str | None
+    last_error: str | None
+    source_event_time: datetime | None
+    detected_at: datetime
+    notified_at: datetime | None
+
+    @property
+    def detect_latency_s(self) -> float | None:
+        if self.source_event_time is None:
+            return None
+        return (self.detected_at - self.source_event_time).total_seconds()
+
+    @property
+    def notify_latency_s(self) -> float | None:
+        if self.notified_at is None:
+            return None
+        return (self.notified_at - self.detected_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class EpisodeTrace:
+    correlation_id: str
+    fingerprint: str
+    limit_id: str
+    scope: str
+    notifications: list[NotificationTrace]
+    detections: list[dict[str, Any]]  # audit records: run / instance, inputs, versions
+    config_versions: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+def _episode_keys(storage: Storage, key: str) -> list[tuple[str, str]]:
+    """(correlation_id, fingerprint) pairs the key names, oldest first."""
+    c = outbox.c
+    query = sa.select(c.correlation_id, c.fingerprint, sa.func.min(c.id).label("first")).where(
+        sa.or_(c.correlation_id == key, c.idempotency_key == key, c.fingerprint == key)
+    ).group_by(c.correlation_id, c.fingerprint)
+    with storage.engine.connect() as conn:
+        rows = list(conn.execute(query.order_by("first")))
+    pairs = [(str(r.correlation_id), str(r.fingerprint)) for r in rows]
+    if not pairs:  # a Dagster run id or service trigger: episodes it notified
+        for record in storage.audit.by_run(key):
+            if record.correlation_id:
+                fp = str(record.payload.get("fingerprint", ""))
+                if (record.correlation_id, fp) not in pairs:
+                    pairs.append((record.correlation_id, fp))
+    return pairs
+
+
+def _notification(row: OutboxRow) -> NotificationTrace:
+    return NotificationTrace(
+        idempotency_key=row.idempotency_key, sequence=row.sequence, kind=row.kind,
+        alert_status=row.alert_status, severity=row.severity, delivery=row.status,
+        attempts=row.attempts, delivery_ref=row.delivery_ref, last_error=row.last_error,
+        source_event_time=row.source_event_time, detected_at=row.detected_at,
+        notified_at=row.notified_at)
+
+
+def _detection(record: AuditRecord) -> dict[str, Any]:
+    p = record.payload
+    return {
+        "at": record.at.isoformat(),
+        "event": record.event,
+        "idempotency_key": p.get("idempotency_key"),
+        "status": p.get("status"),
+        "value": p.get("value"),
+        "breach_level": p.get("breach_level"),
+        "source": p.get("source"),
+        "run_id": record.run_id,
+        "job_name": p.get("job_name"),
+        "dagster_run_url": p.get("dagster_run_url"),
+        "instance_id": p.get("instance_id"),
+        "input_data_versions": p.get("input_data_versions"),
+        "config_version": p.get("config_version") or p.get("limit_config_version"),
+        "code_version": p.get("code_version"),
+    }
+
+
+def trace(storage: Storage, key: str) -> list[EpisodeTrace]:
+    """Every alert episode the key names, with its notifications and lineage."""
+    episodes: list[EpisodeTrace] = []
+    for correlation_id, fingerprint in _episode_keys(storage, key):
+        rows = [r for r in storage.outbox.rows(fingerprint=fingerprint)
+                if r.correlation_id == correlation_id]
+        records = [r for r in storage.audit.by_correlation(correlation_id)
+                   if r.event.startswith("alert.")]
+        detections = [_detection(r) for r in records]
+        versions = {str(d["config_version"]) for d in detections if d.get("config_version")}
+        config_versions: dict[str, dict[str, Any] | None] = {}
+        for version in sorted(versions):
+            known = storage.config_versions.get(version)
+            config_versions[version] = None if known is None else {
+                "source": known.source, "applied_at": known.applied_at.isoformat(),
+                "document": known.document}
+        first = records[0].payload if records else {}
+        episodes.append(EpisodeTrace(
+            correlation_id=correlation_id, fingerprint=fingerprint,
+            limit_id=str(first.get("limit_id", "")), scope=str(first.get("scope", "")),
+            notifications=[_notification(r) for r in rows], detections=detections,
+            config_versions=config_versions))
+    return episodes
+
+
+def as_dict(episode: EpisodeTrace) -> dict[str, Any]:
+    data = asdict(episode)
+    for note, raw in zip(data["notifications"], episode.notifications, strict=True):
+        note["detect_latency_s"] = raw.detect_latency_s
+        note["notify_latency_s"] = raw.notify_latency_s
+    return data

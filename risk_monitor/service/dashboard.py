@@ -1,0 +1,614 @@
+"""The risk dashboard: one static page at ``/`` and ``/dashboard``, fed by JSON under
+``/v1/dashboard/``.
+
+The page is plain HTML/CSS/JS shipped in ``service/static`` (no CDN: desks run air-gapped) and
+polls ``GET /v1/dashboard/state`` every few seconds and ``GET /v1/dashboard/timeline`` less
+often, so it refreshes without reloading. Everything it shows comes from the
+``RiskStateProvider`` the REST and gRPC APIs use (header, limits, sources) plus, when the
+provider sits on the shared database, the storage layer's tables (exposure and P&L figures in
+``risk_metrics_latest``, the outbox as the alert feed with delivery state and latency, the
+compliance intervals for the 24 h timeline).
+
+Fail closed: with no evaluation, an evaluation older than the freshness budget, a stale or
+missing source, or a store that cannot be read, the answer carries ``stale.stale = true`` with
+the reasons, and the status the page shows (``header.display_status``) is never COMPLIANT or
+WARNING, only UNKNOWN (or BREACH, which stays visible: a breach we last saw is still a breach
+until an evaluation says otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.sql.codec import to_jsonable
+from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
+from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
+from risk_monitor.adapters.sql.risk_state import (
+    DAILY_PNL_METRIC,
+    DRAWDOWN_METRIC,
+    EQUITY_METRIC,
+    EVALUATION_METRIC_NAMES,
+    EXPOSURE_GROSS_METRIC,
+    EXPOSURE_NET_METRIC,
+    GROSS_METRIC,
+    NET_METRIC,
+    UNREALIZED_PNL_METRIC,
+    MetricValue,
+    RiskStateStore,
+    StoredMetric,
+)
+from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.limits import KIND_SPECS, LimitKind
+from risk_monitor.domain.model import LimitResult, Notification
+from risk_monitor.platform.errors import RiskMonitorError
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
+from risk_monitor.service.sql_state import SqlRiskState
+from risk_monitor.service.state import (
+    NO_EVALUATION,
+    InMemoryRiskState,
+    RiskStateProvider,
+    RiskView,
+)
+from risk_monitor.workflows import evaluation_metrics
+
+log = get_logger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+PAGE = STATIC_DIR / "index.html"
+
+#: how often the page polls the state endpoint (the timeline: every TIMELINE_REFRESH_S)
+REFRESH_INTERVAL_S = 3.0
+TIMELINE_REFRESH_S = 30.0
+DEFAULT_MAX_AGE_S = 60.0
+ALERT_LIMIT = 50
+TIMELINE_HOURS = 24.0
+MAX_TIMELINE_HOURS = 24.0 * 7
+UNAVAILABLE = "unavailable"  # evaluation_source when the provider could not be read
+
+# -- the figures the dashboard reads from ``risk_metrics_latest`` (contract: adapters/sql/risk_state)
+METRIC_NAMES = EVALUATION_METRIC_NAMES
+_EXPOSURE_LEVELS = ("venue", "asset")
+
+_PAGE_HEADERS = {
+    # the page loads only its own script and style and talks only to this origin
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def report_metrics(report: RiskReport) -> list[MetricValue]:
+    """The exposure and P&L figures of one evaluation, as the dashboard (and /metrics) read
+    them (written by every evaluation through ``workflows.persist_evaluation``)."""
+    return evaluation_metrics(report.state, report.exposures)
+
+
+# -- JSON shapes ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeaderView:
+    status: str  # what the evaluation says: COMPLIANT | WARNING | BREACH | UNKNOWN
+    display_status: str  # what the page shows (fail closed, see the module docstring)
+    as_of: datetime | None
+    data_age_s: float | None
+    limit_config_version: str  # the limits the evaluation used
+    limits_version_in_force: str | None  # the limits this service applies now
+    config_document_version: str | None
+    config_source: str | None
+    evaluation_source: str  # in-memory | database | no-evaluation-yet | unavailable
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class StaleView:
+    stale: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class LimitRow:
+    limit_id: str
+    kind: str
+    unit: str
+    scope: str
+    status: str
+    value: float | None
+    warn: float | None
+    breach: float
+    utilisation: float | None  # value / breach (1.0 = at the breach level)
+    reason: str
+    as_of: datetime
+    source_event_time: datetime | None
+
+
+@dataclass(frozen=True)
+class ExposureRow:
+    key: str
+    gross_usd: float | None
+    net_usd: float | None
+
+
+@dataclass(frozen=True)
+class ExposuresView:
+    available: bool  # False: no figures stored (yet) or the store could not be read
+    as_of: datetime | None
+    equity_usd: float | None
+    gross_usd: float | None
+    net_usd: float | None
+    daily_pnl_usd: float | None
+    unrealized_pnl_usd: float | None
+    drawdown_pct: float | None
+    venues: list[ExposureRow]
+    assets: list[ExposureRow]
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    key: str
+    kind: str
+    venue: str
+    account: str
+    ok: bool
+    as_of: datetime
+    age_s: float
+    stale: bool
+    error_code: str | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: int
+    detected_at: datetime
+    kind: str  # firing | escalated | deescalated | repeat | resolved
+    status: str  # the limit status the alert reports
+    severity: str
+    limit_id: str
+    scope: str
+    reason: str
+    delivery: str  # pending | sending | sent | failed | in-process (feed without delivery state)
+    attempts: int | None
+    notified_at: datetime | None
+    notify_latency_s: float | None  # detection -> delivered
+    end_to_end_latency_s: float | None  # source event -> delivered
+    last_error_code: str | None
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class AlertsView:
+    available: bool
+    pending: int  # undelivered among the rows shown (pending + sending)
+    failed: int
+    items: list[AlertRow]
+
+
+@dataclass(frozen=True)
+class DashboardState:
+    """``GET /v1/dashboard/state``."""
+
+    generated_at: datetime
+    freshness_budget_s: float
+    refresh_interval_s: float
+    header: HeaderView
+    stale: StaleView
+    limits: list[LimitRow]
+    exposures: ExposuresView
+    sources: list[SourceRow]
+    alerts: AlertsView
+
+
+@dataclass(frozen=True)
+class TimelineSegment:
+    status: str
+    start: datetime
+    end: datetime  # for the open interval: its last sighting (nothing is known after it)
+    open: bool
+
+
+@dataclass(frozen=True)
+class TimelineSeries:
+    limit_id: str
+    scope: str
+    segments: list[TimelineSegment]
+
+
+@dataclass(frozen=True)
+class TimelineView:
+    """``GET /v1/dashboard/timeline?hours=24``."""
+
+    available: bool
+    start: datetime
+    end: datetime
+    series: list[TimelineSeries]
+    error: str | None = None
+
+
+def as_json(value: Any) -> Any:
+    """JSON-safe form of a shape (ISO times, NaN → null)."""
+    return to_jsonable(value)
+
+
+# -- where the extra data comes from ----------------------------------------------------------------
+class DashboardStore(Protocol):
+    """What the dashboard reads beyond the ``RiskStateProvider``."""
+
+    def metrics(self) -> list[StoredMetric]: ...
+
+    def recent_alerts(self, limit: int) -> list[tuple[OutboxRow, Notification]]: ...
+
+    def intervals(self, start: datetime, end: datetime) -> list[ComplianceInterval]: ...
+
+
+class SqlDashboardStore:
+    """The storage layer's repositories on the service's engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._state = RiskStateStore(engine)
+        self._outbox = OutboxRepository(engine)
+        self._compliance = ComplianceStore(engine)
+
+    def metrics(self) -> list[StoredMetric]:
+        return self._state.metrics()
+
+    def recent_alerts(self, limit: int) -> list[tuple[OutboxRow, Notification]]:
+        return self._outbox.recent(limit)
+
+    def intervals(self, start: datetime, end: datetime) -> list[ComplianceInterval]:
+        return self._compliance.intervals(start, end)
+
+
+# -- assembling the answers -------------------------------------------------------------------------
+_STATUS_RANK = {"BREACH": 0, "UNKNOWN": 1, "WARN": 2, "OK": 3}
+
+
+def _unit(kind: str) -> str:
+    try:
+        return KIND_SPECS[LimitKind(kind)].unit
+    except (ValueError, KeyError):
+        return ""
+
+
+def limit_rows(results: Iterable[LimitResult]) -> list[LimitRow]:
+    """Worst first: BREACH, UNKNOWN, WARN, OK, then by utilisation (highest first)."""
+    rows = [
+        LimitRow(limit_id=r.limit_id, kind=r.limit_kind, unit=_unit(r.limit_kind),
+                 scope=r.scope, status=r.status.value, value=_finite(r.value),
+                 warn=_finite(r.warn_level), breach=r.breach_level,
+                 utilisation=_finite(r.utilisation), reason=r.reason, as_of=r.as_of,
+                 source_event_time=r.source_event_time)
+        for r in results
+    ]
+    rows.sort(key=lambda r: (_STATUS_RANK.get(r.status, 9),
+                             -(r.utilisation if r.utilisation is not None else -math.inf),
+                             r.limit_id, r.scope))
+    return rows
+
+
+def display_status(status: str, stale: bool) -> str:
+    """Fail closed: stale data never shows as COMPLIANT or WARNING."""
+    if stale and status != "BREACH":
+        return "UNKNOWN"
+    return status
+
+
+def exposures_view(metrics: Sequence[StoredMetric], view: RiskView | None) -> ExposuresView:
+    """Headline figures from the provider's view (the header's truth); P&L and the per-venue
+    and per-asset split from the stored metrics."""
+    plain = {m.name: m for m in metrics if not m.labels}
+
+    def figure(name: str) -> float | None:
+        metric = plain.get(name)
+        return _finite(metric.value) if metric is not None else None
+
+    split: dict[str, dict[str, dict[str, float | None]]] = {lvl: {} for lvl in _EXPOSURE_LEVELS}
+    for m in metrics:
+        if m.name not in (EXPOSURE_GROSS_METRIC, EXPOSURE_NET_METRIC):
+            continue
+        level = m.labels.get("level", "")
+        key = m.labels.get(level, "") if level in split else ""
+        if not key:
+            continue
+        measure = "gross" if m.name == EXPOSURE_GROSS_METRIC else "net"
+        split[level].setdefault(key, {})[measure] = _finite(m.value)
+
+    def rows(level: str) -> list[ExposureRow]:
+        """Unknown first (a blind venue must not hide at the bottom), then largest gross."""
+        found = [ExposureRow(k, v.get("gross"), v.get("net")) for k, v in split[level].items()]
+        return sorted(found, key=lambda r: (r.gross_usd is not None, -(r.gross_usd or 0.0),
+                                            r.key))
+
+    as_of = max((m.as_of for m in metrics), default=None)
+    if view is not None and view.evaluation_source not in (NO_EVALUATION, UNAVAILABLE):
+        equity, gross, net = view.equity, view.gross_exposure, view.net_exposure
+    else:
+        equity, gross, net = figure(EQUITY_METRIC), figure(GROSS_METRIC), figure(NET_METRIC)
+    return ExposuresView(
+        available=bool(metrics), as_of=as_of, equity_usd=equity, gross_usd=gross, net_usd=net,
+        daily_pnl_usd=figure(DAILY_PNL_METRIC), unrealized_pnl_usd=figure(UNREALIZED_PNL_METRIC),
+        drawdown_pct=figure(DRAWDOWN_METRIC), venues=rows("venue"), assets=rows("asset"))
+
+
+def alert_row_from_outbox(row: OutboxRow, n: Notification) -> AlertRow:
+    notify = end_to_end = None
+    if row.notified_at is not None:
+        notify = max(0.0, (row.notified_at - row.detected_at).total_seconds())
+        if row.source_event_time is not None:
+            end_to_end = max(0.0, (row.notified_at - row.source_event_time).total_seconds())
+    return AlertRow(
+        id=row.id, detected_at=row.detected_at, kind=row.kind, status=row.alert_status,
+        severity=row.severity, limit_id=n.limit_id, scope=n.scope, reason=n.reason,
+        delivery=row.status, attempts=row.attempts, notified_at=row.notified_at,
+        notify_latency_s=notify, end_to_end_latency_s=end_to_end,
+        last_error_code=row.last_error_code, correlation_id=row.correlation_id)
+
+
+def alert_row_from_feed(seq: int, n: Notification) -> AlertRow:
+    return AlertRow(
+        id=seq, detected_at=n.detected_at, kind=n.kind.value, status=n.status.value,
+        severity=n.severity.value, limit_id=n.limit_id, scope=n.scope, reason=n.reason,
+        delivery="in-process", attempts=None, notified_at=None, notify_latency_s=None,
+        end_to_end_latency_s=None, last_error_code=None, correlation_id=n.correlation_id)
+
+
+def timeline_series(intervals: Iterable[ComplianceInterval], start: datetime,
+                    end: datetime) -> list[TimelineSeries]:
+    """Segments clamped to [start, end); an open interval ends at its last sighting."""
+    grouped: dict[tuple[str, str], list[TimelineSegment]] = {}
+    for i in intervals:
+        until = i.until if i.until is not None else i.last_seen_at
+        lo, hi = max(i.since, start), min(until, end)
+        segments = grouped.setdefault((i.limit_id, i.scope), [])
+        if hi > lo or (i.until is None and lo == hi and start <= lo < end):
+            segments.append(TimelineSegment(i.status.value, lo, hi, i.until is None))
+    return [TimelineSeries(limit_id, scope, sorted(segs, key=lambda s: s.start))
+            for (limit_id, scope), segs in sorted(grouped.items())]
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _age_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class _Failures:
+    """Which sections failed on the last poll, so an outage is logged once, not every poll."""
+
+    failing: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed(self, section: str, error: RiskMonitorError) -> None:
+        with self.lock:
+            first = section not in self.failing
+            self.failing.add(section)
+        if first:
+            record_error(error)
+            log.warning("dashboard_section_unavailable", section=section,
+                        error_code=error.code, error=str(error))
+
+    def ok(self, section: str) -> None:
+        with self.lock:
+            if section not in self.failing:
+                return
+            self.failing.discard(section)
+        log.info("dashboard_section_recovered", section=section)
+
+
+class Dashboard:
+    """Builds the dashboard's answers; every method takes ``now`` (the routes pass the clock)."""
+
+    def __init__(self, provider: RiskStateProvider, *, store: DashboardStore | None = None,
+                 config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
+                 max_age_s: float = DEFAULT_MAX_AGE_S,
+                 refresh_interval_s: float = REFRESH_INTERVAL_S,
+                 alert_limit: int = ALERT_LIMIT) -> None:
+        self.provider = provider
+        self.store = store
+        self.config_status = config_status
+        self.max_age_s = max_age_s
+        self.refresh_interval_s = refresh_interval_s
+        self.alert_limit = alert_limit
+        self._failures = _Failures()
+
+    @classmethod
+    def for_provider(cls, provider: RiskStateProvider, *,
+                     config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
+                     ) -> Dashboard:
+        """The database store when the provider reads the shared database; the provider's
+        own freshness budget (``market_data.max_age_s``)."""
+        store: DashboardStore | None = None
+        max_age_s = DEFAULT_MAX_AGE_S
+        if isinstance(provider, SqlRiskState):
+            store = SqlDashboardStore(provider.engine)
+            max_age_s = provider.max_age_s
+        elif isinstance(provider, InMemoryRiskState):
+            max_age_s = provider.max_age_s
+        return cls(provider, store=store, config_status=config_status, max_age_s=max_age_s)
+
+    def _attempt(self, section: str, fn: Callable[[], Any], reasons: list[str]) -> Any:
+        """Run one read; on failure note why (the code, never the raw message) and go on."""
+        try:
+            value = fn()
+        except Exception as exc:  # one unreadable section must not blank the others
+            error = map_exception(exc, source=f"dashboard.{section}")
+            self._failures.failed(section, error)
+            reasons.append(f"cannot read {section} from the risk store ({error.code})")
+            return None
+        self._failures.ok(section)
+        return value
+
+    def state(self, now: datetime) -> DashboardState:
+        reasons: list[str] = []
+        view: RiskView | None = self._attempt("risk state",
+                                              lambda: self.provider.risk_view(now), reasons)
+        results: list[LimitResult] | None = None
+        if view is not None:
+            results = self._attempt("limit results", self.provider.limit_results, reasons)
+        config = self._config()
+
+        if view is None:
+            header = HeaderView(status="UNKNOWN", display_status="UNKNOWN", as_of=None,
+                                data_age_s=None,
+                                limit_config_version=str(config.get("limits_version") or ""),
+                                limits_version_in_force=_opt_str(config.get("limits_version")),
+                                config_document_version=_opt_str(config.get("version")),
+                                config_source=_opt_str(config.get("source")),
+                                evaluation_source=UNAVAILABLE, counts={})
+            sources: list[SourceRow] = []
+        else:
+            age = max(0.0, (now - view.as_of).total_seconds()) if view.as_of else None
+            if view.evaluation_source == NO_EVALUATION:
+                reasons.insert(0, "no risk evaluation yet: nothing is known about the limits")
+            elif age is None or age > self.max_age_s:
+                shown = "unknown" if age is None else _age_text(age)
+                reasons.insert(0, f"last evaluation is {shown} old "
+                                  f"(freshness budget {self.max_age_s:g} s)")
+            sources = [SourceRow(key=s.key, kind=s.kind, venue=s.venue, account=s.account,
+                                 ok=s.ok, as_of=s.as_of, age_s=s.age_s, stale=s.stale,
+                                 error_code=s.error_code) for s in view.sources]
+            for s in sources:
+                if not s.ok:
+                    code = f" ({s.error_code})" if s.error_code else ""
+                    reasons.append(f"source {s.key} is missing{code}")
+                elif s.stale:
+                    reasons.append(f"source {s.key} data is {_age_text(s.age_s)} old")
+            header = HeaderView(
+                status=view.status, display_status=view.status, as_of=view.as_of,
+                data_age_s=age,
+                limit_config_version=view.limit_config_version
+                or str(config.get("limits_version") or ""),
+                limits_version_in_force=_opt_str(config.get("limits_version")),
+                config_document_version=_opt_str(config.get("version")),
+                config_source=_opt_str(config.get("source")),
+                evaluation_source=view.evaluation_source, counts=dict(view.counts))
+
+        # the risk picture is blind (status shown UNKNOWN) for every reason so far; a figure
+        # or alert section that cannot be read only adds to the banner
+        blind = bool(reasons)
+        metrics: list[StoredMetric] = []
+        if self.store is not None:
+            metrics = self._attempt("exposures", self.store.metrics, reasons) or []
+        alerts = self._alerts(reasons)
+
+        header = replace(header, display_status=display_status(header.status, blind))
+        return DashboardState(
+            generated_at=now, freshness_budget_s=self.max_age_s,
+            refresh_interval_s=self.refresh_interval_s, header=header,
+            stale=StaleView(bool(reasons), reasons), limits=limit_rows(results or []),
+            exposures=exposures_view(metrics, view), sources=sources, alerts=alerts)
+
+    def _alerts(self, reasons: list[str]) -> AlertsView:
+        if self.store is not None:
+            store = self.store
+            found = self._attempt("alerts", lambda: store.recent_alerts(self.alert_limit),
+                                  reasons)
+            if found is None:
+                return AlertsView(False, 0, 0, [])
+            items = [alert_row_from_outbox(row, n) for row, n in found]
+        else:
+            def feed() -> list[AlertRow]:
+                head = self.provider.alert_head()
+                batch = self.provider.alerts_after(max(0, head - self.alert_limit),
+                                                   self.alert_limit)
+                return [alert_row_from_feed(i.seq, i.notification) for i in reversed(batch)]
+
+            got = self._attempt("alerts", feed, reasons)
+            if got is None:
+                return AlertsView(False, 0, 0, [])
+            items = got
+        pending = sum(1 for i in items if i.delivery in ("pending", "sending"))
+        failed = sum(1 for i in items if i.delivery == "failed")
+        return AlertsView(True, pending, failed, items)
+
+    def timeline(self, now: datetime, hours: float = TIMELINE_HOURS) -> TimelineView:
+        start = now - timedelta(hours=hours)
+        store = self.store
+        if store is None:
+            return TimelineView(False, start, now, [],
+                                error="the compliance timeline needs the database store")
+        reasons: list[str] = []
+        found = self._attempt("compliance timeline", lambda: store.intervals(start, now),
+                              reasons)
+        if found is None:
+            return TimelineView(False, start, now, [], error=reasons[0])
+        return TimelineView(True, start, now, timeline_series(found, start, now))
+
+    def _config(self) -> Mapping[str, Any]:
+        try:
+            return self.config_status() or {}
+        except Exception:  # configuration status is decoration here, never a reason to fail
+            return {}
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- routes -------------------------------------------------------------------------------------------
+def dashboard_routes(dashboard: Dashboard, *,
+                     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+                     ) -> list[BaseRoute]:
+    """``/``, ``/dashboard``, ``/static/*`` and the JSON endpoints, for ``rest.build_app``."""
+
+    async def page(_: Request) -> Response:
+        return FileResponse(PAGE, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    async def state(_: Request) -> JSONResponse:
+        answer = await asyncio.to_thread(dashboard.state, clock())
+        return JSONResponse(as_json(answer), headers=_JSON_HEADERS)
+
+    async def timeline(request: Request) -> JSONResponse:
+        raw = request.query_params.get("hours", str(TIMELINE_HOURS))
+        try:
+            hours = float(raw)
+        except ValueError:
+            hours = math.nan
+        if not (0 < hours <= MAX_TIMELINE_HOURS):
+            return JSONResponse({"error": f"hours must be in (0, {MAX_TIMELINE_HOURS:g}]"},
+                                status_code=400, headers=_JSON_HEADERS)
+        answer = await asyncio.to_thread(dashboard.timeline, clock(), hours)
+        return JSONResponse(as_json(answer), headers=_JSON_HEADERS)
+
+    return [
+        Route("/", page, methods=["GET", "HEAD"]),
+        Route("/dashboard", page, methods=["GET", "HEAD"]),
+        Route("/v1/dashboard/state", state),
+        Route("/v1/dashboard/timeline", timeline),
+        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+
+__all__ = [
+    "METRIC_NAMES", "AlertRow", "AlertsView", "Dashboard", "DashboardState", "DashboardStore",
+    "ExposureRow", "ExposuresView", "HeaderView", "LimitRow", "SourceRow", "SqlDashboardStore",
+    "StaleView", "TimelineSegment", "TimelineSeries", "TimelineView", "dashboard_routes",
+    "report_metrics",
+]
