@@ -41,8 +41,9 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
         r"(?i)((?:api_?key|apikey|secret|token|signature|sign|password|passphrase)=)[^&\s\"']+"
     ),
     # long keys: mixed case and digits (hex digests and data versions are lower-case: kept)
-    re.compile(r"\b(?=[A-Za-z0-9+/_-]*[A-Z])(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*\d)"
-               r"[A-Za-z0-9+/_-]{32,}={0,2}"),
+    # (no "/" in the class: file paths are long and mixed-case but not secrets)
+    re.compile(r"\b(?=[A-Za-z0-9_-]*[A-Z])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*\d)"
+               r"[A-Za-z0-9_-]{32,}={0,2}"),
 )
 
 _known_secrets: set[str] = set()
@@ -216,7 +217,8 @@ def configure_logging(level: str | int | None = None, stream: IO[str] | None = N
     root.setLevel(numeric)
     logging.getLogger("risk_monitor").setLevel(numeric)
     # chatty libraries stay at WARNING unless we debug
-    for noisy in ("urllib3", "asyncio", "websockets", "aiohttp.access", "grpc"):
+    for noisy in ("urllib3", "asyncio", "websockets", "aiohttp.access", "grpc", "matplotlib",
+                  "PIL", "alembic"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 
