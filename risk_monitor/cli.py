@@ -180,6 +180,27 @@ def audit_recent(ctx: click.Context, limit: int) -> None:
                    f"{row.correlation_id}")
 
 
+@cli.command("stream")
+@click.option("--venue", "venues", multiple=True,
+              help="Venue id to feed (repeatable); default: every configured venue.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus /metrics on this port (0 = any free port).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Bind address of the metrics server.")
+@click.pass_context
+def stream(ctx: click.Context, venues: tuple[str, ...], metrics_port: int | None,
+           metrics_host: str) -> None:
+    """Run the market-data feed alone (websockets -> Redis quote cache) for some venues,
+    registered in discovery as `market-stream` (shard the feed across processes)."""
+    settings = _settings(ctx)
+    from risk_monitor.service.feeder import main as run_feeder
+
+    try:
+        run_feeder(settings, list(venues), metrics_port=metrics_port, metrics_host=metrics_host)
+    except RiskMonitorError as exc:
+        _fail(exc)
+
+
 @cli.command("dev", context_settings={"ignore_unknown_options": True})
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(dagster_args: tuple[str, ...]) -> None:

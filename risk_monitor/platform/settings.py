@@ -207,6 +207,42 @@ class ServiceSettings(_Section):
     health_check_interval_s: float = Field(
         default=1.0, gt=0, description="how often dependencies are probed for health"
     )
+    hot_path: bool = Field(
+        default=True,
+        description="evaluate limits in-process on every quote and position change and alert "
+        "at once (active when venues or custodians are configured)",
+    )
+    stream: bool = Field(
+        default=True,
+        description="run the websocket quote feed in this process; false: follow the Redis "
+        "quote streams written by `risk-monitor stream` feeders",
+    )
+    positions_poll_s: float = Field(
+        default=5.0, gt=0, description="hot path: exchange positions and balances poll interval"
+    )
+    custody_poll_s: float = Field(
+        default=30.0, gt=0, description="hot path: custodian balances poll interval"
+    )
+    evaluate_min_interval_s: float = Field(
+        default=0.25, ge=0, description="hot path: ticks are coalesced into at most one "
+        "evaluation per interval"
+    )
+    persist_interval_s: float = Field(
+        default=5.0, gt=0, description="hot path: limit results, metrics and compliance are "
+        "written on every status change and at least this often"
+    )
+    hot_path_warmup_s: float = Field(
+        default=10.0, ge=0, description="hot path: longest wait at start for the first poll "
+        "and quote of every source before evaluating (missing ones are then UNKNOWN)"
+    )
+    hot_path_stale_s: float = Field(
+        default=30.0, gt=0, description="hot path: readiness fails when no evaluation "
+        "completed for this long"
+    )
+    dispatch_alerts: bool = Field(
+        default=True, description="deliver the alert outbox (Slack or the file sink) from "
+        "this process"
+    )
 
 
 class Settings(BaseSettings):

@@ -4,7 +4,9 @@ Start-up: apply configuration (limits file, then the configuration service or it
 bind gRPC and REST (port 0 allowed: the bound ports are logged and registered), run the
 readiness checks once, flip grpc.health.v1 to SERVING when they pass, register in Redis.
 A background task re-runs the checks every second and flips health both ways when a dependency
-goes and comes back.
+goes and comes back. With venues or custodians configured the process also runs the hot path
+(``service/hot_path.py``: live quotes + polled positions evaluated on every change, alerts at
+once), its quote feed, and the outbox dispatcher thread that delivers alerts.
 
 Shutdown (SIGTERM/SIGINT): grpc.health.v1 goes NOT_SERVING for good and ``/readyz`` answers
 503 *first*, then the service keeps answering for ``service.drain_s`` so clients and load
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +42,7 @@ from risk_monitor.adapters.redis_registry import (
     RedisServiceRegistry,
     connect,
 )
+from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
 from risk_monitor.adapters.sql.engine import create_engine
 from risk_monitor.adapters.sql.migrate import migrate
@@ -53,7 +57,9 @@ from risk_monitor.service.health import (
     Readiness,
     database_check,
     redis_check,
+    static_check,
 )
+from risk_monitor.service.hot_path import HotPath, run_quote_source
 from risk_monitor.service.registration import ServiceRegistration, instance_info
 from risk_monitor.service.rest import RestServer, build_app
 from risk_monitor.service.sql_state import SqlRiskState
@@ -63,6 +69,8 @@ log = get_logger(__name__)
 
 #: How often readiness checks run. A setting would be nicer (see docs/service.md).
 DEFAULT_CHECK_INTERVAL_S = 1.0
+#: the outbox dispatcher's poll when nothing wakes it (the hot path wakes it on every alert)
+DISPATCH_POLL_S = 1.0
 
 
 def build_state_provider(settings: Settings, engine: Engine) -> SqlRiskState:
@@ -107,6 +115,12 @@ class ServiceApp:
         self._schema_ready = False
         self._db_probe = database_check(settings.effective_database_url)
         self._config_versions = ConfigVersionStore(self.engine)
+        self.hot_path: HotPath | None = None
+        self.dispatcher: OutboxDispatcher | None = None
+        self._dispatcher_stop = threading.Event()
+        self._dispatcher_thread: threading.Thread | None = None
+        self._feed_stop = asyncio.Event()
+        self._feed_task: asyncio.Task[None] | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -143,6 +157,8 @@ class ServiceApp:
             settings.config_service, self.config_state, locator=locator,
             limits_file=settings.effective_limits_file, resilience=settings.resilience)
         await self.config_watcher.start()
+        self._start_dispatcher()
+        await self._start_hot_path()
 
         self.readiness = Readiness(self._checks(), interval_s=self.check_interval_s,
                                    timeout_s=max(2.0, self.check_interval_s * 2))
@@ -180,6 +196,65 @@ class ServiceApp:
                  registry_key=self.registration.key if self.registration else None,
                  config=self.config_state.status())
 
+    # -- hot path, quote feed, alert delivery ---------------------------------------------------
+    def _start_dispatcher(self) -> None:
+        """Deliver the outbox from a thread: whoever raised an alert (this process's hot path or
+        a Dagster run), delivery retries and Slack outages are handled here."""
+        if not self.settings.service.dispatch_alerts:
+            return
+        self.dispatcher = OutboxDispatcher.from_settings(self.engine, self.settings)
+        self._dispatcher_thread = threading.Thread(
+            target=self.dispatcher.run, name="outbox-dispatcher", daemon=True,
+            args=(self._dispatcher_stop, DISPATCH_POLL_S, self.settings.alerts.outbox_batch_size))
+        self._dispatcher_thread.start()
+
+    def _live_state(self) -> InMemoryRiskState | None:
+        live = getattr(self.provider, "live", None)
+        if isinstance(live, InMemoryRiskState):
+            return live
+        return self.provider if isinstance(self.provider, InMemoryRiskState) else None
+
+    async def _start_hot_path(self) -> None:
+        """The hot path when configured and there is something to watch; the quote feed when
+        this process runs it (it also keeps the Redis quote cache warm for Dagster)."""
+        settings = self.settings
+        watched = bool(settings.venues or settings.custodians)
+        live = self._live_state()
+        if settings.service.hot_path and watched and live is not None:
+            dispatcher = self.dispatcher
+            self.hot_path = HotPath(settings, live, Storage.on(self.engine),
+                                    instance_id=self.instance_id,
+                                    wake=dispatcher.wake if dispatcher is not None else None)
+            await self.hot_path.start()
+            self.config_state.on_applied(self.hot_path.on_config)
+        elif settings.service.hot_path and watched:
+            log.warning("hot_path_disabled", reason="the risk state provider has no live state")
+        elif settings.service.hot_path:
+            log.info("hot_path_idle", reason="no venues or custodians configured")
+        listener = self.hot_path.on_quotes if self.hot_path is not None else None
+        cache_only = settings.service.stream and settings.redis_url  # warm for Dagster
+        if settings.venues and (listener is not None or cache_only):
+            self._feed_task = asyncio.create_task(
+                run_quote_source(settings, self._feed_stop, listener), name="quote-feed")
+
+    async def _stop_hot_path(self) -> None:
+        self._feed_stop.set()
+        if self.hot_path is not None:
+            await self.hot_path.stop()
+        if self._feed_task is not None:
+            try:
+                await asyncio.wait_for(self._feed_task, timeout=15)
+            except (TimeoutError, Exception) as exc:
+                self._feed_task.cancel()
+                log.warning("quote_feed_not_stopped_cleanly", error=type(exc).__name__)
+            self._feed_task = None
+        if self._dispatcher_thread is not None:
+            self._dispatcher_stop.set()
+            if self.dispatcher is not None:
+                self.dispatcher.wake()
+            await asyncio.to_thread(self._dispatcher_thread.join, 15)
+            self._dispatcher_thread = None
+
     def _wire_config(self) -> None:
         """Every applied configuration is recorded (limit_config_versions) and, when the
         provider evaluates in-process, used for the next evaluation at once."""
@@ -204,6 +279,11 @@ class ServiceApp:
             checks["redis"] = redis_check(self.redis)
         checks["config"] = self._config_check
         checks["data_freshness"] = self._freshness_check
+        if self.hot_path is not None:
+            # critical: without fresh evaluations this instance's CheckOrder answers age into
+            # denials; another instance may be fine, so take this one out of rotation
+            checks["hot_path"] = static_check("hot_path", self.hot_path.readiness,
+                                              critical=True)
         return checks
 
     async def _database_check(self) -> CheckResult:
@@ -289,6 +369,7 @@ class ServiceApp:
         self._stopped = True
         if self.readiness is not None:
             await self.readiness.stop()
+        await self._stop_hot_path()
         if self.grpc is not None:
             await self.grpc.stop(grace_s=1.0)
         if self.rest is not None:

@@ -1,0 +1,201 @@
+"""The hot path's own logic without servers: quote coverage, Redis stream entries, cached
+reference figures, and tick coalescing (fake accounts, SQLite store, the real domain engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from risk_monitor.adapters.sql import Storage
+from risk_monitor.domain.limits import load_limit_config
+from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
+from risk_monitor.platform.errors import MissingDataError, StaleDataError
+from risk_monitor.platform.settings import MarketDataSettings, load_settings
+from risk_monitor.service.hot_path import (
+    HotPath,
+    QuoteBook,
+    _CachedEquity,
+    quotes_collected,
+    stream_entry_row,
+)
+from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
+
+BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
+MARKET = MarketDataSettings(max_age_s=30.0, max_future_skew_s=5.0)
+
+
+def test_quote_coverage_names_stale_and_missing_instruments() -> None:
+    now = datetime.now(UTC)
+    rows = [quote("binance", BTC, 60_000, at=now - timedelta(seconds=1)),
+            quote("binance", ETH, 3_000, at=now - timedelta(seconds=1)),
+            quote("okx", BTC, 60_010, at=now - timedelta(seconds=120)),  # stale
+            quote("bybit", BTC, 1.0, at=now)]  # not configured: ignored
+    symbols = {"binance": (BTC, ETH), "okx": (BTC, ETH), "deribit": (BTC,)}
+    collected = quotes_collected(rows, symbols, now, MARKET, {"binance": "ws://sim"})
+    assert sorted(zip(collected.frame["venue"], collected.frame["instrument"], strict=True)) \
+        == [("binance", BTC), ("binance", ETH)]
+    status = {s.venue: s for s in collected.sources}
+    assert status["binance"].ok and status["binance"].rows == 2
+    assert status["binance"].endpoint_override == "ws://sim"
+    assert not status["okx"].ok and status["okx"].error_code == StaleDataError.code
+    assert BTC in (status["okx"].error or "")
+    assert not status["deribit"].ok and status["deribit"].error_code == MissingDataError.code
+    assert all(s.account == "*" and s.as_of == now for s in collected.sources)
+
+
+def test_quote_book_keeps_the_latest_quote_and_lists_what_never_came() -> None:
+    book = QuoteBook({"binance": (BTC, ETH), "okx": ()})
+    assert book.missing() == [f"binance:{BTC}", f"binance:{ETH}", "okx:*"]
+    book.update("binance", [quote("binance", BTC, 1.0)])
+    book.update("binance", [quote("binance", BTC, 2.0)])
+    book.update("okx", [quote("okx", ETH, 3.0)])
+    assert book.missing() == [f"binance:{ETH}"]
+    assert sorted(r["last"] for r in book.rows()) == [2.0, 3.0]
+
+
+def test_stream_entry_row_reads_what_the_quote_cache_writes() -> None:
+    fields = {b"instrument": b"BTC/USDT:USDT", b"base": b"BTC", b"quote": b"USDT", b"bid": b"",
+              b"ask": b"60001.0", b"last": b"60000.5", b"mark": b"60000.6",
+              b"ts": b"1760000000123", b"recv": b"1760000000200", b"via": b"stream"}
+    row = stream_entry_row("binance", fields)
+    assert row["bid"] is None and row["ask"] == 60_001.0 and row["last"] == 60_000.5
+    assert row["timestamp"] == pd.Timestamp(1_760_000_000_123, unit="ms", tz="UTC")
+    assert row["received_at"] == pd.Timestamp(1_760_000_000_200, unit="ms", tz="UTC")
+    with pytest.raises(ValueError):
+        stream_entry_row("binance", {**fields, b"ts": b""})
+
+
+class _Equity:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail = False
+
+    def start_of_day(self, scope: str, day: Any) -> Any:
+        self.calls += 1
+        if self.fail:
+            raise ConnectionError("database down")
+        return ("sod", self.calls)
+
+    def peak(self, scope: str) -> Any:
+        return self.start_of_day(scope, None)
+
+
+def test_cached_equity_reuses_figures_and_survives_a_database_outage() -> None:
+    inner = _Equity()
+    cached = _CachedEquity(inner, ttl_s=0.05)
+    day = datetime.now(UTC).date()
+    first = cached.start_of_day("portfolio", day)
+    assert cached.start_of_day("portfolio", day) == first and inner.calls == 1
+    time.sleep(0.06)
+    inner.fail = True
+    assert cached.start_of_day("portfolio", day) == first  # last known figure
+    with pytest.raises(ConnectionError):
+        cached.peak("portfolio")  # never read: nothing to fall back on
+
+
+class _Account:
+    """An exchange account whose figures are always fresh (what the poll would fetch)."""
+
+    venue, account, endpoint_override = "binance", "main", None
+
+    def __init__(self, btc: float) -> None:
+        self.btc = btc
+        self.polls = 0
+
+    def fetch_positions(self) -> pd.DataFrame:
+        self.polls += 1
+        now = datetime.now(UTC)
+        return frame([position("binance", BTC, self.btc, 60_000, 60_000, received=now)],
+                     POSITION_COLUMNS)
+
+    def fetch_balances(self) -> pd.DataFrame:
+        return frame([balance("binance", "USDT", 2_000_000, received=datetime.now(UTC))],
+                     BALANCE_COLUMNS)
+
+
+async def _until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+async def test_ticks_are_coalesced_latest_wins_and_a_crossing_alerts(tmp_path: Path) -> None:
+    settings = load_settings(
+        None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
+                                          "symbols": [BTC]}],
+        service={"positions_poll_s": 60.0, "evaluate_min_interval_s": 0.2,
+                 "hot_path_warmup_s": 5.0, "persist_interval_s": 60.0})
+    storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
+    live = InMemoryRiskState(max_age_s=60.0)
+    live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
+        {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance", "instrument": BTC},
+         "warn": 800_000.0, "breach": 1_000_000.0}]}))
+    woken: list[float] = []
+    account = _Account(btc=10.0)
+    hot = HotPath(settings, live, storage, instance_id="unit", wake=lambda: woken.append(1),
+                  accounts=[account], custodians=[])
+    await hot.start()
+    try:
+        hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
+        await _until(lambda: hot.evaluations >= 1, 5, "the first evaluation")
+        assert account.polls == 1  # positions come from the poll, quotes from the ticks
+        before = hot.evaluations
+        for i in range(300):  # ~0.45 s of ticks, each a new price
+            hot.on_quotes("binance", [quote("binance", BTC, 60_000 + i, at=datetime.now(UTC))])
+            if i % 10 == 9:
+                await asyncio.sleep(0.015)
+        await _until(lambda: hot.last_report is not None and hot.last_report.position_pnl[
+            "mark"].iloc[0] == 60_299, 5, "the last tick evaluated")
+        assert 1 <= hot.evaluations - before <= 5  # 300 ticks, a handful of evaluations
+
+        hot.on_quotes("binance", [quote("binance", BTC, 110_000, at=datetime.now(UTC))])
+        await _until(lambda: storage.outbox.counts()["pending"] == 1, 5, "an alert enqueued")
+        (row,) = storage.outbox.rows()
+        assert (row.kind, row.alert_status) == ("firing", "BREACH")
+        (_, note), = storage.outbox.recent()
+        assert note.context["source"] == "service" and note.context["trigger"] == "tick"
+        assert note.context["instance_id"] == "unit"
+        assert woken  # the dispatcher is told at once, not at its next poll
+        ok, detail, data = hot.readiness()
+        assert ok and data["evaluations"] == hot.evaluations, detail
+    finally:
+        await hot.stop()
+        storage.close()
+
+
+async def test_a_poll_failing_as_a_whole_makes_its_sources_unknown_at_once(
+        tmp_path: Path) -> None:
+    """Two accounts reporting the same position key break the combined dataset: the poll fails
+    as a whole, and its sources read as failed (UNKNOWN), not as the last figures."""
+    settings = load_settings(
+        None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
+                                          "symbols": [BTC]}],
+        service={"positions_poll_s": 60.0, "hot_path_warmup_s": 5.0})
+    storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
+    live = InMemoryRiskState(max_age_s=60.0)
+    live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
+        {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance", "instrument": BTC},
+         "warn": 800_000.0, "breach": 1_000_000.0}]}))
+    hot = HotPath(settings, live, storage, instance_id="unit",
+                  accounts=[_Account(btc=1.0), _Account(btc=2.0)], custodians=[])
+    await hot.start()
+    try:
+        hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
+        await _until(lambda: hot.evaluations >= 1, 5, "an evaluation")
+        assert hot.positions is not None
+        assert [(s.ok, s.error_code) for s in hot.positions.sources] == [(False, "RM300")] * 2
+        (result,) = live.limit_results()
+        assert result.status.value == "UNKNOWN" and "binance" in result.reason
+    finally:
+        await hot.stop()
+        storage.close()
