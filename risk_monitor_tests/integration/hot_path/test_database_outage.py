@@ -52,7 +52,7 @@ def test_live_answers_survive_a_database_outage_and_the_alert_follows_it(
         assert rig.hot_path.evaluations > evaluations  # still evaluating
     finally:
         proxy.restore()
-    notice = wait_until(lambda: rig.notices(), timeout=20,
+    notice = wait_until(rig.notices, timeout=20,
                         message="the WARN notice once the database is back")
     assert [(n["kind"], n["status"]) for n in notice] == [("firing", "WARN")]
     time.sleep(2.5)  # > persist_interval_s: the retried write does not notify twice
