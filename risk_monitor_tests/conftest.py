@@ -18,6 +18,7 @@ pytest_plugins = [
     "risk_monitor_tests.fixtures.service",
     "risk_monitor_tests.fixtures.sims",
     "risk_monitor_tests.fixtures.dashboard",
+    "risk_monitor_tests.fixtures.e2e",
 ]
 
 

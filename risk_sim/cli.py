@@ -3,7 +3,8 @@
 ``risk-sim up --scenario limit_breach --out ./sim`` starts every simulator on free loopback
 ports, writes ``risk-monitor.yaml`` / ``risk-monitor.env`` / ``endpoints.json`` into ``--out``,
 prints the endpoints and the control URL, and runs until SIGINT/SIGTERM. ``risk-sim step
---control URL`` applies the next step of that scenario from another shell.
+--control URL`` applies the next step of that scenario from another shell. ``risk-sim demo``
+plays a scenario through Risk Monitor's Dagster job on embedded defaults (``risk_sim.demo``).
 """
 
 from __future__ import annotations
@@ -128,6 +129,27 @@ def validate(path: Path) -> None:
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{path}: ok ({scenario.name}, {len(scenario.steps)} steps)")
+
+
+@cli.command()
+@click.option("--scenario", "scenario_name", default="limit_breach", show_default=True,
+              help="Packaged scenario name (see `risk-sim scenarios`) or a YAML path.")
+@click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
+def demo(*, scenario_name: str, seed: int | None) -> None:
+    """Run a scenario through Dagster on embedded defaults and print the alerts and risk.
+
+    Starts the simulators, writes settings into .risk_monitor/demo/, runs the risk_cycle job
+    once per scenario step on the ./.dagster_home instance (the one `risk-monitor dev` opens),
+    and ends with the alerts raised and a risk summary. No server needed.
+    """
+    from risk_sim.demo import run_demo
+
+    try:
+        report = run_demo(scenario_name, seed=seed)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not report.ok:
+        sys.exit(1)
 
 
 def main() -> None:

@@ -251,6 +251,10 @@ class SimulatorStack:
                     "api_key_env": names["api_key"], "secret_env": names["secret"],
                     "endpoint_override": sim.url, "ws_endpoint_override": sim.ws_url,
                     "symbols": symbols,
+                    # ccxt's client-side limiter paces calls for the real venues' weights
+                    # (~2 s per Binance fetch_tickers); a loopback simulator needs no pacing.
+                    # Production settings keep the default (on).
+                    "enable_rate_limit": False,
                 }
                 if "password" in names:
                     entry["password_env"] = names["password"]

@@ -1,0 +1,387 @@
+"""``risk-sim demo``: the whole product on embedded defaults, offline, in about a minute.
+
+It starts the simulators in this process, writes Risk Monitor's settings into
+``.risk_monitor/demo/`` (the generated secrets live only in this process's environment), uses
+the Dagster instance ``risk-monitor dev`` uses (``$DAGSTER_HOME``, else ``./.dagster_home``
+seeded with the repository's SQLite ``dagster.yaml``), and runs the ``risk_cycle`` job once per
+scenario step, in-process against that instance, so the runs, materialisations and checks are
+there for the UI afterwards. No Slack and no configuration service in the settings: alerts go to
+the file sink (``.risk_monitor/demo/alerts.jsonl``) and the limits come from the packaged
+``limits.yaml``. Logs go to ``.risk_monitor/demo/demo.log``; the terminal shows progress, then
+the alerts raised and a risk summary.
+
+This is the one module of ``risk_sim`` that drives ``risk_monitor``: it runs the product the way
+an operator would (settings + the Dagster job), never reaching into its internals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from risk_sim.launcher import SLACK_TOKEN_ENV, SimulatorStack
+from risk_sim.scenario import load_scenario
+
+DEMO_DIR = Path(".risk_monitor") / "demo"
+SETTINGS_FILE = "risk-monitor.yaml"
+LOG_FILE = "demo.log"
+ALERT_FILE = "alerts.jsonl"
+JOB = "risk_cycle"
+#: kept from the caller's environment (the log level, and the URL a PostgreSQL DAGSTER_HOME
+#: needs); every other RISK_MONITOR_* variable would override the demo's settings file, and the
+#: demo runs on embedded defaults whatever the shell exports
+KEEP_ENV = ("RISK_MONITOR_LOG_LEVEL", "RISK_MONITOR_DAGSTER_PG_URL")
+#: a step line names at most this many alerts, else counts them by state
+MAX_LISTED_ALERTS = 3
+STATUS_STYLE = {"OK": "green", "RESOLVED": "green", "WARN": "yellow", "BREACH": "bold red",
+                "UNKNOWN": "magenta", "SUCCESS": "green", "FAILURE": "bold red"}
+
+
+@dataclass
+class StepReport:
+    index: int
+    label: str
+    run_id: str
+    status: str  # SUCCESS / FAILURE
+    seconds: float
+    new_alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class DemoReport:
+    scenario: str
+    steps: list[StepReport]
+    alerts: list[dict[str, Any]]
+    alert_file: Path
+    log_file: Path
+    settings_file: Path
+    dagster_home: Path
+    summary: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(s.status == "SUCCESS" for s in self.steps)
+
+
+# -- plumbing ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (JSON logs, Dagster's console events, library warnings) to
+    ``path`` while the demo runs, so the terminal shows only the progress display."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def demo_environment(secrets: dict[str, str], settings_file: Path) -> None:
+    """This process's environment: the settings file and the simulators' secrets, nothing
+    else of Risk Monitor's (the demo's own process; restored by exiting)."""
+    for name in list(os.environ):
+        if name.startswith("RISK_MONITOR_") and name not in KEEP_ENV:
+            del os.environ[name]
+    os.environ.update(secrets)
+    os.environ["RISK_MONITOR_CONFIG"] = str(settings_file)
+
+
+def demo_settings(stack: SimulatorStack, demo_dir: Path) -> dict[str, Any]:
+    """The launcher's settings minus Slack and the configuration service (embedded defaults:
+    file sink, packaged limits), with the state under the demo directory."""
+    document = stack.settings_document()
+    document.pop("slack", None)
+    document.pop("config_service", None)
+    document["environment"] = "demo"
+    document["data_dir"] = str(demo_dir.resolve())
+    return document
+
+
+def read_alerts(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def alert_state(alert: dict[str, Any]) -> str:
+    return "RESOLVED" if alert.get("kind") == "resolved" else str(alert.get("status"))
+
+
+def _number(value: Any, digits: int = 0) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(number):
+        return "—"
+    return f"{number:,.{digits}f}"
+
+
+def value_vs_limit(alert: dict[str, Any]) -> str:
+    value, breach = alert.get("value"), alert.get("breach_level")
+    utilisation = alert.get("utilisation")
+    share = f" ({float(utilisation):.0%})" if isinstance(utilisation, int | float) \
+        and math.isfinite(utilisation) else ""
+    reference = value if isinstance(value, int | float) and math.isfinite(value) else breach
+    digits = 0 if isinstance(reference, int | float) and abs(reference) >= 100 else 2
+    return f"{_number(value, digits)} / {_number(breach, digits)}{share}"
+
+
+class RunWatcher:
+    """Shows which asset the current run is materialising (polls the run's event log)."""
+
+    def __init__(self, progress: Progress, task: Any, steps: int) -> None:
+        self.progress = progress
+        self.task = task
+        self.steps = steps
+        self.run_id: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="demo-watcher", daemon=True)
+
+    def start(self) -> RunWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        import dagster as dg
+
+        instance: Any | None = None
+        try:
+            instance = dg.DagsterInstance.get()
+            while not self._stop.wait(0.25):
+                run_id = self.run_id
+                if run_id is None:
+                    continue
+                try:
+                    started = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+                except Exception:  # noqa: S112 - a display nicety: never disturb the run
+                    continue
+                if started:
+                    asset = started[-1].step_key or ""
+                    self.progress.update(self.task,
+                                         detail=f"{len(started)}/{self.steps} {asset}")
+        finally:
+            if instance is not None:
+                instance.dispose()
+
+
+def risk_summary(result: Any) -> dict[str, Any]:
+    """``summary_tables`` of the last run's evaluation, recomputed by the pure domain from the
+    inputs that run collected (same inputs, same numbers)."""
+    from risk_monitor.domain.engine import RiskSnapshot, evaluate, summary_tables
+    from risk_monitor.workflows import merge_collected
+
+    state = result.output_for_node("portfolio_pnl")
+    snapshot = RiskSnapshot(
+        positions=result.output_for_node("exchange_positions"),
+        balances=merge_collected(result.output_for_node("exchange_balances"),
+                                 result.output_for_node("custodian_balances")),
+        prices=result.output_for_node("market_prices"),
+        now=state.freshness.now,
+        start_of_day_equity=state.portfolio.start_of_day_equity_usd,
+        peak_equity=state.portfolio.peak_equity_usd,
+        max_age_s=state.freshness.max_age_s,
+        max_future_skew_s=state.freshness.max_future_skew_s,
+        expected_venues=tuple(sorted(state.expected_venues)),
+    )
+    return dict(summary_tables(evaluate(snapshot, result.output_for_node("limit_config"))))
+
+
+# -- the demo ----------------------------------------------------------------------------------
+def run_demo(scenario: str = "limit_breach", *, seed: int | None = None,
+             workdir: Path | None = None, console: Console | None = None) -> DemoReport:
+    """Play ``scenario`` through Dagster on embedded defaults and print what happened."""
+    console = console or Console()
+    loaded = load_scenario(scenario)  # a bad name or file fails before anything is touched
+    root = (workdir or Path.cwd()).resolve()
+    demo_dir = root / DEMO_DIR
+    if demo_dir.exists():  # a fresh alert store and sink per demo; Dagster keeps its history
+        shutil.rmtree(demo_dir)
+    demo_dir.mkdir(parents=True)
+    log_file = demo_dir / LOG_FILE
+    settings_file = demo_dir / SETTINGS_FILE
+    alert_file = demo_dir / ALERT_FILE
+
+    steps: list[StepReport] = []
+    summary: dict[str, Any] | None = None
+    dagster_home = root / ".dagster_home"
+    console.rule(f"[bold]Risk Monitor demo[/] · scenario [cyan]{loaded.name}[/]")
+    with stderr_to(log_file):
+        stack = SimulatorStack(loaded, seed=seed, clock="manual", control=False)
+        try:
+            with console.status("starting the simulators (Binance, OKX, Fireblocks)…"):
+                stack.start()
+            secrets = {k: v for k, v in stack.env().items() if k != SLACK_TOKEN_ENV}
+            settings_file.write_text(
+                "# Written by `risk-sim demo`: Risk Monitor settings for the simulators it\n"
+                "# started (gone once it ended). Secrets were only in the demo's environment.\n"
+                + yaml.safe_dump(demo_settings(stack, demo_dir), sort_keys=False))
+            demo_environment(secrets, settings_file)
+            from risk_monitor.cli import ensure_dagster_home
+
+            dagster_home = ensure_dagster_home(
+                os.environ.get("DAGSTER_HOME") or str(root / ".dagster_home"))
+            console.print(f"simulators up · settings [dim]{settings_file}[/] · "
+                          f"DAGSTER_HOME [dim]{dagster_home}[/]")
+            steps, last_result = _play(stack, console, alert_file, loaded.name)
+            if last_result is not None and last_result.success:
+                try:
+                    summary = risk_summary(last_result)
+                except Exception as exc:  # the summary is a view; the runs are the record
+                    console.print(f"[yellow]risk summary unavailable: {exc}[/]")
+        finally:
+            stack.stop()
+    report = DemoReport(scenario=loaded.name, steps=steps, alerts=read_alerts(alert_file),
+                        alert_file=alert_file, log_file=log_file, settings_file=settings_file,
+                        dagster_home=dagster_home, summary=summary)
+    print_report(report, console)
+    return report
+
+
+def _play(stack: SimulatorStack, console: Console, alert_file: Path,
+          scenario: str) -> tuple[list[StepReport], Any]:
+    with console.status("loading the Dagster definitions…"):
+        import dagster as dg
+
+        from risk_monitor.definitions import defs
+
+        job = defs().resolve_job_def(JOB)
+    total = len(stack.scenario.steps)
+    steps: list[StepReport] = []
+    last_result: Any = None
+    progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                        TimeElapsedColumn(), console=console, transient=True)
+    with progress, dg.DagsterInstance.get() as instance:
+        task = progress.add_task("scenario", total=total, detail="")
+        watcher = RunWatcher(progress, task, len(job.graph.nodes)).start()
+        try:
+            while True:
+                record = stack.player.step()
+                if record is None:
+                    break
+                index, label = int(record["index"]), str(record["label"])
+                run_id = str(uuid.uuid4())
+                progress.update(task, description=f"step {index}/{total}: {label}",
+                                detail="starting run")
+                watcher.run_id = run_id
+                seen = len(read_alerts(alert_file))
+                started = time.monotonic()
+                result = job.execute_in_process(
+                    instance=instance, run_id=run_id, raise_on_error=False,
+                    tags={"risk_monitor/trigger": "demo", "risk_monitor/scenario": scenario,
+                          "risk_monitor/step": str(index)})
+                watcher.run_id = None
+                last_result = result
+                new = read_alerts(alert_file)[seen:]
+                step = StepReport(index, label, run_id, "SUCCESS" if result.success
+                                  else "FAILURE", time.monotonic() - started, new)
+                steps.append(step)
+                progress.advance(task)
+                progress.console.print(_step_line(step, total))
+        finally:
+            watcher.stop()
+    return steps, last_result
+
+
+def _step_line(step: StepReport, total: int) -> str:
+    mark = "[green]✔[/]" if step.status == "SUCCESS" else "[bold red]✘[/]"
+    if len(step.new_alerts) > MAX_LISTED_ALERTS:  # an outage touches many limits: count them
+        counts = Counter(alert_state(a) for a in step.new_alerts)
+        alerts = f"{len(step.new_alerts)} new alerts (" + ", ".join(
+            f"[{STATUS_STYLE.get(state, 'white')}]{n} {state}[/]"
+            for state, n in counts.most_common()) + ")"
+    else:
+        alerts = ", ".join(f"[{STATUS_STYLE.get(alert_state(a), 'white')}]{alert_state(a)}[/] "
+                           f"{a['limit_id']}" for a in step.new_alerts) or "no new alerts"
+    return (f"{mark} step {step.index}/{total} {step.label} · run {step.run_id[:8]} "
+            f"[{STATUS_STYLE[step.status]}]{step.status}[/] in {step.seconds:.1f} s · {alerts}")
+
+
+# -- the final report ----------------------------------------------------------------------------
+def _frame_table(title: str, frame: Any, *, drop: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    columns = [c for c in frame.columns if c not in drop]
+    for column in columns:
+        table.add_column(str(column), overflow="fold")
+    for row in frame[columns].itertuples(index=False):
+        cells = []
+        for value in row:
+            if isinstance(value, float):
+                cells.append(_number(value, 2 if abs(value) < 100 else 0))
+            else:
+                text = str(value)
+                style = STATUS_STYLE.get(text)
+                cells.append(f"[{style}]{text}[/]" if style else text)
+        table.add_row(*cells)
+    return table
+
+
+def print_report(report: DemoReport, console: Console) -> None:
+    console.rule("[bold]Alerts raised")
+    if report.alerts:
+        table = Table(header_style="bold")
+        for column in ("time (UTC)", "status", "limit", "scope", "value / limit"):
+            table.add_column(column, overflow="fold")
+        for alert in report.alerts:
+            state = alert_state(alert)
+            detected = str(alert.get("detected_at", ""))
+            with contextlib.suppress(ValueError):
+                detected = datetime.fromisoformat(detected).strftime("%H:%M:%S")
+            table.add_row(detected, f"[{STATUS_STYLE.get(state, 'white')}]{state}[/]",
+                          str(alert["limit_id"]), str(alert["scope"]), value_vs_limit(alert))
+        console.print(table)
+    else:
+        console.print("no alerts were raised")
+    if report.summary:
+        console.rule("[bold]Risk summary (last evaluation)")
+        titles = {"headline": "Headline", "top_exposures": "Top exposures",
+                  "venues": "Venues", "limit_utilisation": "Limit utilisation (worst first)"}
+        for key, title in titles.items():
+            frame = report.summary.get(key)
+            if frame is not None and len(frame):
+                console.print(_frame_table(title, frame, drop=("reason",)))
+    console.rule()
+    failed = [s for s in report.steps if s.status != "SUCCESS"]
+    if failed:
+        console.print(f"[bold red]{len(failed)} run(s) failed[/]: "
+                      + ", ".join(s.run_id for s in failed) + f" — see {report.log_file}")
+    console.print(f"alerts file:      {report.alert_file}")
+    console.print(f"logs:             {report.log_file}")
+    console.print(f"Dagster instance: {report.dagster_home} "
+                  f"({len(report.steps)} {JOB} runs, tag risk_monitor/trigger=demo)")
+    console.print("next: [bold]risk-monitor dev[/] (from this directory), then open "
+                  "http://127.0.0.1:3000 to see the assets, checks and runs the demo made")
