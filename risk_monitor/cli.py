@@ -207,7 +207,8 @@ def dev(dagster_args: tuple[str, ...]) -> None:
     """Start the Dagster UI and daemon on the embedded instance (wraps `dagster dev`)."""
     home = ensure_dagster_home()
     click.echo(f"DAGSTER_HOME={home}", err=True)
-    dagster = shutil.which("dagster") or "dagster"
+    beside = Path(sys.executable).with_name("dagster")  # the venv we run from, even if not on PATH
+    dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"
     os.execvp(dagster, [dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args])
 
 
