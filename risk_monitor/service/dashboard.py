@@ -63,6 +63,7 @@ from risk_monitor.service.state import (
     InMemoryRiskState,
     RiskStateProvider,
     RiskView,
+    SourceFreshness,
 )
 from risk_monitor.workflows import evaluation_metrics
 
@@ -161,17 +162,8 @@ class ExposuresView:
     assets: list[ExposureRow]
 
 
-@dataclass(frozen=True)
-class SourceRow:
-    key: str
-    kind: str
-    venue: str
-    account: str
-    ok: bool
-    as_of: datetime
-    age_s: float
-    stale: bool
-    error_code: str | None
+#: a data source as the page shows it: the provider's freshness view, unchanged
+SourceRow = SourceFreshness
 
 
 @dataclass(frozen=True)
@@ -491,9 +483,7 @@ class Dashboard:
                 shown = "unknown" if age is None else _age_text(age)
                 reasons.insert(0, f"last evaluation is {shown} old "
                                   f"(freshness budget {self.max_age_s:g} s)")
-            sources = [SourceRow(key=s.key, kind=s.kind, venue=s.venue, account=s.account,
-                                 ok=s.ok, as_of=s.as_of, age_s=s.age_s, stale=s.stale,
-                                 error_code=s.error_code) for s in view.sources]
+            sources = list(view.sources)
             for s in sources:
                 if not s.ok:
                     code = f" ({s.error_code})" if s.error_code else ""
