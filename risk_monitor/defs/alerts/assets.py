@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 
 from risk_monitor import workflows
+from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.defs.risk_support import OWNERS, alert_context, md_table, utc_now
@@ -24,6 +25,7 @@ ALERT_CHECKS = [dg.AssetCheckSpec(
 
 @dg.asset(group_name="compliance", kinds={"slack", "sql"}, owners=OWNERS,
           check_specs=ALERT_CHECKS)
+@surface_errors("alerts")
 def risk_alerts(context: dg.AssetExecutionContext, settings: SettingsResource,
                 risk_store: RiskStoreResource, limit_status: list[LimitResult],
                 limit_config: LimitConfig) -> Iterator[Any]:

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from risk_monitor import workflows
+from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.defs.risk_support import OWNERS, md_table, utc_now
@@ -16,6 +17,7 @@ WINDOW = timedelta(hours=24)
 
 
 @dg.asset(group_name="compliance", kinds={"sql"}, owners=OWNERS)
+@surface_errors("compliance")
 def compliance_status(context: dg.AssetExecutionContext, settings: SettingsResource,
                       risk_store: RiskStoreResource, limit_status: list[LimitResult]
                       ) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from risk_monitor import workflows
+from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.checks import (
     EXPOSURE_CHECKS,
@@ -38,6 +39,7 @@ GROUP = "risk"
 
 
 @dg.asset(group_name=GROUP, kinds={"yaml", "python"}, owners=OWNERS)
+@surface_errors("risk")
 def limit_config(context: dg.AssetExecutionContext, settings: SettingsResource,
                  risk_store: RiskStoreResource) -> LimitConfig:
     """The limit configuration in force (configuration service or file), versioned by content.
@@ -57,6 +59,7 @@ def limit_config(context: dg.AssetExecutionContext, settings: SettingsResource,
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=PNL_CHECKS)
+@surface_errors("risk")
 def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
                   risk_store: RiskStoreResource, exchange_positions: Collected,
                   exchange_balances: Collected, custodian_balances: Collected,
@@ -88,6 +91,7 @@ def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=EXPOSURE_CHECKS)
+@surface_errors("risk")
 def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
     """Gross and net exposure per instrument, asset, venue and portfolio; concentration,
     leverage (the counterparty view: what is at risk at each venue)."""
@@ -104,6 +108,7 @@ def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas", "sql"}, owners=OWNERS, check_specs=LIMIT_CHECKS)
+@surface_errors("risk")
 def limit_status(settings: SettingsResource, risk_store: RiskStoreResource,
                  portfolio_pnl: RiskState, exposures: pd.DataFrame,
                  limit_config: LimitConfig) -> Iterator[Any]:
