@@ -1,0 +1,63 @@
+"""The direction of dependencies (docs/architecture.md), checked on every import statement."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "risk_monitor"
+
+#: the error mapper imports no library (it matches class names), so the resilience policies in
+#: platform may ask it whether an error is retryable
+ALLOWED = {("platform", "risk_monitor.adapters.errors")}
+
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # pure domain: no framework, no I/O library, no outer layer
+    "domain": ("dagster", "ccxt", "fireblocks", "slack_sdk", "redis", "sqlalchemy", "psycopg2",
+               "grpc", "aiohttp", "httpx", "requests", "starlette", "uvicorn", "structlog",
+               "prometheus_client", "risk_monitor.adapters", "risk_monitor.defs",
+               "risk_monitor.service", "risk_monitor.workflows", "risk_monitor.platform.settings",
+               "risk_monitor.platform.logging", "risk_sim"),
+    "adapters": ("dagster", "risk_monitor.defs", "risk_monitor.service", "risk_sim"),
+    "platform": ("dagster", "risk_monitor.adapters", "risk_monitor.defs", "risk_monitor.service",
+                 "risk_sim"),
+    "service": ("dagster", "risk_monitor.defs", "risk_sim"),
+    "defs": ("risk_monitor.service", "risk_sim"),
+    "": ("risk_sim",),  # nothing in risk_monitor imports the simulators
+}
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
+def _files(layer: str) -> list[Path]:
+    root = PACKAGE / layer if layer else PACKAGE
+    return sorted(p for p in root.rglob("*.py") if "_pb2" not in p.name)
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_point_inward(layer: str) -> None:
+    violations = [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in _files(layer)
+        for name in _imports(path)
+        for banned in FORBIDDEN[layer]
+        if (name == banned or name.startswith(banned + ".")) and (layer, name) not in ALLOWED
+    ]
+    assert not violations, "\n".join(violations)
+
+
+def test_no_private_dagster_imports() -> None:
+    violations = [f"{p.relative_to(PACKAGE)}: {n}" for p in _files("") for n in _imports(p)
+                  if n.startswith("dagster._")]
+    assert not violations, violations
