@@ -17,6 +17,13 @@ Production purity, enforced here and tested:
   endpoints that place or change things are replaced by functions raising
   ``ProductionPurityError``, so nothing that reaches the client can trade either.
 
+Speed (each Dagster run is a fresh process, docs/benchmarks.md "Sensor path"): with
+``shared=True`` accounts of the same venue settings and credentials share one ccxt client per
+process (one connection pool, one rate limiter, markets loaded once for positions *and*
+balances), and a venue's market list is kept on disk (:class:`MarketsCache`, ``data_dir``,
+:data:`MARKETS_TTL_S`) so a run skips ``load_markets``; a cached list missing a configured
+symbol, or a ``BadSymbol`` from the venue, reloads it from the venue.
+
 Numbers: ccxt parses venue strings to Python floats; frames hold float64 (see
 ``domain/schemas.py``). Balance convention: ``total`` is the wallet balance EXCLUDING unrealised
 P&L, ``used`` the margin locked in positions and orders (clipped to ``[0, total]``) and
@@ -28,12 +35,18 @@ read the raw ``info`` (binanceusdm ``walletBalance`` / ``initialMargin``; okx ``
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
+import os
 import re
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -274,6 +287,118 @@ def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",
     return exchange
 
 
+# --- markets cache and shared clients ---------------------------------------------------------------
+#: how long a venue's market list read from disk stays valid. Contract sizes and precisions feed
+#: position quantities, so keep it short of a trading day: a long-lived ccxt client (the stream)
+#: never reloads its markets at all, a run older than this reloads them from the venue.
+MARKETS_TTL_S = 3600.0
+MARKETS_DIR = "ccxt-markets"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+class MarketsCache:
+    """Venue market lists on disk, so a fresh process (every Dagster run) skips ``load_markets``.
+
+    One JSON file per (exchange, endpoint, options, public/private) under ``directory``, written
+    atomically; files older than ``ttl_s`` are ignored and pruned. Any I/O or decoding problem
+    reads as "not cached": the venue is asked, as without a cache.
+    """
+
+    def __init__(self, directory: Path, ttl_s: float = MARKETS_TTL_S,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.directory = Path(directory)
+        self.ttl_s = ttl_s
+        self._clock = clock
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> MarketsCache:
+        return cls(settings.data_dir / MARKETS_DIR)
+
+    def path(self, venue: VenueSettings, *, private: bool) -> Path:
+        options = json.dumps({**DEFAULT_OPTIONS, **venue.options}, sort_keys=True, default=str)
+        key = _digest(venue.exchange, venue.endpoint_override or "production", options,
+                      "private" if private else "public")
+        return self.directory / f"{venue.exchange}-{key}.json"
+
+    def load(self, venue: VenueSettings, *, private: bool
+             ) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
+        path = self.path(venue, private=private)
+        try:
+            if self._clock() - path.stat().st_mtime > self.ttl_s:
+                return None
+            document = json.loads(path.read_bytes())
+            markets, currencies = document["markets"], document.get("currencies")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(markets, list) or not markets:
+            return None
+        return markets, currencies if isinstance(currencies, dict) and currencies else None
+
+    def store(self, venue: VenueSettings, client: Any, *, private: bool) -> None:
+        path = self.path(venue, private=private)
+        try:
+            body = json.dumps({"exchange": venue.exchange, "stored_at": self._clock(),
+                               "markets": list((client.markets or {}).values()),
+                               "currencies": client.currencies or None})
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._prune()
+            scratch = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            scratch.write_text(body)
+            os.replace(scratch, path)
+        except (OSError, TypeError, ValueError) as exc:  # not JSON-able or not writable: no cache
+            log.debug("markets not cached", venue=venue.id, error=type(exc).__name__)
+
+    def invalidate(self, venue: VenueSettings, *, private: bool) -> None:
+        with contextlib.suppress(OSError):
+            self.path(venue, private=private).unlink(missing_ok=True)
+
+    def _prune(self) -> None:
+        now = self._clock()
+        for old in [*self.directory.glob("*.json"), *self.directory.glob("*.tmp")]:
+            try:
+                if now - old.stat().st_mtime > self.ttl_s:
+                    old.unlink(missing_ok=True)
+            except OSError:
+                continue
+
+
+_shared: dict[tuple[str, ...], Any] = {}
+_shared_lock = threading.Lock()
+#: clients whose markets came from the disk cache (a BadSymbol then means "reload them")
+_CACHED_MARKETS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def shared_client(venue: VenueSettings, *, with_credentials: bool = True) -> Any:
+    """One read-only sync ccxt client per venue settings and credentials, per process.
+
+    The key holds the whole venue configuration and a digest of the credential values (never
+    the values), so a changed endpoint, option or secret gets a client of its own.
+    """
+    credentials = venue_credentials(venue) if with_credentials else {}
+    key = (venue.model_dump_json(), "private" if with_credentials else "public",
+           _digest(*(f"{k}={v}" for k, v in sorted(credentials.items()))))
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            client = _shared[key] = build_client(venue, flavour="sync",
+                                                 with_credentials=with_credentials)
+        return client
+
+
+def close_shared_clients() -> None:
+    """Close and forget every shared client (process shutdown)."""
+    with _shared_lock:
+        clients = list(_shared.values())
+        _shared.clear()
+    for client in clients:
+        session = getattr(client, "session", None)
+        if session is not None:
+            session.close()
+
+
 # --- payload -> frame mapping (pure) ---------------------------------------------------------------
 def _num(value: Any) -> float:
     if value is None or isinstance(value, bool):
@@ -498,6 +623,22 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is anywhere in the chain of causes (retry layers re-raise, even an
+    error from itself)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
 # --- the adapter -------------------------------------------------------------------------------------
 class CcxtExchangeAccount:
     """Read-only view of one exchange account through ccxt (implements ``ExchangeAccount``).
@@ -507,7 +648,8 @@ class CcxtExchangeAccount:
     """
 
     def __init__(self, venue: VenueSettings, *, guard: SourceGuard, clock: Clock = _utc_now,
-                 client: Any | None = None, with_credentials: bool = True) -> None:
+                 client: Any | None = None, with_credentials: bool = True, shared: bool = False,
+                 markets_cache: MarketsCache | None = None) -> None:
         self.settings = venue
         self.venue = venue.id
         self.account = venue.account
@@ -517,12 +659,18 @@ class CcxtExchangeAccount:
         self._client = client
         self._with_credentials = with_credentials
         self._credentials_checked = not with_credentials
+        self._shared = shared and client is None
+        self._markets_cache = markets_cache
         self._timeout_s = venue.timeout_ms / 1000.0 * 2 + 1.0  # backstop over ccxt's own timeout
 
     @classmethod
     def from_settings(cls, settings: Settings, venue: VenueSettings, *,
-                      with_credentials: bool = True) -> CcxtExchangeAccount:
-        return cls(venue, guard=guard_for(settings, venue.id), with_credentials=with_credentials)
+                      with_credentials: bool = True, shared: bool = False) -> CcxtExchangeAccount:
+        """``shared``: the process-wide client of these settings and the markets cache in
+        ``settings.data_dir`` (what Dagster runs use); otherwise a client of its own."""
+        return cls(venue, guard=guard_for(settings, venue.id), with_credentials=with_credentials,
+                   shared=shared, markets_cache=MarketsCache.for_settings(settings)
+                   if shared else None)
 
     @property
     def endpoint_override(self) -> str | None:
@@ -533,8 +681,12 @@ class CcxtExchangeAccount:
     def client(self) -> Any:
         """The read-only ccxt client (built on first use); for inspection, not for trading."""
         if self._client is None:
-            self._client = build_client(self.settings, flavour="sync",
-                                        with_credentials=self._with_credentials)
+            if self._shared:
+                self._client = shared_client(self.settings,
+                                             with_credentials=self._with_credentials)
+            else:
+                self._client = build_client(self.settings, flavour="sync",
+                                            with_credentials=self._with_credentials)
         return self._client
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -564,9 +716,54 @@ class CcxtExchangeAccount:
     def _markets(self) -> Mapping[str, Mapping[str, Any]]:
         client = self.client
         markets = client.markets
+        if not markets and self._markets_cache is not None:
+            markets = self._cached_markets(client)
         if not markets:
             markets = self._call("load_markets", client.load_markets)
+            if self._markets_cache is not None and markets:
+                self._markets_cache.store(self.settings, client, private=self._with_credentials)
         return markets or {}
+
+    def _cached_markets(self, client: Any) -> Mapping[str, Mapping[str, Any]] | None:
+        """Markets from disk when fresh and complete (every configured symbol listed)."""
+        assert self._markets_cache is not None
+        found = self._markets_cache.load(self.settings, private=self._with_credentials)
+        if found is None:
+            return None
+        markets, currencies = found
+        try:
+            client.set_markets(markets, currencies)
+        except Exception as exc:  # an unreadable cache must never cost the venue: ask it
+            log.debug("cached markets rejected", venue=self.venue, error=type(exc).__name__)
+            client.markets = None
+            return None
+        loaded = client.markets or {}
+        if any(symbol not in loaded for symbol in self.settings.symbols):
+            client.markets = None  # a listing newer than the cache: reload from the venue
+            return None
+        _CACHED_MARKETS.add(client)
+        return loaded
+
+    def _fresh_markets_on_bad_symbol(self, endpoint: str, fn: Callable[[], Any]) -> Any:
+        """Call ``fn``; when markets came from the cache and the venue (or ccxt) does not know a
+        symbol, drop the cache, reload the markets from the venue and call once more."""
+        from ccxt.base.errors import BadSymbol
+
+        try:
+            return self._call(endpoint, fn)
+        except RiskMonitorError as exc:
+            if not (self.client in _CACHED_MARKETS and _caused_by(exc, BadSymbol)):
+                raise
+        assert self._markets_cache is not None
+        log.info("cached markets out of date; reloading them from the venue", venue=self.venue,
+                 endpoint=endpoint)
+        self._markets_cache.invalidate(self.settings, private=self._with_credentials)
+        client = self.client
+        _CACHED_MARKETS.discard(client)
+        markets = self._call("load_markets", lambda: client.load_markets(reload=True))
+        if markets:
+            self._markets_cache.store(self.settings, client, private=self._with_credentials)
+        return self._call(endpoint, fn)
 
     def _signed(self) -> None:
         if not self._credentials_checked:
@@ -591,9 +788,10 @@ class CcxtExchangeAccount:
     def fetch_positions(self) -> pd.DataFrame:
         """Every open position of the account: one bulk ``fetch_positions()`` call."""
         self._signed()
-        markets = self._markets()
-        raw = self._call("fetch_positions", self.client.fetch_positions)
+        self._markets()
+        raw = self._fresh_markets_on_bad_symbol("fetch_positions", self.client.fetch_positions)
         received = self._clock()
+        markets = self.client.markets or {}  # reloaded when the cached ones were out of date
         return self._mapped(lambda: map_positions(raw, venue=self.venue, account=self.account,
                                                   markets=markets, received_at=received),
                             "fetch_positions")
@@ -602,7 +800,7 @@ class CcxtExchangeAccount:
         """Wallet balances of the account (see the module doc for the convention)."""
         self._signed()
         self._markets()
-        raw = self._call("fetch_balance", self.client.fetch_balance)
+        raw = self._fresh_markets_on_bad_symbol("fetch_balance", self.client.fetch_balance)
         received = self._clock()
         return self._mapped(lambda: map_balance(raw, exchange_id=self.exchange_id,
                                                 venue=self.venue, account=self.account,
@@ -610,11 +808,13 @@ class CcxtExchangeAccount:
 
     def fetch_tickers(self, symbols: Sequence[str] | None = None) -> pd.DataFrame:
         """Latest tickers of ``symbols`` (all when empty) in one bulk ``fetch_tickers`` call."""
-        markets = self._markets()
+        self._markets()
         wanted = list(symbols) if symbols else None
         client = self.client
-        raw = self._call("fetch_tickers", lambda: client.fetch_tickers(wanted))
+        raw = self._fresh_markets_on_bad_symbol("fetch_tickers",
+                                                lambda: client.fetch_tickers(wanted))
         received = self._clock()
+        markets = client.markets or {}
         return self._mapped(lambda: map_tickers(raw, venue=self.venue, markets=markets,
                                                 received_at=received, symbols=wanted),
                             "fetch_tickers")
@@ -627,6 +827,10 @@ class CcxtExchangeAccount:
                                       source=self.venue, details={"endpoint": endpoint}) from exc
 
     def close(self) -> None:
+        """Close this account's own client; a shared one belongs to the process
+        (:func:`close_shared_clients`)."""
+        if self._shared:
+            return
         session = getattr(self._client, "session", None) if self._client is not None else None
         if session is not None:
             session.close()

@@ -217,8 +217,7 @@ def configure_logging(level: str | int | None = None, stream: IO[str] | None = N
     root.setLevel(numeric)
     logging.getLogger("risk_monitor").setLevel(numeric)
     # chatty libraries stay at WARNING unless we debug
-    for noisy in ("urllib3", "asyncio", "websockets", "aiohttp.access", "grpc", "matplotlib",
-                  "PIL", "alembic"):
+    for noisy in ("urllib3", "asyncio", "websockets", "aiohttp.access", "grpc", "alembic"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
 

@@ -13,10 +13,12 @@ from risk_monitor.defs.balances.checks import (
 )
 from risk_monitor.defs.balances.resources import CustodiansResource
 from risk_monitor.defs.collection_support import (
+    CODE_VERSION,
     FRESHNESS,
     GROUP,
     OWNERS,
     collection_metadata,
+    data_version_of,
     log_missing,
     utc_now,
 )
@@ -25,7 +27,8 @@ from risk_monitor.defs.resources import SettingsResource
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,
-          freshness_policy=FRESHNESS, check_specs=EXCHANGE_BALANCE_CHECKS)
+          freshness_policy=FRESHNESS, check_specs=EXCHANGE_BALANCE_CHECKS,
+          code_version=CODE_VERSION)
 def exchange_balances(context: dg.AssetExecutionContext, settings: SettingsResource,
                       exchange_accounts: ExchangeAccountsResource) -> Iterator[Any]:
     """Exchange wallet balances (BALANCE_COLUMNS, source_type 'exchange').
@@ -37,14 +40,15 @@ def exchange_balances(context: dg.AssetExecutionContext, settings: SettingsResou
     collected = collect_exchange_balances(exchange_accounts.accounts(cfg), cfg.market_data)
     log_missing(context, collected)
     now = utc_now()
-    yield dg.Output(collected, metadata=collection_metadata(collected, now=now,
+    yield dg.Output(collected, data_version=data_version_of(collected), metadata=collection_metadata(collected, now=now,
                                                             age_column="received_at"))
     yield from balance_check_results("exchange_balances", collected, cfg,
                                      exchange_accounts.expected_sources(cfg), now)
 
 
 @dg.asset(group_name=GROUP, kinds={"fireblocks", "pandas"}, owners=OWNERS,
-          freshness_policy=FRESHNESS, check_specs=CUSTODIAN_BALANCE_CHECKS)
+          freshness_policy=FRESHNESS, check_specs=CUSTODIAN_BALANCE_CHECKS,
+          code_version=CODE_VERSION)
 def custodian_balances(context: dg.AssetExecutionContext, settings: SettingsResource,
                        custodians: CustodiansResource) -> Iterator[Any]:
     """Custodian vault balances (BALANCE_COLUMNS, source_type 'custodian', account = vault id).
@@ -56,7 +60,7 @@ def custodian_balances(context: dg.AssetExecutionContext, settings: SettingsReso
     collected = collect_custodian_balances(custodians.custodians(cfg), cfg.market_data)
     log_missing(context, collected)
     now = utc_now()
-    yield dg.Output(collected, metadata=collection_metadata(collected, now=now,
+    yield dg.Output(collected, data_version=data_version_of(collected), metadata=collection_metadata(collected, now=now,
                                                             age_column="received_at"))
     yield from balance_check_results("custodian_balances", collected, cfg,
                                      custodians.expected_sources(cfg), now)

@@ -10,13 +10,14 @@ from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.resources import RiskStoreResource
-from risk_monitor.defs.risk_support import OWNERS, md_table, utc_now
+from risk_monitor.defs.risk_support import CODE_VERSION, OWNERS, md_table, utc_now
 from risk_monitor.domain.model import LimitResult, LimitStatus
 
 WINDOW = timedelta(hours=24)
 
 
-@dg.asset(group_name="compliance", kinds={"sql"}, owners=OWNERS)
+@dg.asset(group_name="compliance", kinds={"sql"}, owners=OWNERS,
+          code_version=CODE_VERSION)
 @surface_errors("compliance")
 def compliance_status(context: dg.AssetExecutionContext, settings: SettingsResource,
                       risk_store: RiskStoreResource, limit_status: list[LimitResult]

@@ -6,10 +6,12 @@ from typing import Any
 import dagster as dg
 
 from risk_monitor.defs.collection_support import (
+    CODE_VERSION,
     FRESHNESS,
     GROUP,
     OWNERS,
     collection_metadata,
+    data_version_of,
     log_missing,
     utc_now,
 )
@@ -17,9 +19,16 @@ from risk_monitor.defs.market_data.checks import PRICE_CHECKS, price_check_resul
 from risk_monitor.defs.market_data.resources import MarketDataResource
 from risk_monitor.defs.resources import SettingsResource
 
+#: read quotes last among the collection steps of a run (the in-process executor runs ready
+#: steps by priority): a quote that arrives while the run collects positions and balances still
+#: makes it into this run, and the prices are the freshest inputs of the evaluation
+#: (docs/benchmarks.md "Sensor path").
+READ_LAST = {"dagster/priority": "-1"}
+
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "redis", "pandas"}, owners=OWNERS,
-          freshness_policy=FRESHNESS, check_specs=PRICE_CHECKS)
+          freshness_policy=FRESHNESS, check_specs=PRICE_CHECKS, op_tags=READ_LAST,
+          code_version=CODE_VERSION)
 def market_prices(context: dg.AssetExecutionContext, settings: SettingsResource,
                   market_data: MarketDataResource) -> Iterator[Any]:
     """Latest quote (PRICE_COLUMNS) per configured venue and instrument.
@@ -34,5 +43,5 @@ def market_prices(context: dg.AssetExecutionContext, settings: SettingsResource,
     now = utc_now()
     metadata = collection_metadata(collected, now=now, age_column="timestamp")
     metadata["source"] = dg.MetadataValue.text(market_data.source_name(cfg))
-    yield dg.Output(collected, metadata=metadata)
+    yield dg.Output(collected, data_version=data_version_of(collected), metadata=metadata)
     yield from price_check_results(collected, cfg, market_data.expected_sources(cfg), now)

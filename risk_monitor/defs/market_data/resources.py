@@ -33,7 +33,8 @@ class MarketDataResource(dg.ConfigurableResource):
         first_account: dict[str, VenueSettings] = {}
         for venue in settings.venues:  # quotes are per venue: one (public) client per venue id
             first_account.setdefault(venue.id, venue)
-        accounts = [CcxtExchangeAccount.from_settings(settings, venue, with_credentials=False)
+        accounts = [CcxtExchangeAccount.from_settings(settings, venue, with_credentials=False,
+                                                      shared=True)
                     for venue in first_account.values()]
         return RestMarketData(accounts, symbols, settings.market_data)
 

@@ -7,10 +7,12 @@ import dagster as dg
 
 from risk_monitor.adapters.collection import collect_positions
 from risk_monitor.defs.collection_support import (
+    CODE_VERSION,
     FRESHNESS,
     GROUP,
     OWNERS,
     collection_metadata,
+    data_version_of,
     log_missing,
     utc_now,
 )
@@ -20,7 +22,8 @@ from risk_monitor.defs.resources import SettingsResource
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,
-          freshness_policy=FRESHNESS, check_specs=POSITION_CHECKS)
+          freshness_policy=FRESHNESS, check_specs=POSITION_CHECKS,
+          code_version=CODE_VERSION)
 def exchange_positions(context: dg.AssetExecutionContext, settings: SettingsResource,
                        exchange_accounts: ExchangeAccountsResource) -> Iterator[Any]:
     """Open positions (POSITION_COLUMNS) of every exchange account, one bulk call per account.
@@ -32,7 +35,7 @@ def exchange_positions(context: dg.AssetExecutionContext, settings: SettingsReso
     collected = collect_positions(exchange_accounts.accounts(cfg), cfg.market_data)
     log_missing(context, collected)
     now = utc_now()
-    yield dg.Output(collected, metadata=collection_metadata(collected, now=now,
+    yield dg.Output(collected, data_version=data_version_of(collected), metadata=collection_metadata(collected, now=now,
                                                             age_column="received_at"))
     yield from position_check_results(collected, cfg, exchange_accounts.expected_sources(cfg),
                                       now)

@@ -11,13 +11,17 @@ class ExchangeAccountsResource(dg.ConfigurableResource):
 
     Venues, credentials (environment variables named by ``*_env``) and endpoints all come from
     the shared ``settings`` resource, so this resource has nothing of its own to configure
-    beyond an optional venue filter.
+    beyond an optional venue filter. The adapters share one ccxt client per account and
+    process (positions and balances of a run use the same client, rate limiter and markets)
+    and read the venue's markets from the cache in ``data_dir``: a run (a fresh process) then
+    skips ``load_markets``.
     """
 
     venue_ids: list[str] | None = None
 
     def accounts(self, settings: Settings) -> list[CcxtExchangeAccount]:
-        return [CcxtExchangeAccount.from_settings(settings, venue) for venue in settings.venues
+        return [CcxtExchangeAccount.from_settings(settings, venue, shared=True)
+                for venue in settings.venues
                 if self.venue_ids is None or venue.id in self.venue_ids]
 
     def expected_sources(self, settings: Settings) -> list[str]:

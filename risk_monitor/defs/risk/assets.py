@@ -23,6 +23,7 @@ from risk_monitor.defs.risk.checks import (
 )
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.defs.risk_support import (
+    CODE_VERSION,
     OWNERS,
     exposure_chart,
     md_table,
@@ -38,10 +39,10 @@ from risk_monitor.domain.model import Collected, LimitStatus
 GROUP = "risk"
 
 
-@dg.asset(group_name=GROUP, kinds={"yaml", "python"}, owners=OWNERS)
+@dg.asset(group_name=GROUP, kinds={"yaml", "python"}, owners=OWNERS,
+          code_version=CODE_VERSION)
 @surface_errors("risk")
-def limit_config(context: dg.AssetExecutionContext, settings: SettingsResource,
-                 risk_store: RiskStoreResource) -> LimitConfig:
+def limit_config(settings: SettingsResource, risk_store: RiskStoreResource) -> dg.Output[LimitConfig]:
     """The limit configuration in force (configuration service or file), versioned by content.
 
     Every applied version is recorded in the store, so an alert's ``config_version`` always
@@ -51,14 +52,14 @@ def limit_config(context: dg.AssetExecutionContext, settings: SettingsResource,
     config, source, _ = workflows.load_limits(cfg, risk_store.storage(cfg))
     table = pd.DataFrame([{"id": d.id, "kind": d.kind.value, "scope": str(d.scope.items()),
                            "warn": d.warn, "breach": d.breach} for d in config.limits])
-    context.add_output_metadata({
+    return dg.Output(config, data_version=dg.DataVersion(config.version), metadata={
         "version": config.version, "source": source, "limits": len(config.limits),
         "definitions": dg.MetadataValue.md(md_table(table, rows=100)),
     })
-    return config
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=PNL_CHECKS)
+@dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=PNL_CHECKS,
+          code_version=CODE_VERSION)
 @surface_errors("risk")
 def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
                   risk_store: RiskStoreResource, exchange_positions: Collected,
@@ -90,7 +91,8 @@ def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
     yield pnl_reconciliation(state)
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=EXPOSURE_CHECKS)
+@dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=EXPOSURE_CHECKS,
+          code_version=CODE_VERSION)
 @surface_errors("risk")
 def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
     """Gross and net exposure per instrument, asset, venue and portfolio; concentration,
@@ -107,7 +109,8 @@ def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
     yield exposure_consistency(table)
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas", "sql"}, owners=OWNERS, check_specs=LIMIT_CHECKS)
+@dg.asset(group_name=GROUP, kinds={"pandas", "sql"}, owners=OWNERS, check_specs=LIMIT_CHECKS,
+          code_version=CODE_VERSION)
 @surface_errors("risk")
 def limit_status(settings: SettingsResource, risk_store: RiskStoreResource,
                  portfolio_pnl: RiskState, exposures: pd.DataFrame,

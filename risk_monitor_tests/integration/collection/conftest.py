@@ -155,7 +155,8 @@ def write_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteSett
     """Write a settings document to a YAML file and point RISK_MONITOR_CONFIG at it."""
     def write(doc: dict[str, Any]) -> Path:
         path = tmp_path / "risk-monitor.yaml"
-        path.write_text(yaml.safe_dump(doc))
+        # state (the markets cache, the embedded store) stays in the test's own folder
+        path.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "state"), **doc}))
         monkeypatch.setenv("RISK_MONITOR_CONFIG", str(path))
         return path
     for name in list(os.environ):

@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 from prometheus_client import REGISTRY
 
-from risk_monitor.defs.risk.assets import limit_config
 from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.risk.assets import limit_config
 from risk_monitor.defs.risk.resources import RiskStoreResource
 
 
