@@ -197,9 +197,9 @@ def alert_context(context: dg.AssetExecutionContext, settings: Settings,
     """What every alert of this run carries: where it came from and how to look at it."""
     ui = settings.alerts.dagster_ui_url.rstrip("/")
     return {
-        "run_id": context.run_id,
+        "run_id": context.run.run_id,
         "job_name": context.job_name,
-        "dagster_run_url": f"{ui}/runs/{context.run_id}",
+        "dagster_run_url": f"{ui}/runs/{context.run.run_id}",
         "dagster_asset_url": f"{ui}/assets/limit_status",
         "input_data_versions": input_data_versions(context, inputs),
         "limit_config_version": config_version,
