@@ -1,6 +1,6 @@
 """Measure the alert write path and outbox delivery on PostgreSQL and SQLite.
 
-Run: ``RISK_MONITOR_LOG_LEVEL=WARNING python -m risk_monitor_tests.integration.storage.bench_storage``
+Run: ``RISK_MONITOR_LOG_LEVEL=WARNING python bench/bench_storage.py``
 (needs the local PostgreSQL). 300 evaluations through ``locked`` over 50 fingerprints, alternating
 WARN and OK every 50 (300 notifications), then drained into the Slack simulator with the real
 ``WebClient``. Figures are quoted in docs/storage-and-alerting.md.
@@ -8,18 +8,22 @@ WARN and OK every 50 (300 notifications), then drained into the Slack simulator 
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from slack_sdk import WebClient
 
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.platform.logging import configure_logging
+from risk_sim.slack import SlackSimulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test fixtures build the desk
 from risk_monitor_tests.fixtures.services import create_database, drop_database
 from risk_monitor_tests.fixtures.storage import evaluate, make_result
-from risk_sim.slack import SlackSimulator
 
 EVALUATIONS = 300
 FINGERPRINTS = 50
