@@ -6,24 +6,20 @@ error codes, redacted messages and endpoint override URLs.
 """
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from risk_monitor import __version__
 from risk_monitor.adapters.collection import data_age_s
+from risk_monitor.defs.metadata import md_table
 from risk_monitor.domain.model import Collected, SourceStatus
 from risk_monitor.domain.schemas import failure_summary
 from risk_monitor.platform.logging import redact_text
 
 PREVIEW_ROWS = 20
-OWNERS = ["team:risk"]
-#: every asset's code version: with it, Dagster derives each downstream data version from its
-#: inputs' versions, so lineage reads "same inputs + same code" rather than "another run"
-CODE_VERSION = __version__
 GROUP = "collection"
 #: a collection asset not materialised for this long is late (warn) / failing (fail)
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=10),
@@ -43,32 +39,9 @@ def data_version_of(collected: Collected) -> dg.DataVersion:
     return dg.DataVersion(digest.hexdigest()[:24])
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ""
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, float):
-        return f"{value:.10g}"
-    return str(value).replace("|", "\\|")
-
-
 def markdown_preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
-    """The first rows as a Markdown table (no extra dependency)."""
-    if not len(frame):
-        return "_no rows_"
-    head = frame.head(rows)
-    lines = ["| " + " | ".join(head.columns) + " |",
-             "| " + " | ".join("---" for _ in head.columns) + " |"]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |"
-              for row in head.itertuples(index=False)]
-    if len(frame) > rows:
-        lines.append(f"\n_{len(frame) - rows} more rows_")
-    return "\n".join(lines)
+    """The first rows as a Markdown table, raw values (a data preview)."""
+    return md_table(frame, rows, precise=True)
 
 
 def sources_table(sources: tuple[SourceStatus, ...]) -> dg.TableMetadataValue:

@@ -8,7 +8,6 @@ import base64
 import html
 import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -18,39 +17,7 @@ from risk_monitor import __version__
 from risk_monitor.domain.model import LimitResult
 from risk_monitor.platform.settings import Settings
 
-OWNERS = ["team:risk"]
-CODE_VERSION = __version__  # see collection_support.CODE_VERSION
 STATUS_COLOURS = {"OK": "#2e7d32", "WARN": "#f9a825", "BREACH": "#c62828", "UNKNOWN": "#6a1b9a"}
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "—"
-        return f"{value:,.2f}"
-    if isinstance(value, pd.Timestamp | datetime):
-        return value.isoformat(timespec="seconds")
-    return str(value).replace("|", "\\|")
-
-
-def md_table(frame: pd.DataFrame, rows: int = 30) -> str:
-    """A frame as a Markdown table (the first ``rows`` rows)."""
-    if not len(frame):
-        return "_no rows_"
-    head = frame.head(rows)
-    lines = ["| " + " | ".join(str(c) for c in head.columns) + " |",
-             "|" + "|".join("---" for _ in head.columns) + "|"]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |"
-              for row in head.itertuples(index=False)]
-    if len(frame) > rows:
-        lines.append(f"\n_{len(frame) - rows} more rows_")
-    return "\n".join(lines)
 
 
 # --- charts: hand-made SVG, no plotting library -------------------------------------------------

@@ -13,15 +13,13 @@ from risk_monitor.defs.balances.checks import (
 )
 from risk_monitor.defs.balances.resources import CustodiansResource
 from risk_monitor.defs.collection_support import (
-    CODE_VERSION,
     FRESHNESS,
     GROUP,
-    OWNERS,
     collection_metadata,
     data_version_of,
     log_missing,
-    utc_now,
 )
+from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource
 

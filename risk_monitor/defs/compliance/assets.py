@@ -8,9 +8,9 @@ import pandas as pd
 
 from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
+from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.resources import RiskStoreResource
-from risk_monitor.defs.risk_support import CODE_VERSION, OWNERS, md_table, utc_now
 from risk_monitor.domain.model import LimitResult, LimitStatus
 
 WINDOW = timedelta(hours=24)

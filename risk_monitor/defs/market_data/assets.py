@@ -6,17 +6,15 @@ from typing import Any
 import dagster as dg
 
 from risk_monitor.defs.collection_support import (
-    CODE_VERSION,
     FRESHNESS,
     GROUP,
-    OWNERS,
     collection_metadata,
     data_version_of,
     log_missing,
-    utc_now,
 )
 from risk_monitor.defs.market_data.checks import PRICE_CHECKS, price_check_results
 from risk_monitor.defs.market_data.resources import MarketDataResource
+from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.resources import SettingsResource
 
 #: read quotes last among the collection steps of a run (the in-process executor runs ready

@@ -7,15 +7,13 @@ import dagster as dg
 
 from risk_monitor.adapters.collection import collect_positions
 from risk_monitor.defs.collection_support import (
-    CODE_VERSION,
     FRESHNESS,
     GROUP,
-    OWNERS,
     collection_metadata,
     data_version_of,
     log_missing,
-    utc_now,
 )
+from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.positions.checks import POSITION_CHECKS, position_check_results
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource

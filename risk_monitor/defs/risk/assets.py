@@ -12,6 +12,7 @@ import pandas as pd
 
 from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
+from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.checks import (
     EXPOSURE_CHECKS,
@@ -22,14 +23,7 @@ from risk_monitor.defs.risk.checks import (
     pnl_reconciliation,
 )
 from risk_monitor.defs.risk.resources import RiskStoreResource
-from risk_monitor.defs.risk_support import (
-    CODE_VERSION,
-    OWNERS,
-    exposure_chart,
-    md_table,
-    utc_now,
-    utilisation_chart,
-)
+from risk_monitor.defs.risk_support import exposure_chart, utilisation_chart
 from risk_monitor.domain.aggregation import RiskState
 from risk_monitor.domain.engine import results_frame
 from risk_monitor.domain.exposures import exposure_table

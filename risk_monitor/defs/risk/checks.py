@@ -10,7 +10,7 @@ import math
 import dagster as dg
 import pandas as pd
 
-from risk_monitor.defs.risk_support import md_table
+from risk_monitor.defs.metadata import md_table
 from risk_monitor.domain.aggregation import RiskState
 from risk_monitor.domain.exposures import exposures_add_up
 from risk_monitor.domain.limits import LimitConfig

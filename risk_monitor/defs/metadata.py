@@ -1,0 +1,45 @@
+"""Metadata helpers every asset shares: owners, code version, the clock, Markdown tables."""
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from risk_monitor import __version__
+
+OWNERS = ["team:risk"]
+#: every asset's code version: with it, Dagster derives each downstream data version from its
+#: inputs' versions, so lineage reads "same inputs + same code" rather than "another run"
+CODE_VERSION = __version__
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _cell(value: Any, precise: bool) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "" if precise else "—"
+        return f"{value:.10g}" if precise else f"{value:,.2f}"
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat() if precise else value.isoformat(timespec="seconds")
+    return str(value).replace("|", "\\|")
+
+
+def md_table(frame: pd.DataFrame, rows: int = 30, *, precise: bool = False) -> str:
+    """The first ``rows`` rows as a Markdown table; ``precise`` keeps raw numbers and times
+    (data previews), otherwise figures read as money (thousands separators, 2 decimals)."""
+    if not len(frame):
+        return "_no rows_"
+    head = frame.head(rows)
+    lines = ["| " + " | ".join(str(c) for c in head.columns) + " |",
+             "|" + "|".join("---" for _ in head.columns) + "|"]
+    lines += ["| " + " | ".join(_cell(v, precise) for v in row) + " |"
+              for row in head.itertuples(index=False)]
+    if len(frame) > rows:
+        lines.append(f"\n_{len(frame) - rows} more rows_")
+    return "\n".join(lines)
