@@ -86,6 +86,15 @@ def log_missing(context: dg.AssetExecutionContext, collected: Collected) -> None
                             f"{redact_text(status.error or '')[:300]}")
 
 
+def collected_output(context: dg.AssetExecutionContext, collected: Collected, *,
+                     now: datetime, age_column: str, **extra: Any) -> dg.Output[Collected]:
+    """The asset's output: missing sources logged, a content data version, the metadata."""
+    log_missing(context, collected)
+    metadata = collection_metadata(collected, now=now, age_column=age_column)
+    metadata.update(extra)
+    return dg.Output(collected, data_version=data_version_of(collected), metadata=metadata)
+
+
 # --- checks ------------------------------------------------------------------------------------
 def schema_check(check_name: str, asset: str, collected: Collected,
                  schema: pa.DataFrameSchema) -> dg.AssetCheckResult:

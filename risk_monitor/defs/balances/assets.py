@@ -15,9 +15,7 @@ from risk_monitor.defs.balances.resources import CustodiansResource
 from risk_monitor.defs.collection_support import (
     FRESHNESS,
     GROUP,
-    collection_metadata,
-    data_version_of,
-    log_missing,
+    collected_output,
 )
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
@@ -36,10 +34,8 @@ def exchange_balances(context: dg.AssetExecutionContext, settings: SettingsResou
     """
     cfg = settings.load()
     collected = collect_exchange_balances(exchange_accounts.accounts(cfg), cfg.market_data)
-    log_missing(context, collected)
     now = utc_now()
-    yield dg.Output(collected, data_version=data_version_of(collected), metadata=collection_metadata(collected, now=now,
-                                                            age_column="received_at"))
+    yield collected_output(context, collected, now=now, age_column="received_at")
     yield from balance_check_results("exchange_balances", collected, cfg,
                                      exchange_accounts.expected_sources(cfg), now)
 
@@ -56,9 +52,7 @@ def custodian_balances(context: dg.AssetExecutionContext, settings: SettingsReso
     """
     cfg = settings.load()
     collected = collect_custodian_balances(custodians.custodians(cfg), cfg.market_data)
-    log_missing(context, collected)
     now = utc_now()
-    yield dg.Output(collected, data_version=data_version_of(collected), metadata=collection_metadata(collected, now=now,
-                                                            age_column="received_at"))
+    yield collected_output(context, collected, now=now, age_column="received_at")
     yield from balance_check_results("custodian_balances", collected, cfg,
                                      custodians.expected_sources(cfg), now)

@@ -8,9 +8,7 @@ import dagster as dg
 from risk_monitor.defs.collection_support import (
     FRESHNESS,
     GROUP,
-    collection_metadata,
-    data_version_of,
-    log_missing,
+    collected_output,
 )
 from risk_monitor.defs.market_data.checks import PRICE_CHECKS, price_check_results
 from risk_monitor.defs.market_data.resources import MarketDataResource
@@ -37,9 +35,7 @@ def market_prices(context: dg.AssetExecutionContext, settings: SettingsResource,
     """
     cfg = settings.load()
     collected = market_data.snapshot(cfg).latest_prices()
-    log_missing(context, collected)
     now = utc_now()
-    metadata = collection_metadata(collected, now=now, age_column="timestamp")
-    metadata["source"] = dg.MetadataValue.text(market_data.source_name(cfg))
-    yield dg.Output(collected, data_version=data_version_of(collected), metadata=metadata)
+    yield collected_output(context, collected, now=now, age_column="timestamp",
+                           source=dg.MetadataValue.text(market_data.source_name(cfg)))
     yield from price_check_results(collected, cfg, market_data.expected_sources(cfg), now)

@@ -9,9 +9,7 @@ from risk_monitor.adapters.collection import collect_positions
 from risk_monitor.defs.collection_support import (
     FRESHNESS,
     GROUP,
-    collection_metadata,
-    data_version_of,
-    log_missing,
+    collected_output,
 )
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.positions.checks import POSITION_CHECKS, position_check_results
@@ -31,9 +29,7 @@ def exchange_positions(context: dg.AssetExecutionContext, settings: SettingsReso
     """
     cfg = settings.load()
     collected = collect_positions(exchange_accounts.accounts(cfg), cfg.market_data)
-    log_missing(context, collected)
     now = utc_now()
-    yield dg.Output(collected, data_version=data_version_of(collected), metadata=collection_metadata(collected, now=now,
-                                                            age_column="received_at"))
+    yield collected_output(context, collected, now=now, age_column="received_at")
     yield from position_check_results(collected, cfg, exchange_accounts.expected_sources(cfg),
                                       now)
