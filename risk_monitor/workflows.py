@@ -258,6 +258,3 @@ def _discovery(settings: Settings) -> Any:
     return DiscoveryClient(redis.Redis.from_url(settings.redis_url),
                            prefix=settings.service.registry_prefix)
 
-
-def summary_of(results: Sequence[LimitResult]) -> ComplianceSummary:
-    return compliance_summary(results)

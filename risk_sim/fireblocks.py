@@ -35,7 +35,6 @@ from aiohttp import web
 from risk_sim.faults import Fault, FaultInjector
 from risk_sim.jwt_keys import generate_private_key_pem, load_public_key, public_key_pem
 from risk_sim.server import BackgroundServer
-from risk_sim.shutdown import cancel_pending_requests
 
 AMOUNT_FIELDS = ("total", "balance", "available", "pending", "frozen", "lockedAmount", "staked")
 DEFAULT_PAGE_LIMIT = 200
@@ -151,7 +150,6 @@ class FireblocksSimulator:
         return self
 
     def stop(self) -> None:
-        cancel_pending_requests(self._server)
         self._server.stop()
 
     def __enter__(self) -> FireblocksSimulator:

@@ -8,6 +8,8 @@ because it never shares the caller's loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Coroutine
@@ -80,6 +82,15 @@ class BackgroundServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    @staticmethod
+    async def _cancel_tasks() -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+
     def call(self, fn: Callable[[], Coroutine[Any, Any, T]], timeout: float = 10.0) -> T:
         """Run a coroutine on the server's loop from another thread and wait for it."""
         if self.loop is None:
@@ -87,7 +98,11 @@ class BackgroundServer:
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Cancel in-flight handlers (a "hang" fault may hold one for minutes), then stop: without
+        the cancel, aiohttp waits its shutdown timeout and the loop closes with tasks pending."""
         if self.loop is not None and self.loop.is_running():
+            with contextlib.suppress(TimeoutError, RuntimeError, concurrent.futures.TimeoutError):
+                self.call(self._cancel_tasks, timeout=3.0)
             self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)

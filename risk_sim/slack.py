@@ -27,7 +27,6 @@ from aiohttp import web
 
 from risk_sim.faults import Fault, FaultInjector
 from risk_sim.server import BackgroundServer
-from risk_sim.shutdown import cancel_pending_requests
 
 OutageMode = Literal["none", "error_5xx", "ratelimited", "invalid_auth", "hang"]
 OUTAGE_MODES: tuple[str, ...] = ("none", "error_5xx", "ratelimited", "invalid_auth", "hang")
@@ -103,7 +102,6 @@ class SlackSimulator:
         return self
 
     def stop(self) -> None:
-        cancel_pending_requests(self._server)
         self._server.stop()
 
     def __enter__(self) -> SlackSimulator:

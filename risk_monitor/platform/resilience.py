@@ -25,10 +25,11 @@ per source and endpoint, breaker state per source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pybreaker
@@ -223,6 +224,29 @@ class SourceGuard:
     def _publish_state(self) -> None:
         BREAKER_STATE.labels(source=self.source).set(_STATE_VALUE.get(self.state, 0))
 
+    def _retry_policy(self, endpoint: str) -> dict[str, Any]:
+        """Attempts, backoff and the retry predicate (the error mapper's verdict) for one call."""
+        return {"stop": stop_after_attempt(self.settings.max_attempts), "wait": self._wait,
+                "retry": retry_if_exception(self._predicate),
+                "before_sleep": self._before_sleep(endpoint), "reraise": True}
+
+    @contextlib.contextmanager
+    def _counted(self, endpoint: str) -> Iterator[None]:
+        """Count the call's outcome and publish the breaker state; an open breaker becomes ours."""
+        try:
+            yield
+        except pybreaker.CircuitBreakerError as exc:
+            self._outcome(endpoint, "rejected")
+            raise _as_ours(exc, self.source, endpoint) from None
+        except RiskMonitorError:
+            self._outcome(endpoint, "error")
+            raise
+        self._outcome(endpoint, "ok")
+
+    def _outcome(self, endpoint: str, outcome: str) -> None:
+        SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome=outcome).inc()
+        self._publish_state()
+
     def _before_sleep(self, endpoint: str) -> Callable[[RetryCallState], None]:
         def hook(state: RetryCallState) -> None:
             SOURCE_RETRIES.labels(source=self.source, endpoint=endpoint).inc()
@@ -258,28 +282,10 @@ class SourceGuard:
             return value
 
         def retried() -> T:
-            retrying = Retrying(
-                stop=stop_after_attempt(self.settings.max_attempts),
-                wait=self._wait,
-                retry=retry_if_exception(self._predicate),
-                before_sleep=self._before_sleep(endpoint),
-                reraise=True,
-            )
-            return retrying(attempt)
+            return Retrying(**self._retry_policy(endpoint))(attempt)
 
-        try:
-            value = self.breaker.call(retried)
-        except pybreaker.CircuitBreakerError as exc:
-            SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome="rejected").inc()
-            self._publish_state()
-            raise _as_ours(exc, self.source, endpoint) from None
-        except RiskMonitorError:
-            SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome="error").inc()
-            self._publish_state()
-            raise
-        SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome="ok").inc()
-        self._publish_state()
-        return value
+        with self._counted(endpoint):
+            return self.breaker.call(retried)
 
     # -- async ----------------------------------------------------------------------------------
     async def acall(self, endpoint: str, fn: Callable[[], Awaitable[T]], *,
@@ -307,27 +313,9 @@ class SourceGuard:
             self._record_attempt(endpoint, started, None)
             return value
 
-        try:
-            with self.breaker.calling():
-                retrying = AsyncRetrying(
-                    stop=stop_after_attempt(self.settings.max_attempts),
-                    wait=self._wait,
-                    retry=retry_if_exception(self._predicate),
-                    before_sleep=self._before_sleep(endpoint),
-                    reraise=True,
-                    sleep=asyncio.sleep,
-                )
-                value: T = await retrying(attempt)
-        except pybreaker.CircuitBreakerError as exc:
-            SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome="rejected").inc()
-            self._publish_state()
-            raise _as_ours(exc, self.source, endpoint) from None
-        except RiskMonitorError:
-            SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome="error").inc()
-            self._publish_state()
-            raise
-        SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome="ok").inc()
-        self._publish_state()
+        with self._counted(endpoint), self.breaker.calling():
+            retrying = AsyncRetrying(**self._retry_policy(endpoint), sleep=asyncio.sleep)
+            value: T = await retrying(attempt)
         return value
 
 

@@ -31,7 +31,6 @@ from risk_sim.market import (
     dec,
 )
 from risk_sim.server import BackgroundServer
-from risk_sim.shutdown import cancel_pending_requests
 
 WS_FAULT_KINDS = frozenset({"disconnect", "latency", "malformed", "partial", "nan", "negative",
                             "absurd", "stale", "skew"})
@@ -117,7 +116,6 @@ class VenueSimulator:
         if self._server.loop is not None and self._server.loop.is_running():
             with contextlib.suppress(Exception):
                 self._server.call(self._close_all, timeout=5)
-        cancel_pending_requests(self._server)
         self._server.stop()
 
     def __enter__(self) -> VenueSimulator:
