@@ -91,14 +91,16 @@ def check_config(ctx: click.Context, fmt: str) -> None:
 
 
 @cli.command("serve")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Serve a non-loopback address without authentication (not for production).")
 @click.pass_context
-def serve(ctx: click.Context) -> None:
+def serve(ctx: click.Context, insecure: bool) -> None:
     """Run the long-running service: REST + gRPC health, risk API, metrics, discovery."""
     settings = _settings(ctx)
     from risk_monitor.service.main import run_service
 
     try:
-        run_service(settings)
+        run_service(settings, insecure=insecure)
     except RiskMonitorError as exc:
         _fail(exc)
 

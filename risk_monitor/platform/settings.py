@@ -190,6 +190,57 @@ class ConfigServiceSettings(_Section):
     )
 
 
+ProbePath = Literal["/healthz", "/readyz", "/metrics"]
+_OPEN_BY_DEFAULT: tuple[ProbePath, ...] = ("/healthz", "/readyz", "/metrics")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class AuthSettings(_Section):
+    """Bearer-token authentication of the REST API, the dashboard and gRPC metadata."""
+
+    token_envs: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="env vars each holding one accepted bearer token (two during a rotation); "
+        "empty: authentication off, allowed only on loopback binds or with --insecure",
+    )
+    open_paths: list[ProbePath] = Field(
+        default_factory=lambda: list(_OPEN_BY_DEFAULT),
+        description="probe endpoints answered without a token; leave one out to require a "
+        "token for it",
+    )
+    open_grpc_health: bool = Field(
+        default=True, description="grpc.health.v1 answered without a token (orchestrator probes)"
+    )
+
+    @field_validator("token_envs")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(_ENV_NAME, name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
+
+
+class TlsSettings(_Section):
+    """TLS of the REST and gRPC listeners (PEM files, read at start)."""
+
+    cert_file: Path = Field(description="server certificate chain (PEM)")
+    key_file: Path = Field(description="private key of the certificate (PEM)")
+
+
+class RateLimitSettings(_Section):
+    """Per-client limits on streaming RPCs (WatchAlerts, Health.Watch); a client is its token
+    and address."""
+
+    max_streams_per_client: int = Field(
+        default=8, ge=1, le=10_000, description="concurrent streams one client may hold open"
+    )
+    stream_opens_per_minute: int = Field(
+        default=60, ge=1, le=100_000, description="streams one client may open per minute "
+        "(token bucket; bursts up to this many)"
+    )
+
+
 class ServiceSettings(_Section):
     """The long-running `risk-monitor serve` process."""
 
@@ -243,6 +294,10 @@ class ServiceSettings(_Section):
         default=True, description="deliver the alert outbox (Slack or the file sink) from "
         "this process"
     )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls: TlsSettings | None = Field(default=None, description="TLS for REST and gRPC; absent: "
+                                    "plaintext (loopback or behind a TLS-terminating proxy)")
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
 class Settings(BaseSettings):
@@ -352,6 +407,8 @@ class Settings(BaseSettings):
             secret_envs[self.slack.token_env] = (
                 "set" if os.environ.get(self.slack.token_env) else "NOT SET"
             )
+        for name in self.service.auth.token_envs:
+            secret_envs[name] = "set" if os.environ.get(name) else "NOT SET"
         data["secrets"] = secret_envs
         return data
 

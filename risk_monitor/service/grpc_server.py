@@ -23,11 +23,13 @@ from grpc_reflection.v1alpha import reflection
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
-from risk_monitor.platform.errors import RiskMonitorError
+from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger, log_context, redact_text
 from risk_monitor.platform.metrics import record_error
+from risk_monitor.service import validation as validate
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
+from risk_monitor.service.security import GrpcSecurityInterceptor, ServiceSecurity
 from risk_monitor.service.state import (
     OrderDecision,
     OrderRequest,
@@ -44,6 +46,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 DEFAULT_HEARTBEAT_S = 15.0
+#: no request of this API needs more; gRPC's default (4 MB) let 1 MB strings through
+MAX_REQUEST_BYTES = 64 * 1024
 ALERT_BATCH = 100
 
 _LIMIT_STATUS = {
@@ -185,14 +189,34 @@ def risk_status_message(view: RiskView, now: datetime,
     return message
 
 
+_SIDES = {pb.SIDE_BUY: "buy", pb.SIDE_SELL: "sell"}
+
+
 def order_from_request(request: pb.CheckOrderRequest) -> OrderRequest:
-    side = {pb.SIDE_BUY: "buy", pb.SIDE_SELL: "sell"}.get(request.side, "")
+    """A validated order; DataValidationError names the first bad field."""
+    if request.side not in _SIDES:
+        raise DataValidationError("side: must be SIDE_BUY or SIDE_SELL", source="request",
+                                  details={"field": "side"})
+    validate.printable("client_order_id", request.client_order_id,
+                       validate.MAX_CLIENT_ORDER_ID_LENGTH)
     return OrderRequest(
-        venue=request.venue, account=request.account or "main", instrument=request.instrument,
-        side=side, quantity=request.quantity,
-        price=request.price if request.HasField("price") else None,
-        position_side=request.position_side or None,
+        venue=validate.identifier("venue", request.venue),
+        account=validate.identifier("account", request.account, required=False) or "main",
+        instrument=validate.instrument("instrument", request.instrument),
+        side=_SIDES[request.side], quantity=validate.amount("quantity", request.quantity),
+        price=validate.amount("price", request.price) if request.HasField("price") else None,
+        position_side=validate.choice("position_side", request.position_side,
+                                      validate.POSITION_SIDES) or None,
     )
+
+
+async def invalid_argument(context: grpc.aio.ServicerContext, error: DataValidationError,
+                           method: str) -> None:
+    """Answer INVALID_ARGUMENT with the (bounded) reason; the log names the field only."""
+    record_error(error)
+    log.info("grpc_invalid_argument", method=method, field=error.details.get("field"))
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, validate.loggable(error.message, 200)
+                        or "invalid argument")
 
 
 def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
@@ -239,10 +263,17 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServicer):
 
     async def ListLimitStatus(self, request: pb.ListLimitStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListLimitStatusResponse:
+        try:
+            wanted = {_LIMIT_STATUS_BACK[s] for s in validate.enum_numbers(
+                "statuses", request.statuses, _LIMIT_STATUS_BACK)}
+            validate.printable("scope_prefix", request.scope_prefix,
+                               validate.MAX_SCOPE_PREFIX_LENGTH)
+            validate.identifier("limit_id", request.limit_id, required=False)
+        except DataValidationError as exc:
+            await invalid_argument(context, exc, "ListLimitStatus")
         now = self.clock()
         results: list[LimitResult] = await self._call(context, self.provider.limit_results)
         view: RiskView = await self._call(context, self.provider.risk_view, now)
-        wanted = {_LIMIT_STATUS_BACK[s] for s in request.statuses if s in _LIMIT_STATUS_BACK}
         response = pb.ListLimitStatusResponse(
             limit_config_version=view.limit_config_version,
             evaluation_source=view.evaluation_source)
@@ -261,18 +292,16 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServicer):
 
     async def WatchAlerts(self, request: pb.WatchAlertsRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AlertEvent]:
-        if request.cursor:
-            try:
-                cursor = int(request.cursor)
-            except ValueError:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "cursor must come from a previous AlertEvent")
-            if cursor < 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cursor must be >= 0")
+        try:
+            start = validate.cursor("cursor", request.cursor)
+            interval = validate.heartbeat("heartbeat_interval_s", request.heartbeat_interval_s,
+                                          DEFAULT_HEARTBEAT_S)
+        except DataValidationError as exc:
+            await invalid_argument(context, exc, "WatchAlerts")
+        if start is not None:
+            cursor = start
         else:
             cursor = await self._call(context, self.provider.alert_head)
-        interval = request.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
-        interval = min(max(interval, 0.1), 300.0)
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + interval
         while True:
@@ -293,8 +322,11 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServicer):
 
     async def CheckOrder(self, request: pb.CheckOrderRequest,
                          context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
-        order = order_from_request(request)
-        with log_context(client_order_id=request.client_order_id or None):
+        try:
+            order = order_from_request(request)
+        except DataValidationError as exc:
+            await invalid_argument(context, exc, "CheckOrder")
+        with log_context(client_order_id=validate.loggable(request.client_order_id or None)):
             decision: OrderDecision = await self._call(context, self.provider.check_order,
                                                        order, self.clock())
             log.info("order_checked", venue=order.venue, account=order.account,
@@ -307,12 +339,16 @@ class GrpcServer:
     """grpc.aio server hosting health, reflection and the RiskMonitor service."""
 
     def __init__(self, servicer: RiskMonitorServicer, health: HealthServicer, *,
-                 host: str, port: int) -> None:
+                 host: str, port: int, security: ServiceSecurity | None = None) -> None:
         self.health = health
         self.host = host
         self.requested_port = port
         self.port = 0
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.security = security or ServiceSecurity.open()
+        self.server = grpc.aio.server(
+            interceptors=[GrpcSecurityInterceptor(self.security)],
+            options=[("grpc.so_reuseport", 0),
+                     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
         pb_grpc.add_RiskMonitorServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(health, self.server)
         reflection.enable_server_reflection(
@@ -321,7 +357,10 @@ class GrpcServer:
 
     async def start(self) -> int:
         address = f"[{self.host}]" if ":" in self.host else self.host
-        self.port = self.server.add_insecure_port(f"{address}:{self.requested_port}")
+        target = f"{address}:{self.requested_port}"
+        tls = self.security.tls
+        self.port = self.server.add_secure_port(target, tls.grpc_credentials()) \
+            if tls is not None else self.server.add_insecure_port(target)
         if self.port == 0:
             raise RiskMonitorError(f"gRPC could not bind {self.host}:{self.requested_port}",
                                    source="grpc")

@@ -22,9 +22,9 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from prometheus_client import Gauge
-from sqlalchemy.pool import NullPool
 
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.sql.engine import create_engine
 from risk_monitor.platform.logging import get_logger, redact_text
 
 log = get_logger(__name__)
@@ -146,14 +146,14 @@ class Readiness:
 
 # -- checks ---------------------------------------------------------------------------------------
 def database_check(url: str, *, timeout_s: float = 2.0) -> CheckFn:
-    """``SELECT 1`` on a fresh connection each time (NullPool: a dead DB shows at once)."""
-    connect_args: dict[str, Any] = {}
-    if url.startswith("postgresql"):
-        connect_args = {"connect_timeout": max(1, int(timeout_s)),
-                        "options": f"-c statement_timeout={int(timeout_s * 1000)}"}
-    elif url.startswith("sqlite"):
-        connect_args = {"timeout": timeout_s}
-    engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    """``SELECT 1`` on a fresh connection each time (unpooled: a dead DB shows at once).
+
+    The engine comes from the one engine factory, so every documented URL form
+    (``postgresql://``, ``postgresql+psycopg2://``, ``sqlite:///``) works here as everywhere.
+    """
+    timeout_ms = int(timeout_s * 1000)
+    engine = create_engine(url, pooled=False, connect_timeout_s=max(1, int(timeout_s)),
+                           statement_timeout_ms=timeout_ms, lock_timeout_ms=timeout_ms)
 
     def probe() -> None:
         with engine.connect() as connection:

@@ -62,6 +62,7 @@ from risk_monitor.service.health import (
 from risk_monitor.service.hot_path import HotPath, run_quote_source
 from risk_monitor.service.registration import ServiceRegistration, instance_info
 from risk_monitor.service.rest import RestServer, build_app
+from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.sql_state import SqlRiskState
 from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, RiskStateProvider
 
@@ -89,8 +90,9 @@ class ServiceApp:
 
     def __init__(self, settings: Settings, *, provider: RiskStateProvider | None = None,
                  registry_prefix: str | None = None,
-                 check_interval_s: float | None = None) -> None:
+                 check_interval_s: float | None = None, insecure: bool = False) -> None:
         self.settings = settings
+        self.security = ServiceSecurity.from_settings(settings.service, insecure=insecure)
         if settings.effective_database_url.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(settings.effective_database_url)
@@ -165,7 +167,7 @@ class ServiceApp:
         self.readiness.on_change(self.health.set_all)
         servicer = RiskMonitorServicer(self.provider, config_status=self.config_status)
         self.grpc = GrpcServer(servicer, self.health, host=settings.service.grpc_host,
-                               port=settings.service.grpc_port)
+                               port=settings.service.grpc_port, security=self.security)
         try:
             await self.grpc.start()
         except RuntimeError as exc:
@@ -173,9 +175,9 @@ class ServiceApp:
                                f"{settings.service.grpc_port}: {exc}", source="grpc") from exc
         identity = {"service": settings.service.service_name, "instance_id": self.instance_id}
         app = build_app(self.readiness, self.provider, identity=identity,
-                        config_status=self.config_status)
+                        config_status=self.config_status, security=self.security)
         self.rest = RestServer(app, host=settings.service.rest_host,
-                               port=settings.service.rest_port)
+                               port=settings.service.rest_port, tls=self.security.tls)
         try:
             await self.rest.start()
         except OSError as exc:
@@ -386,11 +388,11 @@ class ServiceApp:
         self.engine.dispose()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, insecure: bool = False) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    app = ServiceApp(settings)
+    app = ServiceApp(settings, insecure=insecure)
     signals = 0
 
     def on_signal(signum: int) -> None:
@@ -412,10 +414,10 @@ async def serve(settings: Settings) -> None:
             loop.remove_signal_handler(signum)
 
 
-def run_service(settings: Settings) -> None:
+def run_service(settings: Settings, *, insecure: bool = False) -> None:
     """Entry point of ``risk-monitor serve``."""
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, insecure=insecure))
     except RiskMonitorError:
         raise
     except OSError as exc:

@@ -9,6 +9,9 @@
 - ``GET /v1/risk/status``: the same summary as gRPC ``GetRiskStatus``, as JSON.
 - ``GET /`` and ``/dashboard``: the risk dashboard page, fed by ``/v1/dashboard/*``
   (``service/dashboard.py``).
+- ``GET|POST /login``: when tokens are configured, the dashboard's sign-in form
+  (``service/security.py``); every other route then needs a bearer token or the session
+  cookie, except the probe paths left open in ``service.auth.open_paths``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,13 +35,19 @@ from starlette.routing import Route
 from risk_monitor import __version__
 from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.health import Readiness
+from risk_monitor.service.security import BearerAuthMiddleware, ServiceSecurity, TlsFiles
 from risk_monitor.service.state import RiskStateProvider
+
+#: request line + headers; uvicorn's h11 default is 16 KB already, stated here on purpose
+MAX_HEADER_BYTES = 16 * 1024
 
 
 def build_app(readiness: Readiness, provider: RiskStateProvider, *,
               identity: Mapping[str, Any],
               config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
-              registry: CollectorRegistry = REGISTRY) -> Starlette:
+              registry: CollectorRegistry = REGISTRY,
+              security: ServiceSecurity | None = None) -> Starlette:
+    """The routes, behind bearer-token authentication when ``security`` has tokens."""
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "alive", "version": __version__, **identity})
 
@@ -78,7 +88,7 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
         Route("/metrics", metrics),
         Route("/v1/risk/status", risk_status),
         *dashboard_routes(Dashboard.for_provider(provider, config_status=config_status)),
-    ])
+    ], middleware=[Middleware(BearerAuthMiddleware, security=security or ServiceSecurity.open())])
 
 
 class _Server(uvicorn.Server):
@@ -102,8 +112,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
 class RestServer:
     """uvicorn serving ``app`` on an already bound socket, inside the current event loop."""
 
-    def __init__(self, app: Starlette, *, host: str, port: int) -> None:
+    def __init__(self, app: Starlette, *, host: str, port: int,
+                 tls: TlsFiles | None = None) -> None:
         self.app = app
+        self.tls = tls
         self.host = host
         self.requested_port = port
         self.port = 0
@@ -116,8 +128,11 @@ class RestServer:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         self._socket = bind_socket(self.host, self.requested_port)
         self.port = self._socket.getsockname()[1]
+        tls: dict[str, Any] = {} if self.tls is None else {
+            "ssl_certfile": str(self.tls.cert_file), "ssl_keyfile": str(self.tls.key_file)}
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
-                                timeout_graceful_shutdown=5, server_header=False)
+                                timeout_graceful_shutdown=5, server_header=False,
+                                h11_max_incomplete_event_size=MAX_HEADER_BYTES, **tls)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]),
                                          name="rest-server")

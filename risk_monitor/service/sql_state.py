@@ -117,7 +117,9 @@ class SqlRiskState:
                     for row in conn.execute(query)]
 
     async def wait_alerts(self, cursor: int, timeout_s: float) -> None:
-        await asyncio.sleep(max(0.0, min(timeout_s, self.poll_interval_s)))
+        # NaN passes min/max untouched and became sleep(0): a busy poll of the database
+        wait = timeout_s if math.isfinite(timeout_s) else self.poll_interval_s
+        await asyncio.sleep(max(0.0, min(wait, self.poll_interval_s)))
 
     def check_order(self, order: OrderRequest, now: datetime) -> OrderDecision:
         if self.live is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.platform.errors import ConfigError, RiskMonitorError
@@ -51,12 +52,20 @@ def normalise_url(url: str | URL) -> URL:
 
 
 def create_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False,
-                  statement_timeout_ms: int = 30_000, lock_timeout_ms: int = 15_000) -> Engine:
-    """A pooled engine with our transaction rules; see the module docstring."""
+                  statement_timeout_ms: int = 30_000, lock_timeout_ms: int = 15_000,
+                  connect_timeout_s: int = 10, pooled: bool = True) -> Engine:
+    """Every engine the project builds comes from here, so every documented URL form works
+    everywhere; see the module docstring. ``pooled=False`` opens a fresh connection per use
+    (health probes: a dead database shows at once instead of behind a pooled connection)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, echo=echo)
+        return _sqlite_engine(parsed, echo=echo, busy_timeout_ms=min(
+            SQLITE_BUSY_TIMEOUT_MS, statement_timeout_ms), pooled=pooled)
     options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
+    connect_args = {"connect_timeout": max(1, connect_timeout_s),
+                    "application_name": "risk-monitor", "options": options}
+    if not pooled:
+        return sa.create_engine(parsed, echo=echo, poolclass=NullPool, connect_args=connect_args)
     return sa.create_engine(
         parsed,
         echo=echo,
@@ -64,19 +73,21 @@ def create_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 10, "application_name": "risk-monitor",
-                      "options": options},
+        connect_args=connect_args,
     )
 
 
-def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
+def _sqlite_engine(url: URL, *, echo: bool, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+                   pooled: bool = True) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     engine = sa.create_engine(
         url,
         echo=echo,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+        **pool,
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -85,7 +96,7 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

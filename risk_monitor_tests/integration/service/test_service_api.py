@@ -396,10 +396,11 @@ def test_check_order_fails_closed_without_engine_or_snapshot(
         venue="binance", instrument="BTC/USDT:USDT", side=pb.SIDE_BUY, quantity=0.1), timeout=5)
     assert reply.decision == pb.DECISION_DENY and not reply.allowed
     assert reply.reasons and "fail closed" in reply.reasons[0]
-    invalid = stub.CheckOrder(pb.CheckOrderRequest(
-        venue="binance", instrument="BTC/USDT:USDT", side=pb.SIDE_BUY, quantity=-1), timeout=5)
-    assert invalid.decision == pb.DECISION_DENY
-    assert "quantity" in invalid.reasons[0]
+    with pytest.raises(grpc.RpcError) as invalid:  # malformed: refused before any check
+        stub.CheckOrder(pb.CheckOrderRequest(venue="binance", instrument="BTC/USDT:USDT",
+                                             side=pb.SIDE_BUY, quantity=-1), timeout=5)
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "quantity" in (invalid.value.details() or "")
 
 
 def test_rest_risk_status_matches_grpc(stack: Stack, stub: pb_grpc.RiskMonitorStub) -> None:
