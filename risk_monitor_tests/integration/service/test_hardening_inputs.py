@@ -22,7 +22,7 @@ import pytest
 
 from risk_monitor.adapters.sql.engine import create_engine
 from risk_monitor.platform.logging import configure_logging, json_formatter
-from risk_monitor.service.health import database_check
+from risk_monitor.service.health import CheckResult, database_check
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
 from risk_monitor.service.sql_state import SqlRiskState
@@ -86,6 +86,10 @@ def log_lines() -> Iterator[LogLines]:
         root.removeHandler(handler)
 
 
+async def probe(url: str) -> CheckResult:
+    return await database_check(url)()
+
+
 # -- finding 1 --------------------------------------------------------------------------------
 def test_serve_starts_on_the_documented_postgresql_url(service: ServiceThread) -> None:
     body = httpx.get(f"{service.rest_url}/readyz", timeout=5).json()
@@ -98,7 +102,7 @@ def test_serve_starts_on_the_documented_postgresql_url(service: ServiceThread) -
 def test_every_engine_accepts_every_documented_url_form(module_postgres_url: str,
                                                         form: str) -> None:
     url = f"{form}://" + module_postgres_url.removeprefix("postgresql+psycopg2://")
-    result = asyncio.run(database_check(url)())
+    result = asyncio.run(probe(url))
     assert result.ok, result.detail
     engine = create_engine(url, pooled=False)
     try:
@@ -108,7 +112,7 @@ def test_every_engine_accepts_every_documented_url_form(module_postgres_url: str
 
 
 def test_sqlite_url_works_for_the_probe_too(tmp_path: Path) -> None:
-    result = asyncio.run(database_check(f"sqlite:///{tmp_path / 'probe.db'}")())
+    result = asyncio.run(probe(f"sqlite:///{tmp_path / 'probe.db'}"))
     assert result.ok and result.detail == "sqlite"
 
 
