@@ -36,6 +36,7 @@ import httpx
 import yaml
 from prometheus_client import Counter, Gauge, Info
 
+from risk_monitor.adapters.plain_json import check_plain_json
 from risk_monitor.adapters.redis_registry import DiscoveryClient
 from risk_monitor.domain.limits import LimitConfig, load_limit_config
 from risk_monitor.platform.errors import (
@@ -81,6 +82,7 @@ def document_version(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+MAX_VERSION_LENGTH = 128
 @dataclass(frozen=True)
 class ConfigDocument:
     """One version of a component's document, as fetched (not yet validated)."""
@@ -95,7 +97,11 @@ class ConfigDocument:
     @classmethod
     def from_response(cls, body: Mapping[str, Any], *, source: str = SOURCE_SERVICE,
                       expected_component: str | None = None) -> ConfigDocument:
-        """Parse a ``GET /v1/config/{component}`` body; ConfigError when it is malformed."""
+        """Parse a ``GET /v1/config/{component}`` body; ConfigError when it is malformed.
+
+        Any input ends as a ConfigDocument or a ConfigError: the body is checked to be plain,
+        finite, bounded JSON before anything reads it (a fuzz suite holds us to it).
+        """
         if not isinstance(body, Mapping):
             raise ConfigError("configuration response is not a JSON object", source="config")
         document = body.get("document")
@@ -104,13 +110,26 @@ class ConfigDocument:
         if not isinstance(document, Mapping) or not isinstance(version, str) or not version:
             raise ConfigError("configuration response lacks 'document' or 'version'",
                               source="config", key="document")
-        if expected_component is not None and component != expected_component:
-            raise ConfigError(f"configuration response is for {component!r}, "
+        if len(version) > MAX_VERSION_LENGTH or not version.isprintable():
+            raise ConfigError(f"configuration version must be at most {MAX_VERSION_LENGTH} "
+                              "printable characters", source="config", key="version")
+        if not isinstance(component, str) or (expected_component is not None
+                                              and component != expected_component):
+            shown = component[:MAX_VERSION_LENGTH] if isinstance(component, str) \
+                else type(component).__name__
+            raise ConfigError(f"configuration response is for {shown!r}, "
                               f"not {expected_component!r}", source="config", key="component")
+        updated_at = body.get("updated_at")
+        if updated_at is not None and (not isinstance(updated_at, str)
+                                       or len(updated_at) > MAX_VERSION_LENGTH):
+            raise ConfigError("'updated_at' must be a timestamp string", source="config",
+                              key="updated_at")
+        check_plain_json(document, "document")
         revision = body.get("revision")
-        return cls(component=str(component), version=version, document=document, source=source,
-                   updated_at=body.get("updated_at"),
-                   revision=revision if isinstance(revision, int) else None)
+        return cls(component=component, version=version, document=document, source=source,
+                   updated_at=updated_at,
+                   revision=revision if isinstance(revision, int)
+                   and not isinstance(revision, bool) else None)
 
 
 @dataclass(frozen=True)
@@ -171,8 +190,13 @@ def load_limits_file(path: Path, component: str) -> ConfigDocument:
         raise ConfigError(f"cannot read limits file {str(path)!r}: {exc}",
                           key="limits_file") from exc
     document = {"limits": raw}
-    return ConfigDocument(component=component, version=document_version(document),
-                          document=document, source=SOURCE_FILE)
+    try:
+        version = document_version(document)
+    except ValueError:  # .nan / .inf in the YAML: the canonical JSON refuses them
+        raise ConfigError(f"limits file {str(path)!r} holds a non-finite number",
+                          key="limits_file") from None
+    return ConfigDocument(component=component, version=version, document=document,
+                          source=SOURCE_FILE)
 
 
 class ConfigState:
@@ -356,9 +380,9 @@ def _parse(response: httpx.Response, component: str, url: str) -> ConfigDocument
     if response.status_code == 200:
         try:
             body = response.json()
-        except ValueError as exc:
-            raise ConfigError(f"configuration service sent invalid JSON: {exc}",
-                              source="config", key="document") from exc
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            raise ConfigError(f"configuration service sent invalid JSON: "
+                              f"{type(exc).__name__}", source="config", key="document") from None
         return ConfigDocument.from_response(body, expected_component=component)
     raise ServiceError(
         f"configuration service answered HTTP {response.status_code}",

@@ -105,6 +105,24 @@ KIND_SPECS: dict[LimitKind, KindSpec] = {
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
+#: Sanity ceilings of warn / breach levels per unit: a level past one is a typo (1e308 USD
+#: never breaches, so the limit would watch nothing), not a risk appetite.
+MAX_LEVEL_BY_UNIT: dict[str, float] = {
+    "USD": 1e13,  # ten trillion dollars
+    "%": 10_000.0,  # concentration may pass 100 % on leverage
+    "x": 1_000.0,  # leverage
+    "s": 7 * 86_400.0,  # data age: a week
+}
+#: tighter ceilings where the unit's one is still meaningless
+MAX_LEVEL_BY_KIND: dict[LimitKind, float] = {LimitKind.DRAWDOWN: 100.0}
+MAX_NAME_LENGTH = 128
+MAX_TEXT_LENGTH = 2_000
+MAX_LIMITS = 10_000
+
+
+def max_level(kind: LimitKind) -> float:
+    return MAX_LEVEL_BY_KIND.get(kind, MAX_LEVEL_BY_UNIT[KIND_SPECS[kind].unit])
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -113,10 +131,10 @@ class _Model(BaseModel):
 class LimitScope(_Model):
     """Scope selector; each key restricts, '*' expands to one result per value, absent = any."""
 
-    venue: str | None = Field(default=None, min_length=1)
-    account: str | None = Field(default=None, min_length=1)
-    instrument: str | None = Field(default=None, min_length=1)
-    asset: str | None = Field(default=None, min_length=1)
+    venue: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    account: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    instrument: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    asset: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
 
     @field_validator("asset")
     @classmethod
@@ -144,7 +162,20 @@ class LimitDefinition(_Model):
     scope: LimitScope = Field(default_factory=LimitScope)
     breach: float = Field(gt=0, allow_inf_nan=False)
     warn: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    description: str = ""
+    description: str = Field(default="", max_length=MAX_TEXT_LENGTH)
+
+    @field_validator("breach", "warn")
+    @classmethod
+    def _sane_level(cls, value: float | None, info: ValidationInfo) -> float | None:
+        kind = info.data.get("kind")
+        if value is None or kind is None:
+            return value
+        ceiling = max_level(kind)
+        if value > ceiling:
+            unit = KIND_SPECS[kind].unit
+            raise ValueError(f"{value:g} {unit} is above the sanity bound of {ceiling:g} {unit} "
+                             f"for {kind.value}")
+        return value
 
     @field_validator("scope")
     @classmethod
@@ -210,14 +241,14 @@ class LimitConfig(_Model):
     """The whole limit document."""
 
     schema_version: Literal[1] = 1
-    description: str = ""
+    description: str = Field(default="", max_length=MAX_TEXT_LENGTH)
     venues: list[str] = Field(
-        default_factory=list,
+        default_factory=list, max_length=MAX_LIMITS,
         description="venues and custodians the desk expects data from; one absent from a "
         "snapshot makes its scopes UNKNOWN (blind)",
     )
     valuation: ValuationConfig = Field(default_factory=ValuationConfig)
-    limits: list[LimitDefinition] = Field(default_factory=list)
+    limits: list[LimitDefinition] = Field(default_factory=list, max_length=MAX_LIMITS)
 
     _version: str = PrivateAttr(default="")
 
@@ -250,9 +281,17 @@ class LimitConfig(_Model):
 
 
 def load_limit_config(document: Mapping[str, Any] | None) -> LimitConfig:
-    """Validate a limit document; ConfigError lists every bad field by its path."""
+    """Validate a limit document; ConfigError lists every bad field by its path.
+
+    Any input at all ends as a LimitConfig or a ConfigError (a fuzz suite holds us to it).
+    """
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"limit configuration must be a mapping, not "
+                          f"{type(document).__name__}", key="(document)")
     try:
-        return LimitConfig.model_validate(dict(document or {}))
+        return LimitConfig.model_validate(dict(document))
     except ValidationError as exc:
         problems = [_describe_error(err) for err in exc.errors()]
         first_key = problems[0][0] if problems else None
