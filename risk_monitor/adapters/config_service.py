@@ -165,7 +165,7 @@ def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
     """Check a ``risk-monitor`` document; returns its validated parts or raises ConfigError."""
     if not isinstance(document, Mapping):
         raise ConfigError("configuration document must be a JSON object", key="document")
-    unknown = sorted(set(document) - {"limits", "alert_routing", "venues"})
+    unknown = sorted(str(k)[:64] for k in set(document) - {"limits", "alert_routing", "venues"})
     if unknown:
         raise ConfigError(f"unknown configuration keys: {unknown}", key=unknown[0])
     if "limits" not in document:
