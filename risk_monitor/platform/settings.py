@@ -229,8 +229,7 @@ class TlsSettings(_Section):
 
 
 class RateLimitSettings(_Section):
-    """Per-client limits on streaming RPCs (WatchAlerts, Health.Watch); a client is its token
-    and address."""
+    """Per-client limits on streaming RPCs (WatchAlerts, Health.Watch): token plus address."""
 
     max_streams_per_client: int = Field(
         default=8, ge=1, le=10_000, description="concurrent streams one client may hold open"
