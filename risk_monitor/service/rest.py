@@ -27,16 +27,28 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from risk_monitor import __version__
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.platform.logging import get_logger, redact_text
+from risk_monitor.platform.metrics import record_error
 from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.health import Readiness
-from risk_monitor.service.security import BearerAuthMiddleware, ServiceSecurity, TlsFiles
+from risk_monitor.service.security import (
+    BearerAuthMiddleware,
+    ServiceSecurity,
+    TlsFiles,
+    error_body,
+)
 from risk_monitor.service.state import RiskStateProvider
+from risk_monitor.service.validation import loggable
+
+log = get_logger(__name__)
 
 #: request line + headers; uvicorn's h11 default is 16 KB already, stated here on purpose
 MAX_HEADER_BYTES = 16 * 1024
@@ -88,7 +100,29 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
         Route("/metrics", metrics),
         Route("/v1/risk/status", risk_status),
         *dashboard_routes(Dashboard.for_provider(provider, config_status=config_status)),
-    ], middleware=[Middleware(BearerAuthMiddleware, security=security or ServiceSecurity.open())])
+    ], middleware=[Middleware(BearerAuthMiddleware, security=security or ServiceSecurity.open())],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error})
+
+
+_HTTP_CODES = {400: "invalid_argument", 404: "not_found", 405: "method_not_allowed",
+               413: "too_large", 422: "invalid_argument"}
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Every refusal carries the typed body ``{"error": {"code", "message"}}``."""
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """Our error code and a redacted message; never a library's text or stack."""
+    error = map_exception(exc, source="rest")
+    record_error(error)
+    log.warning("rest_call_failed", path=loggable(request.url.path), error=str(error))
+    return JSONResponse(error_body(error.code, redact_text(error.message)),
+                        status_code=503 if error.retryable else 500)
 
 
 class _Server(uvicorn.Server):

@@ -227,6 +227,15 @@ def test_rest_rejects_a_bad_query_with_a_typed_body(service: ServiceThread) -> N
         assert "hours" in str(response.json()["error"])
 
 
+def test_rest_errors_carry_the_typed_body(service: ServiceThread) -> None:
+    missing = httpx.get(f"{service.rest_url}/v1/nothing-here", timeout=10)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong_method = httpx.post(f"{service.rest_url}/v1/risk/status", timeout=10)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
 # -- rate limits on streams -------------------------------------------------------------------
 def test_a_client_holds_at_most_its_share_of_streams(service: ServiceThread,
                                                      stub: pb_grpc.RiskMonitorStub) -> None:
