@@ -83,6 +83,8 @@ def document_version(document: Mapping[str, Any]) -> str:
 
 
 MAX_VERSION_LENGTH = 128
+#: far above any real document; a bigger body is refused before it is parsed
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 @dataclass(frozen=True)
 class ConfigDocument:
     """One version of a component's document, as fetched (not yet validated)."""
@@ -378,6 +380,9 @@ def _parse(response: httpx.Response, component: str, url: str) -> ConfigDocument
     if response.status_code == 304:
         return None
     if response.status_code == 200:
+        if len(response.content) > MAX_RESPONSE_BYTES:
+            raise ConfigError(f"configuration response is larger than {MAX_RESPONSE_BYTES} "
+                              "bytes", source="config", key="document")
         try:
             body = response.json()
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting

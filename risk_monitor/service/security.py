@@ -235,6 +235,10 @@ class ServiceSecurity:
         """Read tokens and certificates now: a bad one stops the start, never a request."""
         authenticator = Authenticator.from_env(service.auth.token_envs)
         check_exposure(service, authenticator, insecure=insecure)
+        log.info("service_security", authentication=authenticator.enabled,
+                 token_envs=list(service.auth.token_envs), tls=service.tls is not None,
+                 open_paths=list(service.auth.open_paths),
+                 open_grpc_health=service.auth.open_grpc_health)
         return cls(
             authenticator=authenticator, open_paths=frozenset(service.auth.open_paths),
             open_grpc_health=service.auth.open_grpc_health,

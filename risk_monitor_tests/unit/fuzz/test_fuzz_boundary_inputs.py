@@ -29,6 +29,7 @@ from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.service import validation
 from risk_monitor.service.grpc_server import order_from_request
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
+from risk_monitor.service.security import Authenticator
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -207,3 +208,17 @@ def test_logged_request_values_are_bounded(value: str | None) -> None:
     shown = validation.loggable(value)
     assert shown is None or (len(shown) <= validation.LOG_VALUE_LIMIT + 24
                              and shown.isprintable())
+
+
+# -- authentication inputs --------------------------------------------------------------------
+GUARD = Authenticator({"RM_FUZZ_TOKEN": "fuzz-token-0123456789"})
+
+
+@FUZZ
+@given(st.one_of(st.none(), st.text(max_size=200), st.binary(max_size=200)),
+       st.one_of(st.none(), st.text(max_size=200)))
+def test_credentials_are_matched_or_refused_never_raised(header: str | bytes | None,
+                                                         cookie: str | None) -> None:
+    assert GUARD.identify(header) in (None, "RM_FUZZ_TOKEN")
+    assert GUARD.identify_session(cookie) in (None, "RM_FUZZ_TOKEN")
+    assert GUARD.login(cookie or "") in (None, "RM_FUZZ_TOKEN")
