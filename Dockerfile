@@ -8,7 +8,8 @@
 # http://127.0.0.1:3000/server_info for the webserver (Kubernetes uses its own probes).
 # Secrets (exchange keys, Fireblocks key, Slack token) are passed as environment variables at
 # run time, never baked in. The service binds 0.0.0.0 with bearer-token auth on: it refuses to
-# start until RISK_MONITOR_API_TOKEN holds a token (16+ characters); TLS: docs/service.md. DAGSTER_HOME must hold a dagster.yaml: mount one, or use the
+# start until RISK_MONITOR_API_TOKEN holds a token (16+ characters): deploy/docker/service.yaml.
+# DAGSTER_HOME must hold a dagster.yaml: mount one, or use the
 # PostgreSQL variant copied to /opt/dagster/home (URL from RISK_MONITOR_DAGSTER_PG_URL).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
@@ -39,7 +40,7 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     RISK_MONITOR_SERVICE__GRPC_HOST=0.0.0.0 \
     RISK_MONITOR_SERVICE__REST_PORT=8080 \
     RISK_MONITOR_SERVICE__GRPC_PORT=50051 \
-    RISK_MONITOR_SERVICE__AUTH__TOKEN_ENVS='["RISK_MONITOR_API_TOKEN"]' \
+    RISK_MONITOR_CONFIG=/etc/risk-monitor/service.yaml \
     RISK_MONITOR_DATA_DIR=/var/lib/risk-monitor \
     HEALTHCHECK_URL=http://127.0.0.1:8080/healthz
 RUN groupadd --system --gid 10001 risk \
@@ -50,6 +51,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=10001:10001 /app /app
 WORKDIR /app
 COPY --chown=10001:10001 workspace.yaml dagster.yaml ./
+COPY --chown=10001:10001 deploy/docker/service.yaml /etc/risk-monitor/service.yaml
 COPY --chown=10001:10001 deploy/postgres/dagster.yaml /opt/dagster/home/dagster.yaml
 USER 10001:10001
 EXPOSE 8080 50051 3000 4000

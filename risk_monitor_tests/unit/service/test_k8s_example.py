@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from risk_monitor.platform.errors import ConfigError
 from risk_monitor.platform.settings import load_settings
 from risk_monitor.service.security import Authenticator, check_exposure
 
@@ -47,9 +48,15 @@ def test_the_example_serves_an_exposed_address_with_tokens_and_tls(
     assert "/metrics" not in service.auth.open_paths
 
 
-def test_the_image_turns_authentication_on() -> None:
+def test_the_image_turns_authentication_on(monkeypatch: pytest.MonkeyPatch) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    match = re.search(r"RISK_MONITOR_SERVICE__AUTH__TOKEN_ENVS='(\[.*?\])'", dockerfile)
-    assert match, "the image must name its token variable"
-    assert "RISK_MONITOR_API_TOKEN" in match.group(1)
     assert "--insecure" not in dockerfile
+    config = re.search(r"RISK_MONITOR_CONFIG=(\S+)", dockerfile)
+    copied = re.search(r"^COPY .*?(deploy/docker/\S+) (\S+)$", dockerfile, re.MULTILINE)
+    assert config and copied and copied.group(2) == config.group(1)
+    assert "0.0.0.0" in dockerfile  # exposed: the refusal rule applies
+    settings = load_settings(ROOT / copied.group(1))
+    assert settings.service.auth.token_envs == ["RISK_MONITOR_API_TOKEN"]
+    monkeypatch.delenv("RISK_MONITOR_API_TOKEN", raising=False)
+    with pytest.raises(ConfigError):  # no token in the environment: the image does not start
+        Authenticator.from_env(settings.service.auth.token_envs)
