@@ -9,7 +9,8 @@ channel; each later state of the same episode (escalated, de-escalated, repeat, 
 edits that message to show the current state *and* posts a threaded reply, so the channel shows
 one line per episode and each state is one recorded message. Every posted message carries the
 notification's status, kind and idempotency key in Slack message metadata, so "one WARN, one
-BREACH, one RESOLVED" is countable.
+BREACH, one RESOLVED" is countable, and lets :meth:`SlackNotifier.find_sent` find a post whose
+answer was lost (a crash after Slack accepted it): the outbox adopts it instead of posting twice.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ KIND_LABEL: Mapping[NotificationKind, str] = {
 _ROOT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed",
                         "channel_not_found", "is_archived", "not_in_channel"})
 _SLACK_REF = re.compile(r"^[CDG][A-Z0-9]+:\d+\.\d+$")
+_CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{8,}$")
+#: a post is searched from this long before the alert's detection (clock skew between us and Slack)
+FIND_LOOKBACK_S = 300.0
+FIND_PAGE_SIZE = 200
+FIND_MAX_PAGES = 10
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -188,6 +194,7 @@ class SlackNotifier:
         self.client = client
         self.channels = dict(channels)
         self.dagster_ui_url = dagster_ui_url
+        self._channel_ids: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackNotifier:
@@ -229,6 +236,54 @@ class SlackNotifier:
                                   blocks=blocks, metadata=message_metadata(n))
             return f"{response['channel']}:{response['ts']}"
 
+    def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None:
+        """The delivery ref of an earlier post of this notification, if Slack has one.
+
+        Searches the thread (``conversations.replies``) and the severity's channel
+        (``conversations.history``) for message metadata carrying the idempotency key.
+        """
+        n = notification
+        oldest = f"{n.detected_at.timestamp() - FIND_LOOKBACK_S:.6f}"
+        places: list[tuple[str, dict[str, Any]]] = []
+        if previous_ref is not None and _SLACK_REF.match(previous_ref):
+            channel, _, root_ts = previous_ref.partition(":")
+            places.append(("conversations.replies", {"channel": channel, "ts": root_ts}))
+        channel_id = self._channel_id(self.channel_for(n))
+        if channel_id is not None:  # an unknown channel holds no earlier post
+            places.append(("conversations.history", {"channel": channel_id}))
+        for method, args in places:
+            cursor: str | None = None
+            for _ in range(FIND_MAX_PAGES):
+                response = self._call(method, oldest=oldest, include_all_metadata=True,
+                                      limit=FIND_PAGE_SIZE, cursor=cursor, **args)
+                for message in response.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    payload = meta.get("event_payload") or {}
+                    if meta.get("event_type") == METADATA_EVENT_TYPE \
+                            and payload.get("idempotency_key") == n.idempotency_key:
+                        return f"{args['channel']}:{message['ts']}"
+                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+                if cursor is None:
+                    break
+        return None
+
+    def _channel_id(self, channel: str) -> str | None:
+        """History needs a channel ID; settings may name the channel (``#risk-alerts``)."""
+        value = channel.lstrip("#")
+        if _CHANNEL_ID.match(value):
+            return value
+        if value not in self._channel_ids:
+            cursor: str | None = None
+            for _ in range(FIND_MAX_PAGES):
+                response = self._call("conversations.list", limit=FIND_PAGE_SIZE, cursor=cursor,
+                                      exclude_archived=True, types="public_channel,private_channel")
+                for item in response.get("channels") or []:
+                    self._channel_ids[str(item.get("name"))] = str(item.get("id"))
+                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+                if cursor is None or value in self._channel_ids:
+                    break
+        return self._channel_ids.get(value)
+
     def verify(self) -> dict[str, Any]:
         """``auth.test``: proves the token and the endpoint before the first alert needs them."""
         response = self._call("auth.test")
@@ -252,6 +307,9 @@ class SlackNotifier:
         """One Web API call through slack_sdk's own method; errors become ours."""
         call = {"chat.postMessage": self.client.chat_postMessage,
                 "chat.update": self.client.chat_update,
+                "conversations.history": self.client.conversations_history,
+                "conversations.replies": self.client.conversations_replies,
+                "conversations.list": self.client.conversations_list,
                 "auth.test": self.client.auth_test}[method]
         try:
             return call(**kwargs)
@@ -305,4 +363,13 @@ def build_notifier(settings: Settings) -> Notifier:
     if settings.slack is not None:
         return SlackNotifier.from_settings(settings)
     path = settings.alerts.file_sink_path or settings.data_dir / "alerts.jsonl"
+    return FileSink(path)
+
+
+def build_fallback(settings: Settings) -> Notifier | None:
+    """Where alerts go while Slack refuses our configuration; none when Slack is not used
+    (the file sink is then the primary)."""
+    if settings.slack is None:
+        return None
+    path = settings.alerts.fallback_sink_path or settings.data_dir / "alerts-fallback.jsonl"
     return FileSink(path)

@@ -173,6 +173,26 @@ class AlertSettings(_Section):
     outbox_max_attempts: int = Field(
         default=1000, ge=1, description="delivery attempts before giving up"
     )
+    outbox_lease_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="a claimed notification is re-claimable after this; before re-posting, "
+        "the earlier post is looked up and adopted (no duplicate)",
+    )
+    retry_initial_s: float = Field(
+        default=1.0, gt=0, description="first delivery retry delay (doubles, with jitter)"
+    )
+    retry_max_s: float = Field(
+        default=30.0, gt=0, description="longest delay between delivery retries"
+    )
+    delivery_overdue_s: float = Field(
+        default=30.0, gt=0,
+        description="an undelivered notification older than this is overdue (/readyz reports it)",
+    )
+    fallback_sink_path: Path | None = Field(
+        default=None,
+        description="JSON-lines file that receives alerts Slack refuses for a configuration "
+        "reason (revoked token, unknown channel); default data_dir/alerts-fallback.jsonl",
+    )
 
 
 class ConfigServiceSettings(_Section):

@@ -1,14 +1,18 @@
 """The durable outbox: claim due notifications, deliver them in order, record the outcome.
 
-Delivery is at-least-once. A row is claimed (``sending``, with a lease and a claim token) in
-one transaction, sent outside any transaction, then marked in another: a crash between send
-and mark leaves the row ``sending`` until its lease expires, and the next dispatcher sends it
-again (Slack may then show it twice; it is never lost). Within a series (fingerprint) rows go
+A row is claimed (``sending``, with a lease and a claim token) in one transaction, sent outside
+any transaction, then marked in another: a crash between send and mark leaves the row
+``sending`` until its lease expires (``alerts.outbox_lease_s``, seconds). Before sending a row
+again, the dispatcher asks the notifier for the earlier post (Slack: message metadata carrying
+the idempotency key) and adopts it, so a crash after Slack accepted a post gives no second post. Within a series (fingerprint) rows go
 out strictly by ``sequence``: a row is claimable only when every earlier unfinished row of its
 series is claimed with it, and a retry stops the rest of the series. A retryable failure
 (Slack 5xx, timeout, 429) also ends the batch, since the next send would meet the same outage;
-the delay honours Retry-After. A rejection (invalid token, unknown channel) fails the row for
-good, logged and counted.
+the delay honours Retry-After. A configuration rejection (revoked token, unknown channel) keeps
+the row pending and retried on the same schedule, writes it once to the fallback sink, and marks
+the notifier down (``risk_monitor_notifier_up`` 0) until a delivery succeeds. Only a rejection
+of the message itself (malformed, too long) fails the row for good, after the fallback sink got
+it, logged and counted.
 
 Claims are serialised on PostgreSQL by an advisory lock (and ``FOR UPDATE SKIP LOCKED``), on
 SQLite by ``BEGIN IMMEDIATE``, so two dispatchers (service replicas) never split a series.
@@ -24,9 +28,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
+from prometheus_client import Gauge
 from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.errors import map_exception
@@ -36,6 +41,7 @@ from risk_monitor.adapters.sql.schema import UtcDateTime, alert_states, outbox
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.errors import (
     NotificationRejectedError,
+    NotifierConfigError,
     RateLimitedError,
     RiskMonitorError,
 )
@@ -47,6 +53,18 @@ from risk_monitor.ports import Notifier
 log = get_logger(__name__)
 SOURCE = "outbox"
 UNFINISHED = ("pending", "sending")
+
+NOTIFIER_UP = Gauge("risk_monitor_notifier_up",
+                    "1 while the notifier accepts deliveries; 0 after it refused our "
+                    "configuration (revoked token, unknown channel) until a delivery succeeds.",
+                    ["notifier"])
+
+
+@runtime_checkable
+class FindsEarlierPosts(Protocol):
+    """A notifier that can find a post whose answer was lost (Slack message metadata)."""
+
+    def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,20 @@ class OutboxEntry:
     sequence: int
     attempts: int
     notification: Notification
+    fallback_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryBacklog:
+    """Undelivered notifications older than the overdue threshold (for /readyz)."""
+
+    overdue: int
+    oldest_created_at: datetime | None
+    oldest_key: str | None
+
+    def age_s(self, now: datetime) -> float:
+        return 0.0 if self.oldest_created_at is None else \
+            max(0.0, (now - self.oldest_created_at).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -102,6 +134,7 @@ class OutboxRow:
     source_event_time: datetime | None
     notified_at: datetime | None
     correlation_id: str
+    fallback_ref: str | None
 
 
 @dataclass
@@ -157,14 +190,16 @@ class OutboxRepository:
             )
             rows = conn.execute(
                 sa.select(outbox.c.id, outbox.c.fingerprint, outbox.c.episode,
-                          outbox.c.sequence, outbox.c.attempts, outbox.c.payload)
+                          outbox.c.sequence, outbox.c.attempts, outbox.c.payload,
+                          outbox.c.fallback_ref)
                 .where(outbox.c.id.in_(accepted))
                 .order_by(outbox.c.fingerprint, outbox.c.sequence)
             )
             return [
                 OutboxEntry(id=r.id, claim_token=token, fingerprint=r.fingerprint,
                             episode=r.episode, sequence=r.sequence, attempts=r.attempts,
-                            notification=codec.notification_from_payload(r.payload))
+                            notification=codec.notification_from_payload(r.payload),
+                            fallback_ref=r.fallback_ref)
                 for r in rows
             ]
 
@@ -226,6 +261,15 @@ class OutboxRepository:
                         last_error=_error_text(error), last_error_code=error.code)
             ).rowcount)
 
+    def record_fallback(self, entry: OutboxEntry, fallback_ref: str) -> bool:
+        """Remember that the fallback sink has this row, so each retry does not write it again."""
+        with write_tx(self.engine, source=SOURCE) as conn:
+            return bool(conn.execute(
+                outbox.update()
+                .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
+                .values(fallback_ref=fallback_ref)
+            ).rowcount)
+
     def release(self, entries: Sequence[OutboxEntry], not_before: datetime | None) -> int:
         """Give claimed rows back unsent (not counted as an attempt)."""
         if not entries:
@@ -272,6 +316,20 @@ class OutboxRepository:
                 payload = values.pop("payload")
                 found.append((OutboxRow(**values), codec.notification_from_payload(payload)))
             return found
+
+    def overdue(self, now: datetime, older_than_s: float) -> DeliveryBacklog:
+        """Unfinished rows created more than ``older_than_s`` ago: alerts late for delivery."""
+        cutoff = now - timedelta(seconds=older_than_s)
+        late = sa.and_(outbox.c.status.in_(UNFINISHED), outbox.c.created_at <= cutoff)
+        with read_only(self.engine, source=SOURCE) as conn:
+            count = conn.execute(sa.select(sa.func.count()).where(late)).scalar_one()
+            oldest = conn.execute(
+                sa.select(outbox.c.created_at, outbox.c.idempotency_key).where(late)
+                .order_by(outbox.c.created_at, outbox.c.id).limit(1)
+            ).first()
+        return DeliveryBacklog(overdue=int(count),
+                               oldest_created_at=oldest.created_at if oldest else None,
+                               oldest_key=oldest.idempotency_key if oldest else None)
 
     def counts(self) -> dict[str, int]:
         with read_only(self.engine, source=SOURCE) as conn:
@@ -332,13 +390,15 @@ class OutboxDispatcher:
         clock: codec.Clock = codec.utc_now,
         backoff: BackoffPolicy | None = None,
         max_attempts: int = 1000,
-        lease_s: float = 300.0,
+        lease_s: float = 10.0,
         max_workers: int = 1,
         rng: random.Random | None = None,
         notifier_name: str | None = None,
+        fallback: Notifier | None = None,
     ) -> None:
         self.repository = OutboxRepository(engine)
         self.notifier = notifier
+        self.fallback = fallback
         self.clock = clock
         self.backoff = backoff or BackoffPolicy()
         self.max_attempts = max_attempts
@@ -347,19 +407,45 @@ class OutboxDispatcher:
         self.notifier_name = notifier_name or str(getattr(notifier, "name", "notifier"))
         self._rng = rng or random.Random()
         self._wake = threading.Event()
+        self._health_lock = threading.Lock()
+        self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
+        NOTIFIER_UP.labels(notifier=self.notifier_name).set(1)
+
+    @property
+    def notifier_up(self) -> bool:
+        """False from a configuration rejection until the next successful delivery."""
+        with self._health_lock:
+            return self.notifier_error is None
+
+    def _set_notifier_health(self, error: RiskMonitorError | None) -> None:
+        with self._health_lock:
+            changed = (error is None) != (self.notifier_error is None)
+            self.notifier_error = error
+        NOTIFIER_UP.labels(notifier=self.notifier_name).set(0 if error is not None else 1)
+        if changed and error is not None:
+            log.error("notifier refuses our configuration; alerts wait and go to the fallback "
+                      "sink", notifier=self.notifier_name, error_code=error.code,
+                      error=str(error))
+        elif changed:
+            log.info("notifier accepts deliveries again", notifier=self.notifier_name)
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings,
                       notifier: Notifier | None = None) -> OutboxDispatcher:
-        """The service's dispatcher: Slack when configured (else the file sink), limits from
-        ``alerts.*`` and ``slack.max_concurrency``."""
-        if notifier is None:
-            from risk_monitor.adapters.notifiers import build_notifier
+        """The service's dispatcher: Slack when configured (else the file sink) with the
+        fallback file sink, lease, retry schedule and limits from ``alerts.*`` and
+        ``slack.max_concurrency``."""
+        from risk_monitor.adapters.notifiers import build_fallback, build_notifier
 
+        if notifier is None:
             notifier = build_notifier(settings)
+        alerts = settings.alerts
         workers = settings.slack.max_concurrency if settings.slack is not None else 1
-        return cls(engine, notifier, max_attempts=settings.alerts.outbox_max_attempts,
-                   max_workers=workers)
+        backoff = BackoffPolicy(initial_s=alerts.retry_initial_s,
+                                max_s=max(alerts.retry_initial_s, alerts.retry_max_s))
+        return cls(engine, notifier, max_attempts=alerts.outbox_max_attempts,
+                   max_workers=workers, lease_s=alerts.outbox_lease_s, backoff=backoff,
+                   fallback=build_fallback(settings))
 
     def wake(self) -> None:
         """Cut the poll wait short (call after enqueuing, or after setting the stop event)."""
@@ -412,10 +498,13 @@ class OutboxDispatcher:
             previous_ref = roots.get(key)
         with log_context(correlation_id=n.correlation_id, fingerprint=n.fingerprint):
             try:
-                ref = self.notifier.send(n, previous_ref)
+                ref = self._earlier_post(entry, previous_ref)
+                if ref is None:
+                    ref = self.notifier.send(n, previous_ref)
             except Exception as exc:
                 error = map_exception(exc, source=self.notifier_name)
                 return self._failed_attempt(entry, error, stop)
+            self._set_notifier_health(None)
             now = self.clock()
             if previous_ref is None:
                 with lock:
@@ -429,15 +518,48 @@ class OutboxDispatcher:
                      attempts=entry.attempts)
             return "sent"
 
+    def _earlier_post(self, entry: OutboxEntry, previous_ref: str | None) -> str | None:
+        """On a second or later attempt, the earlier post Slack may have accepted (adopt it)."""
+        if entry.attempts <= 1 or not isinstance(self.notifier, FindsEarlierPosts):
+            return None
+        ref = self.notifier.find_sent(entry.notification, previous_ref)
+        if ref is not None:
+            log.warning("adopting an earlier post of this notification (its answer was lost)",
+                        idempotency_key=entry.notification.idempotency_key, delivery_ref=ref,
+                        attempts=entry.attempts)
+        return ref
+
+    def _to_fallback(self, entry: OutboxEntry, error: RiskMonitorError) -> None:
+        """Write the row once to the fallback sink; a failing fallback only logs."""
+        if self.fallback is None or entry.fallback_ref is not None:
+            return
+        try:
+            ref = self.fallback.send(entry.notification, None)
+        except Exception as exc:
+            fallback_error = map_exception(exc, source="fallback_sink")
+            record_error(fallback_error)
+            log.error("fallback sink failed too", error_code=fallback_error.code,
+                      error=str(fallback_error),
+                      idempotency_key=entry.notification.idempotency_key)
+            return
+        self.repository.record_fallback(entry, ref)
+        log.warning("alert written to the fallback sink", fallback_ref=ref,
+                    idempotency_key=entry.notification.idempotency_key, error_code=error.code)
+
     def _failed_attempt(self, entry: OutboxEntry, error: RiskMonitorError,
                         stop: _BatchStop) -> str:
         n = entry.notification
         record_error(error)
-        now = self.clock()
         fields = {"idempotency_key": n.idempotency_key, "kind": n.kind.value,
                   "status": n.status.value, "error_code": error.code, "error": str(error),
                   "attempts": entry.attempts}
-        if isinstance(error, NotificationRejectedError) or entry.attempts >= self.max_attempts:
+        rejected = isinstance(error, NotificationRejectedError)
+        if isinstance(error, NotifierConfigError):
+            self._set_notifier_health(error)
+        if rejected or isinstance(error, NotifierConfigError):
+            self._to_fallback(entry, error)
+        now = self.clock()
+        if rejected or entry.attempts >= self.max_attempts:
             self.repository.mark_failed(entry, now, error)
             log.error("alert notification failed for good", **fields)
             return "failed"

@@ -113,6 +113,8 @@ outbox = sa.Table(
     sa.Column("source_event_time", UtcDateTime(), nullable=True),
     sa.Column("notified_at", UtcDateTime(), nullable=True),
     sa.Column("finished_at", UtcDateTime(), nullable=True),  # sent or failed for good
+    # where the fallback sink wrote it while the notifier refused our configuration
+    sa.Column("fallback_ref", sa.String(200), nullable=True),
     sa.CheckConstraint(
         "status IN ('pending', 'sending', 'sent', 'failed')", name="status_known"
     ),
