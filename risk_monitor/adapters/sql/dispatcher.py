@@ -188,10 +188,17 @@ class OutboxDispatcher:
         stop = _BatchStop(deadline=self.clock() + timedelta(seconds=self.lease_s / 2))
         lock = threading.Lock()
 
+        def release(items: list[OutboxEntry]) -> int:
+            error = self.notifier_error
+            if error is not None:  # the notifier refuses us: the fallback sink gets them now
+                for item in items:
+                    self._to_fallback(item, error)
+            return self.repository.release(items, stop.not_before)
+
         def run_series(items: list[OutboxEntry]) -> None:
             for index, entry in enumerate(items):
                 if stop.stopped(self.clock()):
-                    released = self.repository.release(items[index:], stop.not_before)
+                    released = release(items[index:])
                     with lock:
                         result.deferred += released
                     return
@@ -199,7 +206,7 @@ class OutboxDispatcher:
                 with lock:
                     setattr(result, outcome, getattr(result, outcome) + 1)
                 if outcome == "retried":  # later rows of the series must wait for it
-                    released = self.repository.release(items[index + 1:], stop.not_before)
+                    released = release(items[index + 1:])
                     with lock:
                         result.deferred += released
                     return
