@@ -163,6 +163,21 @@ class AlertSettings(_Section):
         default=3600.0, gt=0, description="re-notify a still-firing alert after this"
     )
     send_resolved: bool = Field(default=True, description="notify when an alert clears")
+    keep_firing_for_s: float = Field(
+        default=0.0, ge=0,
+        description="a notified episode resolves only after this long OK (a flapping source "
+        "stays one episode); 120 recommended, per limit in the limits YAML",
+    )
+    hysteresis: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="a notified WARN/BREACH clears only once the value is this fraction of the "
+        "breach level past its level; 0.05 recommended, per limit in the limits YAML",
+    )
+    warmup_grace_s: float | None = Field(
+        default=None, ge=0,
+        description="after a start, UNKNOWN is not paged for this long; default the slowest "
+        "poll interval plus the quote data-age budget",
+    )
     file_sink_path: Path | None = Field(
         default=None, description="JSON-lines sink when Slack is not configured"
     )

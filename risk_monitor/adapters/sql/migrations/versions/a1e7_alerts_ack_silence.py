@@ -1,4 +1,4 @@
-"""Alert delivery: the fallback sink's reference on outbox rows.
+"""Alerts: the fallback sink's reference on outbox rows; when a notified episode began to clear.
 
 Revision ID: a1e7_alerts_ack_silence
 Revises: 0001
@@ -23,8 +23,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
         batch.add_column(sa.Column("fallback_ref", sa.String(200), nullable=True))
+    with op.batch_alter_table("alert_states") as batch:
+        batch.add_column(sa.Column("clearing_since", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("alert_states") as batch:
+        batch.drop_column("clearing_since")
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("fallback_ref")

@@ -1,0 +1,163 @@
+"""No page without a real change: warm-up grace, restarts, keep_firing_for, hysteresis and
+per-limit ``for``, driven through the pure planner with an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from risk_monitor.domain.alerts import (
+    RECOMMENDED_HYSTERESIS,
+    RECOMMENDED_KEEP_FIRING_FOR_S,
+    AlertPolicy,
+    AlertRule,
+    held_status,
+    plan_alerts,
+    warmup_grace_s,
+)
+from risk_monitor.domain.model import AlertState, LimitStatus, Notification, NotificationKind
+from risk_monitor_tests.fixtures.storage import START, make_result
+
+#: the values docs/storage-and-alerting.md recommends against flapping
+QUIET = AlertPolicy(keep_firing_for_s=RECOMMENDED_KEEP_FIRING_FOR_S,
+                    hysteresis=RECOMMENDED_HYSTERESIS)
+
+
+class Desk:
+    """Alert states kept across 'restarts' (the store), fed results at chosen times."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, AlertState] = {}
+        self.sent: list[Notification] = []
+
+    def step(self, status: str, at: datetime, policy: AlertPolicy, *,
+             value: float | None = None, limit_id: str = "max_notional") -> list[Notification]:
+        result = make_result(status, at, value=value, limit_id=limit_id)
+        plan = plan_alerts(self.states, [result], at, policy)
+        for state in plan.states:
+            self.states[state.fingerprint] = state
+        self.sent.extend(plan.notifications)
+        return plan.notifications
+
+    def kinds(self) -> list[tuple[str, str]]:
+        return [(n.kind.value, n.status.value) for n in self.sent]
+
+    def episodes(self) -> set[int]:
+        return {n.episode for n in self.sent}
+
+
+def _flapping(desk: Desk, policy: AlertPolicy, *, minutes: int = 10, period_s: int = 30) -> None:
+    at = START
+    for i in range(minutes * 60 // period_s):
+        desk.step("UNKNOWN" if i % 2 else "OK", at, policy)
+        at += timedelta(seconds=period_s)
+
+
+def test_a_flapping_source_for_ten_minutes_is_at_most_one_episode() -> None:
+    desk = Desk()
+    _flapping(desk, QUIET)
+    assert len(desk.episodes()) <= 1
+    assert desk.kinds() == [("firing", "UNKNOWN")]
+
+
+def test_without_keep_firing_the_same_source_pages_every_flap() -> None:
+    desk = Desk()
+    _flapping(desk, AlertPolicy())
+    assert len(desk.episodes()) == 10  # what the desk saw before: one thread per flap
+
+
+def test_keep_firing_resolves_once_the_source_stays_back() -> None:
+    desk = Desk()
+    desk.step("UNKNOWN", START, QUIET)
+    desk.step("OK", START + timedelta(seconds=30), QUIET)
+    assert desk.step("OK", START + timedelta(seconds=149), QUIET) == []
+    (resolved,) = desk.step("OK", START + timedelta(seconds=150), QUIET)
+    assert resolved.kind is NotificationKind.RESOLVED and resolved.episode == 1
+
+
+def _restart(at: datetime, grace_s: float) -> AlertPolicy:
+    return replace(QUIET, unknown_grace_until=at + timedelta(seconds=grace_s))
+
+
+def test_three_restarts_of_a_calm_desk_page_nothing() -> None:
+    desk = Desk()
+    at = START
+    desk.step("OK", at, QUIET)
+    for _ in range(3):  # each start: blind until the sources answer, inside the grace
+        policy = _restart(at, grace_s=60)
+        desk.step("UNKNOWN", at, policy)
+        desk.step("UNKNOWN", at + timedelta(seconds=20), policy)
+        desk.step("OK", at + timedelta(seconds=35), policy)
+        at += timedelta(minutes=10)
+    assert desk.sent == []
+
+
+def test_a_restart_re_pages_nothing_already_paged_and_unchanged() -> None:
+    desk = Desk()
+    desk.step("BREACH", START, QUIET)
+    assert desk.kinds() == [("firing", "BREACH")]
+    restart = START + timedelta(minutes=5)
+    policy = _restart(restart, grace_s=60)
+    desk.step("UNKNOWN", restart, policy)  # no data yet: not an escalation
+    desk.step("BREACH", restart + timedelta(seconds=10), policy)
+    assert desk.kinds() == [("firing", "BREACH")]
+
+
+def test_unknown_that_outlasts_the_grace_is_paged_once() -> None:
+    desk = Desk()
+    policy = _restart(START, grace_s=60)
+    desk.step("UNKNOWN", START, policy)
+    assert desk.step("UNKNOWN", START + timedelta(seconds=59), policy) == []
+    (firing,) = desk.step("UNKNOWN", START + timedelta(seconds=60), policy)
+    assert (firing.kind, firing.status) == (NotificationKind.FIRING, LimitStatus.UNKNOWN)
+    assert desk.step("UNKNOWN", START + timedelta(seconds=90), policy) == []
+
+
+def test_the_grace_never_holds_a_real_breach() -> None:
+    desk = Desk()
+    (firing,) = desk.step("BREACH", START, _restart(START, grace_s=60))
+    assert firing.status is LimitStatus.BREACH
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([850, 790, 760], [("firing", "WARN")]),  # inside 5 % of the breach level: still WARN
+    ([850, 790, 740], [("firing", "WARN"), ("resolved", "OK")]),
+    ([1200, 960, 940], [("firing", "BREACH"), ("deescalated", "WARN")]),
+])
+def test_hysteresis_clears_only_below_the_lower_level(values: Sequence[float],
+                                                      expected: list[tuple[str, str]]) -> None:
+    desk = Desk()
+    policy = replace(QUIET, keep_firing_for_s=0)
+    at = START
+    for value in values:
+        status = "BREACH" if value >= 1000 else "WARN" if value >= 800 else "OK"
+        desk.step(status, at, policy, value=value)
+        at += timedelta(seconds=30)
+    assert desk.kinds() == expected
+
+
+def test_hysteresis_leaves_the_raw_status_alone_for_lower_is_worse_limits() -> None:
+    result = make_result("OK", START, value=1.0)
+    lower_is_worse = replace(result, warn_level=2.0, breach_level=1.5, value=2.05,
+                             status=LimitStatus.OK)
+    assert held_status(lower_is_worse, LimitStatus.WARN, 0.05) is LimitStatus.WARN
+    assert held_status(replace(lower_is_worse, value=2.1), LimitStatus.WARN, 0.05) \
+        is LimitStatus.OK
+
+
+def test_a_per_limit_for_keeps_a_new_episode_pending() -> None:
+    desk = Desk()
+    policy = replace(QUIET, rules={"slow_limit": AlertRule(for_s=60)})
+    assert desk.step("WARN", START, policy, limit_id="slow_limit") == []
+    assert desk.step("OK", START + timedelta(seconds=30), policy, limit_id="slow_limit") == []
+    desk.step("WARN", START + timedelta(seconds=60), policy, limit_id="slow_limit")
+    (firing,) = desk.step("WARN", START + timedelta(seconds=120), policy, limit_id="slow_limit")
+    assert firing.kind is NotificationKind.FIRING
+    assert desk.step("WARN", START, policy)  # other limits keep the policy's default (0 s)
+
+
+def test_the_default_grace_is_the_slowest_poll_plus_one_budget() -> None:
+    assert warmup_grace_s([5.0, 30.0], 60.0) == 90.0
