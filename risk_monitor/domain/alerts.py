@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import (
     AlertSeverity,
     AlertState,
@@ -107,6 +108,23 @@ class AlertPlan:
 
     states: list[AlertState] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+
+
+def alert_rules(config: LimitConfig | None) -> dict[str, AlertRule]:
+    """Per-limit noise controls from the limits YAML (``for_s``, ``keep_firing_for_s``,
+    ``hysteresis``); limits that set none are left to the policy."""
+    if config is None:
+        return {}
+    return {d.id: AlertRule(for_s=d.for_s, keep_firing_for_s=d.keep_firing_for_s,
+                            hysteresis=d.hysteresis)
+            for d in config.limits
+            if (d.for_s, d.keep_firing_for_s, d.hysteresis) != (None, None, None)}
+
+
+def with_limit_rules(policy: AlertPolicy, config: LimitConfig | None) -> AlertPolicy:
+    """The policy with the configuration's per-limit rules (the same policy if it has none)."""
+    rules = alert_rules(config)
+    return replace(policy, rules=rules) if rules != dict(policy.rules) else policy
 
 
 def warmup_grace_s(poll_intervals_s: Sequence[float], data_age_budget_s: float) -> float:

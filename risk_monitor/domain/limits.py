@@ -106,6 +106,10 @@ KIND_SPECS: dict[LimitKind, KindSpec] = {
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
+def _unset(value: object) -> bool:
+    return value is None or value == ""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -145,6 +149,22 @@ class LimitDefinition(_Model):
     breach: float = Field(gt=0, allow_inf_nan=False)
     warn: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     description: str = ""
+    # alerting (all optional; None = the settings' alerts.* value)
+    # (left out of the canonical document when unset, so existing versions keep their hash)
+    for_s: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, exclude_if=_unset,
+        description="pending before a new episode fires (Prometheus `for`), seconds")
+    keep_firing_for_s: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, exclude_if=_unset,
+        description="an episode resolves only after this long OK, seconds")
+    hysteresis: float | None = Field(
+        default=None, ge=0, lt=1, allow_inf_nan=False, exclude_if=_unset,
+        description="clear only once the value is this fraction of the breach level past "
+        "its level")
+    owner: str = Field(default="", exclude_if=_unset,
+                       description="who acts on this limit's alerts")
+    runbook_url: str = Field(default="", exclude_if=_unset,
+                             description="what to do, linked from every alert")
 
     @field_validator("scope")
     @classmethod

@@ -58,7 +58,7 @@ from risk_monitor.adapters.market_data import (
     symbols_by_venue,
 )
 from risk_monitor.adapters.sql import EquityPoint, EquityStore, Storage
-from risk_monitor.domain.alerts import warmup_grace_s
+from risk_monitor.domain.alerts import warmup_grace_s, with_limit_rules
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
@@ -613,7 +613,8 @@ class HotPath:
         results = report.results
         as_of = report.summary.as_of
         started = time.perf_counter()
-        raised = workflows.raise_alerts(self.storage, results, now=as_of, policy=self._policy,
+        policy = with_limit_rules(self._policy, self.live.config)  # alerts hook: per-limit rules
+        raised = workflows.raise_alerts(self.storage, results, now=as_of, policy=policy,
                                         context=self._context(job))
         WRITE_SECONDS.labels(step="alerts").observe(time.perf_counter() - started)
         notes = raised.plan.notifications

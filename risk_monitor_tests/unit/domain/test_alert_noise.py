@@ -161,3 +161,26 @@ def test_a_per_limit_for_keeps_a_new_episode_pending() -> None:
 
 def test_the_default_grace_is_the_slowest_poll_plus_one_budget() -> None:
     assert warmup_grace_s([5.0, 30.0], 60.0) == 90.0
+
+
+def test_limits_yaml_rules_reach_the_policy_and_keep_old_versions() -> None:
+    from risk_monitor.domain.alerts import alert_rules, with_limit_rules
+    from risk_monitor.domain.limits import LimitConfig
+
+    plain = {"id": "btc", "kind": "max_notional", "breach": 1000.0}
+    tuned = {**plain, "for_s": 60, "keep_firing_for_s": 300, "hysteresis": 0.1,
+             "owner": "desk-a", "runbook_url": "https://runbooks.example/btc"}
+    before = LimitConfig.model_validate({"limits": [plain]})
+    after = LimitConfig.model_validate({"limits": [tuned]})
+    assert alert_rules(before) == {}
+    assert alert_rules(after) == {"btc": AlertRule(for_s=60, keep_firing_for_s=300,
+                                                   hysteresis=0.1)}
+    assert after.limits[0].owner == "desk-a"
+    # unset alerting fields stay out of the canonical document: versions did not move
+    assert "for_s" not in before.model_dump(mode="json")["limits"][0]
+    policy = with_limit_rules(QUIET, after)
+    assert (policy.for_s("btc"), policy.keep_firing_s("btc"), policy.hysteresis_of("btc")) \
+        == (60, 300, 0.1)
+    assert with_limit_rules(QUIET, before) is QUIET
+    with pytest.raises(ValueError, match="hysteresis"):
+        LimitConfig.model_validate({"limits": [{**plain, "hysteresis": 1.5}]})
