@@ -45,6 +45,7 @@ _SEVERITY_RANK = {AlertSeverity.INFO: 0, AlertSeverity.WARNING: 1, AlertSeverity
 #: recommended against flapping (docs/storage-and-alerting.md); the policy's defaults stay 0
 RECOMMENDED_KEEP_FIRING_FOR_S = 120.0
 RECOMMENDED_HYSTERESIS = 0.05
+RECOMMENDED_UNKNOWN_FOR_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class AlertPolicy:
     hysteresis: float = 0.0  # fraction of the breach level
     unknown_grace_until: datetime | None = None
     rules: Mapping[str, AlertRule] = field(default_factory=dict)  # by limit id
+    #: an UNKNOWN episode waits at least this long before firing (one missed poll is no page)
+    unknown_for_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.group_wait_s < 0:
@@ -81,10 +84,14 @@ class AlertPolicy:
             raise ValueError("keep_firing_for_s must be >= 0")
         if not 0 <= self.hysteresis < 1:
             raise ValueError("hysteresis must be in [0, 1)")
+        if self.unknown_for_s < 0:
+            raise ValueError("unknown_for_s must be >= 0")
 
-    def for_s(self, limit_id: str) -> float:
+    def for_s(self, limit_id: str, status: LimitStatus | None = None) -> float:
+        """Pending time before a new episode fires (``unknown_for_s`` at least for UNKNOWN)."""
         rule = self.rules.get(limit_id)
-        return rule.for_s if rule is not None and rule.for_s is not None else self.group_wait_s
+        wait = rule.for_s if rule is not None and rule.for_s is not None else self.group_wait_s
+        return max(wait, self.unknown_for_s) if status is LimitStatus.UNKNOWN else wait
 
     def keep_firing_s(self, limit_id: str) -> float:
         rule = self.rules.get(limit_id)
@@ -280,7 +287,7 @@ def _advance(
 
     severity = severity_of(status)
     held = status is LimitStatus.UNKNOWN and policy.holds_unknown(now)
-    wait_s = policy.for_s(result.limit_id)
+    wait_s = policy.for_s(result.limit_id, status)
     if not was_firing or prev is None:  # a new episode opens
         episode += 1
         started = now

@@ -173,6 +173,11 @@ class AlertSettings(_Section):
         description="a notified WARN/BREACH clears only once the value is this fraction of the "
         "breach level past its level; 0.05 recommended, per limit in the limits YAML",
     )
+    unknown_for_s: float = Field(
+        default=0.0, ge=0,
+        description="an UNKNOWN episode pages only once it has lasted this long (one missed "
+        "poll is no page); 30 recommended",
+    )
     warmup_grace_s: float | None = Field(
         default=None, ge=0,
         description="after a start, UNKNOWN is not paged for this long; default the slowest "

@@ -12,6 +12,7 @@ import pytest
 from risk_monitor.domain.alerts import (
     RECOMMENDED_HYSTERESIS,
     RECOMMENDED_KEEP_FIRING_FOR_S,
+    RECOMMENDED_UNKNOWN_FOR_S,
     AlertPolicy,
     AlertRule,
     held_status,
@@ -23,7 +24,7 @@ from risk_monitor_tests.fixtures.storage import START, make_result
 
 #: the values docs/storage-and-alerting.md recommends against flapping
 QUIET = AlertPolicy(keep_firing_for_s=RECOMMENDED_KEEP_FIRING_FOR_S,
-                    hysteresis=RECOMMENDED_HYSTERESIS)
+                    hysteresis=RECOMMENDED_HYSTERESIS, unknown_for_s=RECOMMENDED_UNKNOWN_FOR_S)
 
 
 class Desk:
@@ -49,18 +50,33 @@ class Desk:
         return {n.episode for n in self.sent}
 
 
-def _flapping(desk: Desk, policy: AlertPolicy, *, minutes: int = 10, period_s: int = 30) -> None:
+def _flapping(desk: Desk, policy: AlertPolicy, *, minutes: int = 10, period_s: int = 30,
+              step_s: int = 10) -> None:
+    """The source is down for ``period_s``, back for ``period_s``, again and again."""
     at = START
-    for i in range(minutes * 60 // period_s):
-        desk.step("UNKNOWN" if i % 2 else "OK", at, policy)
-        at += timedelta(seconds=period_s)
+    for i in range(minutes * 60 // step_s):
+        down = (i * step_s // period_s) % 2 == 1
+        desk.step("UNKNOWN" if down else "OK", at, policy)
+        at += timedelta(seconds=step_s)
 
 
-def test_a_flapping_source_for_ten_minutes_is_at_most_one_episode() -> None:
+@pytest.mark.parametrize("period_s", [30, 60, 90])
+def test_a_flapping_source_for_ten_minutes_is_at_most_one_episode(period_s: int) -> None:
     desk = Desk()
-    _flapping(desk, QUIET)
+    _flapping(desk, QUIET, period_s=period_s)
     assert len(desk.episodes()) <= 1
-    assert desk.kinds() == [("firing", "UNKNOWN")]
+    assert desk.kinds() in ([], [("firing", "UNKNOWN")])  # never resolved while it flaps
+    if period_s > RECOMMENDED_UNKNOWN_FOR_S:  # down long enough each time: paged, once
+        assert desk.kinds() == [("firing", "UNKNOWN")]
+
+
+def test_a_single_missed_poll_pages_nobody() -> None:
+    desk = Desk()
+    at = START
+    for i in range(40):  # one UNKNOWN evaluation in ten, never two in a row
+        desk.step("UNKNOWN" if i % 10 == 5 else "OK", at, QUIET)
+        at += timedelta(seconds=10)
+    assert desk.sent == []
 
 
 def test_without_keep_firing_the_same_source_pages_every_flap() -> None:
@@ -72,6 +88,8 @@ def test_without_keep_firing_the_same_source_pages_every_flap() -> None:
 def test_keep_firing_resolves_once_the_source_stays_back() -> None:
     desk = Desk()
     desk.step("UNKNOWN", START, QUIET)
+    (firing,) = desk.step("UNKNOWN", START + timedelta(seconds=30), QUIET)  # unknown_for_s
+    assert firing.kind is NotificationKind.FIRING
     desk.step("OK", START + timedelta(seconds=30), QUIET)
     assert desk.step("OK", START + timedelta(seconds=149), QUIET) == []
     (resolved,) = desk.step("OK", START + timedelta(seconds=150), QUIET)
