@@ -55,6 +55,8 @@ class AlertRule:
     for_s: float | None = None
     keep_firing_for_s: float | None = None
     hysteresis: float | None = None
+    owner: str = ""  # carried into every notification of the limit (who acts)
+    runbook_url: str = ""  # what to do
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,10 @@ def alert_rules(config: LimitConfig | None) -> dict[str, AlertRule]:
     if config is None:
         return {}
     return {d.id: AlertRule(for_s=d.for_s, keep_firing_for_s=d.keep_firing_for_s,
-                            hysteresis=d.hysteresis)
+                            hysteresis=d.hysteresis, owner=d.owner, runbook_url=d.runbook_url)
             for d in config.limits
-            if (d.for_s, d.keep_firing_for_s, d.hysteresis) != (None, None, None)}
+            if (d.for_s, d.keep_firing_for_s, d.hysteresis, d.owner, d.runbook_url)
+            != (None, None, None, "", "")}
 
 
 def with_limit_rules(policy: AlertPolicy, config: LimitConfig | None) -> AlertPolicy:
@@ -239,6 +242,7 @@ def _advance(
     context: dict[str, Any],
 ) -> tuple[AlertState, Notification | None]:
     fp = result.fingerprint
+    context = {**context, **_explain(policy.rules.get(result.limit_id), prev)}
     notified = prev.last_notified_status if prev is not None else None
     status = held_status(result, notified, policy.hysteresis_of(result.limit_id))
     if status is not result.status:
@@ -343,6 +347,18 @@ def _advance(
     return state, None
 
 
+def _explain(rule: AlertRule | None, prev: AlertState | None) -> dict[str, Any]:
+    """What a message needs beyond the result: owner, runbook, when the status began."""
+    extra: dict[str, Any] = {}
+    if rule is not None and rule.owner:
+        extra["owner"] = rule.owner
+    if rule is not None and rule.runbook_url:
+        extra["runbook_url"] = rule.runbook_url
+    if prev is not None and prev.started_at is not None and prev.status is not LimitStatus.OK:
+        extra["episode_started_at"] = prev.started_at.isoformat()
+    return extra
+
+
 def _notify(
     state: AlertState,
     result: LimitResult,
@@ -354,6 +370,8 @@ def _notify(
     correlation = state.correlation_id or correlation_id_for(
         state.fingerprint, state.episode, state.started_at or now
     )
+    if state.started_at is not None:
+        context = {**context, "episode_started_at": state.started_at.isoformat()}
     note = _notification(
         result, kind, severity=severity_of(result.status), episode=state.episode,
         sequence=sequence, correlation_id=correlation, context=context,

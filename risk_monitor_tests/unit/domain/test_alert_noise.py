@@ -191,8 +191,9 @@ def test_limits_yaml_rules_reach_the_policy_and_keep_old_versions() -> None:
     before = LimitConfig.model_validate({"limits": [plain]})
     after = LimitConfig.model_validate({"limits": [tuned]})
     assert alert_rules(before) == {}
-    assert alert_rules(after) == {"btc": AlertRule(for_s=60, keep_firing_for_s=300,
-                                                   hysteresis=0.1)}
+    assert alert_rules(after) == {"btc": AlertRule(
+        for_s=60, keep_firing_for_s=300, hysteresis=0.1, owner="desk-a",
+        runbook_url="https://runbooks.example/btc")}
     assert after.limits[0].owner == "desk-a"
     # unset alerting fields stay out of the canonical document: versions did not move
     assert "for_s" not in before.model_dump(mode="json")["limits"][0]
@@ -202,3 +203,16 @@ def test_limits_yaml_rules_reach_the_policy_and_keep_old_versions() -> None:
     assert with_limit_rules(QUIET, before) is QUIET
     with pytest.raises(ValueError, match="hysteresis"):
         LimitConfig.model_validate({"limits": [{**plain, "hysteresis": 1.5}]})
+
+
+def test_notifications_carry_owner_runbook_and_episode_start() -> None:
+    desk = Desk()
+    policy = replace(QUIET, rules={"max_notional": AlertRule(
+        owner="desk-a", runbook_url="https://runbooks.example/notional")})
+    (firing,) = desk.step("WARN", START, policy)
+    (resolved,) = desk.step("OK", START + timedelta(minutes=5), replace(policy,
+                                                                        keep_firing_for_s=0))
+    for note in (firing, resolved):
+        assert note.context["owner"] == "desk-a"
+        assert note.context["runbook_url"] == "https://runbooks.example/notional"
+        assert note.context["episode_started_at"] == START.isoformat()
