@@ -1,7 +1,8 @@
 """A Slack Web API simulator on loopback, for the real ``slack_sdk`` clients.
 
 It speaks the subset Risk Monitor uses (``auth.test``, ``chat.postMessage``, ``chat.update``,
-``conversations.list``, ``conversations.history``, ``conversations.replies``) with Slack's own
+``conversations.list``, ``conversations.history``, ``conversations.replies``,
+``chat.getPermalink``) with Slack's own
 conventions: every answer is HTTP 200 with
 ``{"ok": false, "error": "..."}`` on failure, except rate limits (429 + ``Retry-After``) and
 server errors. Message metadata (``metadata={"event_type", "event_payload"}``) is kept and
@@ -263,6 +264,7 @@ class SlackSimulator:
             "conversations.list": self._conversations_list,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
+            "chat.getPermalink": self._permalink,
         }
         hold = 0.0
         try:
@@ -352,6 +354,14 @@ class SlackSimulator:
                      "is_archived": False, "is_member": True}
                     for cid, name in sorted(self._channels.items(), key=lambda kv: kv[1])]
         return {"channels": channels, "response_metadata": {"next_cursor": ""}}
+
+    def _permalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel_id = self._known_channel(params.get("channel"))
+        ts = params.get("message_ts")
+        if not any(m["channel"] == channel_id and m["ts"] == ts for m in self.messages):
+            raise SlackError("message_not_found")
+        link = f"https://risk-sim.slack.com/archives/{channel_id}/p{str(ts).replace('.', '')}"
+        return {"channel": channel_id, "permalink": link}
 
     def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         """Top-level messages and broadcast replies of a channel, newest first."""

@@ -124,3 +124,37 @@ def test_readiness_reports_alerts_overdue_for_delivery(
     clock.advance(10)
     assert dispatcher.dispatch_once(10).sent == 1
     assert dispatcher.delivery_status(overdue_s=30)[0]
+
+
+def test_an_escalation_reaches_the_critical_route_and_messages_say_what_to_do(
+        storage: Storage, clock: FakeClock, notifier: SlackNotifier,
+        slack_sim: SlackSimulator, tmp_path: Path) -> None:
+    from risk_monitor.domain.alerts import AlertPolicy, AlertRule, plan_alerts
+
+    runbook = "https://runbooks.example/max-notional"
+    policy = AlertPolicy(rules={"max_notional": AlertRule(owner="desk-a", runbook_url=runbook)})
+    for status in ("WARN", "BREACH", "OK"):
+        result = make_result(status, clock.advance(60))
+        with storage.alerts.locked([result.fingerprint]) as tx:
+            plan = plan_alerts(tx.states, [result], clock(), policy)
+            tx.apply(plan.states, plan.notifications)
+    assert _dispatcher(storage, notifier, clock, tmp_path / "f.jsonl").dispatch_once(10).sent == 3
+
+    root, reply, critical, resolved = slack_sim.messages
+    warning = slack_sim.channel_id("#risk-alerts")
+    assert (root["channel"], root["thread_ts"]) == (warning, None)
+    assert (reply["channel"], reply["thread_ts"]) == (warning, root["ts"])  # the thread goes on
+    assert critical["channel"] == slack_sim.channel_id("#risk-critical")
+    assert critical["thread_ts"] is None  # the critical channel hears it, top level
+    permalink = f"archives/{warning}/p{root['ts'].replace('.', '')}"
+    assert permalink in json.dumps(critical["blocks"]) and permalink in critical["text"]
+    assert resolved["thread_ts"] == root["ts"]
+    escalated = next(r for r in storage.outbox.rows() if r.kind == "escalated")
+    assert escalated.delivery_ref == f"{critical['channel']}:{critical['ts']}"
+
+    first = json.dumps(root["updates"][0]["blocks"] if root["updates"] else root["blocks"])
+    for expected in ("desk-a", runbook, "Headroom to breach", "Time in status"):
+        assert expected in json.dumps(reply["blocks"]) or expected in first
+    assert "*Headroom to breach*\\n-200" in json.dumps(reply["blocks"])  # 1,200 vs 1,000
+    assert "episode lasted 2m 00s" in resolved["text"]
+    assert "Episode lasted" in json.dumps(resolved["blocks"])
