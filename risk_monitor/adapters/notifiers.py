@@ -312,9 +312,9 @@ class SlackNotifier:
         back = f"<{link}|earlier thread>" if link else f"thread {thread_channel}:{root_ts}"
         note = {"type": "context", "elements": [
             {"type": "mrkdwn", "text": f"Escalated from the {back}"}]}
+        # no message metadata: the state is counted once, by the thread reply; this is a copy
         response = self._call("chat.postMessage", channel=target, text=f"{text} - escalated "
-                              f"from {link or back}", blocks=[*blocks, note],
-                              metadata=message_metadata(n))
+                              f"from {link or back}", blocks=[*blocks, note])
         return f"{response['channel']}:{response['ts']}"
 
     def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None:

@@ -38,8 +38,13 @@ def _dispatcher(storage: Storage, notifier: Any, clock: FakeClock, fallback: Pat
                             lease_s=10.0, fallback=FileSink(fallback))
 
 
+def _states(slack_sim: SlackSimulator) -> list[dict[str, Any]]:
+    """One message per alert state (the escalation's critical-channel copy has no metadata)."""
+    return [m for m in slack_sim.messages if m["metadata"] is not None]
+
+
 def _keys(slack_sim: SlackSimulator) -> list[str]:
-    return [m["metadata"]["event_payload"]["idempotency_key"] for m in slack_sim.messages]
+    return [m["metadata"]["event_payload"]["idempotency_key"] for m in _states(slack_sim)]
 
 
 def _gauge(notifier: str) -> float | None:
@@ -86,7 +91,7 @@ def test_invalid_auth_for_30s_then_a_good_token_delivers_every_alert_exactly_onc
                                        "failed": 0}
     assert sorted(_keys(slack_sim)) == sorted(r.idempotency_key for r in rows)  # once each
     for scope in SCOPES:  # in order, threaded under the episode's first message
-        kinds = [m["metadata"]["event_payload"]["kind"] for m in slack_sim.messages
+        kinds = [m["metadata"]["event_payload"]["kind"] for m in _states(slack_sim)
                  if m["metadata"]["event_payload"]["scope"] == scope]
         assert kinds == ["firing", "escalated", "resolved"]
     assert dispatcher.notifier_up and _gauge("slack") == 1.0
