@@ -1,12 +1,20 @@
 """A Slack Web API simulator on loopback, for the real ``slack_sdk`` clients.
 
 It speaks the subset Risk Monitor uses (``auth.test``, ``chat.postMessage``, ``chat.update``,
-``conversations.list``) with Slack's own conventions: every answer is HTTP 200 with
+``conversations.list``, ``conversations.history``, ``conversations.replies``,
+``chat.getPermalink``) with Slack's own
+conventions: every answer is HTTP 200 with
 ``{"ok": false, "error": "..."}`` on failure, except rate limits (429 + ``Retry-After``) and
-server errors. Bodies are accepted as JSON, form-urlencoded or multipart, token in the
+server errors. Message metadata (``metadata={"event_type", "event_payload"}``) is kept and
+returned by the history methods only with ``include_all_metadata=true``, as Slack does; history
+lists top-level messages and broadcast replies newest first, replies list a thread oldest first,
+both paginated with ``limit`` / ``cursor`` and bounded by ``oldest`` / ``latest``. Bodies are accepted as JSON, form-urlencoded or multipart, token in the
 ``Authorization: Bearer`` header or the ``token`` parameter, as slack_sdk (sync and async) sends
 them. Every accepted message is recorded with its receive time, so tests can measure alert
 latency and check that no alert is lost or sent twice.
+
+``hang_after_accept`` records the next posts and then holds their answers, which is how a
+crash between Slack accepting a post and the client hearing of it is reproduced.
 
 Outages (5xx, 429, ``invalid_auth``, hang) are faults of the shared :class:`FaultInjector`, so
 they can also be switched over HTTP from another process (``POST /__admin/outage``).
@@ -14,6 +22,8 @@ they can also be switched over HTTP from another process (``POST /__admin/outage
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import re
@@ -84,6 +94,8 @@ class SlackSimulator:
         self._restricted = False
         self._outage_fault: int | None = None
         self._outage_mode: str = "none"
+        self._hold_after_accept = 0
+        self._hold_s = 0.0
         if channels is not None:
             self.set_channels(channels)
         self._server = BackgroundServer(self._build_app(), host=host, port=port, name="slack")
@@ -147,6 +159,12 @@ class SlackSimulator:
                 fault = self.faults.add("timeout", "/api/*", count=count, seconds=hang_seconds)
             self._outage_fault = fault.id
 
+    def hang_after_accept(self, count: int = 1, seconds: float = 30.0) -> None:
+        """Record the next ``count`` chat.postMessage calls, then hold each answer ``seconds``."""
+        with self._cond:
+            self._hold_after_accept = count
+            self._hold_s = seconds
+
     @property
     def outage(self) -> str:
         """The outage mode in force ("none" once a counted burst is used up or faults cleared)."""
@@ -165,6 +183,7 @@ class SlackSimulator:
             self._outage_mode = "none"
             self.messages.clear()
             self.requests.clear()
+            self._hold_after_accept = 0
             self.faults.fired.clear()
             self._cond.notify_all()
 
@@ -243,7 +262,11 @@ class SlackSimulator:
             "chat.postMessage": self._post_message,
             "chat.update": self._update_message,
             "conversations.list": self._conversations_list,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
+            "chat.getPermalink": self._permalink,
         }
+        hold = 0.0
         try:
             params = await _read_params(request)
             if method != "api.test":
@@ -253,9 +276,14 @@ class SlackSimulator:
                 raise SlackError("unknown_method", status=404)
             with self._cond:
                 result = handler(params)
+                if method == "chat.postMessage" and self._hold_after_accept > 0:
+                    self._hold_after_accept -= 1
+                    hold = self._hold_s
                 self._cond.notify_all()
         except SlackError as exc:
             return web.json_response({"ok": False, "error": exc.code}, status=exc.status)
+        if hold:
+            await asyncio.sleep(hold)  # accepted and recorded; the caller hears nothing yet
         return web.json_response({"ok": True, **result})
 
     def _authenticate(self, request: web.Request, params: dict[str, Any]) -> None:
@@ -291,6 +319,8 @@ class SlackSimulator:
             "received_at": time.time(),
             "updated_at": None,
             "updates": [],
+            "metadata": _metadata(params.get("metadata")),
+            "reply_broadcast": _truthy(params.get("reply_broadcast")),
             "params": {k: v for k, v in params.items()
                        if k not in ("token", "channel", "text", "blocks", "attachments")},
         }
@@ -325,7 +355,50 @@ class SlackSimulator:
                     for cid, name in sorted(self._channels.items(), key=lambda kv: kv[1])]
         return {"channels": channels, "response_metadata": {"next_cursor": ""}}
 
+    def _permalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel_id = self._known_channel(params.get("channel"))
+        ts = params.get("message_ts")
+        if not any(m["channel"] == channel_id and m["ts"] == ts for m in self.messages):
+            raise SlackError("message_not_found")
+        link = f"https://risk-sim.slack.com/archives/{channel_id}/p{str(ts).replace('.', '')}"
+        return {"channel": channel_id, "permalink": link}
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages and broadcast replies of a channel, newest first."""
+        channel_id = self._known_channel(params.get("channel"))
+        found = [m for m in self.messages if m["channel"] == channel_id
+                 and (not m["thread_ts"] or m["reply_broadcast"])]
+        found = _in_window(found, params)
+        found.sort(key=lambda m: float(m["ts"]), reverse=True)
+        return _page(found, params)
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent, then its replies, oldest first."""
+        channel_id = self._known_channel(params.get("channel"))
+        ts = params.get("ts")
+        if not ts:
+            raise SlackError("invalid_arguments")
+        parent = next((m for m in self.messages
+                       if m["channel"] == channel_id and m["ts"] == ts), None)
+        if parent is None:
+            raise SlackError("thread_not_found")
+        root = parent["thread_ts"] or parent["ts"]
+        found = [m for m in self.messages if m["channel"] == channel_id
+                 and (m["ts"] == root or m["thread_ts"] == root)]
+        found = _in_window(found, params)
+        found.sort(key=lambda m: float(m["ts"]))
+        return _page(found, params)
+
     # -- helpers -----------------------------------------------------------------------------
+    def _known_channel(self, value: Any) -> str:
+        """History needs an existing conversation: never registers one."""
+        if not isinstance(value, str) or not value.strip("# "):
+            raise SlackError("channel_not_found")
+        cid = self.channel_id(value)
+        if cid not in self._channels and not any(m["channel"] == cid for m in self.messages):
+            raise SlackError("channel_not_found")
+        return cid
+
     def _register_channel(self, channel: str) -> tuple[str, str]:
         value = channel.lstrip("#")
         cid = self.channel_id(value)
@@ -437,4 +510,59 @@ def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
         wire["attachments"] = message["attachments"]
     if message["thread_ts"]:
         wire["thread_ts"] = message["thread_ts"]
+        if message.get("reply_broadcast"):
+            wire["subtype"] = "thread_broadcast"
     return wire
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "1")
+
+
+def _metadata(value: Any) -> dict[str, Any] | None:
+    """Slack keeps ``{"event_type": str, "event_payload": object}``; anything else is refused."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("event_type"), str) \
+            or not isinstance(value.get("event_payload", {}), dict):
+        raise SlackError("invalid_metadata_format")
+    return {"event_type": value["event_type"], "event_payload": value.get("event_payload", {})}
+
+
+def _in_window(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """``oldest`` / ``latest`` bounds (exclusive unless ``inclusive``), as Slack applies them."""
+    inclusive = _truthy(params.get("inclusive"))
+    try:
+        oldest = float(params.get("oldest") or 0)
+        latest = float(params["latest"]) if params.get("latest") else float("inf")
+    except (TypeError, ValueError) as exc:
+        raise SlackError("invalid_ts_oldest") from exc
+
+    def inside(ts: float) -> bool:
+        if inclusive:
+            return oldest <= ts <= latest
+        return oldest < ts < latest
+
+    return [m for m in messages if inside(float(m["ts"]))]
+
+
+def _page(messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """One page of ``limit`` (default 100, at most 999) from the opaque ``cursor``."""
+    try:
+        limit = min(999, max(1, int(params.get("limit") or 100)))
+        cursor = params.get("cursor") or ""
+        start = int(base64.b64decode(cursor).decode().split(":", 1)[1]) if cursor else 0
+    except (TypeError, ValueError, IndexError) as exc:
+        raise SlackError("invalid_cursor") from exc
+    chunk = messages[start:start + limit]
+    more = start + limit < len(messages)
+    next_cursor = base64.b64encode(f"offset:{start + limit}".encode()).decode() if more else ""
+    with_metadata = _truthy(params.get("include_all_metadata"))
+    wire = []
+    for message in chunk:
+        item = _wire_message(message)
+        if with_metadata and message["metadata"] is not None:
+            item["metadata"] = message["metadata"]
+        wire.append(item)
+    return {"messages": wire, "has_more": more,
+            "response_metadata": {"next_cursor": next_cursor}}

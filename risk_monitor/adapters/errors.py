@@ -19,6 +19,7 @@ from risk_monitor.platform.errors import (
     DataValidationError,
     NotificationError,
     NotificationRejectedError,
+    NotifierConfigError,
     RateLimitedError,
     RiskMonitorError,
     SourceAuthenticationError,
@@ -64,7 +65,8 @@ _FIREBLOCKS_STATUS: dict[int, type[RiskMonitorError]] = {
     429: RateLimitedError,
 }
 
-_SLACK_FATAL = {
+#: Slack errors an operator fixes (token, scopes, channels): the alert waits and is retried
+_SLACK_CONFIG = {
     "invalid_auth",
     "not_authed",
     "account_inactive",
@@ -75,6 +77,11 @@ _SLACK_FATAL = {
     "channel_not_found",
     "is_archived",
     "not_in_channel",
+    "restricted_action",
+    "team_access_not_granted",
+}
+#: Slack errors about the message itself: sending it again cannot succeed
+_SLACK_FATAL = {
     "invalid_blocks",
     "msg_too_long",
     "message_not_found",
@@ -164,10 +171,14 @@ def map_exception(exc: BaseException, *, source: str, endpoint: str | None = Non
             retry_after = headers.get("Retry-After") or headers.get("retry-after")
             details["retry_after"] = retry_after
             return NotificationError(message, source=source, details=details)
+        if error in _SLACK_CONFIG:
+            return NotifierConfigError(message, source=source, details=details)
         if error in _SLACK_FATAL:
             return NotificationRejectedError(message, source=source, details=details)
-        if any(n in ("SlackClientConfigurationError", "SlackObjectFormationError",
-                     "SlackTokenRotationError", "BotUserAccessError") for _, n in names):
+        if any(n in ("SlackClientConfigurationError", "SlackTokenRotationError",
+                     "BotUserAccessError") for _, n in names):
+            return NotifierConfigError(message, source=source, details=details)
+        if any(n == "SlackObjectFormationError" for _, n in names):
             return NotificationRejectedError(message, source=source, details=details)
         return NotificationError(message, source=source, details=details)
 

@@ -9,7 +9,8 @@ channel; each later state of the same episode (escalated, de-escalated, repeat, 
 edits that message to show the current state *and* posts a threaded reply, so the channel shows
 one line per episode and each state is one recorded message. Every posted message carries the
 notification's status, kind and idempotency key in Slack message metadata, so "one WARN, one
-BREACH, one RESOLVED" is countable.
+BREACH, one RESOLVED" is countable, and lets :meth:`SlackNotifier.find_sent` find a post whose
+answer was lost (a crash after Slack accepted it): the outbox adopts it instead of posting twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,18 @@ KIND_LABEL: Mapping[NotificationKind, str] = {
 _ROOT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed",
                         "channel_not_found", "is_archived", "not_in_channel"})
 _SLACK_REF = re.compile(r"^[CDG][A-Z0-9]+:\d+\.\d+$")
+_CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{8,}$")
+#: the Web API methods we call, by their slack_sdk client method
+_SLACK_METHODS: Mapping[str, str] = {
+    "chat.postMessage": "chat_postMessage", "chat.update": "chat_update",
+    "chat.getPermalink": "chat_getPermalink", "conversations.history": "conversations_history",
+    "conversations.replies": "conversations_replies", "conversations.list": "conversations_list",
+    "auth.test": "auth_test",
+}
+#: a post is searched from this long before the alert's detection (clock skew between us and Slack)
+FIND_LOOKBACK_S = 300.0
+FIND_PAGE_SIZE = 200
+FIND_MAX_PAGES = 10
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -86,10 +99,46 @@ def _shown_status(n: Notification) -> LimitStatus:
     return LimitStatus.OK if n.kind is NotificationKind.RESOLVED else n.status
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def episode_age_s(n: Notification) -> float | None:
+    """Seconds from the episode's start to this notification (time in status / duration)."""
+    raw = n.context.get("episode_started_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        started = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return (n.detected_at - started).total_seconds()
+
+
+def headroom(n: Notification) -> float | None:
+    """Distance from the value to the breach level, in the limit's unit (USD for notional
+    kinds); negative once breached. Direction from warn vs breach (lower-is-worse limits)."""
+    if n.value is None or not math.isfinite(n.value) or not math.isfinite(n.breach_level):
+        return None
+    lower_is_worse = n.warn_level is not None and n.warn_level > n.breach_level
+    return n.value - n.breach_level if lower_is_worse else n.breach_level - n.value
+
+
 def links(n: Notification, ui_url: str) -> dict[str, str]:
     """Dagster UI links from the notification's context: the run and the limit_status asset."""
     base = ui_url.rstrip("/")
     found: dict[str, str] = {}
+    runbook = n.context.get("runbook_url")
+    if isinstance(runbook, str) and runbook:
+        found["Runbook"] = runbook
+    dashboard = n.context.get("dashboard_url")
+    if isinstance(dashboard, str) and dashboard:
+        found["Dashboard"] = dashboard
     run_id = n.context.get("run_id")
     if run_id:
         found["Dagster run"] = f"{base}/runs/{run_id}"
@@ -101,11 +150,18 @@ def links(n: Notification, ui_url: str) -> dict[str, str]:
 def render_text(n: Notification) -> str:
     """Plain-text fallback (notifications, screen readers, clients without Block Kit)."""
     status = _shown_status(n)
-    return (
+    text = (
         f"{STATUS_EMOJI[status]} {status.value} [{n.kind.value}] {n.limit_id} ({n.scope}): "
         f"value {_num(n.value)} vs warn {_num(n.warn_level)} / breach {_num(n.breach_level)} "
         f"({_pct(n.utilisation)}) - correlation {n.correlation_id}"
     )
+    age = episode_age_s(n)
+    if n.kind is NotificationKind.RESOLVED and age is not None:
+        text += f" - episode lasted {_duration(age)}"
+    owner = n.context.get("owner")
+    if isinstance(owner, str) and owner:
+        text += f" - owner {owner}"
+    return text
 
 
 def render_blocks(n: Notification, ui_url: str, *, root: bool = False) -> list[dict[str, Any]]:
@@ -125,14 +181,24 @@ def render_blocks(n: Notification, ui_url: str, *, root: bool = False) -> list[d
         ("Source event", _time(n.source_event_time)),
         ("Correlation id", f"`{_esc(n.correlation_id)}`"),
         ("Config version", f"`{_esc(n.config_version)}`"),
+        ("Headroom to breach", _num(headroom(n))),
     ]
+    owner = n.context.get("owner")
+    if isinstance(owner, str) and owner:
+        fields.insert(0, ("Owner", _esc(owner)))
+    age = episode_age_s(n)
+    if age is not None:
+        label = "Episode lasted" if n.kind is NotificationKind.RESOLVED else "Time in status"
+        fields.append((label, _duration(age)))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": summary[:3000]}},
-        {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*{label}*\n{value}"[:2000]} for label, value in fields
-        ]},
     ]
+    for start in range(0, len(fields), 10):  # Slack takes at most 10 fields per section
+        blocks.append({"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*{label}*\n{value}"[:2000]}
+            for label, value in fields[start:start + 10]
+        ]})
     notes = []
     if n.reason:
         notes.append(f"Reason: {_esc(n.reason)}")
@@ -188,6 +254,7 @@ class SlackNotifier:
         self.client = client
         self.channels = dict(channels)
         self.dagster_ui_url = dagster_ui_url
+        self._channel_ids: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackNotifier:
@@ -224,10 +291,79 @@ class SlackNotifier:
                         blocks=blocks, metadata=message_metadata(n),
                         reply_broadcast=n.kind is NotificationKind.ESCALATED,
                     )
+                    if n.kind is NotificationKind.ESCALATED:
+                        routed = self._escalate(n, channel, root_ts, text, blocks)
+                        if routed is not None:
+                            return routed
                     return f"{response['channel']}:{response['ts']}"
             response = self._call("chat.postMessage", channel=self.channel_for(n), text=text,
                                   blocks=blocks, metadata=message_metadata(n))
             return f"{response['channel']}:{response['ts']}"
+
+    def _escalate(self, n: Notification, thread_channel: str, root_ts: str, text: str,
+                  blocks: list[dict[str, Any]]) -> str | None:
+        """An escalation whose severity routes elsewhere (WARN thread -> critical channel) is
+        also posted there, linking back to the thread; None when the route is the same."""
+        target = self.channel_for(n)
+        if self._channel_id(target) == thread_channel:
+            return None
+        link = self._call("chat.getPermalink", channel=thread_channel,
+                          message_ts=root_ts).get("permalink")
+        back = f"<{link}|earlier thread>" if link else f"thread {thread_channel}:{root_ts}"
+        note = {"type": "context", "elements": [
+            {"type": "mrkdwn", "text": f"Escalated from the {back}"}]}
+        # no message metadata: the state is counted once, by the thread reply; this is a copy
+        response = self._call("chat.postMessage", channel=target, text=f"{text} - escalated "
+                              f"from {link or back}", blocks=[*blocks, note])
+        return f"{response['channel']}:{response['ts']}"
+
+    def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None:
+        """The delivery ref of an earlier post of this notification, if Slack has one.
+
+        Searches the thread (``conversations.replies``) and the severity's channel
+        (``conversations.history``) for message metadata carrying the idempotency key.
+        """
+        n = notification
+        oldest = f"{n.detected_at.timestamp() - FIND_LOOKBACK_S:.6f}"
+        places: list[tuple[str, dict[str, Any]]] = []
+        if previous_ref is not None and _SLACK_REF.match(previous_ref):
+            channel, _, root_ts = previous_ref.partition(":")
+            places.append(("conversations.replies", {"channel": channel, "ts": root_ts}))
+        channel_id = self._channel_id(self.channel_for(n))
+        if channel_id is not None:  # an unknown channel holds no earlier post
+            places.append(("conversations.history", {"channel": channel_id}))
+        for method, args in places:
+            cursor: str | None = None
+            for _ in range(FIND_MAX_PAGES):
+                response = self._call(method, oldest=oldest, include_all_metadata=True,
+                                      limit=FIND_PAGE_SIZE, cursor=cursor, **args)
+                for message in response.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    payload = meta.get("event_payload") or {}
+                    if meta.get("event_type") == METADATA_EVENT_TYPE \
+                            and payload.get("idempotency_key") == n.idempotency_key:
+                        return f"{args['channel']}:{message['ts']}"
+                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+                if cursor is None:
+                    break
+        return None
+
+    def _channel_id(self, channel: str) -> str | None:
+        """History needs a channel ID; settings may name the channel (``#risk-alerts``)."""
+        value = channel.lstrip("#")
+        if _CHANNEL_ID.match(value):
+            return value
+        if value not in self._channel_ids:
+            cursor: str | None = None
+            for _ in range(FIND_MAX_PAGES):
+                response = self._call("conversations.list", limit=FIND_PAGE_SIZE, cursor=cursor,
+                                      exclude_archived=True, types="public_channel,private_channel")
+                for item in response.get("channels") or []:
+                    self._channel_ids[str(item.get("name"))] = str(item.get("id"))
+                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+                if cursor is None or value in self._channel_ids:
+                    break
+        return self._channel_ids.get(value)
 
     def verify(self) -> dict[str, Any]:
         """``auth.test``: proves the token and the endpoint before the first alert needs them."""
@@ -250,9 +386,7 @@ class SlackNotifier:
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """One Web API call through slack_sdk's own method; errors become ours."""
-        call = {"chat.postMessage": self.client.chat_postMessage,
-                "chat.update": self.client.chat_update,
-                "auth.test": self.client.auth_test}[method]
+        call: Callable[..., Any] = getattr(self.client, _SLACK_METHODS[method])
         try:
             return call(**kwargs)
         except Exception as exc:
@@ -305,4 +439,13 @@ def build_notifier(settings: Settings) -> Notifier:
     if settings.slack is not None:
         return SlackNotifier.from_settings(settings)
     path = settings.alerts.file_sink_path or settings.data_dir / "alerts.jsonl"
+    return FileSink(path)
+
+
+def build_fallback(settings: Settings) -> Notifier | None:
+    """Where alerts go while Slack refuses our configuration; none when Slack is not used
+    (the file sink is then the primary)."""
+    if settings.slack is None:
+        return None
+    path = settings.alerts.fallback_sink_path or settings.data_dir / "alerts-fallback.jsonl"
     return FileSink(path)

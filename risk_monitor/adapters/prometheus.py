@@ -55,7 +55,7 @@ RESERVED_NAMES = frozenset({
     "limit_utilisation", "limit_value", "limit_breach_level", "limit_status",
     "last_evaluation_timestamp_seconds", "compliance_status", "limits_in_status", "alerts",
     "alerts_total", "outbox_pending", "outbox_oldest_pending_age_seconds",
-    "alert_latency_seconds", "source_up", "data_age_seconds", "state_store_up",
+    "alert_latency_seconds", "source_last_fetch_ok", "data_age_seconds", "state_store_up",
     "state_scrape_duration_seconds",
 })
 _STATUSES = tuple(s.value for s in LimitStatus)
@@ -270,8 +270,11 @@ class RiskStateCollector(Collector):
         t = source_status_latest
         rows = conn.execute(sa.select(t).order_by(t.c.key)).all()
         labels = ["kind", "venue", "account"]
-        up = GaugeMetricFamily(f"{PREFIX}_source_up",
-                               "1 when the last fetch from the source succeeded.", labels=labels)
+        # not ``source_up``: the collecting process exports that name (labels kind, source)
+        # itself, and one exposition must never carry two families of one name
+        up = GaugeMetricFamily(f"{PREFIX}_source_last_fetch_ok",
+                               "1 when the last stored fetch from the source succeeded "
+                               "(from the shared store, any process).", labels=labels)
         age = GaugeMetricFamily(f"{PREFIX}_data_age_seconds",
                                 "Seconds since the source last delivered data (NaN if never).",
                                 labels=labels)

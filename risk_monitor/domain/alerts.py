@@ -3,7 +3,13 @@
 Semantics follow Prometheus Alertmanager where they apply: one series per fingerprint
 (limit, scope); a new episode waits ``group_wait`` before its first notice (and sends nothing if
 it clears before); an unchanged firing series is re-notified only after ``repeat_interval``;
-resolve notices go out only for episodes that notified something. Pure and deterministic:
+resolve notices go out only for episodes that notified something. Against noise, as Prometheus
+does: ``for_s`` keeps a new episode pending before it fires, ``keep_firing_for_s`` keeps a
+notified episode open until it has been OK that long (a flapping source gives one episode), and
+``hysteresis`` holds a notified status until the value has moved that fraction of the breach
+level past the level (no WARN/OK ping-pong at the line). ``unknown_grace_until`` (warm-up after a
+start) holds every UNKNOWN back until then: a source that has not answered yet pages nobody.
+Per-limit ``rules`` (from the limits YAML) override the first three. Pure and deterministic:
 re-planning the same results against the returned states yields no new notification, and the
 correlation id of an episode is derived from its fingerprint, number and start time.
 """
@@ -11,11 +17,13 @@ correlation id of an episode is derived from its fingerprint, number and start t
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import (
     AlertSeverity,
     AlertState,
@@ -34,22 +42,73 @@ _SEVERITY = {
 _SEVERITY_RANK = {AlertSeverity.INFO: 0, AlertSeverity.WARNING: 1, AlertSeverity.CRITICAL: 2}
 
 
+#: recommended against flapping (docs/storage-and-alerting.md); the policy's defaults stay 0
+RECOMMENDED_KEEP_FIRING_FOR_S = 120.0
+RECOMMENDED_HYSTERESIS = 0.05
+RECOMMENDED_UNKNOWN_FOR_S = 30.0
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One limit's overrides of the policy's noise controls (None = the policy's value)."""
+
+    for_s: float | None = None
+    keep_firing_for_s: float | None = None
+    hysteresis: float | None = None
+    owner: str = ""  # carried into every notification of the limit (who acts)
+    runbook_url: str = ""  # what to do
+
+
 @dataclass(frozen=True)
 class AlertPolicy:
-    """Lifecycle timing (see AlertSettings: group_wait_s, repeat_interval_s, send_resolved)."""
+    """Lifecycle timing (see AlertSettings: group_wait_s, repeat_interval_s, send_resolved,
+    keep_firing_for_s, hysteresis, warm-up grace)."""
 
-    group_wait_s: float = 0.0
+    group_wait_s: float = 0.0  # the default ``for``: pending before the first notice
     repeat_interval_s: float = 3600.0
     send_resolved: bool = True
     #: resolve series that are firing but absent from the results (limit removed, wildcard
     #: scope vanished). Only for callers that evaluate every limit, never for partial updates.
     resolve_missing: bool = False
+    keep_firing_for_s: float = 0.0
+    hysteresis: float = 0.0  # fraction of the breach level
+    unknown_grace_until: datetime | None = None
+    rules: Mapping[str, AlertRule] = field(default_factory=dict)  # by limit id
+    #: an UNKNOWN episode waits at least this long before firing (one missed poll is no page)
+    unknown_for_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.group_wait_s < 0:
             raise ValueError("group_wait_s must be >= 0")
         if self.repeat_interval_s <= 0:
             raise ValueError("repeat_interval_s must be > 0")
+        if self.keep_firing_for_s < 0:
+            raise ValueError("keep_firing_for_s must be >= 0")
+        if not 0 <= self.hysteresis < 1:
+            raise ValueError("hysteresis must be in [0, 1)")
+        if self.unknown_for_s < 0:
+            raise ValueError("unknown_for_s must be >= 0")
+
+    def for_s(self, limit_id: str, status: LimitStatus | None = None) -> float:
+        """Pending time before a new episode fires (``unknown_for_s`` at least for UNKNOWN)."""
+        rule = self.rules.get(limit_id)
+        wait = rule.for_s if rule is not None and rule.for_s is not None else self.group_wait_s
+        return max(wait, self.unknown_for_s) if status is LimitStatus.UNKNOWN else wait
+
+    def keep_firing_s(self, limit_id: str) -> float:
+        rule = self.rules.get(limit_id)
+        if rule is not None and rule.keep_firing_for_s is not None:
+            return rule.keep_firing_for_s
+        return self.keep_firing_for_s
+
+    def hysteresis_of(self, limit_id: str) -> float:
+        rule = self.rules.get(limit_id)
+        return rule.hysteresis if rule is not None and rule.hysteresis is not None \
+            else self.hysteresis
+
+    def holds_unknown(self, now: datetime) -> bool:
+        """True during the warm-up grace: UNKNOWN is recorded but not notified."""
+        return self.unknown_grace_until is not None and now < self.unknown_grace_until
 
 
 @dataclass(frozen=True)
@@ -58,6 +117,29 @@ class AlertPlan:
 
     states: list[AlertState] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+
+
+def alert_rules(config: LimitConfig | None) -> dict[str, AlertRule]:
+    """Per-limit noise controls from the limits YAML (``for_s``, ``keep_firing_for_s``,
+    ``hysteresis``); limits that set none are left to the policy."""
+    if config is None:
+        return {}
+    return {d.id: AlertRule(for_s=d.for_s, keep_firing_for_s=d.keep_firing_for_s,
+                            hysteresis=d.hysteresis, owner=d.owner, runbook_url=d.runbook_url)
+            for d in config.limits
+            if (d.for_s, d.keep_firing_for_s, d.hysteresis, d.owner, d.runbook_url)
+            != (None, None, None, "", "")}
+
+
+def with_limit_rules(policy: AlertPolicy, config: LimitConfig | None) -> AlertPolicy:
+    """The policy with the configuration's per-limit rules (the same policy if it has none)."""
+    rules = alert_rules(config)
+    return replace(policy, rules=rules) if rules != dict(policy.rules) else policy
+
+
+def warmup_grace_s(poll_intervals_s: Sequence[float], data_age_budget_s: float) -> float:
+    """Default warm-up grace: the slowest source's first answer, plus one data-age budget."""
+    return max(poll_intervals_s, default=0.0) + data_age_budget_s
 
 
 def severity_of(status: LimitStatus) -> AlertSeverity:
@@ -69,6 +151,25 @@ def correlation_id_for(fingerprint: str, episode: int, started_at: datetime) -> 
     """Deterministic id of one firing episode (same inputs → same id, no randomness)."""
     raw = f"{fingerprint}:{episode}:{started_at.isoformat()}"
     return "rm-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def held_status(result: LimitResult, notified: LimitStatus | None, hysteresis: float
+                ) -> LimitStatus:
+    """The status to alert on: a notified WARN/BREACH holds until the value has moved
+    ``hysteresis`` x breach level past its level (the raw status still goes to compliance)."""
+    status = result.status
+    if notified not in (LimitStatus.WARN, LimitStatus.BREACH) or hysteresis <= 0 \
+            or status is LimitStatus.UNKNOWN or status.rank >= notified.rank \
+            or result.value is None or not math.isfinite(result.value):
+        return status
+    level = result.breach_level if notified is LimitStatus.BREACH else result.warn_level
+    if level is None or not math.isfinite(level):
+        return status
+    warn = result.warn_level
+    higher_is_worse = warn is None or warn == result.breach_level or result.breach_level > warn
+    margin = hysteresis * abs(result.breach_level)
+    inside = result.value > level - margin if higher_is_worse else result.value < level + margin
+    return notified if inside else status
 
 
 def _status_change(before: LimitStatus, after: LimitStatus) -> NotificationKind:
@@ -141,7 +242,11 @@ def _advance(
     context: dict[str, Any],
 ) -> tuple[AlertState, Notification | None]:
     fp = result.fingerprint
-    status = result.status
+    context = {**context, **_explain(policy.rules.get(result.limit_id), prev)}
+    notified = prev.last_notified_status if prev is not None else None
+    status = held_status(result, notified, policy.hysteresis_of(result.limit_id))
+    if status is not result.status:
+        result = replace(result, status=status)
     was_firing = prev is not None and prev.status is not LimitStatus.OK
     episode = prev.episode if prev is not None else 0
     sequence = prev.sequence if prev is not None else 0
@@ -168,6 +273,11 @@ def _advance(
         notified_in_episode = prev.last_notified_status is not None
         if not (policy.send_resolved and notified_in_episode):
             return replace(base, last_notified_status=None), None
+        clearing_since = prev.clearing_since or now
+        if (now - clearing_since).total_seconds() < policy.keep_firing_s(result.limit_id):
+            # keep firing: a source that flaps back within keep_firing_for stays one episode
+            return replace(prev, last_evaluated_at=now, value=result.value,
+                           utilisation=result.utilisation, clearing_since=clearing_since), None
         note = _notification(
             result, NotificationKind.RESOLVED,
             severity=prev.severity, episode=episode, sequence=sequence + 1,
@@ -180,6 +290,8 @@ def _advance(
         ), note
 
     severity = severity_of(status)
+    held = status is LimitStatus.UNKNOWN and policy.holds_unknown(now)
+    wait_s = policy.for_s(result.limit_id, status)
     if not was_firing or prev is None:  # a new episode opens
         episode += 1
         started = now
@@ -200,8 +312,8 @@ def _advance(
             utilisation=result.utilisation,
             correlation_id=correlation,
         )
-        if policy.group_wait_s > 0:
-            return state, None  # pending: notified once it has lasted group_wait
+        if wait_s > 0 or held:
+            return state, None  # pending: notified once it has lasted ``for`` (and warm-up)
         return _notify(state, result, NotificationKind.FIRING, now, context)
 
     # the episode continues
@@ -217,10 +329,13 @@ def _advance(
         utilisation=result.utilisation,
         correlation_id=prev.correlation_id
         or correlation_id_for(fp, prev.episode, prev.started_at or now),
+        clearing_since=None,
     )
-    if prev.last_notified_status is None:  # still pending in group_wait
+    if held:
+        return state, None  # warm-up: an UNKNOWN neither fires nor changes what was paged
+    if prev.last_notified_status is None:  # still pending in ``for``
         started = prev.started_at or now
-        if (now - started).total_seconds() >= policy.group_wait_s:
+        if (now - started).total_seconds() >= wait_s:
             return _notify(state, result, NotificationKind.FIRING, now, context)
         return state, None
     if status is not prev.last_notified_status:
@@ -230,6 +345,18 @@ def _advance(
     if (now - last).total_seconds() >= policy.repeat_interval_s:
         return _notify(state, result, NotificationKind.REPEAT, now, context)
     return state, None
+
+
+def _explain(rule: AlertRule | None, prev: AlertState | None) -> dict[str, Any]:
+    """What a message needs beyond the result: owner, runbook, when the status began."""
+    extra: dict[str, Any] = {}
+    if rule is not None and rule.owner:
+        extra["owner"] = rule.owner
+    if rule is not None and rule.runbook_url:
+        extra["runbook_url"] = rule.runbook_url
+    if prev is not None and prev.started_at is not None and prev.status is not LimitStatus.OK:
+        extra["episode_started_at"] = prev.started_at.isoformat()
+    return extra
 
 
 def _notify(
@@ -243,6 +370,8 @@ def _notify(
     correlation = state.correlation_id or correlation_id_for(
         state.fingerprint, state.episode, state.started_at or now
     )
+    if state.started_at is not None:
+        context = {**context, "episode_started_at": state.started_at.isoformat()}
     note = _notification(
         result, kind, severity=severity_of(result.status), episode=state.episode,
         sequence=sequence, correlation_id=correlation, context=context,

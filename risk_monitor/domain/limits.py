@@ -124,6 +124,10 @@ def max_level(kind: LimitKind) -> float:
     return MAX_LEVEL_BY_KIND.get(kind, MAX_LEVEL_BY_UNIT[KIND_SPECS[kind].unit])
 
 
+def _unset(value: object) -> bool:
+    return value is None or value == ""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -163,6 +167,22 @@ class LimitDefinition(_Model):
     breach: float = Field(gt=0, allow_inf_nan=False)
     warn: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     description: str = Field(default="", max_length=MAX_TEXT_LENGTH)
+    # alerting (all optional; None = the settings' alerts.* value)
+    # (left out of the canonical document when unset, so existing versions keep their hash)
+    for_s: float | None = Field(
+        default=None, ge=0, le=7 * 86400, allow_inf_nan=False, exclude_if=_unset,
+        description="pending before a new episode fires (Prometheus `for`), seconds")
+    keep_firing_for_s: float | None = Field(
+        default=None, ge=0, le=7 * 86400, allow_inf_nan=False, exclude_if=_unset,
+        description="an episode resolves only after this long OK, seconds")
+    hysteresis: float | None = Field(
+        default=None, ge=0, lt=1, allow_inf_nan=False, exclude_if=_unset,
+        description="clear only once the value is this fraction of the breach level past "
+        "its level")
+    owner: str = Field(default="", max_length=MAX_TEXT_LENGTH, exclude_if=_unset,
+                       description="who acts on this limit's alerts")
+    runbook_url: str = Field(default="", max_length=MAX_TEXT_LENGTH, exclude_if=_unset,
+                             description="what to do, linked from every alert")
 
     @field_validator("breach", "warn")
     @classmethod

@@ -191,6 +191,8 @@ class AlertState:
     value: float | None
     utilisation: float | None
     correlation_id: str | None = None  # id of the current episode, in every log line & message
+    #: first OK evaluation of a notified episode not yet resolved (keep_firing_for, hysteresis)
+    clearing_since: datetime | None = None
 
 
 @dataclass(frozen=True)

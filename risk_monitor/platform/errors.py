@@ -146,10 +146,18 @@ class NotificationError(RiskMonitorError):
 
 
 class NotificationRejectedError(NotificationError):
-    """The notifier refused the message for good (bad token, unknown channel)."""
+    """The notifier refused this message for good (malformed blocks, too long)."""
 
     code = "RM401"
     default_retryable = False
+
+
+class NotifierConfigError(NotificationError):
+    """The notifier refused our configuration (revoked token, unknown channel): fixable by an
+    operator, so the alert stays pending, goes to the fallback sink, and is retried."""
+
+    code = "RM402"
+    default_retryable = True
 
 
 # --- storage ---------------------------------------------------------------------------------

@@ -163,6 +163,26 @@ class AlertSettings(_Section):
         default=3600.0, gt=0, description="re-notify a still-firing alert after this"
     )
     send_resolved: bool = Field(default=True, description="notify when an alert clears")
+    keep_firing_for_s: float = Field(
+        default=0.0, ge=0,
+        description="a notified episode resolves only after this long OK (a flapping source "
+        "stays one episode); 120 recommended, per limit in the limits YAML",
+    )
+    hysteresis: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="a notified WARN/BREACH clears only once the value is this fraction of the "
+        "breach level past its level; 0.05 recommended, per limit in the limits YAML",
+    )
+    unknown_for_s: float = Field(
+        default=0.0, ge=0,
+        description="an UNKNOWN episode pages only once it has lasted this long (one missed "
+        "poll is no page); 30 recommended",
+    )
+    warmup_grace_s: float | None = Field(
+        default=None, ge=0,
+        description="after a start, UNKNOWN is not paged for this long; default the slowest "
+        "poll interval plus the quote data-age budget",
+    )
     file_sink_path: Path | None = Field(
         default=None, description="JSON-lines sink when Slack is not configured"
     )
@@ -172,6 +192,26 @@ class AlertSettings(_Section):
     outbox_batch_size: int = Field(default=100, ge=1, description="notifications per dispatch")
     outbox_max_attempts: int = Field(
         default=1000, ge=1, description="delivery attempts before giving up"
+    )
+    outbox_lease_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="a claimed notification is re-claimable after this; before re-posting, "
+        "the earlier post is looked up and adopted (no duplicate)",
+    )
+    retry_initial_s: float = Field(
+        default=1.0, gt=0, description="first delivery retry delay (doubles, with jitter)"
+    )
+    retry_max_s: float = Field(
+        default=30.0, gt=0, description="longest delay between delivery retries"
+    )
+    delivery_overdue_s: float = Field(
+        default=30.0, gt=0,
+        description="an undelivered notification older than this is overdue (/readyz reports it)",
+    )
+    fallback_sink_path: Path | None = Field(
+        default=None,
+        description="JSON-lines file that receives alerts Slack refuses for a configuration "
+        "reason (revoked token, unknown channel); default data_dir/alerts-fallback.jsonl",
     )
 
 

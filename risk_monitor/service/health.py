@@ -191,3 +191,14 @@ def static_check(name: str, fn: Callable[[], tuple[bool, str, Mapping[str, Any] 
         return CheckResult(name, ok, critical, detail, data=data)
 
     return check
+
+
+def blocking_check(name: str, fn: Callable[[], tuple[bool, str, Mapping[str, Any] | None]],
+                   *, critical: bool) -> CheckFn:
+    """Like :func:`static_check` for a function that does I/O: run off the event loop."""
+
+    async def check() -> CheckResult:
+        ok, detail, data = await asyncio.to_thread(fn)
+        return CheckResult(name, ok, critical, detail, data=data)
+
+    return check

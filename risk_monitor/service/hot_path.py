@@ -58,6 +58,7 @@ from risk_monitor.adapters.market_data import (
     symbols_by_venue,
 )
 from risk_monitor.adapters.sql import EquityPoint, EquityStore, Storage
+from risk_monitor.domain.alerts import warmup_grace_s, with_limit_rules
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
@@ -346,6 +347,13 @@ class HotPath:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.started_at = time.time()
+        grace = self.settings.alerts.warmup_grace_s  # alerts hook: no UNKNOWN page at warm-up
+        if grace is None:
+            grace = warmup_grace_s([self.settings.service.positions_poll_s,
+                                    self.settings.service.custody_poll_s],
+                                   self.settings.market_data.max_age_s)
+        self._policy = replace(self._policy,
+                               unknown_grace_until=self.clock() + timedelta(seconds=grace))
         if self._accounts is None:
             from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 
@@ -605,7 +613,8 @@ class HotPath:
         results = report.results
         as_of = report.summary.as_of
         started = time.perf_counter()
-        raised = workflows.raise_alerts(self.storage, results, now=as_of, policy=self._policy,
+        policy = with_limit_rules(self._policy, self.live.config)  # alerts hook: per-limit rules
+        raised = workflows.raise_alerts(self.storage, results, now=as_of, policy=policy,
                                         context=self._context(job))
         WRITE_SECONDS.labels(step="alerts").observe(time.perf_counter() - started)
         notes = raised.plan.notifications

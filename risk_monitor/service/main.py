@@ -55,6 +55,7 @@ from risk_monitor.service.health import (
     CheckFn,
     CheckResult,
     Readiness,
+    blocking_check,
     database_check,
     redis_check,
     static_check,
@@ -281,6 +282,11 @@ class ServiceApp:
             checks["redis"] = redis_check(self.redis)
         checks["config"] = self._config_check
         checks["data_freshness"] = self._freshness_check
+        if self.dispatcher is not None:  # non-critical: every instance shares the notifier
+            status, overdue_s = self.dispatcher.delivery_status, \
+                self.settings.alerts.delivery_overdue_s
+            checks["alert_delivery"] = blocking_check(
+                "alert_delivery", lambda: status(overdue_s), critical=False)
         if self.hot_path is not None:
             # critical: without fresh evaluations this instance's CheckOrder answers age into
             # denials; another instance may be fine, so take this one out of rotation

@@ -19,13 +19,12 @@ from risk_monitor.adapters.sql.compliance_store import (
     ComplianceSummary,
 )
 from risk_monitor.adapters.sql.config_versions import ConfigVersion, ConfigVersionStore
+from risk_monitor.adapters.sql.dispatcher import BackoffPolicy, DispatchResult, OutboxDispatcher
 from risk_monitor.adapters.sql.engine import create_engine, normalise_url
 from risk_monitor.adapters.sql.equity_store import EquityPoint, EquityStore
 from risk_monitor.adapters.sql.migrate import current_revision, head_revision, migrate
 from risk_monitor.adapters.sql.outbox import (
-    BackoffPolicy,
-    DispatchResult,
-    OutboxDispatcher,
+    DeliveryBacklog,
     OutboxEntry,
     OutboxRepository,
     OutboxRow,
@@ -42,6 +41,7 @@ __all__ = [
     "ComplianceSummary",
     "ConfigVersion",
     "ConfigVersionStore",
+    "DeliveryBacklog",
     "DispatchResult",
     "EquityPoint",
     "EquityStore",

@@ -108,6 +108,7 @@ def state_values(state: AlertState) -> dict[str, Any]:
         "value": _float(state.value),
         "utilisation": _float(state.utilisation),
         "correlation_id": state.correlation_id,
+        "clearing_since": state.clearing_since,
     }
 
 
@@ -129,6 +130,7 @@ def state_from_row(row: Mapping[str, Any] | RowMapping) -> AlertState:
         value=row["value"],
         utilisation=row["utilisation"],
         correlation_id=row["correlation_id"],
+        clearing_since=row.get("clearing_since"),
     )
 
 

@@ -75,6 +75,7 @@ alert_states = sa.Table(
     sa.Column("value", sa.Float(), nullable=True),
     sa.Column("utilisation", sa.Float(), nullable=True),
     sa.Column("correlation_id", sa.String(64), nullable=True),
+    sa.Column("clearing_since", UtcDateTime(), nullable=True),
     # Slack "channel:ts" of the first message of the current episode (thread root)
     sa.Column("message_ref", sa.String(200), nullable=True),
     # optimistic concurrency: bumped by every state write
@@ -113,6 +114,8 @@ outbox = sa.Table(
     sa.Column("source_event_time", UtcDateTime(), nullable=True),
     sa.Column("notified_at", UtcDateTime(), nullable=True),
     sa.Column("finished_at", UtcDateTime(), nullable=True),  # sent or failed for good
+    # where the fallback sink wrote it while the notifier refused our configuration
+    sa.Column("fallback_ref", sa.String(200), nullable=True),
     sa.CheckConstraint(
         "status IN ('pending', 'sending', 'sent', 'failed')", name="status_known"
     ),

@@ -51,6 +51,11 @@ def _meta(message: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def _states(slack_sim: SlackSimulator) -> list[dict[str, Any]]:
+    """One message per alert state: without the escalation's copy in the critical channel."""
+    return [m for m in slack_sim.messages if m["params"].get("metadata")]
+
+
 def _series(storage: Storage, clock: FakeClock, statuses: list[str], *,
             scope: str = "portfolio") -> None:
     for status in statuses:
@@ -79,7 +84,7 @@ def test_warn_breach_resolved_posts_once_then_threads_and_updates(
     result = _dispatcher(storage, notifier, clock).dispatch_once(10)
     assert (result.sent, result.retried, result.failed) == (3, 0, 0)
 
-    messages = slack_sim.messages
+    messages = _states(slack_sim)
     root, *replies = messages
     assert [_meta(m)["kind"] for m in messages] == ["firing", "escalated", "resolved"]
     assert [_meta(m)["status"] for m in messages] == ["WARN", "BREACH", "OK"]
@@ -106,7 +111,7 @@ def test_warn_breach_resolved_posts_once_then_threads_and_updates(
     assert feed[0][1].context["run_id"] == "run-1"
     # nothing left to send: a second dispatch sends nothing twice
     assert _dispatcher(storage, notifier, clock).dispatch_once(10).claimed == 0
-    assert len(slack_sim.messages) == 3
+    assert len(_states(slack_sim)) == 3
 
 
 def test_a_missing_token_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch,
@@ -151,7 +156,7 @@ def test_outage_delays_alerts_and_loses_none(
 
     slack_sim.set_outage("none")
     _drain(dispatcher, clock)
-    messages = slack_sim.messages
+    messages = _states(slack_sim)
     assert len(messages) == 2 * len(scopes)  # every alert, none twice
     keys = [_meta(m)["idempotency_key"] for m in messages]
     assert len(set(keys)) == len(keys)
@@ -188,21 +193,25 @@ def test_a_failed_attempt_holds_back_the_rest_of_its_series(
     assert (result.sent, result.retried, result.deferred) == (0, 1, 2)
     assert slack_sim.messages == []
     _drain(dispatcher, clock)
-    assert [_meta(m)["kind"] for m in slack_sim.messages] == ["firing", "escalated", "resolved"]
+    assert [_meta(m)["kind"] for m in _states(slack_sim)] == ["firing", "escalated", "resolved"]
 
 
-def test_invalid_auth_fails_for_good_and_is_visible(
+def test_invalid_auth_keeps_the_alert_and_is_visible(
         storage: Storage, clock: FakeClock, notifier: SlackNotifier,
-        slack_sim: SlackSimulator, log_stream: io.StringIO) -> None:
+        slack_sim: SlackSimulator, log_stream: io.StringIO, tmp_path: Path) -> None:
     _series(storage, clock, ["BREACH"])
     slack_sim.set_outage("invalid_auth")
-    result = _dispatcher(storage, notifier, clock).dispatch_once(10)
-    assert (result.sent, result.retried, result.failed) == (0, 0, 1)
+    fallback = tmp_path / "fallback.jsonl"
+    dispatcher = _dispatcher(storage, notifier, clock, fallback=FileSink(fallback))
+    result = dispatcher.dispatch_once(10)
+    assert (result.sent, result.retried, result.failed) == (0, 1, 0)
     (row,) = storage.outbox.rows()
-    assert (row.status, row.last_error_code) == ("failed", "RM401")
+    assert (row.status, row.last_error_code) == ("pending", "RM402")
     assert "invalid_auth" in (row.last_error or "")
-    clock.advance(3600)
-    assert _dispatcher(storage, notifier, clock).dispatch_once(10).claimed == 0  # for good
+    assert row.fallback_ref is not None and row.fallback_ref.startswith("file:fallback.jsonl:")
+    assert not dispatcher.notifier_up
+    (line,) = fallback.read_text().splitlines()
+    assert json.loads(line)["idempotency_key"] == row.idempotency_key
 
     registry = CollectorRegistry()
     registry.register(RiskStateCollector(storage.engine, clock=clock))
@@ -210,34 +219,52 @@ def test_invalid_auth_fails_for_good_and_is_visible(
                 text_string_to_metric_families(generate_latest(registry).decode())}
     failed = [s.value for s in families["risk_monitor_alerts"].samples
               if s.labels == {"severity": "critical", "outcome": "failed"}]
-    assert failed == [1.0]
+    assert failed == [0.0]  # not given up
 
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line]
-    errors = [line for line in lines if line["event"] == "alert notification failed for good"]
-    assert len(errors) == 1 and errors[0]["error_code"] == "RM401"
-    assert errors[0]["correlation_id"] == row.correlation_id
+    events = [line["event"] for line in lines]
+    assert "alert notification failed for good" not in events
+    refused = [line for line in lines if line["event"].startswith("notifier refuses")]
+    assert len(refused) == 1 and refused[0]["error_code"] == "RM402"
     assert slack_sim.token not in log_stream.getvalue()
 
 
-def test_a_crash_between_send_and_mark_sends_again(
+def test_a_crash_between_send_and_mark_adopts_the_earlier_post(
         storage: Storage, clock: FakeClock, notifier: SlackNotifier,
         slack_sim: SlackSimulator) -> None:
     _series(storage, clock, ["BREACH"])
-    crashed = _dispatcher(storage, notifier, clock, lease_s=120)
+    crashed = _dispatcher(storage, notifier, clock, lease_s=10)
     (entry,) = crashed.repository.claim(10, clock(), crashed.lease_s)
-    notifier.send(entry.notification, None)  # delivered ... and the process dies here
+    posted = notifier.send(entry.notification, None)  # delivered ... and the process dies here
     assert storage.outbox.rows()[0].status == "sending"
 
-    restarted = _dispatcher(storage, notifier, clock, lease_s=120)
+    restarted = _dispatcher(storage, notifier, clock, lease_s=10)
     assert restarted.dispatch_once(10).claimed == 0  # the lease still protects the claim
-    clock.advance(121)
-    assert restarted.dispatch_once(10).sent == 1  # at-least-once: sent again, never lost
+    clock.advance(11)
+    assert restarted.dispatch_once(10).sent == 1  # adopted, not posted again
     keys = [_meta(m)["idempotency_key"] for m in slack_sim.messages]
-    assert keys == [entry.notification.idempotency_key] * 2
+    assert keys == [entry.notification.idempotency_key]
     (row,) = storage.outbox.rows()
-    assert (row.status, row.attempts) == ("sent", 2)
+    assert (row.status, row.attempts, row.delivery_ref) == ("sent", 2, posted)
+    assert storage.alerts.message_ref(row.fingerprint) == posted  # the thread root too
     # the crashed dispatcher's late mark cannot overwrite the new outcome
     assert not crashed.repository.mark_sent(entry, "C0:0", clock(), thread_root=True)
+
+
+def test_a_crashed_threaded_reply_is_adopted_from_the_thread(
+        storage: Storage, clock: FakeClock, notifier: SlackNotifier,
+        slack_sim: SlackSimulator) -> None:
+    _series(storage, clock, ["WARN"])
+    dispatcher = _dispatcher(storage, notifier, clock, lease_s=10)
+    assert dispatcher.dispatch_once(10).sent == 1
+    _series(storage, clock, ["BREACH"])
+    (entry,) = dispatcher.repository.claim(10, clock(), dispatcher.lease_s)
+    root = storage.alerts.message_ref(entry.fingerprint)
+    notifier.send(entry.notification, root)  # the reply is in the thread; the mark is lost
+    clock.advance(11)
+    assert dispatcher.dispatch_once(10).sent == 1
+    assert [_meta(m)["kind"] for m in _states(slack_sim)] == ["firing", "escalated"]
+    assert storage.outbox.counts()["sent"] == 2
 
 
 def test_a_lost_thread_root_starts_a_new_message(
@@ -288,7 +315,7 @@ def test_two_dispatchers_deliver_each_alert_once_in_order(
     for thread in threads:
         thread.join(60)
     assert errors == []
-    messages = slack_sim.messages
+    messages = _states(slack_sim)
     keys = [_meta(m)["idempotency_key"] for m in messages]
     assert len(keys) == 3 * len(scopes) and len(set(keys)) == len(keys)
     for scope in scopes:
@@ -306,8 +333,8 @@ def test_run_loop_delivers_until_stopped(storage: Storage, notifier: SlackNotifi
         clock.set(clock().replace(year=2020))  # evaluations in the past: due at once
         _series(storage, clock, ["WARN", "BREACH"])
         dispatcher.wake()
-        messages = slack_sim.wait_for_messages(2, timeout=10)
-        assert [_meta(m)["kind"] for m in messages] == ["firing", "escalated"]
+        slack_sim.wait_for_messages(3, timeout=10)  # and the escalation's critical copy
+        assert [_meta(m)["kind"] for m in _states(slack_sim)] == ["firing", "escalated"]
     finally:
         stop.set()
         dispatcher.wake()
@@ -327,7 +354,7 @@ def test_the_domain_planner_through_store_outbox_and_slack(
             alert_plan = plan_alerts(tx.states, [result], clock(), context={"run_id": "r-7"})
             tx.apply(alert_plan.states, alert_plan.notifications)
     assert _dispatcher(storage, notifier, clock).dispatch_once(10).sent == 3
-    posted = [(_meta(m)["kind"], _meta(m)["status"]) for m in slack_sim.messages]
+    posted = [(_meta(m)["kind"], _meta(m)["status"]) for m in _states(slack_sim)]
     assert posted == [("firing", "WARN"), ("escalated", "BREACH"), ("resolved", "OK")]
     root = slack_sim.messages[0]
     assert root["channel"] == slack_sim.channel_id("#risk-alerts")
@@ -348,4 +375,4 @@ def test_the_token_never_reaches_the_logs_even_at_debug(
     logged = stream.getvalue()
     assert "alert notification sent" in logged and "slack_sdk" in logged  # library debug too
     assert slack_sim.token not in logged
-    assert len(slack_sim.messages) == 2
+    assert len(_states(slack_sim)) == 2

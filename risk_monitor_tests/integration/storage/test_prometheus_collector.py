@@ -67,7 +67,7 @@ def test_collector_reports_the_stored_risk_picture(storage: Storage, clock: Fake
     assert _value(m["risk_monitor_limits_in_status"], status="UNKNOWN") == 1
     assert _value(m["risk_monitor_exposure_usd"], venue="binance", asset="BTC") == 1234.0
     assert _value(m["risk_monitor_pnl_usd"], scope="portfolio") == -12.5
-    assert _value(m["risk_monitor_source_up"], kind="exchange", venue="binance",
+    assert _value(m["risk_monitor_source_last_fetch_ok"], kind="exchange", venue="binance",
                   account="main") == 1
     assert _value(m["risk_monitor_data_age_seconds"], kind="exchange", venue="binance",
                   account="main") == 10

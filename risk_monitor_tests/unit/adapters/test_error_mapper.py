@@ -91,12 +91,23 @@ def _slack_response(data: dict[str, object], status: int, headers: dict[str, str
                          req_args={}, data=data, headers=headers or {}, status_code=status)
 
 
-def test_slack_invalid_auth_is_rejected_for_good() -> None:
-    exc = SlackApiError("failed", _slack_response({"ok": False, "error": "invalid_auth"}, 200))
+@pytest.mark.parametrize("error", ["invalid_auth", "token_revoked", "channel_not_found",
+                                   "not_in_channel", "missing_scope"])
+def test_slack_configuration_errors_are_kept_for_retry(error: str) -> None:
+    """A revoked token or a wrong channel is an operator's fix, not a reason to drop an alert."""
+    exc = SlackApiError("failed", _slack_response({"ok": False, "error": error}, 200))
+    mapped = map_exception(exc, source="slack")
+    assert type(mapped) is E.NotifierConfigError
+    assert mapped.retryable
+    assert mapped.details["slack_error"] == error
+
+
+@pytest.mark.parametrize("error", ["invalid_blocks", "msg_too_long"])
+def test_slack_message_errors_are_rejected_for_good(error: str) -> None:
+    exc = SlackApiError("failed", _slack_response({"ok": False, "error": error}, 200))
     mapped = map_exception(exc, source="slack")
     assert type(mapped) is E.NotificationRejectedError
     assert not mapped.retryable
-    assert mapped.details["slack_error"] == "invalid_auth"
 
 
 def test_slack_rate_limit_is_retryable_with_retry_after() -> None:
@@ -111,7 +122,9 @@ def test_slack_server_and_transport_errors_are_retryable() -> None:
     exc = SlackApiError("boom", _slack_response({"ok": False, "error": "internal_error"}, 500))
     assert map_exception(exc, source="slack").retryable
     assert map_exception(SlackRequestError("conn reset"), source="slack").retryable
-    assert not map_exception(SlackClientConfigurationError("no token"), source="slack").retryable
+    # a client without a token is an operator's fix: kept and retried, never dropped
+    assert type(map_exception(SlackClientConfigurationError("no token"), source="slack")) \
+        is E.NotifierConfigError
 
 
 def test_redis() -> None:

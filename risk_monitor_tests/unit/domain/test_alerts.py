@@ -152,7 +152,8 @@ def test_notifications_carry_times_levels_and_context() -> None:
                  context={"run_id": "r-1", "data_versions": {"prices": "abc"}})
     note = plan.notifications[0]
     assert note.detected_at == at(0) and note.source_event_time == src
-    assert note.context == {"run_id": "r-1", "data_versions": {"prices": "abc"}}
+    assert note.context == {"run_id": "r-1", "data_versions": {"prices": "abc"},
+                            "episode_started_at": note.detected_at.isoformat()}
     assert (note.warn_level, note.breach_level, note.value) == (800000.0, 1000000.0, 1100000.0)
     assert note.utilisation == pytest.approx(1.1)
     assert note.config_version == "v1" and note.limit_kind == "max_notional"

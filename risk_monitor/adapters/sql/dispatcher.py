@@ -1,0 +1,341 @@
+"""The outbox dispatcher: claims due notifications, delivers them through a notifier, records
+the outcome (see :mod:`risk_monitor.adapters.sql.outbox` for the delivery rules)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from prometheus_client import Gauge
+from sqlalchemy.engine import Engine
+
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.outbox import SOURCE, OutboxEntry, OutboxRepository
+from risk_monitor.domain.model import Notification
+from risk_monitor.platform.errors import (
+    NotificationRejectedError,
+    NotifierConfigError,
+    RateLimitedError,
+    RiskMonitorError,
+)
+from risk_monitor.platform.logging import get_logger, log_context
+from risk_monitor.platform.metrics import record_error
+from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import Notifier
+
+log = get_logger(__name__)
+
+NOTIFIER_UP = Gauge("risk_monitor_notifier_up",
+                    "1 while the notifier accepts deliveries; 0 after it refused our "
+                    "configuration (revoked token, unknown channel) until a delivery succeeds.",
+                    ["notifier"])
+
+
+@runtime_checkable
+class FindsEarlierPosts(Protocol):
+    """A notifier that can find a post whose answer was lost (Slack message metadata)."""
+
+    def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None: ...
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened."""
+
+    initial_s: float = 1.0
+    max_s: float = 60.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # +/- fraction of the delay, so replicas do not retry in lockstep
+
+    def delay(self, attempt: int, retry_after: float | None = None,
+              rng: random.Random | None = None) -> float:
+        base = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        delay = max(0.0, base * (1.0 + spread))
+        return max(delay, retry_after or 0.0)
+
+@dataclass
+class DispatchResult:
+    """Outcome of one dispatch: sent, rescheduled, failed for good, and released unsent."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    deferred: int = 0
+
+    @property
+    def claimed(self) -> int:
+        return self.sent + self.retried + self.failed + self.deferred
+
+def _retry_after(error: RiskMonitorError) -> float | None:
+    raw: Any = error.retry_after if isinstance(error, RateLimitedError) else None
+    if raw is None:
+        raw = error.details.get("retry_after")
+    try:
+        value = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and value >= 0 else None
+
+class OutboxDispatcher:
+    """Delivers the outbox through one notifier; call ``dispatch_once`` or run it in a thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        notifier: Notifier,
+        *,
+        clock: codec.Clock = codec.utc_now,
+        backoff: BackoffPolicy | None = None,
+        max_attempts: int = 1000,
+        lease_s: float = 10.0,
+        max_workers: int = 1,
+        rng: random.Random | None = None,
+        notifier_name: str | None = None,
+        fallback: Notifier | None = None,
+    ) -> None:
+        self.repository = OutboxRepository(engine)
+        self.notifier = notifier
+        self.fallback = fallback
+        self.clock = clock
+        self.backoff = backoff or BackoffPolicy()
+        self.max_attempts = max_attempts
+        self.lease_s = lease_s
+        self.max_workers = max(1, max_workers)
+        self.notifier_name = notifier_name or str(getattr(notifier, "name", "notifier"))
+        self._rng = rng or random.Random()
+        self._wake = threading.Event()
+        self._health_lock = threading.Lock()
+        self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
+        NOTIFIER_UP.labels(notifier=self.notifier_name).set(1)
+
+    @property
+    def notifier_up(self) -> bool:
+        """False from a configuration rejection until the next successful delivery."""
+        with self._health_lock:
+            return self.notifier_error is None
+
+    def _set_notifier_health(self, error: RiskMonitorError | None) -> None:
+        with self._health_lock:
+            changed = (error is None) != (self.notifier_error is None)
+            self.notifier_error = error
+        NOTIFIER_UP.labels(notifier=self.notifier_name).set(0 if error is not None else 1)
+        if changed and error is not None:
+            log.error("notifier refuses our configuration; alerts wait and go to the fallback "
+                      "sink", notifier=self.notifier_name, error_code=error.code,
+                      error=str(error))
+        elif changed:
+            log.info("notifier accepts deliveries again", notifier=self.notifier_name)
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings,
+                      notifier: Notifier | None = None) -> OutboxDispatcher:
+        """The service's dispatcher: Slack when configured (else the file sink) with the
+        fallback file sink, lease, retry schedule and limits from ``alerts.*`` and
+        ``slack.max_concurrency``."""
+        from risk_monitor.adapters.notifiers import build_fallback, build_notifier
+
+        if notifier is None:
+            notifier = build_notifier(settings)
+        alerts = settings.alerts
+        workers = settings.slack.max_concurrency if settings.slack is not None else 1
+        backoff = BackoffPolicy(initial_s=alerts.retry_initial_s,
+                                max_s=max(alerts.retry_initial_s, alerts.retry_max_s))
+        return cls(engine, notifier, max_attempts=alerts.outbox_max_attempts,
+                   max_workers=workers, lease_s=alerts.outbox_lease_s, backoff=backoff,
+                   fallback=build_fallback(settings))
+
+    def delivery_status(self, overdue_s: float) -> tuple[bool, str, dict[str, Any]]:
+        """For /readyz: ok unless alerts are overdue for delivery or the notifier is down."""
+        now = self.clock()
+        backlog = self.repository.overdue(now, overdue_s)
+        error = self.notifier_error
+        data: dict[str, Any] = {
+            "overdue": backlog.overdue, "overdue_after_s": overdue_s,
+            "oldest_overdue_age_s": round(backlog.age_s(now), 3),
+            "oldest_overdue_key": backlog.oldest_key, "notifier": self.notifier_name,
+            "notifier_up": error is None,
+            "notifier_error_code": error.code if error is not None else None,
+        }
+        problems = []
+        if backlog.overdue:
+            problems.append(f"{backlog.overdue} alert(s) overdue for delivery (oldest "
+                            f"{backlog.age_s(now):.0f}s)")
+        if error is not None:
+            problems.append(f"{self.notifier_name} refuses our configuration ({error.code}: "
+                            f"{error.details.get('slack_error') or error.message})")
+        return not problems, "; ".join(problems) or "delivering", data
+
+    def wake(self) -> None:
+        """Cut the poll wait short (call after enqueuing, or after setting the stop event)."""
+        self._wake.set()
+
+    def dispatch_once(self, batch: int = 100) -> DispatchResult:
+        """Claim due rows and deliver them; returns what happened to each claimed row."""
+        entries = self.repository.claim(batch, self.clock(), self.lease_s)
+        result = DispatchResult()
+        if not entries:
+            return result
+        roots = self.repository.thread_roots(entries)
+        series: dict[str, list[OutboxEntry]] = defaultdict(list)
+        for entry in entries:
+            series[entry.fingerprint].append(entry)
+        stop = _BatchStop(deadline=self.clock() + timedelta(seconds=self.lease_s / 2))
+        lock = threading.Lock()
+
+        def release(items: list[OutboxEntry]) -> int:
+            error = self.notifier_error
+            if error is not None:  # the notifier refuses us: the fallback sink gets them now
+                for item in items:
+                    self._to_fallback(item, error)
+            return self.repository.release(items, stop.not_before)
+
+        def run_series(items: list[OutboxEntry]) -> None:
+            for index, entry in enumerate(items):
+                if stop.stopped(self.clock()):
+                    released = release(items[index:])
+                    with lock:
+                        result.deferred += released
+                    return
+                outcome = self._deliver(entry, roots, lock, stop)
+                with lock:
+                    setattr(result, outcome, getattr(result, outcome) + 1)
+                if outcome == "retried":  # later rows of the series must wait for it
+                    released = release(items[index + 1:])
+                    with lock:
+                        result.deferred += released
+                    return
+
+        groups = list(series.values())
+        if self.max_workers == 1 or len(groups) == 1:
+            for items in groups:
+                run_series(items)
+        else:
+            with ThreadPoolExecutor(self.max_workers, thread_name_prefix="outbox") as pool:
+                for future in [pool.submit(run_series, items) for items in groups]:
+                    future.result()
+        return result
+
+    def _deliver(self, entry: OutboxEntry, roots: dict[tuple[str, int], str],
+                 lock: threading.Lock, stop: _BatchStop) -> str:
+        n = entry.notification
+        key = (entry.fingerprint, entry.episode)
+        with lock:
+            previous_ref = roots.get(key)
+        with log_context(correlation_id=n.correlation_id, fingerprint=n.fingerprint):
+            try:
+                ref = self._earlier_post(entry, previous_ref)
+                if ref is None:
+                    ref = self.notifier.send(n, previous_ref)
+            except Exception as exc:
+                error = map_exception(exc, source=self.notifier_name)
+                return self._failed_attempt(entry, error, stop)
+            self._set_notifier_health(None)
+            now = self.clock()
+            if previous_ref is None:
+                with lock:
+                    roots[key] = ref
+            if not self.repository.mark_sent(entry, ref, now, thread_root=previous_ref is None):
+                log.warning("outbox lease lost before marking sent; it may be sent again",
+                            idempotency_key=n.idempotency_key)
+            log.info("alert notification sent", idempotency_key=n.idempotency_key,
+                     kind=n.kind.value, status=n.status.value, severity=n.severity.value,
+                     limit_id=n.limit_id, scope=n.scope, delivery_ref=ref,
+                     attempts=entry.attempts)
+            return "sent"
+
+    def _earlier_post(self, entry: OutboxEntry, previous_ref: str | None) -> str | None:
+        """On a second or later attempt, the earlier post Slack may have accepted (adopt it)."""
+        if entry.attempts <= 1 or not isinstance(self.notifier, FindsEarlierPosts):
+            return None
+        ref = self.notifier.find_sent(entry.notification, previous_ref)
+        if ref is not None:
+            log.warning("adopting an earlier post of this notification (its answer was lost)",
+                        idempotency_key=entry.notification.idempotency_key, delivery_ref=ref,
+                        attempts=entry.attempts)
+        return ref
+
+    def _to_fallback(self, entry: OutboxEntry, error: RiskMonitorError) -> None:
+        """Write the row once to the fallback sink; a failing fallback only logs."""
+        if self.fallback is None or entry.fallback_ref is not None:
+            return
+        try:
+            ref = self.fallback.send(entry.notification, None)
+        except Exception as exc:
+            fallback_error = map_exception(exc, source="fallback_sink")
+            record_error(fallback_error)
+            log.error("fallback sink failed too", error_code=fallback_error.code,
+                      error=str(fallback_error),
+                      idempotency_key=entry.notification.idempotency_key)
+            return
+        self.repository.record_fallback(entry, ref)
+        log.warning("alert written to the fallback sink", fallback_ref=ref,
+                    idempotency_key=entry.notification.idempotency_key, error_code=error.code)
+
+    def _failed_attempt(self, entry: OutboxEntry, error: RiskMonitorError,
+                        stop: _BatchStop) -> str:
+        n = entry.notification
+        record_error(error)
+        fields = {"idempotency_key": n.idempotency_key, "kind": n.kind.value,
+                  "status": n.status.value, "error_code": error.code, "error": str(error),
+                  "attempts": entry.attempts}
+        rejected = isinstance(error, NotificationRejectedError)
+        if isinstance(error, NotifierConfigError):
+            self._set_notifier_health(error)
+        if rejected or isinstance(error, NotifierConfigError):
+            self._to_fallback(entry, error)
+        now = self.clock()
+        if rejected or entry.attempts >= self.max_attempts:
+            self.repository.mark_failed(entry, now, error)
+            log.error("alert notification failed for good", **fields)
+            return "failed"
+        retry_after = _retry_after(error)
+        delay = self.backoff.delay(entry.attempts, retry_after, self._rng)
+        next_at = now + timedelta(seconds=delay)
+        self.repository.reschedule(entry, next_at, error)
+        stop.trip(next_at)  # the destination is failing: the rest of the batch waits too
+        log.warning("alert notification delivery failed; will retry", retry_in_s=round(delay, 3),
+                    retry_after=retry_after, **fields)
+        return "retried"
+
+    def run(self, stop_event: threading.Event, poll_interval_s: float = 1.0,
+            batch: int = 100) -> None:
+        """Dispatch until ``stop_event`` is set: at once while work remains, else poll."""
+        log.info("outbox dispatcher started", notifier=self.notifier_name)
+        while not stop_event.is_set():
+            try:
+                result = self.dispatch_once(batch)
+            except Exception as exc:  # the loop must survive a database outage
+                error = map_exception(exc, source=SOURCE)
+                record_error(error)
+                log.error("outbox dispatch failed", error_code=error.code, error=str(error))
+                result = DispatchResult()
+            if result.sent and result.claimed >= batch:
+                continue  # a full batch went out: more is probably due
+            self._wake.wait(poll_interval_s)
+            self._wake.clear()
+        log.info("outbox dispatcher stopped", notifier=self.notifier_name)
+
+
+class _BatchStop:
+    """Shared by the series of one batch: stop after a retryable failure or near the lease."""
+
+    def __init__(self, deadline: datetime) -> None:
+        self.deadline = deadline
+        self.not_before: datetime | None = None
+        self._lock = threading.Lock()
+
+    def trip(self, not_before: datetime) -> None:
+        with self._lock:
+            if self.not_before is None or not_before > self.not_before:
+                self.not_before = not_before
+
+    def stopped(self, now: datetime) -> bool:
+        with self._lock:
+            return self.not_before is not None or now >= self.deadline
+

@@ -1,0 +1,101 @@
+"""kill -9 of a real dispatcher process after Slack accepted a post but before the outbox
+recorded it: the next dispatcher adopts the earlier post (Slack message metadata) instead of
+posting again, and delivers within the lease plus 5 s.
+
+The Slack simulator records the post and withholds its answer (``hang_after_accept``), so the
+kill lands exactly in the window that used to give a duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from risk_monitor.adapters.sql import OutboxDispatcher, Storage
+from risk_monitor.platform.settings import load_settings
+from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
+from risk_sim.slack import SlackSimulator
+
+TOKEN_ENV = "RISK_MONITOR_TEST_SLACK_TOKEN"
+LEASE_S = 5.0
+DISPATCH_ONCE = """
+from risk_monitor.adapters.sql import OutboxDispatcher, create_engine
+from risk_monitor.platform.settings import load_settings
+
+settings = load_settings()
+engine = create_engine(settings.effective_database_url)
+OutboxDispatcher.from_settings(engine, settings).dispatch_once(50)
+"""
+
+
+def _key(message: dict[str, object]) -> str:
+    metadata = message["metadata"]
+    assert isinstance(metadata, dict)
+    return str(metadata["event_payload"]["idempotency_key"])
+
+
+def test_kill_9_after_slack_accepted_gives_exactly_one_post_per_alert(
+        pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = pg_storage
+    for scope in ("venue:a", "venue:b"):
+        evaluate(storage, make_result("BREACH", clock(), scope=scope))
+    url = storage.engine.url.render_as_string(hide_password=False)
+    env = {**os.environ, TOKEN_ENV: slack_sim.token,
+           "RISK_MONITOR_DATABASE_URL": url,
+           "RISK_MONITOR_DATA_DIR": str(tmp_path / "state"),
+           "RISK_MONITOR_SLACK__TOKEN_ENV": TOKEN_ENV,
+           "RISK_MONITOR_SLACK__BASE_URL": slack_sim.api_base,
+           "RISK_MONITOR_SLACK__TIMEOUT_S": "60",  # the answer never comes: we kill first
+           "RISK_MONITOR_SLACK__MAX_CONCURRENCY": "1",
+           "RISK_MONITOR_ALERTS__OUTBOX_LEASE_S": str(LEASE_S)}
+    env.pop("RISK_MONITOR_CONFIG", None)
+    slack_sim.hang_after_accept(count=1, seconds=120)
+    with (tmp_path / "dispatcher.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", DISPATCH_ONCE], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            (accepted,) = slack_sim.wait_for_messages(1, timeout=120)
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            assert proc.wait(30) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+    rows = storage.outbox.rows()
+    assert {r.status for r in rows} == {"sending"}  # claimed by the dead process
+    assert storage.outbox.counts()["sent"] == 0
+
+    monkeypatch.setenv(TOKEN_ENV, slack_sim.token)
+    settings = load_settings(
+        data_dir=tmp_path / "state",
+        slack={"token_env": TOKEN_ENV, "base_url": slack_sim.api_base, "timeout_s": 5},
+        alerts={"outbox_lease_s": LEASE_S})
+    dispatcher = OutboxDispatcher.from_settings(storage.engine, settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(stop, 0.1), daemon=True)
+    thread.start()
+    try:
+        deadline = killed_at + LEASE_S + 5.0
+        while storage.outbox.counts()["sent"] < len(rows) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling for an outcome, never asserting on elapsed sleep
+        delivered_after = time.monotonic() - killed_at
+    finally:
+        stop.set()
+        dispatcher.wake()
+        thread.join(30)
+    assert storage.outbox.counts()["sent"] == len(rows), storage.outbox.rows()
+    assert delivered_after <= LEASE_S + 5.0
+    keys = sorted(_key(m) for m in slack_sim.messages)
+    assert keys == sorted(r.idempotency_key for r in rows)  # one post each: none twice
+    adopted = next(r for r in storage.outbox.rows() if r.idempotency_key == _key(accepted))
+    assert adopted.delivery_ref == f"{accepted['channel']}:{accepted['ts']}"
+    assert adopted.attempts == 2

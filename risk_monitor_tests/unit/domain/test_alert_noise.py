@@ -1,0 +1,218 @@
+"""No page without a real change: warm-up grace, restarts, keep_firing_for, hysteresis and
+per-limit ``for``, driven through the pure planner with an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from risk_monitor.domain.alerts import (
+    RECOMMENDED_HYSTERESIS,
+    RECOMMENDED_KEEP_FIRING_FOR_S,
+    RECOMMENDED_UNKNOWN_FOR_S,
+    AlertPolicy,
+    AlertRule,
+    held_status,
+    plan_alerts,
+    warmup_grace_s,
+)
+from risk_monitor.domain.model import AlertState, LimitStatus, Notification, NotificationKind
+from risk_monitor_tests.fixtures.storage import START, make_result
+
+#: the values docs/storage-and-alerting.md recommends against flapping
+QUIET = AlertPolicy(keep_firing_for_s=RECOMMENDED_KEEP_FIRING_FOR_S,
+                    hysteresis=RECOMMENDED_HYSTERESIS, unknown_for_s=RECOMMENDED_UNKNOWN_FOR_S)
+
+
+class Desk:
+    """Alert states kept across 'restarts' (the store), fed results at chosen times."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, AlertState] = {}
+        self.sent: list[Notification] = []
+
+    def step(self, status: str, at: datetime, policy: AlertPolicy, *,
+             value: float | None = None, limit_id: str = "max_notional") -> list[Notification]:
+        result = make_result(status, at, value=value, limit_id=limit_id)
+        plan = plan_alerts(self.states, [result], at, policy)
+        for state in plan.states:
+            self.states[state.fingerprint] = state
+        self.sent.extend(plan.notifications)
+        return plan.notifications
+
+    def kinds(self) -> list[tuple[str, str]]:
+        return [(n.kind.value, n.status.value) for n in self.sent]
+
+    def episodes(self) -> set[int]:
+        return {n.episode for n in self.sent}
+
+
+def _flapping(desk: Desk, policy: AlertPolicy, *, minutes: int = 10, period_s: int = 30,
+              step_s: int = 10) -> None:
+    """The source is down for ``period_s``, back for ``period_s``, again and again."""
+    at = START
+    for i in range(minutes * 60 // step_s):
+        down = (i * step_s // period_s) % 2 == 1
+        desk.step("UNKNOWN" if down else "OK", at, policy)
+        at += timedelta(seconds=step_s)
+
+
+@pytest.mark.parametrize("period_s", [30, 60, 90])
+def test_a_flapping_source_for_ten_minutes_is_at_most_one_episode(period_s: int) -> None:
+    desk = Desk()
+    _flapping(desk, QUIET, period_s=period_s)
+    assert len(desk.episodes()) <= 1
+    assert desk.kinds() in ([], [("firing", "UNKNOWN")])  # never resolved while it flaps
+    if period_s > RECOMMENDED_UNKNOWN_FOR_S:  # down long enough each time: paged, once
+        assert desk.kinds() == [("firing", "UNKNOWN")]
+
+
+def test_a_single_missed_poll_pages_nobody() -> None:
+    desk = Desk()
+    at = START
+    for i in range(40):  # one UNKNOWN evaluation in ten, never two in a row
+        desk.step("UNKNOWN" if i % 10 == 5 else "OK", at, QUIET)
+        at += timedelta(seconds=10)
+    assert desk.sent == []
+
+
+def test_without_keep_firing_the_same_source_pages_every_flap() -> None:
+    desk = Desk()
+    _flapping(desk, AlertPolicy())
+    assert len(desk.episodes()) == 10  # what the desk saw before: one thread per flap
+
+
+def test_keep_firing_resolves_once_the_source_stays_back() -> None:
+    desk = Desk()
+    desk.step("UNKNOWN", START, QUIET)
+    (firing,) = desk.step("UNKNOWN", START + timedelta(seconds=30), QUIET)  # unknown_for_s
+    assert firing.kind is NotificationKind.FIRING
+    desk.step("OK", START + timedelta(seconds=30), QUIET)
+    assert desk.step("OK", START + timedelta(seconds=149), QUIET) == []
+    (resolved,) = desk.step("OK", START + timedelta(seconds=150), QUIET)
+    assert resolved.kind is NotificationKind.RESOLVED and resolved.episode == 1
+
+
+def _restart(at: datetime, grace_s: float) -> AlertPolicy:
+    return replace(QUIET, unknown_grace_until=at + timedelta(seconds=grace_s))
+
+
+def test_three_restarts_of_a_calm_desk_page_nothing() -> None:
+    desk = Desk()
+    at = START
+    desk.step("OK", at, QUIET)
+    for _ in range(3):  # each start: blind until the sources answer, inside the grace
+        policy = _restart(at, grace_s=60)
+        desk.step("UNKNOWN", at, policy)
+        desk.step("UNKNOWN", at + timedelta(seconds=20), policy)
+        desk.step("OK", at + timedelta(seconds=35), policy)
+        at += timedelta(minutes=10)
+    assert desk.sent == []
+
+
+def test_a_restart_re_pages_nothing_already_paged_and_unchanged() -> None:
+    desk = Desk()
+    desk.step("BREACH", START, QUIET)
+    assert desk.kinds() == [("firing", "BREACH")]
+    restart = START + timedelta(minutes=5)
+    policy = _restart(restart, grace_s=60)
+    desk.step("UNKNOWN", restart, policy)  # no data yet: not an escalation
+    desk.step("BREACH", restart + timedelta(seconds=10), policy)
+    assert desk.kinds() == [("firing", "BREACH")]
+
+
+def test_unknown_that_outlasts_the_grace_is_paged_once() -> None:
+    desk = Desk()
+    policy = _restart(START, grace_s=60)
+    desk.step("UNKNOWN", START, policy)
+    assert desk.step("UNKNOWN", START + timedelta(seconds=59), policy) == []
+    (firing,) = desk.step("UNKNOWN", START + timedelta(seconds=60), policy)
+    assert (firing.kind, firing.status) == (NotificationKind.FIRING, LimitStatus.UNKNOWN)
+    assert desk.step("UNKNOWN", START + timedelta(seconds=90), policy) == []
+
+
+def test_the_grace_never_holds_a_real_breach() -> None:
+    desk = Desk()
+    (firing,) = desk.step("BREACH", START, _restart(START, grace_s=60))
+    assert firing.status is LimitStatus.BREACH
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([850, 790, 760], [("firing", "WARN")]),  # inside 5 % of the breach level: still WARN
+    ([850, 790, 740], [("firing", "WARN"), ("resolved", "OK")]),
+    ([1200, 960, 940], [("firing", "BREACH"), ("deescalated", "WARN")]),
+])
+def test_hysteresis_clears_only_below_the_lower_level(values: Sequence[float],
+                                                      expected: list[tuple[str, str]]) -> None:
+    desk = Desk()
+    policy = replace(QUIET, keep_firing_for_s=0)
+    at = START
+    for value in values:
+        status = "BREACH" if value >= 1000 else "WARN" if value >= 800 else "OK"
+        desk.step(status, at, policy, value=value)
+        at += timedelta(seconds=30)
+    assert desk.kinds() == expected
+
+
+def test_hysteresis_leaves_the_raw_status_alone_for_lower_is_worse_limits() -> None:
+    result = make_result("OK", START, value=1.0)
+    lower_is_worse = replace(result, warn_level=2.0, breach_level=1.5, value=2.05,
+                             status=LimitStatus.OK)
+    assert held_status(lower_is_worse, LimitStatus.WARN, 0.05) is LimitStatus.WARN
+    assert held_status(replace(lower_is_worse, value=2.1), LimitStatus.WARN, 0.05) \
+        is LimitStatus.OK
+
+
+def test_a_per_limit_for_keeps_a_new_episode_pending() -> None:
+    desk = Desk()
+    policy = replace(QUIET, rules={"slow_limit": AlertRule(for_s=60)})
+    assert desk.step("WARN", START, policy, limit_id="slow_limit") == []
+    assert desk.step("OK", START + timedelta(seconds=30), policy, limit_id="slow_limit") == []
+    desk.step("WARN", START + timedelta(seconds=60), policy, limit_id="slow_limit")
+    (firing,) = desk.step("WARN", START + timedelta(seconds=120), policy, limit_id="slow_limit")
+    assert firing.kind is NotificationKind.FIRING
+    assert desk.step("WARN", START, policy)  # other limits keep the policy's default (0 s)
+
+
+def test_the_default_grace_is_the_slowest_poll_plus_one_budget() -> None:
+    assert warmup_grace_s([5.0, 30.0], 60.0) == 90.0
+
+
+def test_limits_yaml_rules_reach_the_policy_and_keep_old_versions() -> None:
+    from risk_monitor.domain.alerts import alert_rules, with_limit_rules
+    from risk_monitor.domain.limits import LimitConfig
+
+    plain = {"id": "btc", "kind": "max_notional", "breach": 1000.0}
+    tuned = {**plain, "for_s": 60, "keep_firing_for_s": 300, "hysteresis": 0.1,
+             "owner": "desk-a", "runbook_url": "https://runbooks.example/btc"}
+    before = LimitConfig.model_validate({"limits": [plain]})
+    after = LimitConfig.model_validate({"limits": [tuned]})
+    assert alert_rules(before) == {}
+    assert alert_rules(after) == {"btc": AlertRule(
+        for_s=60, keep_firing_for_s=300, hysteresis=0.1, owner="desk-a",
+        runbook_url="https://runbooks.example/btc")}
+    assert after.limits[0].owner == "desk-a"
+    # unset alerting fields stay out of the canonical document: versions did not move
+    assert "for_s" not in before.model_dump(mode="json")["limits"][0]
+    policy = with_limit_rules(QUIET, after)
+    assert (policy.for_s("btc"), policy.keep_firing_s("btc"), policy.hysteresis_of("btc")) \
+        == (60, 300, 0.1)
+    assert with_limit_rules(QUIET, before) is QUIET
+    with pytest.raises(ValueError, match="hysteresis"):
+        LimitConfig.model_validate({"limits": [{**plain, "hysteresis": 1.5}]})
+
+
+def test_notifications_carry_owner_runbook_and_episode_start() -> None:
+    desk = Desk()
+    policy = replace(QUIET, rules={"max_notional": AlertRule(
+        owner="desk-a", runbook_url="https://runbooks.example/notional")})
+    (firing,) = desk.step("WARN", START, policy)
+    (resolved,) = desk.step("OK", START + timedelta(minutes=5), replace(policy,
+                                                                        keep_firing_for_s=0))
+    for note in (firing, resolved):
+        assert note.context["owner"] == "desk-a"
+        assert note.context["runbook_url"] == "https://runbooks.example/notional"
+        assert note.context["episode_started_at"] == START.isoformat()
