@@ -34,7 +34,7 @@ from risk_monitor_tests.fixtures.e2e import (
 )
 from risk_sim.launcher import SimulatorStack, read_env_file
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
