@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
+WORKER_YAML = ROOT / "deploy" / "celery" / "worker.yaml"
 READY_S = 240.0  # a worker imports dagster + celery twice (CLI, worker); slow on a loaded machine
 STOP_S = 20.0
 
@@ -132,15 +133,14 @@ def test_risk_cycle_runs_on_celery_workers(tmp_path: Path, fresh_postgres_url: s
             "RISK_MONITOR_CELERY_BACKEND": redis_url,
             "RISK_MONITOR_CELERY_KEY_PREFIX": celery_prefix,
         }
-        # the workers' config: the same celery block the executor gets (deploy/celery/)
+        # the workers' config: the shipped deploy/celery/worker.yaml plus our private prefix
+        worker_doc = yaml.safe_load(WORKER_YAML.read_text())
+        worker_doc["execution"]["config"]["config_source"] = {
+            "broker_transport_options": {"global_keyprefix": celery_prefix},
+            "result_backend_transport_options": {"global_keyprefix": celery_prefix},
+        }
         worker_yaml = tmp_path / "celery-worker.yaml"
-        worker_yaml.write_text(yaml.safe_dump({"execution": {"config": {
-            "broker": {"env": "RISK_MONITOR_CELERY_BROKER"},
-            "backend": {"env": "RISK_MONITOR_CELERY_BACKEND"},
-            "config_source": {
-                "broker_transport_options": {"global_keyprefix": celery_prefix},
-                "result_backend_transport_options": {"global_keyprefix": celery_prefix},
-            }}}}))
+        worker_yaml.write_text(yaml.safe_dump(worker_doc))
         with play_environment(env):
             worker_env = {**os.environ, "PYTHONPATH": str(ROOT)}
             started = time.monotonic()
