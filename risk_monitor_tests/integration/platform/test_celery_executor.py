@@ -143,17 +143,14 @@ def test_risk_cycle_runs_on_celery_workers(tmp_path: Path, fresh_postgres_url: s
         worker_yaml.write_text(yaml.safe_dump(worker_doc))
         with play_environment(env):
             worker_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            started = time.monotonic()
             with _workers(names, worker_env, worker_yaml, tmp_path) as logs, \
                     dg.DagsterInstance.get() as instance:
-                print(f"workers ready after {time.monotonic() - started:.1f} s")
                 job = dg.reconstructable(risk_cycle_job)
                 with dg.execute_job(job, instance=instance, raise_on_error=False,
                                     tags={"risk_monitor/trigger": "celery-test"}) as result:
                     failures = [str(e.message) for e in result.all_events if e.is_failure]
                     assert result.success, (failures, [p.read_text()[-2000:] for p in logs])
                     run_id = result.run_id
-                    print(f"run finished after {time.monotonic() - started:.1f} s")
                     steps = {e.step_key for e in result.all_events
                              if e.event_type_value == "STEP_SUCCESS"}
 
