@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +26,7 @@ import redis
 import sqlalchemy as sa
 import yaml
 
+from risk_monitor.adapters.sql import create_engine
 from risk_monitor.adapters.sql.asset_values import asset_values
 from risk_monitor_tests.fixtures.e2e import (
     PLAY_COMPONENTS,
@@ -51,7 +53,7 @@ def risk_cycle_job() -> dg.JobDefinition:
     return defs().resolve_job_def("risk_cycle")
 
 
-def _wait_for(predicate: callable, what: str, timeout_s: float) -> None:  # type: ignore[valid-type]
+def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -175,10 +177,13 @@ def test_risk_cycle_runs_on_celery_workers(tmp_path: Path, fresh_postgres_url: s
             "risk_alerts", "compliance_status"} <= steps
     assert steps <= set(delegated), sorted(steps - set(delegated))
     assert worker_hosts <= set(names) and worker_hosts, (worker_hosts, names)
+    # ... and the workers say so themselves: one finished Celery task per step at least
+    succeeded = sum(len(re.findall(r"Task execute_plan\[[0-9a-f-]+\] succeeded", p.read_text(
+        errors="replace"))) for p in logs)
+    assert succeeded >= len(steps), (succeeded, sorted(steps))
     assert limit_status is not None and limit_status.run_id == run_id
     # the steps exchanged their values through the risk store, not a local disk
-    engine = sa.create_engine(fresh_postgres_url.replace("postgresql://",
-                                                         "postgresql+psycopg2://", 1))
+    engine = create_engine(fresh_postgres_url)
     try:
         with engine.connect() as conn:
             stored = set(conn.execute(sa.select(asset_values.c.asset_key).where(
