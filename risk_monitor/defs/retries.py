@@ -8,9 +8,10 @@ connection refused or a timeout is retried with backoff, a refused credential or
 limit document fails at once.
 
 Backoff is exponential with jitter (so parallel runs hitting the same restarted database do
-not retry in lock step): 1 s, 2 s, 4 s, each ± up to the delay. Three retries cover a
-PostgreSQL restart or failover of a few seconds and keep a hopeless step from holding a run
-for long; the schedule evaluates again within a minute either way.
+not retry in lock step): Dagster waits (2^n - 1) s ± 1 s before retry n, i.e. 0-2 s, 2-4 s,
+6-8 s. Three retries (about 10 s in all) cover a PostgreSQL restart or failover of a few
+seconds and keep a hopeless step from holding a run for long; the schedule evaluates again
+within a minute either way.
 """
 
 import dagster as dg
