@@ -1,10 +1,12 @@
-"""Dagster entry point: every definition under ``risk_monitor/defs`` plus JSON run logging."""
+"""Dagster entry point: every definition under ``risk_monitor/defs``, JSON run logging and the
+executor the deployment configured (in-process unless it asks for Celery)."""
 
 import logging
 from pathlib import Path
 
 import dagster as dg
 
+from risk_monitor.defs.executors import risk_executor
 from risk_monitor.platform.logging import configure_logging, json_handler, resolve_level
 
 
@@ -24,5 +26,5 @@ def defs() -> dg.Definitions:
     configure_logging()
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        dg.Definitions(loggers={"console": json_console_logger}),
+        dg.Definitions(loggers={"console": json_console_logger}, executor=risk_executor()),
     )

@@ -9,6 +9,7 @@ from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.defs.risk_support import alert_context
 from risk_monitor.domain.limits import LimitConfig
@@ -27,7 +28,7 @@ ALERT_CHECKS = [dg.AssetCheckSpec(
 @dg.asset(group_name="compliance", kinds={"slack", "sql"}, owners=OWNERS,
           check_specs=ALERT_CHECKS,
           op_tags={"dagster/priority": "1"},  # before compliance_status: Slack hears sooner
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("alerts")
 def risk_alerts(context: dg.AssetExecutionContext, settings: SettingsResource,
                 risk_store: RiskStoreResource, limit_status: list[LimitResult],

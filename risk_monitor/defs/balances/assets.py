@@ -17,14 +17,17 @@ from risk_monitor.defs.collection_support import (
     GROUP,
     collected_output,
 )
+from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.retries import STEP_RETRY
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,
           freshness_policy=FRESHNESS, check_specs=EXCHANGE_BALANCE_CHECKS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
+@surface_errors("balances")
 def exchange_balances(context: dg.AssetExecutionContext, settings: SettingsResource,
                       exchange_accounts: ExchangeAccountsResource) -> Iterator[Any]:
     """Exchange wallet balances (BALANCE_COLUMNS, source_type 'exchange').
@@ -42,7 +45,8 @@ def exchange_balances(context: dg.AssetExecutionContext, settings: SettingsResou
 
 @dg.asset(group_name=GROUP, kinds={"fireblocks", "pandas"}, owners=OWNERS,
           freshness_policy=FRESHNESS, check_specs=CUSTODIAN_BALANCE_CHECKS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
+@surface_errors("balances")
 def custodian_balances(context: dg.AssetExecutionContext, settings: SettingsResource,
                        custodians: CustodiansResource) -> Iterator[Any]:
     """Custodian vault balances (BALANCE_COLUMNS, source_type 'custodian', account = vault id).

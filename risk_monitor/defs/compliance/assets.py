@@ -10,6 +10,7 @@ from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.domain.model import LimitResult, LimitStatus
 
@@ -17,7 +18,7 @@ WINDOW = timedelta(hours=24)
 
 
 @dg.asset(group_name="compliance", kinds={"sql"}, owners=OWNERS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("compliance")
 def compliance_status(context: dg.AssetExecutionContext, settings: SettingsResource,
                       risk_store: RiskStoreResource, limit_status: list[LimitResult]

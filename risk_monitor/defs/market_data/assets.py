@@ -10,10 +10,12 @@ from risk_monitor.defs.collection_support import (
     GROUP,
     collected_output,
 )
+from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.market_data.checks import PRICE_CHECKS, price_check_results
 from risk_monitor.defs.market_data.resources import MarketDataResource
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.retries import STEP_RETRY
 
 #: read quotes last among the collection steps of a run (the in-process executor runs ready
 #: steps by priority): a quote that arrives while the run collects positions and balances still
@@ -24,7 +26,8 @@ READ_LAST = {"dagster/priority": "-1"}
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "redis", "pandas"}, owners=OWNERS,
           freshness_policy=FRESHNESS, check_specs=PRICE_CHECKS, op_tags=READ_LAST,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
+@surface_errors("market_data")
 def market_prices(context: dg.AssetExecutionContext, settings: SettingsResource,
                   market_data: MarketDataResource) -> Iterator[Any]:
     """Latest quote (PRICE_COLUMNS) per configured venue and instrument.

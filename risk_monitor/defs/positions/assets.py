@@ -11,15 +11,18 @@ from risk_monitor.defs.collection_support import (
     GROUP,
     collected_output,
 )
+from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
 from risk_monitor.defs.positions.checks import POSITION_CHECKS, position_check_results
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.retries import STEP_RETRY
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,
           freshness_policy=FRESHNESS, check_specs=POSITION_CHECKS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
+@surface_errors("positions")
 def exchange_positions(context: dg.AssetExecutionContext, settings: SettingsResource,
                        exchange_accounts: ExchangeAccountsResource) -> Iterator[Any]:
     """Open positions (POSITION_COLUMNS) of every exchange account, one bulk call per account.

@@ -14,6 +14,7 @@ from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
+from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.checks import (
     EXPOSURE_CHECKS,
     LIMIT_CHECKS,
@@ -34,7 +35,7 @@ GROUP = "risk"
 
 
 @dg.asset(group_name=GROUP, kinds={"yaml", "python"}, owners=OWNERS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("risk")
 def limit_config(settings: SettingsResource, risk_store: RiskStoreResource) -> dg.Output[LimitConfig]:
     """The limit configuration in force (configuration service or file), versioned by content.
@@ -53,7 +54,7 @@ def limit_config(settings: SettingsResource, risk_store: RiskStoreResource) -> d
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=PNL_CHECKS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("risk")
 def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
                   risk_store: RiskStoreResource, exchange_positions: Collected,
@@ -86,7 +87,7 @@ def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=EXPOSURE_CHECKS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("risk")
 def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
     """Gross and net exposure per instrument, asset, venue and portfolio; concentration,
@@ -104,7 +105,7 @@ def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas", "sql"}, owners=OWNERS, check_specs=LIMIT_CHECKS,
-          code_version=CODE_VERSION)
+          code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("risk")
 def limit_status(settings: SettingsResource, risk_store: RiskStoreResource,
                  portfolio_pnl: RiskState, exposures: pd.DataFrame,

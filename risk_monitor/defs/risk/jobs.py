@@ -1,7 +1,7 @@
 """The risk jobs and the schedule that keeps evaluating when no market data arrives.
 
-Both jobs use the in-process executor: measured here, the multiprocess executor (one process
-per step) doubles the tick → alert latency (docs/benchmarks.md).
+The jobs take the executor the deployment configured (``risk_monitor.defs.executors``,
+in-process by default) from the code location's ``Definitions``.
 """
 
 import dagster as dg
@@ -11,7 +11,6 @@ RISK_GROUPS = ("risk", "compliance")
 risk_cycle = dg.define_asset_job(
     "risk_cycle",
     selection=dg.AssetSelection.groups("collection", *RISK_GROUPS),
-    executor_def=dg.in_process_executor,
     description="Collect positions, balances and prices, evaluate limits, alert, record "
                 "compliance — the whole loop, one run.",
     tags={"team": "risk"},
@@ -20,7 +19,6 @@ risk_cycle = dg.define_asset_job(
 risk_evaluation = dg.define_asset_job(
     "risk_evaluation",
     selection=dg.AssetSelection.groups(*RISK_GROUPS),
-    executor_def=dg.in_process_executor,
     description="Re-evaluate limits, alerts and compliance on the latest collected data.",
     tags={"team": "risk"},
 )
