@@ -12,10 +12,13 @@ Production purity, enforced here and tested:
   ``ws_endpoint_override`` (ccxt.pro): the scheme and host of every URL in
   ``exchange.urls['api']`` are rewritten, paths kept; the override is logged at WARNING once and
   exposed as :attr:`CcxtExchangeAccount.endpoint_override` for asset metadata;
-* read-only: the adapter has fetch methods only, and the ccxt client's write methods (orders,
-  withdrawals, transfers, borrowing, leverage / margin / position-mode changes) plus the implicit
-  endpoints that place or change things are replaced by functions raising
-  ``ProductionPurityError``, so nothing that reaches the client can trade either.
+* read-only by construction: every HTTP request of the client passes one gate
+  (:mod:`risk_monitor.adapters.read_only_gate`) that allows only the venue's allowlisted read
+  endpoints and hosts, at ``fetch`` and at the transport, so ``request`` / ``fetch2`` /
+  ``fetch`` cannot trade either; on top, the client's write methods (orders, withdrawals,
+  transfers, borrowing, leverage / margin / position-mode changes) and the implicit endpoints
+  that place or change things are replaced by functions raising ``ProductionPurityError``, which
+  fail with a clearer message.
 
 Speed (each Dagster run is a fresh process, docs/benchmarks.md "Sensor path"): with
 ``shared=True`` accounts of the same venue settings and credentials share one ccxt client per
@@ -53,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.read_only_gate import ccxt_gate, gated_class, install_ccxt_gate
 from risk_monitor.domain.schemas import balances_frame, positions_frame, prices_frame
 from risk_monitor.platform.errors import (
     ConfigError,
@@ -277,11 +281,13 @@ def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",
     }
     if with_credentials:
         config.update(venue_credentials(venue))
-    exchange = cls(config)
+    exchange = gated_class(cls)(config)
     if getattr(exchange, "isSandboxModeEnabled", False):
         raise ProductionPurityError(f"venue {venue.id!r}: the ccxt client is in sandbox mode",
                                     source=venue.id, key=f"venues.{venue.id}")
     apply_endpoint_overrides(exchange, venue, websocket=flavour == "pro")
+    install_ccxt_gate(exchange, ccxt_gate(exchange, venue.id, venue.exchange,
+                                          venue.endpoint_override))
     disable_write_methods(exchange, venue.id)
     require_json_answers(exchange, venue.id)
     return exchange
