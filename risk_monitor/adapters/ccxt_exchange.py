@@ -55,8 +55,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.errors import map_exception, typed_parser
 from risk_monitor.adapters.read_only_gate import ccxt_gate, gated_class, install_ccxt_gate
+from risk_monitor.adapters.row_validation import RejectedRow
 from risk_monitor.domain.schemas import balances_frame, positions_frame, prices_frame
 from risk_monitor.platform.errors import (
     ConfigError,
@@ -67,6 +68,7 @@ from risk_monitor.platform.errors import (
     SourceAuthenticationError,
 )
 from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.resilience import SourceGuard, guard_for
 from risk_monitor.platform.settings import Settings, VenueSettings
 
@@ -278,6 +280,8 @@ def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",
         "enableRateLimit": venue.enable_rate_limit,
         "timeout": venue.timeout_ms,
         "options": options,
+        # kept so a ccxt parser failure can be redone item by item (fetch_tickers)
+        "enableLastJsonResponse": True,
     }
     if with_credentials:
         config.update(venue_credentials(venue))
@@ -406,6 +410,8 @@ def close_shared_clients() -> None:
 
 
 # --- payload -> frame mapping (pure) ---------------------------------------------------------------
+#: pandas' nanosecond timestamps end in 2262; anything later is not a venue clock
+MAX_TIMESTAMP_MS = 9.2e15
 def _num(value: Any) -> float:
     if value is None or isinstance(value, bool):
         return float("nan")
@@ -424,13 +430,20 @@ def _opt(value: Any) -> float | None:
     return None if _nan(number) else number
 
 
-def _ts(ms: Any, fallback: datetime) -> pd.Timestamp:
+def _ts(ms: Any, fallback: datetime) -> pd.Timestamp | None:
+    """Venue milliseconds -> UTC time; absent or unreadable -> ``fallback``; a number no clock
+    can show (infinite, beyond year 2262) -> None, which the schema rejects for that row."""
     if ms is None or isinstance(ms, bool):
         return pd.Timestamp(fallback)
     try:
-        value = int(float(ms))
-    except (TypeError, ValueError):
+        number = float(ms)
+    except (TypeError, ValueError, OverflowError):
         return pd.Timestamp(fallback)
+    if math.isnan(number):
+        return pd.Timestamp(fallback)
+    if not math.isfinite(number) or abs(number) >= MAX_TIMESTAMP_MS:
+        return None
+    value = int(number)
     if value <= 0:
         return pd.Timestamp(fallback)
     return pd.Timestamp(value, unit="ms", tz="UTC")
@@ -462,6 +475,7 @@ def _position_sign(position: Mapping[str, Any]) -> int:
     return 0
 
 
+@typed_parser
 def map_positions(positions: Iterable[Mapping[str, Any]], *, venue: str, account: str,
                   markets: Mapping[str, Mapping[str, Any]], received_at: datetime
                   ) -> pd.DataFrame:
@@ -541,6 +555,7 @@ _WALLET_READERS: dict[str, Callable[[Mapping[str, Any]], list[dict[str, Any]] | 
 }
 
 
+@typed_parser
 def map_balance(balance: Mapping[str, Any], *, exchange_id: str, venue: str, account: str,
                 received_at: datetime) -> pd.DataFrame:
     """A ccxt balance structure -> BALANCE_COLUMNS (source_type 'exchange'), see module doc.
@@ -592,6 +607,7 @@ def map_balance(balance: Mapping[str, Any], *, exchange_id: str, venue: str, acc
     )
 
 
+@typed_parser
 def map_tickers(tickers: Mapping[str, Mapping[str, Any]], *, venue: str,
                 markets: Mapping[str, Mapping[str, Any]], received_at: datetime,
                 symbols: Sequence[str] | None = None) -> pd.DataFrame:
@@ -623,6 +639,72 @@ def map_tickers(tickers: Mapping[str, Mapping[str, Any]], *, venue: str,
             "received_at": pd.Timestamp(received_at),
         })
     return prices_frame(rows)
+
+
+def ticker_items(body: Any) -> list[Any] | None:
+    """The raw ticker items of a venue answer: a bare list (binance) or ``data`` (okx)."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, Mapping) and isinstance(body.get("data"), list):
+        return list(body["data"])
+    return None
+
+
+def _non_finite_fields(item: Any) -> list[str]:
+    if not isinstance(item, Mapping):
+        return []
+    found = []
+    for key, value in item.items():
+        try:
+            if isinstance(value, str | int | float) and not isinstance(value, bool) \
+                    and not math.isfinite(float(value)):
+                found.append(str(key))
+        except (ValueError, OverflowError):
+            continue
+        if isinstance(value, str) and value.strip() == "":
+            found.append(str(key))
+    return found
+
+
+def parse_tickers_each(client: Any, items: Sequence[Any], *, venue: str, account: str,
+                       symbols: Sequence[str] | None) -> tuple[dict[str, Any], list[RejectedRow]]:
+    """ccxt's ``parse_ticker`` on each raw item alone: the good tickers, one rejection per bad
+    item naming its symbol and the field(s) with a non-finite or empty value."""
+    wanted = set(symbols) if symbols else None
+    parsed: dict[str, Any] = {}
+    rejected: list[RejectedRow] = []
+    for item in items:
+        try:
+            ticker = client.parse_ticker(item)
+            symbol = str(ticker["symbol"])
+        except Exception as exc:  # ccxt raises anything on a bad value; this item only
+            market_id = None
+            if isinstance(item, Mapping):
+                market_id = item.get("symbol") or item.get("instId") or item.get("s")
+            try:
+                symbol = str(client.safe_symbol(market_id)) if market_id else "?"
+            except Exception:
+                symbol = str(market_id)[:64]
+            if wanted is not None and symbol not in wanted:
+                continue
+            fields = _non_finite_fields(item)
+            values = ",".join(repr(item[f])[:32] for f in fields) if fields else \
+                f"{type(exc).__name__}: {str(exc)[:80]}"
+            rejected.append(RejectedRow(venue=venue, account=account, instrument=symbol,
+                                        asset=None, field=",".join(fields) or "?",
+                                        value=values, check="ccxt parse_ticker"))
+            continue
+        if wanted is None or symbol in wanted:
+            parsed[symbol] = ticker
+    return parsed, rejected
+
+
+def log_rejected(row: RejectedRow) -> None:
+    error = DataValidationError(row.message, source=row.venue, details=row.details())
+    record_error(error)
+    log.error("row failed validation; its instrument / asset is missing", venue=row.venue,
+              account=row.account, instrument=row.instrument, field=row.field, value=row.value,
+              check=row.check, error_code=error.code)
 
 
 def _utc_now() -> datetime:
@@ -817,20 +899,35 @@ class CcxtExchangeAccount:
         self._markets()
         wanted = list(symbols) if symbols else None
         client = self.client
-        raw = self._fresh_markets_on_bad_symbol("fetch_tickers",
-                                                lambda: client.fetch_tickers(wanted))
+        rejected: list[RejectedRow] = []
+        try:
+            raw = self._fresh_markets_on_bad_symbol("fetch_tickers",
+                                                    lambda: client.fetch_tickers(wanted))
+        except DataValidationError:
+            # ccxt's parser choked on one value: redo it item by item from the answer received,
+            # so one bad ticker costs that ticker only, named with its field and value
+            items = ticker_items(client.last_json_response)
+            if items is None:
+                raise
+            raw, rejected = parse_tickers_each(client, items, venue=self.venue,
+                                               account=self.account, symbols=wanted)
+            for row in rejected:
+                log_rejected(row)
         received = self._clock()
         markets = client.markets or {}
-        return self._mapped(lambda: map_tickers(raw, venue=self.venue, markets=markets,
-                                                received_at=received, symbols=wanted),
-                            "fetch_tickers")
+        frame = self._mapped(lambda: map_tickers(raw, venue=self.venue, markets=markets,
+                                                 received_at=received, symbols=wanted),
+                             "fetch_tickers")
+        frame.attrs["rejected_rows"] = rejected
+        return frame
 
     def _mapped(self, build: Callable[[], pd.DataFrame], endpoint: str) -> pd.DataFrame:
         try:
             return build()
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise DataValidationError(f"unexpected {endpoint} payload from {self.venue}: {exc}",
-                                      source=self.venue, details={"endpoint": endpoint}) from exc
+        except DataValidationError as exc:
+            exc.source = self.venue
+            exc.details.setdefault("endpoint", endpoint)
+            raise
 
     def close(self) -> None:
         """Close this account's own client; a shared one belongs to the process

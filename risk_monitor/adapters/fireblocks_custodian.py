@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.errors import map_exception, typed_parser
 from risk_monitor.adapters.read_only_gate import ReadOnlyGate, fireblocks_gate, gate_urllib3_pool
 from risk_monitor.domain.schemas import balances_frame
 from risk_monitor.platform.errors import (
@@ -72,6 +72,7 @@ def _amount(value: Any, field: str, vault: str, asset: str) -> Decimal:
     return number
 
 
+@typed_parser
 def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
                        received_at: datetime) -> pd.DataFrame:
     """Vault accounts (as dicts: ``id``, ``assets[{id,total,available,...}]``) -> BALANCE_COLUMNS.
