@@ -216,3 +216,20 @@ def test_time_checks_still_fail_a_stale_source_as_a_whole() -> None:
     (status,) = collected.sources
     assert not status.ok and status.error_code == "RM301"
     assert datetime.now(UTC) > NOW  # the frame, not the wall clock, decided
+
+
+def test_the_completeness_check_names_the_bad_row() -> None:
+    from risk_monitor.defs.collection_support import collection_metadata, completeness_check
+
+    collected = collect_at(positions_source([GOOD[0], ccxt_position("ETH/USDT:USDT", mark="NaN"),
+                                             GOOD[1]]), POSITION_COLUMNS, position_schema,
+                           "positions")
+    result = completeness_check("positions_are_complete", "exchange_positions", collected,
+                                ["exchange:binance:main"])
+    assert not result.passed
+    missing = result.metadata["missing"].value
+    assert isinstance(missing, dict)
+    assert list(missing) == ["exchange:binance:main:ETH/USDT:USDT"]
+    assert "mark_price=nan" in missing["exchange:binance:main:ETH/USDT:USDT"]
+    meta = collection_metadata(collected, now=NOW, age_column="received_at")
+    assert "exchange:binance:main:ETH/USDT:USDT" in meta["sources_missing"].value
