@@ -88,10 +88,10 @@ def rejected_status(source: Source, row: RejectedRow, at: datetime, dataset: str
     error = DataValidationError(row.message, source=source.venue, details=row.details())
     record_error(error)
     log.error("row failed validation; its instrument / asset is missing", kind=source.kind.value,
-              venue=source.venue, account=source.account, instrument=row.instrument,
+              venue=source.venue, account=row.account, instrument=row.instrument,
               asset=row.asset, field=row.field, value=row.value, check=row.check,
               error_code=error.code)
-    return SourceStatus(kind=source.kind, venue=source.venue, account=source.account, ok=False,
+    return SourceStatus(kind=source.kind, venue=source.venue, account=row.account, ok=False,
                         as_of=at, rows=0, error_code=error.code, error=row.message,
                         endpoint_override=source.endpoint_override, dataset=dataset,
                         instrument=row.instrument, asset=row.asset)

@@ -77,8 +77,9 @@ def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
                        received_at: datetime) -> pd.DataFrame:
     """Vault accounts (as dicts: ``id``, ``assets[{id,total,available,...}]``) -> BALANCE_COLUMNS.
 
-    All-zero assets are dropped. A negative or non-numeric amount raises DataValidationError
-    naming the vault and asset (it reaches risk as a missing source, never as zero).
+    All-zero assets are dropped. A non-numeric or infinite amount becomes NaN for that asset
+    (logged), so validation rejects that row alone: it reaches risk as a missing asset of that
+    vault, never as zero, and the vault's other assets still count.
     """
     rows = []
     stamp = pd.Timestamp(received_at)
@@ -86,8 +87,15 @@ def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
         vault = str(account.get("id") or "")
         for asset in account.get("assets") or []:
             asset_id = str(asset.get("id") or "").upper()
-            total = _amount(asset.get("total", asset.get("balance")), "total", vault, asset_id)
-            available = _amount(asset.get("available"), "available", vault, asset_id)
+            try:
+                total = _amount(asset.get("total", asset.get("balance")), "total", vault,
+                                asset_id)
+                available = _amount(asset.get("available"), "available", vault, asset_id)
+            except DataValidationError as exc:
+                # this asset only: NaN amounts, which the schema rejects for this row alone
+                log.warning("custodian amount not a finite number", custodian=custodian,
+                            vault=vault, asset=asset_id, error=exc.message[:200])
+                total = available = Decimal("NaN")
             if total == 0 and available == 0:
                 continue
             rows.append({

@@ -93,6 +93,7 @@ def _rejection(frame: pd.DataFrame, index: Any, cases: pd.DataFrame, venue: str,
     instrument = _cell(frame, index, "instrument")
     asset = _cell(frame, index, "base") if instrument is not None else _cell(frame, index,
                                                                               "asset")
+    account = _cell(frame, index, "account") or account  # a custodian source spans vaults
     return RejectedRow(venue=venue, account=account, instrument=instrument, asset=asset,
                        field=field, value=value, check=check,
                        also=", ".join(f"{f}={v} ({c})" for f, c, v in rest[:5]))
