@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount, build_client
+from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount, Flavour, build_client
 from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
 from risk_monitor.adapters.read_only_gate import CCXT_READ_ROUTES, FIREBLOCKS_READ_ROUTES
 from risk_monitor.platform.errors import ProductionPurityError
@@ -119,10 +119,12 @@ def test_sync_ccxt_client_sends_no_write_by_any_route(sims: Sims, venue: str) ->
     account.close()
 
 
+@pytest.mark.parametrize("flavour", ["async", "pro"])
 @pytest.mark.parametrize("venue", ["binance", "okx"])
-async def test_async_ccxt_client_sends_no_write_by_any_route(sims: Sims, venue: str) -> None:
+async def test_async_ccxt_client_sends_no_write_by_any_route(sims: Sims, venue: str,
+                                                             flavour: Flavour) -> None:
     _, venue_cfg = venue_settings(sims, venue)
-    client = build_client(venue_cfg, flavour="async")
+    client = build_client(venue_cfg, flavour=flavour)
     sim = sim_of(sims, venue)
     sim.requests.clear()
     try:
