@@ -53,3 +53,26 @@ def test_no_custodian_configured_gives_a_passing_completeness_check(
     check = checks(result, "custodian_balances")["balances_are_complete"]
     assert check.passed
     assert check.metadata["missing"].value == {}
+
+
+def test_a_nan_ticker_is_parsed_out_by_symbol_and_field(sims: Sims) -> None:
+    """ccxt's bulk parser fails on one NaN ``lastPrice``; the adapter re-parses the answer it
+    received item by item and names each bad ticker's symbol and field."""
+    from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
+    from risk_monitor.platform.resilience import guard_for
+    from risk_monitor.platform.settings import Settings
+    from risk_monitor_tests.integration.collection.conftest import SYMBOLS
+    from risk_monitor_tests.integration.collection.helpers import add_fault
+
+    settings = Settings.model_validate(sims.settings_doc())
+    (venue,) = [v for v in settings.venues if v.id == "binance"]
+    account = CcxtExchangeAccount(venue, guard=guard_for(settings, "binance"),
+                                  with_credentials=False)
+    add_fault(sims.binance, "nan", "/fapi/v1/ticker/24hr", keys=["lastPrice"])
+    frame = account.fetch_tickers(SYMBOLS)
+    rejected = frame.attrs["rejected_rows"]
+    assert sorted(r.instrument for r in rejected) == sorted(SYMBOLS)
+    assert {r.field for r in rejected} == {"lastPrice"}
+    assert all("binance:main" in r.message and "lastPrice=" in r.message for r in rejected)
+    assert len(frame) == 0  # nothing bad was let through
+    account.close()
