@@ -55,6 +55,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from risk_monitor.adapters.ccxt_ticker_rows import log_rejected, parse_tickers_each, ticker_items
 from risk_monitor.adapters.errors import map_exception, typed_parser
 from risk_monitor.adapters.read_only_gate import ccxt_gate, gated_class, install_ccxt_gate
 from risk_monitor.adapters.row_validation import RejectedRow
@@ -68,7 +69,6 @@ from risk_monitor.platform.errors import (
     SourceAuthenticationError,
 )
 from risk_monitor.platform.logging import get_logger
-from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.resilience import SourceGuard, guard_for
 from risk_monitor.platform.settings import Settings, VenueSettings
 
@@ -639,72 +639,6 @@ def map_tickers(tickers: Mapping[str, Mapping[str, Any]], *, venue: str,
             "received_at": pd.Timestamp(received_at),
         })
     return prices_frame(rows)
-
-
-def ticker_items(body: Any) -> list[Any] | None:
-    """The raw ticker items of a venue answer: a bare list (binance) or ``data`` (okx)."""
-    if isinstance(body, list):
-        return body
-    if isinstance(body, Mapping) and isinstance(body.get("data"), list):
-        return list(body["data"])
-    return None
-
-
-def _non_finite_fields(item: Any) -> list[str]:
-    if not isinstance(item, Mapping):
-        return []
-    found = []
-    for key, value in item.items():
-        try:
-            if isinstance(value, str | int | float) and not isinstance(value, bool) \
-                    and not math.isfinite(float(value)):
-                found.append(str(key))
-        except (ValueError, OverflowError):
-            continue
-        if isinstance(value, str) and value.strip() == "":
-            found.append(str(key))
-    return found
-
-
-def parse_tickers_each(client: Any, items: Sequence[Any], *, venue: str, account: str,
-                       symbols: Sequence[str] | None) -> tuple[dict[str, Any], list[RejectedRow]]:
-    """ccxt's ``parse_ticker`` on each raw item alone: the good tickers, one rejection per bad
-    item naming its symbol and the field(s) with a non-finite or empty value."""
-    wanted = set(symbols) if symbols else None
-    parsed: dict[str, Any] = {}
-    rejected: list[RejectedRow] = []
-    for item in items:
-        try:
-            ticker = client.parse_ticker(item)
-            symbol = str(ticker["symbol"])
-        except Exception as exc:  # ccxt raises anything on a bad value; this item only
-            market_id = None
-            if isinstance(item, Mapping):
-                market_id = item.get("symbol") or item.get("instId") or item.get("s")
-            try:
-                symbol = str(client.safe_symbol(market_id)) if market_id else "?"
-            except Exception:
-                symbol = str(market_id)[:64]
-            if wanted is not None and symbol not in wanted:
-                continue
-            fields = _non_finite_fields(item)
-            values = ",".join(repr(item[f])[:32] for f in fields) if fields else \
-                f"{type(exc).__name__}: {str(exc)[:80]}"
-            rejected.append(RejectedRow(venue=venue, account=account, instrument=symbol,
-                                        asset=None, field=",".join(fields) or "?",
-                                        value=values, check="ccxt parse_ticker"))
-            continue
-        if wanted is None or symbol in wanted:
-            parsed[symbol] = ticker
-    return parsed, rejected
-
-
-def log_rejected(row: RejectedRow) -> None:
-    error = DataValidationError(row.message, source=row.venue, details=row.details())
-    record_error(error)
-    log.error("row failed validation; its instrument / asset is missing", venue=row.venue,
-              account=row.account, instrument=row.instrument, field=row.field, value=row.value,
-              check=row.check, error_code=error.code)
 
 
 def _utc_now() -> datetime:

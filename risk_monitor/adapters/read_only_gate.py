@@ -25,8 +25,9 @@ endpoints to :data:`CCXT_READ_ROUTES` after checking which ones the adapters cal
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -196,7 +197,7 @@ def gated_class(cls: type) -> type:
         namespace: dict[str, Any] = {"__module__": __name__,
                                      "__doc__": f"{cls.__name__}, read-only by its gate."}
         original_fetch = cls.fetch  # type: ignore[attr-defined]
-        if _is_coroutine(original_fetch):
+        if inspect.iscoroutinefunction(original_fetch):
             async def afetch(self: Any, url: str, method: str = "GET", headers: Any = None,
                              body: Any = None) -> Any:
                 _gate_of(self).check(method, url)
@@ -224,12 +225,6 @@ def gated_class(cls: type) -> type:
         found = type(f"ReadOnly{cls.__name__}", (cls,), namespace)
         _gated_classes[cls] = found
         return found
-
-
-def _is_coroutine(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)
 
 
 def install_ccxt_gate(exchange: Any, gate: ReadOnlyGate) -> None:
@@ -261,8 +256,3 @@ def gate_urllib3_pool(pool_manager: Any, gate: ReadOnlyGate) -> None:
 
     pool_manager.urlopen = urlopen
     pool_manager._risk_monitor_gate = gate
-
-
-def routes_of(gate: ReadOnlyGate) -> Iterable[tuple[str, str]]:
-    """The allowlisted ``(method, path)`` pairs, sorted (docs and metadata)."""
-    return sorted(gate.routes)

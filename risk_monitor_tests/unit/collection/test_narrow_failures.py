@@ -16,8 +16,8 @@ from risk_monitor.adapters.ccxt_exchange import (
     build_client,
     map_balance,
     map_positions,
-    parse_tickers_each,
 )
+from risk_monitor.adapters.ccxt_ticker_rows import parse_tickers_each
 from risk_monitor.adapters.collection import Source, collect
 from risk_monitor.domain.engine import evaluate
 from risk_monitor.domain.model import (

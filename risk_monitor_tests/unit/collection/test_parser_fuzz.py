@@ -16,8 +16,8 @@ from risk_monitor.adapters.ccxt_exchange import (
     map_balance,
     map_positions,
     map_tickers,
-    ticker_items,
 )
+from risk_monitor.adapters.ccxt_ticker_rows import ticker_items
 from risk_monitor.adapters.fireblocks_custodian import map_vault_accounts
 from risk_monitor.platform.errors import RiskMonitorError
 
