@@ -12,10 +12,13 @@ Production purity, enforced here and tested:
   ``ws_endpoint_override`` (ccxt.pro): the scheme and host of every URL in
   ``exchange.urls['api']`` are rewritten, paths kept; the override is logged at WARNING once and
   exposed as :attr:`CcxtExchangeAccount.endpoint_override` for asset metadata;
-* read-only: the adapter has fetch methods only, and the ccxt client's write methods (orders,
-  withdrawals, transfers, borrowing, leverage / margin / position-mode changes) plus the implicit
-  endpoints that place or change things are replaced by functions raising
-  ``ProductionPurityError``, so nothing that reaches the client can trade either.
+* read-only by construction: every HTTP request of the client passes one gate
+  (:mod:`risk_monitor.adapters.read_only_gate`) that allows only the venue's allowlisted read
+  endpoints and hosts, at ``fetch`` and at the transport, so ``request`` / ``fetch2`` /
+  ``fetch`` cannot trade either; on top, the client's write methods (orders, withdrawals,
+  transfers, borrowing, leverage / margin / position-mode changes) and the implicit endpoints
+  that place or change things are replaced by functions raising ``ProductionPurityError``, which
+  fail with a clearer message.
 
 Speed (each Dagster run is a fresh process, docs/benchmarks.md "Sensor path"): with
 ``shared=True`` accounts of the same venue settings and credentials share one ccxt client per
@@ -52,7 +55,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.ccxt_ticker_rows import log_rejected, parse_tickers_each, ticker_items
+from risk_monitor.adapters.errors import map_exception, typed_parser
+from risk_monitor.adapters.read_only_gate import ccxt_gate, gated_class, install_ccxt_gate
+from risk_monitor.adapters.row_validation import RejectedRow
 from risk_monitor.domain.schemas import balances_frame, positions_frame, prices_frame
 from risk_monitor.platform.errors import (
     ConfigError,
@@ -274,14 +280,18 @@ def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",
         "enableRateLimit": venue.enable_rate_limit,
         "timeout": venue.timeout_ms,
         "options": options,
+        # kept so a ccxt parser failure can be redone item by item (fetch_tickers)
+        "enableLastJsonResponse": True,
     }
     if with_credentials:
         config.update(venue_credentials(venue))
-    exchange = cls(config)
+    exchange = gated_class(cls)(config)
     if getattr(exchange, "isSandboxModeEnabled", False):
         raise ProductionPurityError(f"venue {venue.id!r}: the ccxt client is in sandbox mode",
                                     source=venue.id, key=f"venues.{venue.id}")
     apply_endpoint_overrides(exchange, venue, websocket=flavour == "pro")
+    install_ccxt_gate(exchange, ccxt_gate(exchange, venue.id, venue.exchange,
+                                          venue.endpoint_override))
     disable_write_methods(exchange, venue.id)
     require_json_answers(exchange, venue.id)
     return exchange
@@ -400,6 +410,8 @@ def close_shared_clients() -> None:
 
 
 # --- payload -> frame mapping (pure) ---------------------------------------------------------------
+#: pandas' nanosecond timestamps end in 2262; anything later is not a venue clock
+MAX_TIMESTAMP_MS = 9.2e15
 def _num(value: Any) -> float:
     if value is None or isinstance(value, bool):
         return float("nan")
@@ -418,13 +430,20 @@ def _opt(value: Any) -> float | None:
     return None if _nan(number) else number
 
 
-def _ts(ms: Any, fallback: datetime) -> pd.Timestamp:
+def _ts(ms: Any, fallback: datetime) -> pd.Timestamp | None:
+    """Venue milliseconds -> UTC time; absent or unreadable -> ``fallback``; a number no clock
+    can show (infinite, beyond year 2262) -> None, which the schema rejects for that row."""
     if ms is None or isinstance(ms, bool):
         return pd.Timestamp(fallback)
     try:
-        value = int(float(ms))
-    except (TypeError, ValueError):
+        number = float(ms)
+    except (TypeError, ValueError, OverflowError):
         return pd.Timestamp(fallback)
+    if math.isnan(number):
+        return pd.Timestamp(fallback)
+    if not math.isfinite(number) or abs(number) >= MAX_TIMESTAMP_MS:
+        return None
+    value = int(number)
     if value <= 0:
         return pd.Timestamp(fallback)
     return pd.Timestamp(value, unit="ms", tz="UTC")
@@ -456,6 +475,7 @@ def _position_sign(position: Mapping[str, Any]) -> int:
     return 0
 
 
+@typed_parser
 def map_positions(positions: Iterable[Mapping[str, Any]], *, venue: str, account: str,
                   markets: Mapping[str, Mapping[str, Any]], received_at: datetime
                   ) -> pd.DataFrame:
@@ -535,6 +555,7 @@ _WALLET_READERS: dict[str, Callable[[Mapping[str, Any]], list[dict[str, Any]] | 
 }
 
 
+@typed_parser
 def map_balance(balance: Mapping[str, Any], *, exchange_id: str, venue: str, account: str,
                 received_at: datetime) -> pd.DataFrame:
     """A ccxt balance structure -> BALANCE_COLUMNS (source_type 'exchange'), see module doc.
@@ -586,6 +607,7 @@ def map_balance(balance: Mapping[str, Any], *, exchange_id: str, venue: str, acc
     )
 
 
+@typed_parser
 def map_tickers(tickers: Mapping[str, Mapping[str, Any]], *, venue: str,
                 markets: Mapping[str, Mapping[str, Any]], received_at: datetime,
                 symbols: Sequence[str] | None = None) -> pd.DataFrame:
@@ -811,20 +833,35 @@ class CcxtExchangeAccount:
         self._markets()
         wanted = list(symbols) if symbols else None
         client = self.client
-        raw = self._fresh_markets_on_bad_symbol("fetch_tickers",
-                                                lambda: client.fetch_tickers(wanted))
+        rejected: list[RejectedRow] = []
+        try:
+            raw = self._fresh_markets_on_bad_symbol("fetch_tickers",
+                                                    lambda: client.fetch_tickers(wanted))
+        except DataValidationError:
+            # ccxt's parser choked on one value: redo it item by item from the answer received,
+            # so one bad ticker costs that ticker only, named with its field and value
+            items = ticker_items(client.last_json_response)
+            if items is None:
+                raise
+            raw, rejected = parse_tickers_each(client, items, venue=self.venue,
+                                               account=self.account, symbols=wanted)
+            for row in rejected:
+                log_rejected(row)
         received = self._clock()
         markets = client.markets or {}
-        return self._mapped(lambda: map_tickers(raw, venue=self.venue, markets=markets,
-                                                received_at=received, symbols=wanted),
-                            "fetch_tickers")
+        frame = self._mapped(lambda: map_tickers(raw, venue=self.venue, markets=markets,
+                                                 received_at=received, symbols=wanted),
+                             "fetch_tickers")
+        frame.attrs["rejected_rows"] = rejected
+        return frame
 
     def _mapped(self, build: Callable[[], pd.DataFrame], endpoint: str) -> pd.DataFrame:
         try:
             return build()
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise DataValidationError(f"unexpected {endpoint} payload from {self.venue}: {exc}",
-                                      source=self.venue, details={"endpoint": endpoint}) from exc
+        except DataValidationError as exc:
+            exc.source = self.venue
+            exc.details.setdefault("endpoint", endpoint)
+            raise
 
     def close(self) -> None:
         """Close this account's own client; a shared one belongs to the process

@@ -11,7 +11,7 @@ source's data goes to ``risk_monitor_source_data_age_seconds``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -20,6 +20,7 @@ import pandera.pandas as pa
 from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.row_validation import RejectedRow, split_valid_rows
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -33,7 +34,7 @@ from risk_monitor.domain.schemas import (
     position_schema,
     validate_frame,
 )
-from risk_monitor.platform.errors import RiskMonitorError
+from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import MarketDataSettings
@@ -81,6 +82,21 @@ def failed_status(source: Source, error: RiskMonitorError, at: datetime) -> Sour
                         endpoint_override=source.endpoint_override)
 
 
+def rejected_status(source: Source, row: RejectedRow, at: datetime, dataset: str | None
+                    ) -> SourceStatus:
+    """One bad row: its instrument / asset is missing (logged, counted), nothing else."""
+    error = DataValidationError(row.message, source=source.venue, details=row.details())
+    record_error(error)
+    log.error("row failed validation; its instrument / asset is missing", kind=source.kind.value,
+              venue=source.venue, account=row.account, instrument=row.instrument,
+              asset=row.asset, field=row.field, value=row.value, check=row.check,
+              error_code=error.code)
+    return SourceStatus(kind=source.kind, venue=source.venue, account=row.account, ok=False,
+                        as_of=at, rows=0, error_code=error.code, error=row.message,
+                        endpoint_override=source.endpoint_override, dataset=dataset,
+                        instrument=row.instrument, asset=row.asset)
+
+
 def data_age_s(frame: pd.DataFrame, now: datetime, column: str) -> float | None:
     """Seconds between ``now`` and the oldest ``column`` value (None for no rows)."""
     if not len(frame):
@@ -91,8 +107,13 @@ def data_age_s(frame: pd.DataFrame, now: datetime, column: str) -> float | None:
 
 def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
             schema_at: Callable[[datetime | None], pa.DataFrameSchema], clock: Clock = utc_now,
-            age_column: str = "received_at") -> Collected:
-    """Fetch and validate every source; return the valid rows and every source's status."""
+            age_column: str = "received_at", dataset: str | None = None) -> Collected:
+    """Fetch and validate every source; return the valid rows and every source's status.
+
+    A row that breaks the schema costs that row only (:func:`split_valid_rows`): its instrument
+    or asset gets a failed status of its own naming the field and the value; a source whose
+    every row is bad, or whose frame is broken as a whole, fails as a whole.
+    """
     frames: list[pd.DataFrame] = []
     statuses: list[SourceStatus] = []
     for source in sources:
@@ -100,13 +121,16 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
         try:
             frame = source.fetch()
             now = clock()
-            frame = validate_frame(frame, schema_at(now), source=source.venue)
+            parsed_out = list(frame.attrs.get("rejected_rows") or [])  # dropped while parsing
+            frame, rejected = split_valid_rows(frame, schema_at(now), source=source.venue,
+                                               account=source.account)
+            rejected = parsed_out + rejected
         except RiskMonitorError as exc:
-            statuses.append(failed_status(source, exc, clock()))
+            statuses.append(replace(failed_status(source, exc, clock()), dataset=dataset))
             continue
         except Exception as exc:  # an adapter bug must still read as missing, not as zero
             mapped = map_exception(exc, source=source.venue)
-            statuses.append(failed_status(source, mapped, clock()))
+            statuses.append(replace(failed_status(source, mapped, clock()), dataset=dataset))
             continue
         frames.append(frame)
         age = data_age_s(frame, now, age_column)
@@ -115,7 +139,9 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
         SOURCE_UP.labels(kind=source.kind.value, source=label).set(1)
         statuses.append(SourceStatus(kind=source.kind, venue=source.venue,
                                      account=source.account, ok=True, as_of=now, rows=len(frame),
-                                     endpoint_override=source.endpoint_override))
+                                     endpoint_override=source.endpoint_override,
+                                     dataset=dataset))
+        statuses += [rejected_status(source, row, now, dataset) for row in rejected]
     combined = concat_frames(frames, columns)
     # every part passed alone (time rules included); the whole must too: keys unique across
     # sources. No time rules here: a part valid a moment ago stays valid for this run.
@@ -150,7 +176,8 @@ def collect_positions(accounts: Sequence[_PositionAccount], settings: MarketData
     """Open positions of every exchange account."""
     sources = [Source(SourceKind.EXCHANGE, a.venue, a.account, a.fetch_positions,
                       a.endpoint_override) for a in accounts]
-    return collect(sources, columns=POSITION_COLUMNS, clock=clock, schema_at=lambda now:
+    return collect(sources, columns=POSITION_COLUMNS, clock=clock, dataset="positions",
+                   schema_at=lambda now:
                    position_schema(now=now, max_age_s=settings.max_age_s,
                                    max_future_skew_s=settings.max_future_skew_s))
 
@@ -166,7 +193,7 @@ def collect_exchange_balances(accounts: Sequence[_PositionAccount], settings: Ma
     """Wallet balances of every exchange account (source_type 'exchange')."""
     sources = [Source(SourceKind.EXCHANGE, a.venue, a.account, a.fetch_balances,
                       a.endpoint_override) for a in accounts]
-    return collect(sources, columns=BALANCE_COLUMNS, clock=clock,
+    return collect(sources, columns=BALANCE_COLUMNS, clock=clock, dataset="balances",
                    schema_at=_balance_schema_at(settings))
 
 
@@ -176,5 +203,5 @@ def collect_custodian_balances(custodians: Sequence[_Custodian], settings: Marke
     account ``*`` meaning all its vaults)."""
     sources = [Source(SourceKind.CUSTODIAN, c.venue, "*", c.fetch_balances,
                       c.endpoint_override) for c in custodians]
-    return collect(sources, columns=BALANCE_COLUMNS, clock=clock,
+    return collect(sources, columns=BALANCE_COLUMNS, clock=clock, dataset="balances",
                    schema_at=_balance_schema_at(settings))

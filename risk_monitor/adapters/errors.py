@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from risk_monitor.platform.errors import (
     DataSourceError,
@@ -31,6 +33,9 @@ from risk_monitor.platform.errors import (
     StorageUnavailableError,
 )
 from risk_monitor.platform.logging import redact_text
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # (module prefix, class name) -> our class, most specific first: the first MRO hit wins.
 _CCXT: dict[str, type[RiskMonitorError]] = {
@@ -242,3 +247,23 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, RiskMonitorError):
         return exc.retryable
     return map_exception(exc, source="unknown").retryable
+
+
+def typed_parser(parse: Callable[P, R]) -> Callable[P, R]:
+    """Make a payload parser raise only our errors: anything but a :class:`RiskMonitorError`
+    (an OverflowError from an infinite timestamp, a decimal overflow, an AttributeError on an
+    unexpected shape) becomes a :class:`DataValidationError` naming the parser. The parsers
+    still validate what they know; this is the guarantee for what nobody foresaw."""
+
+    @functools.wraps(parse)
+    def parsed(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return parse(*args, **kwargs)
+        except RiskMonitorError:
+            raise
+        except Exception as exc:
+            raise DataValidationError(
+                f"{parse.__name__}: payload not understood ({_message(exc)[:300]})",
+                details={"parser": parse.__name__, "error": type(exc).__name__}) from exc
+
+    return parsed

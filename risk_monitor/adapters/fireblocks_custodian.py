@@ -9,9 +9,10 @@ Uses the maintained ``fireblocks`` SDK (35.x). Decisions:
   load the key once with ``cryptography`` and give the SDK's public ``BearerTokenProvider`` the
   key object, set on the API client's public ``token_provider`` attribute (no private internals
   patched). A call then costs ~2 ms of signing.
-* **read-only**: we build a ``ThreadedApiClient`` subclass that refuses every non-GET request
-  with ``ProductionPurityError`` and keep only the vault-listing call; nothing reachable from the
-  adapter can create a transaction.
+* **read-only**: we build a ``ThreadedApiClient`` subclass behind the read-only gate
+  (:mod:`risk_monitor.adapters.read_only_gate`): its ``call_api`` and its urllib3 pool refuse
+  every request but ``GET /vault/accounts_paged`` on the configured host, before signing or
+  sending; nothing reachable from the adapter can create a transaction.
 * **amounts**: the API sends strings; they are parsed as ``Decimal`` (exact), ``used`` is
   computed in Decimal as ``total - available`` (pending, frozen, locked and staked funds), then
   both become float64 in the frame (about 15-16 significant digits: ample for risk, not for
@@ -31,13 +32,13 @@ from typing import Any
 
 import pandas as pd
 
-from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.errors import map_exception, typed_parser
+from risk_monitor.adapters.read_only_gate import ReadOnlyGate, fireblocks_gate, gate_urllib3_pool
 from risk_monitor.domain.schemas import balances_frame
 from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
     MissingDataError,
-    ProductionPurityError,
     RateLimitedError,
     RiskMonitorError,
     SourceAuthenticationError,
@@ -71,12 +72,14 @@ def _amount(value: Any, field: str, vault: str, asset: str) -> Decimal:
     return number
 
 
+@typed_parser
 def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
                        received_at: datetime) -> pd.DataFrame:
     """Vault accounts (as dicts: ``id``, ``assets[{id,total,available,...}]``) -> BALANCE_COLUMNS.
 
-    All-zero assets are dropped. A negative or non-numeric amount raises DataValidationError
-    naming the vault and asset (it reaches risk as a missing source, never as zero).
+    All-zero assets are dropped. A non-numeric or infinite amount becomes NaN for that asset
+    (logged), so validation rejects that row alone: it reaches risk as a missing asset of that
+    vault, never as zero, and the vault's other assets still count.
     """
     rows = []
     stamp = pd.Timestamp(received_at)
@@ -84,8 +87,15 @@ def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
         vault = str(account.get("id") or "")
         for asset in account.get("assets") or []:
             asset_id = str(asset.get("id") or "").upper()
-            total = _amount(asset.get("total", asset.get("balance")), "total", vault, asset_id)
-            available = _amount(asset.get("available"), "available", vault, asset_id)
+            try:
+                total = _amount(asset.get("total", asset.get("balance")), "total", vault,
+                                asset_id)
+                available = _amount(asset.get("available"), "available", vault, asset_id)
+            except DataValidationError as exc:
+                # this asset only: NaN amounts, which the schema rejects for this row alone
+                log.warning("custodian amount not a finite number", custodian=custodian,
+                            vault=vault, asset=asset_id, error=exc.message[:200])
+                total = available = Decimal("NaN")
             if total == 0 and available == 0:
                 continue
             rows.append({
@@ -107,13 +117,16 @@ def _read_only_client_class() -> type:
     from fireblocks.threaded_api_client import ThreadedApiClient  # ≈ 2-3 s, once
 
     class ReadOnlyApiClient(ThreadedApiClient):  # type: ignore[misc]
-        """The SDK's client, refusing anything but GET: the custodian is read, never moved."""
+        """The SDK's client behind the read-only gate: its ``call_api`` and its urllib3 pool
+        refuse every request but the allowlisted vault listing, before signing or sending."""
+
+        def __init__(self, configuration: Any, gate: ReadOnlyGate) -> None:
+            super().__init__(configuration)
+            self.read_only_gate = gate
+            gate_urllib3_pool(self.rest_client.pool_manager, gate)
 
         def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            if method.upper() != "GET":
-                raise ProductionPurityError(
-                    f"{method} {url} refused: Risk Monitor only reads the custodian",
-                    source="fireblocks")
+            self.read_only_gate.check(method, url)
             return super().call_api(method, url, *args, **kwargs)
 
     return ReadOnlyApiClient
@@ -134,6 +147,13 @@ class FireblocksCustodian:
     @property
     def endpoint_override(self) -> str | None:
         return self.settings.endpoint_override
+
+    @property
+    def client(self) -> Any:
+        """The read-only SDK API client (built on first use); for inspection, not for moving
+        funds: its gate refuses every request but the vault listing."""
+        self._connect()
+        return self._client
 
     def check_credentials(self) -> tuple[str, str]:
         """The API key and PEM from the environment, or a clear error naming the variables."""
@@ -169,7 +189,8 @@ class FireblocksCustodian:
             log.warning("custodian endpoint overridden: not the production host",
                         custodian=self.venue, endpoint_override=base_path)
         client = _read_only_client_class()(
-            ClientConfiguration(api_key=api_key, secret_key=pem, base_path=base_path))
+            ClientConfiguration(api_key=api_key, secret_key=pem, base_path=base_path),
+            fireblocks_gate(self.venue, base_path))
         client.token_provider = BearerTokenProvider(api_key, key)  # type: ignore[arg-type]
         self._client = client
         self._list_vaults = VaultsApi(client).get_paged_vault_accounts

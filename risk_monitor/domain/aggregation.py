@@ -323,15 +323,17 @@ def problem_affects(problem: SourceProblem, needs: Needs, scope: Scope) -> bool:
     """Could the data a failed/stale source did not deliver fall inside this scope's inputs?"""
     if problem.kind is SourceKind.MARKET:
         return False  # missing quotes show up row by row as missing marks / prices
-    if needs.portfolio_equity and problem.affects_balances:
+    if needs.portfolio_equity and problem.affects_equity:
         return True
     if not problem.matches(scope.venue, scope.account):
         return False
+    if needs.scope_equity and problem.affects_equity:
+        return True
+    if not problem.covers(scope.instrument, scope.asset):
+        return False  # one bad row of another instrument / asset
     if needs.positions and problem.affects_positions:
         return True
-    if needs.holdings and problem.affects_balances and scope.instrument is None:
-        return True
-    return needs.scope_equity and problem.affects_balances
+    return needs.holdings and problem.affects_balances and scope.instrument is None
 
 
 def scope_inputs(

@@ -7,7 +7,7 @@ scope could include that venue's data becomes UNKNOWN with a reason naming it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from risk_monitor.domain.model import SourceKind, SourceStatus
@@ -24,14 +24,29 @@ class SourceProblem:
     reason: str
     as_of: datetime | None  # when the failing attempt finished
     stale_age_s: float | None = None  # set when the source answered, only too long ago
+    dataset: str | None = None  # "positions" / "balances": only that dataset is missing
+    instrument: str | None = None  # one bad row: only this instrument is missing
+    asset: str | None = None  # one bad row: only this asset is missing
 
     @property
     def affects_positions(self) -> bool:
-        return self.kind in (SourceKind.EXCHANGE, None)
+        return self.kind in (SourceKind.EXCHANGE, None) and self.dataset != "balances"
 
     @property
     def affects_balances(self) -> bool:
+        return (self.kind in (SourceKind.EXCHANGE, SourceKind.CUSTODIAN, None)
+                and self.dataset != "positions")
+
+    @property
+    def affects_equity(self) -> bool:
+        """Account equity = balances + unrealised P&L: either dataset missing blinds it."""
         return self.kind in (SourceKind.EXCHANGE, SourceKind.CUSTODIAN, None)
+
+    def covers(self, instrument: str | None, asset: str | None) -> bool:
+        """Could the missing row(s) fall inside a scope restricted to (instrument, asset)?"""
+        if instrument is not None and self.instrument is not None and instrument != self.instrument:
+            return False
+        return asset is None or self.asset is None or asset == self.asset
 
     def matches(self, venue: str | None, account: str | None) -> bool:
         """Could data of this source fall inside a scope restricted to (venue, account)?"""
@@ -56,6 +71,8 @@ def merge_sources(*groups: Iterable[SourceStatus]) -> list[SourceStatus]:
             seen = merged.get(status.key)
             if seen is None or (seen.ok and not status.ok):
                 merged[status.key] = status
+            elif not seen.ok and not status.ok and seen.dataset != status.dataset:
+                merged[status.key] = replace(seen, dataset=None)  # both datasets failed
             elif seen.ok == status.ok and status.as_of < seen.as_of:
                 merged[status.key] = status  # the older of two equal reports is the honest one
     return list(merged.values())
@@ -79,6 +96,9 @@ def source_problems(
                     _account_of(status),
                     f"{status.venue}: source {status.key} failed ({code}{status.error or 'no detail'})",
                     status.as_of,
+                    dataset=status.dataset,
+                    instrument=status.instrument,
+                    asset=status.asset,
                 )
             )
             continue

@@ -89,10 +89,17 @@ class SourceStatus:
     error_code: str | None = None  # RiskMonitorError.code when not ok
     error: str | None = None  # redacted message when not ok
     endpoint_override: str | None = None  # non-production endpoint in use, shown in metadata
+    #: which dataset the status is about ("positions", "balances", "prices"); None: all of them
+    dataset: str | None = None
+    #: set when the status covers one row only (a bad value): its instrument and/or asset
+    instrument: str | None = None
+    asset: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.kind.value}:{self.venue}:{self.account}"
+        base = f"{self.kind.value}:{self.venue}:{self.account}"
+        item = self.instrument or self.asset
+        return f"{base}:{item}" if item else base
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ class VenueSettings(_Section):
             if _SANDBOX_WORDS.search(str(key)) and item not in (False, None):
                 raise PydanticCustomError(
                     "production_purity",
-                    "option {option!r} selects a sandbox/test mode; Risk Monitor reads "
+                    # pydantic fills plain {placeholders} only: no !r conversion here
+                    "option '{option}' selects a sandbox/test mode; Risk Monitor reads "
                     "production APIs only (point endpoint_override at a simulator instead)",
                     {"option": key},
                 )

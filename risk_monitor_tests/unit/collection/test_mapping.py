@@ -187,11 +187,18 @@ def test_vault_amounts_are_parsed_exactly_then_stored_as_float() -> None:
 
 
 @pytest.mark.parametrize("bad", ["NaN", "abc", "Infinity"])
-def test_a_non_numeric_vault_amount_names_the_vault_and_asset(bad: str) -> None:
-    with pytest.raises(DataValidationError, match="vault 0 asset BTC"):
-        map_vault_accounts([{"id": "0", "assets": [{"id": "BTC", "total": bad,
-                                                     "available": "1"}]}],
-                           custodian="fireblocks", received_at=NOW)
+def test_a_non_numeric_vault_amount_costs_that_asset_only(bad: str) -> None:
+    from risk_monitor.adapters.row_validation import split_valid_rows
+
+    frame = map_vault_accounts([{"id": "0", "assets": [
+        {"id": "BTC", "total": bad, "available": "1"},
+        {"id": "ETH", "total": "2", "available": "2"}]}],
+        custodian="fireblocks", received_at=NOW)
+    good, rejected = split_valid_rows(frame, balance_schema(), source="fireblocks", account="*")
+    assert good["asset"].tolist() == ["ETH"]
+    (row,) = rejected
+    assert (row.account, row.asset, row.value) == ("0", "BTC", "nan")
+    assert "fireblocks:0 BTC: free=nan" in row.message
 
 
 def test_a_negative_vault_amount_fails_validation() -> None:
