@@ -12,12 +12,11 @@ PYTHON=${PYTHON:-python3.11}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_CACHE_DIR="$WORK/uv-cache"
-timed() {  # label, command...: prints wall seconds
-  local start end
-  start=$(date +%s.%N)
-  "${@:2}" >/dev/null
-  end=$(date +%s.%N)
-  printf '%-44s %6.1f s wall\n' "$1" "$(echo "$end - $start" | bc)"
+timed() {  # label, command...: prints wall and CPU (user + sys, children included) seconds
+  local out
+  out=$( { /usr/bin/time -f '%e %U %S' "${@:2}" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+  read -r wall user sys <<<"$out"
+  printf '%-60s %6.1f s wall, %6.1f s CPU\n' "$1" "$wall" "$(echo "$user + $sys" | bc)"
 }
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc)"
 mkdir -p "$WORK/uv"
@@ -28,7 +27,7 @@ timed "python3 -m venv .venv" "$PYTHON" -m venv .venv
 timed "pip install uv==0.13.9" .venv/bin/pip install -q uv==0.13.9
 timed "uv sync --frozen --inexact --compile-bytecode --extra dev" env VIRTUAL_ENV="$PWD/.venv" \
   .venv/bin/uv sync -q --frozen --inexact --compile-bytecode --extra dev
-printf '%-44s %6.1f s wall\n' "README install command, total" \
+printf '%-60s %6.1f s wall\n' "README install command, total" \
   "$(echo "$(date +%s.%N) - $all_start" | bc)"
 .venv/bin/python -c "import risk_monitor, risk_sim, dagster_dg_cli" && echo "environment imports: ok"
 if [ "${1:-}" = "--pip" ]; then
