@@ -13,9 +13,9 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_CACHE_DIR="$WORK/uv-cache"
 timed() {  # label, command...: prints wall and CPU (user + sys, children included) seconds
-  local out
-  out=$( { /usr/bin/time -f '%e %U %S' "${@:2}" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-  read -r wall user sys <<<"$out"
+  local wall user sys
+  /usr/bin/time -o "$WORK/time.txt" -f '%e %U %S' "${@:2}" >/dev/null 2>&1
+  read -r wall user sys <"$WORK/time.txt"
   printf '%-60s %6.1f s wall, %6.1f s CPU\n' "$1" "$wall" "$(echo "$user + $sys" | bc)"
 }
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc)"
