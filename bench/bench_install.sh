@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times the README's install command on clean caches, from a clean copy of HEAD:
-#   python3 -m venv .venv && . .venv/bin/activate && pip install uv==0.13.9 && uv sync --frozen --inexact --compile-bytecode --extra dev
+#   python3 -m venv .venv && . .venv/bin/activate && pip install uv==0.13.9 && uv sync --frozen --inexact --extra dev
 # and, with --pip, the pip route without the lock (pip install -U pip, then
 # pip install -e ./risk_sim -e '.[dev]'; pip before 23.3 cannot resolve that pair).
 # Every cache is a fresh empty directory, so each package is downloaded again.
@@ -25,8 +25,8 @@ cd "$WORK/uv"
 all_start=$(date +%s.%N)
 timed "python3 -m venv .venv" "$PYTHON" -m venv .venv
 timed "pip install uv==0.13.9" .venv/bin/pip install -q uv==0.13.9
-timed "uv sync --frozen --inexact --compile-bytecode --extra dev" env VIRTUAL_ENV="$PWD/.venv" \
-  .venv/bin/uv sync -q --frozen --inexact --compile-bytecode --extra dev
+timed "uv sync --frozen --inexact --extra dev" env VIRTUAL_ENV="$PWD/.venv" \
+  .venv/bin/uv sync -q --frozen --inexact --extra dev
 printf '%-60s %6.1f s wall\n' "README install command, total" \
   "$(echo "$(date +%s.%N) - $all_start" | bc)"
 .venv/bin/python -c "import risk_monitor, risk_sim, dagster_dg_cli" && echo "environment imports: ok"
