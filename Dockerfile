@@ -17,16 +17,24 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
 WORKDIR /app
-RUN python -m venv /opt/venv
-ENV PATH="/opt/venv/bin:${PATH}"
-COPY pyproject.toml README.md ./
+RUN pip install --no-cache-dir uv==0.13.9
+# Dependencies first, exactly as locked (uv.lock), without the dev extra: this layer is reused
+# until the lock changes. The workspace member's manifest (risk_sim/pyproject.toml) is needed
+# to read the lock; no simulator code enters the image (.dockerignore keeps it out).
+COPY pyproject.toml uv.lock README.md ./
+COPY risk_sim/pyproject.toml ./risk_sim/pyproject.toml
+RUN uv sync --frozen --no-dev --no-install-project --no-install-workspace
 COPY risk_monitor ./risk_monitor
-COPY risk_sim ./risk_sim
 # Editable install: Dagster's load_from_defs_folder finds the project through pyproject.toml,
 # so the source tree stays at /app and the venv points at it.
-RUN pip install --no-cache-dir -e .
+RUN uv sync --frozen --no-dev \
+    && rm -rf /app/risk_sim
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="risk-monitor" \

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -28,6 +36,7 @@ from pydantic_settings import (
 
 from risk_monitor.platform.errors import ConfigError, ProductionPurityError
 from risk_monitor.platform.logging import register_secret
+from risk_monitor.platform.purity import enforce_production_purity
 
 CONFIG_FILE_ENV = "RISK_MONITOR_CONFIG"
 _ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -351,7 +360,9 @@ class Settings(BaseSettings):
         yaml_file=None,
     )
 
-    environment: str = Field(default="embedded", description="label: embedded, ci, production")
+    environment: str = Field(default="embedded", description="label: embedded, ci, production; "
+        "production (or prod) refuses simulator/sandbox endpoints and file-only alerting, "
+        "see docs/production-purity.md")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="level of the JSON logs (RISK_MONITOR_LOG_LEVEL)"
     )
@@ -393,6 +404,12 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"duplicate (id, account) pairs: {sorted(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _production_purity(self) -> Settings:
+        # Raises ProductionPurityError (not a ValueError), so it reaches the caller as is.
+        enforce_production_purity(self)
+        return self
 
     # -- derived values -------------------------------------------------------------------------
     @property

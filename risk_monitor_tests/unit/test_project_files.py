@@ -128,3 +128,18 @@ def test_workspace_and_instance_files_parse() -> None:
         config = yaml.safe_load(path.read_text())
         assert config["run_coordinator"]["class"] == "DefaultRunCoordinator"
         assert "risk_monitor" in config["python_logs"]["managed_python_loggers"]
+
+
+def test_ci_installs_from_the_lock_and_runs_a_contention_variant() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "uv sync --locked" in script  # a stale uv.lock fails CI
+    assert "stress-ng" in script.split('step "services', 1)[0]  # installed with the apt list
+    assert "export RISK_MONITOR_FORBID_SKIPS=1" in script
+    assert '"$rc" -eq 5' in script  # nothing collected is a failure
+    assert "--durations=20" in script
+    contention = script.split("stress-ng --cpu", 1)[1]
+    assert "risk_monitor_tests/integration risk_monitor_tests/e2e" in contention
+    assert 'kill "$STRESS_PID"' in contention
+    result = subprocess.run(["bash", "-n", str(ROOT / ".ci" / "run")], capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr

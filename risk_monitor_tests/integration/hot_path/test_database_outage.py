@@ -45,16 +45,20 @@ def test_live_answers_survive_a_database_outage_and_the_alert_follows_it(
             venue="binance", account="main", instrument=BTC, side=pb.SIDE_BUY, quantity=0.01),
             timeout=5)
         assert small.allowed and small.evaluation_source == "in-memory", list(small.reasons)
-        time.sleep(1.5)  # several evaluations and failed writes
-        assert rig.notices() == []  # not written, so not sent: durable outbox first
         evaluations = rig.hot_path.evaluations
-        time.sleep(1.0)
-        assert rig.hot_path.evaluations > evaluations  # still evaluating
+        wait_until(lambda: rig.hot_path.evaluations >= evaluations + 3, timeout=60,
+                   message="more evaluations (and failed writes) during the outage")
+        assert rig.notices() == []  # not written, so not sent: durable outbox first
     finally:
         proxy.restore()
-    notice = wait_until(rig.notices, timeout=20,
+    notice = wait_until(rig.notices, timeout=60,
                         message="the WARN notice once the database is back")
     assert [(n["kind"], n["status"]) for n in notice] == [("firing", "WARN")]
-    time.sleep(2.5)  # > persist_interval_s: the retried write does not notify twice
+    moment = time.time() + rig.settings.service.persist_interval_s  # periodic writes since
+    wait_until(lambda: time.time() > moment, timeout=60, message="a persist interval")
+    evaluations = rig.hot_path.evaluations
+    wait_until(lambda: rig.hot_path.evaluations >= evaluations + 2, timeout=60,
+               message="evaluations after a persist interval")
+    wait_until(rig.outbox_idle, timeout=60, message="outbox drained")  # retried write: no 2nd
     assert [(n["kind"], n["status"]) for n in rig.notices()] == [("firing", "WARN")]
     assert rig.notices()[0]["limit_id"] == BTC_LIMIT
