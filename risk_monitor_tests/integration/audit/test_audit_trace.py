@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from risk_monitor import __version__, workflows
+from risk_monitor import workflows
 from risk_monitor.adapters.notifiers import FileSink
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.audit_trace import trace
 from risk_monitor.domain.alerts import AlertPolicy
+from risk_monitor.platform.code_version import code_version
 from risk_monitor_tests.fixtures.storage import make_result
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -59,7 +60,7 @@ def test_trace_by_any_key_gives_the_whole_chain(storage: Storage, tmp_path: Path
         assert [d["run_id"] for d in episode.detections] == ["run-0", "run-1", "run-2"]
         assert episode.detections[0]["input_data_versions"]["exchange_positions"][
             "data_version"] == "dv-pos-1"
-        assert episode.detections[0]["code_version"] == __version__
+        assert episode.detections[0]["code_version"] == code_version()
         assert episode.config_versions["cfg-v1"]["document"] == {
             "limits": [{"id": "max_notional"}]}
     assert trace(storage, "nothing-like-this") == []
