@@ -180,6 +180,73 @@ def audit_recent(ctx: click.Context, limit: int) -> None:
                    f"{row.correlation_id}")
 
 
+@audit.command("verify")
+@click.option("--anchors-file", "anchors_files", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON-lines anchors written by `audit anchor` (repeatable).")
+@click.option("--dagster/--no-dagster", "use_dagster", default=None,
+              help="Compare with the heads Dagster runs recorded (default: when DAGSTER_HOME "
+                   "is set).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagster: bool | None,
+                 as_json: bool) -> None:
+    """Prove the audit trail was not edited: walk the hash chain, check every sealed row
+    (alerts, notifications, compliance intervals, configuration versions), compare the head
+    with the anchors kept outside the database. Exit 0 when intact, 1 when not."""
+    from risk_monitor.adapters.audit_anchors import read_dagster_anchors, read_file_anchors
+    from risk_monitor.adapters.sql.audit_verify import verify
+
+    storage = _storage(ctx)
+    try:
+        anchors = [a for path in anchors_files for a in read_file_anchors(path)]
+        if use_dagster or (use_dagster is None and os.environ.get("DAGSTER_HOME")):
+            import dagster as dg
+
+            with dg.DagsterInstance.get() as instance:
+                anchors += read_dagster_anchors(instance)
+    except RiskMonitorError as exc:
+        _fail(exc)
+    report = verify(storage.engine, anchors)
+    if as_json:
+        click.echo(json.dumps({
+            "ok": report.ok, "entries": report.entries, "legacy_entries": report.legacy_entries,
+            "rows_checked": report.rows_checked, "anchors_checked": report.anchors_checked,
+            "head": {"id": report.head.id, "hash": report.head.hash},
+            "findings": [f.__dict__ for f in sorted(
+                report.findings, key=lambda f: (f.entry_id is None, f.entry_id or 0))],
+        }, indent=2))
+    elif report.ok:
+        click.echo(f"audit chain intact: {report.entries} entries, {report.rows_checked} sealed "
+                   f"rows, {report.anchors_checked} anchors matched")
+        click.echo(f"head {report.head.id} {report.head.hash}")
+    else:
+        first = report.first
+        assert first is not None
+        click.echo(f"AUDIT TRAIL BROKEN: first broken entry: {first.describe()}", err=True)
+        for finding in report.findings:
+            if finding is not first:
+                click.echo(f"  also: {finding.describe()}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@audit.command("anchor")
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Append the chain head to this JSON-lines file (keep it off the database).")
+@click.pass_context
+def audit_anchor(ctx: click.Context, path: Path) -> None:
+    """Record the audit chain's head outside the database (run it from cron every minute)."""
+    import socket
+    from datetime import UTC, datetime
+
+    from risk_monitor.adapters.audit_anchors import append_file_anchor
+
+    head = _storage(ctx).audit.head()
+    append_file_anchor(path, head, source=f"cli@{socket.gethostname()}", at=datetime.now(UTC))
+    click.echo(f"head {head.id} {head.hash}")
+
+
 @cli.command("stream")
 @click.option("--venue", "venues", multiple=True,
               help="Venue id to feed (repeatable); default: every configured venue.")
