@@ -48,11 +48,31 @@ def package_source_hash() -> str:
     return source_hash(files)
 
 
+#: code every asset runs besides its own module: the rules, the use cases, the adapters
+SHARED_CODE = ("domain", "adapters", "workflows.py", "application", "defs/metadata.py",
+               "defs/risk_support.py", "defs/collection_support.py", "defs/failures.py")
+
+
+@functools.cache
+def shared_code_files() -> tuple[Path, ...]:
+    files: list[Path] = []
+    for name in SHARED_CODE:
+        path = PACKAGE_DIR / name
+        if path.is_dir():
+            files += [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
+        elif path.is_file():
+            files.append(path)
+    return tuple(files)
+
+
 def module_code_version(module_name: str) -> str:
-    """Hash of one module's source file (an asset's ``code_version``)."""
+    """An asset's ``code_version``: hash of its module's source and the shared code it runs,
+    so Dagster says "code changed" exactly when the code behind the asset changed."""
     module = sys.modules[module_name]
     path = Path(module.__file__ or "")
-    return source_hash([path]) if path.is_file() else package_source_hash()
+    if not path.is_file():
+        return package_source_hash()
+    return source_hash([path, *shared_code_files()])
 
 
 def _git_version(directory: Path) -> str | None:

@@ -44,7 +44,7 @@ from typing import Any, cast
 import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
-from risk_monitor import __version__, workflows
+from risk_monitor import workflows
 from risk_monitor.adapters.collection import (
     collect_custodian_balances,
     collect_exchange_balances,
@@ -69,6 +69,7 @@ from risk_monitor.domain.model import (
     empty_frame,
 )
 from risk_monitor.domain.schemas import prices_frame
+from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.errors import MissingDataError, StaleDataError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -593,7 +594,7 @@ class HotPath:
             "triggers": list(job.triggers),
             "evaluated_at": report.summary.as_of.isoformat(),
             "limit_config_version": report.config_version,
-            "code_version": __version__,
+            "code_version": code_version(),
             "inputs": {s.key: {"ok": s.ok, "as_of": s.as_of.isoformat(), "rows": s.rows,
                                "error_code": s.error_code}
                        for s in report.state.sources},

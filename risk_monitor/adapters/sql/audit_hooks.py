@@ -39,8 +39,8 @@ def notification_payload(note: Notification, context: Mapping[str, Any]) -> dict
         "config_version": note.config_version,
         "source_event_time": note.source_event_time.isoformat()
         if note.source_event_time else None,
-        "code_version": code_version(),
         **dict(context),
+        "code_version": code_version(),  # the process that wrote it, whatever the context says
     }
 
 

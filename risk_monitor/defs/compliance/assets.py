@@ -9,10 +9,12 @@ import pandas as pd
 from risk_monitor import workflows
 from risk_monitor.adapters.audit_anchors import anchor_metadata
 from risk_monitor.defs.failures import surface_errors
-from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
+from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.domain.model import LimitResult, LimitStatus
+
+CODE_VERSION = asset_code_version(__name__)
 
 WINDOW = timedelta(hours=24)
 
