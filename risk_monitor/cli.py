@@ -121,12 +121,16 @@ def _storage(ctx: click.Context) -> Any:
 @audit.command("trace")
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--document", "with_documents", is_flag=True,
+              help="Include the limit configuration document(s) in force.")
 @click.pass_context
-def audit_trace(ctx: click.Context, key: str, as_json: bool) -> None:
-    """Trace KEY: a correlation id, idempotency key, alert fingerprint or Dagster run id."""
+def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: bool) -> None:
+    """Trace KEY: a correlation id, Slack message ts (or channel:ts), idempotency key, alert
+    fingerprint or Dagster run id. Prints Slack message(s) -> alert episode -> evaluation ->
+    each input's data version and as-of time -> limit configuration -> code version."""
     from risk_monitor.audit_trace import as_dict, trace
 
-    episodes = trace(_storage(ctx), key)
+    episodes = trace(_storage(ctx), key, with_documents=with_documents)
     if not episodes:
         click.echo(f"no alert found for {key!r}", err=True)
         sys.exit(1)
@@ -140,7 +144,7 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool) -> None:
     for episode in episodes:
         console.rule(f"[bold]{episode.limit_id}[/] · {episode.scope} · {episode.correlation_id}")
         table = Table("seq", "kind", "status", "delivery", "detected", "notified",
-                      "event→detect s", "detect→notify s", "ref")
+                      "event→detect s", "detect→notify s", "slack / ref")
         for n in episode.notifications:
             table.add_row(str(n.sequence), n.kind, n.alert_status, n.delivery,
                           n.detected_at.isoformat(timespec="seconds"),
@@ -152,16 +156,22 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool) -> None:
             origin = (f"Dagster run {d['run_id']} ({d.get('job_name') or '?'}) "
                       f"{d.get('dagster_run_url') or ''}" if d.get("run_id")
                       else f"service instance {d.get('instance_id')}")
-            console.print(f"[bold]{d['event']}[/] {d['status']} at {d['at']} by {origin}")
-            for asset, version in (d.get("input_data_versions") or {}).items():
-                console.print(f"    input {asset}: data version {version.get('data_version')} "
-                              f"(run {version.get('run_id')})")
+            console.print(f"[bold]{d['event']}[/] {d['status']} at {d['at']} by {origin} "
+                          f"(audit entry {d['audit_entry']} {str(d['entry_hash'])[:16]}…)")
+            if d.get("dagster_event_url"):
+                console.print(f"    Dagster event {d['dagster_event_url']}")
+            for item in d.get("inputs") or []:
+                console.print(f"    input {item['input']}: data version {item['data_version']}"
+                              f" as of {item.get('as_of') or '?'}"
+                              + (f" (run {item['run_id']})" if item.get("run_id") else ""))
             console.print(f"    limit configuration {d.get('config_version')}, "
                           f"code {d.get('code_version')}")
         for version, known in episode.config_versions.items():
             state = (f"source {known['source']}, applied {known['applied_at']}, document stored"
                      if known else "NOT FOUND in limit_config_versions")
             console.print(f"limit configuration {version}: {state}")
+            if known and "document" in known:
+                console.print_json(json.dumps(known["document"], default=str))
 
 
 def _fmt_s(value: float | None) -> str:
