@@ -204,8 +204,9 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
     """Prove the audit trail was not edited: walk the hash chain, check every sealed row
     (alerts, notifications, compliance intervals, configuration versions), compare the head
     with the anchors kept outside the database. Exit 0 when intact, 1 when not."""
-    from risk_monitor.adapters.audit_anchors import read_dagster_anchors, read_file_anchors
+    from risk_monitor.adapters.audit_anchors import read_file_anchors
     from risk_monitor.adapters.sql.audit_verify import verify
+    from risk_monitor.dagster_catalog import read_dagster_anchors
 
     storage = _storage(ctx)
     try:

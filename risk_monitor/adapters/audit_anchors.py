@@ -12,7 +12,9 @@ deployment:
 * **a file**: ``risk-monitor audit anchor --file PATH`` appends the head as one JSON line (cron,
   a Kubernetes CronJob, or WORM storage).
 
-``audit verify`` reads the Dagster and file anchors and fails when the chain disagrees.
+``audit verify`` reads the file anchors here and the Dagster ones through
+``risk_monitor.dagster_catalog`` (adapters do not import Dagster), and fails when the chain
+disagrees.
 """
 
 from __future__ import annotations
@@ -65,25 +67,4 @@ def read_file_anchors(path: Path) -> list[Anchor]:
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"audit anchors file {path} line {number} is malformed: {exc}",
                               key="audit.anchors_file") from exc
-    return anchors
-
-
-def read_dagster_anchors(instance: Any, *, limit: int = 10_000) -> list[Anchor]:
-    """Heads recorded as metadata of ``compliance_status`` materialisations (newest first)."""
-    import dagster as dg
-
-    result = instance.fetch_materializations(dg.AssetKey(ANCHOR_ASSET), limit=limit)
-    anchors: list[Anchor] = []
-    for record in result.records:
-        materialization = record.asset_materialization
-        if materialization is None:
-            continue
-        metadata = materialization.metadata
-        head_id, head_hash = metadata.get(HEAD_ID_KEY), metadata.get(HEAD_HASH_KEY)
-        if head_id is None or head_hash is None:
-            continue
-        anchors.append(Anchor(
-            head_id=int(head_id.value), head_hash=str(head_hash.value),
-            source=f"Dagster run {record.run_id or '(runless)'}",
-            at=datetime.fromtimestamp(record.timestamp, UTC)))
     return anchors

@@ -69,6 +69,7 @@ from risk_monitor.domain.model import (
     empty_frame,
 )
 from risk_monitor.domain.schemas import prices_frame
+from risk_monitor.lineage import HotPathLineage
 from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.errors import MissingDataError, StaleDataError
 from risk_monitor.platform.logging import get_logger
@@ -293,6 +294,7 @@ class HotPath:
         self._snapshot_storage = replace(
             storage, equity=cast(EquityStore, _CachedEquity(storage.equity)))
         self._policy = workflows.alert_policy(settings)
+        self.lineage = HotPathLineage.from_settings(settings)  # lineage hook (issue 11)
         # latest inputs (swapped whole; read by the evaluation thread)
         self.positions: Collected | None = None
         self.exchange_balances: Collected | None = None
@@ -598,6 +600,7 @@ class HotPath:
             "inputs": {s.key: {"ok": s.ok, "as_of": s.as_of.isoformat(), "rows": s.rows,
                                "error_code": s.error_code}
                        for s in report.state.sources},
+            **self.lineage.context(report),  # lineage hook (issue 11): inputs' data versions
         }
 
     def _write(self, job: _WriteJob) -> None:
@@ -606,13 +609,15 @@ class HotPath:
         results = report.results
         as_of = report.summary.as_of
         started = time.perf_counter()
+        context = self._context(job)
         raised = workflows.raise_alerts(self.storage, results, now=as_of, policy=self._policy,
-                                        context=self._context(job))
+                                        context=context)
         WRITE_SECONDS.labels(step="alerts").observe(time.perf_counter() - started)
         notes = raised.plan.notifications
         if notes:
             if self.wake is not None:
                 self.wake()
+            self.lineage.after_commit(context, notes)  # lineage hook (issue 11): Dagster event
             for note in notes:
                 NOTIFICATIONS.labels(kind=note.kind.value).inc()
             log.info("hot_path_alerts_raised", trigger=job.trigger, enqueued=raised.enqueued,

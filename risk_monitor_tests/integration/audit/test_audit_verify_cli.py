@@ -10,16 +10,13 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
-from risk_monitor.adapters.audit_anchors import (
-    ANCHOR_ASSET,
-    anchor_metadata,
-    read_dagster_anchors,
-)
+from risk_monitor.adapters.audit_anchors import ANCHOR_ASSET, anchor_metadata
 from risk_monitor.adapters.prometheus import register_collector
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.adapters.sql.schema import alert_states
 from risk_monitor.cli import cli
+from risk_monitor.dagster_catalog import read_dagster_anchors
 from risk_monitor_tests.fixtures.storage import sqlite_url
 from risk_monitor_tests.integration.audit.test_audit_chain import _history, _rewrite_chain
 
