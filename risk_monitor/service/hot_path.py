@@ -600,7 +600,8 @@ class HotPath:
             "inputs": {s.key: {"ok": s.ok, "as_of": s.as_of.isoformat(), "rows": s.rows,
                                "error_code": s.error_code}
                        for s in report.state.sources},
-            **self.lineage.context(report),  # lineage hook (issue 11): inputs' data versions
+            # lineage hook (issue 11): inputs' data versions, hashed only when statuses changed
+            **(self.lineage.context(report) if job.changed else {}),
         }
 
     def _write(self, job: _WriteJob) -> None:
