@@ -47,11 +47,20 @@ def event_url(ui_url: str, version: str) -> str:
 
 
 class DagsterCatalog:
-    """Reports to one Dagster instance (opened from DAGSTER_HOME on first use)."""
+    """Reports to one Dagster instance: given, or opened from DAGSTER_HOME on first report
+    (importing Dagster costs ≈ 1 s: the service does not pay it at start)."""
 
-    def __init__(self, instance: Any, ui_url: str) -> None:
-        self.instance = instance
+    def __init__(self, instance: Any | None, ui_url: str) -> None:
+        self._instance = instance
         self.ui_url = ui_url
+
+    @property
+    def instance(self) -> Any:
+        if self._instance is None:
+            import dagster as dg
+
+            self._instance = dg.DagsterInstance.get()
+        return self._instance
 
     @classmethod
     def from_environment(cls, ui_url: str) -> DagsterCatalog | None:
@@ -61,9 +70,7 @@ class DagsterCatalog:
             log.warning("dagster_catalog_disabled", reason="DAGSTER_HOME is not set",
                         note="hot-path lineage stays in the audit log only")
             return None
-        import dagster as dg
-
-        return cls(dg.DagsterInstance.get(), ui_url)
+        return cls(None, ui_url)
 
     def report_evaluation(self, context: Mapping[str, Any],
                           correlation_ids: Sequence[str]) -> str:
