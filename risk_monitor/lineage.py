@@ -21,6 +21,7 @@ from risk_monitor.dagster_catalog import DagsterCatalog
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.lineage import input_versions
 from risk_monitor.domain.model import Notification
+from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
 
@@ -36,6 +37,7 @@ class HotPathLineage:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HotPathLineage:
+        code_version()  # resolved now (git), not on the first alert's critical path
         return cls(DagsterCatalog.from_environment(settings.alerts.dagster_ui_url))
 
     def context(self, report: RiskReport) -> dict[str, Any]:
