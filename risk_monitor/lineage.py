@@ -6,6 +6,9 @@ Two steps around the service's alert transaction (hooks in ``service/hot_path.py
   evaluated (``domain.lineage.input_versions``, the function the Dagster assets hash with) to
   the alert context, so they are written with the alert, in its transaction, into the sealed
   audit entry;
+* the same fields point the Slack message at that evaluation's event in Dagster (its "Asset"
+  link and the inputs' versions), so the first post already carries the link and no
+  ``chat.update`` is needed;
 * :meth:`HotPathLineage.after_commit` reports the evaluation into Dagster's catalog as a
   runless materialisation of ``live_limit_status`` (adapters/dagster_catalog.py). A failure
   there is logged and counted, never allowed to delay or drop the alert: the audit entry
@@ -17,7 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from risk_monitor.dagster_catalog import DagsterCatalog
+from risk_monitor.dagster_catalog import (
+    LIVE_ASSET,
+    DagsterCatalog,
+    evaluation_version,
+    event_url,
+)
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.lineage import input_versions
 from risk_monitor.domain.model import Notification
@@ -41,8 +49,20 @@ class HotPathLineage:
         return cls(DagsterCatalog.from_environment(settings.alerts.dagster_ui_url))
 
     def context(self, report: RiskReport) -> dict[str, Any]:
-        """Alert-context fields naming the exact inputs of this evaluation."""
-        return {"input_data_versions": input_versions(report.snapshot, report.config_version)}
+        """Alert-context fields naming the exact inputs of this evaluation, and, when a Dagster
+        instance is configured, the ``live_limit_status`` event the alert will link to (the
+        Slack message's "Asset" button and input versions come from these fields, so the link is
+        in the first post: the event is reported right after the commit, before delivery)."""
+        versions = input_versions(report.snapshot, report.config_version)
+        fields: dict[str, Any] = {
+            "input_data_versions": versions,
+            "data_versions": {name: seen["data_version"] for name, seen in versions.items()},
+        }
+        if self.catalog is not None:
+            fields["asset_key"] = LIVE_ASSET
+            fields["dagster_event_url"] = event_url(self.catalog.ui_url,
+                                                    evaluation_version(versions))
+        return fields
 
     def after_commit(self, context: Mapping[str, Any],
                      notifications: Sequence[Notification]) -> str | None:

@@ -3,6 +3,7 @@ and reported into Dagster's catalog as a `live_limit_status` materialisation."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,6 +91,29 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
                 assert event.metadata[f"input/{name}/data_version"].value == version
     finally:
         storage.close()
+
+
+def test_the_alert_context_links_the_slack_message_to_the_dagster_event(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from risk_monitor.adapters.notifiers import links
+    from risk_monitor_tests.fixtures.storage import plan
+
+    report = SimpleNamespace(snapshot=_snapshot(), config_version="cfg-v1")
+    lineage = HotPathLineage(DagsterCatalog(None, "http://dagster.example"))
+    fields = lineage.context(report)  # type: ignore[arg-type]
+    versions = fields["input_data_versions"]
+    assert fields["dagster_event_url"].startswith(
+        f"http://dagster.example/assets/{LIVE_ASSET}")
+    assert evaluation_version(versions) in fields["dagster_event_url"]
+    _, [note] = plan(None, make_result("BREACH", T0))
+    note = replace(note, context={**note.context, **fields})
+    assert links(note, "http://dagster.example")["Asset"] == \
+        f"http://dagster.example/assets/{LIVE_ASSET}"
+    plain = HotPathLineage(None).context(report)  # type: ignore[arg-type]
+    assert plain["data_versions"]["limit_config"] == "cfg-v1"
+    assert "asset_key" not in plain  # no Dagster instance: the default asset link stays
 
 
 def test_no_dagster_instance_leaves_lineage_in_the_audit_log_only() -> None:
