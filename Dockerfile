@@ -37,6 +37,9 @@ RUN uv sync --frozen --no-dev \
     && rm -rf /app/risk_sim
 
 FROM ${PYTHON_IMAGE} AS runtime
+# the code version alerts and audit entries name: docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD)
+ARG GIT_COMMIT=""
+ENV RISK_MONITOR_CODE_VERSION=${GIT_COMMIT}
 LABEL org.opencontainers.image.title="risk-monitor" \
       org.opencontainers.image.description="Near-real-time risk monitor for crypto trading desks" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -1,10 +1,12 @@
 """Follow an alert back to the data, limit configuration and code that produced it.
 
-A compliance reviewer starts from anything an alert shows (its correlation id, the idempotency
-key in the Slack message metadata, the fingerprint, or the Dagster run id) and gets the whole
-chain: every notification of the episode with its delivery, the run (or service instance) that
-detected it, the data versions of its inputs, the exact limit configuration document, and the
-code version.
+A compliance reviewer starts from anything an alert shows (its correlation id, the Slack
+message's ts or "channel:ts", the idempotency key in the Slack message metadata, the
+fingerprint, or the Dagster run id) and gets the whole chain, whichever path raised it: Slack
+message(s) -> alert episode -> evaluation (Dagster run or service instance) -> each input's data
+version and as-of time -> limit configuration version (the document on request) -> code
+version. Each detection also names the audit entry (hash) that sealed it; ``audit verify``
+proves those entries were not edited.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def _episode_keys(storage: Storage, key: str) -> list[tuple[str, str]]:
     """(correlation_id, fingerprint) pairs the key names, oldest first."""
     c = outbox.c
     query = sa.select(c.correlation_id, c.fingerprint, sa.func.min(c.id).label("first")).where(
-        sa.or_(c.correlation_id == key, c.idempotency_key == key, c.fingerprint == key)
+        sa.or_(c.correlation_id == key, c.idempotency_key == key, c.fingerprint == key,
+              c.delivery_ref == key, c.delivery_ref.endswith(f":{key}", autoescape=True))
     ).group_by(c.correlation_id, c.fingerprint)
     with storage.engine.connect() as conn:
         rows = list(conn.execute(query.order_by("first")))
@@ -85,9 +88,31 @@ def _notification(row: OutboxRow) -> NotificationTrace:
         notified_at=row.notified_at)
 
 
+def _inputs(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each input's data version and as-of time, from either path's context: the Dagster run's
+    ``input_data_versions`` (latest materialisations) or the hot path's lineage record."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, recorded in (p.get("input_data_versions") or {}).items():
+        version = recorded or {}
+        found[name] = {"input": name, "data_version": version.get("data_version"),
+                       "as_of": version.get("as_of"), "run_id": version.get("run_id")}
+    for name, seen in (p.get("inputs") or {}).items():  # per-source coverage (service)
+        entry = found.setdefault(name, {"input": name, "data_version": None, "as_of": None,
+                                        "run_id": None})
+        entry["as_of"] = entry["as_of"] or seen.get("as_of")
+        entry["ok"] = seen.get("ok")
+    return sorted(found.values(), key=lambda i: str(i["input"]))
+
+
 def _detection(record: AuditRecord) -> dict[str, Any]:
     p = record.payload
     return {
+        "audit_entry": record.id,
+        "entry_hash": record.entry_hash,
+        "evaluation": (f"dagster run {record.run_id}" if record.run_id
+                       else f"service instance {p.get('instance_id')}"),
+        "inputs": _inputs(p),
+        "dagster_event_url": p.get("dagster_event_url"),
         "at": record.at.isoformat(),
         "event": record.event,
         "idempotency_key": p.get("idempotency_key"),
@@ -105,8 +130,9 @@ def _detection(record: AuditRecord) -> dict[str, Any]:
     }
 
 
-def trace(storage: Storage, key: str) -> list[EpisodeTrace]:
-    """Every alert episode the key names, with its notifications and lineage."""
+def trace(storage: Storage, key: str, *, with_documents: bool = True) -> list[EpisodeTrace]:
+    """Every alert episode the key names, with its notifications and lineage (the limit
+    configuration documents only with ``with_documents``)."""
     episodes: list[EpisodeTrace] = []
     for correlation_id, fingerprint in _episode_keys(storage, key):
         rows = [r for r in storage.outbox.rows(fingerprint=fingerprint)
@@ -120,7 +146,8 @@ def trace(storage: Storage, key: str) -> list[EpisodeTrace]:
             known = storage.config_versions.get(version)
             config_versions[version] = None if known is None else {
                 "source": known.source, "applied_at": known.applied_at.isoformat(),
-                "document": known.document}
+                "audit_hash": known.audit_hash,
+                **({"document": known.document} if with_documents else {})}
         first = records[0].payload if records else {}
         episodes.append(EpisodeTrace(
             correlation_id=correlation_id, fingerprint=fingerprint,

@@ -123,12 +123,16 @@ def _storage(ctx: click.Context) -> Any:
 @audit.command("trace")
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--document", "with_documents", is_flag=True,
+              help="Include the limit configuration document(s) in force.")
 @click.pass_context
-def audit_trace(ctx: click.Context, key: str, as_json: bool) -> None:
-    """Trace KEY: a correlation id, idempotency key, alert fingerprint or Dagster run id."""
+def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: bool) -> None:
+    """Trace KEY: a correlation id, Slack message ts (or channel:ts), idempotency key, alert
+    fingerprint or Dagster run id. Prints Slack message(s) -> alert episode -> evaluation ->
+    each input's data version and as-of time -> limit configuration -> code version."""
     from risk_monitor.audit_trace import as_dict, trace
 
-    episodes = trace(_storage(ctx), key)
+    episodes = trace(_storage(ctx), key, with_documents=with_documents)
     if not episodes:
         click.echo(f"no alert found for {key!r}", err=True)
         sys.exit(1)
@@ -142,7 +146,7 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool) -> None:
     for episode in episodes:
         console.rule(f"[bold]{episode.limit_id}[/] · {episode.scope} · {episode.correlation_id}")
         table = Table("seq", "kind", "status", "delivery", "detected", "notified",
-                      "event→detect s", "detect→notify s", "ref")
+                      "event→detect s", "detect→notify s", "slack / ref")
         for n in episode.notifications:
             table.add_row(str(n.sequence), n.kind, n.alert_status, n.delivery,
                           n.detected_at.isoformat(timespec="seconds"),
@@ -154,16 +158,22 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool) -> None:
             origin = (f"Dagster run {d['run_id']} ({d.get('job_name') or '?'}) "
                       f"{d.get('dagster_run_url') or ''}" if d.get("run_id")
                       else f"service instance {d.get('instance_id')}")
-            console.print(f"[bold]{d['event']}[/] {d['status']} at {d['at']} by {origin}")
-            for asset, version in (d.get("input_data_versions") or {}).items():
-                console.print(f"    input {asset}: data version {version.get('data_version')} "
-                              f"(run {version.get('run_id')})")
+            console.print(f"[bold]{d['event']}[/] {d['status']} at {d['at']} by {origin} "
+                          f"(audit entry {d['audit_entry']} {str(d['entry_hash'])[:16]}…)")
+            if d.get("dagster_event_url"):
+                console.print(f"    Dagster event {d['dagster_event_url']}")
+            for item in d.get("inputs") or []:
+                console.print(f"    input {item['input']}: data version {item['data_version']}"
+                              f" as of {item.get('as_of') or '?'}"
+                              + (f" (run {item['run_id']})" if item.get("run_id") else ""))
             console.print(f"    limit configuration {d.get('config_version')}, "
                           f"code {d.get('code_version')}")
         for version, known in episode.config_versions.items():
             state = (f"source {known['source']}, applied {known['applied_at']}, document stored"
                      if known else "NOT FOUND in limit_config_versions")
             console.print(f"limit configuration {version}: {state}")
+            if known and "document" in known:
+                console.print_json(json.dumps(known["document"], default=str))
 
 
 def _fmt_s(value: float | None) -> str:
@@ -180,6 +190,74 @@ def audit_recent(ctx: click.Context, limit: int) -> None:
         click.echo(f"{row.detected_at.isoformat(timespec='seconds')}  {row.alert_status:<7} "
                    f"{row.kind:<11} {note.limit_id} {note.scope}  {row.status:<7} "
                    f"{row.correlation_id}")
+
+
+@audit.command("verify")
+@click.option("--anchors-file", "anchors_files", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON-lines anchors written by `audit anchor` (repeatable).")
+@click.option("--dagster/--no-dagster", "use_dagster", default=None,
+              help="Compare with the heads Dagster runs recorded (default: when DAGSTER_HOME "
+                   "is set).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagster: bool | None,
+                 as_json: bool) -> None:
+    """Prove the audit trail was not edited: walk the hash chain, check every sealed row
+    (alerts, notifications, compliance intervals, configuration versions), compare the head
+    with the anchors kept outside the database. Exit 0 when intact, 1 when not."""
+    from risk_monitor.adapters.audit_anchors import read_file_anchors
+    from risk_monitor.adapters.sql.audit_verify import verify
+    from risk_monitor.dagster_catalog import read_dagster_anchors
+
+    storage = _storage(ctx)
+    try:
+        anchors = [a for path in anchors_files for a in read_file_anchors(path)]
+        if use_dagster or (use_dagster is None and os.environ.get("DAGSTER_HOME")):
+            import dagster as dg
+
+            with dg.DagsterInstance.get() as instance:
+                anchors += read_dagster_anchors(instance)
+    except RiskMonitorError as exc:
+        _fail(exc)
+    report = verify(storage.engine, anchors)
+    if as_json:
+        click.echo(json.dumps({
+            "ok": report.ok, "entries": report.entries, "legacy_entries": report.legacy_entries,
+            "rows_checked": report.rows_checked, "anchors_checked": report.anchors_checked,
+            "head": {"id": report.head.id, "hash": report.head.hash},
+            "findings": [f.__dict__ for f in sorted(
+                report.findings, key=lambda f: (f.entry_id is None, f.entry_id or 0))],
+        }, indent=2))
+    elif report.ok:
+        click.echo(f"audit chain intact: {report.entries} entries, {report.rows_checked} sealed "
+                   f"rows, {report.anchors_checked} anchors matched")
+        click.echo(f"head {report.head.id} {report.head.hash}")
+    else:
+        first = report.first
+        assert first is not None
+        click.echo(f"AUDIT TRAIL BROKEN: first broken entry: {first.describe()}", err=True)
+        for finding in report.findings:
+            if finding is not first:
+                click.echo(f"  also: {finding.describe()}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@audit.command("anchor")
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Append the chain head to this JSON-lines file (keep it off the database).")
+@click.pass_context
+def audit_anchor(ctx: click.Context, path: Path) -> None:
+    """Record the audit chain's head outside the database (run it from cron every minute)."""
+    import socket
+    from datetime import UTC, datetime
+
+    from risk_monitor.adapters.audit_anchors import append_file_anchor
+
+    head = _storage(ctx).audit.head()
+    append_file_anchor(path, head, source=f"cli@{socket.gethostname()}", at=datetime.now(UTC))
+    click.echo(f"head {head.id} {head.hash}")
 
 
 @cli.command("stream")

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from risk_monitor import __version__
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
 from risk_monitor.adapters.sql import risk_state as rs
+from risk_monitor.adapters.sql.audit_hooks import seal_alert_transaction
 from risk_monitor.domain.aggregation import RiskState
 from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts
 from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
@@ -157,36 +157,13 @@ def raise_alerts(storage: Storage, results: Sequence[LimitResult], *, now: datet
         fingerprints += [s.fingerprint for s in storage.alerts.all_states()
                          if s.fingerprint not in known]
     with storage.alerts.locked(fingerprints) as tx:
+        before = dict(tx.states)
         plan = plan_alerts(tx.states, results, now, policy, context=context)
         applied = tx.apply(plan.states, plan.notifications)
-    for note in plan.notifications:
-        audit_notification(storage, note, context)
+        # audit hook (issue 11): entries sealing the new notifications and changed states
+        seal_alert_transaction(tx.connection, before=before, states=plan.states,
+                               notifications=plan.notifications, context=context, at=now)
     return RaisedAlerts(plan=plan, enqueued=applied.enqueued)
-
-
-def audit_notification(storage: Storage, note: Notification, context: Mapping[str, Any]) -> None:
-    storage.audit.record(
-        f"alert.{note.kind.value}",
-        note.detected_at,
-        note.correlation_id,
-        {
-            "idempotency_key": note.idempotency_key,
-            "fingerprint": note.fingerprint,
-            "limit_id": note.limit_id,
-            "limit_kind": note.limit_kind,
-            "scope": note.scope,
-            "status": note.status.value,
-            "value": note.value,
-            "breach_level": note.breach_level,
-            "utilisation": note.utilisation,
-            "config_version": note.config_version,
-            "source_event_time": note.source_event_time.isoformat()
-            if note.source_event_time else None,
-            "code_version": __version__,
-            **dict(context),
-        },
-        run_id=str(context["run_id"]) if context.get("run_id") else None,
-    )
 
 
 def record_compliance(storage: Storage, results: Sequence[LimitResult]) -> ComplianceSummary:

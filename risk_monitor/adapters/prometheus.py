@@ -32,6 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from risk_monitor.adapters.sql.audit_log import read_head
 from risk_monitor.adapters.sql.codec import Clock, utc_now
 from risk_monitor.adapters.sql.engine import read_only
 from risk_monitor.adapters.sql.schema import (
@@ -56,7 +57,7 @@ RESERVED_NAMES = frozenset({
     "last_evaluation_timestamp_seconds", "compliance_status", "limits_in_status", "alerts",
     "alerts_total", "outbox_pending", "outbox_oldest_pending_age_seconds",
     "alert_latency_seconds", "source_last_fetch_ok", "data_age_seconds", "state_store_up",
-    "state_scrape_duration_seconds",
+    "state_scrape_duration_seconds", "audit_chain_head",
 })
 _STATUSES = tuple(s.value for s in LimitStatus)
 _WORST_FIRST = (LimitStatus.BREACH, LimitStatus.UNKNOWN, LimitStatus.WARN, LimitStatus.OK)
@@ -112,6 +113,7 @@ class RiskStateCollector(Collector):
                 families.extend(self._alerts(conn))
                 families.append(self._latency(conn))
                 families.extend(self._sources(conn))
+                families.append(self._audit_head(conn))
         except Exception as exc:  # a scrape must show the outage, not fail
             up = 0.0
             families = []
@@ -285,6 +287,16 @@ class RiskStateCollector(Collector):
             age.add_metric(key, max(0.0, (now - r.last_ok_at).total_seconds())
                            if r.last_ok_at is not None else math.nan)
         return [up, age]
+
+    def _audit_head(self, conn: Connection) -> Metric:
+        """The audit chain's head: Prometheus keeps its history, an anchor outside our database
+        that ``audit verify`` findings can be checked against (docs/audit.md)."""
+        head = read_head(conn)
+        family = GaugeMetricFamily(f"{PREFIX}_audit_chain_head",
+                                   "Id of the newest audit entry, labelled with its hash.",
+                                   labels=["hash"])
+        family.add_metric([head.hash], float(head.id))
+        return family
 
 
 def _le(bound: float) -> str:

@@ -5,7 +5,6 @@ Kept out of the asset modules so each asset body stays a few lines: adapter call
 error codes, redacted messages and endpoint override URLs.
 """
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ import pandera.pandas as pa
 
 from risk_monitor.adapters.collection import data_age_s
 from risk_monitor.defs.metadata import md_table
+from risk_monitor.domain.lineage import content_version
 from risk_monitor.domain.model import Collected, SourceStatus
 from risk_monitor.domain.schemas import failure_summary
 from risk_monitor.platform.logging import redact_text
@@ -28,15 +28,8 @@ FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=10),
 
 def data_version_of(collected: Collected) -> dg.DataVersion:
     """A content hash of the rows and of each source's coverage: the data version an alert's
-    audit record names, so a reviewer can tell two observations apart (or see they are equal)."""
-    digest = hashlib.sha256()
-    frame = collected.frame
-    if len(frame):
-        hashed = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
-        digest.update(hashed.tobytes())
-    for source in sorted(collected.sources, key=lambda s: s.key):
-        digest.update(f"{source.key}|{source.ok}|{source.rows}|{source.error_code}".encode())
-    return dg.DataVersion(digest.hexdigest()[:24])
+    audit record names (the hot path hashes its inputs with the same function)."""
+    return dg.DataVersion(content_version(collected))
 
 
 def markdown_preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:

@@ -6,12 +6,17 @@ from typing import Any
 
 import pandas as pd
 
-from risk_monitor import __version__
+from risk_monitor.platform.code_version import module_code_version
 
 OWNERS = ["team:risk"]
-#: every asset's code version: with it, Dagster derives each downstream data version from its
-#: inputs' versions, so lineage reads "same inputs + same code" rather than "another run"
-CODE_VERSION = __version__
+
+
+def asset_code_version(module_name: str) -> str:
+    """The code version of the assets in ``module_name`` (pass ``__name__``): a hash of that
+    module and the shared code it runs (platform/code_version.py). With it, Dagster derives
+    each downstream data version from its inputs' versions, so lineage reads "same inputs +
+    same code" rather than "another run", and "code changed" means the code changed."""
+    return module_code_version(module_name)
 
 
 def utc_now() -> datetime:

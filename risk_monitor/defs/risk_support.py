@@ -13,8 +13,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from risk_monitor import __version__
 from risk_monitor.domain.model import LimitResult
+from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.settings import Settings
 
 STATUS_COLOURS = {"OK": "#2e7d32", "WARN": "#f9a825", "BREACH": "#c62828", "UNKNOWN": "#6a1b9a"}
@@ -170,6 +170,6 @@ def alert_context(context: dg.AssetExecutionContext, settings: Settings,
         "dagster_asset_url": f"{ui}/assets/limit_status",
         "input_data_versions": input_data_versions(context, inputs),
         "limit_config_version": config_version,
-        "code_version": __version__,
+        "code_version": code_version(),
         "source": "dagster",
     }

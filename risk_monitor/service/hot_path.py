@@ -44,7 +44,7 @@ from typing import Any, cast
 import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
-from risk_monitor import __version__, workflows
+from risk_monitor import workflows
 from risk_monitor.adapters.collection import (
     collect_custodian_balances,
     collect_exchange_balances,
@@ -70,6 +70,8 @@ from risk_monitor.domain.model import (
     empty_frame,
 )
 from risk_monitor.domain.schemas import prices_frame
+from risk_monitor.lineage import HotPathLineage
+from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.errors import MissingDataError, StaleDataError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -293,6 +295,7 @@ class HotPath:
         self._snapshot_storage = replace(
             storage, equity=cast(EquityStore, _CachedEquity(storage.equity)))
         self._policy = workflows.alert_policy(settings)
+        self.lineage = HotPathLineage.from_settings(settings)  # lineage hook (issue 11)
         # latest inputs (swapped whole; read by the evaluation thread)
         self.positions: Collected | None = None
         self.exchange_balances: Collected | None = None
@@ -601,10 +604,12 @@ class HotPath:
             "triggers": list(job.triggers),
             "evaluated_at": report.summary.as_of.isoformat(),
             "limit_config_version": report.config_version,
-            "code_version": __version__,
+            "code_version": code_version(),
             "inputs": {s.key: {"ok": s.ok, "as_of": s.as_of.isoformat(), "rows": s.rows,
                                "error_code": s.error_code}
                        for s in report.state.sources},
+            # lineage hook (issue 11): inputs' data versions, hashed only when statuses changed
+            **(self.lineage.context(report) if job.changed else {}),
         }
 
     def _write(self, job: _WriteJob) -> None:
@@ -613,14 +618,16 @@ class HotPath:
         results = report.results
         as_of = report.summary.as_of
         started = time.perf_counter()
-        policy = with_limit_rules(self._policy, self.live.config)  # alerts hook: per-limit rules
+        context = self._context(job)
+        policy = with_limit_rules(self._policy, self.live.config)  # per-limit alert rules
         raised = workflows.raise_alerts(self.storage, results, now=as_of, policy=policy,
-                                        context=self._context(job))
+                                        context=context)
         WRITE_SECONDS.labels(step="alerts").observe(time.perf_counter() - started)
         notes = raised.plan.notifications
         if notes:
             if self.wake is not None:
                 self.wake()
+            self.lineage.after_commit(context, notes)  # lineage hook (issue 11): Dagster event
             for note in notes:
                 NOTIFICATIONS.labels(kind=note.kind.value).inc()
             log.info("hot_path_alerts_raised", trigger=job.trigger, enqueued=raised.enqueued,

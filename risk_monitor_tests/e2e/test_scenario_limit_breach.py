@@ -10,11 +10,11 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from risk_monitor import __version__
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_log import AuditRecord
 from risk_monitor.defs.alerts.assets import LINEAGE_INPUTS
 from risk_monitor.domain.model import LimitStatus
+from risk_monitor.platform.code_version import code_version
 from risk_monitor_tests.fixtures.e2e import (
     ScenarioPlays,
     ScenarioRun,
@@ -109,7 +109,7 @@ def test_every_notification_has_an_audit_record_with_its_lineage(play: ScenarioR
             assert record.run_id == payload["run_id"] and record.run_id in run_ids
             assert payload["limit_config_version"] == payload["config_version"]
             assert payload["config_version"] in known_versions
-            assert payload["code_version"] == __version__
+            assert payload["code_version"] == code_version()  # git commit or source hash
             dagster_run = instance.get_run_by_id(record.run_id)
             assert dagster_run is not None and dagster_run.job_name == "risk_cycle"
             assert dagster_run.status == dg.DagsterRunStatus.SUCCESS

@@ -1,14 +1,22 @@
-"""Append-only audit trail: the ``AuditLog`` port on SQL.
+"""Append-only, hash-chained audit trail: the ``AuditLog`` port on SQL.
 
-Each alert, evaluation and configuration change writes one row with the Dagster run id, the
+Each alert, evaluation and configuration change writes one entry with the Dagster run id, the
 input data versions, the limit configuration version and the code version in ``payload``;
-``correlation_id`` ties them to the alert's Slack message and log lines. Rows are never updated
-or deleted by Risk Monitor. Payloads are redacted before they are stored.
+``correlation_id`` ties them to the alert's Slack message and log lines. Payloads are redacted
+before they are stored.
+
+Tamper evidence (docs/audit.md): every entry stores the previous entry's hash and the hash of
+its own canonical content (``domain/audit_chain.py``). Covered rows (:data:`COVERAGE`) are
+sealed by :func:`seal_rows` in the transaction that changed them: an entry with the
+digest of the row's audited columns, whose hash the row then carries. Appends serialise on one
+PostgreSQL advisory lock held to commit (SQLite's ``BEGIN IMMEDIATE`` already serialises
+writers), so the chain stays linear with the service and Dagster runs writing at once. Take
+this lock last in a transaction: every writer does, so no two wait on each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,12 +24,55 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from risk_monitor import __version__
 from risk_monitor.adapters.sql import codec
-from risk_monitor.adapters.sql.engine import read_only, write_tx
-from risk_monitor.adapters.sql.schema import audit_log
+from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.schema import (
+    alert_states,
+    audit_log,
+    compliance_intervals,
+    limit_config_versions,
+    outbox,
+)
+from risk_monitor.domain.audit_chain import GENESIS_HASH, entry_hash, row_digest
+from risk_monitor.platform.code_version import code_version
 
 SOURCE = "audit_log"
+CHAIN_LOCK = "audit_log.chain"
+_HEAD_KEY = "risk_monitor.audit_head"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """A table whose rows the chain seals: its key column and the columns that are audited.
+
+    Working figures that change on every evaluation (last sighting, current value, delivery
+    attempts) are left out on purpose: sealing them would write an entry per tick. What a
+    reviewer relies on (status, episode, timeline boundaries, what was notified) is in.
+    """
+
+    table: sa.Table
+    key: str
+    columns: tuple[str, ...]
+
+    def subject(self, key: Any) -> str:
+        return f"{self.table.name}:{key}"
+
+    def digest(self, row: Mapping[str, Any]) -> str:
+        return row_digest(row, self.columns)
+
+
+COVERAGE: dict[str, Coverage] = {c.table.name: c for c in (
+    Coverage(alert_states, "fingerprint",
+             ("fingerprint", "limit_id", "scope", "status", "severity", "started_at",
+              "episode", "sequence", "correlation_id")),
+    Coverage(outbox, "idempotency_key",
+             ("idempotency_key", "fingerprint", "episode", "sequence", "kind", "alert_status",
+              "severity", "limit_id", "scope", "correlation_id", "payload", "detected_at",
+              "source_event_time")),
+    Coverage(compliance_intervals, "id",
+             ("id", "limit_id", "scope", "status", "since", "until", "config_version")),
+    Coverage(limit_config_versions, "version", ("version", "applied_at", "source", "document")),
+)}
 
 
 @dataclass(frozen=True)
@@ -32,6 +83,112 @@ class AuditRecord:
     correlation_id: str | None
     run_id: str | None
     payload: dict[str, Any]
+    prev_hash: str | None = None
+    entry_hash: str | None = None
+    subject: str | None = None
+    row_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest hashed entry (id 0 and the genesis hash for an empty chain)."""
+
+    id: int
+    hash: str
+
+
+def record_from_row(row: Mapping[str, Any]) -> AuditRecord:
+    return AuditRecord(**{k: row[k] for k in AuditRecord.__dataclass_fields__})
+
+
+def content_hash(prev_hash: str, at: datetime, event: str, correlation_id: str | None,
+                 run_id: str | None, subject: str | None, digest: str | None,
+                 payload: Mapping[str, Any]) -> str:
+    return entry_hash(prev_hash=prev_hash, at=at, event=event, correlation_id=correlation_id,
+                      run_id=run_id, subject=subject, row_digest=digest, payload=payload)
+
+
+def read_head(conn: Connection) -> ChainHead:
+    row = conn.execute(
+        sa.select(audit_log.c.id, audit_log.c.entry_hash)
+        .where(audit_log.c.entry_hash.is_not(None))
+        .order_by(audit_log.c.id.desc()).limit(1)
+    ).first()
+    return ChainHead(0, GENESIS_HASH) if row is None else ChainHead(int(row.id), row.entry_hash)
+
+
+def append(conn: Connection, event: str, at: datetime, correlation_id: str | None,
+           payload: Mapping[str, Any], *, run_id: str | None = None,
+           subject: str | None = None, digest: str | None = None) -> str:
+    """Append one entry in ``conn``'s transaction; returns its hash.
+
+    ``run_id`` defaults to ``payload["run_id"]``.
+    """
+    body = codec.safe_document(dict(payload))
+    body.setdefault("code_version", code_version())
+    run = run_id or (str(payload["run_id"]) if payload.get("run_id") else None)
+    prev = _locked_head(conn)
+    sealed_hash = content_hash(prev, at, event, correlation_id, run, subject, digest, body)
+    conn.execute(audit_log.insert().values(
+        at=at, event=event, correlation_id=correlation_id, run_id=run, payload=body,
+        prev_hash=prev, entry_hash=sealed_hash, subject=subject, row_digest=digest))
+    conn.info[_HEAD_KEY] = (conn.get_transaction(), sealed_hash)
+    return sealed_hash
+
+
+RowText = Callable[[Mapping[str, Any]], str | None]
+RowPayload = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def seal_rows(conn: Connection, table: str, keys: Iterable[Any], *,
+              event: str | Callable[[Mapping[str, Any]], str], at: datetime,
+              correlation_id: RowText = lambda _row: None,
+              payload: RowPayload = lambda _row: {}, run_id: str | None = None) -> int:
+    """Seal the rows of a covered table whose audited columns changed since their last seal
+    (or were never sealed): one entry each, and the row carries its hash.
+
+    Runs in the caller's transaction, after the rows were written; returns entries written.
+    """
+    coverage = COVERAGE[table]
+    wanted = sorted(set(keys), key=str)
+    if not wanted:
+        return 0
+    t, key_column = coverage.table, coverage.table.c[coverage.key]
+    rows: list[Mapping[str, Any]] = []
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        rows += [dict(r._mapping) for r in conn.execute(sa.select(t).where(key_column.in_(chunk)))]
+    sealed = {r["audit_hash"] for r in rows if r["audit_hash"]}
+    previous: dict[str, str | None] = {}
+    if sealed:
+        previous = {str(h): d for h, d in conn.execute(
+            sa.select(audit_log.c.entry_hash, audit_log.c.row_digest)
+            .where(audit_log.c.entry_hash.in_(sorted(sealed))))}
+    written = 0
+    for row in sorted(rows, key=lambda r: str(r[coverage.key])):
+        digest = coverage.digest(row)
+        if row["audit_hash"] and previous.get(row["audit_hash"]) == digest:
+            continue  # audited columns unchanged since the last seal
+        sealed_by = append(
+            conn, event if isinstance(event, str) else event(row), at, correlation_id(row),
+            payload(row), run_id=run_id, subject=coverage.subject(row[coverage.key]),
+            digest=digest)
+        conn.execute(t.update().where(key_column == row[coverage.key])
+                     .values(audit_hash=sealed_by))
+        written += 1
+    return written
+
+
+def _locked_head(conn: Connection) -> str:
+    """The chain head's hash, under the chain lock (taken once per transaction)."""
+    cached = conn.info.get(_HEAD_KEY)
+    transaction = conn.get_transaction()
+    if cached is not None and cached[0] is transaction:
+        return str(cached[1])
+    lock_names(conn, [CHAIN_LOCK])
+    head = read_head(conn).hash
+    conn.info[_HEAD_KEY] = (transaction, head)
+    return head
 
 
 class SqlAuditLog:
@@ -40,18 +197,17 @@ class SqlAuditLog:
 
     def record(self, event: str, at: datetime, correlation_id: str | None,
                payload: Mapping[str, Any], *, run_id: str | None = None,
-               conn: Connection | None = None) -> None:
-        """Append one record; ``run_id`` defaults to ``payload["run_id"]``."""
-        body = codec.safe_document(dict(payload))
-        body.setdefault("code_version", __version__)
-        run = run_id or (str(payload["run_id"]) if payload.get("run_id") else None)
-        statement = audit_log.insert().values(
-            at=at, event=event, correlation_id=correlation_id, run_id=run, payload=body)
+               conn: Connection | None = None) -> str:
+        """Append one entry (in ``conn``'s transaction when given); returns its hash."""
         if conn is not None:
-            conn.execute(statement)
-            return
+            return append(conn, event, at, correlation_id, payload, run_id=run_id)
         with write_tx(self.engine, source=SOURCE) as own:
-            own.execute(statement)
+            return append(own, event, at, correlation_id, payload, run_id=run_id)
+
+    # -- reading ------------------------------------------------------------------------------
+    def head(self) -> ChainHead:
+        with read_only(self.engine, source=SOURCE) as conn:
+            return read_head(conn)
 
     def by_correlation(self, correlation_id: str) -> list[AuditRecord]:
         return self._query(audit_log.c.correlation_id == correlation_id)
@@ -59,15 +215,18 @@ class SqlAuditLog:
     def by_run(self, run_id: str) -> list[AuditRecord]:
         return self._query(audit_log.c.run_id == run_id)
 
+    def by_subject(self, subjects: Sequence[str]) -> list[AuditRecord]:
+        return self._query(audit_log.c.subject.in_(list(subjects)))
+
     def recent(self, limit: int = 100, event: str | None = None) -> list[AuditRecord]:
         """Newest first."""
         query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
         if event is not None:
             query = query.where(audit_log.c.event == event)
         with read_only(self.engine, source=SOURCE) as conn:
-            return [AuditRecord(**dict(r._mapping)) for r in conn.execute(query)]
+            return [record_from_row(dict(r._mapping)) for r in conn.execute(query)]
 
     def _query(self, where: sa.ColumnElement[bool]) -> list[AuditRecord]:
         with read_only(self.engine, source=SOURCE) as conn:
             rows = conn.execute(sa.select(audit_log).where(where).order_by(audit_log.c.id))
-            return [AuditRecord(**dict(r._mapping)) for r in rows]
+            return [record_from_row(dict(r._mapping)) for r in rows]

@@ -17,6 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from risk_monitor.adapters.sql.audit_hooks import seal_compliance
 from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
 from risk_monitor.adapters.sql.schema import compliance_intervals
 from risk_monitor.domain.model import LimitResult, LimitStatus
@@ -66,6 +67,7 @@ class ComplianceStore:
         t = compliance_intervals
         lock_names(conn, [f"compliance:{r.limit_id}\x1f{r.scope}" for r in results])
         opened = 0
+        sealed: list[int] = []  # intervals whose audited columns change (audit hook)
         for r in sorted(results, key=lambda x: x.as_of):
             current = conn.execute(
                 sa.select(t).where(t.c.limit_id == r.limit_id, t.c.scope == r.scope,
@@ -79,15 +81,20 @@ class ComplianceStore:
                     worst_utilisation=_max(current.worst_utilisation, r.utilisation),
                     config_version=r.config_version,
                 ))
+                if current.config_version != r.config_version:
+                    sealed.append(current.id)
                 continue
             if current is not None:
                 conn.execute(t.update().where(t.c.id == current.id).values(until=r.as_of))
-            conn.execute(t.insert().values(
+                sealed.append(current.id)
+            sealed.append(conn.execute(t.insert().values(
                 limit_id=r.limit_id, scope=r.scope, status=r.status.value, since=r.as_of,
                 until=None, last_seen_at=r.as_of, worst_utilisation=r.utilisation,
                 config_version=r.config_version,
-            ))
+            ).returning(t.c.id)).scalar_one())
             opened += 1
+        if sealed:
+            seal_compliance(conn, sealed, at=max(r.as_of for r in results))
         return opened
 
     def open_intervals(self) -> list[ComplianceInterval]:

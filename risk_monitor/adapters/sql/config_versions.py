@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.audit_hooks import seal_config_version
 from risk_monitor.adapters.sql.engine import dialect_insert, read_only, write_tx
 from risk_monitor.adapters.sql.schema import limit_config_versions
 
@@ -27,6 +28,7 @@ class ConfigVersion:
     applied_at: datetime
     source: str
     document: dict[str, Any]
+    audit_hash: str | None = None  # the audit entry that sealed it (audit_log.py)
 
 
 class ConfigVersionStore:
@@ -41,7 +43,10 @@ class ConfigVersionStore:
                 version=version, applied_at=applied_at, source=source,
                 document=codec.safe_document(dict(document)),
             ).on_conflict_do_nothing(index_elements=["version"])
-            return bool(conn.execute(statement).rowcount)
+            if not conn.execute(statement).rowcount:
+                return False
+            seal_config_version(conn, version, at=applied_at)  # audit hook (issue 11)
+            return True
 
     def get(self, version: str) -> ConfigVersion | None:
         t = limit_config_versions

@@ -81,6 +81,8 @@ alert_states = sa.Table(
     # optimistic concurrency: bumped by every state write
     sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # entry_hash of the audit entry that sealed the audited columns (audit_log.py)
+    sa.Column("audit_hash", sa.String(64), nullable=True),
 )
 
 OUTBOX_STATUSES = ("pending", "sending", "sent", "failed")
@@ -116,6 +118,7 @@ outbox = sa.Table(
     sa.Column("finished_at", UtcDateTime(), nullable=True),  # sent or failed for good
     # where the fallback sink wrote it while the notifier refused our configuration
     sa.Column("fallback_ref", sa.String(200), nullable=True),
+    sa.Column("audit_hash", sa.String(64), nullable=True),  # sealing audit entry (audit_log.py)
     sa.CheckConstraint(
         "status IN ('pending', 'sending', 'sent', 'failed')", name="status_known"
     ),
@@ -181,6 +184,7 @@ compliance_intervals = sa.Table(
     sa.Column("last_seen_at", UtcDateTime(), nullable=False),
     sa.Column("worst_utilisation", sa.Float(), nullable=True),
     sa.Column("config_version", sa.String(64), nullable=False),
+    sa.Column("audit_hash", sa.String(64), nullable=True),  # sealing audit entry (audit_log.py)
     sa.Index(None, "limit_id", "scope", "since"),
     # at most one open interval per (limit, scope)
     sa.Index(
@@ -208,6 +212,7 @@ limit_config_versions = sa.Table(
     sa.Column("applied_at", UtcDateTime(), nullable=False),
     sa.Column("source", sa.String(200), nullable=False),
     sa.Column("document", Json, nullable=False),
+    sa.Column("audit_hash", sa.String(64), nullable=True),  # sealing audit entry (audit_log.py)
 )
 
 audit_log = sa.Table(
@@ -219,5 +224,13 @@ audit_log = sa.Table(
     sa.Column("correlation_id", sa.String(64), nullable=True, index=True),
     sa.Column("run_id", sa.String(64), nullable=True, index=True),
     sa.Column("payload", Json, nullable=False),
+    # hash chain (domain/audit_chain.py): NULL only on entries written before the chain existed
+    sa.Column("prev_hash", sa.String(64), nullable=True),
+    sa.Column("entry_hash", sa.String(64), nullable=True),
+    # the covered row this entry seals ("table:key") and the digest of its audited columns
+    sa.Column("subject", sa.String(400), nullable=True, index=True),
+    sa.Column("row_digest", sa.String(64), nullable=True),
     sa.Index(None, "at"),
+    sa.Index(None, "entry_hash", unique=True),
 )
+

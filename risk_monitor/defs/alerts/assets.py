@@ -7,13 +7,15 @@ import dagster as dg
 
 from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
-from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
+from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.defs.risk_support import alert_context
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult
+
+CODE_VERSION = asset_code_version(__name__)
 
 #: the inputs whose data versions every alert records (lineage for the compliance reviewer)
 LINEAGE_INPUTS = ("market_prices", "exchange_positions", "exchange_balances",

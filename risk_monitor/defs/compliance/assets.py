@@ -7,12 +7,15 @@ import dagster as dg
 import pandas as pd
 
 from risk_monitor import workflows
+from risk_monitor.adapters.audit_anchors import anchor_metadata
 from risk_monitor.defs.failures import surface_errors
-from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
+from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.domain.model import LimitResult, LimitStatus
+
+CODE_VERSION = asset_code_version(__name__)
 
 WINDOW = timedelta(hours=24)
 
@@ -42,5 +45,7 @@ def compliance_status(context: dg.AssetExecutionContext, settings: SettingsResou
         "status": summary.status.value,
         **{f"limits_{k}": v for k, v in record.items() if isinstance(v, int)},
         "time_in_breach_24h": dg.MetadataValue.md(md_table(breach)),
+        # the audit chain's head, anchored outside our database (docs/audit.md)
+        **anchor_metadata(storage.audit.head()),
     })
     return {**record, "time_in_status_24h": breach.to_dict(orient="records")}

@@ -13,9 +13,11 @@ from risk_monitor.defs.collection_support import (
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.market_data.checks import PRICE_CHECKS, price_check_results
 from risk_monitor.defs.market_data.resources import MarketDataResource
-from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
+from risk_monitor.defs.metadata import OWNERS, asset_code_version, utc_now
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
+
+CODE_VERSION = asset_code_version(__name__)
 
 #: read quotes last among the collection steps of a run (the in-process executor runs ready
 #: steps by priority): a quote that arrives while the run collects positions and balances still

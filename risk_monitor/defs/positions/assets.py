@@ -12,11 +12,13 @@ from risk_monitor.defs.collection_support import (
     collected_output,
 )
 from risk_monitor.defs.failures import surface_errors
-from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, utc_now
+from risk_monitor.defs.metadata import OWNERS, asset_code_version, utc_now
 from risk_monitor.defs.positions.checks import POSITION_CHECKS, position_check_results
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
+
+CODE_VERSION = asset_code_version(__name__)
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,

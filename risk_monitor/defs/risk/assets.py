@@ -12,7 +12,7 @@ import pandas as pd
 
 from risk_monitor import workflows
 from risk_monitor.defs.failures import surface_errors
-from risk_monitor.defs.metadata import CODE_VERSION, OWNERS, md_table, utc_now
+from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.checks import (
@@ -30,6 +30,8 @@ from risk_monitor.domain.engine import results_frame
 from risk_monitor.domain.exposures import exposure_table
 from risk_monitor.domain.limits import LimitConfig, evaluate_limits
 from risk_monitor.domain.model import Collected, LimitStatus
+
+CODE_VERSION = asset_code_version(__name__)
 
 GROUP = "risk"
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from risk_monitor import __version__, workflows
+from risk_monitor import workflows
 from risk_monitor.adapters.notifiers import FileSink
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.audit_trace import trace
 from risk_monitor.domain.alerts import AlertPolicy
+from risk_monitor.platform.code_version import code_version
 from risk_monitor_tests.fixtures.storage import make_result
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -59,7 +60,7 @@ def test_trace_by_any_key_gives_the_whole_chain(storage: Storage, tmp_path: Path
         assert [d["run_id"] for d in episode.detections] == ["run-0", "run-1", "run-2"]
         assert episode.detections[0]["input_data_versions"]["exchange_positions"][
             "data_version"] == "dv-pos-1"
-        assert episode.detections[0]["code_version"] == __version__
+        assert episode.detections[0]["code_version"] == code_version()
         assert episode.config_versions["cfg-v1"]["document"] == {
             "limits": [{"id": "max_notional"}]}
     assert trace(storage, "nothing-like-this") == []
@@ -87,3 +88,20 @@ def test_cli_prints_the_trace(storage: Storage, tmp_path: Path, fresh_postgres_u
     recent = subprocess.run([cli, "audit", "recent"], env=env, capture_output=True, text=True,
                             timeout=60, check=False)
     assert correlation in recent.stdout
+
+
+def test_trace_by_slack_reference_names_inputs_sealing_entry_and_code(
+        storage: Storage, tmp_path: Path) -> None:
+    correlation = _raise_episode(storage, tmp_path)
+    ref = storage.outbox.rows()[1].delivery_ref
+    assert ref is not None
+    for key in (ref, ref.rsplit(":", 1)[1]):  # "channel:ts" or the bare ts
+        [episode] = trace(storage, key, with_documents=False)
+        assert episode.correlation_id == correlation
+    detection = episode.detections[1]
+    assert detection["evaluation"] == "dagster run run-1"
+    assert detection["inputs"] == [{"input": "exchange_positions", "data_version": "dv-pos-1",
+                                    "as_of": None, "run_id": "run-abc"}]
+    assert detection["entry_hash"] and detection["code_version"] == code_version()
+    assert "document" not in episode.config_versions["cfg-v1"]
+    assert episode.config_versions["cfg-v1"]["audit_hash"]

@@ -1,0 +1,94 @@
+"""The audit entries each covered write adds, in the writer's own transaction.
+
+One function per kind of change, called where the change is committed (the hook sites are
+listed in docs/audit.md): the alert transaction (notifications + changed alert states), the
+compliance timeline and applied configuration versions. Each writes its entries through
+``audit_log.seal_rows``, so the row and the entry sealing it commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.audit_log import seal_rows
+from risk_monitor.domain.model import AlertState, Notification
+from risk_monitor.platform.code_version import code_version
+
+#: alert-state fields whose change is sealed (the audited columns of ``alert_states``)
+_STATE_FIELDS = ("limit_id", "scope", "status", "severity", "started_at", "episode",
+                 "sequence", "correlation_id")
+
+
+def notification_payload(note: Notification, context: Mapping[str, Any]) -> dict[str, Any]:
+    """What the audit entry of a notification says: the alert, and the data behind it."""
+    return {
+        "idempotency_key": note.idempotency_key,
+        "fingerprint": note.fingerprint,
+        "limit_id": note.limit_id,
+        "limit_kind": note.limit_kind,
+        "scope": note.scope,
+        "status": note.status.value,
+        "value": note.value,
+        "breach_level": note.breach_level,
+        "utilisation": note.utilisation,
+        "config_version": note.config_version,
+        "source_event_time": note.source_event_time.isoformat()
+        if note.source_event_time else None,
+        **dict(context),
+        "code_version": code_version(),  # the process that wrote it, whatever the context says
+    }
+
+
+def changed_states(before: Mapping[str, AlertState],
+                   after: Sequence[AlertState]) -> list[str]:
+    """Fingerprints whose audited fields differ from the state read under the lock."""
+    changed: list[str] = []
+    for state in after:
+        old = before.get(state.fingerprint)
+        if old is None or any(getattr(old, f) != getattr(state, f) for f in _STATE_FIELDS):
+            changed.append(state.fingerprint)
+    return changed
+
+
+def seal_alert_transaction(conn: Connection, *, before: Mapping[str, AlertState],
+                           states: Sequence[AlertState], notifications: Sequence[Notification],
+                           context: Mapping[str, Any], at: datetime) -> int:
+    """Hook of the alert transaction: one entry per new notification (``alert.<kind>``) and
+    per alert state whose audited fields changed (``alert_state.changed``)."""
+    run_id = str(context["run_id"]) if context.get("run_id") else None
+    by_key = {n.idempotency_key: n for n in notifications}
+    written = seal_rows(
+        conn, "outbox", by_key, at=at, run_id=run_id,
+        event=lambda row: f"alert.{row['kind']}",
+        correlation_id=lambda row: row["correlation_id"],
+        payload=lambda row: notification_payload(by_key[row["idempotency_key"]], context))
+    origin = {k: context[k] for k in ("source", "run_id", "instance_id", "job_name")
+              if context.get(k)}
+    written += seal_rows(
+        conn, "alert_states", changed_states(before, states), at=at, run_id=run_id,
+        event="alert_state.changed",
+        correlation_id=lambda row: row["correlation_id"],
+        payload=lambda row: {**{k: row[k] for k in ("fingerprint", *_STATE_FIELDS)},
+                             **origin})
+    return written
+
+
+def seal_compliance(conn: Connection, interval_ids: Sequence[int], *, at: datetime) -> int:
+    """Hook of the compliance timeline: intervals opened, closed or re-versioned."""
+    return seal_rows(
+        conn, "compliance_intervals", interval_ids, at=at, event="compliance.interval",
+        payload=lambda row: {k: row[k] for k in ("limit_id", "scope", "status", "since",
+                                                   "until", "config_version")})
+
+
+def seal_config_version(conn: Connection, version: str, *, at: datetime) -> int:
+    """Hook of the configuration store: a limit configuration version applied first."""
+    return seal_rows(
+        conn, "limit_config_versions", [version], at=at, event="config.applied",
+        payload=lambda row: {"config_version": row["version"], "source": row["source"],
+                             "applied_at": codec.to_jsonable(row["applied_at"])})

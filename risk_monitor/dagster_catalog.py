@@ -1,0 +1,119 @@
+"""Risk Monitor's writes to and reads from Dagster's catalog outside a run.
+
+Reports hot-path evaluations into Dagster's catalog as runless asset materialisations, and
+reads the audit-chain anchors Dagster runs recorded. (Not in ``adapters/``: the layering rule
+keeps Dagster out of the adapters and the service; this module is their one bridge.)
+
+The hot path answers in milliseconds, far below a Dagster run's seconds, so it does not run
+inside Dagster; it records each alerting evaluation on the external asset ``live_limit_status``
+instead (``DagsterInstance.report_runless_asset_event``, ≈ 10 ms, visible to other processes
+within ≈ 50 ms). The event carries the inputs' data versions as metadata and a data version of
+its own (a hash of them), so the UI shows what the alert was computed from. Without a Dagster
+instance (no ``DAGSTER_HOME``) there is nothing to report to and the audit log alone keeps the
+lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from risk_monitor.adapters.audit_anchors import ANCHOR_ASSET, HEAD_HASH_KEY, HEAD_ID_KEY
+from risk_monitor.adapters.sql.audit_verify import Anchor
+from risk_monitor.platform.logging import get_logger
+
+log = get_logger(__name__)
+
+LIVE_ASSET = "live_limit_status"
+LIVE_ASSET_INPUTS = ("market_prices", "exchange_positions", "exchange_balances",
+                     "custodian_balances", "limit_config")
+
+
+def evaluation_version(input_versions: Mapping[str, Mapping[str, Any]]) -> str:
+    """The evaluation's own data version: a hash of its inputs' data versions."""
+    text = json.dumps({k: v.get("data_version") for k, v in input_versions.items()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def event_url(ui_url: str, version: str) -> str:
+    """Where a reviewer finds the event: the asset's page, filtered to this data version."""
+    return (f"{ui_url.rstrip('/')}/assets/{LIVE_ASSET}?view=events"
+            f"&data_version={quote(version)}")
+
+
+class DagsterCatalog:
+    """Reports to one Dagster instance: given, or opened from DAGSTER_HOME on first report
+    (importing Dagster costs ≈ 1 s: the service does not pay it at start)."""
+
+    def __init__(self, instance: Any | None, ui_url: str) -> None:
+        self._instance = instance
+        self.ui_url = ui_url
+
+    @property
+    def instance(self) -> Any:
+        if self._instance is None:
+            import dagster as dg
+
+            self._instance = dg.DagsterInstance.get()
+        return self._instance
+
+    @classmethod
+    def from_environment(cls, ui_url: str) -> DagsterCatalog | None:
+        import os
+
+        if not os.environ.get("DAGSTER_HOME"):
+            log.warning("dagster_catalog_disabled", reason="DAGSTER_HOME is not set",
+                        note="hot-path lineage stays in the audit log only")
+            return None
+        return cls(None, ui_url)
+
+    def report_evaluation(self, context: Mapping[str, Any],
+                          correlation_ids: Sequence[str]) -> str:
+        """One materialisation of ``live_limit_status``; returns the UI link to it."""
+        import dagster as dg
+
+        inputs: Mapping[str, Mapping[str, Any]] = context.get("input_data_versions") or {}
+        version = evaluation_version(inputs)
+        metadata: dict[str, Any] = {
+            "evaluated_at": str(context.get("evaluated_at")),
+            "instance_id": str(context.get("instance_id")),
+            "trigger": str(context.get("trigger")),
+            "correlation_ids": ", ".join(correlation_ids),
+            "limit_config_version": str(context.get("limit_config_version")),
+            "code_version": str(context.get("code_version")),
+        }
+        for name, seen in inputs.items():
+            metadata[f"input/{name}/data_version"] = str(seen.get("data_version"))
+            metadata[f"input/{name}/as_of"] = str(seen.get("as_of"))
+        tags = {"dagster/data_version": version}
+        for name, seen in inputs.items():
+            tags[f"dagster/input_data_version/{name}"] = str(seen.get("data_version"))
+        self.instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=LIVE_ASSET, metadata=metadata, tags=tags))
+        return event_url(self.ui_url, version)
+
+
+def read_dagster_anchors(instance: Any, *, limit: int = 10_000) -> list[Anchor]:
+    """Heads recorded as metadata of ``compliance_status`` materialisations (newest first)."""
+    import dagster as dg
+
+    result = instance.fetch_materializations(dg.AssetKey(ANCHOR_ASSET), limit=limit)
+    anchors: list[Anchor] = []
+    for record in result.records:
+        materialization = record.asset_materialization
+        if materialization is None:
+            continue
+        metadata = materialization.metadata
+        head_id, head_hash = metadata.get(HEAD_ID_KEY), metadata.get(HEAD_HASH_KEY)
+        if head_id is None or head_hash is None:
+            continue
+        anchors.append(Anchor(
+            head_id=int(head_id.value), head_hash=str(head_hash.value),
+            source=f"Dagster run {record.run_id or '(runless)'}",
+            at=datetime.fromtimestamp(record.timestamp, UTC)))
+    return anchors

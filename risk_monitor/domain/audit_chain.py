@@ -1,0 +1,72 @@
+"""The audit log's hash chain, as pure functions: canonical content, entry hashes, row digests.
+
+Every audit entry stores the hash of the entry before it and the hash of its own canonical
+content, so editing, deleting or inserting an entry anywhere breaks the chain from that point.
+A covered row (an alert state, an outbox notification, a compliance interval, a limit
+configuration version) is sealed by an entry whose ``row_digest`` is the digest of the row's
+audited columns; the row carries that entry's hash. Nothing here reads a clock or a database:
+the SQL adapter and ``audit verify`` call these with values they already hold.
+
+Canonical form: JSON with sorted keys and no whitespace; datetimes as ISO 8601 UTC; every
+number as a float written with ``repr``. The last rule makes the digest survive the database:
+PostgreSQL's JSONB prints ``1e16`` back as ``10000000000000000`` (an int to Python), and
+SQLite may hand back ``2`` where ``2.0`` went in; both canonicalise to the same text.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+#: prev_hash of the first entry of a chain
+GENESIS_HASH = "0" * 64
+
+
+def _normalise(value: Any) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        number = float(value)
+        return repr(number) if math.isfinite(number) else None
+    if isinstance(value, enum.Enum):
+        return _normalise(value.value)
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalise(v) for v in value]
+    return str(value)
+
+
+def canonical(value: Any) -> str:
+    """The one text a value hashes as (module docstring)."""
+    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def row_digest(values: Mapping[str, Any], columns: tuple[str, ...]) -> str:
+    """Digest of a row's audited columns (missing columns count as None)."""
+    return sha256_hex(canonical({c: values.get(c) for c in columns}))
+
+
+def entry_hash(*, prev_hash: str, at: datetime, event: str, correlation_id: str | None,
+               run_id: str | None, subject: str | None, row_digest: str | None,
+               payload: Mapping[str, Any]) -> str:
+    """Hash of one entry's canonical content, chained to the previous entry's hash."""
+    return sha256_hex(canonical({
+        "prev_hash": prev_hash, "at": at, "event": event, "correlation_id": correlation_id,
+        "run_id": run_id, "subject": subject, "row_digest": row_digest, "payload": payload,
+    }))

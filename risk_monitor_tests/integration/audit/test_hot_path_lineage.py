@@ -1,0 +1,122 @@
+"""Hot-path lineage: inputs hashed like the Dagster assets hash theirs, recorded with the alert,
+and reported into Dagster's catalog as a `live_limit_status` materialisation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from risk_monitor import workflows
+from risk_monitor.adapters.sql import Storage
+from risk_monitor.adapters.sql.audit_verify import verify
+from risk_monitor.audit_trace import trace
+from risk_monitor.dagster_catalog import LIVE_ASSET, DagsterCatalog, evaluation_version
+from risk_monitor.defs.collection_support import data_version_of
+from risk_monitor.domain.alerts import AlertPolicy
+from risk_monitor.domain.engine import RiskSnapshot
+from risk_monitor.domain.lineage import input_versions
+from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
+from risk_monitor.lineage import HotPathLineage
+from risk_monitor_tests.fixtures.storage import make_result, sqlite_url
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _collected(kind: SourceKind, venue: str, rows: list[dict[str, object]]) -> Collected:
+    return Collected(frame=pd.DataFrame(rows), sources=(
+        SourceStatus(kind=kind, venue=venue, account="main", ok=True, as_of=T0, rows=len(rows)),))
+
+
+def _snapshot() -> RiskSnapshot:
+    exchange = _collected(SourceKind.EXCHANGE, "binance", [{"venue": "binance", "asset": "USDT",
+                                                             "total": 1000.0}])
+    custody = _collected(SourceKind.CUSTODIAN, "fireblocks", [{"venue": "fireblocks",
+                                                                "asset": "BTC", "total": 2.0}])
+    return RiskSnapshot(
+        positions=_collected(SourceKind.EXCHANGE, "binance", [{"venue": "binance",
+                                                                "instrument": "BTC/USDT:USDT"}]),
+        balances=workflows.merge_collected(exchange, custody),
+        prices=_collected(SourceKind.MARKET, "binance", [{"venue": "binance", "last": 65000.0}]),
+        now=T0)
+
+
+def test_hot_path_inputs_hash_like_the_dagster_assets() -> None:
+    snapshot = _snapshot()
+    versions = input_versions(snapshot, "cfg-v1")
+    assert versions["market_prices"]["data_version"] == data_version_of(snapshot.prices).value
+    assert versions["exchange_positions"]["data_version"] == \
+        data_version_of(snapshot.positions).value
+    assert versions["limit_config"]["data_version"] == "cfg-v1"
+    assert versions["custodian_balances"]["rows"] == 1
+    assert versions["exchange_balances"]["as_of"] == T0.isoformat()
+    assert versions["custodian_balances"]["data_version"] != \
+        versions["exchange_balances"]["data_version"]
+
+
+def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dagster(
+        tmp_path: Path) -> None:
+    storage = Storage.open(sqlite_url(tmp_path))
+    (tmp_path / "dagster").mkdir()
+    try:
+        with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+            lineage = HotPathLineage(DagsterCatalog(instance, "http://dagster.example"))
+            context = {"source": "service", "instance_id": "svc-1", "trigger": "tick",
+                       "evaluated_at": T0.isoformat(), "limit_config_version": "cfg-v1",
+                       "code_version": "git:abc", "input_data_versions":
+                           input_versions(_snapshot(), "cfg-v1")}
+            raised = workflows.raise_alerts(storage, [make_result("BREACH", T0)], now=T0,
+                                            policy=AlertPolicy(), context=context)
+            [note] = raised.plan.notifications
+            url = lineage.after_commit(context, raised.plan.notifications)
+            assert url is not None and LIVE_ASSET in url
+
+            [episode] = trace(storage, note.correlation_id)
+            recorded = {i["input"]: i["data_version"] for i in episode.detections[0]["inputs"]}
+            expected = {k: v["data_version"] for k, v in context["input_data_versions"].items()}
+            assert recorded == expected
+            assert episode.detections[0]["evaluation"] == "service instance svc-1"
+            assert verify(storage.engine).ok
+
+            [record] = instance.fetch_materializations(dg.AssetKey(LIVE_ASSET), limit=5).records
+            event = record.asset_materialization
+            assert event is not None
+            assert event.tags["dagster/data_version"] == evaluation_version(
+                context["input_data_versions"])
+            assert event.metadata["correlation_ids"].value == note.correlation_id
+            for name, version in expected.items():
+                assert event.metadata[f"input/{name}/data_version"].value == version
+    finally:
+        storage.close()
+
+
+def test_the_alert_context_links_the_slack_message_to_the_dagster_event(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from risk_monitor.adapters.notifiers import links
+    from risk_monitor_tests.fixtures.storage import plan
+
+    report = SimpleNamespace(snapshot=_snapshot(), config_version="cfg-v1")
+    lineage = HotPathLineage(DagsterCatalog(None, "http://dagster.example"))
+    fields = lineage.context(report)  # type: ignore[arg-type]
+    versions = fields["input_data_versions"]
+    assert fields["dagster_event_url"].startswith(
+        f"http://dagster.example/assets/{LIVE_ASSET}")
+    assert evaluation_version(versions) in fields["dagster_event_url"]
+    _, [note] = plan(None, make_result("BREACH", T0))
+    note = replace(note, context={**note.context, **fields})
+    assert links(note, "http://dagster.example")["Asset"] == \
+        f"http://dagster.example/assets/{LIVE_ASSET}"
+    plain = HotPathLineage(None).context(report)  # type: ignore[arg-type]
+    assert plain["data_versions"]["limit_config"] == "cfg-v1"
+    assert "asset_key" not in plain  # no Dagster instance: the default asset link stays
+
+
+def test_no_dagster_instance_leaves_lineage_in_the_audit_log_only() -> None:
+    lineage = HotPathLineage(None)
+    assert lineage.after_commit({}, []) is None
+    assert lineage.reported == 0
