@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = [t.cpu_s for t in timings]
     print(f"wall p50 {statistics.median(walls):.1f} s, max {max(walls):.1f} s · "
           f"CPU p50 {statistics.median(cpus):.1f} s, max {max(cpus):.1f} s · "
-          f"load average {min(t.load_before for t in timings):.1f}–"
+          f"load average {min(t.load_before for t in timings):.1f} to "
           f"{max(t.load_after for t in timings):.1f}")
     return 0 if all(t.returncode == 0 for t in timings) else 1
 

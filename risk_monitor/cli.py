@@ -19,6 +19,12 @@ import yaml
 from risk_monitor import __version__
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import configure_logging, get_logger
+from risk_monitor.project_env import (
+    DAGSTER_HOME_ENV,
+    load_project_env,
+    read_env_file,
+    write_project_env,
+)
 
 log = get_logger(__name__)
 
@@ -206,6 +212,8 @@ def stream(ctx: click.Context, venues: tuple[str, ...], metrics_port: int | None
 def dev(dagster_args: tuple[str, ...]) -> None:
     """Start the Dagster UI and daemon on the embedded instance (wraps `dagster dev`)."""
     home = ensure_dagster_home()
+    if DAGSTER_HOME_ENV not in read_env_file(Path.cwd() / ".env"):
+        write_project_env(Path.cwd(), {DAGSTER_HOME_ENV: str(home)})  # dg / dagster find it too
     click.echo(f"DAGSTER_HOME={home}", err=True)
     beside = Path(sys.executable).with_name("dagster")  # the venv we run from, even if not on PATH
     dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"
@@ -213,6 +221,7 @@ def dev(dagster_args: tuple[str, ...]) -> None:
 
 
 def main() -> None:
+    load_project_env()  # DAGSTER_HOME / RISK_MONITOR_CONFIG of this project (never overrides)
     cli(prog_name="risk-monitor")
 
 

@@ -1,11 +1,24 @@
 """Dagster entry point: every definition under ``risk_monitor/defs`` plus JSON run logging."""
 
 import logging
+import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from risk_monitor.platform.logging import configure_logging, json_handler, resolve_level
+from risk_monitor.platform.logging import (
+    RunEventsThatMatter,
+    configure_logging,
+    json_handler,
+    resolve_level,
+)
+
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
+
+# Deliberate use of a beta API: content-hash data versions on every collection output
+# (defs/collection_support.py). Known and pinned with dagster 1.13, so not repeated per run.
+warnings.filterwarnings("ignore", message=r"Parameter `data_version` of initializer `Output",
+                        category=dg.BetaWarning)
 
 
 @dg.logger(
@@ -14,9 +27,21 @@ from risk_monitor.platform.logging import configure_logging, json_handler, resol
 )
 def json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     level = resolve_level(init_context.logger_config["log_level"])
-    logger = logging.Logger("dagster.risk_monitor", level=level)
-    logger.addHandler(json_handler())
+    logger = logging.Logger("dagster.risk_monitor", level=logging.DEBUG)
+    handler = json_handler()
+    handler.addFilter(RunEventsThatMatter(level, _dagster_ui_url()))
+    logger.addHandler(handler)
     return logger
+
+
+def _dagster_ui_url() -> str:
+    from risk_monitor.platform.errors import RiskMonitorError
+    from risk_monitor.platform.settings import load_settings
+
+    try:
+        return load_settings().alerts.dagster_ui_url
+    except RiskMonitorError:  # a bad configuration fails the run's resources, not its logger
+        return DEFAULT_DAGSTER_UI_URL
 
 
 @dg.definitions

@@ -32,9 +32,9 @@ import shutil
 import sqlite3
 import sys
 import threading
-import warnings
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -323,9 +323,13 @@ def run_demo(scenario: str = "limit_breach", *, seed: int | None = None,
                 + yaml.safe_dump(demo_settings(stack, demo_dir), sort_keys=False))
             demo_environment(secrets, settings_file)
             from risk_monitor.cli import ensure_dagster_home
+            from risk_monitor.project_env import CONFIG_ENV, DAGSTER_HOME_ENV, write_project_env
 
             dagster_home = ensure_dagster_home(
                 os.environ.get("DAGSTER_HOME") or str(root / ".dagster_home"))
+            # dg, dagster, risk-monitor dev and audit meet on this instance and store
+            write_project_env(root, {DAGSTER_HOME_ENV: str(dagster_home),
+                                     CONFIG_ENV: str(settings_file)})
             console.print(f"simulators up · settings [dim]{settings_file}[/] · "
                           f"DAGSTER_HOME [dim]{dagster_home}[/]")
             steps, last_result = _play(stack, console, alert_file, loaded.name, warming)
@@ -457,5 +461,8 @@ def print_report(report: DemoReport, console: Console) -> None:
     console.print(f"logs:             {report.log_file}")
     console.print(f"Dagster instance: {report.dagster_home} "
                   f"({len(report.steps)} {JOB} runs, tag risk_monitor/trigger=demo)")
-    console.print("next: [bold]risk-monitor dev[/] (from this directory), then open "
-                  "http://127.0.0.1:3000 to see the assets, checks and runs the demo made")
+    console.print("next, from this directory (.env points every tool at this instance):")
+    console.print("  [bold]risk-monitor audit recent[/]   the demo's alerts; then "
+                  "[bold]risk-monitor audit trace <correlation id>[/]")
+    console.print("  [bold]risk-monitor dev[/]            the Dagster UI at "
+                  "http://127.0.0.1:3000 with the demo's assets, checks and runs")

@@ -232,3 +232,35 @@ def log_context(**fields: Any) -> Iterator[None]:
     clean = {k: v for k, v in fields.items() if v is not None}
     with structlog.contextvars.bound_contextvars(**clean):
         yield
+
+
+#: Dagster events a person launching a run wants to see (Dagster logs them at DEBUG)
+RUN_EVENTS_THAT_MATTER = frozenset({
+    "RUN_START", "RUN_SUCCESS", "RUN_FAILURE", "STEP_FAILURE", "ASSET_MATERIALIZATION",
+    "ASSET_CHECK_EVALUATION"})
+
+
+class RunEventsThatMatter(logging.Filter):
+    """Lets through records at ``level`` and above, plus the run events that matter (run
+    start with the run's UI URL, assets materialised, checks passed or failed, the outcome),
+    raised to INFO: ``dg launch`` and ``dagster asset materialize`` then say what happened
+    without Dagster's ~40 debug events per run."""
+
+    def __init__(self, level: int, dagster_ui_url: str) -> None:
+        super().__init__()
+        self.level = level
+        self.ui = dagster_ui_url.rstrip("/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event") if isinstance(meta, Mapping) else None
+        kind = getattr(event, "event_type_value", None)
+        if kind not in RUN_EVENTS_THAT_MATTER:
+            return False
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        run_id = meta.get("run_id")
+        if kind == "RUN_START" and run_id:
+            record.dagster_run_url = f"{self.ui}/runs/{run_id}"
+        return True
