@@ -83,16 +83,28 @@ def _settings(ctx: click.Context) -> Any:
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
 @click.pass_context
 def check_config(ctx: click.Context, fmt: str) -> None:
-    """Validate the configuration and print it with secrets masked."""
+    """Validate the configuration and print it with secrets masked.
+
+    Beyond the settings' own validation: the limits document (file or configuration service)
+    loads, every venue is a ccxt exchange with the credentials it needs set, every limit is on
+    a configured venue or custodian, data-age budgets exceed their poll intervals. One line per
+    problem (file, key, fix) and exit code 1 when anything is wrong."""
     settings = _settings(ctx)
     data = settings.masked()
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
         click.echo(yaml.safe_dump(data, sort_keys=False))
-    missing = [name for name, state in data["secrets"].items() if state != "set"]
-    if missing:
-        click.echo(f"warning: secrets not set in the environment: {', '.join(missing)}", err=True)
+    from risk_monitor.config_checks import run_checks
+
+    source = ctx.obj.get("config_file") or os.environ.get("RISK_MONITOR_CONFIG") \
+        or "(environment and defaults)"
+    problems = run_checks(settings, str(source))
+    for problem in problems:
+        click.echo(f"error: {problem.line()}", err=True)
+    if problems:
+        click.echo(f"configuration NOT OK: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
     click.echo("configuration OK", err=True)
 
 
