@@ -153,19 +153,25 @@ def fast_sqlite_commits() -> None:
         event.listen(Engine, "connect", _sqlite_commits_without_fsync)
 
 
-def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> threading.Thread:
-    """Import what the first run needs in a thread, while the simulators start."""
+def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> threading.Event:
+    """Import what the first run needs in a thread, while the simulators start; the event is
+    set once the first module (the Dagster definitions) is in, the rest keep loading beside
+    the first run."""
+    definitions_loaded = threading.Event()
 
     def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except ImportError:  # the run reports a missing module properly; this only warms
-                logging.getLogger(__name__).warning("demo: could not pre-import %s", name)
+        try:
+            for name in modules:
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # the run reports a missing module properly
+                    logging.getLogger(__name__).warning("demo: could not pre-import %s", name)
+                definitions_loaded.set()
+        finally:
+            definitions_loaded.set()
 
-    thread = threading.Thread(target=load, name="demo-warm-imports", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=load, name="demo-warm-imports", daemon=True).start()
+    return definitions_loaded
 
 
 def spinner(console: Console, text: str) -> Live:
@@ -348,9 +354,9 @@ def run_demo(scenario: str = "limit_breach", *, seed: int | None = None,
 
 
 def _play(stack: SimulatorStack, console: Console, alert_file: Path, scenario: str,
-          warming: threading.Thread) -> tuple[list[StepReport], Any]:
+          definitions_loaded: threading.Event) -> tuple[list[StepReport], Any]:
     with spinner(console, "loading the Dagster definitions…"):
-        warming.join()
+        definitions_loaded.wait()
         import dagster as dg
 
         from risk_monitor.definitions import defs
