@@ -19,6 +19,9 @@ DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
 # (defs/collection_support.py). Known and pinned with dagster 1.13, so not repeated per run.
 warnings.filterwarnings("ignore", message=r"Parameter `data_version` of initializer `Output",
                         category=dg.BetaWarning)
+# dagster.yaml's run-events handler (python_logs.dagster_handler_config) is beta in 1.13.
+warnings.filterwarnings("ignore", message=r"Handling yaml-defined logging configuration",
+                        category=dg.BetaWarning)
 
 
 @dg.logger(
