@@ -222,14 +222,18 @@ def stream(ctx: click.Context, venues: tuple[str, ...], metrics_port: int | None
 @cli.command("dev", context_settings={"ignore_unknown_options": True})
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(dagster_args: tuple[str, ...]) -> None:
-    """Start the Dagster UI and daemon on the embedded instance (wraps `dagster dev`)."""
+    """Start the Dagster UI and daemon on the project's instance (wraps `dagster dev`);
+    SIGINT or SIGTERM stops it and its children within seconds."""
     home = ensure_dagster_home()
     if DAGSTER_HOME_ENV not in read_env_file(Path.cwd() / ".env"):
         write_project_env(Path.cwd(), {DAGSTER_HOME_ENV: str(home)})  # dg / dagster find it too
     click.echo(f"DAGSTER_HOME={home}", err=True)
     beside = Path(sys.executable).with_name("dagster")  # the venv we run from, even if not on PATH
     dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"
-    os.execvp(dagster, [dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args])
+    from risk_monitor.dev_server import run_supervised
+
+    # a child, not exec: SIGINT/SIGTERM then stop the webserver, daemon and code servers
+    sys.exit(run_supervised([dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args]))
 
 
 def main() -> None:
