@@ -45,8 +45,8 @@ def test_dg_list_defs_lists_every_asset_and_check(dagster_home: Path) -> None:
     done = dg_command("list", "defs", "--json", home=dagster_home)
     assert done.returncode == 0, done.stderr[-3000:]
     listed = json.loads(done.stdout)
-    listed_assets = {a["key"] for a in listed.get("assets", [])}
-    listed_checks = {c["key"].rsplit(":", 1)[-1] for c in listed.get("asset_checks", [])}
+    listed_assets = {a["asset_key"] for a in listed.get("assets", [])}
+    listed_checks = {c["name"] for c in listed.get("asset_checks", [])}
     assert assets <= listed_assets, assets - listed_assets
     assert checks <= listed_checks, checks - listed_checks
     assert "code location" not in done.stderr.lower()  # no code-location-name warnings
@@ -63,7 +63,10 @@ def test_dg_launch_prints_a_run_id_the_instance_knows(dagster_home: Path) -> Non
     run_id = run_ids.pop()
     assert any(e["dagster_event"] == "ASSET_MATERIALIZATION" for e in events)
     assert all(e["dagster_run_url"].endswith(f"/runs/{run_id}") for e in events)
-    assert "BetaWarning" not in done.stderr
+    # the one BetaWarning left is Dagster's own, printed by the launching process before our
+    # code loads: the instance's python_logs handler config (dagster.yaml) is beta in 1.13
+    betas = [line for line in done.stderr.splitlines() if "BetaWarning" in line]
+    assert all("yaml-defined logging configuration" in line for line in betas), betas
     with play_environment({"DAGSTER_HOME": str(dagster_home)}), \
             dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(run_id)
