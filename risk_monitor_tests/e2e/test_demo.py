@@ -174,8 +174,12 @@ def test_secrets_stay_in_the_demo_process(demo: DemoRun) -> None:
                for value in creds.values() if value and len(str(value)) >= 8]
     assert secrets
     demo_dir = demo.cwd / ".risk_monitor" / "demo"
-    assert not list(demo.cwd.rglob("*.env")), "the demo writes no secrets file"
-    texts = {"terminal": demo.stdout}
+    # the one env file is the project's .env: paths only (DAGSTER_HOME, RISK_MONITOR_CONFIG)
+    assert [p.name for p in demo.cwd.rglob("*.env")] == [".env"]
+    from risk_monitor.project_env import MANAGED, read_env_file
+
+    assert set(read_env_file(demo.cwd / ".env")) == set(MANAGED)
+    texts = {"terminal": demo.stdout, ".env": (demo.cwd / ".env").read_text()}
     for name in ("risk-monitor.yaml", "alerts.jsonl", "demo.log"):
         texts[name] = (demo_dir / name).read_text()
     for where, text in texts.items():
