@@ -19,6 +19,12 @@ import yaml
 from risk_monitor import __version__
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import configure_logging, get_logger
+from risk_monitor.project_env import (
+    DAGSTER_HOME_ENV,
+    load_project_env,
+    read_env_file,
+    write_project_env,
+)
 
 log = get_logger(__name__)
 
@@ -77,16 +83,28 @@ def _settings(ctx: click.Context) -> Any:
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
 @click.pass_context
 def check_config(ctx: click.Context, fmt: str) -> None:
-    """Validate the configuration and print it with secrets masked."""
+    """Validate the configuration and print it with secrets masked.
+
+    Beyond the settings' own validation: the limits document (file or configuration service)
+    loads, every venue is a ccxt exchange with the credentials it needs set, every limit is on
+    a configured venue or custodian, data-age budgets exceed their poll intervals. One line per
+    problem (file, key, fix) and exit code 1 when anything is wrong."""
     settings = _settings(ctx)
     data = settings.masked()
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
         click.echo(yaml.safe_dump(data, sort_keys=False))
-    missing = [name for name, state in data["secrets"].items() if state != "set"]
-    if missing:
-        click.echo(f"warning: secrets not set in the environment: {', '.join(missing)}", err=True)
+    from risk_monitor.config_checks import run_checks
+
+    source = ctx.obj.get("config_file") or os.environ.get("RISK_MONITOR_CONFIG") \
+        or "(environment and defaults)"
+    problems = run_checks(settings, str(source))
+    for problem in problems:
+        click.echo(f"error: {problem.line()}", err=True)
+    if problems:
+        click.echo(f"configuration NOT OK: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
     click.echo("configuration OK", err=True)
 
 
@@ -284,15 +302,22 @@ def stream(ctx: click.Context, venues: tuple[str, ...], metrics_port: int | None
 @cli.command("dev", context_settings={"ignore_unknown_options": True})
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(dagster_args: tuple[str, ...]) -> None:
-    """Start the Dagster UI and daemon on the embedded instance (wraps `dagster dev`)."""
+    """Start the Dagster UI and daemon on the project's instance (wraps `dagster dev`);
+    SIGINT or SIGTERM stops it and its children within seconds."""
     home = ensure_dagster_home()
+    if DAGSTER_HOME_ENV not in read_env_file(Path.cwd() / ".env"):
+        write_project_env(Path.cwd(), {DAGSTER_HOME_ENV: str(home)})  # dg / dagster find it too
     click.echo(f"DAGSTER_HOME={home}", err=True)
     beside = Path(sys.executable).with_name("dagster")  # the venv we run from, even if not on PATH
     dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"
-    os.execvp(dagster, [dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args])
+    from risk_monitor.dev_server import run_supervised
+
+    # a child, not exec: SIGINT/SIGTERM then stop the webserver, daemon and code servers
+    sys.exit(run_supervised([dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args]))
 
 
 def main() -> None:
+    load_project_env()  # DAGSTER_HOME / RISK_MONITOR_CONFIG of this project (never overrides)
     cli(prog_name="risk-monitor")
 
 

@@ -2,12 +2,28 @@
 executor the deployment configured (in-process unless it asks for Celery)."""
 
 import logging
+import warnings
 from pathlib import Path
 
 import dagster as dg
 
 from risk_monitor.defs.executors import risk_executor
-from risk_monitor.platform.logging import configure_logging, json_handler, resolve_level
+from risk_monitor.platform.logging import (
+    RunEventsThatMatter,
+    configure_logging,
+    json_handler,
+    resolve_level,
+)
+
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
+
+# Deliberate use of a beta API: content-hash data versions on every collection output
+# (defs/collection_support.py). Known and pinned with dagster 1.13, so not repeated per run.
+warnings.filterwarnings("ignore", message=r"Parameter `data_version` of initializer `Output",
+                        category=dg.BetaWarning)
+# dagster.yaml's run-events handler (python_logs.dagster_handler_config) is beta in 1.13.
+warnings.filterwarnings("ignore", message=r"Handling yaml-defined logging configuration",
+                        category=dg.BetaWarning)
 
 
 @dg.logger(
@@ -16,9 +32,21 @@ from risk_monitor.platform.logging import configure_logging, json_handler, resol
 )
 def json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     level = resolve_level(init_context.logger_config["log_level"])
-    logger = logging.Logger("dagster.risk_monitor", level=level)
-    logger.addHandler(json_handler())
+    logger = logging.Logger("dagster.risk_monitor", level=logging.DEBUG)
+    handler = json_handler()
+    handler.addFilter(RunEventsThatMatter(level, _dagster_ui_url()))
+    logger.addHandler(handler)
     return logger
+
+
+def _dagster_ui_url() -> str:
+    from risk_monitor.platform.errors import RiskMonitorError
+    from risk_monitor.platform.settings import load_settings
+
+    try:
+        return load_settings().alerts.dagster_ui_url
+    except RiskMonitorError:  # a bad configuration fails the run's resources, not its logger
+        return DEFAULT_DAGSTER_UI_URL
 
 
 @dg.definitions

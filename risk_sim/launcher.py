@@ -37,6 +37,8 @@ CCXT_IDS = {"binance": "binanceusdm", "okx": "okx"}
 FIREBLOCKS_API_KEY_ENV = "RISK_MONITOR_FIREBLOCKS_API_KEY"
 FIREBLOCKS_SECRET_KEY_ENV = "RISK_MONITOR_FIREBLOCKS_SECRET_KEY"
 SLACK_TOKEN_ENV = "RISK_MONITOR_SLACK_TOKEN"
+#: the component Risk Monitor reads from the configuration service (its default setting)
+RISK_MONITOR_COMPONENT = "risk-monitor"
 
 
 def secret_env_names(venue: str, account: str) -> dict[str, str]:
@@ -268,7 +270,11 @@ class SimulatorStack:
         if self.slack is not None:
             document["slack"] = {"token_env": SLACK_TOKEN_ENV, "base_url": self.slack.api_base}
         if self.config_service is not None:
-            document["config_service"] = {"enabled": True, "url": self.config_service.url}
+            # enabled only when the scenario publishes a document for Risk Monitor: otherwise
+            # the service would wait on a 404 forever (never ready) instead of using its
+            # limits file; `risk-sim step` / the control plane can still publish one later
+            published = RISK_MONITOR_COMPONENT in self.scenario.config_service
+            document["config_service"] = {"enabled": published, "url": self.config_service.url}
         return document
 
     def write_config(self, directory: str | Path) -> dict[str, Path]:

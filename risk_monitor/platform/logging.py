@@ -134,6 +134,20 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
                                                                                "asctime"}
 
 
+#: the attribute Dagster puts its event metadata under on a log record
+DAGSTER_META = "dagster_meta"
+
+
+def _dagster_fields(meta: Any) -> dict[str, Any]:
+    if not isinstance(meta, Mapping):
+        return {}
+    event = meta.get("dagster_event")
+    fields = {"run_id": meta.get("run_id"), "job_name": meta.get("job_name"),
+              "step_key": meta.get("step_key"),
+              "dagster_event": getattr(event, "event_type_value", None)}
+    return {k: v for k, v in fields.items() if v}
+
+
 class JsonFormatter(logging.Formatter):
     """Renders any record as one JSON line; lines from our structlog loggers pass through."""
 
@@ -149,7 +163,10 @@ class JsonFormatter(logging.Formatter):
         }
         data.update(structlog.contextvars.get_contextvars())
         for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_") and key not in data:
+            if key == DAGSTER_META:  # Dagster's own objects: keep what identifies the event
+                data.update(_dagster_fields(value))
+            elif key not in _RESERVED and not key.startswith("_") and key not in data \
+                    and key != "dagster_event":
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
@@ -232,3 +249,46 @@ def log_context(**fields: Any) -> Iterator[None]:
     clean = {k: v for k, v in fields.items() if v is not None}
     with structlog.contextvars.bound_contextvars(**clean):
         yield
+
+
+#: Dagster events a person launching a run wants to see (Dagster logs them at DEBUG)
+RUN_EVENTS_THAT_MATTER = frozenset({
+    "RUN_START", "RUN_SUCCESS", "RUN_FAILURE", "STEP_FAILURE", "ASSET_MATERIALIZATION",
+    "ASSET_CHECK_EVALUATION"})
+
+
+class RunEventsThatMatter(logging.Filter):
+    """Lets through records at ``level`` and above, plus the run events that matter (run
+    start, assets materialised, checks passed or failed, the outcome), raised to INFO, each
+    with its run id and the run's UI URL: ``dg launch`` and ``dagster asset materialize`` then say what happened
+    without Dagster's ~40 debug events per run."""
+
+    def __init__(self, level: int, dagster_ui_url: str) -> None:
+        super().__init__()
+        self.level = level
+        self.ui = dagster_ui_url.rstrip("/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        meta = getattr(record, DAGSTER_META, None) or {}
+        event = meta.get("dagster_event") if isinstance(meta, Mapping) else None
+        kind = getattr(event, "event_type_value", None)
+        if kind not in RUN_EVENTS_THAT_MATTER:
+            return False
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        run_id = meta.get("run_id")
+        if run_id:
+            record.dagster_run_url = f"{self.ui}/runs/{run_id}"
+        return True
+
+
+def run_events_handler(min_level: str = "INFO", dagster_ui_url: str = "http://127.0.0.1:3000"
+                       ) -> logging.Handler:
+    """The Dagster instance's handler (``dagster.yaml`` ``python_logs``): every run, from
+    ``dg launch``, ``dagster asset materialize``, the UI or a sensor, logs its id with its UI
+    URL, the assets materialised, the checks and the outcome as JSON lines on stderr."""
+    handler = json_handler()
+    handler.set_name("risk_monitor_run_events")
+    handler.addFilter(RunEventsThatMatter(resolve_level(min_level), dagster_ui_url))
+    return handler

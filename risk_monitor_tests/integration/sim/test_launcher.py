@@ -50,6 +50,10 @@ def test_written_configuration_loads_and_reaches_the_simulators(sim: SimulatorSt
     assert settings.custodians[0].endpoint_override == sim.fireblocks.base_path  # type: ignore[union-attr]
     assert settings.slack is not None and settings.slack.base_url == sim.slack.api_base  # type: ignore[union-attr]
     assert settings.config_service.url == sim.config_service.url  # type: ignore[union-attr]
+    # no document for risk-monitor in this scenario: the service uses its limits file instead
+    # of waiting on the configuration service's 404 (it would never get ready)
+    assert "risk-monitor" not in sim.scenario.config_service
+    assert settings.config_service.enabled is False
     assert env["RISK_MONITOR_FIREBLOCKS_SECRET_KEY"].startswith("-----BEGIN")
 
     import ccxt

@@ -1,0 +1,230 @@
+"""What ``risk-monitor check-config`` checks beyond the settings' own validation.
+
+Each check is an independent function ``(settings, context) -> list[Problem]`` in
+:data:`CHECKS`; a new rule (production purity, another budget) is one more function in that
+list. A problem names where it is (file), the key, what is wrong and the fix, so the command can
+print one line per problem and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from risk_monitor.platform.errors import ConfigError
+from risk_monitor.platform.settings import Settings
+
+#: ccxt credential names -> our settings keys holding the env var of each
+CCXT_CREDENTIAL_KEYS = {"apiKey": "api_key_env", "secret": "secret_env",
+                        "password": "password_env"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in the configuration, with where and how to fix it."""
+
+    source: str  # the file (or URL) the key lives in
+    key: str
+    message: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.source}: {self.key}: {self.message} (fix: {self.fix})"
+
+
+@dataclass
+class CheckContext:
+    """What the checks share: where the settings came from, and the limits once loaded."""
+
+    settings_source: str
+    limits_source: str = ""
+    limits: Any | None = None  # risk_monitor.domain.limits.LimitConfig once loaded
+    notes: list[str] = field(default_factory=list)
+
+
+ConfigCheck = Callable[[Settings, CheckContext], list[Problem]]
+
+
+def check_venues_are_ccxt_exchanges(settings: Settings, ctx: CheckContext) -> list[Problem]:
+    """Every venue's ``exchange`` must be a ccxt exchange id (``krakenn`` is not)."""
+    import ccxt
+
+    known = set(ccxt.exchanges)
+    problems = []
+    for n, venue in enumerate(settings.venues):
+        if venue.exchange not in known:
+            close = sorted(e for e in known if e[:4] == venue.exchange[:4])[:5]
+            problems.append(Problem(
+                ctx.settings_source, f"venues[{n}].exchange",
+                f"{venue.exchange!r} is not a ccxt exchange id",
+                "use an id from `python -c 'import ccxt; print(ccxt.exchanges)'`"
+                + (f", e.g. {', '.join(close)}" if close else "")))
+    return problems
+
+
+def check_venue_credentials(settings: Settings, ctx: CheckContext) -> list[Problem]:
+    """Every credential the exchange requires is named by a ``*_env`` key and set."""
+    import ccxt
+
+    problems = []
+    for n, venue in enumerate(settings.venues):
+        exchange_class = getattr(ccxt, venue.exchange, None)
+        if exchange_class is None:
+            continue  # reported by check_venues_are_ccxt_exchanges
+        required = exchange_class().requiredCredentials
+        for credential, key in CCXT_CREDENTIAL_KEYS.items():
+            if not required.get(credential):
+                continue
+            env_name = getattr(venue, key)
+            where = f"venues[{n}].{key}"
+            if not env_name:
+                problems.append(Problem(ctx.settings_source, where,
+                                        f"{venue.exchange} needs {credential!r}",
+                                        f"set {key} to the environment variable holding it"))
+            elif not os.environ.get(env_name):
+                problems.append(Problem(ctx.settings_source, where,
+                                        f"environment variable {env_name} is not set",
+                                        f"export {env_name} (the {venue.id} {credential})"))
+    for n, custodian in enumerate(settings.custodians):
+        for key in ("api_key_env", "secret_key_env"):
+            env_name = getattr(custodian, key)
+            if not os.environ.get(env_name):
+                problems.append(Problem(ctx.settings_source, f"custodians[{n}].{key}",
+                                        f"environment variable {env_name} is not set",
+                                        f"export {env_name}"))
+    return problems
+
+
+def _limits_document(settings: Settings, ctx: CheckContext) -> Mapping[str, Any]:
+    """The limits document from the configuration service (when enabled with a URL) or the
+    limits file; ConfigError when it cannot be read."""
+    service = settings.config_service
+    if service.enabled and service.url:
+        url = f"{service.url.rstrip('/')}/v1/config/{service.component}"
+        ctx.limits_source = url
+        from risk_monitor.adapters.config_service import ConfigDocument
+
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our URL
+                body = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the configuration service: {exc}",
+                              key="config_service.url") from None
+        document = ConfigDocument.from_response(body, expected_component=service.component)
+        limits = document.document.get("limits")
+        if not isinstance(limits, Mapping):
+            raise ConfigError("the document has no 'limits' mapping", key="limits")
+        return limits
+    path = settings.effective_limits_file
+    ctx.limits_source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the limits file: {exc}", key="limits_file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}".replace("\n", " "),
+                          key="(document)") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("the limits document must be a mapping", key="(document)")
+    return raw
+
+
+def check_limits_document(settings: Settings, ctx: CheckContext) -> list[Problem]:
+    """The limits document loads and validates (file or configuration service)."""
+    from risk_monitor.domain.limits import LimitConfig, _describe_error  # same key paths
+
+    try:
+        document = _limits_document(settings, ctx)
+    except ConfigError as exc:
+        return [Problem(ctx.limits_source or ctx.settings_source, exc.key or "limits",
+                        exc.message, "correct the document (docs/limits.md)")]
+    from pydantic import ValidationError
+
+    try:
+        ctx.limits = LimitConfig.model_validate(dict(document))
+    except ValidationError as exc:
+        return [Problem(ctx.limits_source, key, message, "see docs/limits.md for the schema")
+                for key, message in (_describe_error(dict(e)) for e in exc.errors())]
+    return []
+
+
+def check_limit_scopes(settings: Settings, ctx: CheckContext) -> list[Problem]:
+    """Every venue a limit (or the expected ``venues`` list) names is a configured venue or
+    custodian: a limit on an unconfigured venue would never have data."""
+    if ctx.limits is None or not (settings.venues or settings.custodians):
+        return []
+    configured = {v.id for v in settings.venues} | {c.id for c in settings.custodians}
+    fix = f"configure it under venues/custodians or use one of {sorted(configured)}"
+    problems = [Problem(ctx.limits_source, f"venues[{n}]",
+                        f"{name!r} is not a configured venue or custodian", fix)
+                for n, name in enumerate(ctx.limits.venues) if name not in configured]
+    for n, limit in enumerate(ctx.limits.limits):
+        venue = limit.scope.venue
+        if venue is not None and venue != "*" and venue not in configured:
+            problems.append(Problem(ctx.limits_source, f"limits[{n}].scope.venue",
+                                    f"limit {limit.id!r} is on {venue!r}, which is not a "
+                                    f"configured venue or custodian", fix))
+    return problems
+
+
+def check_data_age_budgets(settings: Settings, ctx: CheckContext) -> list[Problem]:
+    """A data-age budget must be larger than the poll interval that refreshes the data, or
+    every poll gap reads as stale."""
+    problems = []
+    market = settings.market_data
+    if market.max_age_s <= market.poll_interval_s:
+        problems.append(Problem(
+            ctx.settings_source, "market_data.max_age_s",
+            f"quote budget {market.max_age_s:g} s is not larger than the REST poll interval "
+            f"market_data.poll_interval_s {market.poll_interval_s:g} s",
+            "raise max_age_s above the poll interval (or poll more often)"))
+    if ctx.limits is None:
+        return problems
+    custodians = {c.id for c in settings.custodians}
+    for n, limit in enumerate(ctx.limits.limits):
+        if str(limit.kind) != "data_age":
+            continue
+        venue = limit.scope.venue
+        polls = {"service.positions_poll_s": settings.service.positions_poll_s}
+        if custodians and (venue in (None, "*") or venue in custodians):
+            polls = ({"service.custody_poll_s": settings.service.custody_poll_s}
+                     if venue in custodians else
+                     {**polls, "service.custody_poll_s": settings.service.custody_poll_s})
+        poll_key, poll = max(polls.items(), key=lambda item: item[1])
+        for level in ("warn", "breach"):
+            budget = getattr(limit, level)
+            if budget is not None and budget <= poll:
+                problems.append(Problem(
+                    ctx.limits_source, f"limits[{n}].{level}",
+                    f"data_age limit {limit.id!r} {level} {budget:g} s is not larger than "
+                    f"{poll_key} {poll:g} s",
+                    f"raise {level} above {poll:g} s or lower {poll_key}"))
+    return problems
+
+
+#: run in order; each is independent (a later one may use what check_limits_document loaded)
+CHECKS: list[ConfigCheck] = [
+    check_venues_are_ccxt_exchanges,
+    check_venue_credentials,
+    check_limits_document,
+    check_limit_scopes,
+    check_data_age_budgets,
+]
+
+
+def run_checks(settings: Settings, settings_source: str,
+               checks: list[ConfigCheck] | None = None) -> list[Problem]:
+    """Every problem every check finds, in order."""
+    ctx = CheckContext(settings_source=settings_source)
+    problems: list[Problem] = []
+    for check in CHECKS if checks is None else checks:
+        problems.extend(check(settings, ctx))
+    return problems
