@@ -24,7 +24,7 @@ from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts
 from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
 from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.limits import LimitConfig
-from risk_monitor.domain.model import Collected, LimitResult, Notification
+from risk_monitor.domain.model import Collected, LimitResult, Notification, SourceKind
 from risk_monitor.domain.pnl import utc_day_start
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
@@ -58,7 +58,15 @@ def build_snapshot(*, positions: Collected, balances: Collected, prices: Collect
         max_age_s=settings.market_data.max_age_s,
         max_future_skew_s=settings.market_data.max_future_skew_s,
         expected_venues=expected,
+        source_max_age_s=source_budgets(settings),
     )
+
+
+def source_budgets(settings: Settings) -> dict[SourceKind, float]:
+    """Freshness budget of each kind of source status (``market_data.*max_age_s``)."""
+    md = settings.market_data
+    return {SourceKind.MARKET: md.max_age_s, SourceKind.EXCHANGE: md.exchange_max_age_s,
+            SourceKind.CUSTODIAN: md.custody_max_age_s}
 
 
 def record_equity(storage: Storage, state: RiskState, at: datetime) -> None:

@@ -101,6 +101,8 @@ class Collected:
 
     frame: pd.DataFrame
     sources: tuple[SourceStatus, ...]
+    #: ``venue:instrument`` -> why a row was refused (e.g. an absurd quote); not in ``frame``
+    rejected: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def missing(self) -> tuple[SourceStatus, ...]:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import pandas as pd
@@ -53,6 +53,7 @@ from risk_monitor.adapters.collection import (
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import (
     decode_quotes,
+    quote_policy,
     quotes_key,
     stream_key,
     symbols_by_venue,
@@ -68,11 +69,10 @@ from risk_monitor.domain.model import (
     SourceStatus,
     empty_frame,
 )
-from risk_monitor.domain.schemas import prices_frame
-from risk_monitor.platform.errors import MissingDataError, StaleDataError
+from risk_monitor.domain.quotes import quotes_from_rows, tick_rejection
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
-from risk_monitor.platform.settings import MarketDataSettings, Settings
+from risk_monitor.platform.settings import Settings
 from risk_monitor.service.state import InMemoryRiskState
 
 log = get_logger(__name__)
@@ -171,44 +171,6 @@ class QuoteBook:
         return out
 
 
-def quotes_collected(rows: Sequence[Mapping[str, Any]], symbols: Mapping[str, Sequence[str]],
-                     now: datetime, settings: MarketDataSettings,
-                     endpoint_overrides: Mapping[str, str | None] | None = None) -> Collected:
-    """The quote book as ``market_prices`` would give it: fresh rows, and per venue a status that
-    is ``ok=False`` (RM301 stale / RM302 missing) when a configured instrument has no fresh
-    quote — the same coverage rule as the Redis snapshot (``adapters/market_data.py``), but
-    quiet: it runs several times a second and must not log or count on every call."""
-    overrides = dict(endpoint_overrides or {})
-    frame = prices_frame(r for r in rows if r["venue"] in symbols)
-    current = pd.Timestamp(now)
-    oldest = current - timedelta(seconds=settings.max_age_s)
-    horizon = current + timedelta(seconds=settings.max_future_skew_s)
-    bad = (frame["timestamp"] < oldest) | (frame["timestamp"] > horizon)
-    fresh = frame[~bad].reset_index(drop=True)
-    statuses: list[SourceStatus] = []
-    for venue, wanted in symbols.items():
-        mine = frame["venue"] == venue
-        have = set(fresh.loc[fresh["venue"] == venue, "instrument"])
-        stale = sorted(set(frame.loc[mine & bad, "instrument"]))
-        missing = [s for s in wanted if s not in have and s not in stale]
-        code = error = None
-        if stale:
-            code = StaleDataError.code
-            error = (f"{len(stale)} quote(s) from {venue} older than {settings.max_age_s:g}s or "
-                     f"in the future: {', '.join(stale[:10])}")
-        elif missing:
-            code = MissingDataError.code
-            error = (f"no quote from {venue} for {len(missing)} configured instrument(s): "
-                     f"{', '.join(missing[:10])}")
-        elif not have:
-            code, error = MissingDataError.code, f"no quotes from {venue}"
-        statuses.append(SourceStatus(kind=SourceKind.MARKET, venue=venue, account="*",
-                                     ok=code is None, as_of=now, rows=len(have),
-                                     error_code=code, error=error,
-                                     endpoint_override=overrides.get(venue)))
-    return Collected(frame=fresh, sources=tuple(statuses))
-
-
 # -- equity references, cached --------------------------------------------------------------------
 class _CachedEquity:
     """``storage.equity`` for evaluations: start-of-day and peak equity change slowly, so they
@@ -286,6 +248,7 @@ class HotPath:
         self.book = QuoteBook(symbols_by_venue(settings))
         self._overrides = {v.id: v.ws_endpoint_override or v.endpoint_override
                            for v in settings.venues}
+        self._quote_policy = quote_policy(settings.market_data)
         self._accounts = accounts
         self._custodians = custodians
         # build_snapshot reads only ``storage.equity``'s two reference figures: cache them
@@ -521,8 +484,8 @@ class HotPath:
         """One evaluation (evaluation thread): snapshot of the latest inputs → live state."""
         started = time.perf_counter()
         now = self.clock()
-        prices = quotes_collected(self.book.rows(), self.book.symbols, now,
-                                  self.settings.market_data, self._overrides)
+        prices = quotes_from_rows(self.book.rows(), self.book.symbols, now, self._quote_policy,
+                                  self._overrides)
         balances = workflows.merge_collected(self.exchange_balances or _blank(BALANCE_COLUMNS),
                                              self.custody or _blank(BALANCE_COLUMNS))
         snapshot = workflows.build_snapshot(
@@ -682,18 +645,17 @@ async def follow_quote_streams(settings: Settings, stop: asyncio.Event,
     """Feed ``listener`` from the Redis quote streams the feeders write (no websocket here).
 
     Seeds from each venue's latest-quote hash, then ``XREAD``s every venue's stream from the
-    entry it had reached. Quotes are checked as the feed checks them (``tick_problem``), so a
+    entry it had reached. Quotes are checked as the feed checks them (``domain.quotes.tick_rejection``), so a
     stale or out-of-order entry is dropped here too. Redis errors are logged and retried.
     """
     import redis.asyncio as aioredis
-
-    from risk_monitor.service.market_stream import tick_problem
 
     assert settings.redis_url is not None
     market = settings.market_data
     venues = list(symbols_by_venue(settings))
     keys = {stream_key(market.key_prefix, v): v for v in venues}
     last_ts: dict[tuple[str, str], pd.Timestamp] = {}
+    policy = quote_policy(market)
 
     async def deliver(venue: str, rows: list[dict[str, Any]]) -> None:
         now = datetime.now(UTC)
@@ -705,7 +667,7 @@ async def follow_quote_streams(settings: Settings, stop: asyncio.Event,
             stamp = pd.Timestamp(row["timestamp"])
             if last_ts.get(key) == stamp:
                 continue
-            if tick_problem(row, now=now, settings=market, last_accepted=last_ts.get(key)):
+            if tick_rejection(row, now=now, policy=policy, last_accepted=last_ts.get(key)):
                 continue
             last_ts[key] = stamp
             accepted.append(row)

@@ -14,13 +14,14 @@ from risk_monitor.adapters.market_data import (
     collect_quotes,
     decode_quotes,
     encode_quote,
+    quote_policy,
     resolve_source,
 )
 from risk_monitor.domain.model import SourceKind
+from risk_monitor.domain.quotes import tick_rejection
 from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.errors import ConfigError, SourceUnavailableError
 from risk_monitor.platform.settings import MarketDataSettings, Settings
-from risk_monitor.service.market_stream import tick_problem
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 MD = MarketDataSettings(max_age_s=60, max_future_skew_s=5)
@@ -114,4 +115,4 @@ def test_the_source_is_chosen_by_configuration_only() -> None:
 def test_tick_problems(changes: dict, last: pd.Timestamp | None, problem: str | None) -> None:
     age = changes.pop("age_s", 1.0)
     row = quote(age_s=age, **changes)
-    assert tick_problem(row, now=NOW, settings=MD, last_accepted=last) == problem
+    assert tick_rejection(row, now=NOW, policy=quote_policy(MD), last_accepted=last) == problem
