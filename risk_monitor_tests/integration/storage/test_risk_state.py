@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
+from risk_monitor.domain.compliance import ComplianceStatus
 from risk_monitor.domain.model import LimitStatus, SourceKind, SourceStatus
 from risk_monitor_tests.fixtures.storage import FakeClock, make_result
 
@@ -86,9 +87,8 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
         LimitStatus.UNKNOWN: 0}
     assert spent[("max_notional", "venue:okx")][LimitStatus.WARN] == 9000 - 60
 
-    summary = storage.compliance.summary()
-    assert summary.status is LimitStatus.WARN
-    assert summary.counts[LimitStatus.OK] == 1 and summary.counts[LimitStatus.WARN] == 1
+    assert storage.compliance.status() is ComplianceStatus.WARNING
+    assert sorted(i.status.value for i in storage.compliance.open_intervals()) == ["OK", "WARN"]
     breach = [i for i in storage.compliance.intervals(t0, window_end)
               if i.status is LimitStatus.BREACH]
     assert len(breach) == 1 and breach[0].worst_utilisation == pytest.approx(1.2)
@@ -97,7 +97,7 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
 
 
 def test_no_evaluation_yet_reads_unknown(storage: Storage) -> None:
-    assert storage.compliance.summary().status is LimitStatus.UNKNOWN
+    assert storage.compliance.status() is ComplianceStatus.UNKNOWN
 
 
 def test_equity_start_of_day_and_peak(storage: Storage) -> None:

@@ -10,6 +10,7 @@ from risk_monitor.domain.compliance import (
     ComplianceStatus,
     StatusInterval,
     compliance_summary,
+    desk_status,
     time_in_breach,
     time_in_status,
     update_intervals,
@@ -39,11 +40,34 @@ def test_intervals_follow_status_changes() -> None:
     assert current.status is LimitStatus.OK and current.until is None and current.since == at(90)
 
 
-def test_same_status_without_a_worse_value_changes_nothing() -> None:
+def test_same_status_extends_the_interval_and_keeps_the_worst_value() -> None:
     first = update_intervals({}, [result("WARN", at(0), utilisation=0.9)])
     open_ = {i.fingerprint: i for i in first.open}
-    again = update_intervals(open_, [result("WARN", at(5), utilisation=0.85)])
-    assert again.close == [] and again.open == []
+    (again,) = update_intervals(open_, [result("WARN", at(5), utilisation=0.85)]).open
+    assert (again.since, again.seen_at, again.worst_utilisation) == (at(0), at(5), 0.9)
+
+
+def test_a_result_older_than_the_last_sighting_never_rewrites_the_past() -> None:
+    first = update_intervals({}, [result("OK", at(0)), result("OK", at(60))])
+    (current,) = first.open
+    late = update_intervals([current], [result("BREACH", at(30))])
+    assert late.close == [] and late.open == []
+
+
+def test_one_batch_with_several_changes_of_one_series_keeps_every_interval() -> None:
+    update = update_intervals({}, [result("WARN", at(20)), result("OK", at(0)),
+                                   result("BREACH", at(40))])
+    assert [(i.status.value, i.since, i.until) for i in update.close] == [
+        ("OK", at(0), at(20)), ("WARN", at(20), at(40))]
+    assert [(i.status.value, i.until) for i in update.open] == [("BREACH", None)]
+
+
+def test_the_desk_status_follows_the_one_status_order() -> None:
+    assert desk_status([]) is ComplianceStatus.UNKNOWN
+    assert desk_status([LimitStatus.OK, LimitStatus.WARN]) is ComplianceStatus.WARNING
+    assert desk_status([LimitStatus.WARN, LimitStatus.UNKNOWN]) is ComplianceStatus.UNKNOWN
+    assert desk_status([LimitStatus.UNKNOWN, LimitStatus.BREACH]) is ComplianceStatus.BREACH
+    assert desk_status([LimitStatus.OK]) is ComplianceStatus.COMPLIANT
 
 
 def test_close_missing_series() -> None:
