@@ -48,12 +48,8 @@ class StatusInterval:
     since: datetime
     until: datetime | None
     worst_utilisation: float | None
-    last_seen_at: datetime | None = None  # the latest result in this status (None: ``since``)
+    last_seen_at: datetime  # the latest result seen in this status
     config_version: str = ""
-
-    @property
-    def seen_at(self) -> datetime:
-        return self.last_seen_at or self.since
 
     @property
     def fingerprint(self) -> str:
@@ -109,7 +105,7 @@ def update_intervals(
         fp = result.fingerprint
         seen.add(fp)
         existing = current.get(fp)
-        if existing is not None and result.as_of < existing.seen_at:
+        if existing is not None and result.as_of < existing.last_seen_at:
             continue
         if existing is not None and existing.status is result.status:
             nxt = replace(existing, last_seen_at=result.as_of,

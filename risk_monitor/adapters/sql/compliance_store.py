@@ -60,7 +60,7 @@ class ComplianceStore:
         for interval in [*update.close, *update.open]:
             known = stored.get((interval.limit_id, interval.scope))
             values = {"status": interval.status.value, "until": interval.until,
-                      "last_seen_at": interval.seen_at,
+                      "last_seen_at": interval.last_seen_at,
                       "worst_utilisation": interval.worst_utilisation,
                       "config_version": interval.config_version}
             if known is not None and known[1].since == interval.since:

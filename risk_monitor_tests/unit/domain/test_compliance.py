@@ -44,7 +44,7 @@ def test_same_status_extends_the_interval_and_keeps_the_worst_value() -> None:
     first = update_intervals({}, [result("WARN", at(0), utilisation=0.9)])
     open_ = {i.fingerprint: i for i in first.open}
     (again,) = update_intervals(open_, [result("WARN", at(5), utilisation=0.85)]).open
-    assert (again.since, again.seen_at, again.worst_utilisation) == (at(0), at(5), 0.9)
+    assert (again.since, again.last_seen_at, again.worst_utilisation) == (at(0), at(5), 0.9)
 
 
 def test_a_result_older_than_the_last_sighting_never_rewrites_the_past() -> None:
@@ -80,10 +80,14 @@ def test_close_missing_series() -> None:
 
 def test_time_in_breach_over_a_window() -> None:
     intervals = [
-        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600 * 30), at(-3600 * 20), 1.2),
-        StatusInterval("a", "portfolio", LimitStatus.OK, at(-3600 * 20), at(-3600), None),
-        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600), None, 1.1),  # still open
-        StatusInterval("b", "venue:okx", LimitStatus.WARN, at(-7200), None, 0.9),
+        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600 * 30), at(-3600 * 20), 1.2,
+                       at(-3600 * 20)),
+        StatusInterval("a", "portfolio", LimitStatus.OK, at(-3600 * 20), at(-3600), None,
+                       at(-3600)),
+        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600), None, 1.1,
+                       NOW),  # still open
+        StatusInterval("b", "venue:okx", LimitStatus.WARN, at(-7200), None, 0.9,
+                       NOW),
     ]
     table = time_in_breach(intervals, NOW, timedelta(hours=24)).set_index("limit_id")
     # a: 4 h of the first breach fall inside the window (-24 h to -20 h) + the open last hour
