@@ -55,3 +55,21 @@ def test_the_deviation_threshold_comes_from_the_policy() -> None:
     loose = quotes_from_rows(rows, symbols, now,
                              QuotePolicy(max_age_s=30.0, max_future_skew_s=5.0, max_deviation=0.5))
     assert len(loose.frame) == 2 and not loose.rejected and all(s.ok for s in loose.sources)
+
+
+def test_a_document_that_is_not_trusted_makes_every_limit_unknown() -> None:
+    from risk_monitor.domain.engine import evaluate
+    from risk_monitor.domain.model import LimitStatus
+    from risk_monitor_tests.unit.domain.builders import config, desk
+
+    trusted = config({"id": "gross", "kind": "gross_exposure", "scope": {"venue": "*"},
+                      "warn": 1.0, "breach": 2.0},
+                     {"id": "age", "kind": "data_age", "scope": {"venue": "*"},
+                      "warn": 30, "breach": 50})
+    known = evaluate(desk(), trusted).results
+    assert {r.status for r in known} - {LimitStatus.UNKNOWN}  # the desk is evaluable
+    blind = evaluate(desk(), trusted.fail_closed("no limit document")).results
+    assert [(r.limit_id, r.scope) for r in blind] == [(r.limit_id, r.scope) for r in known]
+    assert all(r.status is LimitStatus.UNKNOWN and "no limit document" in r.reason
+               for r in blind)
+    assert trusted.fail_closed("x").version == trusted.version
