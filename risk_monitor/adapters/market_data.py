@@ -4,7 +4,8 @@ Which one is configuration only (``settings.market_data.source``): ``auto`` read
 cache when ``settings.redis_url`` is set (the service's stream consumer writes it), else takes a
 REST snapshot (one bulk ``fetch_tickers(symbols)`` per venue).
 
-Redis layout, all under ``settings.market_data.key_prefix`` (``P``):
+Redis layout and codec: ``adapters/redis_quotes.py`` (the one owner of both). Keys, all under
+``settings.market_data.key_prefix`` (``P``):
 
 * ``P:quotes:<venue>`` — hash, field = instrument, value = JSON of the latest quote
   ``{base, quote, bid, ask, last, mark, ts, recv, via}`` (``ts`` exchange event time, ``recv``
@@ -22,12 +23,9 @@ and sane rows and names the rest: the venue's status is then ``ok=False`` (``RM3
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import pandas as pd
 
@@ -41,9 +39,10 @@ from risk_monitor.adapters.collection import (
     utc_now,
 )
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.redis_quotes import RedisQuoteCache
 from risk_monitor.domain.model import PRICE_COLUMNS, Collected, SourceKind, SourceStatus
 from risk_monitor.domain.quotes import QuotePolicy, admitted_quotes
-from risk_monitor.domain.schemas import concat_frames, price_schema, prices_frame, validate_frame
+from risk_monitor.domain.schemas import concat_frames, price_schema, validate_frame
 from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
@@ -67,129 +66,6 @@ class TickerSource(Protocol):
     def endpoint_override(self) -> str | None: ...
 
     def fetch_tickers(self, symbols: Sequence[str] | None = None) -> pd.DataFrame: ...
-
-
-# --- keys and encoding ---------------------------------------------------------------------------
-def quotes_key(prefix: str, venue: str) -> str:
-    return f"{prefix}:quotes:{venue}"
-
-
-def stream_key(prefix: str, venue: str) -> str:
-    return f"{prefix}:stream:{venue}"
-
-
-def status_key(prefix: str, venue: str) -> str:
-    return f"{prefix}:status:{venue}"
-
-
-def _ms(value: Any) -> int | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, pd.Timestamp | datetime):
-        return int(pd.Timestamp(value).value // 1_000_000)
-    return int(value)
-
-
-def _clean(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else number
-
-
-def encode_quote(row: Mapping[str, Any], via: str) -> dict[str, Any]:
-    """A PRICE_COLUMNS row as the cache's JSON-able dict (NaN -> null, times -> epoch ms)."""
-    return {
-        "base": row["base"], "quote": row["quote"],
-        "bid": _clean(row.get("bid")), "ask": _clean(row.get("ask")),
-        "last": _clean(row.get("last")), "mark": _clean(row.get("mark")),
-        "ts": _ms(row.get("timestamp")), "recv": _ms(row.get("received_at")), "via": via,
-    }
-
-
-def decode_quotes(venue: str, raw: Mapping[Any, Any]) -> pd.DataFrame:
-    """A venue's quotes hash (field -> JSON) as a PRICE_COLUMNS frame."""
-    rows = []
-    for field, value in raw.items():
-        instrument = field.decode() if isinstance(field, bytes) else str(field)
-        try:
-            quote = json.loads(value)
-            rows.append({
-                "venue": venue, "instrument": instrument,
-                "base": quote["base"], "quote": quote["quote"],
-                "bid": quote.get("bid"), "ask": quote.get("ask"),
-                "last": quote.get("last"), "mark": quote.get("mark"),
-                "timestamp": pd.Timestamp(int(quote["ts"]), unit="ms", tz="UTC"),
-                "received_at": pd.Timestamp(int(quote["recv"]), unit="ms", tz="UTC"),
-            })
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataValidationError(f"quote cache entry {venue}/{instrument} is unreadable: "
-                                      f"{type(exc).__name__}", source=venue) from None
-    return prices_frame(rows)
-
-
-def _stream_fields(instrument: str, quote: Mapping[str, Any]) -> dict[str, str]:
-    return {"instrument": instrument,
-            **{k: "" if v is None else str(v) for k, v in quote.items()}}
-
-
-class RedisQuoteCache:
-    """Sync reader/writer of the quote cache (Dagster runs, REST fallback, tests)."""
-
-    def __init__(self, client: Any, settings: MarketDataSettings) -> None:
-        self.client = client
-        self.prefix = settings.key_prefix
-        self.maxlen = settings.stream_maxlen
-
-    def write(self, venue: str, frame: pd.DataFrame, *, via: str = "rest") -> int:
-        """Store each row as the latest quote and append it to the venue's capped stream."""
-        if not len(frame):
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, str] = {}
-        for row in frame.to_dict("records"):
-            quote = encode_quote({str(k): v for k, v in row.items()}, via)
-            latest[row["instrument"]] = json.dumps(quote)
-            pipe.xadd(stream_key(self.prefix, venue), _stream_fields(row["instrument"], quote),
-                      maxlen=self.maxlen, approximate=True)
-        pipe.hset(quotes_key(self.prefix, venue), mapping=latest)
-        pipe.execute()
-        return len(latest)
-
-    def read(self, venue: str) -> pd.DataFrame:
-        return decode_quotes(venue, self.client.hgetall(quotes_key(self.prefix, venue)))
-
-    def status(self, venue: str) -> dict[str, str]:
-        raw = self.client.hgetall(status_key(self.prefix, venue))
-        return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
-                                                              else v) for k, v in raw.items()}
-
-
-class AsyncRedisQuoteCache:
-    """Async writer for the stream consumer (redis.asyncio client)."""
-
-    def __init__(self, client: Any, settings: MarketDataSettings) -> None:
-        self.client = client
-        self.prefix = settings.key_prefix
-        self.maxlen = settings.stream_maxlen
-
-    async def write(self, venue: str, rows: Sequence[Mapping[str, Any]], *, via: str) -> int:
-        if not rows:
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, str] = {}
-        for row in rows:
-            quote = encode_quote(row, via)
-            latest[row["instrument"]] = json.dumps(quote)
-            pipe.xadd(stream_key(self.prefix, venue), _stream_fields(row["instrument"], quote),
-                      maxlen=self.maxlen, approximate=True)
-        pipe.hset(quotes_key(self.prefix, venue), mapping=latest)
-        await pipe.execute()
-        return len(latest)
-
-    async def set_status(self, venue: str, mode: str, at: datetime, error: str = "") -> None:
-        await self.client.hset(status_key(self.prefix, venue), mapping={
-            "mode": mode, "updated_at": str(_ms(at)), "error": error})
 
 
 # --- coverage ------------------------------------------------------------------------------------
@@ -330,10 +206,3 @@ def symbols_by_venue(settings: Settings) -> dict[str, tuple[str, ...]]:
         bucket = found.setdefault(venue.id, [])
         bucket.extend(s for s in venue.symbols if s not in bucket)
     return {k: tuple(v) for k, v in found.items()}
-
-
-def redis_client(url: str) -> Any:
-    """A sync Redis client with short timeouts (a Dagster run must never hang on Redis)."""
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)

@@ -51,13 +51,8 @@ from risk_monitor.adapters.collection import (
     collect_positions,
 )
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.market_data import (
-    decode_quotes,
-    quote_policy,
-    quotes_key,
-    stream_key,
-    symbols_by_venue,
-)
+from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
+from risk_monitor.adapters.redis_quotes import QuoteListener, follow_quote_streams
 from risk_monitor.adapters.sql import EquityPoint, EquityStore, Storage
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import (
@@ -69,7 +64,7 @@ from risk_monitor.domain.model import (
     SourceStatus,
     empty_frame,
 )
-from risk_monitor.domain.quotes import quotes_from_rows, tick_rejection
+from risk_monitor.domain.quotes import quotes_from_rows
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
@@ -106,7 +101,6 @@ WRITES_DROPPED = Counter("risk_monitor_hot_path_writes_dropped_total",
 NOTIFICATIONS = Counter("risk_monitor_hot_path_notifications_total",
                         "Notifications the hot path enqueued in the outbox, by kind.", ["kind"])
 
-QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
 Clock = Callable[[], datetime]
 
 #: how long cached start-of-day / peak equity figures are reused by evaluations
@@ -611,118 +605,7 @@ class HotPath:
         return True, f"evaluated {age:.1f}s ago", data
 
 
-# -- quotes from Redis (sharded feeders) ----------------------------------------------------------
-def _float_or_none(raw: Any) -> float | None:
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if text in ("", "None"):
-        return None
-    return float(text)
-
-
-def stream_entry_row(venue: str, fields: Mapping[Any, Any]) -> dict[str, Any]:
-    """One entry of ``<prefix>:stream:<venue>`` (written by the quote cache) as a PRICE row."""
-    data = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields.items()}
-
-    def text(key: str) -> str:
-        value = data[key]
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    ts, recv = _float_or_none(data.get("ts", "")), _float_or_none(data.get("recv", ""))
-    if ts is None:
-        raise ValueError("quote stream entry without an exchange timestamp")
-    return {
-        "venue": venue, "instrument": text("instrument"), "base": text("base"),
-        "quote": text("quote"), "bid": _float_or_none(data.get("bid", "")),
-        "ask": _float_or_none(data.get("ask", "")), "last": _float_or_none(data.get("last", "")),
-        "mark": _float_or_none(data.get("mark", "")),
-        "timestamp": pd.Timestamp(int(ts), unit="ms", tz="UTC"),
-        "received_at": pd.Timestamp(int(recv if recv is not None else ts), unit="ms", tz="UTC"),
-    }
-
-
-async def follow_quote_streams(settings: Settings, stop: asyncio.Event,
-                               listener: QuoteListener, *, block_ms: int = 1000) -> None:
-    """Feed ``listener`` from the Redis quote streams the feeders write (no websocket here).
-
-    Seeds from each venue's latest-quote hash, then ``XREAD``s every venue's stream from the
-    entry it had reached. Quotes are checked as the feed checks them (``domain.quotes.tick_rejection``), so a
-    stale or out-of-order entry is dropped here too. Redis errors are logged and retried.
-    """
-    import redis.asyncio as aioredis
-
-    assert settings.redis_url is not None
-    market = settings.market_data
-    venues = list(symbols_by_venue(settings))
-    keys = {stream_key(market.key_prefix, v): v for v in venues}
-    last_ts: dict[tuple[str, str], pd.Timestamp] = {}
-    policy = quote_policy(market)
-
-    async def deliver(venue: str, rows: list[dict[str, Any]]) -> None:
-        now = datetime.now(UTC)
-        accepted = []
-        for raw in rows:
-            row: dict[str, Any] = {k: None if isinstance(v, float) and math.isnan(v) else v
-                                   for k, v in raw.items()}
-            key = (venue, str(row["instrument"]))
-            stamp = pd.Timestamp(row["timestamp"])
-            if last_ts.get(key) == stamp:
-                continue
-            if tick_rejection(row, now=now, policy=policy, last_accepted=last_ts.get(key)):
-                continue
-            last_ts[key] = stamp
-            accepted.append(row)
-        if accepted:
-            result = listener(venue, accepted)
-            if asyncio.iscoroutine(result):
-                await result
-
-    attempt = 0
-    while not stop.is_set():
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5.0,
-                                         socket_timeout=block_ms / 1000 + 5.0)
-        try:
-            positions: dict[str, str] = {}
-            for key, venue in keys.items():
-                newest = await client.xrevrange(key, count=1)
-                positions[key] = (newest[0][0].decode() if isinstance(newest[0][0], bytes)
-                                  else str(newest[0][0])) if newest else "0-0"
-                raw = await client.hgetall(quotes_key(market.key_prefix, venue))
-                seeded = decode_quotes(venue, raw).to_dict("records")
-                await deliver(venue, [{str(k): v for k, v in r.items()} for r in seeded])
-            attempt = 0
-            log.info("quote_streams_followed", venues=venues, prefix=market.key_prefix)
-            while not stop.is_set():
-                answer: Any = await client.xread(positions, count=1000,  # type: ignore[arg-type]
-                                                 block=block_ms)
-                for raw_key, entries in answer or []:
-                    key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-                    venue = keys[key]
-                    rows = []
-                    for entry_id, fields in entries:
-                        positions[key] = (entry_id.decode() if isinstance(entry_id, bytes)
-                                          else str(entry_id))
-                        try:
-                            rows.append(stream_entry_row(venue, fields))
-                        except (KeyError, ValueError) as exc:
-                            log.warning("unreadable quote stream entry dropped", venue=venue,
-                                        error=f"{type(exc).__name__}: {exc}")
-                    await deliver(venue, rows)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = map_exception(exc, source="redis", endpoint="xread")
-            record_error(error)
-            attempt += 1
-            delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
-            log.warning("quote stream follower failed; retrying", error_code=error.code,
-                        error=error.message, retry_in_s=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-
+# -- the quote source -------------------------------------------------------------------------
 async def run_quote_source(settings: Settings, stop: asyncio.Event,
                            listener: QuoteListener | None) -> None:
     """The service's quotes: its own websocket feed (``service.stream``), else the feeders'
@@ -736,8 +619,10 @@ async def run_quote_source(settings: Settings, stop: asyncio.Event,
             log.error("service.stream is false and redis_url is not set: the hot path gets no "
                       "quotes (limits needing them evaluate as UNKNOWN)")
             return
+        redis_url = settings.redis_url
         source: Callable[[], Awaitable[Any]] = lambda: follow_quote_streams(  # noqa: E731
-            settings, stop, listener)
+            redis_url, settings.market_data, list(symbols_by_venue(settings)),
+            quote_policy(settings.market_data), stop, listener)
     else:
         source = lambda: run_market_stream(settings, stop, listener=listener)  # noqa: E731
     attempt = 0

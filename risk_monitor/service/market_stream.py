@@ -36,7 +36,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from risk_monitor.adapters.ccxt_exchange import build_client, map_tickers
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.market_data import AsyncRedisQuoteCache, quote_policy
+from risk_monitor.adapters.market_data import quote_policy
+from risk_monitor.adapters.redis_quotes import AsyncRedisQuoteCache
 from risk_monitor.domain.quotes import tick_rejection
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger

@@ -12,15 +12,16 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from risk_monitor.adapters.redis_quotes import stream_entry_row
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.domain.limits import load_limit_config
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
+from risk_monitor.platform.errors import DataValidationError
 from risk_monitor.platform.settings import MarketDataSettings, load_settings
 from risk_monitor.service.hot_path import (
     HotPath,
     QuoteBook,
     _CachedEquity,
-    stream_entry_row,
 )
 from risk_monitor.service.state import InMemoryRiskState
 from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
@@ -47,8 +48,10 @@ def test_stream_entry_row_reads_what_the_quote_cache_writes() -> None:
     assert row["bid"] is None and row["ask"] == 60_001.0 and row["last"] == 60_000.5
     assert row["timestamp"] == pd.Timestamp(1_760_000_000_123, unit="ms", tz="UTC")
     assert row["received_at"] == pd.Timestamp(1_760_000_000_200, unit="ms", tz="UTC")
-    with pytest.raises(ValueError):
+    with pytest.raises(DataValidationError, match="'ts'"):
         stream_entry_row("binance", {**fields, b"ts": b""})
+    with pytest.raises(DataValidationError, match="'last'"):
+        stream_entry_row("binance", {**fields, b"last": b"false"})
 
 
 class _Equity:
