@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-
-import pandas as pd
 
 from risk_monitor.domain.model import LimitResult, LimitStatus, alert_fingerprint, worst_status
 
@@ -163,35 +161,20 @@ def compliance_summary(results: Sequence[LimitResult]) -> ComplianceSummary:
     return ComplianceSummary(status, counts, len(results), as_of, worst)
 
 
-def time_in_status(
-    intervals: Iterable[StatusInterval],
-    start: datetime,
-    end: datetime,
-    statuses: Iterable[LimitStatus] = (LimitStatus.BREACH,),
-) -> pd.DataFrame:
-    """Seconds (and share of the window) each (limit, scope) spent in ``statuses`` in [start, end).
+def seconds_in_status(intervals: Iterable[StatusInterval], start: datetime,
+                      end: datetime) -> dict[tuple[str, str], dict[LimitStatus, float]]:
+    """Seconds each (limit, scope) spent in each status within [start, end).
 
-    Every series present in ``intervals`` gets a row, also with 0 seconds.
+    An open interval counts up to ``end``; time before a limit's first evaluation is not
+    counted at all (it was not monitored, which is not the same as OK).
     """
     if end <= start:
         raise ValueError("end must be after start")
-    wanted = set(statuses)
-    window = (end - start).total_seconds()
-    totals: dict[tuple[str, str], float] = {}
+    totals: dict[tuple[str, str], dict[LimitStatus, float]] = {}
     for interval in intervals:
-        key = (interval.limit_id, interval.scope)
-        totals.setdefault(key, 0.0)
-        if interval.status in wanted:
-            totals[key] += interval.seconds_within(start, end)
-    rows = [
-        {"limit_id": k[0], "scope": k[1], "seconds": s, "fraction": s / window}
-        for k, s in sorted(totals.items())
-    ]
-    return pd.DataFrame(rows, columns=["limit_id", "scope", "seconds", "fraction"])
-
-
-def time_in_breach(
-    intervals: Iterable[StatusInterval], now: datetime, window: timedelta = timedelta(hours=24)
-) -> pd.DataFrame:
-    """Seconds in BREACH per (limit, scope) over the last ``window`` (default 24 h)."""
-    return time_in_status(intervals, now - window, now, (LimitStatus.BREACH,))
+        seconds = interval.seconds_within(start, end)
+        if seconds > 0:
+            spent = totals.setdefault((interval.limit_id, interval.scope),
+                                      dict.fromkeys(LimitStatus, 0.0))
+            spent[interval.status] += seconds
+    return totals

@@ -12,7 +12,6 @@ the past.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -26,6 +25,7 @@ from risk_monitor.domain.compliance import (
     ComplianceStatus,
     StatusInterval,
     desk_status,
+    seconds_in_status,
     update_intervals,
 )
 from risk_monitor.domain.model import LimitResult, LimitStatus
@@ -90,20 +90,9 @@ class ComplianceStore:
 
     def time_in_status(self, start: datetime, end: datetime, *, limit_id: str | None = None,
                        scope: str | None = None) -> dict[tuple[str, str], dict[LimitStatus, float]]:
-        """Seconds spent in each status per (limit, scope) within [start, end).
-
-        An open interval counts up to ``end``; time before a limit's first evaluation is not
-        counted at all (it was not monitored, which is not the same as OK).
-        """
-        totals: dict[tuple[str, str], dict[LimitStatus, float]] = defaultdict(
-            lambda: dict.fromkeys(LimitStatus, 0.0))
-        for interval in self.intervals(start, end, limit_id=limit_id, scope=scope):
-            lo = max(interval.since, start)
-            hi = min(interval.until or end, end)
-            if hi > lo:
-                totals[(interval.limit_id, interval.scope)][interval.status] += (
-                    hi - lo).total_seconds()
-        return dict(totals)
+        """Seconds spent in each status per (limit, scope) within [start, end)."""
+        return seconds_in_status(self.intervals(start, end, limit_id=limit_id, scope=scope),
+                                 start, end)
 
     def status(self) -> ComplianceStatus:
         """The desk's status from the open intervals (none yet reads UNKNOWN: fail closed)."""

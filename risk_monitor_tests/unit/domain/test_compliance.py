@@ -11,8 +11,7 @@ from risk_monitor.domain.compliance import (
     StatusInterval,
     compliance_summary,
     desk_status,
-    time_in_breach,
-    time_in_status,
+    seconds_in_status,
     update_intervals,
 )
 from risk_monitor.domain.model import LimitStatus
@@ -78,7 +77,7 @@ def test_close_missing_series() -> None:
         update_intervals(first.open, [], close_missing=True)
 
 
-def test_time_in_breach_over_a_window() -> None:
+def test_seconds_in_each_status_over_a_window() -> None:
     intervals = [
         StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600 * 30), at(-3600 * 20), 1.2,
                        at(-3600 * 20)),
@@ -89,15 +88,14 @@ def test_time_in_breach_over_a_window() -> None:
         StatusInterval("b", "venue:okx", LimitStatus.WARN, at(-7200), None, 0.9,
                        NOW),
     ]
-    table = time_in_breach(intervals, NOW, timedelta(hours=24)).set_index("limit_id")
+    spent = seconds_in_status(intervals, NOW - timedelta(hours=24), NOW)
     # a: 4 h of the first breach fall inside the window (-24 h to -20 h) + the open last hour
-    assert table.loc["a", "seconds"] == pytest.approx(4 * 3600 + 3600)
-    assert table.loc["a", "fraction"] == pytest.approx(5 / 24)
-    assert table.loc["b", "seconds"] == 0.0
-    warn = time_in_status(intervals, at(-7200), NOW, [LimitStatus.WARN]).set_index("limit_id")
-    assert warn.loc["b", "seconds"] == pytest.approx(7200)
+    assert spent[("a", "portfolio")][LimitStatus.BREACH] == pytest.approx(4 * 3600 + 3600)
+    assert spent[("a", "portfolio")][LimitStatus.OK] == pytest.approx(19 * 3600)
+    assert spent[("b", "venue:okx")] == {LimitStatus.OK: 0.0, LimitStatus.WARN: 7200.0,
+                                         LimitStatus.BREACH: 0.0, LimitStatus.UNKNOWN: 0.0}
     with pytest.raises(ValueError):
-        time_in_status(intervals, NOW, NOW)
+        seconds_in_status(intervals, NOW, NOW)
 
 
 @pytest.mark.parametrize(
