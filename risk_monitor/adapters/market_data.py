@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import pandas as pd
 
@@ -53,19 +52,9 @@ from risk_monitor.platform.errors import (
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import MarketDataSettings, Settings
+from risk_monitor.ports import TickerSource
 
 log = get_logger(__name__)
-
-
-class TickerSource(Protocol):
-    """What a REST snapshot needs from a venue adapter (CcxtExchangeAccount has it)."""
-
-    venue: str
-
-    @property
-    def endpoint_override(self) -> str | None: ...
-
-    def fetch_tickers(self, symbols: Sequence[str] | None = None) -> pd.DataFrame: ...
 
 
 # --- coverage ------------------------------------------------------------------------------------

@@ -268,3 +268,65 @@ def _unit(kind: str) -> str:
         return KIND_SPECS[LimitKind(kind)].unit
     except ValueError:
         return ""
+
+
+def summary_tables(report: RiskReport, top: int = 10) -> dict[str, pd.DataFrame]:
+    """The small tables a risk summary shows: headline, top exposures, limit utilisation."""
+    s = report.summary
+    headline = pd.DataFrame(
+        [
+            ("compliance", s.compliance.status.value),
+            ("equity_usd", _num(s.equity_usd)),
+            ("daily_pnl_usd", _num(s.daily_pnl_usd)),
+            ("drawdown_pct", _num(s.drawdown_pct, 2)),
+            ("gross_usd", _num(s.gross_usd)),
+            ("net_usd", _num(s.net_usd)),
+            ("leverage", _num(s.leverage, 2)),
+            ("positions", str(s.positions)),
+            ("config_version", s.config_version),
+        ],
+        columns=["measure", "value"],
+    )
+    ex = report.exposures
+    assets = ex[ex["level"] == "asset"].sort_values("gross_usd", ascending=False, na_position="first")
+    top_exposures = assets[["asset", "gross_usd", "net_usd", "holdings_usd", "concentration_pct", "ok"]].head(top)
+    venues = ex[ex["level"] == "venue"][["venue", "gross_usd", "net_usd", "equity_usd", "leverage", "ok"]]
+    limits = results_frame(report.results)[
+        ["limit_id", "scope", "status", "value", "unit", "utilisation_pct", "reason"]
+    ].head(top)
+    return {
+        "headline": headline.reset_index(drop=True),
+        "top_exposures": top_exposures.reset_index(drop=True),
+        "venues": venues.reset_index(drop=True),
+        "limit_utilisation": limits.reset_index(drop=True),
+    }
+
+
+def render_markdown(tables: dict[str, pd.DataFrame]) -> str:
+    """Markdown for Dagster's ``MetadataValue.md`` and the demo (no extra dependency)."""
+    parts: list[str] = []
+    for title, frame in tables.items():
+        parts.append(f"**{title.replace('_', ' ')}**\n")
+        header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+        rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+        lines = [header, rule]
+        for row in frame.itertuples(index=False):
+            lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "UNKNOWN" if math.isnan(value) else str(value)
+        return f"{value:,.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or not math.isfinite(value):
+        return "UNKNOWN"
+    return f"{value:,.{digits}f}"

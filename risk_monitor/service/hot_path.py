@@ -68,6 +68,7 @@ from risk_monitor.domain.quotes import quotes_from_rows
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import Custodian, ExchangeAccount
 from risk_monitor.service.state import InMemoryRiskState
 
 log = get_logger(__name__)
@@ -230,7 +231,8 @@ class HotPath:
 
     def __init__(self, settings: Settings, live: InMemoryRiskState, storage: Storage, *,
                  instance_id: str, wake: Callable[[], None] | None = None,
-                 accounts: Sequence[Any] | None = None, custodians: Sequence[Any] | None = None,
+                 accounts: Sequence[ExchangeAccount] | None = None,
+                 custodians: Sequence[Custodian] | None = None,
                  clock: Clock = _utc_now) -> None:
         self.settings = settings
         self.service = settings.service
