@@ -375,7 +375,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
         import dagster as dg
 
-        from risk_monitor.adapters.market_data import stream_key
+        from risk_monitor.adapters.redis_quotes import stream_key
         from risk_monitor.adapters.sql import Storage
 
         Storage.open(store_url).engine.dispose()  # migrate before any run races to

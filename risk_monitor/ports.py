@@ -8,21 +8,25 @@ trade, transfer or withdraw, and none may be added.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from risk_monitor.domain.model import AlertState, Collected, Notification
+from risk_monitor.domain.model import Collected, Notification
 
 
 @runtime_checkable
 class ExchangeAccount(Protocol):
-    """Read-only view of one exchange account."""
+    """Read-only view of one exchange account (``CcxtExchangeAccount``)."""
 
     venue: str
     account: str
+
+    @property
+    def endpoint_override(self) -> str | None:
+        """A non-production endpoint in use (shown in metadata), None in production."""
+        ...
 
     def fetch_positions(self) -> pd.DataFrame:
         """Open positions as POSITION_COLUMNS; raises a DataSourceError on failure."""
@@ -33,11 +37,27 @@ class ExchangeAccount(Protocol):
         ...
 
 
-@runtime_checkable
-class Custodian(Protocol):
-    """Read-only view of a custodian workspace."""
+class TickerSource(Protocol):
+    """What a REST quote snapshot needs from a venue (``CcxtExchangeAccount``)."""
 
     venue: str
+
+    @property
+    def endpoint_override(self) -> str | None: ...
+
+    def fetch_tickers(self, symbols: Sequence[str] | None = None) -> pd.DataFrame:
+        """Latest quotes as PRICE_COLUMNS."""
+        ...
+
+
+@runtime_checkable
+class Custodian(Protocol):
+    """Read-only view of a custodian workspace (``FireblocksCustodian``)."""
+
+    venue: str
+
+    @property
+    def endpoint_override(self) -> str | None: ...
 
     def fetch_balances(self) -> pd.DataFrame:
         """Vault balances as BALANCE_COLUMNS (source_type 'custodian', account = vault id)."""
@@ -49,20 +69,8 @@ class MarketDataSnapshot(Protocol):
     """Latest quotes for configured instruments (REST snapshot or the Redis cache)."""
 
     def latest_prices(self) -> Collected:
-        """PRICE_COLUMNS plus per-venue coverage."""
+        """Admitted PRICE_COLUMNS rows plus per-venue coverage."""
         ...
-
-
-class MarketDataStream(Protocol):
-    """A live quote stream (ccxt.pro websockets) for one venue."""
-
-    venue: str
-
-    def quotes(self) -> AsyncIterator[pd.DataFrame]:
-        """Yields batches of PRICE_COLUMNS rows as they arrive; reconnects on its own."""
-        ...
-
-    async def close(self) -> None: ...
 
 
 class Notifier(Protocol):
@@ -71,23 +79,6 @@ class Notifier(Protocol):
     def send(self, notification: Notification, previous_ref: str | None) -> str:
         """Deliver (or update the message at ``previous_ref``); raises NotificationError."""
         ...
-
-
-class AlertStore(Protocol):
-    """Alert series state and the durable outbox, in one transaction per evaluation."""
-
-    def load_states(self, fingerprints: Sequence[str]) -> dict[str, AlertState]: ...
-
-    def apply(self, states: Sequence[AlertState], notifications: Sequence[Notification]) -> None:
-        """Persist new states and enqueue notifications atomically (idempotent per key)."""
-        ...
-
-
-class AuditLog(Protocol):
-    """Append-only record linking alerts to runs, data versions, limit and code versions."""
-
-    def record(self, event: str, at: datetime, correlation_id: str | None,
-               payload: Mapping[str, Any]) -> None: ...
 
 
 class ConfigSource(Protocol):

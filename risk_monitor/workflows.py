@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -23,8 +23,7 @@ from risk_monitor.domain.aggregation import RiskState
 from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts
 from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
 from risk_monitor.domain.engine import RiskSnapshot
-from risk_monitor.domain.limits import LimitConfig
-from risk_monitor.domain.model import Collected, LimitResult, Notification
+from risk_monitor.domain.model import Collected, LimitResult, Notification, SourceKind
 from risk_monitor.domain.pnl import utc_day_start
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
@@ -58,7 +57,15 @@ def build_snapshot(*, positions: Collected, balances: Collected, prices: Collect
         max_age_s=settings.market_data.max_age_s,
         max_future_skew_s=settings.market_data.max_future_skew_s,
         expected_venues=expected,
+        source_max_age_s=source_budgets(settings),
     )
+
+
+def source_budgets(settings: Settings) -> dict[SourceKind, float]:
+    """Freshness budget of each kind of source status (``market_data.*max_age_s``)."""
+    md = settings.market_data
+    return {SourceKind.MARKET: md.max_age_s, SourceKind.EXCHANGE: md.exchange_max_age_s,
+            SourceKind.CUSTODIAN: md.custody_max_age_s}
 
 
 def record_equity(storage: Storage, state: RiskState, at: datetime) -> None:
@@ -182,58 +189,3 @@ def notification_frame(notifications: Sequence[Notification]) -> pd.DataFrame:
         columns=["kind", "status", "severity", "limit_id", "scope", "value", "utilisation_pct",
                  "correlation_id", "idempotency_key"],
     )
-
-
-def load_limits(settings: Settings, storage: Storage) -> tuple[LimitConfig, str, Mapping[str, Any]]:
-    """The limit configuration in force: the configuration service when enabled (keeping the
-    last good version when the service is down or sends an invalid one), else the file."""
-    from risk_monitor.adapters.config_service import (
-        ConfigServiceLocator,
-        HttpConfigSource,
-        load_limits_file,
-        validate_document,
-    )
-    from risk_monitor.platform.errors import RiskMonitorError
-
-    component = settings.config_service.component
-    if settings.config_service.enabled:
-        try:
-            _version, document = HttpConfigSource(
-                ConfigServiceLocator(settings.config_service, _discovery(settings)),
-                timeout_s=settings.resilience.timeout_s,
-            ).fetch(component)
-            parts = validate_document(document)
-            config: LimitConfig = parts["limits"]
-            storage.config_versions.record(config.version, document["limits"], source="service",
-                                           applied_at=_now())
-            return config, "service", document["limits"]
-        except RiskMonitorError as exc:
-            log.warning("config_service_unusable_keeping_last_good", error_code=exc.code,
-                        error=str(exc))
-            for known in storage.config_versions.history(limit=20):
-                if known.source == "service":
-                    parts = validate_document({"limits": known.document})
-                    return parts["limits"], "service-last-good", known.document
-            log.warning("no_service_configuration_known_using_file")
-    doc = load_limits_file(settings.effective_limits_file, component)
-    parts = validate_document(doc.document)
-    config = parts["limits"]
-    storage.config_versions.record(config.version, doc.document["limits"], source="file",
-                                   applied_at=_now())
-    return config, "file", doc.document["limits"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _discovery(settings: Settings) -> Any:
-    if not settings.redis_url or settings.config_service.url:
-        return None
-    import redis
-
-    from risk_monitor.adapters.redis_registry import DiscoveryClient
-
-    return DiscoveryClient(redis.Redis.from_url(settings.redis_url),
-                           prefix=settings.service.registry_prefix)
-

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
 
 import pandas as pd
 import pandera.pandas as pa
@@ -38,6 +37,7 @@ from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import MarketDataSettings
+from risk_monitor.ports import Custodian, ExchangeAccount
 
 log = get_logger(__name__)
 
@@ -150,58 +150,37 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
 
 
 # --- the three collections ----------------------------------------------------------------------
-class _PositionAccount(Protocol):
-    venue: str
-    account: str
-
-    @property
-    def endpoint_override(self) -> str | None: ...
-
-    def fetch_positions(self) -> pd.DataFrame: ...
-
-    def fetch_balances(self) -> pd.DataFrame: ...
-
-
-class _Custodian(Protocol):
-    venue: str
-
-    @property
-    def endpoint_override(self) -> str | None: ...
-
-    def fetch_balances(self) -> pd.DataFrame: ...
-
-
-def collect_positions(accounts: Sequence[_PositionAccount], settings: MarketDataSettings,
+def collect_positions(accounts: Sequence[ExchangeAccount], settings: MarketDataSettings,
                       clock: Clock = utc_now) -> Collected:
     """Open positions of every exchange account."""
     sources = [Source(SourceKind.EXCHANGE, a.venue, a.account, a.fetch_positions,
                       a.endpoint_override) for a in accounts]
     return collect(sources, columns=POSITION_COLUMNS, clock=clock, dataset="positions",
                    schema_at=lambda now:
-                   position_schema(now=now, max_age_s=settings.max_age_s,
+                   position_schema(now=now, max_age_s=settings.exchange_max_age_s,
                                    max_future_skew_s=settings.max_future_skew_s))
 
 
-def _balance_schema_at(settings: MarketDataSettings) -> Callable[[datetime | None],
-                                                                 pa.DataFrameSchema]:
-    return lambda now: balance_schema(now=now, max_age_s=settings.max_age_s,
+def _balance_schema_at(settings: MarketDataSettings, max_age_s: float
+                       ) -> Callable[[datetime | None], pa.DataFrameSchema]:
+    return lambda now: balance_schema(now=now, max_age_s=max_age_s,
                                       max_future_skew_s=settings.max_future_skew_s)
 
 
-def collect_exchange_balances(accounts: Sequence[_PositionAccount], settings: MarketDataSettings,
+def collect_exchange_balances(accounts: Sequence[ExchangeAccount], settings: MarketDataSettings,
                               clock: Clock = utc_now) -> Collected:
     """Wallet balances of every exchange account (source_type 'exchange')."""
     sources = [Source(SourceKind.EXCHANGE, a.venue, a.account, a.fetch_balances,
                       a.endpoint_override) for a in accounts]
     return collect(sources, columns=BALANCE_COLUMNS, clock=clock, dataset="balances",
-                   schema_at=_balance_schema_at(settings))
+                   schema_at=_balance_schema_at(settings, settings.exchange_max_age_s))
 
 
-def collect_custodian_balances(custodians: Sequence[_Custodian], settings: MarketDataSettings,
+def collect_custodian_balances(custodians: Sequence[Custodian], settings: MarketDataSettings,
                                clock: Clock = utc_now) -> Collected:
     """Vault balances of every custodian (source_type 'custodian'; one source per custodian,
     account ``*`` meaning all its vaults)."""
     sources = [Source(SourceKind.CUSTODIAN, c.venue, "*", c.fetch_balances,
                       c.endpoint_override) for c in custodians]
     return collect(sources, columns=BALANCE_COLUMNS, clock=clock, dataset="balances",
-                   schema_at=_balance_schema_at(settings))
+                   schema_at=_balance_schema_at(settings, settings.custody_max_age_s))

@@ -27,7 +27,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,9 +70,17 @@ CONFIG_SERVICE_UP = Gauge(
     "1 when the last request to the configuration service succeeded.", ["component"],
 )
 
-SOURCE_FILE = "file"
-SOURCE_CACHE = "cache"
-SOURCE_SERVICE = "service"
+#: where a document came from: the one vocabulary of the service, the Dagster runs and the store
+SOURCE_FILE = "file"  # the limits file (packaged or ``limits_file``)
+SOURCE_SERVICE = "service"  # fetched from the configuration service now
+SOURCE_CACHE = "cache"  # the last good service document, from the disk cache
+SOURCE_STORE = "store"  # the last good service document, from limit_config_versions
+#: sources whose document the configuration service published (the file is not one of them)
+SERVICE_SOURCES = frozenset({SOURCE_SERVICE, SOURCE_CACHE, SOURCE_STORE})
+
+
+NO_SERVICE_DOCUMENT = ("configuration service enabled but no document of it is known (service "
+                       "down, nothing cached or stored): the limits in force are unknown")
 
 
 def document_version(document: Mapping[str, Any]) -> str:
@@ -92,9 +100,12 @@ class ConfigDocument:
     component: str
     version: str
     document: Mapping[str, Any]
-    source: str  # service | cache | file
+    source: str  # SOURCE_* above
     updated_at: str | None = None
     revision: int | None = None
+    #: set when this document must not be trusted (the service is enabled but no document of
+    #: it is known): every limit then evaluates UNKNOWN with this reason (fail closed)
+    unavailable: str = ""
 
     @classmethod
     def from_response(cls, body: Mapping[str, Any], *, source: str = SOURCE_SERVICE,
@@ -235,8 +246,8 @@ class ConfigState:
         self.last_seen_version = doc.version
         current = self._current
         if current is not None and current.version == doc.version \
-                and current.source != SOURCE_FILE:
-            return True  # same content already in force
+                and current.source == doc.source and not current.limits.unavailable:
+            return True  # same content from the same source already in force
         try:
             parts = self.validator(doc.document)
         except RiskMonitorError as exc:
@@ -245,9 +256,12 @@ class ConfigState:
         except Exception as exc:  # a validator bug must not take the last good config away
             self._reject(doc, ConfigError(f"validation failed: {exc}", key="document"))
             return False
+        limits: LimitConfig = parts["limits"]
+        if doc.unavailable:
+            limits = limits.fail_closed(doc.unavailable)
         applied = AppliedConfig(
             component=self.component, version=doc.version, source=doc.source,
-            document=doc.document, limits=parts["limits"], limits_version=parts["limits_version"],
+            document=doc.document, limits=limits, limits_version=parts["limits_version"],
             alert_routing=parts["alert_routing"], venues=parts["venues"],
             applied_at=datetime.now(UTC), updated_at=doc.updated_at,
         )
@@ -255,7 +269,7 @@ class ConfigState:
             previous = self._current
             self._current = applied
             listeners = list(self._listeners)
-            if doc.source in (SOURCE_SERVICE, SOURCE_CACHE):
+            if doc.source in SERVICE_SOURCES:
                 self.service_synced = True
         CONFIG_APPLIED.labels(component=self.component, source=doc.source).inc()
         CONFIG_VERSION_INFO.labels(component=self.component).info(
@@ -436,21 +450,27 @@ class ConfigWatcher:
 
     def __init__(self, settings: ConfigServiceSettings, state: ConfigState, *,
                  locator: ConfigServiceLocator | None, limits_file: Path | None,
-                 resilience: ResilienceSettings | None = None) -> None:
+                 resilience: ResilienceSettings | None = None,
+                 last_good: Callable[[], ConfigDocument | None] | None = None) -> None:
         self.settings = settings
         self.state = state
         self.locator = locator
         self.limits_file = limits_file
+        self.last_good = last_good
         self.resilience = resilience or ResilienceSettings()
         self.status = WatcherStatus()
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Apply the base file, then the service (or the disk cache); start watching."""
+        """Apply the base file, then the service (or its last good document: disk cache, then
+        the store); start watching. With the service enabled the file alone is never trusted:
+        until a service document is known every limit is UNKNOWN (fail closed)."""
         if self.limits_file is not None:
             base = await asyncio.to_thread(load_limits_file, self.limits_file,
                                            self.state.component)
+            if self.settings.enabled:
+                base = replace(base, unavailable=NO_SERVICE_DOCUMENT)
             await asyncio.to_thread(self.state.apply, base)
         if not self.settings.enabled or self.locator is None:
             return
@@ -461,6 +481,8 @@ class ConfigWatcher:
         except RiskMonitorError as exc:
             log.warning("config_service_unavailable_at_start", error=str(exc))
             cached = await asyncio.to_thread(self.state.read_cache)
+            if cached is None and self.last_good is not None:
+                cached = await asyncio.to_thread(self.last_good)
             if cached is not None:
                 await asyncio.to_thread(self.state.apply, cached)
         else:

@@ -4,7 +4,8 @@ Which one is configuration only (``settings.market_data.source``): ``auto`` read
 cache when ``settings.redis_url`` is set (the service's stream consumer writes it), else takes a
 REST snapshot (one bulk ``fetch_tickers(symbols)`` per venue).
 
-Redis layout, all under ``settings.market_data.key_prefix`` (``P``):
+Redis layout and codec: ``adapters/redis_quotes.py`` (the one owner of both). Keys, all under
+``settings.market_data.key_prefix`` (``P``):
 
 * ``P:quotes:<venue>`` — hash, field = instrument, value = JSON of the latest quote
   ``{base, quote, bid, ask, last, mark, ts, recv, via}`` (``ts`` exchange event time, ``recv``
@@ -14,20 +15,16 @@ Redis layout, all under ``settings.market_data.key_prefix`` (``P``):
 * ``P:status:<venue>`` — hash describing the feeder (``mode`` = stream / rest_fallback / down,
   ``updated_at`` ms, ``error``): shows whether the cache is being fed.
 
-Coverage, per venue: a structurally invalid answer fails the venue (no rows). Otherwise every row
-kept is valid and fresh; quotes older than ``max_age_s`` or later than now + ``max_future_skew_s``
-are dropped and configured instruments without a fresh quote are listed: the venue's status is
-then ``ok=False`` (``RM301`` stale, ``RM302`` missing) while its fresh rows stay usable.
+Coverage, per venue: a structurally invalid answer fails the venue (no rows). Otherwise the
+domain's admission rule (``domain/quotes.py``, the same one the hot path uses) keeps the fresh
+and sane rows and names the rest: the venue's status is then ``ok=False`` (``RM300`` absurd,
+``RM301`` stale, ``RM302`` missing) while its admitted rows stay usable.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 import pandas as pd
 
@@ -41,8 +38,10 @@ from risk_monitor.adapters.collection import (
     utc_now,
 )
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.redis_quotes import RedisQuoteCache
 from risk_monitor.domain.model import PRICE_COLUMNS, Collected, SourceKind, SourceStatus
-from risk_monitor.domain.schemas import concat_frames, price_schema, prices_frame, validate_frame
+from risk_monitor.domain.quotes import QuotePolicy, admitted_quotes
+from risk_monitor.domain.schemas import concat_frames, price_schema, validate_frame
 from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
@@ -51,151 +50,23 @@ from risk_monitor.platform.errors import (
     StaleDataError,
 )
 from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import MarketDataSettings, Settings
+from risk_monitor.ports import TickerSource
 
 log = get_logger(__name__)
 
-MAX_LISTED = 10  # instruments named in one status message
-
-
-class TickerSource(Protocol):
-    """What a REST snapshot needs from a venue adapter (CcxtExchangeAccount has it)."""
-
-    venue: str
-
-    @property
-    def endpoint_override(self) -> str | None: ...
-
-    def fetch_tickers(self, symbols: Sequence[str] | None = None) -> pd.DataFrame: ...
-
-
-# --- keys and encoding ---------------------------------------------------------------------------
-def quotes_key(prefix: str, venue: str) -> str:
-    return f"{prefix}:quotes:{venue}"
-
-
-def stream_key(prefix: str, venue: str) -> str:
-    return f"{prefix}:stream:{venue}"
-
-
-def status_key(prefix: str, venue: str) -> str:
-    return f"{prefix}:status:{venue}"
-
-
-def _ms(value: Any) -> int | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, pd.Timestamp | datetime):
-        return int(pd.Timestamp(value).value // 1_000_000)
-    return int(value)
-
-
-def _clean(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else number
-
-
-def encode_quote(row: Mapping[str, Any], via: str) -> dict[str, Any]:
-    """A PRICE_COLUMNS row as the cache's JSON-able dict (NaN -> null, times -> epoch ms)."""
-    return {
-        "base": row["base"], "quote": row["quote"],
-        "bid": _clean(row.get("bid")), "ask": _clean(row.get("ask")),
-        "last": _clean(row.get("last")), "mark": _clean(row.get("mark")),
-        "ts": _ms(row.get("timestamp")), "recv": _ms(row.get("received_at")), "via": via,
-    }
-
-
-def decode_quotes(venue: str, raw: Mapping[Any, Any]) -> pd.DataFrame:
-    """A venue's quotes hash (field -> JSON) as a PRICE_COLUMNS frame."""
-    rows = []
-    for field, value in raw.items():
-        instrument = field.decode() if isinstance(field, bytes) else str(field)
-        try:
-            quote = json.loads(value)
-            rows.append({
-                "venue": venue, "instrument": instrument,
-                "base": quote["base"], "quote": quote["quote"],
-                "bid": quote.get("bid"), "ask": quote.get("ask"),
-                "last": quote.get("last"), "mark": quote.get("mark"),
-                "timestamp": pd.Timestamp(int(quote["ts"]), unit="ms", tz="UTC"),
-                "received_at": pd.Timestamp(int(quote["recv"]), unit="ms", tz="UTC"),
-            })
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataValidationError(f"quote cache entry {venue}/{instrument} is unreadable: "
-                                      f"{type(exc).__name__}", source=venue) from None
-    return prices_frame(rows)
-
-
-def _stream_fields(instrument: str, quote: Mapping[str, Any]) -> dict[str, str]:
-    return {"instrument": instrument,
-            **{k: "" if v is None else str(v) for k, v in quote.items()}}
-
-
-class RedisQuoteCache:
-    """Sync reader/writer of the quote cache (Dagster runs, REST fallback, tests)."""
-
-    def __init__(self, client: Any, settings: MarketDataSettings) -> None:
-        self.client = client
-        self.prefix = settings.key_prefix
-        self.maxlen = settings.stream_maxlen
-
-    def write(self, venue: str, frame: pd.DataFrame, *, via: str = "rest") -> int:
-        """Store each row as the latest quote and append it to the venue's capped stream."""
-        if not len(frame):
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, str] = {}
-        for row in frame.to_dict("records"):
-            quote = encode_quote({str(k): v for k, v in row.items()}, via)
-            latest[row["instrument"]] = json.dumps(quote)
-            pipe.xadd(stream_key(self.prefix, venue), _stream_fields(row["instrument"], quote),
-                      maxlen=self.maxlen, approximate=True)
-        pipe.hset(quotes_key(self.prefix, venue), mapping=latest)
-        pipe.execute()
-        return len(latest)
-
-    def read(self, venue: str) -> pd.DataFrame:
-        return decode_quotes(venue, self.client.hgetall(quotes_key(self.prefix, venue)))
-
-    def status(self, venue: str) -> dict[str, str]:
-        raw = self.client.hgetall(status_key(self.prefix, venue))
-        return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
-                                                              else v) for k, v in raw.items()}
-
-
-class AsyncRedisQuoteCache:
-    """Async writer for the stream consumer (redis.asyncio client)."""
-
-    def __init__(self, client: Any, settings: MarketDataSettings) -> None:
-        self.client = client
-        self.prefix = settings.key_prefix
-        self.maxlen = settings.stream_maxlen
-
-    async def write(self, venue: str, rows: Sequence[Mapping[str, Any]], *, via: str) -> int:
-        if not rows:
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, str] = {}
-        for row in rows:
-            quote = encode_quote(row, via)
-            latest[row["instrument"]] = json.dumps(quote)
-            pipe.xadd(stream_key(self.prefix, venue), _stream_fields(row["instrument"], quote),
-                      maxlen=self.maxlen, approximate=True)
-        pipe.hset(quotes_key(self.prefix, venue), mapping=latest)
-        await pipe.execute()
-        return len(latest)
-
-    async def set_status(self, venue: str, mode: str, at: datetime, error: str = "") -> None:
-        await self.client.hset(status_key(self.prefix, venue), mapping={
-            "mode": mode, "updated_at": str(_ms(at)), "error": error})
-
 
 # --- coverage ------------------------------------------------------------------------------------
-def _listed(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
+def quote_policy(settings: MarketDataSettings) -> QuotePolicy:
+    """The admission budget of ``settings.market_data`` (one rule: ``domain/quotes.py``)."""
+    return QuotePolicy(max_age_s=settings.max_age_s,
+                       max_future_skew_s=settings.max_future_skew_s,
+                       max_deviation=settings.max_deviation)
+
+
+_ADMISSION_ERRORS: dict[str, type[RiskMonitorError]] = {
+    e.code: e for e in (DataValidationError, StaleDataError, MissingDataError)}
 
 
 @dataclass(frozen=True)
@@ -206,66 +77,41 @@ class VenueQuotes:
     symbols: tuple[str, ...]
 
 
-def cover_venue(frame: pd.DataFrame, *, source: Source, symbols: Sequence[str], now: datetime,
-                settings: MarketDataSettings) -> tuple[pd.DataFrame, SourceStatus]:
-    """Validate one venue's quotes; keep the fresh rows and say what is stale or missing."""
-    frame = validate_frame(frame, price_schema(), source=source.venue)
-    horizon = pd.Timestamp(now) + timedelta(seconds=settings.max_future_skew_s)
-    oldest = pd.Timestamp(now) - timedelta(seconds=settings.max_age_s)
-    future = frame["timestamp"] > horizon
-    stale = frame["timestamp"] < oldest
-    fresh = frame[~future & ~stale].reset_index(drop=True)
-    present = set(fresh["instrument"])
-    missing = [s for s in symbols if s not in present and s not in
-               set(frame.loc[stale | future, "instrument"])]
-    problems: list[RiskMonitorError] = []
-    bad = sorted(frame.loc[stale | future, "instrument"])
-    if bad:
-        problems.append(StaleDataError(
-            f"{len(bad)} quote(s) from {source.venue} older than {settings.max_age_s:g}s or in "
-            f"the future: {_listed(bad)}", source=source.venue,
-            details={"instruments": bad[:100]}))
-    if missing:
-        problems.append(MissingDataError(
-            f"no quote from {source.venue} for {len(missing)} configured instrument(s): "
-            f"{_listed(missing)}", source=source.venue, details={"instruments": missing[:100]}))
-    if not len(fresh) and not problems:
-        problems.append(MissingDataError(f"no quotes from {source.venue}", source=source.venue))
-    label = f"{source.venue}:{source.account}"
-    age = data_age_s(fresh, now, "timestamp")
-    if age is not None:
-        DATA_AGE.labels(kind=source.kind.value, source=label).set(age)
-    if problems:
-        status = failed_status(source, problems[0], now)
-        return fresh, replace(status, rows=len(fresh),
-                              error="; ".join(p.message for p in problems))
-    SOURCE_UP.labels(kind=source.kind.value, source=label).set(1)
-    return fresh, SourceStatus(kind=source.kind, venue=source.venue, account=source.account,
-                               ok=True, as_of=now, rows=len(fresh),
-                               endpoint_override=source.endpoint_override)
-
-
 def collect_quotes(venues: Sequence[VenueQuotes], settings: MarketDataSettings,
                    clock: Clock = utc_now) -> Collected:
-    """Fetch every venue's quotes in turn; one venue failing never hides the others."""
+    """Fetch every venue's quotes in turn (one failing never hides the others), then admit
+    them with the domain's rule: fresh and sane rows kept, the rest named per venue."""
     frames: list[pd.DataFrame] = []
-    statuses: list[SourceStatus] = []
+    failed: list[SourceStatus] = []
     for item in venues:
         try:
-            frame = item.source.fetch()
-            fresh, status = cover_venue(frame, source=item.source, symbols=item.symbols,
-                                        now=clock(), settings=settings)
+            frames.append(validate_frame(item.source.fetch(), price_schema(),
+                                         source=item.source.venue))
         except RiskMonitorError as exc:
-            statuses.append(failed_status(item.source, exc, clock()))
-            continue
+            failed.append(failed_status(item.source, exc, clock()))
         except Exception as exc:
-            statuses.append(failed_status(item.source, map_exception(exc, source=item.source.venue),
-                                          clock()))
+            failed.append(failed_status(
+                item.source, map_exception(exc, source=item.source.venue), clock()))
+    now = clock()
+    collected = admitted_quotes(
+        concat_frames(frames, PRICE_COLUMNS), {v.source.venue: v.symbols for v in venues}, now,
+        quote_policy(settings), failed=failed,
+        endpoint_overrides={v.source.venue: v.source.endpoint_override for v in venues})
+    frame = validate_frame(collected.frame, price_schema(), source="all")
+    for status in collected.sources:
+        if status.venue in {f.venue for f in failed}:
             continue
-        frames.append(fresh)
-        statuses.append(status)
-    combined = validate_frame(concat_frames(frames, PRICE_COLUMNS), price_schema(), source="all")
-    return Collected(frame=combined, sources=tuple(statuses))
+        label = f"{status.venue}:{status.account}"
+        age = data_age_s(frame[frame["venue"] == status.venue], now, "timestamp")
+        if age is not None:
+            DATA_AGE.labels(kind=status.kind.value, source=label).set(age)
+        SOURCE_UP.labels(kind=status.kind.value, source=label).set(int(status.ok))
+        if not status.ok:
+            kind = _ADMISSION_ERRORS.get(status.error_code or "", DataValidationError)
+            record_error(kind(status.error or "", source=status.venue))
+            log.warning("quotes not admitted; the venue's limits read as UNKNOWN",
+                        venue=status.venue, error_code=status.error_code, error=status.error)
+    return replace(collected, frame=frame)
 
 
 # --- the two snapshots ---------------------------------------------------------------------------
@@ -349,10 +195,3 @@ def symbols_by_venue(settings: Settings) -> dict[str, tuple[str, ...]]:
         bucket = found.setdefault(venue.id, [])
         bucket.extend(s for s in venue.symbols if s not in bucket)
     return {k: tuple(v) for k, v in found.items()}
-
-
-def redis_client(url: str) -> Any:
-    """A sync Redis client with short timeouts (a Dagster run must never hang on Redis)."""
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)

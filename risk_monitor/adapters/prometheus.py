@@ -42,7 +42,7 @@ from risk_monitor.adapters.sql.schema import (
     risk_metrics_latest,
     source_status_latest,
 )
-from risk_monitor.domain.model import LimitStatus
+from risk_monitor.domain.model import LimitStatus, worst_status
 from risk_monitor.platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -60,7 +60,6 @@ RESERVED_NAMES = frozenset({
     "state_scrape_duration_seconds", "audit_chain_head",
 })
 _STATUSES = tuple(s.value for s in LimitStatus)
-_WORST_FIRST = (LimitStatus.BREACH, LimitStatus.UNKNOWN, LimitStatus.WARN, LimitStatus.OK)
 
 
 class SecondsBetween(FunctionElement[float]):
@@ -187,7 +186,7 @@ class RiskStateCollector(Collector):
             .group_by(t.c.status)
         ):
             counts[LimitStatus(status_value)] = int(count)
-        worst = next((s for s in _WORST_FIRST if counts[s]), LimitStatus.UNKNOWN)
+        worst = worst_status(s for s in counts if counts[s])
         overall = GaugeMetricFamily(
             f"{PREFIX}_compliance_status",
             "1 for the desk's overall compliance status (worst limit; UNKNOWN if none).",

@@ -1,20 +1,19 @@
 """Compliance status: per (limit, scope) status intervals, the current summary, time in breach.
 
-A status interval is the stretch of time a (limit, scope) spent in one status; the storage
-layer persists them (one open interval per series). Functions here are pure: they say which
-intervals to close and which to open or update, given the open ones and the new results.
+A status interval is the stretch of time a (limit, scope) spent in one status. The timeline is
+computed here, once, for both evaluation paths: :func:`update_intervals` says which intervals to
+close and which to open or extend, given the open ones and the new results; the store
+(``adapters/sql/compliance_store.py``) only saves what it is told.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
-import pandas as pd
-
-from risk_monitor.domain.model import LimitResult, LimitStatus, alert_fingerprint
+from risk_monitor.domain.model import LimitResult, LimitStatus, alert_fingerprint, worst_status
 
 
 class ComplianceStatus(StrEnum):
@@ -24,6 +23,17 @@ class ComplianceStatus(StrEnum):
     WARNING = "WARNING"
     BREACH = "BREACH"
     UNKNOWN = "UNKNOWN"
+
+
+_DESK_STATUS = {LimitStatus.BREACH: ComplianceStatus.BREACH,
+                LimitStatus.UNKNOWN: ComplianceStatus.UNKNOWN,
+                LimitStatus.WARN: ComplianceStatus.WARNING,
+                LimitStatus.OK: ComplianceStatus.COMPLIANT}
+
+
+def desk_status(statuses: Iterable[LimitStatus]) -> ComplianceStatus:
+    """The desk's status: its worst limit's (``model.WORST_FIRST``); none evaluated → UNKNOWN."""
+    return _DESK_STATUS[worst_status(statuses)]
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class StatusInterval:
     since: datetime
     until: datetime | None
     worst_utilisation: float | None
+    last_seen_at: datetime  # the latest result seen in this status
+    config_version: str = ""
 
     @property
     def fingerprint(self) -> str:
@@ -71,34 +83,40 @@ def update_intervals(
     close_missing: bool = False,
     now: datetime | None = None,
 ) -> IntervalUpdate:
-    """Advance the status timeline with new results.
+    """Advance the status timeline with new results (in time order).
 
-    Same status → the open interval is updated only when its worst utilisation grew; a new
-    status → the open interval closes at the result's ``as_of`` and a new one opens there. With
-    ``close_missing`` the open intervals of series absent from ``results`` close at ``now``
-    (a limit removed from the configuration, a wildcard scope that vanished).
+    Same status → the open interval is extended (last sighting, worst utilisation, config
+    version); a new status → the open interval closes at the result's ``as_of`` and a new one
+    opens there; a result older than the open interval's last sighting is ignored (a slow writer
+    never rewrites the past). ``open`` holds the final open interval of every series that
+    changed; ``close`` every interval that ended. With ``close_missing`` the open intervals of
+    series absent from ``results`` close at ``now`` (a limit removed, a scope that vanished).
     """
     if isinstance(open_intervals, Mapping):
         current = dict(open_intervals)
     else:
         current = {i.fingerprint: i for i in open_intervals}
     update = IntervalUpdate()
+    touched: dict[str, StatusInterval] = {}
     seen: set[str] = set()
-    for result in results:
+    for result in sorted(results, key=lambda r: r.as_of):
         fp = result.fingerprint
         seen.add(fp)
         existing = current.get(fp)
-        if existing is not None and existing.status is result.status:
-            worst = _worse(existing.worst_utilisation, result.utilisation)
-            if worst != existing.worst_utilisation:
-                update.open.append(replace(existing, worst_utilisation=worst))
+        if existing is not None and result.as_of < existing.last_seen_at:
             continue
-        if existing is not None:
-            update.close.append(replace(existing, until=result.as_of))
-        update.open.append(
-            StatusInterval(result.limit_id, result.scope, result.status, result.as_of, None,
-                           result.utilisation)
-        )
+        if existing is not None and existing.status is result.status:
+            nxt = replace(existing, last_seen_at=result.as_of,
+                          worst_utilisation=_worse(existing.worst_utilisation,
+                                                   result.utilisation),
+                          config_version=result.config_version)
+        else:
+            if existing is not None:
+                update.close.append(replace(existing, until=result.as_of))
+            nxt = StatusInterval(result.limit_id, result.scope, result.status, result.as_of,
+                                 None, result.utilisation, result.as_of, result.config_version)
+        current[fp] = touched[fp] = nxt
+    update.open.extend(touched.values())
     if close_missing:
         if now is None:
             raise ValueError("close_missing needs now")
@@ -136,51 +154,27 @@ def compliance_summary(results: Sequence[LimitResult]) -> ComplianceSummary:
     counts = {s.value: 0 for s in LimitStatus}
     for r in results:
         counts[r.status.value] += 1
-    if not results:
-        status = ComplianceStatus.UNKNOWN
-    elif counts["BREACH"]:
-        status = ComplianceStatus.BREACH
-    elif counts["UNKNOWN"]:
-        status = ComplianceStatus.UNKNOWN
-    elif counts["WARN"]:
-        status = ComplianceStatus.WARNING
-    else:
-        status = ComplianceStatus.COMPLIANT
+    status = desk_status(r.status for r in results)
     known = [r for r in results if r.utilisation is not None]
     worst = max(known, key=lambda r: r.utilisation or 0.0) if known else None
     as_of = max((r.as_of for r in results), default=None)
     return ComplianceSummary(status, counts, len(results), as_of, worst)
 
 
-def time_in_status(
-    intervals: Iterable[StatusInterval],
-    start: datetime,
-    end: datetime,
-    statuses: Iterable[LimitStatus] = (LimitStatus.BREACH,),
-) -> pd.DataFrame:
-    """Seconds (and share of the window) each (limit, scope) spent in ``statuses`` in [start, end).
+def seconds_in_status(intervals: Iterable[StatusInterval], start: datetime,
+                      end: datetime) -> dict[tuple[str, str], dict[LimitStatus, float]]:
+    """Seconds each (limit, scope) spent in each status within [start, end).
 
-    Every series present in ``intervals`` gets a row, also with 0 seconds.
+    An open interval counts up to ``end``; time before a limit's first evaluation is not
+    counted at all (it was not monitored, which is not the same as OK).
     """
     if end <= start:
         raise ValueError("end must be after start")
-    wanted = set(statuses)
-    window = (end - start).total_seconds()
-    totals: dict[tuple[str, str], float] = {}
+    totals: dict[tuple[str, str], dict[LimitStatus, float]] = {}
     for interval in intervals:
-        key = (interval.limit_id, interval.scope)
-        totals.setdefault(key, 0.0)
-        if interval.status in wanted:
-            totals[key] += interval.seconds_within(start, end)
-    rows = [
-        {"limit_id": k[0], "scope": k[1], "seconds": s, "fraction": s / window}
-        for k, s in sorted(totals.items())
-    ]
-    return pd.DataFrame(rows, columns=["limit_id", "scope", "seconds", "fraction"])
-
-
-def time_in_breach(
-    intervals: Iterable[StatusInterval], now: datetime, window: timedelta = timedelta(hours=24)
-) -> pd.DataFrame:
-    """Seconds in BREACH per (limit, scope) over the last ``window`` (default 24 h)."""
-    return time_in_status(intervals, now - window, now, (LimitStatus.BREACH,))
+        seconds = interval.seconds_within(start, end)
+        if seconds > 0:
+            spent = totals.setdefault((interval.limit_id, interval.scope),
+                                      dict.fromkeys(LimitStatus, 0.0))
+            spent[interval.status] += seconds
+    return totals

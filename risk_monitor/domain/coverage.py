@@ -6,7 +6,7 @@ scope could include that venue's data becomes UNKNOWN with a reason naming it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -79,10 +79,11 @@ def merge_sources(*groups: Iterable[SourceStatus]) -> list[SourceStatus]:
 
 
 def source_problems(
-    sources: Iterable[SourceStatus], freshness: Freshness, expected_venues: Iterable[str] = ()
+    sources: Iterable[SourceStatus], freshness: Freshness, expected_venues: Iterable[str] = (),
+    budgets: Mapping[SourceKind, float] | None = None,
 ) -> list[SourceProblem]:
-    """Failed sources, sources whose last attempt is older than the budget, expected venues
-    without any source."""
+    """Failed sources, sources whose last attempt is older than their kind's budget
+    (``budgets``, else ``freshness.max_age_s``), expected venues without any source."""
     problems: list[SourceProblem] = []
     seen_venues: set[str] = set()
     for status in sources:
@@ -103,14 +104,15 @@ def source_problems(
             )
             continue
         age = freshness.age_s(ns_of(status.as_of))
-        if age > freshness.max_age_s:
+        budget = (budgets or {}).get(status.kind, freshness.max_age_s)
+        if age > budget:
             problems.append(
                 SourceProblem(
                     status.kind,
                     status.venue,
                     _account_of(status),
                     f"{status.venue}: source {status.key} is stale ({age:.0f}s > "
-                    f"{freshness.max_age_s:.0f}s)",
+                    f"{budget:.0f}s)",
                     status.as_of,
                     stale_age_s=age,
                 )

@@ -8,7 +8,7 @@ same everywhere. Pure: time comes in with the snapshot, nothing is read or writt
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,7 +27,13 @@ from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
 from risk_monitor.domain.coverage import merge_sources, source_problems
 from risk_monitor.domain.exposures import exposure_table
 from risk_monitor.domain.limits import KIND_SPECS, LimitConfig, LimitKind, evaluate_limits
-from risk_monitor.domain.model import Collected, LimitResult, LimitStatus
+from risk_monitor.domain.model import (
+    WORST_FIRST,
+    Collected,
+    LimitResult,
+    LimitStatus,
+    SourceKind,
+)
 from risk_monitor.domain.pnl import (
     PortfolioPnl,
     equity_table,
@@ -58,6 +64,8 @@ class RiskSnapshot:
     max_age_s: float = 60.0
     max_future_skew_s: float = 5.0
     expected_venues: tuple[str, ...] = ()  # added to the limit config's ``venues``
+    #: freshness budget of a source status per kind (custody may be slower than quotes)
+    source_max_age_s: Mapping[SourceKind, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> RiskState:
         snapshot.positions.sources, snapshot.balances.sources, snapshot.prices.sources
     )
     expected = frozenset(config.venues) | frozenset(snapshot.expected_venues)
-    problems = source_problems(sources, freshness, expected)
+    problems = source_problems(sources, freshness, expected, snapshot.source_max_age_s)
     positions_index = index_positions(pnl)
     balances_index = index_balances(valued)
     equity = equity_table(
@@ -223,7 +231,7 @@ def evaluate(snapshot: RiskSnapshot, config: LimitConfig) -> RiskReport:
 
 # --- summary tables ----------------------------------------------------------------------------
 def results_frame(results: Sequence[LimitResult]) -> pd.DataFrame:
-    """LimitResults as a tidy frame, worst first (BREACH/UNKNOWN, then by utilisation)."""
+    """LimitResults as a tidy frame, worst first (``model.WORST_FIRST``, then utilisation)."""
     rows = [
         {
             "limit_id": r.limit_id,
@@ -237,7 +245,7 @@ def results_frame(results: Sequence[LimitResult]) -> pd.DataFrame:
             "utilisation_pct": None if r.utilisation is None else r.utilisation * 100.0,
             "reason": r.reason,
             "source_event_time": r.source_event_time,
-            "_rank": r.status.rank + (0.5 if r.status is LimitStatus.UNKNOWN else 0.0),
+            "_rank": -WORST_FIRST.index(r.status),
         }
         for r in results
     ]

@@ -271,6 +271,7 @@ class LimitConfig(_Model):
     limits: list[LimitDefinition] = Field(default_factory=list, max_length=MAX_LIMITS)
 
     _version: str = PrivateAttr(default="")
+    _unavailable: str = PrivateAttr(default="")
 
     @field_validator("limits")
     @classmethod
@@ -292,6 +293,19 @@ class LimitConfig(_Model):
     def version(self) -> str:
         """Content hash of the validated document (first 16 hex of sha256)."""
         return self._version
+
+    @property
+    def unavailable(self) -> str:
+        """Why this document must not be trusted ("" when it is in force): see fail_closed."""
+        return self._unavailable
+
+    def fail_closed(self, reason: str) -> LimitConfig:
+        """A copy whose every limit evaluates UNKNOWN with ``reason``: the limits to report on
+        are known, the levels in force are not (no silent fallback to a looser document)."""
+        copy = self.model_copy()
+        copy._version = self._version
+        copy._unavailable = reason
+        return copy
 
     def limit(self, limit_id: str) -> LimitDefinition:
         for item in self.limits:
@@ -484,9 +498,11 @@ def evaluate_limits(state: RiskState, config: LimitConfig) -> list[LimitResult]:
     results: list[LimitResult] = []
     for definition in config.limits:
         if definition.kind is LimitKind.DATA_AGE:
-            for scope, (measured, source_ns) in data_age_inputs(state, definition.scope.items()).items():
+            for scope, (age, source_ns) in data_age_inputs(state, definition.scope.items()).items():
                 results.append(result_of(
-                definition, scope, measured, as_of=now, config_version=config.version,
+                definition, scope,
+                Measured(None, unknown=config.unavailable) if config.unavailable else age,
+                as_of=now, config_version=config.version,
                 source_ns=source_ns,
             ))
             continue
@@ -494,7 +510,8 @@ def evaluate_limits(state: RiskState, config: LimitConfig) -> list[LimitResult]:
         for scope in sorted(expanded, key=lambda s: s.key):
             inputs = expanded[scope]
             state.inputs[(definition.id, scope.key)] = inputs
-            measured = measure(definition, inputs, state.portfolio)
+            measured = (Measured(None, unknown=config.unavailable) if config.unavailable
+                        else measure(definition, inputs, state.portfolio))
             source_ns = inputs.oldest_ns
             if measured.unknown and inputs.problem_as_of_ns != NAT:
                 source_ns = inputs.problem_as_of_ns

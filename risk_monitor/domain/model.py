@@ -9,7 +9,7 @@ timezone-aware UTC ``datetime64[ns, UTC]``. No I/O and no clock reads: time is p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -108,6 +108,8 @@ class Collected:
 
     frame: pd.DataFrame
     sources: tuple[SourceStatus, ...]
+    #: ``venue:instrument`` -> why a row was refused (e.g. an absurd quote); not in ``frame``
+    rejected: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def missing(self) -> tuple[SourceStatus, ...]:
@@ -136,6 +138,17 @@ class LimitStatus(StrEnum):
     def rank(self) -> int:
         """Order for escalation: OK < WARN < BREACH; UNKNOWN ranks with BREACH (fail closed)."""
         return {"OK": 0, "WARN": 1, "BREACH": 2, "UNKNOWN": 2}[self.value]
+
+
+#: the one order of statuses for summaries and listings: we cannot claim compliance blind, so
+#: UNKNOWN is worse than WARN; a known breach is worse still
+WORST_FIRST = (LimitStatus.BREACH, LimitStatus.UNKNOWN, LimitStatus.WARN, LimitStatus.OK)
+
+
+def worst_status(statuses: Iterable[LimitStatus]) -> LimitStatus:
+    """The worst of ``statuses`` in :data:`WORST_FIRST` order; none at all is UNKNOWN."""
+    present = set(statuses)
+    return next((s for s in WORST_FIRST if s in present), LimitStatus.UNKNOWN)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,18 @@ class MarketDataSettings(_Section):
     stream_maxlen: int = Field(default=100_000, ge=100, description="approximate cap of the quote stream")
     max_age_s: float = Field(default=60.0, gt=0, description="freshness budget of a quote")
     max_future_skew_s: float = Field(default=5.0, ge=0, description="tolerated clock skew")
+    max_deviation: float = Field(
+        default=0.25, gt=0, description="price sanity gate: a quote further than this fraction "
+        "from its own fields or other venues is refused (its limits become UNKNOWN)"
+    )
+    exchange_max_age_s: float = Field(
+        default=60.0, gt=0, description="freshness budget of exchange positions and balances "
+        "(must exceed service.positions_poll_s)"
+    )
+    custody_max_age_s: float = Field(
+        default=120.0, gt=0, description="freshness budget of custodian balances (must exceed "
+        "service.custody_poll_s)"
+    )
     poll_interval_s: float = Field(default=2.0, gt=0, description="REST fallback poll interval")
     reconnect_initial_s: float = Field(default=0.5, gt=0, description="first websocket reconnect delay")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="longest reconnect delay")
@@ -321,7 +333,7 @@ class ServiceSettings(_Section):
         default=5.0, gt=0, description="hot path: exchange positions and balances poll interval"
     )
     custody_poll_s: float = Field(
-        default=30.0, gt=0, description="hot path: custodian balances poll interval"
+        default=20.0, gt=0, description="hot path: custodian balances poll interval"
     )
     evaluate_min_interval_s: float = Field(
         default=0.25, ge=0, description="hot path: ticks are coalesced into at most one "
@@ -404,6 +416,24 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"duplicate (id, account) pairs: {sorted(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _budgets_exceed_polls(self) -> Settings:
+        """Each source's freshness budget must outlast its poll interval, or a healthy source
+        reads as stale between two polls."""
+        md, svc = self.market_data, self.service
+        for budget_key, budget, poll_key, poll in (
+            ("max_age_s", md.max_age_s, "market_data.poll_interval_s", md.poll_interval_s),
+            ("exchange_max_age_s", md.exchange_max_age_s, "service.positions_poll_s",
+             svc.positions_poll_s),
+            ("custody_max_age_s", md.custody_max_age_s, "service.custody_poll_s",
+             svc.custody_poll_s),
+        ):
+            if budget <= poll:
+                raise PydanticCustomError(
+                    "budget_below_poll", f"market_data.{budget_key} ({budget:g}s) must be "
+                    f"larger than {poll_key} ({poll:g}s)")
+        return self
 
     @model_validator(mode="after")
     def _production_purity(self) -> Settings:

@@ -51,12 +51,8 @@ from risk_monitor.adapters.collection import (
     collect_positions,
 )
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.market_data import (
-    decode_quotes,
-    quotes_key,
-    stream_key,
-    symbols_by_venue,
-)
+from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
+from risk_monitor.adapters.redis_quotes import QuoteListener, follow_quote_streams
 from risk_monitor.adapters.sql import EquityPoint, EquityStore, Storage
 from risk_monitor.domain.alerts import warmup_grace_s, with_limit_rules
 from risk_monitor.domain.engine import RiskReport
@@ -69,13 +65,13 @@ from risk_monitor.domain.model import (
     SourceStatus,
     empty_frame,
 )
-from risk_monitor.domain.schemas import prices_frame
+from risk_monitor.domain.quotes import quotes_from_rows
 from risk_monitor.lineage import HotPathLineage
 from risk_monitor.platform.code_version import code_version
-from risk_monitor.platform.errors import MissingDataError, StaleDataError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
-from risk_monitor.platform.settings import MarketDataSettings, Settings
+from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import Custodian, ExchangeAccount
 from risk_monitor.service.state import InMemoryRiskState
 
 log = get_logger(__name__)
@@ -109,7 +105,6 @@ WRITES_DROPPED = Counter("risk_monitor_hot_path_writes_dropped_total",
 NOTIFICATIONS = Counter("risk_monitor_hot_path_notifications_total",
                         "Notifications the hot path enqueued in the outbox, by kind.", ["kind"])
 
-QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
 Clock = Callable[[], datetime]
 
 #: how long cached start-of-day / peak equity figures are reused by evaluations
@@ -172,44 +167,6 @@ class QuoteBook:
                 continue
             out += [f"{venue}:{s}" for s in wanted if (venue, s) not in have]
         return out
-
-
-def quotes_collected(rows: Sequence[Mapping[str, Any]], symbols: Mapping[str, Sequence[str]],
-                     now: datetime, settings: MarketDataSettings,
-                     endpoint_overrides: Mapping[str, str | None] | None = None) -> Collected:
-    """The quote book as ``market_prices`` would give it: fresh rows, and per venue a status that
-    is ``ok=False`` (RM301 stale / RM302 missing) when a configured instrument has no fresh
-    quote — the same coverage rule as the Redis snapshot (``adapters/market_data.py``), but
-    quiet: it runs several times a second and must not log or count on every call."""
-    overrides = dict(endpoint_overrides or {})
-    frame = prices_frame(r for r in rows if r["venue"] in symbols)
-    current = pd.Timestamp(now)
-    oldest = current - timedelta(seconds=settings.max_age_s)
-    horizon = current + timedelta(seconds=settings.max_future_skew_s)
-    bad = (frame["timestamp"] < oldest) | (frame["timestamp"] > horizon)
-    fresh = frame[~bad].reset_index(drop=True)
-    statuses: list[SourceStatus] = []
-    for venue, wanted in symbols.items():
-        mine = frame["venue"] == venue
-        have = set(fresh.loc[fresh["venue"] == venue, "instrument"])
-        stale = sorted(set(frame.loc[mine & bad, "instrument"]))
-        missing = [s for s in wanted if s not in have and s not in stale]
-        code = error = None
-        if stale:
-            code = StaleDataError.code
-            error = (f"{len(stale)} quote(s) from {venue} older than {settings.max_age_s:g}s or "
-                     f"in the future: {', '.join(stale[:10])}")
-        elif missing:
-            code = MissingDataError.code
-            error = (f"no quote from {venue} for {len(missing)} configured instrument(s): "
-                     f"{', '.join(missing[:10])}")
-        elif not have:
-            code, error = MissingDataError.code, f"no quotes from {venue}"
-        statuses.append(SourceStatus(kind=SourceKind.MARKET, venue=venue, account="*",
-                                     ok=code is None, as_of=now, rows=len(have),
-                                     error_code=code, error=error,
-                                     endpoint_override=overrides.get(venue)))
-    return Collected(frame=fresh, sources=tuple(statuses))
 
 
 # -- equity references, cached --------------------------------------------------------------------
@@ -277,7 +234,8 @@ class HotPath:
 
     def __init__(self, settings: Settings, live: InMemoryRiskState, storage: Storage, *,
                  instance_id: str, wake: Callable[[], None] | None = None,
-                 accounts: Sequence[Any] | None = None, custodians: Sequence[Any] | None = None,
+                 accounts: Sequence[ExchangeAccount] | None = None,
+                 custodians: Sequence[Custodian] | None = None,
                  clock: Clock = _utc_now) -> None:
         self.settings = settings
         self.service = settings.service
@@ -289,6 +247,7 @@ class HotPath:
         self.book = QuoteBook(symbols_by_venue(settings))
         self._overrides = {v.id: v.ws_endpoint_override or v.endpoint_override
                            for v in settings.venues}
+        self._quote_policy = quote_policy(settings.market_data)
         self._accounts = accounts
         self._custodians = custodians
         # build_snapshot reads only ``storage.equity``'s two reference figures: cache them
@@ -532,8 +491,8 @@ class HotPath:
         """One evaluation (evaluation thread): snapshot of the latest inputs → live state."""
         started = time.perf_counter()
         now = self.clock()
-        prices = quotes_collected(self.book.rows(), self.book.symbols, now,
-                                  self.settings.market_data, self._overrides)
+        prices = quotes_from_rows(self.book.rows(), self.book.symbols, now, self._quote_policy,
+                                  self._overrides)
         balances = workflows.merge_collected(self.exchange_balances or _blank(BALANCE_COLUMNS),
                                              self.custody or _blank(BALANCE_COLUMNS))
         snapshot = workflows.build_snapshot(
@@ -664,119 +623,7 @@ class HotPath:
         return True, f"evaluated {age:.1f}s ago", data
 
 
-# -- quotes from Redis (sharded feeders) ----------------------------------------------------------
-def _float_or_none(raw: Any) -> float | None:
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if text in ("", "None"):
-        return None
-    return float(text)
-
-
-def stream_entry_row(venue: str, fields: Mapping[Any, Any]) -> dict[str, Any]:
-    """One entry of ``<prefix>:stream:<venue>`` (written by the quote cache) as a PRICE row."""
-    data = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields.items()}
-
-    def text(key: str) -> str:
-        value = data[key]
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    ts, recv = _float_or_none(data.get("ts", "")), _float_or_none(data.get("recv", ""))
-    if ts is None:
-        raise ValueError("quote stream entry without an exchange timestamp")
-    return {
-        "venue": venue, "instrument": text("instrument"), "base": text("base"),
-        "quote": text("quote"), "bid": _float_or_none(data.get("bid", "")),
-        "ask": _float_or_none(data.get("ask", "")), "last": _float_or_none(data.get("last", "")),
-        "mark": _float_or_none(data.get("mark", "")),
-        "timestamp": pd.Timestamp(int(ts), unit="ms", tz="UTC"),
-        "received_at": pd.Timestamp(int(recv if recv is not None else ts), unit="ms", tz="UTC"),
-    }
-
-
-async def follow_quote_streams(settings: Settings, stop: asyncio.Event,
-                               listener: QuoteListener, *, block_ms: int = 1000) -> None:
-    """Feed ``listener`` from the Redis quote streams the feeders write (no websocket here).
-
-    Seeds from each venue's latest-quote hash, then ``XREAD``s every venue's stream from the
-    entry it had reached. Quotes are checked as the feed checks them (``tick_problem``), so a
-    stale or out-of-order entry is dropped here too. Redis errors are logged and retried.
-    """
-    import redis.asyncio as aioredis
-
-    from risk_monitor.service.market_stream import tick_problem
-
-    assert settings.redis_url is not None
-    market = settings.market_data
-    venues = list(symbols_by_venue(settings))
-    keys = {stream_key(market.key_prefix, v): v for v in venues}
-    last_ts: dict[tuple[str, str], pd.Timestamp] = {}
-
-    async def deliver(venue: str, rows: list[dict[str, Any]]) -> None:
-        now = datetime.now(UTC)
-        accepted = []
-        for raw in rows:
-            row: dict[str, Any] = {k: None if isinstance(v, float) and math.isnan(v) else v
-                                   for k, v in raw.items()}
-            key = (venue, str(row["instrument"]))
-            stamp = pd.Timestamp(row["timestamp"])
-            if last_ts.get(key) == stamp:
-                continue
-            if tick_problem(row, now=now, settings=market, last_accepted=last_ts.get(key)):
-                continue
-            last_ts[key] = stamp
-            accepted.append(row)
-        if accepted:
-            result = listener(venue, accepted)
-            if asyncio.iscoroutine(result):
-                await result
-
-    attempt = 0
-    while not stop.is_set():
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5.0,
-                                         socket_timeout=block_ms / 1000 + 5.0)
-        try:
-            positions: dict[str, str] = {}
-            for key, venue in keys.items():
-                newest = await client.xrevrange(key, count=1)
-                positions[key] = (newest[0][0].decode() if isinstance(newest[0][0], bytes)
-                                  else str(newest[0][0])) if newest else "0-0"
-                raw = await client.hgetall(quotes_key(market.key_prefix, venue))
-                seeded = decode_quotes(venue, raw).to_dict("records")
-                await deliver(venue, [{str(k): v for k, v in r.items()} for r in seeded])
-            attempt = 0
-            log.info("quote_streams_followed", venues=venues, prefix=market.key_prefix)
-            while not stop.is_set():
-                answer: Any = await client.xread(positions, count=1000,  # type: ignore[arg-type]
-                                                 block=block_ms)
-                for raw_key, entries in answer or []:
-                    key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-                    venue = keys[key]
-                    rows = []
-                    for entry_id, fields in entries:
-                        positions[key] = (entry_id.decode() if isinstance(entry_id, bytes)
-                                          else str(entry_id))
-                        try:
-                            rows.append(stream_entry_row(venue, fields))
-                        except (KeyError, ValueError) as exc:
-                            log.warning("unreadable quote stream entry dropped", venue=venue,
-                                        error=f"{type(exc).__name__}: {exc}")
-                    await deliver(venue, rows)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = map_exception(exc, source="redis", endpoint="xread")
-            record_error(error)
-            attempt += 1
-            delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
-            log.warning("quote stream follower failed; retrying", error_code=error.code,
-                        error=error.message, retry_in_s=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-
+# -- the quote source -------------------------------------------------------------------------
 async def run_quote_source(settings: Settings, stop: asyncio.Event,
                            listener: QuoteListener | None) -> None:
     """The service's quotes: its own websocket feed (``service.stream``), else the feeders'
@@ -790,8 +637,10 @@ async def run_quote_source(settings: Settings, stop: asyncio.Event,
             log.error("service.stream is false and redis_url is not set: the hot path gets no "
                       "quotes (limits needing them evaluate as UNKNOWN)")
             return
+        redis_url = settings.redis_url
         source: Callable[[], Awaitable[Any]] = lambda: follow_quote_streams(  # noqa: E731
-            settings, stop, listener)
+            redis_url, settings.market_data, list(symbols_by_venue(settings)),
+            quote_policy(settings.market_data), stop, listener)
     else:
         source = lambda: run_market_stream(settings, stop, listener=listener)  # noqa: E731
     attempt = 0

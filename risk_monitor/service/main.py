@@ -31,11 +31,13 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.config_service import (
     AppliedConfig,
+    ConfigDocument,
     ConfigServiceLocator,
     ConfigState,
     ConfigWatcher,
 )
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.limit_provider import last_good_document, record_applied
 from risk_monitor.adapters.prometheus import register_collector
 from risk_monitor.adapters.redis_registry import (
     DiscoveryClient,
@@ -158,7 +160,8 @@ class ServiceApp:
             if settings.config_service.enabled else None
         self.config_watcher = ConfigWatcher(
             settings.config_service, self.config_state, locator=locator,
-            limits_file=settings.effective_limits_file, resilience=settings.resilience)
+            limits_file=settings.effective_limits_file, resilience=settings.resilience,
+            last_good=self._last_good_config)
         await self.config_watcher.start()
         self._start_dispatcher()
         await self._start_hot_path()
@@ -270,11 +273,17 @@ class ServiceApp:
             self.config_state.on_applied(use)
 
     def _record_config(self, applied: AppliedConfig) -> None:
-        if not self._schema_ready:
-            return  # recorded once the schema is there (see _database_check)
-        self._config_versions.record(
-            applied.limits_version, applied.document.get("limits", {}),
-            source=f"{applied.source}:{applied.version}", applied_at=applied.applied_at)
+        if self._schema_ready:  # else recorded once the schema is there (_database_check)
+            record_applied(self._config_versions, applied)
+
+    def _last_good_config(self) -> ConfigDocument | None:
+        """The newest service document any process applied (the Dagster runs' rule too)."""
+        try:
+            return last_good_document(self._config_versions, self.config_state.component)
+        except Exception as exc:  # no schema yet, database down: the cache was the best bet
+            log.warning("config_last_good_unreadable",
+                        error=str(map_exception(exc, source="database")))
+            return None
 
     def _checks(self) -> dict[str, CheckFn]:
         checks: dict[str, CheckFn] = {"database": self._database_check}

@@ -3,7 +3,7 @@
 Per venue, :class:`VenueFeed` keeps one ``watch_tickers(symbols)`` pending at a time (never
 cancelled mid-flight: cancelling a ccxt.pro future can poison the next subscription) and:
 
-* validates every tick before it is stored: non-positive / NaN prices, ``bid > ask``, a
+* validates every tick before it is stored (``domain.quotes.tick_rejection``): non-positive / NaN prices, ``bid > ask``, a
   timestamp older than ``market_data.max_age_s`` or later than now + ``max_future_skew_s``, and
   out-of-order ticks (older than the instrument's last accepted one) are rejected and counted;
 * on a websocket failure closes the client, marks the venue ``rest_fallback`` in Redis and
@@ -36,7 +36,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from risk_monitor.adapters.ccxt_exchange import build_client, map_tickers
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.market_data import AsyncRedisQuoteCache
+from risk_monitor.adapters.market_data import quote_policy
+from risk_monitor.adapters.redis_quotes import AsyncRedisQuoteCache
+from risk_monitor.domain.quotes import tick_rejection
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -70,30 +72,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def tick_problem(row: Mapping[str, Any], *, now: datetime, settings: MarketDataSettings,
-                 last_accepted: pd.Timestamp | None) -> str | None:
-    """Why a quote must not be stored (``None`` when it is fine); the reason is a metric label."""
-    last, mark = row.get("last"), row.get("mark")
-    bid, ask = row.get("bid"), row.get("ask")
-    for value in (last, mark):
-        if value is None or not math.isfinite(value) or value <= 0:
-            return "invalid"
-    for value in (bid, ask):
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            return "invalid"
-    if bid is not None and ask is not None and bid > ask:
-        return "invalid"
-    stamp = pd.Timestamp(row["timestamp"])
-    current = pd.Timestamp(now)
-    if (stamp - current).total_seconds() > settings.max_future_skew_s:
-        return "future"
-    if (current - stamp).total_seconds() > settings.max_age_s:
-        return "stale"
-    if last_accepted is not None and stamp < last_accepted:
-        return "out_of_order"
-    return None
-
-
 class VenueFeed:
     """The live feed of one venue: websocket first, REST while it is down."""
 
@@ -107,6 +85,7 @@ class VenueFeed:
         self.listener = listener
         self.clock = clock
         self.symbols = list(venue.symbols)
+        self._policy = quote_policy(settings)
         self.connected = False
         self.accepted = 0
         self.rejected: dict[str, int] = {}
@@ -200,8 +179,8 @@ class VenueFeed:
             stamp = pd.Timestamp(row["timestamp"])
             if self._last_ts.get(instrument) == stamp:
                 continue  # already stored (re-read from ccxt's ticker cache)
-            problem = tick_problem(row, now=received, settings=self.settings,
-                                   last_accepted=self._last_ts.get(instrument))
+            problem = tick_rejection(row, now=received, policy=self._policy,
+                                     last_accepted=self._last_ts.get(instrument))
             if problem is not None:
                 self.rejected[problem] = self.rejected.get(problem, 0) + 1
                 TICKS.labels(venue=self.venue.id, outcome=f"rejected_{problem}").inc()

@@ -16,7 +16,6 @@ from risk_monitor.adapters.sql.codec import Clock, utc_now
 from risk_monitor.adapters.sql.compliance_store import (
     ComplianceInterval,
     ComplianceStore,
-    ComplianceSummary,
 )
 from risk_monitor.adapters.sql.config_versions import ConfigVersion, ConfigVersionStore
 from risk_monitor.adapters.sql.dispatcher import BackoffPolicy, DispatchResult, OutboxDispatcher
@@ -38,7 +37,6 @@ __all__ = [
     "BackoffPolicy",
     "ComplianceInterval",
     "ComplianceStore",
-    "ComplianceSummary",
     "ConfigVersion",
     "ConfigVersionStore",
     "DeliveryBacklog",

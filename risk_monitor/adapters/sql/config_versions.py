@@ -37,16 +37,25 @@ class ConfigVersionStore:
 
     def record(self, version: str, document: Mapping[str, Any], *, source: str,
                applied_at: datetime) -> bool:
-        """Record a version the first time it is applied; True when it was new."""
+        """Record that a version was applied (again) from ``source``; True when it was new.
+
+        A known version keeps its document; its ``applied_at`` and ``source`` move to this
+        application, so the history's newest entry is what was applied last (a service
+        document identical to the file's becomes a service document).
+        """
         with write_tx(self.engine, source=SOURCE) as conn:
-            statement = dialect_insert(conn, limit_config_versions).values(
+            known = conn.execute(sa.select(limit_config_versions.c.version).where(
+                limit_config_versions.c.version == version)).first() is not None
+            insert = dialect_insert(conn, limit_config_versions).values(
                 version=version, applied_at=applied_at, source=source,
                 document=codec.safe_document(dict(document)),
-            ).on_conflict_do_nothing(index_elements=["version"])
-            if not conn.execute(statement).rowcount:
-                return False
-            seal_config_version(conn, version, at=applied_at)  # audit hook (issue 11)
-            return True
+            )
+            conn.execute(insert.on_conflict_do_update(
+                index_elements=["version"],
+                set_={"applied_at": insert.excluded.applied_at, "source": insert.excluded.source}))
+            # every application is audited: the row's applied_at/source moved (issue 11)
+            seal_config_version(conn, version, at=applied_at)
+            return not known
 
     def get(self, version: str) -> ConfigVersion | None:
         t = limit_config_versions

@@ -5,12 +5,11 @@ import dagster as dg
 from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 from risk_monitor.adapters.market_data import (
     RedisMarketData,
-    RedisQuoteCache,
     RestMarketData,
-    redis_client,
     resolve_source,
     symbols_by_venue,
 )
+from risk_monitor.adapters.redis_quotes import RedisQuoteCache, redis_client
 from risk_monitor.platform.settings import Settings, VenueSettings
 from risk_monitor.ports import MarketDataSnapshot
 

@@ -46,11 +46,13 @@ def limit_config(settings: SettingsResource, risk_store: RiskStoreResource) -> d
     resolves to the exact document that produced it.
     """
     cfg = settings.load()
-    config, source, _ = workflows.load_limits(cfg, risk_store.storage(cfg))
+    loaded = risk_store.limits(cfg).current()
+    config, source = loaded.config, loaded.source
     table = pd.DataFrame([{"id": d.id, "kind": d.kind.value, "scope": str(d.scope.items()),
                            "warn": d.warn, "breach": d.breach} for d in config.limits])
     return dg.Output(config, data_version=dg.DataVersion(config.version), metadata={
         "version": config.version, "source": source, "limits": len(config.limits),
+        "unavailable": config.unavailable,
         "definitions": dg.MetadataValue.md(md_table(table, rows=100)),
     })
 

@@ -4,6 +4,7 @@ import threading
 
 import dagster as dg
 
+from risk_monitor.adapters.limit_provider import LimitConfigProvider
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.platform.settings import Settings
 
@@ -28,6 +29,18 @@ class RiskStoreResource(dg.ConfigurableResource):
 
     def storage(self, settings: Settings) -> Storage:
         return storage_for(settings)
+
+    def limits(self, settings: Settings) -> LimitConfigProvider:
+        """The limit document in force, by the same rule as the service (limit_provider.py)."""
+        discovery = None
+        if settings.config_service.enabled and settings.redis_url and \
+                not settings.config_service.url:
+            from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
+
+            discovery = DiscoveryClient(connect(settings.redis_url),
+                                        prefix=settings.service.registry_prefix)
+        return LimitConfigProvider.from_settings(settings, storage_for(settings).config_versions,
+                                                 discovery)
 
     def dispatcher(self, settings: Settings) -> OutboxDispatcher:
         """Delivers the outbox to Slack, or to the file sink when Slack is not configured."""

@@ -35,21 +35,13 @@ def market_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
     if not settings.redis_url:
         return dg.SkipReason("no Redis quote stream configured (market_data uses REST); "
                              "the schedule evaluates every minute")
-    import redis
-
-    from risk_monitor.adapters.market_data import stream_key
+    from risk_monitor.adapters.redis_quotes import RedisQuoteCache, redis_client
 
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
-    latest: dict[str, str] = {}
+    client = redis_client(settings.redis_url)
     try:
-        for venue in settings.venues:
-            entries = client.xrevrange(stream_key(settings.market_data.key_prefix, venue.id),
-                                       count=1)
-            if entries:
-                entry_id = entries[0][0]
-                latest[venue.id] = (entry_id.decode() if isinstance(entry_id, bytes)
-                                    else str(entry_id))
+        cache = RedisQuoteCache(client, settings.market_data)
+        latest = cache.latest_ids(list(dict.fromkeys(v.id for v in settings.venues)))
     finally:
         client.close()
     changed = {v: i for v, i in latest.items() if seen.get(v) != i}

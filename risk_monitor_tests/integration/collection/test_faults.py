@@ -167,12 +167,14 @@ def test_stale_quotes_are_dropped_and_the_venue_reported(sims: Sims, write_setti
     assert not found["prices_are_complete"].passed
 
 
-def test_absurd_prices_fail_the_blocking_sanity_check(sims: Sims, write_settings: WriteSettings) -> None:
+def test_absurd_prices_are_refused_and_their_venues_fail_closed(
+        sims: Sims, write_settings: WriteSettings) -> None:
     sims.okx.faults.add("absurd", "/api/v5/market/tickers", factor=1e6,
                           keys=["last", "bidPx", "askPx"])
-    result = materialize(write_settings(sims.settings_doc()), "market_prices",
-                         raise_on_error=False)
-    assert not result.success  # a blocking check failed: downstream risk would not run
+    value, result = collected(sims, write_settings, "market_prices")
+    assert "BTC/USDT:USDT" not in set(value.frame["instrument"])  # the same gate as the hot path
+    okx = status(value, "market:okx:*")
+    assert (okx.ok, okx.error_code) == (False, "RM300")
     found = checks(result, "market_prices")
     assert not found["prices_are_sane"].passed
     outliers = found["prices_are_sane"].metadata["outliers"].value

@@ -11,7 +11,7 @@ import redis
 
 from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
-from risk_monitor.adapters.market_data import encode_quote, quotes_key
+from risk_monitor.adapters.redis_quotes import encode_quote, quotes_key
 from risk_monitor.platform.errors import ProductionPurityError
 from risk_monitor.platform.resilience import clear_guards, guard_for
 from risk_monitor.platform.settings import load_settings

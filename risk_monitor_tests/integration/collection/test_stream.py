@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from risk_monitor.adapters.market_data import RedisQuoteCache
+from risk_monitor.adapters.redis_quotes import RedisQuoteCache
 from risk_monitor.platform.settings import Settings, load_settings
 from risk_monitor.service.market_stream import VenueFeed, run_market_stream
 from risk_monitor_tests.integration.collection.conftest import SYMBOLS, Sims, WriteSettings

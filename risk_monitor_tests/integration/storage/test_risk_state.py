@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
+from risk_monitor.domain.compliance import ComplianceStatus
 from risk_monitor.domain.model import LimitStatus, SourceKind, SourceStatus
 from risk_monitor_tests.fixtures.storage import FakeClock, make_result
 
@@ -86,9 +87,8 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
         LimitStatus.UNKNOWN: 0}
     assert spent[("max_notional", "venue:okx")][LimitStatus.WARN] == 9000 - 60
 
-    summary = storage.compliance.summary()
-    assert summary.status is LimitStatus.WARN
-    assert summary.counts[LimitStatus.OK] == 1 and summary.counts[LimitStatus.WARN] == 1
+    assert storage.compliance.status() is ComplianceStatus.WARNING
+    assert sorted(i.status.value for i in storage.compliance.open_intervals()) == ["OK", "WARN"]
     breach = [i for i in storage.compliance.intervals(t0, window_end)
               if i.status is LimitStatus.BREACH]
     assert len(breach) == 1 and breach[0].worst_utilisation == pytest.approx(1.2)
@@ -97,7 +97,7 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
 
 
 def test_no_evaluation_yet_reads_unknown(storage: Storage) -> None:
-    assert storage.compliance.summary().status is LimitStatus.UNKNOWN
+    assert storage.compliance.status() is ComplianceStatus.UNKNOWN
 
 
 def test_equity_start_of_day_and_peak(storage: Storage) -> None:
@@ -121,16 +121,19 @@ def test_equity_start_of_day_and_peak(storage: Storage) -> None:
     assert storage.equity.start_of_day("portfolio", date(2026, 3, 3)) == latest
 
 
-def test_limit_versions_are_recorded_once(storage: Storage, clock: FakeClock) -> None:
+def test_limit_versions_keep_their_document_and_their_last_application(
+        storage: Storage, clock: FakeClock) -> None:
     document = {"limits": [{"id": "max_notional", "breach": 1000}]}
     assert storage.config_versions.record("v1", document, source="file", applied_at=clock())
-    assert not storage.config_versions.record("v1", document, source="config-service",
-                                              applied_at=clock.advance(60))
-    storage.config_versions.record("v2", {"limits": []}, source="config-service",
+    storage.config_versions.record("v2", {"limits": []}, source="service",
                                    applied_at=clock.advance(60))
-    stored = storage.config_versions.get("v1")
-    assert stored is not None and stored.source == "file" and stored.document == document
     assert [v.version for v in storage.config_versions.history()] == ["v2", "v1"]
+    # the service publishes the file's document: same version, now the newest, from the service
+    assert not storage.config_versions.record("v1", {"limits": ["ignored"]}, source="service",
+                                              applied_at=clock.advance(60))
+    stored = storage.config_versions.get("v1")
+    assert stored is not None and stored.source == "service" and stored.document == document
+    assert [v.version for v in storage.config_versions.history()] == ["v1", "v2"]
 
 
 def test_the_audit_log_links_an_alert_to_its_run_and_redacts(storage: Storage,

@@ -12,15 +12,15 @@ from risk_monitor.adapters.collection import Source
 from risk_monitor.adapters.market_data import (
     VenueQuotes,
     collect_quotes,
-    decode_quotes,
-    encode_quote,
+    quote_policy,
     resolve_source,
 )
+from risk_monitor.adapters.redis_quotes import decode_quotes, encode_quote
 from risk_monitor.domain.model import SourceKind
+from risk_monitor.domain.quotes import tick_rejection
 from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.errors import ConfigError, SourceUnavailableError
 from risk_monitor.platform.settings import MarketDataSettings, Settings
-from risk_monitor.service.market_stream import tick_problem
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 MD = MarketDataSettings(max_age_s=60, max_future_skew_s=5)
@@ -87,9 +87,17 @@ def test_cache_codec_round_trips_and_keeps_nulls() -> None:
     assert back["timestamp"] == pd.Timestamp(row["timestamp"]).floor("ms")
 
 
-def test_an_unreadable_cache_entry_is_a_validation_error() -> None:
-    with pytest.raises(Exception, match="unreadable"):
-        decode_quotes("okx", {"BTC/USDT:USDT": "{not json"})
+def test_an_unreadable_cache_entry_is_skipped_alone() -> None:
+    import json
+
+    good = json.dumps(encode_quote(quote("ETH/USDT:USDT"), "stream"))
+    bad_values = ["{not json", json.dumps([1]),
+                  json.dumps({**json.loads(good), "ts": False}),
+                  json.dumps({**json.loads(good), "last": "abc"}),
+                  json.dumps({**json.loads(good), "base": None})]
+    for bad in bad_values:
+        frame = decode_quotes("okx", {"BTC/USDT:USDT": bad, "ETH/USDT:USDT": good})
+        assert list(frame["instrument"]) == ["ETH/USDT:USDT"], bad
 
 
 def test_the_source_is_chosen_by_configuration_only() -> None:
@@ -114,4 +122,4 @@ def test_the_source_is_chosen_by_configuration_only() -> None:
 def test_tick_problems(changes: dict, last: pd.Timestamp | None, problem: str | None) -> None:
     age = changes.pop("age_s", 1.0)
     row = quote(age_s=age, **changes)
-    assert tick_problem(row, now=NOW, settings=MD, last_accepted=last) == problem
+    assert tick_rejection(row, now=NOW, policy=quote_policy(MD), last_accepted=last) == problem

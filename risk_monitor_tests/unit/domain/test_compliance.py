@@ -10,8 +10,8 @@ from risk_monitor.domain.compliance import (
     ComplianceStatus,
     StatusInterval,
     compliance_summary,
-    time_in_breach,
-    time_in_status,
+    desk_status,
+    seconds_in_status,
     update_intervals,
 )
 from risk_monitor.domain.model import LimitStatus
@@ -39,11 +39,34 @@ def test_intervals_follow_status_changes() -> None:
     assert current.status is LimitStatus.OK and current.until is None and current.since == at(90)
 
 
-def test_same_status_without_a_worse_value_changes_nothing() -> None:
+def test_same_status_extends_the_interval_and_keeps_the_worst_value() -> None:
     first = update_intervals({}, [result("WARN", at(0), utilisation=0.9)])
     open_ = {i.fingerprint: i for i in first.open}
-    again = update_intervals(open_, [result("WARN", at(5), utilisation=0.85)])
-    assert again.close == [] and again.open == []
+    (again,) = update_intervals(open_, [result("WARN", at(5), utilisation=0.85)]).open
+    assert (again.since, again.last_seen_at, again.worst_utilisation) == (at(0), at(5), 0.9)
+
+
+def test_a_result_older_than_the_last_sighting_never_rewrites_the_past() -> None:
+    first = update_intervals({}, [result("OK", at(0)), result("OK", at(60))])
+    (current,) = first.open
+    late = update_intervals([current], [result("BREACH", at(30))])
+    assert late.close == [] and late.open == []
+
+
+def test_one_batch_with_several_changes_of_one_series_keeps_every_interval() -> None:
+    update = update_intervals({}, [result("WARN", at(20)), result("OK", at(0)),
+                                   result("BREACH", at(40))])
+    assert [(i.status.value, i.since, i.until) for i in update.close] == [
+        ("OK", at(0), at(20)), ("WARN", at(20), at(40))]
+    assert [(i.status.value, i.until) for i in update.open] == [("BREACH", None)]
+
+
+def test_the_desk_status_follows_the_one_status_order() -> None:
+    assert desk_status([]) is ComplianceStatus.UNKNOWN
+    assert desk_status([LimitStatus.OK, LimitStatus.WARN]) is ComplianceStatus.WARNING
+    assert desk_status([LimitStatus.WARN, LimitStatus.UNKNOWN]) is ComplianceStatus.UNKNOWN
+    assert desk_status([LimitStatus.UNKNOWN, LimitStatus.BREACH]) is ComplianceStatus.BREACH
+    assert desk_status([LimitStatus.OK]) is ComplianceStatus.COMPLIANT
 
 
 def test_close_missing_series() -> None:
@@ -54,22 +77,25 @@ def test_close_missing_series() -> None:
         update_intervals(first.open, [], close_missing=True)
 
 
-def test_time_in_breach_over_a_window() -> None:
+def test_seconds_in_each_status_over_a_window() -> None:
     intervals = [
-        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600 * 30), at(-3600 * 20), 1.2),
-        StatusInterval("a", "portfolio", LimitStatus.OK, at(-3600 * 20), at(-3600), None),
-        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600), None, 1.1),  # still open
-        StatusInterval("b", "venue:okx", LimitStatus.WARN, at(-7200), None, 0.9),
+        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600 * 30), at(-3600 * 20), 1.2,
+                       at(-3600 * 20)),
+        StatusInterval("a", "portfolio", LimitStatus.OK, at(-3600 * 20), at(-3600), None,
+                       at(-3600)),
+        StatusInterval("a", "portfolio", LimitStatus.BREACH, at(-3600), None, 1.1,
+                       NOW),  # still open
+        StatusInterval("b", "venue:okx", LimitStatus.WARN, at(-7200), None, 0.9,
+                       NOW),
     ]
-    table = time_in_breach(intervals, NOW, timedelta(hours=24)).set_index("limit_id")
+    spent = seconds_in_status(intervals, NOW - timedelta(hours=24), NOW)
     # a: 4 h of the first breach fall inside the window (-24 h to -20 h) + the open last hour
-    assert table.loc["a", "seconds"] == pytest.approx(4 * 3600 + 3600)
-    assert table.loc["a", "fraction"] == pytest.approx(5 / 24)
-    assert table.loc["b", "seconds"] == 0.0
-    warn = time_in_status(intervals, at(-7200), NOW, [LimitStatus.WARN]).set_index("limit_id")
-    assert warn.loc["b", "seconds"] == pytest.approx(7200)
+    assert spent[("a", "portfolio")][LimitStatus.BREACH] == pytest.approx(4 * 3600 + 3600)
+    assert spent[("a", "portfolio")][LimitStatus.OK] == pytest.approx(19 * 3600)
+    assert spent[("b", "venue:okx")] == {LimitStatus.OK: 0.0, LimitStatus.WARN: 7200.0,
+                                         LimitStatus.BREACH: 0.0, LimitStatus.UNKNOWN: 0.0}
     with pytest.raises(ValueError):
-        time_in_status(intervals, NOW, NOW)
+        seconds_in_status(intervals, NOW, NOW)
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def test_summary_tables_and_markdown() -> None:
 def test_results_frame_puts_the_worst_first() -> None:
     report = evaluate(desk(failed=["fireblocks"], start_of_day_equity=3_000_000), DEFAULT)
     frame = results_frame(report.results)
-    ranks = [{"BREACH": 2, "UNKNOWN": 2, "WARN": 1, "OK": 0}[s] for s in frame["status"]]
+    ranks = [{"BREACH": 3, "UNKNOWN": 2, "WARN": 1, "OK": 0}[s] for s in frame["status"]]
     assert ranks == sorted(ranks, reverse=True)
 
 

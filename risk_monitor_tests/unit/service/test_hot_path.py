@@ -5,49 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from risk_monitor.adapters.redis_quotes import stream_entry_row
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.domain.limits import load_limit_config
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
-from risk_monitor.platform.errors import MissingDataError, StaleDataError
+from risk_monitor.platform.errors import DataValidationError
 from risk_monitor.platform.settings import MarketDataSettings, load_settings
 from risk_monitor.service.hot_path import (
     HotPath,
     QuoteBook,
     _CachedEquity,
-    quotes_collected,
-    stream_entry_row,
 )
 from risk_monitor.service.state import InMemoryRiskState
 from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 MARKET = MarketDataSettings(max_age_s=30.0, max_future_skew_s=5.0)
-
-
-def test_quote_coverage_names_stale_and_missing_instruments() -> None:
-    now = datetime.now(UTC)
-    rows = [quote("binance", BTC, 60_000, at=now - timedelta(seconds=1)),
-            quote("binance", ETH, 3_000, at=now - timedelta(seconds=1)),
-            quote("okx", BTC, 60_010, at=now - timedelta(seconds=120)),  # stale
-            quote("bybit", BTC, 1.0, at=now)]  # not configured: ignored
-    symbols = {"binance": (BTC, ETH), "okx": (BTC, ETH), "deribit": (BTC,)}
-    collected = quotes_collected(rows, symbols, now, MARKET, {"binance": "ws://sim"})
-    assert sorted(zip(collected.frame["venue"], collected.frame["instrument"], strict=True)) \
-        == [("binance", BTC), ("binance", ETH)]
-    status = {s.venue: s for s in collected.sources}
-    assert status["binance"].ok and status["binance"].rows == 2
-    assert status["binance"].endpoint_override == "ws://sim"
-    assert not status["okx"].ok and status["okx"].error_code == StaleDataError.code
-    assert BTC in (status["okx"].error or "")
-    assert not status["deribit"].ok and status["deribit"].error_code == MissingDataError.code
-    assert all(s.account == "*" and s.as_of == now for s in collected.sources)
 
 
 def test_quote_book_keeps_the_latest_quote_and_lists_what_never_came() -> None:
@@ -68,8 +48,10 @@ def test_stream_entry_row_reads_what_the_quote_cache_writes() -> None:
     assert row["bid"] is None and row["ask"] == 60_001.0 and row["last"] == 60_000.5
     assert row["timestamp"] == pd.Timestamp(1_760_000_000_123, unit="ms", tz="UTC")
     assert row["received_at"] == pd.Timestamp(1_760_000_000_200, unit="ms", tz="UTC")
-    with pytest.raises(ValueError):
+    with pytest.raises(DataValidationError, match="'ts'"):
         stream_entry_row("binance", {**fields, b"ts": b""})
+    with pytest.raises(DataValidationError, match="'last'"):
+        stream_entry_row("binance", {**fields, b"last": b"false"})
 
 
 class _Equity:
@@ -133,6 +115,7 @@ async def test_ticks_are_coalesced_latest_wins_and_a_crossing_alerts(tmp_path: P
     settings = load_settings(
         None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
                                           "symbols": [BTC]}],
+        market_data={"exchange_max_age_s": 120.0},
         service={"positions_poll_s": 60.0, "evaluate_min_interval_s": 0.2,
                  "hot_path_warmup_s": 5.0, "persist_interval_s": 60.0})
     storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
@@ -184,6 +167,7 @@ async def test_a_poll_failing_as_a_whole_makes_its_sources_unknown_at_once(
     settings = load_settings(
         None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
                                           "symbols": [BTC]}],
+        market_data={"exchange_max_age_s": 120.0},
         service={"positions_poll_s": 60.0, "hot_path_warmup_s": 5.0})
     storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
     live = InMemoryRiskState(max_age_s=60.0)

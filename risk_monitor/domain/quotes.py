@@ -1,0 +1,163 @@
+"""Quote admission: which quotes an evaluation may use, written once for both paths.
+
+Every reader of quotes (the REST / Redis snapshot of the Dagster run, the service's hot path,
+the websocket feed, the Dagster price checks) asks this module, so a quote the page uses is a
+quote the audited record uses. A quote is *fresh* when its exchange time lies within
+``[now - max_age_s, now + max_future_skew_s]``, *stale* outside it, an *outlier* when it
+deviates more than ``max_deviation`` from its own fields or other venues (the price sanity
+gate), and a configured instrument without a usable quote is *missing*. Only fresh, sane quotes
+are admitted; the venue's status names everything else, so its limits become UNKNOWN (fail
+closed) rather than being evaluated on an absurd tick.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
+from risk_monitor.domain.schemas import price_outliers, prices_frame
+from risk_monitor.platform.errors import DataValidationError, MissingDataError, StaleDataError
+
+MAX_LISTED = 10  # instruments named in one status message
+
+
+@dataclass(frozen=True)
+class QuotePolicy:
+    """The admission budget (from ``settings.market_data``)."""
+
+    max_age_s: float
+    max_future_skew_s: float
+    max_deviation: float
+
+
+@dataclass(frozen=True)
+class VenueAdmission:
+    """What one venue's quotes came to: how many were admitted and what was not."""
+
+    venue: str
+    admitted: int
+    stale: tuple[str, ...]  # older than the budget or from the future
+    missing: tuple[str, ...]  # configured, no quote at all
+    outliers: Mapping[str, str]  # instrument -> why it is absurd
+
+    def problem(self, policy: QuotePolicy) -> tuple[str, str] | None:
+        """(error code, message) when the venue did not deliver everything usable."""
+        messages: list[str] = []
+        code: str | None = None
+        if self.outliers:
+            code = DataValidationError.code
+            messages.append(f"{len(self.outliers)} absurd quote(s) from {self.venue} (more than "
+                            f"{policy.max_deviation:.0%} off): {_listed(sorted(self.outliers))}")
+        if self.stale:
+            code = code or StaleDataError.code
+            messages.append(f"{len(self.stale)} quote(s) from {self.venue} older than "
+                            f"{policy.max_age_s:g}s or in the future: {_listed(self.stale)}")
+        if self.missing:
+            code = code or MissingDataError.code
+            messages.append(f"no quote from {self.venue} for {len(self.missing)} configured "
+                            f"instrument(s): {_listed(self.missing)}")
+        if code is None and not self.admitted:
+            return MissingDataError.code, f"no quotes from {self.venue}"
+        return None if code is None else (code, "; ".join(messages))
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
+
+
+def stale_mask(frame: pd.DataFrame, now: datetime, policy: QuotePolicy) -> pd.Series:
+    """True for quotes outside ``[now - max_age_s, now + max_future_skew_s]``."""
+    current = pd.Timestamp(now)
+    return ((frame["timestamp"] < current - timedelta(seconds=policy.max_age_s))
+            | (frame["timestamp"] > current + timedelta(seconds=policy.max_future_skew_s)))
+
+
+def admit_quotes(frame: pd.DataFrame, symbols: Mapping[str, Sequence[str]], now: datetime,
+                 policy: QuotePolicy) -> tuple[pd.DataFrame, dict[str, VenueAdmission]]:
+    """The admitted quotes (fresh and sane) and, per venue in ``symbols``, what was not."""
+    frame = frame[frame["venue"].isin(list(symbols))].reset_index(drop=True)
+    bad_time = stale_mask(frame, now, policy)
+    fresh = frame[~bad_time].reset_index(drop=True)
+    found = price_outliers(fresh, policy.max_deviation)
+    admitted = fresh.drop(index=found.index).reset_index(drop=True)
+    verdicts: dict[str, VenueAdmission] = {}
+    for venue, wanted in symbols.items():
+        mine = admitted["venue"] == venue
+        stale = sorted(set(frame.loc[bad_time & (frame["venue"] == venue), "instrument"]))
+        outliers = {str(r.instrument): str(r.reason) for r in found.itertuples()
+                    if r.venue == venue}
+        have = set(admitted.loc[mine, "instrument"]) | set(stale) | set(outliers)
+        verdicts[venue] = VenueAdmission(
+            venue=venue, admitted=int(mine.sum()), stale=tuple(stale),
+            missing=tuple(s for s in wanted if s not in have), outliers=outliers)
+    return admitted, verdicts
+
+
+def admitted_quotes(frame: pd.DataFrame, symbols: Mapping[str, Sequence[str]], now: datetime,
+                    policy: QuotePolicy, *, failed: Iterable[SourceStatus] = (),
+                    endpoint_overrides: Mapping[str, str | None] | None = None) -> Collected:
+    """Quotes as an evaluation reads them: admitted rows plus one status per venue.
+
+    ``failed`` are venues whose fetch failed as a whole (their status is kept as it is).
+    """
+    failures = {s.venue: s for s in failed}
+    overrides = dict(endpoint_overrides or {})
+    asked = {v: s for v, s in symbols.items() if v not in failures}
+    admitted, verdicts = admit_quotes(frame, asked, now, policy)
+    statuses: list[SourceStatus] = []
+    rejected: dict[str, str] = {}
+    for venue in symbols:
+        if venue in failures:
+            statuses.append(failures[venue])
+            continue
+        verdict = verdicts[venue]
+        rejected.update({f"{venue}:{i}": why for i, why in verdict.outliers.items()})
+        problem = verdict.problem(policy)
+        statuses.append(SourceStatus(
+            kind=SourceKind.MARKET, venue=venue, account="*", ok=problem is None, as_of=now,
+            rows=verdict.admitted, error_code=problem[0] if problem else None,
+            error=problem[1] if problem else None, endpoint_override=overrides.get(venue)))
+    return Collected(frame=admitted, sources=tuple(statuses), rejected=rejected)
+
+
+def quotes_from_rows(rows: Iterable[Mapping[str, Any]], symbols: Mapping[str, Sequence[str]],
+                     now: datetime, policy: QuotePolicy,
+                     endpoint_overrides: Mapping[str, str | None] | None = None) -> Collected:
+    """:func:`admitted_quotes` over in-memory quote rows (the hot path's quote book)."""
+    return admitted_quotes(prices_frame(rows), symbols, now, policy,
+                           endpoint_overrides=endpoint_overrides)
+
+
+def tick_rejection(row: Mapping[str, Any], *, now: datetime, policy: QuotePolicy,
+                   last_accepted: pd.Timestamp | None) -> str | None:
+    """Why one live tick must not be stored (``None`` when it is fine); a metric label.
+
+    The per-tick half of admission: invalid fields, out of the time budget, out of order.
+    Cross-venue sanity needs the whole book, so it runs in :func:`admit_quotes`.
+    """
+    last, mark = row.get("last"), row.get("mark")
+    bid, ask = row.get("bid"), row.get("ask")
+    for value in (last, mark):
+        if value is None or not math.isfinite(value) or value <= 0:
+            return "invalid"
+    for value in (bid, ask):
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            return "invalid"
+    if bid is not None and ask is not None and bid > ask:
+        return "invalid"
+    stamp = pd.Timestamp(row["timestamp"])
+    current = pd.Timestamp(now)
+    if (stamp - current).total_seconds() > policy.max_future_skew_s:
+        return "future"
+    if (current - stamp).total_seconds() > policy.max_age_s:
+        return "stale"
+    if last_accepted is not None and stamp < last_accepted:
+        return "out_of_order"
+    return None
