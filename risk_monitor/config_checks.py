@@ -178,14 +178,8 @@ def check_limit_scopes(settings: Settings, ctx: CheckContext) -> list[Problem]:
 def check_data_age_budgets(settings: Settings, ctx: CheckContext) -> list[Problem]:
     """A data-age budget must be larger than the poll interval that refreshes the data, or
     every poll gap reads as stale."""
-    problems = []
-    market = settings.market_data
-    if market.max_age_s <= market.poll_interval_s:
-        problems.append(Problem(
-            ctx.settings_source, "market_data.max_age_s",
-            f"quote budget {market.max_age_s:g} s is not larger than the REST poll interval "
-            f"market_data.poll_interval_s {market.poll_interval_s:g} s",
-            "raise max_age_s above the poll interval (or poll more often)"))
+    # source budgets vs their polls are enforced by the settings model itself (settings.py)
+    problems: list[Problem] = []
     if ctx.limits is None:
         return problems
     custodians = {c.id for c in settings.custodians}

@@ -68,8 +68,6 @@ def test_check_config_prints_masked_configuration(tmp_path: Path) -> None:
                  "limits[0].scope.venue", id="limit-on-unconfigured-venue"),
     pytest.param(OKX_VENUE, GOOD_LIMITS, "service:\n  positions_poll_s: 40\n", OKX_ENV,
                  "limits[1].warn", id="budget-smaller-than-poll"),
-    pytest.param(OKX_VENUE, GOOD_LIMITS, "market_data:\n  max_age_s: 1\n", OKX_ENV,
-                 "market_data.max_age_s", id="quote-budget-smaller-than-poll"),
     pytest.param(OKX_VENUE, "limits: [\n  - {id: x", "", OKX_ENV, "(document)",
                  id="limits-not-yaml"),
     pytest.param(OKX_VENUE, "- just\n- a list\n", "", OKX_ENV, "(document)",
@@ -90,6 +88,16 @@ def test_check_config_rejects(tmp_path: Path, venues: str, limits: str, extra: s
     in_limits = key.startswith(("limits", "(document)"))
     source = str(tmp_path / ("limits.yaml" if in_limits else "c.yaml"))
     assert any(source in line for line in errors if key in line), errors
+    assert "configuration OK" not in result.stderr
+
+
+def test_a_quote_budget_below_its_poll_is_refused_naming_both_keys(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("market_data:\n  max_age_s: 1\n")
+    result = run("check-config", env={"RISK_MONITOR_CONFIG": str(config)}, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "market_data.max_age_s" in result.stderr
+    assert "market_data.poll_interval_s" in result.stderr
     assert "configuration OK" not in result.stderr
 
 

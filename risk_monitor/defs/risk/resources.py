@@ -39,12 +39,12 @@ class RiskStoreResource(dg.ConfigurableResource):
 
             discovery = DiscoveryClient(connect(settings.redis_url),
                                         prefix=settings.service.registry_prefix)
-        return LimitConfigProvider.from_settings(settings, storage_for(settings).config_versions,
+        return LimitConfigProvider.from_settings(settings, self.storage(settings).config_versions,
                                                  discovery)
 
     def dispatcher(self, settings: Settings) -> OutboxDispatcher:
         """Delivers the outbox to Slack, or to the file sink when Slack is not configured."""
-        return OutboxDispatcher.from_settings(storage_for(settings).engine, settings)
+        return OutboxDispatcher.from_settings(self.storage(settings).engine, settings)
 
 
 @dg.definitions

@@ -22,10 +22,10 @@ import pytest
 import redis
 import yaml
 
+from risk_monitor.adapters.redis_quotes import follow_quote_streams
 from risk_monitor.adapters.redis_registry import DiscoveryClient, ServiceInstance, connect
 from risk_monitor.platform.settings import load_settings
 from risk_monitor.service.feeder import FEEDER_SERVICE
-from risk_monitor.service.hot_path import follow_quote_streams
 from risk_monitor_tests.fixtures.service import risk_monitor_command, wait_until
 from risk_sim.launcher import SimulatorStack
 
