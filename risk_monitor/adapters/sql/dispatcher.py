@@ -16,8 +16,10 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
 from risk_monitor.adapters.sql.outbox import SOURCE, OutboxEntry, OutboxRepository
 from risk_monitor.domain.model import Notification
+from risk_monitor.domain.silences import Verdict, verdict
 from risk_monitor.platform.errors import (
     NotificationRejectedError,
     NotifierConfigError,
@@ -67,10 +69,11 @@ class DispatchResult:
     retried: int = 0
     failed: int = 0
     deferred: int = 0
+    suppressed: int = 0  # held back by a silence or an acknowledgement (recorded, not sent)
 
     @property
     def claimed(self) -> int:
-        return self.sent + self.retried + self.failed + self.deferred
+        return self.sent + self.retried + self.failed + self.deferred + self.suppressed
 
 def _retry_after(error: RiskMonitorError) -> float | None:
     raw: Any = error.retry_after if isinstance(error, RateLimitedError) else None
@@ -100,6 +103,7 @@ class OutboxDispatcher:
         fallback: Notifier | None = None,
     ) -> None:
         self.repository = OutboxRepository(engine)
+        self.controls = SqlAlertControls(engine, clock=clock)
         self.notifier = notifier
         self.fallback = fallback
         self.clock = clock
@@ -181,6 +185,9 @@ class OutboxDispatcher:
         result = DispatchResult()
         if not entries:
             return result
+        entries = self._hold_back(entries, result)
+        if not entries:
+            return result
         roots = self.repository.thread_roots(entries)
         series: dict[str, list[OutboxEntry]] = defaultdict(list)
         for entry in entries:
@@ -220,6 +227,34 @@ class OutboxDispatcher:
                 for future in [pool.submit(run_series, items) for items in groups]:
                     future.result()
         return result
+
+    def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult
+                   ) -> list[OutboxEntry]:
+        """Record as suppressed the rows a silence or an acknowledgement holds; the rest go on.
+        Asked at delivery time, so a silence added while a row waits still holds it."""
+        now = self.clock()
+        silences = self.controls.silences(active_at=now)
+        acks = self.controls.acknowledgements({e.fingerprint for e in entries})
+        if not silences and not acks:
+            return entries
+        kept: list[OutboxEntry] = []
+        for entry in entries:
+            found = verdict(entry.notification, silences, acks, now)
+            if found.send:
+                kept.append(entry)
+                continue
+            held_by = _held_by(found)
+            n = entry.notification
+            if self.repository.mark_suppressed(entry, now, held_by, {
+                    "idempotency_key": n.idempotency_key, "fingerprint": n.fingerprint,
+                    "episode": n.episode, "kind": n.kind.value, "status": n.status.value,
+                    "severity": n.severity.value, "limit_id": n.limit_id, "scope": n.scope,
+                    "held_by": held_by}):
+                result.suppressed += 1
+                log.info("alert notification held back", idempotency_key=n.idempotency_key,
+                         correlation_id=n.correlation_id, kind=n.kind.value,
+                         status=n.status.value, held_by=held_by)
+        return kept
 
     def _deliver(self, entry: OutboxEntry, roots: dict[tuple[str, int], str],
                  lock: threading.Lock, stop: _BatchStop) -> str:
@@ -320,6 +355,13 @@ class OutboxDispatcher:
             self._wake.wait(poll_interval_s)
             self._wake.clear()
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
+
+
+def _held_by(found: Verdict) -> str:
+    """``silence:<id>,...`` or ``ack:<who>``: what an operator reads on the suppressed row."""
+    if found.silenced_by:
+        return ",".join(f"silence:{sid}" for sid in found.silenced_by)
+    return f"ack:{found.acknowledged_by}"
 
 
 class _BatchStop:
