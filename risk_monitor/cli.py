@@ -214,6 +214,9 @@ def dev(dagster_args: tuple[str, ...]) -> None:
     os.execvp(dagster, [dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args])
 
 
+from risk_monitor import cli_alerts  # noqa: E402,F401  registers `risk-monitor alerts`
+
+
 def main() -> None:
     cli(prog_name="risk-monitor")
 
