@@ -37,6 +37,7 @@ from risk_monitor import __version__
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.platform.logging import get_logger, redact_text
 from risk_monitor.platform.metrics import record_error
+from risk_monitor.service.alerts_api import alert_control_routes
 from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.health import Readiness
 from risk_monitor.service.security import (
@@ -100,6 +101,7 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
         Route("/metrics", metrics),
         Route("/v1/risk/status", risk_status),
         *dashboard_routes(Dashboard.for_provider(provider, config_status=config_status)),
+        *alert_control_routes(provider),
     ], middleware=[Middleware(BearerAuthMiddleware, security=security or ServiceSecurity.open())],
         exception_handlers={HTTPException: _http_error, Exception: _server_error})
 

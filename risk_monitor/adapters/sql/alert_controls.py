@@ -26,6 +26,8 @@ from risk_monitor.domain.silences import Acknowledgement, Matcher, Silence
 from risk_monitor.platform.errors import AlertControlError
 
 SOURCE = "alert_controls"
+#: ``details`` of an AlertControlError naming something that does not exist (REST: 404)
+NOT_FOUND = {"reason": "not_found"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class SqlAlertControls:
             row = conn.execute(sa.select(alert_silences)
                                .where(alert_silences.c.id == silence_id)).first()
             if row is None:
-                raise AlertControlError(f"no silence {silence_id!r}", source=SOURCE)
+                raise AlertControlError(f"no silence {silence_id!r}", source=SOURCE,
+                                        details=NOT_FOUND)
             silence = _silence(row._mapping)
             if not silence.active(now) and silence.starts_at <= now:
                 raise AlertControlError(f"silence {silence_id} has already ended",
@@ -125,7 +128,7 @@ class SqlAlertControls:
                 row = own.execute(query).first()
         if row is None:
             raise AlertControlError(f"no alert with fingerprint or correlation id {key!r}",
-                                    source=SOURCE)
+                                    source=SOURCE, details=NOT_FOUND)
         return AckTarget(fingerprint=row.fingerprint, episode=row.episode,
                          status=LimitStatus(row.status), limit_id=row.limit_id,
                          scope=row.scope, correlation_id=row.correlation_id,
