@@ -70,6 +70,11 @@ async def test_silence_and_ack_over_rest_hold_notifications_keep_records_and_aud
                                                  scope="venue:binance"))
     result = dispatcher.dispatch_once(10)
     assert (result.sent, result.suppressed) == (1, 1)
+    # the dashboard shows the held row and what held it
+    feed = (await call(app, "GET", "/v1/dashboard/state")).json()["alerts"]
+    assert feed["suppressed"] == 1
+    (held,) = [i for i in feed["items"] if i["delivery"] == "suppressed"]
+    assert held["scope"] == "venue:okx" and held["held_by"] == f"silence:{silence['silence_id']}"
 
     acked = await call(app, "POST", "/v1/alerts/ack",
                        body={"key": firing.fingerprint, "comment": "hedging"})
