@@ -173,6 +173,22 @@ class SqlAlertControls:
         with read_only(self.engine, source=SOURCE) as own:
             return [_ack(r._mapping) for r in own.execute(query)]
 
+    def unnoted_acknowledgements(self, limit: int = 20) -> list[tuple[int, AckedAlert]]:
+        """Acknowledgements still holding whose alert has a thread but no note of them yet."""
+        a, s = alert_acknowledgements, alert_states
+        query = (sa.select(a, s.c.limit_id, s.c.scope, s.c.correlation_id, s.c.message_ref)
+                 .join(s, sa.and_(s.c.fingerprint == a.c.fingerprint,
+                                  s.c.episode == a.c.episode, s.c.status == a.c.status))
+                 .where(a.c.noted_ref.is_(None), s.c.message_ref.is_not(None))
+                 .order_by(a.c.id).limit(limit))
+        with read_only(self.engine, source=SOURCE) as conn:
+            return [(row.id, _acked(row)) for row in conn.execute(query)]
+
+    def mark_noted(self, ack_id: int, ref: str) -> None:
+        with write_tx(self.engine, source=SOURCE) as conn:
+            conn.execute(alert_acknowledgements.update()
+                         .where(alert_acknowledgements.c.id == ack_id).values(noted_ref=ref))
+
     def current_acknowledgements(self) -> list[AckedAlert]:
         """Acknowledgements that still hold: the alert is in the acknowledged episode and
         status (a change of status, or a new episode, ends them)."""
@@ -182,14 +198,7 @@ class SqlAlertControls:
                                   s.c.episode == a.c.episode, s.c.status == a.c.status))
                  .order_by(a.c.id))
         with read_only(self.engine, source=SOURCE) as conn:
-            found = []
-            for row in conn.execute(query):
-                ack = _ack(row._mapping)
-                found.append(AckedAlert(ack, AckTarget(
-                    fingerprint=ack.fingerprint, episode=ack.episode, status=ack.status,
-                    limit_id=row.limit_id, scope=row.scope,
-                    correlation_id=row.correlation_id, message_ref=row.message_ref)))
-            return found
+            return [_acked(row) for row in conn.execute(query)]
 
 
 def _matcher_doc(m: Matcher) -> dict[str, str]:
@@ -222,6 +231,14 @@ def _silence(row: Any) -> Silence:
         Matcher(name=m["name"], value=m["value"], op=m["op"]) for m in row["matchers"]),
         starts_at=row["starts_at"], ends_at=row["ends_at"], created_by=row["created_by"],
         comment=row["comment"], expired_at=row["expired_at"])
+
+
+def _acked(row: Any) -> AckedAlert:
+    ack = _ack(row._mapping)
+    return AckedAlert(ack, AckTarget(
+        fingerprint=ack.fingerprint, episode=ack.episode, status=ack.status,
+        limit_id=row.limit_id, scope=row.scope, correlation_id=row.correlation_id,
+        message_ref=row.message_ref))
 
 
 def _ack(row: Any) -> Acknowledgement:

@@ -45,6 +45,13 @@ class FindsEarlierPosts(Protocol):
 
     def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None: ...
 
+@runtime_checkable
+class PostsThreadNotes(Protocol):
+    """A notifier that can reply in an alert's thread (Slack: acknowledgements)."""
+
+    def post_note(self, thread_ref: str, text: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class BackoffPolicy:
     """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened."""
@@ -181,6 +188,7 @@ class OutboxDispatcher:
 
     def dispatch_once(self, batch: int = 100) -> DispatchResult:
         """Claim due rows and deliver them; returns what happened to each claimed row."""
+        self._note_acknowledgements()
         entries = self.repository.claim(batch, self.clock(), self.lease_s)
         result = DispatchResult()
         if not entries:
@@ -227,6 +235,26 @@ class OutboxDispatcher:
                 for future in [pool.submit(run_series, items) for items in groups]:
                     future.result()
         return result
+
+    def _note_acknowledgements(self) -> None:
+        """Say in each acknowledged alert's thread who owns it (once; a failure retries on the
+        next dispatch, and a crash between post and record may repeat the note)."""
+        if not isinstance(self.notifier, PostsThreadNotes) or self.notifier_error is not None:
+            return
+        for ack_id, item in self.controls.unnoted_acknowledgements():
+            ack = item.ack
+            text = (f":eyes: Acknowledged by {ack.acked_by} ({ack.status.value}); repeats "
+                    f"held until the status changes." + (f" {ack.comment}" if ack.comment
+                                                         else ""))
+            try:
+                ref = self.notifier.post_note(str(item.target.message_ref), text)
+            except Exception as exc:
+                error = map_exception(exc, source=self.notifier_name)
+                record_error(error)
+                log.warning("acknowledgement note not posted; will retry",
+                            error_code=error.code, fingerprint=ack.fingerprint)
+                return
+            self.controls.mark_noted(ack_id, ref)
 
     def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult
                    ) -> list[OutboxEntry]:

@@ -152,6 +152,8 @@ alert_acknowledgements = sa.Table(
     sa.Column("acked_by", sa.String(200), nullable=False),
     sa.Column("acked_at", UtcDateTime(), nullable=False),
     sa.Column("comment", sa.Text(), nullable=False, server_default=""),
+    # the threaded reply saying so under the alert's Slack message (NULL: not posted yet)
+    sa.Column("noted_ref", sa.String(200), nullable=True),
     sa.UniqueConstraint("fingerprint", "episode", "status"),
 )
 

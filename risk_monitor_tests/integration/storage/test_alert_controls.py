@@ -106,6 +106,12 @@ def test_an_acknowledgement_stops_repeats_until_the_status_changes(
     result = _dispatch(storage, notifier, clock)
     assert (result.sent, result.suppressed) == (0, 1)
     assert storage.outbox.rows(status="suppressed")[0].suppressed_by == "ack:alice_token"
+    # the thread says who owns it, once (later dispatches do not repeat the note)
+    _dispatch(storage, notifier, clock)
+    (root,) = _posts(slack_sim)
+    notes = [m for m in slack_sim.messages if "Acknowledged by" in m["text"]]
+    assert len(notes) == 1 and notes[0]["thread_ts"] == root["ts"]
+    assert "alice_token" in notes[0]["text"] and "on it" in notes[0]["text"]
 
     # a change of status always goes out, and ends the acknowledgement
     evaluate(storage, make_result("BREACH", clock.advance(1)))

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("acked_by", sa.String(200), nullable=False),
         _ts("acked_at"),
         sa.Column("comment", sa.Text(), nullable=False, server_default=""),
+        sa.Column("noted_ref", sa.String(200), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_alert_acknowledgements"),
         sa.UniqueConstraint("fingerprint", "episode", "status",
                             name="uq_alert_acknowledgements_fingerprint_episode_status"),
