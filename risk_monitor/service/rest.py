@@ -9,6 +9,7 @@
 - ``GET /v1/risk/status``: the same summary as gRPC ``GetRiskStatus``, as JSON.
 - ``GET /`` and ``/dashboard``: the risk dashboard page, fed by ``/v1/dashboard/*``
   (``service/dashboard.py``).
+- ``/v1/alerts/*``: acknowledge and silence alerts (``service/alerts_api.py``).
 - ``GET|POST /login``: when tokens are configured, the dashboard's sign-in form
   (``service/security.py``); every other route then needs a bearer token or the session
   cookie, except the probe paths left open in ``service.auth.open_paths``.
