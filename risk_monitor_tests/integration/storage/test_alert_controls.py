@@ -11,8 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from risk_monitor.adapters.notifiers import SlackNotifier
+from risk_monitor.adapters.prometheus import RiskStateCollector
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
 from risk_monitor.domain.model import Notification, NotificationKind
@@ -77,6 +79,10 @@ def test_a_silence_holds_matching_notifications_and_keeps_them(
     held = next(r for r in rows.values() if r.status == "suppressed")
     assert held.suppressed_by == f"silence:{silence.id}" and held.delivery_ref is None
     assert storage.outbox.counts()["suppressed"] == 1
+    registry = CollectorRegistry()
+    registry.register(RiskStateCollector(storage.engine, clock=clock))  # type: ignore[arg-type]
+    assert registry.get_sample_value("risk_monitor_alerts_total",
+                                     {"severity": "critical", "outcome": "suppressed"}) == 1
     # the alert itself is recorded: state BREACH, the row kept for the audit trail
     assert storage.alerts.load_states([held.fingerprint])[held.fingerprint].status.value \
         == "BREACH"
