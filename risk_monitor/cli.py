@@ -316,6 +316,9 @@ def dev(dagster_args: tuple[str, ...]) -> None:
     sys.exit(run_supervised([dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args]))
 
 
+from risk_monitor import cli_alerts  # noqa: E402,F401  registers `risk-monitor alerts`
+
+
 def main() -> None:
     load_project_env()  # DAGSTER_HOME / RISK_MONITOR_CONFIG of this project (never overrides)
     cli(prog_name="risk-monitor")

@@ -29,7 +29,7 @@ import orjson
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import Clock, notification_payload, utc_now
 from risk_monitor.domain.model import LimitStatus, Notification, NotificationKind
-from risk_monitor.platform.errors import ConfigError, NotificationError
+from risk_monitor.platform.errors import ConfigError, NotificationError, NotificationRejectedError
 from risk_monitor.platform.logging import get_logger, log_context
 from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import Notifier
@@ -369,6 +369,16 @@ class SlackNotifier:
         """``auth.test``: proves the token and the endpoint before the first alert needs them."""
         response = self._call("auth.test")
         return {"team": response.get("team"), "user": response.get("user")}
+
+    def post_note(self, thread_ref: str, text: str) -> str:
+        """A plain threaded reply under an alert's first message (acknowledgements); no
+        message metadata, so it never counts as an alert state."""
+        channel, _, root_ts = thread_ref.partition(":")
+        if not _SLACK_REF.match(thread_ref):
+            raise NotificationRejectedError(f"not a Slack message reference: {thread_ref!r}",
+                                            source="slack")
+        response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text)
+        return f"{response['channel']}:{response['ts']}"
 
     def _update_root(self, n: Notification, channel: str, ts: str) -> bool:
         """Show the current state on the thread's first message; False if it is gone."""

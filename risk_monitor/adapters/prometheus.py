@@ -211,14 +211,15 @@ class RiskStateCollector(Collector):
             totals[(severity, "raised")] += count
             if status == "sent":
                 totals[(severity, "notified")] += count
-            elif status == "failed":
-                totals[(severity, "failed")] += count
+            elif status in ("failed", "suppressed"):
+                totals[(severity, status)] += count
         alerts = CounterMetricFamily(f"{PREFIX}_alerts",
                                      "Alert notifications by outcome: raised (enqueued), "
-                                     "notified (delivered), failed (given up).",
+                                     "notified (delivered), failed (given up), suppressed "
+                                     "(held back by a silence or an acknowledgement).",
                                      labels=["severity", "outcome"])
         for severity in sorted(severities):
-            for outcome in ("raised", "notified", "failed"):
+            for outcome in ("raised", "notified", "failed", "suppressed"):
                 alerts.add_metric([severity, outcome], totals[(severity, outcome)])
         backlog = conn.execute(
             sa.select(sa.func.count(), sa.func.min(t.c.created_at))

@@ -119,8 +119,12 @@ class Verdict:
 
 
 def labels_of(n: Notification) -> dict[str, str]:
-    """The labels silences match on."""
-    venue = parse_scope_key(n.scope).venue or ""
+    """The labels silences match on (an unparsable scope names no venue: never a crash that
+    would stop delivery)."""
+    try:
+        venue = parse_scope_key(n.scope).venue or ""
+    except ValueError:
+        venue = ""
     return {"limit_id": n.limit_id, "scope": n.scope, "venue": venue,
             "severity": n.severity.value, "status": n.status.value}
 

@@ -160,6 +160,13 @@ class NotifierConfigError(NotificationError):
     default_retryable = True
 
 
+class AlertControlError(NotificationError):
+    """An acknowledgement or silence that cannot apply: unknown alert or silence, bad matcher,
+    nothing firing to acknowledge. Nothing was written."""
+
+    code = "RM410"
+
+
 # --- storage ---------------------------------------------------------------------------------
 class StorageError(RiskMonitorError):
     """PostgreSQL / SQLite / Redis failed."""

@@ -183,6 +183,7 @@ class AlertRow:
     end_to_end_latency_s: float | None  # source event -> delivered
     last_error_code: str | None
     correlation_id: str
+    held_by: str | None = None  # delivery "suppressed": "silence:<id>" or "ack:<who>"
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class AlertsView:
     pending: int  # undelivered among the rows shown (pending + sending)
     failed: int
     items: list[AlertRow]
+    suppressed: int = 0  # held back by a silence or an acknowledgement (recorded, not sent)
 
 
 @dataclass(frozen=True)
@@ -350,7 +352,8 @@ def alert_row_from_outbox(row: OutboxRow, n: Notification) -> AlertRow:
         severity=row.severity, limit_id=n.limit_id, scope=n.scope, reason=n.reason,
         delivery=row.status, attempts=row.attempts, notified_at=row.notified_at,
         notify_latency_s=notify, end_to_end_latency_s=end_to_end,
-        last_error_code=row.last_error_code, correlation_id=row.correlation_id)
+        last_error_code=row.last_error_code, correlation_id=row.correlation_id,
+        held_by=row.suppressed_by)
 
 
 def alert_row_from_feed(seq: int, n: Notification) -> AlertRow:
@@ -536,7 +539,8 @@ class Dashboard:
             items = got
         pending = sum(1 for i in items if i.delivery in ("pending", "sending"))
         failed = sum(1 for i in items if i.delivery == "failed")
-        return AlertsView(True, pending, failed, items)
+        suppressed = sum(1 for i in items if i.delivery == "suppressed")
+        return AlertsView(True, pending, failed, items, suppressed)
 
     def timeline(self, now: datetime, hours: float = TIMELINE_HOURS) -> TimelineView:
         start = now - timedelta(hours=hours)

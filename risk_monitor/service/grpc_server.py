@@ -27,6 +27,7 @@ from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger, log_context, redact_text
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.service import validation as validate
+from risk_monitor.service.alerts_grpc import AlertControlRpcs
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
 from risk_monitor.service.security import GrpcSecurityInterceptor, ServiceSecurity
@@ -234,7 +235,7 @@ def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
 
 
 # -- the API --------------------------------------------------------------------------------------
-class RiskMonitorServicer(pb_grpc.RiskMonitorServicer):
+class RiskMonitorServicer(AlertControlRpcs, pb_grpc.RiskMonitorServicer):
     """Thin: convert, ask the provider (off the loop), convert back."""
 
     def __init__(self, provider: RiskStateProvider,

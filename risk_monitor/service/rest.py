@@ -9,6 +9,7 @@
 - ``GET /v1/risk/status``: the same summary as gRPC ``GetRiskStatus``, as JSON.
 - ``GET /`` and ``/dashboard``: the risk dashboard page, fed by ``/v1/dashboard/*``
   (``service/dashboard.py``).
+- ``/v1/alerts/*``: acknowledge and silence alerts (``service/alerts_api.py``).
 - ``GET|POST /login``: when tokens are configured, the dashboard's sign-in form
   (``service/security.py``); every other route then needs a bearer token or the session
   cookie, except the probe paths left open in ``service.auth.open_paths``.
@@ -37,6 +38,7 @@ from risk_monitor import __version__
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.platform.logging import get_logger, redact_text
 from risk_monitor.platform.metrics import record_error
+from risk_monitor.service.alerts_api import alert_control_routes
 from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.health import Readiness
 from risk_monitor.service.security import (
@@ -100,6 +102,7 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
         Route("/metrics", metrics),
         Route("/v1/risk/status", risk_status),
         *dashboard_routes(Dashboard.for_provider(provider, config_status=config_status)),
+        *alert_control_routes(provider),
     ], middleware=[Middleware(BearerAuthMiddleware, security=security or ServiceSecurity.open())],
         exception_handlers={HTTPException: _http_error, Exception: _server_error})
 

@@ -23,6 +23,7 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,10 @@ def peer_host(peer: str) -> str:
 Behaviour = Callable[..., Any]
 
 
+#: the authenticated caller of the current unary gRPC call (its token's name), for audit
+GRPC_CALLER: ContextVar[str | None] = ContextVar("grpc_caller", default=None)
+
+
 class GrpcSecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Bearer-token check on every call (health optionally open) and stream rate limits."""
 
@@ -412,7 +417,25 @@ class GrpcSecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             client = found
         if handler.response_streaming and not handler.request_streaming:
             return _limited(handler, self.security.limiter, client)
+        if auth.enabled and not open_method and not handler.request_streaming:
+            return _with_caller(handler, client)
         return handler
+
+
+def _with_caller(handler: grpc.RpcMethodHandler, client: str) -> grpc.RpcMethodHandler:
+    """The same unary handler, with ``GRPC_CALLER`` set to the token's name while it runs."""
+    behaviour: Behaviour = handler.unary_unary
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = GRPC_CALLER.set(client)
+        try:
+            return await behaviour(request, context)
+        finally:
+            GRPC_CALLER.reset(token)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
 
 
 def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
+from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
 from risk_monitor.adapters.sql.alert_store import AlertTransaction, ApplyResult, SqlAlertStore
 from risk_monitor.adapters.sql.audit_log import AuditRecord, SqlAuditLog
 from risk_monitor.adapters.sql.codec import Clock, utc_now
@@ -49,6 +50,7 @@ __all__ = [
     "OutboxRepository",
     "OutboxRow",
     "RiskStateStore",
+    "SqlAlertControls",
     "SqlAlertStore",
     "SqlAuditLog",
     "Storage",
@@ -72,6 +74,7 @@ class Storage:
     equity: EquityStore
     config_versions: ConfigVersionStore
     audit: SqlAuditLog
+    controls: SqlAlertControls  # silences and acknowledgements
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = utc_now, run_migrations: bool = True,
@@ -92,6 +95,7 @@ class Storage:
             equity=EquityStore(engine),
             config_versions=ConfigVersionStore(engine),
             audit=SqlAuditLog(engine),
+            controls=SqlAlertControls(engine, clock=clock),
         )
 
     def close(self) -> None:

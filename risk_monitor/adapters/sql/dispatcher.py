@@ -16,8 +16,10 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
 from risk_monitor.adapters.sql.outbox import SOURCE, OutboxEntry, OutboxRepository
 from risk_monitor.domain.model import Notification
+from risk_monitor.domain.silences import Verdict, verdict
 from risk_monitor.platform.errors import (
     NotificationRejectedError,
     NotifierConfigError,
@@ -43,6 +45,13 @@ class FindsEarlierPosts(Protocol):
 
     def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None: ...
 
+@runtime_checkable
+class PostsThreadNotes(Protocol):
+    """A notifier that can reply in an alert's thread (Slack: acknowledgements)."""
+
+    def post_note(self, thread_ref: str, text: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class BackoffPolicy:
     """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened."""
@@ -67,10 +76,11 @@ class DispatchResult:
     retried: int = 0
     failed: int = 0
     deferred: int = 0
+    suppressed: int = 0  # held back by a silence or an acknowledgement (recorded, not sent)
 
     @property
     def claimed(self) -> int:
-        return self.sent + self.retried + self.failed + self.deferred
+        return self.sent + self.retried + self.failed + self.deferred + self.suppressed
 
 def _retry_after(error: RiskMonitorError) -> float | None:
     raw: Any = error.retry_after if isinstance(error, RateLimitedError) else None
@@ -100,6 +110,7 @@ class OutboxDispatcher:
         fallback: Notifier | None = None,
     ) -> None:
         self.repository = OutboxRepository(engine)
+        self.controls = SqlAlertControls(engine, clock=clock)
         self.notifier = notifier
         self.fallback = fallback
         self.clock = clock
@@ -177,8 +188,12 @@ class OutboxDispatcher:
 
     def dispatch_once(self, batch: int = 100) -> DispatchResult:
         """Claim due rows and deliver them; returns what happened to each claimed row."""
+        self._note_acknowledgements()
         entries = self.repository.claim(batch, self.clock(), self.lease_s)
         result = DispatchResult()
+        if not entries:
+            return result
+        entries = self._hold_back(entries, result)
         if not entries:
             return result
         roots = self.repository.thread_roots(entries)
@@ -220,6 +235,54 @@ class OutboxDispatcher:
                 for future in [pool.submit(run_series, items) for items in groups]:
                     future.result()
         return result
+
+    def _note_acknowledgements(self) -> None:
+        """Say in each acknowledged alert's thread who owns it (once; a failure retries on the
+        next dispatch, and a crash between post and record may repeat the note)."""
+        if not isinstance(self.notifier, PostsThreadNotes) or self.notifier_error is not None:
+            return
+        for ack_id, item in self.controls.unnoted_acknowledgements():
+            ack = item.ack
+            text = (f":eyes: Acknowledged by {ack.acked_by} ({ack.status.value}); repeats "
+                    f"held until the status changes." + (f" {ack.comment}" if ack.comment
+                                                         else ""))
+            try:
+                ref = self.notifier.post_note(str(item.target.message_ref), text)
+            except Exception as exc:
+                error = map_exception(exc, source=self.notifier_name)
+                record_error(error)
+                log.warning("acknowledgement note not posted; will retry",
+                            error_code=error.code, fingerprint=ack.fingerprint)
+                return
+            self.controls.mark_noted(ack_id, ref)
+
+    def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult
+                   ) -> list[OutboxEntry]:
+        """Record as suppressed the rows a silence or an acknowledgement holds; the rest go on.
+        Asked at delivery time, so a silence added while a row waits still holds it."""
+        now = self.clock()
+        silences = self.controls.silences(active_at=now)
+        acks = self.controls.acknowledgements({e.fingerprint for e in entries})
+        if not silences and not acks:
+            return entries
+        kept: list[OutboxEntry] = []
+        for entry in entries:
+            found = verdict(entry.notification, silences, acks, now)
+            if found.send:
+                kept.append(entry)
+                continue
+            held_by = _held_by(found)
+            n = entry.notification
+            if self.repository.mark_suppressed(entry, now, held_by, {
+                    "idempotency_key": n.idempotency_key, "fingerprint": n.fingerprint,
+                    "episode": n.episode, "kind": n.kind.value, "status": n.status.value,
+                    "severity": n.severity.value, "limit_id": n.limit_id, "scope": n.scope,
+                    "held_by": held_by}):
+                result.suppressed += 1
+                log.info("alert notification held back", idempotency_key=n.idempotency_key,
+                         correlation_id=n.correlation_id, kind=n.kind.value,
+                         status=n.status.value, held_by=held_by)
+        return kept
 
     def _deliver(self, entry: OutboxEntry, roots: dict[tuple[str, int], str],
                  lock: threading.Lock, stop: _BatchStop) -> str:
@@ -320,6 +383,13 @@ class OutboxDispatcher:
             self._wake.wait(poll_interval_s)
             self._wake.clear()
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
+
+
+def _held_by(found: Verdict) -> str:
+    """``silence:<id>,...`` or ``ack:<who>``: what an operator reads on the suppressed row."""
+    if found.silenced_by:
+        return ",".join(f"silence:{sid}" for sid in found.silenced_by)
+    return f"ack:{found.acknowledged_by}"
 
 
 class _BatchStop:

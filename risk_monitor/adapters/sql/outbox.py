@@ -31,8 +31,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.audit_log import SqlAuditLog
 from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
-from risk_monitor.adapters.sql.schema import UtcDateTime, alert_states, outbox
+from risk_monitor.adapters.sql.schema import OUTBOX_STATUSES, UtcDateTime, alert_states, outbox
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import redact_text
@@ -92,6 +93,7 @@ class OutboxRow:
     notified_at: datetime | None
     correlation_id: str
     fallback_ref: str | None
+    suppressed_by: str | None = None
 
 class OutboxRepository:
     """The SQL side of the outbox: claim, mark, reschedule, inspect."""
@@ -203,6 +205,24 @@ class OutboxRepository:
                         last_error=_error_text(error), last_error_code=error.code)
             ).rowcount)
 
+    def mark_suppressed(self, entry: OutboxEntry, now: datetime, held_by: str,
+                        audit_payload: dict[str, Any] | None = None) -> bool:
+        """Record a row held back by a silence or an acknowledgement: finished, never sent,
+        kept with what held it (and audited in the same transaction)."""
+        with write_tx(self.engine, source=SOURCE) as conn:
+            done = bool(conn.execute(
+                outbox.update()
+                .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
+                .values(status="suppressed", finished_at=now, lease_until=None,
+                        claim_token=None, suppressed_by=held_by[:500],
+                        attempts=outbox.c.attempts - 1)
+            ).rowcount)
+            if done and audit_payload is not None:
+                SqlAuditLog(self.engine).record(
+                    "alert_notification_suppressed", now,
+                    entry.notification.correlation_id, audit_payload, conn=conn)
+        return done
+
     def record_fallback(self, entry: OutboxEntry, fallback_ref: str) -> bool:
         """Remember that the fallback sink has this row, so each retry does not write it again."""
         with write_tx(self.engine, source=SOURCE) as conn:
@@ -279,7 +299,7 @@ class OutboxRepository:
                 sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status)
             )
             found: dict[str, int] = {str(r[0]): int(r[1]) for r in rows}
-        return {status: found.get(status, 0) for status in ("pending", "sending", "sent", "failed")}
+        return {status: found.get(status, 0) for status in OUTBOX_STATUSES}
 
 
 def _in_order_prefixes(conn: Connection, candidates: set[int]) -> list[int]:

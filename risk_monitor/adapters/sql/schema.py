@@ -85,7 +85,8 @@ alert_states = sa.Table(
     sa.Column("audit_hash", sa.String(64), nullable=True),
 )
 
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed")
+#: "suppressed": held back by a silence or an acknowledgement (recorded, never sent)
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "suppressed")
 
 outbox = sa.Table(
     "outbox",
@@ -119,11 +120,44 @@ outbox = sa.Table(
     # where the fallback sink wrote it while the notifier refused our configuration
     sa.Column("fallback_ref", sa.String(200), nullable=True),
     sa.Column("audit_hash", sa.String(64), nullable=True),  # sealing audit entry (audit_log.py)
+    # what held a suppressed row back: "silence:<id>,..." or "ack:<who>"
+    sa.Column("suppressed_by", sa.String(500), nullable=True),
     sa.CheckConstraint(
-        "status IN ('pending', 'sending', 'sent', 'failed')", name="status_known"
+        "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed')", name="status_known"
     ),
     sa.UniqueConstraint("fingerprint", "sequence"),
     sa.Index(None, "status", "next_attempt_at"),
+)
+
+# silences (Alertmanager matchers) and per-episode acknowledgements; never deleted (audit)
+alert_silences = sa.Table(
+    "alert_silences",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("matchers", Json, nullable=False),  # [{"name", "op", "value"}]
+    sa.Column("starts_at", UtcDateTime(), nullable=False),
+    sa.Column("ends_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expired_at", UtcDateTime(), nullable=True),  # unsilenced early
+    sa.Column("expired_by", sa.String(200), nullable=True),
+    sa.Index(None, "ends_at"),
+)
+
+alert_acknowledgements = sa.Table(
+    "alert_acknowledgements",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("episode", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("acked_by", sa.String(200), nullable=False),
+    sa.Column("acked_at", UtcDateTime(), nullable=False),
+    sa.Column("comment", sa.Text(), nullable=False, server_default=""),
+    # the threaded reply saying so under the alert's Slack message (NULL: not posted yet)
+    sa.Column("noted_ref", sa.String(200), nullable=True),
+    sa.UniqueConstraint("fingerprint", "episode", "status"),
 )
 
 # --- risk state ------------------------------------------------------------------------------

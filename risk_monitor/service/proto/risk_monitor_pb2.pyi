@@ -272,3 +272,103 @@ class CheckOrderResponse(_message.Message):
     limit_config_version: str
     evaluation_source: str
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., allowed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., projected: _Optional[_Iterable[_Union[ProjectedLimit, _Mapping]]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit_config_version: _Optional[str] = ..., evaluation_source: _Optional[str] = ...) -> None: ...
+
+class AcknowledgeAlertRequest(_message.Message):
+    __slots__ = ("key", "comment", "author")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    comment: str
+    author: str
+    def __init__(self, key: _Optional[str] = ..., comment: _Optional[str] = ..., author: _Optional[str] = ...) -> None: ...
+
+class Acknowledgement(_message.Message):
+    __slots__ = ("fingerprint", "episode", "status", "acked_by", "acked_at", "comment", "limit_id", "scope", "correlation_id")
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ACKED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACKED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: str
+    episode: int
+    status: LimitStatus
+    acked_by: str
+    acked_at: _timestamp_pb2.Timestamp
+    comment: str
+    limit_id: str
+    scope: str
+    correlation_id: str
+    def __init__(self, fingerprint: _Optional[str] = ..., episode: _Optional[int] = ..., status: _Optional[_Union[LimitStatus, str]] = ..., acked_by: _Optional[str] = ..., acked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., comment: _Optional[str] = ..., limit_id: _Optional[str] = ..., scope: _Optional[str] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+
+class SilenceMatcher(_message.Message):
+    __slots__ = ("name", "op", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    op: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class CreateSilenceRequest(_message.Message):
+    __slots__ = ("matchers", "duration_seconds", "starts_at", "ends_at", "comment", "author")
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    matchers: _containers.RepeatedScalarFieldContainer[str]
+    duration_seconds: float
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    comment: str
+    author: str
+    def __init__(self, matchers: _Optional[_Iterable[str]] = ..., duration_seconds: _Optional[float] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., comment: _Optional[str] = ..., author: _Optional[str] = ...) -> None: ...
+
+class Silence(_message.Message):
+    __slots__ = ("id", "matchers", "starts_at", "ends_at", "created_by", "comment", "expired_at", "active")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MATCHERS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    matchers: _containers.RepeatedCompositeFieldContainer[SilenceMatcher]
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    created_by: str
+    comment: str
+    expired_at: _timestamp_pb2.Timestamp
+    active: bool
+    def __init__(self, id: _Optional[str] = ..., matchers: _Optional[_Iterable[_Union[SilenceMatcher, _Mapping]]] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., comment: _Optional[str] = ..., expired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class ExpireSilenceRequest(_message.Message):
+    __slots__ = ("id", "author")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    author: str
+    def __init__(self, id: _Optional[str] = ..., author: _Optional[str] = ...) -> None: ...
+
+class ListAlertControlsRequest(_message.Message):
+    __slots__ = ("include_inactive",)
+    INCLUDE_INACTIVE_FIELD_NUMBER: _ClassVar[int]
+    include_inactive: bool
+    def __init__(self, include_inactive: _Optional[bool] = ...) -> None: ...
+
+class AlertControls(_message.Message):
+    __slots__ = ("silences", "acknowledgements")
+    SILENCES_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGEMENTS_FIELD_NUMBER: _ClassVar[int]
+    silences: _containers.RepeatedCompositeFieldContainer[Silence]
+    acknowledgements: _containers.RepeatedCompositeFieldContainer[Acknowledgement]
+    def __init__(self, silences: _Optional[_Iterable[_Union[Silence, _Mapping]]] = ..., acknowledgements: _Optional[_Iterable[_Union[Acknowledgement, _Mapping]]] = ...) -> None: ...

@@ -54,6 +54,26 @@ class RiskMonitorStub:
                 request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CheckOrderRequest.SerializeToString,
                 response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CheckOrderResponse.FromString,
                 _registered_method=True)
+        self.AcknowledgeAlert = channel.unary_unary(
+                '/risk_monitor.v1.RiskMonitor/AcknowledgeAlert',
+                request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AcknowledgeAlertRequest.SerializeToString,
+                response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Acknowledgement.FromString,
+                _registered_method=True)
+        self.CreateSilence = channel.unary_unary(
+                '/risk_monitor.v1.RiskMonitor/CreateSilence',
+                request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CreateSilenceRequest.SerializeToString,
+                response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Silence.FromString,
+                _registered_method=True)
+        self.ExpireSilence = channel.unary_unary(
+                '/risk_monitor.v1.RiskMonitor/ExpireSilence',
+                request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ExpireSilenceRequest.SerializeToString,
+                response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Silence.FromString,
+                _registered_method=True)
+        self.ListAlertControls = channel.unary_unary(
+                '/risk_monitor.v1.RiskMonitor/ListAlertControls',
+                request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ListAlertControlsRequest.SerializeToString,
+                response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AlertControls.FromString,
+                _registered_method=True)
 
 
 class RiskMonitorServicer:
@@ -87,6 +107,34 @@ class RiskMonitorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcknowledgeAlert(self, request, context):
+        """Acknowledge an alert's current episode: its repeats are held until the status changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSilence(self, request, context):
+        """Hold back notifications of alerts matching every matcher for a while (still recorded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpireSilence(self, request, context):
+        """End a silence now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlertControls(self, request, context):
+        """Active silences and the acknowledgements that still hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RiskMonitorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +157,26 @@ def add_RiskMonitorServicer_to_server(servicer, server):
                     servicer.CheckOrder,
                     request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CheckOrderRequest.FromString,
                     response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CheckOrderResponse.SerializeToString,
+            ),
+            'AcknowledgeAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeAlert,
+                    request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AcknowledgeAlertRequest.FromString,
+                    response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Acknowledgement.SerializeToString,
+            ),
+            'CreateSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSilence,
+                    request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CreateSilenceRequest.FromString,
+                    response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Silence.SerializeToString,
+            ),
+            'ExpireSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireSilence,
+                    request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ExpireSilenceRequest.FromString,
+                    response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Silence.SerializeToString,
+            ),
+            'ListAlertControls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlertControls,
+                    request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ListAlertControlsRequest.FromString,
+                    response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AlertControls.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +287,114 @@ class RiskMonitor:
             '/risk_monitor.v1.RiskMonitor/CheckOrder',
             risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CheckOrderRequest.SerializeToString,
             risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CheckOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/risk_monitor.v1.RiskMonitor/AcknowledgeAlert',
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AcknowledgeAlertRequest.SerializeToString,
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Acknowledgement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/risk_monitor.v1.RiskMonitor/CreateSilence',
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.CreateSilenceRequest.SerializeToString,
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Silence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/risk_monitor.v1.RiskMonitor/ExpireSilence',
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ExpireSilenceRequest.SerializeToString,
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.Silence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlertControls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/risk_monitor.v1.RiskMonitor/ListAlertControls',
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ListAlertControlsRequest.SerializeToString,
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AlertControls.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,7 +11,7 @@
   const SVG = "http://www.w3.org/2000/svg";
   const STATUSES = ["COMPLIANT", "WARNING", "BREACH", "UNKNOWN"];
   const LIMIT_STATUSES = ["OK", "WARN", "BREACH", "UNKNOWN"];
-  const DELIVERIES = ["pending", "sending", "sent", "failed", "in-process"];
+  const DELIVERIES = ["pending", "sending", "sent", "failed", "suppressed", "in-process"];
   const STATUS_ORDER = { BREACH: 0, UNKNOWN: 1, WARN: 2, OK: 3 };
 
   // ?refresh=<seconds> overrides the server's interval (wall screens, tests): 1 to 300 s
@@ -394,15 +394,18 @@
       const text = delivery === "sent" ? "delivered" : delivery;
       const b = badge(text, delivery);
       if (item.last_error_code) b.title = "last error " + item.last_error_code;
+      if (item.held_by) b.title = "held back by " + item.held_by;
       dl.appendChild(b);
       tr.appendChild(dl);
+      tr.appendChild(el("td", "mono", item.held_by || ""));
       tr.appendChild(el("td", "num", seconds(item.notify_latency_s)));
       tr.appendChild(el("td", "num", seconds(item.end_to_end_latency_s)));
       body.appendChild(tr);
     }
     $("alerts-empty").hidden = a.items.length > 0;
     $("alerts-summary").textContent = !a.available ? "The alert feed cannot be read."
-      : a.items.length + " most recent; " + a.pending + " awaiting delivery, " + a.failed + " failed.";
+      : a.items.length + " most recent; " + a.pending + " awaiting delivery, " + a.failed + " failed, "
+        + (a.suppressed || 0) + " held back (silenced or acknowledged).";
   }
 
   // -- compliance timeline (SVG strips) -------------------------------------------------------

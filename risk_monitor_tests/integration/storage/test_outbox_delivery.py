@@ -88,7 +88,7 @@ def test_invalid_auth_for_30s_then_a_good_token_delivers_every_alert_exactly_onc
         clock.advance(1)
         dispatcher.dispatch_once(50)
     assert storage.outbox.counts() == {"pending": 0, "sending": 0, "sent": len(rows),
-                                       "failed": 0}
+                                       "failed": 0, "suppressed": 0}
     assert sorted(_keys(slack_sim)) == sorted(r.idempotency_key for r in rows)  # once each
     for scope in SCOPES:  # in order, threaded under the episode's first message
         kinds = [m["metadata"]["event_payload"]["kind"] for m in _states(slack_sim)

@@ -164,7 +164,8 @@ def test_outage_delays_alerts_and_loses_none(
         series = [m for m in messages if _meta(m)["scope"] == scope]
         assert [_meta(m)["kind"] for m in series] == ["firing", "escalated"]
         assert series[1]["thread_ts"] == series[0]["ts"]
-    assert storage.outbox.counts() == {"pending": 0, "sending": 0, "sent": 8, "failed": 0}
+    assert storage.outbox.counts() == {"pending": 0, "sending": 0, "sent": 8, "failed": 0,
+                                       "suppressed": 0}
 
 
 def test_retry_after_is_honoured(storage: Storage, clock: FakeClock, notifier: SlackNotifier,

@@ -37,6 +37,9 @@ def test_labels_come_from_the_notification_and_its_scope() -> None:
         "limit_id": "max_notional", "scope": "venue:binance|instrument:BTC/USDT:USDT",
         "venue": "binance", "severity": "critical", "status": "BREACH"}
     assert labels_of(_note(scope="portfolio"))["venue"] == ""
+    # a scope that does not parse names no venue, and never stops delivery with an exception
+    assert labels_of(_note(scope="okx"))["venue"] == ""
+    assert verdict(_note(scope="okx"), [_silence("venue=okx")], [], START).send
 
 
 @pytest.mark.parametrize(("matcher", "held"), [

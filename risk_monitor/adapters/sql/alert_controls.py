@@ -1,0 +1,247 @@
+"""Silences and acknowledgements on SQL, each change audited in the same transaction.
+
+The rules live in :mod:`risk_monitor.domain.silences`; this module stores them and answers the
+dispatcher, which asks before each delivery (so a silence added while a row waits still holds
+it). Rows are never deleted: an unsilenced silence keeps its row with ``expired_at`` set, so the
+audit can say what was silenced, by whom, and for how long.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.audit_log import SqlAuditLog
+from risk_monitor.adapters.sql.engine import read_only, write_tx
+from risk_monitor.adapters.sql.schema import alert_acknowledgements, alert_silences, alert_states
+from risk_monitor.domain.model import LimitStatus
+from risk_monitor.domain.silences import Acknowledgement, Matcher, Silence
+from risk_monitor.platform.errors import AlertControlError
+
+SOURCE = "alert_controls"
+#: ``details`` of an AlertControlError naming something that does not exist (REST: 404)
+NOT_FOUND = {"reason": "not_found"}
+
+
+@dataclass(frozen=True)
+class AckTarget:
+    """The alert an acknowledgement names: its series, current episode and status."""
+
+    fingerprint: str
+    episode: int
+    status: LimitStatus
+    limit_id: str
+    scope: str
+    correlation_id: str | None
+    message_ref: str | None
+
+
+@dataclass(frozen=True)
+class AckedAlert:
+    """An acknowledgement together with the alert it names (for listings)."""
+
+    ack: Acknowledgement
+    target: AckTarget
+
+
+class SqlAlertControls:
+    """Create, end and read silences; acknowledge alert episodes."""
+
+    def __init__(self, engine: Engine, *, clock: codec.Clock = codec.utc_now) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.audit = SqlAuditLog(engine)
+
+    # -- silences -------------------------------------------------------------------------------
+    def add_silence(self, matchers: Sequence[Matcher | str], *, ends_at: datetime,
+                    created_by: str, comment: str, starts_at: datetime | None = None
+                    ) -> Silence:
+        """Store a silence (starting now unless ``starts_at``); invalid ones are refused."""
+        now = self.clock()
+        try:
+            parsed = tuple(m if isinstance(m, Matcher) else Matcher.parse(m) for m in matchers)
+            silence = Silence(id=str(uuid.uuid4()), matchers=parsed,
+                              starts_at=starts_at or now, ends_at=ends_at,
+                              created_by=created_by, comment=comment)
+        except ValueError as exc:
+            raise AlertControlError(str(exc), source=SOURCE) from exc
+        if silence.ends_at <= now:
+            raise AlertControlError("a silence must end in the future", source=SOURCE)
+        with write_tx(self.engine, source=SOURCE) as conn:
+            conn.execute(alert_silences.insert().values(
+                id=silence.id, matchers=[_matcher_doc(m) for m in parsed],
+                starts_at=silence.starts_at, ends_at=silence.ends_at,
+                created_by=created_by, comment=comment, created_at=now))
+            self.audit.record("silence_created", now, None, {
+                **_silence_doc(silence), "actor": created_by}, conn=conn)
+        return silence
+
+    def expire_silence(self, silence_id: str, *, by: str) -> Silence:
+        """End a silence now (``unsilence``); notifications it held stay held."""
+        now = self.clock()
+        with write_tx(self.engine, source=SOURCE) as conn:
+            row = conn.execute(sa.select(alert_silences)
+                               .where(alert_silences.c.id == silence_id)).first()
+            if row is None:
+                raise AlertControlError(f"no silence {silence_id!r}", source=SOURCE,
+                                        details=NOT_FOUND)
+            silence = _silence(row._mapping)
+            if not silence.active(now) and silence.starts_at <= now:
+                raise AlertControlError(f"silence {silence_id} has already ended",
+                                        source=SOURCE)
+            conn.execute(alert_silences.update().where(alert_silences.c.id == silence_id)
+                         .values(expired_at=now, expired_by=by))
+            self.audit.record("silence_expired", now, None, {
+                **_silence_doc(silence), "actor": by}, conn=conn)
+        return Silence(**{**silence.__dict__, "expired_at": now})
+
+    def silences(self, *, active_at: datetime | None = None,
+                 conn: Connection | None = None) -> list[Silence]:
+        """Every silence, or only those active at ``active_at`` (oldest first)."""
+        query = sa.select(alert_silences).order_by(alert_silences.c.created_at)
+        if active_at is not None:
+            query = query.where(alert_silences.c.starts_at <= active_at,
+                                alert_silences.c.ends_at > active_at,
+                                sa.or_(alert_silences.c.expired_at.is_(None),
+                                       alert_silences.c.expired_at > active_at))
+        if conn is not None:
+            return [_silence(r._mapping) for r in conn.execute(query)]
+        with read_only(self.engine, source=SOURCE) as own:
+            return [_silence(r._mapping) for r in own.execute(query)]
+
+    # -- acknowledgements -----------------------------------------------------------------------
+    def target(self, key: str, conn: Connection | None = None) -> AckTarget:
+        """The alert named by its fingerprint or by a correlation id of one of its episodes."""
+        query = sa.select(alert_states).where(sa.or_(alert_states.c.fingerprint == key,
+                                                     alert_states.c.correlation_id == key))
+        if conn is not None:
+            row = conn.execute(query).first()
+        else:
+            with read_only(self.engine, source=SOURCE) as own:
+                row = own.execute(query).first()
+        if row is None:
+            raise AlertControlError(f"no alert with fingerprint or correlation id {key!r}",
+                                    source=SOURCE, details=NOT_FOUND)
+        return AckTarget(fingerprint=row.fingerprint, episode=row.episode,
+                         status=LimitStatus(row.status), limit_id=row.limit_id,
+                         scope=row.scope, correlation_id=row.correlation_id,
+                         message_ref=row.message_ref)
+
+    def acknowledge(self, key: str, *, by: str, comment: str = "") -> AckedAlert:
+        """Acknowledge the alert's current episode in its current status (idempotent)."""
+        if not by.strip():
+            raise AlertControlError("an acknowledgement needs an author", source=SOURCE)
+        now = self.clock()
+        with write_tx(self.engine, source=SOURCE) as conn:
+            target = self.target(key, conn)
+            if target.status is LimitStatus.OK:
+                raise AlertControlError(
+                    f"alert {target.fingerprint} is OK: nothing to acknowledge", source=SOURCE)
+            existing = conn.execute(sa.select(alert_acknowledgements).where(
+                alert_acknowledgements.c.fingerprint == target.fingerprint,
+                alert_acknowledgements.c.episode == target.episode,
+                alert_acknowledgements.c.status == target.status.value)).first()
+            if existing is not None:
+                return AckedAlert(_ack(existing._mapping), target)
+            ack = Acknowledgement(fingerprint=target.fingerprint, episode=target.episode,
+                                  status=target.status, acked_by=by, acked_at=now,
+                                  comment=comment)
+            conn.execute(alert_acknowledgements.insert().values(
+                fingerprint=ack.fingerprint, episode=ack.episode, status=ack.status.value,
+                acked_by=by, acked_at=now, comment=comment))
+            self.audit.record("alert_acknowledged", now, target.correlation_id, {
+                "fingerprint": ack.fingerprint, "episode": ack.episode,
+                "status": ack.status.value, "limit_id": target.limit_id,
+                "scope": target.scope, "actor": by, "comment": comment}, conn=conn)
+        return AckedAlert(ack, target)
+
+    def acknowledgements(self, fingerprints: Iterable[str] | None = None,
+                         conn: Connection | None = None) -> list[Acknowledgement]:
+        """Acknowledgements of these series (all when None), oldest first."""
+        query = sa.select(alert_acknowledgements).order_by(alert_acknowledgements.c.id)
+        if fingerprints is not None:
+            query = query.where(alert_acknowledgements.c.fingerprint.in_(sorted(fingerprints)))
+        if conn is not None:
+            return [_ack(r._mapping) for r in conn.execute(query)]
+        with read_only(self.engine, source=SOURCE) as own:
+            return [_ack(r._mapping) for r in own.execute(query)]
+
+    def unnoted_acknowledgements(self, limit: int = 20) -> list[tuple[int, AckedAlert]]:
+        """Acknowledgements still holding whose alert has a thread but no note of them yet."""
+        a, s = alert_acknowledgements, alert_states
+        query = (sa.select(a, s.c.limit_id, s.c.scope, s.c.correlation_id, s.c.message_ref)
+                 .join(s, sa.and_(s.c.fingerprint == a.c.fingerprint,
+                                  s.c.episode == a.c.episode, s.c.status == a.c.status))
+                 .where(a.c.noted_ref.is_(None), s.c.message_ref.is_not(None))
+                 .order_by(a.c.id).limit(limit))
+        with read_only(self.engine, source=SOURCE) as conn:
+            return [(row.id, _acked(row)) for row in conn.execute(query)]
+
+    def mark_noted(self, ack_id: int, ref: str) -> None:
+        with write_tx(self.engine, source=SOURCE) as conn:
+            conn.execute(alert_acknowledgements.update()
+                         .where(alert_acknowledgements.c.id == ack_id).values(noted_ref=ref))
+
+    def current_acknowledgements(self) -> list[AckedAlert]:
+        """Acknowledgements that still hold: the alert is in the acknowledged episode and
+        status (a change of status, or a new episode, ends them)."""
+        a, s = alert_acknowledgements, alert_states
+        query = (sa.select(a, s.c.limit_id, s.c.scope, s.c.correlation_id, s.c.message_ref)
+                 .join(s, sa.and_(s.c.fingerprint == a.c.fingerprint,
+                                  s.c.episode == a.c.episode, s.c.status == a.c.status))
+                 .order_by(a.c.id))
+        with read_only(self.engine, source=SOURCE) as conn:
+            return [_acked(row) for row in conn.execute(query)]
+
+
+def _matcher_doc(m: Matcher) -> dict[str, str]:
+    return {"name": m.name, "op": m.op, "value": m.value}
+
+
+def _silence_doc(s: Silence) -> dict[str, Any]:
+    return {"silence_id": s.id, "matchers": [str(m) for m in s.matchers],
+            "starts_at": s.starts_at.isoformat(), "ends_at": s.ends_at.isoformat(),
+            "created_by": s.created_by, "comment": s.comment}
+
+
+def silence_as_dict(s: Silence, now: datetime) -> dict[str, Any]:
+    """The JSON form shown by the CLI, REST and the dashboard."""
+    return {**_silence_doc(s), "matchers": [_matcher_doc(m) for m in s.matchers],
+            "expired_at": s.expired_at.isoformat() if s.expired_at else None,
+            "active": s.active(now)}
+
+
+def acked_as_dict(item: AckedAlert) -> dict[str, Any]:
+    ack, target = item.ack, item.target
+    return {"fingerprint": ack.fingerprint, "episode": ack.episode, "status": ack.status.value,
+            "acked_by": ack.acked_by, "acked_at": ack.acked_at.isoformat(),
+            "comment": ack.comment, "limit_id": target.limit_id, "scope": target.scope,
+            "correlation_id": target.correlation_id}
+
+
+def _silence(row: Any) -> Silence:
+    return Silence(id=row["id"], matchers=tuple(
+        Matcher(name=m["name"], value=m["value"], op=m["op"]) for m in row["matchers"]),
+        starts_at=row["starts_at"], ends_at=row["ends_at"], created_by=row["created_by"],
+        comment=row["comment"], expired_at=row["expired_at"])
+
+
+def _acked(row: Any) -> AckedAlert:
+    ack = _ack(row._mapping)
+    return AckedAlert(ack, AckTarget(
+        fingerprint=ack.fingerprint, episode=ack.episode, status=ack.status,
+        limit_id=row.limit_id, scope=row.scope, correlation_id=row.correlation_id,
+        message_ref=row.message_ref))
+
+
+def _ack(row: Any) -> Acknowledgement:
+    return Acknowledgement(fingerprint=row["fingerprint"], episode=row["episode"],
+                           status=LimitStatus(row["status"]), acked_by=row["acked_by"],
+                           acked_at=row["acked_at"], comment=row["comment"])

@@ -1,0 +1,162 @@
+"""REST routes to acknowledge and silence alerts, behind the bearer-token middleware.
+
+The caller is the name of the token it presented (``service/security.py``), never a name it
+claims; only a service running without authentication (loopback development) takes an
+``author`` from the body. Every change is audited by the store.
+
+- ``GET /v1/alerts/controls``: active silences and the acknowledgements that still hold
+  (``?all=1``: every silence).
+- ``POST /v1/alerts/ack`` ``{"key": fingerprint | correlation id, "comment"}``.
+- ``POST /v1/alerts/silences`` ``{"matchers": ["venue=okx", ...], "duration_s" | "ends_at",
+  "starts_at"?, "comment"}``.
+- ``DELETE /v1/alerts/silences/{id}``: unsilence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from risk_monitor.adapters.sql.alert_controls import (
+    SqlAlertControls,
+    acked_as_dict,
+    silence_as_dict,
+)
+from risk_monitor.platform.errors import AlertControlError, StorageUnavailableError
+from risk_monitor.service.security import error_body
+from risk_monitor.service.sql_state import SqlRiskState
+from risk_monitor.service.state import RiskStateProvider
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def alert_control_routes(provider: RiskStateProvider, *,
+                         clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+                         ) -> list[Route]:
+    """The routes; they answer 503 when the provider has no database store behind it."""
+    controls = (SqlAlertControls(provider.engine, clock=clock)
+                if isinstance(provider, SqlRiskState) else None)
+
+    def store() -> SqlAlertControls:
+        if controls is None:
+            raise StorageUnavailableError("acknowledgements and silences need the database "
+                                          "store", source="alerts_api")
+        return controls
+
+    async def list_controls(request: Request) -> JSONResponse:
+        show_all = request.query_params.get("all") in ("1", "true")
+        now = clock()
+
+        def read() -> dict[str, Any]:
+            c = store()
+            return {"silences": [silence_as_dict(s, now)
+                                 for s in c.silences(active_at=None if show_all else now)],
+                    "acknowledgements": [acked_as_dict(a) for a in c.current_acknowledgements()]}
+        return JSONResponse(await asyncio.to_thread(read))
+
+    async def acknowledge(request: Request) -> JSONResponse:
+        body = await _body(request)
+        actor = _caller(request, body)
+        key = _text(body, "key", required=True)
+        comment = _text(body, "comment")
+        done = await asyncio.to_thread(
+            lambda: store().acknowledge(key, by=actor, comment=comment))
+        return JSONResponse(acked_as_dict(done), status_code=201)
+
+    async def create_silence(request: Request) -> JSONResponse:
+        body = await _body(request)
+        actor = _caller(request, body)
+        matchers = body.get("matchers")
+        if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
+            raise AlertControlError('"matchers" must be a list of strings like "venue=okx"')
+        now = clock()
+        starts_at = _time(body, "starts_at") or now
+        ends_at = _time(body, "ends_at")
+        duration = body.get("duration_s")
+        if (ends_at is None) == (duration is None):
+            raise AlertControlError('give exactly one of "duration_s" and "ends_at"')
+        if ends_at is None:
+            if isinstance(duration, bool) or not isinstance(duration, int | float) \
+                    or duration <= 0:
+                raise AlertControlError('"duration_s" must be a positive number of seconds')
+            ends_at = starts_at + timedelta(seconds=float(duration))
+        comment = _text(body, "comment", required=True)
+        end = ends_at
+        made = await asyncio.to_thread(lambda: store().add_silence(
+            list(matchers), starts_at=starts_at, ends_at=end, created_by=actor,
+            comment=comment))
+        return JSONResponse(silence_as_dict(made, now), status_code=201)
+
+    async def expire_silence(request: Request) -> JSONResponse:
+        actor = _caller(request, {})
+        silence_id = request.path_params["silence_id"]
+        ended = await asyncio.to_thread(lambda: store().expire_silence(silence_id, by=actor))
+        return JSONResponse(silence_as_dict(ended, clock()))
+
+    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def run(request: Request) -> JSONResponse:
+            try:
+                response: JSONResponse = await handler(request)
+                return response
+            except AlertControlError as exc:
+                status = 404 if exc.details.get("reason") == "not_found" else 400
+                return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        return run
+
+    return [
+        Route("/v1/alerts/controls", guarded(list_controls), methods=["GET"]),
+        Route("/v1/alerts/ack", guarded(acknowledge), methods=["POST"]),
+        Route("/v1/alerts/silences", guarded(create_silence), methods=["POST"]),
+        Route("/v1/alerts/silences/{silence_id}", guarded(expire_silence), methods=["DELETE"]),
+    ]
+
+
+def _caller(request: Request, body: dict[str, Any]) -> str:
+    """The authenticated token's name; without authentication, the body's ``author``."""
+    client = request.scope.get("state", {}).get("client")
+    if client:
+        return str(client)
+    author = body.get("author")
+    if isinstance(author, str) and author.strip():
+        return author.strip()
+    raise AlertControlError("no caller identity: present a bearer token (or, on a service "
+                            'without authentication, give "author")')
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise AlertControlError(f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise AlertControlError("request body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise AlertControlError("request body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool = False) -> str:
+    value = body.get(name, "")
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise AlertControlError(f'"{name}" must be a non-empty string' if required
+                                else f'"{name}" must be a string')
+    return value
+
+
+def _time(body: dict[str, Any], name: str) -> datetime | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise AlertControlError(f'"{name}" is not an ISO 8601 time') from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,154 @@
+"""Silences and acknowledgements stored, consulted by the dispatcher, audited.
+
+Real PostgreSQL and SQLite (the ``storage`` fixture), the real slack_sdk against the Slack
+simulator; the dispatcher runs on a fake clock (``dispatch_once``), nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from risk_monitor.adapters.notifiers import SlackNotifier
+from risk_monitor.adapters.prometheus import RiskStateCollector
+from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
+from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
+from risk_monitor.domain.model import Notification, NotificationKind
+from risk_monitor.platform.errors import AlertControlError
+from risk_monitor.platform.settings import load_settings
+from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
+from risk_sim.slack import SlackSimulator
+
+TOKEN_ENV = "RISK_MONITOR_TEST_SLACK_TOKEN"
+
+
+@pytest.fixture
+def notifier(slack_sim: SlackSimulator, monkeypatch: pytest.MonkeyPatch) -> SlackNotifier:
+    monkeypatch.setenv(TOKEN_ENV, slack_sim.token)
+    settings = load_settings(slack={"token_env": TOKEN_ENV, "base_url": slack_sim.api_base,
+                                    "timeout_s": 2})
+    return SlackNotifier.from_settings(settings)
+
+
+@pytest.fixture
+def controls(storage: Storage, clock: FakeClock) -> SqlAlertControls:
+    return SqlAlertControls(storage.engine, clock=clock)
+
+
+def _dispatch(storage: Storage, notifier: Any, clock: FakeClock) -> Any:
+    dispatcher = OutboxDispatcher(storage.engine, notifier, clock=clock, notifier_name="slack",
+                                  backoff=BackoffPolicy(jitter=0.0))
+    return dispatcher.dispatch_once(50)
+
+
+def _posts(slack_sim: SlackSimulator) -> list[dict[str, Any]]:
+    """One message per alert state (without the escalation's copy to another channel)."""
+    return [m for m in slack_sim.messages if m["params"].get("metadata")]
+
+
+def _repeat(storage: Storage, previous: Notification, clock: FakeClock) -> Notification:
+    """Enqueue a REPEAT of ``previous`` (still firing after the repeat interval)."""
+    with storage.alerts.locked([previous.fingerprint]) as tx:
+        state = tx.states.get(previous.fingerprint)
+        assert state is not None
+        sequence = state.sequence + 1
+        note = dataclasses.replace(
+            previous, kind=NotificationKind.REPEAT, detected_at=clock.advance(3600),
+            idempotency_key=f"{previous.fingerprint}:{previous.episode}:{sequence}")
+        tx.apply([dataclasses.replace(state, sequence=sequence)], [note])
+    return note
+
+
+def test_a_silence_holds_matching_notifications_and_keeps_them(
+        storage: Storage, clock: FakeClock, controls: SqlAlertControls,
+        notifier: SlackNotifier, slack_sim: SlackSimulator) -> None:
+    silence = controls.add_silence(["venue=binance"], ends_at=clock() + timedelta(hours=1),
+                                   created_by="ops_token", comment="binance maintenance")
+    evaluate(storage, make_result("BREACH", clock.advance(1), scope="venue:binance"))
+    evaluate(storage, make_result("WARN", clock.advance(1), scope="venue:okx"))
+    result = _dispatch(storage, notifier, clock)
+
+    assert (result.sent, result.suppressed) == (1, 1)
+    (post,) = _posts(slack_sim)
+    assert post["params"]["metadata"]["event_payload"]["status"] == "WARN"
+    rows = {r.fingerprint: r for r in storage.outbox.rows()}
+    held = next(r for r in rows.values() if r.status == "suppressed")
+    assert held.suppressed_by == f"silence:{silence.id}" and held.delivery_ref is None
+    assert storage.outbox.counts()["suppressed"] == 1
+    registry = CollectorRegistry()
+    registry.register(RiskStateCollector(storage.engine, clock=clock))  # type: ignore[arg-type]
+    assert registry.get_sample_value("risk_monitor_alerts_total",
+                                     {"severity": "critical", "outcome": "suppressed"}) == 1
+    # the alert itself is recorded: state BREACH, the row kept for the audit trail
+    assert storage.alerts.load_states([held.fingerprint])[held.fingerprint].status.value \
+        == "BREACH"
+    events = [r.event for r in storage.audit.recent(10)]
+    assert "silence_created" in events and "alert_notification_suppressed" in events
+
+    # after unsilence the next change goes out; what was held stays held (not re-sent)
+    controls.expire_silence(silence.id, by="ops_token")
+    evaluate(storage, make_result("OK", clock.advance(1), scope="venue:binance"))
+    result = _dispatch(storage, notifier, clock)
+    assert (result.sent, result.suppressed) == (1, 0)
+    assert [p["params"]["metadata"]["event_payload"]["status"] for p in _posts(slack_sim)] \
+        == ["WARN", "OK"]
+    assert storage.audit.recent(1, event="silence_expired")[0].payload["actor"] == "ops_token"
+
+
+def test_an_acknowledgement_stops_repeats_until_the_status_changes(
+        storage: Storage, clock: FakeClock, controls: SqlAlertControls,
+        notifier: SlackNotifier, slack_sim: SlackSimulator) -> None:
+    (firing,) = evaluate(storage, make_result("WARN", clock.advance(1)))
+    assert _dispatch(storage, notifier, clock).sent == 1
+    acked = controls.acknowledge(firing.correlation_id, by="alice_token", comment="on it")
+    assert (acked.ack.fingerprint, acked.ack.episode, acked.ack.status.value) == \
+        (firing.fingerprint, firing.episode, "WARN")
+
+    _repeat(storage, firing, clock)
+    result = _dispatch(storage, notifier, clock)
+    assert (result.sent, result.suppressed) == (0, 1)
+    assert storage.outbox.rows(status="suppressed")[0].suppressed_by == "ack:alice_token"
+    # the thread says who owns it, once (later dispatches do not repeat the note)
+    _dispatch(storage, notifier, clock)
+    (root,) = _posts(slack_sim)
+    notes = [m for m in slack_sim.messages if "Acknowledged by" in m["text"]]
+    assert len(notes) == 1 and notes[0]["thread_ts"] == root["ts"]
+    assert "alice_token" in notes[0]["text"] and "on it" in notes[0]["text"]
+
+    # a change of status always goes out, and ends the acknowledgement
+    evaluate(storage, make_result("BREACH", clock.advance(1)))
+    assert _dispatch(storage, notifier, clock).sent == 1
+    assert controls.current_acknowledgements() == []
+    assert len(_posts(slack_sim)) == 2
+
+    (audit,) = storage.audit.recent(10, event="alert_acknowledged")
+    assert audit.correlation_id == firing.correlation_id
+    assert audit.payload["actor"] == "alice_token" and audit.payload["comment"] == "on it"
+
+
+def test_bad_requests_are_refused_and_write_nothing(
+        storage: Storage, clock: FakeClock, controls: SqlAlertControls) -> None:
+    with pytest.raises(AlertControlError, match="unknown label"):
+        controls.add_silence(["desk=a"], ends_at=clock() + timedelta(hours=1),
+                             created_by="x", comment="y")
+    with pytest.raises(AlertControlError, match="comment"):
+        controls.add_silence(["venue=okx"], ends_at=clock() + timedelta(hours=1),
+                             created_by="x", comment=" ")
+    with pytest.raises(AlertControlError, match="future"):
+        controls.add_silence(["venue=okx"], starts_at=clock() - timedelta(hours=2),
+                             ends_at=clock() - timedelta(hours=1), created_by="x", comment="y")
+    with pytest.raises(AlertControlError, match="no alert"):
+        controls.acknowledge("nope", by="x")
+    with pytest.raises(AlertControlError, match="no silence"):
+        controls.expire_silence("nope", by="x")
+    evaluate(storage, make_result("WARN", clock.advance(1)))
+    evaluate(storage, make_result("OK", clock.advance(1)))
+    fingerprint = storage.outbox.rows()[0].fingerprint
+    with pytest.raises(AlertControlError, match="nothing to acknowledge"):
+        controls.acknowledge(fingerprint, by="x")
+    assert controls.silences() == [] and controls.acknowledgements() == []
+    assert storage.audit.recent(10, event="silence_created") == []
