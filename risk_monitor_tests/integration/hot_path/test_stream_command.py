@@ -22,6 +22,7 @@ import pytest
 import redis
 import yaml
 
+from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
 from risk_monitor.adapters.redis_quotes import follow_quote_streams
 from risk_monitor.adapters.redis_registry import DiscoveryClient, ServiceInstance, connect
 from risk_monitor.platform.settings import load_settings
@@ -120,8 +121,11 @@ def test_stream_command_feeds_one_venue_registers_and_expires_when_killed(
         received.extend({**row, "venue": venue} for row in rows)
 
     thread = threading.Thread(target=follower_loop.run_until_complete, daemon=True,
-                              args=(follow_quote_streams(settings, stop, listener,
-                                                         block_ms=200),))
+                              args=(follow_quote_streams(
+                                  str(settings.redis_url), settings.market_data,
+                                  list(symbols_by_venue(settings)),
+                                  quote_policy(settings.market_data), stop, listener,
+                                  block_ms=200),))
     thread.start()
     try:
         wait_until(lambda: any(r["instrument"] == BTC for r in received), timeout=10,
