@@ -121,8 +121,10 @@ def test_check_order_answers_from_live_positions_and_fails_closed(desk: HotPathR
     assert status.status == pb.COMPLIANCE_STATUS_UNKNOWN  # blind, never "compliant"
     binance = {s.source: s for s in status.sources}["exchange:binance:main"]
     assert not binance.ok and binance.error_code
-    unknown = desk.limit()
-    assert unknown is not None and unknown.status == pb.LIMIT_STATUS_UNKNOWN
+    # the stored status follows the in-memory decision once the writer has committed it
+    unknown = wait_until(
+        lambda: (u := desk.limit()) is not None and u.status == pb.LIMIT_STATUS_UNKNOWN and u,
+        timeout=NOTICE_TIMEOUT_S, message="the stored status turns UNKNOWN")
     assert "binance" in unknown.reason
 
     desk.stack.venue("binance").faults.clear()  # recovers by itself with the next polls
