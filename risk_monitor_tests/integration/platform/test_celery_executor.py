@@ -15,9 +15,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -34,6 +33,7 @@ from risk_monitor_tests.fixtures.e2e import (
     _test_settings,
     play_environment,
 )
+from risk_monitor_tests.fixtures.service import wait_until
 from risk_sim.launcher import SimulatorStack, read_env_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -51,15 +51,6 @@ def risk_cycle_job() -> dg.JobDefinition:
     from risk_monitor.definitions import defs
 
     return defs().resolve_job_def("risk_cycle")
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @contextlib.contextmanager
@@ -83,7 +74,8 @@ def _workers(names: list[str], env: dict[str, str], config_yaml: Path,
             def ready(proc: subprocess.Popen[bytes] = proc, path: Path = log_path) -> bool:
                 assert proc.poll() is None, f"worker exited early:\n{path.read_text()[-3000:]}"
                 return " ready." in path.read_text(errors="replace")
-            _wait_for(ready, f"celery worker {name} to be ready", READY_S)
+            wait_until(ready, timeout=READY_S, interval=0.2,
+                       message=f"celery worker {name} to be ready")
         yield log_paths
     finally:
         for proc in procs:
