@@ -2,8 +2,10 @@
 
 Uses the maintained ``fireblocks`` SDK (35.x). Decisions:
 
-* **lazy import**: ``import fireblocks`` costs ~2-3 s (its package imports every API); only a
-  process that reads Fireblocks pays, at the first :meth:`FireblocksCustodian.fetch_balances`.
+* **lazy, narrow import**: ``import fireblocks`` costs ~3 s (its package imports every API and
+  model); :mod:`risk_monitor.adapters.fireblocks_sdk` loads only the vault API and the models it
+  deserialises (~0.5 s), and only in a process that reads Fireblocks, at the first
+  :meth:`FireblocksCustodian.fetch_balances`.
 * **PEM parsed once**: the SDK's ``BearerTokenProvider`` hands the PEM *string* to PyJWT, which
   re-parses it on every request (~44 ms CPU). PyJWT also accepts a loaded key object, so we
   load the key once with ``cryptography`` and give the SDK's public ``BearerTokenProvider`` the
@@ -33,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from risk_monitor.adapters.errors import map_exception, typed_parser
+from risk_monitor.adapters.fireblocks_sdk import install_lazy_packages
 from risk_monitor.adapters.read_only_gate import ReadOnlyGate, fireblocks_gate, gate_urllib3_pool
 from risk_monitor.domain.schemas import balances_frame
 from risk_monitor.platform.errors import (
@@ -114,7 +117,8 @@ def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
 
 @cache
 def _read_only_client_class() -> type:
-    from fireblocks.threaded_api_client import ThreadedApiClient  # ≈ 2-3 s, once
+    install_lazy_packages()
+    from fireblocks.threaded_api_client import ThreadedApiClient  # ≈ 0.3 s, once
 
     class ReadOnlyApiClient(ThreadedApiClient):  # type: ignore[misc]
         """The SDK's client behind the read-only gate: its ``call_api`` and its urllib3 pool
@@ -180,6 +184,7 @@ class FireblocksCustodian:
             raise ConfigError(f"custodian {self.venue!r}: the private key in "
                               f"{self.settings.secret_key_env} is not a valid unencrypted PEM "
                               f"({type(exc).__name__})", key="custodians.secret_key_env") from None
+        install_lazy_packages()
         from fireblocks.api.vaults_api import VaultsApi
         from fireblocks.bearer_token_provider import BearerTokenProvider
         from fireblocks.client_configuration import ClientConfiguration
