@@ -1,19 +1,32 @@
-"""Benchmark of the pure risk evaluation at 10k / 100k / 1M positions.
+"""Benchmark of the full risk evaluation at 10k / 100k / 1M positions, as the service pays it.
 
 Run from the repository root: ``python bench/bench_risk_evaluation.py`` (optionally
-``--sizes 10000 100000``). Prints one row per size: time of each stage (median of a few runs),
-the per-order cost of the pre-trade check, and peak memory (tracemalloc, separate run so it does
-not slow the timed ones). Synthetic desk: 4 venues, N/2000 accounts per venue, 500 perpetuals,
-every (venue, account, instrument) one position; limits from risk_monitor/config/limits.yaml.
+``--sizes 10000 100000``, ``--runs 3``, ``--repeat 7``). One *evaluation* is what a poll or a
+heartbeat costs: validate the collected frames against the dataset schemas at ``now``
+(positions, exchange and custodian balances, quotes; then the combined balances, as
+``adapters.collection`` does), build the :class:`RiskSnapshot`, then ``engine.evaluate``
+(P&L, equity, exposures, every limit). Synthetic desk: 4 venues, N/2000 accounts per venue,
+500 perpetuals, every (venue, account, instrument) one position; limits from
+risk_monitor/config/limits.yaml (5,523 results). Fresh copies of the input frames for every
+evaluation, so no cache from a previous one helps.
+
+Each size runs in ``--runs`` separate processes (default 3) with ``--repeat`` timed
+evaluations each; it prints p50 / p99 / max over all of them, the stage medians, peak RSS of
+the process (``ru_maxrss``: input frames included), the spread of the per-run medians and the
+1-minute load average before / after. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +35,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from risk_monitor.domain.engine import RiskSnapshot, evaluate, prepare
-from risk_monitor.domain.exposures import exposure_table
-from risk_monitor.domain.limits import evaluate_limits, load_limit_config
+from risk_monitor.domain.engine import RiskSnapshot, evaluate
+from risk_monitor.domain.limits import load_limit_config
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -34,6 +46,13 @@ from risk_monitor.domain.model import (
     SourceStatus,
 )
 from risk_monitor.domain.orders import OrderRequest, check_order
+from risk_monitor.domain.schemas import (
+    balance_rules,
+    concat_frames,
+    position_rules,
+    price_rules,
+    validate_frame,
+)
 
 NOW = datetime(2025, 10, 20, 12, 0, tzinfo=UTC)
 VENUES = ("binance", "okx", "bybit", "deribit")
@@ -57,7 +76,7 @@ def build_snapshot(n: int, seed: int = 7) -> RiskSnapshot:
     mark = base_price[inst_idx] * rng.uniform(0.99, 1.01, size)
     qty = rng.normal(0, 1, size) * 1000 / mark
     entry = mark * rng.uniform(0.9, 1.1, size)
-    received = pd.Timestamp(NOW - timedelta(seconds=2))
+    received = pd.Timestamp(NOW - timedelta(seconds=2)).as_unit("ns")
     positions = pd.DataFrame(
         {
             "venue": venue, "account": account, "instrument": symbol, "base": base,
@@ -78,8 +97,9 @@ def build_snapshot(n: int, seed: int = 7) -> RiskSnapshot:
         {
             "venue": q_venue, "instrument": np.array([f"{b}/USDT:USDT" for b in bases], dtype=object)[q_inst],
             "base": bases[q_inst], "quote": "USDT", "bid": last * 0.9999, "ask": last * 1.0001,
-            "last": last, "mark": last, "timestamp": pd.Timestamp(NOW - timedelta(seconds=1)),
-            "received_at": pd.Timestamp(NOW - timedelta(seconds=1)),
+            "last": last, "mark": last,
+            "timestamp": pd.Timestamp(NOW - timedelta(seconds=1)).as_unit("ns"),
+            "received_at": pd.Timestamp(NOW - timedelta(seconds=1)).as_unit("ns"),
         },
         columns=list(PRICE_COLUMNS),
     )
@@ -103,67 +123,125 @@ def build_snapshot(n: int, seed: int = 7) -> RiskSnapshot:
     )
 
 
-def stages(snap: RiskSnapshot, config: Any, repeat: int) -> dict[str, float]:
-    """Median time of each stage, every repetition on a fresh state (no warm caches)."""
-    runs: dict[str, list[float]] = {"prepare": [], "limits": [], "exposures": [], "evaluate": []}
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        state = prepare(snap, config)
-        t1 = time.perf_counter()
-        evaluate_limits(state, config)
-        t2 = time.perf_counter()
-        exposure_table(state)
-        t3 = time.perf_counter()
-        del state
-        gc.collect()
-        t4 = time.perf_counter()
-        evaluate(snap, config)
-        t5 = time.perf_counter()
-        runs["prepare"].append(t1 - t0)
-        runs["limits"].append(t2 - t1)
-        runs["exposures"].append(t3 - t2)
-        runs["evaluate"].append(t5 - t4)
-    return {k: statistics.median(v) for k, v in runs.items()}
+MAX_AGE_S = 60.0
+SKEW_S = 5.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 10_000, 100_000, 1_000_000])
-    parser.add_argument("--orders", type=int, default=200)
-    args = parser.parse_args()
+def fresh_inputs(snap: RiskSnapshot) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                              pd.DataFrame]:
+    """New frames for one evaluation (positions, exchange + custodian balances, quotes)."""
+    balances = snap.balances.frame
+    custody = balances["source_type"].to_numpy() == "custodian"
+    return (snap.positions.frame.copy(deep=True), balances[~custody].reset_index(drop=True),
+            balances[custody].reset_index(drop=True), snap.prices.frame.copy(deep=True))
+
+
+def validate_and_snapshot(snap: RiskSnapshot, inputs: tuple[pd.DataFrame, ...]) -> RiskSnapshot:
+    """What collection + snapshot building cost: every frame checked against its schema at
+    ``now`` (time rules included), the balance parts combined and checked again."""
+    positions, exchange, custody, prices = inputs
+    now = snap.now
+    positions = validate_frame(positions, position_rules(now=now, max_age_s=MAX_AGE_S,
+                                                          max_future_skew_s=SKEW_S),
+                               source="bench")
+    positions = validate_frame(positions, position_rules(), source="all")
+    parts = [validate_frame(part, balance_rules(now=now, max_age_s=MAX_AGE_S,
+                                                 max_future_skew_s=SKEW_S), source="bench")
+             for part in (exchange, custody)]
+    balances = validate_frame(concat_frames(parts, BALANCE_COLUMNS), balance_rules(),
+                              source="all")
+    prices = validate_frame(prices, price_rules(now=now, max_age_s=MAX_AGE_S,
+                                                 max_future_skew_s=SKEW_S), source="bench")
+    return RiskSnapshot(
+        positions=Collected(positions, snap.positions.sources),
+        balances=Collected(balances, snap.balances.sources),
+        prices=Collected(prices, snap.prices.sources), now=now,
+        max_age_s=MAX_AGE_S, max_future_skew_s=SKEW_S,
+    )
+
+
+def one_run(n: int, repeat: int, orders: int) -> dict[str, Any]:
+    """Timed evaluations of one size in this process."""
     document = yaml.safe_load(LIMITS_FILE.read_text())
     document["venues"] = [*VENUES, "fireblocks"]
     config = load_limit_config(document)
-    header = (f"{'positions':>10} {'prepare':>9} {'limits':>9} {'exposures':>10} {'evaluate':>9} "
-              f"{'results':>8} {'order_chk':>10} {'peak_MiB':>9}")
+    snap = build_snapshot(n)
+    inputs_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    evaluate(validate_and_snapshot(snap, fresh_inputs(snap)), config)  # warm-up (imports)
+    totals: list[float] = []
+    stages: dict[str, list[float]] = {"validate_snapshot": [], "evaluate": []}
+    results = 0
+    report = None
+    for _ in range(repeat):
+        inputs = fresh_inputs(snap)
+        del report
+        gc.collect()
+        t0 = time.perf_counter()
+        built = validate_and_snapshot(snap, inputs)
+        t1 = time.perf_counter()
+        report = evaluate(built, config)
+        t2 = time.perf_counter()
+        totals.append(t2 - t0)
+        stages["validate_snapshot"].append(t1 - t0)
+        stages["evaluate"].append(t2 - t1)
+        results = len(report.results)
+    assert report is not None
+    picked = report.position_pnl.iloc[:orders]
+    requests = [OrderRequest(str(r.venue), str(r.account), str(r.instrument), "buy", 0.01)
+                for r in picked.itertuples()]
+    started = time.perf_counter()
+    for order in requests:
+        check_order(report, config, order, NOW)
+    per_order = (time.perf_counter() - started) / max(1, len(requests))
+    return {
+        "positions": len(snap.positions.frame), "results": results, "totals": totals,
+        "stages": {k: statistics.median(v) for k, v in stages.items()},
+        "order_s": per_order,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "inputs_rss_mib": inputs_rss,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--runs", type=int, default=3, help="separate processes per size")
+    parser.add_argument("--repeat", type=int, default=7, help="timed evaluations per run")
+    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(one_run(args.child, args.repeat, args.orders)))
+        return
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    header = (f"{'positions':>10} {'results':>8} {'p50':>8} {'p99':>8} {'max':>8} "
+              f"{'valid+snap':>10} {'evaluate':>9} {'run p50s':>22} {'order':>8} "
+              f"{'peak RSS':>9} {'(inputs)':>9}")
     print(header)
     print("-" * len(header))
     for n in args.sizes:
-        snap = build_snapshot(n)
-        repeat = 5 if n <= 100_000 else 3
-        t = stages(snap, config, repeat)
-        report = evaluate(snap, config)
-        venue_rows = report.position_pnl.iloc[: args.orders]
-        orders = [
-            OrderRequest(str(r.venue), str(r.account), str(r.instrument), "buy", 0.01)
-            for r in venue_rows.itertuples()
-        ]
-        start = time.perf_counter()
-        for order in orders:
-            check_order(report, config, order, NOW)
-        t_order = (time.perf_counter() - start) / len(orders)
-        results = len(report.results)
-        del report
-        gc.collect()
-        tracemalloc.start()
-        evaluate(snap, config)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        print(f"{len(snap.positions.frame):>10,} {t['prepare'] * 1e3:>7.0f}ms "
-              f"{t['limits'] * 1e3:>7.0f}ms {t['exposures'] * 1e3:>8.0f}ms "
-              f"{t['evaluate'] * 1e3:>7.0f}ms {results:>8} "
-              f"{t_order * 1e6:>8.0f}us {peak / 2**20:>9.0f}")
+        runs = []
+        for _ in range(args.runs):
+            out = subprocess.run([sys.executable, __file__, "--child", str(n), "--repeat",
+                                  str(args.repeat), "--orders", str(args.orders)],
+                                 check=True, capture_output=True, text=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        totals = [t for r in runs for t in r["totals"]]
+        medians = " / ".join(f"{statistics.median(r['totals']) * 1e3:.0f}" for r in runs)
+        stage = {k: statistics.median([r["stages"][k] for r in runs]) for k in runs[0]["stages"]}
+        print(f"{runs[0]['positions']:>10,} {runs[0]['results']:>8} "
+              f"{percentile(totals, 0.5) * 1e3:>6.0f}ms {percentile(totals, 0.99) * 1e3:>6.0f}ms "
+              f"{max(totals) * 1e3:>6.0f}ms {stage['validate_snapshot'] * 1e3:>8.0f}ms "
+              f"{stage['evaluate'] * 1e3:>7.0f}ms {medians + ' ms':>22} "
+              f"{statistics.median([r['order_s'] for r in runs]) * 1e6:>6.0f}us "
+              f"{max(r['peak_rss_mib'] for r in runs):>7.0f}MiB "
+              f"{max(r['inputs_rss_mib'] for r in runs):>7.0f}MiB")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

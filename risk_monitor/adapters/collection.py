@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pandas as pd
-import pandera.pandas as pa
 from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
@@ -28,9 +27,10 @@ from risk_monitor.domain.model import (
     SourceStatus,
 )
 from risk_monitor.domain.schemas import (
-    balance_schema,
+    Schema,
+    balance_rules,
     concat_frames,
-    position_schema,
+    position_rules,
     validate_frame,
 )
 from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
@@ -106,7 +106,7 @@ def data_age_s(frame: pd.DataFrame, now: datetime, column: str) -> float | None:
 
 
 def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
-            schema_at: Callable[[datetime | None], pa.DataFrameSchema], clock: Clock = utc_now,
+            schema_at: Callable[[datetime | None], Schema], clock: Clock = utc_now,
             age_column: str = "received_at", dataset: str | None = None) -> Collected:
     """Fetch and validate every source; return the valid rows and every source's status.
 
@@ -157,14 +157,14 @@ def collect_positions(accounts: Sequence[ExchangeAccount], settings: MarketDataS
                       a.endpoint_override) for a in accounts]
     return collect(sources, columns=POSITION_COLUMNS, clock=clock, dataset="positions",
                    schema_at=lambda now:
-                   position_schema(now=now, max_age_s=settings.exchange_max_age_s,
-                                   max_future_skew_s=settings.max_future_skew_s))
+                   position_rules(now=now, max_age_s=settings.exchange_max_age_s,
+                                  max_future_skew_s=settings.max_future_skew_s))
 
 
 def _balance_schema_at(settings: MarketDataSettings, max_age_s: float
-                       ) -> Callable[[datetime | None], pa.DataFrameSchema]:
-    return lambda now: balance_schema(now=now, max_age_s=max_age_s,
-                                      max_future_skew_s=settings.max_future_skew_s)
+                       ) -> Callable[[datetime | None], Schema]:
+    return lambda now: balance_rules(now=now, max_age_s=max_age_s,
+                                     max_future_skew_s=settings.max_future_skew_s)
 
 
 def collect_exchange_balances(accounts: Sequence[ExchangeAccount], settings: MarketDataSettings,

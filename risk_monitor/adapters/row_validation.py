@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
-from risk_monitor.domain.schemas import validate_frame
+from risk_monitor.domain.schemas import Schema, as_schema, fast_valid, validate_frame
 
 MAX_VALUE_CHARS = 64
 
@@ -99,9 +98,12 @@ def _rejection(frame: pd.DataFrame, index: Any, cases: pd.DataFrame, venue: str,
                        also=", ".join(f"{f}={v} ({c})" for f, c, v in rest[:5]))
 
 
-def split_valid_rows(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str,
+def split_valid_rows(frame: pd.DataFrame, schema: Schema, *, source: str,
                      account: str) -> tuple[pd.DataFrame, list[RejectedRow]]:
     """The validated good rows and one :class:`RejectedRow` per bad row (see module doc)."""
+    if fast_valid(frame, schema):  # the common case: every row good, no pandera pass
+        return frame, []
+    schema = as_schema(schema)
     try:
         return schema.validate(frame, lazy=True), []
     except (SchemaErrors, SchemaError) as exc:

@@ -339,9 +339,23 @@ def problem_affects(problem: SourceProblem, needs: Needs, scope: Scope) -> bool:
 def scope_inputs(
     state: RiskState, needs: Needs, template: Mapping[str, str | None]
 ) -> dict[Scope, ScopeInputs]:
-    """Inputs per concrete scope of a scope template ('*' values expand to one scope each)."""
+    """Inputs per concrete scope of a scope template ('*' values expand to one scope each).
+
+    Cached on the state per (needs, template): limits that share a template, the exposure
+    table and the pre-trade check read the same inputs without recomputing them (the returned
+    mapping is shared: read it, do not change it)."""
     fixed = {d: v for d in SCOPE_DIMS if (v := template.get(d)) is not None and v != WILDCARD}
     wild = [d for d in SCOPE_DIMS if template.get(d) == WILDCARD]
+    cache_key = ("scope_inputs", needs, tuple(fixed.items()), tuple(wild))
+    cached = state.cache.get(cache_key)
+    if cached is None:
+        cached = state.cache[cache_key] = _scope_inputs(state, needs, fixed, wild)
+    return cached  # type: ignore[no-any-return]
+
+
+def _scope_inputs(
+    state: RiskState, needs: Needs, fixed: dict[str, str], wild: list[str]
+) -> dict[Scope, ScopeInputs]:
     instrument_scoped = "instrument" in fixed or "instrument" in wild
 
     pos = (
@@ -443,8 +457,9 @@ def _quote_keys(
         mask &= quotes[columns[dim]].to_numpy() == value
     if "asset" in wild:  # cash is no asset exposure
         mask &= ~np.isin(quotes["base"].to_numpy(), list(state.valuation.stablecoins))
-    picked = [quotes[columns[d]].to_numpy()[mask] for d in wild]
-    return {tuple(str(v) for v in row) for row in zip(*picked, strict=True)}
+    picked = pd.DataFrame({d: quotes[columns[d]].to_numpy()[mask] for d in wild})
+    distinct = picked.drop_duplicates()  # one tuple per combination, not one per quote
+    return {tuple(str(v) for v in row) for row in distinct.itertuples(index=False, name=None)}
 
 
 def _min_ns(a: int, b: int) -> int:

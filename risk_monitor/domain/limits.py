@@ -495,31 +495,36 @@ def evaluate_limits(state: RiskState, config: LimitConfig) -> list[LimitResult]:
     """One LimitResult per (limit, concrete scope), fail closed; remembers the inputs in
     ``state.inputs`` so a pre-trade check can project them without recomputing."""
     now = state.freshness.now
+    version, unavailable = config.version, config.unavailable  # pydantic private attrs: slow
     results: list[LimitResult] = []
     for definition in config.limits:
         if definition.kind is LimitKind.DATA_AGE:
             for scope, (age, source_ns) in data_age_inputs(state, definition.scope.items()).items():
                 results.append(result_of(
                 definition, scope,
-                Measured(None, unknown=config.unavailable) if config.unavailable else age,
-                as_of=now, config_version=config.version,
+                Measured(None, unknown=unavailable) if unavailable else age,
+                as_of=now, config_version=version,
                 source_ns=source_ns,
             ))
             continue
         expanded = scope_inputs(state, definition.spec.needs, definition.scope.items())
-        for scope in sorted(expanded, key=lambda s: s.key):
+        for scope in sorted(expanded, key=_key):
             inputs = expanded[scope]
             state.inputs[(definition.id, scope.key)] = inputs
-            measured = (Measured(None, unknown=config.unavailable) if config.unavailable
+            measured = (Measured(None, unknown=unavailable) if unavailable
                         else measure(definition, inputs, state.portfolio))
             source_ns = inputs.oldest_ns
             if measured.unknown and inputs.problem_as_of_ns != NAT:
                 source_ns = inputs.problem_as_of_ns
             results.append(result_of(
-                definition, scope, measured, as_of=now, config_version=config.version,
+                definition, scope, measured, as_of=now, config_version=version,
                 source_ns=source_ns,
             ))
     return results
+
+
+def _key(scope: Scope) -> str:
+    return scope.key
 
 
 def data_age_inputs(

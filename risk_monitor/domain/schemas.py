@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,17 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
+from risk_monitor.domain.frame_rules import (
+    UTC_TIMESTAMP,
+    ColumnRule,
+    FrameCheck,
+    FrameRules,
+    key_codes,
+    passes,
+)
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, PRICE_COLUMNS
 from risk_monitor.platform.errors import DataValidationError, StaleDataError
 
-UTC_TIMESTAMP = pd.DatetimeTZDtype("ns", "UTC")
 #: relative tolerance of the arithmetic identities (total = free + used, quantity = contracts x size)
 REL_TOLERANCE = 1e-9
 ABS_TOLERANCE = 1e-12
@@ -50,131 +58,200 @@ def _finite(series: pd.Series) -> pd.Series:
     return pd.Series(np.isfinite(series.to_numpy(dtype="float64")), index=series.index)
 
 
-def _close(a: pd.Series, b: pd.Series) -> pd.Series:
-    scale = np.maximum(np.abs(a), np.abs(b)).clip(lower=1.0)
-    return (a - b).abs() <= REL_TOLERANCE * scale + ABS_TOLERANCE
+def _close(a: np.ndarray, b: np.ndarray, index: pd.Index) -> pd.Series:
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1.0)
+    return pd.Series(np.abs(a - b) <= REL_TOLERANCE * scale + ABS_TOLERANCE, index=index)
 
 
-def _id(pattern: str = r"^[a-z0-9][a-z0-9_.-]{0,63}$") -> pa.Column:
-    return pa.Column(str, pa.Check.str_matches(pattern), nullable=False)
+def _f(df: pd.DataFrame, column: str) -> np.ndarray:
+    return np.asarray(df[column].to_numpy(), dtype=np.float64)
 
 
-def _code() -> pa.Column:
-    return pa.Column(str, pa.Check.str_matches(r"^[A-Z0-9][A-Z0-9._-]*$"), nullable=False)
+_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+_CODE = r"^[A-Z0-9][A-Z0-9._-]*$"
+_SYMBOL = r"^\S+/\S+$"
 
 
-def _number(*checks: pa.Check, nullable: bool = False) -> pa.Column:
-    return pa.Column("float64", [pa.Check(_finite, name="is_finite"), *checks],
-                     nullable=nullable, coerce=True)
+def _id() -> ColumnRule:
+    return ColumnRule("str", pattern=_ID)
 
 
-def _time() -> pa.Column:
-    return pa.Column(UTC_TIMESTAMP, nullable=False)
+def _code() -> ColumnRule:
+    return ColumnRule("str", pattern=_CODE)
+
+
+def _number(*, ge: float | None = None, gt: float | None = None,
+            nullable: bool = False) -> ColumnRule:
+    return ColumnRule("number", nullable=nullable, ge=ge, gt=gt)
+
+
+def _time() -> ColumnRule:
+    return ColumnRule("time")
 
 
 def _time_checks(now: datetime | None, max_age_s: float | None, max_future_skew_s: float,
-                 fresh_column: str) -> list[pa.Check]:
+                 fresh_column: str) -> list[tuple[str, FrameCheck]]:
     if now is None:
         return []
     current = pd.Timestamp(now)
     if current.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     horizon = current + timedelta(seconds=max_future_skew_s)
-    checks = [
-        pa.Check(lambda df: df["timestamp"] <= horizon, name="timestamp_not_in_future"),
-        pa.Check(lambda df: df["received_at"] <= horizon, name="received_at_not_in_future"),
+    checks: list[tuple[str, FrameCheck]] = [
+        ("timestamp_not_in_future", lambda df: df["timestamp"] <= horizon),
+        ("received_at_not_in_future", lambda df: df["received_at"] <= horizon),
     ]
     if max_age_s is not None:
         oldest = current - timedelta(seconds=max_age_s)
-        checks.append(pa.Check(lambda df: df[fresh_column] >= oldest,
-                               name=f"{fresh_column}_is_fresh"))
+        checks.append((f"{fresh_column}_is_fresh", lambda df: df[fresh_column] >= oldest))
     return checks
+
+
+@cache
+def _pandera_column(name: str, rule: ColumnRule) -> pa.Column:
+    """The pandera column of a rule (the same rule :func:`frame_rules.passes` checks); built
+    once per (name, rule): constructing pandera objects costs more than checking 10k rows."""
+    if rule.kind == "str":
+        checks = []
+        if rule.pattern is not None:
+            checks.append(pa.Check.str_matches(rule.pattern))
+        if rule.allowed is not None:
+            checks.append(pa.Check.isin(list(rule.allowed)))
+        if rule.length is not None:
+            checks.append(pa.Check.str_length(*rule.length))
+        return pa.Column(str, checks, nullable=rule.nullable)
+    if rule.kind == "time":
+        return pa.Column(UTC_TIMESTAMP, nullable=rule.nullable)
+    numeric = [pa.Check(_finite, name="is_finite")]
+    if rule.ge is not None:
+        numeric.append(pa.Check.ge(rule.ge))
+    if rule.gt is not None:
+        numeric.append(pa.Check.gt(rule.gt))
+    return pa.Column("float64", numeric, nullable=rule.nullable, coerce=True)
+
+
+def schema_of(rules: FrameRules, *, ordered: bool = False) -> pa.DataFrameSchema:
+    """The pandera schema of a rule set; it carries the rules in ``metadata['rules']`` so
+    :func:`validate_frame` can take the vectorised path first."""
+    return pa.DataFrameSchema(
+        {name: _pandera_column(name, rule) for name, rule in rules.columns.items()},
+        checks=[pa.Check(check, name=name) for name, check in rules.checks],
+        unique=list(rules.unique) or None,
+        strict=True,
+        ordered=ordered,
+        name=rules.name,
+        metadata={"rules": rules},
+    )
+
+
+def rules_of(schema: pa.DataFrameSchema) -> FrameRules | None:
+    """The rule set a schema was built from (None for a schema built elsewhere)."""
+    found = (schema.metadata or {}).get("rules")
+    return found if isinstance(found, FrameRules) else None
 
 
 # --- positions -----------------------------------------------------------------------------------
 def _side_matches_sign(df: pd.DataFrame) -> pd.Series:
-    long_ok = (df["position_side"] != "long") | (df["quantity"] >= 0)
-    short_ok = (df["position_side"] != "short") | (df["quantity"] <= 0)
-    return long_ok & short_ok
+    quantity = _f(df, "quantity")
+    if df["position_side"].dtype == object:  # on the codes validation already computed
+        codes, uniques = key_codes(df, "position_side")
+        is_long = np.append(uniques == "long", False)[codes]
+        is_short = np.append(uniques == "short", False)[codes]
+    else:
+        side = df["position_side"].to_numpy()
+        is_long, is_short = side == "long", side == "short"
+    ok = (~is_long | (quantity >= 0)) & (~is_short | (quantity <= 0))
+    return pd.Series(ok, index=df.index)
 
 
 def _quantity_matches_contracts(df: pd.DataFrame) -> pd.Series:
-    return _close(df["quantity"].abs(), df["contracts"] * df["contract_size"])
+    return _close(np.abs(_f(df, "quantity")), _f(df, "contracts") * _f(df, "contract_size"),
+                  df.index)
 
 
 def _notional_matches_mark(df: pd.DataFrame) -> pd.Series:
-    return _close(df["notional"], df["quantity"].abs() * df["mark_price"])
+    return _close(_f(df, "notional"), np.abs(_f(df, "quantity")) * _f(df, "mark_price"),
+                  df.index)
+
+
+def position_rules(*, now: datetime | None = None, max_age_s: float | None = None,
+                   max_future_skew_s: float = 5.0) -> FrameRules:
+    """Rules of POSITION_COLUMNS; with ``now`` they also reject future and stale rows."""
+    return FrameRules(
+        name="positions",
+        columns={
+            "venue": _id(),
+            "account": _id(),
+            "instrument": ColumnRule("str", pattern=_SYMBOL),
+            "base": _code(),
+            "quote": _code(),
+            "settle": _code(),
+            "position_side": ColumnRule("str", allowed=("long", "short")),
+            "contracts": _number(ge=0),
+            "contract_size": _number(gt=0),
+            "quantity": _number(),
+            "entry_price": _number(gt=0),
+            "mark_price": _number(gt=0),
+            "notional": _number(ge=0),
+            "unrealized_pnl": _number(),
+            "realized_pnl": _number(nullable=True),
+            "leverage": _number(gt=0, nullable=True),
+            "liquidation_price": _number(ge=0, nullable=True),
+            "margin_mode": ColumnRule("str", allowed=("cross", "isolated", "")),
+            "timestamp": _time(),
+            "received_at": _time(),
+        },
+        checks=(
+            ("side_matches_quantity_sign", _side_matches_sign),
+            ("quantity_matches_contracts", _quantity_matches_contracts),
+            ("notional_matches_mark", _notional_matches_mark),
+            *_time_checks(now, max_age_s, max_future_skew_s, "received_at"),
+        ),
+        unique=("venue", "account", "instrument", "position_side"),
+    )
 
 
 def position_schema(*, now: datetime | None = None, max_age_s: float | None = None,
                     max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
     """Schema of POSITION_COLUMNS; with ``now`` it also rejects future and stale rows."""
-    return pa.DataFrameSchema(
-        {
-            "venue": _id(),
-            "account": _id(),
-            "instrument": pa.Column(str, pa.Check.str_matches(r"^\S+/\S+$"), nullable=False),
-            "base": _code(),
-            "quote": _code(),
-            "settle": _code(),
-            "position_side": pa.Column(str, pa.Check.isin(["long", "short"]), nullable=False),
-            "contracts": _number(pa.Check.ge(0)),
-            "contract_size": _number(pa.Check.gt(0)),
-            "quantity": _number(),
-            "entry_price": _number(pa.Check.gt(0)),
-            "mark_price": _number(pa.Check.gt(0)),
-            "notional": _number(pa.Check.ge(0)),
-            "unrealized_pnl": _number(),
-            "realized_pnl": _number(nullable=True),
-            "leverage": _number(pa.Check.gt(0), nullable=True),
-            "liquidation_price": _number(pa.Check.ge(0), nullable=True),
-            "margin_mode": pa.Column(str, pa.Check.isin(["cross", "isolated", ""]),
-                                     nullable=False),
-            "timestamp": _time(),
-            "received_at": _time(),
-        },
-        checks=[
-            pa.Check(_side_matches_sign, name="side_matches_quantity_sign"),
-            pa.Check(_quantity_matches_contracts, name="quantity_matches_contracts"),
-            pa.Check(_notional_matches_mark, name="notional_matches_mark"),
-            *_time_checks(now, max_age_s, max_future_skew_s, "received_at"),
-        ],
-        unique=["venue", "account", "instrument", "position_side"],
-        strict=True,
-        ordered=False,
-        name="positions",
-    )
+    return schema_of(position_rules(now=now, max_age_s=max_age_s,
+                                    max_future_skew_s=max_future_skew_s))
 
 
 # --- balances ------------------------------------------------------------------------------------
 def _total_is_free_plus_used(df: pd.DataFrame) -> pd.Series:
-    return _close(df["total"], df["free"] + df["used"])
+    return _close(_f(df, "total"), _f(df, "free") + _f(df, "used"), df.index)
+
+
+def balance_rules(*, now: datetime | None = None, max_age_s: float | None = None,
+                  max_future_skew_s: float = 5.0) -> FrameRules:
+    """Rules of BALANCE_COLUMNS; with ``now`` they also reject future and stale rows."""
+    return FrameRules(
+        name="balances",
+        columns={
+            "source_type": ColumnRule("str", allowed=("exchange", "custodian")),
+            "venue": _id(),
+            "account": ColumnRule("str", length=(1, 128)),
+            "asset": _code(),
+            "free": _number(ge=0),
+            "used": _number(ge=0),
+            "total": _number(ge=0),
+            "timestamp": _time(),
+            "received_at": _time(),
+        },
+        checks=(
+            ("total_is_free_plus_used", _total_is_free_plus_used),
+            *_time_checks(now, max_age_s, max_future_skew_s, "received_at"),
+        ),
+        unique=("source_type", "venue", "account", "asset"),
+    )
 
 
 def balance_schema(*, now: datetime | None = None, max_age_s: float | None = None,
                    max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
     """Schema of BALANCE_COLUMNS; with ``now`` it also rejects future and stale rows."""
-    return pa.DataFrameSchema(
-        {
-            "source_type": pa.Column(str, pa.Check.isin(["exchange", "custodian"]),
-                                     nullable=False),
-            "venue": _id(),
-            "account": pa.Column(str, pa.Check.str_length(1, 128), nullable=False),
-            "asset": _code(),
-            "free": _number(pa.Check.ge(0)),
-            "used": _number(pa.Check.ge(0)),
-            "total": _number(pa.Check.ge(0)),
-            "timestamp": _time(),
-            "received_at": _time(),
-        },
-        checks=[
-            pa.Check(_total_is_free_plus_used, name="total_is_free_plus_used"),
-            *_time_checks(now, max_age_s, max_future_skew_s, "received_at"),
-        ],
-        unique=["source_type", "venue", "account", "asset"],
-        strict=True,
-        name="balances",
-    )
+    return schema_of(balance_rules(now=now, max_age_s=max_age_s,
+                                   max_future_skew_s=max_future_skew_s))
 
 
 # --- prices --------------------------------------------------------------------------------------
@@ -183,30 +260,36 @@ def _bid_not_above_ask(df: pd.DataFrame) -> pd.Series:
     return ~both | (df["bid"] <= df["ask"])
 
 
-def price_schema(*, now: datetime | None = None, max_age_s: float | None = None,
-                 max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
-    """Schema of PRICE_COLUMNS; with ``now`` it also rejects future and stale quotes."""
-    return pa.DataFrameSchema(
-        {
+def price_rules(*, now: datetime | None = None, max_age_s: float | None = None,
+                max_future_skew_s: float = 5.0) -> FrameRules:
+    """Rules of PRICE_COLUMNS; with ``now`` they also reject future and stale quotes."""
+    return FrameRules(
+        name="prices",
+        columns={
             "venue": _id(),
-            "instrument": pa.Column(str, pa.Check.str_matches(r"^\S+/\S+$"), nullable=False),
+            "instrument": ColumnRule("str", pattern=_SYMBOL),
             "base": _code(),
             "quote": _code(),
-            "bid": _number(pa.Check.gt(0), nullable=True),
-            "ask": _number(pa.Check.gt(0), nullable=True),
-            "last": _number(pa.Check.gt(0)),
-            "mark": _number(pa.Check.gt(0)),
+            "bid": _number(gt=0, nullable=True),
+            "ask": _number(gt=0, nullable=True),
+            "last": _number(gt=0),
+            "mark": _number(gt=0),
             "timestamp": _time(),
             "received_at": _time(),
         },
-        checks=[
-            pa.Check(_bid_not_above_ask, name="bid_not_above_ask"),
+        checks=(
+            ("bid_not_above_ask", _bid_not_above_ask),
             *_time_checks(now, max_age_s, max_future_skew_s, "timestamp"),
-        ],
-        unique=["venue", "instrument"],
-        strict=True,
-        name="prices",
+        ),
+        unique=("venue", "instrument"),
     )
+
+
+def price_schema(*, now: datetime | None = None, max_age_s: float | None = None,
+                 max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
+    """Schema of PRICE_COLUMNS; with ``now`` it also rejects future and stale quotes."""
+    return schema_of(price_rules(now=now, max_age_s=max_age_s,
+                                 max_future_skew_s=max_future_skew_s))
 
 
 # --- typed frames --------------------------------------------------------------------------------
@@ -281,10 +364,29 @@ def _describe(case: Mapping[str, Any]) -> str:
     return f"{case['check']} on {where} ({case['rows']} row(s){example})"
 
 
-def validate_frame(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str
-                   ) -> pd.DataFrame:
+Schema = pa.DataFrameSchema | FrameRules
+
+
+def as_schema(schema: Schema) -> pa.DataFrameSchema:
+    """The pandera schema of rules (built only when pandera must run: a failure to report)."""
+    return schema_of(schema) if isinstance(schema, FrameRules) else schema
+
+
+def fast_valid(frame: pd.DataFrame, schema: Schema) -> bool:
+    """The vectorised check of the schema's own rules: True means pandera would accept the
+    frame unchanged (False: ask pandera, which names the failures)."""
+    rules = schema if isinstance(schema, FrameRules) else rules_of(schema)
+    return rules is not None and passes(frame, rules)
+
+
+def validate_frame(frame: pd.DataFrame, schema: Schema, *, source: str) -> pd.DataFrame:
     """Validate lazily (every failure at once); raise StaleDataError when only time rules failed,
-    DataValidationError otherwise, with the first failure cases in the details."""
+    DataValidationError otherwise, with the first failure cases in the details. A valid frame
+    takes the vectorised path (:func:`fast_valid`) and comes back as is; give the rules
+    (``position_rules(...)``) rather than the schema to skip building pandera objects too."""
+    if fast_valid(frame, schema):
+        return frame
+    schema = as_schema(schema)
     try:
         return schema.validate(frame, lazy=True)
     except (SchemaErrors, SchemaError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 #: Scope dimensions in canonical key order.
 SCOPE_DIMS: tuple[str, ...] = ("venue", "account", "instrument", "asset")
@@ -25,8 +26,8 @@ class Scope:
     instrument: str | None = None
     asset: str | None = None
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # computed once: sorting and result building read it many times
         parts = [f"{d}:{v}" for d, v in self.items().items()]
         return "|".join(parts) if parts else PORTFOLIO_KEY
 
@@ -45,7 +46,8 @@ class Scope:
 
     @classmethod
     def of(cls, mapping: Mapping[str, str | None]) -> Scope:
-        return cls(**{d: mapping.get(d) for d in SCOPE_DIMS})
+        get = mapping.get
+        return cls(get("venue"), get("account"), get("instrument"), get("asset"))
 
 
 def scope_key(mapping: Mapping[str, str | None]) -> str:

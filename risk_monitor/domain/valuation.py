@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+
+from risk_monitor.domain.frame_rules import key_codes
 
 #: Valued at exactly 1 USD (see docs/risk-math.md for why and what that hides).
 DEFAULT_STABLECOINS: frozenset[str] = frozenset({"USDT", "USDC", "USD", "BUSD", "FDUSD", "DAI", "TUSD"})
@@ -31,11 +33,16 @@ def ns_of(moment: datetime) -> int:
     return int(pd.Timestamp(moment).value)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def datetime_of(ns: int) -> datetime | None:
-    """Inverse of :func:`ns_of`; ``NAT`` gives None."""
+    """Inverse of :func:`ns_of` to the microsecond (nanoseconds dropped, as
+    ``Timestamp.to_pydatetime`` does); ``NAT`` gives None. Plain arithmetic: ~20x cheaper than
+    a Timestamp, and every limit result calls it."""
     if ns == NAT:
         return None
-    return pd.Timestamp(ns, tz="UTC").to_pydatetime()
+    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 def times_ns(frame: pd.DataFrame, primary: str, fallback: str) -> np.ndarray:
@@ -99,7 +106,10 @@ def categorical(frame: pd.DataFrame, column: str) -> pd.Categorical:
             cat = cat.add_categories([""]) if "" not in cat.categories else cat
             cat = cat.fillna("")
         return cat
-    codes, uniques = pd.factorize(np.asarray(series, dtype=object))
+    if series.dtype == object:
+        codes, uniques = key_codes(frame, column)  # hashed once, shared with validation
+    else:
+        codes, uniques = pd.factorize(np.asarray(series, dtype=object))
     if (codes < 0).any():
         where = np.flatnonzero(uniques == "")
         fill = int(where[0]) if len(where) else len(uniques)
