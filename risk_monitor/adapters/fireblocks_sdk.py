@@ -76,7 +76,7 @@ def install_lazy_packages() -> None:
             module._rf_loaded = False
             module._rf_names = {}
             if name == "fireblocks":
-                module.__version__ = _version(Path(spec.origin))  # user_agent_util reads it
+                module.__dict__["__version__"] = _version(Path(spec.origin))  # user_agent_util
             if name == "fireblocks.models":
                 text = Path(spec.origin).read_text(encoding="utf-8")
                 module._rf_names = {cls: mod for mod, cls in _MODEL_IMPORT.findall(text)}

@@ -30,6 +30,7 @@ from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope
 from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, asi8, ns_of
 
 _INT64_MAX = np.iinfo(np.int64).max
+UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 
 @dataclass(frozen=True)
@@ -180,19 +181,31 @@ class FrameIndex:
 
         if not wild:
             keys: list[tuple[str, ...]] = [()]
-        elif dense:
-            keys = [self._decode(int(v), sizes, uniques) for v in present]
-        else:
-            keys = [self._decode(int(gvalues[v]), sizes, uniques) for v in present]
+        else:  # decode the group codes column-wise (vectorised), then zip into tuples
+            flat: np.ndarray = present if dense else np.asarray(gvalues)[present]
+            parts: list[list[str]] = []
+            for size, names in zip(reversed(sizes), reversed(uniques), strict=True):
+                digit = flat % size
+                flat = flat // size
+                labels = np.asarray([str(u) for u in names], dtype=object)
+                parts.append(labels[digit].tolist())
+            keys = list(zip(*reversed(parts), strict=True))
+        sum_lists = {name: array.tolist() for name, array in sums.items()}
+        min_lists = {name: array.tolist() for name, array in mins.items()}
+        row_list = rows[present].tolist()
+        bad_list = bad.tolist()
+        first_list = first_bad.tolist()
+        oldest_list = oldest.tolist()
         result: dict[tuple[str, ...], Agg] = {}
         for g, key in enumerate(keys):
+            old = oldest_list[g]
             result[key] = Agg(
-                sums={name: float(array[g]) for name, array in sums.items()},
-                mins={name: float(array[g]) for name, array in mins.items()},
-                rows=int(rows[present[g]]),
-                bad=int(bad[g]),
-                first_bad=int(first_bad[g]),
-                oldest_ns=NAT if int(oldest[g]) == _INT64_MAX else int(oldest[g]),
+                sums={name: values[g] for name, values in sum_lists.items()},
+                mins={name: values[g] for name, values in min_lists.items()},
+                rows=row_list[g],
+                bad=int(bad_list[g]),
+                first_bad=first_list[g],
+                oldest_ns=NAT if old == _INT64_MAX else old,
             )
         return result
 
@@ -222,14 +235,6 @@ class FrameIndex:
         lo = int(np.searchsorted(keys, target))
         hi = int(np.searchsorted(keys, target + 1))
         return order[lo:hi]
-
-    @staticmethod
-    def _decode(value: int, sizes: list[int], uniques: list[pd.Index]) -> tuple[str, ...]:
-        parts: list[str] = []
-        for size, names in zip(reversed(sizes), reversed(uniques), strict=True):
-            value, code = divmod(value, size)
-            parts.append(str(names[code]))
-        return tuple(reversed(parts))
 
 
 @dataclass(frozen=True)
@@ -281,7 +286,7 @@ class RiskState:
     #: inputs behind each evaluated (limit_id, scope key); reused by the pre-trade check
     inputs: dict[tuple[str, str], ScopeInputs] = field(default_factory=dict)
     #: lazily built lookups (quote by instrument, oldest input per venue, ...)
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def venue_oldest_ns(self) -> dict[str, int]:
         """Oldest input time per venue: row times, or the attempt time of a source that
@@ -377,11 +382,21 @@ def _scope_inputs(
         keys.add(())  # a fixed scope always has a result, even with no rows (value 0)
 
     out: dict[Scope, ScopeInputs] = {}
-    for key in keys:
-        scope = Scope.of({**fixed, **dict(zip(wild, key, strict=True))})
+    problems = state.problems
+    portfolio = state.portfolio
+    portfolio_equity = portfolio.equity_usd if needs.portfolio_equity else math.nan
+    portfolio_reason = portfolio.reason if needs.portfolio_equity and not portfolio.known else ""
+    portfolio_oldest = state.portfolio_oldest_ns if needs.portfolio_equity else NAT
+    scope_equity = needs.scope_equity
+    template = {d: fixed.get(d) for d in SCOPE_DIMS}
+    for key in keys:  # one pass per concrete scope: keep it lean (5k+ scopes per evaluation)
+        if wild:
+            template.update(zip(wild, key, strict=True))
+        scope = Scope(template["venue"], template["account"], template["instrument"],
+                      template["asset"])
         p, h, b = pos.get(key), hold.get(key), bal.get(key)
         reasons: list[str] = []
-        oldest = NAT
+        oldest = portfolio_oldest
         if p is not None:
             oldest = _min_ns(oldest, p.oldest_ns)
             if p.bad:
@@ -394,30 +409,32 @@ def _scope_inputs(
             oldest = _min_ns(oldest, b.oldest_ns)
             if b.bad:
                 reasons.append(describe_balance_problem(state.balances.iloc[b.first_bad]))
-        if needs.portfolio_equity:
-            oldest = _min_ns(oldest, state.portfolio_oldest_ns)
-            if not state.portfolio.known:
-                reasons.append(state.portfolio.reason)
+        if portfolio_reason:
+            reasons.append(portfolio_reason)
         problem_ns = NAT
-        for problem in state.problems:
+        for problem in problems:
             if problem_affects(problem, needs, scope):
                 reasons.append(problem.reason)
                 if problem.as_of is not None:
                     problem_ns = _min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
-        upnl = p.sums["upnl"] if p is not None else 0.0
+        if p is not None:
+            sums = p.sums
+            gross, net, upnl = sums["gross"], sums["net"], sums["upnl"]
+            liq, rows = p.mins["liq"], p.rows
+        else:
+            gross = net = upnl = 0.0
+            liq, rows = math.nan, 0
         out[scope] = ScopeInputs(
-            derivatives_gross_usd=p.sums["gross"] if p is not None else 0.0,
-            derivatives_net_usd=p.sums["net"] if p is not None else 0.0,
-            holdings_usd=h.sums["holding"] if h is not None else 0.0,
-            equity_usd=((b.sums["value"] if b is not None else 0.0) + upnl)
-            if needs.scope_equity
-            else math.nan,
-            portfolio_equity_usd=state.portfolio.equity_usd if needs.portfolio_equity else math.nan,
-            min_liquidation_distance_pct=p.mins["liq"] if p is not None else math.nan,
-            positions=p.rows if p is not None else 0,
-            problems=tuple(dict.fromkeys(reasons)),
-            oldest_ns=oldest,
-            problem_as_of_ns=problem_ns,
+            gross,
+            net,
+            h.sums["holding"] if h is not None else 0.0,
+            ((b.sums["value"] if b is not None else 0.0) + upnl) if scope_equity else math.nan,
+            portfolio_equity,
+            liq,
+            rows,
+            tuple(dict.fromkeys(reasons)) if reasons else (),
+            oldest,
+            problem_ns,
         )
     return out
 
@@ -530,7 +547,9 @@ def _keys(series: pd.Series) -> np.ndarray | pd.Categorical:
 def _ns_column(series: pd.Series) -> np.ndarray:
     if len(series) == 0:
         return np.zeros(0, dtype=np.int64)
-    return asi8(pd.to_datetime(series, utc=True))
+    if series.dtype != UTC_NS:
+        series = pd.to_datetime(series, utc=True)
+    return asi8(series)
 
 
 

@@ -26,9 +26,11 @@ from risk_monitor.domain.valuation import (
     Freshness,
     categorical,
     floats,
+    frame_of,
     latest_quotes,
     strings,
     times_ns,
+    utc_times,
 )
 
 
@@ -175,7 +177,7 @@ def position_pnl(
     nan_if_bad = np.where(ok, 1.0, np.nan)
     venue_upnl = floats(positions, "unrealized_pnl")
 
-    return pd.DataFrame(
+    return frame_of(
         {
             "venue": venue,
             "account": categorical(positions, "account"),
@@ -197,11 +199,11 @@ def position_pnl(
             "signed_notional_usd": signed * nan_if_bad,
             "liquidation_price": liq,
             "liquidation_distance_pct": liq_pct * nan_if_bad,
-            "source_time": pd.to_datetime(source_t, utc=True),
+            "source_time": utc_times(source_t),
             "ok": ok,
             "problem": problem,
         },
-        columns=list(POSITION_PNL_COLUMNS),
+        POSITION_PNL_COLUMNS,
     )
 
 
@@ -256,7 +258,7 @@ def value_balances(
             "value_usd": value,
             "is_stable": is_stable,
             "holding_usd": np.where(is_stable, 0.0, value),
-            "source_time": pd.to_datetime(source_t, utc=True),
+            "source_time": utc_times(source_t),
             "ok": ok,
             "problem": problem,
         },
