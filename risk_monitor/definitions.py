@@ -1,6 +1,7 @@
 """Dagster entry point: every definition under ``risk_monitor/defs``, JSON run logging and the
 executor the deployment configured (in-process unless it asks for Celery)."""
 
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -49,10 +50,17 @@ def _dagster_ui_url() -> str:
         return DEFAULT_DAGSTER_UI_URL
 
 
+@functools.cache
+def _defs_folder() -> dg.Definitions:
+    """The defs folder, walked once per process: Dagster calls :func:`defs` several times per
+    run (origin, job, each step's context), and each walk rebuilds the component tree."""
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     configure_logging()
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+        _defs_folder(),
         dg.Definitions(loggers={"console": json_console_logger}, executor=risk_executor()),
     )

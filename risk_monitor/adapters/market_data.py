@@ -41,7 +41,7 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.redis_quotes import RedisQuoteCache
 from risk_monitor.domain.model import PRICE_COLUMNS, Collected, SourceKind, SourceStatus
 from risk_monitor.domain.quotes import QuotePolicy, admitted_quotes
-from risk_monitor.domain.schemas import concat_frames, price_schema, validate_frame
+from risk_monitor.domain.schemas import concat_frames, price_rules, validate_frame
 from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
@@ -85,7 +85,7 @@ def collect_quotes(venues: Sequence[VenueQuotes], settings: MarketDataSettings,
     failed: list[SourceStatus] = []
     for item in venues:
         try:
-            frames.append(validate_frame(item.source.fetch(), price_schema(),
+            frames.append(validate_frame(item.source.fetch(), price_rules(),
                                          source=item.source.venue))
         except RiskMonitorError as exc:
             failed.append(failed_status(item.source, exc, clock()))
@@ -97,7 +97,7 @@ def collect_quotes(venues: Sequence[VenueQuotes], settings: MarketDataSettings,
         concat_frames(frames, PRICE_COLUMNS), {v.source.venue: v.symbols for v in venues}, now,
         quote_policy(settings), failed=failed,
         endpoint_overrides={v.source.venue: v.source.endpoint_override for v in venues})
-    frame = validate_frame(collected.frame, price_schema(), source="all")
+    frame = validate_frame(collected.frame, price_rules(), source="all")
     for status in collected.sources:
         if status.venue in {f.venue for f in failed}:
             continue

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from pandera.errors import SchemaError, SchemaErrors
 
 from risk_monitor.domain.schemas import Schema, as_schema, fast_valid, validate_frame
 
@@ -104,6 +103,8 @@ def split_valid_rows(frame: pd.DataFrame, schema: Schema, *, source: str,
     if fast_valid(frame, schema):  # the common case: every row good, no pandera pass
         return frame, []
     schema = as_schema(schema)
+    from pandera.errors import SchemaError, SchemaErrors  # ~1 s: only when a row is bad
+
     try:
         return schema.validate(frame, lazy=True), []
     except (SchemaErrors, SchemaError) as exc:

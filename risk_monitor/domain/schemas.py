@@ -21,12 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaError, SchemaErrors
 
 from risk_monitor.domain.frame_rules import (
     UTC_TIMESTAMP,
@@ -38,6 +36,14 @@ from risk_monitor.domain.frame_rules import (
 )
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, PRICE_COLUMNS
 from risk_monitor.platform.errors import DataValidationError, StaleDataError
+
+if TYPE_CHECKING:  # pandera costs ~1 s to import: loaded only to build a schema or a report
+    import pandera.pandas as pa
+    from pandera.errors import SchemaError, SchemaErrors
+
+    Schema = pa.DataFrameSchema | FrameRules
+else:
+    Schema = object
 
 #: relative tolerance of the arithmetic identities (total = free + used, quantity = contracts x size)
 REL_TOLERANCE = 1e-9
@@ -111,6 +117,7 @@ def _time_checks(now: datetime | None, max_age_s: float | None, max_future_skew_
 def _pandera_column(name: str, rule: ColumnRule) -> pa.Column:
     """The pandera column of a rule (the same rule :func:`frame_rules.passes` checks); built
     once per (name, rule): constructing pandera objects costs more than checking 10k rows."""
+    import pandera.pandas as pa
     if rule.kind == "str":
         checks = []
         if rule.pattern is not None:
@@ -133,6 +140,8 @@ def _pandera_column(name: str, rule: ColumnRule) -> pa.Column:
 def schema_of(rules: FrameRules, *, ordered: bool = False) -> pa.DataFrameSchema:
     """The pandera schema of a rule set; it carries the rules in ``metadata['rules']`` so
     :func:`validate_frame` can take the vectorised path first."""
+    import pandera.pandas as pa
+
     return pa.DataFrameSchema(
         {name: _pandera_column(name, rule) for name, rule in rules.columns.items()},
         checks=[pa.Check(check, name=name) for name, check in rules.checks],
@@ -364,9 +373,6 @@ def _describe(case: Mapping[str, Any]) -> str:
     return f"{case['check']} on {where} ({case['rows']} row(s){example})"
 
 
-Schema = pa.DataFrameSchema | FrameRules
-
-
 def as_schema(schema: Schema) -> pa.DataFrameSchema:
     """The pandera schema of rules (built only when pandera must run: a failure to report)."""
     return schema_of(schema) if isinstance(schema, FrameRules) else schema
@@ -387,6 +393,8 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, *, source: str) -> pd.Da
     if fast_valid(frame, schema):
         return frame
     schema = as_schema(schema)
+    from pandera.errors import SchemaError, SchemaErrors
+
     try:
         return schema.validate(frame, lazy=True)
     except (SchemaErrors, SchemaError) as exc:

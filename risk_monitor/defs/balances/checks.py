@@ -10,7 +10,7 @@ import dagster as dg
 
 from risk_monitor.defs.collection_support import completeness_check, schema_check
 from risk_monitor.domain.model import Collected
-from risk_monitor.domain.schemas import balance_schema
+from risk_monitor.domain.schemas import balance_rules
 from risk_monitor.platform.settings import Settings
 
 
@@ -33,7 +33,7 @@ def balance_check_results(asset: str, collected: Collected, settings: Settings,
     md = settings.market_data
     return [
         schema_check("balances_match_schema", asset, collected,
-                     balance_schema(now=now, max_age_s=md.max_age_s,
+                     balance_rules(now=now, max_age_s=md.max_age_s,
                                     max_future_skew_s=md.max_future_skew_s)),
         completeness_check("balances_are_complete", asset, collected, expected),
     ]

@@ -16,7 +16,7 @@ from risk_monitor.adapters.market_data import quote_policy
 from risk_monitor.defs.collection_support import completeness_check, schema_check
 from risk_monitor.domain.model import Collected
 from risk_monitor.domain.quotes import stale_mask
-from risk_monitor.domain.schemas import price_schema
+from risk_monitor.domain.schemas import price_rules
 from risk_monitor.platform.settings import Settings
 
 ASSET = "market_prices"
@@ -62,7 +62,7 @@ def _sanity(collected: Collected, settings: Settings) -> dg.AssetCheckResult:
 def price_check_results(collected: Collected, settings: Settings, expected: list[str],
                         now: datetime) -> list[dg.AssetCheckResult]:
     return [
-        schema_check("prices_match_schema", ASSET, collected, price_schema()),
+        schema_check("prices_match_schema", ASSET, collected, price_rules()),
         _freshness(collected, settings, now),
         _sanity(collected, settings),
         completeness_check("prices_are_complete", ASSET, collected, expected),

@@ -11,7 +11,7 @@ import dagster as dg
 
 from risk_monitor.defs.collection_support import completeness_check, schema_check
 from risk_monitor.domain.model import Collected
-from risk_monitor.domain.schemas import position_schema
+from risk_monitor.domain.schemas import position_rules
 from risk_monitor.platform.settings import Settings
 
 ASSET = "exchange_positions"
@@ -30,7 +30,7 @@ def position_check_results(collected: Collected, settings: Settings, expected: l
     md = settings.market_data
     return [
         schema_check("positions_match_schema", ASSET, collected,
-                     position_schema(now=now, max_age_s=md.max_age_s,
+                     position_rules(now=now, max_age_s=md.max_age_s,
                                      max_future_skew_s=md.max_future_skew_s)),
         completeness_check("positions_are_complete", ASSET, collected, expected),
     ]
