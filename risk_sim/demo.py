@@ -70,9 +70,11 @@ JOB = "risk_cycle"
 KEEP_ENV = ("RISK_MONITOR_LOG_LEVEL", "RISK_MONITOR_DAGSTER_PG_URL")
 #: a step line names at most this many alerts, else counts them by state
 MAX_LISTED_ALERTS = 3
-#: imported in a thread while the simulators start (the first run would pay for them)
-WARM_MODULES = ("risk_monitor.definitions", "ccxt", "fireblocks.threaded_api_client",
-                "pandera.pandas")
+#: imported in a thread while the simulators start (the first run would pay for them);
+#: ``module:function`` also calls the function (the adapters' narrow SDK imports: importing
+#: the whole ``fireblocks`` package alone costs ~3 s of CPU)
+WARM_MODULES = ("risk_monitor.definitions", "risk_monitor.adapters.ccxt_exchange:load_sdk",
+                "risk_monitor.adapters.fireblocks_custodian:load_sdk")
 #: how often the progress display reads the current run's step events
 WATCH_INTERVAL_S = 0.5
 STATUS_STYLE = {"OK": "green", "RESOLVED": "green", "WARN": "yellow", "BREACH": "bold red",
@@ -161,9 +163,12 @@ def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> threading.Event:
 
     def load() -> None:
         try:
-            for name in modules:
+            for entry in modules:
+                name, _, function = entry.partition(":")
                 try:
-                    importlib.import_module(name)
+                    module = importlib.import_module(name)
+                    if function:
+                        getattr(module, function)()
                 except ImportError:  # the run reports a missing module properly
                     logging.getLogger(__name__).warning("demo: could not pre-import %s", name)
                 definitions_loaded.set()

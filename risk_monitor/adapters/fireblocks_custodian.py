@@ -3,7 +3,7 @@
 Uses the maintained ``fireblocks`` SDK (35.x). Decisions:
 
 * **lazy, narrow import**: ``import fireblocks`` costs ~3 s (its package imports every API and
-  model); :mod:`risk_monitor.adapters.fireblocks_sdk` loads only the vault API and the models it
+  model); :mod:`risk_monitor.adapters.lazy_packages` loads only the vault API and the models it
   deserialises (~0.5 s), and only in a process that reads Fireblocks, at the first
   :meth:`FireblocksCustodian.fetch_balances`.
 * **PEM parsed once**: the SDK's ``BearerTokenProvider`` hands the PEM *string* to PyJWT, which
@@ -26,6 +26,7 @@ Uses the maintained ``fireblocks`` SDK (35.x). Decisions:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -35,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from risk_monitor.adapters.errors import map_exception, typed_parser
-from risk_monitor.adapters.fireblocks_sdk import install_lazy_packages
+from risk_monitor.adapters.lazy_packages import FIREBLOCKS, install_lazy_packages
 from risk_monitor.adapters.read_only_gate import ReadOnlyGate, fireblocks_gate, gate_urllib3_pool
 from risk_monitor.domain.schemas import balances_frame
 from risk_monitor.platform.errors import (
@@ -117,7 +118,7 @@ def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
 
 @cache
 def _read_only_client_class() -> type:
-    install_lazy_packages()
+    install_lazy_packages(FIREBLOCKS)
     from fireblocks.threaded_api_client import ThreadedApiClient  # ≈ 0.3 s, once
 
     class ReadOnlyApiClient(ThreadedApiClient):  # type: ignore[misc]
@@ -134,6 +135,14 @@ def _read_only_client_class() -> type:
             return super().call_api(method, url, *args, **kwargs)
 
     return ReadOnlyApiClient
+
+
+def load_sdk() -> None:
+    """Import the SDK modules a vault read needs, e.g. in a warm-up thread before the first
+    read (the narrow set, see :mod:`risk_monitor.adapters.lazy_packages`)."""
+    _read_only_client_class()
+    importlib.import_module("fireblocks.api.vaults_api")
+    importlib.import_module("fireblocks.bearer_token_provider")
 
 
 class FireblocksCustodian:
@@ -184,7 +193,7 @@ class FireblocksCustodian:
             raise ConfigError(f"custodian {self.venue!r}: the private key in "
                               f"{self.settings.secret_key_env} is not a valid unencrypted PEM "
                               f"({type(exc).__name__})", key="custodians.secret_key_env") from None
-        install_lazy_packages()
+        install_lazy_packages(FIREBLOCKS)
         from fireblocks.api.vaults_api import VaultsApi
         from fireblocks.bearer_token_provider import BearerTokenProvider
         from fireblocks.client_configuration import ClientConfiguration
