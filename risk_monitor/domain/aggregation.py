@@ -89,7 +89,8 @@ class FrameIndex:
             else:
                 found_codes, found = pd.factorize(raw, use_na_sentinel=False)
                 codes, names = np.asarray(found_codes), pd.Index(found)
-            self._dims[name] = (codes.astype(np.int64), names)
+            # int32 halves the memory of 1M-row code columns; sums over them upcast
+            self._dims[name] = (codes.astype(np.int32 if len(names) < 2**31 else np.int64), names)
             self._codes[name] = {str(u): i for i, u in enumerate(names)}
         return self._dims[name]
 

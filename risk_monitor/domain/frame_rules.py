@@ -66,14 +66,15 @@ _CODES: dict[int, dict[str, tuple[int, int, np.ndarray, np.ndarray]]] = {}
 
 
 def key_codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """``pd.factorize`` of an object column (codes int64, -1 for null; uniques), once per frame."""
+    """``pd.factorize`` of an object column (integer codes, -1 for null; uniques), once per
+    frame."""
     values = frame[column].to_numpy()
     pointer = values.__array_interface__["data"][0] if values.dtype == object else -1
     cached = _CODES.get(id(frame), {}).get(column)
     if cached is not None and cached[0] == pointer and cached[1] == len(values) and pointer != -1:
         return cached[2], cached[3]
     found, uniques = pd.factorize(values, use_na_sentinel=True)
-    codes = np.asarray(found, dtype=np.int64)
+    codes = np.asarray(found, dtype=np.int32 if len(uniques) < 2**31 else np.int64)
     uniques = np.asarray(uniques, dtype=object)
     if pointer != -1:
         entry = _CODES.get(id(frame))
@@ -162,6 +163,7 @@ def _unique(frame: pd.DataFrame, key: Sequence[str], codes: dict[str, np.ndarray
         column = codes.get(name)
         if column is None:
             column, _ = key_codes(frame, name)
+        column = column.astype(np.int64)
         width = int(column.max()) + 2
         if space * width >= 2**62:  # key space too wide for one int64: hash the rows
             return not bool(frame.duplicated(list(key)).any())
