@@ -71,7 +71,8 @@ def key_codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]
     values = frame[column].to_numpy()
     pointer = values.__array_interface__["data"][0] if values.dtype == object else -1
     cached = _CODES.get(id(frame), {}).get(column)
-    if cached is not None and cached[0] == pointer and cached[1] == len(values) and pointer != -1:
+    if cached is not None and cached[0] == pointer and cached[1] == len(values) and pointer != -1 \
+            and _agrees(values, cached[2], cached[3]):
         return cached[2], cached[3]
     found, uniques = pd.factorize(values, use_na_sentinel=True)
     codes = np.asarray(found, dtype=np.int32 if len(uniques) < 2**31 else np.int64)
@@ -83,6 +84,20 @@ def key_codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]
             weakref.finalize(frame, _CODES.pop, id(frame), None)
         entry[column] = (pointer, len(values), codes, uniques)
     return codes, uniques
+
+
+def _agrees(values: np.ndarray, codes: np.ndarray, uniques: np.ndarray) -> bool:
+    """Spot check that cached codes still describe the column (first, middle, last row): a
+    guard against an array reallocated at the same address."""
+    n = len(values)
+    for row in {0, n // 2, n - 1} if n else ():
+        code = int(codes[row])
+        if code < 0:
+            if not pd.isna(values[row]):
+                return False
+        elif values[row] != uniques[code]:
+            return False
+    return True
 
 
 def passes(frame: pd.DataFrame, rules: FrameRules) -> bool:
