@@ -475,9 +475,8 @@ def _quote_keys(
         mask &= quotes[columns[dim]].to_numpy() == value
     if "asset" in wild:  # cash is no asset exposure
         mask &= ~np.isin(quotes["base"].to_numpy(), list(state.valuation.stablecoins))
-    picked = pd.DataFrame({d: quotes[columns[d]].to_numpy()[mask] for d in wild})
-    distinct = picked.drop_duplicates()  # one tuple per combination, not one per quote
-    return {tuple(str(v) for v in row) for row in distinct.itertuples(index=False, name=None)}
+    picked = [[str(v) for v in quotes[columns[d]].to_numpy()[mask].tolist()] for d in wild]
+    return set(zip(*picked, strict=True))  # one tuple per combination
 
 
 def _min_ns(a: int, b: int) -> int:
