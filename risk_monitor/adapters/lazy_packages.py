@@ -42,21 +42,24 @@ class _LazyPackage(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
+        # no lock around imports: the import system serialises them per module, and a lock of
+        # ours held across an import could deadlock against another thread's import
+        names = self.__dict__.get("_rf_names", {})
+        if name in names:  # one class: import its own module only
+            value = getattr(importlib.import_module(names[name]), name)
+            setattr(self, name, value)
+            return value
+        if any((Path(d) / f"{name}.py").is_file() or (Path(d) / name).is_dir()
+               for d in self.__path__):  # ``from fireblocks import rest``: a submodule
+            return importlib.import_module(f"{self.__name__}.{name}")
         with _lock:
-            names = self.__dict__.get("_rf_names", {})
-            if name in names:  # one class: import its own module only
-                value = getattr(importlib.import_module(names[name]), name)
-                setattr(self, name, value)
-                return value
-            if any((Path(d) / f"{name}.py").is_file() or (Path(d) / name).is_dir()
-                   for d in self.__path__):  # ``from fireblocks import rest``: a submodule
-                return importlib.import_module(f"{self.__name__}.{name}")
-            if not self.__dict__.get("_rf_loaded", False):
-                self._rf_loaded = True
-                spec = self.__spec__
-                assert spec is not None and spec.loader is not None
-                spec.loader.exec_module(self)  # the real __init__, into this module
-                return getattr(self, name)
+            first = not self.__dict__.get("_rf_loaded", False)
+            self._rf_loaded = True
+        if first:
+            spec = self.__spec__
+            assert spec is not None and spec.loader is not None
+            spec.loader.exec_module(self)  # the real __init__, into this module
+            return getattr(self, name)
         raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
 
