@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,15 +115,31 @@ class DagsterCatalog:
 
     def __init__(self, instance: Any | None, ui_url: str) -> None:
         self._instance = instance
+        self._lock = threading.Lock()
         self.ui_url = ui_url
 
     @property
     def instance(self) -> Any:
-        if self._instance is None:
-            import dagster as dg
+        with self._lock:
+            if self._instance is None:
+                import dagster as dg
 
-            self._instance = dg.DagsterInstance.get()
-        return self._instance
+                self._instance = dg.DagsterInstance.get()
+            return self._instance
+
+    def warm_up(self) -> threading.Thread:
+        """Import Dagster and open the instance in the background (service start), so the
+        first alert's event is not late by the import (≈ 1 s, more on a busy machine)."""
+        def run() -> None:
+            try:
+                self.instance  # noqa: B018 - opening it is the point
+            except Exception as exc:  # reported again (and counted) at the first report
+                log.warning("dagster_catalog_warm_up_failed", error=str(exc),
+                            error_class=type(exc).__name__)
+
+        thread = threading.Thread(target=run, name="dagster-catalog-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     @classmethod
     def from_environment(cls, ui_url: str) -> DagsterCatalog | None:

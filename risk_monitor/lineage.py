@@ -158,7 +158,10 @@ class HotPathLineage:
     @classmethod
     def from_settings(cls, settings: Settings) -> HotPathLineage:
         code_version()  # resolved now (git), not on the first alert's critical path
-        return cls(DagsterCatalog.from_environment(settings.alerts.dagster_ui_url))
+        catalog = DagsterCatalog.from_environment(settings.alerts.dagster_ui_url)
+        if catalog is not None:
+            catalog.warm_up()  # nor Dagster's import and the instance's connection
+        return cls(catalog)
 
     def context(self, report: RiskReport) -> dict[str, Any]:
         """Alert-context fields naming the exact inputs of this evaluation (each collection
