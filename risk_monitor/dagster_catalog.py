@@ -70,7 +70,8 @@ def event_url(ui_url: str, timestamp: float) -> str:
 def event_metadata(context: Mapping[str, Any],
                    correlation_ids: Sequence[str]) -> dict[str, Any]:
     """What a reviewer reads on the event: who evaluated, which alerts, each input's data
-    version and as-of time, and each venue's version of the inputs hashed per venue."""
+    version (``input/<name>``) and as-of time, and each venue's version of the inputs hashed
+    per venue (``input/<name>/<venue>``)."""
     inputs: Mapping[str, Mapping[str, Any]] = context.get("input_data_versions") or {}
     metadata: dict[str, Any] = {
         "evaluated_at": str(context.get("evaluated_at")),
@@ -82,10 +83,11 @@ def event_metadata(context: Mapping[str, Any],
         "evaluation_id": str(context.get("evaluation_id")),
     }
     for name, seen in inputs.items():
-        metadata[f"input/{name}/data_version"] = str(seen.get("data_version"))
-        metadata[f"input/{name}/as_of"] = str(seen.get("as_of"))
+        metadata[f"input/{name}"] = str(seen.get("data_version"))  # short: the UI's key column
+        if seen.get("as_of"):
+            metadata[f"input/{name}/as_of"] = str(seen.get("as_of"))
         for venue, part in sorted((seen.get("venues") or {}).items()):
-            metadata[f"input/{name}/{venue}/data_version"] = str(part.get("data_version"))
+            metadata[f"input/{name}/{venue}"] = str(part.get("data_version"))
     return metadata
 
 

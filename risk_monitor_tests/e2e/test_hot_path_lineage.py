@@ -233,10 +233,10 @@ def test_every_alert_traces_to_its_inputs_config_and_code(desk: Desk,
         event = detection["dagster_event"]
         assert event is not None and event["url"].startswith(f"{UI_URL}/assets/{LIVE_ASSET}")
         for name in INPUTS:
-            assert event["metadata"][f"input/{name}/data_version"] == \
+            assert event["metadata"][f"input/{name}"] == \
                 inputs[name]["data_version"]
         for venue, part in inputs["market_prices"]["venues"].items():
-            assert event["metadata"][f"input/market_prices/{venue}/data_version"] == \
+            assert event["metadata"][f"input/market_prices/{venue}"] == \
                 part["data_version"]
 
 
@@ -256,7 +256,7 @@ def test_each_hot_path_alert_is_a_dagster_event_within_2_s(desk: Desk,
         assert materialization.tags[EVALUATION_TAG] == audit["evaluation_id"]
         assert materialization.tags["dagster/data_version"] == audit["dagster_data_version"]
         for name, seen in audit["input_data_versions"].items():
-            assert materialization.metadata[f"input/{name}/data_version"].value == \
+            assert materialization.metadata[f"input/{name}"].value == \
                 seen["data_version"]
         assert payload["correlation_id"] in materialization.metadata["correlation_ids"].value
     print("Slack message -> Dagster event (s):",  # shown with -s; the figure of docs/audit.md

@@ -100,9 +100,9 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
             assert record.storage_id == lineage.last_event.storage_id
             assert url.endswith(f"&time={int(record.timestamp * 1000)}")
             for name, version in expected.items():
-                assert event.metadata[f"input/{name}/data_version"].value == version
+                assert event.metadata[f"input/{name}"].value == version
             prices = context["input_data_versions"]["market_prices"]["venues"]["binance"]
-            assert event.metadata["input/market_prices/binance/data_version"].value == \
+            assert event.metadata["input/market_prices/binance"].value == \
                 prices["data_version"]
             found = find_event(instance, "eval-1", ui_url="http://dagster.example")
             assert found is not None and found.url == url
