@@ -42,7 +42,6 @@ from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
 VERSION_CHARS = 24
 #: ``venue`` of rows in a dataset without a venue column
 NO_VENUE = ""
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: column hashes mix into a row hash without collisions
 _CACHE_SIZE = 32
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -98,7 +97,21 @@ class _TextHashes:
         self.size = size
         self._known: dict[str, int] = {}
 
+    def column(self, values: np.ndarray) -> np.ndarray:
+        """Hashes of a column of objects: one C-level dict look-up per value once known."""
+        try:
+            found = list(map(self._known.get, values))
+        except TypeError:  # an unhashable value: through its text
+            found = [None] * len(values)
+        if None in found:
+            found = [h if h is not None else self.of(v)
+                     for h, v in zip(found, values, strict=True)]
+        return np.array(found, dtype=np.uint64)
+
     def of(self, value: Any) -> int:
+        found = self._known.get(value) if type(value) is str else None
+        if found is not None:
+            return found
         text = value if type(value) is str else _as_text(value)
         found = self._known.get(text)
         if found is None:
@@ -146,25 +159,26 @@ def _column_hash(series: pd.Series) -> np.ndarray:
             return _column_hash(pd.Series(pd.to_datetime(values, utc=True)))
         except (TypeError, ValueError):
             pass
-    codes, distinct = pd.factorize(values, use_na_sentinel=False)  # ids repeat: hash each once
-    hashed = np.fromiter((_texts.of(v) for v in distinct), dtype=np.uint64, count=len(distinct))
-    return hashed[codes]
+    return _texts.column(values)
 
 
 @functools.lru_cache(maxsize=256)
-def _column_label(name: str) -> np.uint64:
-    return np.uint64(_text_hash(name))
+def _column_labels(names: tuple[str, ...]) -> np.ndarray:
+    return np.array([[_text_hash(name)] for name in names], dtype=np.uint64)
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One uint64 per row over every column (by name, so column order does not matter)."""
-    hashes = np.zeros(len(frame), dtype=np.uint64)
+    """One uint64 per row over every column, by name (column order does not matter): each
+    value is mixed with its column's label, the row's values summed (modulo 2**64), the sum
+    mixed again. Two numpy passes over the whole block, whatever the number of columns."""
     if not len(frame):
-        return hashes
-    for name in sorted(frame.columns, key=str):
-        column = _mix(_column_hash(frame[name]) ^ _column_label(str(name)))
-        hashes = _mix(hashes * _MIX + column)
-    return hashes
+        return np.zeros(0, dtype=np.uint64)
+    names = sorted(frame.columns, key=str)
+    block = np.empty((len(names), len(frame)), dtype=np.uint64)
+    for i, name in enumerate(names):
+        block[i] = _column_hash(frame[name])
+    mixed = _mix(block ^ _column_labels(tuple(map(str, names))))
+    return _mix(mixed.sum(axis=0, dtype=np.uint64))
 
 
 def _source_text(sources: Iterable[SourceStatus]) -> bytes:
