@@ -42,7 +42,7 @@ from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
 VERSION_CHARS = 24
 #: ``venue`` of rows in a dataset without a venue column
 NO_VENUE = ""
-_CACHE_SIZE = 32
+_CACHE_SIZE = 8  # the hot path reuses positions, exchange balances, custody: a few objects
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
