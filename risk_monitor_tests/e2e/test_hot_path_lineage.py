@@ -47,7 +47,7 @@ from risk_monitor_tests.fixtures.service import (
 from risk_monitor_tests.fixtures.services import create_database, drop_database
 from risk_sim.launcher import SimulatorStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SCENARIO = "limit_breach"
 #: the issue's figure: the Dagster event exists within 2 s of the Slack message

@@ -43,7 +43,7 @@ from risk_monitor_tests.fixtures.service import free_port, wait_until
 from risk_monitor_tests.fixtures.storage import make_result, sqlite_url
 from risk_sim.slack import SlackSimulator
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[3]
 #: the code location loads in a few seconds on an idle machine; CI machines are busy
