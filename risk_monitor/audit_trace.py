@@ -96,6 +96,12 @@ def _inputs(p: dict[str, Any]) -> list[dict[str, Any]]:
         version = recorded or {}
         found[name] = {"input": name, "data_version": version.get("data_version"),
                        "as_of": version.get("as_of"), "run_id": version.get("run_id")}
+        venues = version.get("venues")
+        if venues:  # the hot path hashes each venue's part alone, like the assets' metadata
+            found[name]["venues"] = {venue: {"data_version": part.get("data_version"),
+                                             "as_of": part.get("as_of"),
+                                             "rows": part.get("rows")}
+                                     for venue, part in sorted(venues.items())}
     for name, seen in (p.get("inputs") or {}).items():  # per-source coverage (service)
         entry = found.setdefault(name, {"input": name, "data_version": None, "as_of": None,
                                         "run_id": None})
@@ -113,6 +119,9 @@ def _detection(record: AuditRecord) -> dict[str, Any]:
                        else f"service instance {p.get('instance_id')}"),
         "inputs": _inputs(p),
         "dagster_event_url": p.get("dagster_event_url"),
+        "evaluation_id": p.get("evaluation_id"),  # tag of the hot path's Dagster event
+        "dagster_data_version": p.get("dagster_data_version"),
+        "dagster_event": None,  # filled by attach_dagster_events
         "at": record.at.isoformat(),
         "event": record.event,
         "idempotency_key": p.get("idempotency_key"),
@@ -163,3 +172,25 @@ def as_dict(episode: EpisodeTrace) -> dict[str, Any]:
         note["detect_latency_s"] = raw.detect_latency_s
         note["notify_latency_s"] = raw.notify_latency_s
     return data
+
+
+def attach_dagster_events(episodes: list[EpisodeTrace], instance: Any, ui_url: str, *,
+                          search: int = 10_000) -> None:
+    """For each hot-path detection, the ``live_limit_status`` event it reported (tagged with
+    its evaluation id; searched among the newest ``search`` events): its storage id, time, UI
+    link and the input data versions it recorded."""
+    from risk_monitor.dagster_catalog import find_event
+
+    for episode in episodes:
+        for detection in episode.detections:
+            evaluation_id = detection.get("evaluation_id")
+            if detection.get("run_id") or not evaluation_id:
+                continue
+            event = find_event(instance, str(evaluation_id), limit=search, ui_url=ui_url)
+            if event is None:
+                continue
+            detection["dagster_event"] = {
+                "storage_id": event.storage_id, "timestamp": event.timestamp,
+                "data_version": event.data_version, "url": event.url,
+                "metadata": dict(event.metadata)}
+            detection["dagster_event_url"] = event.url

@@ -143,8 +143,12 @@ def _storage(ctx: click.Context) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--document", "with_documents", is_flag=True,
               help="Include the limit configuration document(s) in force.")
+@click.option("--dagster/--no-dagster", "use_dagster", default=None,
+              help="Look up hot-path alerts' events in the Dagster instance (default: when "
+                   "DAGSTER_HOME is set).")
 @click.pass_context
-def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: bool) -> None:
+def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: bool,
+                use_dagster: bool | None) -> None:
     """Trace KEY: a correlation id, Slack message ts (or channel:ts), idempotency key, alert
     fingerprint or Dagster run id. Prints Slack message(s) -> alert episode -> evaluation ->
     each input's data version and as-of time -> limit configuration -> code version."""
@@ -154,6 +158,13 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: boo
     if not episodes:
         click.echo(f"no alert found for {key!r}", err=True)
         sys.exit(1)
+    if use_dagster or (use_dagster is None and os.environ.get("DAGSTER_HOME")):
+        import dagster as dg
+
+        from risk_monitor.audit_trace import attach_dagster_events
+
+        with dg.DagsterInstance.get() as instance:
+            attach_dagster_events(episodes, instance, _settings(ctx).alerts.dagster_ui_url)
     if as_json:
         click.echo(json.dumps([as_dict(e) for e in episodes], indent=2, default=str))
         return
@@ -184,6 +195,9 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: boo
                 console.print(f"    input {item['input']}: data version {item['data_version']}"
                               f" as of {item.get('as_of') or '?'}"
                               + (f" (run {item['run_id']})" if item.get("run_id") else ""))
+                for venue, part in (item.get("venues") or {}).items():
+                    console.print(f"      {venue}: data version {part.get('data_version')}"
+                                  f" as of {part.get('as_of') or '?'}, {part.get('rows')} rows")
             console.print(f"    limit configuration {d.get('config_version')}, "
                           f"code {d.get('code_version')}")
         for version, known in episode.config_versions.items():

@@ -1,30 +1,37 @@
 """Lineage of hot-path evaluations (use case): what the service records for each alert.
 
-Two steps around the service's alert transaction (hooks in ``service/hot_path.py``):
+Three steps around the service's alert transaction (hooks in ``service/hot_path.py``):
 
 * :meth:`HotPathLineage.context` adds the content-addressed data versions of the exact inputs
-  evaluated (``domain.lineage.input_versions``, the function the Dagster assets hash with) to
-  the alert context, so they are written with the alert, in its transaction, into the sealed
-  audit entry;
-* the same fields point the Slack message at that evaluation's event in Dagster (its "Asset"
-  link and the inputs' versions), so the first post already carries the link and no
-  ``chat.update`` is needed;
+  evaluated (``domain.lineage.input_versions``, the functions the Dagster assets hash with; the
+  collection inputs also per venue) and an evaluation id to the alert context, so they are
+  written with the alert, in its transaction, into the sealed audit entry. The Slack message's
+  "Asset" button points at ``live_limit_status`` and it lists the inputs' versions;
 * :meth:`HotPathLineage.after_commit` reports the evaluation into Dagster's catalog as a
-  runless materialisation of ``live_limit_status`` (adapters/dagster_catalog.py). A failure
-  there is logged and counted, never allowed to delay or drop the alert: the audit entry
-  already holds the lineage.
+  runless materialisation of ``live_limit_status`` tagged with that evaluation id
+  (``dagster_catalog.py``). A failure there is logged and counted, never allowed to delay or
+  drop the alert: the audit entry already holds the lineage;
+* :class:`SlackEventLinks` then edits each of the evaluation's Slack messages in place
+  (``chat.update``) with a "Dagster event" button opening that exact event. The outbox posts
+  the message while the event is being reported (neither waits for the other); the link is
+  added when both are known, whichever comes first.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
 
 from risk_monitor.dagster_catalog import (
     LIVE_ASSET,
     DagsterCatalog,
+    ReportedEvent,
     evaluation_version,
-    event_url,
 )
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.lineage import input_versions
@@ -35,24 +42,131 @@ from risk_monitor.platform.settings import Settings
 
 log = get_logger(__name__)
 
+#: context key of the Dagster event link a Slack message shows once the event is reported
+EVENT_URL_KEY = "dagster_event_url"
+#: how long one half of a (reported, delivered) pair waits for the other
+PAIR_TTL_S = 600.0
+
+
+@runtime_checkable
+class LinksEvents(Protocol):
+    """A notifier that can edit a delivered message to add a link (Slack: ``chat.update``)."""
+
+    def link_event(self, ref: str, notification: Notification, url: str) -> None: ...
+
+
+@dataclass
+class _Half:
+    at: float
+    url: str | None = None
+    ref: str | None = None
+    notification: Notification | None = None
+
+
+class SlackEventLinks:
+    """Pairs "the Dagster event is reported" with "the message is delivered", per notification,
+    and edits the message with the event's link on a thread of its own (a Slack call never
+    holds up the outbox or the hot path's writer). A failed edit is logged: the link is a
+    convenience, the audit entry and the event hold the lineage."""
+
+    def __init__(self, notifier: LinksEvents, *, ttl_s: float = PAIR_TTL_S) -> None:
+        self.notifier = notifier
+        self.ttl_s = ttl_s
+        self.linked = 0
+        self.failed = 0
+        self._halves: dict[str, _Half] = {}
+        self._lock = threading.Lock()
+        self._jobs: queue.Queue[tuple[str, Notification, str] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SlackEventLinks:
+        self._thread = threading.Thread(target=self._run, name="slack-event-links", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def reported(self, notifications: Sequence[Notification], url: str) -> None:
+        for note in notifications:
+            self._meet(note.idempotency_key, url=url)
+
+    def delivered(self, notification: Notification, ref: str) -> None:
+        """The outbox dispatcher's hook: called for every message it delivered."""
+        if notification.context.get("source") != "service":
+            return  # Dagster-path alerts link to their run from the first post
+        self._meet(notification.idempotency_key, ref=ref, notification=notification)
+
+    def _meet(self, key: str, *, url: str | None = None, ref: str | None = None,
+              notification: Notification | None = None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            half = self._halves.setdefault(key, _Half(at=now))
+            half.url = url or half.url
+            half.ref = ref or half.ref
+            half.notification = notification or half.notification
+            ready = half.url is not None and half.ref is not None \
+                and half.notification is not None
+            if ready:
+                del self._halves[key]
+            for stale in [k for k, h in self._halves.items() if now - h.at > self.ttl_s]:
+                del self._halves[stale]
+        if ready:
+            assert half.ref is not None and half.notification is not None and half.url
+            self._jobs.put((half.ref, half.notification, half.url))
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            ref, note, url = job
+            try:
+                self.notifier.link_event(ref, note, url)
+            except Exception as exc:
+                self.failed += 1
+                log.warning("slack_event_link_failed", error=str(exc),
+                            error_class=type(exc).__name__, delivery_ref=ref,
+                            idempotency_key=note.idempotency_key)
+                continue
+            self.linked += 1
+            log.info("slack_message_linked_to_dagster_event", delivery_ref=ref,
+                     idempotency_key=note.idempotency_key, dagster_event_url=url)
+
+
+def with_event_link(notification: Notification, url: str) -> Notification:
+    """The notification as its message shows it once linked to its Dagster event."""
+    return replace(notification, context={**notification.context, EVENT_URL_KEY: url})
+
 
 class HotPathLineage:
-    def __init__(self, catalog: DagsterCatalog | None) -> None:
+    def __init__(self, catalog: DagsterCatalog | None,
+                 links: SlackEventLinks | None = None) -> None:
         self.catalog = catalog
+        self.links = links
         self.reported = 0
         self.failed = 0
-        self.last_event_url: str | None = None
+        self.last_event: ReportedEvent | None = None
+
+    @property
+    def last_event_url(self) -> str | None:
+        return self.last_event.url if self.last_event is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HotPathLineage:
         code_version()  # resolved now (git), not on the first alert's critical path
-        return cls(DagsterCatalog.from_environment(settings.alerts.dagster_ui_url))
+        catalog = DagsterCatalog.from_environment(settings.alerts.dagster_ui_url)
+        if catalog is not None:
+            catalog.warm_up()  # nor Dagster's import and the instance's connection
+        return cls(catalog)
 
     def context(self, report: RiskReport) -> dict[str, Any]:
-        """Alert-context fields naming the exact inputs of this evaluation, and, when a Dagster
-        instance is configured, the ``live_limit_status`` event the alert will link to (the
-        Slack message's "Asset" button and input versions come from these fields, so the link is
-        in the first post: the event is reported right after the commit, before delivery)."""
+        """Alert-context fields naming the exact inputs of this evaluation (each collection
+        input also per venue), and, when a Dagster instance is configured, the evaluation id
+        its ``live_limit_status`` event will carry (the "Asset" button opens that asset)."""
         versions = input_versions(report.snapshot, report.config_version)
         fields: dict[str, Any] = {
             "input_data_versions": versions,
@@ -60,17 +174,18 @@ class HotPathLineage:
         }
         if self.catalog is not None:
             fields["asset_key"] = LIVE_ASSET
-            fields["dagster_event_url"] = event_url(self.catalog.ui_url,
-                                                    evaluation_version(versions))
+            fields["evaluation_id"] = uuid.uuid4().hex
+            fields["dagster_data_version"] = evaluation_version(versions)
         return fields
 
     def after_commit(self, context: Mapping[str, Any],
                      notifications: Sequence[Notification]) -> str | None:
-        """Report an alerting evaluation to Dagster; returns the event's UI link."""
+        """Report an alerting evaluation to Dagster, then have its Slack messages linked to
+        the event; returns the event's UI link."""
         if self.catalog is None or not notifications:
             return None
         try:
-            url = self.catalog.report_evaluation(
+            event = self.catalog.report_evaluation(
                 context, sorted({n.correlation_id for n in notifications}))
         except Exception as exc:  # Dagster's storage down must not touch alerting
             self.failed += 1
@@ -78,5 +193,19 @@ class HotPathLineage:
                         error_class=type(exc).__name__)
             return None
         self.reported += 1
-        self.last_event_url = url
-        return url
+        self.last_event = event
+        if self.links is not None:
+            self.links.reported(notifications, event.url)
+        return event.url
+
+
+def link_slack_messages(lineage: HotPathLineage, dispatcher: Any) -> SlackEventLinks | None:
+    """Wire the hot path's Dagster events to the dispatcher's Slack messages (service start):
+    nothing to link without a Dagster instance, or when the notifier cannot edit messages."""
+    notifier = getattr(dispatcher, "notifier", None)
+    if lineage.catalog is None or not isinstance(notifier, LinksEvents):
+        return None
+    links = SlackEventLinks(notifier).start()
+    lineage.links = links
+    dispatcher.on_delivered.append(links.delivered)
+    return links

@@ -20,6 +20,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,9 @@ def links(n: Notification, ui_url: str) -> dict[str, str]:
         found["Dagster run"] = f"{base}/runs/{run_id}"
     asset = str(n.context.get("asset_key") or "limit_status")
     found["Asset"] = f"{base}/assets/{asset}"
+    event = n.context.get("dagster_event_url")  # a hot-path evaluation's event, once reported
+    if isinstance(event, str) and event:
+        found["Dagster event"] = event
     return found
 
 
@@ -379,6 +383,17 @@ class SlackNotifier:
                                             source="slack")
         response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text)
         return f"{response['channel']}:{response['ts']}"
+
+    def link_event(self, ref: str, notification: Notification, url: str) -> None:
+        """Edit a delivered message in place (``chat.update``) to add the "Dagster event"
+        button: the hot path reports its evaluation to Dagster while the message is posted."""
+        if not _SLACK_REF.match(ref):
+            raise NotificationRejectedError(f"not a Slack message reference: {ref!r}",
+                                            source="slack")
+        channel, _, ts = ref.partition(":")
+        n = replace(notification, context={**notification.context, "dagster_event_url": url})
+        self._call("chat.update", channel=channel, ts=ts, text=render_text(n),
+                   blocks=render_blocks(n, self.dagster_ui_url))
 
     def _update_root(self, n: Notification, channel: str, ts: str) -> bool:
         """Show the current state on the thread's first message; False if it is gone."""

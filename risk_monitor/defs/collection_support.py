@@ -13,7 +13,7 @@ import pandas as pd
 
 from risk_monitor.adapters.collection import data_age_s
 from risk_monitor.defs.metadata import md_table
-from risk_monitor.domain.lineage import content_version
+from risk_monitor.domain.lineage import content_version, venue_versions
 from risk_monitor.domain.model import Collected, SourceStatus
 from risk_monitor.domain.schemas import Schema, as_schema, failure_summary, fast_valid
 from risk_monitor.platform.logging import redact_text
@@ -68,6 +68,10 @@ def collection_metadata(collected: Collected, *, now: datetime, age_column: str
         else dg.MetadataValue.null(),
         "endpoint_overrides": dg.MetadataValue.json(overrides),
         "sources": sources_table(collected.sources),
+        # each venue's part hashed alone (the data version hashes these): the hot path records
+        # the same per-venue versions, so a reviewer sees which venue's data an alert used
+        "data_versions_by_venue": dg.MetadataValue.json(
+            {venue: seen.data_version for venue, seen in venue_versions(collected).items()}),
         "preview": dg.MetadataValue.md(markdown_preview(frame)),
     }
 

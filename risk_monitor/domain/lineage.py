@@ -1,32 +1,270 @@
 """Content-addressed data versions of an evaluation's inputs: one hash for both data paths.
 
-The Dagster collection assets and the service's hot path hash their inputs with
-:func:`content_version`, so the same rows carry the same data version whichever path evaluated
-them, and an alert from either path names the exact data it was computed from.
+The Dagster collection assets and the service's hot path hash their inputs with the functions
+here, so the same rows carry the same data version whichever path evaluated them, and an alert
+from either path names the exact data it was computed from.
+
+The unit of hashing is **one venue's part of a dataset** (:func:`venue_versions`): its rows and
+the coverage of its sources. A dataset's data version (:func:`content_version`) is a hash of its
+venues' versions, so a tick on one venue changes that venue's version and the dataset's, and a
+reviewer sees which venue's quotes moved. The hash is
+
+* **order-free**: each row is hashed alone (vectorised, ``pandas.util.hash_array`` per column),
+  and a venue's row hashes are sorted before the digest, so two paths that built the same rows
+  in a different order agree;
+* **type-canonical**: numbers hash as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC
+  nanoseconds whatever their unit, so an int column on one path and a float column on the other
+  agree; other values hash as text;
+* **cached by object**: the hot path re-evaluates the same positions and balances objects
+  between polls; their versions are computed once (a small identity cache), and only the
+  quotes, rebuilt per evaluation, are hashed again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from risk_monitor.domain.engine import RiskSnapshot
-from risk_monitor.domain.model import Collected, SourceKind
+from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
+
+#: hex characters of a data version
+VERSION_CHARS = 24
+#: ``venue`` of rows in a dataset without a venue column
+NO_VENUE = ""
+_CACHE_SIZE = 8  # the hot path reuses positions, exchange balances, custody: a few objects
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+@dataclass(frozen=True)
+class VenueVersion:
+    """One venue's part of a dataset: content hash, oldest source time, row count."""
+
+    data_version: str
+    as_of: datetime | None
+    rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"data_version": self.data_version,
+                "as_of": self.as_of.isoformat() if self.as_of else None, "rows": self.rows}
+
+
+_NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_NAT = np.iinfo(np.int64).min
+
+
+def _nanoseconds(values: np.ndarray, unit: str) -> np.ndarray:
+    factor = _NS_PER.get(unit, 1)
+    if factor == 1:
+        return values
+    return np.where(values == _NAT, _NAT, values * factor)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, vectorised: every input bit moves every output bit (array
+    arithmetic wraps modulo 2**64 silently)."""
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
+
+
+def _text_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def _as_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\x00null"
+    return str(value)
+
+
+class _TextHashes:
+    """Stable 64-bit hashes of texts. Venue, instrument and asset ids repeat on every
+    evaluation: each is hashed once per process (bounded)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._known: dict[str, int] = {}
+
+    def column(self, values: np.ndarray) -> np.ndarray:
+        """Hashes of a column of objects: one C-level dict look-up per value once known."""
+        try:
+            found = list(map(self._known.get, values))
+        except TypeError:  # an unhashable value: through its text
+            found = [None] * len(values)
+        if None in found:
+            found = [h if h is not None else self.of(v)
+                     for h, v in zip(found, values, strict=True)]
+        return np.array(found, dtype=np.uint64)
+
+    def of(self, value: Any) -> int:
+        found = self._known.get(value) if type(value) is str else None
+        if found is not None:
+            return found
+        text = value if type(value) is str else _as_text(value)
+        found = self._known.get(text)
+        if found is None:
+            if len(self._known) >= self.size:
+                self._known.clear()
+            found = self._known[text] = _text_hash(text)
+        return found
+
+
+_texts = _TextHashes()
+
+
+def _first_value(values: np.ndarray) -> Any:
+    for value in values:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return value
+    return None
+
+
+def _column_hash(series: pd.Series) -> np.ndarray:
+    """One uint64 per value, equal for equal values whichever path built the column: numbers
+    as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC nanoseconds, the rest as text."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):  # stored as UTC already
+        return _nanoseconds(series.array.asi8, dtype.unit).view(np.uint64)  # type: ignore[attr-defined]
+    values = series.to_numpy()
+    kind = values.dtype.kind
+    if kind == "M":
+        unit, _ = np.datetime_data(values.dtype)
+        return _nanoseconds(values.view("int64"), unit).view(np.uint64)
+    if kind in "biuf":
+        floats = values.astype(np.float64) + 0.0  # -0.0 -> 0.0; a new array
+        floats[np.isnan(floats)] = np.nan
+        return floats.view(np.uint64)
+    if kind != "O":  # an extension type (nullable numbers, strings)
+        return _column_hash(pd.Series(series.to_numpy(dtype=object)))
+    first = _first_value(values)
+    if isinstance(first, (float, int, np.number)) and not isinstance(first, (bool, np.bool_)):
+        try:  # numbers in an object column (an empty frame concatenated) hash as numbers
+            return _column_hash(pd.Series(values.astype(np.float64)))
+        except (TypeError, ValueError):
+            pass
+    if isinstance(first, datetime):  # Timestamps in an object column
+        try:
+            return _column_hash(pd.Series(pd.to_datetime(values, utc=True)))
+        except (TypeError, ValueError):
+            pass
+    return _texts.column(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _column_labels(names: tuple[str, ...]) -> np.ndarray:
+    return np.array([[_text_hash(name)] for name in names], dtype=np.uint64)
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One uint64 per row over every column, by name (column order does not matter): each
+    value is mixed with its column's label, the row's values summed (modulo 2**64), the sum
+    mixed again. Two numpy passes over the whole block, whatever the number of columns."""
+    if not len(frame):
+        return np.zeros(0, dtype=np.uint64)
+    names = sorted(frame.columns, key=str)
+    block = np.empty((len(names), len(frame)), dtype=np.uint64)
+    for i, name in enumerate(names):
+        block[i] = _column_hash(frame[name])
+    mixed = _mix(block ^ _column_labels(tuple(map(str, names))))
+    return _mix(mixed.sum(axis=0, dtype=np.uint64))
+
+
+def _source_text(sources: Iterable[SourceStatus]) -> bytes:
+    return "\n".join(f"{s.key}|{s.ok}|{s.rows}|{s.error_code}"
+                     for s in sorted(sources, key=lambda s: s.key)).encode()
+
+
+def _digest(*parts: bytes) -> str:
+    digest = hashlib.blake2b(digest_size=VERSION_CHARS // 2)
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
+    frame = collected.frame
+    hashes = row_hashes(frame)
+    columns = "\x1f".join(sorted(map(str, frame.columns))).encode()
+    if len(frame) and "venue" in frame.columns:
+        codes, names = pd.factorize(frame["venue"], use_na_sentinel=False)
+        rows_of = {str(name): hashes[codes == i] for i, name in enumerate(names)}
+    else:
+        rows_of = {NO_VENUE: hashes} if len(frame) else {}
+    sources: dict[str, list[SourceStatus]] = {}
+    for source in collected.sources:
+        sources.setdefault(source.venue, []).append(source)
+    out: dict[str, VenueVersion] = {}
+    for venue in sorted(set(sources) | set(rows_of)):
+        mine = np.sort(rows_of.get(venue, hashes[:0]))
+        seen = sources.get(venue, [])
+        out[venue] = VenueVersion(
+            data_version=_digest(venue.encode(), columns if len(mine) else b"",
+                                 mine.tobytes(), _source_text(seen)),
+            as_of=min((s.as_of for s in seen), default=None),  # the venue's oldest source
+            rows=len(mine))
+    return out
+
+
+class _IdentityCache:
+    """The versions of the last few dataset objects (kept alive here, so ids stay valid)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[int, tuple[Collected, dict[str, VenueVersion]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, collected: Collected) -> dict[str, VenueVersion] | None:
+        with self._lock:
+            found = self._items.get(id(collected))
+            if found is None or found[0] is not collected:
+                return None
+            self._items.move_to_end(id(collected))
+            return found[1]
+
+    def put(self, collected: Collected, versions: dict[str, VenueVersion]) -> None:
+        with self._lock:
+            self._items[id(collected)] = (collected, versions)
+            self._items.move_to_end(id(collected))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_cache = _IdentityCache(_CACHE_SIZE)
+
+
+def venue_versions(collected: Collected) -> dict[str, VenueVersion]:
+    """Data version, oldest source time and rows of each venue's part of a dataset (every venue
+    with a source or a row). A dataset is immutable once built: the result is cached by object."""
+    found = _cache.get(collected)
+    if found is None:
+        found = _compute_venue_versions(collected)
+        _cache.put(collected, found)
+    return found
+
+
+def combined_version(versions: Mapping[str, VenueVersion]) -> str:
+    """A dataset's data version from its venues' versions."""
+    return _digest(*(f"{venue}={v.data_version}".encode()
+                     for venue, v in sorted(versions.items())))
 
 
 def content_version(collected: Collected) -> str:
     """A content hash of the rows and of each source's coverage (24 hex chars): two
     observations with equal data versions held the same data."""
-    digest = hashlib.sha256()
-    frame = collected.frame
-    if len(frame):
-        hashed = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
-        digest.update(hashed.tobytes())
-    for source in sorted(collected.sources, key=lambda s: s.key):
-        digest.update(f"{source.key}|{source.ok}|{source.rows}|{source.error_code}".encode())
-    return digest.hexdigest()[:24]
+    return combined_version(venue_versions(collected))
 
 
 def of_kind(collected: Collected, kind: SourceKind) -> Collected:
@@ -39,20 +277,28 @@ def of_kind(collected: Collected, kind: SourceKind) -> Collected:
     return Collected(frame=frame, sources=sources)
 
 
-def _entry(collected: Collected) -> dict[str, Any]:
-    times = [s.as_of for s in collected.sources]
-    return {"data_version": content_version(collected),
+def _entry(versions: Mapping[str, VenueVersion]) -> dict[str, Any]:
+    times = [v.as_of for v in versions.values() if v.as_of is not None]
+    return {"data_version": combined_version(versions),
             "as_of": min(times).isoformat() if times else None,  # the oldest source
-            "rows": len(collected.frame)}
+            "rows": sum(v.rows for v in versions.values()),
+            "venues": {venue: v.as_dict() for venue, v in sorted(versions.items())}}
 
 
 def input_versions(snapshot: RiskSnapshot, config_version: str) -> dict[str, dict[str, Any]]:
     """Data version, as-of time and rows of each input of one evaluation, named like the
-    Dagster assets they correspond to, plus the limit configuration version."""
+    Dagster assets they correspond to, each with its per-venue versions (``venues``), plus the
+    limit configuration version. Equal to what the assets record for the same data: the
+    balances' venues split by source kind hash exactly as the two balance assets do."""
+    balances = venue_versions(snapshot.balances)
+    kinds = {s.venue: s.kind for s in snapshot.balances.sources}
+    exchange = {v: seen for v, seen in balances.items()
+                if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
+    custody = {v: seen for v, seen in balances.items() if v not in exchange}
     return {
-        "market_prices": _entry(snapshot.prices),
-        "exchange_positions": _entry(snapshot.positions),
-        "exchange_balances": _entry(of_kind(snapshot.balances, SourceKind.EXCHANGE)),
-        "custodian_balances": _entry(of_kind(snapshot.balances, SourceKind.CUSTODIAN)),
+        "market_prices": _entry(venue_versions(snapshot.prices)),
+        "exchange_positions": _entry(venue_versions(snapshot.positions)),
+        "exchange_balances": _entry(exchange),
+        "custodian_balances": _entry(custody),
         "limit_config": {"data_version": config_version, "as_of": None, "rows": None},
     }

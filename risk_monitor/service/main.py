@@ -48,6 +48,7 @@ from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
 from risk_monitor.adapters.sql.engine import create_engine
 from risk_monitor.adapters.sql.migrate import migrate
+from risk_monitor.lineage import SlackEventLinks, link_slack_messages
 from risk_monitor.platform.errors import RiskMonitorError, ServiceError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -122,6 +123,7 @@ class ServiceApp:
         self._config_versions = ConfigVersionStore(self.engine)
         self.hot_path: HotPath | None = None
         self.dispatcher: OutboxDispatcher | None = None
+        self._event_links: SlackEventLinks | None = None
         self._dispatcher_stop = threading.Event()
         self._dispatcher_thread: threading.Thread | None = None
         self._feed_stop = asyncio.Event()
@@ -231,6 +233,8 @@ class ServiceApp:
             self.hot_path = HotPath(settings, live, Storage.on(self.engine),
                                     instance_id=self.instance_id,
                                     wake=dispatcher.wake if dispatcher is not None else None)
+            if dispatcher is not None:  # lineage hook (issue 11): Slack -> Dagster event link
+                self._event_links = link_slack_messages(self.hot_path.lineage, dispatcher)
             await self.hot_path.start()
             self.config_state.on_applied(self.hot_path.on_config)
         elif settings.service.hot_path and watched:
@@ -260,6 +264,9 @@ class ServiceApp:
                 self.dispatcher.wake()
             await asyncio.to_thread(self._dispatcher_thread.join, 15)
             self._dispatcher_thread = None
+        if self._event_links is not None:
+            await asyncio.to_thread(self._event_links.stop)
+            self._event_links = None
 
     def _wire_config(self) -> None:
         """Every applied configuration is recorded (limit_config_versions) and, when the

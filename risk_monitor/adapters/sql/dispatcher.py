@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -123,6 +124,8 @@ class OutboxDispatcher:
         self._wake = threading.Event()
         self._health_lock = threading.Lock()
         self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
+        #: called with each notification the notifier delivered and its ref (lineage links)
+        self.on_delivered: list[Callable[[Notification, str], None]] = []
         NOTIFIER_UP.labels(notifier=self.notifier_name).set(1)
 
     @property
@@ -310,6 +313,12 @@ class OutboxDispatcher:
                      kind=n.kind.value, status=n.status.value, severity=n.severity.value,
                      limit_id=n.limit_id, scope=n.scope, delivery_ref=ref,
                      attempts=entry.attempts)
+            for hook in self.on_delivered:
+                try:
+                    hook(n, ref)
+                except Exception as exc:  # a hook never fails a delivery
+                    log.warning("on_delivered hook failed", error=str(exc),
+                                error_class=type(exc).__name__)
             return "sent"
 
     def _earlier_post(self, entry: OutboxEntry, previous_ref: str | None) -> str | None:

@@ -14,7 +14,14 @@ from risk_monitor import workflows
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.audit_trace import trace
-from risk_monitor.dagster_catalog import LIVE_ASSET, DagsterCatalog, evaluation_version
+from risk_monitor.dagster_catalog import (
+    EVALUATION_TAG,
+    LIVE_ASSET,
+    DagsterCatalog,
+    evaluation_version,
+    event_url,
+    find_event,
+)
 from risk_monitor.defs.collection_support import data_version_of
 from risk_monitor.domain.alerts import AlertPolicy
 from risk_monitor.domain.engine import RiskSnapshot
@@ -65,6 +72,7 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
         with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
             lineage = HotPathLineage(DagsterCatalog(instance, "http://dagster.example"))
             context = {"source": "service", "instance_id": "svc-1", "trigger": "tick",
+                       "evaluation_id": "eval-1",
                        "evaluated_at": T0.isoformat(), "limit_config_version": "cfg-v1",
                        "code_version": "git:abc", "input_data_versions":
                            input_versions(_snapshot(), "cfg-v1")}
@@ -72,7 +80,8 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
                                             policy=AlertPolicy(), context=context)
             [note] = raised.plan.notifications
             url = lineage.after_commit(context, raised.plan.notifications)
-            assert url is not None and LIVE_ASSET in url
+            assert lineage.last_event is not None
+            assert url == event_url("http://dagster.example", lineage.last_event.timestamp)
 
             [episode] = trace(storage, note.correlation_id)
             recorded = {i["input"]: i["data_version"] for i in episode.detections[0]["inputs"]}
@@ -87,14 +96,22 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
             assert event.tags["dagster/data_version"] == evaluation_version(
                 context["input_data_versions"])
             assert event.metadata["correlation_ids"].value == note.correlation_id
+            assert event.tags[EVALUATION_TAG] == "eval-1"
+            assert record.storage_id == lineage.last_event.storage_id
+            assert url.endswith(f"&time={int(record.timestamp * 1000)}")
             for name, version in expected.items():
-                assert event.metadata[f"input/{name}/data_version"].value == version
+                assert event.metadata[f"input/{name}"].value == version
+            prices = context["input_data_versions"]["market_prices"]["venues"]["binance"]
+            assert event.metadata["input/market_prices/binance"].value == \
+                prices["data_version"]
+            found = find_event(instance, "eval-1", ui_url="http://dagster.example")
+            assert found is not None and found.url == url
+            assert find_event(instance, "eval-2") is None
     finally:
         storage.close()
 
 
-def test_the_alert_context_links_the_slack_message_to_the_dagster_event(
-        tmp_path: Path) -> None:
+def test_the_alert_context_points_the_slack_message_at_the_live_asset() -> None:
     from types import SimpleNamespace
 
     from risk_monitor.adapters.notifiers import links
@@ -104,13 +121,14 @@ def test_the_alert_context_links_the_slack_message_to_the_dagster_event(
     lineage = HotPathLineage(DagsterCatalog(None, "http://dagster.example"))
     fields = lineage.context(report)  # type: ignore[arg-type]
     versions = fields["input_data_versions"]
-    assert fields["dagster_event_url"].startswith(
-        f"http://dagster.example/assets/{LIVE_ASSET}")
-    assert evaluation_version(versions) in fields["dagster_event_url"]
+    assert fields["dagster_data_version"] == evaluation_version(versions)
+    assert fields["evaluation_id"] != lineage.context(report)["evaluation_id"]  # type: ignore[arg-type]
+    assert "dagster_event_url" not in fields  # known once reported: added by chat.update
     _, [note] = plan(None, make_result("BREACH", T0))
     note = replace(note, context={**note.context, **fields})
-    assert links(note, "http://dagster.example")["Asset"] == \
-        f"http://dagster.example/assets/{LIVE_ASSET}"
+    found = links(note, "http://dagster.example")
+    assert found["Asset"] == f"http://dagster.example/assets/{LIVE_ASSET}"
+    assert "Dagster event" not in found
     plain = HotPathLineage(None).context(report)  # type: ignore[arg-type]
     assert plain["data_versions"]["limit_config"] == "cfg-v1"
     assert "asset_key" not in plain  # no Dagster instance: the default asset link stays
@@ -120,3 +138,31 @@ def test_no_dagster_instance_leaves_lineage_in_the_audit_log_only() -> None:
     lineage = HotPathLineage(None)
     assert lineage.after_commit({}, []) is None
     assert lineage.reported == 0
+
+
+def test_quotes_are_hashed_per_venue_like_the_market_prices_asset() -> None:
+    from risk_monitor.defs.collection_support import collection_metadata
+    from risk_monitor.domain.lineage import combined_version, venue_versions
+
+    prices = Collected(frame=pd.DataFrame([
+        {"venue": "binance", "instrument": "BTC/USDT:USDT", "last": 65000.0, "timestamp": T0},
+        {"venue": "okx", "instrument": "BTC/USDT:USDT", "last": 65010.0, "timestamp": T0}]),
+        sources=(
+        SourceStatus(kind=SourceKind.MARKET, venue="binance", account="*", ok=True, as_of=T0,
+                     rows=1),
+        SourceStatus(kind=SourceKind.MARKET, venue="okx", account="*", ok=True, as_of=T0,
+                     rows=1)))
+    snapshot = replace(_snapshot(), prices=prices)
+    recorded = input_versions(snapshot, "cfg-v1")["market_prices"]
+    metadata = collection_metadata(prices, now=T0, age_column="timestamp")
+    by_venue = metadata["data_versions_by_venue"].value
+    assert by_venue == {v: seen["data_version"] for v, seen in recorded["venues"].items()}
+    assert set(by_venue) == {"binance", "okx"}
+    assert recorded["data_version"] == data_version_of(prices).value \
+        == combined_version(venue_versions(prices))
+    # an okx tick changes okx's version and the dataset's, not binance's
+    moved = Collected(frame=prices.frame.assign(last=[65000.0, 65020.0]), sources=prices.sources)
+    after = input_versions(replace(snapshot, prices=moved), "cfg-v1")["market_prices"]
+    assert after["venues"]["binance"] == recorded["venues"]["binance"]
+    assert after["venues"]["okx"]["data_version"] != recorded["venues"]["okx"]["data_version"]
+    assert after["data_version"] != recorded["data_version"]

@@ -1,0 +1,97 @@
+"""Content data versions (domain/lineage.py): one hash per venue's part of a dataset, equal
+whichever path built the rows, changed by any change of content or coverage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from risk_monitor.domain.engine import RiskSnapshot
+from risk_monitor.domain.lineage import (
+    combined_version,
+    content_version,
+    input_versions,
+    of_kind,
+    venue_versions,
+)
+from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _source(kind: SourceKind, venue: str, ok: bool = True) -> SourceStatus:
+    return SourceStatus(kind=kind, venue=venue, account="main", ok=ok, as_of=T0, rows=1)
+
+
+def quotes() -> Collected:
+    frame = pd.DataFrame({
+        "venue": ["binance", "binance", "okx"],
+        "instrument": ["BTC/USDT:USDT", "ETH/USDT:USDT", "BTC/USDT:USDT"],
+        "last": [65000.0, 3000.0, 65010.0], "bid": [64999.0, float("nan"), 65009.0],
+        "timestamp": pd.to_datetime([T0] * 3, utc=True)})
+    return Collected(frame, (_source(SourceKind.MARKET, "binance"),
+                             _source(SourceKind.MARKET, "okx")))
+
+
+def test_rows_in_another_order_or_type_hash_the_same() -> None:
+    base = quotes()
+    frame = base.frame
+    same = [
+        frame.iloc[::-1].reset_index(drop=True),  # row order
+        frame[list(reversed(frame.columns))],  # column order
+        frame.assign(last=frame["last"].astype(object)),  # numbers in an object column
+        frame.assign(timestamp=frame["timestamp"].dt.as_unit("ms")),  # time unit
+        frame.assign(timestamp=frame["timestamp"].dt.tz_localize(None)),  # naive UTC
+        frame.assign(timestamp=frame["timestamp"].astype(object)),  # Timestamp objects
+    ]
+    for variant in same:
+        assert content_version(Collected(variant, base.sources)) == content_version(base)
+
+
+def test_a_change_moves_only_its_venue() -> None:
+    base = quotes()
+    before = venue_versions(base)
+    moved = Collected(base.frame.assign(last=[65000.0, 3000.0, 65020.0]), base.sources)
+    after = venue_versions(moved)
+    assert after["binance"] == before["binance"]
+    assert after["okx"].data_version != before["okx"].data_version
+    assert content_version(moved) != content_version(base)
+    assert content_version(base) == combined_version(before)
+    failed = Collected(base.frame, (_source(SourceKind.MARKET, "binance"),
+                                    _source(SourceKind.MARKET, "okx", ok=False)))
+    assert venue_versions(failed)["okx"].data_version != before["okx"].data_version
+    missing_value = Collected(base.frame.assign(bid=[64999.0, 1.0, 65009.0]), base.sources)
+    assert venue_versions(missing_value)["binance"] != before["binance"]
+
+
+def test_a_venue_without_rows_still_has_a_version() -> None:
+    empty = Collected(quotes().frame.iloc[0:0], (_source(SourceKind.MARKET, "okx", ok=False),))
+    versions = venue_versions(empty)
+    assert set(versions) == {"okx"} and versions["okx"].rows == 0
+    assert versions["okx"].as_of == T0
+
+
+def test_balances_split_by_kind_hash_like_the_two_balance_assets() -> None:
+    exchange = Collected(pd.DataFrame({"venue": ["binance"], "asset": ["USDT"],
+                                       "total": [1e6]}),
+                         (_source(SourceKind.EXCHANGE, "binance"),))
+    custody = Collected(pd.DataFrame({"venue": ["fireblocks"], "asset": ["BTC"],
+                                      "total": [2.0]}),
+                        (_source(SourceKind.CUSTODIAN, "fireblocks"),))
+    merged = Collected(pd.concat([exchange.frame, custody.frame], ignore_index=True),
+                       exchange.sources + custody.sources)
+    snapshot = RiskSnapshot(positions=exchange, balances=merged, prices=quotes(), now=T0)
+    versions = input_versions(snapshot, "cfg-v1")
+    assert versions["exchange_balances"]["data_version"] == content_version(exchange)
+    assert versions["custodian_balances"]["data_version"] == content_version(custody)
+    assert versions["custodian_balances"]["data_version"] == \
+        content_version(of_kind(merged, SourceKind.CUSTODIAN))
+    assert set(versions["market_prices"]["venues"]) == {"binance", "okx"}
+    assert versions["limit_config"]["data_version"] == "cfg-v1"
+
+
+def test_a_dataset_object_is_hashed_once() -> None:
+    base = quotes()
+    assert venue_versions(base) is venue_versions(base)
+    assert venue_versions(Collected(base.frame, base.sources)) == venue_versions(base)
