@@ -42,10 +42,12 @@ _SEVERITY = {
 _SEVERITY_RANK = {AlertSeverity.INFO: 0, AlertSeverity.WARNING: 1, AlertSeverity.CRITICAL: 2}
 
 
-#: recommended against flapping (docs/storage-and-alerting.md); the policy's defaults stay 0
-RECOMMENDED_KEEP_FIRING_FOR_S = 120.0
-RECOMMENDED_HYSTERESIS = 0.05
-RECOMMENDED_UNKNOWN_FOR_S = 30.0
+#: the settings' defaults against flapping (``alerts.*``; docs/storage-and-alerting.md). The
+#: ``for`` of WARN/BREACH stays 0: a breach pages at once; noise is cut by the three below.
+#: ``AlertPolicy()`` itself stays bare (every control 0) so the planner's units read plainly.
+DEFAULT_KEEP_FIRING_FOR_S = 120.0
+DEFAULT_HYSTERESIS = 0.05
+DEFAULT_UNKNOWN_FOR_S = 30.0
 
 
 @dataclass(frozen=True)

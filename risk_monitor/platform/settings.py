@@ -186,19 +186,19 @@ class AlertSettings(_Section):
     )
     send_resolved: bool = Field(default=True, description="notify when an alert clears")
     keep_firing_for_s: float = Field(
-        default=0.0, ge=0,
+        default=120.0, ge=0,
         description="a notified episode resolves only after this long OK (a flapping source "
-        "stays one episode); 120 recommended, per limit in the limits YAML",
+        "stays one episode); per limit in the limits YAML",
     )
     hysteresis: float = Field(
-        default=0.0, ge=0, lt=1,
+        default=0.05, ge=0, lt=1,
         description="a notified WARN/BREACH clears only once the value is this fraction of the "
-        "breach level past its level; 0.05 recommended, per limit in the limits YAML",
+        "breach level past its level; per limit in the limits YAML",
     )
     unknown_for_s: float = Field(
-        default=0.0, ge=0,
+        default=30.0, ge=0,
         description="an UNKNOWN episode pages only once it has lasted this long (one missed "
-        "poll is no page); 30 recommended",
+        "poll is no page)",
     )
     warmup_grace_s: float | None = Field(
         default=None, ge=0,
