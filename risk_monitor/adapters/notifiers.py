@@ -19,7 +19,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ import orjson
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import Clock, notification_payload, utc_now
 from risk_monitor.domain.model import LimitStatus, Notification, NotificationKind
+from risk_monitor.domain.routing import Route, channels_for, parse_routes
 from risk_monitor.platform.errors import ConfigError, NotificationError, NotificationRejectedError
 from risk_monitor.platform.logging import get_logger, log_context
 from risk_monitor.platform.settings import Settings
@@ -246,13 +247,14 @@ class SlackNotifier:
     name = "slack"
 
     def __init__(self, client: WebClient, channels: Mapping[str, str], *,
-                 dagster_ui_url: str) -> None:
+                 dagster_ui_url: str, routes: Sequence[Route] = ()) -> None:
         missing = {"info", "warning", "critical"} - set(channels)
         if missing:
             raise ConfigError(f"no Slack channel for severities {sorted(missing)}",
                               key="slack.channels")
         self.client = client
         self.channels = dict(channels)
+        self.routes = tuple(routes)
         self.dagster_ui_url = dagster_ui_url
         self._channel_ids: dict[str, str] = {}
 
@@ -269,10 +271,16 @@ class SlackNotifier:
             timeout=max(1, math.ceil(settings.slack.timeout_s)),
         )
         channels = {str(sev.value): channel for sev, channel in settings.slack.channels.items()}
-        return cls(client, channels, dagster_ui_url=settings.alerts.dagster_ui_url)
+        return cls(client, channels, dagster_ui_url=settings.alerts.dagster_ui_url,
+                   routes=slack_routes(settings))
 
     def channel_for(self, n: Notification) -> str:
-        return self.channels[n.severity.value]
+        """The primary channel (the routing tree's first match): the episode's thread."""
+        return self.routes_for(n)[0]
+
+    def routes_for(self, n: Notification) -> list[str]:
+        """Every channel the routing tree sends ``n`` to, the primary first."""
+        return channels_for(n, self.routes, self.channels)
 
     def send(self, notification: Notification, previous_ref: str | None) -> str:
         n = notification
@@ -296,9 +304,24 @@ class SlackNotifier:
                         if routed is not None:
                             return routed
                     return f"{response['channel']}:{response['ts']}"
-            response = self._call("chat.postMessage", channel=self.channel_for(n), text=text,
+            primary, *others = self.routes_for(n)
+            response = self._call("chat.postMessage", channel=primary, text=text,
                                   blocks=blocks, metadata=message_metadata(n))
+            self._copy_to(n, others, text, blocks)
             return f"{response['channel']}:{response['ts']}"
+
+    def _copy_to(self, n: Notification, channels: Sequence[str], text: str,
+                 blocks: list[dict[str, Any]]) -> None:
+        """A copy for each further route that matched (``continue``). No message metadata:
+        the state is counted once, in the primary channel. A copy that fails is logged, not
+        retried: the alert was delivered, and a retry would post the primary twice."""
+        for channel in channels:
+            try:
+                self._call("chat.postMessage", channel=channel, text=text, blocks=blocks)
+            except NotificationError as error:
+                log.warning("alert copy to a further route failed", channel=channel,
+                            idempotency_key=n.idempotency_key,
+                            slack_error=error.details.get("slack_error"))
 
     def _escalate(self, n: Notification, thread_channel: str, root_ts: str, text: str,
                   blocks: list[dict[str, Any]]) -> str | None:
@@ -401,6 +424,17 @@ class SlackNotifier:
             return call(**kwargs)
         except Exception as exc:
             raise map_exception(exc, source="slack", endpoint=method) from exc
+
+
+def slack_routes(settings: Settings) -> tuple[Route, ...]:
+    """The routing tree of ``slack.routes`` (ConfigError naming the route that is wrong)."""
+    if settings.slack is None:
+        return ()
+    try:
+        return parse_routes([r.model_dump(by_alias=True) for r in settings.slack.routes],
+                            where="slack.routes")
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="slack.routes") from exc
 
 
 # --- file / log sink -----------------------------------------------------------------------------

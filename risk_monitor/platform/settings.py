@@ -147,6 +147,23 @@ class ResilienceSettings(_Section):
     breaker_reset_s: float = Field(default=30.0, gt=0, description="open time before a trial call")
 
 
+class SlackRoute(_Section):
+    """One node of the routing tree (Alertmanager's ``route``): an alert whose labels match
+    every matcher goes to ``channel`` (unset: the parent's); ``continue`` lets the next sibling
+    routes match too. Labels: limit_id, scope, venue, severity, status, group, kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    matchers: list[str] = Field(
+        min_length=1, description='label matchers, all must match: venue="okx", '
+        'severity!="info", limit_id=~"btc_.*"')
+    channel: str | None = Field(default=None, min_length=1,
+                                description="Slack channel of this route (unset: the parent's)")
+    continue_: bool = Field(default=False, alias="continue",
+                            description="after a match, try the next sibling routes too")
+    routes: list[SlackRoute] = Field(default_factory=list, description="child routes")
+
+
 class SlackSettings(_Section):
     """Slack delivery; absent means alerts go to the file/log sink."""
 
@@ -164,6 +181,10 @@ class SlackSettings(_Section):
             Severity.CRITICAL: "#risk-critical",
         }
     )
+    routes: list[SlackRoute] = Field(
+        default_factory=list,
+        description="routing tree under the default route (`channels` by severity), as in "
+        "Alertmanager: first matching route wins unless it sets `continue`")
     timeout_s: float = Field(default=5.0, gt=0, le=60, description="per-call timeout")
     max_concurrency: int = Field(default=4, ge=1, le=64, description="parallel posts")
 
