@@ -232,6 +232,10 @@ class AlertSettings(_Section):
     dagster_ui_url: str = Field(
         default="http://127.0.0.1:3000", description="base of the run/asset links in alerts"
     )
+    dashboard_url: str | None = Field(
+        default=None, description="the risk dashboard as the desk reaches it (e.g. "
+        "https://risk.example/dashboard); every alert links to it with ?alert=<correlation id>"
+    )
     outbox_batch_size: int = Field(default=100, ge=1, description="notifications per dispatch")
     outbox_max_attempts: int = Field(
         default=1000, ge=1, description="delivery attempts before giving up"
