@@ -196,6 +196,32 @@ class SlackSettings(_Section):
         return value
 
 
+class AlertmanagerSettings(_Section):
+    """An Alertmanager that receives every alert too (beside Slack), through its v2 API, so
+    alerts reach PagerDuty or Opsgenie with the routing a firm already runs."""
+
+    url: str = Field(description="Alertmanager base URL, e.g. http://alertmanager:9093")
+    token_env: str | None = Field(
+        default=None, description="env var holding a bearer token (none: no Authorization)")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="per-request timeout")
+    resend_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="a firing alert is pushed again this often (Alertmanager resolves an alert "
+        "that is not re-sent before its endsAt, set to 4 x this ahead)")
+    backfill_s: float = Field(
+        default=3600.0, ge=0, description="at start, states raised up to this long ago are "
+        "synced; older history is not replayed")
+    poll_s: float = Field(default=1.0, gt=0, le=60, description="how often the sink looks for "
+                          "new states")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
 class AlertSettings(_Section):
     """Alert lifecycle timing (Alertmanager semantics) and where alerts go."""
 
@@ -414,6 +440,7 @@ class Settings(BaseSettings):
     market_data: MarketDataSettings = Field(default_factory=MarketDataSettings)
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
     slack: SlackSettings | None = None
+    alertmanager: AlertmanagerSettings | None = None
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_service: ConfigServiceSettings = Field(default_factory=ConfigServiceSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
