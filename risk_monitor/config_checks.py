@@ -215,7 +215,8 @@ def check_alert_routes(settings: Settings, ctx: CheckContext) -> list[Problem]:
     try:
         routes = slack_routes(settings)
     except ConfigError as exc:
-        return [Problem(ctx.settings_source, exc.key or "slack.routes", str(exc),
+        key = exc.key or "slack.routes"
+        return [Problem(ctx.settings_source, key, str(exc).removeprefix(f"{key}: "),
                         'write matchers as label=value, label!=value, label=~"regex" on '
                         "limit_id, scope, venue, severity, status, group or kind")]
     venues = {v.id for v in settings.venues} | {c.id for c in settings.custodians}

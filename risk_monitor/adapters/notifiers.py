@@ -264,8 +264,9 @@ def slack_routes(settings: Settings) -> tuple[Route, ...]:
     try:
         return parse_routes([r.model_dump(by_alias=True) for r in settings.slack.routes],
                             where="slack.routes")
-    except ValueError as exc:
-        raise ConfigError(str(exc), key="slack.routes") from exc
+    except ValueError as exc:  # "slack.routes[0].matchers: why" -> key, message
+        key, _, why = str(exc).partition(": ")
+        raise ConfigError(str(exc), key=key if why else "slack.routes") from exc
 
 
 # --- file / log sink -----------------------------------------------------------------------------

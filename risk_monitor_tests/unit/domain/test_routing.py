@@ -81,3 +81,18 @@ def test_group_and_kind_are_labels() -> None:
                           "channel": "#deriv"}])
     assert channels_for(note, tree, BY_SEVERITY) == ["#deriv"]
     assert channels_for(replace(note, context={}), tree, BY_SEVERITY) == ["#risk-alerts"]
+
+
+def test_check_config_accepts_a_good_tree_and_names_a_bad_one() -> None:
+    from risk_monitor.config_checks import CheckContext, check_alert_routes
+    from risk_monitor.platform.settings import load_settings
+
+    good = load_settings(venues=[{"id": "okx", "exchange": "okx"}], slack={"routes": [
+        {"matchers": ['venue="okx"'], "channel": "#okx", "continue": True,
+         "routes": [{"matchers": ['severity=~"critical|warning"']}]}]})
+    assert check_alert_routes(good, CheckContext(settings_source="c.yaml")) == []
+    bad = load_settings(venues=[{"id": "okx", "exchange": "okx"}], slack={"routes": [
+        {"matchers": ['venue="okx"'], "routes": [{"matchers": ['severity=~"("']}]}]})
+    (problem,) = check_alert_routes(bad, CheckContext(settings_source="c.yaml"))
+    assert problem.key == "slack.routes[0].routes[0].matchers"
+    assert "regex" in problem.message
