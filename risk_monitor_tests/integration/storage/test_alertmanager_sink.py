@@ -126,3 +126,30 @@ def test_a_failed_push_is_retried_until_alertmanager_takes_it(
     assert len(wait_until(lambda: _ours(alertmanager, series), timeout=10,
                           message="the BREACH alert")) == 1
     assert up.sync_once().pushed == 0
+
+
+def test_the_service_pushes_what_any_path_raises(module_postgres_url: str, alertmanager: str,
+                                                 tmp_path: Path) -> None:
+    """``alertmanager.url`` in the settings: the running service mirrors an alert raised into
+    the shared store (here as a Dagster run would) into Alertmanager, beside its file sink."""
+    from risk_monitor import workflows
+    from risk_monitor.domain.alerts import AlertPolicy
+    from risk_monitor_tests.fixtures.service import ServiceThread, service_settings
+
+    settings = service_settings(database_url=module_postgres_url, redis_url=None, tmp=tmp_path,
+                                alertmanager={"url": alertmanager, "poll_s": 0.2})
+    service = ServiceThread(settings).start()
+    storage = Storage.open(module_postgres_url, run_migrations=False)
+    try:
+        at = utc_now()
+        workflows.raise_alerts(storage, [make_result("BREACH", at, limit_id="svc_limit")],
+                               now=at, policy=AlertPolicy(), context={"run_id": "run-9"})
+        series = {"alertname": ALERTNAME, "limit_id": "svc_limit", "status": "BREACH"}
+        (alert,) = wait_until(lambda: _ours(alertmanager, series), timeout=30,
+                              message="the service's sink pushed the alert")
+        assert alert["generatorURL"].endswith("/runs/run-9")
+        wait_until(lambda: storage.outbox.rows()[0].status == "sent", timeout=30,
+                   message="the file sink got it too")  # Slack/file delivery is independent
+    finally:
+        service.stop()
+        storage.close()
