@@ -1,5 +1,6 @@
 """Slack messages per hour on a simulated desk day: calm (goal 0) and volatile (goal one per
-real status change), at the default settings and at the recommended noise controls.
+real status change), at the default settings and with every noise control off (the defaults
+before issue 12).
 
 The desk is driven through the real alert planner (``risk_monitor.domain.alerts.plan_alerts``)
 with an injected clock: one evaluation of every limit each ``--step`` seconds for ``--hours``.
@@ -32,14 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from risk_monitor.domain.alerts import (  # noqa: E402
-    RECOMMENDED_HYSTERESIS,
-    RECOMMENDED_KEEP_FIRING_FOR_S,
-    RECOMMENDED_UNKNOWN_FOR_S,
-    AlertPolicy,
-    plan_alerts,
-)
+from risk_monitor.domain.alerts import AlertPolicy, plan_alerts  # noqa: E402
 from risk_monitor.domain.model import AlertState, LimitResult, LimitStatus  # noqa: E402
+from risk_monitor.platform.settings import Settings  # noqa: E402
+from risk_monitor.workflows import alert_policy  # noqa: E402
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 WARN, BREACH = 800.0, 1000.0
@@ -134,11 +131,11 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=10.0, help="seconds between evaluations")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    defaults = alert_policy(Settings.model_validate({}))
     policies = {
-        "default settings": AlertPolicy(),
-        "recommended (keep_firing_for_s 120, hysteresis 0.05, unknown_for_s 30)": AlertPolicy(
-            keep_firing_for_s=RECOMMENDED_KEEP_FIRING_FOR_S, hysteresis=RECOMMENDED_HYSTERESIS,
-            unknown_for_s=RECOMMENDED_UNKNOWN_FOR_S),
+        "no noise control (every control 0, the old defaults)": AlertPolicy(),
+        f"default settings (keep_firing_for_s {defaults.keep_firing_for_s:g}, hysteresis "
+        f"{defaults.hysteresis:g}, unknown_for_s {defaults.unknown_for_s:g})": defaults,
     }
     restarts = [6 * 3600.0, 12 * 3600.0, 18 * 3600.0]
     print(f"{args.hours:g} h simulated, one evaluation every {args.step:g} s, seed {args.seed}")

@@ -204,6 +204,46 @@ def check_data_age_budgets(settings: Settings, ctx: CheckContext) -> list[Proble
     return problems
 
 
+def check_alert_routes(settings: Settings, ctx: CheckContext) -> list[Problem]:
+    """``slack.routes`` parses as a routing tree (matchers on known labels, valid regexes);
+    a route on a venue or limit id that is not configured would never receive anything."""
+    from risk_monitor.adapters.notifiers import slack_routes
+    from risk_monitor.domain.routing import Route
+
+    if settings.slack is None:
+        return []
+    try:
+        routes = slack_routes(settings)
+    except ConfigError as exc:
+        key = exc.key or "slack.routes"
+        return [Problem(ctx.settings_source, key, str(exc).removeprefix(f"{key}: "),
+                        'write matchers as label=value, label!=value, label=~"regex" on '
+                        "limit_id, scope, venue, severity, status, group or kind")]
+    venues = {v.id for v in settings.venues} | {c.id for c in settings.custodians}
+    limit_ids = {d.id for d in ctx.limits.limits} if ctx.limits is not None else set()
+    problems: list[Problem] = []
+
+    def walk(nodes: tuple[Route, ...], where: str) -> None:
+        for i, route in enumerate(nodes):
+            here = f"{where}[{i}]"
+            for m in route.matchers:
+                if m.op != "=":
+                    continue
+                if m.name == "venue" and venues and m.value not in venues:
+                    problems.append(Problem(ctx.settings_source, f"{here}.matchers",
+                                            f"venue {m.value!r} is not configured: the route "
+                                            "never matches", f"use one of {sorted(venues)}"))
+                if m.name == "limit_id" and limit_ids and m.value not in limit_ids:
+                    problems.append(Problem(ctx.settings_source, f"{here}.matchers",
+                                            f"limit {m.value!r} is not in the limits document: "
+                                            "the route never matches",
+                                            "use a limit id of the limits document"))
+            walk(route.routes, f"{here}.routes")
+
+    walk(routes, "slack.routes")
+    return problems
+
+
 #: run in order; each is independent (a later one may use what check_limits_document loaded)
 CHECKS: list[ConfigCheck] = [
     check_venues_are_ccxt_exchanges,
@@ -211,6 +251,7 @@ CHECKS: list[ConfigCheck] = [
     check_limits_document,
     check_limit_scopes,
     check_data_age_budgets,
+    check_alert_routes,
 ]
 
 

@@ -205,6 +205,9 @@ def demo_settings(stack: SimulatorStack, demo_dir: Path) -> dict[str, Any]:
     document.pop("config_service", None)
     document["environment"] = "demo"
     document["data_dir"] = str(demo_dir.resolve())
+    # each 10 s step is played in one run, back to back: the timed noise controls (minutes of
+    # desk time) would hold the resolve past the demo's end, so the demo turns them off
+    document["alerts"] = {"keep_firing_for_s": 0, "unknown_for_s": 0}
     return document
 
 

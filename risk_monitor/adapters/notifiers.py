@@ -1,5 +1,8 @@
 """Alert delivery: Slack (Web API through slack_sdk) and a JSON-lines file sink.
 
+What a message says is built in ``adapters/alert_messages.py`` (shared with the Alertmanager
+sink); this module decides where and how it is posted.
+
 Both implement :class:`risk_monitor.ports.Notifier` and sit behind the durable outbox, which
 retries, orders and records them; a notifier makes one delivery attempt and raises our
 ``NotificationError`` family (``map_exception`` decides retryable or rejected).
@@ -19,17 +22,24 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from risk_monitor.adapters.alert_messages import (  # links: re-exported for callers
+    METADATA_EVENT_TYPE,
+    links,  # noqa: F401
+    message_metadata,
+    render_blocks,
+    render_text,
+)
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import Clock, notification_payload, utc_now
-from risk_monitor.domain.model import LimitStatus, Notification, NotificationKind
+from risk_monitor.domain.model import Notification, NotificationKind
+from risk_monitor.domain.routing import Route, channels_for, parse_routes
 from risk_monitor.platform.errors import ConfigError, NotificationError, NotificationRejectedError
 from risk_monitor.platform.logging import get_logger, log_context
 from risk_monitor.platform.settings import Settings
@@ -40,20 +50,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-METADATA_EVENT_TYPE = "risk_monitor_alert"
-STATUS_EMOJI: Mapping[LimitStatus, str] = {
-    LimitStatus.OK: ":white_check_mark:",
-    LimitStatus.WARN: ":warning:",
-    LimitStatus.BREACH: ":rotating_light:",
-    LimitStatus.UNKNOWN: ":grey_question:",
-}
-KIND_LABEL: Mapping[NotificationKind, str] = {
-    NotificationKind.FIRING: "Firing",
-    NotificationKind.ESCALATED: "Escalated",
-    NotificationKind.DEESCALATED: "De-escalated",
-    NotificationKind.REPEAT: "Still firing",
-    NotificationKind.RESOLVED: "Resolved",
-}
 #: Slack errors on chat.update after which we post a fresh message instead of threading
 _ROOT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed",
                         "channel_not_found", "is_archived", "not_in_channel"})
@@ -72,177 +68,6 @@ FIND_PAGE_SIZE = 200
 FIND_MAX_PAGES = 10
 
 
-# --- rendering -----------------------------------------------------------------------------------
-def _esc(text: str) -> str:
-    """Slack's three control characters, escaped in mrkdwn (ids and reasons are data)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _num(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:,.4f}".rstrip("0").rstrip(".")
-
-
-def _pct(utilisation: float | None) -> str:
-    if utilisation is None or not math.isfinite(utilisation):
-        return "n/a"
-    return f"{utilisation * 100:.1f}%"
-
-
-def _time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "n/a"
-
-
-def _shown_status(n: Notification) -> LimitStatus:
-    return LimitStatus.OK if n.kind is NotificationKind.RESOLVED else n.status
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
-
-
-def episode_age_s(n: Notification) -> float | None:
-    """Seconds from the episode's start to this notification (time in status / duration)."""
-    raw = n.context.get("episode_started_at")
-    if not isinstance(raw, str):
-        return None
-    try:
-        started = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return (n.detected_at - started).total_seconds()
-
-
-def headroom(n: Notification) -> float | None:
-    """Distance from the value to the breach level, in the limit's unit (USD for notional
-    kinds); negative once breached. Direction from warn vs breach (lower-is-worse limits)."""
-    if n.value is None or not math.isfinite(n.value) or not math.isfinite(n.breach_level):
-        return None
-    lower_is_worse = n.warn_level is not None and n.warn_level > n.breach_level
-    return n.value - n.breach_level if lower_is_worse else n.breach_level - n.value
-
-
-def links(n: Notification, ui_url: str) -> dict[str, str]:
-    """Dagster UI links from the notification's context: the run and the limit_status asset."""
-    base = ui_url.rstrip("/")
-    found: dict[str, str] = {}
-    runbook = n.context.get("runbook_url")
-    if isinstance(runbook, str) and runbook:
-        found["Runbook"] = runbook
-    dashboard = n.context.get("dashboard_url")
-    if isinstance(dashboard, str) and dashboard:
-        found["Dashboard"] = dashboard
-    run_id = n.context.get("run_id")
-    if run_id:
-        found["Dagster run"] = f"{base}/runs/{run_id}"
-    asset = str(n.context.get("asset_key") or "limit_status")
-    found["Asset"] = f"{base}/assets/{asset}"
-    event = n.context.get("dagster_event_url")  # a hot-path evaluation's event, once reported
-    if isinstance(event, str) and event:
-        found["Dagster event"] = event
-    return found
-
-
-def render_text(n: Notification) -> str:
-    """Plain-text fallback (notifications, screen readers, clients without Block Kit)."""
-    status = _shown_status(n)
-    text = (
-        f"{STATUS_EMOJI[status]} {status.value} [{n.kind.value}] {n.limit_id} ({n.scope}): "
-        f"value {_num(n.value)} vs warn {_num(n.warn_level)} / breach {_num(n.breach_level)} "
-        f"({_pct(n.utilisation)}) - correlation {n.correlation_id}"
-    )
-    age = episode_age_s(n)
-    if n.kind is NotificationKind.RESOLVED and age is not None:
-        text += f" - episode lasted {_duration(age)}"
-    owner = n.context.get("owner")
-    if isinstance(owner, str) and owner:
-        text += f" - owner {owner}"
-    return text
-
-
-def render_blocks(n: Notification, ui_url: str, *, root: bool = False) -> list[dict[str, Any]]:
-    """Block Kit message; ``root`` renders the thread's first message showing the latest state."""
-    status = _shown_status(n)
-    title = f"{STATUS_EMOJI[status]} {status.value}: {n.limit_id} ({n.scope})"
-    summary = (
-        f"*{KIND_LABEL[n.kind]}* - value *{_num(n.value)}* vs warn {_num(n.warn_level)} / "
-        f"breach {_num(n.breach_level)} (*{_pct(n.utilisation)}* of breach level)"
-    )
-    fields = [
-        ("Limit", f"`{_esc(n.limit_id)}` ({_esc(n.limit_kind)})"),
-        ("Scope", f"`{_esc(n.scope)}`"),
-        ("Status", f"{STATUS_EMOJI[status]} {status.value}"),
-        ("Utilisation", _pct(n.utilisation)),
-        ("Detected", _time(n.detected_at)),
-        ("Source event", _time(n.source_event_time)),
-        ("Correlation id", f"`{_esc(n.correlation_id)}`"),
-        ("Config version", f"`{_esc(n.config_version)}`"),
-        ("Headroom to breach", _num(headroom(n))),
-    ]
-    owner = n.context.get("owner")
-    if isinstance(owner, str) and owner:
-        fields.insert(0, ("Owner", _esc(owner)))
-    age = episode_age_s(n)
-    if age is not None:
-        label = "Episode lasted" if n.kind is NotificationKind.RESOLVED else "Time in status"
-        fields.append((label, _duration(age)))
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": summary[:3000]}},
-    ]
-    for start in range(0, len(fields), 10):  # Slack takes at most 10 fields per section
-        blocks.append({"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*{label}*\n{value}"[:2000]}
-            for label, value in fields[start:start + 10]
-        ]})
-    notes = []
-    if n.reason:
-        notes.append(f"Reason: {_esc(n.reason)}")
-    versions = n.context.get("data_versions")
-    if isinstance(versions, Mapping) and versions:
-        notes.append("Inputs: " + ", ".join(f"{_esc(str(k))}@{_esc(str(v)[:12])}"
-                                            for k, v in versions.items()))
-    if root and n.kind is not NotificationKind.FIRING:
-        notes.append(f"Updated {_time(n.detected_at)} ({KIND_LABEL[n.kind].lower()}); "
-                     "history in thread")
-    if notes:
-        blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": note[:3000]} for note in notes[:10]
-        ]})
-    blocks.append({"type": "actions", "elements": [
-        {"type": "button", "text": {"type": "plain_text", "text": label},
-         "url": url[:3000], "action_id": f"open_{i}"}
-        for i, (label, url) in enumerate(links(n, ui_url).items())
-    ]})
-    return blocks
-
-
-def message_metadata(n: Notification) -> dict[str, Any]:
-    """Slack message metadata: lets anyone count and trace posted states exactly."""
-    return {
-        "event_type": METADATA_EVENT_TYPE,
-        "event_payload": {
-            "idempotency_key": n.idempotency_key,
-            "fingerprint": n.fingerprint,
-            "kind": n.kind.value,
-            "status": n.status.value,
-            "severity": n.severity.value,
-            "limit_id": n.limit_id,
-            "scope": n.scope,
-            "episode": n.episode,
-            "correlation_id": n.correlation_id,
-        },
-    }
-
-
 # --- Slack ---------------------------------------------------------------------------------------
 class SlackNotifier:
     """Posts, threads and updates alert messages (see the module docstring)."""
@@ -250,14 +75,17 @@ class SlackNotifier:
     name = "slack"
 
     def __init__(self, client: WebClient, channels: Mapping[str, str], *,
-                 dagster_ui_url: str) -> None:
+                 dagster_ui_url: str, routes: Sequence[Route] = (),
+                 dashboard_url: str | None = None) -> None:
         missing = {"info", "warning", "critical"} - set(channels)
         if missing:
             raise ConfigError(f"no Slack channel for severities {sorted(missing)}",
                               key="slack.channels")
         self.client = client
         self.channels = dict(channels)
+        self.routes = tuple(routes)
         self.dagster_ui_url = dagster_ui_url
+        self.dashboard_url = dashboard_url
         self._channel_ids: dict[str, str] = {}
 
     @classmethod
@@ -273,15 +101,22 @@ class SlackNotifier:
             timeout=max(1, math.ceil(settings.slack.timeout_s)),
         )
         channels = {str(sev.value): channel for sev, channel in settings.slack.channels.items()}
-        return cls(client, channels, dagster_ui_url=settings.alerts.dagster_ui_url)
+        return cls(client, channels, dagster_ui_url=settings.alerts.dagster_ui_url,
+                   dashboard_url=settings.alerts.dashboard_url,
+                   routes=slack_routes(settings))
 
     def channel_for(self, n: Notification) -> str:
-        return self.channels[n.severity.value]
+        """The primary channel (the routing tree's first match): the episode's thread."""
+        return self.routes_for(n)[0]
+
+    def routes_for(self, n: Notification) -> list[str]:
+        """Every channel the routing tree sends ``n`` to, the primary first."""
+        return channels_for(n, self.routes, self.channels)
 
     def send(self, notification: Notification, previous_ref: str | None) -> str:
         n = notification
         text = render_text(n)
-        blocks = render_blocks(n, self.dagster_ui_url)
+        blocks = render_blocks(n, self.dagster_ui_url, dashboard_url=self.dashboard_url)
         with log_context(correlation_id=n.correlation_id):
             if previous_ref is not None and not _SLACK_REF.match(previous_ref):
                 log.warning("thread root is not a Slack message (sink changed?); posting anew",
@@ -300,9 +135,24 @@ class SlackNotifier:
                         if routed is not None:
                             return routed
                     return f"{response['channel']}:{response['ts']}"
-            response = self._call("chat.postMessage", channel=self.channel_for(n), text=text,
+            primary, *others = self.routes_for(n)
+            response = self._call("chat.postMessage", channel=primary, text=text,
                                   blocks=blocks, metadata=message_metadata(n))
+            self._copy_to(n, others, text, blocks)
             return f"{response['channel']}:{response['ts']}"
+
+    def _copy_to(self, n: Notification, channels: Sequence[str], text: str,
+                 blocks: list[dict[str, Any]]) -> None:
+        """A copy for each further route that matched (``continue``). No message metadata:
+        the state is counted once, in the primary channel. A copy that fails is logged, not
+        retried: the alert was delivered, and a retry would post the primary twice."""
+        for channel in channels:
+            try:
+                self._call("chat.postMessage", channel=channel, text=text, blocks=blocks)
+            except NotificationError as error:
+                log.warning("alert copy to a further route failed", channel=channel,
+                            idempotency_key=n.idempotency_key,
+                            slack_error=error.details.get("slack_error"))
 
     def _escalate(self, n: Notification, thread_channel: str, root_ts: str, text: str,
                   blocks: list[dict[str, Any]]) -> str | None:
@@ -393,13 +243,14 @@ class SlackNotifier:
         channel, _, ts = ref.partition(":")
         n = replace(notification, context={**notification.context, "dagster_event_url": url})
         self._call("chat.update", channel=channel, ts=ts, text=render_text(n),
-                   blocks=render_blocks(n, self.dagster_ui_url))
+                   blocks=render_blocks(n, self.dagster_ui_url, dashboard_url=self.dashboard_url))
 
     def _update_root(self, n: Notification, channel: str, ts: str) -> bool:
         """Show the current state on the thread's first message; False if it is gone."""
         try:
             self._call("chat.update", channel=channel, ts=ts, text=render_text(n),
-                       blocks=render_blocks(n, self.dagster_ui_url, root=True))
+                       blocks=render_blocks(n, self.dagster_ui_url, root=True,
+                                            dashboard_url=self.dashboard_url))
         except NotificationError as error:
             if error.details.get("slack_error") in _ROOT_GONE:
                 log.warning("alert thread root cannot be updated; posting a new message",
@@ -416,6 +267,18 @@ class SlackNotifier:
             return call(**kwargs)
         except Exception as exc:
             raise map_exception(exc, source="slack", endpoint=method) from exc
+
+
+def slack_routes(settings: Settings) -> tuple[Route, ...]:
+    """The routing tree of ``slack.routes`` (ConfigError naming the route that is wrong)."""
+    if settings.slack is None:
+        return ()
+    try:
+        return parse_routes([r.model_dump(by_alias=True) for r in settings.slack.routes],
+                            where="slack.routes")
+    except ValueError as exc:  # "slack.routes[0].matchers: why" -> key, message
+        key, _, why = str(exc).partition(": ")
+        raise ConfigError(str(exc), key=key if why else "slack.routes") from exc
 
 
 # --- file / log sink -----------------------------------------------------------------------------

@@ -42,10 +42,12 @@ _SEVERITY = {
 _SEVERITY_RANK = {AlertSeverity.INFO: 0, AlertSeverity.WARNING: 1, AlertSeverity.CRITICAL: 2}
 
 
-#: recommended against flapping (docs/storage-and-alerting.md); the policy's defaults stay 0
-RECOMMENDED_KEEP_FIRING_FOR_S = 120.0
-RECOMMENDED_HYSTERESIS = 0.05
-RECOMMENDED_UNKNOWN_FOR_S = 30.0
+#: the settings' defaults against flapping (``alerts.*``; docs/storage-and-alerting.md). The
+#: ``for`` of WARN/BREACH stays 0: a breach pages at once; noise is cut by the three below.
+#: ``AlertPolicy()`` itself stays bare (every control 0) so the planner's units read plainly.
+DEFAULT_KEEP_FIRING_FOR_S = 120.0
+DEFAULT_HYSTERESIS = 0.05
+DEFAULT_UNKNOWN_FOR_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class AlertRule:
     hysteresis: float | None = None
     owner: str = ""  # carried into every notification of the limit (who acts)
     runbook_url: str = ""  # what to do
+    group: str = ""  # routing / silence label ``group``
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,11 @@ def alert_rules(config: LimitConfig | None) -> dict[str, AlertRule]:
     if config is None:
         return {}
     return {d.id: AlertRule(for_s=d.for_s, keep_firing_for_s=d.keep_firing_for_s,
-                            hysteresis=d.hysteresis, owner=d.owner, runbook_url=d.runbook_url)
+                            hysteresis=d.hysteresis, owner=d.owner, runbook_url=d.runbook_url,
+                            group=d.group)
             for d in config.limits
-            if (d.for_s, d.keep_firing_for_s, d.hysteresis, d.owner, d.runbook_url)
-            != (None, None, None, "", "")}
+            if (d.for_s, d.keep_firing_for_s, d.hysteresis, d.owner, d.runbook_url, d.group)
+            != (None, None, None, "", "", "")}
 
 
 def with_limit_rules(policy: AlertPolicy, config: LimitConfig | None) -> AlertPolicy:
@@ -354,6 +358,8 @@ def _explain(rule: AlertRule | None, prev: AlertState | None) -> dict[str, Any]:
         extra["owner"] = rule.owner
     if rule is not None and rule.runbook_url:
         extra["runbook_url"] = rule.runbook_url
+    if rule is not None and rule.group:
+        extra["group"] = rule.group
     if prev is not None and prev.started_at is not None and prev.status is not LimitStatus.OK:
         extra["episode_started_at"] = prev.started_at.isoformat()
     return extra

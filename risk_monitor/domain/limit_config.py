@@ -182,6 +182,9 @@ class LimitDefinition(_Model):
                        description="who acts on this limit's alerts")
     runbook_url: str = Field(default="", max_length=MAX_TEXT_LENGTH, exclude_if=_unset,
                              description="what to do, linked from every alert")
+    group: str = Field(default="", max_length=MAX_NAME_LENGTH, exclude_if=_unset,
+                       description="limit group: the `group` label alert routes and silences "
+                       "match on (e.g. custody, derivatives)")
 
     @field_validator("breach", "warn")
     @classmethod

@@ -7,7 +7,9 @@ counts in compliance (only the notification is silenced). An acknowledgement is 
 stops REPEAT notices of that episode until its status changes.
 
 Labels of a notification: ``limit_id``, ``scope``, ``venue`` (from the scope, "" when the scope
-names none), ``severity`` and ``status``.
+names none), ``severity``, ``status``, ``group`` (the limit's group in the limits document, ""
+when none) and ``kind`` (the limit kind). The routing tree (``domain/routing.py``) matches the
+same labels.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from risk_monitor.domain.model import LimitStatus, Notification, NotificationKin
 from risk_monitor.domain.scopes import parse_scope_key
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
-LABELS = ("limit_id", "scope", "venue", "severity", "status")
+LABELS = ("limit_id", "scope", "venue", "severity", "status", "group", "kind")
 _MATCHER = re.compile(r"^\s*([a-z_]+)\s*(=~|!~|!=|=)\s*\"?(.*?)\"?\s*$")
 
 
@@ -125,8 +127,10 @@ def labels_of(n: Notification) -> dict[str, str]:
         venue = parse_scope_key(n.scope).venue or ""
     except ValueError:
         venue = ""
+    group = n.context.get("group")
     return {"limit_id": n.limit_id, "scope": n.scope, "venue": venue,
-            "severity": n.severity.value, "status": n.status.value}
+            "severity": n.severity.value, "status": n.status.value,
+            "group": group if isinstance(group, str) else "", "kind": n.limit_kind}
 
 
 def verdict(n: Notification, silences: Iterable[Silence],

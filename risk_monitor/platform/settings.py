@@ -147,6 +147,23 @@ class ResilienceSettings(_Section):
     breaker_reset_s: float = Field(default=30.0, gt=0, description="open time before a trial call")
 
 
+class SlackRoute(_Section):
+    """One node of the routing tree (Alertmanager's ``route``): an alert whose labels match
+    every matcher goes to ``channel`` (unset: the parent's); ``continue`` lets the next sibling
+    routes match too. Labels: limit_id, scope, venue, severity, status, group, kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    matchers: list[str] = Field(
+        min_length=1, description='label matchers, all must match: venue="okx", '
+        'severity!="info", limit_id=~"btc_.*"')
+    channel: str | None = Field(default=None, min_length=1,
+                                description="Slack channel of this route (unset: the parent's)")
+    continue_: bool = Field(default=False, alias="continue",
+                            description="after a match, try the next sibling routes too")
+    routes: list[SlackRoute] = Field(default_factory=list, description="child routes")
+
+
 class SlackSettings(_Section):
     """Slack delivery; absent means alerts go to the file/log sink."""
 
@@ -164,6 +181,10 @@ class SlackSettings(_Section):
             Severity.CRITICAL: "#risk-critical",
         }
     )
+    routes: list[SlackRoute] = Field(
+        default_factory=list,
+        description="routing tree under the default route (`channels` by severity), as in "
+        "Alertmanager: first matching route wins unless it sets `continue`")
     timeout_s: float = Field(default=5.0, gt=0, le=60, description="per-call timeout")
     max_concurrency: int = Field(default=4, ge=1, le=64, description="parallel posts")
 
@@ -173,6 +194,32 @@ class SlackSettings(_Section):
         if value is not None and not value.endswith("/"):
             raise ValueError("must end with '/', e.g. http://127.0.0.1:8080/api/")
         return value
+
+
+class AlertmanagerSettings(_Section):
+    """An Alertmanager that receives every alert too (beside Slack), through its v2 API, so
+    alerts reach PagerDuty or Opsgenie with the routing a firm already runs."""
+
+    url: str = Field(description="Alertmanager base URL, e.g. http://alertmanager:9093")
+    token_env: str | None = Field(
+        default=None, description="env var holding a bearer token (none: no Authorization)")
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="per-request timeout")
+    resend_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="a firing alert is pushed again this often (Alertmanager resolves an alert "
+        "that is not re-sent before its endsAt, set to 4 x this ahead)")
+    backfill_s: float = Field(
+        default=3600.0, ge=0, description="at start, states raised up to this long ago are "
+        "synced; older history is not replayed")
+    poll_s: float = Field(default=1.0, gt=0, le=60, description="how often the sink looks for "
+                          "new states")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
 
 
 class AlertSettings(_Section):
@@ -186,19 +233,19 @@ class AlertSettings(_Section):
     )
     send_resolved: bool = Field(default=True, description="notify when an alert clears")
     keep_firing_for_s: float = Field(
-        default=0.0, ge=0,
+        default=120.0, ge=0,
         description="a notified episode resolves only after this long OK (a flapping source "
-        "stays one episode); 120 recommended, per limit in the limits YAML",
+        "stays one episode); per limit in the limits YAML",
     )
     hysteresis: float = Field(
-        default=0.0, ge=0, lt=1,
+        default=0.05, ge=0, lt=1,
         description="a notified WARN/BREACH clears only once the value is this fraction of the "
-        "breach level past its level; 0.05 recommended, per limit in the limits YAML",
+        "breach level past its level; per limit in the limits YAML",
     )
     unknown_for_s: float = Field(
-        default=0.0, ge=0,
+        default=30.0, ge=0,
         description="an UNKNOWN episode pages only once it has lasted this long (one missed "
-        "poll is no page); 30 recommended",
+        "poll is no page)",
     )
     warmup_grace_s: float | None = Field(
         default=None, ge=0,
@@ -210,6 +257,10 @@ class AlertSettings(_Section):
     )
     dagster_ui_url: str = Field(
         default="http://127.0.0.1:3000", description="base of the run/asset links in alerts"
+    )
+    dashboard_url: str | None = Field(
+        default=None, description="the risk dashboard as the desk reaches it (e.g. "
+        "https://risk.example/dashboard); every alert links to it with ?alert=<correlation id>"
     )
     outbox_batch_size: int = Field(default=100, ge=1, description="notifications per dispatch")
     outbox_max_attempts: int = Field(
@@ -389,6 +440,7 @@ class Settings(BaseSettings):
     market_data: MarketDataSettings = Field(default_factory=MarketDataSettings)
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
     slack: SlackSettings | None = None
+    alertmanager: AlertmanagerSettings | None = None
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_service: ConfigServiceSettings = Field(default_factory=ConfigServiceSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)

@@ -51,9 +51,13 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows: list[str] = []
     nested: list[tuple[str, type[BaseModel]]] = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"
         annotation = field.annotation
         inner = _section_model(annotation)
+        if inner is model:  # a recursive section (a route's child routes): once is enough
+            rows.append(f"| `{key}` | list | `[]` | {field.description or ''}, each a "
+                        f"`{prefix.rstrip('.')}` again |")
+            continue
         if inner is not None:
             nested.append((key, inner))
             continue

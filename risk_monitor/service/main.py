@@ -126,6 +126,7 @@ class ServiceApp:
         self._event_links: SlackEventLinks | None = None
         self._dispatcher_stop = threading.Event()
         self._dispatcher_thread: threading.Thread | None = None
+        self._sink_thread: threading.Thread | None = None  # the Alertmanager sink, if any
         self._feed_stop = asyncio.Event()
         self._feed_task: asyncio.Task[None] | None = None
 
@@ -215,6 +216,14 @@ class ServiceApp:
             target=self.dispatcher.run, name="outbox-dispatcher", daemon=True,
             args=(self._dispatcher_stop, DISPATCH_POLL_S, self.settings.alerts.outbox_batch_size))
         self._dispatcher_thread.start()
+        from risk_monitor.adapters.alertmanager import AlertmanagerSink
+
+        sink = AlertmanagerSink.from_settings(self.engine, self.settings)
+        if sink is not None and self.settings.alertmanager is not None:
+            self._sink_thread = threading.Thread(
+                target=sink.run, name="alertmanager-sink", daemon=True,
+                args=(self._dispatcher_stop, self.settings.alertmanager.poll_s))
+            self._sink_thread.start()
 
     def _live_state(self) -> InMemoryRiskState | None:
         live = getattr(self.provider, "live", None)
@@ -267,6 +276,9 @@ class ServiceApp:
         if self._event_links is not None:
             await asyncio.to_thread(self._event_links.stop)
             self._event_links = None
+        if self._sink_thread is not None:
+            await asyncio.to_thread(self._sink_thread.join, 15)
+            self._sink_thread = None
 
     def _wire_config(self) -> None:
         """Every applied configuration is recorded (limit_config_versions) and, when the

@@ -76,6 +76,12 @@ def test_check_config_prints_masked_configuration(tmp_path: Path) -> None:
                  OKX_ENV, "limits[0].kind", id="limits-unknown-kind"),
     pytest.param(OKX_VENUE, GOOD_LIMITS.replace("warn: 800000", "warn: 1200000"), "", OKX_ENV,
                  "limits[0]", id="limits-warn-above-breach"),
+    pytest.param(OKX_VENUE, GOOD_LIMITS, "slack:\n  routes:\n    - {matchers: ['region=eu'], "
+                 "channel: '#eu'}\n", OKX_ENV, "slack.routes[0].matchers",
+                 id="route-unknown-label"),
+    pytest.param(OKX_VENUE, GOOD_LIMITS, "slack:\n  routes:\n    - {matchers: ['venue=okx'], "
+                 "routes: [{matchers: ['venue=binance'], channel: '#b'}]}\n", OKX_ENV,
+                 "slack.routes[0].routes[0].matchers", id="route-on-unconfigured-venue"),
 ])
 def test_check_config_rejects(tmp_path: Path, venues: str, limits: str, extra: str,
                               env: dict[str, str], key: str) -> None:

@@ -268,3 +268,18 @@ audit_log = sa.Table(
     sa.Index(None, "entry_hash", unique=True),
 )
 
+
+#: what each extra sink (Alertmanager) last received per alert series: the outbox row it was
+#: synced to, the labels it was pushed under, and when to push again (keep-alive / retry)
+sink_deliveries = sa.Table(
+    "sink_deliveries",
+    metadata,
+    sa.Column("sink", sa.String(32), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("outbox_id", BigId, nullable=True),  # the last state delivered (None: none yet)
+    sa.Column("pushed_labels", Json, nullable=True),
+    sa.Column("delivered_at", UtcDateTime(), nullable=True),
+    sa.Column("next_push_at", UtcDateTime(), nullable=True),  # None: resolved, nothing to keep
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text(), nullable=True),
+)

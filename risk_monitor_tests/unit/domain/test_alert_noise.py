@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from risk_monitor.domain.alerts import (
-    RECOMMENDED_HYSTERESIS,
-    RECOMMENDED_KEEP_FIRING_FOR_S,
-    RECOMMENDED_UNKNOWN_FOR_S,
+    DEFAULT_HYSTERESIS,
+    DEFAULT_KEEP_FIRING_FOR_S,
+    DEFAULT_UNKNOWN_FOR_S,
     AlertPolicy,
     AlertRule,
     held_status,
@@ -20,11 +20,18 @@ from risk_monitor.domain.alerts import (
     warmup_grace_s,
 )
 from risk_monitor.domain.model import AlertState, LimitStatus, Notification, NotificationKind
+from risk_monitor.platform.settings import Settings
+from risk_monitor.workflows import alert_policy
 from risk_monitor_tests.fixtures.storage import START, make_result
 
-#: the values docs/storage-and-alerting.md recommends against flapping
-QUIET = AlertPolicy(keep_firing_for_s=RECOMMENDED_KEEP_FIRING_FOR_S,
-                    hysteresis=RECOMMENDED_HYSTERESIS, unknown_for_s=RECOMMENDED_UNKNOWN_FOR_S)
+#: the policy at the default settings (no settings file, no environment)
+QUIET = alert_policy(Settings.model_validate({}))
+
+
+def test_the_default_settings_carry_the_noise_controls() -> None:
+    assert (QUIET.keep_firing_for_s, QUIET.hysteresis, QUIET.unknown_for_s) == (
+        DEFAULT_KEEP_FIRING_FOR_S, DEFAULT_HYSTERESIS, DEFAULT_UNKNOWN_FOR_S)
+    assert QUIET.keep_firing_for_s > 0 and QUIET.hysteresis > 0 and QUIET.unknown_for_s > 0
 
 
 class Desk:
@@ -61,12 +68,12 @@ def _flapping(desk: Desk, policy: AlertPolicy, *, minutes: int = 10, period_s: i
 
 
 @pytest.mark.parametrize("period_s", [30, 60, 90])
-def test_a_flapping_source_for_ten_minutes_is_at_most_one_episode(period_s: int) -> None:
+def test_a_flapping_source_for_ten_minutes_at_the_defaults_is_at_most_one_episode(period_s: int) -> None:
     desk = Desk()
     _flapping(desk, QUIET, period_s=period_s)
     assert len(desk.episodes()) <= 1
     assert desk.kinds() in ([], [("firing", "UNKNOWN")])  # never resolved while it flaps
-    if period_s > RECOMMENDED_UNKNOWN_FOR_S:  # down long enough each time: paged, once
+    if period_s > DEFAULT_UNKNOWN_FOR_S:  # down long enough each time: paged, once
         assert desk.kinds() == [("firing", "UNKNOWN")]
 
 

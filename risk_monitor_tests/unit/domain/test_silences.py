@@ -35,7 +35,8 @@ def _silence(*matchers: str, **kwargs: object) -> Silence:
 def test_labels_come_from_the_notification_and_its_scope() -> None:
     assert labels_of(_note()) == {
         "limit_id": "max_notional", "scope": "venue:binance|instrument:BTC/USDT:USDT",
-        "venue": "binance", "severity": "critical", "status": "BREACH"}
+        "venue": "binance", "severity": "critical", "status": "BREACH", "group": "",
+        "kind": "max_notional"}
     assert labels_of(_note(scope="portfolio"))["venue"] == ""
     # a scope that does not parse names no venue, and never stops delivery with an exception
     assert labels_of(_note(scope="okx"))["venue"] == ""

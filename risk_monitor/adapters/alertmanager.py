@@ -1,0 +1,278 @@
+"""Alertmanager sink (optional, beside Slack): every alert series is mirrored into a real
+Alertmanager through its v2 API (``POST /api/v2/alerts``), so firms route alerts to PagerDuty
+or Opsgenie with the tools they already run.
+
+It reads the same durable outbox the Slack dispatcher delivers from, and keeps its own delivery
+state per series in ``sink_deliveries``: for each alert series, the latest outbox row (a state
+change) is pushed once, retried with backoff until Alertmanager accepts it, and kept alive
+while it fires (Alertmanager resolves an alert that is not re-sent before its ``endsAt``, as it
+does for Prometheus). A ``resolved`` state is pushed with ``endsAt`` set to when it cleared.
+
+Alerts carry labels (``alertname=RiskMonitorLimit``, ``limit_id``, ``scope``, ``venue``,
+``severity``, ``status``, ``group``, ``kind``: the labels silences and routes match on) and
+annotations built by :mod:`risk_monitor.adapters.alert_messages` (summary, description, value
+vs levels, headroom, owner, runbook, dashboard, lineage, trace command). ``generatorURL`` is
+the lineage link. When the status changes (WARN -> BREACH) the label set changes, so the old
+label set is resolved in the same push. Silenced or acknowledged rows (outbox ``suppressed``)
+are not pushed: Alertmanager has silences of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from risk_monitor.adapters.alert_messages import alertmanager_annotations, links
+from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.dispatcher import NOTIFIER_UP, BackoffPolicy
+from risk_monitor.adapters.sql.schema import outbox, sink_deliveries
+from risk_monitor.domain.model import Notification, NotificationKind
+from risk_monitor.domain.silences import labels_of
+from risk_monitor.platform.errors import (
+    NotificationError,
+    NotificationRejectedError,
+    NotifierConfigError,
+)
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.settings import Settings
+
+log = get_logger(__name__)
+
+SINK = "alertmanager"
+ALERTNAME = "RiskMonitorLimit"
+#: endsAt of a firing alert is this many resend intervals ahead (Prometheus uses 4)
+KEEPALIVE_FACTOR = 4
+_BATCH = 500
+
+
+def alert_labels(n: Notification) -> dict[str, str]:
+    """The series' labels in its current status (empty values left out, as Prometheus does)."""
+    return {"alertname": ALERTNAME, **{k: v for k, v in labels_of(n).items() if v}}
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def alert_body(n: Notification, labels: Mapping[str, str], *, ends_at: datetime | None,
+               ui_url: str, dashboard_url: str | None) -> dict[str, Any]:
+    """One entry of ``POST /api/v2/alerts``."""
+    started = codec.parse_time(n.context.get("episode_started_at")) or n.detected_at
+    found = links(n, ui_url, dashboard_url)
+    body: dict[str, Any] = {
+        "labels": dict(labels),
+        "annotations": alertmanager_annotations(n, ui_url, dashboard_url),
+        "startsAt": _iso(started),
+        "generatorURL": found.get("Lineage") or found.get("Dagster run") or found["Asset"],
+    }
+    if ends_at is not None:
+        body["endsAt"] = _iso(ends_at)
+    return body
+
+
+class AlertmanagerClient:
+    """``/api/v2/alerts`` over HTTP; errors become ours (retryable or configuration)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 5.0, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
+
+    def post(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            response = self._http.post("/api/v2/alerts", json=list(alerts))
+        except httpx.HTTPError as exc:
+            raise NotificationError(f"alertmanager unreachable: {type(exc).__name__}",
+                                    source=SINK, retryable=True) from exc
+        status = response.status_code
+        if status < 300:
+            return
+        detail = {"http_status": status, "body": response.text[:300]}
+        if status in (401, 403, 404):
+            raise NotifierConfigError(f"alertmanager refused our configuration ({status})",
+                                      source=SINK, retryable=True, details=detail)
+        if status == 400:
+            raise NotificationRejectedError("alertmanager rejected the alerts (400)",
+                                            source=SINK, details=detail)
+        raise NotificationError(f"alertmanager answered {status}", source=SINK,
+                                retryable=True, details=detail)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` (checks, tests)."""
+        response = self._http.get("/api/v2/alerts")
+        response.raise_for_status()
+        found: list[dict[str, Any]] = response.json()
+        return found
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@dataclass
+class SyncResult:
+    pushed: int = 0  # new states accepted
+    kept_alive: int = 0  # firing alerts re-sent
+    failed: int = 0  # states left for a retry
+
+
+@dataclass(frozen=True)
+class _Due:
+    row_id: int
+    fingerprint: str
+    notification: Notification
+    labels: dict[str, str]
+    new_state: bool
+    attempts: int
+    bodies: list[dict[str, Any]]
+
+
+class AlertmanagerSink:
+    """Mirrors the outbox's latest state per series into Alertmanager (module docstring)."""
+
+    def __init__(self, engine: Engine, client: AlertmanagerClient, *, ui_url: str,
+                 dashboard_url: str | None = None, resend_s: float = 60.0,
+                 backfill_s: float = 3600.0, backoff: BackoffPolicy | None = None,
+                 clock: codec.Clock = codec.utc_now) -> None:
+        self.engine = engine
+        self.client = client
+        self.ui_url = ui_url
+        self.dashboard_url = dashboard_url
+        self.resend_s = resend_s
+        self.backfill_s = backfill_s
+        self.backoff = backoff or BackoffPolicy(initial_s=1.0, max_s=30.0)
+        self.clock = clock
+        self.up = True
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings) -> AlertmanagerSink | None:
+        am = settings.alertmanager
+        if am is None:
+            return None
+        token = (Settings.require_secret(am.token_env, key="alertmanager.token_env")
+                 .get_secret_value() if am.token_env else None)
+        alerts = settings.alerts
+        return cls(engine, AlertmanagerClient(am.url, timeout_s=am.timeout_s, token=token),
+                   ui_url=alerts.dagster_ui_url, dashboard_url=alerts.dashboard_url,
+                   resend_s=am.resend_s, backfill_s=am.backfill_s,
+                   backoff=BackoffPolicy(initial_s=alerts.retry_initial_s,
+                                         max_s=max(alerts.retry_initial_s, alerts.retry_max_s)))
+
+    def _due(self, now: datetime) -> list[_Due]:
+        since = now - timedelta(seconds=self.backfill_s)
+        latest = (sa.select(sa.func.max(outbox.c.id))
+                  .where(outbox.c.status != "suppressed", outbox.c.created_at >= since)
+                  .group_by(outbox.c.fingerprint))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(outbox.c.id, outbox.c.fingerprint, outbox.c.payload)
+                                .where(outbox.c.id.in_(latest))).all()
+            known = {r.fingerprint: r for r in conn.execute(
+                sa.select(sink_deliveries).where(sink_deliveries.c.sink == SINK)).all()}
+        due = []
+        for row in rows:
+            n = codec.notification_from_payload(row.payload)
+            seen = known.get(row.fingerprint)
+            resolved = n.kind is NotificationKind.RESOLVED
+            new_state = seen is None or seen.outbox_id != row.id
+            if new_state:
+                waiting = seen is not None and seen.attempts > 0 and seen.next_push_at is not None \
+                    and seen.next_push_at > now  # backing off after a failure
+            else:
+                waiting = resolved or seen is None or seen.next_push_at is None \
+                    or seen.next_push_at > now
+            if waiting:
+                continue
+            pushed = dict(seen.pushed_labels) if seen is not None and seen.pushed_labels else None
+            if resolved:
+                labels = pushed or alert_labels(n)
+                bodies = [alert_body(n, labels, ends_at=n.detected_at, ui_url=self.ui_url,
+                                     dashboard_url=self.dashboard_url)]
+            else:
+                labels = alert_labels(n)
+                ends = now + timedelta(seconds=KEEPALIVE_FACTOR * self.resend_s)
+                bodies = [alert_body(n, labels, ends_at=ends, ui_url=self.ui_url,
+                                     dashboard_url=self.dashboard_url)]
+                if pushed is not None and pushed != labels:  # the old status is over
+                    bodies.append(alert_body(n, pushed, ends_at=now, ui_url=self.ui_url,
+                                             dashboard_url=self.dashboard_url))
+            due.append(_Due(row.id, row.fingerprint, n, labels, new_state,
+                            seen.attempts if seen is not None else 0, bodies))
+        return due
+
+    def sync_once(self) -> SyncResult:
+        """Push every due state and keep-alive in batches; record the outcome per series."""
+        now = self.clock()
+        result = SyncResult()
+        due = self._due(now)
+        for start in range(0, len(due), _BATCH):
+            batch = due[start:start + _BATCH]
+            try:
+                self.client.post([body for item in batch for body in item.bodies])
+            except NotificationError as error:
+                self._failed(batch, error, now)
+                result.failed += sum(1 for item in batch if item.new_state)
+                continue
+            self._delivered(batch, now)
+            result.pushed += sum(1 for item in batch if item.new_state)
+            result.kept_alive += sum(1 for item in batch if not item.new_state)
+        return result
+
+    def _upsert(self, fingerprint: str, values: dict[str, Any]) -> None:
+        where = (sink_deliveries.c.sink == SINK) & (sink_deliveries.c.fingerprint == fingerprint)
+        with self.engine.begin() as conn:
+            if conn.execute(sa.update(sink_deliveries).where(where).values(**values)).rowcount:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(sink_deliveries).values(
+                        sink=SINK, fingerprint=fingerprint, **values))
+            except IntegrityError:  # another replica recorded it first: same content
+                conn.execute(sa.update(sink_deliveries).where(where).values(**values))
+
+    def _delivered(self, batch: Sequence[_Due], now: datetime) -> None:
+        for item in batch:
+            firing = item.notification.kind is not NotificationKind.RESOLVED
+            self._upsert(item.fingerprint, {
+                "outbox_id": item.row_id, "pushed_labels": item.labels, "delivered_at": now,
+                "next_push_at": now + timedelta(seconds=self.resend_s) if firing else None,
+                "attempts": 0, "last_error": None})
+            if item.new_state:
+                log.info("alert pushed to alertmanager", fingerprint=item.fingerprint,
+                         kind=item.notification.kind.value,
+                         status=item.notification.status.value,
+                         correlation_id=item.notification.correlation_id)
+        self._set_up(True)
+
+    def _failed(self, batch: Sequence[_Due], error: NotificationError, now: datetime) -> None:
+        rejected = isinstance(error, NotificationRejectedError)
+        for item in batch:
+            attempts = item.attempts + 1
+            delay = self.backoff.delay(attempts)
+            values: dict[str, Any] = {"attempts": attempts, "last_error": str(error)[:500],
+                                      "next_push_at": now + timedelta(seconds=delay)}
+            self._upsert(item.fingerprint, values)
+        log.warning("alertmanager push failed; retrying", error=str(error), rejected=rejected,
+                    alerts=len(batch), error_code=error.code)
+        self._set_up(not isinstance(error, NotifierConfigError))
+
+    def _set_up(self, up: bool) -> None:
+        self.up = up
+        NOTIFIER_UP.labels(notifier=SINK).set(1 if up else 0)
+
+    def run(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Sync until ``stop`` is set (the service runs this in a thread)."""
+        while not stop.is_set():
+            try:
+                self.sync_once()
+            except Exception as exc:  # the database blinked: try again next round
+                log.warning("alertmanager sync failed", error=str(exc),
+                            error_class=type(exc).__name__)
+            stop.wait(poll_s)
+        self.client.close()

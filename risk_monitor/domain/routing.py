@@ -1,0 +1,84 @@
+"""Alert routing tree with Alertmanager's semantics (pure; no I/O).
+
+The root route matches every alert and sends it to the channel of its severity (the default
+route). Its child routes are tried in order; a child whose matchers all match takes the alert
+(and its own children are tried in turn, depth first). A matching route with ``continue`` false
+stops the search among its siblings; with ``continue`` true the next siblings are tried too, so
+one alert may go to several channels. When no child matches, the route itself is the result.
+A route without a channel inherits its parent's (the root's is per severity).
+
+Labels are those of silences (:func:`risk_monitor.domain.silences.labels_of`): ``limit_id``,
+``scope``, ``venue``, ``severity``, ``status``, ``group`` (the limit's group from the limits
+document) and ``kind`` (the limit kind).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from risk_monitor.domain.model import Notification
+from risk_monitor.domain.silences import Matcher, labels_of
+
+
+@dataclass(frozen=True)
+class Route:
+    """One node of the tree: matchers (all must match), a channel (None = the parent's),
+    ``continue`` and child routes."""
+
+    matchers: tuple[Matcher, ...] = ()
+    channel: str | None = None
+    continue_: bool = False
+    routes: tuple[Route, ...] = field(default_factory=tuple)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+
+def parse_routes(raw: Sequence[Mapping[str, Any]], *, where: str = "routes") -> tuple[Route, ...]:
+    """Routes from settings-shaped mappings (``matchers`` as ``label=value`` strings,
+    ``channel``, ``continue``, ``routes``); ValueError names the route that is wrong."""
+    parsed = []
+    for i, item in enumerate(raw):
+        here = f"{where}[{i}]"
+        matchers = item.get("matchers") or []
+        if not matchers:
+            raise ValueError(f"{here}: a child route needs at least one matcher")
+        try:
+            found = tuple(Matcher.parse(str(m)) for m in matchers)
+        except ValueError as exc:
+            raise ValueError(f"{here}.matchers: {exc}") from exc
+        channel = item.get("channel")
+        if channel is not None and not str(channel).strip():
+            raise ValueError(f"{here}.channel: empty")
+        children = parse_routes(item.get("routes") or [], where=f"{here}.routes")
+        parsed.append(Route(matchers=found, channel=None if channel is None else str(channel),
+                            continue_=bool(item.get("continue", False)), routes=children))
+    return tuple(parsed)
+
+
+def _walk(route: Route, labels: Mapping[str, str], inherited: str) -> list[str]:
+    channel = route.channel or inherited
+    found: list[str] = []
+    for child in route.routes:
+        if not child.matches(labels):
+            continue
+        found.extend(_walk(child, labels, channel))
+        if not child.continue_:
+            break
+    return found or [channel]
+
+
+def route_channels(routes: Sequence[Route], default_channel: str,
+                   labels: Mapping[str, str]) -> list[str]:
+    """Every channel the alert goes to, first the primary (where its thread lives); no
+    duplicates. ``default_channel`` is the root route's channel (by severity)."""
+    channels = _walk(Route(routes=tuple(routes)), labels, default_channel)
+    return list(dict.fromkeys(channels))
+
+
+def channels_for(n: Notification, routes: Sequence[Route],
+                 by_severity: Mapping[str, str]) -> list[str]:
+    """The channels of one notification (labels from :func:`labels_of`)."""
+    return route_channels(routes, by_severity[n.severity.value], labels_of(n))

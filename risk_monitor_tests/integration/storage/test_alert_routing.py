@@ -1,0 +1,99 @@
+"""The routing tree (``slack.routes``) through the outbox, the real slack_sdk client and the
+Slack simulator: a venue's route receives that venue's alerts, nested routes split it by
+severity (an escalation is posted to the nested critical route with a link back to the thread),
+``continue`` copies an alert to a further route, and everything else takes the default route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from risk_monitor.adapters.notifiers import SlackNotifier
+from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
+from risk_monitor.platform.errors import ConfigError
+from risk_monitor.platform.settings import load_settings
+from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
+from risk_sim.slack import SlackSimulator
+
+pytestmark = pytest.mark.integration
+
+TOKEN_ENV = "RISK_MONITOR_TEST_SLACK_TOKEN"
+OKX = "venue:okx|instrument:BTC/USDT:USDT"
+BINANCE = "venue:binance|instrument:BTC/USDT:USDT"
+ROUTES: list[dict[str, Any]] = [
+    {"matchers": ['venue="okx"'], "channel": "#okx-desk", "continue": True, "routes": [
+        {"matchers": ['severity="critical"'], "channel": "#okx-critical"}]},
+    {"matchers": ['venue="okx"', 'severity="warning"'], "channel": "#desk-warnings"},
+]
+
+
+def _notifier(slack_sim: SlackSimulator, monkeypatch: pytest.MonkeyPatch,
+              routes: list[dict[str, Any]]) -> SlackNotifier:
+    monkeypatch.setenv(TOKEN_ENV, slack_sim.token)
+    settings = load_settings(slack={"token_env": TOKEN_ENV, "base_url": slack_sim.api_base,
+                                    "timeout_s": 2, "routes": routes})
+    return SlackNotifier.from_settings(settings)
+
+
+def _deliver(storage: Storage, notifier: SlackNotifier, clock: FakeClock) -> None:
+    dispatcher = OutboxDispatcher(storage.engine, notifier, clock=clock, notifier_name="slack",
+                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    result = dispatcher.dispatch_once(50)
+    assert (result.retried, result.failed) == (0, 0)
+
+
+def _states(slack_sim: SlackSimulator, channel: str) -> list[tuple[str, str]]:
+    """(kind, status) of the alert states posted in ``channel`` (copies carry no metadata)."""
+    found = []
+    for message in slack_sim.messages_in(channel):
+        meta = (message["params"].get("metadata") or {}).get("event_payload")
+        found.append((meta["kind"], meta["status"]) if meta else ("copy", ""))
+    return found
+
+
+def test_a_venue_route_receives_its_venues_alerts(
+        pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    notifier = _notifier(slack_sim, monkeypatch, ROUTES)
+    for status in ("WARN", "BREACH", "OK"):
+        evaluate(pg_storage, make_result(status, clock.advance(1), scope=OKX))
+        evaluate(pg_storage, make_result(status, clock.advance(1), scope=BINANCE))
+        _deliver(pg_storage, notifier, clock)
+
+    # okx: the thread lives in the venue's route, every state once, in order
+    assert _states(slack_sim, "#okx-desk") == [
+        ("firing", "WARN"), ("escalated", "BREACH"), ("resolved", "OK")]
+    root = slack_sim.messages_in("#okx-desk")[0]
+    assert all(m["thread_ts"] == root["ts"] for m in slack_sim.messages_in("#okx-desk")[1:])
+    # the escalation goes to the nested critical route too, linking back to the thread
+    (escalated,) = slack_sim.messages_in("#okx-critical")
+    assert "escalated from" in escalated["text"]
+    # continue: the okx WARN also matched the next sibling route, which got a copy
+    assert _states(slack_sim, "#desk-warnings") == [("copy", "")]
+    assert ":warning: WARN" in slack_sim.messages_in("#desk-warnings")[0]["text"]
+    # binance matches no route: the default route, by severity
+    assert _states(slack_sim, "#risk-alerts") == [
+        ("firing", "WARN"), ("escalated", "BREACH"), ("resolved", "OK")]
+    assert len(slack_sim.messages_in("#risk-critical")) == 1  # binance's escalation copy
+    assert {m["channel"] for m in slack_sim.messages} == {
+        slack_sim.channel_id(c) for c in ("#okx-desk", "#okx-critical", "#desk-warnings",
+                                          "#risk-alerts", "#risk-critical")}
+
+
+def test_a_breach_first_seen_on_the_venue_posts_to_the_nested_route(
+        pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    notifier = _notifier(slack_sim, monkeypatch, ROUTES)
+    evaluate(pg_storage, make_result("BREACH", clock.advance(1), scope=OKX))
+    _deliver(pg_storage, notifier, clock)
+    assert _states(slack_sim, "#okx-critical") == [("firing", "BREACH")]
+    assert slack_sim.messages_in("#okx-desk") == [] and slack_sim.messages_in("#desk-warnings") \
+        == []
+
+
+def test_a_bad_route_is_refused_at_start(slack_sim: SlackSimulator,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"slack\.routes\[0\]\.matchers"):
+        _notifier(slack_sim, monkeypatch, [{"matchers": ["region=eu"], "channel": "#eu"}])

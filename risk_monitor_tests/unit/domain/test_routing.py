@@ -1,0 +1,98 @@
+"""The alert routing tree: Alertmanager's first-match, ``continue``, nesting and inheritance."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from risk_monitor.domain.alerts import AlertPolicy, AlertRule, plan_alerts
+from risk_monitor.domain.model import Notification
+from risk_monitor.domain.routing import channels_for, parse_routes, route_channels
+from risk_monitor_tests.fixtures.storage import START, make_result
+
+BY_SEVERITY = {"info": "#risk-info", "warning": "#risk-alerts", "critical": "#risk-critical"}
+
+
+def _note(status: str, *, scope: str = "venue:okx|instrument:BTC/USDT:USDT",
+          limit_id: str = "btc_notional", group: str = "") -> Notification:
+    policy = AlertPolicy(rules={limit_id: AlertRule(group=group)} if group else {})
+    plan = plan_alerts({}, [make_result(status, START, scope=scope, limit_id=limit_id)], START,
+                       policy)
+    (note,) = plan.notifications
+    return note
+
+
+TREE = parse_routes([
+    {"matchers": ['venue="okx"'], "channel": "#okx-desk", "routes": [
+        {"matchers": ["severity=critical"], "channel": "#okx-critical"}]},
+    {"matchers": ['group="custody"'], "channel": "#custody", "continue": True},
+    {"matchers": ['limit_id=~"portfolio_.*"'], "channel": "#portfolio"},
+])
+
+
+def test_a_venue_route_takes_its_alerts_and_nests_by_severity() -> None:
+    assert channels_for(_note("WARN"), TREE, BY_SEVERITY) == ["#okx-desk"]
+    assert channels_for(_note("BREACH"), TREE, BY_SEVERITY) == ["#okx-critical"]
+
+
+def test_no_match_falls_back_to_the_default_route_by_severity() -> None:
+    binance = "venue:binance|instrument:BTC/USDT:USDT"
+    assert channels_for(_note("WARN", scope=binance), TREE, BY_SEVERITY) == ["#risk-alerts"]
+    assert channels_for(_note("UNKNOWN", scope=binance), TREE, BY_SEVERITY) == ["#risk-critical"]
+
+
+def test_continue_lets_later_siblings_match_too() -> None:
+    note = _note("WARN", scope="portfolio", limit_id="portfolio_gross", group="custody")
+    assert channels_for(note, TREE, BY_SEVERITY) == ["#custody", "#portfolio"]
+    # without continue the first match wins: okx + custody goes to the okx route only
+    assert channels_for(_note("WARN", group="custody"), TREE, BY_SEVERITY) == ["#okx-desk"]
+
+
+def test_a_continue_route_alone_still_ends_at_its_channel() -> None:
+    note = _note("WARN", scope="portfolio", group="custody")
+    assert channels_for(note, TREE, BY_SEVERITY) == ["#custody"]
+
+
+def test_a_route_without_channel_inherits_its_parent() -> None:
+    tree = parse_routes([{"matchers": ["severity=critical"], "routes": [
+        {"matchers": ['venue="okx"'], "channel": "#okx-pager"}]}])
+    labels = {"severity": "critical", "venue": "binance"}
+    assert route_channels(tree, "#risk-critical", labels) == ["#risk-critical"]
+    assert route_channels(tree, "#risk-critical", {**labels, "venue": "okx"}) == ["#okx-pager"]
+
+
+@pytest.mark.parametrize(("raw", "where"), [
+    ([{"matchers": []}], "routes[0]"),
+    ([{"matchers": ["region=eu"]}], "routes[0].matchers"),
+    ([{"matchers": ['venue=~"("']}], "routes[0].matchers"),
+    ([{"matchers": ["venue=okx"], "routes": [{"matchers": ["nonsense"]}]}],
+     "routes[0].routes[0].matchers"),
+])
+def test_a_bad_route_is_named(raw: list[dict[str, object]], where: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{where.replace('[', '.').replace(']', '.')}"):
+        parse_routes(raw)
+
+
+def test_group_and_kind_are_labels() -> None:
+    note = _note("WARN", group="derivatives")
+    assert note.context["group"] == "derivatives"
+    tree = parse_routes([{"matchers": ['kind="max_notional"', 'group="derivatives"'],
+                          "channel": "#deriv"}])
+    assert channels_for(note, tree, BY_SEVERITY) == ["#deriv"]
+    assert channels_for(replace(note, context={}), tree, BY_SEVERITY) == ["#risk-alerts"]
+
+
+def test_check_config_accepts_a_good_tree_and_names_a_bad_one() -> None:
+    from risk_monitor.config_checks import CheckContext, check_alert_routes
+    from risk_monitor.platform.settings import load_settings
+
+    good = load_settings(venues=[{"id": "okx", "exchange": "okx"}], slack={"routes": [
+        {"matchers": ['venue="okx"'], "channel": "#okx", "continue": True,
+         "routes": [{"matchers": ['severity=~"critical|warning"']}]}]})
+    assert check_alert_routes(good, CheckContext(settings_source="c.yaml")) == []
+    bad = load_settings(venues=[{"id": "okx", "exchange": "okx"}], slack={"routes": [
+        {"matchers": ['venue="okx"'], "routes": [{"matchers": ['severity=~"("']}]}]})
+    (problem,) = check_alert_routes(bad, CheckContext(settings_source="c.yaml"))
+    assert problem.key == "slack.routes[0].routes[0].matchers"
+    assert "regex" in problem.message
