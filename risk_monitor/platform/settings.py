@@ -361,6 +361,42 @@ class ServiceSettings(_Section):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
+class TradingRuleSettings(_Section):
+    """One automatic trading-state rule: while a limit result matches, the scope goes to
+    ``state``."""
+
+    match: str = Field(description="limit kind or limit id; '*' = any")
+    status: Literal["WARN", "BREACH", "UNKNOWN"] = Field(description="limit status that triggers")
+    state: Literal["REDUCING", "HALTED"] = Field(description="trading state while it holds")
+    per_venue: bool = Field(
+        default=False, description="only venue-scoped results count, and they set that venue "
+        "alone (a blind venue halts itself, not the desk)")
+
+
+def _default_trading_rules() -> list[TradingRuleSettings]:
+    return [
+        TradingRuleSettings(match="daily_loss", status="BREACH", state="REDUCING"),
+        TradingRuleSettings(match="drawdown", status="BREACH", state="REDUCING"),
+        TradingRuleSettings(match="*", status="UNKNOWN", state="HALTED", per_venue=True),
+    ]
+
+
+class TradingSettings(_Section):
+    """Trading state (ACTIVE / REDUCING / HALTED) and the pre-trade gate."""
+
+    rules: list[TradingRuleSettings] = Field(
+        default_factory=_default_trading_rules,
+        description="automatic transitions; default: daily_loss or drawdown BREACH -> "
+        "REDUCING (desk), any UNKNOWN on a venue's scope -> HALTED (that venue)")
+    halt_venue_on_source_failure: bool = Field(
+        default=True, description="a venue whose exchange source failed is HALTED")
+    refresh_s: float = Field(
+        default=0.5, gt=0, description="how often the service re-reads manual states (set by "
+        "the CLI or another instance) and audits automatic transitions")
+    recent_orders: int = Field(
+        default=500, ge=10, le=100_000, description="checked orders kept for the dashboard")
+
+
 class Settings(BaseSettings):
     """Everything Risk Monitor reads at start; see docs/configuration.md."""
 
@@ -392,6 +428,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_service: ConfigServiceSettings = Field(default_factory=ConfigServiceSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    trading: TradingSettings = Field(default_factory=TradingSettings)
 
     @classmethod
     def settings_customise_sources(

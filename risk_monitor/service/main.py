@@ -68,6 +68,7 @@ from risk_monitor.service.rest import RestServer, build_app
 from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.sql_state import SqlRiskState
 from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, RiskStateProvider
+from risk_monitor.service.trading import TradingControl, build_trading
 
 log = get_logger(__name__)
 
@@ -126,6 +127,8 @@ class ServiceApp:
         self._dispatcher_thread: threading.Thread | None = None
         self._feed_stop = asyncio.Event()
         self._feed_task: asyncio.Task[None] | None = None
+        self.trading: TradingControl | None = None
+        self._trading_task: asyncio.Task[None] | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -165,11 +168,16 @@ class ServiceApp:
         await self.config_watcher.start()
         self._start_dispatcher()
         await self._start_hot_path()
+        self.trading = build_trading(settings, self.engine, self.provider, self._live_state(),
+                                     self.instance_id)
+        self._trading_task = asyncio.create_task(self.trading.run(self._feed_stop),
+                                                 name="trading-state")
 
         self.readiness = Readiness(self._checks(), interval_s=self.check_interval_s,
                                    timeout_s=max(2.0, self.check_interval_s * 2))
         self.readiness.on_change(self.health.set_all)
-        servicer = RiskMonitorServicer(self.provider, config_status=self.config_status)
+        servicer = RiskMonitorServicer(self.provider, config_status=self.config_status,
+                                       trading=self.trading)
         self.grpc = GrpcServer(servicer, self.health, host=settings.service.grpc_host,
                                port=settings.service.grpc_port, security=self.security)
         try:
@@ -179,7 +187,8 @@ class ServiceApp:
                                f"{settings.service.grpc_port}: {exc}", source="grpc") from exc
         identity = {"service": settings.service.service_name, "instance_id": self.instance_id}
         app = build_app(self.readiness, self.provider, identity=identity,
-                        config_status=self.config_status, security=self.security)
+                        config_status=self.config_status, security=self.security,
+                        trading=self.trading)
         self.rest = RestServer(app, host=settings.service.rest_host,
                                port=settings.service.rest_port, tls=self.security.tls)
         try:
@@ -254,6 +263,10 @@ class ServiceApp:
                 self._feed_task.cancel()
                 log.warning("quote_feed_not_stopped_cleanly", error=type(exc).__name__)
             self._feed_task = None
+        if self._trading_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._trading_task, timeout=15)
+            self._trading_task = None
         if self._dispatcher_thread is not None:
             self._dispatcher_stop.set()
             if self.dispatcher is not None:

@@ -268,3 +268,15 @@ audit_log = sa.Table(
     sa.Index(None, "entry_hash", unique=True),
 )
 
+
+trading_states = sa.Table(
+    "trading_states",
+    metadata,
+    # the operator-set (manual) trading state per scope: "global" or "venue:<id>"
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # ACTIVE | REDUCING | HALTED
+    sa.Column("changed_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("changed_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint("state IN ('ACTIVE', 'REDUCING', 'HALTED')", name="state_known"),
+)
