@@ -90,7 +90,7 @@ class RealisedPnl:
 
 def settle_of(instrument: str) -> str:
     """``BTC/USDT:USDT`` -> USDT; a spot symbol's quote otherwise."""
-    base, _, rest = instrument.partition("/")
+    _, _, rest = instrument.partition("/")
     quote, _, settle = rest.partition(":")
     return settle or quote
 
