@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+import pandas as pd
+
 from risk_monitor.domain.model import LimitResult, LimitStatus
 from risk_monitor.domain.scopes import scope_key
 
@@ -90,11 +92,16 @@ def reconcile(desk: Mapping[ItemKey, float], exchange: Mapping[ItemKey, float],
     ``blind``: venues whose report is missing or failed (their items are UNKNOWN). An item one
     book lacks counts as zero in it, as long as that book's venue reported.
     ``tolerances``: per item (asset or instrument) overrides of ``default``.
+    Balances are compared only on venues where the desk's book holds balances (a desk that
+    books positions only does not track wallet cash); positions are compared everywhere.
     """
     ex_venues, cu_venues, blind_venues = set(exchange_venues), set(custodian_venues), set(blind)
+    booked_cash = {v for (v, _, kind) in desk if kind == "balance"}
     out: list[Break] = []
     keys = set(desk) | set(exchange) | set(custodian)
     for venue, item, kind in sorted(keys):
+        if kind == "balance" and venue not in booked_cash:
+            continue
         key = (venue, item, kind)
         if venue in cu_venues:
             book, reported_book = Book.CUSTODIAN, custodian
@@ -148,3 +155,22 @@ def desk_book(position_deltas: Iterable[tuple[str, str, float]],
         key = (venue, instrument, "position")
         book[key] = book.get(key, 0.0) + qty
     return book
+
+
+def reported_books(positions: pd.DataFrame, balances: pd.DataFrame
+                   ) -> tuple[dict[ItemKey, float], dict[ItemKey, float]]:
+    """(exchange book, custodian book) from collected positions (POSITION_COLUMNS) and
+    balances (BALANCE_COLUMNS): signed position quantity per (venue, instrument) and total
+    balance per (venue, asset), summed over accounts."""
+    exchange: dict[ItemKey, float] = {}
+    custodian: dict[ItemKey, float] = {}
+    if len(positions):
+        grouped = positions.groupby(["venue", "instrument"], as_index=False)["quantity"].sum()
+        for row in grouped.itertuples(index=False):
+            exchange[(str(row.venue), str(row.instrument), "position")] = float(row.quantity)
+    if len(balances):
+        totals = balances.groupby(["source_type", "venue", "asset"], as_index=False)["total"].sum()
+        for row in totals.itertuples(index=False):
+            book = custodian if row.source_type == "custodian" else exchange
+            book[(str(row.venue), str(row.asset), "balance")] = float(row.total)
+    return exchange, custodian

@@ -395,6 +395,24 @@ class TradingSettings(_Section):
         "the CLI or another instance) and audits automatic transitions")
     recent_orders: int = Field(
         default=500, ge=10, le=100_000, description="checked orders kept for the dashboard")
+    desk_book_key: str = Field(
+        default="rm:desk:book", description="Redis HASH where the trading client publishes "
+        "the desk's expected book (adapters/redis_desk_book.py)")
+    reconciliation_abs_tolerance: float = Field(
+        default=1e-6, ge=0, description="a book difference below this (base units) is no break")
+    reconciliation_rel_tolerance: float = Field(
+        default=1e-4, ge=0, description="... nor below this fraction of the larger book")
+    realised_abs_tolerance: float = Field(
+        default=1.0, ge=0, description="rebuilt vs venue realised P&L: tolerated difference "
+        "(settle currency)")
+    realised_rel_tolerance: float = Field(
+        default=1e-4, ge=0, description="... or this fraction of the venue's figure")
+    private_streams: bool = Field(
+        default=True, description="follow fills and positions through the venues' private "
+        "websockets (ccxt.pro) where they have them; REST poll as fallback")
+    fill_rest_poll_s: float = Field(
+        default=5.0, gt=0, description="REST poll of positions and fills behind the private "
+        "stream (fallback and reconciliation)")
 
 
 class Settings(BaseSettings):
