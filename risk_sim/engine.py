@@ -182,6 +182,26 @@ class TradingEngine:
                 return
             yield price, (None if level == MAX_LEVELS - 1 else size)
 
+    def set_liquidity(self, symbol: str, depth: Any | None, level_bps: float | None = None
+                      ) -> None:
+        """Book depth (base units per level; None: unlimited at the touch) from now on."""
+        with self._lock:
+            spec = self.instrument_specs.get(symbol)
+            if spec is None:
+                raise UnknownInstrument(f"no instrument {symbol!r} in the market")
+            if depth is not None and dec(depth) <= 0:
+                raise ValueError("depth must be > 0")
+            spec.depth = None if depth is None else dec(depth)
+            if level_bps is not None:
+                if level_bps < 0:
+                    raise ValueError("level_bps must be >= 0")
+                spec.level_bps = float(level_bps)
+
+    def set_resting_orders(self, enabled: bool) -> None:
+        """Let limit orders that do not cross rest on the book (else they are rejected)."""
+        with self._lock:
+            self.spec.resting_orders = bool(enabled)
+
     # -- orders ---------------------------------------------------------------------------------
     def place_order(self, venue: str, account: str, symbol: str, *, side: str, amount: Any,
                     order_type: str = "market", price: Any | None = None,
@@ -244,7 +264,7 @@ class TradingEngine:
         quote = self._published[(venue, inst.symbol)]
         touch = quote.ask if side == "buy" else quote.bid
         limit_price: Decimal | None = None
-        resting = bool(getattr(self.spec, "resting_orders", False))
+        resting = self.spec.resting_orders
         if order_type == "limit":
             if price is None:
                 raise OrderRejected("bad_quantity", "a limit order needs a price")
@@ -570,6 +590,7 @@ class TradingEngine:
                             balance.wallet = money(balance.wallet + amount)
                             balance.updated_ms = now
                             acc.funding[settle] = acc.funding.get(settle, ZERO) + amount
+                            acc.funding_log.append((now, pos.symbol, settle, amount))
                             paid[(acc.name, pos.symbol)] = amount
                             self._event_locked(acc, pos.symbol, reason="FUNDING_FEE",
                                                funding=amount)

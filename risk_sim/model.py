@@ -307,6 +307,7 @@ class Account:
     realized_pnl: dict[str, Decimal] = field(default_factory=dict)  # per settle asset, all time
     fees_paid: dict[str, Decimal] = field(default_factory=dict)
     funding: dict[str, Decimal] = field(default_factory=dict)  # credited (negative: paid)
+    funding_log: list[tuple[int, str, str, Decimal]] = field(default_factory=list)  # ms, sym, ccy
 
     def leverage_for(self, symbol: str) -> int:
         return self.leverage.get(symbol, self.default_leverage)
