@@ -288,9 +288,9 @@ class BinancePrivate:
     def listen_key_account(self, conn: WsConnection) -> str | bool | None:
         """The account of a user-data connection; None: public; False: a bad listen key."""
         key = conn.request.query.get("listenKey")
-        if key is None:
-            last = conn.path.rstrip("/").rsplit("/", 1)[-1]
-            if last in self._listen_keys:
+        if key is None and conn.path.startswith("/ws/"):  # the classic /ws/<listenKey>
+            last = conn.path[len("/ws/"):].rstrip("/")
+            if last and "/" not in last and "@" not in last and not last.startswith("!"):
                 key = last
         if key is None:
             return None
