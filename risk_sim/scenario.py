@@ -80,6 +80,9 @@ class InstrumentModel(_Model):
     spread_bps: float = Field(default=1.0, ge=0, le=1000)
     funding_rate: Decimal = Decimal("0.0001")
     volume_24h: Decimal = Decimal("10000")
+    depth: Decimal | None = Field(default=None, gt=0, description="base units per book level; "
+                                  "unset: unlimited liquidity at the touch")
+    level_bps: float = Field(default=1.0, ge=0, le=1000)
     venues: dict[VenueName, dict[str, Any]] | None = None
 
     _price = field_validator("price")(_positive)
@@ -306,6 +309,8 @@ class Scenario(_Model):
     description: str = ""
     seed: int = 0
     step_seconds: float = Field(default=1.0, gt=0, le=3600)
+    resting_orders: bool = Field(default=False, description="limit orders that do not cross "
+                                 "rest on the book (otherwise they are rejected)")
     instruments: dict[str, InstrumentModel] = Field(min_length=1)
     venues: dict[VenueName, VenueModel] = Field(default_factory=_default_venues)
     custodian: CustodianModel = Field(default_factory=CustodianModel)
@@ -324,12 +329,12 @@ class Scenario(_Model):
         """The market model's specification (``seed`` overrides the file's)."""
         return MarketSpec(
             seed=self.seed if seed is None else seed,
-            step_seconds=self.step_seconds,
+            step_seconds=self.step_seconds, resting_orders=self.resting_orders,
             instruments=[InstrumentSpec(
                 symbol=s, price=m.price, volatility=m.volatility,
                 mark_premium_bps=m.mark_premium_bps, spread_bps=m.spread_bps,
-                funding_rate=m.funding_rate, volume_24h=m.volume_24h,
-                venues=None if m.venues is None else {k: dict(v) for k, v in m.venues.items()})
+                funding_rate=m.funding_rate, volume_24h=m.volume_24h, depth=m.depth,
+                level_bps=m.level_bps, venues=None if m.venues is None else {k: dict(v) for k, v in m.venues.items()})
                 for s, m in self.instruments.items()],
             venues=[VenueSpec(
                 name=v, basis_bps=vm.basis_bps, maker_fee=vm.fees.maker, taker_fee=vm.fees.taker,
