@@ -35,10 +35,17 @@ def _when(ms: Any) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, UTC) if value is not None else None
 
 
-def map_trade(trade: Mapping[str, Any], *, venue: str, account: str) -> Fill:
-    """One ccxt unified trade as a Fill; DataValidationError names a bad field."""
+def map_trade(trade: Mapping[str, Any], *, venue: str, account: str,
+              markets: Mapping[str, Mapping[str, Any]] | None = None) -> Fill:
+    """One ccxt unified trade as a Fill (``amount`` is in contracts on derivatives markets:
+    times the market's contract size gives base units); DataValidationError names a bad
+    field."""
     info = trade.get("info") or {}
     quantity, price = _float(trade.get("amount")), _float(trade.get("price"))
+    market = (markets or {}).get(str(trade.get("symbol") or "")) or {}
+    size = _float(market.get("contractSize")) if market.get("contract") else None
+    if quantity is not None and size:
+        quantity *= size
     side = str(trade.get("side") or "").lower()
     if quantity is None or quantity <= 0 or price is None or price <= 0 \
             or side not in ("buy", "sell") or not trade.get("symbol"):
@@ -58,8 +65,9 @@ def map_trade(trade: Mapping[str, Any], *, venue: str, account: str) -> Fill:
         reported_realised=reported)
 
 
-def map_trades(trades: Iterable[Mapping[str, Any]], *, venue: str, account: str) -> list[Fill]:
-    return [map_trade(t, venue=venue, account=account) for t in trades]
+def map_trades(trades: Iterable[Mapping[str, Any]], *, venue: str, account: str,
+               markets: Mapping[str, Mapping[str, Any]] | None = None) -> list[Fill]:
+    return [map_trade(t, venue=venue, account=account, markets=markets) for t in trades]
 
 
 def map_funding(rows: Iterable[Mapping[str, Any]], *, venue: str, account: str
@@ -99,7 +107,8 @@ class CcxtTradeHistory:
             client.load_markets()
             for symbol in symbols:
                 trades = client.fetch_my_trades(symbol, since_ms)
-                fills += map_trades(trades, venue=self.venue, account=self.account)
+                fills += map_trades(trades, venue=self.venue, account=self.account,
+                                    markets=client.markets)
         except DataValidationError:
             raise
         except Exception as exc:

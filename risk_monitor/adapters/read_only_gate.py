@@ -59,6 +59,10 @@ CCXT_READ_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
         # (realised P&L, commissions, funding)
         ("GET", "/fapi/v1/userTrades"),
         ("GET", "/fapi/v1/income"),
+        # the user-data stream's listen key (service/private_stream.py): a session for the
+        # private websocket, no order, transfer or setting
+        ("POST", "/fapi/v1/listenKey"),
+        ("PUT", "/fapi/v1/listenKey"),
     ),
     "okx": (
         ("GET", "/api/v5/public/instruments"),

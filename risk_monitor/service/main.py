@@ -63,6 +63,7 @@ from risk_monitor.service.health import (
     static_check,
 )
 from risk_monitor.service.hot_path import HotPath, run_quote_source
+from risk_monitor.service.private_stream import FillLedger, PrivateStreams, streamed_accounts
 from risk_monitor.service.registration import ServiceRegistration, instance_info
 from risk_monitor.service.rest import RestServer, build_app
 from risk_monitor.service.security import ServiceSecurity
@@ -128,6 +129,8 @@ class ServiceApp:
         self._feed_stop = asyncio.Event()
         self._feed_task: asyncio.Task[None] | None = None
         self.trading: TradingControl | None = None
+        self.fill_ledger = FillLedger()
+        self.private_streams: PrivateStreams | None = None
         self._trading_task: asyncio.Task[None] | None = None
 
     @property
@@ -169,7 +172,7 @@ class ServiceApp:
         self._start_dispatcher()
         await self._start_hot_path()
         self.trading = build_trading(settings, self.engine, self.provider, self._live_state(),
-                                     self.instance_id)
+                                     self.instance_id, fills=self.fill_ledger)
         self._trading_task = asyncio.create_task(self.trading.run(self._feed_stop),
                                                  name="trading-state")
 
@@ -237,9 +240,14 @@ class ServiceApp:
         live = self._live_state()
         if settings.service.hot_path and watched and live is not None:
             dispatcher = self.dispatcher
-            self.hot_path = HotPath(settings, live, Storage.on(self.engine),
-                                    instance_id=self.instance_id,
-                                    wake=dispatcher.wake if dispatcher is not None else None)
+            streamed = streamed_accounts(settings, self.fill_ledger)  # trading: private streams
+            if streamed is not None:
+                self.private_streams = streamed[2]
+                self.private_streams.start()
+            self.hot_path = HotPath(streamed[0] if streamed else settings, live,
+                                    Storage.on(self.engine), instance_id=self.instance_id,
+                                    wake=dispatcher.wake if dispatcher is not None else None,
+                                    accounts=streamed[1] if streamed else None)
             await self.hot_path.start()
             self.config_state.on_applied(self.hot_path.on_config)
         elif settings.service.hot_path and watched:
@@ -254,6 +262,8 @@ class ServiceApp:
 
     async def _stop_hot_path(self) -> None:
         self._feed_stop.set()
+        if self.private_streams is not None:
+            await self.private_streams.stop()
         if self.hot_path is not None:
             await self.hot_path.stop()
         if self._feed_task is not None:

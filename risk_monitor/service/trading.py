@@ -42,6 +42,7 @@ from risk_monitor.platform.errors import TradingControlError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings, TradingSettings
+from risk_monitor.service.private_stream import FillLedger
 from risk_monitor.service.state import InMemoryRiskState
 
 log = get_logger(__name__)
@@ -109,6 +110,8 @@ class TradingControl:
         self._auto_of: tuple[object, object] = (None, None)
         self._in_force: dict[str, TradingVerdict] = {}
         self._recent: deque[CheckedOrder] = deque(maxlen=settings.recent_orders)
+        #: fills seen on the private streams (service/private_stream.py), when they run
+        self.fills: FillLedger | None = None
 
     # -- the gate -----------------------------------------------------------------------------
     def verdict(self, venue: str, results: Sequence[LimitResult] | None = None,
@@ -223,7 +226,8 @@ def verdict_as_dict(scope: str, verdict: TradingVerdict) -> dict[str, str]:
 
 
 def build_trading(settings: Settings, engine: Engine, provider: object,
-                  live: InMemoryRiskState | None, instance_id: str) -> TradingControl:
+                  live: InMemoryRiskState | None, instance_id: str,
+                  fills: FillLedger | None = None) -> TradingControl:
     """The service's TradingControl, attached to the live state as its CheckOrder gate."""
     def inputs() -> tuple[Sequence[LimitResult], Sequence[SourceStatus]]:
         if live is not None and live.evaluated:
@@ -233,6 +237,7 @@ def build_trading(settings: Settings, engine: Engine, provider: object,
 
     control = TradingControl(settings.trading, SqlTradingStates(engine), inputs=inputs,
                              venues=[v.id for v in settings.venues], instance_id=instance_id)
+    control.fills = fills
     if live is not None:
         live.trading = control
     return control

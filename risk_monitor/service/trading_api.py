@@ -30,6 +30,28 @@ def trading_document(control: TradingControl) -> dict[str, Any]:
     }
 
 
+def fills_document(control: TradingControl, limit: int = 100) -> dict[str, Any]:
+    """Recent fills from the private streams and the realised P&L rebuilt from them."""
+    ledger = control.fills
+    if ledger is None:
+        return {"streaming": False, "fills": [], "realised": []}
+    return {
+        "streaming": True,
+        "fills": [{"seen_at": at.isoformat(), "venue": f.venue, "instrument": f.instrument,
+                   "side": f.side, "quantity": f.quantity, "price": f.price, "fee": f.fee,
+                   "fee_currency": f.fee_currency, "trade_id": f.trade_id,
+                   "order_id": f.order_id, "client_order_id": f.client_order_id,
+                   "time": f.timestamp.isoformat() if f.timestamp else None}
+                  for at, f in ledger.recent(limit)],
+        "realised": [{"venue": b.venue, "account": b.account, "instrument": b.instrument,
+                      "fills": b.fills, "position": b.position, "avg_entry": b.avg_entry,
+                      "gross": b.gross, "fees": b.fees, "funding": b.funding, "net": b.net,
+                      "venue_reported": b.reported, "complete": b.complete}
+                     for b in sorted(ledger.snapshot(),
+                                     key=lambda b: (b.venue, b.instrument))],
+    }
+
+
 def trading_routes(control: TradingControl) -> list[Route]:
     async def get_state(_: Request) -> JSONResponse:
         return JSONResponse(await asyncio.to_thread(trading_document, control))
@@ -56,7 +78,11 @@ def trading_routes(control: TradingControl) -> list[Route]:
                                 status_code=400)
         return JSONResponse({"orders": [c.as_dict() for c in control.recent_checks(limit)]})
 
+    async def fills(request: Request) -> JSONResponse:
+        return JSONResponse(fills_document(control))
+
     return [
+        Route("/v1/trading/fills", fills, methods=["GET"]),
         Route("/v1/trading/state", get_state, methods=["GET"]),
         Route("/v1/trading/state", set_state, methods=["POST"]),
         Route("/v1/trading/orders", orders, methods=["GET"]),
