@@ -410,9 +410,9 @@ class TradingSettings(_Section):
     private_streams: bool = Field(
         default=True, description="follow fills and positions through the venues' private "
         "websockets (ccxt.pro) where they have them; REST poll as fallback")
-    fill_rest_poll_s: float = Field(
-        default=5.0, gt=0, description="REST poll of positions and fills behind the private "
-        "stream (fallback and reconciliation)")
+    fill_rest_poll_s: float | None = Field(
+        default=None, gt=0, description="REST read of positions behind the private stream "
+        "(fallback and reconciliation); default: service.positions_poll_s")
 
 
 class Settings(BaseSettings):

@@ -39,6 +39,8 @@ from risk_monitor.platform.settings import Settings, VenueSettings
 from risk_monitor.ports import ExchangeAccount
 
 log = get_logger(__name__)
+#: longest long poll of a streamed account: positions are re-stamped at least this often
+HEARTBEAT_S = 1.0
 #: trades looked at per private-stream message (more than a burst of partial fills)
 TRADE_TAIL = 200
 
@@ -58,6 +60,27 @@ class PositionHub:
         self._frames: dict[str, pd.DataFrame] = {}
         self._alive: dict[str, bool] = {}
         self._closed = False
+        #: (venue, account, instrument) -> (signed base quantity, average entry) at the first
+        #: REST read: where the fill ledger's books start
+        self._opening: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self._opened: set[str] = set()
+
+    def set_opening(self, venue: str, frame: pd.DataFrame) -> None:
+        """Record the venue's positions once (the first REST read before any streamed fill)."""
+        with self._cond:
+            if venue in self._opened:
+                return
+            self._opened.add(venue)
+            for venue_id, account, instrument, quantity, entry_price in zip(
+                    frame["venue"], frame["account"], frame["instrument"], frame["quantity"],
+                    frame["entry_price"], strict=True):
+                key = (str(venue_id), str(account), str(instrument))
+                qty, entry = self._opening.get(key, (0.0, 0.0))
+                self._opening[key] = (qty + float(quantity),
+                                      float(entry_price) if qty == 0 else entry)
+
+    def opening_of(self, key: tuple[str, str, str]) -> tuple[float, float]:
+        return self._opening.get(key, (0.0, 0.0))
 
     def publish(self, venue: str, frame: pd.DataFrame) -> None:
         with self._cond:
@@ -122,7 +145,10 @@ class StreamedAccount:
         """Long poll: the stream's positions as soon as they change, REST when it is due."""
         due = self._last_rest + self.rest_every_s
         if self.hub.alive(self.venue) and self._seen == self.hub.version:
-            self._seen = self.hub.wait_change(self._seen, due - time.monotonic())
+            # a quiet stream still answers every HEARTBEAT_S: its view is current, and the
+            # hot path must not see the positions age into "stale"
+            self._seen = self.hub.wait_change(
+                self._seen, min(due - time.monotonic(), HEARTBEAT_S))
         else:
             self._seen = self.hub.version
         streamed = self.hub.frame(self.venue)
@@ -130,6 +156,7 @@ class StreamedAccount:
             frame = self.rest.fetch_positions()
             self._last_rest = time.monotonic()
             self._baseline = frame
+            self.hub.set_opening(self.venue, frame)
             return frame
         return self._current(streamed)
 
@@ -137,9 +164,9 @@ class StreamedAccount:
         """The stream's rows as of now (a connected stream is current), marks filled in from
         the last REST read where the stream gives none."""
         frame = streamed.copy()
-        now = pd.Timestamp(self.clock())
-        frame["received_at"] = now
-        frame["timestamp"] = now
+        now = pd.Timestamp(self.clock()).as_unit("ns")
+        for column in ("received_at", "timestamp"):
+            frame[column] = pd.Series(now, index=frame.index, dtype="datetime64[ns, UTC]")
         if len(frame) and frame["mark_price"].isna().any():
             marks: dict[str, float] = {}
             if self._baseline is not None and len(self._baseline):
@@ -164,14 +191,19 @@ class FillLedger:
         self._lock = threading.Lock()
         self._recent: deque[tuple[datetime, Fill]] = deque(maxlen=capacity)
         self.books: dict[tuple[str, str, str], RealisedPnl] = {}
+        #: where a new book starts: the position held before the first followed fill
+        self.opening: Callable[[tuple[str, str, str]], tuple[float, float]] = \
+            lambda _key: (0.0, 0.0)
 
     def add(self, fill: Fill, seen_at: datetime) -> bool:
         """Book one fill; False when it was seen before (streams replay on reconnect)."""
         with self._lock:
             book = self.books.get(fill.key)
             if book is None:
-                book = self.books[fill.key] = RealisedPnl(*fill.key, settle=settle_of(
-                    fill.instrument))
+                position, entry = self.opening(fill.key)
+                book = self.books[fill.key] = RealisedPnl(
+                    *fill.key, settle=settle_of(fill.instrument), position=position,
+                    avg_entry=entry)
             before = book.fills
             apply_fill(book, fill)
             if book.fills == before:
@@ -301,8 +333,10 @@ def streamed_accounts(settings: Settings, ledger: FillLedger
     from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 
     hub = PositionHub()
+    ledger.opening = hub.opening_of
     accounts = [StreamedAccount(CcxtExchangeAccount.from_settings(settings, v), hub,
-                                rest_every_s=settings.trading.fill_rest_poll_s)
+                                rest_every_s=settings.trading.fill_rest_poll_s
+                                or settings.service.positions_poll_s)
                 for v in settings.venues]
     hot = settings.model_copy(update={"service": settings.service.model_copy(
         update={"positions_poll_s": STREAMED_POLL_S})})
