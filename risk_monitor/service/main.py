@@ -70,6 +70,7 @@ from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.sql_state import SqlRiskState
 from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, RiskStateProvider
 from risk_monitor.service.trading import TradingControl, build_trading
+from risk_monitor.service.trading_dashboard import build_trading_dashboard
 
 log = get_logger(__name__)
 
@@ -173,6 +174,9 @@ class ServiceApp:
         await self._start_hot_path()
         self.trading = build_trading(settings, self.engine, self.provider, self._live_state(),
                                      self.instance_id, fills=self.fill_ledger)
+        trading_dashboard = build_trading_dashboard(
+            settings, self.trading, self.provider, engine=self.engine, hot_path=self.hot_path,
+            redis_client=self.redis)
         self._trading_task = asyncio.create_task(self.trading.run(self._feed_stop),
                                                  name="trading-state")
 
@@ -191,7 +195,7 @@ class ServiceApp:
         identity = {"service": settings.service.service_name, "instance_id": self.instance_id}
         app = build_app(self.readiness, self.provider, identity=identity,
                         config_status=self.config_status, security=self.security,
-                        trading=self.trading)
+                        trading=self.trading, trading_dashboard=trading_dashboard)
         self.rest = RestServer(app, host=settings.service.rest_host,
                                port=settings.service.rest_port, tls=self.security.tls)
         try:

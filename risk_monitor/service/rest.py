@@ -50,6 +50,7 @@ from risk_monitor.service.security import (
 from risk_monitor.service.state import RiskStateProvider
 from risk_monitor.service.trading import TradingControl
 from risk_monitor.service.trading_api import trading_routes
+from risk_monitor.service.trading_dashboard import TradingDashboard, trading_dashboard_routes
 from risk_monitor.service.validation import loggable
 
 log = get_logger(__name__)
@@ -63,7 +64,8 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
               config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
               registry: CollectorRegistry = REGISTRY,
               security: ServiceSecurity | None = None,
-              trading: TradingControl | None = None) -> Starlette:
+              trading: TradingControl | None = None,
+              trading_dashboard: TradingDashboard | None = None) -> Starlette:
     """The routes, behind bearer-token authentication when ``security`` has tokens."""
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "alive", "version": __version__, **identity})
@@ -107,6 +109,8 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
         *dashboard_routes(Dashboard.for_provider(provider, config_status=config_status)),
         *alert_control_routes(provider),
         *(trading_routes(trading) if trading is not None else ()),
+        *(trading_dashboard_routes(trading_dashboard) if trading_dashboard is not None
+          else ()),
     ], middleware=[Middleware(BearerAuthMiddleware, security=security or ServiceSecurity.open())],
         exception_handlers={HTTPException: _http_error, Exception: _server_error})
 

@@ -112,6 +112,8 @@ class TradingControl:
         self._recent: deque[CheckedOrder] = deque(maxlen=settings.recent_orders)
         #: fills seen on the private streams (service/private_stream.py), when they run
         self.fills: FillLedger | None = None
+        #: called after every refresh with the time (the dashboard samples its charts)
+        self.on_refresh: list[Callable[[datetime], None]] = []
 
     # -- the gate -----------------------------------------------------------------------------
     def verdict(self, venue: str, results: Sequence[LimitResult] | None = None,
@@ -202,6 +204,11 @@ class TradingControl:
             if self.store is not None:
                 self.store.record_automatic(changes, at=self.clock(),
                                             instance_id=self.instance_id)
+        for listener in self.on_refresh:
+            try:
+                listener(self.clock())
+            except Exception as exc:  # a chart sample never stops the trading state
+                log.warning("trading_refresh_listener_failed", error=type(exc).__name__)
         return changes
 
     async def run(self, stop: asyncio.Event) -> None:
