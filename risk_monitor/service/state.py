@@ -28,7 +28,12 @@ from risk_monitor.domain.engine import RiskReport, RiskSnapshot, evaluate
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, Notification, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
-from risk_monitor.domain.trading_state import ACTIVE_VERDICT, ReasonCode, TradingVerdict
+from risk_monitor.domain.trading_state import (
+    ACTIVE_VERDICT,
+    ReasonCode,
+    TradingState,
+    TradingVerdict,
+)
 
 __all__ = ["OrderRequest"]  # the domain's order type is this API's too
 
@@ -352,6 +357,9 @@ class InMemoryRiskState:
                         source=IN_MEMORY, code=ReasonCode.INVALID_ORDER,
                         trading_state=trading.state.value)
         if report is None or config is None:
+            if trading.state is TradingState.HALTED:  # the operator's word comes first
+                return deny(f"DENY {trading.describe}", now, config_version=version,
+                            code=ReasonCode.TRADING_HALTED, trading_state=trading.state.value)
             return deny("no risk evaluation yet: positions or limits unknown (fail closed)",
                         now, config_version=version, trading_state=trading.state.value)
         return decision_of(check_order(report, config, order, now, trading), report, config,
