@@ -135,17 +135,14 @@ def check_order(
         return OrderCheck(False, [f"DENY {leg_problem}"], [],
                           codes=_codes(ReasonCode.INVALID_ORDER), trading_state=trading.state)
     notional = order.quantity * mark * rate if math.isfinite(mark * rate) else None
+    # the trading state speaks first; the limits are still projected so the desk sees them
     gated = gate(trading, reducing=delta.reducing)
-    if not gated.allowed:
-        code = gated.code or ReasonCode.TRADING_HALTED
-        return OrderCheck(False, [gated.reason], [], notional, codes=_codes(code),
-                          trading_state=trading.state, reducing=delta.reducing)
-    codes: list[ReasonCode] = []
+    codes: list[ReasonCode] = [gated.code] if gated.code is not None else []
     if gated.reason:
         reasons.append(gated.reason)
 
     projected: list[LimitResult] = []
-    allowed = True
+    allowed = gated.allowed
     elapsed_s = max(0.0, (ns_of(now) - state.freshness.now_ns) / 1e9)
     portfolio_after = project_portfolio(state.portfolio, delta.equity_usd)
     for definition in config.limits:

@@ -408,7 +408,7 @@ class TradingSettings(_Section):
     realised_rel_tolerance: float = Field(
         default=1e-4, ge=0, description="... or this fraction of the venue's figure")
     private_streams: bool = Field(
-        default=True, description="follow fills and positions through the venues' private "
+        default=False, description="follow fills and positions through the venues' private "
         "websockets (ccxt.pro) where they have them; REST poll as fallback")
     fill_rest_poll_s: float | None = Field(
         default=None, gt=0, description="REST read of positions behind the private stream "

@@ -7,6 +7,7 @@ measured in ``bench/bench_fill_to_alert.py``; here order and content are asserte
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,16 +28,25 @@ from risk_monitor_tests.fixtures.sims import ccxt_client
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 60.0
+STREAMS_ENV = "RISK_MONITOR_TRADING__PRIVATE_STREAMS"
 
 
 @pytest.fixture(scope="module")
 def rig(redis_url: str, module_postgres_url: str, module_redis_prefix: str,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[HotPathRig]:
     # REST positions only every 30 s: what arrives sooner came through the private stream
-    with running_rig(database_url=module_postgres_url, redis_url=redis_url,
-                     prefix=module_redis_prefix, tmp=tmp_path_factory.mktemp("streams"),
-                     service={"positions_poll_s": 30.0}) as running:
-        yield running
+    saved = os.environ.get(STREAMS_ENV)
+    os.environ[STREAMS_ENV] = "true"  # trading.private_streams (opt-in)
+    try:
+        with running_rig(database_url=module_postgres_url, redis_url=redis_url,
+                         prefix=module_redis_prefix, tmp=tmp_path_factory.mktemp("streams"),
+                         service={"positions_poll_s": 30.0}) as running:
+            yield running
+    finally:
+        if saved is None:
+            os.environ.pop(STREAMS_ENV, None)
+        else:
+            os.environ[STREAMS_ENV] = saved
 
 
 async def market(rig: HotPathRig, side: str, base_qty: float) -> dict[str, Any]:
