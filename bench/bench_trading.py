@@ -173,8 +173,11 @@ def fill_run(samples: int) -> list[float]:
                 seen = len(rig.notices(BTC_LIMIT))
                 sent = time.time()
                 asyncio.run(_market(rig.stack, "buy" if i % 2 == 0 else "sell", 8.0))
-                notices = wait_until(lambda s=seen: len(n := rig.notices(BTC_LIMIT)) > s and n,
-                                     timeout=60, message="notice")
+                def arrived(before: int = seen) -> list[dict[str, Any]] | None:
+                    found = rig.notices(BTC_LIMIT)
+                    return found if len(found) > before else None
+
+                notices = wait_until(arrived, timeout=60, message="notice")
                 delays.append((notices[seen]["received_at"] - sent) * 1000)
                 wait_until(rig.outbox_idle, timeout=60, message="outbox idle")
     finally:
