@@ -79,25 +79,31 @@ def book_breaks(rig: TradingRig) -> list[str]:
     return breaks
 
 
-def pnl_check(rig: TradingRig) -> Expectation:
-    """The desk's fees equal the venues' fees on the desk's own fills (simulator truth)."""
-    desk_ids = {o.order_id for o in rig.desk.outcomes if o.order_id}
-    fees = Decimal(0)
+def pnl_checks(rig: TradingRig) -> list[Expectation]:
+    """The desk's fees and realised P&L equal the venues' on the desk's own fills (the
+    simulator's truth): realised P&L net = sum over fills of realised - fee."""
+    sent = {(o.venue, o.order_id) for o in rig.desk.outcomes if o.order_id}
+    fees = realized = Decimal(0)
     for venue in ("binance", "okx"):
         for trade in rig.stack.market.trades(venue, "main"):
-            if str(trade.order_id) in desk_ids and any(
-                    o.venue == venue and o.order_id == str(trade.order_id)
-                    for o in rig.desk.outcomes):
+            if (venue, str(trade.order_id)) in sent:
                 fees += trade.fee
-    booked = rig.desk.book.fees()
-    return Expectation("fees booked = fees charged", abs(booked - fees) < Decimal("0.0001"),
-                       f"desk {booked:.6f}, venues {fees:.6f}")
+                realized += trade.realized_pnl
+    booked_fees, booked = rig.desk.book.fees(), rig.desk.book.realized()
+    tolerance = Decimal("0.01")
+    return [
+        Expectation("fees booked = fees charged", abs(booked_fees - fees) < tolerance,
+                    f"desk {booked_fees:.6f}, venues {fees:.6f}"),
+        Expectation("realised P&L net of fees = the venues' fills",
+                    abs((booked - booked_fees) - (realized - fees)) < tolerance,
+                    f"desk {booked - booked_fees:.2f}, venues {realized - fees:.2f}"),
+    ]
 
 
 def common(rig: TradingRig) -> list[Expectation]:
     problems = rig.desk.violations()
     return [Expectation("every order checked first; no denied order sent", not problems,
-                        "; ".join(problems)), pnl_check(rig)]
+                        "; ".join(problems)), *pnl_checks(rig)]
 
 
 # -- the scenarios ------------------------------------------------------------------------------

@@ -249,7 +249,7 @@ class TradingSession:
                 rig.desk.log("alert", venue, "", f"{alert.kind} {status} {alert.limit_id} "
                              f"{alert.scope}" + (f" at {alert.utilisation:.0%}"
                                                  if alert.HasField("utilisation") else ""),
-                             **entry)
+                             alert=entry)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream ends with the service: note it, stop following
