@@ -37,7 +37,8 @@ def database_url() -> Iterator[str]:
 async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
                redis_prefix: str) -> tuple[TradingRig, list[Expectation]]:
     session = TradingSession(name, tmp_path / name, database_url=database_url,
-                             redis_url=redis_url, redis_prefix=redis_prefix)
+                             redis_url=redis_url, redis_prefix=redis_prefix,
+                             printer=print)  # the timeline shows when a test fails
     async with session as rig:
         expectations = await SCRIPTS[name](rig)
         if name == "active_trading":  # the run-up's WARN reaches the alert stream
