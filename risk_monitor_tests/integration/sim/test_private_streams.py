@@ -265,3 +265,20 @@ async def test_binance_listen_key_needs_a_valid_api_key(sim: SimulatorStack) -> 
         async with http.ws_connect(f"{simulator.ws_url}/ws/not-a-key") as ws:
             message = await ws.receive(timeout=WAIT)
             assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+def test_scenario_actions_inject_a_fill_and_settle_funding(sim: SimulatorStack) -> None:
+    from risk_sim.scenario import Action
+
+    clear_positions(sim, "binance")
+    sim.player.apply(Action.model_validate({"inject_fill": {
+        "venue": "binance", "symbol": BTC, "side": "sell", "amount": "1", "price": "61000"}}))
+    [short] = sim.market.positions("binance", "main")
+    assert (short.side, short.position.entry_price) == ("short", Decimal("61000"))
+    [order] = sim.market.orders("binance", "main")[-1:]
+    assert order.external and order.client_order_id.startswith("external-")
+    wallet = sim.market.account("binance").balances["USDT"].wallet
+    sim.player.apply(Action.model_validate({"funding": {"venue": "binance"}}))
+    paid = sim.market.account("binance").funding["USDT"]
+    assert paid > 0  # a short receives a positive funding rate
+    assert sim.market.account("binance").balances["USDT"].wallet == wallet + paid
