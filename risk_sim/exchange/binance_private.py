@@ -301,10 +301,14 @@ class BinancePrivate:
             closed += 1
         return closed
 
-    def expire_listen_keys(self) -> int:
-        """Expire every listen key now: its streams get ``listenKeyExpired`` and close."""
+    def _expire_all_keys(self) -> set[str]:
         keys = set(self._listen_keys)
         self._listen_keys.clear()
+        return keys
+
+    def expire_listen_keys(self) -> int:
+        """Expire every listen key now: its streams get ``listenKeyExpired`` and close."""
+        keys = self._expire_all_keys()
         if self._server.loop is None:
             return 0
 
