@@ -122,9 +122,11 @@ async def active_trading(rig: TradingRig) -> list[Expectation]:
     await normal_flow(rig)
     desk.log("note", "binance", BTC, "run-up: adding 2 BTC at a time")
     run_up: list[OrderOutcome] = []
+    lagging = 0
     for _ in range(12):
         seen = await service_sees(rig, "binance_btc_notional", venue_notional(rig, "binance"))
         if not seen:
+            lagging += 1
             desk.log("note", "binance", BTC, "the monitor's notional lags the venue's")
         outcome = await desk.submit("binance", BTC, "buy", 2.0)
         run_up.append(outcome)
@@ -142,6 +144,8 @@ async def active_trading(rig: TradingRig) -> list[Expectation]:
     for line in breaks:
         desk.log("note", "", "", f"book vs venue: {line}")
     return [
+        Expectation("the monitor's BTC notional matched the venue's before every order",
+                    lagging == 0, f"{lagging} of {len(run_up)} checks lagged"),
         Expectation("increases pass while under the limit",
                     bool(run_up) and run_up[0].decision.allowed),
         Expectation("an increase is denied on binance_btc_notional",
