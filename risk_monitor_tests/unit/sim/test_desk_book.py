@@ -50,3 +50,10 @@ def test_scenario_limits_become_the_services_limit_document() -> None:
                                      "scope": {"venue": "binance",
                                                "instrument": "BTC/USDT:USDT"}}
     assert document["limits"][1]["scope"] == {"venue": "*"}
+
+
+def test_demo_dispatches_trading_scenarios_to_the_desk() -> None:
+    from risk_sim.trading.demo import is_trading_scenario
+
+    assert all(is_trading_scenario(name) for name in SCRIPTS)
+    assert not is_trading_scenario("calm") and not is_trading_scenario("limit_breach")
