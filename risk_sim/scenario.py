@@ -166,6 +166,26 @@ class Volatility(_Model):
     value: float = Field(ge=0, le=20)
 
 
+class InjectFill(_Model):
+    """A fill the trading client never sent (back office / manual trade): a book break."""
+
+    venue: VenueName
+    account: str = "main"
+    symbol: str
+    side: Literal["buy", "sell"]
+    amount: Decimal
+    price: Decimal | None = None  # None: at the touch
+    position_side: Literal["long", "short"] | None = None
+
+    _amount = field_validator("amount")(_positive)
+
+
+class Funding(_Model):
+    """Settle funding now on one venue (or every venue)."""
+
+    venue: VenueName | None = None
+
+
 class OrderAction(_Model):
     venue: VenueName
     account: str = "main"
@@ -262,6 +282,8 @@ class Action(_Model):
     volatility: Volatility | None = None
     order: OrderAction | None = None
     target_notional: TargetNotional | None = None
+    inject_fill: InjectFill | None = None
+    funding: Funding | None = None
     set_position: SetPosition | None = None
     set_balance: SetBalance | None = None
     vault_balance: VaultBalance | None = None
@@ -598,6 +620,12 @@ class ScenarioPlayer:
             market.place_order(body.venue, body.account, body.symbol, side=body.side,
                                amount=body.amount, order_type=body.type, price=body.price,
                                reduce_only=body.reduce_only, position_side=body.position_side)
+        elif isinstance(body, InjectFill):
+            market.inject_fill(body.venue, body.account, body.symbol, side=body.side,
+                               amount=body.amount, price=body.price,
+                               position_side=body.position_side)
+        elif isinstance(body, Funding):
+            market.settle_funding(body.venue)
         elif isinstance(body, TargetNotional):
             market.target_notional(body.venue, body.account, body.symbol, body.notional,
                                    side=body.side)

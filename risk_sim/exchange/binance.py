@@ -283,7 +283,13 @@ class BinanceSimulator(BinancePrivate, VenueSimulator):
             self.set_weight_limit(data.get("limit"), reset=bool(data.get("reset", True)))
             return web.json_response({"ok": True, "limit": self.weights.limit})
 
-        return [web.post("/__admin/rate_limit", rate_limit)]
+        async def expire_keys(_: web.Request) -> web.Response:
+            return web.json_response({"ok": True,
+                                      "closed": await self._end_streams(
+                                          set(self._expire_all_keys()), expired=True)})
+
+        return [web.post("/__admin/rate_limit", rate_limit),
+                web.post("/__admin/listen_keys/expire", expire_keys)]
 
     async def ping(self, _: web.Request) -> web.Response:
         return web.json_response({})

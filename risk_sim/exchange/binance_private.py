@@ -7,7 +7,8 @@ user-data stream connects to ``/private/ws?listenKey=<key>`` (ccxt 4.5) or ``/ws
 classic URL) and pushes ``ORDER_TRADE_UPDATE`` for every order change (NEW, TRADE, CANCELED,
 EXPIRED) and ``ACCOUNT_UPDATE`` (reason ORDER, FUNDING_FEE or ADJUSTMENT) with the balances
 and the positions of the symbol after every fill or account change, the account update first.
-A listen key lives 60 minutes unless kept alive; an expired or deleted key closes its streams.
+A listen key lives 60 minutes unless kept alive; `expire_listen_keys()` ends every stream
+with `listenKeyExpired` then a close, and `DELETE` closes the key's streams.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from risk_sim.market import Account, Instrument, Order, PositionView, fmt, money
 
 if TYPE_CHECKING:
     from risk_sim.market import Market
+    from risk_sim.server import BackgroundServer
 
 LISTEN_KEY_TTL_S = 3600.0
 STATUS = {"open": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
@@ -46,6 +48,9 @@ class BinancePrivate:
         def _instrument(self, venue_id: str | None) -> Instrument: ...
         def now_ms(self) -> int: ...
         async def _drop(self, conn: WsConnection, *, code: int, reason: str) -> None: ...
+
+        _connections: dict[int, WsConnection]
+        _server: BackgroundServer
 
     _listen_keys: dict[str, tuple[str, float]]  # key -> (account name, expiry wall time)
 
@@ -277,13 +282,40 @@ class BinancePrivate:
         account = self._key_account(request)
         key = self._active_key(account)
         del self._listen_keys[key]
+        await self._end_streams({key}, expired=False)
         return web.json_response({})
 
-    def expire_listen_keys(self) -> int:
-        """Expire every listen key now (tests of the client's re-authentication)."""
-        count = len(self._listen_keys)
+    async def _end_streams(self, keys: set[str], *, expired: bool) -> int:
+        """Close the user-data streams of ``keys`` (after ``listenKeyExpired`` if expired)."""
+        closed = 0
+        for conn in list(self._connections.values()):
+            key = next((p.get("listenKey") for p in conn.private if "listenKey" in p), None)
+            if key not in keys:
+                continue
+            if expired:
+                with contextlib.suppress(Exception):
+                    await conn.ws.send_json({"e": "listenKeyExpired", "E": self.now_ms(),
+                                             "listenKey": key})
+            await self._drop(conn, code=1000, reason="listen key expired" if expired
+                             else "listen key closed")
+            closed += 1
+        return closed
+
+    def _expire_all_keys(self) -> set[str]:
+        keys = set(self._listen_keys)
         self._listen_keys.clear()
-        return count
+        return keys
+
+    def expire_listen_keys(self) -> int:
+        """Expire every listen key now: its streams get ``listenKeyExpired`` and close."""
+        keys = self._expire_all_keys()
+        if self._server.loop is None:
+            return 0
+
+        async def end() -> int:
+            return await self._end_streams(keys, expired=True)
+
+        return int(self._server.call(end))
 
     def listen_key_account(self, conn: WsConnection) -> str | bool | None:
         """The account of a user-data connection; None: public; False: a bad listen key."""
@@ -297,5 +329,6 @@ class BinancePrivate:
         entry = self._listen_keys.get(key)
         if entry is None or entry[1] <= time.time():
             return False
+        conn.private = [{"listenKey": key}]
         return entry[0]
 

@@ -212,7 +212,11 @@ class Desk:
         return self
 
     async def load_start_of_day(self) -> None:
-        """Open the book with the venues' positions (the desk's start-of-day positions)."""
+        """Open the book with the venues' positions (the desk's start-of-day positions).
+
+        The timeline's clock starts here: the session begins with the book.
+        """
+        self._started = time.monotonic()
         for access in self.venues.values():
             for pos in await access.client.fetch_positions():
                 contracts = Decimal(str(pos.get("contracts") or 0))

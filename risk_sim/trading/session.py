@@ -121,12 +121,14 @@ class TradingSession:
 
     def __init__(self, scenario: str, workdir: Path, *, printer: Callable[[str], None] | None
                  = None, database_url: str | None = None, redis_url: str | None = None,
-                 service: dict[str, Any] | None = None, ready_timeout_s: float = 120.0) -> None:
+                 redis_prefix: str | None = None, service: dict[str, Any] | None = None,
+                 ready_timeout_s: float = 120.0) -> None:
         self.scenario_name = scenario
         self.workdir = Path(workdir)
         self.printer = printer
         self.database_url = database_url
         self.redis_url = redis_url
+        self.redis_prefix = redis_prefix or f"desk-{uuid.uuid4().hex[:8]}"
         self.service_overrides = dict(service or {})
         self.ready_timeout_s = ready_timeout_s
         self.stack: SimulatorStack | None = None
@@ -147,13 +149,15 @@ class TradingSession:
         doc.update({
             "data_dir": str(self.workdir / "data"),
             "limits_file": str(limits_path),
-            "market_data": {"max_age_s": 30.0, "poll_interval_s": 0.5,
+            "market_data": {"key_prefix": f"{self.redis_prefix}:md", "max_age_s": 30.0,
+                            "poll_interval_s": 0.5,
                             "reconnect_initial_s": 0.05, "reconnect_max_s": 0.5},
             "resilience": {"timeout_s": 5.0, "max_attempts": 2, "backoff_initial_s": 0.02,
                            "backoff_max_s": 0.1, "breaker_fail_max": 50,
                            "breaker_reset_s": 1.0},
             "service": {"rest_port": rest_port, "grpc_port": grpc_port, "drain_s": 0.2,
                         "instance_id": f"desk-{uuid.uuid4().hex[:8]}",
+                        "registry_prefix": f"{self.redis_prefix}:svc",
                         "positions_poll_s": 0.5, "custody_poll_s": 2.0,
                         "evaluate_min_interval_s": 0.1, "persist_interval_s": 2.0,
                         **self.service_overrides},
@@ -239,7 +243,7 @@ class TradingSession:
                     continue
                 alert = event.alert
                 status = pb.LimitStatus.Name(alert.status).removeprefix("LIMIT_STATUS_")
-                entry = {"kind": alert.kind, "status": status, "limit_id": alert.limit_id,
+                entry = {"key": alert.idempotency_key, "kind": alert.kind, "status": status, "limit_id": alert.limit_id,
                          "scope": alert.scope, "utilisation": alert.utilisation
                          if alert.HasField("utilisation") else None,
                          "reason": alert.reason}
@@ -249,7 +253,7 @@ class TradingSession:
                 rig.desk.log("alert", venue, "", f"{alert.kind} {status} {alert.limit_id} "
                              f"{alert.scope}" + (f" at {alert.utilisation:.0%}"
                                                  if alert.HasField("utilisation") else ""),
-                             **entry)
+                             alert=entry)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream ends with the service: note it, stop following

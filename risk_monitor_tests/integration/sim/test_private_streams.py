@@ -265,3 +265,46 @@ async def test_binance_listen_key_needs_a_valid_api_key(sim: SimulatorStack) -> 
         async with http.ws_connect(f"{simulator.ws_url}/ws/not-a-key") as ws:
             message = await ws.receive(timeout=WAIT)
             assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+def test_scenario_actions_inject_a_fill_and_settle_funding(sim: SimulatorStack) -> None:
+    from risk_sim.scenario import Action
+
+    clear_positions(sim, "binance")
+    sim.player.apply(Action.model_validate({"inject_fill": {
+        "venue": "binance", "symbol": BTC, "side": "sell", "amount": "1", "price": "61000"}}))
+    [short] = sim.market.positions("binance", "main")
+    assert (short.side, short.position.entry_price) == ("short", Decimal("61000"))
+    [order] = sim.market.orders("binance", "main")[-1:]
+    assert order.external and order.client_order_id.startswith("external-")
+    wallet = sim.market.account("binance").balances["USDT"].wallet
+    sim.player.apply(Action.model_validate({"funding": {"venue": "binance"}}))
+    paid = sim.market.account("binance").funding["USDT"]
+    assert paid > 0  # a short receives a positive funding rate
+    assert sim.market.account("binance").balances["USDT"].wallet == wallet + paid
+
+
+async def test_binance_listen_key_expiry_ends_the_user_data_stream(sim: SimulatorStack) -> None:
+    simulator = sim.venue("binance")
+    key = sim.market.credentials()["binance"]["main"]["api_key"]
+    assert key is not None
+    async with aiohttp.ClientSession() as http:
+        created = await (await http.post(f"{simulator.url}/fapi/v1/listenKey",
+                                         headers={"X-MBX-APIKEY": key})).json()
+        listen_key = created["listenKey"]
+        async with http.ws_connect(f"{simulator.ws_url}/private/ws?listenKey={listen_key}") as ws:
+            await eventually(lambda: simulator.private_connections("main") >= 1)
+            sim.market.set_balance("binance", "main", "USDT", "123")  # an ADJUSTMENT push
+            update = await ws.receive_json(timeout=WAIT)
+            assert update["e"] == "ACCOUNT_UPDATE" and update["a"]["m"] == "ADJUSTMENT"
+            assert update["a"]["B"][0]["wb"] == "123"
+            expire = await http.post(f"{simulator.url}/__admin/listen_keys/expire")
+            assert (await expire.json())["closed"] == 1
+            expired = await ws.receive_json(timeout=WAIT)
+            assert expired == {"e": "listenKeyExpired", "E": expired["E"],
+                               "listenKey": listen_key}
+            closing = await ws.receive(timeout=WAIT)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        keepalive = await http.put(f"{simulator.url}/fapi/v1/listenKey",
+                                   headers={"X-MBX-APIKEY": key})
+        assert (await keepalive.json())["code"] == -1125  # gone: the client must create anew
