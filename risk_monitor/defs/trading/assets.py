@@ -71,8 +71,8 @@ def reconciliation_breaks(context: dg.AssetExecutionContext, settings: SettingsR
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS, check_specs=PNL_CHECKS,
           code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("realised_pnl")
-def realised_pnl(context: dg.AssetExecutionContext, settings: SettingsResource
-                 ) -> Iterator[Any]:
+def realised_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
+                 exchange_positions: Collected) -> Iterator[Any]:
     """Realised P&L per instrument rebuilt from today's fills (fees, funding) beside the
     venue's own per-fill figure."""
     from datetime import UTC, datetime
@@ -87,7 +87,14 @@ def realised_pnl(context: dg.AssetExecutionContext, settings: SettingsResource
         history = CcxtTradeHistory(venue)
         fills += history.fetch_fills(venue.symbols, since)
         funding += history.fetch_funding(venue.symbols, since)
-    books, checks = trading_flow.realised_checks(cfg, fills, funding)
+    frame = exchange_positions.frame
+    current: dict[tuple[str, str, str], float] = {}
+    for venue_id, account, instrument, qty in zip(frame["venue"], frame["account"],
+                                                  frame["instrument"], frame["quantity"],
+                                                  strict=True):
+        key = (str(venue_id), str(account), str(instrument))
+        current[key] = current.get(key, 0.0) + float(qty)
+    books, checks = trading_flow.realised_checks(cfg, fills, funding, current=current)
     by_key = {c.key: c for c in checks}
     rows = []
     for key, book in sorted(books.items()):
@@ -103,6 +110,8 @@ def realised_pnl(context: dg.AssetExecutionContext, settings: SettingsResource
     mismatches = [c for c in checks if c.ok is False]
     yield dg.Output(table, metadata={
         "fills": len(fills), "funding_payments": len(funding),
+        "not_comparable": dg.MetadataValue.json(
+            [{"key": list(c.key), "reason": c.reason} for c in checks if c.ok is None]),
         "net_realised": float(table["net"].sum()) if len(table) else 0.0,
         "table": dg.MetadataValue.md(md_table(table))})
     yield dg.AssetCheckResult(
