@@ -138,13 +138,17 @@ def checkorder(args: argparse.Namespace) -> None:
 
 
 # -- fill -> alert ------------------------------------------------------------------------------
-async def _market(stack: Any, side: str, qty: float) -> None:
+async def _market(stack: Any, side: str, qty: float) -> float:
+    """Send one market order; returns the wall time just before it was sent (the client is
+    ready and its markets loaded by then, so only the order and its fill are timed)."""
     from risk_monitor_tests.fixtures.sims import ccxt_client
 
     exchange = ccxt_client(stack, "binance", "async")
     try:
         await exchange.load_markets()
+        sent = time.time()
         await exchange.create_order("BTC/USDT:USDT", "market", side, qty)
+        return sent
     finally:
         await exchange.close()
 
@@ -171,8 +175,7 @@ def fill_run(samples: int) -> list[float]:
                        message="stream up")
             for i in range(samples):
                 seen = len(rig.notices(BTC_LIMIT))
-                sent = time.time()
-                asyncio.run(_market(rig.stack, "buy" if i % 2 == 0 else "sell", 8.0))
+                sent = asyncio.run(_market(rig.stack, "buy" if i % 2 == 0 else "sell", 8.0))
                 def arrived(before: int = seen) -> list[dict[str, Any]] | None:
                     found = rig.notices(BTC_LIMIT)
                     return found if len(found) > before else None
