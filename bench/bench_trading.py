@@ -153,6 +153,10 @@ async def _market(stack: Any, side: str, qty: float) -> float:
         await exchange.close()
 
 
+#: order sent -> the private stream's position update reached the service (upper bound: polled)
+streamed: list[float] = []
+
+
 def fill_run(samples: int) -> list[float]:
     from risk_monitor.platform.logging import configure_logging
     from risk_monitor_tests.fixtures.hot_path import BTC_LIMIT, running_rig
@@ -163,6 +167,7 @@ def fill_run(samples: int) -> list[float]:
     os.environ["RISK_MONITOR_TRADING__PRIVATE_STREAMS"] = "true"
     url = create_database("rm_bench_fill")
     delays: list[float] = []
+    streamed.clear()
     try:
         with tempfile.TemporaryDirectory() as tmp, running_rig(
                 database_url=url, redis_url=REDIS_TEST_URL,
@@ -173,9 +178,16 @@ def fill_run(samples: int) -> list[float]:
             wait_until(lambda: app.private_streams is not None
                        and app.private_streams.hub.alive("binance"), timeout=60,
                        message="stream up")
+            hub = app.private_streams.hub  # type: ignore[union-attr]
             for i in range(samples):
                 seen = len(rig.notices(BTC_LIMIT))
+                version = hub.version
                 sent = asyncio.run(_market(rig.stack, "buy" if i % 2 == 0 else "sell", 8.0))
+                def moved(before: int = version) -> bool:
+                    return bool(hub.version > before)
+
+                wait_until(moved, timeout=60, message="stream update", interval=0.005)
+                streamed.append((time.time() - sent) * 1000)
                 def arrived(before: int = seen) -> list[dict[str, Any]] | None:
                     found = rig.notices(BTC_LIMIT)
                     return found if len(found) > before else None
@@ -191,7 +203,9 @@ def fill_run(samples: int) -> list[float]:
 def fill(args: argparse.Namespace) -> None:
     print(f"fill -> Slack, {args.samples} crossings per run; {machine()}")
     for run in range(1, args.runs + 1):
-        print(f"run {run}: {summary('order sent -> Slack received', fill_run(args.samples))}; "
+        delays = fill_run(args.samples)
+        print(f"run {run}: {summary('order sent -> Slack received', delays)}; "
+              f"{summary('order sent -> stream update in the service', streamed)}; "
               f"{machine()}")
 
 
