@@ -173,7 +173,8 @@ class ServiceApp:
         self._start_dispatcher()
         await self._start_hot_path()
         self.trading = build_trading(settings, self.engine, self.provider, self._live_state(),
-                                     self.instance_id, fills=self.fill_ledger)
+                                     self.instance_id,
+                                     fills=self.fill_ledger if self.private_streams else None)
         trading_dashboard = build_trading_dashboard(
             settings, self.trading, self.provider, engine=self.engine, hot_path=self.hot_path,
             redis_client=self.redis)
