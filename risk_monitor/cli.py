@@ -330,7 +330,10 @@ def dev(dagster_args: tuple[str, ...]) -> None:
     sys.exit(run_supervised([dagster, "dev", "-m", "risk_monitor.definitions", *dagster_args]))
 
 
-from risk_monitor import cli_alerts  # noqa: E402,F401  registers `risk-monitor alerts`
+from risk_monitor import (  # noqa: E402  registers `risk-monitor alerts` and `... trading`
+    cli_alerts,  # noqa: F401
+    cli_trading,  # noqa: F401
+)
 
 
 def main() -> None:

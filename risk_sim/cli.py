@@ -138,13 +138,23 @@ def validate(path: Path) -> None:
 def demo(*, scenario_name: str, seed: int | None) -> None:
     """Run a scenario through Dagster on embedded defaults and print the alerts and risk.
 
+    Trading scenarios (active_trading, fat_finger, runaway_algo, venue_outage_while_trading)
+    instead start `risk-monitor serve` and a simulated desk that asks CheckOrder before every
+    order, and print the timeline of orders, decisions, fills, P&L and alerts.
+
     Starts the simulators, writes settings into .risk_monitor/demo/, runs the risk_cycle job
     once per scenario step on the ./.dagster_home instance (the one `risk-monitor dev` opens),
     and ends with the alerts raised and a risk summary. No server needed.
     """
-    from risk_sim.demo import run_demo
+    from risk_sim.trading.demo import is_trading_scenario, run_trading_demo
 
     try:
+        if is_trading_scenario(scenario_name):  # the desk trades against `risk-monitor serve`
+            if not run_trading_demo(scenario_name).ok:
+                sys.exit(1)
+            return
+        from risk_sim.demo import run_demo
+
         report = run_demo(scenario_name, seed=seed)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None

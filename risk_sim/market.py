@@ -12,9 +12,10 @@ freshness checks in Risk Monitor behave as in production. Money is :class:`~deci
 
 Venue rules implemented by the trading engine (documented in docs/simulators.md):
 
-* fills: market orders and marketable limit orders fill in full at the touch (buy at the ask,
-  sell at the bid; ask/bid = last ± half the spread, rounded out to the tick); a limit order
-  that would rest is rejected (``would_rest``); every fill pays the taker fee.
+* fills (see :mod:`risk_sim.engine` for depth, slippage, resting orders and account events):
+  market orders and marketable limit orders fill at the touch (buy at the ask, sell at the bid;
+  ask/bid = last ± half the spread, rounded out to the tick), walking the book's levels when
+  the instrument has a finite ``depth``; every taker fill pays the taker fee.
 * increase: new entry = size-weighted average of the old entry and the fill price.
 * reduce / close / flip: realized P&L = (exit - entry) * contracts * contract size * sign
   (+1 long, -1 short), credited to the wallet balance of the settle asset; a flip opens the rest
@@ -35,92 +36,61 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal, cast
 
-SECONDS_PER_YEAR = 365.0 * 24 * 3600
-VENUES: tuple[str, ...] = ("binance", "okx")
-ZERO = Decimal(0)
-MONEY = Decimal("1e-8")
-STABLE = frozenset({"USDT", "USDC", "USD", "BUSD", "FDUSD", "DAI", "TUSD"})
+from risk_sim.engine import AccountEvent, AccountListener, TradingEngine, UnknownOrder
+from risk_sim.model import (
+    MONEY,
+    SECONDS_PER_YEAR,
+    STABLE,
+    VENUES,
+    ZERO,
+    Account,
+    Balance,
+    BalanceView,
+    ClockMode,
+    Instrument,
+    MarginMode,
+    Order,
+    OrderRejected,
+    Position,
+    PositionMode,
+    PositionSide,
+    PositionView,
+    Quote,
+    RejectReason,
+    Side,
+    SimError,
+    StateConflict,
+    Trade,
+    UnknownAccount,
+    UnknownInstrument,
+    _credentials,
+    _round_to,
+    dec,
+    fmt,
+    make_instrument,
+    money,
+    parse_symbol,
+)
 
-PositionMode = Literal["one_way", "hedge"]
-MarginMode = Literal["cross", "isolated"]
-ClockMode = Literal["manual", "realtime"]
-PositionSide = Literal["net", "long", "short"]
-Side = Literal["buy", "sell"]
-RejectReason = Literal[
-    "unknown_symbol", "bad_side", "bad_type", "bad_quantity", "below_min", "would_rest",
-    "position_side_mismatch", "position_side_required", "reduce_only_rejected",
-    "reduce_only_not_allowed", "reduce_exceeds_position", "insufficient_margin",
+__all__ = [
+    "MONEY", "SECONDS_PER_YEAR", "STABLE", "VENUES", "ZERO", "Account", "AccountEvent",
+    "AccountListener", "AccountSpec", "Balance", "BalanceView", "Clock", "ClockMode",
+    "Instrument", "InstrumentSpec", "MarginMode", "Market", "MarketSpec", "Order",
+    "OrderRejected", "Position", "PositionMode", "PositionSide", "PositionSpec", "PositionView",
+    "PricePath", "Quote", "RejectReason", "Side", "SimError", "StateConflict", "Trade",
+    "UnknownAccount", "UnknownInstrument", "UnknownOrder", "VenueSpec", "dec", "fmt",
+    "make_instrument", "money", "parse_symbol",
 ]
+
 Listener = Callable[[dict[str, set[str]]], None]
 
-
-def dec(value: Any) -> Decimal:
-    """A Decimal from a str, int, float or Decimal (floats through ``repr`` so 0.1 stays 0.1)."""
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"not a number: {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"not a finite number: {value!r}")
-        return Decimal(repr(value))
-    try:
-        result = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"not a number: {value!r}") from None
-    if not result.is_finite():
-        raise ValueError(f"not a finite number: {value!r}")
-    return result
-
-
-def fmt(value: Decimal) -> str:
-    """Plain decimal notation without exponent or trailing zeros (``60000``, ``0.001``)."""
-    if value == 0:
-        return "0"
-    text = format(value.normalize(), "f")
-    return text
-
-
-def money(value: Decimal) -> Decimal:
-    return value.quantize(MONEY, rounding=ROUND_HALF_EVEN)
-
-
-def _round_to(value: Decimal, step: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
-    return (value / step).to_integral_value(rounding=rounding) * step
-
-
-# -- errors ---------------------------------------------------------------------------------------
-class SimError(Exception):
-    """A request the market model refuses (unknown account or symbol, bad state change)."""
-
-
-class UnknownInstrument(SimError):
-    pass
-
-
-class UnknownAccount(SimError):
-    pass
-
-
-class StateConflict(SimError):
-    """E.g. changing the position mode while positions are open."""
-
-
-class OrderRejected(SimError):
-    """The trading engine refused an order; venues map ``reason`` to their own error codes."""
-
-    def __init__(self, reason: RejectReason, message: str) -> None:
-        super().__init__(message)
-        self.reason: RejectReason = reason
-        self.message = message
 
 
 # -- clock ----------------------------------------------------------------------------------------
@@ -160,89 +130,6 @@ class Clock:
         return time.time()
 
 
-# -- instruments ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Instrument:
-    """One perpetual swap as listed on one venue."""
-
-    venue: str
-    symbol: str  # ccxt unified, e.g. BTC/USDT:USDT
-    venue_id: str  # BTCUSDT on Binance, BTC-USDT-SWAP on OKX
-    base: str
-    quote: str
-    settle: str
-    contract_size: Decimal  # base units per contract (Binance 1, OKX ctVal)
-    tick_size: Decimal
-    lot_size: Decimal  # contracts step
-    min_qty: Decimal  # contracts
-    max_leverage: int
-    maint_margin_rate: Decimal
-
-    def round_price(self, price: float | Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
-        value = price if isinstance(price, Decimal) else Decimal(repr(float(price)))
-        return max(self.tick_size, _round_to(value, self.tick_size, rounding))
-
-    def base_qty(self, contracts: Decimal) -> Decimal:
-        return contracts * self.contract_size
-
-
-#: defaults per base asset: (binance tick, binance lot, okx ctVal, okx tick, okx lot, mmr)
-_CATALOG: dict[str, tuple[str, str, str, str, str, str]] = {
-    "BTC": ("0.1", "0.001", "0.01", "0.1", "0.01", "0.004"),
-    "ETH": ("0.01", "0.001", "0.1", "0.01", "0.01", "0.005"),
-    "SOL": ("0.01", "1", "1", "0.01", "0.01", "0.01"),
-    "XRP": ("0.0001", "0.1", "100", "0.0001", "0.01", "0.01"),
-    "DOGE": ("0.00001", "1", "1000", "0.00001", "0.01", "0.01"),
-}
-_GENERIC = ("0.0001", "1", "1", "0.0001", "1", "0.01")
-_INSTRUMENT_KEYS = frozenset({"id", "contract_size", "tick_size", "lot_size", "min_qty",
-                              "max_leverage", "maint_margin_rate"})
-
-
-def parse_symbol(symbol: str) -> tuple[str, str, str]:
-    """``BTC/USDT:USDT`` → (BTC, USDT, USDT); only linear perpetuals are simulated."""
-    try:
-        pair, settle = symbol.split(":")
-        base, quote = pair.split("/")
-    except ValueError:
-        raise ValueError(f"symbol {symbol!r} is not a unified perpetual symbol like "
-                         "'BTC/USDT:USDT'") from None
-    if not (base and quote and settle) or settle != quote:
-        raise ValueError(f"symbol {symbol!r}: only linear perpetuals (settle == quote) are "
-                         "simulated")
-    return base, quote, settle
-
-
-def make_instrument(venue: str, symbol: str, overrides: Mapping[str, Any] | None = None
-                    ) -> Instrument:
-    """The instrument with the venue's conventions, defaults from a small catalog."""
-    base, quote, settle = parse_symbol(symbol)
-    overrides = dict(overrides or {})
-    unknown = set(overrides) - _INSTRUMENT_KEYS
-    if unknown:
-        raise ValueError(f"unknown instrument settings {sorted(unknown)} for {venue} {symbol}")
-    b_tick, b_lot, o_ct, o_tick, o_lot, mmr = _CATALOG.get(base, _GENERIC)
-    if venue == "binance":
-        base_defaults: dict[str, Any] = {
-            "id": f"{base}{quote}", "contract_size": "1", "tick_size": b_tick,
-            "lot_size": b_lot, "min_qty": b_lot, "max_leverage": 125}
-    elif venue == "okx":
-        base_defaults = {
-            "id": f"{base}-{quote}-SWAP", "contract_size": o_ct, "tick_size": o_tick,
-            "lot_size": o_lot, "min_qty": o_lot, "max_leverage": 100}
-    else:
-        raise ValueError(f"unknown venue {venue!r}; simulated venues: {', '.join(VENUES)}")
-    default: dict[str, Any] = dict(base_defaults, maint_margin_rate=mmr)
-    default.update(overrides)
-    return Instrument(
-        venue=venue, symbol=symbol, venue_id=str(default["id"]), base=base, quote=quote,
-        settle=settle, contract_size=dec(default["contract_size"]),
-        tick_size=dec(default["tick_size"]), lot_size=dec(default["lot_size"]),
-        min_qty=dec(default["min_qty"]), max_leverage=int(default["max_leverage"]),
-        maint_margin_rate=dec(default["maint_margin_rate"]),
-    )
-
-
 # -- specifications (what a scenario declares) --------------------------------------------------
 @dataclass
 class InstrumentSpec:
@@ -253,6 +140,8 @@ class InstrumentSpec:
     spread_bps: float = 1.0
     funding_rate: Decimal = Decimal("0.0001")
     volume_24h: Decimal = Decimal("10000")  # base units, before simulated trades
+    depth: Decimal | None = None  # base units per book level; None: unlimited at the touch
+    level_bps: float = 1.0  # price step between book levels (at least one tick)
     venues: dict[str, dict[str, Any]] | None = None  # None: listed on every venue
 
 
@@ -289,6 +178,7 @@ class VenueSpec:
 @dataclass
 class MarketSpec:
     seed: int = 0
+    resting_orders: bool = False  # False: a limit order that would rest is rejected
     step_seconds: float = 1.0
     instruments: list[InstrumentSpec] = field(default_factory=list)
     venues: list[VenueSpec] = field(default_factory=lambda: [VenueSpec(v) for v in VENUES])
@@ -396,176 +286,8 @@ class _VenueAdjust:
         return self.offset + sum(m.value(t) for m in self.moves)
 
 
-@dataclass(frozen=True)
-class Quote:
-    """One venue's published market data for one instrument."""
-
-    venue: str
-    symbol: str
-    last: Decimal
-    mark: Decimal
-    index: Decimal
-    bid: Decimal
-    ask: Decimal
-    bid_qty: Decimal
-    ask_qty: Decimal
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    volume: Decimal  # base units over the (simulated) 24 h
-    quote_volume: Decimal
-    funding_rate: Decimal
-    trades: int
-    elapsed: float  # simulated time of the figures
-
-
-# -- accounts -------------------------------------------------------------------------------------
-@dataclass
-class Position:
-    symbol: str
-    side: PositionSide  # net = one-way mode (signed contracts)
-    contracts: Decimal
-    entry_price: Decimal
-    position_id: str
-    margin_mode: MarginMode = "cross"
-    realized_pnl: Decimal = ZERO  # trade P&L over this position's life
-    fees: Decimal = ZERO  # fees paid over this position's life (positive number)
-    opened_ms: int = 0
-    updated_ms: int = 0
-
-    @property
-    def direction(self) -> int:
-        if self.side == "long":
-            return 1
-        if self.side == "short":
-            return -1
-        return 1 if self.contracts > 0 else -1 if self.contracts < 0 else 0
-
-
-@dataclass
-class Balance:
-    asset: str
-    wallet: Decimal
-    updated_ms: int = 0
-
-
-@dataclass(frozen=True)
-class Trade:
-    id: int
-    order_id: int
-    symbol: str
-    side: Side
-    position_side: str  # net | long | short
-    price: Decimal
-    contracts: Decimal
-    base_qty: Decimal
-    quote_qty: Decimal
-    fee: Decimal
-    fee_asset: str
-    realized_pnl: Decimal
-    time_ms: int
-    maker: bool = False
-
-
-@dataclass(frozen=True)
-class Order:
-    id: int
-    client_order_id: str
-    symbol: str
-    side: Side
-    type: Literal["market", "limit"]
-    position_side: str
-    amount: Decimal  # contracts
-    price: Decimal | None  # limit price
-    average: Decimal
-    filled: Decimal
-    status: Literal["filled"]
-    reduce_only: bool
-    fee: Decimal
-    fee_asset: str
-    realized_pnl: Decimal
-    time_ms: int
-    margin_mode: MarginMode
-
-
-@dataclass
-class Account:
-    venue: str
-    name: str
-    api_key: str
-    secret: str
-    passphrase: str | None
-    position_mode: PositionMode = "one_way"
-    default_leverage: int = 10
-    leverage: dict[str, int] = field(default_factory=dict)
-    margin_modes: dict[str, MarginMode] = field(default_factory=dict)
-    default_margin_mode: MarginMode = "cross"
-    balances: dict[str, Balance] = field(default_factory=dict)
-    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
-    orders: list[Order] = field(default_factory=list)
-    trades: list[Trade] = field(default_factory=list)
-    realized_pnl: dict[str, Decimal] = field(default_factory=dict)  # per settle asset, all time
-    fees_paid: dict[str, Decimal] = field(default_factory=dict)
-
-    def leverage_for(self, symbol: str) -> int:
-        return self.leverage.get(symbol, self.default_leverage)
-
-    def margin_mode_for(self, symbol: str) -> MarginMode:
-        return self.margin_modes.get(symbol, self.default_margin_mode)
-
-
-@dataclass(frozen=True)
-class PositionView:
-    """A position valued at the venue's current mark price."""
-
-    instrument: Instrument
-    position: Position
-    contracts: Decimal  # >= 0
-    side: Literal["long", "short"]
-    quantity: Decimal  # signed base units
-    mark: Decimal
-    last: Decimal
-    notional: Decimal  # abs(quantity) * mark
-    unrealized_pnl: Decimal
-    initial_margin: Decimal
-    maint_margin: Decimal
-    liquidation_price: Decimal
-    leverage: int
-    margin_mode: MarginMode
-
-    @property
-    def symbol(self) -> str:
-        return self.instrument.symbol
-
-
-@dataclass(frozen=True)
-class BalanceView:
-    asset: str
-    wallet: Decimal  # excludes unrealized P&L
-    unrealized_pnl: Decimal
-    margin_balance: Decimal  # wallet + unrealized
-    initial_margin: Decimal
-    maint_margin: Decimal
-    available: Decimal
-    updated_ms: int
-
-
-def _credentials(seed: int, venue: str, account: str) -> tuple[str, str, str | None]:
-    rng = random.Random(f"{seed}:{venue}:{account}:credentials")
-    alnum = string.ascii_letters + string.digits
-    if venue == "okx":
-        key = (f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-"
-               f"{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-{rng.getrandbits(48):012x}")
-        secret = f"{rng.getrandbits(128):032X}"
-        passphrase = "".join(rng.choice(alnum) for _ in range(16)) + "!9"
-        return key, secret, passphrase
-    key = "".join(rng.choice(alnum) for _ in range(64))
-    secret = "".join(rng.choice(alnum) for _ in range(64))
-    return key, secret, None
-
-
 # -- the market -------------------------------------------------------------------------------------
-class Market:
+class Market(TradingEngine):
     """All simulated venues, their instruments, prices and accounts; thread-safe."""
 
     def __init__(self, spec: MarketSpec | None = None, clock: Clock | None = None) -> None:
@@ -574,6 +296,7 @@ class Market:
         self._listeners: list[Listener] = []
         self._driver: threading.Thread | None = None
         self._driver_stop = threading.Event()
+        self._init_engine()
         self.load(spec or MarketSpec())
 
     # -- setup ----------------------------------------------------------------------------------
@@ -695,6 +418,8 @@ class Market:
                                         previous.volume) != (quote.last, quote.mark, quote.bid,
                                                              quote.ask, quote.volume):
                     changes.setdefault(key[0], set()).add(key[1])
+            self._match_resting_locked()
+        self._flush_events()
         self._notify(changes)
         return changes
 
@@ -776,7 +501,8 @@ class Market:
         stats = self._stats.get((venue, symbol))
         volume = spec.volume_24h + (stats["volume"] if stats else ZERO)
         quote_volume = money(spec.volume_24h * last + (stats["quote_volume"] if stats else ZERO))
-        size = max(inst.min_qty, _round_to(Decimal(5) / inst.contract_size, inst.lot_size))
+        size = max(inst.min_qty, _round_to((spec.depth or Decimal(5)) / inst.contract_size,
+                                           inst.lot_size))
         return Quote(venue=venue, symbol=symbol, last=last, mark=mark, index=index, bid=bid,
                      ask=ask, bid_qty=size, ask_qty=size,
                      open=stats["open"] if stats else last,
@@ -864,6 +590,8 @@ class Market:
             acc = self.account(venue, account)
             acc.balances[asset.upper()] = Balance(asset.upper(), money(dec(amount)),
                                                   self._wall_ms())
+            self._event_locked(acc, None, reason="ADJUSTMENT", assets={asset.upper()})
+        self._flush_events()
 
     def set_leverage(self, venue: str, account: str, symbol: str, leverage: int) -> None:
         with self._lock:
@@ -902,6 +630,9 @@ class Market:
             self._set_position_locked(venue, account, symbol, side=side,
                                       contracts=dec(contracts),
                                       entry_price=None if entry_price is None else dec(entry_price))
+            self._event_locked(self.account(venue, account),
+                               self.instrument(venue, symbol).symbol, reason="ADJUSTMENT")
+        self._flush_events()
 
     def _set_position_locked(self, venue: str, account: str, symbol: str, *, side: str,
                              contracts: Decimal, entry_price: Decimal | None) -> None:
@@ -939,219 +670,6 @@ class Market:
         n = self._next_position_id[venue]
         self._next_position_id[venue] = n + 1
         return f"{700000000000000000 + n}"
-
-    # -- trading engine -----------------------------------------------------------------------
-    def place_order(self, venue: str, account: str, symbol: str, *, side: str, amount: Any,
-                    order_type: str = "market", price: Any | None = None,
-                    reduce_only: bool = False, position_side: str | None = None,
-                    client_order_id: str | None = None, margin_mode: str | None = None) -> Order:
-        """Fill an order by the venue rules (module docstring); raise OrderRejected otherwise."""
-        with self._lock:
-            order = self._place_locked(
-                venue, account, symbol, side=side, amount=amount, order_type=order_type,
-                price=price, reduce_only=reduce_only, position_side=position_side,
-                client_order_id=client_order_id, margin_mode=margin_mode)
-        self.refresh()  # traded volume is part of the tickers
-        return order
-
-    def _place_locked(self, venue: str, account_name: str, symbol: str, *, side: str,
-                      amount: Any, order_type: str, price: Any | None, reduce_only: bool,
-                      position_side: str | None, client_order_id: str | None,
-                      margin_mode: str | None) -> Order:
-        acc = self.account(venue, account_name)
-        try:
-            inst = self.instrument(venue, symbol)
-        except UnknownInstrument:
-            raise OrderRejected("unknown_symbol", f"unknown symbol {symbol!r}") from None
-        side = side.lower()
-        if side not in ("buy", "sell"):
-            raise OrderRejected("bad_side", f"side must be buy or sell, not {side!r}")
-        order_type = order_type.lower()
-        if order_type not in ("market", "limit"):
-            raise OrderRejected("bad_type", f"order type {order_type!r} is not simulated")
-        try:
-            qty = dec(amount)
-        except ValueError:
-            raise OrderRejected("bad_quantity", f"quantity {amount!r} is not a number") from None
-        if qty <= 0 or qty % inst.lot_size != 0:
-            raise OrderRejected("bad_quantity", f"quantity {qty} is not a positive multiple of "
-                                f"the lot size {inst.lot_size}")
-        if qty < inst.min_qty:
-            raise OrderRejected("below_min", f"quantity {qty} is below the minimum "
-                                f"{inst.min_qty}")
-        quote = self._published[(venue, inst.symbol)]
-        fill = quote.ask if side == "buy" else quote.bid
-        limit_price: Decimal | None = None
-        if order_type == "limit":
-            if price is None:
-                raise OrderRejected("bad_quantity", "a limit order needs a price")
-            limit_price = dec(price)
-            if (side == "buy" and limit_price < quote.ask) or \
-                    (side == "sell" and limit_price > quote.bid):
-                raise OrderRejected("would_rest", "the simulator fills marketable orders only; "
-                                    "this limit order would rest on the book")
-        sign = 1 if side == "buy" else -1
-        pside = (position_side or "").lower()
-        if acc.position_mode == "one_way":
-            if pside not in ("", "net", "both"):
-                raise OrderRejected("position_side_mismatch", "position side "
-                                    f"{position_side!r} does not match one-way mode")
-            key = (inst.symbol, "net")
-            current = acc.positions.get(key)
-            held = current.contracts if current else ZERO
-            if reduce_only:
-                if held == 0 or (held > 0) == (sign > 0):
-                    raise OrderRejected("reduce_only_rejected",
-                                        "reduce-only order would not reduce the position")
-                qty = min(qty, abs(held))
-            increase = qty if held == 0 or (held > 0) == (sign > 0) else max(ZERO, qty - abs(held))
-        else:
-            if pside not in ("long", "short"):
-                raise OrderRejected("position_side_required",
-                                    "hedge mode needs the position side long or short")
-            if reduce_only:
-                raise OrderRejected("reduce_only_not_allowed",
-                                    "reduce-only is not used in hedge mode")
-            key = (inst.symbol, pside)
-            current = acc.positions.get(key)
-            held = current.contracts if current else ZERO
-            opening = (pside == "long") == (sign > 0)
-            if not opening and qty > held:
-                raise OrderRejected("reduce_exceeds_position",
-                                    f"closing {qty} but the {pside} position holds {held}")
-            increase = qty if opening else ZERO
-        mode: MarginMode = acc.margin_mode_for(inst.symbol)
-        if margin_mode in ("cross", "isolated") and current is None:
-            mode = cast(MarginMode, margin_mode)
-        leverage = acc.leverage_for(inst.symbol)
-        fee_rate = self.venues[venue].taker_fee
-        base_qty = inst.base_qty(qty)
-        fee = money(base_qty * fill * fee_rate)
-        if increase > 0:
-            required = inst.base_qty(increase) * fill / leverage + fee
-            available = self._balance_view_locked(acc, inst.settle).available
-            if required > available:
-                raise OrderRejected("insufficient_margin",
-                                    f"margin is insufficient: needs {money(required)} "
-                                    f"{inst.settle}, available {available}")
-        # -- apply the fill ----------------------------------------------------------------
-        now = self._wall_ms()
-        realized = ZERO
-        if acc.position_mode == "one_way":
-            signed_qty = qty * sign
-            if current is None or held == 0:
-                acc.positions[key] = self._open(venue, inst, "net", signed_qty, price=fill, mode=mode, now=now)
-                acc.positions[key].fees += fee
-            elif (held > 0) == (sign > 0):
-                self._increase(current, signed_qty, fill, now)
-                current.fees += fee
-            else:
-                closing = min(qty, abs(held))
-                realized = (fill - current.entry_price) * inst.base_qty(closing) * current.direction
-                close_fee = money(fee * closing / qty)
-                current.realized_pnl += realized
-                current.fees += close_fee
-                current.contracts = held + signed_qty
-                current.updated_ms = now
-                if current.contracts == 0 or (current.contracts > 0) != (held > 0):
-                    rest = abs(held + signed_qty)
-                    del acc.positions[key]
-                    if rest > 0:
-                        flipped = self._open(venue, inst, "net", held + signed_qty,
-                                             price=fill, mode=mode, now=now)
-                        flipped.fees += fee - close_fee
-                        acc.positions[key] = flipped
-        elif increase > 0:
-            if current is None:
-                acc.positions[key] = self._open(venue, inst, pside, qty, price=fill, mode=mode, now=now)
-                acc.positions[key].fees += fee
-            else:
-                self._increase(current, qty, fill, now)
-                current.fees += fee
-        else:
-            assert current is not None
-            realized = (fill - current.entry_price) * base_qty * current.direction
-            current.realized_pnl += realized
-            current.fees += fee
-            current.contracts -= qty
-            current.updated_ms = now
-            if current.contracts == 0:
-                del acc.positions[key]
-        realized = money(realized)
-        settle = inst.settle
-        balance = acc.balances.setdefault(settle, Balance(settle, ZERO, now))
-        balance.wallet = money(balance.wallet + realized - fee)
-        balance.updated_ms = now
-        acc.realized_pnl[settle] = acc.realized_pnl.get(settle, ZERO) + realized
-        acc.fees_paid[settle] = acc.fees_paid.get(settle, ZERO) + fee
-        stats = self._stats[(venue, inst.symbol)]
-        stats["volume"] += base_qty
-        stats["quote_volume"] += money(base_qty * fill)
-        stats["trades"] += 1
-        order_id = self._next_order_id[venue]
-        self._next_order_id[venue] = order_id + 1
-        trade_id = self._next_trade_id[venue]
-        self._next_trade_id[venue] = trade_id + 1
-        side_literal: Side = "buy" if sign > 0 else "sell"
-        position_label = key[1]
-        acc.trades.append(Trade(
-            id=trade_id, order_id=order_id, symbol=inst.symbol, side=side_literal,
-            position_side=position_label, price=fill, contracts=qty, base_qty=base_qty,
-            quote_qty=money(base_qty * fill), fee=fee, fee_asset=settle, realized_pnl=realized,
-            time_ms=now))
-        order = Order(
-            id=order_id, client_order_id=client_order_id or f"sim-{venue}-{order_id}",
-            symbol=inst.symbol, side=side_literal,
-            type="market" if order_type == "market" else "limit", position_side=position_label,
-            amount=qty, price=limit_price, average=fill, filled=qty, status="filled",
-            reduce_only=reduce_only, fee=fee, fee_asset=settle, realized_pnl=realized,
-            time_ms=now, margin_mode=mode)
-        acc.orders.append(order)
-        return order
-
-    def _open(self, venue: str, inst: Instrument, side: str, contracts: Decimal, *,
-              price: Decimal, mode: MarginMode, now: int) -> Position:
-        return Position(symbol=inst.symbol, side=cast(PositionSide, side), contracts=contracts,
-                        entry_price=price, position_id=self._new_position_id(venue),
-                        margin_mode=mode, opened_ms=now, updated_ms=now)
-
-    @staticmethod
-    def _increase(pos: Position, signed_qty: Decimal, price: Decimal, now: int) -> None:
-        old = abs(pos.contracts)
-        add = abs(signed_qty)
-        pos.entry_price = (old * pos.entry_price + add * price) / (old + add)
-        pos.entry_price = pos.entry_price.quantize(Decimal("1e-10"), rounding=ROUND_HALF_EVEN)
-        pos.contracts += signed_qty
-        pos.updated_ms = now
-
-    def target_notional(self, venue: str, account: str, symbol: str, notional: Any,
-                        side: Literal["long", "short"] = "long") -> Order | None:
-        """Trade (market order) so the position's notional at mark is about ``notional``."""
-        with self._lock:
-            acc = self.account(venue, account)
-            inst = self.instrument(venue, symbol)
-            mark = self._published[(venue, inst.symbol)].mark
-            target = _round_to(dec(notional) / (mark * inst.contract_size), inst.lot_size)
-            if acc.position_mode == "one_way":
-                pos = acc.positions.get((inst.symbol, "net"))
-                held = pos.contracts if pos else ZERO
-                wanted = target if side == "long" else -target
-                delta = wanted - held
-                if delta == 0:
-                    return None
-                order_side = "buy" if delta > 0 else "sell"
-                return self.place_order(venue, account, inst.symbol, side=order_side,
-                                        amount=abs(delta))
-            pos = acc.positions.get((inst.symbol, side))
-            held = pos.contracts if pos else ZERO
-            delta = target - held
-            if delta == 0:
-                return None
-            opening = delta > 0
-            order_side = ("buy" if side == "long" else "sell") if opening else \
-                ("sell" if side == "long" else "buy")
-            return self.place_order(venue, account, inst.symbol, side=order_side,
-                                    amount=abs(delta), position_side=side)
 
     # -- views ----------------------------------------------------------------------------------
     def _position_view_locked(self, acc: Account, pos: Position) -> PositionView:
@@ -1239,7 +757,10 @@ class Market:
                         } for v in self.positions(venue, name)],
                         "realized_pnl": {k: fmt(money(x)) for k, x in acc.realized_pnl.items()},
                         "fees_paid": {k: fmt(x) for k, x in acc.fees_paid.items()},
+                        "funding": {k: fmt(x) for k, x in acc.funding.items()},
                         "orders": len(acc.orders),
+                        "open_orders": len(acc.open_orders),
+                        "trades": len(acc.trades),
                     }
             return {"elapsed": round(self.clock.elapsed(), 6), "prices": prices,
                     "accounts": accounts}

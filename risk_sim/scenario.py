@@ -80,6 +80,9 @@ class InstrumentModel(_Model):
     spread_bps: float = Field(default=1.0, ge=0, le=1000)
     funding_rate: Decimal = Decimal("0.0001")
     volume_24h: Decimal = Decimal("10000")
+    depth: Decimal | None = Field(default=None, gt=0, description="base units per book level; "
+                                  "unset: unlimited liquidity at the touch")
+    level_bps: float = Field(default=1.0, ge=0, le=1000)
     venues: dict[VenueName, dict[str, Any]] | None = None
 
     _price = field_validator("price")(_positive)
@@ -161,6 +164,26 @@ class PricePathAction(_Model):
 class Volatility(_Model):
     symbol: str | None = None
     value: float = Field(ge=0, le=20)
+
+
+class InjectFill(_Model):
+    """A fill the trading client never sent (back office / manual trade): a book break."""
+
+    venue: VenueName
+    account: str = "main"
+    symbol: str
+    side: Literal["buy", "sell"]
+    amount: Decimal
+    price: Decimal | None = None  # None: at the touch
+    position_side: Literal["long", "short"] | None = None
+
+    _amount = field_validator("amount")(_positive)
+
+
+class Funding(_Model):
+    """Settle funding now on one venue (or every venue)."""
+
+    venue: VenueName | None = None
 
 
 class OrderAction(_Model):
@@ -259,6 +282,8 @@ class Action(_Model):
     volatility: Volatility | None = None
     order: OrderAction | None = None
     target_notional: TargetNotional | None = None
+    inject_fill: InjectFill | None = None
+    funding: Funding | None = None
     set_position: SetPosition | None = None
     set_balance: SetBalance | None = None
     vault_balance: VaultBalance | None = None
@@ -306,6 +331,8 @@ class Scenario(_Model):
     description: str = ""
     seed: int = 0
     step_seconds: float = Field(default=1.0, gt=0, le=3600)
+    resting_orders: bool = Field(default=False, description="limit orders that do not cross "
+                                 "rest on the book (otherwise they are rejected)")
     instruments: dict[str, InstrumentModel] = Field(min_length=1)
     venues: dict[VenueName, VenueModel] = Field(default_factory=_default_venues)
     custodian: CustodianModel = Field(default_factory=CustodianModel)
@@ -324,12 +351,12 @@ class Scenario(_Model):
         """The market model's specification (``seed`` overrides the file's)."""
         return MarketSpec(
             seed=self.seed if seed is None else seed,
-            step_seconds=self.step_seconds,
+            step_seconds=self.step_seconds, resting_orders=self.resting_orders,
             instruments=[InstrumentSpec(
                 symbol=s, price=m.price, volatility=m.volatility,
                 mark_premium_bps=m.mark_premium_bps, spread_bps=m.spread_bps,
-                funding_rate=m.funding_rate, volume_24h=m.volume_24h,
-                venues=None if m.venues is None else {k: dict(v) for k, v in m.venues.items()})
+                funding_rate=m.funding_rate, volume_24h=m.volume_24h, depth=m.depth,
+                level_bps=m.level_bps, venues=None if m.venues is None else {k: dict(v) for k, v in m.venues.items()})
                 for s, m in self.instruments.items()],
             venues=[VenueSpec(
                 name=v, basis_bps=vm.basis_bps, maker_fee=vm.fees.maker, taker_fee=vm.fees.taker,
@@ -593,6 +620,12 @@ class ScenarioPlayer:
             market.place_order(body.venue, body.account, body.symbol, side=body.side,
                                amount=body.amount, order_type=body.type, price=body.price,
                                reduce_only=body.reduce_only, position_side=body.position_side)
+        elif isinstance(body, InjectFill):
+            market.inject_fill(body.venue, body.account, body.symbol, side=body.side,
+                               amount=body.amount, price=body.price,
+                               position_side=body.position_side)
+        elif isinstance(body, Funding):
+            market.settle_funding(body.venue)
         elif isinstance(body, TargetNotional):
             market.target_notional(body.venue, body.account, body.symbol, body.notional,
                                    side=body.side)

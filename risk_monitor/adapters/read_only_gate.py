@@ -55,6 +55,14 @@ CCXT_READ_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
         ("GET", "/fapi/v3/account"),
         ("GET", "/fapi/v1/leverageBracket"),
         ("GET", "/fapi/v3/positionRisk"),
+        # trading-flow reads (adapters/ccxt_trades.py): the desk's fills and its income
+        # (realised P&L, commissions, funding)
+        ("GET", "/fapi/v1/userTrades"),
+        ("GET", "/fapi/v1/income"),
+        # the user-data stream's listen key (service/private_stream.py): a session for the
+        # private websocket, no order, transfer or setting
+        ("POST", "/fapi/v1/listenKey"),
+        ("PUT", "/fapi/v1/listenKey"),
     ),
     "okx": (
         ("GET", "/api/v5/public/instruments"),
@@ -62,6 +70,10 @@ CCXT_READ_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
         ("GET", "/api/v5/market/tickers"),
         ("GET", "/api/v5/account/balance"),
         ("GET", "/api/v5/account/positions"),
+        # trading-flow reads (adapters/ccxt_trades.py): the desk's fills and bills (funding)
+        ("GET", "/api/v5/trade/fills"),
+        ("GET", "/api/v5/trade/fills-history"),
+        ("GET", "/api/v5/account/bills"),
     ),
 }
 #: Fireblocks reads, relative to the API base path (``.../v1``): the vault listing only

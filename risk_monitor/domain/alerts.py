@@ -62,6 +62,11 @@ class AlertRule:
     group: str = ""  # routing / silence label ``group``
 
 
+#: alert series raised by another evaluator than the limits' (reconciliation breaks): a limit
+#: evaluation never resolves them as "missing"; their own evaluator resolves them
+OWN_LIFECYCLE = frozenset({"reconciliation"})
+
+
 @dataclass(frozen=True)
 class AlertPolicy:
     """Lifecycle timing (see AlertSettings: group_wait_s, repeat_interval_s, send_resolved,
@@ -216,7 +221,7 @@ def plan_alerts(
     if policy.resolve_missing:
         version = results[0].config_version if results else ""
         for fp, prev in sorted(previous.items()):
-            if fp in seen or prev.status is LimitStatus.OK:
+            if fp in seen or prev.status is LimitStatus.OK or prev.limit_id in OWN_LIFECYCLE:
                 continue
             gone = LimitResult(
                 limit_id=prev.limit_id,

@@ -31,6 +31,13 @@ from risk_monitor.domain.limits import (
 from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind
 from risk_monitor.domain.pnl import PortfolioPnl, project_portfolio
 from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope
+from risk_monitor.domain.trading_state import (
+    ACTIVE_VERDICT,
+    ReasonCode,
+    TradingState,
+    TradingVerdict,
+    gate,
+)
 from risk_monitor.domain.valuation import NAT, Freshness, ns_of
 
 
@@ -62,6 +69,14 @@ class OrderCheck:
     projected: list[LimitResult]
     order_notional_usd: float | None = None
     details: dict[str, float] = field(default_factory=dict)
+    #: machine-readable reasons (``ReasonCode`` values), one per distinct cause, in order
+    codes: tuple[str, ...] = ()
+    trading_state: TradingState = TradingState.ACTIVE
+    reducing: bool = False
+
+
+def _codes(*codes: ReasonCode) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.value for c in codes))
 
 
 @dataclass(frozen=True)
@@ -91,16 +106,20 @@ def check_order(
     config: LimitConfig,
     order: OrderRequest,
     now: datetime,
+    trading: TradingVerdict = ACTIVE_VERDICT,
 ) -> OrderCheck:
     """Project the limits an order touches and allow or deny it.
 
     Pass the RiskReport of the latest evaluation (or its ``state``) to reuse its work; a bare
     RiskSnapshot is evaluated first (fine for small books, costly per order for large ones).
+    ``trading`` is the trading state in force on the order's venue: HALTED denies everything,
+    REDUCING every order that does not reduce the position it trades (checked first).
     """
     state = _prepared(snapshot, config)
     invalid = _validate(order)
     if invalid:
-        return OrderCheck(False, [f"DENY invalid order: {invalid}"], [])
+        return OrderCheck(False, [f"DENY invalid order: {invalid}"], [],
+                          codes=_codes(ReasonCode.INVALID_ORDER), trading_state=trading.state)
     side = OrderSide(order.side)
     reasons: list[str] = []
 
@@ -113,11 +132,17 @@ def check_order(
     signed_qty = order.quantity if side is OrderSide.BUY else -order.quantity
     delta, leg_problem = _delta(legs, order, signed_qty, mark, rate)
     if leg_problem:
-        return OrderCheck(False, [f"DENY {leg_problem}"], [])
+        return OrderCheck(False, [f"DENY {leg_problem}"], [],
+                          codes=_codes(ReasonCode.INVALID_ORDER), trading_state=trading.state)
     notional = order.quantity * mark * rate if math.isfinite(mark * rate) else None
+    # the trading state speaks first; the limits are still projected so the desk sees them
+    gated = gate(trading, reducing=delta.reducing)
+    codes: list[ReasonCode] = [gated.code] if gated.code is not None else []
+    if gated.reason:
+        reasons.append(gated.reason)
 
     projected: list[LimitResult] = []
-    allowed = True
+    allowed = gated.allowed
     elapsed_s = max(0.0, (ns_of(now) - state.freshness.now_ns) / 1e9)
     portfolio_after = project_portfolio(state.portfolio, delta.equity_usd)
     for definition in config.limits:
@@ -137,6 +162,7 @@ def check_order(
         projected.append(result)
         if result.status is LimitStatus.UNKNOWN:
             allowed = False
+            codes.append(ReasonCode.LIMIT_UNKNOWN)
             reasons.append(f"DENY {definition.id} on {scope.key}: UNKNOWN ({result.reason})")
         elif result.status is LimitStatus.BREACH:
             before = current.value
@@ -149,14 +175,18 @@ def check_order(
             )
             text = f"{definition.id} on {scope.key}: projected BREACH ({_describe(result)})"
             if not_worse:
+                codes.append(ReasonCode.REDUCES_BREACH)
                 reasons.append(f"WARN {text}; allowed because the order reduces it")
             else:
                 allowed = False
+                codes.append(ReasonCode.LIMIT_BREACH)
                 reasons.append(f"DENY {text}")
         elif result.status is LimitStatus.WARN:
+            codes.append(ReasonCode.LIMIT_WARN)
             reasons.append(f"WARN {definition.id} on {scope.key}: projected WARN ({_describe(result)})")
     if blind and allowed:  # no limit covered the problem: still fail closed
         allowed = False
+        codes.append(ReasonCode.DATA_BLIND)
         reasons.append(f"DENY {blind}")
     details = {
         "mark": mark,
@@ -165,7 +195,8 @@ def check_order(
         "delta_net_usd": delta.net_usd,
         "delta_equity_usd": delta.equity_usd,
     }
-    return OrderCheck(allowed, reasons, projected, notional, details)
+    return OrderCheck(allowed, reasons, projected, notional, details, codes=_codes(*codes),
+                      trading_state=trading.state, reducing=delta.reducing)
 
 
 def _validate(order: OrderRequest) -> str:

@@ -201,6 +201,13 @@ class DiscoveryError(ServiceError):
     default_retryable = True
 
 
+class TradingControlError(ServiceError):
+    """A trading-state change that cannot apply (bad scope or state, no identity); nothing was
+    written."""
+
+    code = "RM610"
+
+
 def error_classes() -> list[type[RiskMonitorError]]:
     """Every error class, base first; a test keeps their codes unique."""
     found: list[type[RiskMonitorError]] = []

@@ -412,6 +412,60 @@ class ServiceSettings(_Section):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
+class TradingRuleSettings(_Section):
+    """One automatic trading-state rule: while a limit result matches, the scope goes to
+    ``state``."""
+
+    match: str = Field(description="limit kind or limit id; '*' = any")
+    status: Literal["WARN", "BREACH", "UNKNOWN"] = Field(description="limit status that triggers")
+    state: Literal["REDUCING", "HALTED"] = Field(description="trading state while it holds")
+    per_venue: bool = Field(
+        default=False, description="only venue-scoped results count, and they set that venue "
+        "alone (a blind venue halts itself, not the desk)")
+
+
+def _default_trading_rules() -> list[TradingRuleSettings]:
+    return [
+        TradingRuleSettings(match="daily_loss", status="BREACH", state="REDUCING"),
+        TradingRuleSettings(match="drawdown", status="BREACH", state="REDUCING"),
+        TradingRuleSettings(match="*", status="UNKNOWN", state="HALTED", per_venue=True),
+    ]
+
+
+class TradingSettings(_Section):
+    """Trading state (ACTIVE / REDUCING / HALTED) and the pre-trade gate."""
+
+    rules: list[TradingRuleSettings] = Field(
+        default_factory=_default_trading_rules,
+        description="automatic transitions; default: daily_loss or drawdown BREACH -> "
+        "REDUCING (desk), any UNKNOWN on a venue's scope -> HALTED (that venue)")
+    halt_venue_on_source_failure: bool = Field(
+        default=True, description="a venue whose exchange source failed is HALTED")
+    refresh_s: float = Field(
+        default=0.5, gt=0, description="how often the service re-reads manual states (set by "
+        "the CLI or another instance) and audits automatic transitions")
+    recent_orders: int = Field(
+        default=500, ge=10, le=100_000, description="checked orders kept for the dashboard")
+    desk_book_key: str = Field(
+        default="rm:desk:book", description="Redis HASH where the trading client publishes "
+        "the desk's expected book (adapters/redis_desk_book.py)")
+    reconciliation_abs_tolerance: float = Field(
+        default=1e-6, ge=0, description="a book difference below this (base units) is no break")
+    reconciliation_rel_tolerance: float = Field(
+        default=1e-4, ge=0, description="... nor below this fraction of the larger book")
+    realised_abs_tolerance: float = Field(
+        default=1.0, ge=0, description="rebuilt vs venue realised P&L: tolerated difference "
+        "(settle currency)")
+    realised_rel_tolerance: float = Field(
+        default=1e-4, ge=0, description="... or this fraction of the venue's figure")
+    private_streams: bool = Field(
+        default=False, description="follow fills and positions through the venues' private "
+        "websockets (ccxt.pro) where they have them; REST poll as fallback")
+    fill_rest_poll_s: float | None = Field(
+        default=None, gt=0, description="REST read of positions behind the private stream "
+        "(fallback and reconciliation); default: service.positions_poll_s")
+
+
 class Settings(BaseSettings):
     """Everything Risk Monitor reads at start; see docs/configuration.md."""
 
@@ -444,6 +498,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_service: ConfigServiceSettings = Field(default_factory=ConfigServiceSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    trading: TradingSettings = Field(default_factory=TradingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -37,6 +37,8 @@ from risk_monitor.service.state import (
     RiskStateProvider,
     RiskView,
 )
+from risk_monitor.service.trading import TradingControl
+from risk_monitor.service.trading_grpc import TradingRpcs, trading_state_number
 
 log = get_logger(__name__)
 
@@ -226,6 +228,8 @@ def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
         allowed=decision.allowed, reasons=list(decision.reasons),
         as_of=timestamp(decision.as_of), limit_config_version=decision.limit_config_version,
         evaluation_source=decision.evaluation_source,
+        reason_codes=list(decision.codes),
+        trading_state=trading_state_number(decision.trading_state),
     )
     for projected in decision.projected:
         response.projected.append(pb.ProjectedLimit(**_drop_none(
@@ -235,15 +239,17 @@ def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
 
 
 # -- the API --------------------------------------------------------------------------------------
-class RiskMonitorServicer(AlertControlRpcs, pb_grpc.RiskMonitorServicer):
+class RiskMonitorServicer(AlertControlRpcs, TradingRpcs, pb_grpc.RiskMonitorServicer):
     """Thin: convert, ask the provider (off the loop), convert back."""
 
     def __init__(self, provider: RiskStateProvider,
                  config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 trading: TradingControl | None = None) -> None:
         self.provider = provider
         self.config_status = config_status
         self.clock = clock
+        self.trading = trading
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any],
                     *args: Any) -> Any:
@@ -332,7 +338,13 @@ class RiskMonitorServicer(AlertControlRpcs, pb_grpc.RiskMonitorServicer):
                                                        order, self.clock())
             log.info("order_checked", venue=order.venue, account=order.account,
                      instrument=order.instrument, side=order.side, quantity=order.quantity,
-                     allowed=decision.allowed, reasons=list(decision.reasons))
+                     allowed=decision.allowed, reasons=list(decision.reasons),
+                     codes=list(decision.codes), trading_state=decision.trading_state)
+        if self.trading is not None:
+            self.trading.record_check(
+                order, allowed=decision.allowed, codes=decision.codes, reasons=decision.reasons,
+                trading_state=decision.trading_state, at=decision.as_of,
+                client_order_id=validate.loggable(request.client_order_id or "") or "")
         return decision_message(decision)
 
 

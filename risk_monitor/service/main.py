@@ -64,11 +64,14 @@ from risk_monitor.service.health import (
     static_check,
 )
 from risk_monitor.service.hot_path import HotPath, run_quote_source
+from risk_monitor.service.private_stream import FillLedger, PrivateStreams, streamed_accounts
 from risk_monitor.service.registration import ServiceRegistration, instance_info
 from risk_monitor.service.rest import RestServer, build_app
 from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.sql_state import SqlRiskState
 from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, RiskStateProvider
+from risk_monitor.service.trading import TradingControl, build_trading
+from risk_monitor.service.trading_dashboard import build_trading_dashboard
 
 log = get_logger(__name__)
 
@@ -129,6 +132,10 @@ class ServiceApp:
         self._sink_thread: threading.Thread | None = None  # the Alertmanager sink, if any
         self._feed_stop = asyncio.Event()
         self._feed_task: asyncio.Task[None] | None = None
+        self.trading: TradingControl | None = None
+        self.fill_ledger = FillLedger()
+        self.private_streams: PrivateStreams | None = None
+        self._trading_task: asyncio.Task[None] | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -168,11 +175,20 @@ class ServiceApp:
         await self.config_watcher.start()
         self._start_dispatcher()
         await self._start_hot_path()
+        self.trading = build_trading(settings, self.engine, self.provider, self._live_state(),
+                                     self.instance_id,
+                                     fills=self.fill_ledger if self.private_streams else None)
+        trading_dashboard = build_trading_dashboard(
+            settings, self.trading, self.provider, engine=self.engine, hot_path=self.hot_path,
+            redis_client=self.redis)
+        self._trading_task = asyncio.create_task(self.trading.run(self._feed_stop),
+                                                 name="trading-state")
 
         self.readiness = Readiness(self._checks(), interval_s=self.check_interval_s,
                                    timeout_s=max(2.0, self.check_interval_s * 2))
         self.readiness.on_change(self.health.set_all)
-        servicer = RiskMonitorServicer(self.provider, config_status=self.config_status)
+        servicer = RiskMonitorServicer(self.provider, config_status=self.config_status,
+                                       trading=self.trading)
         self.grpc = GrpcServer(servicer, self.health, host=settings.service.grpc_host,
                                port=settings.service.grpc_port, security=self.security)
         try:
@@ -182,7 +198,8 @@ class ServiceApp:
                                f"{settings.service.grpc_port}: {exc}", source="grpc") from exc
         identity = {"service": settings.service.service_name, "instance_id": self.instance_id}
         app = build_app(self.readiness, self.provider, identity=identity,
-                        config_status=self.config_status, security=self.security)
+                        config_status=self.config_status, security=self.security,
+                        trading=self.trading, trading_dashboard=trading_dashboard)
         self.rest = RestServer(app, host=settings.service.rest_host,
                                port=settings.service.rest_port, tls=self.security.tls)
         try:
@@ -239,9 +256,14 @@ class ServiceApp:
         live = self._live_state()
         if settings.service.hot_path and watched and live is not None:
             dispatcher = self.dispatcher
-            self.hot_path = HotPath(settings, live, Storage.on(self.engine),
-                                    instance_id=self.instance_id,
-                                    wake=dispatcher.wake if dispatcher is not None else None)
+            streamed = streamed_accounts(settings, self.fill_ledger)  # trading: private streams
+            if streamed is not None:
+                self.private_streams = streamed[2]
+                self.private_streams.start()
+            self.hot_path = HotPath(streamed[0] if streamed else settings, live,
+                                    Storage.on(self.engine), instance_id=self.instance_id,
+                                    wake=dispatcher.wake if dispatcher is not None else None,
+                                    accounts=streamed[1] if streamed else None)
             if dispatcher is not None:  # lineage hook (issue 11): Slack -> Dagster event link
                 self._event_links = link_slack_messages(self.hot_path.lineage, dispatcher)
             await self.hot_path.start()
@@ -258,6 +280,8 @@ class ServiceApp:
 
     async def _stop_hot_path(self) -> None:
         self._feed_stop.set()
+        if self.private_streams is not None:
+            await self.private_streams.stop()
         if self.hot_path is not None:
             await self.hot_path.stop()
         if self._feed_task is not None:
@@ -267,6 +291,10 @@ class ServiceApp:
                 self._feed_task.cancel()
                 log.warning("quote_feed_not_stopped_cleanly", error=type(exc).__name__)
             self._feed_task = None
+        if self._trading_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._trading_task, timeout=15)
+            self._trading_task = None
         if self._dispatcher_thread is not None:
             self._dispatcher_stop.set()
             if self.dispatcher is not None:

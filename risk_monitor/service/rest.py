@@ -48,6 +48,9 @@ from risk_monitor.service.security import (
     error_body,
 )
 from risk_monitor.service.state import RiskStateProvider
+from risk_monitor.service.trading import TradingControl
+from risk_monitor.service.trading_api import trading_routes
+from risk_monitor.service.trading_dashboard import TradingDashboard, trading_dashboard_routes
 from risk_monitor.service.validation import loggable
 
 log = get_logger(__name__)
@@ -60,7 +63,9 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
               identity: Mapping[str, Any],
               config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
               registry: CollectorRegistry = REGISTRY,
-              security: ServiceSecurity | None = None) -> Starlette:
+              security: ServiceSecurity | None = None,
+              trading: TradingControl | None = None,
+              trading_dashboard: TradingDashboard | None = None) -> Starlette:
     """The routes, behind bearer-token authentication when ``security`` has tokens."""
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "alive", "version": __version__, **identity})
@@ -103,6 +108,9 @@ def build_app(readiness: Readiness, provider: RiskStateProvider, *,
         Route("/v1/risk/status", risk_status),
         *dashboard_routes(Dashboard.for_provider(provider, config_status=config_status)),
         *alert_control_routes(provider),
+        *(trading_routes(trading) if trading is not None else ()),
+        *(trading_dashboard_routes(trading_dashboard) if trading_dashboard is not None
+          else ()),
     ], middleware=[Middleware(BearerAuthMiddleware, security=security or ServiceSecurity.open())],
         exception_handlers={HTTPException: _http_error, Exception: _server_error})
 

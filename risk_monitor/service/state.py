@@ -28,6 +28,12 @@ from risk_monitor.domain.engine import RiskReport, RiskSnapshot, evaluate
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, Notification, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
+from risk_monitor.domain.trading_state import (
+    ACTIVE_VERDICT,
+    ReasonCode,
+    TradingState,
+    TradingVerdict,
+)
 
 __all__ = ["OrderRequest"]  # the domain's order type is this API's too
 
@@ -49,6 +55,15 @@ class OrderDecision:
     as_of: datetime
     limit_config_version: str
     evaluation_source: str
+    codes: tuple[str, ...] = ()  # ReasonCode values
+    trading_state: str = "ACTIVE"  # the trading state in force on the order's venue
+
+
+class TradingGate(Protocol):
+    """The trading state in force for an order (``service/trading.py``'s TradingControl)."""
+
+    def verdict(self, venue: str, results: Sequence[LimitResult] | None = None,
+                sources: Sequence[SourceStatus] | None = None) -> TradingVerdict: ...
 
 
 @dataclass(frozen=True)
@@ -130,9 +145,11 @@ def freshness_of(sources: Sequence[SourceStatus], now: datetime,
 
 
 def deny(reason: str, now: datetime, *, config_version: str = "",
-         source: str = NO_EVALUATION) -> OrderDecision:
+         source: str = NO_EVALUATION, code: ReasonCode = ReasonCode.NO_EVALUATION,
+         trading_state: str = "ACTIVE") -> OrderDecision:
     return OrderDecision(allowed=False, reasons=(reason,), projected=(), as_of=now,
-                         limit_config_version=config_version, evaluation_source=source)
+                         limit_config_version=config_version, evaluation_source=source,
+                         codes=(code.value,), trading_state=trading_state)
 
 
 def valid_order(order: OrderRequest) -> str | None:
@@ -225,6 +242,8 @@ class InMemoryRiskState:
         self._config: LimitConfig | None = None
         self._feed = _AlertFeed(alert_capacity)
         self._lock = threading.RLock()
+        #: the trading-state gate CheckOrder asks first (None: always ACTIVE)
+        self.trading: TradingGate | None = None
 
     # -- feeding --------------------------------------------------------------------------------
     @property
@@ -315,18 +334,36 @@ class InMemoryRiskState:
     async def wait_alerts(self, cursor: int, timeout_s: float) -> None:
         await self._feed.wait(cursor, timeout_s)
 
+    def latest_inputs(self) -> tuple[tuple[LimitResult, ...], tuple[SourceStatus, ...]]:
+        """The latest evaluation's results and sources (the same objects until the next one,
+        so a consumer can cache what it derives from them)."""
+        evaluation = self._evaluation
+        if evaluation is None:
+            return (), ()
+        return evaluation.results, evaluation.sources
+
     def check_order(self, order: OrderRequest, now: datetime) -> OrderDecision:
         with self._lock:
-            report, config = self._report, self._config
+            report, config, evaluation = self._report, self._config, self._evaluation
         version = config.version if config else ""
         problem = valid_order(order)
+        trading = ACTIVE_VERDICT
+        if self.trading is not None:
+            trading = self.trading.verdict(
+                order.venue, evaluation.results if evaluation else (),
+                evaluation.sources if evaluation else ())
         if problem is not None:
             return deny(f"invalid order: {problem}", now, config_version=version,
-                        source=IN_MEMORY)
+                        source=IN_MEMORY, code=ReasonCode.INVALID_ORDER,
+                        trading_state=trading.state.value)
         if report is None or config is None:
+            if trading.state is TradingState.HALTED:  # the operator's word comes first
+                return deny(f"DENY {trading.describe}", now, config_version=version,
+                            code=ReasonCode.TRADING_HALTED, trading_state=trading.state.value)
             return deny("no risk evaluation yet: positions or limits unknown (fail closed)",
-                        now, config_version=version)
-        return decision_of(check_order(report, config, order, now), report, config, now)
+                        now, config_version=version, trading_state=trading.state.value)
+        return decision_of(check_order(report, config, order, now, trading), report, config,
+                           now)
 
 
 def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
@@ -338,7 +375,8 @@ def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
                       for r in check.projected)
     return OrderDecision(allowed=check.allowed, reasons=tuple(check.reasons),
                          projected=projected, as_of=now, limit_config_version=config.version,
-                         evaluation_source=source)
+                         evaluation_source=source, codes=check.codes,
+                         trading_state=check.trading_state.value)
 
 
 def _finite(value: float | None) -> float | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from risk_sim.engine import AccountEvent
 from risk_sim.faults import Fault, FaultInjector, apply_payload_fault, transform_payload
 from risk_sim.market import (
     Market,
@@ -64,6 +65,8 @@ class WsConnection:
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.sender: asyncio.Task[None] | None = None
         self.messages_sent = 0
+        self.account: str | None = None  # set once the connection is authenticated
+        self.private: list[dict[str, Any]] = []  # private subscriptions (venue-specific)
 
     def send(self, payload: Any, *, data: bool = True) -> None:
         """Queue a message; ``data=False`` for acks and pongs, which faults never touch."""
@@ -109,10 +112,12 @@ class VenueSimulator:
     def start(self) -> VenueSimulator:
         self._server.start()
         self.market.subscribe(self._on_market_change)
+        self.market.subscribe_accounts(self._on_account_events)
         return self
 
     def stop(self) -> None:
         self.market.unsubscribe(self._on_market_change)
+        self.market.unsubscribe_accounts(self._on_account_events)
         if self._server.loop is not None and self._server.loop.is_running():
             with contextlib.suppress(Exception):
                 self._server.call(self._close_all, timeout=5)
@@ -228,6 +233,10 @@ class VenueSimulator:
     def render_updates(self, conn: WsConnection, symbols: set[str]) -> list[Any]:
         """Messages for ``conn`` after the prices of ``symbols`` changed."""
         raise NotImplementedError
+
+    def render_private(self, conn: WsConnection, event: AccountEvent) -> list[Any]:
+        """Private-stream messages for an authenticated ``conn`` after an account change."""
+        return []
 
     # -- app ------------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
@@ -361,6 +370,38 @@ class VenueSimulator:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._publish, set(symbols))
 
+    def _on_account_events(self, events: list[AccountEvent]) -> None:
+        mine = [e for e in events if e.venue == self.venue]
+        loop = self._server.loop
+        if not mine or loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._publish_private, mine)
+
+    def _publish_private(self, events: list[AccountEvent]) -> None:
+        for conn in list(self._connections.values()):
+            if conn.account is None:
+                continue
+            for event in events:
+                if event.account != conn.account:
+                    continue
+                for message in self.render_private(conn, event):
+                    conn.send(message)
+
+    def private_connections(self, account: str | None = None) -> int:
+        """Open authenticated (user-data) connections, optionally of one account."""
+        def count() -> int:
+            return sum(1 for c in self._connections.values() if c.account is not None and
+                       (account is None or c.account == account))
+        loop = self._server.loop
+        if loop is None or not loop.is_running():
+            return count()
+
+        async def run() -> int:
+            return count()
+
+        return self._server.call(run)
+
     def _publish(self, symbols: set[str]) -> None:
         for conn in list(self._connections.values()):
             if not conn.subscriptions:
@@ -459,6 +500,43 @@ class VenueSimulator:
                                       "average": str(placed.average), "fee": str(placed.fee),
                                       "realized_pnl": str(placed.realized_pnl)})
 
+        async def fill(request: web.Request) -> web.Response:
+            """A fill the trading client never sent (reconciliation breaks)."""
+            data = await body_of(request)
+            try:
+                placed = market.inject_fill(
+                    venue, data.get("account", "main"), data["symbol"], side=data["side"],
+                    amount=data["amount"], price=data.get("price"),
+                    position_side=data.get("position_side"),
+                    reduce_only=bool(data.get("reduce_only", False)))
+            except OrderRejected as exc:
+                return web.json_response({"ok": False, "reason": exc.reason,
+                                          "error": exc.message}, status=400)
+            except (KeyError, ValueError, SimError) as exc:
+                return fail(exc)
+            return web.json_response({"ok": True, "order_id": placed.id,
+                                      "client_order_id": placed.client_order_id,
+                                      "average": str(placed.average), "fee": str(placed.fee),
+                                      "realized_pnl": str(placed.realized_pnl)})
+
+        async def trading(request: web.Request) -> web.Response:
+            """Book depth per symbol and whether limit orders rest (whole market)."""
+            data = await body_of(request)
+            try:
+                if "resting_orders" in data:
+                    market.set_resting_orders(bool(data["resting_orders"]))
+                if "symbol" in data:
+                    market.set_liquidity(market.instrument(venue, data["symbol"]).symbol,
+                                         data.get("depth"), data.get("level_bps"))
+            except (ValueError, SimError) as exc:
+                return fail(exc)
+            return web.json_response({"ok": True})
+
+        async def funding(_: web.Request) -> web.Response:
+            paid = market.settle_funding(venue)
+            return web.json_response({"ok": True, "paid": [
+                {"account": a, "symbol": s, "amount": str(x)} for (a, s), x in paid.items()]})
+
         async def advance(request: web.Request) -> web.Response:
             data = await body_of(request)
             try:
@@ -498,6 +576,9 @@ class VenueSimulator:
             web.post("/__admin/balance", balance),
             web.post("/__admin/position_mode", position_mode),
             web.post("/__admin/order", order),
+            web.post("/__admin/fill", fill),
+            web.post("/__admin/funding", funding),
+            web.post("/__admin/trading", trading),
             web.post("/__admin/clock/advance", advance),
             web.post("/__admin/clock/skew", skew),
             web.post("/__admin/ws/disconnect", ws_disconnect),

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from risk_sim.exchange.base import Handler, VenueError, VenueSimulator, WsConnection
+from risk_sim.exchange.binance_private import BinancePrivate
 from risk_sim.faults import Fault
 from risk_sim.market import (
     Account,
@@ -106,7 +107,7 @@ class _WeightWindow:
             self.used = 0
 
 
-class BinanceSimulator(VenueSimulator):
+class BinanceSimulator(BinancePrivate, VenueSimulator):
     """Binance USDⓈ-M futures (REST + websocket) over the shared market model."""
 
     venue = "binance"
@@ -272,6 +273,7 @@ class BinanceSimulator(VenueSimulator):
             web.get("/sapi/v1/capital/config/getall", self.capital_config),
             web.get("/sapi/v1/margin/allPairs", self.margin_pairs),
             web.get("/sapi/v1/margin/isolated/allPairs", self.margin_pairs),
+            *self.private_routes(),
         ]
         return r
 
@@ -281,7 +283,13 @@ class BinanceSimulator(VenueSimulator):
             self.set_weight_limit(data.get("limit"), reset=bool(data.get("reset", True)))
             return web.json_response({"ok": True, "limit": self.weights.limit})
 
-        return [web.post("/__admin/rate_limit", rate_limit)]
+        async def expire_keys(_: web.Request) -> web.Response:
+            return web.json_response({"ok": True,
+                                      "closed": await self._end_streams(
+                                          set(self._expire_all_keys()), expired=True)})
+
+        return [web.post("/__admin/rate_limit", rate_limit),
+                web.post("/__admin/listen_keys/expire", expire_keys)]
 
     async def ping(self, _: web.Request) -> web.Response:
         return web.json_response({})
@@ -598,20 +606,10 @@ class BinanceSimulator(VenueSimulator):
         except OrderRejected as exc:
             code, msg = _REJECT_CODES[exc.reason]
             raise _err(400, code, msg) from None
-        return web.json_response({
-            "orderId": order.id, "symbol": inst.venue_id, "status": "FILLED",
-            "clientOrderId": order.client_order_id,
-            "price": fmt(order.price) if order.price is not None else "0.00",
-            "avgPrice": fmt(order.average), "origQty": fmt(order.amount),
-            "executedQty": fmt(order.filled), "cumQty": fmt(order.filled),
-            "cumQuote": fmt(money(inst.base_qty(order.filled) * order.average)),
-            "timeInForce": params.get("timeInForce", "GTC"), "type": order_type,
-            "reduceOnly": order.reduce_only, "closePosition": False,
-            "side": order.side.upper(), "positionSide": position_side, "stopPrice": "0.00",
-            "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": order_type,
-            "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
-            "updateTime": order.time_ms,
-        })
+        body = self.order_json(inst, order)
+        body["timeInForce"] = params.get("timeInForce", "GTC")
+        body["positionSide"] = position_side
+        return web.json_response(body)
 
     async def user_trades(self, request: web.Request) -> web.Response:
         account, params = await self._signed(request)
@@ -665,6 +663,13 @@ class BinanceSimulator(VenueSimulator):
 
     # -- websockets -----------------------------------------------------------------------------
     async def on_ws_open(self, conn: WsConnection) -> None:
+        account = self.listen_key_account(conn)
+        if account is False:
+            await self._drop(conn, code=1008, reason="invalid listen key")
+            return
+        if isinstance(account, str):
+            conn.account = account  # a user-data stream: pushes come from render_private
+            return
         streams: list[str] = []
         if conn.path.rstrip("/").endswith("/stream") or conn.path == "/stream":
             raw = conn.request.query.get("streams", "")

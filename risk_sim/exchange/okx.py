@@ -29,9 +29,11 @@ from typing import Any
 from aiohttp import web
 
 from risk_sim.exchange.base import Handler, VenueError, VenueSimulator, WsConnection
+from risk_sim.exchange.okx_private import PRIVATE_CHANNELS, OkxPrivate
 from risk_sim.faults import Fault
 from risk_sim.market import (
     Account,
+    BalanceView,
     Instrument,
     Market,
     OrderRejected,
@@ -97,7 +99,7 @@ class _RouteWindows:
             self._windows.clear()
 
 
-class OkxSimulator(VenueSimulator):
+class OkxSimulator(OkxPrivate, VenueSimulator):
     """OKX perpetual swaps (REST + websocket) over the shared market model."""
 
     venue = "okx"
@@ -220,6 +222,7 @@ class OkxSimulator(VenueSimulator):
             web.post("/api/v5/trade/order", self.order),
             web.post("/api/v5/trade/batch-orders", self.batch_orders),
             web.get("/api/v5/asset/currencies", self.currencies),
+            *self.private_routes(),
         ]
 
     def extra_admin_routes(self) -> list[web.RouteDef]:
@@ -328,12 +331,15 @@ class OkxSimulator(VenueSimulator):
         account, _ = await self._signed(request)
         wanted = request.query.get("ccy")
         currencies = set(wanted.split(",")) if wanted else None
-        now = self._ts()
+        balances = [b for b in self.market.balances(self.venue, account.name)
+                    if currencies is None or b.asset in currencies]
+        return _ok([self.balance_data(balances, self._ts())])
+
+    def balance_data(self, balances: list[BalanceView], now: str) -> dict[str, Any]:
+        """The account-level balance document (REST and the ``account`` channel)."""
         details = []
         totals = {"eq": Decimal(0), "imr": Decimal(0), "mmr": Decimal(0), "upl": Decimal(0)}
-        for b in self.market.balances(self.venue, account.name):
-            if currencies is not None and b.asset not in currencies:
-                continue
+        for b in balances:
             totals["eq"] += b.margin_balance
             totals["imr"] += b.initial_margin
             totals["mmr"] += b.maint_margin
@@ -354,12 +360,12 @@ class OkxSimulator(VenueSimulator):
                 "totalPnlRatio": "",
             })
         ratio = fmt(money(totals["eq"] / totals["mmr"])) if totals["mmr"] else ""
-        return _ok([{
+        return {
             "adjEq": fmt(totals["eq"]), "borrowFroz": "", "details": details,
             "imr": fmt(totals["imr"]), "isoEq": "0", "mgnRatio": ratio, "mmr": fmt(totals["mmr"]),
             "notionalUsd": "", "ordFroz": "0", "totalEq": fmt(totals["eq"]), "uTime": now,
             "upl": fmt(totals["upl"]),
-        }])
+        }
 
     def _position_row(self, view: PositionView) -> dict[str, Any]:
         pos = view.position
@@ -535,6 +541,13 @@ class OkxSimulator(VenueSimulator):
             return
         op = message.get("op") if isinstance(message, dict) else None
         args = message.get("args") if isinstance(message, dict) else None
+        if op == "login":
+            self.ws_login(conn, message)
+            return
+        if op in ("subscribe", "unsubscribe") and isinstance(args, list) and args and all(
+                isinstance(a, dict) and a.get("channel") in PRIVATE_CHANNELS for a in args):
+            self.ws_private_subscribe(conn, op, args)
+            return
         if op not in ("subscribe", "unsubscribe") or not isinstance(args, list):
             conn.send({"event": "error", "code": "60012",
                        "msg": f"Invalid request: {text[:100]}", "connId": conn_id}, data=False)

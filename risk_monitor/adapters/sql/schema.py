@@ -283,3 +283,16 @@ sink_deliveries = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text(), nullable=True),
 )
+
+
+trading_states = sa.Table(
+    "trading_states",
+    metadata,
+    # the operator-set (manual) trading state per scope: "global" or "venue:<id>"
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # ACTIVE | REDUCING | HALTED
+    sa.Column("changed_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("changed_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint("state IN ('ACTIVE', 'REDUCING', 'HALTED')", name="state_known"),
+)

@@ -37,6 +37,13 @@ class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECISION_UNSPECIFIED: _ClassVar[Decision]
     DECISION_ALLOW: _ClassVar[Decision]
     DECISION_DENY: _ClassVar[Decision]
+
+class TradingStateValue(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRADING_STATE_UNSPECIFIED: _ClassVar[TradingStateValue]
+    TRADING_STATE_ACTIVE: _ClassVar[TradingStateValue]
+    TRADING_STATE_REDUCING: _ClassVar[TradingStateValue]
+    TRADING_STATE_HALTED: _ClassVar[TradingStateValue]
 LIMIT_STATUS_UNSPECIFIED: LimitStatus
 LIMIT_STATUS_OK: LimitStatus
 LIMIT_STATUS_WARN: LimitStatus
@@ -53,6 +60,10 @@ SIDE_SELL: Side
 DECISION_UNSPECIFIED: Decision
 DECISION_ALLOW: Decision
 DECISION_DENY: Decision
+TRADING_STATE_UNSPECIFIED: TradingStateValue
+TRADING_STATE_ACTIVE: TradingStateValue
+TRADING_STATE_REDUCING: TradingStateValue
+TRADING_STATE_HALTED: TradingStateValue
 
 class GetRiskStatusRequest(_message.Message):
     __slots__ = ()
@@ -256,7 +267,7 @@ class ProjectedLimit(_message.Message):
     def __init__(self, limit: _Optional[_Union[LimitStatusEntry, _Mapping]] = ..., current_utilisation: _Optional[float] = ...) -> None: ...
 
 class CheckOrderResponse(_message.Message):
-    __slots__ = ("decision", "allowed", "reasons", "projected", "as_of", "limit_config_version", "evaluation_source")
+    __slots__ = ("decision", "allowed", "reasons", "projected", "as_of", "limit_config_version", "evaluation_source", "reason_codes", "trading_state")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +275,8 @@ class CheckOrderResponse(_message.Message):
     AS_OF_FIELD_NUMBER: _ClassVar[int]
     LIMIT_CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODES_FIELD_NUMBER: _ClassVar[int]
+    TRADING_STATE_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     allowed: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
@@ -271,7 +284,9 @@ class CheckOrderResponse(_message.Message):
     as_of: _timestamp_pb2.Timestamp
     limit_config_version: str
     evaluation_source: str
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., allowed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., projected: _Optional[_Iterable[_Union[ProjectedLimit, _Mapping]]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit_config_version: _Optional[str] = ..., evaluation_source: _Optional[str] = ...) -> None: ...
+    reason_codes: _containers.RepeatedScalarFieldContainer[str]
+    trading_state: TradingStateValue
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., allowed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., projected: _Optional[_Iterable[_Union[ProjectedLimit, _Mapping]]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit_config_version: _Optional[str] = ..., evaluation_source: _Optional[str] = ..., reason_codes: _Optional[_Iterable[str]] = ..., trading_state: _Optional[_Union[TradingStateValue, str]] = ...) -> None: ...
 
 class AcknowledgeAlertRequest(_message.Message):
     __slots__ = ("key", "comment", "author")
@@ -372,3 +387,53 @@ class AlertControls(_message.Message):
     silences: _containers.RepeatedCompositeFieldContainer[Silence]
     acknowledgements: _containers.RepeatedCompositeFieldContainer[Acknowledgement]
     def __init__(self, silences: _Optional[_Iterable[_Union[Silence, _Mapping]]] = ..., acknowledgements: _Optional[_Iterable[_Union[Acknowledgement, _Mapping]]] = ...) -> None: ...
+
+class GetTradingStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScopeTradingState(_message.Message):
+    __slots__ = ("scope", "state", "set_by_scope", "origin", "cause")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SET_BY_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    state: TradingStateValue
+    set_by_scope: str
+    origin: str
+    cause: str
+    def __init__(self, scope: _Optional[str] = ..., state: _Optional[_Union[TradingStateValue, str]] = ..., set_by_scope: _Optional[str] = ..., origin: _Optional[str] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class ManualTradingState(_message.Message):
+    __slots__ = ("scope", "state", "changed_by", "reason")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    state: TradingStateValue
+    changed_by: str
+    reason: str
+    def __init__(self, scope: _Optional[str] = ..., state: _Optional[_Union[TradingStateValue, str]] = ..., changed_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class TradingStates(_message.Message):
+    __slots__ = ("states", "manual")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    MANUAL_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedCompositeFieldContainer[ScopeTradingState]
+    manual: _containers.RepeatedCompositeFieldContainer[ManualTradingState]
+    def __init__(self, states: _Optional[_Iterable[_Union[ScopeTradingState, _Mapping]]] = ..., manual: _Optional[_Iterable[_Union[ManualTradingState, _Mapping]]] = ...) -> None: ...
+
+class SetTradingStateRequest(_message.Message):
+    __slots__ = ("scope", "state", "reason", "author")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    state: TradingStateValue
+    reason: str
+    author: str
+    def __init__(self, scope: _Optional[str] = ..., state: _Optional[_Union[TradingStateValue, str]] = ..., reason: _Optional[str] = ..., author: _Optional[str] = ...) -> None: ...

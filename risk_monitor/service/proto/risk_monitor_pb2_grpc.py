@@ -74,6 +74,16 @@ class RiskMonitorStub:
                 request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ListAlertControlsRequest.SerializeToString,
                 response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AlertControls.FromString,
                 _registered_method=True)
+        self.GetTradingState = channel.unary_unary(
+                '/risk_monitor.v1.RiskMonitor/GetTradingState',
+                request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.GetTradingStateRequest.SerializeToString,
+                response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.TradingStates.FromString,
+                _registered_method=True)
+        self.SetTradingState = channel.unary_unary(
+                '/risk_monitor.v1.RiskMonitor/SetTradingState',
+                request_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.SetTradingStateRequest.SerializeToString,
+                response_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.TradingStates.FromString,
+                _registered_method=True)
 
 
 class RiskMonitorServicer:
@@ -135,6 +145,20 @@ class RiskMonitorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTradingState(self, request, context):
+        """Trading state in force (global and per venue) and the manual states behind it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTradingState(self, request, context):
+        """Set a scope's manual trading state (halt, reduce, resume); audited, caller = token name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RiskMonitorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +201,16 @@ def add_RiskMonitorServicer_to_server(servicer, server):
                     servicer.ListAlertControls,
                     request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ListAlertControlsRequest.FromString,
                     response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AlertControls.SerializeToString,
+            ),
+            'GetTradingState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTradingState,
+                    request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.GetTradingStateRequest.FromString,
+                    response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.TradingStates.SerializeToString,
+            ),
+            'SetTradingState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTradingState,
+                    request_deserializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.SetTradingStateRequest.FromString,
+                    response_serializer=risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.TradingStates.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +429,60 @@ class RiskMonitor:
             '/risk_monitor.v1.RiskMonitor/ListAlertControls',
             risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.ListAlertControlsRequest.SerializeToString,
             risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.AlertControls.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTradingState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/risk_monitor.v1.RiskMonitor/GetTradingState',
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.GetTradingStateRequest.SerializeToString,
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.TradingStates.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTradingState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/risk_monitor.v1.RiskMonitor/SetTradingState',
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.SetTradingStateRequest.SerializeToString,
+            risk__monitor_dot_service_dot_proto_dot_risk__monitor__pb2.TradingStates.FromString,
             options,
             channel_credentials,
             insecure,

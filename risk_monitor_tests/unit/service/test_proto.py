@@ -24,4 +24,5 @@ def test_service_and_package_names() -> None:
     assert RISK_SERVICE == "risk_monitor.v1.RiskMonitor"
     methods = {m.name for m in pb.DESCRIPTOR.services_by_name["RiskMonitor"].methods}
     assert methods == {"GetRiskStatus", "ListLimitStatus", "WatchAlerts", "CheckOrder",
-                       "AcknowledgeAlert", "CreateSilence", "ExpireSilence", "ListAlertControls"}
+                       "AcknowledgeAlert", "CreateSilence", "ExpireSilence", "ListAlertControls",
+                       "GetTradingState", "SetTradingState"}

@@ -1,0 +1,1 @@
+"""Trading flow: realised P&L rebuilt from fills and the three-book reconciliation."""

@@ -1,0 +1,176 @@
+"""Reconciliation: the desk's expected book against the exchanges' and the custodian's.
+
+Three books per venue and item (a perpetual's position in base units, or an asset balance):
+
+- **desk**: what the desk believes it holds, from its own fills (published by the trading client,
+  or rebuilt from trades) plus its own record of balances;
+- **exchange**: positions and balances the exchanges report;
+- **custodian**: balances the custodian reports.
+
+Each venue's desk figure is compared with the book that venue reports (an exchange's positions
+and balances, the custodian's vaults). A difference beyond tolerance is a break. A venue whose
+report is missing cannot be reconciled: its items are UNKNOWN, never "no break".
+Breaks become ``LimitResult`` rows of the ``reconciliation`` series, so they go through the
+same alert store, lifecycle and outbox as limits (one alert per venue and item, resolved when
+the books agree again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import pandas as pd
+
+from risk_monitor.domain.model import LimitResult, LimitStatus
+from risk_monitor.domain.scopes import scope_key
+
+RECONCILIATION = "reconciliation"
+
+
+class Book(StrEnum):
+    DESK = "desk"
+    EXCHANGE = "exchange"
+    CUSTODIAN = "custodian"
+
+
+class BreakStatus(StrEnum):
+    OK = "OK"
+    BREAK = "BREAK"
+    UNKNOWN = "UNKNOWN"
+
+
+#: (venue, item, kind) with kind "position" (item = instrument) or "balance" (item = asset)
+ItemKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A difference is a break when above ``max(absolute, relative * max(|desk|, |venue|))``."""
+
+    absolute: float = 1e-6
+    relative: float = 1e-4
+
+    def of(self, desk: float, venue: float) -> float:
+        return max(self.absolute, self.relative * max(abs(desk), abs(venue)))
+
+
+@dataclass(frozen=True)
+class Break:
+    venue: str
+    item: str
+    kind: str  # position | balance
+    book: Book  # the venue's book compared with the desk's: exchange | custodian
+    desk: float | None
+    reported: float | None
+    difference: float | None
+    tolerance: float
+    status: BreakStatus
+    reason: str = ""
+
+    @property
+    def scope(self) -> str:
+        dim = "instrument" if self.kind == "position" else "asset"
+        return scope_key({"venue": self.venue, dim: self.item})
+
+    def as_dict(self) -> dict[str, object]:
+        return {"venue": self.venue, "item": self.item, "kind": self.kind,
+                "book": self.book.value, "desk": self.desk, "reported": self.reported,
+                "difference": self.difference, "tolerance": self.tolerance,
+                "status": self.status.value, "reason": self.reason}
+
+
+def reconcile(desk: Mapping[ItemKey, float], exchange: Mapping[ItemKey, float],
+              custodian: Mapping[ItemKey, float], *, exchange_venues: Iterable[str],
+              custodian_venues: Iterable[str], blind: Iterable[str] = (),
+              tolerances: Mapping[str, Tolerance] | None = None,
+              default: Tolerance = Tolerance()) -> list[Break]:
+    """Every (venue, item) any book mentions, compared; sorted worst first.
+
+    ``blind``: venues whose report is missing or failed (their items are UNKNOWN). An item one
+    book lacks counts as zero in it, as long as that book's venue reported.
+    ``tolerances``: per item (asset or instrument) overrides of ``default``.
+    Balances are compared only on venues where the desk's book holds balances (a desk that
+    books positions only does not track wallet cash); positions are compared everywhere.
+    """
+    ex_venues, cu_venues, blind_venues = set(exchange_venues), set(custodian_venues), set(blind)
+    booked_cash = {v for (v, _, kind) in desk if kind == "balance"}
+    out: list[Break] = []
+    keys = set(desk) | set(exchange) | set(custodian)
+    for venue, item, kind in sorted(keys):
+        if kind == "balance" and venue not in booked_cash:
+            continue
+        key = (venue, item, kind)
+        if venue in cu_venues:
+            book, reported_book = Book.CUSTODIAN, custodian
+        elif venue in ex_venues:
+            book, reported_book = Book.EXCHANGE, exchange
+        else:
+            out.append(Break(venue, item, kind, Book.EXCHANGE, desk.get(key), None, None, 0.0,
+                             BreakStatus.UNKNOWN, f"{venue} is not a configured venue"))
+            continue
+        mine = desk.get(key, 0.0)
+        tol = (tolerances or {}).get(item, default)
+        if venue in blind_venues:
+            out.append(Break(venue, item, kind, book, mine, None, None, tol.of(mine, 0.0),
+                             BreakStatus.UNKNOWN, f"no {book.value} report from {venue}"))
+            continue
+        theirs = reported_book.get(key, 0.0)
+        diff = mine - theirs
+        limit = tol.of(mine, theirs)
+        broken = abs(diff) > limit
+        reason = (f"desk {mine:g} vs {book.value} {theirs:g} (diff {diff:+g}, tolerance "
+                  f"{limit:g})") if broken else ""
+        out.append(Break(venue, item, kind, book, mine, theirs, diff, limit,
+                         BreakStatus.BREAK if broken else BreakStatus.OK, reason))
+    rank = {BreakStatus.BREAK: 0, BreakStatus.UNKNOWN: 1, BreakStatus.OK: 2}
+    return sorted(out, key=lambda b: (rank[b.status], b.venue, b.kind, b.item))
+
+
+def break_results(breaks: Iterable[Break], *, as_of: datetime,
+                  config_version: str = RECONCILIATION) -> list[LimitResult]:
+    """The ``reconciliation`` alert series: BREACH on a break, UNKNOWN when blind, else OK."""
+    status = {BreakStatus.OK: LimitStatus.OK, BreakStatus.BREAK: LimitStatus.BREACH,
+              BreakStatus.UNKNOWN: LimitStatus.UNKNOWN}
+    out = []
+    for b in breaks:
+        value = abs(b.difference) if b.difference is not None else None
+        out.append(LimitResult(
+            limit_id=RECONCILIATION, limit_kind=RECONCILIATION, scope=b.scope,
+            status=status[b.status], value=value, warn_level=None,
+            breach_level=b.tolerance,
+            utilisation=(value / b.tolerance) if value is not None and b.tolerance > 0 else None,
+            as_of=as_of, config_version=config_version, reason=b.reason))
+    return out
+
+
+def desk_book(position_deltas: Iterable[tuple[str, str, float]],
+              opening: Mapping[ItemKey, float] | None = None) -> dict[ItemKey, float]:
+    """The desk's expected positions: opening positions plus its own fills
+    (venue, instrument, signed base quantity)."""
+    book = dict(opening or {})
+    for venue, instrument, qty in position_deltas:
+        key = (venue, instrument, "position")
+        book[key] = book.get(key, 0.0) + qty
+    return book
+
+
+def reported_books(positions: pd.DataFrame, balances: pd.DataFrame
+                   ) -> tuple[dict[ItemKey, float], dict[ItemKey, float]]:
+    """(exchange book, custodian book) from collected positions (POSITION_COLUMNS) and
+    balances (BALANCE_COLUMNS): signed position quantity per (venue, instrument) and total
+    balance per (venue, asset), summed over accounts."""
+    exchange: dict[ItemKey, float] = {}
+    custodian: dict[ItemKey, float] = {}
+    if len(positions):
+        grouped = positions.groupby(["venue", "instrument"], as_index=False)["quantity"].sum()
+        for row in grouped.itertuples(index=False):
+            exchange[(str(row.venue), str(row.instrument), "position")] = float(row.quantity)
+    if len(balances):
+        totals = balances.groupby(["source_type", "venue", "asset"], as_index=False)["total"].sum()
+        for row in totals.itertuples(index=False):
+            book = custodian if row.source_type == "custodian" else exchange
+            book[(str(row.venue), str(row.asset), "balance")] = float(row.total)
+    return exchange, custodian

@@ -1,0 +1,250 @@
+"""The service's trading state: the gate ``CheckOrder`` asks first, and its bookkeeping.
+
+``TradingControl`` holds the manual states (the ``trading_states`` table, which the CLI, REST,
+gRPC and other instances write) and derives the automatic ones from the latest evaluation with
+the domain's rules (``domain/trading_state.py``). ``verdict`` answers in microseconds from
+memory: the automatic states are recomputed only when a new evaluation was published. A loop
+(``run``) re-reads the manual states every ``trading.refresh_s``, audits every change of the
+state in force (``trading_state.changed``) and publishes it to Prometheus. Recent checked orders
+are kept for the dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy.engine import Engine
+
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.sql.trading_states import SqlTradingStates
+from risk_monitor.domain.model import LimitResult, LimitStatus, SourceStatus
+from risk_monitor.domain.orders import OrderRequest
+from risk_monitor.domain.trading_state import (
+    GLOBAL,
+    AutomaticState,
+    ManualState,
+    TradingRule,
+    TradingState,
+    TradingVerdict,
+    automatic_states,
+    effective_states,
+    verdict_for,
+)
+from risk_monitor.platform.errors import TradingControlError
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
+from risk_monitor.platform.settings import Settings, TradingSettings
+from risk_monitor.service.private_stream import FillLedger
+from risk_monitor.service.state import InMemoryRiskState
+
+log = get_logger(__name__)
+
+TRADING_STATE = Gauge(
+    "risk_monitor_trading_state",
+    "Trading state in force per scope (global, venue:<id>): 0 ACTIVE, 1 REDUCING, 2 HALTED.",
+    ["scope"],
+)
+ORDER_CHECKS = Counter(
+    "risk_monitor_order_checks_total",
+    "Pre-trade checks by venue, decision and first reason code.",
+    ["venue", "decision", "code"],
+)
+
+Inputs = Callable[[], tuple[Sequence[LimitResult], Sequence[SourceStatus]]]
+
+
+def rules_of(settings: TradingSettings) -> tuple[TradingRule, ...]:
+    return tuple(TradingRule(r.match, LimitStatus(r.status), TradingState(r.state), r.per_venue)
+                 for r in settings.rules)
+
+
+@dataclass(frozen=True)
+class CheckedOrder:
+    """One pre-trade check as the dashboard shows it."""
+
+    at: datetime
+    venue: str
+    account: str
+    instrument: str
+    side: str
+    quantity: float
+    price: float | None
+    allowed: bool
+    codes: tuple[str, ...]
+    reasons: tuple[str, ...]
+    trading_state: str
+    client_order_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "venue": self.venue, "account": self.account,
+                "instrument": self.instrument, "side": self.side, "quantity": self.quantity,
+                "price": self.price, "allowed": self.allowed, "codes": list(self.codes),
+                "reasons": list(self.reasons), "trading_state": self.trading_state,
+                "client_order_id": self.client_order_id}
+
+
+class TradingControl:
+    """Thread-safe: ``verdict`` runs in gRPC worker threads, ``refresh`` in the loop's."""
+
+    def __init__(self, settings: TradingSettings, store: SqlTradingStates | None, *,
+                 inputs: Inputs, venues: Iterable[str] = (), instance_id: str = "",
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.rules = rules_of(settings)
+        self.store = store
+        self.inputs = inputs
+        self.venues = tuple(venues)
+        self.instance_id = instance_id
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._manual: dict[str, ManualState] = {}
+        self._auto: dict[str, AutomaticState] = {}
+        self._auto_of: tuple[object, object] = (None, None)
+        self._in_force: dict[str, TradingVerdict] = {}
+        self._recent: deque[CheckedOrder] = deque(maxlen=settings.recent_orders)
+        #: fills seen on the private streams (service/private_stream.py), when they run
+        self.fills: FillLedger | None = None
+        #: called after every refresh with the time (the dashboard samples its charts)
+        self.on_refresh: list[Callable[[datetime], None]] = []
+
+    # -- the gate -----------------------------------------------------------------------------
+    def verdict(self, venue: str, results: Sequence[LimitResult] | None = None,
+                sources: Sequence[SourceStatus] | None = None) -> TradingVerdict:
+        """The state in force on ``venue``; with ``results``/``sources`` (the evaluation the
+        order is judged on) the automatic part follows exactly that evaluation."""
+        with self._lock:
+            if results is not None:
+                self._observe(results, sources or ())
+            return verdict_for(venue, self._manual, self._auto)
+
+    def _observe(self, results: Sequence[LimitResult], sources: Sequence[SourceStatus]) -> None:
+        if self._auto_of[0] is results and self._auto_of[1] is sources:
+            return
+        self._auto = automatic_states(
+            results, sources, self.rules,
+            halt_on_source_failure=self.settings.halt_venue_on_source_failure)
+        self._auto_of = (results, sources)
+
+    def record_check(self, order: OrderRequest, *, allowed: bool, codes: Sequence[str],
+                     reasons: Sequence[str], trading_state: str, at: datetime,
+                     client_order_id: str = "") -> None:
+        self._recent.append(CheckedOrder(
+            at=at, venue=order.venue, account=order.account, instrument=order.instrument,
+            side=str(order.side), quantity=float(order.quantity), price=order.price,
+            allowed=allowed, codes=tuple(codes), reasons=tuple(reasons),
+            trading_state=trading_state, client_order_id=client_order_id))
+        ORDER_CHECKS.labels(venue=order.venue, decision="allow" if allowed else "deny",
+                            code=codes[0] if codes else "OK").inc()
+
+    def recent_checks(self, limit: int = 100) -> list[CheckedOrder]:
+        items = list(self._recent)
+        return items[-limit:][::-1]
+
+    # -- reading and changing ----------------------------------------------------------------
+    def states(self) -> dict[str, TradingVerdict]:
+        with self._lock:
+            return effective_states(self._manual, self._auto, self.venues)
+
+    def manual(self) -> dict[str, ManualState]:
+        with self._lock:
+            return dict(self._manual)
+
+    def set_state(self, scope: str, state: TradingState | str, *, by: str,
+                  reason: str = "") -> dict[str, TradingVerdict]:
+        """Store a manual state (audited), apply it at once, return the states in force."""
+        if self.store is None:
+            raise TradingControlError("trading-state changes need the database store",
+                                      source="trading")
+        done = self.store.set(scope, state, by=by, reason=reason)
+        with self._lock:
+            if done.state is TradingState.ACTIVE:
+                self._manual.pop(scope.strip(), None)
+            else:
+                self._manual[scope.strip()] = done
+        log.warning("trading_state_set", scope=scope, state=done.state.value, actor=by,
+                    reason=reason)
+        self.refresh(reload=False)
+        return self.states()
+
+    def refresh(self, *, reload: bool = True) -> dict[str, tuple[TradingVerdict, TradingVerdict]]:
+        """Re-read manual states, recompute automatic ones, audit and publish what changed."""
+        if reload and self.store is not None:
+            manual = self.store.manual()
+            with self._lock:
+                self._manual = manual
+        results, sources = self.inputs()
+        with self._lock:
+            self._observe(results, sources)
+            now_in_force = effective_states(self._manual, self._auto, self.venues)
+            before = self._in_force
+            changes = {scope: (before.get(scope, TradingVerdict(TradingState.ACTIVE, scope)), v)
+                       for scope, v in now_in_force.items()
+                       if before.get(scope, _ACTIVE).state is not v.state}
+            for scope, old in before.items():  # a scope that disappeared is ACTIVE again
+                if scope not in now_in_force and old.state is not TradingState.ACTIVE:
+                    changes[scope] = (old, TradingVerdict(TradingState.ACTIVE, scope))
+            self._in_force = now_in_force
+        for scope, verdict in now_in_force.items():
+            TRADING_STATE.labels(scope=scope).set(verdict.state.rank)
+        for scope, (_, after) in changes.items():
+            if scope not in now_in_force:
+                TRADING_STATE.labels(scope=scope).set(after.state.rank)
+        if changes:
+            for scope, (old, new) in changes.items():
+                log.warning("trading_state_changed", scope=scope, before=old.state.value,
+                            after=new.state.value, origin=new.origin, cause=new.cause)
+            if self.store is not None:
+                self.store.record_automatic(changes, at=self.clock(),
+                                            instance_id=self.instance_id)
+        for listener in self.on_refresh:
+            try:
+                listener(self.clock())
+            except Exception as exc:  # a chart sample never stops the trading state
+                log.warning("trading_refresh_listener_failed", error=type(exc).__name__)
+        return changes
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Refresh until ``stop``; a failing store is logged and retried, never fatal."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception as exc:
+                error = map_exception(exc, source="trading")
+                record_error(error)
+                log.warning("trading_refresh_failed", error=str(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.refresh_s)
+
+
+_ACTIVE = TradingVerdict(TradingState.ACTIVE, GLOBAL)
+
+
+def verdict_as_dict(scope: str, verdict: TradingVerdict) -> dict[str, str]:
+    return {"scope": scope, "state": verdict.state.value, "set_by_scope": verdict.scope,
+            "origin": verdict.origin, "cause": verdict.cause}
+
+
+def build_trading(settings: Settings, engine: Engine, provider: object,
+                  live: InMemoryRiskState | None, instance_id: str,
+                  fills: FillLedger | None = None) -> TradingControl:
+    """The service's TradingControl, attached to the live state as its CheckOrder gate."""
+    def inputs() -> tuple[Sequence[LimitResult], Sequence[SourceStatus]]:
+        if live is not None and live.evaluated:
+            return live.latest_inputs()
+        results = getattr(provider, "limit_results", None)
+        return (results() if results is not None else []), ()
+
+    control = TradingControl(settings.trading, SqlTradingStates(engine), inputs=inputs,
+                             venues=[v.id for v in settings.venues], instance_id=instance_id)
+    control.fills = fills
+    if live is not None:
+        live.trading = control
+    return control

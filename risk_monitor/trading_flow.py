@@ -1,0 +1,117 @@
+"""Use cases of the trading flow, shared by the Dagster assets and the service: realised P&L
+rebuilt from fills and checked against the venue, and the three-book reconciliation whose
+breaks go through the alert store (``reconciliation`` series)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from risk_monitor import workflows
+from risk_monitor.adapters.sql import Storage
+from risk_monitor.domain.model import Collected, SourceKind
+from risk_monitor.domain.realised import (
+    Fill,
+    Funding,
+    RealisedCheck,
+    RealisedPnl,
+    compare_realised,
+    realised_pnl,
+)
+from risk_monitor.domain.reconciliation import (
+    Break,
+    BreakStatus,
+    ItemKey,
+    Tolerance,
+    break_results,
+    reconcile,
+    reported_books,
+)
+from risk_monitor.platform.settings import Settings
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    breaks: list[Break]
+    desk_published: bool
+    raised: int = 0
+
+    @property
+    def broken(self) -> list[Break]:
+        return [b for b in self.breaks if b.status is BreakStatus.BREAK]
+
+    @property
+    def unknown(self) -> list[Break]:
+        return [b for b in self.breaks if b.status is BreakStatus.UNKNOWN]
+
+
+def reconcile_books(settings: Settings, desk: Mapping[ItemKey, float] | None,
+                    positions: Collected, exchange_balances: Collected,
+                    custody: Collected) -> Reconciliation:
+    """Compare the three books (no desk book published: nothing to compare, said so)."""
+    if desk is None:
+        return Reconciliation([], desk_published=False)
+    exchange, custodian = reported_books(
+        positions.frame, _frame_concat(exchange_balances, custody))
+    blind = {s.venue for part in (positions, exchange_balances, custody) for s in part.sources
+             if not s.ok}
+    tolerance = Tolerance(settings.trading.reconciliation_abs_tolerance,
+                          settings.trading.reconciliation_rel_tolerance)
+    breaks = reconcile(
+        desk, exchange, custodian, exchange_venues=[v.id for v in settings.venues],
+        custodian_venues=[c.id for c in settings.custodians]
+        + [s.venue for s in custody.sources if s.kind is SourceKind.CUSTODIAN],
+        blind=blind, default=tolerance)
+    return Reconciliation(breaks, desk_published=True)
+
+
+def raise_reconciliation_alerts(storage: Storage, settings: Settings, outcome: Reconciliation,
+                                *, now: datetime, context: Mapping[str, Any]) -> int:
+    """Breaks (and cleared breaks) through the alert store: one series per venue and item."""
+    results = break_results(outcome.breaks, as_of=now)
+    if not results:
+        return 0
+    policy = workflows.alert_policy(settings)
+    policy = replace(policy, resolve_missing=False)
+    raised = workflows.raise_alerts(storage, results, now=now, policy=policy, context=context)
+    return raised.enqueued
+
+
+def realised_checks(settings: Settings, fills: Sequence[Fill], funding: Sequence[Funding],
+                    reported: Mapping[tuple[str, str, str], float] | None = None, *,
+                    current: Mapping[tuple[str, str, str], float] | None = None
+                    ) -> tuple[dict[tuple[str, str, str], RealisedPnl], list[RealisedCheck]]:
+    """Books rebuilt from the window's fills, checked against the venue.
+
+    ``current``: the venue's positions now. Where the fills do not explain it (a position was
+    open before the window), the venue's per-fill figures are measured from an average entry
+    the window does not show: that comparison is unknown (``ok`` None, said why), not failed.
+    """
+    books = realised_pnl(fills, funding)
+    checks = compare_realised(books, reported or {},
+                              abs_tolerance=settings.trading.realised_abs_tolerance,
+                              rel_tolerance=settings.trading.realised_rel_tolerance,
+                              net=False)
+    if current is not None:
+        out = []
+        for found in checks:
+            book = books.get(found.key)
+            held = current.get(found.key, 0.0)
+            if book is not None and abs(held - book.position) > 1e-9 * max(1.0, abs(held)):
+                found = replace(found, ok=None, reason=(  # noqa: PLW2901
+                    f"position {held:g} held now is not explained by the window's fills "
+                    f"({book.position:g}): opened before the window"))
+            out.append(found)
+        checks = out
+    return books, checks
+
+
+def _frame_concat(*parts: Collected) -> Any:
+    import pandas as pd
+
+    frames = [p.frame for p in parts if len(p.frame)]
+    if not frames:
+        return parts[0].frame
+    return pd.concat(frames, ignore_index=True)
