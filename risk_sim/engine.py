@@ -11,7 +11,7 @@ Venue rules (on top of those in :mod:`risk_sim.market`):
   then it rests and fills at its limit price (maker fee) when the market crosses it, one
   level's depth per price refresh, until filled or cancelled.
 * every state change of an account (order accepted, fill, cancel, expiry, balance or position
-  change by the admin API, funding) becomes an :class:`AccountEvent` carrying snapshots; the
+  change by the admin API, funding) becomes an account event (:mod:`risk_sim.events`); the
   venue servers render them as their private websocket pushes. Events are delivered in the
   order they happened, outside the market lock.
 * :meth:`TradingEngine.inject_fill` books a trade the trading client never sent (a manual or
@@ -21,12 +21,11 @@ Venue rules (on top of those in :mod:`risk_sim.market`):
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from risk_sim.events import AccountEvents
 from risk_sim.model import (
     ZERO,
     Account,
@@ -52,33 +51,15 @@ if TYPE_CHECKING:
     from risk_sim.market import InstrumentSpec, MarketSpec, Quote, VenueSpec
 
 MAX_LEVELS = 200
-Execution = Literal["NEW", "TRADE", "CANCELED", "EXPIRED"]
 
 
 class UnknownOrder(SimError):
     """No open (or no such) order with that id on that account."""
 
 
-@dataclass(frozen=True)
-class AccountEvent:
-    """One change of one account, with snapshots taken when it happened."""
-
-    venue: str
-    account: str
-    time_ms: int
-    reason: str  # ORDER | FUNDING_FEE | ADJUSTMENT
-    order: Order | None = None
-    execution: Execution | None = None
-    trade: Trade | None = None
-    positions: tuple[PositionView, ...] = ()  # the symbol's positions after (0 contracts: closed)
-    balances: tuple[BalanceView, ...] = ()
-    funding: Decimal | None = None  # for FUNDING_FEE: the amount credited (negative: paid)
 
 
-AccountListener = Callable[[list[AccountEvent]], None]
-
-
-class TradingEngine:
+class TradingEngine(AccountEvents):
     """Mixin of :class:`risk_sim.market.Market`: everything that trades."""
 
     if TYPE_CHECKING:
@@ -103,58 +84,7 @@ class TradingEngine:
         def _wall_ms() -> int: ...
 
     def _init_engine(self) -> None:
-        self._account_listeners: list[AccountListener] = []
-        self._pending_events: deque[AccountEvent] = deque()
-        self._emit_lock = threading.Lock()
-
-    # -- events -------------------------------------------------------------------------------
-    def subscribe_accounts(self, listener: AccountListener) -> None:
-        """Call ``listener(events)`` after account changes, in order (any thread)."""
-        with self._lock:
-            self._account_listeners.append(listener)
-
-    def unsubscribe_accounts(self, listener: AccountListener) -> None:
-        with self._lock:
-            if listener in self._account_listeners:
-                self._account_listeners.remove(listener)
-
-    def _flush_events(self) -> None:
-        """Deliver queued events; the emit lock keeps them in the order they were queued."""
-        with self._emit_lock:  # never takes the market lock: a flush may run inside it
-            events: list[AccountEvent] = []
-            while self._pending_events:
-                events.append(self._pending_events.popleft())
-            listeners = list(self._account_listeners)
-            if events:
-                for listener in listeners:
-                    listener(events)
-
-    def _event_locked(self, acc: Account, symbol: str | None, *, reason: str = "ORDER",
-                      order: Order | None = None, execution: Execution | None = None,
-                      trade: Trade | None = None, funding: Decimal | None = None,
-                      assets: set[str] | None = None) -> None:
-        positions: list[PositionView] = []
-        wanted = set(assets or ())
-        if symbol is not None:
-            inst = self.instruments[acc.venue][symbol]
-            wanted.add(inst.settle)
-            sides = ("net",) if acc.position_mode == "one_way" else ("long", "short")
-            for side in sides:
-                pos = acc.positions.get((symbol, side))
-                if pos is None or pos.contracts == 0:
-                    if trade is None and order is None and reason != "ADJUSTMENT":
-                        continue
-                    pos = Position(symbol=symbol, side=cast(PositionSide, side),
-                                   contracts=ZERO, entry_price=ZERO, position_id="0",
-                                   margin_mode=acc.margin_mode_for(symbol),
-                                   updated_ms=self._wall_ms())
-                positions.append(replace(self._position_view_locked(acc, pos),
-                                         position=replace(pos)))
-        balances = tuple(self._balance_view_locked(acc, a) for a in sorted(wanted))
-        self._pending_events.append(AccountEvent(
-            venue=acc.venue, account=acc.name, time_ms=self._wall_ms(), reason=reason,
-            order=order.snapshot() if order is not None else None, execution=execution,
-            trade=trade, positions=tuple(positions), balances=balances, funding=funding))
+        self._init_events()
 
     # -- book -----------------------------------------------------------------------------------
     def _level_size(self, inst: Instrument) -> Decimal | None:

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal, cast
 
-from risk_sim.engine import AccountEvent, AccountListener, TradingEngine, UnknownOrder
+from risk_sim.engine import TradingEngine, UnknownOrder
+from risk_sim.events import AccountEvent, AccountListener
 from risk_sim.model import (
     MONEY,
     SECONDS_PER_YEAR,

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from risk_sim.engine import AccountEvent
+from risk_sim.events import AccountEvent
 from risk_sim.faults import Fault, FaultInjector, apply_payload_fault, transform_payload
 from risk_sim.market import (
     Market,

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from risk_sim.engine import AccountEvent, UnknownOrder
+from risk_sim.engine import UnknownOrder
+from risk_sim.events import AccountEvent
 from risk_sim.exchange.base import VenueError, WsConnection
 from risk_sim.market import Account, Instrument, Order, PositionView, fmt, money
 

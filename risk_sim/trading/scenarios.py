@@ -114,6 +114,12 @@ async def normal_flow(rig: TradingRig) -> None:
                                      ("binance", BTC, "sell", 0.3), ("binance", ETH, "sell", 5.0)):
         await desk.submit(venue, symbol, side, qty)  # type: ignore[arg-type]
         await asyncio.sleep(PAUSE_S)
+    # a bid below the market rests on the book (checked like any order), then is cancelled
+    bid = float(rig.stack.market.quote("binance", BTC).bid) * 0.99
+    resting = await desk.submit("binance", BTC, "buy", 0.5, order_type="limit",
+                                price=round(bid, 1))
+    if resting.order_id is not None and resting.status == "open":
+        await desk.cancel("binance", BTC, resting.order_id)
 
 
 async def active_trading(rig: TradingRig) -> list[Expectation]:
