@@ -1,7 +1,7 @@
 """Trading: the operator-set trading state per scope (global or one venue).
 
 Revision ID: tr01_trading_states
-Revises: c3d9_silences_store
+Revises: al7m_sink_deliveries
 Create Date: 2026-12-03
 
 Written out in full (not imported from ``schema.py``): a migration is a frozen record.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "tr01_trading_states"
-down_revision: str | None = "c3d9_silences_store"
+down_revision: str | None = "al7m_sink_deliveries"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
