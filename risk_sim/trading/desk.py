@@ -192,8 +192,12 @@ class Desk:
     """Checks, sends, books and logs; one instance per trading session."""
 
     def __init__(self, venues: list[VenueAccess], gate: RiskGate, *,
-                 printer: Callable[[str], None] | None = None, name: str = "desk") -> None:
+                 printer: Callable[[str], None] | None = None, name: str = "desk",
+                 publish: Callable[[str, str, Decimal], None] | None = None) -> None:
         self.venues = {v.venue: v for v in venues}
+        #: publishes the desk's net position per (venue, symbol) after each change, as a real
+        #: trading client feeds Risk Monitor's reconciliation (``adapters/redis_desk_book.py``)
+        self._publish = publish
         self.gate = gate
         self.book = ExpectedBook()
         self.timeline: list[TimelineEvent] = []
@@ -231,6 +235,12 @@ class Desk:
                 book.entry = Decimal(str(pos.get("entryPrice") or 0))
                 self.log("note", access.venue, pos["symbol"], f"start of day {side} "
                          f"{qty.normalize():f} @ {book.entry.normalize():f}")
+                self.publish_position(access.venue, pos["symbol"])
+
+    def publish_position(self, venue: str, symbol: str) -> None:
+        """Tell the monitor what the desk believes it holds (its expected book)."""
+        if self._publish is not None:
+            self._publish(venue, symbol, self.book.quantity(venue, symbol))
 
     async def close(self) -> None:
         await asyncio.gather(*(v.client.close() for v in self.venues.values()),
@@ -344,6 +354,8 @@ class Desk:
                      qty=str(qty), price=str(price), fee=str(fee), realized=str(realized))
         if outcome.filled:
             outcome.average = float(quote_total / Decimal(str(outcome.filled)))
+        if fills:
+            self.publish_position(access.venue, symbol)
         self.log("pnl", access.venue, symbol, f"book {self.book.quantity(access.venue, symbol)}"
                  f" base; desk realised {self.book.realized():.2f}, fees "
                  f"{self.book.fees():.2f}", realized=str(self.book.realized()),

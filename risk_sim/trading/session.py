@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,6 +162,7 @@ class TradingSession:
                         "positions_poll_s": 0.5, "custody_poll_s": 2.0,
                         "evaluate_min_interval_s": 0.1, "persist_interval_s": 2.0,
                         **self.service_overrides},
+            "trading": {"desk_book_key": self.desk_book_key()},
         })
         if self.database_url:
             doc["database_url"] = self.database_url
@@ -199,7 +201,7 @@ class TradingSession:
         venues = [VenueAccess(v, desk_client(stack, v),
                               hedged=stack.market.account(v).position_mode == "hedge")
                   for v in ("binance", "okx")]
-        desk = Desk(venues, gate, printer=self.printer)
+        desk = Desk(venues, gate, printer=self.printer, publish=self._desk_book_publisher())
         await desk.start()
         import grpc
 
@@ -211,6 +213,24 @@ class TradingSession:
         self._watcher = asyncio.ensure_future(self._watch_alerts(rig))
         await desk.load_start_of_day()
         return rig
+
+    def desk_book_key(self) -> str:
+        return f"{self.redis_prefix}:desk:book"
+
+    def _desk_book_publisher(self) -> Callable[[str, str, Decimal], None] | None:
+        """The desk's expected book, published where the monitor's reconciliation reads it."""
+        if not self.redis_url:
+            return None
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        key = self.desk_book_key()
+        client.delete(key)
+
+        def publish(venue: str, symbol: str, quantity: Decimal) -> None:
+            client.hset(key, f"{venue}|position|{symbol}", str(quantity))
+            client.set(f"{key}:updated_at", time.time())
+        return publish
 
     async def _wait_ready(self, gate: GrpcRiskGate) -> None:
         """Until CheckOrder allows a tiny order on every venue (the service sees live data)."""
