@@ -43,7 +43,23 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
         expectations = await SCRIPTS[name](rig)
         if name == "active_trading":  # the run-up's WARN reaches the alert stream
             await wait_for_alert(rig, "binance_btc_notional", "WARN")
+            rig.notes.append(str(await wait_for_break(rig, "okx")))
     return rig, expectations
+
+
+async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
+                         ) -> dict[str, Any]:
+    """The service's three-book reconciliation finds the fill the desk did not book (the
+    scenario injects one on ``venue``): the desk's published book and the venue disagree."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = (await rig.trading_dashboard())["reconciliation"]
+        for row in last.get("breaks", []):
+            if row.get("venue") == venue and row.get("kind") == "position":
+                return dict(row)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no {venue} position break within {timeout_s}s: {last}")
 
 
 async def wait_for_alert(rig: TradingRig, limit_id: str, status: str,

@@ -107,6 +107,18 @@ class TradingRig:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _stub: Any = None
+    rest_url: str = ""
+
+    async def trading_dashboard(self) -> dict[str, Any]:
+        """The service's trading document (state, orders, fills, reconciliation breaks)."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{self.rest_url}/v1/dashboard/trading",
+                timeout=aiohttp.ClientTimeout(total=10)) as response:
+            response.raise_for_status()
+            answer: dict[str, Any] = await response.json()
+            return answer
 
     async def limit(self, limit_id: str) -> Any | None:
         """The service's current entry for ``limit_id`` (first scope), or None."""
@@ -207,7 +219,7 @@ class TradingSession:
 
         self._channel = grpc.aio.insecure_channel(target)
         rig = TradingRig(stack, desk, target, self.workdir, _stub=pb_grpc.RiskMonitorStub(
-            self._channel))
+            self._channel), rest_url=f"http://127.0.0.1:{rest_port}")
         self.rig = rig
         await self._wait_ready(gate)
         self._watcher = asyncio.ensure_future(self._watch_alerts(rig))
