@@ -231,6 +231,16 @@ def redis_client(url: str) -> Any:
     return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
 
 
+def latest_stream_ids(url: str, settings: MarketDataSettings,
+                      venues: Sequence[str]) -> dict[str, str]:
+    """The newest stream entry id per venue, on a client opened and closed here (sensors)."""
+    client = redis_client(url)
+    try:
+        return RedisQuoteCache(client, settings).latest_ids(list(dict.fromkeys(venues)))
+    finally:
+        client.close()
+
+
 async def follow_quote_streams(redis_url: str, settings: MarketDataSettings,
                                venues: Sequence[str], policy: QuotePolicy, stop: asyncio.Event,
                                listener: QuoteListener, *, block_ms: int = 1000) -> None:

@@ -53,7 +53,7 @@ from risk_monitor.adapters.sql.risk_state import (
 )
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.limits import KIND_SPECS, LimitKind
-from risk_monitor.domain.model import LimitResult, Notification
+from risk_monitor.domain.model import WORST_FIRST, LimitResult, Notification
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -271,7 +271,9 @@ class SqlDashboardStore:
 
 
 # -- assembling the answers -------------------------------------------------------------------------
-_STATUS_RANK = {"BREACH": 0, "UNKNOWN": 1, "WARN": 2, "OK": 3}
+def _rank(status: str) -> int:
+    """Position in the domain's one order of statuses (``model.WORST_FIRST``)."""
+    return next((i for i, s in enumerate(WORST_FIRST) if s.value == status), len(WORST_FIRST))
 
 
 def _unit(kind: str) -> str:
@@ -291,7 +293,7 @@ def limit_rows(results: Iterable[LimitResult]) -> list[LimitRow]:
                  source_event_time=r.source_event_time)
         for r in results
     ]
-    rows.sort(key=lambda r: (_STATUS_RANK.get(r.status, 9),
+    rows.sort(key=lambda r: (_rank(r.status),
                              -(r.utilisation if r.utilisation is not None else -math.inf),
                              r.limit_id, r.scope))
     return rows

@@ -68,6 +68,7 @@ from risk_monitor.service.rest import RestServer, build_app
 from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.sql_state import SqlRiskState
 from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, RiskStateProvider
+from risk_monitor.workflows import source_budgets
 
 log = get_logger(__name__)
 
@@ -84,8 +85,10 @@ def build_state_provider(settings: Settings, engine: Engine) -> SqlRiskState:
     Seam: the stream consumer (hot path) feeds ``provider.live`` (``evaluate(snapshot)`` or
     ``publish_report(report)``); until it does, answers come from the database.
     """
-    live = InMemoryRiskState(max_age_s=settings.market_data.max_age_s)
-    return SqlRiskState(engine, live=live, max_age_s=settings.market_data.max_age_s)
+    budgets = source_budgets(settings)
+    live = InMemoryRiskState(max_age_s=settings.market_data.max_age_s, budgets=budgets)
+    return SqlRiskState(engine, live=live, max_age_s=settings.market_data.max_age_s,
+                        budgets=budgets)
 
 
 class ServiceApp:

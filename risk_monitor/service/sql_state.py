@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -28,11 +29,10 @@ from risk_monitor.adapters.sql.risk_state import (
     GROSS_METRIC,
     NET_METRIC,
     RiskStateStore,
-    StoredSource,
 )
 from risk_monitor.adapters.sql.schema import outbox
 from risk_monitor.domain.limits import LimitConfig
-from risk_monitor.domain.model import LimitResult
+from risk_monitor.domain.model import LimitResult, SourceKind
 from risk_monitor.domain.orders import OrderRequest
 from risk_monitor.service.state import (
     NO_EVALUATION,
@@ -40,9 +40,9 @@ from risk_monitor.service.state import (
     InMemoryRiskState,
     OrderDecision,
     RiskView,
-    SourceFreshness,
     compliance_of,
     deny,
+    freshness_of,
 )
 
 DATABASE = "database"
@@ -55,11 +55,13 @@ class SqlRiskState:
     """See the module docstring."""
 
     def __init__(self, engine: Engine, *, live: InMemoryRiskState | None = None,
-                 max_age_s: float = 60.0, poll_interval_s: float = 0.5) -> None:
+                 max_age_s: float = 60.0, poll_interval_s: float = 0.5,
+                 budgets: Mapping[SourceKind, float] | None = None) -> None:
         self.engine = engine
         self.store = RiskStateStore(engine)
         self.live = live
         self.max_age_s = max_age_s
+        self.budgets = dict(budgets or {})
         self.poll_interval_s = poll_interval_s
 
     def _live(self) -> InMemoryRiskState | None:
@@ -75,7 +77,8 @@ class SqlRiskState:
         if live is not None:
             return live.risk_view(now)
         results = self.store.limit_results()
-        sources = tuple(self._freshness(s, now) for s in self.store.sources())
+        sources = tuple(freshness_of(s, now, self.max_age_s, self.budgets)
+                        for s in self.store.sources())
         status, counts = compliance_of(results)
         if not results:
             config = self.live.config if self.live is not None else None
@@ -91,14 +94,6 @@ class SqlRiskState:
             net_exposure=_finite(figures.get(NET_METRIC)), sources=sources,
             limit_config_version=newest.config_version, evaluation_source=DATABASE,
             counts=counts)
-
-    def _freshness(self, source: StoredSource, now: datetime) -> SourceFreshness:
-        since = source.last_ok_at or source.as_of  # data age counts from the last success
-        age = max(0.0, (now - since).total_seconds())
-        return SourceFreshness(
-            key=source.key, kind=source.kind, venue=source.venue, account=source.account,
-            ok=source.ok, as_of=source.as_of, age_s=age,
-            stale=(not source.ok) or age > self.max_age_s, error_code=source.error_code)
 
     def limit_results(self) -> list[LimitResult]:
         live = self._live()
