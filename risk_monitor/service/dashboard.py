@@ -51,6 +51,7 @@ from risk_monitor.adapters.sql.risk_state import (
     RiskStateStore,
     StoredMetric,
 )
+from risk_monitor.application import evaluation_metrics
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.limits import KIND_SPECS, LimitKind
 from risk_monitor.domain.model import WORST_FIRST, LimitResult, Notification
@@ -65,7 +66,6 @@ from risk_monitor.service.state import (
     RiskView,
     SourceFreshness,
 )
-from risk_monitor.workflows import evaluation_metrics
 
 log = get_logger(__name__)
 

@@ -27,7 +27,6 @@ from typing import Any
 import redis
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
-from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.config_service import (
     AppliedConfig,
@@ -42,12 +41,10 @@ from risk_monitor.adapters.prometheus import register_collector
 from risk_monitor.adapters.redis_registry import (
     DiscoveryClient,
     RedisServiceRegistry,
-    connect,
 )
-from risk_monitor.adapters.sql import OutboxDispatcher, Storage
-from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
-from risk_monitor.adapters.sql.engine import create_engine
+from risk_monitor.adapters.sql import OutboxDispatcher
 from risk_monitor.adapters.sql.migrate import migrate
+from risk_monitor.bootstrap import Runtime, build_runtime
 from risk_monitor.platform.errors import RiskMonitorError, ServiceError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -66,9 +63,7 @@ from risk_monitor.service.hot_path import HotPath, run_quote_source
 from risk_monitor.service.registration import ServiceRegistration, instance_info
 from risk_monitor.service.rest import RestServer, build_app
 from risk_monitor.service.security import ServiceSecurity
-from risk_monitor.service.sql_state import SqlRiskState
 from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, RiskStateProvider
-from risk_monitor.workflows import source_budgets
 
 log = get_logger(__name__)
 
@@ -78,31 +73,19 @@ DEFAULT_CHECK_INTERVAL_S = 1.0
 DISPATCH_POLL_S = 1.0
 
 
-def build_state_provider(settings: Settings, engine: Engine) -> SqlRiskState:
-    """The risk state this process answers from: the shared database (what the Dagster runs
-    and any other evaluator wrote), fronted by this process's own evaluation once it has one.
-
-    Seam: the stream consumer (hot path) feeds ``provider.live`` (``evaluate(snapshot)`` or
-    ``publish_report(report)``); until it does, answers come from the database.
-    """
-    budgets = source_budgets(settings)
-    live = InMemoryRiskState(max_age_s=settings.market_data.max_age_s, budgets=budgets)
-    return SqlRiskState(engine, live=live, max_age_s=settings.market_data.max_age_s,
-                        budgets=budgets)
-
-
 class ServiceApp:
     """The service's parts and their start/stop order (also used in-process by tests)."""
 
     def __init__(self, settings: Settings, *, provider: RiskStateProvider | None = None,
-                 registry_prefix: str | None = None,
+                 registry_prefix: str | None = None, runtime: Runtime | None = None,
                  check_interval_s: float | None = None, insecure: bool = False) -> None:
         self.settings = settings
+        # the composition root; the service migrates from its database check, not at start
+        self.runtime = runtime or build_runtime(settings, migrate=False)
         self.security = ServiceSecurity.from_settings(settings.service, insecure=insecure)
-        if settings.effective_database_url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(settings.effective_database_url)
-        self.provider = provider or build_state_provider(settings, self.engine)
+        self.storage = self.runtime.storage
+        self.engine = self.storage.engine
+        self.provider = provider or self.runtime.state_provider
         self.registry_prefix = registry_prefix or settings.service.registry_prefix
         self.check_interval_s = check_interval_s or settings.service.health_check_interval_s
         self.instance_id = settings.instance_id
@@ -122,7 +105,7 @@ class ServiceApp:
         self._collector: Collector | None = None
         self._schema_ready = False
         self._db_probe = database_check(settings.effective_database_url)
-        self._config_versions = ConfigVersionStore(self.engine)
+        self._config_versions = self.storage.config_versions
         self.hot_path: HotPath | None = None
         self.dispatcher: OutboxDispatcher | None = None
         self._dispatcher_stop = threading.Event()
@@ -155,8 +138,8 @@ class ServiceApp:
         settings = self.settings
         # schema first: the configuration applied next is recorded in it
         await self._database_check()
-        if settings.redis_url:
-            self.redis = connect(settings.redis_url)
+        self.redis = self.runtime.redis
+        if self.redis is not None:
             self.discovery = DiscoveryClient(self.redis, prefix=self.registry_prefix)
         self._wire_config()
         locator = ConfigServiceLocator(settings.config_service, self.discovery) \
@@ -211,7 +194,7 @@ class ServiceApp:
         a Dagster run), delivery retries and Slack outages are handled here."""
         if not self.settings.service.dispatch_alerts:
             return
-        self.dispatcher = OutboxDispatcher.from_settings(self.engine, self.settings)
+        self.dispatcher = self.runtime.dispatcher()
         self._dispatcher_thread = threading.Thread(
             target=self.dispatcher.run, name="outbox-dispatcher", daemon=True,
             args=(self._dispatcher_stop, DISPATCH_POLL_S, self.settings.alerts.outbox_batch_size))
@@ -231,7 +214,7 @@ class ServiceApp:
         live = self._live_state()
         if settings.service.hot_path and watched and live is not None:
             dispatcher = self.dispatcher
-            self.hot_path = HotPath(settings, live, Storage.on(self.engine),
+            self.hot_path = HotPath(settings, live, self.storage,
                                     instance_id=self.instance_id,
                                     wake=dispatcher.wake if dispatcher is not None else None)
             await self.hot_path.start()
@@ -401,9 +384,7 @@ class ServiceApp:
             self._collector = None
         if self.discovery is not None:
             self.discovery.close()
-        if self.redis is not None:
-            self.redis.close()
-        self.engine.dispose()
+        self.runtime.close()
 
 
 async def serve(settings: Settings, *, insecure: bool = False) -> None:
