@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 
 from risk_monitor.domain import figures as fig
 from risk_monitor.domain.aggregation import RiskState
 from risk_monitor.domain.engine import RiskSnapshot
-from risk_monitor.domain.figures import EquityPoint, MetricValue
+from risk_monitor.domain.figures import EquityPoint, MetricValue, finite
 from risk_monitor.domain.model import Collected, LimitResult, SourceKind
 from risk_monitor.domain.pnl import utc_day_start
 from risk_monitor.platform.settings import Settings
@@ -68,13 +67,6 @@ def record_equity(storage: RiskStore, state: RiskState, at: datetime) -> None:
         storage.equity.record([EquityPoint(scope=PORTFOLIO_SCOPE, at=at, equity=equity)])
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
 
 def evaluation_metrics(state: RiskState, exposures: pd.DataFrame) -> list[MetricValue]:
     """What the service's ``/metrics``, risk API and dashboard read about an evaluation.
@@ -86,33 +78,33 @@ def evaluation_metrics(state: RiskState, exposures: pd.DataFrame) -> list[Metric
     unrealized: float | None = None
     if not any(problem.affects_positions for problem in state.problems):
         pnl = state.pnl
-        unrealized = _finite(pnl["unrealized_pnl_usd"].sum()) if len(pnl) else 0.0
+        unrealized = finite(pnl["unrealized_pnl_usd"].sum()) if len(pnl) else 0.0
         if len(pnl) and not bool(pnl["ok"].all()):
             unrealized = None
     metrics = [
-        MetricValue(fig.EQUITY_METRIC, _finite(p.equity_usd)),
-        MetricValue(fig.DAILY_PNL_METRIC, _finite(p.daily_pnl_usd)),
-        MetricValue(fig.DRAWDOWN_METRIC, _finite(p.drawdown_pct)),
+        MetricValue(fig.EQUITY_METRIC, finite(p.equity_usd)),
+        MetricValue(fig.DAILY_PNL_METRIC, finite(p.daily_pnl_usd)),
+        MetricValue(fig.DRAWDOWN_METRIC, finite(p.drawdown_pct)),
         MetricValue(fig.UNREALIZED_PNL_METRIC, unrealized),
     ]
     portfolio = exposures[exposures["level"] == "portfolio"]
     if len(portfolio):
         top = portfolio.iloc[0]
         metrics += [
-            MetricValue(fig.GROSS_METRIC, _finite(top["gross_usd"])),
-            MetricValue(fig.NET_METRIC, _finite(top["net_usd"])),
-            MetricValue(fig.LEVERAGE_METRIC, _finite(top["leverage"])),
+            MetricValue(fig.GROSS_METRIC, finite(top["gross_usd"])),
+            MetricValue(fig.NET_METRIC, finite(top["net_usd"])),
+            MetricValue(fig.LEVERAGE_METRIC, finite(top["leverage"])),
         ]
     for level in ("venue", "asset"):
         for ex in exposures[exposures["level"] == level].itertuples(index=False):
             key = str(getattr(ex, level))
             labels = {"level": level, level: key}
             metrics += [
-                MetricValue(fig.EXPOSURE_GROSS_METRIC, _finite(ex.gross_usd), labels),
-                MetricValue(fig.EXPOSURE_NET_METRIC, _finite(ex.net_usd), labels),
+                MetricValue(fig.EXPOSURE_GROSS_METRIC, finite(ex.gross_usd), labels),
+                MetricValue(fig.EXPOSURE_NET_METRIC, finite(ex.net_usd), labels),
             ]
             if level == "venue":
-                metrics.append(MetricValue(fig.VENUE_EQUITY_METRIC, _finite(ex.equity_usd),
+                metrics.append(MetricValue(fig.VENUE_EQUITY_METRIC, finite(ex.equity_usd),
                                            {"venue": key}))
     return metrics
 
@@ -125,5 +117,3 @@ def persist_evaluation(storage: RiskStore, *, state: RiskState, exposures: pd.Da
                                        names=fig.EVALUATION_METRIC_NAMES)
     storage.risk_state.record_sources(state.sources)
     record_equity(storage, state, as_of)
-
-

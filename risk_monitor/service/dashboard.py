@@ -37,7 +37,10 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
 from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
-from risk_monitor.adapters.sql.risk_state import (
+from risk_monitor.adapters.sql.risk_state import RiskStateStore, StoredMetric
+from risk_monitor.application import evaluation_metrics
+from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.figures import (
     DAILY_PNL_METRIC,
     DRAWDOWN_METRIC,
     EQUITY_METRIC,
@@ -48,11 +51,8 @@ from risk_monitor.adapters.sql.risk_state import (
     NET_METRIC,
     UNREALIZED_PNL_METRIC,
     MetricValue,
-    RiskStateStore,
-    StoredMetric,
+    finite,
 )
-from risk_monitor.application import evaluation_metrics
-from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.limits import KIND_SPECS, LimitKind
 from risk_monitor.domain.model import WORST_FIRST, LimitResult, Notification
 from risk_monitor.platform.errors import RiskMonitorError
@@ -287,9 +287,9 @@ def limit_rows(results: Iterable[LimitResult]) -> list[LimitRow]:
     """Worst first: BREACH, UNKNOWN, WARN, OK, then by utilisation (highest first)."""
     rows = [
         LimitRow(limit_id=r.limit_id, kind=r.limit_kind, unit=_unit(r.limit_kind),
-                 scope=r.scope, status=r.status.value, value=_finite(r.value),
-                 warn=_finite(r.warn_level), breach=r.breach_level,
-                 utilisation=_finite(r.utilisation), reason=r.reason, as_of=r.as_of,
+                 scope=r.scope, status=r.status.value, value=finite(r.value),
+                 warn=finite(r.warn_level), breach=r.breach_level,
+                 utilisation=finite(r.utilisation), reason=r.reason, as_of=r.as_of,
                  source_event_time=r.source_event_time)
         for r in results
     ]
@@ -313,7 +313,7 @@ def exposures_view(metrics: Sequence[StoredMetric], view: RiskView | None) -> Ex
 
     def figure(name: str) -> float | None:
         metric = plain.get(name)
-        return _finite(metric.value) if metric is not None else None
+        return finite(metric.value) if metric is not None else None
 
     split: dict[str, dict[str, dict[str, float | None]]] = {lvl: {} for lvl in _EXPOSURE_LEVELS}
     for m in metrics:
@@ -324,7 +324,7 @@ def exposures_view(metrics: Sequence[StoredMetric], view: RiskView | None) -> Ex
         if not key:
             continue
         measure = "gross" if m.name == EXPOSURE_GROSS_METRIC else "net"
-        split[level].setdefault(key, {})[measure] = _finite(m.value)
+        split[level].setdefault(key, {})[measure] = finite(m.value)
 
     def rows(level: str) -> list[ExposureRow]:
         """Unknown first (a blind venue must not hide at the bottom), then largest gross."""
@@ -379,12 +379,6 @@ def timeline_series(intervals: Iterable[ComplianceInterval], start: datetime,
     return [TimelineSeries(limit_id, scope, sorted(segs, key=lambda s: s.start))
             for (limit_id, scope), segs in sorted(grouped.items())]
 
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _age_text(seconds: float) -> str:

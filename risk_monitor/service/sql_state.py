@@ -24,13 +24,9 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.engine import read_only
-from risk_monitor.adapters.sql.risk_state import (
-    EQUITY_METRIC,
-    GROSS_METRIC,
-    NET_METRIC,
-    RiskStateStore,
-)
+from risk_monitor.adapters.sql.risk_state import RiskStateStore
 from risk_monitor.adapters.sql.schema import outbox
+from risk_monitor.domain.figures import EQUITY_METRIC, GROSS_METRIC, NET_METRIC, finite
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, SourceKind
 from risk_monitor.domain.orders import OrderRequest
@@ -89,9 +85,9 @@ class SqlRiskState:
         newest = max(results, key=lambda r: r.as_of)
         figures = {m.name: m.value for m in self.store.metrics() if not m.labels}
         return RiskView(
-            status=status, as_of=newest.as_of, equity=_finite(figures.get(EQUITY_METRIC)),
-            gross_exposure=_finite(figures.get(GROSS_METRIC)),
-            net_exposure=_finite(figures.get(NET_METRIC)), sources=sources,
+            status=status, as_of=newest.as_of, equity=finite(figures.get(EQUITY_METRIC)),
+            gross_exposure=finite(figures.get(GROSS_METRIC)),
+            net_exposure=finite(figures.get(NET_METRIC)), sources=sources,
             limit_config_version=newest.config_version, evaluation_source=DATABASE,
             counts=counts)
 
@@ -121,7 +117,3 @@ class SqlRiskState:
             return self.live.check_order(order, now)
         return deny("pre-trade check needs this process's own evaluation (positions are not "
                     "stored in the database): fail closed", now)
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

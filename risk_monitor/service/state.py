@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from risk_monitor.domain.compliance import compliance_summary
 from risk_monitor.domain.coverage import source_is_stale
 from risk_monitor.domain.engine import RiskReport, RiskSnapshot, evaluate
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, Notification, SourceKind, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
@@ -268,8 +269,8 @@ class InMemoryRiskState:
             self._report = report
             self._evaluation = _Evaluation(
                 results=tuple(report.results), as_of=summary.as_of,
-                equity=_finite(summary.equity_usd), gross_exposure=_finite(summary.gross_usd),
-                net_exposure=_finite(summary.net_usd), sources=tuple(report.state.sources),
+                equity=finite(summary.equity_usd), gross_exposure=finite(summary.gross_usd),
+                net_exposure=finite(summary.net_usd), sources=tuple(report.state.sources),
                 limit_config_version=report.config_version,
                 status=summary.compliance.status.value)
 
@@ -286,8 +287,8 @@ class InMemoryRiskState:
         with self._lock:
             self._report = None
             self._evaluation = _Evaluation(
-                results=tuple(results), as_of=as_of, equity=_finite(equity),
-                gross_exposure=_finite(gross_exposure), net_exposure=_finite(net_exposure),
+                results=tuple(results), as_of=as_of, equity=finite(equity),
+                gross_exposure=finite(gross_exposure), net_exposure=finite(net_exposure),
                 sources=tuple(sources), limit_config_version=version, status=status)
 
     def publish_notifications(self, notifications: Sequence[Notification]) -> None:
@@ -348,10 +349,3 @@ def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
     return OrderDecision(allowed=check.allowed, reasons=tuple(check.reasons),
                          projected=projected, as_of=now, limit_config_version=config.version,
                          evaluation_source=source)
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -24,20 +24,7 @@ from risk_monitor.adapters.sql.schema import (
     risk_metrics_latest,
     source_status_latest,
 )
-from risk_monitor.domain.figures import (  # noqa: F401  (the store's contract, re-exported)
-    DAILY_PNL_METRIC,
-    DRAWDOWN_METRIC,
-    EQUITY_METRIC,
-    EVALUATION_METRIC_NAMES,
-    EXPOSURE_GROSS_METRIC,
-    EXPOSURE_NET_METRIC,
-    GROSS_METRIC,
-    LEVERAGE_METRIC,
-    NET_METRIC,
-    UNREALIZED_PNL_METRIC,
-    VENUE_EQUITY_METRIC,
-    MetricValue,
-)
+from risk_monitor.domain.figures import MetricValue
 from risk_monitor.domain.model import LimitResult, SourceStatus
 
 SOURCE = "risk_state"
