@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -26,15 +26,8 @@ from risk_monitor.domain.model import (
     Notification,
     NotificationKind,
 )
+from risk_monitor.platform.clock import Clock, utc_now  # noqa: F401  (the stores' default)
 from risk_monitor.platform.logging import redact
-
-
-def utc_now() -> datetime:
-    """The default clock of every store; tests and the engine pass their own."""
-    return datetime.now(UTC)
-
-
-Clock = Callable[[], datetime]
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
