@@ -98,11 +98,12 @@ class Runtime:
         return outbox_dispatcher(self.settings, self.storage, notifier)
 
     # -- read-only sources ----------------------------------------------------------------------
-    def exchange_accounts(self, venue_ids: list[str] | None = None,
-                          ) -> list[CcxtExchangeAccount]:
+    def exchange_accounts(self, venue_ids: list[str] | None = None, *,
+                          shared: bool = True) -> list[CcxtExchangeAccount]:
+        """``shared``: one ccxt client per account and process (a Dagster run's assets)."""
         from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 
-        return [CcxtExchangeAccount.from_settings(self.settings, venue, shared=True)
+        return [CcxtExchangeAccount.from_settings(self.settings, venue, shared=shared)
                 for venue in self.settings.venues
                 if venue_ids is None or venue.id in venue_ids]
 

@@ -214,6 +214,8 @@ class Evaluation:
         if settings.service.hot_path and watched and live is not None:
             dispatcher = delivery.dispatcher
             self.hot_path = HotPath(settings, live, self.runtime.storage,
+                                    accounts=self.runtime.exchange_accounts(shared=False),
+                                    custodians=self.runtime.custodians(),
                                     instance_id=settings.instance_id,
                                     wake=dispatcher.wake if dispatcher is not None else None)
             await self.hot_path.start()

@@ -58,9 +58,9 @@ class ServiceApp:
                  registry_prefix: str | None = None, runtime: Runtime | None = None,
                  check_interval_s: float | None = None, insecure: bool = False) -> None:
         self.settings = settings
+        security = ServiceSecurity.from_settings(settings.service, insecure=insecure)
         # the composition root; the service migrates from its database check, not at start
         self.runtime = runtime or build_runtime(settings, migrate=False)
-        security = ServiceSecurity.from_settings(settings.service, insecure=insecure)
         self.engine = self.runtime.storage.engine
         self.provider = provider or self.runtime.state_provider
         self.registry_prefix = registry_prefix or settings.service.registry_prefix
