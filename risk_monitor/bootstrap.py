@@ -9,7 +9,6 @@ built on first use: a market-data step never opens the database, and heavy libra
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,6 @@ class Runtime:
     def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         self.settings = settings
         self.migrate = migrate
-        self._lock = threading.Lock()
 
     # -- storage --------------------------------------------------------------------------------
     @cached_property
@@ -48,10 +46,7 @@ class Runtime:
         url = self.settings.effective_database_url
         if url.startswith("sqlite"):
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            if self.migrate:
-                return Storage.open(url)
-            return Storage.on(create_engine(url))
+        return Storage.open(url) if self.migrate else Storage.on(create_engine(url))
 
     # -- Redis and discovery --------------------------------------------------------------------
     @cached_property

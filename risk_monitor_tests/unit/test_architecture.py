@@ -71,6 +71,18 @@ def test_domain_imports_nothing_outside_the_domain() -> None:
     assert not violations, "\n".join(violations)
 
 
+#: the composition root's work: opening the store (health.py's probe engine is a throwaway)
+WIRING_CALLS = ("Storage.open(", "Storage.on(", "create_engine(")
+
+
+@pytest.mark.parametrize("layer", ["defs", "service", "application"])
+def test_only_the_composition_root_opens_the_store(layer: str) -> None:
+    violations = [f"{p.relative_to(PACKAGE)}: {call}" for p in _files(layer)
+                  for call in WIRING_CALLS
+                  if call in p.read_text() and p.name != "health.py"]
+    assert not violations, "open it through risk_monitor.bootstrap: " + ", ".join(violations)
+
+
 def test_no_private_dagster_imports() -> None:
     violations = [f"{p.relative_to(PACKAGE)}: {n}" for p in _files("") for n in _imports(p)
                   if n.startswith("dagster._")]
