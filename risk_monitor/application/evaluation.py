@@ -67,7 +67,6 @@ def record_equity(storage: RiskStore, state: RiskState, at: datetime) -> None:
         storage.equity.record([EquityPoint(scope=PORTFOLIO_SCOPE, at=at, equity=equity)])
 
 
-
 def evaluation_metrics(state: RiskState, exposures: pd.DataFrame) -> list[MetricValue]:
     """What the service's ``/metrics``, risk API and dashboard read about an evaluation.
 

@@ -380,7 +380,6 @@ def timeline_series(intervals: Iterable[ComplianceInterval], start: datetime,
             for (limit_id, scope), segs in sorted(grouped.items())]
 
 
-
 def _age_text(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"

@@ -69,7 +69,6 @@ def parse_time(value: str | datetime | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-
 def _required_float(value: Any, what: str) -> float:
     as_float = finite(value)
     if as_float is None:

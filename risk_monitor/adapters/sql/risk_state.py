@@ -30,8 +30,6 @@ from risk_monitor.domain.model import LimitResult, SourceStatus
 SOURCE = "risk_state"
 
 
-
-
 @dataclass(frozen=True)
 class StoredMetric:
     name: str
