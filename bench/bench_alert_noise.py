@@ -33,10 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from risk_monitor.application import alert_policy  # noqa: E402
 from risk_monitor.domain.alerts import AlertPolicy, plan_alerts  # noqa: E402
 from risk_monitor.domain.model import AlertState, LimitResult, LimitStatus  # noqa: E402
 from risk_monitor.platform.settings import Settings  # noqa: E402
-from risk_monitor.workflows import alert_policy  # noqa: E402
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 WARN, BREACH = 800.0, 1000.0

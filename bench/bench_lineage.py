@@ -14,7 +14,7 @@ The hot path, per alerting evaluation, does what this times (``service/hot_path.
   hot path rebuilds it, so quotes are always hashed again; positions and balances are the same
   objects between polls, so their versions come from the identity cache. ``hash after a poll``
   is the worst case: every dataset new (nothing cached);
-* **commit**: ``workflows.raise_alerts`` under the alert store's lock with the audit seal, one
+* **commit**: ``application.raise_alerts`` under the alert store's lock with the audit seal, one
   WARN <-> OK transition of one series per evaluation, **with** the lineage fields in the
   alert context (bigger audit payload) and, interleaved on other series, **without** them.
   ``added`` = hash + (commit with - commit without), per percentile;
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.dagster_catalog import DagsterCatalog
 from risk_monitor.domain.alerts import AlertPolicy
@@ -171,7 +171,7 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
                         ("commit without", base, f"without-{i % SERIES}")):
                     result = make_result(status, at, scope=scope)
                     raised, wall, cpu = timed(
-                        lambda c=context, r=result, t=at: workflows.raise_alerts(
+                        lambda c=context, r=result, t=at: application.raise_alerts(
                             storage, [r], now=t, policy=policy, context=c))
                     out[label].append(wall)
                     out[f"{label} cpu"].append(cpu)

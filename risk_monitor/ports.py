@@ -1,19 +1,29 @@
-"""What the domain and the Dagster assets need from the world, as Protocols.
+"""What the use cases, the Dagster assets and the service really call on the world.
 
-Adapters in ``risk_monitor/adapters`` implement these; assets and the service depend on the
-Protocols only, so a simulator-backed adapter and a production one are the same code with
-different configuration. Exchange and custodian ports expose reads only: no method here can
-trade, transfer or withdraw, and none may be added.
+Adapters in ``risk_monitor/adapters`` implement these; ``risk_monitor/application`` depends on
+the Protocols only (the architecture test forbids it the adapters), so a simulator-backed
+adapter, a production one and the in-memory fakes of the tests (``risk_monitor_tests/fakes.py``)
+are interchangeable. Exchange and custodian ports expose reads only: no method here can trade,
+transfer or withdraw, and none may be added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from risk_monitor.domain.model import Collected, Notification
+from risk_monitor.domain.figures import EquityPoint, MetricValue
+from risk_monitor.domain.model import (
+    AlertState,
+    Collected,
+    LimitResult,
+    Notification,
+    SourceStatus,
+)
 
 
 @runtime_checkable
@@ -90,7 +100,9 @@ class ConfigSource(Protocol):
 
 
 class ServiceRegistry(Protocol):
-    """Service discovery (Redis)."""
+    """Service discovery (Redis): one key per instance under ``prefix``."""
+
+    prefix: str
 
     def register(self, service: str, instance_id: str, info: Mapping[str, Any],
                  ttl_s: float) -> None: ...
@@ -98,3 +110,79 @@ class ServiceRegistry(Protocol):
     def deregister(self, service: str, instance_id: str) -> None: ...
 
     def instances(self, service: str) -> list[Mapping[str, Any]]: ...
+
+
+# --- the risk store, as the use cases (risk_monitor.application) see it --------------------------
+class EquityHistory(Protocol):
+    """Portfolio equity over time (start of day, peak, drawdown need it)."""
+
+    def start_of_day(self, scope: str, day: date) -> EquityPoint | None: ...
+
+    def peak(self, scope: str) -> EquityPoint | None: ...
+
+    def record(self, points: Sequence[EquityPoint]) -> object: ...
+
+
+class EvaluationStore(Protocol):
+    """The latest evaluation, for the service's API, the dashboard and Prometheus."""
+
+    def upsert_limit_results(self, results: Sequence[LimitResult], *,
+                             prune_before: datetime | None = None) -> object: ...
+
+    def replace_metrics(self, metrics: Iterable[MetricValue], as_of: datetime, *,
+                        names: Iterable[str] | None = None) -> object: ...
+
+    def record_sources(self, statuses: Sequence[SourceStatus]) -> None: ...
+
+
+class AppliedAlerts(Protocol):
+    @property
+    def enqueued(self) -> int: ...
+
+
+class AlertTransaction(Protocol):
+    """The locked states of some alert series and the way to write their next states."""
+
+    states: dict[str, AlertState]
+
+    def apply(self, states: Sequence[AlertState],
+              notifications: Sequence[Notification]) -> AppliedAlerts:
+        """Write the states and enqueue the notifications."""
+        ...
+
+    def seal(self, *, before: Mapping[str, AlertState], states: Sequence[AlertState],
+             notifications: Sequence[Notification], context: Mapping[str, Any],
+             at: datetime) -> int:
+        """Write the audit entries of what this transaction changed."""
+        ...
+
+
+class AlertStore(Protocol):
+    """Alert series keyed by fingerprint, written under a lock (both paths agree)."""
+
+    def all_states(self) -> list[AlertState]: ...
+
+    def locked(self, fingerprints: Sequence[str]) -> AbstractContextManager[AlertTransaction]:
+        ...
+
+
+class ComplianceTimeline(Protocol):
+    """Saves the status intervals the domain computes (``domain.compliance``)."""
+
+    def record(self, results: Sequence[LimitResult]) -> object: ...
+
+
+class RiskStore(Protocol):
+    """Everything a use case writes an evaluation to (``adapters.sql.Storage``)."""
+
+    @property
+    def equity(self) -> EquityHistory: ...
+
+    @property
+    def risk_state(self) -> EvaluationStore: ...
+
+    @property
+    def alerts(self) -> AlertStore: ...
+
+    @property
+    def compliance(self) -> ComplianceTimeline: ...

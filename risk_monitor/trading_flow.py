@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.domain.model import Collected, SourceKind
 from risk_monitor.domain.realised import (
@@ -73,9 +73,9 @@ def raise_reconciliation_alerts(storage: Storage, settings: Settings, outcome: R
     results = break_results(outcome.breaks, as_of=now)
     if not results:
         return 0
-    policy = workflows.alert_policy(settings)
+    policy = application.alert_policy(settings)
     policy = replace(policy, resolve_missing=False)
-    raised = workflows.raise_alerts(storage, results, now=now, policy=policy, context=context)
+    raised = application.raise_alerts(storage, results, now=now, policy=policy, context=context)
     return raised.enqueued
 
 

@@ -286,8 +286,8 @@ class RunWatcher:
 def risk_summary(result: Any) -> dict[str, Any]:
     """``summary_tables`` of the last run's evaluation, recomputed by the pure domain from the
     inputs that run collected (same inputs, same numbers)."""
+    from risk_monitor.application import merge_collected
     from risk_monitor.domain.engine import RiskSnapshot, evaluate, summary_tables
-    from risk_monitor.workflows import merge_collected
 
     state = result.output_for_node("portfolio_pnl")
     snapshot = RiskSnapshot(

@@ -49,7 +49,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -62,6 +62,7 @@ from risk_monitor.adapters.lazy_packages import CCXT, install_lazy_packages
 from risk_monitor.adapters.read_only_gate import ccxt_gate, gated_class, install_ccxt_gate
 from risk_monitor.adapters.row_validation import RejectedRow
 from risk_monitor.domain.schemas import balances_frame, positions_frame, prices_frame
+from risk_monitor.platform.clock import Clock, utc_now
 from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
@@ -77,7 +78,6 @@ from risk_monitor.platform.settings import Settings, VenueSettings
 log = get_logger(__name__)
 
 Flavour = Literal["sync", "async", "pro"]
-Clock = Callable[[], datetime]
 
 #: options every client gets unless the venue's settings say otherwise: we never need currency
 #: metadata (a signed spot-wallet call on Binance) nor margin-market lists
@@ -650,10 +650,6 @@ def map_tickers(tickers: Mapping[str, Mapping[str, Any]], *, venue: str,
     return prices_frame(rows)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     """Whether ``kind`` is anywhere in the chain of causes (retry layers re-raise, even an
     error from itself)."""
@@ -678,7 +674,7 @@ class CcxtExchangeAccount:
     fetch (and only it) with a clear error instead of breaking the whole collection.
     """
 
-    def __init__(self, venue: VenueSettings, *, guard: SourceGuard, clock: Clock = _utc_now,
+    def __init__(self, venue: VenueSettings, *, guard: SourceGuard, clock: Clock = utc_now,
                  client: Any | None = None, with_credentials: bool = True, shared: bool = False,
                  markets_cache: MarketsCache | None = None) -> None:
         self.settings = venue

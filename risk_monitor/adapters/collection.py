@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pandas as pd
 from prometheus_client import Gauge
@@ -33,6 +33,7 @@ from risk_monitor.domain.schemas import (
     position_rules,
     validate_frame,
 )
+from risk_monitor.platform.clock import Clock, utc_now
 from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -51,13 +52,6 @@ SOURCE_UP = Gauge(
     "1 when the last collection from a source succeeded and validated, else 0.",
     ["kind", "source"],
 )
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 @dataclass(frozen=True)
 class Source:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
@@ -39,6 +39,7 @@ from risk_monitor.adapters.errors import map_exception, typed_parser
 from risk_monitor.adapters.lazy_packages import FIREBLOCKS, install_lazy_packages
 from risk_monitor.adapters.read_only_gate import ReadOnlyGate, fireblocks_gate, gate_urllib3_pool
 from risk_monitor.domain.schemas import balances_frame
+from risk_monitor.platform.clock import Clock, utc_now
 from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
@@ -55,13 +56,6 @@ log = get_logger(__name__)
 
 PRODUCTION_BASE_PATH = "https://api.fireblocks.io/v1"
 MAX_PAGES = 1000  # a runaway cursor must not loop forever
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def _amount(value: Any, field: str, vault: str, asset: str) -> Decimal:
     if value is None or value == "":
@@ -149,7 +143,7 @@ class FireblocksCustodian:
     """Read-only Fireblocks workspace (implements ``ports.Custodian``)."""
 
     def __init__(self, settings: CustodianSettings, *, guard: SourceGuard,
-                 clock: Clock = _utc_now) -> None:
+                 clock: Clock = utc_now) -> None:
         self.settings = settings
         self.venue = settings.id
         self._guard = guard

@@ -25,9 +25,7 @@ from risk_monitor.adapters.config_service import (
     SOURCE_STORE,
     AppliedConfig,
     ConfigDocument,
-    ConfigServiceLocator,
     ConfigState,
-    HttpConfigSource,
     document_version,
     load_limits_file,
     validate_document,
@@ -83,15 +81,6 @@ class LimitConfigProvider:
         self.versions = versions
         self.source = source
         self.component = settings.config_service.component
-
-    @classmethod
-    def from_settings(cls, settings: Settings, versions: ConfigVersionStore,
-                      discovery: Any = None) -> LimitConfigProvider:
-        source = None
-        if settings.config_service.enabled:
-            source = HttpConfigSource(ConfigServiceLocator(settings.config_service, discovery),
-                                      timeout_s=settings.resilience.timeout_s)
-        return cls(settings, versions, source)
 
     def current(self) -> LimitDocument:
         if self.source is None:

@@ -156,6 +156,20 @@ def _stream_fields(instrument: str, quote: Mapping[str, Any]) -> dict[str, str]:
             **{k: "" if v is None else str(v) for k, v in quote.items()}}
 
 
+def _queue_quotes(pipe: Any, prefix: str, maxlen: int, venue: str,
+                  rows: Sequence[Mapping[str, Any]], via: str) -> int:
+    """The one encoding of a write (sync or async pipeline): each row becomes the venue's latest
+    quote and an entry of its capped stream."""
+    latest: dict[str, str] = {}
+    for row in rows:
+        quote = encode_quote(row, via)
+        latest[row["instrument"]] = json.dumps(quote)
+        pipe.xadd(stream_key(prefix, venue), _stream_fields(row["instrument"], quote),
+                  maxlen=maxlen, approximate=True)
+    pipe.hset(quotes_key(prefix, venue), mapping=latest)
+    return len(latest)
+
+
 class RedisQuoteCache:
     """Sync reader/writer of the quote cache (Dagster runs, REST fallback, tests)."""
 
@@ -168,16 +182,11 @@ class RedisQuoteCache:
         """Store each row as the latest quote and append it to the venue's capped stream."""
         if not len(frame):
             return 0
+        rows = [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
         pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, str] = {}
-        for row in frame.to_dict("records"):
-            quote = encode_quote({str(k): v for k, v in row.items()}, via)
-            latest[row["instrument"]] = json.dumps(quote)
-            pipe.xadd(stream_key(self.prefix, venue), _stream_fields(row["instrument"], quote),
-                      maxlen=self.maxlen, approximate=True)
-        pipe.hset(quotes_key(self.prefix, venue), mapping=latest)
+        written = _queue_quotes(pipe, self.prefix, self.maxlen, venue, rows, via)
         pipe.execute()
-        return len(latest)
+        return written
 
     def read(self, venue: str) -> pd.DataFrame:
         return decode_quotes(venue, self.client.hgetall(quotes_key(self.prefix, venue)))
@@ -209,15 +218,9 @@ class AsyncRedisQuoteCache:
         if not rows:
             return 0
         pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, str] = {}
-        for row in rows:
-            quote = encode_quote(row, via)
-            latest[row["instrument"]] = json.dumps(quote)
-            pipe.xadd(stream_key(self.prefix, venue), _stream_fields(row["instrument"], quote),
-                      maxlen=self.maxlen, approximate=True)
-        pipe.hset(quotes_key(self.prefix, venue), mapping=latest)
+        written = _queue_quotes(pipe, self.prefix, self.maxlen, venue, rows, via)
         await pipe.execute()
-        return len(latest)
+        return written
 
     async def set_status(self, venue: str, mode: str, at: datetime, error: str = "") -> None:
         await self.client.hset(status_key(self.prefix, venue), mapping={
@@ -229,6 +232,16 @@ def redis_client(url: str) -> Any:
     import redis
 
     return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+
+
+def latest_stream_ids(url: str, settings: MarketDataSettings,
+                      venues: Sequence[str]) -> dict[str, str]:
+    """The newest stream entry id per venue, on a client opened and closed here (sensors)."""
+    client = redis_client(url)
+    try:
+        return RedisQuoteCache(client, settings).latest_ids(list(dict.fromkeys(venues)))
+    finally:
+        client.close()
 
 
 async def follow_quote_streams(redis_url: str, settings: MarketDataSettings,

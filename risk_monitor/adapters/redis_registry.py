@@ -29,6 +29,7 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.platform.errors import DiscoveryError, RiskMonitorError, StorageError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
+from risk_monitor.ports import ServiceRegistry
 
 log = get_logger(__name__)
 
@@ -216,7 +217,7 @@ class Registration:
     write succeeded (the service's readiness shows it).
     """
 
-    def __init__(self, registry: RedisServiceRegistry, service: str, instance_id: str,
+    def __init__(self, registry: ServiceRegistry, service: str, instance_id: str,
                  info: Mapping[str, Any], ttl_s: float) -> None:
         self.registry = registry
         self.service = service

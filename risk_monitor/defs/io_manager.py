@@ -16,12 +16,12 @@ the value loaded is the one whose data version the catalog shows. Nothing stored
 import contextlib
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from risk_monitor.adapters.sql.asset_values import AssetValueStore
+from risk_monitor.bootstrap import Runtime, build_runtime
 from risk_monitor.defs.failures import surfaced_errors
-from risk_monitor.defs.risk.resources import storage_for
 from risk_monitor.platform.errors import MissingDataError
-from risk_monitor.platform.settings import load_settings
 
 SOURCE = "io_manager"
 
@@ -42,10 +42,17 @@ class RiskStoreIOManager(dg.ConfigurableIOManager):
 
     config_file: str | None = None
     keep_per_asset: int = 20
+    _runtime: Runtime | None = PrivateAttr(default=None)
 
     def _values(self) -> AssetValueStore:
-        settings = load_settings(self.config_file)
-        return AssetValueStore(storage_for(settings).engine, keep=self.keep_per_asset)
+        if self._runtime is None:
+            self._runtime = build_runtime(config_file=self.config_file)
+        return AssetValueStore(self._runtime.storage.engine, keep=self.keep_per_asset)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if obj is None and context.dagster_type.is_nothing:

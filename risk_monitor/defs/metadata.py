@@ -1,11 +1,12 @@
 """Metadata helpers every asset shares: owners, code version, the clock, Markdown tables."""
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
+from risk_monitor.platform.clock import utc_now  # noqa: F401  (the assets' clock)
 from risk_monitor.platform.code_version import module_code_version
 
 OWNERS = ["team:risk"]
@@ -17,10 +18,6 @@ def asset_code_version(module_name: str) -> str:
     each downstream data version from its inputs' versions, so lineage reads "same inputs +
     same code" rather than "another run", and "code changed" means the code changed."""
     return module_code_version(module_name)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _cell(value: Any, precise: bool) -> str:

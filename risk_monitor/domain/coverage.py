@@ -78,6 +78,21 @@ def merge_sources(*groups: Iterable[SourceStatus]) -> list[SourceStatus]:
     return list(merged.values())
 
 
+def source_budget(kind: SourceKind | str, budgets: Mapping[SourceKind, float] | None,
+                  default_s: float) -> float:
+    """The freshness budget of a kind of source (``market_data.*max_age_s``), else the default."""
+    try:
+        return (budgets or {}).get(SourceKind(kind), default_s)
+    except ValueError:
+        return default_s
+
+
+def source_is_stale(kind: SourceKind | str, ok: bool, age_s: float,
+                    budgets: Mapping[SourceKind, float] | None, default_s: float) -> bool:
+    """The one staleness rule of a source: failed, or older than its kind's budget."""
+    return (not ok) or age_s > source_budget(kind, budgets, default_s)
+
+
 def source_problems(
     sources: Iterable[SourceStatus], freshness: Freshness, expected_venues: Iterable[str] = (),
     budgets: Mapping[SourceKind, float] | None = None,
@@ -104,8 +119,8 @@ def source_problems(
             )
             continue
         age = freshness.age_s(ns_of(status.as_of))
-        budget = (budgets or {}).get(status.kind, freshness.max_age_s)
-        if age > budget:
+        budget = source_budget(status.kind, budgets, freshness.max_age_s)
+        if source_is_stale(status.kind, True, age, budgets, freshness.max_age_s):
             problems.append(
                 SourceProblem(
                     status.kind,

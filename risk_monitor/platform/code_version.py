@@ -49,7 +49,7 @@ def package_source_hash() -> str:
 
 
 #: code every asset runs besides its own module: the rules, the use cases, the adapters
-SHARED_CODE = ("domain", "adapters", "workflows.py", "application", "defs/metadata.py",
+SHARED_CODE = ("domain", "adapters", "application", "defs/metadata.py",
                "defs/risk_support.py", "defs/collection_support.py", "defs/failures.py")
 
 

@@ -37,7 +37,10 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
 from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
-from risk_monitor.adapters.sql.risk_state import (
+from risk_monitor.adapters.sql.risk_state import RiskStateStore, StoredMetric
+from risk_monitor.application import evaluation_metrics
+from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.figures import (
     DAILY_PNL_METRIC,
     DRAWDOWN_METRIC,
     EQUITY_METRIC,
@@ -48,12 +51,10 @@ from risk_monitor.adapters.sql.risk_state import (
     NET_METRIC,
     UNREALIZED_PNL_METRIC,
     MetricValue,
-    RiskStateStore,
-    StoredMetric,
+    finite,
 )
-from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.limits import KIND_SPECS, LimitKind
-from risk_monitor.domain.model import LimitResult, Notification
+from risk_monitor.domain.model import WORST_FIRST, LimitResult, Notification
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -65,7 +66,6 @@ from risk_monitor.service.state import (
     RiskView,
     SourceFreshness,
 )
-from risk_monitor.workflows import evaluation_metrics
 
 log = get_logger(__name__)
 
@@ -271,7 +271,9 @@ class SqlDashboardStore:
 
 
 # -- assembling the answers -------------------------------------------------------------------------
-_STATUS_RANK = {"BREACH": 0, "UNKNOWN": 1, "WARN": 2, "OK": 3}
+def _rank(status: str) -> int:
+    """Position in the domain's one order of statuses (``model.WORST_FIRST``)."""
+    return next((i for i, s in enumerate(WORST_FIRST) if s.value == status), len(WORST_FIRST))
 
 
 def _unit(kind: str) -> str:
@@ -285,13 +287,13 @@ def limit_rows(results: Iterable[LimitResult]) -> list[LimitRow]:
     """Worst first: BREACH, UNKNOWN, WARN, OK, then by utilisation (highest first)."""
     rows = [
         LimitRow(limit_id=r.limit_id, kind=r.limit_kind, unit=_unit(r.limit_kind),
-                 scope=r.scope, status=r.status.value, value=_finite(r.value),
-                 warn=_finite(r.warn_level), breach=r.breach_level,
-                 utilisation=_finite(r.utilisation), reason=r.reason, as_of=r.as_of,
+                 scope=r.scope, status=r.status.value, value=finite(r.value),
+                 warn=finite(r.warn_level), breach=r.breach_level,
+                 utilisation=finite(r.utilisation), reason=r.reason, as_of=r.as_of,
                  source_event_time=r.source_event_time)
         for r in results
     ]
-    rows.sort(key=lambda r: (_STATUS_RANK.get(r.status, 9),
+    rows.sort(key=lambda r: (_rank(r.status),
                              -(r.utilisation if r.utilisation is not None else -math.inf),
                              r.limit_id, r.scope))
     return rows
@@ -311,7 +313,7 @@ def exposures_view(metrics: Sequence[StoredMetric], view: RiskView | None) -> Ex
 
     def figure(name: str) -> float | None:
         metric = plain.get(name)
-        return _finite(metric.value) if metric is not None else None
+        return finite(metric.value) if metric is not None else None
 
     split: dict[str, dict[str, dict[str, float | None]]] = {lvl: {} for lvl in _EXPOSURE_LEVELS}
     for m in metrics:
@@ -322,7 +324,7 @@ def exposures_view(metrics: Sequence[StoredMetric], view: RiskView | None) -> Ex
         if not key:
             continue
         measure = "gross" if m.name == EXPOSURE_GROSS_METRIC else "net"
-        split[level].setdefault(key, {})[measure] = _finite(m.value)
+        split[level].setdefault(key, {})[measure] = finite(m.value)
 
     def rows(level: str) -> list[ExposureRow]:
         """Unknown first (a blind venue must not hide at the bottom), then largest gross."""
@@ -376,13 +378,6 @@ def timeline_series(intervals: Iterable[ComplianceInterval], start: datetime,
             segments.append(TimelineSegment(i.status.value, lo, hi, i.until is None))
     return [TimelineSeries(limit_id, scope, sorted(segs, key=lambda s: s.start))
             for (limit_id, scope), segs in sorted(grouped.items())]
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _age_text(seconds: float) -> str:

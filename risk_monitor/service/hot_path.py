@@ -44,7 +44,7 @@ from typing import Any, cast
 import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
-from risk_monitor import workflows
+from risk_monitor import application as workflows
 from risk_monitor.adapters.collection import (
     collect_custodian_balances,
     collect_exchange_balances,

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from risk_monitor import __version__
-from risk_monitor.adapters.redis_registry import RedisServiceRegistry, Registration
+from risk_monitor.adapters.redis_registry import Registration
 from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import ServiceRegistry
 
 _WILDCARD = {"", "0.0.0.0", "::", "[::]"}
 
@@ -43,7 +44,7 @@ def instance_info(settings: Settings, *, grpc_port: int, rest_port: int,
 class ServiceRegistration:
     """Async face of :class:`Registration` for the service's event loop."""
 
-    def __init__(self, registry: RedisServiceRegistry, settings: Settings,
+    def __init__(self, registry: ServiceRegistry, settings: Settings,
                  info: dict[str, Any]) -> None:
         self.registration = Registration(registry, settings.service.service_name,
                                          settings.instance_id, info,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -23,16 +24,11 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.engine import read_only
-from risk_monitor.adapters.sql.risk_state import (
-    EQUITY_METRIC,
-    GROSS_METRIC,
-    NET_METRIC,
-    RiskStateStore,
-    StoredSource,
-)
+from risk_monitor.adapters.sql.risk_state import RiskStateStore
 from risk_monitor.adapters.sql.schema import outbox
+from risk_monitor.domain.figures import EQUITY_METRIC, GROSS_METRIC, NET_METRIC, finite
 from risk_monitor.domain.limits import LimitConfig
-from risk_monitor.domain.model import LimitResult
+from risk_monitor.domain.model import LimitResult, SourceKind
 from risk_monitor.domain.orders import OrderRequest
 from risk_monitor.service.state import (
     NO_EVALUATION,
@@ -40,9 +36,9 @@ from risk_monitor.service.state import (
     InMemoryRiskState,
     OrderDecision,
     RiskView,
-    SourceFreshness,
     compliance_of,
     deny,
+    freshness_of,
 )
 
 DATABASE = "database"
@@ -55,11 +51,13 @@ class SqlRiskState:
     """See the module docstring."""
 
     def __init__(self, engine: Engine, *, live: InMemoryRiskState | None = None,
-                 max_age_s: float = 60.0, poll_interval_s: float = 0.5) -> None:
+                 max_age_s: float = 60.0, poll_interval_s: float = 0.5,
+                 budgets: Mapping[SourceKind, float] | None = None) -> None:
         self.engine = engine
         self.store = RiskStateStore(engine)
         self.live = live
         self.max_age_s = max_age_s
+        self.budgets = dict(budgets or {})
         self.poll_interval_s = poll_interval_s
 
     def _live(self) -> InMemoryRiskState | None:
@@ -75,7 +73,8 @@ class SqlRiskState:
         if live is not None:
             return live.risk_view(now)
         results = self.store.limit_results()
-        sources = tuple(self._freshness(s, now) for s in self.store.sources())
+        sources = tuple(freshness_of(s, now, self.max_age_s, self.budgets)
+                        for s in self.store.sources())
         status, counts = compliance_of(results)
         if not results:
             config = self.live.config if self.live is not None else None
@@ -86,19 +85,11 @@ class SqlRiskState:
         newest = max(results, key=lambda r: r.as_of)
         figures = {m.name: m.value for m in self.store.metrics() if not m.labels}
         return RiskView(
-            status=status, as_of=newest.as_of, equity=_finite(figures.get(EQUITY_METRIC)),
-            gross_exposure=_finite(figures.get(GROSS_METRIC)),
-            net_exposure=_finite(figures.get(NET_METRIC)), sources=sources,
+            status=status, as_of=newest.as_of, equity=finite(figures.get(EQUITY_METRIC)),
+            gross_exposure=finite(figures.get(GROSS_METRIC)),
+            net_exposure=finite(figures.get(NET_METRIC)), sources=sources,
             limit_config_version=newest.config_version, evaluation_source=DATABASE,
             counts=counts)
-
-    def _freshness(self, source: StoredSource, now: datetime) -> SourceFreshness:
-        since = source.last_ok_at or source.as_of  # data age counts from the last success
-        age = max(0.0, (now - since).total_seconds())
-        return SourceFreshness(
-            key=source.key, kind=source.kind, venue=source.venue, account=source.account,
-            ok=source.ok, as_of=source.as_of, age_s=age,
-            stale=(not source.ok) or age > self.max_age_s, error_code=source.error_code)
 
     def limit_results(self) -> list[LimitResult]:
         live = self._live()
@@ -126,7 +117,3 @@ class SqlRiskState:
             return self.live.check_order(order, now)
         return deny("pre-trade check needs this process's own evaluation (positions are not "
                     "stored in the database): fail closed", now)
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

@@ -21,12 +21,14 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from risk_monitor.domain.compliance import compliance_summary
+from risk_monitor.domain.coverage import source_is_stale
 from risk_monitor.domain.engine import RiskReport, RiskSnapshot, evaluate
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.limits import LimitConfig
-from risk_monitor.domain.model import LimitResult, Notification, SourceStatus
+from risk_monitor.domain.model import LimitResult, Notification, SourceKind, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
 from risk_monitor.domain.trading_state import (
     ACTIVE_VERDICT,
@@ -34,6 +36,9 @@ from risk_monitor.domain.trading_state import (
     TradingState,
     TradingVerdict,
 )
+
+if TYPE_CHECKING:
+    from risk_monitor.adapters.sql.risk_state import StoredSource
 
 __all__ = ["OrderRequest"]  # the domain's order type is this API's too
 
@@ -131,17 +136,19 @@ def compliance_of(results: Sequence[LimitResult]) -> tuple[str, dict[str, int]]:
     return summary.status.value, dict(summary.counts)
 
 
-def freshness_of(sources: Sequence[SourceStatus], now: datetime,
-                 max_age_s: float) -> tuple[SourceFreshness, ...]:
-    out = []
-    for source in sources:
-        age = max(0.0, (now - source.as_of).total_seconds())
-        out.append(SourceFreshness(
-            key=source.key, kind=source.kind.value, venue=source.venue, account=source.account,
-            ok=source.ok, as_of=source.as_of, age_s=age,
-            stale=(not source.ok) or age > max_age_s, error_code=source.error_code,
-        ))
-    return tuple(out)
+def freshness_of(source: SourceStatus | StoredSource, now: datetime, max_age_s: float,
+                 budgets: Mapping[SourceKind, float] | None = None) -> SourceFreshness:
+    """How fresh one source is, by the domain's rule (``coverage.source_is_stale``): its age
+    counts from its last success when the store knows it."""
+    kind = source.kind.value if isinstance(source, SourceStatus) else source.kind
+    since = source.as_of if isinstance(source, SourceStatus) else (source.last_ok_at
+                                                                   or source.as_of)
+    age = max(0.0, (now - since).total_seconds())
+    return SourceFreshness(
+        key=source.key, kind=kind, venue=source.venue, account=source.account, ok=source.ok,
+        as_of=source.as_of, age_s=age,
+        stale=source_is_stale(kind, source.ok, age, budgets, max_age_s),
+        error_code=source.error_code)
 
 
 def deny(reason: str, now: datetime, *, config_version: str = "",
@@ -234,8 +241,10 @@ class InMemoryRiskState:
     ``check_order`` projects orders on the latest report with the domain's pre-trade check.
     """
 
-    def __init__(self, *, max_age_s: float = 60.0, alert_capacity: int = 10_000) -> None:
+    def __init__(self, *, max_age_s: float = 60.0, alert_capacity: int = 10_000,
+                 budgets: Mapping[SourceKind, float] | None = None) -> None:
         self.max_age_s = max_age_s
+        self.budgets = dict(budgets or {})
         self._evaluation: _Evaluation | None = None
         self._report: RiskReport | None = None
         self._snapshot: RiskSnapshot | None = None
@@ -279,8 +288,8 @@ class InMemoryRiskState:
             self._report = report
             self._evaluation = _Evaluation(
                 results=tuple(report.results), as_of=summary.as_of,
-                equity=_finite(summary.equity_usd), gross_exposure=_finite(summary.gross_usd),
-                net_exposure=_finite(summary.net_usd), sources=tuple(report.state.sources),
+                equity=finite(summary.equity_usd), gross_exposure=finite(summary.gross_usd),
+                net_exposure=finite(summary.net_usd), sources=tuple(report.state.sources),
                 limit_config_version=report.config_version,
                 status=summary.compliance.status.value)
 
@@ -297,8 +306,8 @@ class InMemoryRiskState:
         with self._lock:
             self._report = None
             self._evaluation = _Evaluation(
-                results=tuple(results), as_of=as_of, equity=_finite(equity),
-                gross_exposure=_finite(gross_exposure), net_exposure=_finite(net_exposure),
+                results=tuple(results), as_of=as_of, equity=finite(equity),
+                gross_exposure=finite(gross_exposure), net_exposure=finite(net_exposure),
                 sources=tuple(sources), limit_config_version=version, status=status)
 
     def publish_notifications(self, notifications: Sequence[Notification]) -> None:
@@ -317,7 +326,8 @@ class InMemoryRiskState:
         return RiskView(
             status=evaluation.status or status, as_of=evaluation.as_of, equity=evaluation.equity,
             gross_exposure=evaluation.gross_exposure, net_exposure=evaluation.net_exposure,
-            sources=freshness_of(evaluation.sources, now, self.max_age_s),
+            sources=tuple(freshness_of(s, now, self.max_age_s, self.budgets)
+                          for s in evaluation.sources),
             limit_config_version=evaluation.limit_config_version,
             evaluation_source=IN_MEMORY, counts=counts)
 
@@ -377,10 +387,3 @@ def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
                          projected=projected, as_of=now, limit_config_version=config.version,
                          evaluation_source=source, codes=check.codes,
                          trading_state=check.trading_state.value)
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -25,6 +25,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                  "risk_sim"),
     "service": ("dagster", "risk_monitor.defs", "risk_sim"),
     "defs": ("risk_monitor.service", "risk_sim"),
+    # use cases: the domain and the ports only, never an adapter, a framework or an outer layer
+    "application": ("dagster", "ccxt", "fireblocks", "slack_sdk", "redis", "sqlalchemy",
+                    "psycopg2", "grpc", "risk_monitor.adapters", "risk_monitor.defs",
+                    "risk_monitor.service", "risk_monitor.bootstrap", "risk_sim"),
     "": ("risk_sim",),  # nothing in risk_monitor imports the simulators
 }
 
@@ -55,6 +59,28 @@ def test_layer_imports_point_inward(layer: str) -> None:
         if (name == banned or name.startswith(banned + ".")) and (layer, name) not in ALLOWED
     ]
     assert not violations, "\n".join(violations)
+
+
+def test_domain_imports_nothing_outside_the_domain() -> None:
+    """Stricter than a ban list: any ``risk_monitor`` import of the domain is the domain's own
+    (errors are the one shared vocabulary, ``platform.errors``)."""
+    allowed = ("risk_monitor.domain", "risk_monitor.platform.errors")
+    violations = [f"{p.relative_to(PACKAGE)} imports {n}" for p in _files("domain")
+                  for n in _imports(p)
+                  if n.startswith("risk_monitor") and not n.startswith(allowed)]
+    assert not violations, "\n".join(violations)
+
+
+#: the composition root's work: opening the store (health.py's probe engine is a throwaway)
+WIRING_CALLS = ("Storage.open(", "Storage.on(", "create_engine(")
+
+
+@pytest.mark.parametrize("layer", ["defs", "service", "application"])
+def test_only_the_composition_root_opens_the_store(layer: str) -> None:
+    violations = [f"{p.relative_to(PACKAGE)}: {call}" for p in _files(layer)
+                  for call in WIRING_CALLS
+                  if call in p.read_text() and p.name != "health.py"]
+    assert not violations, "open it through risk_monitor.bootstrap: " + ", ".join(violations)
 
 
 def test_no_private_dagster_imports() -> None:

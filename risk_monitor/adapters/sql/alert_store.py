@@ -16,9 +16,10 @@ notification (or the reverse) cannot be committed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -87,6 +88,16 @@ class AlertTransaction:
             self.states[state.fingerprint] = state
         enqueued = enqueue(self.connection, notifications, now)
         return ApplyResult(len(states), enqueued, len(notifications) - enqueued)
+
+
+    def seal(self, *, before: Mapping[str, AlertState], states: Sequence[AlertState],
+             notifications: Sequence[Notification], context: Mapping[str, Any],
+             at: datetime) -> int:
+        """Audit entries sealing the new notifications and changed states (issue 11)."""
+        from risk_monitor.adapters.sql.audit_hooks import seal_alert_transaction
+
+        return seal_alert_transaction(self.connection, before=before, states=states,
+                                      notifications=notifications, context=context, at=at)
 
 
 def enqueue(conn: Connection, notifications: Sequence[Notification], now: datetime) -> int:

@@ -16,7 +16,7 @@ this lock last in a transaction: every writer does, so no two wait on each other
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -214,9 +214,6 @@ class SqlAuditLog:
 
     def by_run(self, run_id: str) -> list[AuditRecord]:
         return self._query(audit_log.c.run_id == run_id)
-
-    def by_subject(self, subjects: Sequence[str]) -> list[AuditRecord]:
-        return self._query(audit_log.c.subject.in_(list(subjects)))
 
     def recent(self, limit: int = 100, event: str | None = None) -> list[AuditRecord]:
         """Newest first."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.model import (
     AlertSeverity,
     AlertState,
@@ -25,15 +26,8 @@ from risk_monitor.domain.model import (
     Notification,
     NotificationKind,
 )
+from risk_monitor.platform.clock import Clock, utc_now  # noqa: F401  (the stores' default)
 from risk_monitor.platform.logging import redact
-
-
-def utc_now() -> datetime:
-    """The default clock of every store; tests and the engine pass their own."""
-    return datetime.now(UTC)
-
-
-Clock = Callable[[], datetime]
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
@@ -75,15 +69,8 @@ def parse_time(value: str | datetime | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    as_float = float(value)
-    return as_float if math.isfinite(as_float) else None
-
-
 def _required_float(value: Any, what: str) -> float:
-    as_float = _float(value)
+    as_float = finite(value)
     if as_float is None:
         raise ValueError(f"{what} must be a finite number, got {value!r}")
     return as_float
@@ -105,8 +92,8 @@ def state_values(state: AlertState) -> dict[str, Any]:
         ),
         "episode": state.episode,
         "sequence": state.sequence,
-        "value": _float(state.value),
-        "utilisation": _float(state.utilisation),
+        "value": finite(state.value),
+        "utilisation": finite(state.utilisation),
         "correlation_id": state.correlation_id,
         "clearing_since": state.clearing_since,
     }
@@ -146,10 +133,10 @@ def notification_payload(n: Notification) -> dict[str, Any]:
         "limit_id": n.limit_id,
         "limit_kind": n.limit_kind,
         "scope": n.scope,
-        "value": _float(n.value),
-        "warn_level": _float(n.warn_level),
-        "breach_level": _float(n.breach_level),
-        "utilisation": _float(n.utilisation),
+        "value": finite(n.value),
+        "warn_level": finite(n.warn_level),
+        "breach_level": finite(n.breach_level),
+        "utilisation": finite(n.utilisation),
         "config_version": n.config_version,
         "correlation_id": n.correlation_id,
         "episode": n.episode,
@@ -205,10 +192,10 @@ def limit_result_values(r: LimitResult) -> dict[str, Any]:
         "fingerprint": r.fingerprint,
         "limit_kind": r.limit_kind,
         "status": r.status.value,
-        "value": _float(r.value),
-        "warn_level": _float(r.warn_level),
+        "value": finite(r.value),
+        "warn_level": finite(r.warn_level),
         "breach_level": _required_float(r.breach_level, f"breach level of {r.limit_id}"),
-        "utilisation": _float(r.utilisation),
+        "utilisation": finite(r.utilisation),
         "as_of": r.as_of,
         "config_version": r.config_version,
         "reason": r.reason,

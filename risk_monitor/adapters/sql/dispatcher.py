@@ -29,7 +29,6 @@ from risk_monitor.platform.errors import (
 )
 from risk_monitor.platform.logging import get_logger, log_context
 from risk_monitor.platform.metrics import record_error
-from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import Notifier
 
 log = get_logger(__name__)
@@ -145,24 +144,6 @@ class OutboxDispatcher:
                       error=str(error))
         elif changed:
             log.info("notifier accepts deliveries again", notifier=self.notifier_name)
-
-    @classmethod
-    def from_settings(cls, engine: Engine, settings: Settings,
-                      notifier: Notifier | None = None) -> OutboxDispatcher:
-        """The service's dispatcher: Slack when configured (else the file sink) with the
-        fallback file sink, lease, retry schedule and limits from ``alerts.*`` and
-        ``slack.max_concurrency``."""
-        from risk_monitor.adapters.notifiers import build_fallback, build_notifier
-
-        if notifier is None:
-            notifier = build_notifier(settings)
-        alerts = settings.alerts
-        workers = settings.slack.max_concurrency if settings.slack is not None else 1
-        backoff = BackoffPolicy(initial_s=alerts.retry_initial_s,
-                                max_s=max(alerts.retry_initial_s, alerts.retry_max_s))
-        return cls(engine, notifier, max_attempts=alerts.outbox_max_attempts,
-                   max_workers=workers, lease_s=alerts.outbox_lease_s, backoff=backoff,
-                   fallback=build_fallback(settings))
 
     def delivery_status(self, overdue_s: float) -> tuple[bool, str, dict[str, Any]]:
         """For /readyz: ok unless alerts are overdue for delivery or the notifier is down."""

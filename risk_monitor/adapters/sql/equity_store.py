@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import sqlalchemy as sa
@@ -17,15 +16,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql.engine import dialect_insert, read_only, write_tx
 from risk_monitor.adapters.sql.schema import equity_history
+from risk_monitor.domain.figures import EquityPoint
 
 SOURCE = "equity_store"
-
-
-@dataclass(frozen=True)
-class EquityPoint:
-    scope: str
-    at: datetime
-    equity: float
 
 
 class EquityStore:

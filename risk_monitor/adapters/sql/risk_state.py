@@ -9,11 +9,9 @@ never sees half of one evaluation and half of the next.
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -26,57 +24,10 @@ from risk_monitor.adapters.sql.schema import (
     risk_metrics_latest,
     source_status_latest,
 )
+from risk_monitor.domain.figures import MetricValue
 from risk_monitor.domain.model import LimitResult, SourceStatus
 
 SOURCE = "risk_state"
-_METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class MetricValue:
-    """One named risk figure, e.g. ``exposure_usd{venue="binance",asset="BTC"}``.
-
-    ``name`` has no prefix (the collector adds ``risk_monitor_``); ``value`` None means unknown.
-    """
-
-    name: str
-    value: float | None
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _METRIC_NAME.match(self.name):
-            raise ValueError(f"metric name {self.name!r} is not a Prometheus name")
-        bad = [k for k in self.labels if not _LABEL_NAME.match(k) or k.startswith("__")]
-        if bad:
-            raise ValueError(f"label names {bad} of {self.name!r} are not Prometheus names")
-
-    @property
-    def labels_key(self) -> str:
-        return json.dumps({k: str(v) for k, v in self.labels.items()}, sort_keys=True,
-                          separators=(",", ":"))
-
-
-# -- the figures an evaluation stores in ``risk_metrics_latest`` (writers' and readers' contract) -
-#: unlabelled portfolio figures
-EQUITY_METRIC = "portfolio_equity_usd"
-GROSS_METRIC = "portfolio_gross_usd"
-NET_METRIC = "portfolio_net_usd"
-DAILY_PNL_METRIC = "portfolio_daily_pnl_usd"
-UNREALIZED_PNL_METRIC = "portfolio_unrealized_pnl_usd"
-DRAWDOWN_METRIC = "portfolio_drawdown_pct"
-LEVERAGE_METRIC = "portfolio_leverage"
-#: per level: labels ``{level="venue", venue=...}`` or ``{level="asset", asset=...}``
-EXPOSURE_GROSS_METRIC = "exposure_gross_usd"
-EXPOSURE_NET_METRIC = "exposure_net_usd"
-#: labels ``{venue=...}``: balances + unrealized P&L at the venue (counterparty exposure)
-VENUE_EQUITY_METRIC = "venue_equity_usd"
-#: every name an evaluation writes (pass as ``names`` to :meth:`RiskStateStore.replace_metrics`)
-EVALUATION_METRIC_NAMES: tuple[str, ...] = (
-    EQUITY_METRIC, GROSS_METRIC, NET_METRIC, DAILY_PNL_METRIC, UNREALIZED_PNL_METRIC,
-    DRAWDOWN_METRIC, LEVERAGE_METRIC, EXPOSURE_GROSS_METRIC, EXPOSURE_NET_METRIC,
-    VENUE_EQUITY_METRIC,
-)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """Alerts: lifecycle transitions planned under the store's lock, delivered via the outbox."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
@@ -13,7 +14,7 @@ from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.defs.risk_support import alert_context
 from risk_monitor.domain.limits import LimitConfig
-from risk_monitor.domain.model import LimitResult
+from risk_monitor.domain.model import LimitResult, Notification
 
 CODE_VERSION = asset_code_version(__name__)
 
@@ -44,11 +45,11 @@ def risk_alerts(context: dg.AssetExecutionContext, settings: SettingsResource,
     cfg = settings.load()
     storage = risk_store.storage(cfg)
     lineage = alert_context(context, cfg, LINEAGE_INPUTS, limit_config.version)
-    raised = workflows.raise_alerts(storage, limit_status, now=utc_now(),
-                                    policy=workflows.alert_policy(cfg), context=lineage)
+    raised = application.raise_alerts(storage, limit_status, now=utc_now(),
+                                    policy=application.alert_policy(cfg), context=lineage)
     delivered = risk_store.dispatcher(cfg).dispatch_once(cfg.alerts.outbox_batch_size)
     outbox = storage.outbox.counts()
-    table = workflows.notification_frame(raised.plan.notifications)
+    table = notification_frame(raised.plan.notifications)
     yield dg.Output(table, metadata={
         "raised": len(raised.plan.notifications),
         "enqueued": raised.enqueued,
@@ -64,3 +65,16 @@ def risk_alerts(context: dg.AssetExecutionContext, settings: SettingsResource,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"failed_for_good": outbox["failed"], "pending": outbox["pending"],
                   "retry_scheduled": delivered.retried})
+
+
+def notification_frame(notifications: Sequence[Notification]) -> pd.DataFrame:
+    """The notifications of a run as a table (Dagster metadata)."""
+    return pd.DataFrame(
+        [{"kind": n.kind.value, "status": n.status.value, "severity": n.severity.value,
+          "limit_id": n.limit_id, "scope": n.scope, "value": n.value,
+          "utilisation_pct": None if n.utilisation is None else n.utilisation * 100,
+          "correlation_id": n.correlation_id, "idempotency_key": n.idempotency_key}
+         for n in notifications],
+        columns=["kind", "status", "severity", "limit_id", "scope", "value", "utilisation_pct",
+                 "correlation_id", "idempotency_key"],
+    )

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.adapters.audit_anchors import anchor_metadata
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
@@ -30,7 +30,7 @@ def compliance_status(context: dg.AssetExecutionContext, settings: SettingsResou
     breach over the last 24 h per limit — the record a compliance reviewer reads."""
     cfg = settings.load()
     storage = risk_store.storage(cfg)
-    summary = workflows.record_compliance(storage, limit_status)
+    summary = application.record_compliance(storage, limit_status)
     now = utc_now()
     seconds = storage.compliance.time_in_status(now - WINDOW, now)
     breach = pd.DataFrame(

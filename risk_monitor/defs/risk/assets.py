@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource
@@ -68,9 +68,9 @@ def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
     from risk_monitor.domain.engine import prepare
 
     cfg = settings.load()
-    snapshot = workflows.build_snapshot(
+    snapshot = application.build_snapshot(
         positions=exchange_positions,
-        balances=workflows.merge_collected(exchange_balances, custodian_balances),
+        balances=application.merge_collected(exchange_balances, custodian_balances),
         prices=market_prices, now=utc_now(), settings=cfg, storage=risk_store.storage(cfg))
     state = prepare(snapshot, limit_config)
     p = state.portfolio
@@ -121,7 +121,7 @@ def limit_status(settings: SettingsResource, risk_store: RiskStoreResource,
     """
     cfg = settings.load()
     results = evaluate_limits(portfolio_pnl, limit_config)
-    workflows.persist_evaluation(risk_store.storage(cfg), state=portfolio_pnl,
+    application.persist_evaluation(risk_store.storage(cfg), state=portfolio_pnl,
                                  exposures=exposures, results=results,
                                  as_of=portfolio_pnl.freshness.now)
     counts = {s.value: sum(r.status is s for r in results) for s in LimitStatus}

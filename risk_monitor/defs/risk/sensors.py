@@ -35,15 +35,11 @@ def market_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
     if not settings.redis_url:
         return dg.SkipReason("no Redis quote stream configured (market_data uses REST); "
                              "the schedule evaluates every minute")
-    from risk_monitor.adapters.redis_quotes import RedisQuoteCache, redis_client
+    from risk_monitor.adapters.redis_quotes import latest_stream_ids
 
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    client = redis_client(settings.redis_url)
-    try:
-        cache = RedisQuoteCache(client, settings.market_data)
-        latest = cache.latest_ids(list(dict.fromkeys(v.id for v in settings.venues)))
-    finally:
-        client.close()
+    latest = latest_stream_ids(settings.redis_url, settings.market_data,
+                               [v.id for v in settings.venues])
     changed = {v: i for v, i in latest.items() if seen.get(v) != i}
     if not changed:
         return dg.SkipReason("no new quotes since the last risk run")

@@ -30,7 +30,7 @@ from selenium.webdriver import Chrome as WebDriver
 from selenium.webdriver.common.by import By
 from slack_sdk import WebClient
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.dagster_catalog import LIVE_ASSET, DagsterCatalog
@@ -166,7 +166,7 @@ def test_from_the_slack_message_to_the_dagster_event_and_its_inputs(
                    "evaluated_at": T0.isoformat(), "limit_config_version": "limits-v7",
                    "code_version": code_version(),
                    **lineage.context(report)}  # type: ignore[arg-type]
-        raised = workflows.raise_alerts(
+        raised = application.raise_alerts(
             storage, [make_result("BREACH", T0, limit_id="binance_btc_notional",
                                   scope="venue:binance|instrument:BTC/USDT:USDT")],
             now=T0, policy=AlertPolicy(), context=context)

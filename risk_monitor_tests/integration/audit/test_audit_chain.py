@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from risk_monitor import workflows
+from risk_monitor import application as workflows
 from risk_monitor.adapters.audit_anchors import append_file_anchor, read_file_anchors
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_log import COVERAGE, content_hash

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from risk_monitor import workflows
+from risk_monitor import application as workflows
 from risk_monitor.adapters.notifiers import FileSink
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.audit_trace import trace

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from risk_monitor import workflows
+from risk_monitor import application as workflows
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.audit_trace import trace

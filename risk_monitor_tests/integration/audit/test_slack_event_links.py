@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from slack_sdk import WebClient
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.dagster_catalog import DagsterCatalog
@@ -55,7 +55,7 @@ def _raise(storage: Storage, status: str, scope: str) -> tuple[dict[str, Any], l
                "input_data_versions": {"market_prices": {"data_version": "dv-1", "as_of": None,
                                                          "venues": {"binance": {
                                                              "data_version": "dv-b"}}}}}
-    raised = workflows.raise_alerts(storage, [make_result(status, T0, scope=scope)], now=T0,
+    raised = application.raise_alerts(storage, [make_result(status, T0, scope=scope)], now=T0,
                                     policy=AlertPolicy(), context=context)
     return context, list(raised.plan.notifications)
 
@@ -94,7 +94,7 @@ def test_the_message_gets_the_dagster_event_link_in_place(rig: dict[str, Any],
 
 def test_dagster_path_alerts_keep_their_first_post(rig: dict[str, Any]) -> None:
     storage, dispatcher = rig["storage"], rig["dispatcher"]
-    workflows.raise_alerts(storage, [make_result("WARN", T0, scope="dagster")], now=T0,
+    application.raise_alerts(storage, [make_result("WARN", T0, scope="dagster")], now=T0,
                            policy=AlertPolicy(), context={"source": "dagster", "run_id": "r1"})
     assert dispatcher.dispatch_once().sent == 1
     [message] = rig["slack"].messages

@@ -19,11 +19,12 @@ import pytest
 
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.asset_values import AssetValueStore
+from risk_monitor.bootstrap import build_runtime
 from risk_monitor.defs.io_manager import RiskStoreIOManager
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.assets import limit_config
-from risk_monitor.defs.risk.resources import RiskStoreResource, storage_for
-from risk_monitor.platform.settings import Settings, load_settings
+from risk_monitor.defs.risk.resources import RiskStoreResource
+from risk_monitor.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,6 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path,
     else:
         monkeypatch.delenv("RISK_MONITOR_DATABASE_URL", raising=False)
     yield request.param
-    storage_for(load_settings()).close()
 
 
 @pytest.fixture
@@ -91,8 +91,10 @@ def test_a_later_run_loads_the_latest_value_from_the_store(store_env: str,
         assert third.success
 
     assert _local_values(instance_home) == []
-    values = AssetValueStore(storage_for(load_settings()).engine)
+    runtime = build_runtime()
+    values = AssetValueStore(runtime.storage.engine)
     kept = [v.run_id for v in values.runs("desk_quotes")]
+    runtime.close()
     assert kept == [third.run_id, second.run_id]  # newest first, keep_per_asset=2
 
 

@@ -25,6 +25,7 @@ from risk_monitor.adapters.limit_provider import (
     record_applied,
 )
 from risk_monitor.adapters.sql import Storage
+from risk_monitor.bootstrap import Runtime
 from risk_monitor.platform.settings import ResilienceSettings, Settings, load_settings
 from risk_monitor_tests.fixtures.service import desk_limits, free_port
 from risk_sim.config_service import ConfigServiceSimulator
@@ -45,6 +46,11 @@ def sim() -> Iterator[ConfigServiceSimulator]:
 def settings(url: str, component: str, tmp_path: Path) -> Settings:
     return load_settings(None, data_dir=tmp_path, resilience=FAST.model_dump(), config_service={
         "enabled": True, "component": component, "url": url, "poll_timeout_s": 1.0})
+
+
+def provider(cfg: Settings, storage: Storage) -> LimitConfigProvider:
+    """A Dagster run's limit provider, wired as the composition root wires it."""
+    return LimitConfigProvider(cfg, storage.config_versions, Runtime(cfg).config_source)
 
 
 async def service_view(cfg: Settings, storage: Storage) -> ConfigState:
@@ -69,7 +75,7 @@ async def test_service_and_runs_share_one_document_through_an_outage(
 
     # nothing known and the service down: both fail closed, neither uses the file's levels
     blind = await service_view(down, pg_storage)
-    run = LimitConfigProvider.from_settings(down, pg_storage.config_versions).current()
+    run = provider(down, pg_storage).current()
     assert blind.current is not None and blind.current.limits.unavailable
     assert not blind.service_synced
     assert run.source == SOURCE_FILE and run.config.unavailable
@@ -78,7 +84,7 @@ async def test_service_and_runs_share_one_document_through_an_outage(
     # the service publishes: the service and a run evaluate the same version
     sim.publish(component, {"limits": desk_limits(btc_breach=2e6, btc_warn=1.5e6)})
     live = await service_view(up, pg_storage)
-    run = LimitConfigProvider.from_settings(up, pg_storage.config_versions).current()
+    run = provider(up, pg_storage).current()
     assert live.current is not None and live.current.source == SOURCE_SERVICE
     assert not live.current.limits.unavailable
     assert (run.source, run.version) == (SOURCE_SERVICE, live.current.limits_version)
@@ -86,7 +92,7 @@ async def test_service_and_runs_share_one_document_through_an_outage(
 
     # the service goes down: both keep the same last good version (no file fallback)
     kept = await service_view(down, pg_storage)
-    run = LimitConfigProvider.from_settings(down, pg_storage.config_versions).current()
+    run = provider(down, pg_storage).current()
     assert kept.current is not None and kept.current.limits_version == agreed
     assert kept.current.source in SERVICE_SOURCES and kept.service_synced
     assert (run.source, run.version) == (SOURCE_STORE, agreed)
@@ -102,7 +108,7 @@ async def test_a_document_identical_to_the_packaged_file_is_a_valid_document(
     state = await service_view(cfg, pg_storage)
     assert state.current is not None and state.service_synced  # the service becomes ready
     assert (state.current.source, state.current.limits.unavailable) == (SOURCE_SERVICE, "")
-    run = LimitConfigProvider.from_settings(cfg, pg_storage.config_versions).current()
+    run = provider(cfg, pg_storage).current()
     assert (run.source, run.version) == (SOURCE_SERVICE, state.current.limits_version)
     (recorded,) = pg_storage.config_versions.history()
     assert recorded.source == SOURCE_SERVICE  # not left as the file's record

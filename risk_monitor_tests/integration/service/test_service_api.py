@@ -26,7 +26,7 @@ from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
 from risk_monitor.adapters.sql.alert_store import enqueue
 from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
 from risk_monitor.adapters.sql.engine import write_tx
-from risk_monitor.adapters.sql.risk_state import EQUITY_METRIC, MetricValue
+from risk_monitor.domain.figures import EQUITY_METRIC, MetricValue
 from risk_monitor.domain.model import (
     AlertSeverity,
     LimitResult,

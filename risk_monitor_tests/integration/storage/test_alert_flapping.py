@@ -1,5 +1,5 @@
 """A flapping source at the default settings, through the real alert transaction
-(``workflows.raise_alerts`` on PostgreSQL: store lock, states, outbox, audit) and the outbox
+(``application.raise_alerts`` on PostgreSQL: store lock, states, outbox, audit) and the outbox
 dispatcher to the Slack simulator, for 10 simulated minutes (injected clock): at most one
 notified episode, and one Slack message for it (the store still records each flap)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from risk_monitor import workflows
+from risk_monitor import application
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
 from risk_monitor.platform.settings import Settings, load_settings
@@ -27,7 +27,7 @@ def test_a_flapping_source_for_ten_minutes_is_at_most_one_episode(
     settings = load_settings(slack={"token_env": TOKEN_ENV, "base_url": slack_sim.api_base})
     defaults = Settings.model_validate({}).alerts
     assert settings.alerts == defaults  # the noise controls at their defaults
-    policy = workflows.alert_policy(settings)
+    policy = application.alert_policy(settings)
     dispatcher = OutboxDispatcher(pg_storage.engine, SlackNotifier.from_settings(settings),
                                   clock=clock, notifier_name="slack",
                                   backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
@@ -36,7 +36,7 @@ def test_a_flapping_source_for_ten_minutes_is_at_most_one_episode(
         at = clock.advance(step_s)
         down = (i * step_s // period_s) % 2 == 1
         result = make_result("UNKNOWN" if down else "OK", at)
-        workflows.raise_alerts(pg_storage, [result], now=at, policy=policy, context={})
+        application.raise_alerts(pg_storage, [result], now=at, policy=policy, context={})
         dispatcher.dispatch_once(10)
 
     rows = pg_storage.outbox.rows()

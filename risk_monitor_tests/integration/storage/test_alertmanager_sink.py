@@ -132,7 +132,7 @@ def test_the_service_pushes_what_any_path_raises(module_postgres_url: str, alert
                                                  tmp_path: Path) -> None:
     """``alertmanager.url`` in the settings: the running service mirrors an alert raised into
     the shared store (here as a Dagster run would) into Alertmanager, beside its file sink."""
-    from risk_monitor import workflows
+    from risk_monitor import application
     from risk_monitor.domain.alerts import AlertPolicy
     from risk_monitor_tests.fixtures.service import ServiceThread, service_settings
 
@@ -142,7 +142,7 @@ def test_the_service_pushes_what_any_path_raises(module_postgres_url: str, alert
     storage = Storage.open(module_postgres_url, run_migrations=False)
     try:
         at = utc_now()
-        workflows.raise_alerts(storage, [make_result("BREACH", at, limit_id="svc_limit")],
+        application.raise_alerts(storage, [make_result("BREACH", at, limit_id="svc_limit")],
                                now=at, policy=AlertPolicy(), context={"run_id": "run-9"})
         series = {"alertname": ALERTNAME, "limit_id": "svc_limit", "status": "BREACH"}
         (alert,) = wait_until(lambda: _ours(alertmanager, series), timeout=30,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from risk_monitor.adapters.notifiers import FileSink, build_notifier
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
+from risk_monitor.bootstrap import outbox_dispatcher
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
 
@@ -40,7 +41,7 @@ def test_without_slack_the_notifier_is_the_file_sink(tmp_path: Path) -> None:
 def test_the_service_dispatcher_defaults_to_the_file_sink(storage: Storage, clock: FakeClock,
                                                           tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, alerts={"outbox_max_attempts": 3})
-    dispatcher = OutboxDispatcher.from_settings(storage.engine, settings)
+    dispatcher = outbox_dispatcher(settings, storage)
     assert isinstance(dispatcher.notifier, FileSink)
     assert (dispatcher.max_attempts, dispatcher.notifier_name) == (3, "file")
     clock.set(clock().replace(year=2020))  # due at once for the real clock of the dispatcher

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from risk_monitor.adapters.sql import OutboxDispatcher, Storage
+from risk_monitor.adapters.sql import Storage
+from risk_monitor.bootstrap import outbox_dispatcher
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
 from risk_sim.slack import SlackSimulator
@@ -26,12 +27,9 @@ from risk_sim.slack import SlackSimulator
 TOKEN_ENV = "RISK_MONITOR_TEST_SLACK_TOKEN"
 LEASE_S = 5.0
 DISPATCH_ONCE = """
-from risk_monitor.adapters.sql import OutboxDispatcher, create_engine
-from risk_monitor.platform.settings import load_settings
+from risk_monitor.bootstrap import build_runtime
 
-settings = load_settings()
-engine = create_engine(settings.effective_database_url)
-OutboxDispatcher.from_settings(engine, settings).dispatch_once(50)
+build_runtime(migrate=False).dispatcher().dispatch_once(50)
 """
 
 
@@ -79,7 +77,7 @@ def test_kill_9_after_slack_accepted_gives_exactly_one_post_per_alert(
         data_dir=tmp_path / "state",
         slack={"token_env": TOKEN_ENV, "base_url": slack_sim.api_base, "timeout_s": 5},
         alerts={"outbox_lease_s": LEASE_S})
-    dispatcher = OutboxDispatcher.from_settings(storage.engine, settings)
+    dispatcher = outbox_dispatcher(settings, storage)
     stop = threading.Event()
     thread = threading.Thread(target=dispatcher.run, args=(stop, 0.1), daemon=True)
     thread.start()

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from risk_monitor.application import alert_policy
 from risk_monitor.domain.alerts import (
     DEFAULT_HYSTERESIS,
     DEFAULT_KEEP_FIRING_FOR_S,
@@ -21,7 +22,6 @@ from risk_monitor.domain.alerts import (
 )
 from risk_monitor.domain.model import AlertState, LimitStatus, Notification, NotificationKind
 from risk_monitor.platform.settings import Settings
-from risk_monitor.workflows import alert_policy
 from risk_monitor_tests.fixtures.storage import START, make_result
 
 #: the policy at the default settings (no settings file, no environment)

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from risk_monitor.application import source_budgets
 from risk_monitor.domain.coverage import source_problems
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor.domain.valuation import Freshness
 from risk_monitor.platform.errors import ConfigError
 from risk_monitor.platform.settings import load_settings
-from risk_monitor.workflows import source_budgets
 
 
 def test_defaults_keep_every_budget_above_its_poll_and_custody_below_the_data_age_warning(

@@ -19,7 +19,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risk_monitor import workflows
+from risk_monitor import application as workflows
 from risk_monitor.adapters.collection import Source
 from risk_monitor.adapters.market_data import VenueQuotes, collect_quotes
 from risk_monitor.adapters.sql import Storage

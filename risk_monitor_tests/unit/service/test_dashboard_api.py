@@ -265,7 +265,7 @@ def test_an_unreadable_alert_feed_is_reported_without_blinding_the_status(
 
 
 def test_exposures_ignore_malformed_labels(sqlite_store: Storage) -> None:
-    from risk_monitor.adapters.sql.risk_state import MetricValue
+    from risk_monitor.domain.figures import MetricValue
 
     sqlite_store.risk_state.replace_metrics([
         MetricValue(EXPOSURE_GROSS_METRIC, 5.0, {"level": "venue"}),  # no venue label

@@ -77,6 +77,17 @@ def test_view_reflects_results_and_staleness() -> None:
     assert view.limit_config_version == "v"
 
 
+def test_source_staleness_follows_each_kinds_budget_like_the_domain() -> None:
+    """The API's "stale" is the engine's rule: an exchange poll has its own, longer budget."""
+    state = InMemoryRiskState(max_age_s=10, budgets={SourceKind.MARKET: 10.0,
+                                                     SourceKind.EXCHANGE: 120.0})
+    state.publish_evaluation([result(LimitStatus.OK, 1.0)], as_of=NOW, sources=[
+        SourceStatus(SourceKind.EXCHANGE, "binance", "main", True, NOW),
+        SourceStatus(SourceKind.MARKET, "binance", "*", True, NOW)])
+    stale = {s.key: s.stale for s in state.risk_view(NOW + timedelta(seconds=60)).sources}
+    assert stale == {"exchange:binance:main": False, "market:binance:*": True}
+
+
 async def test_alert_feed_cursor_and_wakeup() -> None:
     state = InMemoryRiskState(alert_capacity=3)
     assert state.alert_head() == 0
