@@ -161,3 +161,38 @@ def tick_rejection(row: Mapping[str, Any], *, now: datetime, policy: QuotePolicy
     if last_accepted is not None and stamp < last_accepted:
         return "out_of_order"
     return None
+
+
+def _off(a: float | None, b: float, max_deviation: float) -> bool:
+    """``|a / b - 1| > max_deviation``; a missing or non-finite ``a`` is no deviation."""
+    if a is None or not math.isfinite(a) or not b:
+        return False
+    return abs(a / b - 1) > max_deviation
+
+
+def quote_outlier(last: float, mark: float | None, bid: float | None, ask: float | None,
+                  pair_lasts: Sequence[tuple[str, float]], venue: str,
+                  max_deviation: float) -> str:
+    """Why one quote is absurd ("" when sane): the per-tick, float-only form of
+    ``schemas.price_outliers`` without a reference (own fields against ``last``; against the
+    other venues' quotes of the same base/quote pair: their median from three venues, the gap
+    with two). ``pair_lasts`` are (venue, last) of the pair's other fresh quotes."""
+    reasons: list[str] = []
+    if _off(mark, last, max_deviation):
+        reasons.append("mark far from last")
+    if _off(bid, last, max_deviation):
+        reasons.append("bid far from last")
+    if _off(ask, last, max_deviation):
+        reasons.append("ask far from last")
+    lasts = [last, *(value for _, value in pair_lasts)]
+    venues = len({venue, *(v for v, _ in pair_lasts)})
+    if venues >= 3:
+        ordered = sorted(lasts)
+        middle = len(ordered) // 2
+        median = (ordered[middle] if len(ordered) % 2
+                  else (ordered[middle - 1] + ordered[middle]) / 2)
+        if _off(last, median, max_deviation):
+            reasons.append("far from other venues' median")
+    elif venues == 2 and max(lasts) / min(lasts) - 1 > max_deviation:
+        reasons.append("two venues disagree")
+    return "; ".join(reasons)
