@@ -43,7 +43,7 @@ POLICY = QuotePolicy(max_age_s=60.0, max_future_skew_s=5.0, max_deviation=0.25)
 
 
 def quote(venue: str, instrument: str, last: float, at: datetime) -> dict[str, Any]:
-    return {"venue": venue, "instrument": instrument, "base": instrument.split("/")[0],
+    return {"venue": venue, "instrument": instrument, "base": instrument.partition("/")[0],
             "quote": "USDT", "bid": last * 0.9999, "ask": last * 1.0001, "last": last,
             "mark": last, "timestamp": at, "received_at": at}
 
