@@ -27,7 +27,7 @@ from risk_monitor.dagster_catalog import (
     event_url,
 )
 from risk_monitor.domain.engine import RiskReport
-from risk_monitor.domain.lineage import input_versions
+from risk_monitor.domain.lineage import VersionCache, input_versions
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
@@ -42,6 +42,9 @@ class HotPathLineage:
         self.reported = 0
         self.failed = 0
         self.last_event_url: str | None = None
+        #: content versions by input object: an input kept between evaluations (positions
+        #: between polls) is hashed once, not on every evaluation
+        self._versions: VersionCache = VersionCache()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HotPathLineage:
@@ -53,7 +56,7 @@ class HotPathLineage:
         instance is configured, the ``live_limit_status`` event the alert will link to (the
         Slack message's "Asset" button and input versions come from these fields, so the link is
         in the first post: the event is reported right after the commit, before delivery)."""
-        versions = input_versions(report.snapshot, report.config_version)
+        versions = input_versions(report.snapshot, report.config_version, cache=self._versions)
         fields: dict[str, Any] = {
             "input_data_versions": versions,
             "data_versions": {name: seen["data_version"] for name, seen in versions.items()},
