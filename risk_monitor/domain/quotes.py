@@ -142,8 +142,17 @@ def tick_rejection(row: Mapping[str, Any], *, now: datetime, policy: QuotePolicy
     The per-tick half of admission: invalid fields, out of the time budget, out of order.
     Cross-venue sanity needs the whole book, so it runs in :func:`admit_quotes`.
     """
-    last, mark = row.get("last"), row.get("mark")
-    bid, ask = row.get("bid"), row.get("ask")
+    return float_tick_rejection(
+        row.get("last"), row.get("mark"), row.get("bid"), row.get("ask"),
+        int(pd.Timestamp(row["timestamp"]).value), now_ns=int(pd.Timestamp(now).value),
+        policy=policy,
+        last_ns=None if last_accepted is None else int(pd.Timestamp(last_accepted).value))
+
+
+def float_tick_rejection(last: float | None, mark: float | None, bid: float | None,
+                         ask: float | None, t_ns: int, *, now_ns: int, policy: QuotePolicy,
+                         last_ns: int | None) -> str | None:
+    """:func:`tick_rejection` on plain floats and epoch ns: what the live feed runs per tick."""
     for value in (last, mark):
         if value is None or not math.isfinite(value) or value <= 0:
             return "invalid"
@@ -152,16 +161,13 @@ def tick_rejection(row: Mapping[str, Any], *, now: datetime, policy: QuotePolicy
             return "invalid"
     if bid is not None and ask is not None and bid > ask:
         return "invalid"
-    stamp = pd.Timestamp(row["timestamp"])
-    current = pd.Timestamp(now)
-    if (stamp - current).total_seconds() > policy.max_future_skew_s:
+    if (t_ns - now_ns) / 1e9 > policy.max_future_skew_s:
         return "future"
-    if (current - stamp).total_seconds() > policy.max_age_s:
+    if (now_ns - t_ns) / 1e9 > policy.max_age_s:
         return "stale"
-    if last_accepted is not None and stamp < last_accepted:
+    if last_ns is not None and t_ns < last_ns:
         return "out_of_order"
     return None
-
 
 def _off(a: float | None, b: float, max_deviation: float) -> bool:
     """``|a / b - 1| > max_deviation``; a missing or non-finite ``a`` is no deviation."""
