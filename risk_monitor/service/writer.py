@@ -4,8 +4,9 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
 
 * **changes** (:meth:`AlertWriter.submit`): the series whose status moved. One transaction
   locks just those series, plans their transitions (``domain.alerts.plan_alerts``), applies the
-  states, inserts their outbox rows in one statement, seals the audit entries and records the
-  compliance timeline, then wakes the dispatcher. While a write runs, new changes *merge*: the
+  states, inserts their outbox rows and seals the audit entries (with the lineage context);
+  the dispatcher is woken at once, then the compliance timeline is recorded (its own
+  transaction, so the alert transaction holds its rows no longer than it must). While a write runs, new changes *merge*: the
   latest status per series is the one alerted on, and every status in between is still recorded
   in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
   failed write keeps its changes pending, merged with newer ones, and is retried;
@@ -209,9 +210,6 @@ class AlertWriter:
             applied = tx.apply(plan.states, plan.notifications)
             seal_alert_transaction(tx.connection, before=before, states=plan.states,
                                    notifications=plan.notifications, context=context, at=now)
-            for i in range(rounds):  # every intermediate status joins the timeline, in order
-                step = [changes[i].result for changes in batch.values() if i < len(changes)]
-                self.storage.compliance.record(step, conn=tx.connection)
         done = time.perf_counter()
         for change in latest:
             COMMIT_SECONDS.observe(done - change.decided_at)
@@ -229,6 +227,14 @@ class AlertWriter:
             log.info("hot_path_alerts_raised", trigger=first.trigger, enqueued=applied.enqueued,
                      notifications=[f"{n.kind.value}:{n.limit_id}:{n.scope}:{n.status.value}"
                                     for n in notes[:20]])
+        # the compliance timeline, after the alert commit (its own transaction: the alert
+        # transaction holds its series only as long as the alert itself needs them); every
+        # intermediate status joins the timeline, in order
+        started = time.perf_counter()
+        for i in range(rounds):
+            step = [changes[i].result for changes in batch.values() if i < len(changes)]
+            self.storage.compliance.record(step)
+        WRITE_SECONDS.labels(step="compliance").observe(time.perf_counter() - started)
 
     def _write_periodic(self, state: LiveState) -> None:
         """Results, metrics, coverage, compliance sightings and time-driven transitions."""
