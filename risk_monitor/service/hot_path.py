@@ -28,7 +28,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -44,7 +44,6 @@ from risk_monitor.adapters.collection import (
 )
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
-from risk_monitor.adapters.redis_quotes import QuoteListener, follow_quote_streams
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.domain.alerts import AlertPolicy, warmup_grace_s, with_limit_rules
 from risk_monitor.domain.engine import RiskReport
@@ -69,6 +68,7 @@ from risk_monitor.service.quote_intake import (
     QuoteBook,
     QuoteRow,
     epoch_ns,
+    run_quote_source,
     tick_of,
 )
 from risk_monitor.service.state import InMemoryRiskState
@@ -100,6 +100,8 @@ POLLS = Counter("risk_monitor_hot_path_polls_total",
                 ["kind", "outcome"])
 
 Clock = Callable[[], datetime]
+#: what a poll returns: (positions, exchange balances) or custodian balances
+PollResult = tuple[Collected, Collected] | Collected
 
 #: interpreter-lock switch interval while the hot path runs (see ``HotPath.start``)
 SWITCH_INTERVAL_S = 0.0005
@@ -302,7 +304,7 @@ class HotPath:
             await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
 
     # -- polling --------------------------------------------------------------------------------
-    async def _poll(self, kind: str, interval_s: float, fetch: Callable[[], Any]) -> None:
+    async def _poll(self, kind: str, interval_s: float, fetch: Callable[[], PollResult]) -> None:
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             started, begun = time.time(), loop.time()
@@ -319,14 +321,14 @@ class HotPath:
                 parts = result if isinstance(result, tuple) else (result,)
                 complete = all(part.complete or not part.sources for part in parts)
                 POLLS.labels(kind=kind, outcome="complete" if complete else "partial").inc()
-            if kind == "positions":
+            if isinstance(result, tuple):
                 self.positions, self.exchange_balances = result
             else:
                 self.custody = result
             self._mark(kind, started)
             await self._sleep(interval_s - (loop.time() - begun))
 
-    def _failed_poll(self, kind: str, code: str, message: str) -> Any:
+    def _failed_poll(self, kind: str, code: str, message: str) -> PollResult:
         """What a poll that failed as a whole leaves: every source it covers failed (UNKNOWN
         at once, rather than the previous figures ageing until they read as stale)."""
         at = self.clock()
@@ -431,7 +433,8 @@ class HotPath:
                 pending: Mapping[str, float]) -> None:
         """Loop thread: the report becomes the per-tick baseline; its changes are written."""
         ordered = sorted(pending, key=lambda k: pending[k])
-        trigger = ordered[0] if ordered else "heartbeat"
+        # what changed the data names the evaluation; the heartbeat only when nothing did
+        trigger = next((t for t in ordered if t != "heartbeat"), "heartbeat")
         changed, replayed = self.evaluator.rebase(report, sequence, context)
         now = time.perf_counter()
         changes = [Change(r, trigger, now, {"triggers": ordered}) for r in changed]
@@ -466,42 +469,3 @@ class HotPath:
             return False, (f"last evaluation {age:.1f}s ago (> {self.service.hot_path_stale_s:g}s)"
                            + (f": {self.last_error}" if self.last_error else "")), data
         return True, f"evaluated {age:.1f}s ago", data
-
-
-# -- the quote source -------------------------------------------------------------------------
-async def run_quote_source(settings: Settings, stop: asyncio.Event,
-                           listener: QuoteListener | None) -> None:
-    """The service's quotes: its own websocket feed (``service.stream``), else the feeders'
-    Redis streams; restarted with a backoff if it ever fails as a whole."""
-    from risk_monitor.service.market_stream import run_market_stream
-
-    if not settings.service.stream:
-        if listener is None:
-            return  # nothing here needs quotes: the feeders keep the Redis cache warm
-        if not settings.redis_url:
-            log.error("service.stream is false and redis_url is not set: the hot path gets no "
-                      "quotes (limits needing them evaluate as UNKNOWN)")
-            return
-        redis_url = settings.redis_url
-        source: Callable[[], Awaitable[Any]] = lambda: follow_quote_streams(  # noqa: E731
-            redis_url, settings.market_data, list(symbols_by_venue(settings)),
-            quote_policy(settings.market_data), stop, listener)
-    else:
-        source = lambda: run_market_stream(settings, stop, listener=listener)  # noqa: E731
-    attempt = 0
-    while not stop.is_set():
-        try:
-            await source()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = map_exception(exc, source="market_stream")
-            record_error(error)
-            log.error("quote source failed; restarting", error_code=error.code,
-                      error=error.message)
-        if stop.is_set():
-            return
-        attempt += 1
-        delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)

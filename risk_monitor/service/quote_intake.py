@@ -9,15 +9,25 @@ replayed onto the new baseline (:meth:`QuoteBook.since`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
+from risk_monitor.adapters.redis_quotes import QuoteListener, follow_quote_streams
 from risk_monitor.domain.incremental import Tick
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
+from risk_monitor.platform.settings import Settings
+
+log = get_logger(__name__)
 
 TICKS = Counter("risk_monitor_hot_path_ticks_total", "Quotes received by the hot path.",
                 ["venue"])
@@ -113,3 +123,41 @@ class QuoteBook:
                 continue
             out += [f"{venue}:{s}" for s in wanted if (venue, s) not in have]
         return out
+
+
+async def run_quote_source(settings: Settings, stop: asyncio.Event,
+                           listener: QuoteListener | None) -> None:
+    """The service's quotes: its own websocket feed (``service.stream``), else the feeders'
+    Redis streams; restarted with a backoff if it ever fails as a whole."""
+    from risk_monitor.service.market_stream import run_market_stream
+
+    if not settings.service.stream:
+        if listener is None:
+            return  # nothing here needs quotes: the feeders keep the Redis cache warm
+        if not settings.redis_url:
+            log.error("service.stream is false and redis_url is not set: the hot path gets no "
+                      "quotes (limits needing them evaluate as UNKNOWN)")
+            return
+        redis_url = settings.redis_url
+        source: Callable[[], Awaitable[Any]] = lambda: follow_quote_streams(  # noqa: E731
+            redis_url, settings.market_data, list(symbols_by_venue(settings)),
+            quote_policy(settings.market_data), stop, listener)
+    else:
+        source = lambda: run_market_stream(settings, stop, listener=listener)  # noqa: E731
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await source()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = map_exception(exc, source="market_stream")
+            record_error(error)
+            log.error("quote source failed; restarting", error_code=error.code,
+                      error=error.message)
+        if stop.is_set():
+            return
+        attempt += 1
+        delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
