@@ -103,6 +103,9 @@ Clock = Callable[[], datetime]
 #: what a poll returns: (positions, exchange balances) or custodian balances
 PollResult = tuple[Collected, Collected] | Collected
 
+#: which trigger names a full evaluation that several caused (positions move most statuses)
+TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "tick", "start",
+                                            "heartbeat"))}
 #: interpreter-lock switch interval while the hot path runs (see ``HotPath.start``)
 SWITCH_INTERVAL_S = 0.0005
 #: the longest the writer may take to drain at shutdown
@@ -433,8 +436,9 @@ class HotPath:
                 pending: Mapping[str, float]) -> None:
         """Loop thread: the report becomes the per-tick baseline; its changes are written."""
         ordered = sorted(pending, key=lambda k: pending[k])
-        # what changed the data names the evaluation; the heartbeat only when nothing did
-        trigger = next((t for t in ordered if t != "heartbeat"), "heartbeat")
+        # the input most likely to have moved a status names the evaluation
+        trigger = min(pending, key=lambda k: (TRIGGER_RANK.get(k, len(TRIGGER_RANK)),
+                                              pending[k]), default="heartbeat")
         changed, replayed = self.evaluator.rebase(report, sequence, context)
         now = time.perf_counter()
         changes = [Change(r, trigger, now, {"triggers": ordered}) for r in changed]

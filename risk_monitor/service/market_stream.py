@@ -256,9 +256,8 @@ class VenueFeed:
     async def _flush_cache(self) -> None:
         while self._cache_rows and self.cache is not None:
             rows, self._cache_rows = self._cache_rows, []
-            latest = {str(r["instrument"]): r for r in rows}  # the cache keeps the latest
-            try:
-                await self.cache.write(self.venue.id, list(latest.values()), via="stream")
+            try:  # every tick joins the stream; the hash keeps the latest per instrument
+                await self.cache.write(self.venue.id, rows, via="stream")
             except Exception as exc:
                 mapped = map_exception(exc, source="redis", endpoint="quote cache")
                 record_error(mapped)
