@@ -166,6 +166,13 @@ class IncrementalEvaluator:
             self._quotes[key] = _Quote(str(row.base), str(row.quote), last, _num(row.mark),
                                        _num(row.bid), _num(row.ask))
             self._pairs.setdefault((str(row.base), str(row.quote)), []).append(key)
+        # pairs with a fresh quote the batch refused as absurd: that quote still takes part in
+        # the pair's outlier band (price_outliers runs over every fresh quote), so their ticks
+        # go to the full evaluation
+        self._contested: set[tuple[str, str]] = set()
+        for refused in snapshot.prices.rejected:
+            pair_base, _, rest = refused.partition(":")[2].partition("/")
+            self._contested.add((pair_base, rest.partition(":")[0]))
         # currencies whose USD price (a median of quotes) feeds a balance or a quote currency
         balances = state.balances
         pnl = state.pnl
@@ -261,6 +268,8 @@ class IncrementalEvaluator:
             return "tick outside the freshness budget"
         if known.quote in self._stable and known.base in self._valued:
             return f"{known.base} is held or quotes positions: its USD price moves balances"
+        if (known.base, known.quote) in self._contested:
+            return f"{known.base}/{known.quote} has a quote refused as absurd"
         quote = replace(known, last=tick.last, mark=tick.mark, bid=tick.bid, ask=tick.ask)
         peers = self._pairs.get((known.base, known.quote), [key])
         for peer in peers:

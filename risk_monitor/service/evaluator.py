@@ -132,6 +132,8 @@ class LiveEvaluator:
         self.exchange_balances: Collected | None = None
         self.custody: Collected | None = None
         self._merged: tuple[object, object, Collected] | None = None
+        self._seen: tuple[Collected | None, Collected | None] = (None, None)
+        self.new_inputs: tuple[str, ...] = ()  # polled inputs the last full evaluation saw first
         self._incremental: IncrementalEvaluator | None = None
         self._report: RiskReport | None = None
         self._context: Mapping[str, Any] = {}
@@ -153,6 +155,13 @@ class LiveEvaluator:
         """One batch evaluation of the latest inputs → live state; (report, book sequence it
         read, its alert context) or None without a limit document."""
         now = self.clock()
+        # the polled inputs this evaluation is the first to see name it (a poll may land while
+        # a heartbeat evaluation starts: that one then evaluated the poll's data)
+        seen = (self.positions, self.custody)
+        self.new_inputs = tuple(name for name, now_in, before in (
+            ("positions", seen[0], self._seen[0]), ("custody", seen[1], self._seen[1]))
+            if now_in is not before and now_in is not None)
+        self._seen = seen
         sequence, rows = self.book.snapshot()
         prices = quotes_from_rows(rows, self.book.symbols, now, self.policy, self._overrides)
         snapshot = workflows.build_snapshot(

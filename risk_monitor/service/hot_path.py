@@ -435,6 +435,7 @@ class HotPath:
     def _rebase(self, report: RiskReport, sequence: int, context: Mapping[str, Any],
                 pending: Mapping[str, float]) -> None:
         """Loop thread: the report becomes the per-tick baseline; its changes are written."""
+        pending = {**{name: time.time() for name in self.evaluator.new_inputs}, **pending}
         ordered = sorted(pending, key=lambda k: pending[k])
         # the input most likely to have moved a status names the evaluation
         trigger = min(pending, key=lambda k: (TRIGGER_RANK.get(k, len(TRIGGER_RANK)),
