@@ -328,6 +328,9 @@ def score(truth: list[Crossing], slack: list[dict[str, Any]],
                 if t >= crossing.sent_at - 0.001]
         if when:
             to_decision.append(max(0.0, min(when) - crossing.sent_at))
+    if os.environ.get("BENCH_DEBUG"):
+        print("outbox rows", len(rows), rows[:2], "decided keys", list(decided)[:2],
+              file=sys.stderr)
     return {"crossings": len(truth), "missed": missed, "late": late,
             "to_decision": to_decision, "to_slack": to_slack}
 
