@@ -1,5 +1,5 @@
 """The hot path's own logic without servers: quote coverage, Redis stream entries, cached
-reference figures, and tick coalescing (fake accounts, SQLite store, the real domain engine)."""
+reference figures, and per-tick decisions (fake accounts, SQLite store, the real domain engine)."""
 
 from __future__ import annotations
 
