@@ -75,7 +75,6 @@ from risk_monitor.service.state import InMemoryRiskState
 from risk_monitor.service.writer import AlertWriter, Change, LiveState
 
 __all__ = ["CachedEquity", "HotPath", "QuoteBook", "run_quote_source"]
-_CachedEquity = CachedEquity  # the name the unit tests know
 
 log = get_logger(__name__)
 
