@@ -3,7 +3,7 @@
 A price move in the Binance simulator (one ``24hrMiniTicker`` on the websocket) pushes the BTC
 position (10 BTC) across its 1M notional limit and back; each crossing is one Slack message
 (FIRING BREACH, then RESOLVED) received by the Slack simulator. The path measured:
-simulator → ccxt.pro websocket → quote book → coalesced evaluation (domain engine) → alert store
+simulator → ccxt.pro websocket → quote book → per-tick decision (domain/incremental.py) → alert store
 (PostgreSQL, under its lock) → outbox → dispatcher thread (woken) → slack-sdk → Slack simulator.
 No Dagster run is involved.
 

@@ -420,13 +420,43 @@ def portfolio_pnl(
     if reason:
         return PortfolioPnl(math.nan, start_of_day_equity, False, math.nan, peak_equity, math.nan,
                             reason)
-    total = float(equity["equity_usd"].sum())
+    return portfolio_from_total(float(equity["equity_usd"].sum()), start_of_day_equity,
+                                peak_equity)
+
+
+def portfolio_from_total(total: float, start_of_day_equity: float | None,
+                         peak_equity: float | None) -> PortfolioPnl:
+    """Daily P&L and drawdown of a known portfolio equity (shared by the batch evaluation and
+    the per-tick evaluator, which moves ``total`` by the ticks' unrealized P&L changes)."""
     established = start_of_day_equity is None
     sod = total if start_of_day_equity is None else float(start_of_day_equity)
     peak = total if peak_equity is None else max(float(peak_equity), total)
     drawdown = (peak - total) / peak * 100.0 if peak > 0 else math.nan
     why = "" if peak > 0 else f"peak equity {peak:.2f} USD is not positive: drawdown undefined"
     return PortfolioPnl(total, sod, established, total - sod, peak, drawdown, why)
+
+
+@dataclass(frozen=True)
+class PositionMarks:
+    """One usable position's figures at a mark (USD): what :func:`position_pnl` computes per
+    row, in scalar form for the per-tick evaluator (same formulas, same operation order)."""
+
+    upnl_usd: float
+    notional_usd: float
+    signed_notional_usd: float
+    liquidation_distance_pct: float  # NaN without a liquidation price
+
+
+def mark_position(quantity: float, entry: float, mark: float, quote_usd: float,
+                  liquidation: float) -> PositionMarks:
+    """Scalar :func:`position_pnl` for one usable row (finite quantity, entry, mark > 0)."""
+    has_liq = math.isfinite(liquidation) and liquidation > 0
+    return PositionMarks(
+        upnl_usd=(mark - entry) * quantity * quote_usd,
+        notional_usd=abs(quantity) * mark * quote_usd,
+        signed_notional_usd=quantity * mark * quote_usd,
+        liquidation_distance_pct=abs(mark - liquidation) / mark * 100.0 if has_liq else math.nan,
+    )
 
 
 def project_portfolio(portfolio: PortfolioPnl, equity_change_usd: float) -> PortfolioPnl:

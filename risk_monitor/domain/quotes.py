@@ -142,8 +142,17 @@ def tick_rejection(row: Mapping[str, Any], *, now: datetime, policy: QuotePolicy
     The per-tick half of admission: invalid fields, out of the time budget, out of order.
     Cross-venue sanity needs the whole book, so it runs in :func:`admit_quotes`.
     """
-    last, mark = row.get("last"), row.get("mark")
-    bid, ask = row.get("bid"), row.get("ask")
+    return float_tick_rejection(
+        row.get("last"), row.get("mark"), row.get("bid"), row.get("ask"),
+        int(pd.Timestamp(row["timestamp"]).value), now_ns=int(pd.Timestamp(now).value),
+        policy=policy,
+        last_ns=None if last_accepted is None else int(pd.Timestamp(last_accepted).value))
+
+
+def float_tick_rejection(last: float | None, mark: float | None, bid: float | None,
+                         ask: float | None, t_ns: int, *, now_ns: int, policy: QuotePolicy,
+                         last_ns: int | None) -> str | None:
+    """:func:`tick_rejection` on plain floats and epoch ns: what the live feed runs per tick."""
     for value in (last, mark):
         if value is None or not math.isfinite(value) or value <= 0:
             return "invalid"
@@ -152,12 +161,44 @@ def tick_rejection(row: Mapping[str, Any], *, now: datetime, policy: QuotePolicy
             return "invalid"
     if bid is not None and ask is not None and bid > ask:
         return "invalid"
-    stamp = pd.Timestamp(row["timestamp"])
-    current = pd.Timestamp(now)
-    if (stamp - current).total_seconds() > policy.max_future_skew_s:
+    if (t_ns - now_ns) / 1e9 > policy.max_future_skew_s:
         return "future"
-    if (current - stamp).total_seconds() > policy.max_age_s:
+    if (now_ns - t_ns) / 1e9 > policy.max_age_s:
         return "stale"
-    if last_accepted is not None and stamp < last_accepted:
+    if last_ns is not None and t_ns < last_ns:
         return "out_of_order"
     return None
+
+def _off(a: float | None, b: float, max_deviation: float) -> bool:
+    """``|a / b - 1| > max_deviation``; a missing or non-finite ``a`` is no deviation."""
+    if a is None or not math.isfinite(a) or not b:
+        return False
+    return abs(a / b - 1) > max_deviation
+
+
+def quote_outlier(last: float, mark: float | None, bid: float | None, ask: float | None,
+                  pair_lasts: Sequence[tuple[str, float]], venue: str,
+                  max_deviation: float) -> str:
+    """Why one quote is absurd ("" when sane): the per-tick, float-only form of
+    ``schemas.price_outliers`` without a reference (own fields against ``last``; against the
+    other venues' quotes of the same base/quote pair: their median from three venues, the gap
+    with two). ``pair_lasts`` are (venue, last) of the pair's other fresh quotes."""
+    reasons: list[str] = []
+    if _off(mark, last, max_deviation):
+        reasons.append("mark far from last")
+    if _off(bid, last, max_deviation):
+        reasons.append("bid far from last")
+    if _off(ask, last, max_deviation):
+        reasons.append("ask far from last")
+    lasts = [last, *(value for _, value in pair_lasts)]
+    venues = len({venue, *(v for v, _ in pair_lasts)})
+    if venues >= 3:
+        ordered = sorted(lasts)
+        middle = len(ordered) // 2
+        median = (ordered[middle] if len(ordered) % 2
+                  else (ordered[middle - 1] + ordered[middle]) / 2)
+        if _off(last, median, max_deviation):
+            reasons.append("far from other venues' median")
+    elif venues == 2 and max(lasts) / min(lasts) - 1 > max_deviation:
+        reasons.append("two venues disagree")
+    return "; ".join(reasons)

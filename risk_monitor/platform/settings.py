@@ -387,8 +387,8 @@ class ServiceSettings(_Section):
         default=20.0, gt=0, description="hot path: custodian balances poll interval"
     )
     evaluate_min_interval_s: float = Field(
-        default=0.25, ge=0, description="hot path: ticks are coalesced into at most one "
-        "evaluation per interval"
+        default=0.25, ge=0, description="hot path: at most one full evaluation per interval "
+        "(heartbeat, polls, ticks the per-tick evaluator hands on); ticks are decided at once"
     )
     persist_interval_s: float = Field(
         default=5.0, gt=0, description="hot path: limit results, metrics and compliance are "

@@ -100,7 +100,7 @@ _JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff
 
 def report_metrics(report: RiskReport) -> list[MetricValue]:
     """The exposure and P&L figures of one evaluation, as the dashboard (and /metrics) read
-    them (written by every evaluation through ``workflows.persist_evaluation``)."""
+    them (written by every evaluation through ``application.persist_evaluation``)."""
     return evaluation_metrics(report.state, report.exposures)
 
 

@@ -38,12 +38,14 @@ from risk_monitor.adapters.ccxt_exchange import build_client, map_tickers
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy
 from risk_monitor.adapters.redis_quotes import AsyncRedisQuoteCache
-from risk_monitor.domain.quotes import tick_rejection
+from risk_monitor.domain.quotes import float_tick_rejection, tick_rejection
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.resilience import SourceGuard, backoff_delay, guard_for
 from risk_monitor.platform.settings import MarketDataSettings, Settings, VenueSettings
+from risk_monitor.service.quote_intake import epoch_ns
+from risk_monitor.service.tick_hook import Tickers, TickHook, ticker_row
 
 log = get_logger(__name__)
 
@@ -96,11 +98,20 @@ class VenueFeed:
         self._stream_client: Any | None = None
         self._rest_client: Any | None = None
         self._attempt = 0
+        #: the per-message hook delivers every tick; the watch loop then only keeps the
+        #: subscription alive (and reports the connection), it re-handles nothing
+        self._hook = TickHook(self.symbols, self._on_hooked)
+        self._hooked = False
+        self._last_ns: dict[str, int] = {}
+        self._cache_rows: list[dict[str, Any]] = []
+        self._flush: asyncio.Task[None] | None = None
+        self._listener_tasks: set[asyncio.Future[Any]] = set()
 
     # -- clients ------------------------------------------------------------------------------
     def _stream(self) -> Any:
         if self._stream_client is None:
             client = build_client(self.venue, flavour="pro", with_credentials=False)
+            self._hook.install(client)
             self._guard_message_handler(client)
             self._stream_client = client
         return self._stream_client
@@ -200,6 +211,63 @@ class VenueFeed:
                     await result
         return len(accepted)
 
+    def _on_hooked(self, tickers: Tickers) -> None:
+        """Per-message hook (module tick_hook): float checks, then the listener at once and
+        the Redis cache in batches (a task flushes what accumulated)."""
+        received = self.clock()
+        now_ns = epoch_ns(received) or 0
+        markets = self._stream_client.markets if self._stream_client is not None else None
+        accepted: list[dict[str, Any]] = []
+        for symbol, ticker in tickers:
+            row = ticker_row(self.venue.id, symbol, ticker,
+                             (markets or {}).get(symbol), received)
+            if row is None:
+                self._count_rejected("invalid")
+                continue
+            t_ns = epoch_ns(row["timestamp"]) or 0
+            last_ns = self._last_ns.get(symbol)
+            if last_ns == t_ns:
+                continue  # the same update again
+            problem = float_tick_rejection(row["last"], row["mark"], row["bid"], row["ask"],
+                                           t_ns, now_ns=now_ns, policy=self._policy,
+                                           last_ns=last_ns)
+            if problem is not None:
+                self._count_rejected(problem)
+                continue
+            self._last_ns[symbol] = t_ns
+            self._last_ts[symbol] = row["timestamp"]
+            LAG.labels(venue=self.venue.id).observe(max(0.0, (now_ns - t_ns) / 1e9))
+            accepted.append(row)
+        if not accepted:
+            return
+        self._hooked = True
+        self.accepted += len(accepted)
+        TICKS.labels(venue=self.venue.id, outcome="accepted").inc(len(accepted))
+        if self.listener is not None:
+            result = self.listener(self.venue.id, accepted)
+            if asyncio.iscoroutine(result):
+                self._listener_tasks.add(task := asyncio.ensure_future(result))
+                task.add_done_callback(self._listener_tasks.discard)
+        if self.cache is not None:
+            self._cache_rows.extend(accepted)
+            if self._flush is None or self._flush.done():
+                self._flush = asyncio.ensure_future(self._flush_cache())
+
+    async def _flush_cache(self) -> None:
+        while self._cache_rows and self.cache is not None:
+            rows, self._cache_rows = self._cache_rows, []
+            try:  # every tick joins the stream; the hash keeps the latest per instrument
+                await self.cache.write(self.venue.id, rows, via="stream")
+            except Exception as exc:
+                mapped = map_exception(exc, source="redis", endpoint="quote cache")
+                record_error(mapped)
+                log.warning("quote cache write failed", venue=self.venue.id,
+                            error_code=mapped.code)
+
+    def _count_rejected(self, problem: str) -> None:
+        self.rejected[problem] = self.rejected.get(problem, 0) + 1
+        TICKS.labels(venue=self.venue.id, outcome=f"rejected_{problem}").inc()
+
     def _with_missed(self, client: Any, returned: Mapping[str, Any]) -> dict[str, Any]:
         """The returned updates plus any newer one ccxt cached while no watch was pending.
 
@@ -266,7 +334,10 @@ class VenueFeed:
                     return
                 if pending not in done:
                     # an update that landed while no watch was pending sits in ccxt's cache
-                    if self.connected and await self._handle(
+                    # (not with the hook: it saw every message)
+                    if self._hooked and loop.time() - last_update < idle_s:
+                        continue
+                    if self.connected and not self._hooked and await self._handle(
                             self._with_missed(client, {}), client.markets or {}, via="stream"):
                         last_update = loop.time()
                     elif loop.time() - last_update >= idle_s:
@@ -282,8 +353,9 @@ class VenueFeed:
                     self._attempt = 0
                     await self._status("stream")
                     log.info("market stream connected", venue=self.venue.id)
-                await self._handle(self._with_missed(client, tickers), client.markets or {},
-                                   via="stream")
+                if not self._hooked:  # the hook already delivered these
+                    await self._handle(self._with_missed(client, tickers), client.markets or {},
+                                       via="stream")
         finally:
             stopper.cancel()
             if pending is not None and not pending.done():

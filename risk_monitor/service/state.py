@@ -19,7 +19,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -309,6 +309,14 @@ class InMemoryRiskState:
                 results=tuple(results), as_of=as_of, equity=finite(equity),
                 gross_exposure=finite(gross_exposure), net_exposure=finite(net_exposure),
                 sources=tuple(sources), limit_config_version=version, status=status)
+
+    def publish_tick_results(self, results: Sequence[LimitResult], *, as_of: datetime) -> None:
+        """Per-tick results on top of the last report (its exposures and the pre-trade check
+        stay those of the last full evaluation until the next one)."""
+        with self._lock:
+            if self._evaluation is not None:
+                self._evaluation = replace(self._evaluation, results=tuple(results),
+                                           as_of=as_of, status=None)
 
     def publish_notifications(self, notifications: Sequence[Notification]) -> None:
         self._feed.publish(notifications)

@@ -128,14 +128,11 @@ def enqueue(conn: Connection, notifications: Sequence[Notification], now: dateti
     ]
     statement = (
         dialect_insert(conn, outbox)
+        .values(rows)  # one statement for all rows; RETURNING names the keys that were new
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(outbox.c.id)
     )
-    inserted = 0
-    for row in rows:  # one by one: RETURNING tells exactly which keys were new
-        if conn.execute(statement, row).first() is not None:
-            inserted += 1
-    return inserted
+    return len(conn.execute(statement).all())
 
 
 class SqlAlertStore:

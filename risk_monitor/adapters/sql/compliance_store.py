@@ -51,11 +51,14 @@ class ComplianceStore:
         keys = sorted({(r.limit_id, r.scope) for r in results})
         lock_names(conn, [f"compliance:{limit_id}\x1f{scope}" for limit_id, scope in keys])
         stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
-        for limit_id, scope in keys:
-            row = conn.execute(sa.select(t).where(t.c.limit_id == limit_id, t.c.scope == scope,
-                                                  t.c.until.is_(None))).first()
-            if row is not None:
-                stored[(limit_id, scope)] = (row.id, _interval(row))
+        wanted = set(keys)
+        limit_ids = sorted({limit_id for limit_id, _ in keys})
+        for start in range(0, len(limit_ids), 500):  # one read for all the series' open intervals
+            rows = conn.execute(sa.select(t).where(t.c.limit_id.in_(limit_ids[start:start + 500]),
+                                                   t.c.until.is_(None)))
+            for row in rows:
+                if (row.limit_id, row.scope) in wanted:
+                    stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
         update = update_intervals([i for _, i in stored.values()], results)
         opened = 0
         sealed: list[int] = []  # intervals whose audited columns changed (audit hook)

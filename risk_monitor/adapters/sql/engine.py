@@ -155,8 +155,13 @@ def lock_names(conn: Connection, names: list[str]) -> None:
     """
     if not is_postgres(conn):
         return
-    for key in sorted({advisory_key(n) for n in names}):
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, key)))
+    keys = sorted({advisory_key(n) for n in names})
+    if len(keys) == 1:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, keys[0])))
+    elif keys:  # one round trip for many series; unnest keeps the (sorted) array order
+        conn.execute(sa.text(
+            "SELECT pg_advisory_xact_lock(:ns, k) FROM unnest(CAST(:keys AS integer[])) "
+            "WITH ORDINALITY AS t(k, n) ORDER BY n"), {"ns": ADVISORY_NAMESPACE, "keys": keys})
 
 
 def dialect_insert(bind: Engine | Connection, table: sa.Table) -> Any:

@@ -1,5 +1,5 @@
 """The hot path's own logic without servers: quote coverage, Redis stream entries, cached
-reference figures, and tick coalescing (fake accounts, SQLite store, the real domain engine)."""
+reference figures, and per-tick decisions (fake accounts, SQLite store, the real domain engine)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from risk_monitor.domain.limits import load_limit_config
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
 from risk_monitor.platform.errors import DataValidationError
 from risk_monitor.platform.settings import MarketDataSettings, load_settings
-from risk_monitor.service.hot_path import (
-    HotPath,
-    QuoteBook,
-    _CachedEquity,
-)
+from risk_monitor.service.evaluator import CachedEquity
+from risk_monitor.service.hot_path import HotPath
+from risk_monitor.service.quote_intake import QuoteBook
 from risk_monitor.service.state import InMemoryRiskState
 from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
 
@@ -71,7 +69,7 @@ class _Equity:
 
 def test_cached_equity_reuses_figures_and_survives_a_database_outage() -> None:
     inner = _Equity()
-    cached = _CachedEquity(inner, ttl_s=0.05)
+    cached = CachedEquity(inner, ttl_s=0.05)  # type: ignore[arg-type]
     day = datetime.now(UTC).date()
     first = cached.start_of_day("portfolio", day)
     assert cached.start_of_day("portfolio", day) == first and inner.calls == 1
@@ -111,7 +109,8 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
-async def test_ticks_are_coalesced_latest_wins_and_a_crossing_alerts(tmp_path: Path) -> None:
+async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_alerts(
+        tmp_path: Path) -> None:
     settings = load_settings(
         None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
                                           "symbols": [BTC]}],
@@ -130,20 +129,18 @@ async def test_ticks_are_coalesced_latest_wins_and_a_crossing_alerts(tmp_path: P
     await hot.start()
     try:
         hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
-        await _until(lambda: hot.evaluations >= 1, 30, "the first evaluation")
+        await _until(lambda: hot.evaluations >= 1 and hot.evaluator.report is not None, 30,
+                     "the first evaluation")
         assert account.polls == 1  # positions come from the poll, quotes from the ticks
-        before, started = hot.evaluations, time.monotonic()
-        for i in range(300):  # ~0.45 s of ticks (longer on a busy machine), each a new price
+        before = hot.evaluations
+        decided = hot.evaluator.decided
+        for i in range(300):  # each tick a new price, each decided on arrival
             hot.on_quotes("binance", [quote("binance", BTC, 60_000 + i, at=datetime.now(UTC))])
-            if i % 10 == 9:
-                await asyncio.sleep(0.015)
-        await _until(lambda: hot.last_report is not None and len(hot.last_report.position_pnl)
-                     and hot.last_report.position_pnl["mark"].iloc[0] == 60_299, 30,
-                     "the last tick evaluated")
-        # coalesced: at most one evaluation per evaluate_min_interval_s (0.2 s), however slow
-        # the machine made the 300 ticks, and always far fewer evaluations than ticks
-        budget = 2 + (time.monotonic() - started) / 0.2
-        assert 1 <= hot.evaluations - before <= min(budget, 100), hot.evaluations - before
+            (result,) = live.limit_results()
+            assert result.value == 10 * (60_000 + i)  # this tick's figure, at once
+        assert hot.evaluator.decided == decided + 300
+        assert hot.evaluations - before <= 2  # the heartbeat only (60 s): no full evaluations
+        # per tick
 
         hot.on_quotes("binance", [quote("binance", BTC, 110_000, at=datetime.now(UTC))])
         await _until(lambda: storage.outbox.counts()["pending"] == 1, 30, "an alert enqueued")

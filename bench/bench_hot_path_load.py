@@ -1,0 +1,376 @@
+"""The hot path under a desk's load: 200 perpetuals on one Binance USDⓈ-M-style websocket.
+
+Per run: the Binance REST simulator (200 instruments at 100 USDT, one 10,000-contract long per
+instrument, i.e. 1M USDT each) and the Slack simulator start in this process, and so does a
+minimal websocket publisher speaking Binance's ``24hrMiniTicker`` (ccxt.pro's binanceusdm
+subscribes to it). The publisher sends ``--rate`` ticks/s round-robin over the 200 instruments;
+instrument i's price is ``100 * (1 + 1% * sin(2π t / 40 s + 2π i / 200))``, so each crosses its
+1M notional breach level once per 20 s (10 status changes/s over the desk), and the publisher
+logs every crossing itself (ground truth: the tick that crossed, its send time, the new status).
+``risk-monitor serve`` runs as a child process on real PostgreSQL and Redis with its own
+websocket feed. After a warm-up, a ``--seconds`` window is measured, then a drain.
+
+Reported per rate (spread over ``--runs`` runs): tick → decision (outbox ``detected_at`` minus
+the crossing tick's send time) and tick → Slack (Slack simulator receive time minus send time)
+p50 / p99 / max, crossings missed (no Slack message by the end of the drain) and late (> 1 s),
+the service's CPU (% of one core over the window) and peak RSS, ticks actually published, and
+the machine's load average. Run from the repository root::
+
+    python bench/bench_hot_path_load.py --rates 1000 2000 5000 10000 --runs 3 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import websockets
+import yaml
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from risk_monitor.adapters.sql import Storage  # noqa: E402
+from risk_monitor.domain.model import alert_fingerprint  # noqa: E402
+from risk_monitor_tests.fixtures.services import (  # noqa: E402
+    REDIS_TEST_URL,
+    create_database,
+    drop_database,
+)
+from risk_sim.launcher import SimulatorStack  # noqa: E402
+from risk_sim.scenario import load_scenario  # noqa: E402
+
+N = 200
+PRICE = 100.0
+CONTRACTS = 10_000
+BREACH = 1_000_000.0
+PERIOD_S = 40.0  # one sine period: two crossings, one every 20 s
+AMPLITUDE = 0.01
+LIMIT_ID = "perp_notional"
+LATE_S = 1.0
+#: ``risk-monitor serve`` with thread stacks dumped on SIGUSR1 (diagnosis of a stall)
+SERVE = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); "
+         "sys.argv[0] = 'risk-monitor'; from risk_monitor.cli import cli; cli()")
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+
+
+def names() -> list[str]:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return [f"ZZ{letters[i // 26]}{letters[i % 26]}" for i in range(N)]
+
+
+def scenario_file(directory: Path) -> Path:
+    instruments = {f"{n}/USDT:USDT": {"price": PRICE, "volatility": 0.0} for n in names()}
+    positions = [{"symbol": f"{n}/USDT:USDT", "side": "long", "contracts": CONTRACTS,
+                  "entry_price": PRICE} for n in names()]
+    doc = {"name": "load", "description": "bench", "seed": 1, "step_seconds": 1.0,
+           "instruments": instruments,
+           "venues": {"binance": {"accounts": {"main": {
+               "balances": {"USDT": 50_000_000}, "positions": positions}}}},
+           "steps": [{"label": "steady", "duration": 3600}]}
+    path = directory / "scenario.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@dataclass
+class Crossing:
+    instrument: str
+    sent_at: float
+    status: str  # BREACH or OK
+
+
+@dataclass
+class Publisher:
+    """A minimal Binance USDⓈ-M market websocket: SUBSCRIBE acks and miniTicker events."""
+
+    rate: float
+    clients: set[ServerConnection] = field(default_factory=set)
+    crossings: list[Crossing] = field(default_factory=list)
+    sent: int = 0
+    url: str = ""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def price(self, i: int, t: float) -> float:
+        phase = 2 * math.pi * (t / PERIOD_S + i / N)
+        return float(f"{PRICE * (1 + AMPLITUDE * math.sin(phase)):.6f}")
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        async for message in ws:
+            try:
+                request = json.loads(message)
+            except ValueError:
+                continue
+            if isinstance(request, dict) and "id" in request:
+                await ws.send(json.dumps({"result": None, "id": request["id"]}))
+                self.clients.add(ws)
+        self.clients.discard(ws)
+
+    async def _main(self) -> None:
+        async with serve(self._handler, "127.0.0.1", 0, max_size=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            self.url = f"ws://127.0.0.1:{port}"
+            self._ready.set()
+            ids = [f"{n}USDT" for n in names()]
+            above = [False] * N
+            t0 = time.time()
+            while not self._stop.is_set():
+                now = time.time()
+                due = int((now - t0) * self.rate) - self.sent
+                for _ in range(max(0, due)):
+                    i = self.sent % N
+                    price = self.price(i, now)
+                    event = {"e": "24hrMiniTicker", "E": int(now * 1000), "s": ids[i],
+                             "c": f"{price:.6f}", "o": "100", "h": "101", "l": "99",
+                             "v": "1000", "q": "100000"}
+                    if self.clients:
+                        broadcast(self.clients, json.dumps(event, separators=(",", ":")))
+                        is_above = CONTRACTS * price >= BREACH
+                        if is_above != above[i]:
+                            above[i] = is_above
+                            self.crossings.append(Crossing(f"{names()[i]}/USDT:USDT", now,
+                                                           "BREACH" if is_above else "OK"))
+                    self.sent += 1
+                await asyncio.sleep(0.001)
+
+    def start(self) -> None:
+        threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True).start()
+        self._ready.wait(10)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def proc_stat(pid: int) -> tuple[float, float]:
+    """(cpu seconds, rss MB) of a process from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    return cpu, rss
+
+
+def wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"not within {timeout}s: {what}")
+
+
+def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict[str, Any]:
+    database_url = create_database("rm_load")
+    prefix = f"rmload:{uuid.uuid4().hex[:8]}"
+    publisher = Publisher(rate)
+    publisher.start()
+    service: subprocess.Popen[bytes] | None = None
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        stack = SimulatorStack(load_scenario(scenario_file(tmp)), clock="manual",
+                               components=("binance", "slack"), control=False)
+        stack.start()
+        try:
+            doc = stack.settings_document()
+            for venue in doc["venues"]:
+                venue["ws_endpoint_override"] = publisher.url
+                venue["timeout_ms"] = 10_000
+            (tmp / "limits.yaml").write_text(yaml.safe_dump({"venues": ["binance"], "limits": [
+                {"id": LIMIT_ID, "kind": "max_notional",
+                 "scope": {"venue": "binance", "instrument": "*"}, "breach": BREACH}]}))
+            rest_port = free_port()
+            doc.update({
+                "environment": "ci", "data_dir": str(tmp / "data"),
+                "database_url": database_url, "redis_url": redis_url,
+                "limits_file": str(tmp / "limits.yaml"),
+                "market_data": {"key_prefix": f"{prefix}:md", "max_age_s": 30.0},
+                "service": {"rest_port": rest_port, "grpc_port": 0,
+                            "instance_id": f"load-{uuid.uuid4().hex[:6]}",
+                            "registry_prefix": f"{prefix}:svc", "positions_poll_s": 5.0,
+                            "custody_poll_s": 30.0, "persist_interval_s": 5.0,
+                            "hot_path_warmup_s": 30.0},
+                "log_level": LOG_LEVEL,
+            })
+            config = tmp / "risk-monitor.yaml"
+            config.write_text(yaml.safe_dump(doc, sort_keys=False))
+            env = {**os.environ, **stack.env()}
+            with open(tmp / "err", "wb") as err:
+                service = subprocess.Popen(
+                    [sys.executable, "-c", SERVE, "--config", str(config), "serve"],
+                    env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+            wait(lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{rest_port}/readyz", timeout=2).status == 200, 120,
+                "the service ready")
+            time.sleep(3.0)  # the first status wave (half the desk above its level) settles
+            cpu0, _ = proc_stat(service.pid)
+            start, sent0, crossed0 = time.time(), publisher.sent, len(publisher.crossings)
+            rss_peak = 0.0
+            while time.time() - start < seconds:
+                time.sleep(1.0)
+                rss_peak = max(rss_peak, proc_stat(service.pid)[1])
+            end, sent1 = time.time(), publisher.sent
+            metrics = service_metrics(rest_port)
+            if os.environ.get("BENCH_KEEP_LOG"):
+                service.send_signal(signal.SIGUSR1)  # thread stacks into the log
+            cpu1, _ = proc_stat(service.pid)
+            truth = [c for c in publisher.crossings[crossed0:] if c.sent_at <= end]
+            time.sleep(drain_s)
+            publisher.stop()
+            slack = list(stack.slack.messages) if stack.slack is not None else []
+            rows = outbox_rows(database_url)
+            if os.environ.get("BENCH_KEEP_LOG"):
+                Path(os.environ["BENCH_KEEP_LOG"]).write_bytes((tmp / "err").read_bytes())
+        finally:
+            publisher.stop()
+            if service is not None:
+                service.terminate()
+                try:
+                    service.wait(20)
+                except subprocess.TimeoutExpired:
+                    service.kill()
+            stack.stop()
+            drop_database(database_url)
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+    return {"rate": rate, "published": (sent1 - sent0) / (end - start),
+            "cpu_pct": 100.0 * (cpu1 - cpu0) / (end - start), "rss_mb": rss_peak,
+            "metrics": metrics,
+            **score(truth, slack, rows)}
+
+
+def service_metrics(port: int) -> dict[str, float]:
+    """The service's own counters of how ticks were decided, and its stage histograms' sums."""
+    wanted = ("risk_monitor_hot_path_tick_decisions_total", "risk_monitor_hot_path_evaluations_total",
+              "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total")
+    out: dict[str, float] = {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return out
+    for line in text.decode().splitlines():
+        if line.startswith(wanted):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def outbox_rows(database_url: str) -> list[dict[str, Any]]:
+    storage = Storage.open(database_url)
+    try:
+        return [{"fingerprint": r.fingerprint, "alert_status": r.alert_status,
+                 "detected_at": r.detected_at} for r in storage.outbox.rows(limit=1_000_000)]
+    finally:
+        storage.close()
+
+
+def score(truth: list[Crossing], slack: list[dict[str, Any]],
+          rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Match each ground-truth crossing with its first notice after the crossing tick."""
+    posts: dict[tuple[str, str], list[float]] = {}
+    for message in slack:
+        meta = (message.get("params") or {}).get("metadata") or {}
+        payload = meta.get("event_payload") if isinstance(meta, dict) else None
+        if payload and payload.get("limit_id") == LIMIT_ID:
+            key = (str(payload.get("scope")), str(payload.get("status")))
+            posts.setdefault(key, []).append(float(message["received_at"]))
+    decided: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        key = (str(row["fingerprint"]), str(row["alert_status"]))
+        decided.setdefault(key, []).append(row["detected_at"].timestamp())
+    to_slack, to_decision, missed, late = [], [], 0, 0
+    for crossing in truth:
+        scope = f"venue:binance|instrument:{crossing.instrument}"
+        seen = [t for t in posts.get((scope, crossing.status), []) if t >= crossing.sent_at]
+        if not seen:
+            missed += 1
+            continue
+        latency = min(seen) - crossing.sent_at
+        to_slack.append(latency)
+        late += latency > LATE_S
+        fingerprint = alert_fingerprint(LIMIT_ID, scope)
+        when = [t for t in decided.get((fingerprint, crossing.status), [])
+                if t >= crossing.sent_at - 0.001]
+        if when:
+            to_decision.append(max(0.0, min(when) - crossing.sent_at))
+    if os.environ.get("BENCH_DEBUG"):
+        print("outbox rows", len(rows), rows[:2], "decided keys", list(decided)[:2],
+              file=sys.stderr)
+    return {"crossings": len(truth), "missed": missed, "late": late,
+            "to_decision": to_decision, "to_slack": to_slack}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[1000, 2000, 5000, 10000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--drain", type=float, default=5.0)
+    parser.add_argument("--redis-url", default=REDIS_TEST_URL)
+    parser.add_argument("--verbose", action="store_true", help="print the service's counters")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
+    print("| rate/s | run | published/s | crossings | missed | late>1s | tick→decision p50/p99/max"
+          " ms | tick→Slack p50/p99/max ms | CPU % | RSS MB | load 1m |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for rate in args.rates:
+        for run in range(1, args.runs + 1):
+            r = one_run(rate, args.seconds, args.drain, args.redis_url)
+            d = [v * 1000 for v in r["to_decision"]]
+            s = [v * 1000 for v in r["to_slack"]]
+            print(f"| {rate:g} | {run} | {r['published']:.0f} | {r['crossings']} | {r['missed']}"
+                  f" | {r['late']} | {pct(d, .5):.1f} / {pct(d, .99):.1f} / "
+                  f"{max(d, default=math.nan):.1f} | {pct(s, .5):.1f} / {pct(s, .99):.1f} / "
+                  f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['rss_mb']:.0f} | "
+                  f"{os.getloadavg()[0]:.1f} |", flush=True)
+            if args.verbose:
+                print(r["metrics"], flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    _ = statistics  # (kept for readers comparing with bench_hot_path_latency.py)
+    _ = websockets
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""The hot path's writer: a status change is committed at once, and only the changed series.
+
+Two kinds of work, one thread (its own database connection; the tick loop never waits on it):
+
+* **changes** (:meth:`AlertWriter.submit`): the series whose status moved. One transaction
+  locks just those series, plans their transitions (``domain.alerts.plan_alerts``), applies the
+  states, inserts their outbox rows and seals the audit entries (with the lineage context);
+  the dispatcher is woken at once, then the compliance timeline is recorded (its own
+  transaction, so the alert transaction holds its rows no longer than it must). While a write runs, new changes *merge*: the
+  latest status per series is the one alerted on, and every status in between is still recorded
+  in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
+  failed write keeps its changes pending, merged with newer ones, and is retried;
+* **the periodic write** (:meth:`AlertWriter.submit_state`), every ``persist_interval_s`` when
+  no change waits: latest results, metrics, coverage and the compliance sighting of every
+  series, and the time-driven alert transitions (pending ``for``, repeat interval, keep-firing)
+  of the series that are not quietly OK. After a new limit document, every stored series is
+  planned once (``resolve_missing``), so a removed limit resolves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from risk_monitor import application
+from risk_monitor.adapters.errors import map_exception
+from risk_monitor.adapters.sql import Storage
+from risk_monitor.adapters.sql.audit_hooks import seal_alert_transaction
+from risk_monitor.domain.alerts import AlertPolicy, plan_alerts
+from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
+
+log = get_logger(__name__)
+
+COMMIT_SECONDS = Histogram(
+    "risk_monitor_hot_path_commit_seconds",
+    "Stage 'commit': decision of a status change to its alert transaction committed.",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
+WRITE_SECONDS = Histogram("risk_monitor_hot_path_write_seconds",
+                          "Duration of the hot path's database writes by step.", ["step"],
+                          buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
+WRITES_MERGED = Counter(
+    "risk_monitor_hot_path_writes_merged_total",
+    "Status changes superseded by a newer status of the same series before they were written "
+    "(alerted on the newer one; both recorded in the compliance timeline).")
+PENDING = Gauge("risk_monitor_hot_path_writer_pending_series",
+                "Series with a status change waiting for the writer.")
+NOTIFICATIONS = Counter("risk_monitor_hot_path_notifications_total",
+                        "Notifications the hot path enqueued in the outbox, by kind.", ["kind"])
+
+#: pause of the writer after a failed write (the database is probably down)
+WRITE_RETRY_PAUSE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Change:
+    """One status change of one series, as decided."""
+
+    result: LimitResult
+    trigger: str  # tick, heartbeat, positions, custody, config, start
+    decided_at: float  # perf_counter() when decided (commit-stage metric)
+    detail: Mapping[str, Any]  # what moved it (the tick), for the alert context
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the periodic write persists: the last full evaluation and the current results."""
+
+    report: RiskReport
+    results: Callable[[], Sequence[LimitResult]]  # current: the per-tick evaluator's
+    context: Mapping[str, Any]  # the evaluation's alert context (lineage included)
+
+
+@dataclass
+class WriterStats:
+    transactions: int = 0
+    series_written: int = 0
+    merged: int = 0
+    failures: int = 0
+    periodic: int = 0
+
+
+class AlertWriter:
+    """Changed-only alert transactions plus a periodic full write (module docstring)."""
+
+    def __init__(self, storage: Storage, *, policy: Callable[[], AlertPolicy],
+                 persist_interval_s: float, wake: Callable[[], None] | None = None,
+                 after_commit: Callable[[Mapping[str, Any], Sequence[Notification]], object]
+                 | None = None) -> None:
+        self.storage = storage
+        self._policy = policy
+        self.persist_interval_s = persist_interval_s
+        self._wake = wake
+        self._after_commit = after_commit
+        self._pending: dict[str, list[Change]] = {}
+        self._contexts: dict[str, Mapping[str, Any]] = {}  # fingerprint -> evaluation context
+        self._state: LiveState | None = None
+        self._resolve_missing = True  # first periodic write: plan every stored series
+        self._cond = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self.stats = WriterStats()
+
+    # -- feeding (any thread) -------------------------------------------------------------------
+    def submit(self, changes: Sequence[Change], context: Mapping[str, Any]) -> None:
+        """Status changes to commit at once; merges with what is still pending."""
+        if not changes:
+            return
+        with self._cond:
+            for change in changes:
+                fingerprint = change.result.fingerprint
+                self._pending.setdefault(fingerprint, []).append(change)
+                self._contexts[fingerprint] = context
+            PENDING.set(len(self._pending))
+            self._cond.notify()
+
+    def submit_state(self, state: LiveState, *, new_config: bool = False) -> None:
+        """The latest evaluation for the periodic write (not written now)."""
+        with self._cond:
+            self._state = state
+            self._resolve_missing = self._resolve_missing or new_config
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending) + (1 if self._busy else 0)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hot-path-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_s: float) -> None:
+        """Write what is pending (bounded by ``drain_s``), then end the thread."""
+        deadline = time.monotonic() + drain_s
+        with self._cond:
+            while (self._pending or self._busy) and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.05)
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        if self._pending:
+            log.warning("hot_path_writer_not_drained", pending=len(self._pending))
+
+    # -- the thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        last_periodic = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._stop and not self._pending and (
+                        self._state is None
+                        or time.monotonic() - last_periodic < self.persist_interval_s):
+                    wait = self.persist_interval_s - (time.monotonic() - last_periodic)
+                    self._cond.wait(timeout=max(0.01, wait))
+                if self._stop:
+                    return
+                batch, self._pending = self._pending, {}
+                contexts = dict(self._contexts)
+                state = self._state
+                self._busy = True
+                PENDING.set(0)
+            try:
+                if batch:
+                    self._write_changes(batch, contexts)
+                elif state is not None:
+                    last_periodic = time.monotonic()
+                    self._write_periodic(state)
+            except Exception as exc:
+                error = map_exception(exc, source="hot_path", endpoint="write")
+                record_error(error)
+                self.stats.failures += 1
+                log.error("hot_path_write_failed", error_code=error.code, error=error.message,
+                          retry_in_s=WRITE_RETRY_PAUSE_S)
+                with self._cond:
+                    for fingerprint, changes in batch.items():  # keep them, oldest first
+                        self._pending[fingerprint] = changes + self._pending.get(fingerprint, [])
+                    self._cond.wait(timeout=WRITE_RETRY_PAUSE_S)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write_changes(self, batch: Mapping[str, list[Change]],
+                       contexts: Mapping[str, Mapping[str, Any]]) -> None:
+        started = time.perf_counter()
+        latest = [changes[-1] for changes in batch.values()]
+        merged = sum(len(changes) - 1 for changes in batch.values())
+        if merged:
+            WRITES_MERGED.inc(merged)
+            self.stats.merged += merged
+        results = [c.result for c in latest]
+        now = max(r.as_of for r in results)
+        first = latest[0]
+        context = {**contexts[first.result.fingerprint], "trigger": first.trigger,
+                   "triggers": sorted({c.trigger for c in latest}),
+                   "evaluated_at": now.isoformat(), **first.detail}
+        rounds = max(len(changes) for changes in batch.values())
+        policy = replace(self._policy(), resolve_missing=False)  # a partial update
+        with self.storage.alerts.locked(list(batch)) as tx:
+            before = dict(tx.states)
+            plan = plan_alerts(tx.states, results, now, policy, context=context)
+            applied = tx.apply(plan.states, plan.notifications)
+            seal_alert_transaction(tx.connection, before=before, states=plan.states,
+                                   notifications=plan.notifications, context=context, at=now)
+        done = time.perf_counter()
+        for change in latest:
+            COMMIT_SECONDS.observe(done - change.decided_at)
+        WRITE_SECONDS.labels(step="changes").observe(done - started)
+        self.stats.transactions += 1
+        self.stats.series_written += len(batch)
+        notes = plan.notifications
+        if notes:
+            if self._wake is not None:
+                self._wake()
+            if self._after_commit is not None:
+                self._after_commit(context, notes)
+            for note in notes:
+                NOTIFICATIONS.labels(kind=note.kind.value).inc()
+            log.info("hot_path_alerts_raised", trigger=first.trigger, enqueued=applied.enqueued,
+                     notifications=[f"{n.kind.value}:{n.limit_id}:{n.scope}:{n.status.value}"
+                                    for n in notes[:20]])
+        # the compliance timeline, after the alert commit (its own transaction: the alert
+        # transaction holds its series only as long as the alert itself needs them); every
+        # intermediate status joins the timeline, in order
+        started = time.perf_counter()
+        for i in range(rounds):
+            step = [changes[i].result for changes in batch.values() if i < len(changes)]
+            self.storage.compliance.record(step)
+        WRITE_SECONDS.labels(step="compliance").observe(time.perf_counter() - started)
+
+    def _write_periodic(self, state: LiveState) -> None:
+        """Results, metrics, coverage, compliance sightings and time-driven transitions."""
+        report, results = state.report, list(state.results())
+        as_of = max((r.as_of for r in results), default=report.summary.as_of)
+        started = time.perf_counter()
+        application.persist_evaluation(self.storage, state=report.state,
+                                     exposures=report.exposures, results=results, as_of=as_of)
+        WRITE_SECONDS.labels(step="persist").observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        application.record_compliance(self.storage, results)
+        WRITE_SECONDS.labels(step="compliance").observe(time.perf_counter() - started)
+        with self._cond:
+            resolve_missing, self._resolve_missing = self._resolve_missing, False
+        policy = self._policy()
+        if resolve_missing:
+            due = results
+        else:  # only series that can move with time alone: not quietly OK
+            stored = {s.fingerprint: s for s in self.storage.alerts.all_states()}
+            due = [r for r in results if r.status is not LimitStatus.OK or (
+                (s := stored.get(r.fingerprint)) is not None
+                and (s.status is not LimitStatus.OK or s.clearing_since is not None
+                     or s.started_at is not None))]
+        if due:
+            started = time.perf_counter()
+            context = {**state.context, "trigger": "periodic", "triggers": ["periodic"],
+                       "evaluated_at": as_of.isoformat()}
+            raised = application.raise_alerts(
+                self.storage, due, now=as_of,
+                policy=replace(policy, resolve_missing=resolve_missing), context=context)
+            WRITE_SECONDS.labels(step="alerts").observe(time.perf_counter() - started)
+            if raised.plan.notifications:
+                if self._wake is not None:
+                    self._wake()
+                if self._after_commit is not None:
+                    self._after_commit(context, raised.plan.notifications)
+                for note in raised.plan.notifications:
+                    NOTIFICATIONS.labels(kind=note.kind.value).inc()
+        self.stats.periodic += 1
+
