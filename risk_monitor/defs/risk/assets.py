@@ -1,6 +1,6 @@
 """Risk assets: the limit configuration, P&L, exposures and limit status.
 
-Bodies stay short: build the snapshot, call the domain, persist through the workflows, return
+Bodies stay short: build the snapshot, call the domain, persist through the application use cases, return
 data with metadata. The arithmetic lives in ``risk_monitor.domain``.
 """
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from risk_monitor import application as workflows
+from risk_monitor import application
 from risk_monitor.adapters.audit_anchors import append_file_anchor, read_file_anchors
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_log import COVERAGE, content_hash
@@ -36,9 +36,9 @@ def _history(storage: Storage) -> str:
     for minutes, status in ((0, "WARN"), (1, "BREACH")):
         at = T0 + timedelta(minutes=minutes)
         results = [make_result(status, at), make_result("WARN", at, scope="venue:okx")]
-        workflows.raise_alerts(storage, results, now=at, policy=policy,
+        application.raise_alerts(storage, results, now=at, policy=policy,
                                context={**CONTEXT, "run_id": f"run-{minutes}"})
-        workflows.record_compliance(storage, results)
+        application.record_compliance(storage, results)
     return make_result("BREACH", T0).fingerprint
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from risk_monitor import application as workflows
+from risk_monitor import application
 from risk_monitor.adapters.notifiers import FileSink
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.audit_trace import trace
@@ -40,7 +40,7 @@ def _raise_episode(storage: Storage, tmp_path: Path) -> str:
     policy = AlertPolicy()
     for minutes, status in ((0, "WARN"), (1, "BREACH"), (2, "OK")):
         at = T0 + timedelta(minutes=minutes)
-        workflows.raise_alerts(storage, [make_result(status, at)], now=at, policy=policy,
+        application.raise_alerts(storage, [make_result(status, at)], now=at, policy=policy,
                                context={**CONTEXT, "run_id": f"run-{minutes}"})
     dispatcher = OutboxDispatcher(storage.engine, FileSink(tmp_path / "alerts.jsonl"))
     assert dispatcher.dispatch_once().sent == 3

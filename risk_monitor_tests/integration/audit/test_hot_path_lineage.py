@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from risk_monitor import application as workflows
+from risk_monitor import application
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.audit_trace import trace
@@ -46,7 +46,7 @@ def _snapshot() -> RiskSnapshot:
     return RiskSnapshot(
         positions=_collected(SourceKind.EXCHANGE, "binance", [{"venue": "binance",
                                                                 "instrument": "BTC/USDT:USDT"}]),
-        balances=workflows.merge_collected(exchange, custody),
+        balances=application.merge_collected(exchange, custody),
         prices=_collected(SourceKind.MARKET, "binance", [{"venue": "binance", "last": 65000.0}]),
         now=T0)
 
@@ -76,7 +76,7 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
                        "evaluated_at": T0.isoformat(), "limit_config_version": "cfg-v1",
                        "code_version": "git:abc", "input_data_versions":
                            input_versions(_snapshot(), "cfg-v1")}
-            raised = workflows.raise_alerts(storage, [make_result("BREACH", T0)], now=T0,
+            raised = application.raise_alerts(storage, [make_result("BREACH", T0)], now=T0,
                                             policy=AlertPolicy(), context=context)
             [note] = raised.plan.notifications
             url = lineage.after_commit(context, raised.plan.notifications)

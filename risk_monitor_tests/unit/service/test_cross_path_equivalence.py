@@ -19,7 +19,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risk_monitor import application as workflows
+from risk_monitor import application
 from risk_monitor.adapters.collection import Source
 from risk_monitor.adapters.market_data import VenueQuotes, collect_quotes
 from risk_monitor.adapters.sql import Storage
@@ -117,8 +117,8 @@ def test_both_paths_give_identical_statuses_values_and_fingerprints(
         prices = collect_quotes([VenueQuotes(
             Source(SourceKind.MARKET, v, "*", lambda v=v: quotes[quotes["venue"] == v]),
             tuple(PRICES)) for v in desk["venues"]], cfg.market_data, clock=lambda: NOW)
-        snapshot = workflows.build_snapshot(
-            positions=positions, balances=workflows.merge_collected(balances, custody),
+        snapshot = application.build_snapshot(
+            positions=positions, balances=application.merge_collected(balances, custody),
             prices=prices, now=NOW, settings=cfg, storage=storage)
         results = evaluate_limits(prepare(snapshot, config), config)
     finally:
