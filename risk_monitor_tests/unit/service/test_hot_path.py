@@ -24,6 +24,7 @@ from risk_monitor.service.hot_path import (
     _CachedEquity,
 )
 from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor_tests.fixtures.waiting import async_wait_until
 from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -102,15 +103,6 @@ class _Account:
                      BALANCE_COLUMNS)
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not within {timeout}s: {what}")
-
-
 async def test_ticks_are_coalesced_latest_wins_and_a_crossing_alerts(tmp_path: Path) -> None:
     settings = load_settings(
         None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
@@ -130,23 +122,24 @@ async def test_ticks_are_coalesced_latest_wins_and_a_crossing_alerts(tmp_path: P
     await hot.start()
     try:
         hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
-        await _until(lambda: hot.evaluations >= 1, 30, "the first evaluation")
+        await async_wait_until(lambda: hot.evaluations >= 1, timeout=30,
+                               message="the first evaluation")
         assert account.polls == 1  # positions come from the poll, quotes from the ticks
         before, started = hot.evaluations, time.monotonic()
         for i in range(300):  # ~0.45 s of ticks (longer on a busy machine), each a new price
             hot.on_quotes("binance", [quote("binance", BTC, 60_000 + i, at=datetime.now(UTC))])
             if i % 10 == 9:
                 await asyncio.sleep(0.015)
-        await _until(lambda: hot.last_report is not None and len(hot.last_report.position_pnl)
-                     and hot.last_report.position_pnl["mark"].iloc[0] == 60_299, 30,
-                     "the last tick evaluated")
+        await async_wait_until(lambda: hot.last_report is not None and len(hot.last_report.position_pnl)
+                     and hot.last_report.position_pnl["mark"].iloc[0] == 60_299, timeout=30, message="the last tick evaluated")
         # coalesced: at most one evaluation per evaluate_min_interval_s (0.2 s), however slow
         # the machine made the 300 ticks, and always far fewer evaluations than ticks
         budget = 2 + (time.monotonic() - started) / 0.2
         assert 1 <= hot.evaluations - before <= min(budget, 100), hot.evaluations - before
 
         hot.on_quotes("binance", [quote("binance", BTC, 110_000, at=datetime.now(UTC))])
-        await _until(lambda: storage.outbox.counts()["pending"] == 1, 30, "an alert enqueued")
+        await async_wait_until(lambda: storage.outbox.counts()["pending"] == 1, timeout=30,
+                               message="an alert enqueued")
         (row,) = storage.outbox.rows()
         assert (row.kind, row.alert_status) == ("firing", "BREACH")
         (_, note), = storage.outbox.recent()
@@ -179,7 +172,7 @@ async def test_a_poll_failing_as_a_whole_makes_its_sources_unknown_at_once(
     await hot.start()
     try:
         hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
-        await _until(lambda: hot.evaluations >= 1, 30, "an evaluation")
+        await async_wait_until(lambda: hot.evaluations >= 1, timeout=30, message="an evaluation")
         assert hot.positions is not None
         assert [(s.ok, s.error_code) for s in hot.positions.sources] == [(False, "RM300")] * 2
         (result,) = live.limit_results()
