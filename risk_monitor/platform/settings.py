@@ -392,6 +392,9 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_service: ConfigServiceSettings = Field(default_factory=ConfigServiceSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    automation: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Dagster's sensors and schedule when the definitions load: "
+        "auto = running when a venue or custodian is configured, stopped otherwise")
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from risk_monitor.adapters.redis_quotes import RedisQuoteCache, stream_entry_row
 from risk_monitor.platform.settings import Settings, load_settings
@@ -50,8 +51,8 @@ async def stream(sims: Sims, write_settings: WriteSettings, redis_url: str,
     client = redis.Redis.from_url(redis_url)
     running = Running(settings, config, RedisQuoteCache(client, settings.market_data), feeds,
                       stop, task)
-    await asyncio.to_thread(sims.binance.wait_for_subscription, "btcusdt@miniTicker", 10)
-    await asyncio.to_thread(sims.okx.wait_for_subscription, "tickers:BTC-USDT-SWAP", 10)
+    await asyncio.to_thread(sims.binance.wait_for_subscription, "btcusdt@miniTicker", 60)
+    await asyncio.to_thread(sims.okx.wait_for_subscription, "tickers:BTC-USDT-SWAP", 60)
     yield running
     stop.set()
     for feed in await asyncio.wait_for(task, 15):
@@ -74,6 +75,13 @@ def streamed_lasts(running: Running, venue: str, symbol: str) -> list[float]:
         client.close()
     rows = [stream_entry_row(venue, fields) for _, fields in entries]
     return [float(r["last"]) for r in rows if r["instrument"] == symbol]
+
+
+def rejections(venue: str, reason: str) -> float:
+    """Ticks of ``venue`` the live feed rejected for ``reason`` so far (its Prometheus counter)."""
+    value = REGISTRY.get_sample_value("risk_monitor_market_ticks_total",
+                                      {"venue": venue, "outcome": f"rejected_{reason}"})
+    return value or 0.0
 
 
 def quoted(running: Running, venue: str, symbol: str, price: float) -> Callable[[], bool]:
@@ -146,10 +154,15 @@ async def test_bad_ticks_are_rejected_counted_and_never_stored(
     sims.market.set_price("ETH/USDT:USDT", "3050")
     await async_wait_until(lambda: cached_last(stream, "okx", "ETH/USDT:USDT") == 3050.0,
                            timeout=10, message="good tick")
+    before = rejections("okx", reason)
     fault = add_fault(sims.okx, kind, "ws:*", **params)
     sims.market.set_price("ETH/USDT:USDT", "3070")
-    await async_wait_until(lambda: any(k == kind for _, k, _ in sims.okx.faults.fired), timeout=5,
+    await async_wait_until(lambda: any(k == kind for _, k, _ in sims.okx.faults.fired), timeout=30,
                            message="fault fired")
+    # the feed reads ccxt's ticker cache, where a newer tick replaces an unread one: wait until
+    # the bad tick was handled before sending the next good one
+    await async_wait_until(lambda: rejections("okx", reason) > before, timeout=30,
+                           message=f"the {kind} tick rejected as {reason}")
     sims.okx.faults.remove(fault.id)
     sims.market.set_price("ETH/USDT:USDT", "3090")  # the feed survived and still delivers
     await async_wait_until(lambda: cached_last(stream, "okx", "ETH/USDT:USDT") == 3090.0,

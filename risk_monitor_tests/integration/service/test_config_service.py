@@ -201,7 +201,8 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
         assert state.current.limits.limit("btc-binance-notional").breach == 1e6
 
         v2 = sim.publish(component, doc(2e6))
-        await async_wait_until(lambda: state.current is not None and state.current.version == v2)
+        await async_wait_until(lambda: applied[-1].version == v2)
+        assert state.current is not None
         assert state.current.limits.limit("btc-binance-notional").breach == 2e6
         assert state.current.limits_version != applied[1].limits_version
         assert json.loads(cache.read_text())["version"] == v2
@@ -218,7 +219,8 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
         # a 5xx burst is retried; the next version still arrives
         fault = sim.faults.add("http_error", f"/v1/config/{component}", count=3, status=500)
         v3 = sim.publish(component, doc(3e6))
-        await async_wait_until(lambda: state.current is not None and state.current.version == v3)
+        # the listeners are told after the swap: wait for them, not only for state.current
+        await async_wait_until(lambda: applied[-1].version == v3)
         sim.faults.remove(fault.id)
         assert watcher.status.failures >= 1
     finally:
