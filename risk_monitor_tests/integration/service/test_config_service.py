@@ -218,6 +218,9 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
 
         # a 5xx burst is retried; the next version still arrives
         fault = sim.faults.add("http_error", f"/v1/config/{component}", count=3, status=500)
+        # a long poll already waiting would answer v3 without meeting the fault: publish once
+        # the watcher has met it (its next poll, within the 1 s long-poll timeout)
+        await async_wait_until(lambda: watcher.status.failures >= 1, timeout=60)
         v3 = sim.publish(component, doc(3e6))
         # the listeners are told after the swap: wait for them, not only for state.current
         await async_wait_until(lambda: applied[-1].version == v3)
