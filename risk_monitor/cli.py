@@ -322,6 +322,9 @@ def dev(dagster_args: tuple[str, ...]) -> None:
     if DAGSTER_HOME_ENV not in read_env_file(Path.cwd() / ".env"):
         write_project_env(Path.cwd(), {DAGSTER_HOME_ENV: str(home)})  # dg / dagster find it too
     click.echo(f"DAGSTER_HOME={home}", err=True)
+    from risk_monitor.defs.risk.automation import automation_state
+
+    click.echo(f"sensors and schedule: {automation_state().reason}", err=True)
     beside = Path(sys.executable).with_name("dagster")  # the venv we run from, even if not on PATH
     dagster = str(beside) if beside.exists() else shutil.which("dagster") or "dagster"
     from risk_monitor.dev_server import run_supervised

@@ -3,11 +3,18 @@
 Fixture modules live in ``risk_monitor_tests/fixtures`` (one per area) and are registered here.
 With ``RISK_MONITOR_FORBID_SKIPS=1`` (set by .ci/run) any skipped test fails the session: CI must
 never pass by skipping a test whose server is missing.
+
+The suite runs on pytest-xdist workers (``-n 4 --dist loadscope`` in pyproject's addopts; ``-n 0``
+runs in one process). Every worker has its own session fixtures (its database, simulators,
+Redis prefix, free ports); a module's tests stay on one worker, so module-scoped stacks are
+built once. Modules that share one expensive session value are scheduled together
+(:data:`SHARED_SCOPES`).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -20,6 +27,29 @@ pytest_plugins = [
     "risk_monitor_tests.fixtures.dashboard",
     "risk_monitor_tests.fixtures.e2e",
 ]
+
+
+#: modules that read the same session-cached value: one worker runs them all, so it is built once
+#: (the ``limit_breach`` scenario play, fixtures/e2e.py ``scenario_plays``)
+SHARED_SCOPES = {
+    "risk_monitor_tests/e2e/test_scenario_limit_breach.py": "play:limit_breach",
+    "risk_monitor_tests/e2e/test_prometheus.py": "play:limit_breach",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with :data:`SHARED_SCOPES` as one work unit each."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_SCOPES.get(module) or super()._split_scope(nodeid)
+
+    return SharedScopeScheduling(config, log)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

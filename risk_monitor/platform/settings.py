@@ -499,6 +499,9 @@ class Settings(BaseSettings):
     config_service: ConfigServiceSettings = Field(default_factory=ConfigServiceSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     trading: TradingSettings = Field(default_factory=TradingSettings)
+    automation: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Dagster's sensors and schedule when the definitions load: "
+        "auto = running when a venue or custodian is configured, stopped otherwise")
 
     @classmethod
     def settings_customise_sources(

@@ -6,6 +6,8 @@ in-process by default) from the code location's ``Definitions``.
 
 import dagster as dg
 
+from risk_monitor.defs.risk.automation import AUTOMATION
+
 RISK_GROUPS = ("risk", "compliance")
 
 risk_cycle = dg.define_asset_job(
@@ -29,6 +31,7 @@ risk_cycle_every_minute = dg.ScheduleDefinition(
     name="risk_cycle_every_minute",
     job=risk_cycle,
     cron_schedule="* * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Evaluate at least once a minute, whatever the market data does.",
+    default_status=AUTOMATION.schedule_status,
+    description="Evaluate at least once a minute, whatever the market data does. "
+                f"At start: {AUTOMATION.reason}.",
 )

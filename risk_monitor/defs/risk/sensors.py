@@ -10,6 +10,7 @@ import json
 
 import dagster as dg
 
+from risk_monitor.defs.risk.automation import AUTOMATION
 from risk_monitor.defs.risk.jobs import risk_cycle, risk_evaluation
 from risk_monitor.platform.settings import load_settings
 
@@ -28,8 +29,9 @@ def _risk_run_in_flight(instance: dg.DagsterInstance) -> str | None:
 
 
 @dg.sensor(job=risk_cycle, minimum_interval_seconds=1,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="New quotes in the Redis market-data streams → a risk cycle.")
+           default_status=AUTOMATION.sensor_status,
+           description="New quotes in the Redis market-data streams → a risk cycle. "
+                       f"At start: {AUTOMATION.reason}.")
 def market_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     settings = load_settings()
     if not settings.redis_url:
@@ -59,9 +61,9 @@ def market_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
 
 @dg.multi_asset_sensor(
     monitored_assets=[dg.AssetKey(k) for k in COLLECTION_ASSETS], job=risk_evaluation,
-    minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=1, default_status=AUTOMATION.sensor_status,
     description="Collections materialised outside a risk cycle (CLI, UI, backfill) → "
-                "re-evaluate limits on them.")
+                f"re-evaluate limits on them. At start: {AUTOMATION.reason}.")
 def collection_sensor(context: dg.MultiAssetSensorEvaluationContext
                       ) -> dg.RunRequest | dg.SkipReason:
     records = {k: r for k, r in context.latest_materialization_records_by_key().items() if r}

@@ -20,6 +20,7 @@ from risk_monitor.adapters.redis_quotes import (
 )
 from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.settings import MarketDataSettings
+from risk_monitor_tests.fixtures.waiting import async_wait_until
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 SYMBOLS = {"binance": (BTC, ETH), "okx": (BTC, ETH)}
@@ -31,14 +32,6 @@ def quotes(venue: str, at: datetime, bump: float = 0.0) -> pd.DataFrame:
              "mark": price + bump, "timestamp": at, "received_at": at}
             for symbol, price in ((BTC, 60_000.0), (ETH, 3_000.0))]
     return prices_frame(rows)
-
-
-async def until(check: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_a_bad_field_in_one_venue_leaves_the_other_quotes_flowing(
@@ -72,7 +65,7 @@ async def test_a_bad_field_in_one_venue_leaves_the_other_quotes_flowing(
     reader = asyncio.create_task(follow_quote_streams(
         redis_url, market, list(SYMBOLS), quote_policy(market), stop, listener, block_ms=100))
     try:
-        await until(lambda: len(seen) >= 3, "the seed from the hashes")
+        await async_wait_until(lambda: len(seen) >= 3, message="the seed from the hashes")
         assert sorted((v, i) for v, i, _ in seen) == [("binance", BTC), ("binance", ETH),
                                                       ("okx", ETH)]
         client.xadd(stream_key(market.key_prefix, "okx"),
@@ -80,7 +73,8 @@ async def test_a_bad_field_in_one_venue_leaves_the_other_quotes_flowing(
                      "ts": str(int(now.timestamp() * 1000) + 1)})
         cache.write("binance", quotes("binance", datetime.now(UTC), bump=5.0), via="stream")
         cache.write("okx", quotes("okx", datetime.now(UTC), bump=7.0), via="stream")
-        await until(lambda: ("okx", BTC, 60_007.0) in seen, "okx quotes after the bad entry")
+        await async_wait_until(lambda: ("okx", BTC, 60_007.0) in seen,
+                               message="okx quotes after the bad entry")
         assert ("binance", BTC, 60_005.0) in seen and ("okx", ETH, 3_007.0) in seen
         assert not reader.done()  # the reader never stopped
     finally:

@@ -3,7 +3,6 @@ discovery through the real Redis, hot reload, rejection of invalid documents, di
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -30,6 +29,7 @@ from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
 from risk_monitor.platform.errors import ConfigError, DiscoveryError, ServiceError
 from risk_monitor.platform.settings import ConfigServiceSettings, ResilienceSettings
 from risk_monitor_tests.fixtures.service import desk_limits, free_port, write_limits
+from risk_monitor_tests.fixtures.waiting import async_wait_until
 from risk_sim.config_service import ConfigServiceSimulator, document_version
 
 pytestmark = pytest.mark.integration
@@ -201,7 +201,8 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
         assert state.current.limits.limit("btc-binance-notional").breach == 1e6
 
         v2 = sim.publish(component, doc(2e6))
-        await _until(lambda: state.current is not None and state.current.version == v2)
+        await async_wait_until(lambda: applied[-1].version == v2)
+        assert state.current is not None
         assert state.current.limits.limit("btc-binance-notional").breach == 2e6
         assert state.current.limits_version != applied[1].limits_version
         assert json.loads(cache.read_text())["version"] == v2
@@ -209,7 +210,7 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
         # warn above breach: the domain schema refuses it; v2 stays in force
         bad = {"limits": desk_limits(btc_warn=3e6, btc_breach=2e6)}
         bad_version = sim.publish(component, bad)
-        await _until(lambda: state.rejected == 1)
+        await async_wait_until(lambda: state.rejected == 1)
         assert state.current.version == v2
         assert state.last_rejection is not None and state.last_rejection.startswith(bad_version)
         assert "limits.limits[0].warn" in state.last_rejection or "warn" in state.last_rejection
@@ -217,8 +218,12 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
 
         # a 5xx burst is retried; the next version still arrives
         fault = sim.faults.add("http_error", f"/v1/config/{component}", count=3, status=500)
+        # a long poll already waiting would answer v3 without meeting the fault: publish once
+        # the watcher has met it (its next poll, within the 1 s long-poll timeout)
+        await async_wait_until(lambda: watcher.status.failures >= 1, timeout=60)
         v3 = sim.publish(component, doc(3e6))
-        await _until(lambda: state.current is not None and state.current.version == v3)
+        # the listeners are told after the swap: wait for them, not only for state.current
+        await async_wait_until(lambda: applied[-1].version == v3)
         sim.faults.remove(fault.id)
         assert watcher.status.failures >= 1
     finally:
@@ -275,7 +280,7 @@ async def test_watcher_rediscovers_a_moved_service(redis_url: str, module_redis_
         first.stop()  # deregisters; a new instance appears elsewhere with a newer document
         second = ConfigServiceSimulator(redis_url=redis_url, registry_prefix=prefix,
                                         initial={component: doc(5e6)}).start()
-        await _until(lambda: state.current is not None
+        await async_wait_until(lambda: state.current is not None
                      and state.current.version == document_version(doc(5e6)), timeout=15)
     finally:
         await watcher.stop()
@@ -288,11 +293,3 @@ async def test_watcher_rediscovers_a_moved_service(redis_url: str, module_redis_
         assert list(leftover.scan_iter(match=f"{prefix}:*")) == []
     finally:
         leftover.close()
-
-
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.02)

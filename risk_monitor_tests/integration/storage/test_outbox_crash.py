@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from risk_monitor.adapters.sql import Storage
 from risk_monitor.bootstrap import outbox_dispatcher
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
+from risk_monitor_tests.fixtures.waiting import wait_until
 from risk_sim.slack import SlackSimulator
 
 TOKEN_ENV = "RISK_MONITOR_TEST_SLACK_TOKEN"
@@ -62,7 +62,6 @@ def test_kill_9_after_slack_accepted_gives_exactly_one_post_per_alert(
         try:
             (accepted,) = slack_sim.wait_for_messages(1, timeout=120)
             os.kill(proc.pid, signal.SIGKILL)
-            killed_at = time.monotonic()
             assert proc.wait(30) == -signal.SIGKILL
         finally:
             if proc.poll() is None:
@@ -82,16 +81,14 @@ def test_kill_9_after_slack_accepted_gives_exactly_one_post_per_alert(
     thread = threading.Thread(target=dispatcher.run, args=(stop, 0.1), daemon=True)
     thread.start()
     try:
-        deadline = killed_at + LEASE_S + 5.0
-        while storage.outbox.counts()["sent"] < len(rows) and time.monotonic() < deadline:
-            time.sleep(0.1)  # polling for an outcome, never asserting on elapsed sleep
-        delivered_after = time.monotonic() - killed_at
+        # the deadline guards against a hang; how fast adoption happens is not asserted here
+        wait_until(lambda: storage.outbox.counts()["sent"] == len(rows), timeout=LEASE_S + 60,
+                   interval=0.1, message=f"all {len(rows)} alerts delivered after the lease")
     finally:
         stop.set()
         dispatcher.wake()
         thread.join(30)
     assert storage.outbox.counts()["sent"] == len(rows), storage.outbox.rows()
-    assert delivered_after <= LEASE_S + 5.0
     keys = sorted(_key(m) for m in slack_sim.messages)
     assert keys == sorted(r.idempotency_key for r in rows)  # one post each: none twice
     adopted = next(r for r in storage.outbox.rows() if r.idempotency_key == _key(accepted))

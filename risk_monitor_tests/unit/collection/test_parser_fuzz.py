@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,10 @@ from risk_monitor.adapters.ccxt_exchange import (
 from risk_monitor.adapters.ccxt_ticker_rows import ticker_items
 from risk_monitor.adapters.fireblocks_custodian import map_vault_accounts
 from risk_monitor.platform.errors import RiskMonitorError
+
+# bounded work (a fixed number of examples), slow only on a loaded machine: the timeout guards
+# against hangs, not speed
+pytestmark = pytest.mark.timeout(900)
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,

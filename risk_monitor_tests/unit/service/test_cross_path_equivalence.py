@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,6 +75,10 @@ def desks(draw: st.DrawFn) -> dict[str, Any]:
     ]}
     return {"venues": venues, "quotes": quotes, "positions": positions, "balances": balances,
             "custody": custody, "limits": limits}
+
+# bounded work (a fixed number of examples), slow only on a loaded machine: the timeout guards
+# against hangs, not speed
+pytestmark = pytest.mark.timeout(900)
 
 
 def ok(kind: SourceKind, venue: str, account: str, rows: int) -> SourceStatus:

@@ -3,7 +3,6 @@ reference figures, and per-tick decisions (fake accounts, SQLite store, the real
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from risk_monitor.service.evaluator import CachedEquity
 from risk_monitor.service.hot_path import HotPath
 from risk_monitor.service.quote_intake import QuoteBook
 from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor_tests.fixtures.waiting import async_wait_until
 from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -100,15 +100,6 @@ class _Account:
                      BALANCE_COLUMNS)
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not within {timeout}s: {what}")
-
-
 async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_alerts(
         tmp_path: Path) -> None:
     settings = load_settings(
@@ -129,8 +120,9 @@ async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_al
     await hot.start()
     try:
         hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
-        await _until(lambda: hot.evaluations >= 1 and hot.evaluator.report is not None, 30,
-                     "the first evaluation")
+        await async_wait_until(
+            lambda: hot.evaluations >= 1 and hot.evaluator.report is not None,
+            timeout=30, message="the first evaluation")
         assert account.polls == 1  # positions come from the poll, quotes from the ticks
         before = hot.evaluations
         decided = hot.evaluator.decided
@@ -143,7 +135,8 @@ async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_al
         # per tick
 
         hot.on_quotes("binance", [quote("binance", BTC, 110_000, at=datetime.now(UTC))])
-        await _until(lambda: storage.outbox.counts()["pending"] == 1, 30, "an alert enqueued")
+        await async_wait_until(lambda: storage.outbox.counts()["pending"] == 1, timeout=30,
+                               message="an alert enqueued")
         (row,) = storage.outbox.rows()
         assert (row.kind, row.alert_status) == ("firing", "BREACH")
         (_, note), = storage.outbox.recent()
@@ -176,7 +169,7 @@ async def test_a_poll_failing_as_a_whole_makes_its_sources_unknown_at_once(
     await hot.start()
     try:
         hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
-        await _until(lambda: hot.evaluations >= 1, 30, "an evaluation")
+        await async_wait_until(lambda: hot.evaluations >= 1, timeout=30, message="an evaluation")
         assert hot.positions is not None
         assert [(s.ok, s.error_code) for s in hot.positions.sources] == [(False, "RM300")] * 2
         (result,) = live.limit_results()
