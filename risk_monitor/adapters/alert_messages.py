@@ -136,7 +136,7 @@ def links(n: Notification, ui_url: str, dashboard_url: str | None = None) -> dic
         sep = "&" if "?" in dashboard else "?"
         found["Dashboard"] = f"{dashboard}{sep}alert={quote(n.correlation_id)}"
     if event := _text(n, "dagster_event_url"):
-        found["Lineage"] = event
+        found["Dagster event"] = event
     run_id = n.context.get("run_id")
     if run_id:
         found["Dagster run"] = f"{base}/runs/{run_id}"
@@ -267,7 +267,7 @@ def alertmanager_annotations(n: Notification, ui_url: str, dashboard_url: str | 
         found["owner"] = owner
     for label, url in links(n, ui_url, dashboard_url).items():
         key = {"Runbook": "runbook_url", "Dashboard": "dashboard_url",
-               "Lineage": "lineage_url", "Dagster run": "dagster_run_url",
+               "Dagster event": "lineage_url", "Dagster run": "dagster_run_url",
                "Asset": "dagster_asset_url"}[label]
         found[key] = url
     age = episode_age_s(n)

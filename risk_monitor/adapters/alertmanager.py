@@ -71,7 +71,7 @@ def alert_body(n: Notification, labels: Mapping[str, str], *, ends_at: datetime 
         "labels": dict(labels),
         "annotations": alertmanager_annotations(n, ui_url, dashboard_url),
         "startsAt": _iso(started),
-        "generatorURL": found.get("Lineage") or found.get("Dagster run") or found["Asset"],
+        "generatorURL": found.get("Dagster event") or found.get("Dagster run") or found["Asset"],
     }
     if ends_at is not None:
         body["endsAt"] = _iso(ends_at)

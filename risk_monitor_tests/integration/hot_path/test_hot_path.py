@@ -90,7 +90,10 @@ def test_a_breach_is_posted_within_seconds_and_each_notice_once(desk: HotPathRig
     for _row, note in rows:  # the hot path raised them: no Dagster run is involved
         assert note.context["source"] == "service"
         assert note.context["instance_id"] == desk.settings.instance_id
-        assert note.context["trigger"] == "positions"  # the scenario moves the position
+        # the scenario moves the position; a resolve held by keep_firing_for_s is raised
+        # when the hold ends, by the periodic write
+        expected = {"positions", "periodic"} if note.kind.value == "resolved" else {"positions"}
+        assert note.context["trigger"] in expected, (note.kind, note.context["trigger"])
     status = desk.stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
     assert status.evaluation_source == "in-memory"
 

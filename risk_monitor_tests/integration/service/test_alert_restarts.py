@@ -99,9 +99,9 @@ def _run_once(thread: ServiceThread, storage: Storage) -> int:
 
 
 def test_three_restarts_during_a_calm_scenario_post_nothing(
-        calm_stack: SimulatorStack, postgres_url: str, redis_url: str, redis_prefix: str,
+        calm_stack: SimulatorStack, fresh_postgres_url: str, redis_url: str, redis_prefix: str,
         tmp_path: Path) -> None:
-    doc = settings_document(calm_stack, database_url=postgres_url, redis_url=redis_url,
+    doc = settings_document(calm_stack, database_url=fresh_postgres_url, redis_url=redis_url,
                             prefix=redis_prefix, tmp=tmp_path,
                             service={"hot_path_warmup_s": 0.0})
     doc["alerts"] = {"dagster_ui_url": "http://127.0.0.1:3000"}  # the default noise controls
@@ -110,7 +110,7 @@ def test_three_restarts_during_a_calm_scenario_post_nothing(
     assert (settings.alerts.keep_firing_for_s, settings.alerts.unknown_for_s,
             settings.alerts.hysteresis) == (defaults.keep_firing_for_s, defaults.unknown_for_s,
                                             defaults.hysteresis)
-    storage = Storage.open(postgres_url)
+    storage = Storage.open(fresh_postgres_url)
     try:
         evaluations = [_run_once(ServiceThread(settings), storage) for _ in range(4)]
         assert all(n >= 3 for n in evaluations), evaluations  # every start really evaluated

@@ -72,8 +72,8 @@ def fills(rig: HotPathRig) -> dict[str, Any]:
 def test_a_fill_reaches_the_hot_path_through_the_stream_and_alerts(rig: HotPathRig) -> None:
     app = rig.service.app
     assert app is not None
-    wait_until(lambda: app.private_streams is not None
-               and app.private_streams.hub.alive("binance"),
+    wait_until(lambda: app.evaluation.private_streams is not None
+               and app.evaluation.private_streams.hub.alive("binance"),
                timeout=TIMEOUT_S, message="binance private stream up")
     before = btc_notional(rig.stack)
     assert before < 800_000  # the scenario starts at ~60 % of the 1M limit

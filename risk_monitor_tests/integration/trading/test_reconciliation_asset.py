@@ -80,7 +80,8 @@ def config(tmp_path: Path, migrated_postgres_url: str, redis_url: str,
         "venues": [{"id": "binance", "exchange": "binanceusdm"},
                    {"id": "okx", "exchange": "okx"}],
         "custodians": [{"id": "fireblocks"}],
-        "alerts": {"file_sink_path": str(tmp_path / "alerts.jsonl")},
+        # resolved at once when the books agree again (the default keep_firing_for_s holds it)
+        "alerts": {"file_sink_path": str(tmp_path / "alerts.jsonl"), "keep_firing_for_s": 0},
         "trading": {"desk_book_key": desk_key[1], "reconciliation_abs_tolerance": 0.001}}))
     return path
 

@@ -42,7 +42,7 @@ def test_the_gate_allows_the_allowlisted_reads_on_the_configured_host_only() -> 
         ("DELETE", "http://127.0.0.1:9/pre/fapi/v3/positionRisk"),  # a read path, other verb
         ("GET", "http://127.0.0.1:9/fapi/v3/positionRisk"),  # outside the configured prefix
         ("GET", "https://fapi.binance.com/fapi/v3/positionRisk"),  # production host: not ours
-        ("GET", "http://127.0.0.1:9/pre/fapi/v1/userTrades"),  # a read the adapters never make
+        ("GET", "http://127.0.0.1:9/pre/fapi/v1/openOrders"),  # a read the adapters never make
         ("GET", "http://127.0.0.1:9/pre/fapi/v3/positionRisk/../../v1/order"),
     ]:
         assert not gate.allows(method, url), (method, url)
