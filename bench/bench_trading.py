@@ -64,11 +64,11 @@ async def checkorder_run(rate: float, seconds: float) -> tuple[list[float], list
     )
     from risk_monitor.service.proto import risk_monitor_pb2 as pb
     from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
-    from risk_monitor.service.state import InMemoryRiskState
+    from risk_monitor.service.state import LiveEvaluation
     from risk_monitor.service.trading import TradingControl
     from risk_monitor_tests.unit.domain.builders import NOW, config, desk
 
-    live = InMemoryRiskState(max_age_s=60)
+    live = LiveEvaluation(max_age_s=60)
     live.set_limit_config(config(
         {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance",
                                                           "instrument": "BTC/USDT:USDT"},

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from risk_monitor.adapters.limit_provider import LimitConfigProvider
     from risk_monitor.adapters.redis_registry import DiscoveryClient
     from risk_monitor.ports import ConfigSource, MarketDataSnapshot, Notifier
-    from risk_monitor.service.sql_state import SqlRiskState
+    from risk_monitor.service.sql_state import DatabaseRiskView
 
 
 class Runtime:
@@ -141,17 +141,17 @@ class Runtime:
 
     # -- the service's risk state ---------------------------------------------------------------
     @cached_property
-    def state_provider(self) -> SqlRiskState:
+    def state_provider(self) -> DatabaseRiskView:
         """What the service answers from: the shared store, fronted by this process's own
         evaluation once it has one (the hot path feeds ``provider.live``)."""
         from risk_monitor.application import source_budgets
-        from risk_monitor.service.sql_state import SqlRiskState
-        from risk_monitor.service.state import InMemoryRiskState
+        from risk_monitor.service.sql_state import DatabaseRiskView
+        from risk_monitor.service.state import LiveEvaluation
 
         md = self.settings.market_data
         budgets = source_budgets(self.settings)
-        live = InMemoryRiskState(max_age_s=md.max_age_s, budgets=budgets)
-        return SqlRiskState(self.storage.engine, live=live, max_age_s=md.max_age_s,
+        live = LiveEvaluation(max_age_s=md.max_age_s, budgets=budgets)
+        return DatabaseRiskView(self.storage.engine, live=live, max_age_s=md.max_age_s,
                             budgets=budgets)
 
     def close(self) -> None:

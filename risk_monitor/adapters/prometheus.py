@@ -88,7 +88,7 @@ def _float(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-class RiskStateCollector(Collector):
+class StoredMetricsCollector(Collector):
     """Yields the risk and alerting metric families from the store at each scrape."""
 
     def __init__(self, engine: Engine, *, clock: Clock = utc_now,
@@ -304,8 +304,8 @@ def _le(bound: float) -> str:
 
 
 def register_collector(engine: Engine, *, registry: CollectorRegistry = REGISTRY,
-                       clock: Clock = utc_now) -> RiskStateCollector:
+                       clock: Clock = utc_now) -> StoredMetricsCollector:
     """Create the collector and register it (the service calls this once at start)."""
-    collector = RiskStateCollector(engine, clock=clock)
+    collector = StoredMetricsCollector(engine, clock=clock)
     registry.register(collector)
     return collector

@@ -14,7 +14,7 @@ from datetime import datetime
 import pandas as pd
 
 from risk_monitor.domain import figures as fig
-from risk_monitor.domain.aggregation import RiskState
+from risk_monitor.domain.aggregation import PreparedInputs
 from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.figures import EquityPoint, MetricValue, finite
 from risk_monitor.domain.model import Collected, LimitResult, SourceKind
@@ -60,14 +60,14 @@ def source_budgets(settings: Settings) -> dict[SourceKind, float]:
             SourceKind.CUSTODIAN: md.custody_max_age_s}
 
 
-def record_equity(storage: RiskStore, state: RiskState, at: datetime) -> None:
+def record_equity(storage: RiskStore, state: PreparedInputs, at: datetime) -> None:
     """Remember portfolio equity (start of day, peak, drawdown need its history)."""
     equity = state.portfolio.equity_usd
     if state.portfolio.known and math.isfinite(equity):
         storage.equity.record([EquityPoint(scope=PORTFOLIO_SCOPE, at=at, equity=equity)])
 
 
-def evaluation_metrics(state: RiskState, exposures: pd.DataFrame) -> list[MetricValue]:
+def evaluation_metrics(state: PreparedInputs, exposures: pd.DataFrame) -> list[MetricValue]:
     """What the service's ``/metrics``, risk API and dashboard read about an evaluation.
 
     Unknown figures stay None, never 0: a failed venue's positions are absent from the P&L
@@ -108,7 +108,7 @@ def evaluation_metrics(state: RiskState, exposures: pd.DataFrame) -> list[Metric
     return metrics
 
 
-def persist_evaluation(storage: RiskStore, *, state: RiskState, exposures: pd.DataFrame,
+def persist_evaluation(storage: RiskStore, *, state: PreparedInputs, exposures: pd.DataFrame,
                        results: Sequence[LimitResult], as_of: datetime) -> None:
     """Latest limit results, metrics and source coverage, for the service and Prometheus."""
     storage.risk_state.upsert_limit_results(results, prune_before=as_of)

@@ -4,7 +4,7 @@ Everything a limit needs is a sum (gross, net, unrealized P&L, holdings, balance
 (liquidation distance, oldest input time) over the rows inside a scope, plus whether any row or
 source behind it is unusable. :class:`~risk_monitor.domain.frame_index.FrameIndex` answers the
 sums; this module turns them into :class:`ScopeInputs` per concrete scope (cached on the
-:class:`RiskState`), failing closed on bad rows and failed sources.
+:class:`PreparedInputs`), failing closed on bad rows and failed sources.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class ScopeInputs:
 
 
 @dataclass
-class RiskState:
+class PreparedInputs:
     """Prepared inputs of one evaluation: valued frames, coverage and the scope indexes."""
 
     freshness: Freshness
@@ -148,7 +148,7 @@ def problem_affects(problem: SourceProblem, needs: Needs, scope: Scope) -> bool:
 
 
 def scope_inputs(
-    state: RiskState, needs: Needs, template: Mapping[str, str | None]
+    state: PreparedInputs, needs: Needs, template: Mapping[str, str | None]
 ) -> dict[Scope, ScopeInputs]:
     """Inputs per concrete scope of a scope template ('*' values expand to one scope each).
 
@@ -165,7 +165,7 @@ def scope_inputs(
 
 
 def _scope_inputs(
-    state: RiskState, needs: Needs, fixed: dict[str, str], wild: list[str]
+    state: PreparedInputs, needs: Needs, fixed: dict[str, str], wild: list[str]
 ) -> dict[Scope, ScopeInputs]:
     instrument_scoped = "instrument" in fixed or "instrument" in wild
 
@@ -246,7 +246,7 @@ def _scope_inputs(
 
 
 def _source_keys(
-    state: RiskState, needs: Needs, fixed: Mapping[str, str], wild: Sequence[str]
+    state: PreparedInputs, needs: Needs, fixed: Mapping[str, str], wild: Sequence[str]
 ) -> set[tuple[str, ...]]:
     """Wildcard values that come from sources rather than rows: a venue that failed (or holds
     nothing) still gets its own scope, so a blind venue is reported, not skipped."""
@@ -267,7 +267,7 @@ def _source_keys(
 
 
 def _quote_keys(
-    state: RiskState, fixed: Mapping[str, str], wild: Sequence[str]
+    state: PreparedInputs, fixed: Mapping[str, str], wild: Sequence[str]
 ) -> set[tuple[str, ...]]:
     """Wildcard values from the instruments we price: an instrument of a venue whose account
     data failed still gets its (UNKNOWN) scope as long as its quotes arrive; a flat one reads 0."""

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from risk_monitor.domain.aggregation import (
-    RiskState,
+    PreparedInputs,
     balances_by_account,
     index_balances,
     index_positions,
@@ -129,14 +129,14 @@ class RiskReport:
     asset_prices: pd.DataFrame  # asset, usd_price, source_time
     config_version: str
     snapshot: RiskSnapshot = field(repr=False, compare=False)
-    state: RiskState = field(repr=False, compare=False)
+    state: PreparedInputs = field(repr=False, compare=False)
 
 
 def freshness_of(snapshot: RiskSnapshot) -> Freshness:
     return Freshness(snapshot.now, snapshot.max_age_s, snapshot.max_future_skew_s)
 
 
-def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> RiskState:
+def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> PreparedInputs:
     """Value positions and balances, find failed/stale sources and index the scopes."""
     freshness = freshness_of(snapshot)
     stable = frozenset(config.valuation.stablecoins)
@@ -169,7 +169,7 @@ def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> RiskState:
         equity, balance_problems, snapshot.start_of_day_equity, snapshot.peak_equity
     )
     oldest = equity["source_time"].min() if len(equity) else pd.NaT
-    return RiskState(
+    return PreparedInputs(
         freshness=freshness,
         valuation=valuation,
         quotes=quotes,

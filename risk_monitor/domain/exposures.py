@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from risk_monitor.domain.aggregation import Needs, RiskState, scope_inputs
+from risk_monitor.domain.aggregation import Needs, PreparedInputs, scope_inputs
 
 EXPOSURE_COLUMNS: tuple[str, ...] = (
     "level",  # venue_instrument | instrument | asset | venue | portfolio
@@ -40,7 +40,7 @@ _LEVELS: tuple[tuple[str, dict[str, str | None], Needs], ...] = (
 )
 
 
-def exposure_table(state: RiskState) -> pd.DataFrame:
+def exposure_table(state: PreparedInputs) -> pd.DataFrame:
     """All exposure levels in one tidy frame; figures of an unknown row are NaN."""
     rows: list[dict[str, object]] = []
     for level, template, needs in _LEVELS:

@@ -75,7 +75,7 @@ EXPOSURE_GROSS_METRIC = "exposure_gross_usd"
 EXPOSURE_NET_METRIC = "exposure_net_usd"
 #: labels ``{venue=...}``: balances + unrealized P&L at the venue (counterparty exposure)
 VENUE_EQUITY_METRIC = "venue_equity_usd"
-#: every name an evaluation writes (pass as ``names`` to :meth:`RiskStateStore.replace_metrics`)
+#: every name an evaluation writes (pass as ``names`` to :meth:`LatestEvaluationStore.replace_metrics`)
 EVALUATION_METRIC_NAMES: tuple[str, ...] = (
     EQUITY_METRIC, GROSS_METRIC, NET_METRIC, DAILY_PNL_METRIC, UNREALIZED_PNL_METRIC,
     DRAWDOWN_METRIC, LEVERAGE_METRIC, EXPOSURE_GROSS_METRIC, EXPOSURE_NET_METRIC,

@@ -2,7 +2,7 @@
 
 The batch engine (``engine.evaluate``) rebuilds frames and sums every scope; on a desk of 200
 instruments at 1k ticks/s that is far too slow to decide on each tick. This evaluator starts
-from a batch evaluation (its ``RiskState``, results and the ``ScopeInputs`` behind each result)
+from a batch evaluation (its ``PreparedInputs``, results and the ``ScopeInputs`` behind each result)
 and, for one quote, re-marks only the positions of that (venue, instrument), moves the running
 sums of the scopes those positions sit in by the difference, and re-measures only the limits
 reading those scopes (plus those reading portfolio equity). The rules are the batch's own:

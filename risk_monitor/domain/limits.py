@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from risk_monitor.domain.aggregation import RiskState, ScopeInputs, scope_inputs
+from risk_monitor.domain.aggregation import PreparedInputs, ScopeInputs, scope_inputs
 from risk_monitor.domain.limit_config import (
     KIND_SPECS,
     MAX_LEVEL_BY_KIND,
@@ -188,7 +188,7 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.1f}{unit}"
 
 
-def evaluate_limits(state: RiskState, config: LimitConfig) -> list[LimitResult]:
+def evaluate_limits(state: PreparedInputs, config: LimitConfig) -> list[LimitResult]:
     """One LimitResult per (limit, concrete scope), fail closed; remembers the inputs in
     ``state.inputs`` so a pre-trade check can project them without recomputing."""
     now = state.freshness.now
@@ -225,7 +225,7 @@ def _key(scope: Scope) -> str:
 
 
 def data_age_inputs(
-    state: RiskState, template: Mapping[str, str]
+    state: PreparedInputs, template: Mapping[str, str]
 ) -> dict[Scope, tuple[Measured, int]]:
     """Age of the oldest input per venue; a failed or never-reporting source → UNKNOWN."""
     venue = template.get("venue")

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from risk_monitor.domain.aggregation import RiskState, ScopeInputs, scope_inputs
+from risk_monitor.domain.aggregation import PreparedInputs, ScopeInputs, scope_inputs
 from risk_monitor.domain.engine import RiskReport, RiskSnapshot, prepare
 from risk_monitor.domain.limits import (
     LimitConfig,
@@ -88,9 +88,9 @@ class _Delta:
 
 
 def _prepared(
-    source: RiskSnapshot | RiskReport | RiskState, config: LimitConfig
-) -> RiskState:
-    if isinstance(source, RiskState):
+    source: RiskSnapshot | RiskReport | PreparedInputs, config: LimitConfig
+) -> PreparedInputs:
+    if isinstance(source, PreparedInputs):
         return source
     if isinstance(source, RiskReport):
         if source.config_version == config.version:
@@ -102,7 +102,7 @@ def _prepared(
 
 
 def check_order(
-    snapshot: RiskSnapshot | RiskReport | RiskState,
+    snapshot: RiskSnapshot | RiskReport | PreparedInputs,
     config: LimitConfig,
     order: OrderRequest,
     now: datetime,
@@ -212,7 +212,7 @@ def _validate(order: OrderRequest) -> str:
     return ""
 
 
-def _quote_lookup(state: RiskState) -> dict[tuple[str, str], tuple[float, int, str, str]]:
+def _quote_lookup(state: PreparedInputs) -> dict[tuple[str, str], tuple[float, int, str, str]]:
     cached = state.cache.get("quote_lookup")
     if cached is None:
         q = state.quotes
@@ -242,7 +242,7 @@ class _Legs:
 _LEG_COLUMNS = ("position_side", "quantity", "base", "quote", "mark", "ok")
 
 
-def _legs(state: RiskState, order: OrderRequest) -> _Legs:
+def _legs(state: PreparedInputs, order: OrderRequest) -> _Legs:
     idx = state.positions_index.lookup(
         {"venue": order.venue, "account": order.account, "instrument": order.instrument}
     )
@@ -263,7 +263,7 @@ def _legs(state: RiskState, order: OrderRequest) -> _Legs:
     )
 
 
-def _currencies(state: RiskState, order: OrderRequest, legs: _Legs) -> tuple[str, str]:
+def _currencies(state: PreparedInputs, order: OrderRequest, legs: _Legs) -> tuple[str, str]:
     if legs.base is not None and legs.quote is not None:
         return legs.base, legs.quote
     for (_, instrument), (_, _, base, quote) in _quote_lookup(state).items():
@@ -273,7 +273,7 @@ def _currencies(state: RiskState, order: OrderRequest, legs: _Legs) -> tuple[str
     return base, rest.partition(":")[0]
 
 
-def _mark(state: RiskState, order: OrderRequest, legs: _Legs) -> tuple[float, int]:
+def _mark(state: PreparedInputs, order: OrderRequest, legs: _Legs) -> tuple[float, int]:
     hit = _quote_lookup(state).get((order.venue, order.instrument))
     if hit is not None:
         return hit[0], hit[1]
@@ -281,7 +281,7 @@ def _mark(state: RiskState, order: OrderRequest, legs: _Legs) -> tuple[float, in
 
 
 def _blind_reason(
-    state: RiskState, order: OrderRequest, now: datetime, *, mark: float, mark_ns: int, rate: float
+    state: PreparedInputs, order: OrderRequest, now: datetime, *, mark: float, mark_ns: int, rate: float
 ) -> str:
     """Why the order cannot be judged at all (empty when it can)."""
     fresh_at_order = Freshness(now, state.freshness.max_age_s, state.freshness.max_future_skew_s)
@@ -360,7 +360,7 @@ def _order_scope(definition: LimitDefinition, order: OrderRequest, base: str) ->
 
 
 def _project(
-    state: RiskState,
+    state: PreparedInputs,
     definition: LimitDefinition,
     scope: Scope,
     *,
@@ -398,7 +398,7 @@ def _project(
     return current, measure(definition, after, portfolio_after)
 
 
-def _stale_at(state: RiskState, inputs: ScopeInputs, now: datetime) -> str:
+def _stale_at(state: PreparedInputs, inputs: ScopeInputs, now: datetime) -> str:
     if inputs.oldest_ns == NAT:
         return ""
     age = (ns_of(now) - inputs.oldest_ns) / 1e9
@@ -407,7 +407,7 @@ def _stale_at(state: RiskState, inputs: ScopeInputs, now: datetime) -> str:
     return ""
 
 
-def _source_ns(state: RiskState, definition: LimitDefinition, scope: Scope) -> int:
+def _source_ns(state: PreparedInputs, definition: LimitDefinition, scope: Scope) -> int:
     inputs = state.inputs.get((definition.id, scope.key))
     return inputs.oldest_ns if inputs is not None else NAT
 

@@ -31,18 +31,18 @@ from risk_monitor.adapters.sql.alert_controls import (
 )
 from risk_monitor.platform.errors import AlertControlError, StorageUnavailableError
 from risk_monitor.service.security import error_body
-from risk_monitor.service.sql_state import SqlRiskState
-from risk_monitor.service.state import RiskStateProvider
+from risk_monitor.service.sql_state import DatabaseRiskView
+from risk_monitor.service.state import RiskViewProvider
 
 MAX_BODY_BYTES = 64 * 1024
 
 
-def alert_control_routes(provider: RiskStateProvider, *,
+def alert_control_routes(provider: RiskViewProvider, *,
                          clock: Callable[[], datetime] = lambda: datetime.now(UTC)
                          ) -> list[Route]:
     """The routes; they answer 503 when the provider has no database store behind it."""
     controls = (SqlAlertControls(provider.engine, clock=clock)
-                if isinstance(provider, SqlRiskState) else None)
+                if isinstance(provider, DatabaseRiskView) else None)
 
     def store() -> SqlAlertControls:
         if controls is None:

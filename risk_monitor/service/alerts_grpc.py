@@ -21,8 +21,8 @@ from risk_monitor.domain.silences import Silence
 from risk_monitor.platform.errors import AlertControlError, StorageUnavailableError
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.security import GRPC_CALLER
-from risk_monitor.service.sql_state import SqlRiskState
-from risk_monitor.service.state import RiskStateProvider
+from risk_monitor.service.sql_state import DatabaseRiskView
+from risk_monitor.service.state import RiskViewProvider
 
 T = TypeVar("T")
 
@@ -56,13 +56,13 @@ def ack_message(item: AckedAlert) -> pb.Acknowledgement:
 class AlertControlRpcs:
     """Needs ``self.provider`` and ``self.clock`` (as ``RiskMonitorServicer`` has)."""
 
-    provider: RiskStateProvider
+    provider: RiskViewProvider
     clock: Callable[[], datetime]
     _alert_controls: SqlAlertControls | None = None
 
     def _controls(self) -> SqlAlertControls:
         if self._alert_controls is None:
-            if not isinstance(self.provider, SqlRiskState):
+            if not isinstance(self.provider, DatabaseRiskView):
                 raise StorageUnavailableError("acknowledgements and silences need the "
                                               "database store", source="alerts_grpc")
             self._alert_controls = SqlAlertControls(self.provider.engine, clock=self.clock)

@@ -42,7 +42,7 @@ from risk_monitor.service.hot_path import HotPath, run_quote_source
 from risk_monitor.service.private_stream import FillLedger, PrivateStreams, streamed_accounts
 from risk_monitor.service.rest import RestServer, build_app
 from risk_monitor.service.security import ServiceSecurity
-from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, RiskStateProvider
+from risk_monitor.service.state import NO_EVALUATION, LiveEvaluation, RiskViewProvider
 from risk_monitor.service.trading import TradingControl, build_trading
 from risk_monitor.service.trading_dashboard import TradingDashboard, build_trading_dashboard
 
@@ -84,7 +84,7 @@ class LimitConfiguration:
     cache), the last good document from the store. Every applied version is recorded
     (``limit_config_versions``) and handed to the evaluators at once."""
 
-    def __init__(self, runtime: Runtime, provider: RiskStateProvider) -> None:
+    def __init__(self, runtime: Runtime, provider: RiskViewProvider) -> None:
         self.runtime = runtime
         cs = runtime.settings.config_service
         self.state = ConfigState(cs.component, cache_path=cs.cache_path)
@@ -211,7 +211,7 @@ class Evaluation:
     """The hot path when configured and there is something to watch, and the quote feed when
     this process runs it (it also keeps the Redis quote cache warm for Dagster)."""
 
-    def __init__(self, runtime: Runtime, provider: RiskStateProvider) -> None:
+    def __init__(self, runtime: Runtime, provider: RiskViewProvider) -> None:
         self.runtime = runtime
         self.provider = provider
         self.hot_path: HotPath | None = None
@@ -221,11 +221,11 @@ class Evaluation:
         self.private_streams: PrivateStreams | None = None
         self._event_links: SlackEventLinks | None = None
 
-    def live_state(self) -> InMemoryRiskState | None:
+    def live_state(self) -> LiveEvaluation | None:
         live = getattr(self.provider, "live", None)
-        if isinstance(live, InMemoryRiskState):
+        if isinstance(live, LiveEvaluation):
             return live
-        return self.provider if isinstance(self.provider, InMemoryRiskState) else None
+        return self.provider if isinstance(self.provider, LiveEvaluation) else None
 
     async def start(self, config: ConfigState, delivery: AlertDelivery) -> None:
         settings = self.runtime.settings
@@ -304,7 +304,7 @@ class Trading:
     """The trading state (ACTIVE / REDUCING / HALTED) that gates CheckOrder, its refresh loop,
     and the dashboard's trading document (orders, fills, reconciliation breaks)."""
 
-    def __init__(self, runtime: Runtime, provider: RiskStateProvider) -> None:
+    def __init__(self, runtime: Runtime, provider: RiskViewProvider) -> None:
         self.runtime = runtime
         self.provider = provider
         self.control: TradingControl | None = None
@@ -335,7 +335,7 @@ class ApiServers:
     """Readiness, gRPC (grpc.health.v1 + the risk API) and REST, and the store's figures on
     ``/metrics``; the health flips with readiness both ways."""
 
-    def __init__(self, runtime: Runtime, provider: RiskStateProvider,
+    def __init__(self, runtime: Runtime, provider: RiskViewProvider,
                  security: ServiceSecurity, config_status: Callable[[], dict[str, Any]],
                  check_interval_s: float) -> None:
         self.runtime = runtime

@@ -4,7 +4,7 @@
 The page is plain HTML/CSS/JS shipped in ``service/static`` (no CDN: desks run air-gapped) and
 polls ``GET /v1/dashboard/state`` every few seconds and ``GET /v1/dashboard/timeline`` less
 often, so it refreshes without reloading. Everything it shows comes from the
-``RiskStateProvider`` the REST and gRPC APIs use (header, limits, sources) plus, when the
+``RiskViewProvider`` the REST and gRPC APIs use (header, limits, sources) plus, when the
 provider sits on the shared database, the storage layer's tables (exposure and P&L figures in
 ``risk_metrics_latest``, the outbox as the alert feed with delivery state and latency, the
 compliance intervals for the 24 h timeline).
@@ -37,7 +37,7 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
 from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
-from risk_monitor.adapters.sql.risk_state import RiskStateStore, StoredMetric
+from risk_monitor.adapters.sql.risk_state import LatestEvaluationStore, StoredMetric
 from risk_monitor.application import evaluation_metrics
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.figures import (
@@ -58,12 +58,12 @@ from risk_monitor.domain.model import WORST_FIRST, LimitResult, Notification
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
-from risk_monitor.service.sql_state import SqlRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor.service.state import (
     NO_EVALUATION,
-    InMemoryRiskState,
-    RiskStateProvider,
+    LiveEvaluation,
     RiskView,
+    RiskViewProvider,
     SourceFreshness,
 )
 
@@ -243,7 +243,7 @@ def as_json(value: Any) -> Any:
 
 # -- where the extra data comes from ----------------------------------------------------------------
 class DashboardStore(Protocol):
-    """What the dashboard reads beyond the ``RiskStateProvider``."""
+    """What the dashboard reads beyond the ``RiskViewProvider``."""
 
     def metrics(self) -> list[StoredMetric]: ...
 
@@ -256,7 +256,7 @@ class SqlDashboardStore:
     """The storage layer's repositories on the service's engine."""
 
     def __init__(self, engine: Engine) -> None:
-        self._state = RiskStateStore(engine)
+        self._state = LatestEvaluationStore(engine)
         self._outbox = OutboxRepository(engine)
         self._compliance = ComplianceStore(engine)
 
@@ -415,7 +415,7 @@ class _Failures:
 class Dashboard:
     """Builds the dashboard's answers; every method takes ``now`` (the routes pass the clock)."""
 
-    def __init__(self, provider: RiskStateProvider, *, store: DashboardStore | None = None,
+    def __init__(self, provider: RiskViewProvider, *, store: DashboardStore | None = None,
                  config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
                  max_age_s: float = DEFAULT_MAX_AGE_S,
                  refresh_interval_s: float = REFRESH_INTERVAL_S,
@@ -429,17 +429,17 @@ class Dashboard:
         self._failures = _Failures()
 
     @classmethod
-    def for_provider(cls, provider: RiskStateProvider, *,
+    def for_provider(cls, provider: RiskViewProvider, *,
                      config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
                      ) -> Dashboard:
         """The database store when the provider reads the shared database; the provider's
         own freshness budget (``market_data.max_age_s``)."""
         store: DashboardStore | None = None
         max_age_s = DEFAULT_MAX_AGE_S
-        if isinstance(provider, SqlRiskState):
+        if isinstance(provider, DatabaseRiskView):
             store = SqlDashboardStore(provider.engine)
             max_age_s = provider.max_age_s
-        elif isinstance(provider, InMemoryRiskState):
+        elif isinstance(provider, LiveEvaluation):
             max_age_s = provider.max_age_s
         return cls(provider, store=store, config_status=config_status, max_age_s=max_age_s)
 

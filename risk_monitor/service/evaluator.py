@@ -38,7 +38,7 @@ from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
 from risk_monitor.service.quote_intake import QuoteBook, QuoteRow, tick_of
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.state import LiveEvaluation
 
 log = get_logger(__name__)
 
@@ -111,7 +111,7 @@ class Decision:
 class LiveEvaluator:
     """Full evaluations, the per-tick evaluator between them, and what changed (module doc)."""
 
-    def __init__(self, settings: Settings, live: InMemoryRiskState, storage: Storage,
+    def __init__(self, settings: Settings, live: LiveEvaluation, storage: Storage,
                  book: QuoteBook, policy: QuotePolicy, *,
                  clock: Callable[[], datetime], lineage: HotPathLineage,
                  instance_id: str) -> None:

@@ -34,8 +34,8 @@ from risk_monitor.service.security import GrpcSecurityInterceptor, ServiceSecuri
 from risk_monitor.service.state import (
     OrderDecision,
     OrderRequest,
-    RiskStateProvider,
     RiskView,
+    RiskViewProvider,
 )
 from risk_monitor.service.trading import TradingControl
 from risk_monitor.service.trading_grpc import TradingRpcs, trading_state_number
@@ -242,7 +242,7 @@ def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
 class RiskMonitorServicer(AlertControlRpcs, TradingRpcs, pb_grpc.RiskMonitorServicer):
     """Thin: convert, ask the provider (off the loop), convert back."""
 
-    def __init__(self, provider: RiskStateProvider,
+    def __init__(self, provider: RiskViewProvider,
                  config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  trading: TradingControl | None = None) -> None:

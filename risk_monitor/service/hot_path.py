@@ -71,7 +71,7 @@ from risk_monitor.service.quote_intake import (
     run_quote_source,
     tick_of,
 )
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.state import LiveEvaluation
 from risk_monitor.service.writer import AlertWriter, Change, LiveState
 
 __all__ = ["CachedEquity", "HotPath", "QuoteBook", "run_quote_source"]
@@ -123,7 +123,7 @@ class HotPath:
     current event loop. ``accounts``/``custodians`` default to the adapters the settings name.
     """
 
-    def __init__(self, settings: Settings, live: InMemoryRiskState, storage: Storage, *,
+    def __init__(self, settings: Settings, live: LiveEvaluation, storage: Storage, *,
                  instance_id: str, wake: Callable[[], None] | None = None,
                  accounts: Sequence[ExchangeAccount] | None = None,
                  custodians: Sequence[Custodian] | None = None,

@@ -42,7 +42,7 @@ from risk_monitor.service.health import CheckFn, redis_check
 from risk_monitor.service.hot_path import HotPath
 from risk_monitor.service.registration import ServiceRegistration, instance_info
 from risk_monitor.service.security import ServiceSecurity
-from risk_monitor.service.state import RiskStateProvider
+from risk_monitor.service.state import RiskViewProvider
 
 log = get_logger(__name__)
 
@@ -55,7 +55,7 @@ class ServiceApp:
     alert delivery, evaluation (hot path + quote feed), the API servers, the registration.
     """
 
-    def __init__(self, settings: Settings, *, provider: RiskStateProvider | None = None,
+    def __init__(self, settings: Settings, *, provider: RiskViewProvider | None = None,
                  registry_prefix: str | None = None, runtime: Runtime | None = None,
                  check_interval_s: float | None = None, insecure: bool = False) -> None:
         self.settings = settings

@@ -47,7 +47,7 @@ from risk_monitor.service.security import (
     TlsFiles,
     error_body,
 )
-from risk_monitor.service.state import RiskStateProvider
+from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl
 from risk_monitor.service.trading_api import trading_routes
 from risk_monitor.service.trading_dashboard import TradingDashboard, trading_dashboard_routes
@@ -59,7 +59,7 @@ log = get_logger(__name__)
 MAX_HEADER_BYTES = 16 * 1024
 
 
-def build_app(readiness: Readiness, provider: RiskStateProvider, *,
+def build_app(readiness: Readiness, provider: RiskViewProvider, *,
               identity: Mapping[str, Any],
               config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
               registry: CollectorRegistry = REGISTRY,

@@ -1,10 +1,10 @@
-"""``RiskStateProvider`` over the shared database, with the process's own evaluation in front.
+"""``RiskViewProvider`` over the shared database, with the process's own evaluation in front.
 
 Both evaluators (the Dagster runs and the service's hot path) write the latest limit results,
 risk metrics and source status to the database, and every alert goes through the outbox. So:
 
 - limit results and the summary come from this process's own evaluation when it has one
-  (``live``, an :class:`InMemoryRiskState`), else from ``limit_status_latest``,
+  (``live``, an :class:`LiveEvaluation`), else from ``limit_status_latest``,
   ``risk_metrics_latest`` and ``source_status_latest`` (what the last Dagster run wrote);
 - the alert feed is the outbox (one truth for alerts, whoever raised them): the cursor is the
   outbox row id, polled every ``poll_interval_s`` while a stream waits;
@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.engine import read_only
-from risk_monitor.adapters.sql.risk_state import RiskStateStore
+from risk_monitor.adapters.sql.risk_state import LatestEvaluationStore
 from risk_monitor.adapters.sql.schema import outbox
 from risk_monitor.domain.figures import EQUITY_METRIC, GROSS_METRIC, NET_METRIC, finite
 from risk_monitor.domain.limits import LimitConfig
@@ -33,7 +33,7 @@ from risk_monitor.domain.orders import OrderRequest
 from risk_monitor.service.state import (
     NO_EVALUATION,
     AlertFeedItem,
-    InMemoryRiskState,
+    LiveEvaluation,
     OrderDecision,
     RiskView,
     compliance_of,
@@ -47,27 +47,27 @@ SOURCE = "service_state"
 #: unlabelled metrics in ``risk_metrics_latest`` the summary reads (writers publish these names)
 
 
-class SqlRiskState:
+class DatabaseRiskView:
     """See the module docstring."""
 
-    def __init__(self, engine: Engine, *, live: InMemoryRiskState | None = None,
+    def __init__(self, engine: Engine, *, live: LiveEvaluation | None = None,
                  max_age_s: float = 60.0, poll_interval_s: float = 0.5,
                  budgets: Mapping[SourceKind, float] | None = None) -> None:
         self.engine = engine
-        self.store = RiskStateStore(engine)
+        self.store = LatestEvaluationStore(engine)
         self.live = live
         self.max_age_s = max_age_s
         self.budgets = dict(budgets or {})
         self.poll_interval_s = poll_interval_s
 
-    def _live(self) -> InMemoryRiskState | None:
+    def _live(self) -> LiveEvaluation | None:
         return self.live if self.live is not None and self.live.evaluated else None
 
     def set_limit_config(self, config: LimitConfig, version: str | None = None) -> None:
         if self.live is not None:
             self.live.set_limit_config(config, version)
 
-    # -- RiskStateProvider ----------------------------------------------------------------------
+    # -- RiskViewProvider ----------------------------------------------------------------------
     def risk_view(self, now: datetime) -> RiskView:
         live = self._live()
         if live is not None:

@@ -1,11 +1,11 @@
-"""Where the service's risk API gets its answers: the ``RiskStateProvider`` Protocol.
+"""Where the service's risk API gets its answers: the ``RiskViewProvider`` Protocol.
 
 The gRPC and REST handlers depend on this Protocol only. Two implementations:
 
-- :class:`InMemoryRiskState`, fed by the process's own evaluation (the hot path publishes
+- :class:`LiveEvaluation`, fed by the process's own evaluation (the hot path publishes
   results, source coverage and notifications into it; with a position snapshot it also answers
   ``check_order`` through the domain's pre-trade check);
-- ``SqlRiskState`` (``risk_monitor.service.sql_state``) over the tables the Dagster runs and the
+- ``DatabaseRiskView`` (``risk_monitor.service.sql_state``) over the tables the Dagster runs and the
   alert store write (latest limit results, latest metrics, the outbox as the alert feed).
 
 Nothing here ever reads missing data as "no risk": with no evaluation the status is UNKNOWN
@@ -108,7 +108,7 @@ class AlertFeedItem:
 
 
 @runtime_checkable
-class RiskStateProvider(Protocol):
+class RiskViewProvider(Protocol):
     """What the risk API needs. Sync methods may block briefly (the server runs them in a
     thread); ``wait_alerts`` is awaited on the server's loop."""
 
@@ -228,7 +228,7 @@ class _Evaluation:
     status: str | None = None  # the domain's compliance status, when it computed one
 
 
-class InMemoryRiskState:
+class LiveEvaluation:
     """Risk state fed by this process's own evaluation (thread-safe, swaps whole snapshots).
 
     Feed it either way:
@@ -321,7 +321,7 @@ class InMemoryRiskState:
     def publish_notifications(self, notifications: Sequence[Notification]) -> None:
         self._feed.publish(notifications)
 
-    # -- RiskStateProvider ----------------------------------------------------------------------
+    # -- RiskViewProvider ----------------------------------------------------------------------
     def risk_view(self, now: datetime) -> RiskView:
         evaluation = self._evaluation
         config_version = self._config.version if self._config else ""

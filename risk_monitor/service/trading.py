@@ -43,7 +43,7 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings, TradingSettings
 from risk_monitor.service.private_stream import FillLedger
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.state import LiveEvaluation
 
 log = get_logger(__name__)
 
@@ -233,7 +233,7 @@ def verdict_as_dict(scope: str, verdict: TradingVerdict) -> dict[str, str]:
 
 
 def build_trading(settings: Settings, engine: Engine, provider: object,
-                  live: InMemoryRiskState | None, instance_id: str,
+                  live: LiveEvaluation | None, instance_id: str,
                   fills: FillLedger | None = None) -> TradingControl:
     """The service's TradingControl, attached to the live state as its CheckOrder gate."""
     def inputs() -> tuple[Sequence[LimitResult], Sequence[SourceStatus]]:

@@ -28,7 +28,7 @@ from risk_monitor.domain.model import Collected
 from risk_monitor.domain.reconciliation import ItemKey
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
-from risk_monitor.service.state import RiskStateProvider
+from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl, verdict_as_dict
 from risk_monitor.service.trading_api import fills_document
 
@@ -46,7 +46,7 @@ class TradingDashboard:
     """Samples the desk's figures for the charts and answers the panel's JSON."""
 
     def __init__(self, settings: Settings, control: TradingControl,
-                 provider: RiskStateProvider, *, inputs: Inputs = lambda: (None, None, None),
+                 provider: RiskViewProvider, *, inputs: Inputs = lambda: (None, None, None),
                  desk_book: Callable[[], dict[ItemKey, float] | None] = lambda: None,
                  compliance: Callable[[datetime, datetime], list[Any]] | None = None) -> None:
         self.settings = settings
@@ -166,7 +166,7 @@ def trading_dashboard_routes(dashboard: TradingDashboard) -> list[Route]:
 
 
 def build_trading_dashboard(settings: Settings, control: TradingControl,
-                            provider: RiskStateProvider, *, engine: Any = None,
+                            provider: RiskViewProvider, *, engine: Any = None,
                             hot_path: Any = None, redis_client: Any = None
                             ) -> TradingDashboard:
     """The panel on the service's parts: the hot path's latest collections, the desk book in

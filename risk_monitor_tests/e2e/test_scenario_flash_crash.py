@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from risk_monitor.domain.aggregation import RiskState
+from risk_monitor.domain.aggregation import PreparedInputs
 from risk_monitor.domain.model import LimitStatus
 from risk_monitor_tests.fixtures.e2e import ScenarioPlays, ScenarioRun, StepOutcome, alert_payloads
 
@@ -35,7 +35,7 @@ def crash_step(play: ScenarioRun) -> StepOutcome:
 
 def unrealized_usd(step: StepOutcome) -> float:
     state = step.outputs["portfolio_pnl"]
-    assert isinstance(state, RiskState)
+    assert isinstance(state, PreparedInputs)
     return float(state.pnl["unrealized_pnl_usd"].sum())
 
 

@@ -29,7 +29,7 @@ from risk_monitor.adapters.sql.outbox import (
     OutboxRepository,
     OutboxRow,
 )
-from risk_monitor.adapters.sql.risk_state import MetricValue, RiskStateStore
+from risk_monitor.adapters.sql.risk_state import LatestEvaluationStore, MetricValue
 
 __all__ = [
     "AlertTransaction",
@@ -44,12 +44,12 @@ __all__ = [
     "DispatchResult",
     "EquityPoint",
     "EquityStore",
+    "LatestEvaluationStore",
     "MetricValue",
     "OutboxDispatcher",
     "OutboxEntry",
     "OutboxRepository",
     "OutboxRow",
-    "RiskStateStore",
     "SqlAlertControls",
     "SqlAlertStore",
     "SqlAuditLog",
@@ -69,7 +69,7 @@ class Storage:
     engine: Engine
     alerts: SqlAlertStore
     outbox: OutboxRepository
-    risk_state: RiskStateStore
+    risk_state: LatestEvaluationStore
     compliance: ComplianceStore
     equity: EquityStore
     config_versions: ConfigVersionStore
@@ -90,7 +90,7 @@ class Storage:
             engine=engine,
             alerts=SqlAlertStore(engine, clock=clock),
             outbox=OutboxRepository(engine),
-            risk_state=RiskStateStore(engine, clock=clock),
+            risk_state=LatestEvaluationStore(engine, clock=clock),
             compliance=ComplianceStore(engine),
             equity=EquityStore(engine),
             config_versions=ConfigVersionStore(engine),

@@ -52,7 +52,7 @@ class StoredSource:
     error: str | None
 
 
-class RiskStateStore:
+class LatestEvaluationStore:
     """Latest limit results, metrics snapshot and source status (see module docstring)."""
 
     def __init__(self, engine: Engine, *, clock: codec.Clock = codec.utc_now) -> None:

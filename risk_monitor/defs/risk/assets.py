@@ -25,7 +25,7 @@ from risk_monitor.defs.risk.checks import (
 )
 from risk_monitor.defs.risk.resources import RiskStoreResource
 from risk_monitor.defs.risk_support import exposure_chart, utilisation_chart
-from risk_monitor.domain.aggregation import RiskState
+from risk_monitor.domain.aggregation import PreparedInputs
 from risk_monitor.domain.engine import results_frame
 from risk_monitor.domain.exposures import exposure_table
 from risk_monitor.domain.limits import LimitConfig, evaluate_limits
@@ -93,7 +93,7 @@ def portfolio_pnl(context: dg.AssetExecutionContext, settings: SettingsResource,
 @dg.asset(group_name=GROUP, kinds={"pandas"}, owners=OWNERS, check_specs=EXPOSURE_CHECKS,
           code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("risk")
-def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
+def exposures(portfolio_pnl: PreparedInputs) -> Iterator[Any]:
     """Gross and net exposure per instrument, asset, venue and portfolio; concentration,
     leverage (the counterparty view: what is at risk at each venue)."""
     table = exposure_table(portfolio_pnl)
@@ -112,7 +112,7 @@ def exposures(portfolio_pnl: RiskState) -> Iterator[Any]:
           code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("risk")
 def limit_status(settings: SettingsResource, risk_store: RiskStoreResource,
-                 portfolio_pnl: RiskState, exposures: pd.DataFrame,
+                 portfolio_pnl: PreparedInputs, exposures: pd.DataFrame,
                  limit_config: LimitConfig) -> Iterator[Any]:
     """One result per (limit, scope): value, utilisation, OK / WARN / BREACH / UNKNOWN.
 

@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from risk_monitor.defs.metadata import md_table
-from risk_monitor.domain.aggregation import RiskState
+from risk_monitor.domain.aggregation import PreparedInputs
 from risk_monitor.domain.exposures import exposures_add_up
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, LimitStatus
@@ -37,7 +37,7 @@ LIMIT_CHECKS = [
 ]
 
 
-def pnl_reconciliation(state: RiskState) -> dg.AssetCheckResult:
+def pnl_reconciliation(state: PreparedInputs) -> dg.AssetCheckResult:
     pnl = state.pnl
     venue = pd.to_numeric(pnl["venue_unrealized_pnl"], errors="coerce")
     diff = pd.to_numeric(pnl["unrealized_pnl_diff"], errors="coerce")

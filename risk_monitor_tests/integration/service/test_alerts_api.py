@@ -16,7 +16,7 @@ from risk_monitor.platform.settings import load_settings
 from risk_monitor.service.health import Readiness
 from risk_monitor.service.rest import build_app
 from risk_monitor.service.security import Authenticator, ServiceSecurity
-from risk_monitor.service.sql_state import SqlRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
 from risk_sim.slack import SlackSimulator
 
@@ -28,7 +28,7 @@ SLACK_TOKEN_ENV = "RISK_MONITOR_TEST_SLACK_TOKEN"
 def app(pg_storage: Storage) -> Starlette:
     security = dataclasses.replace(ServiceSecurity.open(),
                                    authenticator=Authenticator({"RISK_OPS_TOKEN": OPS_TOKEN}))
-    return build_app(Readiness({}), SqlRiskState(pg_storage.engine),
+    return build_app(Readiness({}), DatabaseRiskView(pg_storage.engine),
                      identity={"service": "t", "instance_id": "i"}, security=security)
 
 

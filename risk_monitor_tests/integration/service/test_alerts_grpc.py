@@ -17,7 +17,7 @@ from risk_monitor.service.grpc_server import GrpcServer, HealthServicer, RiskMon
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
 from risk_monitor.service.security import Authenticator, ServiceSecurity
-from risk_monitor.service.sql_state import SqlRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
 from risk_sim.slack import SlackSimulator
 
@@ -30,7 +30,7 @@ SLACK_TOKEN_ENV = "RISK_MONITOR_TEST_SLACK_TOKEN"
 async def stub(pg_storage: Storage) -> AsyncIterator[pb_grpc.RiskMonitorStub]:
     security = dataclasses.replace(ServiceSecurity.open(),
                                    authenticator=Authenticator({"RISK_OPS_TOKEN": OPS_TOKEN}))
-    server = GrpcServer(RiskMonitorServicer(SqlRiskState(pg_storage.engine)), HealthServicer(),
+    server = GrpcServer(RiskMonitorServicer(DatabaseRiskView(pg_storage.engine)), HealthServicer(),
                         host="127.0.0.1", port=0, security=security)
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -25,7 +25,7 @@ from risk_monitor.platform.logging import configure_logging, json_formatter
 from risk_monitor.service.health import CheckResult, database_check
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
-from risk_monitor.service.sql_state import SqlRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor_tests.fixtures.service import ServiceThread, service_settings, wait_until
 
 pytestmark = pytest.mark.integration
@@ -131,7 +131,7 @@ def test_a_nan_wait_sleeps_the_poll_interval_instead_of_spinning(
         module_postgres_url: str) -> None:
     """The provider's own guard: NaN used to become ``sleep(0)`` (a busy poll of the DB)."""
     engine = create_engine(module_postgres_url, pooled=False)
-    provider = SqlRiskState(engine, poll_interval_s=0.3)
+    provider = DatabaseRiskView(engine, poll_interval_s=0.3)
     try:
         started = time.monotonic()
         asyncio.run(provider.wait_alerts(0, math.nan))

@@ -29,8 +29,8 @@ from risk_monitor.domain.model import (
 )
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
-from risk_monitor.service.sql_state import SqlRiskState
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
+from risk_monitor.service.state import LiveEvaluation
 from risk_monitor_tests.fixtures.service import (
     ServiceThread,
     desk_limits,
@@ -54,10 +54,10 @@ class Rig:
     stub: pb_grpc.RiskMonitorStub
 
     @property
-    def provider(self) -> InMemoryRiskState:
+    def provider(self) -> LiveEvaluation:
         assert self.service.app is not None
         provider = self.service.app.provider
-        assert isinstance(provider, SqlRiskState) and provider.live is not None
+        assert isinstance(provider, DatabaseRiskView) and provider.live is not None
         return provider.live
 
     def use_limits(self, limits: dict[str, Any]) -> str:

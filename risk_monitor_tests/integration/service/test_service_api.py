@@ -38,8 +38,8 @@ from risk_monitor.domain.model import (
 )
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
-from risk_monitor.service.sql_state import SqlRiskState
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
+from risk_monitor.service.state import LiveEvaluation
 from risk_monitor_tests.fixtures.service import (
     ServiceThread,
     desk_limits,
@@ -70,14 +70,14 @@ class Stack:
     cache_path: Path
 
     @property
-    def provider(self) -> SqlRiskState:
+    def provider(self) -> DatabaseRiskView:
         assert self.service.app is not None
         provider = self.service.app.provider
-        assert isinstance(provider, SqlRiskState)
+        assert isinstance(provider, DatabaseRiskView)
         return provider
 
     @property
-    def live(self) -> InMemoryRiskState:
+    def live(self) -> LiveEvaluation:
         assert self.provider.live is not None
         return self.provider.live
 

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from risk_monitor.adapters.notifiers import SlackNotifier
-from risk_monitor.adapters.prometheus import RiskStateCollector
+from risk_monitor.adapters.prometheus import StoredMetricsCollector
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
 from risk_monitor.domain.model import Notification, NotificationKind
@@ -80,7 +80,7 @@ def test_a_silence_holds_matching_notifications_and_keeps_them(
     assert held.suppressed_by == f"silence:{silence.id}" and held.delivery_ref is None
     assert storage.outbox.counts()["suppressed"] == 1
     registry = CollectorRegistry()
-    registry.register(RiskStateCollector(storage.engine, clock=clock))  # type: ignore[arg-type]
+    registry.register(StoredMetricsCollector(storage.engine, clock=clock))  # type: ignore[arg-type]
     assert registry.get_sample_value("risk_monitor_alerts_total",
                                      {"severity": "critical", "outcome": "suppressed"}) == 1
     # the alert itself is recorded: state BREACH, the row kept for the audit trail

@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from risk_monitor.adapters.prometheus import RiskStateCollector
+from risk_monitor.adapters.prometheus import StoredMetricsCollector
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.dispatcher import NOTIFIER_UP
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
@@ -41,7 +41,7 @@ def exposition(storage: Storage, clock: FakeClock) -> bytes:
     evaluate(storage, make_result("WARN", clock()))
     SOURCE_UP.labels(kind="exchange", source="binance:main").set(1)
     NOTIFIER_UP.labels(notifier="slack").set(1)
-    collector = RiskStateCollector(storage.engine, clock=clock)
+    collector = StoredMetricsCollector(storage.engine, clock=clock)
     REGISTRY.register(collector)
     try:
         return generate_latest(REGISTRY)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from risk_monitor.adapters.notifiers import FileSink, SlackNotifier
-from risk_monitor.adapters.prometheus import RiskStateCollector
+from risk_monitor.adapters.prometheus import StoredMetricsCollector
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
 from risk_monitor.platform.errors import ConfigError
 from risk_monitor.platform.logging import configure_logging
@@ -215,7 +215,7 @@ def test_invalid_auth_keeps_the_alert_and_is_visible(
     assert json.loads(line)["idempotency_key"] == row.idempotency_key
 
     registry = CollectorRegistry()
-    registry.register(RiskStateCollector(storage.engine, clock=clock))
+    registry.register(StoredMetricsCollector(storage.engine, clock=clock))
     families = {f.name: f for f in
                 text_string_to_metric_families(generate_latest(registry).decode())}
     failed = [s.value for s in families["risk_monitor_alerts"].samples

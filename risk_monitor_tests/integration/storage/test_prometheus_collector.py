@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from risk_monitor.adapters.notifiers import FileSink
-from risk_monitor.adapters.prometheus import RiskStateCollector
+from risk_monitor.adapters.prometheus import StoredMetricsCollector
 from risk_monitor.adapters.sql import MetricValue, OutboxDispatcher, Storage, create_engine
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
@@ -19,7 +19,7 @@ from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
 
 def _scrape(storage_engine: object, clock: FakeClock) -> dict[str, list[Sample]]:
     registry = CollectorRegistry()
-    registry.register(RiskStateCollector(storage_engine, clock=clock))  # type: ignore[arg-type]
+    registry.register(StoredMetricsCollector(storage_engine, clock=clock))  # type: ignore[arg-type]
     text = generate_latest(registry).decode()
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 

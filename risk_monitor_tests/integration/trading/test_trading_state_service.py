@@ -27,8 +27,8 @@ from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
 from risk_monitor.service.rest import build_app
 from risk_monitor.service.security import Authenticator, ServiceSecurity
-from risk_monitor.service.sql_state import SqlRiskState
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
+from risk_monitor.service.state import LiveEvaluation
 from risk_monitor.service.trading import TradingControl
 from risk_monitor_tests.unit.domain.builders import NOW, config, desk
 
@@ -44,14 +44,14 @@ LOSS = {"id": "daily", "kind": "daily_loss", "breach": 100_000}  # the desk has 
 class Desk:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self.live = InMemoryRiskState(max_age_s=60)
+        self.live = LiveEvaluation(max_age_s=60)
         self.live.set_limit_config(config(NOTIONAL, venues=VENUES))
         self.live.evaluate(desk(start_of_day_equity=2_600_000, peak_equity=2_700_000))
         self.control = TradingControl(TradingSettings(), SqlTradingStates(storage.engine),
                                       inputs=self.live.latest_inputs, venues=["binance", "okx"],
                                       instance_id="test")
         self.live.trading = self.control
-        self.provider = SqlRiskState(storage.engine, live=self.live)
+        self.provider = DatabaseRiskView(storage.engine, live=self.live)
         self.security = dataclasses.replace(
             ServiceSecurity.open(), authenticator=Authenticator({"RISK_OPS_TOKEN": OPS_TOKEN}))
 

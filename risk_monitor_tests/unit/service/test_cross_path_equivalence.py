@@ -36,7 +36,7 @@ from risk_monitor.domain.model import (
 from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.settings import load_settings
 from risk_monitor.service.hot_path import HotPath
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.state import LiveEvaluation
 from risk_monitor_tests.unit.domain.builders import balance, frame, position
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -107,7 +107,7 @@ def test_both_paths_give_identical_statuses_values_and_fingerprints(
     storage = Storage.open(f"sqlite:///{tmp_path / f'{id(desk)}.db'}")
     try:
         # the hot path: its quote book and its evaluation step
-        live = InMemoryRiskState()
+        live = LiveEvaluation()
         live.set_limit_config(config)
         hot = HotPath(cfg, live, storage, instance_id="equivalence", accounts=[],
                       custodians=[], clock=lambda: NOW)

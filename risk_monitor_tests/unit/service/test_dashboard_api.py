@@ -43,8 +43,8 @@ from risk_monitor.service.dashboard import (
 )
 from risk_monitor.service.health import Readiness
 from risk_monitor.service.rest import build_app
-from risk_monitor.service.sql_state import SqlRiskState
-from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState
+from risk_monitor.service.sql_state import DatabaseRiskView
+from risk_monitor.service.state import NO_EVALUATION, LiveEvaluation
 from risk_monitor_tests.fixtures.dashboard import (
     HOSTILE_ID,
     HOSTILE_SCOPE,
@@ -70,8 +70,8 @@ def fresh_sources(at: datetime = NOW) -> list[SourceStatus]:
 
 
 def in_memory(results: list[LimitResult], *, at: datetime = NOW,
-              sources: list[SourceStatus] | None = None) -> InMemoryRiskState:
-    state = InMemoryRiskState(max_age_s=60.0)
+              sources: list[SourceStatus] | None = None) -> LiveEvaluation:
+    state = LiveEvaluation(max_age_s=60.0)
     state.publish_evaluation(results, as_of=at, sources=sources or fresh_sources(at),
                              equity=1000.0, gross_exposure=2500.0, net_exposure=-100.0)
     return state
@@ -83,7 +83,7 @@ def dashboard(provider: Any, **kwargs: Any) -> Dashboard:
 
 # -- the header and fail-closed rules ---------------------------------------------------------------
 def test_no_evaluation_is_unknown_and_stale() -> None:
-    state = dashboard(InMemoryRiskState()).state(NOW)
+    state = dashboard(LiveEvaluation()).state(NOW)
     assert state.header.status == "UNKNOWN" and state.header.display_status == "UNKNOWN"
     assert state.header.evaluation_source == NO_EVALUATION
     assert state.stale.stale and "no risk evaluation yet" in state.stale.reasons[0]
@@ -151,8 +151,8 @@ def test_unreadable_store_fails_closed_and_says_only_the_code(tmp_path: Path) ->
     """A database without our tables (never migrated) stands in for a broken store."""
     engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
-        state = dashboard(SqlRiskState(engine)).state(NOW)
-        timeline = dashboard(SqlRiskState(engine)).timeline(NOW)
+        state = dashboard(DatabaseRiskView(engine)).state(NOW)
+        timeline = dashboard(DatabaseRiskView(engine)).timeline(NOW)
     finally:
         engine.dispose()
     assert state.header.evaluation_source == UNAVAILABLE
@@ -166,7 +166,7 @@ def test_unreadable_store_fails_closed_and_says_only_the_code(tmp_path: Path) ->
 
 
 def test_in_memory_alert_feed_newest_first() -> None:
-    provider = InMemoryRiskState()
+    provider = LiveEvaluation()
 
     def note(i: int) -> Notification:
         return Notification(
@@ -209,7 +209,7 @@ def sqlite_store(tmp_path: Path) -> Iterator[Storage]:
 def test_database_sections(sqlite_store: Storage, tmp_path: Path) -> None:
     written = write_desk_state(sqlite_store, NOW, clock=lambda: NOW + timedelta(seconds=1.5),
                                sink=tmp_path / "alerts.jsonl")
-    dash = dashboard(SqlRiskState(sqlite_store.engine))
+    dash = dashboard(DatabaseRiskView(sqlite_store.engine))
     state = dash.state(NOW + timedelta(seconds=2))
 
     assert state.header.status == "BREACH" and state.header.display_status == "BREACH"
@@ -272,7 +272,7 @@ def test_exposures_ignore_malformed_labels(sqlite_store: Storage) -> None:
         MetricValue(EXPOSURE_GROSS_METRIC, 7.0, {"level": "desk", "desk": "x"}),
         MetricValue(EXPOSURE_GROSS_METRIC, 9.0, {"level": "asset", "asset": "SOL"}),
     ], NOW)
-    state = dashboard(SqlRiskState(sqlite_store.engine)).state(NOW)
+    state = dashboard(DatabaseRiskView(sqlite_store.engine)).state(NOW)
     assert state.exposures.venues == []
     assert [(r.key, r.gross_usd, r.net_usd) for r in state.exposures.assets] == [
         ("SOL", 9.0, None)]
@@ -335,7 +335,7 @@ def keys_match(value: Any, shape: Any) -> None:
 def app(sqlite_store: Storage, tmp_path: Path) -> Starlette:
     write_desk_state(sqlite_store, NOW, clock=lambda: NOW + timedelta(seconds=1),
                      sink=tmp_path / "alerts.jsonl")
-    dash = dashboard(SqlRiskState(sqlite_store.engine))
+    dash = dashboard(DatabaseRiskView(sqlite_store.engine))
     return Starlette(routes=dashboard_routes(dash, clock=lambda: NOW + timedelta(seconds=3)))
 
 

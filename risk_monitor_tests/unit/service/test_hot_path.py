@@ -20,7 +20,7 @@ from risk_monitor.platform.settings import MarketDataSettings, load_settings
 from risk_monitor.service.evaluator import CachedEquity
 from risk_monitor.service.hot_path import HotPath
 from risk_monitor.service.quote_intake import QuoteBook
-from risk_monitor.service.state import InMemoryRiskState
+from risk_monitor.service.state import LiveEvaluation
 from risk_monitor_tests.fixtures.waiting import async_wait_until
 from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
 
@@ -109,7 +109,7 @@ async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_al
         service={"positions_poll_s": 60.0, "evaluate_min_interval_s": 0.2,
                  "hot_path_warmup_s": 5.0, "persist_interval_s": 60.0})
     storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
-    live = InMemoryRiskState(max_age_s=60.0)
+    live = LiveEvaluation(max_age_s=60.0)
     live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
         {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance", "instrument": BTC},
          "warn": 800_000.0, "breach": 1_000_000.0}]}))
@@ -160,7 +160,7 @@ async def test_a_poll_failing_as_a_whole_makes_its_sources_unknown_at_once(
         market_data={"exchange_max_age_s": 120.0},
         service={"positions_poll_s": 60.0, "hot_path_warmup_s": 5.0})
     storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
-    live = InMemoryRiskState(max_age_s=60.0)
+    live = LiveEvaluation(max_age_s=60.0)
     live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
         {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance", "instrument": BTC},
          "warn": 800_000.0, "breach": 1_000_000.0}]}))

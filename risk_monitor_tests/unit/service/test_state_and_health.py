@@ -20,7 +20,7 @@ from risk_monitor.domain.model import (
 from risk_monitor.service.grpc_server import limit_entry
 from risk_monitor.service.health import CheckResult, Readiness
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
-from risk_monitor.service.state import NO_EVALUATION, InMemoryRiskState, OrderRequest
+from risk_monitor.service.state import NO_EVALUATION, LiveEvaluation, OrderRequest
 
 NOW = datetime(2025, 10, 1, 12, 0, tzinfo=UTC)
 
@@ -42,7 +42,7 @@ def note(i: int) -> Notification:
 
 
 def test_no_evaluation_is_unknown_and_orders_are_denied() -> None:
-    state = InMemoryRiskState()
+    state = LiveEvaluation()
     view = state.risk_view(NOW)
     assert view.status == "UNKNOWN" and view.evaluation_source == NO_EVALUATION
     assert view.equity is None
@@ -59,12 +59,12 @@ def test_no_evaluation_is_unknown_and_orders_are_denied() -> None:
     (OrderRequest("", "main", "BTC/USDT:USDT", "buy", 1.0), "venue"),
 ])
 def test_malformed_orders_are_denied(order: OrderRequest, word: str) -> None:
-    decision = InMemoryRiskState().check_order(order, NOW)
+    decision = LiveEvaluation().check_order(order, NOW)
     assert not decision.allowed and word in decision.reasons[0]
 
 
 def test_view_reflects_results_and_staleness() -> None:
-    state = InMemoryRiskState(max_age_s=60)
+    state = LiveEvaluation(max_age_s=60)
     state.publish_evaluation(
         [result(LimitStatus.OK, 10.0), result(LimitStatus.WARN, 90.0)], as_of=NOW,
         sources=[SourceStatus(SourceKind.EXCHANGE, "binance", "main", True, NOW),
@@ -79,7 +79,7 @@ def test_view_reflects_results_and_staleness() -> None:
 
 def test_source_staleness_follows_each_kinds_budget_like_the_domain() -> None:
     """The API's "stale" is the engine's rule: an exchange poll has its own, longer budget."""
-    state = InMemoryRiskState(max_age_s=10, budgets={SourceKind.MARKET: 10.0,
+    state = LiveEvaluation(max_age_s=10, budgets={SourceKind.MARKET: 10.0,
                                                      SourceKind.EXCHANGE: 120.0})
     state.publish_evaluation([result(LimitStatus.OK, 1.0)], as_of=NOW, sources=[
         SourceStatus(SourceKind.EXCHANGE, "binance", "main", True, NOW),
@@ -89,7 +89,7 @@ def test_source_staleness_follows_each_kinds_budget_like_the_domain() -> None:
 
 
 async def test_alert_feed_cursor_and_wakeup() -> None:
-    state = InMemoryRiskState(alert_capacity=3)
+    state = LiveEvaluation(alert_capacity=3)
     assert state.alert_head() == 0
     waiter = asyncio.create_task(state.wait_alerts(0, timeout_s=5))
     await asyncio.sleep(0.01)
