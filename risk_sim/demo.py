@@ -208,6 +208,9 @@ def demo_settings(stack: SimulatorStack, demo_dir: Path) -> dict[str, Any]:
     # each 10 s step is played in one run, back to back: the timed noise controls (minutes of
     # desk time) would hold the resolve past the demo's end, so the demo turns them off
     document["alerts"] = {"keep_firing_for_s": 0, "unknown_for_s": 0}
+    # the simulators stop with the demo: `risk-monitor dev` on these settings shows the demo's
+    # runs and must not bury them under fail-closed runs of the schedule and sensors
+    document["automation"] = "off"
     return document
 
 

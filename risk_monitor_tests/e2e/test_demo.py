@@ -147,6 +147,21 @@ def test_audit_recent_after_the_demo_needs_no_flags(demo: DemoRun) -> None:
     assert {"WARN", "BREACH"} <= {word for line in lines for word in line.split()}
 
 
+def test_dev_after_the_demo_starts_no_automation_on_the_stopped_simulators(
+        demo: DemoRun) -> None:
+    assert demo.returncode == 0, demo.stdout[-3000:]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RISK_MONITOR_", "DAGSTER_"))}
+    # what `risk-monitor dev` reads when its code location loads, from the demo's directory
+    done = subprocess.run(
+        [sys.executable, "-c", "from risk_monitor.project_env import load_project_env; "
+         "load_project_env(); from risk_monitor.defs.risk.automation import automation_state;"
+         " print(automation_state().reason)"],
+        cwd=demo.cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "automation off: `automation: off` in the settings" in done.stdout, done.stdout
+
+
 def test_the_dagster_instance_of_the_directory_holds_the_runs(demo: DemoRun) -> None:
     assert demo.returncode == 0, demo.stderr[-3000:]
     home = demo.cwd / ".dagster_home"
