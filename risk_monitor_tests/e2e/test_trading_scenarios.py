@@ -11,8 +11,6 @@ the alerts raised during the session, each delivered once.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from risk_monitor_tests.fixtures.services import create_database, drop_database
+from risk_monitor_tests.fixtures.waiting import async_wait_until
 from risk_sim.trading.scenarios import SCRIPTS, Expectation
 from risk_sim.trading.session import TradingRig, TradingSession
 
@@ -51,26 +50,24 @@ async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
                          ) -> dict[str, Any]:
     """The service's three-book reconciliation finds the fill the desk did not book (the
     scenario injects one on ``venue``): the desk's published book and the venue disagree."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = (await rig.trading_dashboard())["reconciliation"]
-        for row in last.get("breaks", []):
-            if row.get("venue") == venue and row.get("kind") == "position":
-                return dict(row)
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no {venue} position break within {timeout_s}s: {last}")
+    async def position_break() -> dict[str, Any] | None:
+        breaks = (await rig.trading_dashboard())["reconciliation"].get("breaks", [])
+        return next((dict(row) for row in breaks
+                     if row.get("venue") == venue and row.get("kind") == "position"), None)
+
+    found: dict[str, Any] = await async_wait_until(
+        position_break, timeout=timeout_s, interval=0.5,
+        message=f"a {venue} position break on the trading dashboard")
+    return found
 
 
 async def wait_for_alert(rig: TradingRig, limit_id: str, status: str,
                          timeout_s: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for alert in rig.alerts:
-            if alert["limit_id"] == limit_id and alert["status"] == status:
-                return alert
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no {status} alert for {limit_id} within {timeout_s}s: {rig.alerts}")
+    found: dict[str, Any] = await async_wait_until(
+        lambda: next((a for a in rig.alerts
+                      if a["limit_id"] == limit_id and a["status"] == status), None),
+        timeout=timeout_s, interval=0.1, message=f"a {status} alert for {limit_id}")
+    return found
 
 
 def assert_expectations(expectations: list[Expectation]) -> None:

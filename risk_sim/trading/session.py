@@ -42,8 +42,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def point_ccxt_at(exchange: Any, http_url: str, ws_url: str) -> Any:
-    """Rewrite scheme and host of every URL in ``exchange.urls['api']``, keeping the paths."""
+def point_ccxt_at(exchange: Any, http_url: str, ws_url: str | None = None) -> Any:
+    """Rewrite scheme and host of every URL in ``exchange.urls['api']``, keeping the paths
+    (websockets default to the HTTP server's address with the ``ws`` scheme)."""
+    ws_base = ws_url or http_url.replace("http://", "ws://", 1)
 
     def rewrite(value: Any) -> Any:
         if isinstance(value, dict):
@@ -54,7 +56,7 @@ def point_ccxt_at(exchange: Any, http_url: str, ws_url: str) -> Any:
         if parts.scheme in ("http", "https"):
             return http_url + parts.path
         if parts.scheme in ("ws", "wss"):
-            return ws_url + parts.path
+            return ws_base + parts.path
         return value
 
     exchange.urls["api"] = rewrite(exchange.urls["api"])
