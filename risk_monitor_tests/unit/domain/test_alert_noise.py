@@ -223,3 +223,26 @@ def test_notifications_carry_owner_runbook_and_episode_start() -> None:
         assert note.context["owner"] == "desk-a"
         assert note.context["runbook_url"] == "https://runbooks.example/notional"
         assert note.context["episode_started_at"] == START.isoformat()
+
+
+def test_a_breach_pages_on_its_first_reading_at_the_defaults() -> None:
+    """The noise controls never delay a breach: from OK and from a notified WARN alike."""
+    desk = Desk()
+    (first,) = desk.step("BREACH", START, QUIET, value=1200.0)
+    assert (first.kind, first.status) == (NotificationKind.FIRING, LimitStatus.BREACH)
+    other = Desk()
+    other.step("WARN", START, QUIET, value=880.0, limit_id="other")
+    (escalated,) = other.step("BREACH", START + timedelta(seconds=10), QUIET, value=1010.0,
+                              limit_id="other")
+    assert (escalated.kind, escalated.status) == (NotificationKind.ESCALATED, LimitStatus.BREACH)
+
+
+def test_default_data_age_budgets_tolerate_a_missed_poll() -> None:
+    """A calm desk's flaky source misses a poll now and then: at the defaults every source's
+    budget outlasts two poll intervals, so one missed poll never reads as stale."""
+    settings = Settings.model_validate({})
+    md, svc = settings.market_data, settings.service
+    for budget, poll in ((md.max_age_s, md.poll_interval_s),
+                         (md.exchange_max_age_s, svc.positions_poll_s),
+                         (md.custody_max_age_s, svc.custody_poll_s)):
+        assert budget >= 2 * poll
