@@ -206,6 +206,44 @@ class AlertmanagerSink:
                             seen.attempts if seen is not None else 0, bodies))
         return due
 
+    def delivery_status(self, overdue_s: float) -> tuple[bool, str, dict[str, Any]]:
+        """For /readyz, as the Slack dispatcher's: ok unless a state change has waited longer
+        than ``overdue_s`` for Alertmanager to take it, or Alertmanager refuses our
+        configuration (keep-alives of already delivered alerts do not count)."""
+        now = self.clock()
+        since = now - timedelta(seconds=self.backfill_s)
+        latest = (sa.select(sa.func.max(outbox.c.id))
+                  .where(outbox.c.status != "suppressed", outbox.c.created_at >= since)
+                  .group_by(outbox.c.fingerprint))
+        pending = (sa.select(outbox.c.created_at, outbox.c.idempotency_key,
+                             sink_deliveries.c.last_error)
+                   .select_from(outbox.outerjoin(sink_deliveries, sa.and_(
+                       sink_deliveries.c.sink == SINK,
+                       sink_deliveries.c.fingerprint == outbox.c.fingerprint)))
+                   .where(outbox.c.id.in_(latest),
+                          sa.or_(sink_deliveries.c.outbox_id.is_(None),
+                                 sink_deliveries.c.outbox_id != outbox.c.id),
+                          outbox.c.created_at <= now - timedelta(seconds=overdue_s))
+                   .order_by(outbox.c.created_at, outbox.c.id))
+        with self.engine.connect() as conn:
+            late = conn.execute(pending).all()
+        oldest = late[0] if late else None
+        age = max(0.0, (now - oldest.created_at).total_seconds()) if oldest else 0.0
+        data: dict[str, Any] = {
+            "overdue": len(late), "overdue_after_s": overdue_s,
+            "oldest_overdue_age_s": round(age, 3),
+            "oldest_overdue_key": oldest.idempotency_key if oldest else None,
+            "last_error": oldest.last_error if oldest else None,
+            "notifier": SINK, "notifier_up": self.up,
+        }
+        problems = []
+        if late:
+            problems.append(f"{len(late)} alert(s) overdue for delivery to alertmanager "
+                            f"(oldest {age:.0f}s)")
+        if not self.up:
+            problems.append("alertmanager refuses our configuration")
+        return not problems, "; ".join(problems) or "delivering", data
+
     def sync_once(self) -> SyncResult:
         """Push every due state and keep-alive in batches; record the outcome per series."""
         now = self.clock()

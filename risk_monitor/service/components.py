@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
@@ -45,6 +45,9 @@ from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.state import NO_EVALUATION, LiveEvaluation, RiskViewProvider
 from risk_monitor.service.trading import TradingControl, build_trading
 from risk_monitor.service.trading_dashboard import TradingDashboard, build_trading_dashboard
+
+if TYPE_CHECKING:
+    from risk_monitor.adapters.alertmanager import AlertmanagerSink
 
 log = get_logger(__name__)
 
@@ -165,6 +168,7 @@ class AlertDelivery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sink_thread: threading.Thread | None = None  # the Alertmanager sink, if any
+        self.sink: AlertmanagerSink | None = None
 
     def start(self) -> None:
         settings = self.runtime.settings
@@ -177,7 +181,7 @@ class AlertDelivery:
         self._thread.start()
         from risk_monitor.adapters.alertmanager import AlertmanagerSink
 
-        sink = AlertmanagerSink.from_settings(self.runtime.storage.engine, settings)
+        self.sink = sink = AlertmanagerSink.from_settings(self.runtime.storage.engine, settings)
         if sink is not None and settings.alertmanager is not None:
             self._sink_thread = threading.Thread(
                 target=sink.run, name="alertmanager-sink", daemon=True,
@@ -203,8 +207,13 @@ class AlertDelivery:
             return {}
         status, overdue_s = self.dispatcher.delivery_status, \
             self.runtime.settings.alerts.delivery_overdue_s
-        return {"alert_delivery": blocking_check("alert_delivery", lambda: status(overdue_s),
-                                                 critical=False)}
+        checks = {"alert_delivery": blocking_check("alert_delivery", lambda: status(overdue_s),
+                                                   critical=False)}
+        if self.sink is not None:  # alerts late for the Alertmanager sink show as well
+            sink_status = self.sink.delivery_status
+            checks["alertmanager_delivery"] = blocking_check(
+                "alertmanager_delivery", lambda: sink_status(overdue_s), critical=False)
+        return checks
 
 
 class Evaluation:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +33,58 @@ receivers:
 """
 
 
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("prometheus-alertmanager") or BINARY
-    assert Path(binary).exists(), f"{BINARY} missing: apt-get install prometheus-alertmanager"
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(CONFIG)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "alertmanager.log").open("w")
-    process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
-                   timeout=30, message="alertmanager ready")
-        yield url
-    finally:
-        process.terminate()
+class AlertmanagerProcess:
+    """A real Alertmanager on a fixed loopback port that a test can stop and start again."""
+
+    def __init__(self, tmp_path: Path, port: int | None = None) -> None:
+        binary = shutil.which("prometheus-alertmanager") or BINARY
+        assert Path(binary).exists(), f"{BINARY} missing: apt-get install prometheus-alertmanager"
+        self.binary, self.tmp_path = binary, tmp_path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        (tmp_path / "alertmanager.yml").write_text(CONFIG)
+
+    def start(self) -> AlertmanagerProcess:
+        with (self.tmp_path / "alertmanager.log").open("a") as log:
+            self.process = subprocess.Popen(
+                [self.binary, f"--config.file={self.tmp_path / 'alertmanager.yml'}",
+                 f"--storage.path={self.tmp_path / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+                stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, timeout=30, message="alertmanager ready")
+        return self
+
+    def _ready(self) -> bool:
         try:
-            process.wait(timeout=10)
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def alertmanager_process(tmp_path: Path) -> Iterator[AlertmanagerProcess]:
+    process = AlertmanagerProcess(tmp_path).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def alertmanager(alertmanager_process: AlertmanagerProcess) -> str:
+    return alertmanager_process.url
 
 
 def _ours(url: str, fingerprint_labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -150,6 +179,78 @@ def test_the_service_pushes_what_any_path_raises(module_postgres_url: str, alert
         assert alert["generatorURL"].endswith("/runs/run-9")
         wait_until(lambda: storage.outbox.rows()[0].status == "sent", timeout=30,
                    message="the file sink got it too")  # Slack/file delivery is independent
+    finally:
+        service.stop()
+        storage.close()
+
+
+def test_alerts_late_for_alertmanager_are_reported_until_it_takes_them(
+        pg_storage: Storage, alertmanager: str) -> None:
+    """The sink's readiness check (``/readyz`` ``alertmanager_delivery``): a state change not
+    taken by Alertmanager within ``overdue_s`` is reported with its age and the last error;
+    once Alertmanager has it, the check is clear again. Keep-alives do not count."""
+    storage = Storage.on(pg_storage.engine)
+    evaluate(storage, make_result("BREACH", utc_now()))
+    down = _sink(storage, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert down.sync_once().failed == 1
+    assert down.delivery_status(overdue_s=30)[0]  # late, not yet overdue
+    later = _sink(storage, f"http://127.0.0.1:{free_port()}")
+    later.clock = lambda: utc_now() + timedelta(seconds=31)
+    ok, detail, data = later.delivery_status(overdue_s=30)
+    assert not ok and "1 alert(s) overdue for delivery to alertmanager" in detail
+    assert data["overdue"] == 1 and data["notifier_up"] is True
+    assert data["oldest_overdue_age_s"] == pytest.approx(31, abs=2)
+    assert data["last_error"]  # why it is late
+    up = _sink(storage, alertmanager)
+    wait_until(lambda: up.sync_once().pushed == 1, timeout=10, message="pushed")
+    up.clock = later.clock
+    assert up.delivery_status(overdue_s=30) == (True, "delivering", up.delivery_status(30)[2])
+    assert up.delivery_status(overdue_s=30)[2]["overdue"] == 0
+
+
+def test_readyz_reports_alerts_overdue_for_the_alertmanager_sink(
+        module_postgres_url: str, alertmanager_process: AlertmanagerProcess,
+        tmp_path: Path) -> None:
+    """The running service: Alertmanager stops, an alert raised meanwhile is reported overdue
+    by ``/readyz`` (degraded, still ready: the sink is not critical); Alertmanager comes back on
+    its address and the check clears once the alert is there."""
+    from risk_monitor import application
+    from risk_monitor.domain.alerts import AlertPolicy
+    from risk_monitor_tests.fixtures.service import ServiceThread, service_settings
+
+    settings = service_settings(
+        database_url=module_postgres_url, redis_url=None, tmp=tmp_path,
+        alertmanager={"url": alertmanager_process.url, "poll_s": 0.2},
+        alerts={"delivery_overdue_s": 1.0, "retry_initial_s": 0.2, "retry_max_s": 0.5})
+    service = ServiceThread(settings).start()
+    storage = Storage.open(module_postgres_url, run_migrations=False)
+
+    def sink_check() -> dict[str, Any] | None:
+        body = httpx.get(f"{service.rest_url}/readyz", timeout=5).json()
+        return next((c for c in body["checks"] if c["name"] == "alertmanager_delivery"), None)
+
+    try:
+        wait_until(lambda: (sink_check() or {}).get("ok") is True, timeout=30,
+                   message="the sink check present and clear")
+        alertmanager_process.stop()
+        at = utc_now()
+        application.raise_alerts(storage, [make_result("BREACH", at, limit_id="late_limit")],
+                                 now=at, policy=AlertPolicy(), context={"run_id": "run-7"})
+        late = wait_until(lambda: (c := sink_check()) is not None and not c["ok"] and c,
+                          timeout=30, message="/readyz reports the alert overdue")
+        assert "overdue for delivery to alertmanager" in late["detail"]
+        assert late["data"]["overdue"] == 1
+        fingerprint = make_result("BREACH", at, limit_id="late_limit").fingerprint
+        assert late["data"]["oldest_overdue_key"].startswith(f"{fingerprint}:")
+        assert late["critical"] is False
+        response = httpx.get(f"{service.rest_url}/readyz", timeout=5)
+        assert response.json()["status"] == "degraded"
+        alertmanager_process.start()
+        series = {"alertname": ALERTNAME, "limit_id": "late_limit", "status": "BREACH"}
+        wait_until(lambda: _ours(alertmanager_process.url, series), timeout=30,
+                   message="the retried push reached alertmanager")
+        wait_until(lambda: (sink_check() or {}).get("ok") is True, timeout=30,
+                   message="/readyz clear again")
     finally:
         service.stop()
         storage.close()
