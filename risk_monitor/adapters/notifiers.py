@@ -66,6 +66,9 @@ _SLACK_METHODS: Mapping[str, str] = {
 FIND_LOOKBACK_S = 300.0
 FIND_PAGE_SIZE = 200
 FIND_MAX_PAGES = 10
+#: ``block_id`` prefix of the first block of a route copy (continue routes, the escalation's
+#: critical route): it names the notification, so a retry finds the copy and posts it once
+COPY_BLOCK_PREFIX = "rm-copy:"
 
 
 # --- Slack ---------------------------------------------------------------------------------------
@@ -138,29 +141,44 @@ class SlackNotifier:
             primary, *others = self.routes_for(n)
             response = self._call("chat.postMessage", channel=primary, text=text,
                                   blocks=blocks, metadata=message_metadata(n))
-            self._copy_to(n, others, text, blocks)
+            self._learn_id(primary, response)
+            self._copy_to(n, others, text, blocks, retry=False)
             return f"{response['channel']}:{response['ts']}"
 
     def _copy_to(self, n: Notification, channels: Sequence[str], text: str,
-                 blocks: list[dict[str, Any]]) -> None:
-        """A copy for each further route that matched (``continue``). No message metadata:
-        the state is counted once, in the primary channel. A copy that fails is logged, not
-        retried: the alert was delivered, and a retry would post the primary twice."""
+                 blocks: list[dict[str, Any]], *, retry: bool) -> None:
+        """A copy for each further route that matched (``continue``), each delivered exactly
+        once: a copy carries no message metadata (the state is counted once, in the primary
+        channel) but a marker ``block_id``. A failed copy fails the delivery, so the outbox
+        retries it; the retry adopts the primary post (``find_sent``) and posts only the
+        copies its channels do not hold yet (``retry``: look first)."""
+        failed: NotificationError | None = None
         for channel in channels:
             try:
-                self._call("chat.postMessage", channel=channel, text=text, blocks=blocks)
+                if retry and self._find_copy(n, channel) is not None:
+                    continue
+                self._learn_id(channel, self._call("chat.postMessage", channel=channel,
+                                                   text=text, blocks=_marked(blocks, n)))
             except NotificationError as error:
-                log.warning("alert copy to a further route failed", channel=channel,
-                            idempotency_key=n.idempotency_key,
+                log.warning("alert copy to a further route failed; the delivery is retried",
+                            channel=channel, idempotency_key=n.idempotency_key,
                             slack_error=error.details.get("slack_error"))
+                failed = failed or error
+        if failed is not None:
+            raise failed
 
     def _escalate(self, n: Notification, thread_channel: str, root_ts: str, text: str,
-                  blocks: list[dict[str, Any]]) -> str | None:
+                  blocks: list[dict[str, Any]], *, retry: bool = False) -> str | None:
         """An escalation whose severity routes elsewhere (WARN thread -> critical channel) is
-        also posted there, linking back to the thread; None when the route is the same."""
+        also posted there, linking back to the thread; None when the route is the same. Once:
+        a retry (``retry``) first looks for the copy in the target channel."""
         target = self.channel_for(n)
         if self._channel_id(target) == thread_channel:
             return None
+        if retry:
+            found = self._find_copy(n, target)
+            if found is not None:
+                return found
         link = self._call("chat.getPermalink", channel=thread_channel,
                           message_ts=root_ts).get("permalink")
         back = f"<{link}|earlier thread>" if link else f"thread {thread_channel}:{root_ts}"
@@ -168,8 +186,27 @@ class SlackNotifier:
             {"type": "mrkdwn", "text": f"Escalated from the {back}"}]}
         # no message metadata: the state is counted once, by the thread reply; this is a copy
         response = self._call("chat.postMessage", channel=target, text=f"{text} - escalated "
-                              f"from {link or back}", blocks=[*blocks, note])
+                              f"from {link or back}", blocks=_marked([*blocks, note], n))
         return f"{response['channel']}:{response['ts']}"
+
+    def _find_copy(self, n: Notification, channel: str) -> str | None:
+        """The ref of an earlier route copy of ``n`` in ``channel`` (by its marker block)."""
+        channel_id = self._channel_id(channel)
+        if channel_id is None:
+            return None
+        marker = COPY_BLOCK_PREFIX + n.idempotency_key
+        oldest = f"{n.detected_at.timestamp() - FIND_LOOKBACK_S:.6f}"
+        cursor: str | None = None
+        for _ in range(FIND_MAX_PAGES):
+            response = self._call("conversations.history", channel=channel_id, oldest=oldest,
+                                  limit=FIND_PAGE_SIZE, cursor=cursor)
+            for message in response.get("messages") or []:
+                if any(b.get("block_id") == marker for b in message.get("blocks") or []):
+                    return f"{channel_id}:{message['ts']}"
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                break
+        return None
 
     def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None:
         """The delivery ref of an earlier post of this notification, if Slack has one.
@@ -196,11 +233,32 @@ class SlackNotifier:
                     payload = meta.get("event_payload") or {}
                     if meta.get("event_type") == METADATA_EVENT_TYPE \
                             and payload.get("idempotency_key") == n.idempotency_key:
-                        return f"{args['channel']}:{message['ts']}"
+                        found = f"{args['channel']}:{message['ts']}"
+                        return self._complete_copies(n, previous_ref, found)
                 cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
                 if cursor is None:
                     break
         return None
+
+    def _complete_copies(self, n: Notification, previous_ref: str | None, found: str) -> str:
+        """An adopted post whose route copies may be missing (the earlier attempt stopped
+        after the primary): post each missing copy once; the ref the delivery records."""
+        text = render_text(n)
+        blocks = render_blocks(n, self.dagster_ui_url, dashboard_url=self.dashboard_url)
+        if previous_ref is None:
+            self._copy_to(n, self.routes_for(n)[1:], text, blocks, retry=True)
+            return found
+        if n.kind is NotificationKind.ESCALATED:
+            channel, _, root_ts = previous_ref.partition(":")
+            routed = self._escalate(n, channel, root_ts, text, blocks, retry=True)
+            return routed or found
+        return found
+
+    def _learn_id(self, channel: str, response: Any) -> None:
+        """Remember the ID Slack answered for a channel name (a retry searches its history)."""
+        channel_id = response.get("channel") if response is not None else None
+        if isinstance(channel_id, str):
+            self._channel_ids.setdefault(channel.lstrip("#"), channel_id)
 
     def _channel_id(self, channel: str) -> str | None:
         """History needs a channel ID; settings may name the channel (``#risk-alerts``)."""
@@ -337,3 +395,10 @@ def build_fallback(settings: Settings) -> Notifier | None:
         return None
     path = settings.alerts.fallback_sink_path or settings.data_dir / "alerts-fallback.jsonl"
     return FileSink(path)
+
+
+def _marked(blocks: list[dict[str, Any]], n: Notification) -> list[dict[str, Any]]:
+    """``blocks`` with the copy marker as the first block's ``block_id`` (invisible)."""
+    if not blocks:
+        return blocks
+    return [{**blocks[0], "block_id": COPY_BLOCK_PREFIX + n.idempotency_key}, *blocks[1:]]

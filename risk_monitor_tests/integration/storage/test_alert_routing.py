@@ -97,3 +97,65 @@ def test_a_bad_route_is_refused_at_start(slack_sim: SlackSimulator,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"slack\.routes\[0\]\.matchers"):
         _notifier(slack_sim, monkeypatch, [{"matchers": ["region=eu"], "channel": "#eu"}])
+
+
+def test_each_route_copy_is_delivered_exactly_once(
+        pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that fails (here: the bot is not in the channel yet) fails the delivery, so the
+    outbox retries it; the retry adopts the primary post and the copy already made, and posts
+    only the missing copy: every route holds the alert once."""
+    routes: list[dict[str, Any]] = [
+        {"matchers": ['venue="okx"'], "channel": "#okx-desk", "continue": True},
+        {"matchers": ['venue="okx"'], "channel": "#desk-warnings", "continue": True},
+        {"matchers": ['venue="okx"'], "channel": "#okx-audit"},
+    ]
+    notifier = _notifier(slack_sim, monkeypatch, routes)
+    joined = ["#okx-desk", "#desk-warnings", "#risk-alerts", "#risk-critical", "#risk-info"]
+    slack_sim.set_channels(joined)  # not #okx-audit yet
+    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
+                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    evaluate(pg_storage, make_result("WARN", clock.advance(1), scope=OKX))
+    first = dispatcher.dispatch_once(50)
+    assert (first.sent, first.retried + first.failed) == (0, 1)
+    assert (len(slack_sim.messages_in("#okx-desk")), len(slack_sim.messages_in("#desk-warnings"))
+            ) == (1, 1)
+    assert pg_storage.outbox.rows()[0].status != "sent"  # the alert is not delivered yet
+
+    slack_sim.set_channels([*joined, "#okx-audit"])  # the bot joined #okx-audit
+    clock.advance(60)
+    assert dispatcher.dispatch_once(50).sent == 1
+    assert _states(slack_sim, "#okx-desk") == [("firing", "WARN")]
+    assert _states(slack_sim, "#desk-warnings") == [("copy", "")]
+    assert _states(slack_sim, "#okx-audit") == [("copy", "")]
+    (row,) = pg_storage.outbox.rows()
+    assert row.status == "sent"
+    assert row.delivery_ref == (f"{slack_sim.channel_id('#okx-desk')}:"
+                                f"{slack_sim.messages_in('#okx-desk')[0]['ts']}")
+    clock.advance(60)
+    assert dispatcher.dispatch_once(50).sent == 0
+    assert len(slack_sim.messages) == 3
+
+
+def test_an_escalation_copy_to_the_critical_route_is_retried_once(
+        pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The escalation's post to the critical route fails after the thread reply went out:
+    the retry adopts the reply and posts the critical copy once."""
+    notifier = _notifier(slack_sim, monkeypatch, [])
+    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
+                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    evaluate(pg_storage, make_result("WARN", clock.advance(1), scope=BINANCE))
+    assert dispatcher.dispatch_once(50).sent == 1
+    slack_sim.set_channels(["#risk-alerts", "#risk-info"])  # not in #risk-critical yet
+    evaluate(pg_storage, make_result("BREACH", clock.advance(1), scope=BINANCE))
+    assert dispatcher.dispatch_once(50).sent == 0
+    assert _states(slack_sim, "#risk-alerts") == [("firing", "WARN"), ("escalated", "BREACH")]
+    slack_sim.set_channels(["#risk-alerts", "#risk-info", "#risk-critical"])
+    clock.advance(60)
+    assert dispatcher.dispatch_once(50).sent == 1
+    clock.advance(60)
+    assert dispatcher.dispatch_once(50).sent == 0
+    assert _states(slack_sim, "#risk-alerts") == [("firing", "WARN"), ("escalated", "BREACH")]
+    (escalated,) = slack_sim.messages_in("#risk-critical")
+    assert "escalated from" in escalated["text"]
