@@ -1,6 +1,6 @@
 """kill -9 of a real dispatcher process after Slack accepted a post but before the outbox
 recorded it: the next dispatcher adopts the earlier post (Slack message metadata) instead of
-posting again, and delivers within the lease plus 5 s.
+posting again, and delivers within the lease plus 5 s (the outbox's own timestamps).
 
 The Slack simulator records the post and withholds its answer (``hang_after_accept``), so the
 kill lands exactly in the window that used to give a duplicate.
@@ -13,11 +13,14 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from risk_monitor.adapters.sql import Storage
+from risk_monitor.adapters.sql.schema import outbox
 from risk_monitor.bootstrap import outbox_dispatcher
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
@@ -69,6 +72,8 @@ def test_kill_9_after_slack_accepted_gives_exactly_one_post_per_alert(
                 proc.wait(30)
     rows = storage.outbox.rows()
     assert {r.status for r in rows} == {"sending"}  # claimed by the dead process
+    with storage.engine.connect() as conn:
+        leases = dict(conn.execute(sa.select(outbox.c.idempotency_key, outbox.c.lease_until)).all())
     assert storage.outbox.counts()["sent"] == 0
 
     monkeypatch.setenv(TOKEN_ENV, slack_sim.token)
@@ -94,3 +99,11 @@ def test_kill_9_after_slack_accepted_gives_exactly_one_post_per_alert(
     adopted = next(r for r in storage.outbox.rows() if r.idempotency_key == _key(accepted))
     assert adopted.delivery_ref == f"{accepted['channel']}:{accepted['ts']}"
     assert adopted.attempts == 2
+    # the issue's deadline: delivered after the dead claim's lease ended (never re-posted
+    # during it) and within lease + 5 s; timestamps are the outbox's own records
+    with storage.engine.connect() as conn:
+        finished = dict(conn.execute(sa.select(outbox.c.idempotency_key,
+                                               outbox.c.finished_at)).all())
+    for key, lease_until in leases.items():
+        assert lease_until is not None
+        assert lease_until <= finished[key] <= lease_until + timedelta(seconds=5), key
