@@ -159,3 +159,10 @@ def test_an_escalation_copy_to_the_critical_route_is_retried_once(
     assert _states(slack_sim, "#risk-alerts") == [("firing", "WARN"), ("escalated", "BREACH")]
     (escalated,) = slack_sim.messages_in("#risk-critical")
     assert "escalated from" in escalated["text"]
+    # a crash after both posts (the outbox never heard): the retry adopts both, posts nothing
+    (row, breach), *_ = [(r, n) for r, n in pg_storage.outbox.recent()
+                         if n.status.value == "BREACH"]
+    root = f"{slack_sim.channel_id('#risk-alerts')}:{slack_sim.messages_in('#risk-alerts')[0]['ts']}"
+    assert notifier.find_sent(breach, root) == row.delivery_ref == \
+        f"{escalated['channel']}:{escalated['ts']}"
+    assert len(slack_sim.messages) == 3
