@@ -18,8 +18,8 @@ Each notification the planner emits is one Slack message (a post or a threaded r
 A *real status change* is counted on the readings themselves, independently of the planner
 (``desk_changes``): the band of a reading (OK / WARN / BREACH, UNKNOWN without a value) becomes
 the desk's status once readings have stayed in it for the hold the desk agreed on: BREACH at
-once (the first breaching reading is real), WARN after ``for`` (``alerts.group_wait_s``),
-UNKNOWN after ``alerts.unknown_for_s``, OK after ``alerts.keep_firing_for_s``; a reading leaves
+once (the first breaching reading is real; ``for`` is 0), WARN after ``alerts.warn_for_s``
+(0), UNKNOWN after ``alerts.unknown_for_s``, OK after ``alerts.keep_firing_for_s``; a reading leaves
 a WARN/BREACH status only once it is ``alerts.hysteresis`` x breach level past the level. A
 status held shorter than its hold is no change. The true regime changes are printed beside it.
 
@@ -110,11 +110,12 @@ def _band(value: float | None, desk: LimitStatus, hysteresis: float) -> LimitSta
 
 def desk_changes(readings: Readings, step_s: float, desk_policy: AlertPolicy) -> int:
     """Real status changes: a band held at least its hold (see the module docstring)."""
-    hold = {LimitStatus.BREACH: 0.0, LimitStatus.WARN: desk_policy.group_wait_s,
-            LimitStatus.UNKNOWN: desk_policy.unknown_for_s,
-            LimitStatus.OK: desk_policy.keep_firing_for_s}
     changes = 0
     for limit_id in readings[0]:
+        hold = {LimitStatus.BREACH: desk_policy.for_s(limit_id, LimitStatus.BREACH),
+                LimitStatus.WARN: desk_policy.for_s(limit_id, LimitStatus.WARN),
+                LimitStatus.UNKNOWN: desk_policy.for_s(limit_id, LimitStatus.UNKNOWN),
+                LimitStatus.OK: desk_policy.keep_firing_s(limit_id)}
         desk, candidate, since = LimitStatus.OK, None, 0.0
         for i, row in enumerate(readings):
             t = i * step_s

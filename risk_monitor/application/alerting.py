@@ -24,7 +24,7 @@ def alert_policy(settings: Settings) -> AlertPolicy:
     return AlertPolicy(group_wait_s=a.group_wait_s, repeat_interval_s=a.repeat_interval_s,
                        send_resolved=a.send_resolved, resolve_missing=True,
                        keep_firing_for_s=a.keep_firing_for_s, hysteresis=a.hysteresis,
-                       unknown_for_s=a.unknown_for_s)
+                       unknown_for_s=a.unknown_for_s, warn_for_s=a.warn_for_s)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ class AlertPolicy:
     rules: Mapping[str, AlertRule] = field(default_factory=dict)  # by limit id
     #: an UNKNOWN episode waits at least this long before firing (one missed poll is no page)
     unknown_for_s: float = 0.0
+    #: a WARN episode waits at least this long before firing; BREACH never waits for it
+    warn_for_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.group_wait_s < 0:
@@ -96,12 +98,19 @@ class AlertPolicy:
             raise ValueError("hysteresis must be in [0, 1)")
         if self.unknown_for_s < 0:
             raise ValueError("unknown_for_s must be >= 0")
+        if self.warn_for_s < 0:
+            raise ValueError("warn_for_s must be >= 0")
 
     def for_s(self, limit_id: str, status: LimitStatus | None = None) -> float:
-        """Pending time before a new episode fires (``unknown_for_s`` at least for UNKNOWN)."""
+        """Pending time before a new episode fires (at least ``unknown_for_s`` for UNKNOWN and
+        ``warn_for_s`` for WARN: a pending WARN that turns BREACH fires at once)."""
         rule = self.rules.get(limit_id)
         wait = rule.for_s if rule is not None and rule.for_s is not None else self.group_wait_s
-        return max(wait, self.unknown_for_s) if status is LimitStatus.UNKNOWN else wait
+        if status is LimitStatus.UNKNOWN:
+            return max(wait, self.unknown_for_s)
+        if status is LimitStatus.WARN:
+            return max(wait, self.warn_for_s)
+        return wait
 
     def keep_firing_s(self, limit_id: str) -> float:
         rule = self.rules.get(limit_id)

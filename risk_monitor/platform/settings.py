@@ -247,6 +247,11 @@ class AlertSettings(_Section):
         description="an UNKNOWN episode pages only once it has lasted this long (one missed "
         "poll is no page)",
     )
+    warn_for_s: float = Field(
+        default=0.0, ge=0,
+        description="a WARN episode pages only once it has lasted this long (a BREACH never "
+        "waits for it); 0: a WARN pages on its first reading",
+    )
     warmup_grace_s: float | None = Field(
         default=None, ge=0,
         description="after a start, UNKNOWN is not paged for this long; default the slowest "

@@ -246,3 +246,32 @@ def test_default_data_age_budgets_tolerate_a_missed_poll() -> None:
                          (md.exchange_max_age_s, svc.positions_poll_s),
                          (md.custody_max_age_s, svc.custody_poll_s)):
         assert budget >= 2 * poll
+
+
+def test_warn_for_holds_a_short_warn_but_never_a_breach() -> None:
+    """``alerts.warn_for_s``: a WARN of one reading pages nobody, a WARN that lasts pages once,
+    and a pending WARN that turns BREACH pages the breach at once."""
+    policy = replace(QUIET, warn_for_s=30)
+    short = Desk()
+    assert short.step("WARN", START, policy, value=850.0) == []
+    assert short.step("OK", START + timedelta(seconds=10), policy, value=500.0) == []
+    assert short.sent == []
+    lasting = Desk()
+    assert lasting.step("WARN", START, policy, value=850.0) == []
+    assert lasting.step("WARN", START + timedelta(seconds=20), policy, value=850.0) == []
+    (warn,) = lasting.step("WARN", START + timedelta(seconds=30), policy, value=850.0)
+    assert (warn.kind, warn.status) == (NotificationKind.FIRING, LimitStatus.WARN)
+    turning = Desk()
+    assert turning.step("WARN", START, policy, value=850.0) == []
+    (breach,) = turning.step("BREACH", START + timedelta(seconds=10), policy, value=1200.0)
+    assert (breach.kind, breach.status) == (NotificationKind.FIRING, LimitStatus.BREACH)
+    (first,) = Desk().step("BREACH", START, policy, value=1200.0)
+    assert first.status is LimitStatus.BREACH
+
+
+def test_warn_for_comes_from_the_settings() -> None:
+    settings = Settings.model_validate({"alerts": {"warn_for_s": 45}})
+    assert alert_policy(settings).warn_for_s == 45
+    assert QUIET.warn_for_s == 0  # default: a WARN pages on its first reading
+    with pytest.raises(ValueError, match="warn_for_s"):
+        AlertPolicy(warn_for_s=-1)
