@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import redis
 
     from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
+    from risk_monitor.adapters.config_service import ConfigServiceLocator
     from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
     from risk_monitor.adapters.limit_provider import LimitConfigProvider
     from risk_monitor.adapters.redis_registry import DiscoveryClient
@@ -67,24 +68,33 @@ class Runtime:
 
     # -- limits ---------------------------------------------------------------------------------
     @cached_property
-    def config_source(self) -> ConfigSource | None:
-        """The configuration service (found by URL or by Redis discovery), when enabled."""
+    def config_locator(self) -> ConfigServiceLocator | None:
+        """Where the configuration service is (its URL, or Redis discovery), when enabled."""
         cs = self.settings.config_service
         if not cs.enabled:
             return None
-        from risk_monitor.adapters.config_service import ConfigServiceLocator, HttpConfigSource
+        from risk_monitor.adapters.config_service import ConfigServiceLocator
 
-        discovery = self.discovery if not cs.url else None
-        return HttpConfigSource(ConfigServiceLocator(cs, discovery),
-                                timeout_s=self.settings.resilience.timeout_s)
+        return ConfigServiceLocator(cs, self.discovery if not cs.url else None)
 
-    def limits(self, storage: Storage | None = None) -> LimitConfigProvider:
-        """The one limit provider (file, service, last good from the store, disk cache),
-        recording in ``storage`` (this runtime's store by default)."""
+    @cached_property
+    def config_source(self) -> ConfigSource | None:
+        """The configuration service, when enabled."""
+        if self.config_locator is None:
+            return None
+        from risk_monitor.adapters.config_service import HttpConfigSource
+
+        return HttpConfigSource(self.config_locator, timeout_s=self.settings.resilience.timeout_s)
+
+    def limits(self, storage: Storage | None = None, *, record: bool = True
+               ) -> LimitConfigProvider:
+        """The one limit provider (file, service, last good from the store, disk cache) of
+        the service and every Dagster run, recording in ``storage`` (this runtime's store by
+        default) from the start when ``record``."""
         from risk_monitor.adapters.limit_provider import LimitConfigProvider
 
         versions = (storage or self.storage).config_versions
-        return LimitConfigProvider(self.settings, versions, self.config_source)
+        return LimitConfigProvider(self.settings, versions, self.config_source, record=record)
 
     # -- alert delivery -------------------------------------------------------------------------
     def dispatcher(self, notifier: Notifier | None = None) -> OutboxDispatcher:
