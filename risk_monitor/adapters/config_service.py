@@ -159,19 +159,6 @@ class AppliedConfig:
     updated_at: str | None = None
 
 
-def validate_limits(limits: Any) -> tuple[LimitConfig, str]:
-    """Validate the ``limits`` part with the domain's schema; (config, limits version)."""
-    if not isinstance(limits, Mapping):
-        raise ConfigError("'limits' must be a mapping (the limit configuration document)",
-                          key="limits")
-    try:
-        config = load_limit_config(limits)
-    except ConfigError as exc:
-        key = f"limits.{exc.key}" if exc.key else "limits"
-        raise ConfigError(exc.message, key=key, source="config") from None
-    return config, config.version
-
-
 def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
     """Check a ``risk-monitor`` document; returns its validated parts or raises ConfigError."""
     if not isinstance(document, Mapping):
@@ -181,7 +168,14 @@ def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown configuration keys: {unknown}", key=unknown[0])
     if "limits" not in document:
         raise ConfigError("configuration document has no 'limits'", key="limits")
-    limits, limits_version = validate_limits(document["limits"])
+    if not isinstance(document["limits"], Mapping):
+        raise ConfigError("'limits' must be a mapping (the limit configuration document)",
+                          key="limits")
+    try:
+        limits = load_limit_config(document["limits"])
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key=f"limits.{exc.key}" if exc.key else "limits",
+                          source="config") from None
     routing = document.get("alert_routing")
     if routing is not None and not isinstance(routing, Mapping):
         raise ConfigError("'alert_routing' must be a mapping", key="alert_routing")
@@ -189,7 +183,7 @@ def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
     if venues is not None and (not isinstance(venues, list)
                                or not all(isinstance(v, Mapping) for v in venues)):
         raise ConfigError("'venues' must be a list of mappings", key="venues")
-    return {"limits": limits, "limits_version": limits_version, "alert_routing": routing,
+    return {"limits": limits, "limits_version": limits.version, "alert_routing": routing,
             "venues": tuple(venues) if venues is not None else None}
 
 
@@ -213,12 +207,9 @@ def load_limits_file(path: Path, component: str) -> ConfigDocument:
 class ConfigState:
     """The configuration in force and its history of outcomes (thread-safe)."""
 
-    def __init__(self, component: str, *, cache_path: Path | None = None,
-                 validator: Callable[[Mapping[str, Any]], dict[str, Any]] = validate_document
-                 ) -> None:
+    def __init__(self, component: str, *, cache_path: Path | None = None) -> None:
         self.component = component
         self.cache_path = cache_path
-        self.validator = validator
         self._current: AppliedConfig | None = None
         self._lock = threading.Lock()
         self._listeners: list[Callable[[AppliedConfig], None]] = []
@@ -247,7 +238,7 @@ class ConfigState:
                 and current.source == doc.source and not current.limits.unavailable:
             return True  # same content from the same source already in force
         try:
-            parts = self.validator(doc.document)
+            parts = validate_document(doc.document)
         except RiskMonitorError as exc:
             self._reject(doc, exc)
             return False
