@@ -57,7 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from risk_monitor.adapters.ccxt_ticker_rows import log_rejected, parse_tickers_each, ticker_items
-from risk_monitor.adapters.errors import map_exception, typed_parser
+from risk_monitor.adapters.errors import map_exception, typed_parser, with_retry_after
 from risk_monitor.adapters.lazy_packages import CCXT, install_lazy_packages
 from risk_monitor.adapters.read_only_gate import ccxt_gate, gated_class, install_ccxt_gate
 from risk_monitor.adapters.row_validation import RejectedRow
@@ -67,7 +67,6 @@ from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
     ProductionPurityError,
-    RateLimitedError,
     RiskMonitorError,
     SourceAuthenticationError,
 )
@@ -727,16 +726,8 @@ class CcxtExchangeAccount:
         return self._guard.call(endpoint, attempt, timeout_s=self._timeout_s)
 
     def _map(self, exc: BaseException, endpoint: str) -> RiskMonitorError:
-        mapped = map_exception(exc, source=self.venue, endpoint=endpoint)
-        if isinstance(mapped, RateLimitedError) and mapped.retry_after is None:
-            headers = getattr(self._client, "last_response_headers", None) or {}
-            raw = next((v for k, v in dict(headers).items() if k.lower() == "retry-after"), None)
-            try:
-                mapped.retry_after = float(raw) if raw is not None else None
-            except (TypeError, ValueError):
-                mapped.retry_after = None
-            if mapped.retry_after is not None:
-                mapped.details["retry_after"] = mapped.retry_after
+        mapped = with_retry_after(map_exception(exc, source=self.venue, endpoint=endpoint),
+                                  getattr(self._client, "last_response_headers", None))
         mapped.details.setdefault("account", self.account)
         return mapped
 

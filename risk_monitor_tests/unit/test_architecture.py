@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,19 @@ def test_no_private_dagster_imports() -> None:
     violations = [f"{p.relative_to(PACKAGE)}: {n}" for p in _files("") for n in _imports(p)
                   if n.startswith("dagster._")]
     assert not violations, violations
+
+
+def test_every_port_is_used_as_a_type() -> None:
+    """``ports.py`` describes what the code really uses: each Protocol is named in an annotation
+    outside its own definition (another port's, a use case's, an adapter's)."""
+    ports = ast.parse((PACKAGE / "ports.py").read_text())
+    declared = {n.name for n in ports.body if isinstance(n, ast.ClassDef)
+                and any(ast.unparse(b) == "Protocol" for b in n.bases)}
+    used: set[str] = set()
+    for path in _files(""):
+        for node in ast.walk(ast.parse(path.read_text())):
+            annotations = [getattr(node, "returns", None), getattr(node, "annotation", None)]
+            for annotation in filter(None, annotations):
+                text = ast.unparse(annotation)
+                used |= {name for name in declared if re.search(rf"\b{name}\b", text)}
+    assert declared - used == set(), f"ports never used as a type: {sorted(declared - used)}"
