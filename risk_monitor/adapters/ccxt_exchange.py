@@ -71,6 +71,7 @@ from risk_monitor.platform.errors import (
     SourceAuthenticationError,
 )
 from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.purity import SANDBOX_OPTION_REFUSED, sandbox_option
 from risk_monitor.platform.resilience import SourceGuard, guard_for
 from risk_monitor.platform.settings import Settings, VenueSettings
 
@@ -81,8 +82,6 @@ Flavour = Literal["sync", "async", "pro"]
 #: options every client gets unless the venue's settings say otherwise: we never need currency
 #: metadata (a signed spot-wallet call on Binance) nor margin-market lists
 DEFAULT_OPTIONS: dict[str, Any] = {"fetchCurrencies": False, "fetchMargins": False}
-
-_SANDBOX = re.compile(r"(sandbox|testnet|demo[-_]?trading|paper)", re.IGNORECASE)
 
 # unified methods that place, change or cancel orders, move funds or change account settings
 _WRITE_UNIFIED = re.compile(
@@ -209,12 +208,11 @@ def apply_endpoint_overrides(exchange: Any, venue: VenueSettings, *, websocket: 
 
 
 def _check_purity(venue: VenueSettings, options: Mapping[str, Any]) -> None:
-    for key, value in options.items():
-        if _SANDBOX.search(str(key)) and value not in (False, None):
-            raise ProductionPurityError(
-                f"venue {venue.id!r}: option {key!r} selects a sandbox/test mode; Risk Monitor "
-                "reads production APIs only (point endpoint_override at a simulator instead)",
-                key=f"venues.{venue.id}.options.{key}", source=venue.id)
+    option = sandbox_option(options)
+    if option is not None:
+        raise ProductionPurityError(f"venue {venue.id!r}: option {option!r} "
+                                    + SANDBOX_OPTION_REFUSED,
+                                    key=f"venues.{venue.id}.options.{option}", source=venue.id)
     for field in ("endpoint_override", "ws_endpoint_override"):
         url = getattr(venue, field)
         if url is not None and not urlsplit(url).scheme:
