@@ -280,7 +280,7 @@ class Trading:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, evaluation: Evaluation, redis_client: Any) -> None:
+    def start(self, evaluation: Evaluation) -> None:
         settings = self.runtime.settings
         engine = self.runtime.storage.engine
         self.control = build_trading(
@@ -288,7 +288,7 @@ class Trading:
             fills=evaluation.fill_ledger if evaluation.private_streams else None)
         self.dashboard = build_trading_dashboard(
             settings, self.control, self.provider, engine=engine, hot_path=evaluation.hot_path,
-            redis_client=redis_client)
+            redis_client=self.runtime.redis)
         self._task = asyncio.create_task(self.control.run(self._stop), name="trading-state")
 
     async def stop(self) -> None:

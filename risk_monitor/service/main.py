@@ -114,7 +114,7 @@ class ServiceApp:
         await self.config.start()
         self.delivery.start()
         await self.evaluation.start(self.config.state, self.delivery)
-        self.trading.start(self.evaluation, self.redis)
+        self.trading.start(self.evaluation)
         await self.api.start(self._checks(), self.trading)
         if self.redis is not None:
             info = instance_info(settings, grpc_port=self.grpc_port, rest_port=self.rest_port,
