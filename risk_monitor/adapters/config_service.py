@@ -190,10 +190,13 @@ def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
 def load_limits_file(path: Path, component: str) -> ConfigDocument:
     """The local limits file as a base document (source ``file``)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
         raise ConfigError(f"cannot read limits file {str(path)!r}: {exc}",
                           key="limits_file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"limits file {str(path)!r} is not valid YAML: "
+                          + str(exc).replace("\n", " "), key="(document)") from None
     document = {"limits": raw}
     try:
         version = document_version(document)
