@@ -10,12 +10,12 @@ built on first use: a market-data step never opens the database, and heavy libra
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.dispatcher import BackoffPolicy
 from risk_monitor.adapters.sql.engine import create_engine
-from risk_monitor.platform.settings import Settings, load_settings
+from risk_monitor.platform.settings import Settings, VenueSettings, load_settings
 
 if TYPE_CHECKING:
     import redis
@@ -142,7 +142,7 @@ class Runtime:
                                    symbols, settings.market_data, endpoint_overrides=overrides)
         from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 
-        first: dict[str, Any] = {}
+        first: dict[str, VenueSettings] = {}
         for venue in settings.venues:  # quotes are per venue: one (public) client per venue id
             first.setdefault(venue.id, venue)
         accounts = [CcxtExchangeAccount.from_settings(settings, venue, with_credentials=False,
