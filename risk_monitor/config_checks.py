@@ -14,11 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from risk_monitor.platform.errors import ConfigError, RiskMonitorError
-from risk_monitor.platform.settings import Settings
-
-#: ccxt credential names -> our settings keys holding the env var of each
-CCXT_CREDENTIAL_KEYS = {"apiKey": "api_key_env", "secret": "secret_env",
-                        "password": "password_env"}
+from risk_monitor.platform.settings import Settings, VenueSettings
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,7 @@ def check_venue_credentials(settings: Settings, ctx: CheckContext) -> list[Probl
         if exchange_class is None:
             continue  # reported by check_venues_are_ccxt_exchanges
         required = exchange_class().requiredCredentials
-        for credential, key in CCXT_CREDENTIAL_KEYS.items():
+        for credential, key in VenueSettings.CCXT_CREDENTIALS.items():
             if not required.get(credential):
                 continue
             env_name = getattr(venue, key)

@@ -223,8 +223,7 @@ def _check_purity(venue: VenueSettings, options: Mapping[str, Any]) -> None:
 def venue_credentials(venue: VenueSettings) -> dict[str, str]:
     """ccxt credential fields from the environment variables the settings name."""
     found: dict[str, str] = {}
-    for ccxt_name, env_field in (("apiKey", "api_key_env"), ("secret", "secret_env"),
-                                 ("password", "password_env")):
+    for ccxt_name, env_field in venue.CCXT_CREDENTIALS.items():
         value = Settings.secret(getattr(venue, env_field), key=f"venues.{venue.id}.{env_field}")
         if value is not None:
             found[ccxt_name] = value.get_secret_value()

@@ -14,7 +14,7 @@ import re
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -58,6 +58,10 @@ class Severity(StrEnum):
 
 class VenueSettings(_Section):
     """One exchange account read through ccxt."""
+
+    #: ccxt credential field -> the key here naming the environment variable that holds it
+    CCXT_CREDENTIALS: ClassVar[dict[str, str]] = {
+        "apiKey": "api_key_env", "secret": "secret_env", "password": "password_env"}
 
     id: str = Field(pattern=_ID, description="venue id used in every dataset, e.g. 'binance'")
     exchange: str = Field(pattern=r"^[a-z0-9]+$", description="ccxt exchange id, e.g. 'binanceusdm'")
@@ -590,7 +594,7 @@ class Settings(BaseSettings):
         data["database_url"] = _mask_url(self.database_url) if self.database_url else None
         data["redis_url"] = _mask_url(self.redis_url) if self.redis_url else None
         data["effective_limits_file"] = str(self.effective_limits_file)
-        names = [n for v in self.venues for n in (v.api_key_env, v.secret_env, v.password_env)]
+        names = [getattr(v, key) for v in self.venues for key in v.CCXT_CREDENTIALS.values()]
         names += [n for c in self.custodians for n in (c.api_key_env, c.secret_key_env)]
         names += [self.slack.token_env] if self.slack else []
         names += [self.alertmanager.token_env] if self.alertmanager else []
