@@ -10,17 +10,18 @@ built on first use: a market-data step never opens the database, and heavy libra
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.dispatcher import BackoffPolicy
 from risk_monitor.adapters.sql.engine import create_engine
-from risk_monitor.platform.settings import Settings, load_settings
+from risk_monitor.platform.settings import Settings, VenueSettings, load_settings
 
 if TYPE_CHECKING:
     import redis
 
     from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
+    from risk_monitor.adapters.config_service import ConfigServiceLocator
     from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
     from risk_monitor.adapters.limit_provider import LimitConfigProvider
     from risk_monitor.adapters.redis_registry import DiscoveryClient
@@ -67,24 +68,33 @@ class Runtime:
 
     # -- limits ---------------------------------------------------------------------------------
     @cached_property
-    def config_source(self) -> ConfigSource | None:
-        """The configuration service (found by URL or by Redis discovery), when enabled."""
+    def config_locator(self) -> ConfigServiceLocator | None:
+        """Where the configuration service is (its URL, or Redis discovery), when enabled."""
         cs = self.settings.config_service
         if not cs.enabled:
             return None
-        from risk_monitor.adapters.config_service import ConfigServiceLocator, HttpConfigSource
+        from risk_monitor.adapters.config_service import ConfigServiceLocator
 
-        discovery = self.discovery if not cs.url else None
-        return HttpConfigSource(ConfigServiceLocator(cs, discovery),
-                                timeout_s=self.settings.resilience.timeout_s)
+        return ConfigServiceLocator(cs, self.discovery if not cs.url else None)
 
-    def limits(self, storage: Storage | None = None) -> LimitConfigProvider:
-        """The one limit provider (file, service, last good from the store, disk cache),
-        recording in ``storage`` (this runtime's store by default)."""
+    @cached_property
+    def config_source(self) -> ConfigSource | None:
+        """The configuration service, when enabled."""
+        if self.config_locator is None:
+            return None
+        from risk_monitor.adapters.config_service import HttpConfigSource
+
+        return HttpConfigSource(self.config_locator, timeout_s=self.settings.resilience.timeout_s)
+
+    def limits(self, storage: Storage | None = None, *, record: bool = True
+               ) -> LimitConfigProvider:
+        """The one limit provider (file, service, last good from the store, disk cache) of
+        the service and every Dagster run, recording in ``storage`` (this runtime's store by
+        default) from the start when ``record``."""
         from risk_monitor.adapters.limit_provider import LimitConfigProvider
 
         versions = (storage or self.storage).config_versions
-        return LimitConfigProvider(self.settings, versions, self.config_source)
+        return LimitConfigProvider(self.settings, versions, self.config_source, record=record)
 
     # -- alert delivery -------------------------------------------------------------------------
     def dispatcher(self, notifier: Notifier | None = None) -> OutboxDispatcher:
@@ -132,7 +142,7 @@ class Runtime:
                                    symbols, settings.market_data, endpoint_overrides=overrides)
         from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 
-        first: dict[str, Any] = {}
+        first: dict[str, VenueSettings] = {}
         for venue in settings.venues:  # quotes are per venue: one (public) client per venue id
             first.setdefault(venue.id, venue)
         accounts = [CcxtExchangeAccount.from_settings(settings, venue, with_credentials=False,

@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import yaml
@@ -26,12 +26,15 @@ from risk_monitor.project_env import (
     write_project_env,
 )
 
+if TYPE_CHECKING:
+    from risk_monitor.adapters.sql import Storage
+
 log = get_logger(__name__)
 
 DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
 
-def _fail(error: RiskMonitorError) -> None:
+def _fail(error: RiskMonitorError) -> NoReturn:
     click.echo(f"error: {error}", err=True)
     key = getattr(error, "key", None)
     if key:
@@ -128,12 +131,12 @@ def audit() -> None:
     """Follow alerts back to their data, limit configuration and code (compliance review)."""
 
 
-def _storage(ctx: click.Context) -> Any:
-    from risk_monitor.adapters.sql import Storage
+def _storage(ctx: click.Context) -> Storage:
+    """The store at the schema head, opened by the composition root (as every process does)."""
+    from risk_monitor.bootstrap import build_runtime
 
-    settings = _settings(ctx)
     try:
-        return Storage.open(settings.effective_database_url)
+        return build_runtime(_settings(ctx)).storage
     except RiskMonitorError as exc:
         _fail(exc)
 

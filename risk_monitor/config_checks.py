@@ -8,23 +8,13 @@ print one line per problem and exit non-zero.
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from risk_monitor.platform.errors import ConfigError
-from risk_monitor.platform.settings import Settings
-
-#: ccxt credential names -> our settings keys holding the env var of each
-CCXT_CREDENTIAL_KEYS = {"apiKey": "api_key_env", "secret": "secret_env",
-                        "password": "password_env"}
+from risk_monitor.platform.errors import ConfigError, RiskMonitorError
+from risk_monitor.platform.settings import Settings, VenueSettings
 
 
 @dataclass(frozen=True)
@@ -80,7 +70,7 @@ def check_venue_credentials(settings: Settings, ctx: CheckContext) -> list[Probl
         if exchange_class is None:
             continue  # reported by check_venues_are_ccxt_exchanges
         required = exchange_class().requiredCredentials
-        for credential, key in CCXT_CREDENTIAL_KEYS.items():
+        for credential, key in VenueSettings.CCXT_CREDENTIALS.items():
             if not required.get(credential):
                 continue
             env_name = getattr(venue, key)
@@ -104,37 +94,31 @@ def check_venue_credentials(settings: Settings, ctx: CheckContext) -> list[Probl
 
 
 def _limits_document(settings: Settings, ctx: CheckContext) -> Mapping[str, Any]:
-    """The limits document from the configuration service (when enabled with a URL) or the
-    limits file; ConfigError when it cannot be read."""
+    """The limits document as the service and the runs read it (``config_service``'s client
+    and file loader): from the configuration service when enabled with a URL, else the limits
+    file; ConfigError when it cannot be read."""
+    from risk_monitor.adapters.config_service import (
+        ConfigServiceLocator,
+        HttpConfigSource,
+        load_limits_file,
+    )
+
     service = settings.config_service
     if service.enabled and service.url:
-        url = f"{service.url.rstrip('/')}/v1/config/{service.component}"
-        ctx.limits_source = url
-        from risk_monitor.adapters.config_service import ConfigDocument
-
+        ctx.limits_source = f"{service.url.rstrip('/')}/v1/config/{service.component}"
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our URL
-                body = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the configuration service: {exc}",
+            _version, document = HttpConfigSource(ConfigServiceLocator(service)).fetch(
+                service.component)
+        except RiskMonitorError as exc:
+            raise ConfigError(f"cannot read the configuration service: {exc.message}",
                               key="config_service.url") from None
-        document = ConfigDocument.from_response(body, expected_component=service.component)
-        limits = document.document.get("limits")
-        if not isinstance(limits, Mapping):
-            raise ConfigError("the document has no 'limits' mapping", key="limits")
-        return limits
-    path = settings.effective_limits_file
-    ctx.limits_source = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the limits file: {exc}", key="limits_file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}".replace("\n", " "),
-                          key="(document)") from None
-    if not isinstance(raw, Mapping):
+    else:
+        ctx.limits_source = str(settings.effective_limits_file)
+        document = load_limits_file(settings.effective_limits_file, service.component).document
+    limits = document.get("limits")
+    if not isinstance(limits, Mapping):
         raise ConfigError("the limits document must be a mapping", key="(document)")
-    return raw
+    return limits
 
 
 def check_limits_document(settings: Settings, ctx: CheckContext) -> list[Problem]:

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from risk_monitor.dagster_catalog import (
@@ -137,11 +137,6 @@ class SlackEventLinks:
                      idempotency_key=note.idempotency_key, dagster_event_url=url)
 
 
-def with_event_link(notification: Notification, url: str) -> Notification:
-    """The notification as its message shows it once linked to its Dagster event."""
-    return replace(notification, context={**notification.context, EVENT_URL_KEY: url})
-
-
 class HotPathLineage:
     def __init__(self, catalog: DagsterCatalog | None,
                  links: SlackEventLinks | None = None) -> None:
@@ -150,10 +145,6 @@ class HotPathLineage:
         self.reported = 0
         self.failed = 0
         self.last_event: ReportedEvent | None = None
-
-    @property
-    def last_event_url(self) -> str | None:
-        return self.last_event.url if self.last_event is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HotPathLineage:

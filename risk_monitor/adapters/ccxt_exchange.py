@@ -57,7 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from risk_monitor.adapters.ccxt_ticker_rows import log_rejected, parse_tickers_each, ticker_items
-from risk_monitor.adapters.errors import map_exception, typed_parser
+from risk_monitor.adapters.errors import map_exception, typed_parser, with_retry_after
 from risk_monitor.adapters.lazy_packages import CCXT, install_lazy_packages
 from risk_monitor.adapters.read_only_gate import ccxt_gate, gated_class, install_ccxt_gate
 from risk_monitor.adapters.row_validation import RejectedRow
@@ -67,11 +67,11 @@ from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
     ProductionPurityError,
-    RateLimitedError,
     RiskMonitorError,
     SourceAuthenticationError,
 )
 from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.purity import SANDBOX_OPTION_REFUSED, sandbox_option
 from risk_monitor.platform.resilience import SourceGuard, guard_for
 from risk_monitor.platform.settings import Settings, VenueSettings
 
@@ -82,8 +82,6 @@ Flavour = Literal["sync", "async", "pro"]
 #: options every client gets unless the venue's settings say otherwise: we never need currency
 #: metadata (a signed spot-wallet call on Binance) nor margin-market lists
 DEFAULT_OPTIONS: dict[str, Any] = {"fetchCurrencies": False, "fetchMargins": False}
-
-_SANDBOX = re.compile(r"(sandbox|testnet|demo[-_]?trading|paper)", re.IGNORECASE)
 
 # unified methods that place, change or cancel orders, move funds or change account settings
 _WRITE_UNIFIED = re.compile(
@@ -210,12 +208,11 @@ def apply_endpoint_overrides(exchange: Any, venue: VenueSettings, *, websocket: 
 
 
 def _check_purity(venue: VenueSettings, options: Mapping[str, Any]) -> None:
-    for key, value in options.items():
-        if _SANDBOX.search(str(key)) and value not in (False, None):
-            raise ProductionPurityError(
-                f"venue {venue.id!r}: option {key!r} selects a sandbox/test mode; Risk Monitor "
-                "reads production APIs only (point endpoint_override at a simulator instead)",
-                key=f"venues.{venue.id}.options.{key}", source=venue.id)
+    option = sandbox_option(options)
+    if option is not None:
+        raise ProductionPurityError(f"venue {venue.id!r}: option {option!r} "
+                                    + SANDBOX_OPTION_REFUSED,
+                                    key=f"venues.{venue.id}.options.{option}", source=venue.id)
     for field in ("endpoint_override", "ws_endpoint_override"):
         url = getattr(venue, field)
         if url is not None and not urlsplit(url).scheme:
@@ -226,8 +223,7 @@ def _check_purity(venue: VenueSettings, options: Mapping[str, Any]) -> None:
 def venue_credentials(venue: VenueSettings) -> dict[str, str]:
     """ccxt credential fields from the environment variables the settings name."""
     found: dict[str, str] = {}
-    for ccxt_name, env_field in (("apiKey", "api_key_env"), ("secret", "secret_env"),
-                                 ("password", "password_env")):
+    for ccxt_name, env_field in venue.CCXT_CREDENTIALS.items():
         value = Settings.secret(getattr(venue, env_field), key=f"venues.{venue.id}.{env_field}")
         if value is not None:
             found[ccxt_name] = value.get_secret_value()
@@ -727,16 +723,8 @@ class CcxtExchangeAccount:
         return self._guard.call(endpoint, attempt, timeout_s=self._timeout_s)
 
     def _map(self, exc: BaseException, endpoint: str) -> RiskMonitorError:
-        mapped = map_exception(exc, source=self.venue, endpoint=endpoint)
-        if isinstance(mapped, RateLimitedError) and mapped.retry_after is None:
-            headers = getattr(self._client, "last_response_headers", None) or {}
-            raw = next((v for k, v in dict(headers).items() if k.lower() == "retry-after"), None)
-            try:
-                mapped.retry_after = float(raw) if raw is not None else None
-            except (TypeError, ValueError):
-                mapped.retry_after = None
-            if mapped.retry_after is not None:
-                mapped.details["retry_after"] = mapped.retry_after
+        mapped = with_retry_after(map_exception(exc, source=self.venue, endpoint=endpoint),
+                                  getattr(self._client, "last_response_headers", None))
         mapped.details.setdefault("account", self.account)
         return mapped
 

@@ -11,23 +11,19 @@ configuration, same shape as limits.yaml) and optionally ``alert_routing`` and `
   ``limit_config_versions`` or to re-evaluate limits.
 - :class:`ConfigServiceLocator` finds the service: ``config_service.url`` when set, else a live
   instance from Redis discovery.
-- :class:`ConfigWatcher` (asyncio, for the service) applies the limits file as a base, then the
-  service's document (or, while the service is down, the last good document cached on disk), and
-  long-polls for changes: hot reload without restart.
-- :class:`HttpConfigSource` is the synchronous ``ports.ConfigSource`` for Dagster and the CLI.
+- :class:`HttpConfigSource` is the synchronous ``ports.ConfigSource``.
+
+Which document is in force (and the service's long-poll loop) is ``limit_provider.py``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import random
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +43,7 @@ from risk_monitor.platform.errors import (
 )
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
-from risk_monitor.platform.settings import ConfigServiceSettings, ResilienceSettings
+from risk_monitor.platform.settings import ConfigServiceSettings
 
 log = get_logger(__name__)
 
@@ -93,6 +89,8 @@ def document_version(document: Mapping[str, Any]) -> str:
 MAX_VERSION_LENGTH = 128
 #: far above any real document; a bigger body is refused before it is parsed
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ConfigDocument:
     """One version of a component's document, as fetched (not yet validated)."""
@@ -161,19 +159,6 @@ class AppliedConfig:
     updated_at: str | None = None
 
 
-def validate_limits(limits: Any) -> tuple[LimitConfig, str]:
-    """Validate the ``limits`` part with the domain's schema; (config, limits version)."""
-    if not isinstance(limits, Mapping):
-        raise ConfigError("'limits' must be a mapping (the limit configuration document)",
-                          key="limits")
-    try:
-        config = load_limit_config(limits)
-    except ConfigError as exc:
-        key = f"limits.{exc.key}" if exc.key else "limits"
-        raise ConfigError(exc.message, key=key, source="config") from None
-    return config, config.version
-
-
 def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
     """Check a ``risk-monitor`` document; returns its validated parts or raises ConfigError."""
     if not isinstance(document, Mapping):
@@ -183,7 +168,14 @@ def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown configuration keys: {unknown}", key=unknown[0])
     if "limits" not in document:
         raise ConfigError("configuration document has no 'limits'", key="limits")
-    limits, limits_version = validate_limits(document["limits"])
+    if not isinstance(document["limits"], Mapping):
+        raise ConfigError("'limits' must be a mapping (the limit configuration document)",
+                          key="limits")
+    try:
+        limits = load_limit_config(document["limits"])
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key=f"limits.{exc.key}" if exc.key else "limits",
+                          source="config") from None
     routing = document.get("alert_routing")
     if routing is not None and not isinstance(routing, Mapping):
         raise ConfigError("'alert_routing' must be a mapping", key="alert_routing")
@@ -191,17 +183,20 @@ def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
     if venues is not None and (not isinstance(venues, list)
                                or not all(isinstance(v, Mapping) for v in venues)):
         raise ConfigError("'venues' must be a list of mappings", key="venues")
-    return {"limits": limits, "limits_version": limits_version, "alert_routing": routing,
+    return {"limits": limits, "limits_version": limits.version, "alert_routing": routing,
             "venues": tuple(venues) if venues is not None else None}
 
 
 def load_limits_file(path: Path, component: str) -> ConfigDocument:
     """The local limits file as a base document (source ``file``)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
         raise ConfigError(f"cannot read limits file {str(path)!r}: {exc}",
                           key="limits_file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"limits file {str(path)!r} is not valid YAML: "
+                          + str(exc).replace("\n", " "), key="(document)") from None
     document = {"limits": raw}
     try:
         version = document_version(document)
@@ -215,12 +210,9 @@ def load_limits_file(path: Path, component: str) -> ConfigDocument:
 class ConfigState:
     """The configuration in force and its history of outcomes (thread-safe)."""
 
-    def __init__(self, component: str, *, cache_path: Path | None = None,
-                 validator: Callable[[Mapping[str, Any]], dict[str, Any]] = validate_document
-                 ) -> None:
+    def __init__(self, component: str, *, cache_path: Path | None = None) -> None:
         self.component = component
         self.cache_path = cache_path
-        self.validator = validator
         self._current: AppliedConfig | None = None
         self._lock = threading.Lock()
         self._listeners: list[Callable[[AppliedConfig], None]] = []
@@ -249,7 +241,7 @@ class ConfigState:
                 and current.source == doc.source and not current.limits.unavailable:
             return True  # same content from the same source already in force
         try:
-            parts = self.validator(doc.document)
+            parts = validate_document(doc.document)
         except RiskMonitorError as exc:
             self._reject(doc, exc)
             return False
@@ -384,12 +376,12 @@ class ConfigServiceLocator:
             self.discovery.invalidate(self.settings.service_name)
 
 
-def _transport_error(exc: BaseException, url: str) -> ServiceError:
+def transport_error(exc: BaseException, url: str) -> ServiceError:
     return ServiceError(f"configuration service unreachable: {type(exc).__name__}: {exc}",
                         source="config", retryable=True, details={"endpoint": url})
 
 
-def _parse(response: httpx.Response, component: str, url: str) -> ConfigDocument | None:
+def parse_response(response: httpx.Response, component: str, url: str) -> ConfigDocument | None:
     """None for 304; ConfigDocument for 200; ServiceError otherwise."""
     if response.status_code == 304:
         return None
@@ -425,153 +417,10 @@ class HttpConfigSource:
                 response = client.get(url)
         except httpx.HTTPError as exc:
             self.locator.failed()
-            raise _transport_error(exc, url) from exc
+            raise transport_error(exc, url) from exc
         if response.status_code == 404:
             raise ConfigError(f"configuration service has no document for {component!r}",
                               source="config", key="component")
-        doc = _parse(response, component, url)
+        doc = parse_response(response, component, url)
         assert doc is not None  # no If-None-Match was sent, so no 304
         return doc.version, doc.document
-
-
-@dataclass
-class WatcherStatus:
-    """Liveness of the watch loop, for /readyz."""
-
-    connected: bool = False
-    last_error: str | None = None
-    last_contact: datetime | None = None
-    polls: int = 0
-    failures: int = field(default=0)
-
-
-class ConfigWatcher:
-    """Keeps ``state`` in sync with the configuration service (asyncio)."""
-
-    def __init__(self, settings: ConfigServiceSettings, state: ConfigState, *,
-                 locator: ConfigServiceLocator | None, limits_file: Path | None,
-                 resilience: ResilienceSettings | None = None,
-                 last_good: Callable[[], ConfigDocument | None] | None = None) -> None:
-        self.settings = settings
-        self.state = state
-        self.locator = locator
-        self.limits_file = limits_file
-        self.last_good = last_good
-        self.resilience = resilience or ResilienceSettings()
-        self.status = WatcherStatus()
-        self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Apply the base file, then the service (or its last good document: disk cache, then
-        the store); start watching. With the service enabled the file alone is never trusted:
-        until a service document is known every limit is UNKNOWN (fail closed)."""
-        if self.limits_file is not None:
-            base = await asyncio.to_thread(load_limits_file, self.limits_file,
-                                           self.state.component)
-            if self.settings.enabled:
-                base = replace(base, unavailable=NO_SERVICE_DOCUMENT)
-            await asyncio.to_thread(self.state.apply, base)
-        if not self.settings.enabled or self.locator is None:
-            return
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.resilience.timeout_s))
-        try:
-            doc = await self._fetch(after=None, wait_s=0.0,
-                                    timeout_s=min(self.resilience.timeout_s, 5.0))
-        except RiskMonitorError as exc:
-            log.warning("config_service_unavailable_at_start", error=str(exc))
-            cached = await asyncio.to_thread(self.state.read_cache)
-            if cached is None and self.last_good is not None:
-                cached = await asyncio.to_thread(self.last_good)
-            if cached is not None:
-                await asyncio.to_thread(self.state.apply, cached)
-        else:
-            if doc is not None:
-                await asyncio.to_thread(self.state.apply, doc)
-        self._task = asyncio.create_task(self._run(), name="config-watcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def _fetch(self, *, after: str | None, wait_s: float,
-                     timeout_s: float) -> ConfigDocument | None:
-        assert self._client is not None and self.locator is not None
-        base = await asyncio.to_thread(self.locator.url)
-        component = self.state.component
-        url = f"{base}/v1/config/{component}"
-        params: dict[str, str] = {}
-        if wait_s > 0:
-            params["wait_s"] = f"{wait_s:g}"
-        if after:
-            params["after"] = after
-        try:
-            response = await self._client.get(url, params=params,
-                                              timeout=httpx.Timeout(timeout_s + wait_s))
-        except httpx.HTTPError as exc:
-            self.locator.failed()
-            self._contact(ok=False, error=str(exc))
-            raise _transport_error(exc, url) from exc
-        self.status.polls += 1
-        if response.status_code == 404:
-            self._contact(ok=True)
-            return None  # nothing published for this component yet: keep what we have
-        try:
-            doc = _parse(response, component, url)
-        except RiskMonitorError as exc:
-            self._contact(ok=response.status_code < 500, error=str(exc))
-            if isinstance(exc, ServiceError) and exc.retryable:
-                self.locator.failed()
-            raise
-        self._contact(ok=True)
-        return doc
-
-    def _contact(self, *, ok: bool, error: str | None = None) -> None:
-        self.status.connected = ok
-        CONFIG_SERVICE_UP.labels(component=self.state.component).set(1 if ok else 0)
-        if ok:
-            self.status.last_contact = datetime.now(UTC)
-            self.status.last_error = None
-        else:
-            self.status.failures += 1
-            self.status.last_error = error
-
-    async def _run(self) -> None:
-        delay = self.resilience.backoff_initial_s
-        loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            try:
-                # ``after`` = newest version seen (applied or rejected): wait only for news
-                doc = await self._fetch(after=self.state.last_seen_version,
-                                        wait_s=self.settings.poll_timeout_s,
-                                        timeout_s=self.resilience.timeout_s)
-            except asyncio.CancelledError:
-                raise
-            except RiskMonitorError as exc:
-                record_error(exc)
-                log.warning("config_watch_failed", error=str(exc), retry_in_s=round(delay, 2))
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.resilience.backoff_max_s)
-                continue
-            delay = self.resilience.backoff_initial_s
-            if doc is not None:
-                await asyncio.to_thread(self.state.apply, doc)
-            elif loop.time() - started < self.settings.poll_timeout_s / 2:
-                # the server did not hold the poll (e.g. 404 at once): do not spin
-                await asyncio.sleep(min(self.settings.poll_timeout_s, 5.0))
-
-    def readiness(self) -> dict[str, Any]:
-        status = self.state.status()
-        status.update({
-            "enabled": self.settings.enabled,
-            "service_connected": self.status.connected,
-            "service_last_error": self.status.last_error,
-            "service_last_contact": (self.status.last_contact.isoformat()
-                                     if self.status.last_contact else None),
-        })
-        return status

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
 import socket
 from collections.abc import Callable
@@ -247,6 +248,19 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, RiskMonitorError):
         return exc.retryable
     return map_exception(exc, source="unknown").retryable
+
+
+def with_retry_after(error: RiskMonitorError, headers: Any) -> RiskMonitorError:
+    """A rate limit without a ``retry_after`` takes the answer's ``Retry-After`` header (seconds),
+    when there is one and it reads as a number."""
+    if isinstance(error, RateLimitedError) and error.retry_after is None:
+        raw = next((v for k, v in dict(headers or {}).items()
+                    if str(k).lower() == "retry-after"), None)
+        with contextlib.suppress(TypeError, ValueError):
+            error.retry_after = float(raw) if raw is not None else None
+        if error.retry_after is not None:
+            error.details["retry_after"] = error.retry_after
+    return error
 
 
 def typed_parser(parse: Callable[P, R]) -> Callable[P, R]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from risk_monitor.adapters.errors import map_exception, typed_parser
+from risk_monitor.adapters.errors import map_exception, typed_parser, with_retry_after
 from risk_monitor.adapters.lazy_packages import FIREBLOCKS, install_lazy_packages
 from risk_monitor.adapters.read_only_gate import ReadOnlyGate, fireblocks_gate, gate_urllib3_pool
 from risk_monitor.domain.schemas import balances_frame
@@ -44,7 +44,6 @@ from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
     MissingDataError,
-    RateLimitedError,
     RiskMonitorError,
     SourceAuthenticationError,
 )
@@ -205,16 +204,9 @@ class FireblocksCustodian:
         return self._list_vaults
 
     def _map_error(self, exc: BaseException) -> RiskMonitorError:
-        mapped = map_exception(exc, source=self.venue, endpoint="get_paged_vault_accounts")
-        if isinstance(mapped, RateLimitedError) and mapped.retry_after is None:
-            headers = getattr(exc, "headers", None) or {}
-            raw = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"),
-                       None)
-            try:
-                mapped.retry_after = float(raw) if raw is not None else None
-            except (TypeError, ValueError):
-                mapped.retry_after = None
-        return mapped
+        return with_retry_after(
+            map_exception(exc, source=self.venue, endpoint="get_paged_vault_accounts"),
+            getattr(exc, "headers", None))
 
     def _page(self, list_vaults: Callable[..., Any], after: str | None) -> Any:
         timeout = self.settings.timeout_s

@@ -67,10 +67,6 @@ def validate_scope(scope: str) -> str:
     raise ValueError(f"trading-state scope must be 'global' or 'venue:<id>', got {scope!r}")
 
 
-def stricter(a: TradingState, b: TradingState) -> TradingState:
-    return a if a.rank >= b.rank else b
-
-
 @dataclass(frozen=True)
 class TradingRule:
     """Put a scope into ``state`` while a limit result matches.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -40,6 +41,16 @@ _NON_PRODUCTION_LABEL = re.compile(
     re.IGNORECASE,
 )
 _SANDBOX_WORDS = re.compile(r"(sandbox|testnet|demo[-_]?trading|paper|simulat)", re.IGNORECASE)
+_SANDBOX_OPTION = re.compile(r"(sandbox|testnet|demo[-_]?trading|paper)", re.IGNORECASE)
+SANDBOX_OPTION_REFUSED = ("selects a sandbox/test mode; Risk Monitor reads production APIs only "
+                          "(point endpoint_override at a simulator instead)")
+
+
+def sandbox_option(options: Mapping[str, Any]) -> str | None:
+    """The first ccxt option switching a sandbox/test mode on: refused in every environment
+    (by the settings and again by the client builder, which does not trust its caller)."""
+    return next((str(key) for key, value in options.items()
+                 if _SANDBOX_OPTION.search(str(key)) and value not in (False, None)), None)
 
 
 @dataclass(frozen=True)

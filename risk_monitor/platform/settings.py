@@ -14,7 +14,7 @@ import re
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -36,11 +36,14 @@ from pydantic_settings import (
 
 from risk_monitor.platform.errors import ConfigError, ProductionPurityError
 from risk_monitor.platform.logging import register_secret
-from risk_monitor.platform.purity import enforce_production_purity
+from risk_monitor.platform.purity import (
+    SANDBOX_OPTION_REFUSED,
+    enforce_production_purity,
+    sandbox_option,
+)
 
 CONFIG_FILE_ENV = "RISK_MONITOR_CONFIG"
 _ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-_SANDBOX_WORDS = re.compile(r"(sandbox|testnet|demo[-_]?trading|paper)", re.IGNORECASE)
 
 
 class _Section(BaseModel):
@@ -55,6 +58,10 @@ class Severity(StrEnum):
 
 class VenueSettings(_Section):
     """One exchange account read through ccxt."""
+
+    #: ccxt credential field -> the key here naming the environment variable that holds it
+    CCXT_CREDENTIALS: ClassVar[dict[str, str]] = {
+        "apiKey": "api_key_env", "secret": "secret_env", "password": "password_env"}
 
     id: str = Field(pattern=_ID, description="venue id used in every dataset, e.g. 'binance'")
     exchange: str = Field(pattern=r"^[a-z0-9]+$", description="ccxt exchange id, e.g. 'binanceusdm'")
@@ -76,15 +83,11 @@ class VenueSettings(_Section):
     @field_validator("options")
     @classmethod
     def _no_sandbox(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, item in value.items():
-            if _SANDBOX_WORDS.search(str(key)) and item not in (False, None):
-                raise PydanticCustomError(
-                    "production_purity",
-                    # pydantic fills plain {placeholders} only: no !r conversion here
-                    "option '{option}' selects a sandbox/test mode; Risk Monitor reads "
-                    "production APIs only (point endpoint_override at a simulator instead)",
-                    {"option": key},
-                )
+        option = sandbox_option(value)
+        if option is not None:  # pydantic fills plain {placeholders} only: no !r here
+            raise PydanticCustomError("production_purity",
+                                      "option '{option}' " + SANDBOX_OPTION_REFUSED,
+                                      {"option": option})
         return value
 
 
@@ -596,22 +599,12 @@ class Settings(BaseSettings):
         data["database_url"] = _mask_url(self.database_url) if self.database_url else None
         data["redis_url"] = _mask_url(self.redis_url) if self.redis_url else None
         data["effective_limits_file"] = str(self.effective_limits_file)
-        secret_envs: dict[str, str] = {}
-        for venue in self.venues:
-            for field in ("api_key_env", "secret_env", "password_env"):
-                name = getattr(venue, field)
-                if name:
-                    secret_envs[name] = "set" if os.environ.get(name) else "NOT SET"
-        for cust in self.custodians:
-            for name in (cust.api_key_env, cust.secret_key_env):
-                secret_envs[name] = "set" if os.environ.get(name) else "NOT SET"
-        if self.slack:
-            secret_envs[self.slack.token_env] = (
-                "set" if os.environ.get(self.slack.token_env) else "NOT SET"
-            )
-        for name in self.service.auth.token_envs:
-            secret_envs[name] = "set" if os.environ.get(name) else "NOT SET"
-        data["secrets"] = secret_envs
+        names = [getattr(v, key) for v in self.venues for key in v.CCXT_CREDENTIALS.values()]
+        names += [n for c in self.custodians for n in (c.api_key_env, c.secret_key_env)]
+        names += [self.slack.token_env] if self.slack else []
+        names += [self.alertmanager.token_env] if self.alertmanager else []
+        names += self.service.auth.token_envs
+        data["secrets"] = {n: "set" if os.environ.get(n) else "NOT SET" for n in names if n}
         return data
 
 

@@ -18,17 +18,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
 
-from risk_monitor.adapters.config_service import (
-    AppliedConfig,
-    ConfigDocument,
-    ConfigServiceLocator,
-    ConfigState,
-    ConfigWatcher,
-)
+from risk_monitor.adapters.config_service import AppliedConfig, ConfigState
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.limit_provider import last_good_document, record_applied
+from risk_monitor.adapters.limit_provider import ConfigWatcher
 from risk_monitor.adapters.prometheus import register_collector
-from risk_monitor.adapters.redis_registry import DiscoveryClient
 from risk_monitor.adapters.sql import OutboxDispatcher
 from risk_monitor.adapters.sql.migrate import migrate
 from risk_monitor.bootstrap import Runtime
@@ -83,17 +76,15 @@ class StoreSchema:
 
 
 class LimitConfiguration:
-    """The limit document in force: the limits file, the configuration service (or its disk
-    cache), the last good document from the store. Every applied version is recorded
-    (``limit_config_versions``) and handed to the evaluators at once."""
+    """The limit document in force, from the one limit provider (``limit_provider.py``, the
+    Dagster runs' too) and its watch loop. Every applied version is recorded
+    (``limit_config_versions``) once the schema is there, and handed to the evaluators."""
 
     def __init__(self, runtime: Runtime, provider: RiskViewProvider) -> None:
         self.runtime = runtime
-        cs = runtime.settings.config_service
-        self.state = ConfigState(cs.component, cache_path=cs.cache_path)
+        self.limits = runtime.limits(record=False)
+        self.state = self.limits.state
         self.watcher: ConfigWatcher | None = None
-        self.schema: StoreSchema | None = None
-        self.state.on_applied(self._record)
         set_config = getattr(provider, "set_limit_config", None)
         if set_config is not None:
             def use(applied: AppliedConfig) -> None:
@@ -104,44 +95,21 @@ class LimitConfiguration:
     def status(self) -> dict[str, Any]:
         return self.watcher.readiness() if self.watcher is not None else self.state.status()
 
-    async def start(self, discovery: DiscoveryClient | None) -> None:
-        settings = self.runtime.settings
-        locator = ConfigServiceLocator(settings.config_service, discovery) \
-            if settings.config_service.enabled else None
-        self.watcher = ConfigWatcher(
-            settings.config_service, self.state, locator=locator,
-            limits_file=settings.effective_limits_file, resilience=settings.resilience,
-            last_good=self._last_good)
+    async def start(self) -> None:
+        self.watcher = ConfigWatcher(self.limits, self.runtime.config_locator)
         await self.watcher.start()
 
     async def stop(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
 
-    def _record(self, applied: AppliedConfig) -> None:
-        if self.schema is not None and self.schema.ready:  # else once the schema is there
-            record_applied(self.runtime.storage.config_versions, applied)
-
     def record_current(self) -> None:
-        """Record the document applied before the schema existed."""
-        current = self.state.current
-        if current is None:
-            return
+        """The schema is there: record what is applied, and everything applied from now on."""
         try:
-            self._record(current)
+            self.limits.start_recording()
         except Exception as exc:
-            log.error("config_version_not_recorded", version=current.limits_version,
+            log.error("config_version_not_recorded",
                       error=str(map_exception(exc, source="database")))
-
-    def _last_good(self) -> ConfigDocument | None:
-        """The newest service document any process applied (the Dagster runs' rule too)."""
-        try:
-            return last_good_document(self.runtime.storage.config_versions,
-                                      self.state.component)
-        except Exception as exc:  # no schema yet, database down: the cache was the best bet
-            log.warning("config_last_good_unreadable",
-                        error=str(map_exception(exc, source="database")))
-            return None
 
     async def check(self) -> CheckResult:
         status = self.status()
@@ -321,7 +289,7 @@ class Trading:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, evaluation: Evaluation, redis_client: Any) -> None:
+    def start(self, evaluation: Evaluation) -> None:
         settings = self.runtime.settings
         engine = self.runtime.storage.engine
         self.control = build_trading(
@@ -329,7 +297,7 @@ class Trading:
             fills=evaluation.fill_ledger if evaluation.private_streams else None)
         self.dashboard = build_trading_dashboard(
             settings, self.control, self.provider, engine=engine, hot_path=evaluation.hot_path,
-            redis_client=redis_client)
+            redis_client=self.runtime.redis)
         self._task = asyncio.create_task(self.control.run(self._stop), name="trading-state")
 
     async def stop(self) -> None:

@@ -463,15 +463,15 @@ class Dashboard:
         if view is not None:
             results = self._attempt("limit results", self.provider.limit_results, reasons)
         config = self._config()
+        in_force = str(config.get("limits_version") or "")
+        config_fields = {"limits_version_in_force": _opt_str(config.get("limits_version")),
+                         "config_document_version": _opt_str(config.get("version")),
+                         "config_source": _opt_str(config.get("source"))}
 
         if view is None:
             header = HeaderView(status="UNKNOWN", display_status="UNKNOWN", as_of=None,
-                                data_age_s=None,
-                                limit_config_version=str(config.get("limits_version") or ""),
-                                limits_version_in_force=_opt_str(config.get("limits_version")),
-                                config_document_version=_opt_str(config.get("version")),
-                                config_source=_opt_str(config.get("source")),
-                                evaluation_source=UNAVAILABLE, counts={})
+                                data_age_s=None, limit_config_version=in_force,
+                                evaluation_source=UNAVAILABLE, counts={}, **config_fields)
             sources: list[SourceRow] = []
         else:
             age = max(0.0, (now - view.as_of).total_seconds()) if view.as_of else None
@@ -491,12 +491,9 @@ class Dashboard:
             header = HeaderView(
                 status=view.status, display_status=view.status, as_of=view.as_of,
                 data_age_s=age,
-                limit_config_version=view.limit_config_version
-                or str(config.get("limits_version") or ""),
-                limits_version_in_force=_opt_str(config.get("limits_version")),
-                config_document_version=_opt_str(config.get("version")),
-                config_source=_opt_str(config.get("source")),
-                evaluation_source=view.evaluation_source, counts=dict(view.counts))
+                limit_config_version=view.limit_config_version or in_force,
+                evaluation_source=view.evaluation_source, counts=dict(view.counts),
+                **config_fields)
 
         # the risk picture is blind (status shown UNKNOWN) for every reason so far; a figure
         # or alert section that cannot be read only adds to the banner

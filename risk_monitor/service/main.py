@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from risk_monitor.adapters.redis_registry import DiscoveryClient, RedisServiceRegistry
+from risk_monitor.adapters.redis_registry import RedisServiceRegistry
 from risk_monitor.adapters.sql import OutboxDispatcher
 from risk_monitor.bootstrap import Runtime, build_runtime
 from risk_monitor.platform.errors import RiskMonitorError, ServiceError
@@ -56,7 +56,7 @@ class ServiceApp:
     """
 
     def __init__(self, settings: Settings, *, provider: RiskViewProvider | None = None,
-                 registry_prefix: str | None = None, runtime: Runtime | None = None,
+                 runtime: Runtime | None = None,
                  check_interval_s: float | None = None, insecure: bool = False) -> None:
         self.settings = settings
         security = ServiceSecurity.from_settings(settings.service, insecure=insecure)
@@ -64,15 +64,13 @@ class ServiceApp:
         self.runtime = runtime or build_runtime(settings, migrate=False)
         self.engine = self.runtime.storage.engine
         self.provider = provider or self.runtime.state_provider
-        self.registry_prefix = registry_prefix or settings.service.registry_prefix
+        self.registry_prefix = settings.service.registry_prefix
         self.instance_id = settings.instance_id
         self.started_at = datetime.now(UTC)
         self.redis: redis.Redis | None = None
-        self.discovery: DiscoveryClient | None = None
         self.registration: ServiceRegistration | None = None
         self.config = LimitConfiguration(self.runtime, self.provider)
         self.schema = StoreSchema(self.runtime, on_ready=self.config.record_current)
-        self.config.schema = self.schema
         self.delivery = AlertDelivery(self.runtime)
         self.evaluation = Evaluation(self.runtime, self.provider)
         self.trading = Trading(self.runtime, self.provider)
@@ -113,12 +111,10 @@ class ServiceApp:
         # schema first: the configuration applied next is recorded in it
         await self.schema.check()
         self.redis = self.runtime.redis
-        if self.redis is not None:
-            self.discovery = DiscoveryClient(self.redis, prefix=self.registry_prefix)
-        await self.config.start(self.discovery)
+        await self.config.start()
         self.delivery.start()
         await self.evaluation.start(self.config.state, self.delivery)
-        self.trading.start(self.evaluation, self.redis)
+        self.trading.start(self.evaluation)
         await self.api.start(self._checks(), self.trading)
         if self.redis is not None:
             info = instance_info(settings, grpc_port=self.grpc_port, rest_port=self.rest_port,
@@ -169,8 +165,6 @@ class ServiceApp:
         await self.delivery.stop()
         await self.api.stop()
         await self.config.stop()
-        if self.discovery is not None:
-            self.discovery.close()
         self.runtime.close()
 
 

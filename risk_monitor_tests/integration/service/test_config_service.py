@@ -17,17 +17,20 @@ import redis
 
 from risk_monitor.adapters.config_service import (
     SOURCE_CACHE,
-    SOURCE_FILE,
     SOURCE_SERVICE,
     AppliedConfig,
     ConfigServiceLocator,
-    ConfigState,
-    ConfigWatcher,
     HttpConfigSource,
 )
+from risk_monitor.adapters.limit_provider import ConfigWatcher, LimitConfigProvider
 from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
+from risk_monitor.adapters.sql import Storage
 from risk_monitor.platform.errors import ConfigError, DiscoveryError, ServiceError
-from risk_monitor.platform.settings import ConfigServiceSettings, ResilienceSettings
+from risk_monitor.platform.settings import (
+    ConfigServiceSettings,
+    ResilienceSettings,
+    load_settings,
+)
 from risk_monitor_tests.fixtures.service import desk_limits, free_port, write_limits
 from risk_monitor_tests.fixtures.waiting import async_wait_until
 from risk_sim.config_service import ConfigServiceSimulator, document_version
@@ -153,6 +156,20 @@ def settings_for(component: str, **kw: Any) -> ConfigServiceSettings:
     return ConfigServiceSettings(enabled=True, component=component, poll_timeout_s=1.0, **kw)
 
 
+def watcher_for(component: str, tmp_path: Path, store: str, *, url: str | None = None,
+                discovery: DiscoveryClient | None = None, cache: Path | None = None,
+                limits_file: Path | None = None) -> ConfigWatcher:
+    """The service's limit provider and its watch loop, over an embedded store ``store``."""
+    settings = load_settings(None, data_dir=tmp_path, resilience=FAST.model_dump(),
+                             **({"limits_file": str(limits_file)} if limits_file else {}),
+                             config_service=settings_for(component, url=url,
+                                                         cache_path=cache).model_dump())
+    versions = Storage.open(f"sqlite:///{tmp_path / store}.db").config_versions
+    locator = ConfigServiceLocator(settings.config_service, discovery)
+    provider = LimitConfigProvider(settings, versions, HttpConfigSource(locator, timeout_s=2.0))
+    return ConfigWatcher(provider, locator)
+
+
 def test_sync_source_finds_the_service_through_discovery(sim: ConfigServiceSimulator,
                                                          component: str, redis_url: str,
                                                          module_redis_prefix: str) -> None:
@@ -187,16 +204,15 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
         sim: ConfigServiceSimulator, component: str, tmp_path: Path) -> None:
     v1 = sim.publish(component, doc(1e6))
     cache = tmp_path / "cache.json"
-    state = ConfigState(component, cache_path=cache)
+    limits_file = write_limits(tmp_path / "limits.yaml", desk_limits())
+    watcher = watcher_for(component, tmp_path, "hot", url=sim.url, cache=cache,
+                          limits_file=limits_file)
+    state = watcher.provider.state
     applied: list[AppliedConfig] = []
     state.on_applied(applied.append)
-    limits_file = write_limits(tmp_path / "limits.yaml", desk_limits())
-    watcher = ConfigWatcher(settings_for(component, url=sim.url), state,
-                            locator=ConfigServiceLocator(settings_for(component, url=sim.url)),
-                            limits_file=limits_file, resilience=FAST)
     await watcher.start()
     try:
-        assert [a.source for a in applied] == [SOURCE_FILE, SOURCE_SERVICE]
+        assert [a.source for a in applied] == [SOURCE_SERVICE]
         assert state.current is not None and state.current.version == v1
         assert state.current.limits.limit("btc-binance-notional").breach == 1e6
 
@@ -204,7 +220,7 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
         await async_wait_until(lambda: applied[-1].version == v2)
         assert state.current is not None
         assert state.current.limits.limit("btc-binance-notional").breach == 2e6
-        assert state.current.limits_version != applied[1].limits_version
+        assert state.current.limits_version != applied[0].limits_version
         assert json.loads(cache.read_text())["version"] == v2
 
         # warn above breach: the domain schema refuses it; v2 stays in force
@@ -236,21 +252,16 @@ async def test_start_from_disk_cache_while_the_service_is_down(
     # first run: the service is up, the document is cached
     version = sim.publish(component, doc(4e6))
     cache = tmp_path / "cache.json"
-    first = ConfigState(component, cache_path=cache)
-    watcher = ConfigWatcher(settings_for(component, url=sim.url), first,
-                            locator=ConfigServiceLocator(settings_for(component, url=sim.url)),
-                            limits_file=None, resilience=FAST)
+    watcher = watcher_for(component, tmp_path, "first", url=sim.url, cache=cache)
     await watcher.start()
     await watcher.stop()
     assert json.loads(cache.read_text())["version"] == version
 
-    # second run: nothing listens at the configured URL
+    # second run, on another store (nothing in it): nothing listens at the configured URL
     dead = f"http://127.0.0.1:{free_port()}"
-    second = ConfigState(component, cache_path=cache)
-    watcher = ConfigWatcher(settings_for(component, url=dead), second,
-                            locator=ConfigServiceLocator(settings_for(component, url=dead)),
-                            limits_file=write_limits(tmp_path / "l.yaml", desk_limits()),
-                            resilience=FAST)
+    watcher = watcher_for(component, tmp_path, "second", url=dead, cache=cache,
+                          limits_file=write_limits(tmp_path / "l.yaml", desk_limits()))
+    second = watcher.provider.state
     await watcher.start()
     try:
         assert second.current is not None
@@ -270,10 +281,8 @@ async def test_watcher_rediscovers_a_moved_service(redis_url: str, module_redis_
     client = connect(redis_url)
     second: ConfigServiceSimulator | None = None
     discovery = DiscoveryClient(client, prefix=prefix, cache_ttl_s=0.1)
-    state = ConfigState(component)
-    settings = settings_for(component)
-    watcher = ConfigWatcher(settings, state, locator=ConfigServiceLocator(settings, discovery),
-                            limits_file=None, resilience=FAST)
+    watcher = watcher_for(component, tmp_path, "moving", discovery=discovery)
+    state = watcher.provider.state
     try:
         await watcher.start()
         assert state.current is not None and state.current.source == SOURCE_SERVICE

@@ -15,15 +15,9 @@ from risk_monitor.adapters.config_service import (
     SOURCE_FILE,
     SOURCE_SERVICE,
     SOURCE_STORE,
-    ConfigServiceLocator,
     ConfigState,
-    ConfigWatcher,
 )
-from risk_monitor.adapters.limit_provider import (
-    LimitConfigProvider,
-    last_good_document,
-    record_applied,
-)
+from risk_monitor.adapters.limit_provider import ConfigWatcher, LimitConfigProvider
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.bootstrap import Runtime
 from risk_monitor.platform.settings import ResilienceSettings, Settings, load_settings
@@ -50,21 +44,16 @@ def settings(url: str, component: str, tmp_path: Path) -> Settings:
 
 def provider(cfg: Settings, storage: Storage) -> LimitConfigProvider:
     """A Dagster run's limit provider, wired as the composition root wires it."""
-    return LimitConfigProvider(cfg, storage.config_versions, Runtime(cfg).config_source)
+    return Runtime(cfg).limits(storage)
 
 
 async def service_view(cfg: Settings, storage: Storage) -> ConfigState:
-    """What ``risk-monitor serve`` applies at start (its watcher, recorder and last good)."""
-    state = ConfigState(cfg.config_service.component)
-    state.on_applied(lambda applied: record_applied(storage.config_versions, applied))
-    watcher = ConfigWatcher(
-        cfg.config_service, state, locator=ConfigServiceLocator(cfg.config_service),
-        limits_file=cfg.effective_limits_file, resilience=cfg.resilience,
-        last_good=lambda: last_good_document(storage.config_versions,
-                                             cfg.config_service.component))
+    """What ``risk-monitor serve`` applies at start: the same provider, through its watcher."""
+    runtime = Runtime(cfg)
+    watcher = ConfigWatcher(runtime.limits(storage), runtime.config_locator)
     await watcher.start()
     await watcher.stop()
-    return state
+    return watcher.provider.state
 
 
 async def test_service_and_runs_share_one_document_through_an_outage(

@@ -78,8 +78,9 @@ def rig(redis_url: str, module_postgres_url: str, module_redis_prefix: str,
                                  initial={"risk-monitor": {"limits": desk_limits()}}).start()
     tmp: Path = tmp_path_factory.mktemp("engine")
     settings = service_settings(database_url=module_postgres_url, redis_url=redis_url, tmp=tmp,
-                                config_service={"enabled": True, "poll_timeout_s": 5.0})
-    service = ServiceThread(settings, registry_prefix=prefix).start()
+                                config_service={"enabled": True, "poll_timeout_s": 5.0},
+                                service={"registry_prefix": prefix})
+    service = ServiceThread(settings).start()
     channel = grpc.insecure_channel(service.grpc_target)
     try:
         yield Rig(sim, service, pb_grpc.RiskMonitorStub(channel))

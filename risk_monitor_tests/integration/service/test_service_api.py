@@ -95,8 +95,9 @@ def stack(redis_url: str, module_postgres_url: str, module_redis_prefix: str,
         config_service={"enabled": True, "poll_timeout_s": 5.0, "cache_path": str(cache_path)},
         venues=[{"id": "binance", "exchange": "binanceusdm"},
                 {"id": "okx", "exchange": "okx"}],
+        service={"registry_prefix": prefix},
     )
-    service = ServiceThread(settings, registry_prefix=prefix).start()
+    service = ServiceThread(settings).start()
     try:
         yield Stack(sim, service, prefix, redis_url, cache_path)
     finally:

@@ -48,3 +48,16 @@ def test_nothing_known_fails_closed_never_the_files_levels(settings: Settings,
     blind = LimitConfigProvider(settings, store.config_versions, FakeConfigSource()).current()
     assert blind.source == SOURCE_FILE and blind.config.unavailable
     assert store.config_versions.history() == []  # an untrusted file is nobody's last good
+
+
+def test_an_invalid_service_document_keeps_the_last_good_one(settings: Settings,
+                                                            store: Storage) -> None:
+    packaged = yaml.safe_load(settings.effective_limits_file.read_text())
+    source = FakeConfigSource({COMPONENT: {"limits": packaged}})
+    good = LimitConfigProvider(settings, store.config_versions, source).current()
+
+    source.documents[COMPONENT] = {"limits": {"limits": "not a list"}}
+    provider = LimitConfigProvider(settings, store.config_versions, source)
+    kept = provider.current()
+    assert (kept.source, kept.version) == (SOURCE_STORE, good.version)
+    assert provider.state.rejected == 1  # the bad document was seen, refused and counted

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from risk_monitor.adapters.config_service import (
     ConfigDocument,
-    _parse,
+    parse_response,
     validate_document,
 )
 from risk_monitor.domain.limits import KIND_SPECS, LimitKind, load_limit_config, max_level
@@ -159,7 +159,7 @@ raw_bodies = st.one_of(
 @given(raw_bodies, st.sampled_from([200, 200, 304, 404, 429, 500, 503]))
 def test_config_http_bodies_parse_or_raise_typed_errors(content: bytes, status: int) -> None:
     response = httpx.Response(status, content=content)
-    typed_only(_parse, response, "risk-monitor", "http://127.0.0.1:1/v1/config/risk-monitor")
+    typed_only(parse_response, response, "risk-monitor", "http://127.0.0.1:1/v1/config/risk-monitor")
 
 
 # -- gRPC request validation ------------------------------------------------------------------
