@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from risk_monitor.cli import _settings, cli
+from risk_monitor.cli import _storage, cli
 from risk_monitor.platform.errors import RiskMonitorError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -44,10 +44,8 @@ def parse_time(text: str) -> datetime:
 
 
 def _open(ctx: click.Context) -> Any:
-    from risk_monitor.adapters.sql import Storage
-
-    settings = _settings(ctx)
-    return Storage.open(settings.effective_database_url)
+    """The store, opened by the composition root like every other process's."""
+    return _storage(ctx)
 
 
 def _refuse(error: RiskMonitorError) -> None:

@@ -13,18 +13,16 @@ import sys
 
 import click
 
-from risk_monitor.cli import _settings, cli
+from risk_monitor.cli import _storage, cli
 from risk_monitor.cli_alerts import author_option
 from risk_monitor.platform.errors import RiskMonitorError
 
 
 def _store(ctx: click.Context) -> object:
-    from risk_monitor.adapters.sql import create_engine, migrate
+    """The trading-state store on the store the composition root opens."""
     from risk_monitor.adapters.sql.trading_states import SqlTradingStates
 
-    engine = create_engine(_settings(ctx).effective_database_url)
-    migrate(engine)
-    return SqlTradingStates(engine)
+    return SqlTradingStates(_storage(ctx).engine)
 
 
 def _set(ctx: click.Context, scope: str, state: str, author: str, reason: str) -> None:

@@ -79,7 +79,7 @@ WIRING_CALLS = ("Storage.open(", "Storage.on(", "create_engine(")
 WIRING_ALLOWED = ("bootstrap.py", "adapters/sql/", "service/health.py")
 #: CLI modules of other owners still opening the store themselves (to route through
 #: ``cli._storage``, i.e. the composition root): nothing may join this list
-WIRING_PENDING = ("cli_alerts.py", "cli_trading.py")
+WIRING_PENDING: tuple[str, ...] = ()
 
 
 def test_only_the_composition_root_opens_the_store() -> None:
