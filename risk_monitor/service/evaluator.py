@@ -63,15 +63,17 @@ class CachedEquity:
     are read at most every ``ttl_s``; when the database is unreachable the last known figures
     are used (an evaluation must not stop because a reference figure could not be refreshed)."""
 
-    def __init__(self, inner: EquityStore, ttl_s: float = EQUITY_REFERENCE_TTL_S) -> None:
+    def __init__(self, inner: EquityStore, ttl_s: float = EQUITY_REFERENCE_TTL_S, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.ttl_s = ttl_s
+        self._monotonic = monotonic  # injectable: the TTL is tested without sleeping
         self._cache: dict[tuple[str, ...], tuple[float, EquityPoint | None]] = {}
         self._failing = False  # log once per outage, not on every evaluation
 
     def _get(self, key: tuple[str, ...],
              read: Callable[[], EquityPoint | None]) -> EquityPoint | None:
-        now = time.monotonic()
+        now = self._monotonic()
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]

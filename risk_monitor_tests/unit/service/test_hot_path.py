@@ -3,7 +3,6 @@ reference figures, and per-tick decisions (fake accounts, SQLite store, the real
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,13 +68,16 @@ class _Equity:
 
 def test_cached_equity_reuses_figures_and_survives_a_database_outage() -> None:
     inner = _Equity()
-    cached = CachedEquity(inner, ttl_s=0.05)  # type: ignore[arg-type]
+    clock = [100.0]
+    cached = CachedEquity(inner, ttl_s=1.0, monotonic=lambda: clock[0])  # type: ignore[arg-type]
     day = datetime.now(UTC).date()
     first = cached.start_of_day("portfolio", day)
+    clock[0] += 0.5  # within the TTL: reused
     assert cached.start_of_day("portfolio", day) == first and inner.calls == 1
-    time.sleep(0.06)
+    clock[0] += 0.6  # past the TTL: refreshed, and the refresh fails
     inner.fail = True
     assert cached.start_of_day("portfolio", day) == first  # last known figure
+    assert inner.calls == 2  # the refresh was tried
     with pytest.raises(ConnectionError):
         cached.peak("portfolio")  # never read: nothing to fall back on
 
