@@ -108,8 +108,10 @@ async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_al
         None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
                                           "symbols": [BTC]}],
         market_data={"exchange_max_age_s": 120.0},
+        # the warm-up ends as soon as the first poll landed; its bound only has to outlast a
+        # slow first poll on a busy machine (at 5 s the first evaluation ran without positions)
         service={"positions_poll_s": 60.0, "evaluate_min_interval_s": 0.2,
-                 "hot_path_warmup_s": 5.0, "persist_interval_s": 60.0})
+                 "hot_path_warmup_s": 60.0, "persist_interval_s": 60.0})
     storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
     live = LiveEvaluation(max_age_s=60.0)
     live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
@@ -179,3 +181,37 @@ async def test_a_poll_failing_as_a_whole_makes_its_sources_unknown_at_once(
     finally:
         await hot.stop()
         storage.close()
+
+
+class _Binance:
+    """The two things the tick hook reads from a ccxt.pro exchange, and its message handler."""
+
+    id = "binanceusdm"
+    markets_by_id = {"BTCUSDT": [{"symbol": BTC}], "ETHUSDT": [{"symbol": ETH}]}
+    tickers: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        self.handled: list[object] = []
+
+    def handle_message(self, client: Any, message: object) -> None:
+        self.handled.append(message)
+
+
+def test_the_tick_hook_reads_binance_ticker_events_itself_and_leaves_the_rest_to_ccxt() -> None:
+    from risk_monitor.service.tick_hook import TickHook, ticker_row
+
+    delivered: list[Any] = []
+    exchange = _Binance()
+    hook = TickHook([BTC], delivered.extend)
+    hook.install(exchange)
+    event = {"e": "24hrMiniTicker", "E": 1_760_000_000_123, "s": "BTCUSDT", "c": "60000.5"}
+    exchange.handle_message(None, event)
+    exchange.handle_message(None, {**event, "s": "ETHUSDT"})  # not wanted: dropped
+    exchange.handle_message(None, {"result": None, "id": 1})  # an ack: ccxt's
+    assert exchange.handled == [{"result": None, "id": 1}]
+    assert hook.direct == 2 and hook.messages == 1 and hook.last_delivery is not None
+    [(symbol, ticker)] = delivered
+    row = ticker_row("binance", symbol, ticker, None, datetime.now(UTC))
+    assert row is not None and row["instrument"] == BTC and row["last"] == 60_000.5
+    assert row["mark"] == 60_000.5 and row["bid"] is None
+    assert row["timestamp"] == datetime.fromtimestamp(1_760_000_000.123, UTC)
