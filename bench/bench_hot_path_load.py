@@ -135,7 +135,10 @@ class Publisher:
         self.clients.discard(ws)
 
     async def _main(self) -> None:
-        async with serve(self._handler, "127.0.0.1", 0, max_size=None) as server:
+        # no keepalive pings: a service starved of CPU on a loaded machine answers late, and a
+        # dropped connection would measure the reconnect, not the hot path
+        async with serve(self._handler, "127.0.0.1", 0, max_size=None,
+                         ping_interval=None) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}"
             self._ready.set()
@@ -236,6 +239,7 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
                 f"http://127.0.0.1:{rest_port}/readyz", timeout=2).status == 200, 120,
                 "the service ready")
             time.sleep(3.0)  # the first status wave (half the desk above its level) settles
+            ticks0 = accepted_ticks(service_metrics(rest_port))
             cpu0, _ = proc_stat(service.pid)
             start, sent0, crossed0 = time.time(), publisher.sent, len(publisher.crossings)
             rss_peak = 0.0
@@ -243,10 +247,11 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
                 time.sleep(1.0)
                 rss_peak = max(rss_peak, proc_stat(service.pid)[1])
             end, sent1 = time.time(), publisher.sent
+            cpu1, _ = proc_stat(service.pid)
             metrics = service_metrics(rest_port)
+            ticks1 = accepted_ticks(metrics)
             if os.environ.get("BENCH_KEEP_LOG"):
                 service.send_signal(signal.SIGUSR1)  # thread stacks into the log
-            cpu1, _ = proc_stat(service.pid)
             truth = [c for c in publisher.crossings[crossed0:] if c.sent_at <= end]
             time.sleep(drain_s)
             publisher.stop()
@@ -272,6 +277,11 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
             client.close()
     return {"rate": rate, "published": (sent1 - sent0) / (end - start),
             "cpu_pct": 100.0 * (cpu1 - cpu0) / (end - start), "rss_mb": rss_peak,
+            # CPU per tick the service took in: what load distorts least (a starved service
+            # falls behind, so per *published* tick would flatter it)
+            "cpu_us_per_tick": (1e6 * (cpu1 - cpu0) / (ticks1 - ticks0)
+                                if ticks0 is not None and ticks1 is not None and ticks1 > ticks0
+                                else math.nan),
             "metrics": metrics,
             **score(truth, slack, rows, intervals)}
 
@@ -282,7 +292,7 @@ def service_metrics(port: int) -> dict[str, float]:
               "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total")
     out: dict[str, float] = {}
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
     except OSError:
         return out
     for line in text.decode().splitlines():
@@ -290,6 +300,13 @@ def service_metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def accepted_ticks(metrics: dict[str, float]) -> float | None:
+    """Ticks the service's feed accepted so far (None when the counter was not read)."""
+    values = [v for k, v in metrics.items()
+              if k.startswith("risk_monitor_market_ticks_total") and 'outcome="accepted"' in k]
+    return sum(values) if values else None
 
 
 def free_port() -> int:
@@ -388,9 +405,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
     print("| rate/s | run | published/s | crossings | missed | not decided | late>1s |"
-          " tick→decision p50/p99/max ms | tick→Slack p50/p99/max ms | CPU % | RSS MB |"
-          " load 1m |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          " tick→decision p50/p99/max ms | tick→Slack p50/p99/max ms | CPU % | CPU µs/tick |"
+          " RSS MB | load 1m |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in args.rates:
         for run in range(1, args.runs + 1):
             r = one_run(rate, args.seconds, args.drain, args.redis_url)
@@ -399,7 +416,8 @@ def main() -> None:
             print(f"| {rate:g} | {run} | {r['published']:.0f} | {r['crossings']} | {r['missed']}"
                   f" | {r['undecided']} | {r['late']} | {pct(d, .5):.1f} / {pct(d, .99):.1f} / "
                   f"{max(d, default=math.nan):.1f} | {pct(s, .5):.1f} / {pct(s, .99):.1f} / "
-                  f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['rss_mb']:.0f} | "
+                  f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['cpu_us_per_tick']:.0f} | "
+                  f"{r['rss_mb']:.0f} | "
                   f"{os.getloadavg()[0]:.1f} |", flush=True)
             if args.verbose:
                 print(r["metrics"], flush=True)
