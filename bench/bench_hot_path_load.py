@@ -289,7 +289,10 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
 def service_metrics(port: int) -> dict[str, float]:
     """The service's own counters of how ticks were decided, and its stage histograms' sums."""
     wanted = ("risk_monitor_hot_path_tick_decisions_total", "risk_monitor_hot_path_evaluations_total",
-              "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total")
+              "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total",
+              "risk_monitor_hot_path_write_seconds_sum", "risk_monitor_hot_path_write_seconds_count",
+              "risk_monitor_hot_path_commit_seconds_sum",
+              "risk_monitor_hot_path_commit_seconds_count")
     out: dict[str, float] = {}
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
