@@ -12,7 +12,8 @@ websocket feed. After a warm-up, a ``--seconds`` window is measured, then a drai
 
 Reported per rate (spread over ``--runs`` runs): tick → decision (outbox ``detected_at`` minus
 the crossing tick's send time) and tick → Slack (Slack simulator receive time minus send time)
-p50 / p99 / max, crossings missed (no Slack message by the end of the drain) and late (> 1 s),
+p50 / p99 / max, crossings missed (no Slack message by the end of the drain), not decided (no
+compliance interval of the new status opened at or after the crossing tick) and late (> 1 s),
 the service's CPU (% of one core over the window) and peak RSS, ticks actually published, and
 the machine's load average. Run from the repository root::
 
@@ -36,6 +37,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,14 @@ PERIOD_S = 40.0  # one sine period: two crossings, one every 20 s
 AMPLITUDE = 0.01
 LIMIT_ID = "perp_notional"
 LATE_S = 1.0
+#: the desk's limit. Every crossing is a page here: the alert noise controls are off for this
+#: limit. With the defaults (``alerts.hysteresis`` 5 % of the level, ``keep_firing_for_s``
+#: 120 s) a ±1 % oscillation around the level is exactly the flapping they exist to swallow:
+#: the first BREACH of each instrument pages, its episode never resolves (the value never
+#: gets 5 % below the level) and every later crossing is silently part of that one episode,
+#: which the ground truth counted as ~60 % of crossings "missed" (issue 10 item 1).
+LIMIT_RULE = {"kind": "max_notional", "scope": {"venue": "binance", "instrument": "*"},
+              "breach": BREACH, "for_s": 0.0, "keep_firing_for_s": 0.0, "hysteresis": 0.0}
 #: ``risk-monitor serve`` with thread stacks dumped on SIGUSR1 (diagnosis of a stall)
 SERVE = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); "
          "sys.argv[0] = 'risk-monitor'; from risk_monitor.cli import cli; cli()")
@@ -125,7 +135,10 @@ class Publisher:
         self.clients.discard(ws)
 
     async def _main(self) -> None:
-        async with serve(self._handler, "127.0.0.1", 0, max_size=None) as server:
+        # no keepalive pings: a service starved of CPU on a loaded machine answers late, and a
+        # dropped connection would measure the reconnect, not the hot path
+        async with serve(self._handler, "127.0.0.1", 0, max_size=None,
+                         ping_interval=None) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}"
             self._ready.set()
@@ -201,8 +214,7 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
                 venue["ws_endpoint_override"] = publisher.url
                 venue["timeout_ms"] = 10_000
             (tmp / "limits.yaml").write_text(yaml.safe_dump({"venues": ["binance"], "limits": [
-                {"id": LIMIT_ID, "kind": "max_notional",
-                 "scope": {"venue": "binance", "instrument": "*"}, "breach": BREACH}]}))
+                {"id": LIMIT_ID, **LIMIT_RULE}]}))
             rest_port = free_port()
             doc.update({
                 "environment": "ci", "data_dir": str(tmp / "data"),
@@ -227,6 +239,7 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
                 f"http://127.0.0.1:{rest_port}/readyz", timeout=2).status == 200, 120,
                 "the service ready")
             time.sleep(3.0)  # the first status wave (half the desk above its level) settles
+            ticks0 = accepted_ticks(service_metrics(rest_port))
             cpu0, _ = proc_stat(service.pid)
             start, sent0, crossed0 = time.time(), publisher.sent, len(publisher.crossings)
             rss_peak = 0.0
@@ -234,15 +247,17 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
                 time.sleep(1.0)
                 rss_peak = max(rss_peak, proc_stat(service.pid)[1])
             end, sent1 = time.time(), publisher.sent
+            cpu1, _ = proc_stat(service.pid)
             metrics = service_metrics(rest_port)
+            ticks1 = accepted_ticks(metrics)
             if os.environ.get("BENCH_KEEP_LOG"):
                 service.send_signal(signal.SIGUSR1)  # thread stacks into the log
-            cpu1, _ = proc_stat(service.pid)
             truth = [c for c in publisher.crossings[crossed0:] if c.sent_at <= end]
             time.sleep(drain_s)
             publisher.stop()
             slack = list(stack.slack.messages) if stack.slack is not None else []
             rows = outbox_rows(database_url)
+            intervals = compliance_rows(database_url)
             if os.environ.get("BENCH_KEEP_LOG"):
                 Path(os.environ["BENCH_KEEP_LOG"]).write_bytes((tmp / "err").read_bytes())
         finally:
@@ -262,17 +277,25 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
             client.close()
     return {"rate": rate, "published": (sent1 - sent0) / (end - start),
             "cpu_pct": 100.0 * (cpu1 - cpu0) / (end - start), "rss_mb": rss_peak,
+            # CPU per tick the service took in: what load distorts least (a starved service
+            # falls behind, so per *published* tick would flatter it)
+            "cpu_us_per_tick": (1e6 * (cpu1 - cpu0) / (ticks1 - ticks0)
+                                if ticks0 is not None and ticks1 is not None and ticks1 > ticks0
+                                else math.nan),
             "metrics": metrics,
-            **score(truth, slack, rows)}
+            **score(truth, slack, rows, intervals)}
 
 
 def service_metrics(port: int) -> dict[str, float]:
     """The service's own counters of how ticks were decided, and its stage histograms' sums."""
     wanted = ("risk_monitor_hot_path_tick_decisions_total", "risk_monitor_hot_path_evaluations_total",
-              "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total")
+              "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total",
+              "risk_monitor_hot_path_write_seconds_sum", "risk_monitor_hot_path_write_seconds_count",
+              "risk_monitor_hot_path_commit_seconds_sum",
+              "risk_monitor_hot_path_commit_seconds_count")
     out: dict[str, float] = {}
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
     except OSError:
         return out
     for line in text.decode().splitlines():
@@ -280,6 +303,13 @@ def service_metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def accepted_ticks(metrics: dict[str, float]) -> float | None:
+    """Ticks the service's feed accepted so far (None when the counter was not read)."""
+    values = [v for k, v in metrics.items()
+              if k.startswith("risk_monitor_market_ticks_total") and 'outcome="accepted"' in k]
+    return sum(values) if values else None
 
 
 def free_port() -> int:
@@ -299,9 +329,28 @@ def outbox_rows(database_url: str) -> list[dict[str, Any]]:
         storage.close()
 
 
+def compliance_rows(database_url: str) -> list[tuple[str, str, float]]:
+    """(scope, status, since) of every compliance interval: the decisions, paged or not."""
+    storage = Storage.open(database_url)
+    try:
+        far = datetime(2100, 1, 1, tzinfo=UTC)
+        return [(i.scope, i.status.value, i.since.timestamp())
+                for i in storage.compliance.intervals(datetime(2000, 1, 1, tzinfo=UTC), far,
+                                                      limit_id=LIMIT_ID)]
+    finally:
+        storage.close()
+
+
 def score(truth: list[Crossing], slack: list[dict[str, Any]],
-          rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Match each ground-truth crossing with its first notice after the crossing tick."""
+          rows: list[dict[str, Any]],
+          intervals: list[tuple[str, str, float]]) -> dict[str, Any]:
+    """Match each ground-truth crossing with its first notice after the crossing tick, and
+    with the compliance interval its decision opened (a crossing can be decided and recorded
+    but not paged: that tells a decision bug from a delivery or alert-policy one)."""
+    opened: dict[tuple[str, str], list[float]] = {}
+    for scope, status, since in intervals:
+        opened.setdefault((scope, status), []).append(since)
+    undecided = 0
     posts: dict[tuple[str, str], list[float]] = {}
     for message in slack:
         meta = (message.get("params") or {}).get("metadata") or {}
@@ -316,9 +365,15 @@ def score(truth: list[Crossing], slack: list[dict[str, Any]],
     to_slack, to_decision, missed, late = [], [], 0, 0
     for crossing in truth:
         scope = f"venue:binance|instrument:{crossing.instrument}"
+        if not any(t >= crossing.sent_at - 0.001 for t in opened.get((scope, crossing.status),
+                                                                      [])):
+            undecided += 1
         seen = [t for t in posts.get((scope, crossing.status), []) if t >= crossing.sent_at]
         if not seen:
             missed += 1
+            if os.environ.get("BENCH_DEBUG"):
+                print("missed", crossing, "posts", posts.get((scope, crossing.status)),
+                      "intervals", opened.get((scope, crossing.status)), file=sys.stderr)
             continue
         latency = min(seen) - crossing.sent_at
         to_slack.append(latency)
@@ -331,7 +386,7 @@ def score(truth: list[Crossing], slack: list[dict[str, Any]],
     if os.environ.get("BENCH_DEBUG"):
         print("outbox rows", len(rows), rows[:2], "decided keys", list(decided)[:2],
               file=sys.stderr)
-    return {"crossings": len(truth), "missed": missed, "late": late,
+    return {"crossings": len(truth), "missed": missed, "late": late, "undecided": undecided,
             "to_decision": to_decision, "to_slack": to_slack}
 
 
@@ -352,18 +407,20 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print the service's counters")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
-    print("| rate/s | run | published/s | crossings | missed | late>1s | tick→decision p50/p99/max"
-          " ms | tick→Slack p50/p99/max ms | CPU % | RSS MB | load 1m |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| rate/s | run | published/s | crossings | missed | not decided | late>1s |"
+          " tick→decision p50/p99/max ms | tick→Slack p50/p99/max ms | CPU % | CPU µs/tick |"
+          " RSS MB | load 1m |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in args.rates:
         for run in range(1, args.runs + 1):
             r = one_run(rate, args.seconds, args.drain, args.redis_url)
             d = [v * 1000 for v in r["to_decision"]]
             s = [v * 1000 for v in r["to_slack"]]
             print(f"| {rate:g} | {run} | {r['published']:.0f} | {r['crossings']} | {r['missed']}"
-                  f" | {r['late']} | {pct(d, .5):.1f} / {pct(d, .99):.1f} / "
+                  f" | {r['undecided']} | {r['late']} | {pct(d, .5):.1f} / {pct(d, .99):.1f} / "
                   f"{max(d, default=math.nan):.1f} | {pct(s, .5):.1f} / {pct(s, .99):.1f} / "
-                  f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['rss_mb']:.0f} | "
+                  f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['cpu_us_per_tick']:.0f} | "
+                  f"{r['rss_mb']:.0f} | "
                   f"{os.getloadavg()[0]:.1f} |", flush=True)
             if args.verbose:
                 print(r["metrics"], flush=True)

@@ -63,15 +63,17 @@ class CachedEquity:
     are read at most every ``ttl_s``; when the database is unreachable the last known figures
     are used (an evaluation must not stop because a reference figure could not be refreshed)."""
 
-    def __init__(self, inner: EquityStore, ttl_s: float = EQUITY_REFERENCE_TTL_S) -> None:
+    def __init__(self, inner: EquityStore, ttl_s: float = EQUITY_REFERENCE_TTL_S, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.ttl_s = ttl_s
+        self._monotonic = monotonic  # injectable: the TTL is tested without sleeping
         self._cache: dict[tuple[str, ...], tuple[float, EquityPoint | None]] = {}
         self._failing = False  # log once per outage, not on every evaluation
 
     def _get(self, key: tuple[str, ...],
              read: Callable[[], EquityPoint | None]) -> EquityPoint | None:
-        now = time.monotonic()
+        now = self._monotonic()
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
@@ -140,6 +142,10 @@ class LiveEvaluator:
         self._statuses: dict[str, str] = {}  # fingerprint -> last decided status
         self.decided = 0
         self.full_requests = 0
+        # per-tick metric children, looked up once
+        self._decided_tick = DECISIONS.labels(outcome="tick")
+        self._decided_full = DECISIONS.labels(outcome="full")
+        self._decided_none = DECISIONS.labels(outcome="none")
 
     # -- the full evaluation (evaluation thread) -------------------------------------------------
     def _balances(self) -> Collected:
@@ -207,15 +213,15 @@ class LiveEvaluator:
         incremental = self._incremental
         tick = tick_of(venue, row)
         if incremental is None or tick is None:
-            DECISIONS.labels(outcome="none").inc()
+            self._decided_none.inc()
             return Decision()
         decision = incremental.on_tick(tick, self.clock())
         if decision.full_reason:
-            DECISIONS.labels(outcome="full").inc()
+            self._decided_full.inc()
             self.full_requests += 1
             return Decision(full_reason=decision.full_reason)
         self.decided += 1
-        DECISIONS.labels(outcome="tick").inc()
+        self._decided_tick.inc()
         if publish and decision.updated:
             self._publish()
         changes = self._diff(decision.changed) if decision.changed else []

@@ -65,6 +65,8 @@ CONNECTED = Gauge("risk_monitor_market_stream_connected",
 
 #: how often ccxt's ticker cache is swept for updates no pending watch received
 SWEEP_S = 0.5
+#: how long accepted ticks gather before one Redis pipeline writes them
+CACHE_BATCH_S = 0.01
 
 Clock = Callable[[], datetime]
 QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
@@ -106,6 +108,9 @@ class VenueFeed:
         self._cache_rows: list[dict[str, Any]] = []
         self._flush: asyncio.Task[None] | None = None
         self._listener_tasks: set[asyncio.Future[Any]] = set()
+        # per-tick metric children, looked up once (a labels() call per tick costs ~1 µs)
+        self._lag = LAG.labels(venue=venue.id)
+        self._accepted_ticks = TICKS.labels(venue=venue.id, outcome="accepted")
 
     # -- clients ------------------------------------------------------------------------------
     def _stream(self) -> Any:
@@ -236,13 +241,16 @@ class VenueFeed:
                 continue
             self._last_ns[symbol] = t_ns
             self._last_ts[symbol] = row["timestamp"]
-            LAG.labels(venue=self.venue.id).observe(max(0.0, (now_ns - t_ns) / 1e9))
+            self._lag.observe(max(0.0, (now_ns - t_ns) / 1e9))
             accepted.append(row)
         if not accepted:
             return
         self._hooked = True
+        if not self.connected:  # ticks read directly resolve no watch: they say it first
+            self._listener_tasks.add(task := asyncio.ensure_future(self._connected()))
+            task.add_done_callback(self._listener_tasks.discard)
         self.accepted += len(accepted)
-        TICKS.labels(venue=self.venue.id, outcome="accepted").inc(len(accepted))
+        self._accepted_ticks.inc(len(accepted))
         if self.listener is not None:
             result = self.listener(self.venue.id, accepted)
             if asyncio.iscoroutine(result):
@@ -254,6 +262,9 @@ class VenueFeed:
                 self._flush = asyncio.ensure_future(self._flush_cache())
 
     async def _flush_cache(self) -> None:
+        # gather ticks for CACHE_BATCH_S first: one pipeline per batch instead of one per few
+        # ticks (the hot path has had them already; the cache's readers poll in seconds)
+        await asyncio.sleep(CACHE_BATCH_S)
         while self._cache_rows and self.cache is not None:
             rows, self._cache_rows = self._cache_rows, []
             try:  # every tick joins the stream; the hash keeps the latest per instrument
@@ -333,6 +344,13 @@ class VenueFeed:
                 if stopper in done:
                     return
                 if pending not in done:
+                    # ticks the hook read directly resolve no watch: they still prove the
+                    # stream alive (loop.time() is time.monotonic(), as last_delivery)
+                    delivered = self._hook.last_delivery
+                    if delivered is not None and delivered > last_update:
+                        last_update = delivered
+                        if not self.connected:
+                            await self._connected()
                     # an update that landed while no watch was pending sits in ccxt's cache
                     # (not with the hook: it saw every message)
                     if self._hooked and loop.time() - last_update < idle_s:
@@ -349,10 +367,7 @@ class VenueFeed:
                 # re-arm at once: an update arriving while nobody awaits resolves no future
                 pending = asyncio.ensure_future(client.watch_tickers(self.symbols or None))
                 if not self.connected:
-                    self.connected = True
-                    self._attempt = 0
-                    await self._status("stream")
-                    log.info("market stream connected", venue=self.venue.id)
+                    await self._connected()
                 if not self._hooked:  # the hook already delivered these
                     await self._handle(self._with_missed(client, tickers), client.markets or {},
                                        via="stream")
@@ -360,6 +375,14 @@ class VenueFeed:
             stopper.cancel()
             if pending is not None and not pending.done():
                 pending.cancel()
+
+    async def _connected(self) -> None:
+        if self.connected:
+            return
+        self.connected = True
+        self._attempt = 0
+        log.info("market stream connected", venue=self.venue.id)
+        await self._status("stream")
 
     async def _fallback(self, stop: asyncio.Event, seconds: float) -> None:
         """Poll REST every ``poll_interval_s`` for ``seconds`` (at least once) or until stop."""

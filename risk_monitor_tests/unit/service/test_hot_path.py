@@ -3,7 +3,6 @@ reference figures, and per-tick decisions (fake accounts, SQLite store, the real
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,13 +68,16 @@ class _Equity:
 
 def test_cached_equity_reuses_figures_and_survives_a_database_outage() -> None:
     inner = _Equity()
-    cached = CachedEquity(inner, ttl_s=0.05)  # type: ignore[arg-type]
+    clock = [100.0]
+    cached = CachedEquity(inner, ttl_s=1.0, monotonic=lambda: clock[0])  # type: ignore[arg-type]
     day = datetime.now(UTC).date()
     first = cached.start_of_day("portfolio", day)
+    clock[0] += 0.5  # within the TTL: reused
     assert cached.start_of_day("portfolio", day) == first and inner.calls == 1
-    time.sleep(0.06)
+    clock[0] += 0.6  # past the TTL: refreshed, and the refresh fails
     inner.fail = True
     assert cached.start_of_day("portfolio", day) == first  # last known figure
+    assert inner.calls == 2  # the refresh was tried
     with pytest.raises(ConnectionError):
         cached.peak("portfolio")  # never read: nothing to fall back on
 
@@ -106,8 +108,10 @@ async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_al
         None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
                                           "symbols": [BTC]}],
         market_data={"exchange_max_age_s": 120.0},
+        # the warm-up ends as soon as the first poll landed; its bound only has to outlast a
+        # slow first poll on a busy machine (at 5 s the first evaluation ran without positions)
         service={"positions_poll_s": 60.0, "evaluate_min_interval_s": 0.2,
-                 "hot_path_warmup_s": 5.0, "persist_interval_s": 60.0})
+                 "hot_path_warmup_s": 60.0, "persist_interval_s": 60.0})
     storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
     live = LiveEvaluation(max_age_s=60.0)
     live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
@@ -177,3 +181,37 @@ async def test_a_poll_failing_as_a_whole_makes_its_sources_unknown_at_once(
     finally:
         await hot.stop()
         storage.close()
+
+
+class _Binance:
+    """The two things the tick hook reads from a ccxt.pro exchange, and its message handler."""
+
+    id = "binanceusdm"
+    markets_by_id = {"BTCUSDT": [{"symbol": BTC}], "ETHUSDT": [{"symbol": ETH}]}
+    tickers: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        self.handled: list[object] = []
+
+    def handle_message(self, client: Any, message: object) -> None:
+        self.handled.append(message)
+
+
+def test_the_tick_hook_reads_binance_ticker_events_itself_and_leaves_the_rest_to_ccxt() -> None:
+    from risk_monitor.service.tick_hook import TickHook, ticker_row
+
+    delivered: list[Any] = []
+    exchange = _Binance()
+    hook = TickHook([BTC], delivered.extend)
+    hook.install(exchange)
+    event = {"e": "24hrMiniTicker", "E": 1_760_000_000_123, "s": "BTCUSDT", "c": "60000.5"}
+    exchange.handle_message(None, event)
+    exchange.handle_message(None, {**event, "s": "ETHUSDT"})  # not wanted: dropped
+    exchange.handle_message(None, {"result": None, "id": 1})  # an ack: ccxt's
+    assert exchange.handled == [{"result": None, "id": 1}]
+    assert hook.direct == 2 and hook.messages == 1 and hook.last_delivery is not None
+    [(symbol, ticker)] = delivered
+    row = ticker_row("binance", symbol, ticker, None, datetime.now(UTC))
+    assert row is not None and row["instrument"] == BTC and row["last"] == 60_000.5
+    assert row["mark"] == 60_000.5 and row["bid"] is None
+    assert row["timestamp"] == datetime.fromtimestamp(1_760_000_000.123, UTC)
