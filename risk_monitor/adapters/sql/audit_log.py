@@ -124,16 +124,24 @@ def append(conn: Connection, event: str, at: datetime, correlation_id: str | Non
 
     ``run_id`` defaults to ``payload["run_id"]``.
     """
+    entry = _entry(_locked_head(conn), event, at, correlation_id, payload, run_id=run_id,
+                   subject=subject, digest=digest)
+    conn.execute(audit_log.insert().values(**entry))
+    conn.info[_HEAD_KEY] = (conn.get_transaction(), entry["entry_hash"])
+    return str(entry["entry_hash"])
+
+
+def _entry(prev: str, event: str, at: datetime, correlation_id: str | None,
+           payload: Mapping[str, Any], *, run_id: str | None, subject: str | None,
+           digest: str | None) -> dict[str, Any]:
+    """One audit_log row chained onto ``prev`` (``run_id`` defaults to ``payload["run_id"]``)."""
     body = codec.safe_document(dict(payload))
     body.setdefault("code_version", code_version())
     run = run_id or (str(payload["run_id"]) if payload.get("run_id") else None)
-    prev = _locked_head(conn)
     sealed_hash = content_hash(prev, at, event, correlation_id, run, subject, digest, body)
-    conn.execute(audit_log.insert().values(
-        at=at, event=event, correlation_id=correlation_id, run_id=run, payload=body,
-        prev_hash=prev, entry_hash=sealed_hash, subject=subject, row_digest=digest))
-    conn.info[_HEAD_KEY] = (conn.get_transaction(), sealed_hash)
-    return sealed_hash
+    return {"at": at, "event": event, "correlation_id": correlation_id, "run_id": run,
+            "payload": body, "prev_hash": prev, "entry_hash": sealed_hash, "subject": subject,
+            "row_digest": digest}
 
 
 RowText = Callable[[Mapping[str, Any]], str | None]
@@ -164,19 +172,29 @@ def seal_rows(conn: Connection, table: str, keys: Iterable[Any], *,
         previous = {str(h): d for h, d in conn.execute(
             sa.select(audit_log.c.entry_hash, audit_log.c.row_digest)
             .where(audit_log.c.entry_hash.in_(sorted(sealed))))}
-    written = 0
+    entries: list[dict[str, Any]] = []
+    seals: list[dict[str, Any]] = []
+    head = None
     for row in sorted(rows, key=lambda r: str(r[coverage.key])):
         digest = coverage.digest(row)
         if row["audit_hash"] and previous.get(row["audit_hash"]) == digest:
             continue  # audited columns unchanged since the last seal
-        sealed_by = append(
-            conn, event if isinstance(event, str) else event(row), at, correlation_id(row),
-            payload(row), run_id=run_id, subject=coverage.subject(row[coverage.key]),
-            digest=digest)
-        conn.execute(t.update().where(key_column == row[coverage.key])
-                     .values(audit_hash=sealed_by))
-        written += 1
-    return written
+        head = head or _locked_head(conn)
+        entry = _entry(head, event if isinstance(event, str) else event(row), at,
+                       correlation_id(row), payload(row), run_id=run_id,
+                       subject=coverage.subject(row[coverage.key]), digest=digest)
+        head = entry["entry_hash"]
+        entries.append(entry)
+        seals.append({"_key": row[coverage.key], "_hash": head})
+    if not entries:
+        return 0
+    # One multi-row INSERT (ids follow the list's order, which is the chain's) and one
+    # executemany UPDATE: a status change seals its rows in two statements, not two per row.
+    conn.execute(audit_log.insert(), entries)
+    conn.execute(t.update().where(key_column == sa.bindparam("_key"))
+                 .values(audit_hash=sa.bindparam("_hash")), seals)
+    conn.info[_HEAD_KEY] = (conn.get_transaction(), head)
+    return len(entries)
 
 
 def _locked_head(conn: Connection) -> str:
