@@ -9,7 +9,7 @@ wildcard expansion, as one ``bincount`` over the whole column, without re-groupi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,9 +19,9 @@ from risk_monitor.domain.valuation import NAT
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-@dataclass(frozen=True)
-class Agg:
-    """Sums and minimums over the rows of one group."""
+class Agg(NamedTuple):
+    """Sums and minimums over the rows of one group (a tuple: thousands are built per
+    evaluation, and a tuple builds ~5x faster than a frozen dataclass)."""
 
     sums: dict[str, float]
     mins: dict[str, float]

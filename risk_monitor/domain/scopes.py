@@ -28,7 +28,16 @@ class Scope:
 
     @cached_property
     def key(self) -> str:  # computed once: sorting and result building read it many times
-        parts = [f"{d}:{v}" for d, v in self.items().items()]
+        # spelled out (no items() dict, no getattr): thousands of scopes per evaluation
+        parts = []
+        if self.venue is not None:
+            parts.append(f"venue:{self.venue}")
+        if self.account is not None:
+            parts.append(f"account:{self.account}")
+        if self.instrument is not None:
+            parts.append(f"instrument:{self.instrument}")
+        if self.asset is not None:
+            parts.append(f"asset:{self.asset}")
         return "|".join(parts) if parts else PORTFOLIO_KEY
 
     def items(self) -> dict[str, str]:

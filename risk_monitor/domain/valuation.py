@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 import numpy as np
@@ -36,10 +37,12 @@ def ns_of(moment: datetime) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@lru_cache(maxsize=1 << 16)
 def datetime_of(ns: int) -> datetime | None:
     """Inverse of :func:`ns_of` to the microsecond (nanoseconds dropped, as
-    ``Timestamp.to_pydatetime`` does); ``NAT`` gives None. Plain arithmetic: ~20x cheaper than
-    a Timestamp, and every limit result calls it."""
+    ``Timestamp.to_pydatetime`` does); ``NAT`` gives None. Plain arithmetic, memoised: every
+    limit result calls it and thousands of results share a handful of input times (a hit costs
+    ~0.1 µs against ~2 µs for the arithmetic; datetimes are immutable, so sharing is safe)."""
     if ns == NAT:
         return None
     return _EPOCH + timedelta(microseconds=ns // 1000)
