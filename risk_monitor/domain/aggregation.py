@@ -170,16 +170,16 @@ def _scope_inputs(
     instrument_scoped = "instrument" in fixed or "instrument" in wild
 
     pos = (
-        state.positions_index.groups(fixed, wild)
+        state.positions_index.groups(fixed, wild, _POSITION_SUMS)
         if needs.positions or needs.scope_equity
         else {}
     )
     hold = (
-        state.balances_index.groups({**fixed, "class": "asset"}, wild)
+        state.balances_index.groups({**fixed, "class": "asset"}, wild, ("holding",))
         if needs.holdings and not instrument_scoped
         else {}
     )
-    bal = state.balances_index.groups(fixed, wild) if needs.scope_equity else {}
+    bal = state.balances_index.groups(fixed, wild, ("value",)) if needs.scope_equity else {}
     keys: set[tuple[str, ...]] = set(pos) | set(hold) | set(bal)
     keys |= _source_keys(state, needs, fixed, wild)
     if needs.positions:
@@ -243,6 +243,10 @@ def _scope_inputs(
             problem_ns,
         )
     return out
+
+
+#: the position sums a scope reads (``realized`` is only for the per-account equity table)
+_POSITION_SUMS = ("gross", "net", "upnl")
 
 
 def _source_keys(

@@ -47,13 +47,16 @@ class FrameIndex:
         self._codes: dict[str, dict[str, int]] = {}
         self._sorted: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._groups_cache: dict[
-            tuple[tuple[tuple[str, str], ...], tuple[str, ...]], dict[tuple[str, ...], Agg]
+            tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...] | None],
+            dict[tuple[str, ...], Agg],
         ] = {}
         self._raw = dict(dims)
         self.values = dict(values)
         self.mins = dict(mins)
         self.bad = bad
         self.t_ns = t_ns
+        self._t_min: np.ndarray | None = None  # t_ns with NAT as int64 max, for min-reductions
+        self._any_bad = bool(bad.any())
 
     def _dim(self, name: str) -> tuple[np.ndarray, pd.Index] | None:
         if name not in self._raw:
@@ -80,22 +83,27 @@ class FrameIndex:
         dim = self._dim(name)
         return [] if dim is None else [str(u) for u in dim[1]]
 
-    def groups(self, fixed: Mapping[str, str], wild: Sequence[str]) -> dict[tuple[str, ...], Agg]:
+    def groups(self, fixed: Mapping[str, str], wild: Sequence[str],
+               sums: Sequence[str] | None = None) -> dict[tuple[str, ...], Agg]:
         """Aggregates of the rows matching ``fixed``, one per combination of ``wild`` values.
 
         Every reduction is one ``bincount`` / ``ufunc.at`` over the whole column with the
         unselected rows sent to a discard bin: no fancy indexing, no hashing when the key
-        space is dense. Results are cached per (fixed, wild): limits share scopes.
+        space is dense. ``sums`` names the value columns to sum (default: all; each is one
+        pass over every row). Results are cached per (fixed, wild, sums): limits share scopes.
         """
-        cache_key = (tuple(sorted(fixed.items())), tuple(wild))
+        cache_key = (tuple(sorted(fixed.items())), tuple(wild),
+                     None if sums is None else tuple(sums))
         cached = self._groups_cache.get(cache_key)
         if cached is not None:
             return cached
-        result = self._groups(fixed, wild)
+        result = self._groups(fixed, wild, self.values if sums is None else
+                              {name: self.values[name] for name in sums})
         self._groups_cache[cache_key] = result
         return result
 
-    def _groups(self, fixed: Mapping[str, str], wild: Sequence[str]) -> dict[tuple[str, ...], Agg]:
+    def _groups(self, fixed: Mapping[str, str], wild: Sequence[str],
+                values: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], Agg]:
         if self.n == 0:
             return {}
         selection: np.ndarray | None = None
@@ -137,18 +145,24 @@ class FrameIndex:
         present = np.flatnonzero(rows)
         sums = {
             name: np.bincount(gcode, weights=array, minlength=bins)[present]
-            for name, array in self.values.items()
+            for name, array in values.items()
         }
-        bad_rows = self.bad if selection is None else self.bad & selection
-        bad = np.bincount(gcode, weights=bad_rows.astype(np.float64), minlength=bins)[present]
         first_bad_by_group = np.full(bins, -1, dtype=np.int64)
-        bad_pos = np.flatnonzero(bad_rows)
-        if len(bad_pos):
-            groups_of_bad, first = np.unique(gcode[bad_pos], return_index=True)
-            first_bad_by_group[groups_of_bad] = bad_pos[first]
+        if self._any_bad:  # a clean frame (the usual case) skips two passes
+            bad_rows = self.bad if selection is None else self.bad & selection
+            bad = np.bincount(gcode, weights=bad_rows.astype(np.float64),
+                              minlength=bins)[present]
+            bad_pos = np.flatnonzero(bad_rows)
+            if len(bad_pos):
+                groups_of_bad, first = np.unique(gcode[bad_pos], return_index=True)
+                first_bad_by_group[groups_of_bad] = bad_pos[first]
+        else:
+            bad = np.zeros(len(present), dtype=np.float64)
         first_bad = first_bad_by_group[present]
+        if self._t_min is None:
+            self._t_min = np.where(self.t_ns == NAT, _INT64_MAX, self.t_ns)
         oldest_all = np.full(bins, _INT64_MAX, dtype=np.int64)
-        np.minimum.at(oldest_all, gcode, np.where(self.t_ns == NAT, _INT64_MAX, self.t_ns))
+        np.minimum.at(oldest_all, gcode, self._t_min)
         oldest = oldest_all[present]
         mins: dict[str, np.ndarray] = {}
         for name, array in self.mins.items():
