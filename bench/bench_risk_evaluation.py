@@ -13,14 +13,16 @@ evaluation, so no cache from a previous one helps.
 Each size runs in ``--runs`` separate processes (default 3) with ``--repeat`` timed
 evaluations each; it prints wall p50 / p99 / max over all of them, the CPU time of an
 evaluation (``process_time``: what a busy machine distorts least), the stage medians, the
-spread of the per-run medians, peak RSS of the process (``ru_maxrss``; beside it the RSS once
-the synthetic inputs are built) and the 1-minute load average before / after. Not a test: it
-asserts nothing.
+spread of the per-run medians, peak RSS of the process (``ru_maxrss``; beside it the peak while
+the synthetic inputs were built), the RSS held before an evaluation (snapshot + fresh input
+copies, after ``malloc_trim``) and the evaluation's own added peak over it (``VmHWM`` after a
+``clear_refs`` reset, worst of the evaluations), and the 1-minute load average before / after. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -162,6 +164,29 @@ def validate_and_snapshot(snap: RiskSnapshot, inputs: tuple[pd.DataFrame, ...]) 
     )
 
 
+def _status_mib(field: str) -> float:
+    """A VmRSS / VmHWM figure of this process from /proc (MiB; NaN where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _settle_memory() -> float:
+    """Collect garbage, hand freed heap back to the OS and reset the peak-RSS mark (Linux:
+    ``clear_refs`` 5), so the next VmHWM is the peak of what runs after; returns VmRSS."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mib("VmRSS")
+
+
 def one_run(n: int, repeat: int, orders: int) -> dict[str, Any]:
     """Timed evaluations of one size in this process."""
     document = yaml.safe_load(LIMITS_FILE.read_text())
@@ -175,15 +200,20 @@ def one_run(n: int, repeat: int, orders: int) -> dict[str, Any]:
     stages: dict[str, list[float]] = {"validate_snapshot": [], "evaluate": []}
     results = 0
     report = None
+    added: list[float] = []
+    held: list[float] = []
     for _ in range(repeat):
-        inputs = fresh_inputs(snap)
         del report
-        gc.collect()
+        inputs = fresh_inputs(snap)
+        base_rss = _settle_memory()
+        held.append(base_rss)
         c0, t0 = time.process_time(), time.perf_counter()
         built = validate_and_snapshot(snap, inputs)
         t1 = time.perf_counter()
         report = evaluate(built, config)
         t2, c2 = time.perf_counter(), time.process_time()
+        added.append(_status_mib("VmHWM") - base_rss)
+        del built, inputs
         totals.append(t2 - t0)
         cpu.append(c2 - c0)
         stages["validate_snapshot"].append(t1 - t0)
@@ -204,6 +234,8 @@ def one_run(n: int, repeat: int, orders: int) -> dict[str, Any]:
         "order_s": per_order,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "inputs_rss_mib": inputs_rss,
+        "held_rss_mib": statistics.median(held),
+        "added_peak_mib": max(added),
     }
 
 
@@ -227,7 +259,7 @@ def main() -> None:
     header = (f"{'positions':>10} {'results':>8} {'p50':>8} {'p99':>8} {'max':>8} "
               f"{'CPU p50':>8} {'CPU max':>8} {'valid+snap':>10} {'evaluate':>9} {'run p50s':>22} "
               f"{'order':>8} "
-              f"{'peak RSS':>9} {'(inputs)':>9}")
+              f"{'peak RSS':>9} {'(inputs)':>9} {'held':>7} {'eval +':>7}")
     print(header)
     print("-" * len(header))
     for n in args.sizes:
@@ -248,7 +280,9 @@ def main() -> None:
               f"{stage['evaluate'] * 1e3:>7.0f}ms {medians + ' ms':>22} "
               f"{statistics.median([r['order_s'] for r in runs]) * 1e6:>6.0f}us "
               f"{max(r['peak_rss_mib'] for r in runs):>7.0f}MiB "
-              f"{max(r['inputs_rss_mib'] for r in runs):>7.0f}MiB")
+              f"{max(r['inputs_rss_mib'] for r in runs):>7.0f}MiB "
+              f"{max(r['held_rss_mib'] for r in runs):>5.0f}MiB "
+              f"{max(r['added_peak_mib'] for r in runs):>5.0f}MiB")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

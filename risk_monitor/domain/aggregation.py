@@ -169,18 +169,21 @@ def _scope_inputs(
 ) -> dict[Scope, ScopeInputs]:
     instrument_scoped = "instrument" in fixed or "instrument" in wild
 
+    no_groups = FrameIndex.NO_GROUPS
     pos = (
-        state.positions_index.groups(fixed, wild)
+        state.positions_index.columns(fixed, wild, _POSITION_SUMS)
         if needs.positions or needs.scope_equity
-        else {}
+        else no_groups
     )
     hold = (
-        state.balances_index.groups({**fixed, "class": "asset"}, wild)
+        state.balances_index.columns({**fixed, "class": "asset"}, wild, ("holding",))
         if needs.holdings and not instrument_scoped
-        else {}
+        else no_groups
     )
-    bal = state.balances_index.groups(fixed, wild) if needs.scope_equity else {}
-    keys: set[tuple[str, ...]] = set(pos) | set(hold) | set(bal)
+    bal = state.balances_index.columns(fixed, wild, ("value",)) if needs.scope_equity \
+        else no_groups
+    pos_at, hold_at, bal_at = pos.at(), hold.at(), bal.at()
+    keys: set[tuple[str, ...]] = set(pos_at) | set(hold_at) | set(bal_at)
     keys |= _source_keys(state, needs, fixed, wild)
     if needs.positions:
         keys |= _quote_keys(state, fixed, wild)
@@ -195,26 +198,34 @@ def _scope_inputs(
     portfolio_oldest = state.portfolio_oldest_ns if needs.portfolio_equity else NAT
     scope_equity = needs.scope_equity
     template = {d: fixed.get(d) for d in SCOPE_DIMS}
+    # the group columns, read by position (no per-group objects)
+    p_gross, p_net, p_upnl = (pos.sums.get(k, []) for k in _POSITION_SUMS)
+    p_liq, p_rows, p_bad, p_first, p_old = (pos.mins.get("liq", []), pos.rows, pos.bad,
+                                            pos.first_bad, pos.oldest_ns)
+    h_value, h_bad, h_first, h_old = (hold.sums.get("holding", []), hold.bad, hold.first_bad,
+                                      hold.oldest_ns)
+    b_value, b_bad, b_first, b_old = (bal.sums.get("value", []), bal.bad, bal.first_bad,
+                                      bal.oldest_ns)
     for key in keys:  # one pass per concrete scope: keep it lean (5k+ scopes per evaluation)
         if wild:
             template.update(zip(wild, key, strict=True))
         scope = Scope(template["venue"], template["account"], template["instrument"],
                       template["asset"])
-        p, h, b = pos.get(key), hold.get(key), bal.get(key)
+        p, h, b = pos_at.get(key), hold_at.get(key), bal_at.get(key)
         reasons: list[str] = []
         oldest = portfolio_oldest
         if p is not None:
-            oldest = _min_ns(oldest, p.oldest_ns)
-            if p.bad:
-                reasons.append(describe_position_problem(state.pnl.iloc[p.first_bad]))
+            oldest = _min_ns(oldest, p_old[p])
+            if p_bad[p]:
+                reasons.append(describe_position_problem(state.pnl.iloc[p_first[p]]))
         if h is not None:
-            oldest = _min_ns(oldest, h.oldest_ns)
-            if h.bad:
-                reasons.append(describe_balance_problem(state.balances.iloc[h.first_bad]))
+            oldest = _min_ns(oldest, h_old[h])
+            if h_bad[h]:
+                reasons.append(describe_balance_problem(state.balances.iloc[h_first[h]]))
         if b is not None:
-            oldest = _min_ns(oldest, b.oldest_ns)
-            if b.bad:
-                reasons.append(describe_balance_problem(state.balances.iloc[b.first_bad]))
+            oldest = _min_ns(oldest, b_old[b])
+            if b_bad[b]:
+                reasons.append(describe_balance_problem(state.balances.iloc[b_first[b]]))
         if portfolio_reason:
             reasons.append(portfolio_reason)
         problem_ns = NAT
@@ -224,17 +235,16 @@ def _scope_inputs(
                 if problem.as_of is not None:
                     problem_ns = _min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
         if p is not None:
-            sums = p.sums
-            gross, net, upnl = sums["gross"], sums["net"], sums["upnl"]
-            liq, rows = p.mins["liq"], p.rows
+            gross, net, upnl = p_gross[p], p_net[p], p_upnl[p]
+            liq, rows = p_liq[p], p_rows[p]
         else:
             gross = net = upnl = 0.0
             liq, rows = math.nan, 0
         out[scope] = ScopeInputs(
             gross,
             net,
-            h.sums["holding"] if h is not None else 0.0,
-            ((b.sums["value"] if b is not None else 0.0) + upnl) if scope_equity else math.nan,
+            h_value[h] if h is not None else 0.0,
+            ((b_value[b] if b is not None else 0.0) + upnl) if scope_equity else math.nan,
             portfolio_equity,
             liq,
             rows,
@@ -243,6 +253,10 @@ def _scope_inputs(
             problem_ns,
         )
     return out
+
+
+#: the position sums a scope reads (``realized`` is only for the per-account equity table)
+_POSITION_SUMS = ("gross", "net", "upnl")
 
 
 def _source_keys(

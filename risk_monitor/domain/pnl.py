@@ -25,6 +25,7 @@ from risk_monitor.domain.valuation import (
     AssetPrices,
     Freshness,
     categorical,
+    float_block,
     floats,
     frame_of,
     latest_quotes,
@@ -147,26 +148,29 @@ def position_pnl(
 
     has_quote = np.isfinite(q_mark)
     own_ok = pos_fresh & np.isfinite(own_mark) & (own_mark > 0)
-    mark = np.where(has_quote, q_mark, np.where(own_ok, own_mark, np.nan))
+    # every float column is computed straight into its row of the frame's block: at 1M rows
+    # temporaries and the copy into the block cost more than the arithmetic (and ~100 MB)
+    block, col = float_block(_PNL_FLOATS, n)
+    mark = col["mark"]
+    mark.fill(np.nan)
+    np.copyto(mark, own_mark, where=own_ok)
+    np.copyto(mark, q_mark, where=has_quote)
+    del q_mark
     mark_source = pd.Categorical.from_codes(
         cast(Any, np.where(has_quote, 0, np.where(own_ok, 1, 2)).astype(np.int8)),
         categories=pd.Index(["quote", "position", ""]),
     )
     quote_ccy = categorical(positions, "quote")
     quote_usd, rate_t = valuation.prices(quote_ccy)
-
-    upnl = (mark - entry) * quantity
-    notional = np.abs(quantity) * mark * quote_usd
-    signed = quantity * mark * quote_usd
-    with np.errstate(invalid="ignore", divide="ignore"):
-        has_liq = np.isfinite(liq) & (liq > 0)
-        liq_pct = np.where(has_liq, np.abs(mark - liq) / mark * 100.0, np.nan)
+    np.copyto(col["quote_usd"], quote_usd)
+    quote_usd = col["quote_usd"]
 
     # oldest input behind the row: the position receipt, the quote, the quote currency's price
     source_t = pos_t.copy()
     for other in (np.where(has_quote, q_t, NAT), rate_t):
         older = (other != NAT) & ((source_t == NAT) | (other < source_t))
         source_t[older] = other[older]
+    del q_t, rate_t, older, other
 
     problem = np.zeros(n, dtype=np.int8)
     problem[~np.isfinite(quantity) | ~np.isfinite(entry)] = RowProblem.INVALID
@@ -175,7 +179,37 @@ def position_pnl(
     problem[~pos_fresh] = RowProblem.STALE
     ok = problem == RowProblem.OK
     nan_if_bad = np.where(ok, 1.0, np.nan)
-    venue_upnl = floats(positions, "unrealized_pnl")
+
+    # same operations in the same order as the formulas: (mark - entry) * quantity, ...
+    upnl = np.subtract(mark, entry, out=col["unrealized_pnl_usd"])  # scratch row, see below
+    np.multiply(upnl, quantity, out=upnl)
+    np.multiply(upnl, nan_if_bad, out=col["unrealized_pnl"])
+    np.multiply(upnl, quote_usd, out=upnl)
+    np.multiply(upnl, nan_if_bad, out=upnl)  # now upnl * quote_usd * nan_if_bad
+    np.copyto(col["venue_unrealized_pnl"], floats(positions, "unrealized_pnl"))
+    np.subtract(col["unrealized_pnl"], col["venue_unrealized_pnl"],
+                out=col["unrealized_pnl_diff"])
+    notional = np.abs(quantity, out=col["notional_usd"])
+    np.multiply(notional, mark, out=notional)
+    np.multiply(notional, quote_usd, out=notional)
+    np.multiply(notional, nan_if_bad, out=notional)
+    signed = np.multiply(quantity, mark, out=col["signed_notional_usd"])
+    np.multiply(signed, quote_usd, out=signed)
+    np.multiply(signed, nan_if_bad, out=signed)
+    np.copyto(col["liquidation_price"], liq)
+    liq_pct = col["liquidation_distance_pct"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        has_liq = np.isfinite(liq) & (liq > 0)
+        np.subtract(mark, liq, out=liq_pct)
+        np.abs(liq_pct, out=liq_pct)
+        np.divide(liq_pct, mark, out=liq_pct)
+        np.multiply(liq_pct, 100.0, out=liq_pct)
+    liq_pct[~has_liq] = np.nan
+    np.multiply(liq_pct, nan_if_bad, out=liq_pct)
+    np.copyto(col["quantity"], quantity)
+    np.copyto(col["entry_price"], entry)
+    np.copyto(col["realized_pnl"], floats(positions, "realized_pnl"))
+    del nan_if_bad, has_liq, own_ok, has_quote
 
     return frame_of(
         {
@@ -185,26 +219,23 @@ def position_pnl(
             "base": categorical(positions, "base"),
             "quote": quote_ccy,
             "position_side": categorical(positions, "position_side"),
-            "quantity": quantity,
-            "entry_price": entry,
-            "mark": mark,
+            **col,
             "mark_source": mark_source,
-            "quote_usd": quote_usd,
-            "unrealized_pnl": upnl * nan_if_bad,
-            "unrealized_pnl_usd": upnl * quote_usd * nan_if_bad,
-            "venue_unrealized_pnl": venue_upnl,
-            "unrealized_pnl_diff": upnl * nan_if_bad - venue_upnl,
-            "realized_pnl": floats(positions, "realized_pnl"),
-            "notional_usd": notional * nan_if_bad,
-            "signed_notional_usd": signed * nan_if_bad,
-            "liquidation_price": liq,
-            "liquidation_distance_pct": liq_pct * nan_if_bad,
             "source_time": utc_times(source_t),
             "ok": ok,
             "problem": problem,
         },
         POSITION_PNL_COLUMNS,
+        block,
     )
+
+
+#: float64 columns of POSITION_PNL_COLUMNS, in column order (the rows of the frame's block)
+_PNL_FLOATS: tuple[str, ...] = (
+    "quantity", "entry_price", "mark", "quote_usd", "unrealized_pnl", "unrealized_pnl_usd",
+    "venue_unrealized_pnl", "unrealized_pnl_diff", "realized_pnl", "notional_usd",
+    "signed_notional_usd", "liquidation_price", "liquidation_distance_pct",
+)
 
 
 def value_balances(

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 
 #: Scope dimensions in canonical key order.
 SCOPE_DIMS: tuple[str, ...] = ("venue", "account", "instrument", "asset")
 WILDCARD = "*"
 PORTFOLIO_KEY = "portfolio"
+
+
+class _Key:
+    """``functools.cached_property`` without its lock (Python 3.11 takes a class-wide RLock on
+    every first access; thousands of scopes per evaluation): computes :meth:`Scope._key` once and
+    stores it in the instance ``__dict__``, which shadows this non-data descriptor afterwards."""
+
+    def __get__(self, scope: Scope, owner: type | None = None) -> str:
+        value = scope._key()
+        scope.__dict__["key"] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -26,9 +36,20 @@ class Scope:
     instrument: str | None = None
     asset: str | None = None
 
-    @cached_property
-    def key(self) -> str:  # computed once: sorting and result building read it many times
-        parts = [f"{d}:{v}" for d, v in self.items().items()]
+    #: canonical key, computed once: sorting and result building read it many times
+    key = _Key()
+
+    def _key(self) -> str:
+        # spelled out (no items() dict, no getattr): thousands of scopes per evaluation
+        parts = []
+        if self.venue is not None:
+            parts.append(f"venue:{self.venue}")
+        if self.account is not None:
+            parts.append(f"account:{self.account}")
+        if self.instrument is not None:
+            parts.append(f"instrument:{self.instrument}")
+        if self.asset is not None:
+            parts.append(f"asset:{self.asset}")
         return "|".join(parts) if parts else PORTFOLIO_KEY
 
     def items(self) -> dict[str, str]:
