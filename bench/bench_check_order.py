@@ -83,18 +83,21 @@ def timed(fn: Callable[..., Any], sink: list[float], cpu_sink: list[float],
     return wrapper
 
 
-def timed_handler(sink: list[float]) -> None:
-    """Time the servicer's CheckOrder (patched on the class before the service builds it)."""
+def timed_handler(sink: list[float], cpu_sink: list[float]) -> None:
+    """Time the servicer's CheckOrder (patched on the class before the service builds it).
+    Its thread CPU time is the handler's own when it decided on the loop without suspending
+    (the in-memory path); a suspended call adds whatever else the loop ran meanwhile."""
     from risk_monitor.service.grpc_server import RiskMonitorServicer
 
     inner = RiskMonitorServicer.CheckOrder
 
     async def CheckOrder(self: Any, request: Any, context: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             return await inner(self, request, context)
         finally:
             sink.append(time.perf_counter() - started)
+            cpu_sink.append(time.thread_time() - cpu_started)
 
     RiskMonitorServicer.CheckOrder = CheckOrder  # type: ignore[method-assign]
 
@@ -162,8 +165,9 @@ def main() -> None:
     server_times: list[float] = []
     cpu_times: list[float] = []
     handler_times: list[float] = []
+    handler_cpu: list[float] = []
     lock = threading.Lock()
-    timed_handler(handler_times)
+    timed_handler(handler_times, handler_cpu)
     try:
         with tempfile.TemporaryDirectory() as tmp, running_rig(
                 database_url=database_url, redis_url=REDIS_TEST_URL,
@@ -182,6 +186,7 @@ def main() -> None:
                     server_times.clear()
                     cpu_times.clear()
                 handler_times.clear()
+                handler_cpu.clear()
                 load_before = os.getloadavg()
                 cpu_before = time.process_time()
                 wall_before = time.perf_counter()
@@ -196,15 +201,18 @@ def main() -> None:
                 handler = list(handler_times)
                 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"run {run}: {len(client)} answers, {errors} errors, {achieved:.0f}/s; "
-                      f"{ms(handler, 'handler')}; {ms(server, 'check wall')}; "
+                      f"{ms(handler, 'handler')}; {ms(list(handler_cpu), 'handler CPU')}; "
+                      f"{ms(server, 'check wall')}; "
                       f"{ms(check_cpu, 'check CPU')}; {ms(client, 'round trip')}; "
                       f"CPU {cpu:.0%} of a core, RSS {rss_mb:.0f} MB; load "
                       f"{load_before[0]:.2f} -> {load_after[0]:.2f}")
                 if handler:
                     print(f"        handler mean {statistics.fmean(handler) * 1000:.3f} ms; "
                           f"check CPU mean {statistics.fmean(check_cpu) * 1e6:.0f} us; goal "
-                          f"p99 <= 2 ms at the server: "
-                          f"{'met' if pct(handler, 0.99) <= 0.002 else 'NOT met'}")
+                          f"p99 <= 2 ms at the server: wall "
+                          f"{'met' if pct(handler, 0.99) <= 0.002 else 'NOT met'}, CPU "
+                          f"{'met' if pct(handler_cpu, 0.99) <= 0.002 else 'NOT met'} (wall "
+                          f"includes waits for a core: judge it near-idle)")
     finally:
         drop_database(database_url)
 

@@ -459,8 +459,10 @@ class TradingSettings(_Section):
     realised_rel_tolerance: float = Field(
         default=1e-4, ge=0, description="... or this fraction of the venue's figure")
     private_streams: bool = Field(
-        default=False, description="follow fills and positions through the venues' private "
-        "websockets (ccxt.pro) where they have them; REST poll as fallback")
+        default=True, description="follow fills and positions through the venues' private "
+        "websockets (ccxt.pro) where they have them (Binance USD-M user data, OKX "
+        "orders/positions), so a fill's alert comes within a second; REST poll as fallback "
+        "(at service.positions_poll_s while a venue has no live stream) and reconciliation")
     fill_rest_poll_s: float | None = Field(
         default=None, gt=0, description="REST read of positions behind the private stream "
         "(fallback and reconciliation); default: service.positions_poll_s")

@@ -116,19 +116,28 @@ class PositionHub:
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
 
 class StreamedAccount:
     """An ``ExchangeAccount`` answering from the private stream, REST behind it."""
 
     def __init__(self, rest: ExchangeAccount, hub: PositionHub, *, rest_every_s: float,
+                 fallback_every_s: float | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.rest = rest
         self.venue = rest.venue
         self.account = rest.account
         self.hub = hub
         self.rest_every_s = rest_every_s
+        #: REST cadence while the venue has no live stream (none, down, reconnecting): the
+        #: service's normal position poll, not the hot path's 20 ms long-poll loop
+        self.fallback_every_s = fallback_every_s or rest_every_s
         self.clock = clock
         self._seen = -1
+        self._was_alive = False
         self._last_rest = -math.inf
         self._baseline: pd.DataFrame | None = None
         self._balances: pd.DataFrame | None = None
@@ -142,23 +151,45 @@ class StreamedAccount:
         return self.rest.fetch_tickers(symbols)  # type: ignore[attr-defined, no-any-return]
 
     def fetch_positions(self) -> pd.DataFrame:
-        """Long poll: the stream's positions as soon as they change, REST when it is due."""
-        due = self._last_rest + self.rest_every_s
-        if self.hub.alive(self.venue) and self._seen == self.hub.version:
-            # a quiet stream still answers every HEARTBEAT_S: its view is current, and the
-            # hot path must not see the positions age into "stale"
-            self._seen = self.hub.wait_change(
-                self._seen, min(due - time.monotonic(), HEARTBEAT_S))
-        else:
-            self._seen = self.hub.version
-        streamed = self.hub.frame(self.venue)
-        if streamed is None or not self.hub.alive(self.venue) or time.monotonic() >= due:
-            frame = self.rest.fetch_positions()
-            self._last_rest = time.monotonic()
-            self._baseline = frame
-            self.hub.set_opening(self.venue, frame)
-            return frame
-        return self._current(streamed)
+        """Long poll: the stream's positions as soon as they change, REST when it is due.
+
+        Without a live stream the venue is read over REST at ``fallback_every_s`` (at once
+        when its stream just went down); a stream coming up ends the wait."""
+        while True:
+            alive = self.hub.alive(self.venue)
+            if not alive and self._was_alive:  # the stream just dropped: REST at once
+                self._was_alive = False
+                return self._rest()
+            self._was_alive = alive
+            due = self._last_rest + (self.rest_every_s if alive else self.fallback_every_s)
+            left = due - time.monotonic()
+            if left <= 0:
+                return self._rest()
+            if alive and self._seen != self.hub.version:
+                self._seen = self.hub.version
+            else:
+                # a quiet stream still answers every HEARTBEAT_S: its view is current, and
+                # the hot path must not see the positions age into "stale"
+                self._seen = self.hub.wait_change(self._seen,
+                                                  min(left, HEARTBEAT_S) if alive else left)
+                if self.hub.closed:  # shutting down: no new read
+                    return self._baseline if self._baseline is not None else self._rest()
+                if not alive:
+                    continue  # another venue's change, the stream coming up, or REST due
+                if time.monotonic() >= due:
+                    return self._rest()
+            streamed = self.hub.frame(self.venue)
+            if streamed is None or not self.hub.alive(self.venue):
+                continue
+            return self._current(streamed)
+
+    def _rest(self) -> pd.DataFrame:
+        frame = self.rest.fetch_positions()
+        self._last_rest = time.monotonic()
+        self._seen = self.hub.version
+        self._baseline = frame
+        self.hub.set_opening(self.venue, frame)
+        return frame
 
     def _current(self, streamed: pd.DataFrame) -> pd.DataFrame:
         """The stream's rows as of now (a connected stream is current), marks filled in from
@@ -336,7 +367,8 @@ def streamed_accounts(settings: Settings, ledger: FillLedger
     ledger.opening = hub.opening_of
     accounts = [StreamedAccount(CcxtExchangeAccount.from_settings(settings, v), hub,
                                 rest_every_s=settings.trading.fill_rest_poll_s
-                                or settings.service.positions_poll_s)
+                                or settings.service.positions_poll_s,
+                                fallback_every_s=settings.service.positions_poll_s)
                 for v in settings.venues]
     hot = settings.model_copy(update={"service": settings.service.model_copy(
         update={"positions_poll_s": STREAMED_POLL_S})})
