@@ -43,6 +43,9 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
         if name == "active_trading":  # the run-up's WARN reaches the alert stream
             await wait_for_alert(rig, "binance_btc_notional", "WARN")
             rig.notes.append(str(await wait_for_break(rig, "okx")))
+            # the service's reconciliation pages it (the same use case as the Dagster asset)
+            paged = await wait_for_alert(rig, "reconciliation", "BREACH")
+            assert "venue:okx" in paged["scope"], paged
     return rig, expectations
 
 
