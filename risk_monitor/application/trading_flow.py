@@ -74,7 +74,10 @@ def raise_reconciliation_alerts(storage: RiskStore, settings: Settings, outcome:
     results = break_results(outcome.breaks, as_of=now)
     if not results:
         return 0
-    policy = replace(alert_policy(settings), resolve_missing=False)
+    base = alert_policy(settings)
+    wait = settings.trading.reconciliation_for_s  # a fill in flight is no break
+    policy = replace(base, resolve_missing=False, group_wait_s=max(base.group_wait_s, wait),
+                     unknown_for_s=max(base.unknown_for_s, wait))
     raised = raise_alerts(storage, results, now=now, policy=policy, context=context)
     return raised.enqueued
 

@@ -453,6 +453,10 @@ class TradingSettings(_Section):
         default=1e-6, ge=0, description="a book difference below this (base units) is no break")
     reconciliation_rel_tolerance: float = Field(
         default=1e-4, ge=0, description="... nor below this fraction of the larger book")
+    reconciliation_for_s: float = Field(
+        default=10.0, ge=0, description="a reconciliation break (or a blind venue) alerts once "
+        "it has lasted this long: a fill in flight between the desk's book and the venue's is "
+        "no break (both the service and the Dagster asset apply it)")
     realised_abs_tolerance: float = Field(
         default=1.0, ge=0, description="rebuilt vs venue realised P&L: tolerated difference "
         "(settle currency)")
