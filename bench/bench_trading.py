@@ -64,6 +64,19 @@ async def _market(stack: Any, side: str, qty: float) -> float:
 
 #: order sent -> the private stream's position update reached the service (upper bound: polled)
 streamed: list[float] = []
+#: order sent -> the alert's outbox row committed (the evaluation decided it, the writer wrote it)
+detected: list[float] = []
+
+
+def _enqueued_at(rig: Any, key: str) -> float | None:
+    import sqlalchemy as sa
+
+    from risk_monitor.adapters.sql.schema import outbox
+
+    with rig.storage.engine.connect() as conn:
+        at = conn.execute(sa.select(outbox.c.created_at)
+                          .where(outbox.c.idempotency_key == key)).scalar()
+    return at.timestamp() if at is not None else None
 
 
 def fill_run(samples: int) -> list[float]:
@@ -76,6 +89,7 @@ def fill_run(samples: int) -> list[float]:
     url = create_database("rm_bench_fill")
     delays: list[float] = []
     streamed.clear()
+    detected.clear()
     try:
         with tempfile.TemporaryDirectory() as tmp, running_rig(
                 database_url=url, redis_url=REDIS_TEST_URL,
@@ -104,6 +118,9 @@ def fill_run(samples: int) -> list[float]:
 
                 notices = wait_until(arrived, timeout=60, message="notice")
                 delays.append((notices[seen]["received_at"] - sent) * 1000)
+                enqueued = _enqueued_at(rig, str(notices[seen]["idempotency_key"]))
+                if enqueued is not None:  # decided and committed vs delivered to Slack
+                    detected.append((enqueued - sent) * 1000)
                 wait_until(rig.outbox_idle, timeout=60, message="outbox idle")
     finally:
         drop_database(url)
@@ -116,6 +133,7 @@ def fill(args: argparse.Namespace) -> None:
         delays = fill_run(args.samples)
         print(f"run {run}: {summary('order sent -> Slack received', delays)}; "
               f"{summary('order sent -> stream update in the service', streamed)}; "
+              f"{summary('order sent -> alert in the outbox', detected) if detected else ''}; "
               f"{machine()}")
 
 

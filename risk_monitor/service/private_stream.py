@@ -64,6 +64,7 @@ class PositionHub:
         #: REST read: where the fill ledger's books start
         self._opening: dict[tuple[str, str, str], tuple[float, float]] = {}
         self._opened: set[str] = set()
+        self._followers: list[str] = []
 
     def set_opening(self, venue: str, frame: pd.DataFrame) -> None:
         """Record the venue's positions once (the first REST read before any streamed fill)."""
@@ -102,6 +103,15 @@ class PositionHub:
     def alive(self, venue: str) -> bool:
         return self._alive.get(venue, False)
 
+    def any_alive(self) -> bool:
+        return any(self._alive.values())
+
+    def register(self, venue: str) -> bool:
+        """Note a follower of ``venue``; True for the hub's first (it waits for everyone)."""
+        with self._cond:
+            self._followers.append(venue)
+            return len(self._followers) == 1
+
     def frame(self, venue: str) -> pd.DataFrame | None:
         return self._frames.get(venue)
 
@@ -139,6 +149,8 @@ class StreamedAccount:
         self._seen = -1
         self._was_alive = False
         self._last_rest = -math.inf
+        #: the first account of the hub waits for the cycle; the others answer at once
+        self.leads = hub.register(self.venue)
         self._baseline: pd.DataFrame | None = None
         self._balances: pd.DataFrame | None = None
         self._balances_at = -math.inf
@@ -153,35 +165,41 @@ class StreamedAccount:
     def fetch_positions(self) -> pd.DataFrame:
         """Long poll: the stream's positions as soon as they change, REST when it is due.
 
-        Without a live stream the venue is read over REST at ``fallback_every_s`` (at once
-        when its stream just went down); a stream coming up ends the wait."""
-        while True:
-            alive = self.hub.alive(self.venue)
-            if not alive and self._was_alive:  # the stream just dropped: REST at once
-                self._was_alive = False
-                return self._rest()
-            self._was_alive = alive
-            due = self._last_rest + (self.rest_every_s if alive else self.fallback_every_s)
+        The hot path reads its accounts one after the other, so only the first account of the
+        hub waits (for a change on any venue, or a heartbeat); the others answer their current
+        view at once. A venue without a live stream is read over REST at ``fallback_every_s``
+        (at once when its stream just went down) and answers its last REST view in between."""
+        if self._dropped():
+            return self._rest()
+        due = self._due()
+        if time.monotonic() >= due:
+            return self._rest()
+        if self.leads and self._seen == self.hub.version:
+            # a quiet stream still answers every HEARTBEAT_S: its view is current, and the hot
+            # path must not see the positions age into "stale"; with no live stream anywhere
+            # the cycle waits for the next REST read (or a stream coming up)
             left = due - time.monotonic()
-            if left <= 0:
+            self._seen = self.hub.wait_change(
+                self._seen, min(left, HEARTBEAT_S) if self.hub.any_alive() else left)
+            if self._dropped() or time.monotonic() >= self._due():
                 return self._rest()
-            if alive and self._seen != self.hub.version:
-                self._seen = self.hub.version
-            else:
-                # a quiet stream still answers every HEARTBEAT_S: its view is current, and
-                # the hot path must not see the positions age into "stale"
-                self._seen = self.hub.wait_change(self._seen,
-                                                  min(left, HEARTBEAT_S) if alive else left)
-                if self.hub.closed:  # shutting down: no new read
-                    return self._baseline if self._baseline is not None else self._rest()
-                if not alive:
-                    continue  # another venue's change, the stream coming up, or REST due
-                if time.monotonic() >= due:
-                    return self._rest()
-            streamed = self.hub.frame(self.venue)
-            if streamed is None or not self.hub.alive(self.venue):
-                continue
+        else:
+            self._seen = self.hub.version
+        streamed = self.hub.frame(self.venue)
+        if streamed is not None and self.hub.alive(self.venue):
             return self._current(streamed)
+        return self._baseline if self._baseline is not None else self._rest()
+
+    def _dropped(self) -> bool:
+        """True once when this venue's stream went down since the last read."""
+        alive = self.hub.alive(self.venue)
+        dropped = self._was_alive and not alive
+        self._was_alive = alive
+        return dropped
+
+    def _due(self) -> float:
+        every = self.rest_every_s if self.hub.alive(self.venue) else self.fallback_every_s
+        return self._last_rest + every
 
     def _rest(self) -> pd.DataFrame:
         frame = self.rest.fetch_positions()

@@ -50,14 +50,16 @@ def account(hub: PositionHub, rest: CountingRest) -> StreamedAccount:
                            fallback_every_s=HOUR_S)
 
 
-def test_without_a_stream_the_venue_waits_for_its_poll_and_takes_the_stream_when_it_comes_up(
-) -> None:
+def test_without_a_stream_the_venue_waits_and_takes_the_stream_when_it_comes_up() -> None:
     hub, rest = PositionHub(), CountingRest()
     follower = account(hub, rest)
+    assert follower.leads
     assert follower.fetch_positions().empty and rest.reads == 1  # first read: REST at once
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(follower.fetch_positions)
-        hub.publish("okx", streamed_frame("okx"))  # another venue's stream: no REST here
+        hub.publish("okx", streamed_frame("okx"))  # another venue's stream: the cycle runs,
+        assert waiting.result(timeout=30).empty    # this venue answers its last REST view
+        waiting = pool.submit(follower.fetch_positions)
         hub.publish("binance", streamed_frame())  # this venue's stream comes up
         frame = waiting.result(timeout=30)
     assert rest.reads == 1
@@ -75,13 +77,29 @@ def test_a_stream_that_drops_falls_back_to_rest_at_once() -> None:
     assert rest.reads == 2
 
 
+def test_only_the_first_account_waits_so_one_cycle_sees_every_venue_change() -> None:
+    hub, binance_rest, okx_rest = PositionHub(), CountingRest(), CountingRest()
+    okx_rest.venue = "okx"  # type: ignore[misc]
+    first, second = account(hub, binance_rest), account(hub, okx_rest)
+    assert first.leads and not second.leads
+    first.fetch_positions(), second.fetch_positions()  # first REST reads
+    hub.publish("okx", streamed_frame("okx"))
+    hub.publish("binance", streamed_frame())
+    first.fetch_positions()
+    with ThreadPoolExecutor(1) as pool:
+        cycle = pool.submit(lambda: (first.fetch_positions(), second.fetch_positions()))
+        hub.publish("okx", streamed_frame("okx").assign(quantity=2.0))  # one change, one cycle
+        _, okx = cycle.result(timeout=30)
+    assert list(okx["quantity"]) == [2.0]
+    assert (binance_rest.reads, okx_rest.reads) == (1, 1)
+
+
 def test_a_venue_without_a_stream_is_not_read_again_before_its_poll() -> None:
     hub, rest = PositionHub(), CountingRest()
     follower = account(hub, rest)
     follower.fetch_positions()
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(follower.fetch_positions)
-        hub.publish("okx", streamed_frame("okx"))
         hub.close()  # shutting down: the last REST view, no new read
         frame = waiting.result(timeout=30)
     assert frame.empty
