@@ -1,22 +1,17 @@
-"""Trading-flow benchmarks: CheckOrder latency under a desk's order rate, and fill → alert.
+"""Trading-flow benchmark: fill -> position-driven alert delivered (goal: p99 < 1 s).
 
-1. ``checkorder``: the real gRPC server (grpc.aio, in process) answering ``CheckOrder`` from a
-   live evaluation (the hand-computed desk of the unit tests, 5 limits) with the trading-state
-   gate, paced at ``--rate`` orders/s. Reports the server-side time (the provider's
-   ``check_order`` inside the servicer, what the goal "p99 <= 2 ms at the server" is about) and
-   the client round trip over loopback.
-2. ``fill``: the real service with private streams on (simulators, PostgreSQL, Redis, Slack
-   simulator); a market order on the Binance simulator pushes the BTC position over its 1M
-   notional limit, the next one back under it. Each crossing is one Slack post; measured from
-   the order's send time to the Slack simulator receiving the post (goal: p99 < 1 s).
+The real service with private streams (on by default: simulators, PostgreSQL, Redis, Slack
+simulator); a market order on the Binance simulator pushes the BTC position over its 1M
+notional limit, the next one back under it. Each crossing is one Slack post; measured from the
+order's send time to the Slack simulator receiving the post, and to the private stream's
+position update reaching the service. REST positions are read only every 30 s, so anything
+sooner came through the stream.
 
-Each part runs ``--runs`` times; prints p50 / p99 / max per run, process CPU, max RSS and the
-machine's load average (1 min) before and after.
+Each run prints p50 / p99 / max, process CPU, max RSS and the machine's load average (1 min).
+CheckOrder latency is ``bench/bench_check_order.py`` (the one CheckOrder benchmark).
 
-    python bench/bench_trading.py checkorder --rate 200 --seconds 10 --runs 3
     python bench/bench_trading.py fill --samples 10 --runs 3
 """
-
 from __future__ import annotations
 
 import argparse
@@ -51,92 +46,6 @@ def machine() -> str:
             f"load1={os.getloadavg()[0]:.2f}")
 
 
-# -- CheckOrder ---------------------------------------------------------------------------------
-async def checkorder_run(rate: float, seconds: float) -> tuple[list[float], list[float]]:
-    import grpc
-
-    from risk_monitor.domain.trading_state import GLOBAL, ManualState, TradingState
-    from risk_monitor.platform.settings import TradingSettings
-    from risk_monitor.service.grpc_server import (
-        GrpcServer,
-        HealthServicer,
-        RiskMonitorServicer,
-    )
-    from risk_monitor.service.proto import risk_monitor_pb2 as pb
-    from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
-    from risk_monitor.service.state import LiveEvaluation
-    from risk_monitor.service.trading import TradingControl
-    from risk_monitor_tests.unit.domain.builders import NOW, config, desk
-
-    live = LiveEvaluation(max_age_s=60)
-    live.set_limit_config(config(
-        {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance",
-                                                          "instrument": "BTC/USDT:USDT"},
-         "warn": 800000, "breach": 1000000},
-        {"id": "inst", "kind": "max_notional", "scope": {"venue": "*", "instrument": "*"},
-         "breach": 2_000_000},
-        {"id": "gross", "kind": "gross_exposure", "breach": 40_000_000},
-        {"id": "net", "kind": "net_exposure", "breach": 35_000_000},
-        {"id": "loss", "kind": "daily_loss", "breach": 5_000_000},
-        venues=["binance", "okx", "fireblocks"]))
-    live.evaluate(desk(start_of_day_equity=2_600_000, peak_equity=2_700_000))
-    control = TradingControl(TradingSettings(), None, inputs=live.latest_inputs,
-                             venues=["binance", "okx"])
-    control._manual[GLOBAL] = ManualState(TradingState.REDUCING, "bench", "")  # gate in play
-    live.trading = control
-    server_ms: list[float] = []
-    inner = live.check_order
-
-    def timed(order: Any, now: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return inner(order, now)
-        finally:
-            server_ms.append((time.perf_counter() - t0) * 1000)
-
-    live.check_order = timed  # type: ignore[method-assign]
-    servicer = RiskMonitorServicer(live, clock=lambda: NOW, trading=control)
-    server = GrpcServer(servicer, HealthServicer(), host="127.0.0.1", port=0)
-    port = await server.start()
-    client_ms: list[float] = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.RiskMonitorStub(channel)
-        await stub.CheckOrder(pb.CheckOrderRequest(venue="binance", instrument="BTC/USDT:USDT",
-                                                   side=pb.SIDE_SELL, quantity=0.1))
-        server_ms.clear()
-        interval = 1.0 / rate
-        start = time.perf_counter()
-        pending = []
-
-        async def one(i: int) -> None:
-            t0 = time.perf_counter()
-            await stub.CheckOrder(pb.CheckOrderRequest(
-                venue="binance" if i % 2 else "okx", instrument="BTC/USDT:USDT",
-                side=pb.SIDE_SELL if i % 3 else pb.SIDE_BUY, quantity=0.1 + (i % 7) / 10,
-                client_order_id=f"b{i}"))
-            client_ms.append((time.perf_counter() - t0) * 1000)
-
-        for i in range(int(rate * seconds)):
-            delay = start + i * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            pending.append(asyncio.ensure_future(one(i)))
-        await asyncio.gather(*pending)
-    await server.stop(0)
-    return server_ms, client_ms
-
-
-def checkorder(args: argparse.Namespace) -> None:
-    from risk_monitor.platform.logging import configure_logging
-
-    configure_logging("WARNING")  # one INFO line per check is the service's default
-    print(f"CheckOrder at {args.rate:g} orders/s for {args.seconds:g}s; {machine()}")
-    for run in range(1, args.runs + 1):
-        server_ms, client_ms = asyncio.run(checkorder_run(args.rate, args.seconds))
-        print(f"run {run}: {summary('server', server_ms)}; {summary('client rtt', client_ms)}; "
-              f"{machine()}")
-
-
 # -- fill -> alert ------------------------------------------------------------------------------
 async def _market(stack: Any, side: str, qty: float) -> float:
     """Send one market order; returns the wall time just before it was sent (the client is
@@ -155,6 +64,19 @@ async def _market(stack: Any, side: str, qty: float) -> float:
 
 #: order sent -> the private stream's position update reached the service (upper bound: polled)
 streamed: list[float] = []
+#: order sent -> the alert's outbox row committed (the evaluation decided it, the writer wrote it)
+detected: list[float] = []
+
+
+def _enqueued_at(rig: Any, key: str) -> float | None:
+    import sqlalchemy as sa
+
+    from risk_monitor.adapters.sql.schema import outbox
+
+    with rig.storage.engine.connect() as conn:
+        at = conn.execute(sa.select(outbox.c.created_at)
+                          .where(outbox.c.idempotency_key == key)).scalar()
+    return at.timestamp() if at is not None else None
 
 
 def fill_run(samples: int) -> list[float]:
@@ -164,10 +86,10 @@ def fill_run(samples: int) -> list[float]:
     from risk_monitor_tests.fixtures.services import REDIS_TEST_URL, create_database, drop_database
 
     configure_logging("WARNING")
-    os.environ["RISK_MONITOR_TRADING__PRIVATE_STREAMS"] = "true"
     url = create_database("rm_bench_fill")
     delays: list[float] = []
     streamed.clear()
+    detected.clear()
     try:
         with tempfile.TemporaryDirectory() as tmp, running_rig(
                 database_url=url, redis_url=REDIS_TEST_URL,
@@ -175,10 +97,12 @@ def fill_run(samples: int) -> list[float]:
                 service={"positions_poll_s": 30.0}) as rig:
             app = rig.service.app
             assert app is not None
-            wait_until(lambda: app.private_streams is not None
-                       and app.private_streams.hub.alive("binance"), timeout=60,
+            evaluation = app.evaluation
+            wait_until(lambda: evaluation.private_streams is not None
+                       and evaluation.private_streams.hub.alive("binance"), timeout=60,
                        message="stream up")
-            hub = app.private_streams.hub  # type: ignore[union-attr]
+            assert evaluation.private_streams is not None
+            hub = evaluation.private_streams.hub
             for i in range(samples):
                 seen = len(rig.notices(BTC_LIMIT))
                 version = hub.version
@@ -194,6 +118,9 @@ def fill_run(samples: int) -> list[float]:
 
                 notices = wait_until(arrived, timeout=60, message="notice")
                 delays.append((notices[seen]["received_at"] - sent) * 1000)
+                enqueued = _enqueued_at(rig, str(notices[seen]["idempotency_key"]))
+                if enqueued is not None:  # decided and committed vs delivered to Slack
+                    detected.append((enqueued - sent) * 1000)
                 wait_until(rig.outbox_idle, timeout=60, message="outbox idle")
     finally:
         drop_database(url)
@@ -206,21 +133,17 @@ def fill(args: argparse.Namespace) -> None:
         delays = fill_run(args.samples)
         print(f"run {run}: {summary('order sent -> Slack received', delays)}; "
               f"{summary('order sent -> stream update in the service', streamed)}; "
+              f"{summary('order sent -> alert in the outbox', detected) if detected else ''}; "
               f"{machine()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
-    c = sub.add_parser("checkorder")
-    c.add_argument("--rate", type=float, default=200.0)
-    c.add_argument("--seconds", type=float, default=10.0)
-    c.add_argument("--runs", type=int, default=3)
     f = sub.add_parser("fill")
     f.add_argument("--samples", type=int, default=10)
     f.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    checkorder(args) if args.part == "checkorder" else fill(args)
+    fill(parser.parse_args())
 
 
 if __name__ == "__main__":

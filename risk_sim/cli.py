@@ -150,7 +150,7 @@ def demo(*, scenario_name: str, seed: int | None) -> None:
 
     try:
         if is_trading_scenario(scenario_name):  # the desk trades against `risk-monitor serve`
-            if not run_trading_demo(scenario_name).ok:
+            if not run_trading_demo(scenario_name, seed=seed).ok:
                 sys.exit(1)
             return
         from risk_sim.demo import run_demo

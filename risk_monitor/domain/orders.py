@@ -145,6 +145,7 @@ def check_order(
     allowed = gated.allowed
     elapsed_s = max(0.0, (ns_of(now) - state.freshness.now_ns) / 1e9)
     portfolio_after = project_portfolio(state.portfolio, delta.equity_usd)
+    version = config.version  # a pydantic private attribute: slow to read per limit
     for definition in config.limits:
         scope = _order_scope(definition, order, base)
         if scope is None:
@@ -156,7 +157,7 @@ def check_order(
             portfolio_after=portfolio_after,
         )
         result = result_of(
-            definition, scope, after, as_of=now, config_version=config.version,
+            definition, scope, after, as_of=now, config_version=version,
             source_ns=_source_ns(state, definition, scope),
         )
         projected.append(result)
@@ -231,8 +232,8 @@ def _quote_lookup(state: PreparedInputs) -> dict[tuple[str, str], tuple[float, i
 class _Legs:
     """The positions of one (venue, account, instrument), as plain values."""
 
-    side: list[str]
-    quantity: list[float]
+    side: tuple[str, ...]
+    quantity: tuple[float, ...]
     base: str | None
     quote: str | None
     mark: float  # NaN unless a usable row has one
@@ -243,19 +244,30 @@ _LEG_COLUMNS = ("position_side", "quantity", "base", "quote", "mark", "ok")
 
 
 def _legs(state: PreparedInputs, order: OrderRequest) -> _Legs:
+    """The order's legs, read from the frame once per evaluation and (venue, account,
+    instrument): later checks on the same book are dict reads, no pandas (CheckOrder's p99)."""
+    key = ("order_legs", order.venue, order.account, order.instrument)
+    legs = state.cache.get(key)
+    if legs is None:
+        legs = _read_legs(state, order)
+        state.cache[key] = legs  # idempotent: a racing check computes the same value
+    return legs  # type: ignore[no-any-return]
+
+
+def _read_legs(state: PreparedInputs, order: OrderRequest) -> _Legs:
     idx = state.positions_index.lookup(
         {"venue": order.venue, "account": order.account, "instrument": order.instrument}
     )
     if len(idx) == 0:
-        return _Legs([], [], None, None, math.nan, NAT)
+        return _Legs((), (), None, None, math.nan, NAT)
     col = {c: list(np.asarray(state.pnl[c].array[idx], dtype=object)) for c in _LEG_COLUMNS}
     ok = [bool(v) for v in col["ok"]]
     times = state.positions_index.t_ns[idx]
     marks = [float(m) for m, good in zip(col["mark"], ok, strict=True) if good]
     good_times = [int(t) for t, good in zip(times, ok, strict=True) if good]
     return _Legs(
-        side=[str(v) for v in col["position_side"]],
-        quantity=[float(v) for v in col["quantity"]],
+        side=tuple(str(v) for v in col["position_side"]),
+        quantity=tuple(float(v) for v in col["quantity"]),
         base=str(col["base"][0]),
         quote=str(col["quote"][0]),
         mark=marks[0] if marks else math.nan,
@@ -298,7 +310,7 @@ def _blind_reason(
         return f"no fresh price for {order.instrument} on {order.venue}"
     if not math.isfinite(rate):
         return f"no fresh USD price for the quote currency of {order.instrument}"
-    if not bool(fresh_at_order.fresh(np.array([mark_ns], dtype=np.int64))[0]):
+    if not (mark_ns != NAT and fresh_at_order.oldest_ns <= mark_ns <= fresh_at_order.newest_ns):
         return f"price of {order.instrument} on {order.venue} is stale at order time"
     return ""
 

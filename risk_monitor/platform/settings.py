@@ -461,14 +461,20 @@ class TradingSettings(_Section):
         default=1e-6, ge=0, description="a book difference below this (base units) is no break")
     reconciliation_rel_tolerance: float = Field(
         default=1e-4, ge=0, description="... nor below this fraction of the larger book")
+    reconciliation_for_s: float = Field(
+        default=10.0, ge=0, description="a reconciliation break (or a blind venue) alerts once "
+        "it has lasted this long: a fill in flight between the desk's book and the venue's is "
+        "no break (both the service and the Dagster asset apply it)")
     realised_abs_tolerance: float = Field(
         default=1.0, ge=0, description="rebuilt vs venue realised P&L: tolerated difference "
         "(settle currency)")
     realised_rel_tolerance: float = Field(
         default=1e-4, ge=0, description="... or this fraction of the venue's figure")
     private_streams: bool = Field(
-        default=False, description="follow fills and positions through the venues' private "
-        "websockets (ccxt.pro) where they have them; REST poll as fallback")
+        default=True, description="follow fills and positions through the venues' private "
+        "websockets (ccxt.pro) where they have them (Binance USD-M user data, OKX "
+        "orders/positions), so a fill's alert comes within a second; REST poll as fallback "
+        "(at service.positions_poll_s while a venue has no live stream) and reconciliation")
     fill_rest_poll_s: float | None = Field(
         default=None, gt=0, description="REST read of positions behind the private stream "
         "(fallback and reconciliation); default: service.positions_poll_s")

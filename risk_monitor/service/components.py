@@ -297,7 +297,7 @@ class Trading:
             fills=evaluation.fill_ledger if evaluation.private_streams else None)
         self.dashboard = build_trading_dashboard(
             settings, self.control, self.provider, engine=engine, hot_path=evaluation.hot_path,
-            redis_client=self.runtime.redis)
+            redis_client=self.runtime.redis, storage=self.runtime.storage)
         self._task = asyncio.create_task(self.control.run(self._stop), name="trading-state")
 
     async def stop(self) -> None:

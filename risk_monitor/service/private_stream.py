@@ -64,6 +64,7 @@ class PositionHub:
         #: REST read: where the fill ledger's books start
         self._opening: dict[tuple[str, str, str], tuple[float, float]] = {}
         self._opened: set[str] = set()
+        self._followers: list[str] = []
 
     def set_opening(self, venue: str, frame: pd.DataFrame) -> None:
         """Record the venue's positions once (the first REST read before any streamed fill)."""
@@ -102,6 +103,15 @@ class PositionHub:
     def alive(self, venue: str) -> bool:
         return self._alive.get(venue, False)
 
+    def any_alive(self) -> bool:
+        return any(self._alive.values())
+
+    def register(self, venue: str) -> bool:
+        """Note a follower of ``venue``; True for the hub's first (it waits for everyone)."""
+        with self._cond:
+            self._followers.append(venue)
+            return len(self._followers) == 1
+
     def frame(self, venue: str) -> pd.DataFrame | None:
         return self._frames.get(venue)
 
@@ -116,20 +126,31 @@ class PositionHub:
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
 
 class StreamedAccount:
     """An ``ExchangeAccount`` answering from the private stream, REST behind it."""
 
     def __init__(self, rest: ExchangeAccount, hub: PositionHub, *, rest_every_s: float,
+                 fallback_every_s: float | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.rest = rest
         self.venue = rest.venue
         self.account = rest.account
         self.hub = hub
         self.rest_every_s = rest_every_s
+        #: REST cadence while the venue has no live stream (none, down, reconnecting): the
+        #: service's normal position poll, not the hot path's 20 ms long-poll loop
+        self.fallback_every_s = fallback_every_s or rest_every_s
         self.clock = clock
         self._seen = -1
+        self._was_alive = False
         self._last_rest = -math.inf
+        #: the first account of the hub waits for the cycle; the others answer at once
+        self.leads = hub.register(self.venue)
         self._baseline: pd.DataFrame | None = None
         self._balances: pd.DataFrame | None = None
         self._balances_at = -math.inf
@@ -142,23 +163,51 @@ class StreamedAccount:
         return self.rest.fetch_tickers(symbols)  # type: ignore[attr-defined, no-any-return]
 
     def fetch_positions(self) -> pd.DataFrame:
-        """Long poll: the stream's positions as soon as they change, REST when it is due."""
-        due = self._last_rest + self.rest_every_s
-        if self.hub.alive(self.venue) and self._seen == self.hub.version:
-            # a quiet stream still answers every HEARTBEAT_S: its view is current, and the
-            # hot path must not see the positions age into "stale"
+        """Long poll: the stream's positions as soon as they change, REST when it is due.
+
+        The hot path reads its accounts one after the other, so only the first account of the
+        hub waits (for a change on any venue, or a heartbeat); the others answer their current
+        view at once. A venue without a live stream is read over REST at ``fallback_every_s``
+        (at once when its stream just went down) and answers its last REST view in between."""
+        if self._dropped():
+            return self._rest()
+        due = self._due()
+        if time.monotonic() >= due:
+            return self._rest()
+        if self.leads and self._seen == self.hub.version:
+            # a quiet stream still answers every HEARTBEAT_S: its view is current, and the hot
+            # path must not see the positions age into "stale"; with no live stream anywhere
+            # the cycle waits for the next REST read (or a stream coming up)
+            left = due - time.monotonic()
             self._seen = self.hub.wait_change(
-                self._seen, min(due - time.monotonic(), HEARTBEAT_S))
+                self._seen, min(left, HEARTBEAT_S) if self.hub.any_alive() else left)
+            if self._dropped() or time.monotonic() >= self._due():
+                return self._rest()
         else:
             self._seen = self.hub.version
         streamed = self.hub.frame(self.venue)
-        if streamed is None or not self.hub.alive(self.venue) or time.monotonic() >= due:
-            frame = self.rest.fetch_positions()
-            self._last_rest = time.monotonic()
-            self._baseline = frame
-            self.hub.set_opening(self.venue, frame)
-            return frame
-        return self._current(streamed)
+        if streamed is not None and self.hub.alive(self.venue):
+            return self._current(streamed)
+        return self._baseline if self._baseline is not None else self._rest()
+
+    def _dropped(self) -> bool:
+        """True once when this venue's stream went down since the last read."""
+        alive = self.hub.alive(self.venue)
+        dropped = self._was_alive and not alive
+        self._was_alive = alive
+        return dropped
+
+    def _due(self) -> float:
+        every = self.rest_every_s if self.hub.alive(self.venue) else self.fallback_every_s
+        return self._last_rest + every
+
+    def _rest(self) -> pd.DataFrame:
+        frame = self.rest.fetch_positions()
+        self._last_rest = time.monotonic()
+        self._seen = self.hub.version
+        self._baseline = frame
+        self.hub.set_opening(self.venue, frame)
+        return frame
 
     def _current(self, streamed: pd.DataFrame) -> pd.DataFrame:
         """The stream's rows as of now (a connected stream is current), marks filled in from
@@ -336,7 +385,8 @@ def streamed_accounts(settings: Settings, ledger: FillLedger
     ledger.opening = hub.opening_of
     accounts = [StreamedAccount(CcxtExchangeAccount.from_settings(settings, v), hub,
                                 rest_every_s=settings.trading.fill_rest_poll_s
-                                or settings.service.positions_poll_s)
+                                or settings.service.positions_poll_s,
+                                fallback_every_s=settings.service.positions_poll_s)
                 for v in settings.venues]
     hot = settings.model_copy(update={"service": settings.service.model_copy(
         update={"positions_poll_s": STREAMED_POLL_S})})

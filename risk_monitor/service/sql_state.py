@@ -112,6 +112,13 @@ class DatabaseRiskView:
         wait = timeout_s if math.isfinite(timeout_s) else self.poll_interval_s
         await asyncio.sleep(max(0.0, min(wait, self.poll_interval_s)))
 
+    def check_order_now(self, order: OrderRequest, now: datetime) -> OrderDecision | None:
+        """In memory either way (the live evaluation, or the fail-closed denial); None when the
+        live evaluation needs a re-preparation first (``LiveEvaluation.check_order_now``)."""
+        if self.live is not None:
+            return self.live.check_order_now(order, now)
+        return self.check_order(order, now)
+
     def check_order(self, order: OrderRequest, now: datetime) -> OrderDecision:
         if self.live is not None:
             return self.live.check_order(order, now)

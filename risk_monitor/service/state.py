@@ -360,9 +360,20 @@ class LiveEvaluation:
             return (), ()
         return evaluation.results, evaluation.sources
 
+    def check_order_now(self, order: OrderRequest, now: datetime) -> OrderDecision | None:
+        """The decision when it is in-memory work only (dict reads and arithmetic on the last
+        report, no I/O, no lock held by an evaluation); None when the limit configuration is
+        newer than the report, which needs a re-preparation: call ``check_order`` off the loop."""
+        report, config = self._report, self._config
+        if report is not None and config is not None and report.config_version != config.version:
+            return None
+        return self.check_order(order, now)
+
     def check_order(self, order: OrderRequest, now: datetime) -> OrderDecision:
-        with self._lock:
-            report, config, evaluation = self._report, self._config, self._evaluation
+        # no lock: each attribute is swapped whole, and an evaluation holds the lock for its
+        # whole run (CheckOrder's p99 waited for it); a config newer than the report is judged
+        # by the domain on the report's snapshot, never on stale limits
+        report, config, evaluation = self._report, self._config, self._evaluation
         version = config.version if config else ""
         problem = valid_order(order)
         trading = ACTIVE_VERDICT
@@ -388,7 +399,12 @@ def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
                 now: datetime, source: str = IN_MEMORY) -> OrderDecision:
     """The API's decision from the domain's verdict, with the current utilisation beside each
     projected limit."""
-    current = {(r.limit_id, r.scope): r.utilisation for r in report.results}
+    cached = report.state.cache.get("current_utilisation")
+    if cached is not None and cached[0] is report.results:
+        current = cached[1]
+    else:  # once per report, not per order
+        current = {(r.limit_id, r.scope): r.utilisation for r in report.results}
+        report.state.cache["current_utilisation"] = (report.results, current)
     projected = tuple(ProjectedLimit(r, current.get((r.limit_id, r.scope)))
                       for r in check.projected)
     return OrderDecision(allowed=check.allowed, reasons=tuple(check.reasons),

@@ -4,7 +4,9 @@ What a head of trading watches while the desk trades: the trading state per scop
 the latest orders with their CheckOrder decisions, fills and realised P&L, equity / exposure /
 P&L over the last hour, time in breach per limit over the last hour, and reconciliation breaks
 (desk book vs exchanges vs custodian, computed by the same ``trading_flow`` use case as the
-Dagster asset). Missing inputs are said, never shown as zero.
+Dagster asset). Missing inputs are said, never shown as zero. The service's reconciliation
+also raises the ``reconciliation`` alerts, through the same use case and alert store as the
+asset, so a break pages within seconds whichever path sees it first (the other stays quiet).
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import to_jsonable
+from risk_monitor.application import trading_flow
+from risk_monitor.application.trading_flow import Reconciliation
 from risk_monitor.domain.model import Collected
 from risk_monitor.domain.reconciliation import ItemKey
 from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import RiskStore
 from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl, verdict_as_dict
 from risk_monitor.service.trading_api import fills_document
@@ -40,6 +47,8 @@ RECONCILE_EVERY_S = 5.0
 _JSON_HEADERS = {"Cache-Control": "no-store"}
 
 Inputs = Callable[[], tuple[Collected | None, Collected | None, Collected | None]]
+#: raises the alerts of one reconciliation (the number enqueued)
+RaiseBreaks = Callable[[Reconciliation, datetime], int]
 
 
 class TradingDashboard:
@@ -48,8 +57,10 @@ class TradingDashboard:
     def __init__(self, settings: Settings, control: TradingControl,
                  provider: RiskViewProvider, *, inputs: Inputs = lambda: (None, None, None),
                  desk_book: Callable[[], dict[ItemKey, float] | None] = lambda: None,
-                 compliance: Callable[[datetime, datetime], list[Any]] | None = None) -> None:
+                 compliance: Callable[[datetime, datetime], list[Any]] | None = None,
+                 raise_breaks: RaiseBreaks | None = None) -> None:
         self.settings = settings
+        self.raise_breaks = raise_breaks
         self.control = control
         self.provider = provider
         self.inputs = inputs
@@ -77,8 +88,6 @@ class TradingDashboard:
             self._reconcile(now)
 
     def _reconcile(self, now: datetime) -> None:
-        from risk_monitor import trading_flow
-
         positions, balances, custody = self.inputs()
         if positions is None or balances is None or custody is None:
             result: dict[str, Any] = {"computed": False, "reason": "positions not collected yet"}
@@ -96,8 +105,22 @@ class TradingDashboard:
                       "breaks": [b.as_dict() for b in outcome.breaks
                                  if b.status.value != "OK"],
                       "compared": len(outcome.breaks)}
+            result["alerts"] = self._alert(outcome, now)
         with self._lock:
             self._breaks = result
+
+    def _alert(self, outcome: Reconciliation, now: datetime) -> str:
+        """Raise the breaks' alerts; a store that fails is said (the panel still shows them)."""
+        if self.raise_breaks is None or not outcome.desk_published:
+            return "not raised"
+        try:
+            enqueued = self.raise_breaks(outcome, now)
+        except Exception as exc:
+            error = map_exception(exc, source="reconciliation")
+            record_error(error)
+            log.warning("reconciliation_alerts_failed", error=str(error))
+            return f"not raised: {error.code}"
+        return f"raised ({enqueued} enqueued)"
 
     # -- the answer ---------------------------------------------------------------------------
     def document(self, now: datetime) -> dict[str, Any]:
@@ -167,10 +190,11 @@ def trading_dashboard_routes(dashboard: TradingDashboard) -> list[Route]:
 
 def build_trading_dashboard(settings: Settings, control: TradingControl,
                             provider: RiskViewProvider, *, engine: Any = None,
-                            hot_path: Any = None, redis_client: Any = None
-                            ) -> TradingDashboard:
+                            hot_path: Any = None, redis_client: Any = None,
+                            storage: RiskStore | None = None) -> TradingDashboard:
     """The panel on the service's parts: the hot path's latest collections, the desk book in
-    Redis, the compliance timeline in the database; sampled on every trading refresh."""
+    Redis, the compliance timeline in the database; sampled on every trading refresh. With
+    ``storage`` its reconciliation raises the ``reconciliation`` alerts."""
     def inputs() -> tuple[Collected | None, Collected | None, Collected | None]:
         if hot_path is None:
             return None, None, None
@@ -188,7 +212,17 @@ def build_trading_dashboard(settings: Settings, control: TradingControl,
         from risk_monitor.adapters.sql.compliance_store import ComplianceStore
 
         compliance = ComplianceStore(engine).intervals
+    raise_breaks = None
+    if storage is not None:
+        context = {"source": "service", "service": settings.service.service_name,
+                   "instance_id": settings.instance_id, "use_case": "reconciliation"}
+
+        def raise_breaks(outcome: Reconciliation, now: datetime) -> int:
+            return trading_flow.raise_reconciliation_alerts(storage, settings, outcome,
+                                                            now=now, context=context)
+
     dashboard = TradingDashboard(settings, control, provider, inputs=inputs,
-                                 desk_book=desk_book, compliance=compliance)
+                                 desk_book=desk_book, compliance=compliance,
+                                 raise_breaks=raise_breaks)
     control.on_refresh.append(dashboard.sample)
     return dashboard

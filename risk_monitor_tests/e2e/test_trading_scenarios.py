@@ -43,6 +43,9 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
         if name == "active_trading":  # the run-up's WARN reaches the alert stream
             await wait_for_alert(rig, "binance_btc_notional", "WARN")
             rig.notes.append(str(await wait_for_break(rig, "okx")))
+            # the service's reconciliation pages it (the same use case as the Dagster asset)
+            paged = await wait_for_alert(rig, "reconciliation", "BREACH", scope="venue:okx")
+            rig.notes.append(f"reconciliation paged: {paged['scope']}")
     return rig, expectations
 
 
@@ -62,10 +65,11 @@ async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
 
 
 async def wait_for_alert(rig: TradingRig, limit_id: str, status: str,
-                         timeout_s: float = 30.0) -> dict[str, Any]:
+                         timeout_s: float = 30.0, scope: str = "") -> dict[str, Any]:
     found: dict[str, Any] = await async_wait_until(
         lambda: next((a for a in rig.alerts
-                      if a["limit_id"] == limit_id and a["status"] == status), None),
+                      if a["limit_id"] == limit_id and a["status"] == status
+                      and scope in a["scope"]), None),
         timeout=timeout_s, interval=0.1, message=f"a {status} alert for {limit_id}")
     return found
 

@@ -36,7 +36,8 @@ def is_trading_scenario(name: str) -> bool:
     return name in SCRIPTS or bool(load_scenario(name).meta.get("trading"))
 
 
-async def play(name: str, workdir: Path, *, echo: bool = True) -> TradingReport:
+async def play(name: str, workdir: Path, *, echo: bool = True,
+               seed: int | None = None) -> TradingReport:
     script_name = str(load_scenario(name).meta.get("trading") or name)
     script = SCRIPTS[script_name]
     report = TradingReport(name)
@@ -48,17 +49,20 @@ async def play(name: str, workdir: Path, *, echo: bool = True) -> TradingReport:
 
     session = TradingSession(name, workdir, printer=printer,
                              database_url=os.environ.get("RISK_MONITOR_DATABASE_URL"),
-                             redis_url=os.environ.get("RISK_MONITOR_REDIS_URL"))
+                             redis_url=os.environ.get("RISK_MONITOR_REDIS_URL"), seed=seed)
     async with session as rig:
+        printer(f"simulators seeded with {rig.stack.seed}")
         report.expectations = await script(rig)
         await asyncio.sleep(1.0)  # let the last alerts of the session reach the timeline
     return report
 
 
-def run_trading_demo(name: str, workdir: Path | None = None) -> TradingReport:
+def run_trading_demo(name: str, workdir: Path | None = None, *,
+                     seed: int | None = None) -> TradingReport:
+    """Play one trading scenario; ``seed`` overrides the scenario's (same seed, same run)."""
     folder = workdir or Path(".risk_monitor") / "trading" / name
     click.echo(f"risk-sim: trading scenario {name!r}; service files in {folder}")
-    report = asyncio.run(play(name, folder))
+    report = asyncio.run(play(name, folder, seed=seed))
     click.echo("")
     for expectation in report.expectations:
         mark = "ok  " if expectation.ok else "FAIL"

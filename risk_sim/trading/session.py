@@ -137,8 +137,10 @@ class TradingSession:
     def __init__(self, scenario: str, workdir: Path, *, printer: Callable[[str], None] | None
                  = None, database_url: str | None = None, redis_url: str | None = None,
                  redis_prefix: str | None = None, service: dict[str, Any] | None = None,
-                 ready_timeout_s: float = 120.0) -> None:
+                 ready_timeout_s: float = 120.0, seed: int | None = None) -> None:
         self.scenario_name = scenario
+        #: the simulators' seed (market model, fills); None: the scenario's own
+        self.seed = seed
         self.workdir = Path(workdir)
         self.printer = printer
         self.database_url = database_url
@@ -196,8 +198,8 @@ class TradingSession:
     async def _start(self) -> TradingRig:
         from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
 
-        stack = SimulatorStack(self.scenario_name, clock="realtime", components=COMPONENTS,
-                               control=False)
+        stack = SimulatorStack(self.scenario_name, seed=self.seed, clock="realtime",
+                               components=COMPONENTS, control=False)
         self.stack = stack
         stack.start()
         grpc_port, rest_port = free_port(), free_port()

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from risk_monitor import trading_flow
+from risk_monitor.application import trading_flow
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc_now
 from risk_monitor.defs.resources import SettingsResource

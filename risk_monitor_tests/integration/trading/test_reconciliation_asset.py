@@ -82,7 +82,8 @@ def config(tmp_path: Path, migrated_postgres_url: str, redis_url: str,
         "custodians": [{"id": "fireblocks"}],
         # resolved at once when the books agree again (the default keep_firing_for_s holds it)
         "alerts": {"file_sink_path": str(tmp_path / "alerts.jsonl"), "keep_firing_for_s": 0},
-        "trading": {"desk_book_key": desk_key[1], "reconciliation_abs_tolerance": 0.001}}))
+        "trading": {"desk_book_key": desk_key[1], "reconciliation_abs_tolerance": 0.001,
+                    "reconciliation_for_s": 0}}))  # each run pages at once here
     return path
 
 

@@ -1,6 +1,7 @@
 """Use cases of the trading flow, shared by the Dagster assets and the service: realised P&L
 rebuilt from fills and checked against the venue, and the three-book reconciliation whose
-breaks go through the alert store (``reconciliation`` series)."""
+breaks go through the alert store (``reconciliation`` series). Domain and ports only: both
+paths raise the same series through the same store, so they agree on every break."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from risk_monitor import application
-from risk_monitor.adapters.sql import Storage
+from risk_monitor.application.alerting import alert_policy, raise_alerts
 from risk_monitor.domain.model import Collected, SourceKind
 from risk_monitor.domain.realised import (
     Fill,
@@ -30,6 +30,7 @@ from risk_monitor.domain.reconciliation import (
     reported_books,
 )
 from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import RiskStore
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,17 @@ def reconcile_books(settings: Settings, desk: Mapping[ItemKey, float] | None,
     return Reconciliation(breaks, desk_published=True)
 
 
-def raise_reconciliation_alerts(storage: Storage, settings: Settings, outcome: Reconciliation,
+def raise_reconciliation_alerts(storage: RiskStore, settings: Settings, outcome: Reconciliation,
                                 *, now: datetime, context: Mapping[str, Any]) -> int:
     """Breaks (and cleared breaks) through the alert store: one series per venue and item."""
     results = break_results(outcome.breaks, as_of=now)
     if not results:
         return 0
-    policy = application.alert_policy(settings)
-    policy = replace(policy, resolve_missing=False)
-    raised = application.raise_alerts(storage, results, now=now, policy=policy, context=context)
+    base = alert_policy(settings)
+    wait = settings.trading.reconciliation_for_s  # a fill in flight is no break
+    policy = replace(base, resolve_missing=False, group_wait_s=max(base.group_wait_s, wait),
+                     unknown_for_s=max(base.unknown_for_s, wait))
+    raised = raise_alerts(storage, results, now=now, policy=policy, context=context)
     return raised.enqueued
 
 
