@@ -33,6 +33,7 @@ from risk_monitor.dagster_catalog import (
     ReportedEvent,
     evaluation_version,
 )
+from risk_monitor.domain.audit_chain import versions_digest
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.lineage import input_versions
 from risk_monitor.domain.model import Notification
@@ -170,6 +171,9 @@ class HotPathLineage:
         versions = input_versions(report.snapshot, report.config_version)
         fields: dict[str, Any] = {
             "input_data_versions": versions,
+            # what the alert entries seal in place of the versions (stored once, by digest):
+            # computed here, once per evaluation, not in each alert's transaction
+            "lineage_digest": versions_digest(versions),
             "data_versions": {name: seen["data_version"] for name, seen in versions.items()},
         }
         if self.catalog is not None:
