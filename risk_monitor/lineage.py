@@ -35,7 +35,7 @@ from risk_monitor.dagster_catalog import (
 )
 from risk_monitor.domain.audit_chain import versions_digest
 from risk_monitor.domain.engine import RiskReport
-from risk_monitor.domain.lineage import input_versions
+from risk_monitor.domain.lineage import LineageDigest, input_versions
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
@@ -45,6 +45,8 @@ log = get_logger(__name__)
 
 #: context key of the Dagster event link a Slack message shows once the event is reported
 EVENT_URL_KEY = "dagster_event_url"
+#: context key of the evaluation's input versions, as a :class:`LineageDigest`
+LINEAGE_KEY = "lineage_digest"
 #: how long one half of a (reported, delivered) pair waits for the other
 PAIR_TTL_S = 600.0
 
@@ -138,6 +140,24 @@ class SlackEventLinks:
                      idempotency_key=note.idempotency_key, dagster_event_url=url)
 
 
+def input_versions_of(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The input versions an alert context names: inline (Dagster path) or held by its
+    :class:`LineageDigest` (hot path)."""
+    inline = context.get("input_data_versions")
+    if inline is not None:
+        return dict(inline)
+    ref = context.get(LINEAGE_KEY)
+    return ref.versions if isinstance(ref, LineageDigest) else None
+
+
+def with_versions(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The context with its input versions inline (what the Dagster event records)."""
+    versions = input_versions_of(context)
+    if versions is None or "input_data_versions" in context:
+        return context
+    return {**context, "input_data_versions": versions}
+
+
 def with_event_link(notification: Notification, url: str) -> Notification:
     """The notification as its message shows it once linked to its Dagster event."""
     return replace(notification, context={**notification.context, EVENT_URL_KEY: url})
@@ -170,10 +190,10 @@ class HotPathLineage:
         its ``live_limit_status`` event will carry (the "Asset" button opens that asset)."""
         versions = input_versions(report.snapshot, report.config_version)
         fields: dict[str, Any] = {
-            "input_data_versions": versions,
-            # what the alert entries seal in place of the versions (stored once, by digest):
-            # computed here, once per evaluation, not in each alert's transaction
-            "lineage_digest": versions_digest(versions),
+            # the versions travel as their digest (a ``str`` holding them): every alert of the
+            # evaluation writes and seals 64 characters, the versions are stored once
+            # (``adapters/sql/audit_lineage.py``); hashed here, once per evaluation
+            LINEAGE_KEY: LineageDigest(versions_digest(versions), versions),
             "data_versions": {name: seen["data_version"] for name, seen in versions.items()},
         }
         if self.catalog is not None:
@@ -190,7 +210,7 @@ class HotPathLineage:
             return None
         try:
             event = self.catalog.report_evaluation(
-                context, sorted({n.correlation_id for n in notifications}))
+                with_versions(context), sorted({n.correlation_id for n in notifications}))
         except Exception as exc:  # Dagster's storage down must not touch alerting
             self.failed += 1
             log.warning("dagster_catalog_report_failed", error=str(exc),

@@ -64,7 +64,9 @@ def seal_alert_transaction(conn: Connection, *, before: Mapping[str, AlertState]
     """Hook of the alert transaction: one entry per new notification (``alert.<kind>``) and
     per alert state whose audited fields changed (``alert_state.changed``); the evaluation's
     input versions once, under the digest those entries seal (``audit_lineage.py``)."""
-    digest, versions = context.get(audit_lineage.DIGEST_KEY), context.get(audit_lineage.VERSIONS_KEY)
+    digest = context.get(audit_lineage.DIGEST_KEY)
+    versions = getattr(digest, "versions", None) or (
+        context.get(audit_lineage.VERSIONS_KEY) if digest else None)
     if notifications and digest and versions is not None:
         audit_lineage.record(conn, str(digest), versions, at=at)
     run_id = str(context["run_id"]) if context.get("run_id") else None

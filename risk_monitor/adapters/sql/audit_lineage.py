@@ -11,7 +11,6 @@ forged row is caught like a covered row (``audit_verify.py``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -26,40 +25,17 @@ from risk_monitor.adapters.sql.schema import evaluation_lineage
 DIGEST_KEY = "lineage_digest"
 #: context / payload key of the versions (Dagster-path entries keep them inline)
 VERSIONS_KEY = "input_data_versions"
-_KNOWN_SIZE = 4096
-
-
-class _Known:
-    """Digests seen committed in the store (rows are never deleted): no statement for them."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._digests: dict[str, None] = {}
-        self._lock = threading.Lock()
-
-    def __contains__(self, digest: object) -> bool:
-        return digest in self._digests
-
-    def add(self, digest: str) -> None:
-        with self._lock:
-            if len(self._digests) >= self.size:
-                self._digests.pop(next(iter(self._digests)))
-            self._digests[digest] = None
-
-
-_known = _Known(_KNOWN_SIZE)
 
 
 def record(conn: Connection, digest: str, versions: Mapping[str, Any], *, at: datetime) -> None:
-    """Store an evaluation's versions under their digest in ``conn``'s transaction (once: an
-    existing row is left alone, and a digest seen committed costs no statement)."""
-    if digest in _known:
-        return
+    """Store an evaluation's versions under their digest in ``conn``'s transaction, once: the
+    alerts after the first of an evaluation find the row and leave it alone (one statement
+    per alert transaction: a process-side "already stored" cache would go stale when the
+    store is restored or emptied, and a missing row is a verify failure)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(evaluation_lineage).values(
         digest=digest, recorded_at=at, versions=dict(versions)).on_conflict_do_nothing()
-    if conn.execute(statement).rowcount == 0:  # committed by an earlier transaction
-        _known.add(digest)
+    conn.execute(statement)
 
 
 def read(conn: Connection, digests: Iterable[str]) -> dict[str, dict[str, Any]]:
