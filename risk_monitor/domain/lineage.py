@@ -294,10 +294,14 @@ class LineageDigest(str):
     audit adapter stores ``versions`` once under it, and the Dagster report reads them back."""
 
     versions: Mapping[str, Any]
+    #: stores (by id) known to hold the row already: later alerts of the evaluation skip the
+    #: write (set by the audit adapter; lives as long as the evaluation's context)
+    stored_in: set[int]
 
     def __new__(cls, digest: str, versions: Mapping[str, Any]) -> LineageDigest:
         made = super().__new__(cls, digest)
         made.versions = versions
+        made.stored_in = set()
         return made
 
 

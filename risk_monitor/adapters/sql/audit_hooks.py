@@ -68,7 +68,7 @@ def seal_alert_transaction(conn: Connection, *, before: Mapping[str, AlertState]
     versions = getattr(digest, "versions", None) or (
         context.get(audit_lineage.VERSIONS_KEY) if digest else None)
     if notifications and digest and versions is not None:
-        audit_lineage.record(conn, str(digest), versions, at=at)
+        audit_lineage.record(conn, digest, versions, at=at)
     run_id = str(context["run_id"]) if context.get("run_id") else None
     by_key = {n.idempotency_key: n for n in notifications}
     written = seal_rows(

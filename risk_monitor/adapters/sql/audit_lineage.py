@@ -28,14 +28,24 @@ VERSIONS_KEY = "input_data_versions"
 
 
 def record(conn: Connection, digest: str, versions: Mapping[str, Any], *, at: datetime) -> None:
-    """Store an evaluation's versions under their digest in ``conn``'s transaction, once: the
-    alerts after the first of an evaluation find the row and leave it alone (one statement
-    per alert transaction: a process-side "already stored" cache would go stale when the
-    store is restored or emptied, and a missing row is a verify failure)."""
+    """Store an evaluation's versions under their digest in ``conn``'s transaction, once.
+
+    A later alert of the same evaluation finds the row and leaves it alone; once a transaction
+    has seen it committed (the insert did nothing), a ``LineageDigest`` remembers that for its
+    own lifetime (one evaluation's context) and its further alerts write nothing. No cache
+    outlives the context: a store restored or emptied meanwhile gets the row again.
+    """
+    stored_in: set[int] | None = getattr(digest, "stored_in", None)
+    store = id(conn.engine)
+    if stored_in is not None and store in stored_in:
+        return
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(evaluation_lineage).values(
-        digest=digest, recorded_at=at, versions=dict(versions)).on_conflict_do_nothing()
-    conn.execute(statement)
+        digest=str(digest), recorded_at=at, versions=dict(versions)).on_conflict_do_nothing()
+    # nothing inserted: an earlier transaction committed it (PostgreSQL waits for a concurrent
+    # inserter, SQLite serialises writers), so it is there for good (append-only)
+    if conn.execute(statement).rowcount == 0 and stored_in is not None:
+        stored_in.add(store)
 
 
 def read(conn: Connection, digests: Iterable[str]) -> dict[str, dict[str, Any]]:
