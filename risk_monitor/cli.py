@@ -237,7 +237,8 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
                  as_json: bool) -> None:
     """Prove the audit trail was not edited: walk the hash chain, check every sealed row
     (alerts, notifications, compliance intervals, configuration versions), compare the head
-    with the anchors kept outside the database. Exit 0 when intact, 1 when not."""
+    with the anchors kept outside the database. Exit 0 when intact, 1 when not, or when the
+    store holds no audit entry at all (nothing proven)."""
     from risk_monitor.adapters.audit_anchors import read_file_anchors
     from risk_monitor.adapters.sql.audit_verify import verify
     from risk_monitor.dagster_catalog import read_dagster_anchors
@@ -253,14 +254,20 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
     except RiskMonitorError as exc:
         _fail(exc)
     report = verify(storage.engine, anchors)
+    # an empty chain proves nothing: most often the wrong database (a fresh file is created)
+    empty = report.entries == 0 and report.rows_checked == 0 and report.ok
     if as_json:
         click.echo(json.dumps({
-            "ok": report.ok, "entries": report.entries, "legacy_entries": report.legacy_entries,
+            "ok": report.ok and not empty, "empty": empty, "entries": report.entries,
+            "legacy_entries": report.legacy_entries,
             "rows_checked": report.rows_checked, "anchors_checked": report.anchors_checked,
             "head": {"id": report.head.id, "hash": report.head.hash},
             "findings": [f.__dict__ for f in sorted(
                 report.findings, key=lambda f: (f.entry_id is None, f.entry_id or 0))],
         }, indent=2))
+    elif empty:
+        click.echo("AUDIT TRAIL EMPTY: this store holds no audit entry, nothing was verified "
+                   "(is RISK_MONITOR_DATABASE_URL the production store?)", err=True)
     elif report.ok:
         click.echo(f"audit chain intact: {report.entries} entries, {report.rows_checked} sealed "
                    f"rows, {report.anchors_checked} anchors matched")
@@ -272,7 +279,7 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
         for finding in report.findings:
             if finding is not first:
                 click.echo(f"  also: {finding.describe()}", err=True)
-    if not report.ok:
+    if not report.ok or empty:
         sys.exit(1)
 
 
