@@ -191,6 +191,9 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: boo
                           f"(audit entry {d['audit_entry']} {str(d['entry_hash'])[:16]}…)")
             if d.get("dagster_event_url"):
                 console.print(f"    Dagster event {d['dagster_event_url']}")
+            if d.get("lineage_missing"):
+                console.print(f"    [bold red]input versions {d['lineage_digest']} NOT FOUND[/] "
+                              "(sealed by this entry): run `risk-monitor audit verify`")
             for item in d.get("inputs") or []:
                 console.print(f"    input {item['input']}: data version {item['data_version']}"
                               f" as of {item.get('as_of') or '?'}"

@@ -132,3 +132,23 @@ def test_a_deleted_or_forged_version_row_is_caught(storage: Storage) -> None:
     assert "deleted outside the application" in problems[f"evaluation_lineage:{digest}"]
     assert "inserted outside the application" in \
         problems[f"evaluation_lineage:{versions_digest(forged_versions)}"]
+
+
+@pytest.mark.parametrize("table", ["audit_log", "evaluation_lineage"])
+def test_the_application_role_cannot_rewrite_audit_rows(pg_storage: Storage, table: str) -> None:
+    """PostgreSQL: as ``risk_monitor_app`` (the role the service and Dagster log in through)
+    audit rows can be read and appended, never updated, deleted or truncated, even with the
+    append-only trigger out of the way (docs/storage-and-alerting.md "Database roles")."""
+    _hot_path_alerts(pg_storage)
+    for statement in (f"UPDATE {table} SET recorded_at = recorded_at"
+                      if table == "evaluation_lineage" else f"UPDATE {table} SET at = at",
+                      f"DELETE FROM {table}", f"TRUNCATE {table}"):
+        with pytest.raises(sa.exc.DBAPIError, match="permission denied"), \
+                pg_storage.engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER ALL")  # as the owner
+            conn.exec_driver_sql("SET LOCAL ROLE risk_monitor_app")
+            conn.exec_driver_sql(statement)
+    with pg_storage.engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL ROLE risk_monitor_app")
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()  # reads
+    assert verify(pg_storage.engine).ok
