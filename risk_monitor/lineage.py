@@ -5,7 +5,8 @@ Three steps around the service's alert transaction (hooks in ``service/hot_path.
 * :meth:`HotPathLineage.context` adds the content-addressed data versions of the exact inputs
   evaluated (``domain.lineage.input_versions``, the functions the Dagster assets hash with; the
   collection inputs also per venue) and an evaluation id to the alert context, so they are
-  written with the alert, in its transaction, into the sealed audit entry. The Slack message's
+  written with the alert, in its transaction: the versions once per evaluation
+  (``evaluation_lineage``), their digest sealed in each alert's audit entry. The Slack message's
   "Asset" button points at ``live_limit_status`` and it lists the inputs' versions;
 * :meth:`HotPathLineage.after_commit` reports the evaluation into Dagster's catalog as a
   runless materialisation of ``live_limit_status`` tagged with that evaluation id

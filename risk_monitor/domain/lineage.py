@@ -304,6 +304,10 @@ class LineageDigest(str):
         made.stored_in = set()
         return made
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Copied or pickled, it is what it serialises as: the digest (a plain ``str``)."""
+        return (str, (str(self),))
+
 
 def _entry(versions: Mapping[str, VenueVersion]) -> dict[str, Any]:
     times = [v.as_of for v in versions.values() if v.as_of is not None]
