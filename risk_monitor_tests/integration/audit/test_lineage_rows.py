@@ -152,3 +152,20 @@ def test_the_application_role_cannot_rewrite_audit_rows(pg_storage: Storage, tab
         conn.exec_driver_sql("SET LOCAL ROLE risk_monitor_app")
         assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()  # reads
     assert verify(pg_storage.engine).ok
+
+
+def test_an_evaluation_s_later_alerts_skip_the_row_once_it_is_seen_stored(
+        storage: Storage) -> None:
+    """The first alert writes the row, the second finds it (nothing inserted) and the digest
+    remembers that, so a third writes nothing; a new evaluation's digest starts afresh."""
+    context = _hot_path_alerts(storage)  # two alert transactions
+    ref = context["lineage_digest"]
+    assert ref.stored_in == {id(storage.engine)}
+    at = T0 + timedelta(minutes=2)
+    application.raise_alerts(storage, [make_result("BREACH", at, scope="venue:okx")], now=at,
+                             policy=AlertPolicy(), context=context)
+    assert len(_rows(storage)) == 1
+    assert verify(storage.engine).ok
+    fresh = HotPathLineage(None).context(
+        SimpleNamespace(snapshot=_snapshot(), config_version="cfg-v1"))  # type: ignore[arg-type]
+    assert str(fresh["lineage_digest"]) == str(ref) and not fresh["lineage_digest"].stored_in
