@@ -134,6 +134,10 @@ def _detection(record: AuditRecord) -> dict[str, Any]:
         "dagster_run_url": p.get("dagster_run_url"),
         "instance_id": p.get("instance_id"),
         "input_data_versions": p.get("input_data_versions"),
+        # hot path: the entry sealed this digest of its versions (stored once, by digest); a
+        # digest whose row is gone shows here, and ``audit verify`` names the entry
+        "lineage_digest": p.get("lineage_digest"),
+        "lineage_missing": bool(p.get("lineage_digest")) and not p.get("input_data_versions"),
         "config_version": p.get("config_version") or p.get("limit_config_version"),
         "code_version": p.get("code_version"),
     }

@@ -194,6 +194,9 @@ def audit_trace(ctx: click.Context, key: str, as_json: bool, with_documents: boo
                           f"(audit entry {d['audit_entry']} {str(d['entry_hash'])[:16]}…)")
             if d.get("dagster_event_url"):
                 console.print(f"    Dagster event {d['dagster_event_url']}")
+            if d.get("lineage_missing"):
+                console.print(f"    [bold red]input versions {d['lineage_digest']} NOT FOUND[/] "
+                              "(sealed by this entry): run `risk-monitor audit verify`")
             for item in d.get("inputs") or []:
                 console.print(f"    input {item['input']}: data version {item['data_version']}"
                               f" as of {item.get('as_of') or '?'}"
@@ -240,7 +243,8 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
                  as_json: bool) -> None:
     """Prove the audit trail was not edited: walk the hash chain, check every sealed row
     (alerts, notifications, compliance intervals, configuration versions), compare the head
-    with the anchors kept outside the database. Exit 0 when intact, 1 when not."""
+    with the anchors kept outside the database. Exit 0 when intact, 1 when not, or when the
+    store holds no audit entry at all (nothing proven)."""
     from risk_monitor.adapters.audit_anchors import read_file_anchors
     from risk_monitor.adapters.sql.audit_verify import verify
     from risk_monitor.dagster_catalog import read_dagster_anchors
@@ -256,14 +260,20 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
     except RiskMonitorError as exc:
         _fail(exc)
     report = verify(storage.engine, anchors)
+    # an empty chain proves nothing: most often the wrong database (a fresh file is created)
+    empty = report.entries == 0 and report.rows_checked == 0 and report.ok
     if as_json:
         click.echo(json.dumps({
-            "ok": report.ok, "entries": report.entries, "legacy_entries": report.legacy_entries,
+            "ok": report.ok and not empty, "empty": empty, "entries": report.entries,
+            "legacy_entries": report.legacy_entries,
             "rows_checked": report.rows_checked, "anchors_checked": report.anchors_checked,
             "head": {"id": report.head.id, "hash": report.head.hash},
             "findings": [f.__dict__ for f in sorted(
                 report.findings, key=lambda f: (f.entry_id is None, f.entry_id or 0))],
         }, indent=2))
+    elif empty:
+        click.echo("AUDIT TRAIL EMPTY: this store holds no audit entry, nothing was verified "
+                   "(is RISK_MONITOR_DATABASE_URL the production store?)", err=True)
     elif report.ok:
         click.echo(f"audit chain intact: {report.entries} entries, {report.rows_checked} sealed "
                    f"rows, {report.anchors_checked} anchors matched")
@@ -275,7 +285,7 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
         for finding in report.findings:
             if finding is not first:
                 click.echo(f"  also: {finding.describe()}", err=True)
-    if not report.ok:
+    if not report.ok or empty:
         sys.exit(1)
 
 

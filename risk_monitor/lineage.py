@@ -5,7 +5,8 @@ Three steps around the service's alert transaction (hooks in ``service/hot_path.
 * :meth:`HotPathLineage.context` adds the content-addressed data versions of the exact inputs
   evaluated (``domain.lineage.input_versions``, the functions the Dagster assets hash with; the
   collection inputs also per venue) and an evaluation id to the alert context, so they are
-  written with the alert, in its transaction, into the sealed audit entry. The Slack message's
+  written with the alert, in its transaction: the versions once per evaluation
+  (``evaluation_lineage``), their digest sealed in each alert's audit entry. The Slack message's
   "Asset" button points at ``live_limit_status`` and it lists the inputs' versions;
 * :meth:`HotPathLineage.after_commit` reports the evaluation into Dagster's catalog as a
   runless materialisation of ``live_limit_status`` tagged with that evaluation id
@@ -33,8 +34,9 @@ from risk_monitor.dagster_catalog import (
     ReportedEvent,
     evaluation_version,
 )
+from risk_monitor.domain.audit_chain import versions_digest
 from risk_monitor.domain.engine import RiskReport
-from risk_monitor.domain.lineage import input_versions
+from risk_monitor.domain.lineage import LineageDigest, input_versions
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
@@ -44,6 +46,8 @@ log = get_logger(__name__)
 
 #: context key of the Dagster event link a Slack message shows once the event is reported
 EVENT_URL_KEY = "dagster_event_url"
+#: context key of the evaluation's input versions, as a :class:`LineageDigest`
+LINEAGE_KEY = "lineage_digest"
 #: how long one half of a (reported, delivered) pair waits for the other
 PAIR_TTL_S = 600.0
 
@@ -137,6 +141,24 @@ class SlackEventLinks:
                      idempotency_key=note.idempotency_key, dagster_event_url=url)
 
 
+def input_versions_of(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The input versions an alert context names: inline (Dagster path) or held by its
+    :class:`LineageDigest` (hot path)."""
+    inline = context.get("input_data_versions")
+    if inline is not None:
+        return dict(inline)
+    ref = context.get(LINEAGE_KEY)
+    return ref.versions if isinstance(ref, LineageDigest) else None
+
+
+def with_versions(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The context with its input versions inline (what the Dagster event records)."""
+    versions = input_versions_of(context)
+    if versions is None or "input_data_versions" in context:
+        return context
+    return {**context, "input_data_versions": versions}
+
+
 class HotPathLineage:
     def __init__(self, catalog: DagsterCatalog | None,
                  links: SlackEventLinks | None = None) -> None:
@@ -160,7 +182,10 @@ class HotPathLineage:
         its ``live_limit_status`` event will carry (the "Asset" button opens that asset)."""
         versions = input_versions(report.snapshot, report.config_version)
         fields: dict[str, Any] = {
-            "input_data_versions": versions,
+            # the versions travel as their digest (a ``str`` holding them): every alert of the
+            # evaluation writes and seals 64 characters, the versions are stored once
+            # (``adapters/sql/audit_lineage.py``); hashed here, once per evaluation
+            LINEAGE_KEY: LineageDigest(versions_digest(versions), versions),
             "data_versions": {name: seen["data_version"] for name, seen in versions.items()},
         }
         if self.catalog is not None:
@@ -177,7 +202,7 @@ class HotPathLineage:
             return None
         try:
             event = self.catalog.report_evaluation(
-                context, sorted({n.correlation_id for n in notifications}))
+                with_versions(context), sorted({n.correlation_id for n in notifications}))
         except Exception as exc:  # Dagster's storage down must not touch alerting
             self.failed += 1
             log.warning("dagster_catalog_report_failed", error=str(exc),

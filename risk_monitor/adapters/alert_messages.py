@@ -169,6 +169,12 @@ def render_text(n: Notification) -> str:
     return text
 
 
+#: context key of an episode's Dagster event links, newest first (``[{label, url}]``), shown on
+#: the thread's first message so that a later state's ``chat.update`` keeps the earlier ones
+EVENT_LINKS_KEY = "dagster_event_links"
+MAX_EVENT_LINKS = 10
+
+
 def render_blocks(n: Notification, ui_url: str, *, root: bool = False,
                   dashboard_url: str | None = None) -> list[dict[str, Any]]:
     """Block Kit message; ``root`` renders the thread's first message showing the latest state."""
@@ -216,6 +222,10 @@ def render_blocks(n: Notification, ui_url: str, *, root: bool = False,
         notes.append("Inputs: " + ", ".join(f"{_esc(str(k))}@{_esc(str(v)[:12])}"
                                             for k, v in versions.items()))
     notes.append(f"Lineage: `{_esc(trace_command(n))}`")
+    events = n.context.get(EVENT_LINKS_KEY)
+    if isinstance(events, list) and events:  # the thread's first message: every event so far
+        notes.append("Dagster events, newest first: " + " · ".join(
+            f"<{e['url']}|{_esc(str(e['label']))}>" for e in events[:MAX_EVENT_LINKS]))
     if root and n.kind is not NotificationKind.FIRING:
         notes.append(f"Updated {_time(n.detected_at)} ({KIND_LABEL[n.kind].lower()}); "
                      "history in thread")

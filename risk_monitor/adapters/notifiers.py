@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from risk_monitor.adapters.alert_messages import (  # links: re-exported for callers
+    EVENT_LINKS_KEY,
     METADATA_EVENT_TYPE,
     links,  # noqa: F401
     message_metadata,
@@ -72,6 +73,59 @@ COPY_BLOCK_PREFIX = "rm-copy:"
 
 
 # --- Slack ---------------------------------------------------------------------------------------
+class _ThreadLinks:
+    """What each alert thread's first message shows beyond the latest state: the Dagster event
+    links of the episode's messages, newest first (``chat.update`` of the first message would
+    otherwise drop an earlier state's link). In memory, bounded: after a restart a thread's
+    first message lists the events linked since; ``audit trace`` always has them all."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._root_of: dict[str, str] = {}  # message ref -> its thread's first message ref
+        self._events: dict[str, list[dict[str, str]]] = {}  # first message ref -> links
+        self._latest: dict[str, Notification] = {}  # first message ref -> state it shows
+        self._lock = threading.Lock()
+
+    def _bound(self) -> None:
+        for table in (self._root_of, self._events, self._latest):
+            while len(table) > self.size:
+                table.pop(next(iter(table)))  # type: ignore[attr-defined]
+
+    def root(self, ref: str, n: Notification) -> None:
+        with self._lock:
+            self._root_of[ref] = ref
+            self._latest[ref] = n
+            self._bound()
+
+    def message(self, ref: str, root: str) -> None:
+        with self._lock:
+            self._root_of[ref] = self._root_of.get(root, root)
+            self._bound()
+
+    def shown_on_root(self, root: str, n: Notification) -> Notification:
+        """``n`` as the first message shows it (and remember it as the state shown)."""
+        with self._lock:
+            self._latest[root] = n
+            events = list(self._events.get(root, ()))
+        if not events:
+            return n
+        return replace(n, context={**n.context, EVENT_LINKS_KEY: events,
+                                   "dagster_event_url": events[0]["url"]})
+
+    def linked(self, ref: str, n: Notification, url: str
+               ) -> tuple[str, list[dict[str, str]], Notification | None]:
+        """Record ``url`` as the event of ``n``'s message ``ref``; returns the thread's first
+        message, its links newest first and the state it shows."""
+        label = f"{n.status.value} {n.detected_at.strftime('%H:%M:%S')}"
+        with self._lock:
+            root = self._root_of.get(ref, ref)
+            events = [{"label": label, "url": url},
+                      *(e for e in self._events.get(root, ()) if e["url"] != url)]
+            self._events[root] = events
+            self._bound()
+            return root, list(events), self._latest.get(root)
+
+
 class SlackNotifier:
     """Posts, threads and updates alert messages (see the module docstring)."""
 
@@ -90,6 +144,7 @@ class SlackNotifier:
         self.dagster_ui_url = dagster_ui_url
         self.dashboard_url = dashboard_url
         self._channel_ids: dict[str, str] = {}
+        self._threads = _ThreadLinks()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackNotifier:
@@ -133,17 +188,22 @@ class SlackNotifier:
                         blocks=blocks, metadata=message_metadata(n),
                         reply_broadcast=n.kind is NotificationKind.ESCALATED,
                     )
+                    reply = f"{response['channel']}:{response['ts']}"
+                    self._threads.message(reply, previous_ref)
                     if n.kind is NotificationKind.ESCALATED:
                         routed = self._escalate(n, channel, root_ts, text, blocks)
                         if routed is not None:
+                            self._threads.message(routed, previous_ref)
                             return routed
-                    return f"{response['channel']}:{response['ts']}"
+                    return reply
             primary, *others = self.routes_for(n)
             response = self._call("chat.postMessage", channel=primary, text=text,
                                   blocks=blocks, metadata=message_metadata(n))
             self._learn_id(primary, response)
             self._copy_to(n, others, text, blocks, retry=False)
-            return f"{response['channel']}:{response['ts']}"
+            ref = f"{response['channel']}:{response['ts']}"
+            self._threads.root(ref, n)
+            return ref
 
     def _copy_to(self, n: Notification, channels: Sequence[str], text: str,
                  blocks: list[dict[str, Any]], *, retry: bool) -> None:
@@ -299,12 +359,24 @@ class SlackNotifier:
             raise NotificationRejectedError(f"not a Slack message reference: {ref!r}",
                                             source="slack")
         channel, _, ts = ref.partition(":")
+        root, events, latest = self._threads.linked(ref, notification, url)
+        if root == ref and latest is not None \
+                and latest.idempotency_key != notification.idempotency_key:
+            self._update_root(latest, channel, ts)  # it shows a later state already: keep it
+            return
         n = replace(notification, context={**notification.context, "dagster_event_url": url})
+        if root == ref:  # the thread's first message lists every event of the episode
+            n = replace(n, context={**n.context, EVENT_LINKS_KEY: events})
         self._call("chat.update", channel=channel, ts=ts, text=render_text(n),
                    blocks=render_blocks(n, self.dagster_ui_url, dashboard_url=self.dashboard_url))
+        if root != ref and latest is not None:  # ... and keeps them all when a reply is linked
+            root_channel, _, root_ts = root.partition(":")
+            self._update_root(latest, root_channel, root_ts)
 
     def _update_root(self, n: Notification, channel: str, ts: str) -> bool:
-        """Show the current state on the thread's first message; False if it is gone."""
+        """Show the current state on the thread's first message, with every Dagster event
+        link of the episode so far (newest first); False if it is gone."""
+        n = self._threads.shown_on_root(f"{channel}:{ts}", n)
         try:
             self._call("chat.update", channel=channel, ts=ts, text=render_text(n),
                        blocks=render_blocks(n, self.dagster_ui_url, root=True,

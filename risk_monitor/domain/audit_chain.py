@@ -70,3 +70,10 @@ def entry_hash(*, prev_hash: str, at: datetime, event: str, correlation_id: str 
         "prev_hash": prev_hash, "at": at, "event": event, "correlation_id": correlation_id,
         "run_id": run_id, "subject": subject, "row_digest": row_digest, "payload": payload,
     }))
+
+
+def versions_digest(versions: Mapping[str, Any]) -> str:
+    """Content address of one evaluation's input data versions: the audit entries seal this
+    digest, the versions are stored once under it (``evaluation_lineage``), and ``audit verify``
+    recomputes it from the stored versions, so an edited version row no longer matches."""
+    return sha256_hex(canonical(versions))

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql import audit_lineage, codec
 from risk_monitor.adapters.sql.audit_log import seal_rows
 from risk_monitor.domain.model import AlertState, Notification
 from risk_monitor.platform.code_version import code_version
@@ -25,7 +25,10 @@ _STATE_FIELDS = ("limit_id", "scope", "status", "severity", "started_at", "episo
 
 
 def notification_payload(note: Notification, context: Mapping[str, Any]) -> dict[str, Any]:
-    """What the audit entry of a notification says: the alert, and the data behind it."""
+    """What the audit entry of a notification says: the alert, and the data behind it. A
+    context whose versions are stored by digest (hot path) seals the digest, not the versions."""
+    if context.get(audit_lineage.DIGEST_KEY):
+        context = {k: v for k, v in context.items() if k != audit_lineage.VERSIONS_KEY}
     return {
         "idempotency_key": note.idempotency_key,
         "fingerprint": note.fingerprint,
@@ -59,7 +62,13 @@ def seal_alert_transaction(conn: Connection, *, before: Mapping[str, AlertState]
                            states: Sequence[AlertState], notifications: Sequence[Notification],
                            context: Mapping[str, Any], at: datetime) -> int:
     """Hook of the alert transaction: one entry per new notification (``alert.<kind>``) and
-    per alert state whose audited fields changed (``alert_state.changed``)."""
+    per alert state whose audited fields changed (``alert_state.changed``); the evaluation's
+    input versions once, under the digest those entries seal (``audit_lineage.py``)."""
+    digest = context.get(audit_lineage.DIGEST_KEY)
+    versions = getattr(digest, "versions", None) or (
+        context.get(audit_lineage.VERSIONS_KEY) if digest else None)
+    if notifications and digest and versions is not None:
+        audit_lineage.record(conn, digest, versions, at=at)
     run_id = str(context["run_id"]) if context.get("run_id") else None
     by_key = {n.idempotency_key: n for n in notifications}
     written = seal_rows(

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql import audit_lineage, codec
 from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
 from risk_monitor.adapters.sql.schema import (
     alert_states,
@@ -239,9 +239,16 @@ class SqlAuditLog:
         if event is not None:
             query = query.where(audit_log.c.event == event)
         with read_only(self.engine, source=SOURCE) as conn:
-            return [record_from_row(dict(r._mapping)) for r in conn.execute(query)]
+            return _records(conn, conn.execute(query))
 
     def _query(self, where: sa.ColumnElement[bool]) -> list[AuditRecord]:
         with read_only(self.engine, source=SOURCE) as conn:
             rows = conn.execute(sa.select(audit_log).where(where).order_by(audit_log.c.id))
-            return [record_from_row(dict(r._mapping)) for r in rows]
+            return _records(conn, rows)
+
+
+def _records(conn: Connection, rows: Iterable[Any]) -> list[AuditRecord]:
+    """Records as read, each hot-path alert entry with the versions its digest names."""
+    raw = [dict(r._mapping) for r in rows]
+    payloads = audit_lineage.expand(conn, [dict(r["payload"] or {}) for r in raw])
+    return [record_from_row({**r, "payload": p}) for r, p in zip(raw, payloads, strict=True)]

@@ -9,6 +9,9 @@ Three checks, each naming the entry it found broken and the alert it concerns:
   intervals, limit configuration versions) carries the hash of the last entry that sealed it,
   and its audited columns still have that entry's digest. A row edited, deleted or inserted
   outside the application fails here.
+* **lineage**: every hot-path evaluation's input versions row (``evaluation_lineage``) still
+  hashes to its digest, which the alert entries sealed; a row named by an entry must exist, and
+  a row no entry names was inserted outside the application.
 * **anchors**: an attacker who rewrites the whole chain consistently passes both checks, but
   not the heads recorded outside the database (Dagster run metadata, an anchors file): the entry
   an anchor names must still have the hash the anchor saw.
@@ -24,10 +27,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from risk_monitor.adapters.sql.audit_lineage import DIGEST_KEY
 from risk_monitor.adapters.sql.audit_log import COVERAGE, ChainHead, content_hash
 from risk_monitor.adapters.sql.engine import read_only
-from risk_monitor.adapters.sql.schema import audit_log
-from risk_monitor.domain.audit_chain import GENESIS_HASH
+from risk_monitor.adapters.sql.schema import audit_log, evaluation_lineage
+from risk_monitor.domain.audit_chain import GENESIS_HASH, versions_digest
 
 SOURCE = "audit_verify"
 
@@ -44,7 +48,7 @@ class Anchor:
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # chain | coverage | anchor
+    check: str  # chain | coverage | lineage | anchor
     entry_id: int | None
     subject: str | None
     problem: str
@@ -113,6 +117,7 @@ def verify(engine: Engine, anchors: Sequence[Anchor] = ()) -> VerifyReport:
     report = VerifyReport()
     hashes: dict[int, str] = {}
     seals: dict[str, _Seal] = {}
+    named: dict[str, _Seal] = {}  # lineage digest -> the first entry that sealed it
     with read_only(engine, source=SOURCE) as conn:
         prev = GENESIS_HASH
         chained = False
@@ -150,7 +155,11 @@ def verify(engine: Engine, anchors: Sequence[Anchor] = ()) -> VerifyReport:
             report.head = ChainHead(r["id"], prev)
             if r["subject"]:
                 seals[r["subject"]] = _Seal(r["id"], prev, r["row_digest"], alert)
+            digest = (r["payload"] or {}).get(DIGEST_KEY)
+            if digest and str(digest) not in named:
+                named[str(digest)] = _Seal(r["id"], prev, str(digest), alert)
         _check_coverage(conn, seals, report)
+        _check_lineage(conn, named, report)
     _check_anchors(anchors, hashes, report)
     return report
 
@@ -186,6 +195,33 @@ def _check_coverage(conn: sa.Connection, seals: dict[str, _Seal], report: Verify
                     "coverage", seal.entry_id, subject,
                     "row deleted outside the application (this entry sealed it last)",
                     seal.alert))
+
+
+def _check_lineage(conn: sa.Connection, named: Mapping[str, _Seal],
+                   report: VerifyReport) -> None:
+    present: set[str] = set()
+    rows = conn.execution_options(yield_per=500).execute(
+        sa.select(evaluation_lineage.c.digest, evaluation_lineage.c.versions))
+    for digest, versions in rows:
+        report.rows_checked += 1
+        present.add(digest)
+        subject = f"evaluation_lineage:{digest}"
+        seal = named.get(digest)
+        if seal is None:
+            report.findings.append(Finding(
+                "lineage", None, subject,
+                "input versions row named by no audit entry: inserted outside the application"))
+        elif versions_digest(versions or {}) != digest:
+            report.findings.append(Finding(
+                "lineage", seal.entry_id, subject,
+                "input data versions edited outside the application: they no longer hash to "
+                "the digest this entry sealed", seal.alert))
+    for digest, seal in named.items():
+        if digest not in present:
+            report.findings.append(Finding(
+                "lineage", seal.entry_id, f"evaluation_lineage:{digest}",
+                "input versions row deleted outside the application (this entry names it)",
+                seal.alert))
 
 
 def _check_anchors(anchors: Sequence[Anchor], hashes: Mapping[int, str],

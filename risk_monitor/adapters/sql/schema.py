@@ -269,6 +269,17 @@ audit_log = sa.Table(
 )
 
 
+#: the input data versions of one hot-path evaluation, stored once and content-addressed: the
+#: key is the digest of the canonical versions (domain/audit_chain.py), which the alert entries
+#: name in their sealed payload (``lineage_digest``); append-only like audit_log (audit_lineage.py)
+evaluation_lineage = sa.Table(
+    "evaluation_lineage",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("recorded_at", UtcDateTime(), nullable=False),
+    sa.Column("versions", Json, nullable=False),
+)
+
 #: what each extra sink (Alertmanager) last received per alert series: the outbox row it was
 #: synced to, the labels it was pushed under, and when to push again (keep-alive / retry)
 sink_deliveries = sa.Table(

@@ -182,7 +182,7 @@ def test_from_the_slack_message_to_the_dagster_event_and_its_inputs(
         links.stop()
         storage.close()
 
-    versions = context["input_data_versions"]
+    versions = context["lineage_digest"].versions  # the digest the alerts seal holds them
     browser.get(link)  # the reviewer clicks "Dagster event" in Slack
     wanted = [LIVE_ASSET, "input/market_prices",
               versions["market_prices"]["data_version"],

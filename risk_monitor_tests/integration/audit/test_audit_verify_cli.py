@@ -84,3 +84,14 @@ def test_the_service_metrics_export_the_head(storage: Storage) -> None:
                                      {"hash": head.hash}) == head.id
     with storage.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(alert_states)).scalar() == 2
+
+
+def test_an_empty_store_is_not_reported_intact(tmp_path: Path) -> None:
+    """A reviewer pointing `audit verify` at the wrong database (a fresh file is created and
+    migrated) must not read "intact": an empty chain proves nothing."""
+    code, out, err = _invoke(sqlite_url(tmp_path), "audit", "verify")
+    assert code == 1
+    assert "AUDIT TRAIL EMPTY" in err and "intact" not in out
+    code, out, _ = _invoke(sqlite_url(tmp_path), "audit", "verify", "--json")
+    assert code == 1
+    assert json.loads(out)["ok"] is False and json.loads(out)["empty"] is True

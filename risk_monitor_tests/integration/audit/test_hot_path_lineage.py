@@ -120,7 +120,7 @@ def test_the_alert_context_points_the_slack_message_at_the_live_asset() -> None:
     report = SimpleNamespace(snapshot=_snapshot(), config_version="cfg-v1")
     lineage = HotPathLineage(DagsterCatalog(None, "http://dagster.example"))
     fields = lineage.context(report)  # type: ignore[arg-type]
-    versions = fields["input_data_versions"]
+    versions = fields["lineage_digest"].versions  # held by the digest the alerts seal
     assert fields["dagster_data_version"] == evaluation_version(versions)
     assert fields["evaluation_id"] != lineage.context(report)["evaluation_id"]  # type: ignore[arg-type]
     assert "dagster_event_url" not in fields  # known once reported: added by chat.update

@@ -5,7 +5,7 @@ slack-sdk client against the Slack simulator, real outbox dispatcher, real Dagst
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ def test_the_message_gets_the_dagster_event_link_in_place(rig: dict[str, Any],
         url = lineage.after_commit(context, notes)
     assert url is not None and url.startswith(f"{UI}/assets/live_limit_status?view=events&time=")
     [message] = slack.messages  # one message: edited, not posted again
-    wait_until(lambda: message["updates"], timeout=10, message="chat.update of the message")
+    wait_until(lambda: rig["links"].linked == 1, timeout=10, message="chat.update of the message")
     assert _buttons(message)["Dagster event"] == url
     assert _buttons(message)["Asset"] == f"{UI}/assets/live_limit_status"
     assert [r["method"] for r in slack.requests].count("chat.update") == 1
@@ -100,3 +100,47 @@ def test_dagster_path_alerts_keep_their_first_post(rig: dict[str, Any]) -> None:
     [message] = rig["slack"].messages
     assert "Dagster run" in _buttons(message)
     assert not message["updates"] and rig["links"].linked == 0
+
+
+def _event_list(message: dict[str, Any]) -> list[str]:
+    """The URLs of the "Dagster events, newest first" note of a message, in order."""
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or [] if block.get("type") == "context" else []:
+            text = element.get("text", "")
+            if text.startswith("Dagster events, newest first: "):
+                return [part.split("|")[0].lstrip("<")
+                        for part in text.removeprefix("Dagster events, newest first: ")
+                        .split(" · ")]
+    return []
+
+
+def test_the_thread_s_first_message_keeps_every_event_link_newest_first(
+        rig: dict[str, Any]) -> None:
+    """A later state edits the thread's first message (chat.update): the earlier state's
+    Dagster event link stays on it, listed with the new one, newest first."""
+    storage, dispatcher, lineage = rig["storage"], rig["dispatcher"], rig["lineage"]
+    slack: SlackSimulator = rig["slack"]
+    urls = []
+    for minutes, status in ((0, "WARN"), (1, "BREACH")):
+        at = T0 + timedelta(minutes=minutes)
+        context = {"source": "service", "instance_id": "svc-1", "trigger": "tick",
+                   "evaluated_at": at.isoformat(), "limit_config_version": "cfg-v1",
+                   "evaluation_id": f"eval-{minutes}", "asset_key": "live_limit_status",
+                   "input_data_versions": {"market_prices": {"data_version": f"dv-{minutes}"}}}
+        raised = application.raise_alerts(storage, [make_result(status, at, scope="thread")],
+                                          now=at, policy=AlertPolicy(), context=context)
+        assert dispatcher.dispatch_once().sent == 1
+        url = lineage.after_commit(context, list(raised.plan.notifications))
+        assert url is not None
+        urls.append(url)
+        linked = len(urls)
+        wait_until(lambda n=linked: rig["links"].linked == n, timeout=10,
+                   message="the event link edited in")
+    root = slack.messages[0]
+    assert urls[0] != urls[1]
+    wait_until(lambda: _event_list(root) == [urls[1], urls[0]], timeout=10,
+               message="the first message lists both events, newest first")
+    assert "BREACH" in root["blocks"][0]["text"]["text"]  # it shows the latest state
+    assert _buttons(root)["Dagster event"] == urls[1]
+    # the BREACH's own message (the escalation's copy in the critical channel): its event
+    assert any(_buttons(m).get("Dagster event") == urls[1] for m in slack.messages[1:])
