@@ -12,9 +12,9 @@ the alerts raised and a risk summary, and nothing else: every log line, Dagster 
 library warning goes to the log file, on a terminal or piped.
 
 Where the time goes (bench/bench_demo.py): imports (warmed in a thread while the simulators
-start), and Dagster's SQLite event log, which commits every event on its own connection: the
-demo's SQLite stores skip the wait for the disk (``PRAGMA synchronous=OFF``, ~1 ms a commit
-instead of ~20 ms here), a speed-for-durability trade that suits a throwaway demo only.
+start), and Dagster's SQLite event log, which commits every event on its own connection. The
+definitions make the embedded instance commit without waiting for the disk
+(``risk_monitor/defs/sqlite_instance.py``), for the demo as for every run on it.
 
 This is the one module of ``risk_sim`` that drives ``risk_monitor``: it runs the product the way
 an operator would (settings + the Dagster job), never reaching into its internals.
@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import sqlite3
 import sys
 import threading
 import time
@@ -134,26 +133,6 @@ def logs_to(path: Path) -> Iterator[None]:
             os.close(saved)
             logging.captureWarnings(False)
             configure_logging(force=True)
-
-
-def _sqlite_commits_without_fsync(dbapi_connection: Any, _record: Any) -> None:
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA synchronous=OFF")
-        cursor.close()
-
-
-def fast_sqlite_commits() -> None:
-    """Every SQLite connection SQLAlchemy opens in this process commits without waiting for
-    the disk. Dagster's SQLite event log opens a connection and commits per event (~140 a
-    run): ~20 ms each on this machine's disk, ~1 ms without the wait. A crash loses the last
-    events at most; the demo's stores are throwaway, a production instance runs on
-    PostgreSQL."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    if not event.contains(Engine, "connect", _sqlite_commits_without_fsync):
-        event.listen(Engine, "connect", _sqlite_commits_without_fsync)
 
 
 def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> threading.Event:
@@ -328,7 +307,6 @@ def run_demo(scenario: str = "limit_breach", *, seed: int | None = None,
     dagster_home = root / ".dagster_home"
     console.rule(f"[bold]Risk Monitor demo[/] · scenario [cyan]{loaded.name}[/]")
     with logs_to(log_file), warnings.catch_warnings():
-        fast_sqlite_commits()
         warming = warm_imports()
         stack = SimulatorStack(loaded, seed=seed, clock="manual", control=False)
         try:
