@@ -43,12 +43,12 @@ def sync_mode() -> str:
 
 @functools.lru_cache(maxsize=256)
 def _in_dagster_home(path: str) -> bool:
-    return os.path.realpath(path).startswith(_hook["home"])
+    return bool(_hook["home"]) and os.path.realpath(path).startswith(_hook["home"])
 
 
 def _set_synchronous(dbapi_connection: Any, _record: Any) -> None:
     """SQLAlchemy ``connect`` hook: ``PRAGMA synchronous`` on Dagster's own SQLite files."""
-    if not isinstance(dbapi_connection, sqlite3.Connection):
+    if not _hook["mode"] or not isinstance(dbapi_connection, sqlite3.Connection):
         return
     rows = dbapi_connection.execute("PRAGMA database_list").fetchall()
     path = next((row[2] for row in rows if row[1] == "main"), "")
@@ -57,13 +57,15 @@ def _set_synchronous(dbapi_connection: Any, _record: Any) -> None:
 
 
 def commit_without_fsync() -> None:
-    """Install the hook once per process (idempotent); ``full`` installs nothing."""
+    """Install the hook (once per process) for the current ``$DAGSTER_HOME`` and mode; a later
+    call follows a changed home or mode, ``full`` or no home leaves connections as they are."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
     mode, home = sync_mode(), os.environ.get("DAGSTER_HOME")
-    if mode == "full" or not home or event.contains(Engine, "connect", _set_synchronous):
-        return
-    _hook.update(mode=mode.upper(), home=os.path.join(os.path.realpath(home), ""))
+    applies = mode != "full" and bool(home)
+    _hook.update(mode=mode.upper() if applies else "",
+                 home=os.path.join(os.path.realpath(home), "") if home and applies else "")
     _in_dagster_home.cache_clear()
-    event.listen(Engine, "connect", _set_synchronous)
+    if applies and not event.contains(Engine, "connect", _set_synchronous):
+        event.listen(Engine, "connect", _set_synchronous)
