@@ -10,9 +10,9 @@ The trade: a committed event survives a crash of the process (the data is in the
 system), but an operating-system crash or power loss can lose the last events, or damage the
 file. That suits the embedded instance (the demo, ``risk-monitor dev``: run history that can be
 rebuilt), never a production instance, which runs Dagster on PostgreSQL
-(deploy/postgres/dagster.yaml) where this module changes nothing. Only files under
-``$DAGSTER_HOME`` are touched: the risk store keeps its own settings
-(``risk_monitor.adapters.sql.engine``).
+(deploy/postgres/dagster.yaml) where this module changes nothing. Only Dagster's own storage
+files (``$DAGSTER_HOME/history/``, ``$DAGSTER_HOME/schedules/``) are touched: the risk store
+keeps its own settings (``risk_monitor.adapters.sql.engine``) wherever it lives.
 
 Environment (read where the definitions load: every run process, the code server, the demo):
 ``RISK_MONITOR_DAGSTER_SQLITE_SYNC`` = ``off`` (default) | ``normal`` | ``full`` (SQLite's own
@@ -28,8 +28,11 @@ from risk_monitor.platform.errors import ConfigError
 
 SYNC_ENV = "RISK_MONITOR_DAGSTER_SQLITE_SYNC"
 SYNC_MODES = ("off", "normal", "full")
-#: what the hook applies, fixed when it is installed: the mode and the ``$DAGSTER_HOME`` prefix
-_hook = {"mode": "OFF", "home": ""}
+#: where Dagster's SQLite storages keep their files under ``$DAGSTER_HOME`` (runs, event log
+#: shards and index; schedules and sensor ticks); nothing else there is touched
+STORAGE_DIRS = ("history", "schedules")
+#: what the hook applies, fixed when it is installed: the mode and the storage directories
+_hook: dict[str, Any] = {"mode": "", "dirs": ()}
 
 
 def sync_mode() -> str:
@@ -43,7 +46,7 @@ def sync_mode() -> str:
 
 @functools.lru_cache(maxsize=256)
 def _in_dagster_home(path: str) -> bool:
-    return bool(_hook["home"]) and os.path.realpath(path).startswith(_hook["home"])
+    return os.path.realpath(path).startswith(_hook["dirs"]) if _hook["dirs"] else False
 
 
 def _set_synchronous(dbapi_connection: Any, _record: Any) -> None:
@@ -64,8 +67,9 @@ def commit_without_fsync() -> None:
 
     mode, home = sync_mode(), os.environ.get("DAGSTER_HOME")
     applies = mode != "full" and bool(home)
+    root = os.path.realpath(home) if home and applies else ""
     _hook.update(mode=mode.upper() if applies else "",
-                 home=os.path.join(os.path.realpath(home), "") if home and applies else "")
+                 dirs=tuple(os.path.join(root, d, "") for d in STORAGE_DIRS) if root else ())
     _in_dagster_home.cache_clear()
     if applies and not event.contains(Engine, "connect", _set_synchronous):
         event.listen(Engine, "connect", _set_synchronous)
