@@ -1,5 +1,6 @@
-"""Dagster entry point: every definition under ``risk_monitor/defs``, JSON run logging and the
-executor the deployment configured (in-process unless it asks for Celery)."""
+"""Dagster entry point: every definition under ``risk_monitor/defs``, JSON run logging, the
+executor the deployment configured (in-process unless it asks for Celery) and the embedded
+SQLite instance's commit mode (``defs/sqlite_instance.py``)."""
 
 import functools
 import logging
@@ -9,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from risk_monitor.defs.executors import risk_executor
+from risk_monitor.defs.sqlite_instance import commit_without_fsync
 from risk_monitor.platform.logging import (
     RunEventsThatMatter,
     configure_logging,
@@ -60,6 +62,7 @@ def _defs_folder() -> dg.Definitions:
 @dg.definitions
 def defs() -> dg.Definitions:
     configure_logging()
+    commit_without_fsync()  # the embedded SQLite instance only (defs/sqlite_instance.py)
     return dg.Definitions.merge(
         _defs_folder(),
         dg.Definitions(loggers={"console": json_console_logger}, executor=risk_executor()),

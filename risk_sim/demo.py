@@ -12,9 +12,9 @@ the alerts raised and a risk summary, and nothing else: every log line, Dagster 
 library warning goes to the log file, on a terminal or piped.
 
 Where the time goes (bench/bench_demo.py): imports (warmed in a thread while the simulators
-start), and Dagster's SQLite event log, which commits every event on its own connection: the
-demo's SQLite stores skip the wait for the disk (``PRAGMA synchronous=OFF``, ~1 ms a commit
-instead of ~20 ms here), a speed-for-durability trade that suits a throwaway demo only.
+start), and Dagster's SQLite event log, which commits every event on its own connection. The
+definitions make the embedded instance commit without waiting for the disk
+(``risk_monitor/defs/sqlite_instance.py``), for the demo as for every run on it.
 
 This is the one module of ``risk_sim`` that drives ``risk_monitor``: it runs the product the way
 an operator would (settings + the Dagster job), never reaching into its internals.
@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import sqlite3
 import sys
 import threading
 import time
@@ -136,26 +135,6 @@ def logs_to(path: Path) -> Iterator[None]:
             configure_logging(force=True)
 
 
-def _sqlite_commits_without_fsync(dbapi_connection: Any, _record: Any) -> None:
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA synchronous=OFF")
-        cursor.close()
-
-
-def fast_sqlite_commits() -> None:
-    """Every SQLite connection SQLAlchemy opens in this process commits without waiting for
-    the disk. Dagster's SQLite event log opens a connection and commits per event (~140 a
-    run): ~20 ms each on this machine's disk, ~1 ms without the wait. A crash loses the last
-    events at most; the demo's stores are throwaway, a production instance runs on
-    PostgreSQL."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    if not event.contains(Engine, "connect", _sqlite_commits_without_fsync):
-        event.listen(Engine, "connect", _sqlite_commits_without_fsync)
-
-
 def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> threading.Event:
     """Import what the first run needs in a thread, while the simulators start; the event is
     set once the first module (the Dagster definitions) is in, the rest keep loading beside
@@ -247,8 +226,9 @@ def value_vs_limit(alert: dict[str, Any]) -> str:
 class RunWatcher:
     """Shows which asset the current run is materialising (polls the run's event log)."""
 
-    def __init__(self, progress: Progress, task: Any, steps: int) -> None:
+    def __init__(self, progress: Progress, task: Any, steps: int, instance: Any) -> None:
         self.progress = progress
+        self.instance = instance  # the demo's own: a second instance costs ~3 % of the demo's CPU
         self.task = task
         self.steps = steps
         self.run_id: str | None = None
@@ -266,24 +246,17 @@ class RunWatcher:
     def _loop(self) -> None:
         import dagster as dg
 
-        instance: Any | None = None
-        try:
-            instance = dg.DagsterInstance.get()
-            while not self._stop.wait(WATCH_INTERVAL_S):
-                run_id = self.run_id
-                if run_id is None:
-                    continue
-                try:
-                    started = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
-                except Exception:  # noqa: S112 - a display nicety: never disturb the run
-                    continue
-                if started:
-                    asset = started[-1].step_key or ""
-                    self.progress.update(self.task,
-                                         detail=f"{len(started)}/{self.steps} {asset}")
-        finally:
-            if instance is not None:
-                instance.dispose()
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            run_id = self.run_id
+            if run_id is None:
+                continue
+            try:
+                started = self.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+            except Exception:  # noqa: S112 - a display nicety: never disturb the run
+                continue
+            if started:
+                asset = started[-1].step_key or ""
+                self.progress.update(self.task, detail=f"{len(started)}/{self.steps} {asset}")
 
 
 def risk_summary(result: Any) -> dict[str, Any]:
@@ -328,7 +301,6 @@ def run_demo(scenario: str = "limit_breach", *, seed: int | None = None,
     dagster_home = root / ".dagster_home"
     console.rule(f"[bold]Risk Monitor demo[/] · scenario [cyan]{loaded.name}[/]")
     with logs_to(log_file), warnings.catch_warnings():
-        fast_sqlite_commits()
         warming = warm_imports()
         stack = SimulatorStack(loaded, seed=seed, clock="manual", control=False)
         try:
@@ -383,7 +355,7 @@ def _play(stack: SimulatorStack, console: Console, alert_file: Path, scenario: s
                         redirect_stdout=False, redirect_stderr=False)
     with progress, dg.DagsterInstance.get() as instance:
         task = progress.add_task("scenario", total=total, detail="")
-        watcher = RunWatcher(progress, task, len(job.graph.nodes)).start()
+        watcher = RunWatcher(progress, task, len(job.graph.nodes), instance).start()
         try:
             while True:
                 record = stack.player.step()

@@ -14,6 +14,7 @@ the value loaded is the one whose data version the catalog shows. Nothing stored
 """
 
 import contextlib
+from collections.abc import Iterator
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -75,19 +76,22 @@ class RiskStoreIOManager(dg.ConfigurableIOManager):
                 source=SOURCE, details={"asset": key})
 
     @staticmethod
-    def _candidate_runs(context: dg.InputContext) -> list[str]:
-        """This run's own output first, then the run of the latest materialisation."""
-        runs: list[str] = []
+    def _candidate_runs(context: dg.InputContext) -> Iterator[str]:
+        """This run's own output first, then the run of the latest materialisation (asked of
+        the event log only when this run has no value: one query less per input of a step
+        whose upstream ran in the same run)."""
+        own: str | None = None
         upstream = context.upstream_output
         if upstream is not None:
             # an artificial context (asset from another run) may carry no run id
             with contextlib.suppress(dg.DagsterInvariantViolationError):
-                runs.append(upstream.run_id)
+                own = upstream.run_id
+        if own is not None:
+            yield own
         if context.has_asset_key:
             event = context.instance.get_latest_materialization_event(context.asset_key)
-            if event is not None and event.run_id not in runs:
-                runs.append(event.run_id)
-        return runs
+            if event is not None and event.run_id != own:
+                yield event.run_id
 
 
 @dg.definitions
