@@ -182,7 +182,10 @@ class ConfigWatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.provider.current)
+        try:
+            await asyncio.to_thread(self.provider.current)
+        except ConfigError as exc:  # start anyway, not ready: every limit stays UNKNOWN
+            log.error("no_valid_limit_document_at_start", error=exc.message)
         if self.provider.source is None or self.locator is None:
             return
         error = self.provider.last_fetch_error
