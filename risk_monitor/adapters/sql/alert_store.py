@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql.audit_log import Seal
 from risk_monitor.adapters.sql.engine import dialect_insert, lock_names, read_only, write_tx
 from risk_monitor.adapters.sql.schema import alert_states, outbox
 from risk_monitor.domain.model import AlertState, Notification
@@ -54,6 +55,8 @@ class AlertTransaction:
         self._versions = versions
         self._locked = locked
         self._clock = clock
+        #: outbox rows this transaction inserted (not the duplicates), as written
+        self.enqueued_rows: list[dict[str, Any]] = []
 
     def apply(self, states: Sequence[AlertState],
               notifications: Sequence[Notification]) -> ApplyResult:
@@ -63,47 +66,62 @@ class AlertTransaction:
         if unlocked:
             raise ValueError(f"fingerprints not locked in this transaction: {sorted(unlocked)}")
         now = self._clock()
+        self._write_states(states, now)
         for state in states:
-            values = codec.state_values(state)
-            version = self._versions.get(state.fingerprint)
-            if version is None:
-                self.connection.execute(
-                    alert_states.insert().values(**values, version=1, updated_at=now)
-                )
-                self._versions[state.fingerprint] = 1
-            else:
-                done = self.connection.execute(
-                    alert_states.update()
-                    .where(alert_states.c.fingerprint == state.fingerprint,
-                           alert_states.c.version == version)
-                    .values(**values, version=version + 1, updated_at=now)
-                )
-                if done.rowcount != 1:
-                    raise StorageIntegrityError(
-                        f"alert state {state.fingerprint} changed under a lock (version "
-                        f"{version}): a writer bypassed AlertStore.locked",
-                        source=SOURCE,
-                    )
-                self._versions[state.fingerprint] = version + 1
             self.states[state.fingerprint] = state
-        enqueued = enqueue(self.connection, notifications, now)
-        return ApplyResult(len(states), enqueued, len(notifications) - enqueued)
+        new = enqueue_rows(self.connection, notifications, now)
+        self.enqueued_rows += new
+        return ApplyResult(len(states), len(new), len(notifications) - len(new))
 
+    def _write_states(self, states: Sequence[AlertState], now: datetime) -> None:
+        """All states in one upsert, each guarded by the version read under the lock: a row
+        whose version moved (or a "new" row that exists) is not written, and that fails."""
+        latest = {s.fingerprint: s for s in states}  # one row per series (the last wins)
+        if not latest:
+            return
+        versions = {fp: self._versions.get(fp, 0) + 1 for fp in latest}
+        rows = [{**codec.state_values(s), "version": versions[fp], "updated_at": now}
+                for fp, s in latest.items()]
+        statement = dialect_insert(self.connection, alert_states).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=["fingerprint"],
+            set_={name: statement.excluded[name] for name in rows[0] if name != "fingerprint"},
+            where=alert_states.c.version + 1 == statement.excluded.version,
+        ).returning(alert_states.c.fingerprint)
+        written = {row.fingerprint for row in self.connection.execute(statement)}
+        if len(written) != len(versions):
+            stale = sorted(set(versions) - written)
+            raise StorageIntegrityError(
+                f"alert states {stale} changed under a lock: a writer bypassed "
+                "AlertStore.locked", source=SOURCE)
+        self._versions.update(versions)
 
     def seal(self, *, before: Mapping[str, AlertState], states: Sequence[AlertState],
              notifications: Sequence[Notification], context: Mapping[str, Any],
-             at: datetime) -> int:
-        """Audit entries sealing the new notifications and changed states (issue 11)."""
-        from risk_monitor.adapters.sql.audit_hooks import seal_alert_transaction
+             at: datetime, extra: Sequence[Seal] = ()) -> int:
+        """Audit entries sealing the new notifications and changed states (issue 11), from
+        what :meth:`apply` wrote (no read-back); ``extra``: more seals of this transaction
+        (its compliance intervals), chained in the same statements. Call it last."""
+        from risk_monitor.adapters.sql.audit_hooks import alert_seals, record_input_versions
+        from risk_monitor.adapters.sql.audit_log import seal_batch
 
-        return seal_alert_transaction(self.connection, before=before, states=states,
-                                      notifications=notifications, context=context, at=at)
+        record_input_versions(self.connection, notifications=notifications, context=context,
+                              at=at)
+        seals = alert_seals(before=before, states=states, enqueued=self.enqueued_rows,
+                            notifications=notifications, context=context)
+        return seal_batch(self.connection, [*seals, *extra], at=at)
 
 
 def enqueue(conn: Connection, notifications: Sequence[Notification], now: datetime) -> int:
     """Insert outbox rows, skipping keys already present; returns how many were new."""
+    return len(enqueue_rows(conn, notifications, now))
+
+
+def enqueue_rows(conn: Connection, notifications: Sequence[Notification],
+                 now: datetime) -> list[dict[str, Any]]:
+    """Insert outbox rows, skipping keys already present; returns the rows that were new."""
     if not notifications:
-        return 0
+        return []
     rows = [
         {
             "idempotency_key": n.idempotency_key,
@@ -130,9 +148,10 @@ def enqueue(conn: Connection, notifications: Sequence[Notification], now: dateti
         dialect_insert(conn, outbox)
         .values(rows)  # one statement for all rows; RETURNING names the keys that were new
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(outbox.c.id)
+        .returning(outbox.c.idempotency_key)
     )
-    return len(conn.execute(statement).all())
+    new = {row.idempotency_key for row in conn.execute(statement)}
+    return [row for row in rows if row["idempotency_key"] in new]
 
 
 class SqlAlertStore:
@@ -153,11 +172,16 @@ class SqlAlertStore:
             return [codec.state_from_row(r._mapping) for r in rows]
 
     @contextlib.contextmanager
-    def locked(self, fingerprints: Sequence[str]) -> Iterator[AlertTransaction]:
-        """Lock the series, read their states, let the caller plan and apply; commit at exit."""
+    def locked(self, fingerprints: Sequence[str], *, also_lock: Sequence[str] = ()
+               ) -> Iterator[AlertTransaction]:
+        """Lock the series, read their states, let the caller plan and apply; commit at exit.
+
+        ``also_lock``: more lock names the caller's transaction needs (the compliance series
+        it writes too), taken in the same ordered call, so no two writers wait on each other.
+        """
         wanted = sorted(set(fingerprints))
         with write_tx(self.engine, source=SOURCE) as conn:
-            lock_names(conn, [f"alert:{fp}" for fp in wanted])
+            lock_names(conn, [*(f"alert:{fp}" for fp in wanted), *also_lock])
             states, versions = _select_states(conn, wanted)
             yield AlertTransaction(conn, states, versions, frozenset(wanted), self._clock)
 

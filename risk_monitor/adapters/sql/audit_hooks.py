@@ -15,13 +15,15 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from risk_monitor.adapters.sql import audit_lineage, codec
-from risk_monitor.adapters.sql.audit_log import seal_rows
+from risk_monitor.adapters.sql.audit_log import Seal, seal_rows
 from risk_monitor.domain.model import AlertState, Notification
 from risk_monitor.platform.code_version import code_version
 
 #: alert-state fields whose change is sealed (the audited columns of ``alert_states``)
 _STATE_FIELDS = ("limit_id", "scope", "status", "severity", "started_at", "episode",
                  "sequence", "correlation_id")
+#: what the entry of a compliance interval says
+_INTERVAL_FIELDS = ("limit_id", "scope", "status", "since", "until", "config_version")
 
 
 def notification_payload(note: Notification, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,41 +60,44 @@ def changed_states(before: Mapping[str, AlertState],
     return changed
 
 
-def seal_alert_transaction(conn: Connection, *, before: Mapping[str, AlertState],
-                           states: Sequence[AlertState], notifications: Sequence[Notification],
-                           context: Mapping[str, Any], at: datetime) -> int:
-    """Hook of the alert transaction: one entry per new notification (``alert.<kind>``) and
-    per alert state whose audited fields changed (``alert_state.changed``); the evaluation's
-    input versions once, under the digest those entries seal (``audit_lineage.py``)."""
+def record_input_versions(conn: Connection, *, notifications: Sequence[Notification],
+                          context: Mapping[str, Any], at: datetime) -> None:
+    """The evaluation's input versions, stored once under the digest the alert entries of
+    this transaction seal (``audit_lineage.py``); nothing when the context carries them
+    inline (Dagster path) or nothing is notified."""
     digest = context.get(audit_lineage.DIGEST_KEY)
     versions = getattr(digest, "versions", None) or (
         context.get(audit_lineage.VERSIONS_KEY) if digest else None)
     if notifications and digest and versions is not None:
         audit_lineage.record(conn, digest, versions, at=at)
+
+
+def alert_seals(*, before: Mapping[str, AlertState], states: Sequence[AlertState],
+                enqueued: Sequence[Mapping[str, Any]], notifications: Sequence[Notification],
+                context: Mapping[str, Any]) -> list[Seal]:
+    """The seals of an alert transaction from what it wrote (no read-back): one per outbox
+    row it inserted (``enqueued``, duplicates excluded) and one per alert state whose audited
+    fields changed."""
     run_id = str(context["run_id"]) if context.get("run_id") else None
     by_key = {n.idempotency_key: n for n in notifications}
-    written = seal_rows(
-        conn, "outbox", by_key, at=at, run_id=run_id,
-        event=lambda row: f"alert.{row['kind']}",
-        correlation_id=lambda row: row["correlation_id"],
-        payload=lambda row: notification_payload(by_key[row["idempotency_key"]], context))
+    seals = [Seal("outbox", row, f"alert.{row['kind']}", row["correlation_id"],
+                  notification_payload(by_key[row["idempotency_key"]], context), run_id)
+             for row in sorted(enqueued, key=lambda r: str(r["idempotency_key"]))]
     origin = {k: context[k] for k in ("source", "run_id", "instance_id", "job_name")
               if context.get(k)}
-    written += seal_rows(
-        conn, "alert_states", changed_states(before, states), at=at, run_id=run_id,
-        event="alert_state.changed",
-        correlation_id=lambda row: row["correlation_id"],
-        payload=lambda row: {**{k: row[k] for k in ("fingerprint", *_STATE_FIELDS)},
-                             **origin})
-    return written
+    by_fingerprint = {s.fingerprint: s for s in states}
+    for fingerprint in sorted(changed_states(before, list(by_fingerprint.values()))):
+        row = codec.state_values(by_fingerprint[fingerprint])
+        seals.append(Seal("alert_states", row, "alert_state.changed", row["correlation_id"],
+                          {**{k: row[k] for k in ("fingerprint", *_STATE_FIELDS)}, **origin},
+                          run_id))
+    return seals
 
 
-def seal_compliance(conn: Connection, interval_ids: Sequence[int], *, at: datetime) -> int:
-    """Hook of the compliance timeline: intervals opened, closed or re-versioned."""
-    return seal_rows(
-        conn, "compliance_intervals", interval_ids, at=at, event="compliance.interval",
-        payload=lambda row: {k: row[k] for k in ("limit_id", "scope", "status", "since",
-                                                   "until", "config_version")})
+def compliance_seal(row: Mapping[str, Any]) -> Seal:
+    """The seal of one compliance interval opened, closed or re-versioned (as written)."""
+    return Seal("compliance_intervals", row, "compliance.interval",
+                payload={k: row[k] for k in _INTERVAL_FIELDS})
 
 
 def seal_config_version(conn: Connection, version: str, *, at: datetime) -> int:

@@ -7,7 +7,7 @@ before they are stored.
 
 Tamper evidence (docs/audit.md): every entry stores the previous entry's hash and the hash of
 its own canonical content (``domain/audit_chain.py``). Covered rows (:data:`COVERAGE`) are
-sealed by :func:`seal_rows` in the transaction that changed them: an entry with the
+sealed by :func:`seal_rows` / :func:`seal_batch` in the transaction that changed them: an entry with the
 digest of the row's audited columns, whose hash the row then carries. Appends serialise on one
 PostgreSQL advisory lock held to commit (SQLite's ``BEGIN IMMEDIATE`` already serialises
 writers), so the chain stays linear with the service and Dagster runs writing at once. Take
@@ -16,8 +16,8 @@ this lock last in a transaction: every writer does, so no two wait on each other
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from risk_monitor.platform.code_version import code_version
 SOURCE = "audit_log"
 CHAIN_LOCK = "audit_log.chain"
 _HEAD_KEY = "risk_monitor.audit_head"
+_CHUNK = 500  # keys per IN list
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,18 @@ RowText = Callable[[Mapping[str, Any]], str | None]
 RowPayload = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
+@dataclass(frozen=True)
+class Seal:
+    """One covered row to seal, with its values as this transaction wrote them."""
+
+    table: str
+    row: Mapping[str, Any]
+    event: str
+    correlation_id: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+
 def seal_rows(conn: Connection, table: str, keys: Iterable[Any], *,
               event: str | Callable[[Mapping[str, Any]], str], at: datetime,
               correlation_id: RowText = lambda _row: None,
@@ -156,6 +169,7 @@ def seal_rows(conn: Connection, table: str, keys: Iterable[Any], *,
     (or were never sealed): one entry each, and the row carries its hash.
 
     Runs in the caller's transaction, after the rows were written; returns entries written.
+    Reads the rows back; a writer that holds the rows it wrote uses :func:`seal_batch`.
     """
     coverage = COVERAGE[table]
     wanted = sorted(set(keys), key=str)
@@ -163,8 +177,8 @@ def seal_rows(conn: Connection, table: str, keys: Iterable[Any], *,
         return 0
     t, key_column = coverage.table, coverage.table.c[coverage.key]
     rows: list[Mapping[str, Any]] = []
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
         rows += [dict(r._mapping) for r in conn.execute(sa.select(t).where(key_column.in_(chunk)))]
     sealed = {r["audit_hash"] for r in rows if r["audit_hash"]}
     previous: dict[str, str | None] = {}
@@ -172,29 +186,55 @@ def seal_rows(conn: Connection, table: str, keys: Iterable[Any], *,
         previous = {str(h): d for h, d in conn.execute(
             sa.select(audit_log.c.entry_hash, audit_log.c.row_digest)
             .where(audit_log.c.entry_hash.in_(sorted(sealed))))}
+    seals = [
+        Seal(table, row, event if isinstance(event, str) else event(row), correlation_id(row),
+             payload(row), run_id)
+        for row in sorted(rows, key=lambda r: str(r[coverage.key]))
+        if not (row["audit_hash"] and previous.get(row["audit_hash"]) == coverage.digest(row))
+    ]  # skipped: audited columns unchanged since the last seal
+    return seal_batch(conn, seals, at=at)
+
+
+def seal_batch(conn: Connection, seals: Sequence[Seal], *, at: datetime) -> int:
+    """Seal rows the caller just wrote and still holds (no read-back): one entry each,
+    chained in the given order, and each row carries its entry's hash.
+
+    Takes the chain lock, so call it last in the transaction, once, with every seal of the
+    transaction: the lock is then held for three statements (head, entries, row hashes)
+    plus the commit. Returns entries written.
+    """
+    if not seals:
+        return 0
+    head = _locked_head(conn)
     entries: list[dict[str, Any]] = []
-    seals: list[dict[str, Any]] = []
-    head = None
-    for row in sorted(rows, key=lambda r: str(r[coverage.key])):
-        digest = coverage.digest(row)
-        if row["audit_hash"] and previous.get(row["audit_hash"]) == digest:
-            continue  # audited columns unchanged since the last seal
-        head = head or _locked_head(conn)
-        entry = _entry(head, event if isinstance(event, str) else event(row), at,
-                       correlation_id(row), payload(row), run_id=run_id,
-                       subject=coverage.subject(row[coverage.key]), digest=digest)
+    hashes: dict[str, dict[Any, str]] = {}
+    for seal in seals:
+        coverage = COVERAGE[seal.table]
+        key = seal.row[coverage.key]
+        entry = _entry(head, seal.event, at, seal.correlation_id, seal.payload,
+                       run_id=seal.run_id, subject=coverage.subject(key),
+                       digest=coverage.digest(seal.row))
         head = entry["entry_hash"]
         entries.append(entry)
-        seals.append({"_key": row[coverage.key], "_hash": head})
-    if not entries:
-        return 0
+        hashes.setdefault(seal.table, {})[key] = head  # a row sealed twice keeps the last
     # One multi-row INSERT (ids follow the list's order, which is the chain's) and one
-    # executemany UPDATE: a status change seals its rows in two statements, not two per row.
+    # UPDATE per table (a CASE over the keys): a few statements, however many rows.
     conn.execute(audit_log.insert(), entries)
-    conn.execute(t.update().where(key_column == sa.bindparam("_key"))
-                 .values(audit_hash=sa.bindparam("_hash")), seals)
+    for table, by_key in hashes.items():
+        _set_hashes(conn, COVERAGE[table], by_key)
     conn.info[_HEAD_KEY] = (conn.get_transaction(), head)
     return len(entries)
+
+
+def _set_hashes(conn: Connection, coverage: Coverage, by_key: Mapping[Any, str]) -> None:
+    """``audit_hash`` of many rows in one UPDATE per chunk (an executemany UPDATE is one
+    round trip per row with psycopg2)."""
+    key_column = coverage.table.c[coverage.key]
+    items = list(by_key.items())
+    for start in range(0, len(items), _CHUNK):
+        chunk = dict(items[start:start + _CHUNK])
+        conn.execute(coverage.table.update().where(key_column.in_(list(chunk)))
+                     .values(audit_hash=sa.case(chunk, value=key_column)))
 
 
 def _locked_head(conn: Connection) -> str:

@@ -19,7 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from risk_monitor.adapters.sql.audit_hooks import seal_compliance
+from risk_monitor.adapters.sql.audit_hooks import compliance_seal
+from risk_monitor.adapters.sql.audit_log import seal_batch
 from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
 from risk_monitor.adapters.sql.schema import compliance_intervals
 from risk_monitor.domain.compliance import (
@@ -43,43 +44,15 @@ class ComplianceStore:
 
     def record(self, results: Sequence[LimitResult], *, conn: Connection | None = None) -> int:
         """Save the timeline step the domain computes (``update_intervals``) for ``results``
-        against the stored open intervals; returns intervals opened."""
+        against the stored open intervals, sealed; returns intervals opened."""
         if conn is None:
             with write_tx(self.engine, source=SOURCE) as own:
                 return self.record(results, conn=own)
-        t = compliance_intervals
-        keys = sorted({(r.limit_id, r.scope) for r in results})
-        lock_names(conn, [f"compliance:{limit_id}\x1f{scope}" for limit_id, scope in keys])
-        stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
-        wanted = set(keys)
-        limit_ids = sorted({limit_id for limit_id, _ in keys})
-        for start in range(0, len(limit_ids), 500):  # one read for all the series' open intervals
-            rows = conn.execute(sa.select(t).where(t.c.limit_id.in_(limit_ids[start:start + 500]),
-                                                   t.c.until.is_(None)))
-            for row in rows:
-                if (row.limit_id, row.scope) in wanted:
-                    stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
-        update = update_intervals([i for _, i in stored.values()], results)
-        opened = 0
-        sealed: list[int] = []  # intervals whose audited columns changed (audit hook)
-        for interval in [*update.close, *update.open]:
-            known = stored.get((interval.limit_id, interval.scope))
-            values = {"status": interval.status.value, "until": interval.until,
-                      "last_seen_at": interval.last_seen_at,
-                      "worst_utilisation": interval.worst_utilisation,
-                      "config_version": interval.config_version}
-            if known is not None and known[1].since == interval.since:
-                conn.execute(t.update().where(t.c.id == known[0]).values(**values))
-                if (known[1].until != interval.until
-                        or known[1].config_version != interval.config_version):
-                    sealed.append(known[0])
-            else:
-                sealed.append(conn.execute(t.insert().values(
-                    limit_id=interval.limit_id, scope=interval.scope, since=interval.since,
-                    **values).returning(t.c.id)).scalar_one())
-                opened += 1
-        if sealed:
-            seal_compliance(conn, sealed, at=max(r.as_of for r in results))
+        lock_names(conn, lock_names_of(results))
+        opened, written = write_step(conn, results)
+        if written:
+            seal_batch(conn, [compliance_seal(row) for row in written],
+                       at=max(r.as_of for r in results))
         return opened
 
     def open_intervals(self) -> list[ComplianceInterval]:
@@ -114,6 +87,52 @@ class ComplianceStore:
             return [
 _interval(r) for r in conn.execute(query)
             ]
+
+
+def lock_names_of(results: Sequence[LimitResult]) -> list[str]:
+    """The lock names of the results' series (a writer takes them with its other locks)."""
+    keys = sorted({(r.limit_id, r.scope) for r in results})
+    return [f"compliance:{limit_id}\x1f{scope}" for limit_id, scope in keys]
+
+
+def write_step(conn: Connection, results: Sequence[LimitResult]
+               ) -> tuple[int, list[dict[str, Any]]]:
+    """One timeline step in ``conn``'s transaction, under the series' locks (the caller's):
+    returns intervals opened and the rows whose audited columns changed, as written (the
+    caller seals them, last in its transaction)."""
+    t = compliance_intervals
+    keys = {(r.limit_id, r.scope) for r in results}
+    stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
+    limit_ids = sorted({limit_id for limit_id, _ in keys})
+    for start in range(0, len(limit_ids), 500):  # one read for all the series' open intervals
+        rows = conn.execute(sa.select(t).where(t.c.limit_id.in_(limit_ids[start:start + 500]),
+                                               t.c.until.is_(None)))
+        for row in rows:
+            if (row.limit_id, row.scope) in keys:
+                stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
+    update = update_intervals([i for _, i in stored.values()], results)
+    written: list[dict[str, Any]] = []  # intervals whose audited columns changed (sealed)
+    new: list[dict[str, Any]] = []
+    for interval in [*update.close, *update.open]:
+        known = stored.get((interval.limit_id, interval.scope))
+        values = {"status": interval.status.value, "until": interval.until,
+                  "last_seen_at": interval.last_seen_at,
+                  "worst_utilisation": interval.worst_utilisation,
+                  "config_version": interval.config_version}
+        if known is not None and known[1].since == interval.since:
+            conn.execute(t.update().where(t.c.id == known[0]).values(**values))
+            if (known[1].until != interval.until
+                    or known[1].config_version != interval.config_version):
+                written.append({"id": known[0], "limit_id": interval.limit_id,
+                                "scope": interval.scope, "since": interval.since, **values})
+        else:
+            new.append({"limit_id": interval.limit_id, "scope": interval.scope,
+                        "since": interval.since, **values})
+    if new:  # one multi-row INSERT; ids come back in the rows' order
+        ids = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True),
+                           new).scalars().all()
+        written += [{"id": i, **row} for i, row in zip(ids, new, strict=True)]
+    return len(new), written
 
 
 def _interval(row: sa.Row[Any]) -> StatusInterval:
