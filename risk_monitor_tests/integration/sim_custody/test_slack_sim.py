@@ -73,7 +73,7 @@ def test_timestamps_are_unique_and_increasing(slack_sim: SlackSimulator) -> None
     stamps = [web.chat_postMessage(channel="alerts", text=f"n{i}")["ts"] for i in range(15)]
     assert len(set(stamps)) == 15
     assert stamps == sorted(stamps, key=lambda ts: tuple(int(p) for p in ts.split(".")))
-    assert [m["text"] for m in slack_sim.wait_for_messages(15, timeout=1)] == [
+    assert [m["text"] for m in slack_sim.wait_for_messages(15, timeout=30)] == [
         f"n{i}" for i in range(15)]
 
 
@@ -94,7 +94,7 @@ def test_concurrent_posts_none_lost_none_twice(slack_sim: SlackSimulator) -> Non
     for thread in threads:
         thread.join(30)
     assert not errors
-    messages = slack_sim.wait_for_messages(60, timeout=5)
+    messages = slack_sim.wait_for_messages(60, timeout=30)
     assert sorted(m["text"] for m in messages) == sorted(
         f"{w}-{i}" for w in range(6) for i in range(10))
     assert len({m["ts"] for m in messages}) == 60
