@@ -21,12 +21,13 @@ import dagster as dg
 import pytest
 
 from risk_monitor_tests.fixtures.e2e import play_environment
+from risk_monitor_tests.fixtures.waiting import scaled
 from risk_sim.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT_ID = "binance_btc_notional"
 #: the demo takes ~20 s on an idle machine; this only guards against a hang on a busy one
-DEMO_TIMEOUT_S = 400
+DEMO_TIMEOUT_S = scaled(400)  # stretched under CI contention (RISK_MONITOR_TEST_DEADLINE_SCALE)
 #: terminal control sequences (colours, cursor moves of the progress display)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from risk_monitor_tests.fixtures.service import desk_limits, free_port, write_limits
-from risk_monitor_tests.fixtures.waiting import wait_until
+from risk_monitor_tests.fixtures.waiting import scaled, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -54,11 +54,14 @@ def group_alive(pgid: int) -> bool:
 def stop_and_check(process: subprocess.Popen[bytes], signum: signal.Signals,
                    ports: tuple[int, ...]) -> None:
     """Send ``signum``; the process exits within the budget and its whole group with it."""
+    # the requirement itself on an idle machine; CI's contention run stretches it
+    # (RISK_MONITOR_TEST_DEADLINE_SCALE): there a second of CPU takes several of wall time
+    budget = scaled(STOP_WITHIN_S)
     sent = time.monotonic()
     process.send_signal(signum)
-    process.wait(timeout=STOP_WITHIN_S + 5)
+    process.wait(timeout=budget + 5)
     stopped_after = time.monotonic() - sent
-    assert stopped_after <= STOP_WITHIN_S, stopped_after  # the requirement itself
+    assert stopped_after <= budget, stopped_after
     # its children went with it: no process of its group, nothing serves its ports
     wait_until(lambda: not group_alive(process.pid), timeout=5, interval=0.1,
                message="every child of the process gone")

@@ -70,17 +70,26 @@ def test_halt_and_denied_order_show_on_the_trading_panel(service: ServiceThread,
             quantity=0.5, client_order_id="desk-0001"), timeout=30)
     assert not answer.allowed and list(answer.reason_codes) == ["TRADING_HALTED"]
 
-    okx = wait(browser, lambda d: (c := chip(d, "venue:okx")) is not None
-               and c.get_attribute("data-state") == "HALTED" and c, "okx HALTED on the page")
-    assert okx.value_of_css_property("background-color") == RED
-    assert "desk-head" in (okx.get_attribute("title") or "")
-    row = wait(browser, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR,
-                                                              "#orders-table tbody tr")
-                                   if "desk-0001" in r.text], "the checked order")[0]
-    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    # the panel re-renders on every refresh: each element is read inside the wait, where a
+    # stale element (replaced between find and read) is retried instead of failing the test
+    okx_colour, okx_title = wait(browser, lambda d: (c := chip(d, "venue:okx")) is not None
+                                 and c.get_attribute("data-state") == "HALTED"
+                                 and (c.value_of_css_property("background-color"),
+                                      c.get_attribute("title") or ""), "okx HALTED on the page")
+    assert okx_colour == RED
+    assert "desk-head" in okx_title
+
+    def checked_order(d: WebDriver) -> tuple[list[str], bool] | None:
+        for r in d.find_elements(By.CSS_SELECTOR, "#orders-table tbody tr"):
+            if "desk-0001" in r.text:
+                return ([c.text for c in r.find_elements(By.TAG_NAME, "td")],
+                        bool(r.find_elements(By.CSS_SELECTOR, "td.decision-deny")))
+        return None
+
+    cells, denied = wait(browser, checked_order, "the checked order")
     assert cells[1:4] == ["okx", "BTC/USDT:USDT", "buy"]
     assert cells[5:8] == ["DENY", "TRADING_HALTED", "HALTED"]
-    assert row.find_elements(By.CSS_SELECTOR, "td.decision-deny")
+    assert denied
     assert browser.find_element(By.ID, "fills-empty").is_displayed()  # no stream: said
 
     resumed = httpx.post(f"{service.rest_url}/v1/trading/state", timeout=10, json={

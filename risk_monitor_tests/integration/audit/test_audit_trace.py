@@ -18,6 +18,7 @@ from risk_monitor.audit_trace import trace
 from risk_monitor.domain.alerts import AlertPolicy
 from risk_monitor.platform.code_version import code_version
 from risk_monitor_tests.fixtures.storage import make_result
+from risk_monitor_tests.fixtures.waiting import scaled
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 CONTEXT = {
@@ -72,21 +73,21 @@ def test_cli_prints_the_trace(storage: Storage, tmp_path: Path, fresh_postgres_u
     env.pop("RISK_MONITOR_CONFIG", None)
     cli = str(Path(sys.executable).parent / "risk-monitor")
     result = subprocess.run([cli, "audit", "trace", correlation, "--json"], env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+                            capture_output=True, text=True, timeout=scaled(60), check=False)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data[0]["limit_id"] == "max_notional"
     assert data[0]["notifications"][1]["detect_latency_s"] == pytest.approx(0.5)
     human = subprocess.run([cli, "audit", "trace", correlation], env=env, capture_output=True,
-                           text=True, timeout=60, check=False)
+                           text=True, timeout=scaled(60), check=False)
     assert human.returncode == 0, human.stderr
     assert "Dagster run run-1" in human.stdout and "dv-pos-1" in human.stdout
     assert "document stored" in human.stdout
     missing = subprocess.run([cli, "audit", "trace", "nope"], env=env, capture_output=True,
-                             text=True, timeout=60, check=False)
+                             text=True, timeout=scaled(60), check=False)
     assert missing.returncode == 1
     recent = subprocess.run([cli, "audit", "recent"], env=env, capture_output=True, text=True,
-                            timeout=60, check=False)
+                            timeout=scaled(60), check=False)
     assert correlation in recent.stdout
 
 

@@ -131,7 +131,7 @@ def order(side: pb.Side = pb.SIDE_BUY, quantity: float = 1.0,
 
 def btc_limit(rig: Rig) -> pb.LimitStatusEntry:
     reply = rig.stub.ListLimitStatus(pb.ListLimitStatusRequest(limit_id="btc-binance-notional"),
-                                     timeout=5)
+                                     timeout=30)
     (entry,) = reply.limits
     return entry
 
@@ -151,7 +151,7 @@ def test_published_limit_change_is_used_by_the_next_evaluation(rig: Rig) -> None
     after = btc_limit(rig)
     assert after.status == pb.LIMIT_STATUS_BREACH and after.config_version == version
     assert after.utilisation == pytest.approx(900_000 / 850_000)
-    status = rig.stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5)
+    status = rig.stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
     assert status.status == pb.COMPLIANCE_STATUS_BREACH
     assert status.limit_config_version == version
     assert status.evaluation_source == "in-memory"
@@ -167,7 +167,7 @@ def test_published_limit_change_is_used_by_the_next_evaluation(rig: Rig) -> None
 def test_check_order_allows_within_limits_with_projected_utilisation(rig: Rig) -> None:
     rig.use_limits(desk_limits())
     rig.provider.evaluate(desk())
-    reply = rig.stub.CheckOrder(order(quantity=1.0), timeout=5)
+    reply = rig.stub.CheckOrder(order(quantity=1.0), timeout=30)
     assert reply.decision == pb.DECISION_ALLOW and reply.allowed, list(reply.reasons)
     projected = {p.limit.limit_id: p for p in reply.projected}
     btc = projected["btc-binance-notional"]
@@ -208,9 +208,9 @@ def test_check_order_denies_a_projected_breach(rig: Rig, kind: str, limit: dict[
     limit_id = f"only-{kind.replace('_', '-')}"
     rig.use_limits({"venues": ["binance", "okx"], "limits": [{"id": limit_id, **limit}]})
     rig.provider.evaluate(desk())
-    (current,) = rig.stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=5).limits
+    (current,) = rig.stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=30).limits
     assert current.status in (pb.LIMIT_STATUS_OK, pb.LIMIT_STATUS_WARN)  # not breached yet
-    reply = rig.stub.CheckOrder(request_, timeout=5)
+    reply = rig.stub.CheckOrder(request_, timeout=30)
     assert reply.decision == pb.DECISION_DENY and not reply.allowed
     assert any(r.startswith(f"DENY {limit_id}") and "BREACH" in r for r in reply.reasons), \
         list(reply.reasons)
@@ -225,7 +225,7 @@ def test_check_order_denies_when_liquidation_is_already_too_close(rig: Rig) -> N
         {"id": "liq", "kind": "liquidation_distance",
          "scope": {"venue": "binance", "instrument": BTC}, "warn": 3.0, "breach": 2.0}]})
     rig.provider.evaluate(desk(liquidation=59_000.0))  # 1.67 % away
-    reply = rig.stub.CheckOrder(order(quantity=1.0), timeout=5)
+    reply = rig.stub.CheckOrder(order(quantity=1.0), timeout=30)
     assert not reply.allowed
     (projected,) = reply.projected
     assert projected.limit.kind == "liquidation_distance"
@@ -238,7 +238,7 @@ def test_check_order_denies_when_data_grows_too_old_by_order_time(rig: Rig) -> N
          "breach": 30.0}]})
     # 25 s old when evaluated 10 s ago: ~35 s old now, past the 30 s breach level
     rig.provider.evaluate(desk(data_age_s=25.0, evaluated_ago_s=10.0))
-    reply = rig.stub.CheckOrder(order(quantity=1.0), timeout=5)
+    reply = rig.stub.CheckOrder(order(quantity=1.0), timeout=30)
     assert not reply.allowed
     (projected,) = reply.projected
     assert projected.limit.kind == "data_age" and projected.limit.status == pb.LIMIT_STATUS_BREACH
@@ -248,7 +248,7 @@ def test_check_order_denies_when_data_grows_too_old_by_order_time(rig: Rig) -> N
 def test_check_order_denies_on_stale_data(rig: Rig) -> None:
     rig.use_limits(desk_limits())
     rig.provider.evaluate(desk(data_age_s=1.0, evaluated_ago_s=120.0))  # 2 minutes old now
-    reply = rig.stub.CheckOrder(order(quantity=0.01), timeout=5)
+    reply = rig.stub.CheckOrder(order(quantity=0.01), timeout=30)
     assert reply.decision == pb.DECISION_DENY
     assert any(p.limit.status == pb.LIMIT_STATUS_UNKNOWN for p in reply.projected)
     assert any("UNKNOWN" in r and ("stale" in r or "old" in r) for r in reply.reasons), \
@@ -258,10 +258,10 @@ def test_check_order_denies_on_stale_data(rig: Rig) -> None:
 def test_check_order_denies_when_the_venue_is_missing(rig: Rig) -> None:
     rig.use_limits(desk_limits())
     rig.provider.evaluate(desk(failed=("binance",)))
-    status = rig.stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5)
+    status = rig.stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
     assert status.status == pb.COMPLIANCE_STATUS_UNKNOWN  # blind, never "compliant"
     binance = {s.source: s for s in status.sources}["exchange:binance:main"]
     assert not binance.ok and binance.stale and binance.error_code == "RM201"
-    reply = rig.stub.CheckOrder(order(quantity=0.01), timeout=5)
+    reply = rig.stub.CheckOrder(order(quantity=0.01), timeout=30)
     assert reply.decision == pb.DECISION_DENY
     assert reply.reasons

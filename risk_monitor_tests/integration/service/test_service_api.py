@@ -117,7 +117,7 @@ def stub(channel: grpc.Channel) -> pb_grpc.RiskMonitorStub:
 
 
 def ready_body(stack: Stack) -> dict[str, Any]:
-    return httpx.get(f"{stack.service.rest_url}/readyz", timeout=5).json()
+    return httpx.get(f"{stack.service.rest_url}/readyz", timeout=30).json()
 
 
 def check(body: dict[str, Any], name: str) -> dict[str, Any]:
@@ -126,13 +126,13 @@ def check(body: dict[str, Any], name: str) -> dict[str, Any]:
 
 # -- REST -----------------------------------------------------------------------------------------
 def test_healthz_is_alive(stack: Stack) -> None:
-    response = httpx.get(f"{stack.service.rest_url}/healthz", timeout=5)
+    response = httpx.get(f"{stack.service.rest_url}/healthz", timeout=30)
     assert response.status_code == 200
     assert response.json()["status"] == "alive"
 
 
 def test_readyz_lists_every_check_and_is_ready(stack: Stack) -> None:
-    response = httpx.get(f"{stack.service.rest_url}/readyz", timeout=5)
+    response = httpx.get(f"{stack.service.rest_url}/readyz", timeout=30)
     assert response.status_code == 200
     body = response.json()
     assert body["ready"] is True
@@ -146,7 +146,7 @@ def test_readyz_lists_every_check_and_is_ready(stack: Stack) -> None:
 
 
 def test_metrics_parse_and_carry_the_config_version(stack: Stack) -> None:
-    response = httpx.get(f"{stack.service.rest_url}/metrics", timeout=5)
+    response = httpx.get(f"{stack.service.rest_url}/metrics", timeout=30)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
@@ -162,10 +162,10 @@ def test_metrics_parse_and_carry_the_config_version(stack: Stack) -> None:
 def test_grpc_health_serving_overall_and_per_service(channel: grpc.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "risk_monitor.v1.RiskMonitor"):
-        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(grpc.RpcError) as info:
-        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=30)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -190,7 +190,7 @@ def test_client_discovers_the_service_in_redis_and_calls_it(stack: Stack) -> Non
     assert set(instance.venues) == {"binance", "okx"}
     assert instance.rest_url == stack.service.rest_url
     with grpc.insecure_channel(instance.grpc_address) as ch:
-        status = pb_grpc.RiskMonitorStub(ch).GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5)
+        status = pb_grpc.RiskMonitorStub(ch).GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
     # nothing evaluated yet in this process: UNKNOWN, clearly marked, never "compliant"
     assert status.evaluation_source == "no-evaluation-yet"
     assert status.status == pb.COMPLIANCE_STATUS_UNKNOWN
@@ -204,12 +204,12 @@ def test_client_discovers_the_service_in_redis_and_calls_it(stack: Stack) -> Non
 def test_published_configuration_is_applied_without_restart(stack: Stack,
                                                             stub: pb_grpc.RiskMonitorStub) -> None:
     version = stack.sim.publish("risk-monitor", limits_document("v2"))
-    wait_until(lambda: stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5)
+    wait_until(lambda: stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
                .config_document_version == version, timeout=10, message="hot reload")
     assert ready_body(stack)["config"]["version"] == version
     cached = json.loads(stack.cache_path.read_text())
     assert cached["version"] == version and cached["document"] == limits_document("v2")
-    metrics = httpx.get(f"{stack.service.rest_url}/metrics", timeout=5).text
+    metrics = httpx.get(f"{stack.service.rest_url}/metrics", timeout=30).text
     assert f'version="{version}"' in metrics
     # every applied limits version is recorded once, with its document (audit trail)
     limits_version = ready_body(stack)["config"]["limits_version"]
@@ -231,9 +231,9 @@ def test_invalid_configuration_is_rejected_and_last_good_kept(
     assert body["ready"] is True  # still ready: the last good configuration is in force
     assert body["config"]["version"] == good
     assert body["config"]["last_rejection"].startswith(bad)
-    assert stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5) \
+    assert stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30) \
         .config_document_version == good
-    metrics = httpx.get(f"{stack.service.rest_url}/metrics", timeout=5).text
+    metrics = httpx.get(f"{stack.service.rest_url}/metrics", timeout=30).text
     rejected = [s for f in text_string_to_metric_families(metrics)
                 if f.name == "risk_monitor_config_rejected" for s in f.samples
                 if s.name == "risk_monitor_config_rejected_total"]
@@ -272,16 +272,16 @@ def test_answers_from_the_database_before_any_own_evaluation(
     stack.provider.store.replace_metrics([MetricValue(EQUITY_METRIC, 1234.5)], NOW)
     stack.provider.store.record_sources([
         SourceStatus(SourceKind.EXCHANGE, "okx", "main", True, datetime.now(UTC))])
-    reply = stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=5)
+    reply = stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=30)
     assert reply.evaluation_source == "database"
     assert [(e.limit_id, e.status, e.value) for e in reply.limits] == \
         [("db_limit", pb.LIMIT_STATUS_WARN, 90.0)]
-    status = stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5)
+    status = stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
     assert status.evaluation_source == "database"
     assert status.status == pb.COMPLIANCE_STATUS_WARNING and status.equity == 1234.5
     assert status.limit_config_version == "cfg1"
     assert [(s.source, s.stale) for s in status.sources] == [("exchange:okx:main", False)]
-    metrics = httpx.get(f"{stack.service.rest_url}/metrics", timeout=5).text
+    metrics = httpx.get(f"{stack.service.rest_url}/metrics", timeout=30).text
     utilisation = [s for f in text_string_to_metric_families(metrics) for s in f.samples
                    if s.name == "risk_monitor_limit_utilisation"
                    and s.labels.get("limit_id") == "db_limit"]
@@ -301,29 +301,29 @@ def test_list_limit_status_filters_by_status_and_scope(stack: Stack,
                             datetime.now(UTC) - timedelta(minutes=5), error_code="RM201")]
     stack.live.publish_evaluation(results, as_of=NOW, sources=sources, equity=1000.0,
                                   gross_exposure=2500.0, net_exposure=-100.0)
-    everything = stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=5)
+    everything = stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=30)
     assert [e.limit_id for e in everything.limits] == sorted(r.limit_id for r in results)
     assert everything.evaluation_source == "in-memory"  # this process's own evaluation
 
     binance = stub.ListLimitStatus(pb.ListLimitStatusRequest(scope_prefix="venue:binance"),
-                                   timeout=5)
+                                   timeout=30)
     assert {e.limit_id for e in binance.limits} == {"btc_binance", "venue_binance"}
 
     bad = stub.ListLimitStatus(pb.ListLimitStatusRequest(
-        statuses=[pb.LIMIT_STATUS_BREACH, pb.LIMIT_STATUS_UNKNOWN]), timeout=5)
+        statuses=[pb.LIMIT_STATUS_BREACH, pb.LIMIT_STATUS_UNKNOWN]), timeout=30)
     assert {e.limit_id for e in bad.limits} == {"portfolio_gross", "venue_okx"}
     unknown = next(e for e in bad.limits if e.limit_id == "venue_okx")
     assert not unknown.HasField("value") and not unknown.HasField("utilisation")
     assert unknown.reason == "venue down"
 
-    warn = stub.ListLimitStatus(pb.ListLimitStatusRequest(limit_id="btc_binance"), timeout=5)
+    warn = stub.ListLimitStatus(pb.ListLimitStatusRequest(limit_id="btc_binance"), timeout=30)
     (entry,) = warn.limits
     assert entry.status == pb.LIMIT_STATUS_WARN
     assert entry.value == 85.0 and entry.warn == 80.0 and entry.breach == 100.0
     assert entry.utilisation == pytest.approx(0.85)
     assert entry.as_of.ToDatetime(tzinfo=UTC) == NOW
 
-    status = stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5)
+    status = stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
     assert status.status == pb.COMPLIANCE_STATUS_BREACH
     assert (status.equity, status.gross_exposure, status.net_exposure) == (1000.0, 2500.0, -100.0)
     assert dict(status.status_counts) == {"OK": 1, "WARN": 1, "BREACH": 1, "UNKNOWN": 1}
@@ -387,26 +387,26 @@ def test_watch_alerts_streams_new_alerts_heartbeats_and_resumes(
     assert got.WhichOneof("event") == "alert" and got.alert.limit_id == "limit2"
 
     with pytest.raises(grpc.RpcError) as info:
-        next(iter(stub.WatchAlerts(pb.WatchAlertsRequest(cursor="abc"), timeout=5)))
+        next(iter(stub.WatchAlerts(pb.WatchAlertsRequest(cursor="abc"), timeout=30)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_check_order_fails_closed_without_engine_or_snapshot(
         stub: pb_grpc.RiskMonitorStub) -> None:
     reply = stub.CheckOrder(pb.CheckOrderRequest(
-        venue="binance", instrument="BTC/USDT:USDT", side=pb.SIDE_BUY, quantity=0.1), timeout=5)
+        venue="binance", instrument="BTC/USDT:USDT", side=pb.SIDE_BUY, quantity=0.1), timeout=30)
     assert reply.decision == pb.DECISION_DENY and not reply.allowed
     assert reply.reasons and "fail closed" in reply.reasons[0]
     with pytest.raises(grpc.RpcError) as invalid:  # malformed: refused before any check
         stub.CheckOrder(pb.CheckOrderRequest(venue="binance", instrument="BTC/USDT:USDT",
-                                             side=pb.SIDE_BUY, quantity=-1), timeout=5)
+                                             side=pb.SIDE_BUY, quantity=-1), timeout=30)
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "quantity" in (invalid.value.details() or "")
 
 
 def test_rest_risk_status_matches_grpc(stack: Stack, stub: pb_grpc.RiskMonitorStub) -> None:
-    body = httpx.get(f"{stack.service.rest_url}/v1/risk/status", timeout=5).json()
-    grpc_status = stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=5)
+    body = httpx.get(f"{stack.service.rest_url}/v1/risk/status", timeout=30).json()
+    grpc_status = stub.GetRiskStatus(pb.GetRiskStatusRequest(), timeout=30)
     assert body["evaluation_source"] == grpc_status.evaluation_source
     assert body["config_document_version"] == grpc_status.config_document_version
     assert pb.ComplianceStatus.Name(grpc_status.status) == f"COMPLIANCE_STATUS_{body['status']}"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from risk_monitor_tests.fixtures.waiting import scaled
 from risk_sim.launcher import SimulatorStack
 from risk_sim.market import PositionView
 
@@ -56,6 +57,7 @@ def clear_positions(stack: SimulatorStack, venue: str, account: str = "main") ->
 async def eventually(check: Callable[[], Any], timeout: float = 10.0,
                      interval: float = 0.02) -> Any:
     """Poll ``check`` until it returns a truthy value or ``timeout`` passes (then raise)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

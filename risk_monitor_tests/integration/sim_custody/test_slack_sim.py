@@ -73,7 +73,7 @@ def test_timestamps_are_unique_and_increasing(slack_sim: SlackSimulator) -> None
     stamps = [web.chat_postMessage(channel="alerts", text=f"n{i}")["ts"] for i in range(15)]
     assert len(set(stamps)) == 15
     assert stamps == sorted(stamps, key=lambda ts: tuple(int(p) for p in ts.split(".")))
-    assert [m["text"] for m in slack_sim.wait_for_messages(15, timeout=1)] == [
+    assert [m["text"] for m in slack_sim.wait_for_messages(15, timeout=30)] == [
         f"n{i}" for i in range(15)]
 
 
@@ -94,7 +94,7 @@ def test_concurrent_posts_none_lost_none_twice(slack_sim: SlackSimulator) -> Non
     for thread in threads:
         thread.join(30)
     assert not errors
-    messages = slack_sim.wait_for_messages(60, timeout=5)
+    messages = slack_sim.wait_for_messages(60, timeout=30)
     assert sorted(m["text"] for m in messages) == sorted(
         f"{w}-{i}" for w in range(6) for i in range(10))
     assert len({m["ts"] for m in messages}) == 60
@@ -221,12 +221,13 @@ def test_server_errors_then_recovery(slack_sim: SlackSimulator) -> None:
 
 
 def test_hang_makes_the_client_time_out(slack_sim: SlackSimulator) -> None:
-    slack_sim.set_outage("hang", hang_seconds=20)
+    hang_s = 20
+    slack_sim.set_outage("hang", hang_seconds=hang_s)
     web = client(slack_sim, timeout=1)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         web.chat_postMessage(channel="alerts", text="lost in a hang")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < hang_s  # gave up before the hang ended (order, not speed)
     assert slack_sim.messages == []
     slack_sim.set_outage("none")
     assert web.chat_postMessage(channel="alerts", text="back")["ok"] is True
@@ -236,7 +237,7 @@ def test_wait_for_messages_times_out(slack_sim: SlackSimulator) -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         slack_sim.wait_for_messages(1, timeout=0.2)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60  # a guard against waiting forever, not a speed bound
 
 
 def test_wait_for_messages_wakes_on_arrival(slack_sim: SlackSimulator) -> None:

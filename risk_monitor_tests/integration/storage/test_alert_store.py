@@ -14,6 +14,7 @@ from risk_monitor.adapters.sql.schema import alert_states, outbox
 from risk_monitor.domain.model import LimitStatus, NotificationKind
 from risk_monitor.platform.errors import StorageIntegrityError
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result, plan
+from risk_monitor_tests.fixtures.waiting import wait_until
 
 
 def _outbox_keys(storage: Storage) -> list[str]:
@@ -98,18 +99,38 @@ def test_a_writer_that_bypasses_the_lock_is_detected(pg_storage: Storage,
     assert len(storage.outbox.rows()) == 1
 
 
+def _lock_waiters(engine: sa.Engine) -> int:
+    """PostgreSQL sessions of this database blocked on a lock (the other writer, here)."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar_one())
+
+
 def _race(storage: Storage, statuses: tuple[str, str], clock: FakeClock) -> None:
-    """Two writers plan the same fingerprint at the same moment, as Dagster and the service do."""
+    """Two writers plan the same fingerprint at the same moment, as Dagster and the service do.
+
+    On PostgreSQL the first writer inside the lock holds its read-plan-write window open until
+    the second is seen blocked on the lock, so the two really overlap whatever the machine's
+    load (no timing luck). SQLite cannot show a blocked writer: there the window is only widened.
+    """
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
+    first_inside = threading.Lock()
+    postgres = storage.engine.dialect.name == "postgresql"
 
     def writer(status: str) -> None:
         try:
             result = make_result(status, clock())
-            barrier.wait(10)
+            barrier.wait(30)
             with storage.alerts.locked([result.fingerprint]) as tx:
                 state, notifications = plan(tx.states.get(result.fingerprint), result)
-                time.sleep(0.05)  # widen the read-plan-write window
+                if first_inside.acquire(blocking=False):  # the first writer in
+                    if postgres:
+                        wait_until(lambda: _lock_waiters(storage.engine) >= 1, timeout=60,
+                                   message="the second writer blocked on the lock")
+                    else:
+                        time.sleep(0.05)  # widens the window; no assertion depends on it
                 tx.apply([state], notifications)
         except BaseException as exc:
             errors.append(exc)
@@ -118,7 +139,7 @@ def _race(storage: Storage, statuses: tuple[str, str], clock: FakeClock) -> None
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(90)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
 

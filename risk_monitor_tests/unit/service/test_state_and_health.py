@@ -91,10 +91,12 @@ def test_source_staleness_follows_each_kinds_budget_like_the_domain() -> None:
 async def test_alert_feed_cursor_and_wakeup() -> None:
     state = LiveEvaluation(alert_capacity=3)
     assert state.alert_head() == 0
-    waiter = asyncio.create_task(state.wait_alerts(0, timeout_s=5))
-    await asyncio.sleep(0.01)
+    waiter = asyncio.create_task(state.wait_alerts(0, timeout_s=600))
+    await asyncio.sleep(0)  # a yield, not a wait: the waiter parks on the feed
     await asyncio.to_thread(state.publish_notifications, [note(1), note(2)])
-    await asyncio.wait_for(waiter, 2)  # woken from another thread, long before the timeout
+    # woken from another thread: only a wake-up ends it before its 600 s timeout (the 60 s
+    # deadline guards against a hang, it is no speed bound)
+    await asyncio.wait_for(waiter, 60)
     assert [i.seq for i in state.alerts_after(0, 10)] == [1, 2]
     assert [i.seq for i in state.alerts_after(1, 10)] == [2]
     state.publish_notifications([note(3), note(4)])
