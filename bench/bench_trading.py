@@ -7,7 +7,10 @@ order's send time to the Slack simulator receiving the post, and to the private 
 position update reaching the service. REST positions are read only every 30 s, so anything
 sooner came through the stream.
 
-Each run prints p50 / p99 / max, process CPU, max RSS and the machine's load average (1 min).
+Each run prints p50 / p99 / max, process CPU, max RSS and the machine's load average (1 min),
+then the same split by notice kind: ``firing`` is the position-driven alert (the goal's figure);
+``resolved`` waits by policy for ``alerts.keep_firing_for_s`` (2 s in the rig) of OK and then
+for the writer's next periodic write (``service.persist_interval_s``, 2 s in the rig).
 CheckOrder latency is ``bench/bench_check_order.py`` (the one CheckOrder benchmark).
 
     python bench/bench_trading.py fill --samples 10 --runs 3
@@ -66,6 +69,10 @@ async def _market(stack: Any, side: str, qty: float) -> float:
 streamed: list[float] = []
 #: order sent -> the alert's outbox row committed (the evaluation decided it, the writer wrote it)
 detected: list[float] = []
+#: the same two figures by notice kind: ``firing`` (the fill crossed the limit: the
+#: position-driven alert issue 13 times) and ``resolved`` (the next fill crossed back: held
+#: by policy for ``alerts.keep_firing_for_s`` of OK, then written by the next periodic write)
+by_kind: dict[str, dict[str, list[float]]] = {}
 
 
 def _enqueued_at(rig: Any, key: str) -> float | None:
@@ -90,6 +97,7 @@ def fill_run(samples: int) -> list[float]:
     delays: list[float] = []
     streamed.clear()
     detected.clear()
+    by_kind.clear()
     try:
         with tempfile.TemporaryDirectory() as tmp, running_rig(
                 database_url=url, redis_url=REDIS_TEST_URL,
@@ -118,9 +126,13 @@ def fill_run(samples: int) -> list[float]:
 
                 notices = wait_until(arrived, timeout=60, message="notice")
                 delays.append((notices[seen]["received_at"] - sent) * 1000)
+                kind = by_kind.setdefault(str(notices[seen]["kind"]),
+                                          {"outbox": [], "slack": []})
+                kind["slack"].append(delays[-1])
                 enqueued = _enqueued_at(rig, str(notices[seen]["idempotency_key"]))
                 if enqueued is not None:  # decided and committed vs delivered to Slack
                     detected.append((enqueued - sent) * 1000)
+                    kind["outbox"].append(detected[-1])
                 wait_until(rig.outbox_idle, timeout=60, message="outbox idle")
     finally:
         drop_database(url)
@@ -135,6 +147,10 @@ def fill(args: argparse.Namespace) -> None:
               f"{summary('order sent -> stream update in the service', streamed)}; "
               f"{summary('order sent -> alert in the outbox', detected) if detected else ''}; "
               f"{machine()}")
+        for name, figures in sorted(by_kind.items()):
+            parts = [summary(f"  {name}: order sent -> {stage}", values)
+                     for stage, values in figures.items() if values]
+            print("; ".join(parts))
 
 
 def main() -> None:

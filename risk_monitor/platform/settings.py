@@ -396,7 +396,8 @@ class ServiceSettings(_Section):
     )
     evaluate_min_interval_s: float = Field(
         default=0.25, ge=0, description="hot path: at most one full evaluation per interval "
-        "(heartbeat, polls, ticks the per-tick evaluator hands on); ticks are decided at once"
+        "(heartbeat, custody polls, ticks the per-tick evaluator hands on); ticks are decided at "
+        "once, position changes and new limit documents are evaluated at once"
     )
     persist_interval_s: float = Field(
         default=5.0, gt=0, description="hot path: limit results, metrics and compliance are "

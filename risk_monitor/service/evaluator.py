@@ -163,6 +163,8 @@ class LiveEvaluator:
         now = self.clock()
         # the polled inputs this evaluation is the first to see name it (a poll may land while
         # a heartbeat evaluation starts: that one then evaluated the poll's data)
+        # read once: a poll landing mid-evaluation must not make the snapshot's positions
+        # differ from the ones ``new_inputs`` names (it is evaluated by the next one, at once)
         seen = (self.positions, self.custody)
         self.new_inputs = tuple(name for name, now_in, before in (
             ("positions", seen[0], self._seen[0]), ("custody", seen[1], self._seen[1]))
@@ -171,7 +173,7 @@ class LiveEvaluator:
         sequence, rows = self.book.snapshot()
         prices = quotes_from_rows(rows, self.book.symbols, now, self.policy, self._overrides)
         snapshot = application.build_snapshot(
-            positions=self.positions or blank(POSITION_COLUMNS), balances=self._balances(),
+            positions=seen[0] or blank(POSITION_COLUMNS), balances=self._balances(),
             prices=prices, now=now, settings=self.settings, storage=self._snapshot_storage)
         report = self.live.evaluate(snapshot)
         if report is None:

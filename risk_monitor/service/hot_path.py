@@ -105,6 +105,10 @@ PollResult = tuple[Collected, Collected] | Collected
 #: which trigger names a full evaluation that several caused (positions move most statuses)
 TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "tick", "start",
                                             "heartbeat"))}
+#: triggers evaluated at once, never held by ``service.evaluate_min_interval_s``: a position
+#: change (a fill on a private stream) or a new limit document moves statuses by itself, and the
+#: evaluation thread already merges what arrives while one runs (issue 13: fill -> alert < 1 s)
+URGENT_TRIGGERS = frozenset({"positions", "config"})
 #: interpreter-lock switch interval while the hot path runs (see ``HotPath.start``)
 SWITCH_INTERVAL_S = 0.0005
 #: the longest the writer may take to drain at shutdown
@@ -149,6 +153,7 @@ class HotPath:
         self._pending: dict[str, float] = {}  # trigger -> earliest event time (unix s)
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
+        self._urgent = asyncio.Event()  # an URGENT_TRIGGERS mark: ends the min-interval wait
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_version: str | None = None
@@ -226,6 +231,8 @@ class HotPath:
             self._pending[trigger] = event_time
         QUEUE_DEPTH.labels(queue="full").set(len(self._pending))
         self._changed.set()
+        if trigger in URGENT_TRIGGERS:
+            self._urgent.set()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -289,6 +296,7 @@ class HotPath:
         """Stop polling and evaluating; let the writer finish what is pending (bounded)."""
         self._stop.set()
         self._changed.set()
+        self._urgent.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -385,8 +393,12 @@ class HotPath:
             if self._stop.is_set():
                 return
             delay = last_start + min_interval - loop.time()
-            if delay > 0:  # full evaluations only: a tick never waits for this
-                await self._sleep(delay)
+            if delay > 0 and not URGENT_TRIGGERS.intersection(self._pending):
+                # full evaluations for ticks, custody polls and the heartbeat only: a tick never
+                # waits for this, and a position change arriving meanwhile ends the wait
+                self._urgent.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), timeout=delay)
                 if self._stop.is_set():
                     return
             last_start = loop.time()

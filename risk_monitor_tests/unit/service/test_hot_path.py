@@ -215,3 +215,35 @@ def test_the_tick_hook_reads_binance_ticker_events_itself_and_leaves_the_rest_to
     assert row is not None and row["instrument"] == BTC and row["last"] == 60_000.5
     assert row["mark"] == 60_000.5 and row["bid"] is None
     assert row["timestamp"] == datetime.fromtimestamp(1_760_000_000.123, UTC)
+
+
+async def test_a_position_change_is_evaluated_at_once_not_held_by_the_min_interval(
+        tmp_path: Path) -> None:
+    # issue 13: a fill on a private stream reaches the hot path as a position poll; it must not
+    # wait for ``evaluate_min_interval_s`` (60 s here) behind the previous full evaluation
+    settings = load_settings(
+        None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
+                                          "symbols": [BTC]}],
+        market_data={"exchange_max_age_s": 120.0},
+        service={"positions_poll_s": 0.2, "evaluate_min_interval_s": 60.0,
+                 "hot_path_warmup_s": 60.0, "persist_interval_s": 60.0})
+    storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
+    live = LiveEvaluation(max_age_s=60.0)
+    live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
+        {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance", "instrument": BTC},
+         "warn": 800_000.0, "breach": 1_000_000.0}]}))
+    account = _Account(btc=10.0)
+    hot = HotPath(settings, live, storage, instance_id="unit", accounts=[account], custodians=[])
+    await hot.start()
+    try:
+        hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
+        await async_wait_until(lambda: hot.evaluator.report is not None, timeout=30,
+                               message="the first evaluation")
+        account.btc = 20.0  # 1.2M notional: over the breach level
+        await async_wait_until(lambda: storage.outbox.counts()["pending"] == 1, timeout=30,
+                               message="the position change alerted (well within 60 s)")
+        (_, note), = storage.outbox.recent()
+        assert note.context["trigger"] == "positions"
+        assert note.status.value == "BREACH"
+    finally:
+        await hot.stop()
