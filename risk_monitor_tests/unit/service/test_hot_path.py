@@ -15,7 +15,7 @@ from risk_monitor.adapters.sql import Storage
 from risk_monitor.domain.limits import load_limit_config
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
 from risk_monitor.platform.errors import DataValidationError
-from risk_monitor.platform.settings import MarketDataSettings, load_settings
+from risk_monitor.platform.settings import MarketDataSettings, Settings, load_settings
 from risk_monitor.service.evaluator import CachedEquity
 from risk_monitor.service.hot_path import HotPath
 from risk_monitor.service.quote_intake import QuoteBook
@@ -102,21 +102,28 @@ class _Account:
                      BALANCE_COLUMNS)
 
 
-async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_alerts(
-        tmp_path: Path) -> None:
+def _btc_desk(tmp_path: Path, **service: float) -> tuple[Settings, Storage, LiveEvaluation]:
+    """Settings, a SQLite store and a live evaluation with one limit: binance BTC notional
+    (WARN 800k, BREACH 1M); ``service``: the timing settings a test needs."""
     settings = load_settings(
         None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
                                           "symbols": [BTC]}],
-        market_data={"exchange_max_age_s": 120.0},
-        # the warm-up ends as soon as the first poll landed; its bound only has to outlast a
-        # slow first poll on a busy machine (at 5 s the first evaluation ran without positions)
-        service={"positions_poll_s": 60.0, "evaluate_min_interval_s": 0.2,
-                 "hot_path_warmup_s": 60.0, "persist_interval_s": 60.0})
+        market_data={"exchange_max_age_s": 120.0}, service=service)
     storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
     live = LiveEvaluation(max_age_s=60.0)
     live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
         {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance", "instrument": BTC},
          "warn": 800_000.0, "breach": 1_000_000.0}]}))
+    return settings, storage, live
+
+
+async def test_every_tick_is_decided_without_a_full_evaluation_and_a_crossing_alerts(
+        tmp_path: Path) -> None:
+    # the warm-up ends as soon as the first poll landed; its bound only has to outlast a slow
+    # first poll on a busy machine (at 5 s the first evaluation ran without positions)
+    settings, storage, live = _btc_desk(tmp_path, positions_poll_s=60.0,
+                                        evaluate_min_interval_s=0.2, hot_path_warmup_s=60.0,
+                                        persist_interval_s=60.0)
     woken: list[float] = []
     account = _Account(btc=10.0)
     hot = HotPath(settings, live, storage, instance_id="unit", wake=lambda: woken.append(1),
@@ -221,17 +228,9 @@ async def test_a_position_change_is_evaluated_at_once_not_held_by_the_min_interv
         tmp_path: Path) -> None:
     # issue 13: a fill on a private stream reaches the hot path as a position poll; it must not
     # wait for ``evaluate_min_interval_s`` (60 s here) behind the previous full evaluation
-    settings = load_settings(
-        None, data_dir=tmp_path, venues=[{"id": "binance", "exchange": "binanceusdm",
-                                          "symbols": [BTC]}],
-        market_data={"exchange_max_age_s": 120.0},
-        service={"positions_poll_s": 0.2, "evaluate_min_interval_s": 60.0,
-                 "hot_path_warmup_s": 60.0, "persist_interval_s": 60.0})
-    storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
-    live = LiveEvaluation(max_age_s=60.0)
-    live.set_limit_config(load_limit_config({"venues": ["binance"], "limits": [
-        {"id": "btc", "kind": "max_notional", "scope": {"venue": "binance", "instrument": BTC},
-         "warn": 800_000.0, "breach": 1_000_000.0}]}))
+    settings, storage, live = _btc_desk(tmp_path, positions_poll_s=0.2,
+                                        evaluate_min_interval_s=60.0, hot_path_warmup_s=60.0,
+                                        persist_interval_s=60.0)
     account = _Account(btc=10.0)
     hot = HotPath(settings, live, storage, instance_id="unit", accounts=[account], custodians=[])
     await hot.start()
