@@ -57,6 +57,7 @@ from risk_monitor_tests.fixtures.services import (  # noqa: E402
     drop_database,
 )
 from risk_sim.launcher import SimulatorStack  # noqa: E402
+from risk_sim.net import free_port  # noqa: E402
 from risk_sim.scenario import load_scenario  # noqa: E402
 
 N = 200
@@ -310,14 +311,6 @@ def accepted_ticks(metrics: dict[str, float]) -> float | None:
     values = [v for k, v in metrics.items()
               if k.startswith("risk_monitor_market_ticks_total") and 'outcome="accepted"' in k]
     return sum(values) if values else None
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def outbox_rows(database_url: str) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -27,16 +26,11 @@ import yaml
 from risk_monitor.adapters.sql import Storage
 from risk_monitor_tests.fixtures.e2e import ScenarioPlays, ScenarioRun, play_environment
 from risk_monitor_tests.fixtures.service import spawn_service, wait_until
+from risk_sim.net import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LIMIT_ID = "binance_btc_notional"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,16 +29,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from risk_sim.launcher import SimulatorStack
+from risk_sim.net import free_port
 from risk_sim.trading.desk import Desk, GrpcRiskGate, VenueAccess
 
 CCXT_IDS = {"binance": "binanceusdm", "okx": "okx"}
 COMPONENTS = ("binance", "okx", "fireblocks")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def point_ccxt_at(exchange: Any, http_url: str, ws_url: str | None = None) -> Any:
