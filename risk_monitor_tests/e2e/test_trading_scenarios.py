@@ -5,12 +5,16 @@ Each test plays one scenario script (``risk_sim.trading.scenarios``) exactly as
 ``risk-sim demo --scenario <name>`` does and asserts what the desk and the venues saw: every
 order was checked first, no denied order reached a venue, the desk's realised P&L equals the
 venues' fills minus fees, the scenario's own expectations (the fat finger denied, the run-up
-denied at the limit, reductions passing, the outage venue halted while the other trades), and
-the alerts raised during the session, each delivered once.
+denied at the limit, reductions passing, the outage venue halted while the other trades);
+after every step, the monitor's positions and P&L matched the venues' within the stated
+tolerance (``risk_sim.trading.truth``; each comparison is on the timeline); and the Slack
+simulator received exactly the scenario's expected alert sequence, in order, each once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +23,8 @@ from typing import Any
 import pytest
 
 from risk_monitor_tests.fixtures.services import create_database, drop_database
-from risk_monitor_tests.fixtures.waiting import async_wait_until
-from risk_sim.trading.scenarios import SCRIPTS, Expectation
+from risk_monitor_tests.fixtures.waiting import async_wait_until, scaled
+from risk_sim.trading.scenarios import EXPECTED_ALERTS, SCRIPTS, Expectation, ExpectedAlert
 from risk_sim.trading.session import TradingRig, TradingSession
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -37,16 +41,37 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
                redis_prefix: str) -> tuple[TradingRig, list[Expectation]]:
     session = TradingSession(name, tmp_path / name, database_url=database_url,
                              redis_url=redis_url, redis_prefix=redis_prefix,
-                             printer=print)  # the timeline shows when a test fails
+                             printer=print,  # the timeline shows when a test fails
+                             catch_up_s=scaled(CATCH_UP_S))
     async with session as rig:
         expectations = await SCRIPTS[name](rig)
-        if name == "active_trading":  # the run-up's WARN reaches the alert stream
-            await wait_for_alert(rig, "binance_btc_notional", "WARN")
+        if name == "active_trading":
             rig.notes.append(str(await wait_for_break(rig, "okx")))
-            # the service's reconciliation pages it (the same use case as the Dagster asset)
-            paged = await wait_for_alert(rig, "reconciliation", "BREACH", scope="venue:okx")
-            rig.notes.append(f"reconciliation paged: {paged['scope']}")
+        # the service's reconciliation pages the break (the same use case as the Dagster
+        # asset): its notice is part of the expected Slack sequence
+        delivered = await wait_for_delivery(rig, EXPECTED_ALERTS[name])
+        rig.desk.log("note", "", "", "Slack received: " + ("; ".join(a.text() for a in delivered)
+                                                           or "nothing"))
     return rig, expectations
+
+
+#: the monitor shows a fill within this (private streams; the REST fallback polls every 0.5 s)
+CATCH_UP_S = 2.0
+
+
+async def wait_for_delivery(rig: TradingRig, expected: tuple[ExpectedAlert, ...],
+                            timeout_s: float = 45.0) -> list[ExpectedAlert]:
+    """Until Slack holds the expected sequence and every alert the service raised (gRPC
+    ``WatchAlerts``) reached Slack; then what was delivered (the test compares it)."""
+    deadline = time.monotonic() + scaled(timeout_s)
+    while True:
+        delivered = rig.delivered_alerts()
+        keys = {str(a.get("idempotency_key")) for a in delivered}
+        sequence = [ExpectedAlert.of(a) for a in delivered]
+        if (sequence == list(expected) and {a["key"] for a in rig.alerts} <= keys) \
+                or time.monotonic() > deadline:
+            return sequence
+        await asyncio.sleep(0.1)
 
 
 async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
@@ -61,16 +86,6 @@ async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
     found: dict[str, Any] = await async_wait_until(
         position_break, timeout=timeout_s, interval=0.5,
         message=f"a {venue} position break on the trading dashboard")
-    return found
-
-
-async def wait_for_alert(rig: TradingRig, limit_id: str, status: str,
-                         timeout_s: float = 30.0, scope: str = "") -> dict[str, Any]:
-    found: dict[str, Any] = await async_wait_until(
-        lambda: next((a for a in rig.alerts
-                      if a["limit_id"] == limit_id and a["status"] == status
-                      and scope in a["scope"]), None),
-        timeout=timeout_s, interval=0.1, message=f"a {status} alert for {limit_id}")
     return found
 
 
@@ -90,8 +105,29 @@ def assert_common(rig: TradingRig) -> None:
             assert outcome.filled == pytest.approx(outcome.quantity), outcome
     assert any(o.status == "open" for o in desk.allowed()) == (rig.stack.scenario.name ==
                                                                "active_trading")
-    keys = Counter(a["key"] for a in rig.alerts)
+    assert_alerts(rig)
+    assert_truth(rig)  # last: a divergence still lets the checks above speak
+
+
+def assert_truth(rig: TradingRig) -> None:
+    """After every step the monitor agreed with the venues (positions, unrealised at its mark,
+    realised P&L and fees from the fills) within the tolerance, caught up within CATCH_UP_S."""
+    comparisons = rig.comparisons
+    assert len(comparisons) > len(rig.desk.outcomes), "a step was not compared"
+    diverged = [c.line() for c in comparisons if not c.ok]
+    assert not diverged, f"the monitor diverged from the venues ({rig.tolerance.stated()}):\n" \
+        + "\n".join(diverged)
+
+
+def assert_alerts(rig: TradingRig) -> None:
+    """Slack received the scenario's expected sequence, nothing missing, doubled or extra, in
+    order; and every alert the service raised was delivered."""
+    delivered = rig.delivered_alerts()
+    keys = Counter(str(a.get("idempotency_key")) for a in delivered)
     assert all(n == 1 for n in keys.values()), keys  # each alert delivered once
+    expected = [a.text() for a in EXPECTED_ALERTS[rig.stack.scenario.name]]
+    assert [ExpectedAlert.of(a).text() for a in delivered] == expected
+    assert {a["key"] for a in rig.alerts} <= set(keys), "raised but not delivered to Slack"
 
 
 @pytest.mark.parametrize("name", ["active_trading", "fat_finger", "runaway_algo"])
@@ -104,9 +140,6 @@ async def test_trading_scenario(name: str, tmp_path: Path, database_url: str, re
         [fat] = [o for o in rig.desk.outcomes if o.quantity == 50.0]
         assert not fat.decision.allowed and not fat.sent
         assert any(r.startswith("DENY binance_btc_notional") for r in fat.decision.reasons)
-    if name == "active_trading":
-        statuses = [a["status"] for a in rig.alerts if a["limit_id"] == "binance_btc_notional"]
-        assert statuses[0] == "WARN"
 
 
 async def test_venue_outage_while_trading(tmp_path: Path, database_url: str, redis_url: str,
@@ -116,6 +149,8 @@ async def test_venue_outage_while_trading(tmp_path: Path, database_url: str, red
     assert_expectations(expectations)
     desk = rig.desk
     assert desk.violations() == []
+    assert_alerts(rig)
+    assert_truth(rig)  # last: a divergence still lets the checks above speak
     okx_denied = [o for o in desk.denied() if o.venue == "okx"]
     assert okx_denied and all(not o.sent for o in okx_denied)
     assert not [o for o in desk.denied() if o.venue == "binance"]

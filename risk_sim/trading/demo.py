@@ -53,6 +53,11 @@ async def play(name: str, workdir: Path, *, echo: bool = True,
     async with session as rig:
         printer(f"simulators seeded with {rig.stack.seed}")
         report.expectations = await script(rig)
+        diverged = [c for c in rig.comparisons if not c.ok]
+        report.expectations.append(Expectation(
+            "the monitor's positions and P&L matched the venues after every step",
+            not diverged, f"{len(diverged)} of {len(rig.comparisons)} steps diverged, first: "
+            f"{diverged[0].line()}" if diverged else f"{len(rig.comparisons)} steps"))
         await asyncio.sleep(1.0)  # let the last alerts of the session reach the timeline
     return report
 

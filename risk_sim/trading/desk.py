@@ -143,7 +143,7 @@ class ExpectedBook:
 
 # -- timeline ---------------------------------------------------------------------------------------
 EventKind = Literal["order", "decision", "sent", "fill", "reject", "cancel", "pnl", "alert",
-                    "note"]
+                    "check", "note"]
 
 
 @dataclass(frozen=True)
@@ -208,6 +208,9 @@ class Desk:
         self._name = name
         self._ids = itertools.count(1)
         self._started = time.monotonic()
+        #: awaited after every step (an order checked and, if allowed, sent and booked; a
+        #: cancel) with what happened: the session compares the monitor with the venues there
+        self.after_step: Callable[[str], Awaitable[object]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> Desk:
@@ -287,11 +290,17 @@ class Desk:
                  f"({decision.latency_ms:.1f} ms) {first_reason}".rstrip(),
                  client_order_id=client_order_id, allowed=decision.allowed,
                  reasons=list(decision.reasons))
-        if not decision.allowed:
-            return outcome
-        await self._send(access, outcome, order_type=order_type, price=price,
-                         position_side=position_side, reduce_only=reduce_only)
+        if decision.allowed:
+            await self._send(access, outcome, order_type=order_type, price=price,
+                             position_side=position_side, reduce_only=reduce_only)
+        await self._stepped(f"{client_order_id} {side} {quantity:g} {venue} "
+                            + (f"{outcome.status or 'rejected'}" if decision.allowed
+                               else "denied"))
         return outcome
+
+    async def _stepped(self, step: str) -> None:
+        if self.after_step is not None:
+            await self.after_step(step)
 
     async def _send(self, access: VenueAccess, outcome: OrderOutcome, *, order_type: str,
                     price: float | None, position_side: str, reduce_only: bool) -> None:
@@ -371,6 +380,7 @@ class Desk:
                      f"{type(exc).__name__}")
             return False
         self.log("cancel", venue, symbol, f"order {order_id} cancelled")
+        await self._stepped(f"cancel of order {order_id} on {venue}")
         return True
 
     # -- summaries ------------------------------------------------------------------------------

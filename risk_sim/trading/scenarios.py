@@ -30,6 +30,44 @@ class Expectation:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class ExpectedAlert:
+    """One Slack notice a scenario must deliver (in its place in the sequence, once)."""
+
+    limit_id: str
+    scope: str
+    status: str  # WARN | BREACH | UNKNOWN | OK
+    kind: str = "firing"  # firing | resolved | escalated ...
+
+    @classmethod
+    def of(cls, payload: dict[str, object]) -> ExpectedAlert:
+        """A delivered notice's metadata (``event_payload``) in the same terms."""
+        return cls(str(payload.get("limit_id")), str(payload.get("scope")),
+                   str(payload.get("status")), str(payload.get("kind")))
+
+    def text(self) -> str:
+        return f"{self.kind} {self.status} {self.limit_id} ({self.scope})"
+
+
+BINANCE_BTC = f"venue:binance|instrument:{BTC}"
+#: what each scenario pages, in order, as played against the default alert policy (a resolve
+#: waits alerts.keep_firing_for_s = 120 s and an UNKNOWN pages after unknown_for_s = 30 s: both
+#: longer than these sessions, so none is expected). Anything else delivered fails the test.
+EXPECTED_ALERTS: dict[str, tuple[ExpectedAlert, ...]] = {
+    # the run-up crosses 800k (WARN); the next increase is denied pre-trade, so no BREACH;
+    # then the back-office fill the desk did not book is a reconciliation break on okx
+    "active_trading": (ExpectedAlert("binance_btc_notional", BINANCE_BTC, "WARN"),
+                       ExpectedAlert("reconciliation", f"venue:okx|instrument:{BTC}", "BREACH")),
+    # the fat finger is denied pre-trade: the position never nears a level
+    "fat_finger": (),
+    # the algo's buys cross 800k (WARN) and the one that would breach is denied pre-trade
+    "runaway_algo": (ExpectedAlert("binance_btc_notional", BINANCE_BTC, "WARN"),),
+    # okx is dark for ~1-2 s: its UNKNOWN halts okx at once (CheckOrder) but pages only
+    # after unknown_for_s; binance stays far below its levels
+    "venue_outage_while_trading": (),
+}
+
+
 def denied_by(outcome: OrderOutcome, limit_id: str) -> bool:
     return not outcome.decision.allowed and any(limit_id in r for r in outcome.decision.reasons)
 
@@ -146,6 +184,7 @@ async def active_trading(rig: TradingRig) -> list[Expectation]:
     injected = rig.stack.market.inject_fill("okx", "main", BTC, side="buy", amount="50")
     desk.log("note", "okx", BTC, f"back office booked 0.5 BTC at {injected.average} "
              "outside the desk (not in its book)")
+    await rig.verify("the back-office fill on okx")  # the monitor follows the venue, not the desk
     breaks = book_breaks(rig)
     for line in breaks:
         desk.log("note", "", "", f"book vs venue: {line}")
@@ -224,6 +263,7 @@ async def venue_outage_while_trading(rig: TradingRig) -> list[Expectation]:
     okx_before = await desk.submit("okx", BTC, "buy", 0.1)
     await desk.submit("binance", BTC, "buy", 0.1)
     okx = rig.stack.venue("okx")
+    rig.dark.add("okx")  # the monitor cannot see okx now: only binance is compared
     okx.faults.add("http_error", "/api/*", status=503)
     okx.disconnect_ws("*", refuse_seconds=None)
     desk.log("note", "okx", "", "okx stops answering (REST 503, websockets refused)")
@@ -235,6 +275,8 @@ async def venue_outage_while_trading(rig: TradingRig) -> list[Expectation]:
     desk.log("note", "okx", "", "okx answers again")
     resumed = await until(lambda: desk.submit("okx", BTC, "sell", 0.1), timeout_s=90.0,
                           wanted=lambda o: o.decision.allowed, pause_s=1.0)
+    rig.dark.discard("okx")  # CheckOrder allowed okx again: the monitor sees it, compare it
+    await rig.verify("okx back")
     return [
         Expectation("okx trades before the outage", okx_before.decision.allowed),
         Expectation("okx orders are denied during the outage", halted is not None,

@@ -31,9 +31,10 @@ import yaml
 from risk_sim.launcher import SimulatorStack
 from risk_sim.net import free_port
 from risk_sim.trading.desk import Desk, GrpcRiskGate, VenueAccess
+from risk_sim.trading.truth import Comparison, Tolerance, compare_until_caught_up
 
 CCXT_IDS = {"binance": "binanceusdm", "okx": "okx"}
-COMPONENTS = ("binance", "okx", "fireblocks")
+COMPONENTS = ("binance", "okx", "fireblocks", "slack")
 
 
 def point_ccxt_at(exchange: Any, http_url: str, ws_url: str | None = None) -> Any:
@@ -104,17 +105,56 @@ class TradingRig:
     notes: list[str] = field(default_factory=list)
     _stub: Any = None
     rest_url: str = ""
+    #: the monitor against the venues after every step (``verify``), in order
+    comparisons: list[Comparison] = field(default_factory=list)
+    #: venues the scenario has made unreachable: not compared while they are dark
+    dark: set[str] = field(default_factory=set)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    #: how long the monitor may take to show a step (private streams: well under a second)
+    catch_up_s: float = 2.0
+    _http: Any = None
+    _delivered_at_stop: list[dict[str, Any]] = field(default_factory=list)
 
     async def trading_dashboard(self) -> dict[str, Any]:
         """The service's trading document (state, orders, fills, reconciliation breaks)."""
         import aiohttp
 
-        async with aiohttp.ClientSession() as http, http.get(
-                f"{self.rest_url}/v1/dashboard/trading",
-                timeout=aiohttp.ClientTimeout(total=10)) as response:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        async with self._http.get(f"{self.rest_url}/v1/dashboard/trading") as response:
             response.raise_for_status()
             answer: dict[str, Any] = await response.json()
             return answer
+
+    async def verify(self, step: str) -> Comparison:
+        """Compare the monitor's positions and P&L with the venues' after ``step`` (waiting up
+        to ``catch_up_s`` for it to agree) and write the result on the timeline."""
+        result = await compare_until_caught_up(
+            step, self.stack.market, self.trading_dashboard, dark=self.dark,
+            tolerance=self.tolerance, deadline_s=self.catch_up_s,
+            known=self.comparisons[-1].fields() if self.comparisons else None)
+        self.comparisons.append(result)
+        self.desk.log("check", "", "", result.line(), ok=result.ok,
+                      waited_s=round(result.waited_s, 3), problems=result.problems())
+        return result
+
+    def delivered_alerts(self) -> list[dict[str, Any]]:
+        """Alert messages the Slack simulator accepted, in order (their metadata); after the
+        session, what it had accepted when it stopped."""
+        if self.stack.slack is None:
+            return list(self._delivered_at_stop)
+        found = []
+        for message in list(self.stack.slack.messages):
+            meta = (message.get("params") or {}).get("metadata") or {}
+            payload = meta.get("event_payload") if isinstance(meta, dict) else None
+            if isinstance(payload, dict) and payload.get("limit_id"):
+                found.append(dict(payload))
+        return found
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def limit(self, limit_id: str) -> Any | None:
         """The service's current entry for ``limit_id`` (first scope), or None."""
@@ -131,7 +171,8 @@ class TradingSession:
     def __init__(self, scenario: str, workdir: Path, *, printer: Callable[[str], None] | None
                  = None, database_url: str | None = None, redis_url: str | None = None,
                  redis_prefix: str | None = None, service: dict[str, Any] | None = None,
-                 ready_timeout_s: float = 120.0, seed: int | None = None) -> None:
+                 ready_timeout_s: float = 120.0, seed: int | None = None,
+                 catch_up_s: float = 2.0) -> None:
         self.scenario_name = scenario
         #: the simulators' seed (market model, fills); None: the scenario's own
         self.seed = seed
@@ -142,6 +183,7 @@ class TradingSession:
         self.redis_prefix = redis_prefix or f"desk-{uuid.uuid4().hex[:8]}"
         self.service_overrides = dict(service or {})
         self.ready_timeout_s = ready_timeout_s
+        self.catch_up_s = catch_up_s
         self.stack: SimulatorStack | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.rig: TradingRig | None = None
@@ -217,11 +259,13 @@ class TradingSession:
 
         self._channel = grpc.aio.insecure_channel(target)
         rig = TradingRig(stack, desk, target, self.workdir, _stub=pb_grpc.RiskMonitorStub(
-            self._channel), rest_url=f"http://127.0.0.1:{rest_port}")
+            self._channel), rest_url=f"http://127.0.0.1:{rest_port}", catch_up_s=self.catch_up_s)
         self.rig = rig
         await self._wait_ready(gate)
         self._watcher = asyncio.ensure_future(self._watch_alerts(rig))
         await desk.load_start_of_day()
+        await rig.verify("start of day")
+        desk.after_step = rig.verify
         return rig
 
     def desk_book_key(self) -> str:
@@ -295,6 +339,7 @@ class TradingSession:
             with contextlib.suppress(BaseException):
                 await self._watcher
         if self.rig is not None:
+            await self.rig.close()
             await self.rig.desk.close()
         if self._channel is not None:
             await self._channel.close()
@@ -306,4 +351,6 @@ class TradingSession:
                 self.process.kill()
                 await asyncio.to_thread(self.process.wait, 10)
         if self.stack is not None:
+            if self.rig is not None:
+                self.rig._delivered_at_stop = self.rig.delivered_alerts()
             self.stack.stop()
