@@ -7,13 +7,15 @@ order's send time to the Slack simulator receiving the post, and to the private 
 position update reaching the service. REST positions are read only every 30 s, so anything
 sooner came through the stream.
 
-Each run prints p50 / p99 / max, process CPU, max RSS and the machine's load average (1 min),
+A cycle is one breach and its resolve (two fills); ``--cycles 30`` (the default) gives 30
+firing samples per run, enough for a p99 that is not just the max of five. Each run prints
+p50 / p99 / max, process CPU, max RSS and the machine's load average (1 min) before and after,
 then the same split by notice kind: ``firing`` is the position-driven alert (the goal's figure);
 ``resolved`` waits by policy for ``alerts.keep_firing_for_s`` (2 s in the rig) of OK and then
-for the writer's next periodic write (``service.persist_interval_s``, 2 s in the rig).
-CheckOrder latency is ``bench/bench_check_order.py`` (the one CheckOrder benchmark).
+for the writer's next periodic write (``service.persist_interval_s``, 2 s in the rig). The
+last lines pool the runs. CheckOrder latency is ``bench/bench_check_order.py``.
 
-    python bench/bench_trading.py fill --samples 10 --runs 3
+    python bench/bench_trading.py fill --cycles 30 --runs 3
 """
 from __future__ import annotations
 
@@ -140,24 +142,38 @@ def fill_run(samples: int) -> list[float]:
 
 
 def fill(args: argparse.Namespace) -> None:
-    print(f"fill -> Slack, {args.samples} crossings per run; {machine()}")
+    samples = 2 * args.cycles if args.samples is None else args.samples
+    print(f"fill -> Slack, {samples} crossings ({samples // 2} breach/resolve cycles) per run; "
+          f"{machine()}", flush=True)
+    pooled: dict[str, dict[str, list[float]]] = {}
     for run in range(1, args.runs + 1):
-        delays = fill_run(args.samples)
-        print(f"run {run}: {summary('order sent -> Slack received', delays)}; "
+        load_before = os.getloadavg()[0]
+        started = time.monotonic()
+        delays = fill_run(samples)
+        print(f"run {run} ({time.monotonic() - started:.0f} s, load1 {load_before:.2f} -> "
+              f"{os.getloadavg()[0]:.2f}): {summary('order sent -> Slack received', delays)}; "
               f"{summary('order sent -> stream update in the service', streamed)}; "
               f"{summary('order sent -> alert in the outbox', detected) if detected else ''}; "
               f"{machine()}")
         for name, figures in sorted(by_kind.items()):
             parts = [summary(f"  {name}: order sent -> {stage}", values)
                      for stage, values in figures.items() if values]
-            print("; ".join(parts))
+            print("; ".join(parts), flush=True)
+            for stage, values in figures.items():
+                pooled.setdefault(name, {}).setdefault(stage, []).extend(values)
+    for name, figures in sorted(pooled.items()):
+        print("; ".join(summary(f"all runs, {name}: order sent -> {stage}", values)
+                        for stage, values in figures.items() if values))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
     f = sub.add_parser("fill")
-    f.add_argument("--samples", type=int, default=10)
+    f.add_argument("--cycles", type=int, default=30,
+                   help="breach/resolve cycles per run (two fills each)")
+    f.add_argument("--samples", type=int, default=None,
+                   help="crossings per run instead of --cycles (the older form)")
     f.add_argument("--runs", type=int, default=3)
     fill(parser.parse_args())
 
