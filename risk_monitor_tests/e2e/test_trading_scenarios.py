@@ -50,6 +50,7 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
         # the service's reconciliation pages the break (the same use case as the Dagster
         # asset): its notice is part of the expected Slack sequence
         delivered = await wait_for_delivery(rig, EXPECTED_ALERTS[name])
+        rig.desk.log("note", "", "", rig.catch_up_summary())
         rig.desk.log("note", "", "", "Slack received: " + ("; ".join(a.text() for a in delivered)
                                                            or "nothing"))
     return rig, expectations

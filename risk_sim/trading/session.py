@@ -151,6 +151,13 @@ class TradingRig:
                 found.append(dict(payload))
         return found
 
+    def catch_up_summary(self) -> str:
+        """How the comparisons went: how many matched and the slowest catch-up among them."""
+        matched = [c.waited_s for c in self.comparisons if c.ok]
+        slowest = f", the monitor caught up within {max(matched):.2f}s" if matched else ""
+        return (f"monitor vs venues: {len(matched)} of {len(self.comparisons)} steps "
+                f"matched{slowest}")
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
