@@ -53,16 +53,28 @@ def map_trade(trade: Mapping[str, Any], *, venue: str, account: str,
             f"{venue}: trade {trade.get('id')!r} has no usable symbol, side, amount or price",
             source=venue, details={"field": "trade"})
     fee = trade.get("fee") or {}
+    fee_cost = _charge_positive_fee(_float(fee.get("cost")), info)
     reported = next((_float(info.get(k)) for k in _REPORTED_KEYS if info.get(k) is not None),
                     None)
     return Fill(
         venue=venue, account=account, instrument=str(trade["symbol"]),
         trade_id=str(trade.get("id") or ""), side=side, quantity=quantity, price=price,
-        fee=_float(fee.get("cost")) or 0.0, fee_currency=str(fee.get("currency") or ""),
+        fee=fee_cost, fee_currency=str(fee.get("currency") or ""),
         timestamp=_when(trade.get("timestamp")), order_id=str(trade.get("order") or ""),
         client_order_id=str(trade.get("clientOrderId") or info.get("clientOrderId")
                             or info.get("clOrdId") or ""),
         reported_realised=reported)
+
+
+def _charge_positive_fee(cost: float | None, info: Mapping[str, Any]) -> float:
+    """ccxt's unified fee cost is positive for a charge. ccxt.pro's okx ``order_to_trade``
+    (4.5.x) passes OKX's own ``fillFee`` through, where a charge is negative (ccxt's REST parser
+    negates it): without this an OKX fill from the private stream overstated realised P&L by
+    twice its fee. Compared by value, so a ccxt that fixes the sign is not flipped twice."""
+    native = _float(info.get("fillFee"))
+    if cost is not None and native is not None and cost == native:
+        return -cost
+    return cost or 0.0
 
 
 def map_trades(trades: Iterable[Mapping[str, Any]], *, venue: str, account: str,
