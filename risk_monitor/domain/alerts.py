@@ -42,14 +42,6 @@ _SEVERITY = {
 _SEVERITY_RANK = {AlertSeverity.INFO: 0, AlertSeverity.WARNING: 1, AlertSeverity.CRITICAL: 2}
 
 
-#: the settings' defaults against flapping (``alerts.*``; docs/storage-and-alerting.md). The
-#: ``for`` of WARN/BREACH stays 0: a breach pages at once; noise is cut by the three below.
-#: ``AlertPolicy()`` itself stays bare (every control 0) so the planner's units read plainly.
-DEFAULT_KEEP_FIRING_FOR_S = 120.0
-DEFAULT_HYSTERESIS = 0.05
-DEFAULT_UNKNOWN_FOR_S = 30.0
-
-
 @dataclass(frozen=True)
 class AlertRule:
     """One limit's overrides of the policy's noise controls (None = the policy's value)."""
@@ -70,7 +62,8 @@ OWN_LIFECYCLE = frozenset({"reconciliation"})
 @dataclass(frozen=True)
 class AlertPolicy:
     """Lifecycle timing (see AlertSettings: group_wait_s, repeat_interval_s, send_resolved,
-    keep_firing_for_s, hysteresis, warm-up grace)."""
+    keep_firing_for_s, hysteresis, warm-up grace). Bare, every control is 0; the settings'
+    defaults against flapping come from ``application.alert_policy``."""
 
     group_wait_s: float = 0.0  # the default ``for``: pending before the first notice
     repeat_interval_s: float = 3600.0

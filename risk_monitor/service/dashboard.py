@@ -72,9 +72,8 @@ log = get_logger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 PAGE = STATIC_DIR / "index.html"
 
-#: how often the page polls the state endpoint (the timeline: every TIMELINE_REFRESH_S)
+#: how often the page polls the state endpoint (the timeline: every 30 s, dashboard.js)
 REFRESH_INTERVAL_S = 3.0
-TIMELINE_REFRESH_S = 30.0
 DEFAULT_MAX_AGE_S = 60.0
 ALERT_LIMIT = 50
 TIMELINE_HOURS = 24.0

@@ -209,10 +209,6 @@ class StreamLimiter:
             else:
                 self._open.pop(client, None)
 
-    def open_streams(self, client: str) -> int:
-        with self._lock:
-            return self._open.get(client, 0)
-
     def _prune(self, now: float) -> None:
         """Forget clients with no open stream whose bucket refilled (bounded memory)."""
         full_after = self.capacity / self.refill_per_s if self.refill_per_s > 0 else math.inf

@@ -117,8 +117,6 @@ def test_equity_start_of_day_and_peak(storage: Storage) -> None:
     assert peak is not None and peak.equity == 1100.0
     latest = storage.equity.latest("portfolio")
     assert latest is not None and latest.equity == 1050.0
-    assert storage.equity.prune(midnight + timedelta(hours=2)) == 1  # keeps the SOD base
-    assert storage.equity.start_of_day("portfolio", date(2026, 3, 3)) == latest
 
 
 def test_limit_versions_keep_their_document_and_their_last_application(
