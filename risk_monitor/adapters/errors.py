@@ -102,10 +102,6 @@ _URLLIB3_TRANSIENT = {"MaxRetryError", "TimeoutError", "ProtocolError", "NewConn
                       "ReadTimeoutError", "ConnectTimeoutError", "HTTPError"}
 
 
-def _mro_names(exc: BaseException) -> list[tuple[str, str]]:
-    return [(cls.__module__ or "", cls.__name__) for cls in type(exc).__mro__]
-
-
 def _from(names: list[tuple[str, str]], prefix: str) -> bool:
     return any(module.startswith(prefix) for module, _ in names)
 
@@ -131,7 +127,7 @@ def map_exception(exc: BaseException, *, source: str, endpoint: str | None = Non
     """Translate any exception into our hierarchy, keeping retryability explicit."""
     if isinstance(exc, RiskMonitorError):
         return exc
-    names = _mro_names(exc)
+    names = [(cls.__module__ or "", cls.__name__) for cls in type(exc).__mro__]
     details: dict[str, Any] = {"library_error": type(exc).__name__}
     if endpoint:
         details["endpoint"] = endpoint

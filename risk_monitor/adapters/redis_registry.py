@@ -126,10 +126,6 @@ def _json_or(raw: str | None, default: Any) -> Any:
         return default
 
 
-def _utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
     """A redis-py client with bounded connect/read timeouts (a dead Redis never hangs us)."""
     return redis.Redis.from_url(
@@ -164,7 +160,7 @@ class RedisServiceRegistry:
             version=str(info.get("version", "")),
             venues=tuple(info.get("venues", ())),
             started_at=str(info.get("started_at", "")),
-            heartbeat_at=_utc_now_iso(),
+            heartbeat_at=datetime.now(UTC).isoformat(),
             ttl_s=ttl_s,
             metadata=dict(info.get("metadata", {})),
         ).to_hash()

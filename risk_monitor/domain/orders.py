@@ -156,10 +156,9 @@ def check_order(
             state, definition, scope, delta=delta, blind=blind, now=now, elapsed_s=elapsed_s,
             portfolio_after=portfolio_after,
         )
-        result = result_of(
-            definition, scope, after, as_of=now, config_version=version,
-            source_ns=_source_ns(state, definition, scope),
-        )
+        inputs = state.inputs.get((definition.id, scope.key))
+        result = result_of(definition, scope, after, as_of=now, config_version=version,
+                           source_ns=inputs.oldest_ns if inputs is not None else NAT)
         projected.append(result)
         if result.status is LimitStatus.UNKNOWN:
             allowed = False
@@ -419,9 +418,6 @@ def _stale_at(state: PreparedInputs, inputs: ScopeInputs, now: datetime) -> str:
     return ""
 
 
-def _source_ns(state: PreparedInputs, definition: LimitDefinition, scope: Scope) -> int:
-    inputs = state.inputs.get((definition.id, scope.key))
-    return inputs.oldest_ns if inputs is not None else NAT
 
 
 def _no_worse(definition: LimitDefinition, before: float, after: float) -> bool:

@@ -274,7 +274,7 @@ class BearerAuthMiddleware:
         if path == LOGIN_PATH:
             await self._login(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
         client = auth.identify(headers.get(b"authorization")) or \
             auth.identify_session(_cookie(headers.get(b"cookie"), SESSION_COOKIE))
         if client is not None:
@@ -321,10 +321,6 @@ LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <input type="password" name="token" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button></form></body></html>"""
 _HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {k.lower(): v for k, v in scope.get("headers", [])}
 
 
 def _cookie(header: bytes | None, name: str) -> str | None:
