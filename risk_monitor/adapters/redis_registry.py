@@ -261,13 +261,11 @@ class Registration:
         while not self._stop.wait(self.interval_s):
             self.refresh()
 
-    def stop(self, *, deregister: bool = True) -> None:
+    def stop(self) -> None:
         """Stop the heartbeat and delete the key (best effort: it expires anyway)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if not deregister:
-            return
         with self._lock:
             try:
                 self.registry.deregister(self.service, self.instance_id)
