@@ -142,17 +142,6 @@ def break_results(breaks: Iterable[Break], *, as_of: datetime,
     return out
 
 
-def desk_book(position_deltas: Iterable[tuple[str, str, float]],
-              opening: Mapping[ItemKey, float] | None = None) -> dict[ItemKey, float]:
-    """The desk's expected positions: opening positions plus its own fills
-    (venue, instrument, signed base quantity)."""
-    book = dict(opening or {})
-    for venue, instrument, qty in position_deltas:
-        key = (venue, instrument, "position")
-        book[key] = book.get(key, 0.0) + qty
-    return book
-
-
 def reported_books(positions: pd.DataFrame, balances: pd.DataFrame
                    ) -> tuple[dict[ItemKey, float], dict[ItemKey, float]]:
     """(exchange book, custodian book) from collected positions (POSITION_COLUMNS) and
