@@ -62,55 +62,32 @@ class ServiceInstance:
 
     def to_hash(self) -> dict[str, str]:
         """Redis hash fields (all strings)."""
-        return {
-            "service": self.service,
-            "instance_id": self.instance_id,
-            "grpc_address": self.grpc_address,
-            "rest_url": self.rest_url,
-            "version": self.version,
-            "venues": json.dumps(list(self.venues)),
-            "started_at": self.started_at,
-            "heartbeat_at": self.heartbeat_at,
-            "ttl_s": repr(float(self.ttl_s)),
-            "metadata": json.dumps(dict(self.metadata), sort_keys=True, default=str),
-        }
+        return {**{name: getattr(self, name) for name in _TEXT_FIELDS},
+                "venues": json.dumps(list(self.venues)), "ttl_s": repr(float(self.ttl_s)),
+                "metadata": json.dumps(dict(self.metadata), sort_keys=True, default=str)}
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> ServiceInstance:
         """Decode a hash written by any registrant; unknown fields go to ``metadata``."""
         data = {_text(k): _text(v) for k, v in raw.items()}
-        known = {"service", "instance_id", "grpc_address", "rest_url", "version", "venues",
-                 "started_at", "heartbeat_at", "ttl_s", "metadata"}
         metadata: dict[str, Any] = _json_or(data.get("metadata"), {})
         if not isinstance(metadata, dict):
             metadata = {}
-        metadata.update({k: v for k, v in data.items() if k not in known})
+        metadata.update({k: v for k, v in data.items()
+                         if k not in {*_TEXT_FIELDS, "venues", "ttl_s", "metadata"}})
         venues = _json_or(data.get("venues"), [])
         try:
             ttl = float(data.get("ttl_s") or 0.0)
         except ValueError:
             ttl = 0.0
-        return cls(
-            service=data.get("service", ""),
-            instance_id=data.get("instance_id", ""),
-            grpc_address=data.get("grpc_address", ""),
-            rest_url=data.get("rest_url", ""),
-            version=data.get("version", ""),
-            venues=tuple(str(v) for v in venues) if isinstance(venues, list) else (),
-            started_at=data.get("started_at", ""),
-            heartbeat_at=data.get("heartbeat_at", ""),
-            ttl_s=ttl,
-            metadata=metadata,
-        )
+        return cls(**{name: data.get(name, "") for name in _TEXT_FIELDS}, ttl_s=ttl,
+                   venues=tuple(str(v) for v in venues) if isinstance(venues, list) else (),
+                   metadata=metadata)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service, "instance_id": self.instance_id,
-            "grpc_address": self.grpc_address, "rest_url": self.rest_url,
-            "version": self.version, "venues": list(self.venues),
-            "started_at": self.started_at, "heartbeat_at": self.heartbeat_at,
-            "ttl_s": self.ttl_s, "metadata": dict(self.metadata),
-        }
+
+#: the fields stored as they are (the others are encoded)
+_TEXT_FIELDS = ("service", "instance_id", "grpc_address", "rest_url", "version", "started_at",
+                "heartbeat_at")
 
 
 def _text(value: bytes | str) -> str:
@@ -177,9 +154,6 @@ class RedisServiceRegistry:
             self.client.delete(instance_key(self.prefix, service, instance_id))
         except redis.RedisError as exc:
             raise _storage_error(exc, "deregister") from exc
-
-    def instances(self, service: str) -> list[Mapping[str, Any]]:
-        return [i.as_dict() for i in scan_instances(self.client, self.prefix, service)]
 
 
 def scan_instances(client: redis.Redis, prefix: str, service: str) -> list[ServiceInstance]:
