@@ -239,13 +239,6 @@ def map_exception(exc: BaseException, *, source: str, endpoint: str | None = Non
     return RiskMonitorError(message, source=source, details=details)
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """The retry predicate for tenacity policies: ask the mapper, never guess."""
-    if isinstance(exc, RiskMonitorError):
-        return exc.retryable
-    return map_exception(exc, source="unknown").retryable
-
-
 def with_retry_after(error: RiskMonitorError, headers: Any) -> RiskMonitorError:
     """A rate limit without a ``retry_after`` takes the answer's ``Retry-After`` header (seconds),
     when there is one and it reads as a number."""
