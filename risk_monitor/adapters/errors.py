@@ -62,42 +62,19 @@ _CCXT: dict[str, type[RiskMonitorError]] = {
 }
 
 _FIREBLOCKS_STATUS: dict[int, type[RiskMonitorError]] = {
-    400: SourceRequestError,
-    401: SourceAuthenticationError,
-    403: SourcePermissionError,
-    404: SourceRequestError,
-    409: SourceRequestError,
-    422: SourceRequestError,
-    429: RateLimitedError,
-}
+    400: SourceRequestError, 401: SourceAuthenticationError, 403: SourcePermissionError,
+    404: SourceRequestError, 409: SourceRequestError, 422: SourceRequestError,
+    429: RateLimitedError}
 
 #: Slack errors an operator fixes (token, scopes, channels): the alert waits and is retried
-_SLACK_CONFIG = {
-    "invalid_auth",
-    "not_authed",
-    "account_inactive",
-    "token_revoked",
-    "token_expired",
-    "no_permission",
-    "missing_scope",
-    "channel_not_found",
-    "is_archived",
-    "not_in_channel",
-    "restricted_action",
-    "team_access_not_granted",
-}
+_SLACK_CONFIG = {"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+                 "token_expired", "no_permission", "missing_scope", "channel_not_found",
+                 "is_archived", "not_in_channel", "restricted_action", "team_access_not_granted"}
 #: Slack errors about the message itself: sending it again cannot succeed
-_SLACK_FATAL = {
-    "invalid_blocks",
-    "msg_too_long",
-    "message_not_found",
-    "cant_update_message",
-}
+_SLACK_FATAL = {"invalid_blocks", "msg_too_long", "message_not_found", "cant_update_message"}
 
 _REDIS_UNAVAILABLE = {"ConnectionError", "TimeoutError", "BusyLoadingError", "TryAgainError",
                       "MasterDownError", "MaxConnectionsError", "ClusterDownError"}
-
-
 _URLLIB3_TRANSIENT = {"MaxRetryError", "TimeoutError", "ProtocolError", "NewConnectionError",
                       "ReadTimeoutError", "ConnectTimeoutError", "HTTPError"}
 
