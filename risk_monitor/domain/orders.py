@@ -269,9 +269,8 @@ def _mark(state: PreparedInputs, order: OrderRequest, legs: _Legs) -> tuple[floa
     return legs.mark, legs.mark_ns
 
 
-def _blind_reason(
-    state: PreparedInputs, order: OrderRequest, now: datetime, *, mark: float, mark_ns: int, rate: float
-) -> str:
+def _blind_reason(state: PreparedInputs, order: OrderRequest, now: datetime, *, mark: float,
+                  mark_ns: int, rate: float) -> str:
     """Why the order cannot be judged at all (empty when it can)."""
     fresh_at_order = Freshness(now, state.freshness.max_age_s, state.freshness.max_future_skew_s)
     healthy = [
@@ -292,9 +291,8 @@ def _blind_reason(
     return ""
 
 
-def _delta(
-    legs: _Legs, order: OrderRequest, signed_qty: float, mark: float, rate: float
-) -> tuple[_Delta, str]:
+def _delta(legs: _Legs, order: OrderRequest, signed_qty: float, mark: float,
+           rate: float) -> tuple[_Delta, str]:
     quantities: dict[str, float] = {}
     for side, quantity in zip(legs.side, legs.quantity, strict=True):
         quantities[side] = quantities.get(side, 0.0) + quantity
@@ -348,17 +346,9 @@ def _order_scope(definition: LimitDefinition, order: OrderRequest, base: str) ->
     return Scope.of(values)
 
 
-def _project(
-    state: PreparedInputs,
-    definition: LimitDefinition,
-    scope: Scope,
-    *,
-    delta: _Delta,
-    blind: str,
-    now: datetime,
-    elapsed_s: float,
-    portfolio_after: PortfolioPnl,
-) -> tuple[Measured, Measured]:
+def _project(state: PreparedInputs, definition: LimitDefinition, scope: Scope, *, delta: _Delta,
+             blind: str, now: datetime, elapsed_s: float,
+             portfolio_after: PortfolioPnl) -> tuple[Measured, Measured]:
     """(current, projected) measurement of one limit scope."""
     if definition.kind is LimitKind.DATA_AGE:
         measured, _ = data_age_inputs(state, scope.items())[scope]
