@@ -167,8 +167,6 @@ class Runtime:
     def close(self) -> None:
         """Release what was built (nothing that was not)."""
         parts = self.__dict__
-        if parts.get("discovery") is not None:
-            parts["discovery"].close()
         if parts.get("redis") is not None:
             parts["redis"].close()
         if "storage" in parts:

@@ -109,8 +109,6 @@ class ServiceRegistry(Protocol):
 
     def deregister(self, service: str, instance_id: str) -> None: ...
 
-    def instances(self, service: str) -> list[Mapping[str, Any]]: ...
-
 
 # --- the risk store, as the use cases (risk_monitor.application) see it --------------------------
 class EquityHistory(Protocol):

@@ -242,20 +242,10 @@ def render_blocks(n: Notification, ui_url: str, *, root: bool = False,
 
 def message_metadata(n: Notification) -> dict[str, Any]:
     """Slack message metadata: lets anyone count and trace posted states exactly."""
-    return {
-        "event_type": METADATA_EVENT_TYPE,
-        "event_payload": {
-            "idempotency_key": n.idempotency_key,
-            "fingerprint": n.fingerprint,
-            "kind": n.kind.value,
-            "status": n.status.value,
-            "severity": n.severity.value,
-            "limit_id": n.limit_id,
-            "scope": n.scope,
-            "episode": n.episode,
-            "correlation_id": n.correlation_id,
-        },
-    }
+    payload = {name: getattr(n, name) for name in (
+        "idempotency_key", "fingerprint", "limit_id", "scope", "episode", "correlation_id")}
+    return {"event_type": METADATA_EVENT_TYPE, "event_payload": {
+        **payload, "kind": n.kind.value, "status": n.status.value, "severity": n.severity.value}}
 
 
 def alertmanager_annotations(n: Notification, ui_url: str, dashboard_url: str | None = None

@@ -504,18 +504,11 @@ def map_positions(positions: Iterable[Mapping[str, Any]], *, venue: str, account
         quantity = contracts * contract_size * sign if sign else float("nan")
         margin_mode = str(position.get("marginMode") or "").lower()
         rows.append({
-            "venue": venue,
-            "account": account,
-            "instrument": symbol,
-            "base": base,
-            "quote": quote,
-            "settle": settle,
+            "venue": venue, "account": account, "instrument": symbol,
+            "base": base, "quote": quote, "settle": settle,
             "position_side": "long" if sign > 0 else "short" if sign < 0 else "",
-            "contracts": contracts,
-            "contract_size": contract_size,
-            "quantity": quantity,
-            "entry_price": _num(position.get("entryPrice")),
-            "mark_price": mark,
+            "contracts": contracts, "contract_size": contract_size, "quantity": quantity,
+            "entry_price": _num(position.get("entryPrice")), "mark_price": mark,
             "notional": abs(quantity) * mark,
             "unrealized_pnl": _num(position.get("unrealizedPnl")),
             "realized_pnl": _opt(position.get("realizedPnl")),
@@ -598,13 +591,9 @@ def map_balance(balance: Mapping[str, Any], *, exchange_id: str, venue: str, acc
                          "time": balance.get("timestamp")})
     return balances_frame(
         {
-            "source_type": "exchange",
-            "venue": venue,
-            "account": account,
+            "source_type": "exchange", "venue": venue, "account": account,
             "asset": str(row["asset"] or "").upper(),
-            "free": row["free"],
-            "used": row["used"],
-            "total": row["total"],
+            "free": row["free"], "used": row["used"], "total": row["total"],
             "timestamp": _ts(row["time"], received_at),
             "received_at": pd.Timestamp(received_at),
         }
@@ -632,13 +621,8 @@ def map_tickers(tickers: Mapping[str, Mapping[str, Any]], *, venue: str,
             last = _num(ticker.get("close"))
         mark = _num(ticker.get("markPrice"))
         rows.append({
-            "venue": venue,
-            "instrument": symbol,
-            "base": base,
-            "quote": quote,
-            "bid": _opt(ticker.get("bid")),
-            "ask": _opt(ticker.get("ask")),
-            "last": last,
+            "venue": venue, "instrument": symbol, "base": base, "quote": quote,
+            "bid": _opt(ticker.get("bid")), "ask": _opt(ticker.get("ask")), "last": last,
             "mark": last if _nan(mark) else mark,
             "timestamp": _ts(ticker.get("timestamp"), received_at),
             "received_at": pd.Timestamp(received_at),

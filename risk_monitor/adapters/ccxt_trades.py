@@ -77,11 +77,6 @@ def _charge_positive_fee(cost: float | None, info: Mapping[str, Any]) -> float:
     return cost or 0.0
 
 
-def map_trades(trades: Iterable[Mapping[str, Any]], *, venue: str, account: str,
-               markets: Mapping[str, Mapping[str, Any]] | None = None) -> list[Fill]:
-    return [map_trade(t, venue=venue, account=account, markets=markets) for t in trades]
-
-
 def map_funding(rows: Iterable[Mapping[str, Any]], *, venue: str, account: str
                 ) -> list[Funding]:
     """ccxt ``fetch_funding_history`` rows (``amount`` > 0 received)."""
@@ -119,8 +114,8 @@ class CcxtTradeHistory:
             client.load_markets()
             for symbol in symbols:
                 trades = client.fetch_my_trades(symbol, since_ms)
-                fills += map_trades(trades, venue=self.venue, account=self.account,
-                                    markets=client.markets)
+                fills += [map_trade(t, venue=self.venue, account=self.account,
+                                    markets=client.markets) for t in trades]
         except DataValidationError:
             raise
         except Exception as exc:

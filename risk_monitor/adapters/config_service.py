@@ -153,14 +153,15 @@ class AppliedConfig:
     document: Mapping[str, Any]
     limits: LimitConfig  # the domain's validated limit configuration
     limits_version: str
-    alert_routing: Mapping[str, Any] | None
-    venues: tuple[Mapping[str, Any], ...] | None
     applied_at: datetime
     updated_at: str | None = None
 
 
-def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a ``risk-monitor`` document; returns its validated parts or raises ConfigError."""
+def validate_document(document: Mapping[str, Any]) -> LimitConfig:
+    """Check a ``risk-monitor`` document; returns its validated limits or raises ConfigError.
+
+    ``alert_routing`` and ``venues`` are accepted and checked (docs/config-service-contract.md)
+    but no component reads them yet."""
     if not isinstance(document, Mapping):
         raise ConfigError("configuration document must be a JSON object", key="document")
     unknown = sorted(str(k)[:64] for k in set(document) - {"limits", "alert_routing", "venues"})
@@ -183,8 +184,7 @@ def validate_document(document: Mapping[str, Any]) -> dict[str, Any]:
     if venues is not None and (not isinstance(venues, list)
                                or not all(isinstance(v, Mapping) for v in venues)):
         raise ConfigError("'venues' must be a list of mappings", key="venues")
-    return {"limits": limits, "limits_version": limits.version, "alert_routing": routing,
-            "venues": tuple(venues) if venues is not None else None}
+    return limits
 
 
 def load_limits_file(path: Path, component: str) -> ConfigDocument:
@@ -241,20 +241,18 @@ class ConfigState:
                 and current.source == doc.source and not current.limits.unavailable:
             return True  # same content from the same source already in force
         try:
-            parts = validate_document(doc.document)
+            limits = validate_document(doc.document)
         except RiskMonitorError as exc:
             self._reject(doc, exc)
             return False
         except Exception as exc:  # a validator bug must not take the last good config away
             self._reject(doc, ConfigError(f"validation failed: {exc}", key="document"))
             return False
-        limits: LimitConfig = parts["limits"]
         if doc.unavailable:
             limits = limits.fail_closed(doc.unavailable)
         applied = AppliedConfig(
             component=self.component, version=doc.version, source=doc.source,
-            document=doc.document, limits=limits, limits_version=parts["limits_version"],
-            alert_routing=parts["alert_routing"], venues=parts["venues"],
+            document=doc.document, limits=limits, limits_version=limits.version,
             applied_at=datetime.now(UTC), updated_at=doc.updated_at,
         )
         with self._lock:

@@ -62,48 +62,21 @@ _CCXT: dict[str, type[RiskMonitorError]] = {
 }
 
 _FIREBLOCKS_STATUS: dict[int, type[RiskMonitorError]] = {
-    400: SourceRequestError,
-    401: SourceAuthenticationError,
-    403: SourcePermissionError,
-    404: SourceRequestError,
-    409: SourceRequestError,
-    422: SourceRequestError,
-    429: RateLimitedError,
-}
+    400: SourceRequestError, 401: SourceAuthenticationError, 403: SourcePermissionError,
+    404: SourceRequestError, 409: SourceRequestError, 422: SourceRequestError,
+    429: RateLimitedError}
 
 #: Slack errors an operator fixes (token, scopes, channels): the alert waits and is retried
-_SLACK_CONFIG = {
-    "invalid_auth",
-    "not_authed",
-    "account_inactive",
-    "token_revoked",
-    "token_expired",
-    "no_permission",
-    "missing_scope",
-    "channel_not_found",
-    "is_archived",
-    "not_in_channel",
-    "restricted_action",
-    "team_access_not_granted",
-}
+_SLACK_CONFIG = {"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+                 "token_expired", "no_permission", "missing_scope", "channel_not_found",
+                 "is_archived", "not_in_channel", "restricted_action", "team_access_not_granted"}
 #: Slack errors about the message itself: sending it again cannot succeed
-_SLACK_FATAL = {
-    "invalid_blocks",
-    "msg_too_long",
-    "message_not_found",
-    "cant_update_message",
-}
+_SLACK_FATAL = {"invalid_blocks", "msg_too_long", "message_not_found", "cant_update_message"}
 
 _REDIS_UNAVAILABLE = {"ConnectionError", "TimeoutError", "BusyLoadingError", "TryAgainError",
                       "MasterDownError", "MaxConnectionsError", "ClusterDownError"}
-
-
 _URLLIB3_TRANSIENT = {"MaxRetryError", "TimeoutError", "ProtocolError", "NewConnectionError",
                       "ReadTimeoutError", "ConnectTimeoutError", "HTTPError"}
-
-
-def _mro_names(exc: BaseException) -> list[tuple[str, str]]:
-    return [(cls.__module__ or "", cls.__name__) for cls in type(exc).__mro__]
 
 
 def _from(names: list[tuple[str, str]], prefix: str) -> bool:
@@ -131,7 +104,7 @@ def map_exception(exc: BaseException, *, source: str, endpoint: str | None = Non
     """Translate any exception into our hierarchy, keeping retryability explicit."""
     if isinstance(exc, RiskMonitorError):
         return exc
-    names = _mro_names(exc)
+    names = [(cls.__module__ or "", cls.__name__) for cls in type(exc).__mro__]
     details: dict[str, Any] = {"library_error": type(exc).__name__}
     if endpoint:
         details["endpoint"] = endpoint
@@ -241,13 +214,6 @@ def map_exception(exc: BaseException, *, source: str, endpoint: str | None = Non
     if isinstance(exc, ValueError | TypeError | KeyError):
         return DataValidationError(message, source=source, details=details)
     return RiskMonitorError(message, source=source, details=details)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """The retry predicate for tenacity policies: ask the mapper, never guess."""
-    if isinstance(exc, RiskMonitorError):
-        return exc.retryable
-    return map_exception(exc, source="unknown").retryable
 
 
 def with_retry_after(error: RiskMonitorError, headers: Any) -> RiskMonitorError:

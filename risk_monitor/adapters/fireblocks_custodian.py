@@ -44,7 +44,6 @@ from risk_monitor.platform.errors import (
     ConfigError,
     DataValidationError,
     MissingDataError,
-    RiskMonitorError,
     SourceAuthenticationError,
 )
 from risk_monitor.platform.logging import get_logger
@@ -96,16 +95,9 @@ def map_vault_accounts(accounts: list[dict[str, Any]], *, custodian: str,
             if total == 0 and available == 0:
                 continue
             rows.append({
-                "source_type": "custodian",
-                "venue": custodian,
-                "account": vault,
-                "asset": asset_id,
-                "free": float(available),
-                "used": float(total - available),
-                "total": float(total),
-                "timestamp": stamp,
-                "received_at": stamp,
-            })
+                "source_type": "custodian", "venue": custodian, "account": vault,
+                "asset": asset_id, "free": float(available), "used": float(total - available),
+                "total": float(total), "timestamp": stamp, "received_at": stamp})
     return balances_frame(rows)
 
 
@@ -203,11 +195,6 @@ class FireblocksCustodian:
         self._list_vaults = VaultsApi(client).get_paged_vault_accounts
         return self._list_vaults
 
-    def _map_error(self, exc: BaseException) -> RiskMonitorError:
-        return with_retry_after(
-            map_exception(exc, source=self.venue, endpoint="get_paged_vault_accounts"),
-            getattr(exc, "headers", None))
-
     def _page(self, list_vaults: Callable[..., Any], after: str | None) -> Any:
         timeout = self.settings.timeout_s
 
@@ -217,7 +204,9 @@ class FireblocksCustodian:
                                      _request_timeout=timeout)
                 return future.result(timeout=timeout + 1.0).data
             except Exception as exc:
-                raise self._map_error(exc) from exc
+                raise with_retry_after(
+                    map_exception(exc, source=self.venue, endpoint="get_paged_vault_accounts"),
+                    getattr(exc, "headers", None)) from exc
 
         return self._guard.call("get_paged_vault_accounts", attempt, timeout_s=timeout + 2.0)
 

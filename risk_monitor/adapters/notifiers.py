@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from risk_monitor.adapters.alert_messages import (  # links: re-exported for callers
+from risk_monitor.adapters.alert_messages import (
     EVENT_LINKS_KEY,
     METADATA_EVENT_TYPE,
-    links,  # noqa: F401
     message_metadata,
     render_blocks,
     render_text,

@@ -17,10 +17,6 @@ from risk_monitor.platform.errors import DataValidationError
 DEFAULT_KEY = "rm:desk:book"
 
 
-def field_of(venue: str, kind: str, item: str) -> str:
-    return f"{venue}|{kind}|{item}"
-
-
 def read_desk_book(client: Any, key: str = DEFAULT_KEY) -> dict[ItemKey, float] | None:
     """The published book, or None when the desk published none."""
     raw = client.hgetall(key)
@@ -41,12 +37,3 @@ def read_desk_book(client: Any, key: str = DEFAULT_KEY) -> dict[ItemKey, float] 
                                       source="desk_book", details={"field": text}) from exc
     return book
 
-
-def book_fill(client: Any, venue: str, instrument: str, signed_quantity: float, *,
-              key: str = DEFAULT_KEY, at: float | None = None) -> None:
-    """What a trading client does on each of its fills (also used by the tests' desk)."""
-    pipe = client.pipeline(transaction=True)
-    pipe.hincrbyfloat(key, field_of(venue, "position", instrument), signed_quantity)
-    if at is not None:
-        pipe.set(f"{key}:updated_at", at)
-    pipe.execute()

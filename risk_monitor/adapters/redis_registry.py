@@ -4,8 +4,7 @@ Redis 7.0 has no per-field hash TTL, so every instance owns one hash key
 ``<prefix>:<service>:<instance>`` written with HSET + EXPIRE in one MULTI transaction and
 refreshed at TTL/3 by a heartbeat. An instance that dies stops refreshing and Redis expires its
 key within the TTL; a clean shutdown deletes it at once. Discovery SCANs ``<prefix>:<service>:*``
-and caches the answer for a short time. Change notification uses keyspace notifications when the
-server has them on (or when we are allowed to switch them on) and falls back to polling.
+and caches the answer for a short time.
 
 The clients here are synchronous (redis-py); the asyncio service calls them through
 ``asyncio.to_thread`` so the same code serves Dagster, the CLI and the service.
@@ -13,12 +12,11 @@ The clients here are synchronous (redis-py); the asyncio service calls them thro
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,8 +32,6 @@ from risk_monitor.ports import ServiceRegistry
 log = get_logger(__name__)
 
 DEFAULT_PREFIX = "svc"
-#: keyspace events we need: K = keyspace channel, g = DEL/EXPIRE..., h = hash, x = expired
-KEYSPACE_FLAGS = "Kghx"
 _GLOB_SPECIAL = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
 
 
@@ -66,55 +62,32 @@ class ServiceInstance:
 
     def to_hash(self) -> dict[str, str]:
         """Redis hash fields (all strings)."""
-        return {
-            "service": self.service,
-            "instance_id": self.instance_id,
-            "grpc_address": self.grpc_address,
-            "rest_url": self.rest_url,
-            "version": self.version,
-            "venues": json.dumps(list(self.venues)),
-            "started_at": self.started_at,
-            "heartbeat_at": self.heartbeat_at,
-            "ttl_s": repr(float(self.ttl_s)),
-            "metadata": json.dumps(dict(self.metadata), sort_keys=True, default=str),
-        }
+        return {**{name: getattr(self, name) for name in _TEXT_FIELDS},
+                "venues": json.dumps(list(self.venues)), "ttl_s": repr(float(self.ttl_s)),
+                "metadata": json.dumps(dict(self.metadata), sort_keys=True, default=str)}
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> ServiceInstance:
         """Decode a hash written by any registrant; unknown fields go to ``metadata``."""
         data = {_text(k): _text(v) for k, v in raw.items()}
-        known = {"service", "instance_id", "grpc_address", "rest_url", "version", "venues",
-                 "started_at", "heartbeat_at", "ttl_s", "metadata"}
         metadata: dict[str, Any] = _json_or(data.get("metadata"), {})
         if not isinstance(metadata, dict):
             metadata = {}
-        metadata.update({k: v for k, v in data.items() if k not in known})
+        metadata.update({k: v for k, v in data.items()
+                         if k not in {*_TEXT_FIELDS, "venues", "ttl_s", "metadata"}})
         venues = _json_or(data.get("venues"), [])
         try:
             ttl = float(data.get("ttl_s") or 0.0)
         except ValueError:
             ttl = 0.0
-        return cls(
-            service=data.get("service", ""),
-            instance_id=data.get("instance_id", ""),
-            grpc_address=data.get("grpc_address", ""),
-            rest_url=data.get("rest_url", ""),
-            version=data.get("version", ""),
-            venues=tuple(str(v) for v in venues) if isinstance(venues, list) else (),
-            started_at=data.get("started_at", ""),
-            heartbeat_at=data.get("heartbeat_at", ""),
-            ttl_s=ttl,
-            metadata=metadata,
-        )
+        return cls(**{name: data.get(name, "") for name in _TEXT_FIELDS}, ttl_s=ttl,
+                   venues=tuple(str(v) for v in venues) if isinstance(venues, list) else (),
+                   metadata=metadata)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service, "instance_id": self.instance_id,
-            "grpc_address": self.grpc_address, "rest_url": self.rest_url,
-            "version": self.version, "venues": list(self.venues),
-            "started_at": self.started_at, "heartbeat_at": self.heartbeat_at,
-            "ttl_s": self.ttl_s, "metadata": dict(self.metadata),
-        }
+
+#: the fields stored as they are (the others are encoded)
+_TEXT_FIELDS = ("service", "instance_id", "grpc_address", "rest_url", "version", "started_at",
+                "heartbeat_at")
 
 
 def _text(value: bytes | str) -> str:
@@ -128,10 +101,6 @@ def _json_or(raw: str | None, default: Any) -> Any:
         return json.loads(raw)
     except ValueError:
         return default
-
-
-def _utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
@@ -168,7 +137,7 @@ class RedisServiceRegistry:
             version=str(info.get("version", "")),
             venues=tuple(info.get("venues", ())),
             started_at=str(info.get("started_at", "")),
-            heartbeat_at=_utc_now_iso(),
+            heartbeat_at=datetime.now(UTC).isoformat(),
             ttl_s=ttl_s,
             metadata=dict(info.get("metadata", {})),
         ).to_hash()
@@ -185,9 +154,6 @@ class RedisServiceRegistry:
             self.client.delete(instance_key(self.prefix, service, instance_id))
         except redis.RedisError as exc:
             raise _storage_error(exc, "deregister") from exc
-
-    def instances(self, service: str) -> list[Mapping[str, Any]]:
-        return [i.as_dict() for i in scan_instances(self.client, self.prefix, service)]
 
 
 def scan_instances(client: redis.Redis, prefix: str, service: str) -> list[ServiceInstance]:
@@ -269,13 +235,11 @@ class Registration:
         while not self._stop.wait(self.interval_s):
             self.refresh()
 
-    def stop(self, *, deregister: bool = True) -> None:
+    def stop(self) -> None:
         """Stop the heartbeat and delete the key (best effort: it expires anyway)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if not deregister:
-            return
         with self._lock:
             try:
                 self.registry.deregister(self.service, self.instance_id)
@@ -286,31 +250,16 @@ class Registration:
                 record_error(exc)
 
 
-ChangeCallback = Callable[[str, list[ServiceInstance]], None]
-
-
 class DiscoveryClient:
-    """Finds instances of a service, caching answers for ``cache_ttl_s``.
-
-    ``watch(service, callback)`` calls back with the new instance list whenever it changes: from
-    keyspace notifications when available (``notify-keyspace-events`` already covers
-    :data:`KEYSPACE_FLAGS`, or ``configure_keyspace_events=True`` lets us add them with CONFIG
-    SET), else by polling every ``poll_interval_s``. Notifications only trigger a re-read: the
-    callback always gets the full list from SCAN, so a lost message costs latency, not truth.
-    """
+    """Finds instances of a service, caching answers for ``cache_ttl_s``."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX,
-                 cache_ttl_s: float = 1.0, poll_interval_s: float = 1.0,
-                 configure_keyspace_events: bool = False) -> None:
+                 cache_ttl_s: float = 1.0) -> None:
         self.client = client
         self.prefix = prefix
         self.cache_ttl_s = cache_ttl_s
-        self.poll_interval_s = poll_interval_s
-        self.configure_keyspace_events = configure_keyspace_events
         self._cache: dict[str, tuple[float, list[ServiceInstance]]] = {}
         self._lock = threading.Lock()
-        self._watchers: list[_Watcher] = []
-        self.mode: str | None = None  # "keyspace" | "polling" once a watch started
 
     def instances(self, service: str, *, fresh: bool = False) -> list[ServiceInstance]:
         """Live instances, from the cache when it is younger than ``cache_ttl_s``."""
@@ -324,139 +273,14 @@ class DiscoveryClient:
             self._cache[service] = (time.monotonic(), found)
         return list(found)
 
-    def invalidate(self, service: str | None = None) -> None:
+    def invalidate(self, service: str) -> None:
         with self._lock:
-            if service is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(service, None)
+            self._cache.pop(service, None)
 
-    def pick(self, service: str, *, need: str = "rest_url",
-             exclude: Sequence[str] = ()) -> ServiceInstance:
+    def pick(self, service: str, *, need: str = "rest_url") -> ServiceInstance:
         """One instance offering ``need`` (random among equals); DiscoveryError when none."""
-        candidates = [i for i in self.instances(service)
-                      if getattr(i, need) and i.instance_id not in exclude]
+        candidates = [i for i in self.instances(service) if getattr(i, need)]
         if not candidates:
             raise DiscoveryError(f"no live instance of {service!r} with {need} in the registry",
                                  source="redis", details={"service": service})
         return random.choice(candidates)
-
-    # -- change notification --------------------------------------------------------------------
-    def keyspace_available(self) -> bool:
-        """True when the server publishes the keyspace events we need (maybe after CONFIG SET)."""
-        try:
-            current = str(self.client.config_get("notify-keyspace-events")
-                          .get("notify-keyspace-events", ""))
-        except redis.RedisError:
-            return False  # CONFIG may be renamed/forbidden (managed Redis): poll instead
-        if _covers(current, KEYSPACE_FLAGS):
-            return True
-        if not self.configure_keyspace_events:
-            return False
-        wanted = "".join(sorted(set(current) | set(KEYSPACE_FLAGS)))
-        try:
-            self.client.config_set("notify-keyspace-events", wanted)
-        except redis.RedisError as exc:
-            log.warning("keyspace_events_not_allowed", error=str(exc))
-            return False
-        return True
-
-    def watch(self, service: str, callback: ChangeCallback) -> Callable[[], None]:
-        """Call ``callback(service, instances)`` on every change; returns a stop function."""
-        mode = "keyspace" if self.keyspace_available() else "polling"
-        self.mode = mode
-        watcher = _Watcher(self, service, callback, mode)
-        watcher.start()
-        self._watchers.append(watcher)
-        log.info("discovery_watch_started", service=service, mode=mode)
-        return watcher.stop
-
-    def close(self) -> None:
-        for watcher in self._watchers:
-            watcher.stop()
-        self._watchers.clear()
-
-
-def _covers(flags: str, needed: str) -> bool:
-    """Does a notify-keyspace-events value include every class in ``needed``?"""
-    if "K" not in flags:
-        return False
-    expanded = set(flags)
-    if "A" in expanded:  # A = g$lshzxetd
-        expanded |= set("g$lshzxetd")
-    return all(c in expanded for c in needed if c != "K")
-
-
-class _Watcher:
-    def __init__(self, client: DiscoveryClient, service: str, callback: ChangeCallback,
-                 mode: str) -> None:
-        self.discovery = client
-        self.service = service
-        self.callback = callback
-        self.mode = mode
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"discovery-{service}",
-                                        daemon=True)
-        self._last: tuple[tuple[str, str], ...] | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _check(self) -> None:
-        try:
-            found = self.discovery.instances(self.service, fresh=True)
-        except RiskMonitorError as exc:
-            log.debug("discovery_poll_failed", service=self.service, error=str(exc))
-            return
-        signature = tuple(sorted((i.instance_id, i.grpc_address + "|" + i.rest_url)
-                                 for i in found))
-        if signature != self._last:
-            self._last = signature
-            try:
-                self.callback(self.service, found)
-            except Exception as exc:  # a bad callback must not kill the watcher
-                log.warning("discovery_callback_failed", service=self.service,
-                            error=str(exc))
-
-    def _run(self) -> None:
-        if self.mode == "keyspace":
-            self._run_keyspace()
-        else:
-            self._run_polling()
-
-    def _run_polling(self) -> None:
-        self._check()
-        while not self._stop.wait(self.discovery.poll_interval_s):
-            self._check()
-
-    def _run_keyspace(self) -> None:
-        client = self.discovery.client
-        db = client.connection_pool.connection_kwargs.get("db", 0)
-        pattern = f"__keyspace@{db}__:{service_pattern(self.discovery.prefix, self.service)}"
-        while not self._stop.is_set():
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.psubscribe(pattern)
-                self._check()  # changes between the last read and the subscription
-                # a slow safety poll too: a missed message only delays, never hides, a change
-                deadline = time.monotonic() + max(self.discovery.poll_interval_s * 5, 5.0)
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.2)
-                    if message is not None or time.monotonic() >= deadline:
-                        if message is not None:
-                            # coalesce bursts (HSET + PEXPIRE of one registration)
-                            while pubsub.get_message(timeout=0.01) is not None:
-                                pass
-                        self._check()
-                        deadline = time.monotonic() + max(self.discovery.poll_interval_s * 5,
-                                                          5.0)
-            except redis.RedisError as exc:
-                log.debug("discovery_subscription_lost", service=self.service, error=str(exc))
-                self._stop.wait(self.discovery.poll_interval_s)
-            finally:
-                with contextlib.suppress(redis.RedisError):
-                    pubsub.close()

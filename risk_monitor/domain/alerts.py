@@ -42,14 +42,6 @@ _SEVERITY = {
 _SEVERITY_RANK = {AlertSeverity.INFO: 0, AlertSeverity.WARNING: 1, AlertSeverity.CRITICAL: 2}
 
 
-#: the settings' defaults against flapping (``alerts.*``; docs/storage-and-alerting.md). The
-#: ``for`` of WARN/BREACH stays 0: a breach pages at once; noise is cut by the three below.
-#: ``AlertPolicy()`` itself stays bare (every control 0) so the planner's units read plainly.
-DEFAULT_KEEP_FIRING_FOR_S = 120.0
-DEFAULT_HYSTERESIS = 0.05
-DEFAULT_UNKNOWN_FOR_S = 30.0
-
-
 @dataclass(frozen=True)
 class AlertRule:
     """One limit's overrides of the policy's noise controls (None = the policy's value)."""
@@ -70,7 +62,8 @@ OWN_LIFECYCLE = frozenset({"reconciliation"})
 @dataclass(frozen=True)
 class AlertPolicy:
     """Lifecycle timing (see AlertSettings: group_wait_s, repeat_interval_s, send_resolved,
-    keep_firing_for_s, hysteresis, warm-up grace)."""
+    keep_firing_for_s, hysteresis, warm-up grace). Bare, every control is 0; the settings'
+    defaults against flapping come from ``application.alert_policy``."""
 
     group_wait_s: float = 0.0  # the default ``for``: pending before the first notice
     repeat_interval_s: float = 3600.0
@@ -88,18 +81,13 @@ class AlertPolicy:
     warn_for_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.group_wait_s < 0:
-            raise ValueError("group_wait_s must be >= 0")
+        for name in ("group_wait_s", "keep_firing_for_s", "unknown_for_s", "warn_for_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
         if self.repeat_interval_s <= 0:
             raise ValueError("repeat_interval_s must be > 0")
-        if self.keep_firing_for_s < 0:
-            raise ValueError("keep_firing_for_s must be >= 0")
         if not 0 <= self.hysteresis < 1:
             raise ValueError("hysteresis must be in [0, 1)")
-        if self.unknown_for_s < 0:
-            raise ValueError("unknown_for_s must be >= 0")
-        if self.warn_for_s < 0:
-            raise ValueError("warn_for_s must be >= 0")
 
     def for_s(self, limit_id: str, status: LimitStatus | None = None) -> float:
         """Pending time before a new episode fires (at least ``unknown_for_s`` for UNKNOWN and
@@ -198,14 +186,9 @@ def _status_change(before: LimitStatus, after: LimitStatus) -> NotificationKind:
     return NotificationKind.ESCALATED
 
 
-def plan_alerts(
-    previous: Mapping[str, AlertState],
-    results: Sequence[LimitResult],
-    now: datetime,
-    policy: AlertPolicy | None = None,
-    *,
-    context: Mapping[str, Any] | None = None,
-) -> AlertPlan:
+def plan_alerts(previous: Mapping[str, AlertState], results: Sequence[LimitResult],
+                now: datetime, policy: AlertPolicy | None = None, *,
+                context: Mapping[str, Any] | None = None) -> AlertPlan:
     """Advance every series named by ``results`` and say what to notify.
 
     Results evaluated before a series' ``last_evaluated_at`` are ignored: the hot path and the
@@ -215,50 +198,35 @@ def plan_alerts(
     ctx = dict(context or {})
     plan = AlertPlan()
     seen: set[str] = set()
+    due: list[tuple[AlertState | None, LimitResult]] = []
     for result in results:
         fp = result.fingerprint
         if fp in seen:
             raise ValueError(f"two results for one series: {result.limit_id} {result.scope}")
         seen.add(fp)
         prev = previous.get(fp)
-        if prev is not None and result.as_of < prev.last_evaluated_at:
-            continue
+        if prev is None or result.as_of >= prev.last_evaluated_at:
+            due.append((prev, result))
+    if policy.resolve_missing:
+        version = results[0].config_version if results else ""
+        due += [(prev, LimitResult(
+                    limit_id=prev.limit_id, limit_kind="", scope=prev.scope,
+                    status=LimitStatus.OK, value=None, warn_level=None, breach_level=0.0,
+                    utilisation=None, as_of=now, config_version=version,
+                    reason="no longer evaluated (limit removed or scope vanished)"))
+                for fp, prev in sorted(previous.items())
+                if fp not in seen and prev.status is not LimitStatus.OK
+                and prev.limit_id not in OWN_LIFECYCLE]
+    for prev, result in due:
         state, note = _advance(prev, result, now, policy, ctx)
         plan.states.append(state)
         if note is not None:
             plan.notifications.append(note)
-    if policy.resolve_missing:
-        version = results[0].config_version if results else ""
-        for fp, prev in sorted(previous.items()):
-            if fp in seen or prev.status is LimitStatus.OK or prev.limit_id in OWN_LIFECYCLE:
-                continue
-            gone = LimitResult(
-                limit_id=prev.limit_id,
-                limit_kind="",
-                scope=prev.scope,
-                status=LimitStatus.OK,
-                value=None,
-                warn_level=None,
-                breach_level=0.0,
-                utilisation=None,
-                as_of=now,
-                config_version=version,
-                reason="no longer evaluated (limit removed or scope vanished)",
-            )
-            state, note = _advance(prev, gone, now, policy, ctx)
-            plan.states.append(state)
-            if note is not None:
-                plan.notifications.append(note)
     return plan
 
 
-def _advance(
-    prev: AlertState | None,
-    result: LimitResult,
-    now: datetime,
-    policy: AlertPolicy,
-    context: dict[str, Any],
-) -> tuple[AlertState, Notification | None]:
+def _advance(prev: AlertState | None, result: LimitResult, now: datetime, policy: AlertPolicy,
+             context: dict[str, Any]) -> tuple[AlertState, Notification | None]:
     fp = result.fingerprint
     context = {**context, **_explain(policy.rules.get(result.limit_id), prev)}
     notified = prev.last_notified_status if prev is not None else None
@@ -271,21 +239,12 @@ def _advance(
 
     if status is LimitStatus.OK:
         base = AlertState(
-            fingerprint=fp,
-            limit_id=result.limit_id,
-            scope=result.scope,
-            status=LimitStatus.OK,
-            severity=AlertSeverity.INFO,
-            started_at=None,
-            last_evaluated_at=now,
-            last_notified_at=prev.last_notified_at if prev else None,
+            fingerprint=fp, limit_id=result.limit_id, scope=result.scope,
+            status=LimitStatus.OK, severity=AlertSeverity.INFO, started_at=None,
+            last_evaluated_at=now, last_notified_at=prev.last_notified_at if prev else None,
             last_notified_status=prev.last_notified_status if prev else None,
-            episode=episode,
-            sequence=sequence,
-            value=result.value,
-            utilisation=result.utilisation,
-            correlation_id=None,
-        )
+            episode=episode, sequence=sequence, value=result.value,
+            utilisation=result.utilisation, correlation_id=None)
         if not (was_firing and prev is not None):
             return base, None
         notified_in_episode = prev.last_notified_status is not None
@@ -297,39 +256,23 @@ def _advance(
             return replace(prev, last_evaluated_at=now, value=result.value,
                            utilisation=result.utilisation, clearing_since=clearing_since), None
         note = _notification(
-            result, NotificationKind.RESOLVED,
-            severity=prev.severity, episode=episode, sequence=sequence + 1,
-            correlation_id=prev.correlation_id
-            or correlation_id_for(fp, episode, prev.started_at or now),
-            context=context,
-        )
-        return replace(
-            base, sequence=sequence + 1, last_notified_at=now, last_notified_status=LimitStatus.OK
-        ), note
+            result, NotificationKind.RESOLVED, severity=prev.severity, episode=episode,
+            sequence=sequence + 1, context=context, correlation_id=prev.correlation_id
+            or correlation_id_for(fp, episode, prev.started_at or now))
+        return replace(base, sequence=sequence + 1, last_notified_at=now,
+                       last_notified_status=LimitStatus.OK), note
 
     severity = severity_of(status)
     held = status is LimitStatus.UNKNOWN and policy.holds_unknown(now)
     wait_s = policy.for_s(result.limit_id, status)
     if not was_firing or prev is None:  # a new episode opens
         episode += 1
-        started = now
-        correlation = correlation_id_for(fp, episode, started)
         state = AlertState(
-            fingerprint=fp,
-            limit_id=result.limit_id,
-            scope=result.scope,
-            status=status,
-            severity=severity,
-            started_at=started,
-            last_evaluated_at=now,
-            last_notified_at=prev.last_notified_at if prev else None,
-            last_notified_status=None,
-            episode=episode,
-            sequence=sequence,
-            value=result.value,
-            utilisation=result.utilisation,
-            correlation_id=correlation,
-        )
+            fingerprint=fp, limit_id=result.limit_id, scope=result.scope, status=status,
+            severity=severity, started_at=now, last_evaluated_at=now,
+            last_notified_at=prev.last_notified_at if prev else None, last_notified_status=None,
+            episode=episode, sequence=sequence, value=result.value,
+            utilisation=result.utilisation, correlation_id=correlation_id_for(fp, episode, now))
         if wait_s > 0 or held:
             return state, None  # pending: notified once it has lasted ``for`` (and warm-up)
         return _notify(state, result, NotificationKind.FIRING, now, context)
@@ -337,18 +280,10 @@ def _advance(
     # the episode continues
     highest = prev.severity if _SEVERITY_RANK[prev.severity] >= _SEVERITY_RANK[severity] else severity
     state = replace(
-        prev,
-        limit_id=result.limit_id,
-        scope=result.scope,
-        status=status,
-        severity=highest,
-        last_evaluated_at=now,
-        value=result.value,
-        utilisation=result.utilisation,
-        correlation_id=prev.correlation_id
-        or correlation_id_for(fp, prev.episode, prev.started_at or now),
-        clearing_since=None,
-    )
+        prev, limit_id=result.limit_id, scope=result.scope, status=status, severity=highest,
+        last_evaluated_at=now, value=result.value, utilisation=result.utilisation,
+        clearing_since=None, correlation_id=prev.correlation_id
+        or correlation_id_for(fp, prev.episode, prev.started_at or now))
     if held:
         return state, None  # warm-up: an UNKNOWN neither fires nor changes what was paged
     if prev.last_notified_status is None:  # still pending in ``for``
@@ -367,69 +302,36 @@ def _advance(
 
 def _explain(rule: AlertRule | None, prev: AlertState | None) -> dict[str, Any]:
     """What a message needs beyond the result: owner, runbook, when the status began."""
-    extra: dict[str, Any] = {}
-    if rule is not None and rule.owner:
-        extra["owner"] = rule.owner
-    if rule is not None and rule.runbook_url:
-        extra["runbook_url"] = rule.runbook_url
-    if rule is not None and rule.group:
-        extra["group"] = rule.group
+    extra: dict[str, Any] = {name: getattr(rule, name) for name in ("owner", "runbook_url", "group")
+                             if rule is not None and getattr(rule, name)}
     if prev is not None and prev.started_at is not None and prev.status is not LimitStatus.OK:
         extra["episode_started_at"] = prev.started_at.isoformat()
     return extra
 
 
-def _notify(
-    state: AlertState,
-    result: LimitResult,
-    kind: NotificationKind,
-    now: datetime,
-    context: dict[str, Any],
-) -> tuple[AlertState, Notification]:
+def _notify(state: AlertState, result: LimitResult, kind: NotificationKind, now: datetime,
+            context: dict[str, Any]) -> tuple[AlertState, Notification]:
     sequence = state.sequence + 1
     correlation = state.correlation_id or correlation_id_for(
-        state.fingerprint, state.episode, state.started_at or now
-    )
+        state.fingerprint, state.episode, state.started_at or now)
     if state.started_at is not None:
         context = {**context, "episode_started_at": state.started_at.isoformat()}
-    note = _notification(
-        result, kind, severity=severity_of(result.status), episode=state.episode,
-        sequence=sequence, correlation_id=correlation, context=context,
-    )
-    return replace(
-        state, sequence=sequence, last_notified_at=now, last_notified_status=result.status
-    ), note
+    note = _notification(result, kind, severity=severity_of(result.status), episode=state.episode,
+                         sequence=sequence, correlation_id=correlation, context=context)
+    return replace(state, sequence=sequence, last_notified_at=now,
+                   last_notified_status=result.status), note
 
 
-def _notification(
-    result: LimitResult,
-    kind: NotificationKind,
-    *,
-    severity: AlertSeverity,
-    episode: int,
-    sequence: int,
-    correlation_id: str,
-    context: dict[str, Any],
-) -> Notification:
+def _notification(result: LimitResult, kind: NotificationKind, *, severity: AlertSeverity,
+                  episode: int, sequence: int, correlation_id: str,
+                  context: dict[str, Any]) -> Notification:
     fp = result.fingerprint
     return Notification(
-        idempotency_key=f"{fp}:{episode}:{sequence}",
-        fingerprint=fp,
-        kind=kind,
-        status=result.status,
-        severity=severity,
-        limit_id=result.limit_id,
-        limit_kind=result.limit_kind,
-        scope=result.scope,
-        value=result.value,
-        warn_level=result.warn_level,
-        breach_level=result.breach_level,
-        utilisation=result.utilisation,
-        config_version=result.config_version,
-        correlation_id=correlation_id,
-        episode=episode,
-        detected_at=result.as_of,
-        source_event_time=result.source_event_time,
-        reason=result.reason,
-        context=dict(context),
-    )
+        idempotency_key=f"{fp}:{episode}:{sequence}", fingerprint=fp, kind=kind,
+        status=result.status, severity=severity, limit_id=result.limit_id,
+        limit_kind=result.limit_kind, scope=result.scope, value=result.value,
+        warn_level=result.warn_level, breach_level=result.breach_level,
+        utilisation=result.utilisation, config_version=result.config_version,
+        correlation_id=correlation_id, episode=episode, detected_at=result.as_of,
+        source_event_time=result.source_event_time, reason=result.reason,
+        context=dict(context))

@@ -8,7 +8,7 @@ close and which to open or extend, given the open ones and the new results; the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -76,32 +76,21 @@ def _worse(a: float | None, b: float | None) -> float | None:
     return max(a, b)
 
 
-def update_intervals(
-    open_intervals: Mapping[str, StatusInterval] | Iterable[StatusInterval],
-    results: Sequence[LimitResult],
-    *,
-    close_missing: bool = False,
-    now: datetime | None = None,
-) -> IntervalUpdate:
+def update_intervals(open_intervals: Iterable[StatusInterval],
+                     results: Sequence[LimitResult]) -> IntervalUpdate:
     """Advance the status timeline with new results (in time order).
 
     Same status → the open interval is extended (last sighting, worst utilisation, config
     version); a new status → the open interval closes at the result's ``as_of`` and a new one
     opens there; a result older than the open interval's last sighting is ignored (a slow writer
     never rewrites the past). ``open`` holds the final open interval of every series that
-    changed; ``close`` every interval that ended. With ``close_missing`` the open intervals of
-    series absent from ``results`` close at ``now`` (a limit removed, a scope that vanished).
+    changed; ``close`` every interval that ended. The series absent from ``results`` stay open.
     """
-    if isinstance(open_intervals, Mapping):
-        current = dict(open_intervals)
-    else:
-        current = {i.fingerprint: i for i in open_intervals}
+    current = {i.fingerprint: i for i in open_intervals}
     update = IntervalUpdate()
     touched: dict[str, StatusInterval] = {}
-    seen: set[str] = set()
     for result in sorted(results, key=lambda r: r.as_of):
         fp = result.fingerprint
-        seen.add(fp)
         existing = current.get(fp)
         if existing is not None and result.as_of < existing.last_seen_at:
             continue
@@ -117,12 +106,6 @@ def update_intervals(
                                  None, result.utilisation, result.as_of, result.config_version)
         current[fp] = touched[fp] = nxt
     update.open.extend(touched.values())
-    if close_missing:
-        if now is None:
-            raise ValueError("close_missing needs now")
-        for fp, interval in current.items():
-            if fp not in seen:
-                update.close.append(replace(interval, until=now))
     return update
 
 

@@ -10,7 +10,7 @@ Netting rules are in docs/risk-math.md ("Pre-trade check").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -67,8 +67,6 @@ class OrderCheck:
     allowed: bool
     reasons: list[str]
     projected: list[LimitResult]
-    order_notional_usd: float | None = None
-    details: dict[str, float] = field(default_factory=dict)
     #: machine-readable reasons (``ReasonCode`` values), one per distinct cause, in order
     codes: tuple[str, ...] = ()
     trading_state: TradingState = TradingState.ACTIVE
@@ -87,9 +85,8 @@ class _Delta:
     reducing: bool
 
 
-def _prepared(
-    source: RiskSnapshot | RiskReport | PreparedInputs, config: LimitConfig
-) -> PreparedInputs:
+def _prepared(source: RiskSnapshot | RiskReport | PreparedInputs,
+              config: LimitConfig) -> PreparedInputs:
     if isinstance(source, PreparedInputs):
         return source
     if isinstance(source, RiskReport):
@@ -101,13 +98,9 @@ def _prepared(
     return state
 
 
-def check_order(
-    snapshot: RiskSnapshot | RiskReport | PreparedInputs,
-    config: LimitConfig,
-    order: OrderRequest,
-    now: datetime,
-    trading: TradingVerdict = ACTIVE_VERDICT,
-) -> OrderCheck:
+def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: LimitConfig,
+                order: OrderRequest, now: datetime,
+                trading: TradingVerdict = ACTIVE_VERDICT) -> OrderCheck:
     """Project the limits an order touches and allow or deny it.
 
     Pass the RiskReport of the latest evaluation (or its ``state``) to reuse its work; a bare
@@ -134,7 +127,6 @@ def check_order(
     if leg_problem:
         return OrderCheck(False, [f"DENY {leg_problem}"], [],
                           codes=_codes(ReasonCode.INVALID_ORDER), trading_state=trading.state)
-    notional = order.quantity * mark * rate if math.isfinite(mark * rate) else None
     # the trading state speaks first; the limits are still projected so the desk sees them
     gated = gate(trading, reducing=delta.reducing)
     codes: list[ReasonCode] = [gated.code] if gated.code is not None else []
@@ -152,28 +144,20 @@ def check_order(
             continue
         if definition.kind is LimitKind.LIQUIDATION_DISTANCE and delta.reducing:
             continue  # reducing a position never brings its liquidation closer
-        current, after = _project(
-            state, definition, scope, delta=delta, blind=blind, now=now, elapsed_s=elapsed_s,
-            portfolio_after=portfolio_after,
-        )
-        result = result_of(
-            definition, scope, after, as_of=now, config_version=version,
-            source_ns=_source_ns(state, definition, scope),
-        )
+        current, after = _project(state, definition, scope, delta=delta, blind=blind, now=now,
+                                  elapsed_s=elapsed_s, portfolio_after=portfolio_after)
+        inputs = state.inputs.get((definition.id, scope.key))
+        result = result_of(definition, scope, after, as_of=now, config_version=version,
+                           source_ns=inputs.oldest_ns if inputs is not None else NAT)
         projected.append(result)
         if result.status is LimitStatus.UNKNOWN:
             allowed = False
             codes.append(ReasonCode.LIMIT_UNKNOWN)
             reasons.append(f"DENY {definition.id} on {scope.key}: UNKNOWN ({result.reason})")
         elif result.status is LimitStatus.BREACH:
-            before = current.value
-            after_value = after.value
-            not_worse = (
-                delta.reducing
-                and before is not None
-                and after_value is not None
-                and _no_worse(definition, before, after_value)
-            )
+            before, after_value = current.value, after.value
+            not_worse = (delta.reducing and before is not None and after_value is not None
+                         and _no_worse(definition, before, after_value))
             text = f"{definition.id} on {scope.key}: projected BREACH ({_describe(result)})"
             if not_worse:
                 codes.append(ReasonCode.REDUCES_BREACH)
@@ -189,14 +173,7 @@ def check_order(
         allowed = False
         codes.append(ReasonCode.DATA_BLIND)
         reasons.append(f"DENY {blind}")
-    details = {
-        "mark": mark,
-        "quote_usd": rate,
-        "delta_gross_usd": delta.gross_usd,
-        "delta_net_usd": delta.net_usd,
-        "delta_equity_usd": delta.equity_usd,
-    }
-    return OrderCheck(allowed, reasons, projected, notional, details, codes=_codes(*codes),
+    return OrderCheck(allowed, reasons, projected, codes=_codes(*codes),
                       trading_state=trading.state, reducing=delta.reducing)
 
 
@@ -292,9 +269,8 @@ def _mark(state: PreparedInputs, order: OrderRequest, legs: _Legs) -> tuple[floa
     return legs.mark, legs.mark_ns
 
 
-def _blind_reason(
-    state: PreparedInputs, order: OrderRequest, now: datetime, *, mark: float, mark_ns: int, rate: float
-) -> str:
+def _blind_reason(state: PreparedInputs, order: OrderRequest, now: datetime, *, mark: float,
+                  mark_ns: int, rate: float) -> str:
     """Why the order cannot be judged at all (empty when it can)."""
     fresh_at_order = Freshness(now, state.freshness.max_age_s, state.freshness.max_future_skew_s)
     healthy = [
@@ -315,9 +291,8 @@ def _blind_reason(
     return ""
 
 
-def _delta(
-    legs: _Legs, order: OrderRequest, signed_qty: float, mark: float, rate: float
-) -> tuple[_Delta, str]:
+def _delta(legs: _Legs, order: OrderRequest, signed_qty: float, mark: float,
+           rate: float) -> tuple[_Delta, str]:
     quantities: dict[str, float] = {}
     for side, quantity in zip(legs.side, legs.quantity, strict=True):
         quantities[side] = quantities.get(side, 0.0) + quantity
@@ -371,17 +346,9 @@ def _order_scope(definition: LimitDefinition, order: OrderRequest, base: str) ->
     return Scope.of(values)
 
 
-def _project(
-    state: PreparedInputs,
-    definition: LimitDefinition,
-    scope: Scope,
-    *,
-    delta: _Delta,
-    blind: str,
-    now: datetime,
-    elapsed_s: float,
-    portfolio_after: PortfolioPnl,
-) -> tuple[Measured, Measured]:
+def _project(state: PreparedInputs, definition: LimitDefinition, scope: Scope, *, delta: _Delta,
+             blind: str, now: datetime, elapsed_s: float,
+             portfolio_after: PortfolioPnl) -> tuple[Measured, Measured]:
     """(current, projected) measurement of one limit scope."""
     if definition.kind is LimitKind.DATA_AGE:
         measured, _ = data_age_inputs(state, scope.items())[scope]
@@ -419,9 +386,6 @@ def _stale_at(state: PreparedInputs, inputs: ScopeInputs, now: datetime) -> str:
     return ""
 
 
-def _source_ns(state: PreparedInputs, definition: LimitDefinition, scope: Scope) -> int:
-    inputs = state.inputs.get((definition.id, scope.key))
-    return inputs.oldest_ns if inputs is not None else NAT
 
 
 def _no_worse(definition: LimitDefinition, before: float, after: float) -> bool:

@@ -31,7 +31,6 @@ RECONCILIATION = "reconciliation"
 
 
 class Book(StrEnum):
-    DESK = "desk"
     EXCHANGE = "exchange"
     CUSTODIAN = "custodian"
 
@@ -85,13 +84,11 @@ class Break:
 def reconcile(desk: Mapping[ItemKey, float], exchange: Mapping[ItemKey, float],
               custodian: Mapping[ItemKey, float], *, exchange_venues: Iterable[str],
               custodian_venues: Iterable[str], blind: Iterable[str] = (),
-              tolerances: Mapping[str, Tolerance] | None = None,
               default: Tolerance = Tolerance()) -> list[Break]:
     """Every (venue, item) any book mentions, compared; sorted worst first.
 
     ``blind``: venues whose report is missing or failed (their items are UNKNOWN). An item one
     book lacks counts as zero in it, as long as that book's venue reported.
-    ``tolerances``: per item (asset or instrument) overrides of ``default``.
     Balances are compared only on venues where the desk's book holds balances (a desk that
     books positions only does not track wallet cash); positions are compared everywhere.
     """
@@ -112,14 +109,13 @@ def reconcile(desk: Mapping[ItemKey, float], exchange: Mapping[ItemKey, float],
                              BreakStatus.UNKNOWN, f"{venue} is not a configured venue"))
             continue
         mine = desk.get(key, 0.0)
-        tol = (tolerances or {}).get(item, default)
         if venue in blind_venues:
-            out.append(Break(venue, item, kind, book, mine, None, None, tol.of(mine, 0.0),
+            out.append(Break(venue, item, kind, book, mine, None, None, default.of(mine, 0.0),
                              BreakStatus.UNKNOWN, f"no {book.value} report from {venue}"))
             continue
         theirs = reported_book.get(key, 0.0)
         diff = mine - theirs
-        limit = tol.of(mine, theirs)
+        limit = default.of(mine, theirs)
         broken = abs(diff) > limit
         reason = (f"desk {mine:g} vs {book.value} {theirs:g} (diff {diff:+g}, tolerance "
                   f"{limit:g})") if broken else ""
@@ -144,17 +140,6 @@ def break_results(breaks: Iterable[Break], *, as_of: datetime,
             utilisation=(value / b.tolerance) if value is not None and b.tolerance > 0 else None,
             as_of=as_of, config_version=config_version, reason=b.reason))
     return out
-
-
-def desk_book(position_deltas: Iterable[tuple[str, str, float]],
-              opening: Mapping[ItemKey, float] | None = None) -> dict[ItemKey, float]:
-    """The desk's expected positions: opening positions plus its own fills
-    (venue, instrument, signed base quantity)."""
-    book = dict(opening or {})
-    for venue, instrument, qty in position_deltas:
-        key = (venue, instrument, "position")
-        book[key] = book.get(key, 0.0) + qty
-    return book
 
 
 def reported_books(positions: pd.DataFrame, balances: pd.DataFrame

@@ -86,14 +86,6 @@ class TradingRule:
                 and self.match in ("*", result.limit_kind, result.limit_id))
 
 
-#: defaults: a loss breach lets the desk only reduce; blindness on a venue halts that venue
-DEFAULT_RULES: tuple[TradingRule, ...] = (
-    TradingRule("daily_loss", LimitStatus.BREACH, TradingState.REDUCING),
-    TradingRule("drawdown", LimitStatus.BREACH, TradingState.REDUCING),
-    TradingRule("*", LimitStatus.UNKNOWN, TradingState.HALTED, per_venue=True),
-)
-
-
 @dataclass(frozen=True)
 class AutomaticState:
     state: TradingState

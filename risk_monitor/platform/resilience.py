@@ -9,7 +9,7 @@ One :class:`SourceGuard` per source (venue, custodian) wraps each call in, from 
    otherwise. A Redis outage falls back to "closed" (pybreaker's choice): a broken breaker store
    must not stop data collection.
 2. a **retry** (tenacity): up to ``max_attempts`` attempts with exponential backoff and jitter,
-   retrying only what :func:`risk_monitor.adapters.errors.is_retryable` calls retryable
+   retrying only what :func:`risk_monitor.adapters.errors.map_exception` calls retryable
    (network, timeout, 5xx, 429). A rate limit's ``retry_after`` is honoured: we wait at least that
    long, and give up at once when it is longer than ``backoff_max_s`` (retrying early gets API
    keys banned; blocking a run for minutes is worse than a missing-data marker).

@@ -38,19 +38,15 @@ from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
 from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
 from risk_monitor.adapters.sql.risk_state import LatestEvaluationStore, StoredMetric
-from risk_monitor.application import evaluation_metrics
-from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.figures import (
     DAILY_PNL_METRIC,
     DRAWDOWN_METRIC,
     EQUITY_METRIC,
-    EVALUATION_METRIC_NAMES,
     EXPOSURE_GROSS_METRIC,
     EXPOSURE_NET_METRIC,
     GROSS_METRIC,
     NET_METRIC,
     UNREALIZED_PNL_METRIC,
-    MetricValue,
     finite,
 )
 from risk_monitor.domain.limits import KIND_SPECS, LimitKind
@@ -72,17 +68,14 @@ log = get_logger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 PAGE = STATIC_DIR / "index.html"
 
-#: how often the page polls the state endpoint (the timeline: every TIMELINE_REFRESH_S)
+#: how often the page polls the state endpoint (the timeline: every 30 s, dashboard.js)
 REFRESH_INTERVAL_S = 3.0
-TIMELINE_REFRESH_S = 30.0
 DEFAULT_MAX_AGE_S = 60.0
 ALERT_LIMIT = 50
 TIMELINE_HOURS = 24.0
 MAX_TIMELINE_HOURS = 24.0 * 7
 UNAVAILABLE = "unavailable"  # evaluation_source when the provider could not be read
 
-# -- the figures the dashboard reads from ``risk_metrics_latest`` (contract: adapters/sql/risk_state)
-METRIC_NAMES = EVALUATION_METRIC_NAMES
 _EXPOSURE_LEVELS = ("venue", "asset")
 
 _PAGE_HEADERS = {
@@ -96,12 +89,6 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 _JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-
-
-def report_metrics(report: RiskReport) -> list[MetricValue]:
-    """The exposure and P&L figures of one evaluation, as the dashboard (and /metrics) read
-    them (written by every evaluation through ``application.persist_evaluation``)."""
-    return evaluation_metrics(report.state, report.exposures)
 
 
 # -- JSON shapes ----------------------------------------------------------------------------------
@@ -162,10 +149,6 @@ class ExposuresView:
     assets: list[ExposureRow]
 
 
-#: a data source as the page shows it: the provider's freshness view, unchanged
-SourceRow = SourceFreshness
-
-
 @dataclass(frozen=True)
 class AlertRow:
     id: int
@@ -206,7 +189,7 @@ class DashboardState:
     stale: StaleView
     limits: list[LimitRow]
     exposures: ExposuresView
-    sources: list[SourceRow]
+    sources: list[SourceFreshness]  # the provider's freshness view, unchanged
     alerts: AlertsView
 
 
@@ -234,11 +217,6 @@ class TimelineView:
     end: datetime
     series: list[TimelineSeries]
     error: str | None = None
-
-
-def as_json(value: Any) -> Any:
-    """JSON-safe form of a shape (ISO times, NaN → null)."""
-    return to_jsonable(value)
 
 
 # -- where the extra data comes from ----------------------------------------------------------------
@@ -472,7 +450,7 @@ class Dashboard:
             header = HeaderView(status="UNKNOWN", display_status="UNKNOWN", as_of=None,
                                 data_age_s=None, limit_config_version=in_force,
                                 evaluation_source=UNAVAILABLE, counts={}, **config_fields)
-            sources: list[SourceRow] = []
+            sources: list[SourceFreshness] = []
         else:
             age = max(0.0, (now - view.as_of).total_seconds()) if view.as_of else None
             if view.evaluation_source == NO_EVALUATION:
@@ -569,7 +547,7 @@ def dashboard_routes(dashboard: Dashboard, *,
 
     async def state(_: Request) -> JSONResponse:
         answer = await asyncio.to_thread(dashboard.state, clock())
-        return JSONResponse(as_json(answer), headers=_JSON_HEADERS)
+        return JSONResponse(to_jsonable(answer), headers=_JSON_HEADERS)
 
     async def timeline(request: Request) -> JSONResponse:
         raw = request.query_params.get("hours", str(TIMELINE_HOURS))
@@ -581,7 +559,7 @@ def dashboard_routes(dashboard: Dashboard, *,
             return JSONResponse({"error": f"hours must be in (0, {MAX_TIMELINE_HOURS:g}]"},
                                 status_code=400, headers=_JSON_HEADERS)
         answer = await asyncio.to_thread(dashboard.timeline, clock(), hours)
-        return JSONResponse(as_json(answer), headers=_JSON_HEADERS)
+        return JSONResponse(to_jsonable(answer), headers=_JSON_HEADERS)
 
     return [
         Route("/", page, methods=["GET", "HEAD"]),
@@ -591,10 +569,3 @@ def dashboard_routes(dashboard: Dashboard, *,
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 
-
-__all__ = [
-    "METRIC_NAMES", "AlertRow", "AlertsView", "Dashboard", "DashboardState", "DashboardStore",
-    "ExposureRow", "ExposuresView", "HeaderView", "LimitRow", "SourceRow", "SqlDashboardStore",
-    "StaleView", "TimelineSegment", "TimelineSeries", "TimelineView", "dashboard_routes",
-    "report_metrics",
-]

@@ -58,19 +58,11 @@ CHECK_ORDER_THREADS = 2
 MAX_REQUEST_BYTES = 64 * 1024
 ALERT_BATCH = 100
 
-_LIMIT_STATUS = {
-    LimitStatus.OK: pb.LIMIT_STATUS_OK,
-    LimitStatus.WARN: pb.LIMIT_STATUS_WARN,
-    LimitStatus.BREACH: pb.LIMIT_STATUS_BREACH,
-    LimitStatus.UNKNOWN: pb.LIMIT_STATUS_UNKNOWN,
-}
+#: the domain's statuses and the proto's enums share their names (LIMIT_STATUS_OK, ...)
+_LIMIT_STATUS = {s: pb.LimitStatus.Value(f"LIMIT_STATUS_{s.value}") for s in LimitStatus}
 _LIMIT_STATUS_BACK = {v: k for k, v in _LIMIT_STATUS.items()}
-_COMPLIANCE = {
-    "COMPLIANT": pb.COMPLIANCE_STATUS_COMPLIANT,
-    "WARNING": pb.COMPLIANCE_STATUS_WARNING,
-    "BREACH": pb.COMPLIANCE_STATUS_BREACH,
-    "UNKNOWN": pb.COMPLIANCE_STATUS_UNKNOWN,
-}
+_COMPLIANCE = {s: pb.ComplianceStatus.Value(f"COMPLIANCE_STATUS_{s}")
+               for s in ("COMPLIANT", "WARNING", "BREACH", "UNKNOWN")}
 
 
 # -- health ---------------------------------------------------------------------------------------

@@ -289,7 +289,6 @@ class PrivateStreams:
         self.clock = clock
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.fills_seen = 0
 
     def start(self) -> None:
         for venue in self.settings.venues:
@@ -355,7 +354,6 @@ class PrivateStreams:
                 fill = map_trade(trade, venue=venue.id, account=venue.account,
                                  markets=client.markets or {})
                 if self.ledger.add(fill, self.clock()):
-                    self.fills_seen += 1
                     STREAM_EVENTS.labels(venue=venue.id, kind="fill").inc()
 
 

@@ -209,10 +209,6 @@ class StreamLimiter:
             else:
                 self._open.pop(client, None)
 
-    def open_streams(self, client: str) -> int:
-        with self._lock:
-            return self._open.get(client, 0)
-
     def _prune(self, now: float) -> None:
         """Forget clients with no open stream whose bucket refilled (bounded memory)."""
         full_after = self.capacity / self.refill_per_s if self.refill_per_s > 0 else math.inf
@@ -278,7 +274,7 @@ class BearerAuthMiddleware:
         if path == LOGIN_PATH:
             await self._login(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
         client = auth.identify(headers.get(b"authorization")) or \
             auth.identify_session(_cookie(headers.get(b"cookie"), SESSION_COOKIE))
         if client is not None:
@@ -325,10 +321,6 @@ LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <input type="password" name="token" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button></form></body></html>"""
 _HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {k.lower(): v for k, v in scope.get("headers", [])}
 
 
 def _cookie(header: bytes | None, name: str) -> str | None:

@@ -11,55 +11,22 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
-from risk_monitor.adapters.sql.alert_store import AlertTransaction, ApplyResult, SqlAlertStore
+from risk_monitor.adapters.sql.alert_store import SqlAlertStore
 from risk_monitor.adapters.sql.audit_log import AuditRecord, SqlAuditLog
 from risk_monitor.adapters.sql.codec import Clock, utc_now
-from risk_monitor.adapters.sql.compliance_store import (
-    ComplianceInterval,
-    ComplianceStore,
-)
-from risk_monitor.adapters.sql.config_versions import ConfigVersion, ConfigVersionStore
-from risk_monitor.adapters.sql.dispatcher import BackoffPolicy, DispatchResult, OutboxDispatcher
-from risk_monitor.adapters.sql.engine import create_engine, normalise_url
+from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
+from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
+from risk_monitor.adapters.sql.dispatcher import BackoffPolicy, OutboxDispatcher
+from risk_monitor.adapters.sql.engine import create_engine
 from risk_monitor.adapters.sql.equity_store import EquityPoint, EquityStore
 from risk_monitor.adapters.sql.migrate import current_revision, head_revision, migrate
-from risk_monitor.adapters.sql.outbox import (
-    DeliveryBacklog,
-    OutboxEntry,
-    OutboxRepository,
-    OutboxRow,
-)
+from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
 from risk_monitor.adapters.sql.risk_state import LatestEvaluationStore, MetricValue
 
-__all__ = [
-    "AlertTransaction",
-    "ApplyResult",
-    "AuditRecord",
-    "BackoffPolicy",
-    "ComplianceInterval",
-    "ComplianceStore",
-    "ConfigVersion",
-    "ConfigVersionStore",
-    "DeliveryBacklog",
-    "DispatchResult",
-    "EquityPoint",
-    "EquityStore",
-    "LatestEvaluationStore",
-    "MetricValue",
-    "OutboxDispatcher",
-    "OutboxEntry",
-    "OutboxRepository",
-    "OutboxRow",
-    "SqlAlertControls",
-    "SqlAlertStore",
-    "SqlAuditLog",
-    "Storage",
-    "create_engine",
-    "current_revision",
-    "head_revision",
-    "migrate",
-    "normalise_url",
-]
+#: what callers import from the package (the rest from its modules)
+__all__ = ["AuditRecord", "BackoffPolicy", "ComplianceInterval", "EquityPoint", "EquityStore",
+           "MetricValue", "OutboxDispatcher", "OutboxRow", "Storage", "create_engine",
+           "current_revision", "head_revision", "migrate"]
 
 
 @dataclass(frozen=True)

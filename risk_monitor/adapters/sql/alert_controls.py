@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_log import SqlAuditLog
@@ -111,28 +111,19 @@ class SqlAlertControls:
                                 alert_silences.c.ends_at > active_at,
                                 sa.or_(alert_silences.c.expired_at.is_(None),
                                        alert_silences.c.expired_at > active_at))
-        if conn is not None:
-            return [_silence(r._mapping) for r in conn.execute(query)]
-        with read_only(self.engine, source=SOURCE) as own:
-            return [_silence(r._mapping) for r in own.execute(query)]
+        return [_silence(r) for r in self._rows(query, conn)]
 
     # -- acknowledgements -----------------------------------------------------------------------
     def target(self, key: str, conn: Connection | None = None) -> AckTarget:
         """The alert named by its fingerprint or by a correlation id of one of its episodes."""
         query = sa.select(alert_states).where(sa.or_(alert_states.c.fingerprint == key,
                                                      alert_states.c.correlation_id == key))
-        if conn is not None:
-            row = conn.execute(query).first()
-        else:
-            with read_only(self.engine, source=SOURCE) as own:
-                row = own.execute(query).first()
+        row = next(iter(self._rows(query, conn)), None)
         if row is None:
             raise AlertControlError(f"no alert with fingerprint or correlation id {key!r}",
                                     source=SOURCE, details=NOT_FOUND)
-        return AckTarget(fingerprint=row.fingerprint, episode=row.episode,
-                         status=LimitStatus(row.status), limit_id=row.limit_id,
-                         scope=row.scope, correlation_id=row.correlation_id,
-                         message_ref=row.message_ref)
+        return AckTarget(status=LimitStatus(row["status"]), **{k: row[k] for k in (
+            "fingerprint", "episode", "limit_id", "scope", "correlation_id", "message_ref")})
 
     def acknowledge(self, key: str, *, by: str, comment: str = "") -> AckedAlert:
         """Acknowledge the alert's current episode in its current status (idempotent)."""
@@ -168,10 +159,14 @@ class SqlAlertControls:
         query = sa.select(alert_acknowledgements).order_by(alert_acknowledgements.c.id)
         if fingerprints is not None:
             query = query.where(alert_acknowledgements.c.fingerprint.in_(sorted(fingerprints)))
+        return [_ack(r) for r in self._rows(query, conn)]
+
+    def _rows(self, query: sa.Select[Any], conn: Connection | None) -> list[RowMapping]:
+        """``query``'s rows, in the caller's transaction when it passes one."""
         if conn is not None:
-            return [_ack(r._mapping) for r in conn.execute(query)]
+            return list(conn.execute(query).mappings())
         with read_only(self.engine, source=SOURCE) as own:
-            return [_ack(r._mapping) for r in own.execute(query)]
+            return list(own.execute(query).mappings())
 
     def unnoted_acknowledgements(self, limit: int = 20) -> list[tuple[int, AckedAlert]]:
         """Acknowledgements still holding whose alert has a thread but no note of them yet."""

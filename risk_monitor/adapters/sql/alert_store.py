@@ -112,11 +112,6 @@ class AlertTransaction:
         return seal_batch(self.connection, [*seals, *extra], at=at)
 
 
-def enqueue(conn: Connection, notifications: Sequence[Notification], now: datetime) -> int:
-    """Insert outbox rows, skipping keys already present; returns how many were new."""
-    return len(enqueue_rows(conn, notifications, now))
-
-
 def enqueue_rows(conn: Connection, notifications: Sequence[Notification],
                  now: datetime) -> list[dict[str, Any]]:
     """Insert outbox rows, skipping keys already present; returns the rows that were new."""

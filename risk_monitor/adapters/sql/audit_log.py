@@ -98,10 +98,6 @@ class ChainHead:
     hash: str
 
 
-def record_from_row(row: Mapping[str, Any]) -> AuditRecord:
-    return AuditRecord(**{k: row[k] for k in AuditRecord.__dataclass_fields__})
-
-
 def content_hash(prev_hash: str, at: datetime, event: str, correlation_id: str | None,
                  run_id: str | None, subject: str | None, digest: str | None,
                  payload: Mapping[str, Any]) -> str:
@@ -291,4 +287,6 @@ def _records(conn: Connection, rows: Iterable[Any]) -> list[AuditRecord]:
     """Records as read, each hot-path alert entry with the versions its digest names."""
     raw = [dict(r._mapping) for r in rows]
     payloads = audit_lineage.expand(conn, [dict(r["payload"] or {}) for r in raw])
-    return [record_from_row({**r, "payload": p}) for r, p in zip(raw, payloads, strict=True)]
+    fields = AuditRecord.__dataclass_fields__
+    return [AuditRecord(**{k: r[k] for k in fields if k != "payload"}, payload=p)
+            for r, p in zip(raw, payloads, strict=True)]

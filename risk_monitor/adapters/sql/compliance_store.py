@@ -24,9 +24,7 @@ from risk_monitor.adapters.sql.audit_log import seal_batch
 from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
 from risk_monitor.adapters.sql.schema import compliance_intervals
 from risk_monitor.domain.compliance import (
-    ComplianceStatus,
     StatusInterval,
-    desk_status,
     seconds_in_status,
     update_intervals,
 )
@@ -78,15 +76,9 @@ class ComplianceStore:
         return seconds_in_status(self.intervals(start, end, limit_id=limit_id, scope=scope),
                                  start, end)
 
-    def status(self) -> ComplianceStatus:
-        """The desk's status from the open intervals (none yet reads UNKNOWN: fail closed)."""
-        return desk_status(i.status for i in self.open_intervals())
-
     def _query(self, query: sa.Select[tuple[object, ...]]) -> list[ComplianceInterval]:
         with read_only(self.engine, source=SOURCE) as conn:
-            return [
-_interval(r) for r in conn.execute(query)
-            ]
+            return [_interval(r) for r in conn.execute(query)]
 
 
 def lock_names_of(results: Sequence[LimitResult]) -> list[str]:

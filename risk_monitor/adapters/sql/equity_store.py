@@ -64,19 +64,6 @@ class EquityStore:
             query = query.where(t.c.at >= since)
         return self._one(query.order_by(t.c.equity.desc(), t.c.at).limit(1))
 
-    def prune(self, before: datetime) -> int:
-        """Drop old observations, keeping each scope's last one before the cut (its SOD base)."""
-        t = equity_history
-        with write_tx(self.engine, source=SOURCE) as conn:
-            keep = (sa.select(t.c.scope, sa.func.max(t.c.at).label("at"))
-                    .where(t.c.at < before).group_by(t.c.scope)).subquery()
-            kept = {(r.scope, r.at) for r in conn.execute(sa.select(keep))}
-            deleted = 0
-            for scope, at in kept:
-                deleted += conn.execute(
-                    t.delete().where(t.c.scope == scope, t.c.at < at)).rowcount
-            return deleted
-
     def _one(self, query: sa.Select[tuple[object, ...]]) -> EquityPoint | None:
         with read_only(self.engine, source=SOURCE) as conn:
             row = conn.execute(query).first()

@@ -170,12 +170,8 @@ class OutboxRepository:
                   *, thread_root: bool) -> bool:
         """Record a delivery; False when our lease was lost (someone may send it again)."""
         with write_tx(self.engine, source=SOURCE) as conn:
-            done = conn.execute(
-                outbox.update()
-                .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
-                .values(status="sent", delivery_ref=delivery_ref, notified_at=now,
-                        finished_at=now, lease_until=None, claim_token=None)
-            ).rowcount
+            done = _update_claimed(conn, entry, status="sent", delivery_ref=delivery_ref,
+                                   notified_at=now, finished_at=now)
             if done and thread_root:
                 conn.execute(
                     alert_states.update()
@@ -183,40 +179,26 @@ class OutboxRepository:
                            alert_states.c.episode == entry.episode)
                     .values(message_ref=delivery_ref)
                 )
-        return bool(done)
+        return done
 
     def reschedule(self, entry: OutboxEntry, next_attempt_at: datetime,
                    error: RiskMonitorError) -> bool:
         with write_tx(self.engine, source=SOURCE) as conn:
-            return bool(conn.execute(
-                outbox.update()
-                .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
-                .values(status="pending", next_attempt_at=next_attempt_at, lease_until=None,
-                        claim_token=None, last_error=_error_text(error),
-                        last_error_code=error.code)
-            ).rowcount)
+            return _update_claimed(conn, entry, status="pending", next_attempt_at=next_attempt_at,
+                                   last_error=_error_text(error), last_error_code=error.code)
 
     def mark_failed(self, entry: OutboxEntry, now: datetime, error: RiskMonitorError) -> bool:
         with write_tx(self.engine, source=SOURCE) as conn:
-            return bool(conn.execute(
-                outbox.update()
-                .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
-                .values(status="failed", finished_at=now, lease_until=None, claim_token=None,
-                        last_error=_error_text(error), last_error_code=error.code)
-            ).rowcount)
+            return _update_claimed(conn, entry, status="failed", finished_at=now,
+                                   last_error=_error_text(error), last_error_code=error.code)
 
     def mark_suppressed(self, entry: OutboxEntry, now: datetime, held_by: str,
                         audit_payload: dict[str, Any] | None = None) -> bool:
         """Record a row held back by a silence or an acknowledgement: finished, never sent,
         kept with what held it (and audited in the same transaction)."""
         with write_tx(self.engine, source=SOURCE) as conn:
-            done = bool(conn.execute(
-                outbox.update()
-                .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
-                .values(status="suppressed", finished_at=now, lease_until=None,
-                        claim_token=None, suppressed_by=held_by[:500],
-                        attempts=outbox.c.attempts - 1)
-            ).rowcount)
+            done = _update_claimed(conn, entry, status="suppressed", finished_at=now,
+                                   suppressed_by=held_by[:500], attempts=outbox.c.attempts - 1)
             if done and audit_payload is not None:
                 SqlAuditLog(self.engine).record(
                     "alert_notification_suppressed", now,
@@ -226,11 +208,7 @@ class OutboxRepository:
     def record_fallback(self, entry: OutboxEntry, fallback_ref: str) -> bool:
         """Remember that the fallback sink has this row, so each retry does not write it again."""
         with write_tx(self.engine, source=SOURCE) as conn:
-            return bool(conn.execute(
-                outbox.update()
-                .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
-                .values(fallback_ref=fallback_ref)
-            ).rowcount)
+            return _update_claimed(conn, entry, keep_claim=True, fallback_ref=fallback_ref)
 
     def release(self, entries: Sequence[OutboxEntry], not_before: datetime | None) -> int:
         """Give claimed rows back unsent (not counted as an attempt)."""
@@ -239,20 +217,12 @@ class OutboxRepository:
         released = 0
         with write_tx(self.engine, source=SOURCE) as conn:
             for entry in entries:
-                values: dict[str, Any] = {"status": "pending", "lease_until": None,
-                                          "claim_token": None,
-                                          "attempts": outbox.c.attempts - 1}
+                values: dict[str, Any] = {"status": "pending", "attempts": outbox.c.attempts - 1}
                 if not_before is not None:
                     later = sa.literal(not_before, UtcDateTime())
                     values["next_attempt_at"] = sa.case(
-                        (outbox.c.next_attempt_at < later, later),
-                        else_=outbox.c.next_attempt_at,
-                    )
-                released += conn.execute(
-                    outbox.update()
-                    .where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
-                    .values(**values)
-                ).rowcount
+                        (outbox.c.next_attempt_at < later, later), else_=outbox.c.next_attempt_at)
+                released += _update_claimed(conn, entry, **values)
         return released
 
     # -- inspection -----------------------------------------------------------------------------
@@ -324,6 +294,17 @@ def _in_order_prefixes(conn: Connection, candidates: set[int]) -> list[int]:
         else:
             blocked.add(row.fingerprint)
     return accepted
+
+
+def _update_claimed(conn: Connection, entry: OutboxEntry, *, keep_claim: bool = False,
+                    **values: Any) -> bool:
+    """Update ``entry``'s row while our claim holds, ending the claim unless ``keep_claim``;
+    False when the lease was lost (someone may send it again)."""
+    if not keep_claim:
+        values.update(lease_until=None, claim_token=None)
+    return bool(conn.execute(
+        outbox.update().where(outbox.c.id == entry.id, outbox.c.claim_token == entry.claim_token)
+        .values(**values)).rowcount)
 
 
 def _error_text(error: RiskMonitorError) -> str:

@@ -114,7 +114,7 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
 def test_the_alert_context_points_the_slack_message_at_the_live_asset() -> None:
     from types import SimpleNamespace
 
-    from risk_monitor.adapters.notifiers import links
+    from risk_monitor.adapters.alert_messages import links
     from risk_monitor_tests.fixtures.storage import plan
 
     report = SimpleNamespace(snapshot=_snapshot(), config_version="cfg-v1")

@@ -88,7 +88,6 @@ def feeder(sim: SimulatorStack, redis_url: str, redis_prefix: str,
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        discovery.close()
         client.close()
 
 

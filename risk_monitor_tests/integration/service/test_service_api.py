@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
-from risk_monitor.adapters.sql.alert_store import enqueue
+from risk_monitor.adapters.sql.alert_store import enqueue_rows
 from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
 from risk_monitor.adapters.sql.engine import write_tx
 from risk_monitor.domain.figures import EQUITY_METRIC, MetricValue
@@ -260,7 +260,7 @@ def raise_alerts(stack: Stack, notifications: list[Notification]) -> None:
     """Enqueue notifications in the outbox, as an evaluator's alert store does."""
     engine = stack.provider.engine
     with write_tx(engine) as conn:
-        enqueue(conn, notifications, datetime.now(UTC))
+        enqueue_rows(conn, notifications, datetime.now(UTC))
 
 
 def test_answers_from_the_database_before_any_own_evaluation(

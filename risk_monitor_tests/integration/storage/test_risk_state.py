@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
-from risk_monitor.domain.compliance import ComplianceStatus
 from risk_monitor.domain.model import LimitStatus, SourceKind, SourceStatus
 from risk_monitor_tests.fixtures.storage import FakeClock, make_result
 
@@ -87,7 +86,6 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
         LimitStatus.UNKNOWN: 0}
     assert spent[("max_notional", "venue:okx")][LimitStatus.WARN] == 9000 - 60
 
-    assert storage.compliance.status() is ComplianceStatus.WARNING
     assert sorted(i.status.value for i in storage.compliance.open_intervals()) == ["OK", "WARN"]
     breach = [i for i in storage.compliance.intervals(t0, window_end)
               if i.status is LimitStatus.BREACH]
@@ -96,8 +94,8 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
     assert len(storage.compliance.open_intervals()) == 2
 
 
-def test_no_evaluation_yet_reads_unknown(storage: Storage) -> None:
-    assert storage.compliance.status() is ComplianceStatus.UNKNOWN
+def test_no_evaluation_yet_has_no_timeline(storage: Storage) -> None:
+    assert storage.compliance.open_intervals() == []  # desk_status([]) is UNKNOWN
 
 
 def test_equity_start_of_day_and_peak(storage: Storage) -> None:
@@ -117,8 +115,6 @@ def test_equity_start_of_day_and_peak(storage: Storage) -> None:
     assert peak is not None and peak.equity == 1100.0
     latest = storage.equity.latest("portfolio")
     assert latest is not None and latest.equity == 1050.0
-    assert storage.equity.prune(midnight + timedelta(hours=2)) == 1  # keeps the SOD base
-    assert storage.equity.start_of_day("portfolio", date(2026, 3, 3)) == latest
 
 
 def test_limit_versions_keep_their_document_and_their_last_application(

@@ -15,7 +15,6 @@ import pytest
 import redis
 import yaml
 
-from risk_monitor.adapters.redis_desk_book import book_fill
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.risk.resources import RiskStoreResource
@@ -30,6 +29,12 @@ from risk_monitor.domain.model import (
 from risk_monitor_tests.unit.domain.builders import balance, frame, position, source
 
 BTC = "BTC/USDT:USDT"
+
+
+def book_fill(client: redis.Redis, venue: str, instrument: str, quantity: float, *,
+              key: str) -> None:
+    """What the desk's trading client does on each of its fills (adapters/redis_desk_book.py)."""
+    client.hincrbyfloat(key, f"{venue}|position|{instrument}", quantity)
 
 
 def collected(exchange_qty: float, *, okx_ok: bool = True) -> dict[str, Collected]:

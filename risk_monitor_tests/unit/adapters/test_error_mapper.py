@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from slack_sdk.errors import SlackApiError, SlackClientConfigurationError, SlackRequestError
 from slack_sdk.web.slack_response import SlackResponse
 
-from risk_monitor.adapters.errors import is_retryable, map_exception
+from risk_monitor.adapters.errors import map_exception
 from risk_monitor.platform import errors as E
 from risk_monitor.platform.logging import register_secret
 
@@ -44,7 +44,6 @@ def test_ccxt(exc: Exception, expected: type[E.RiskMonitorError], retryable: boo
     assert mapped.source == "binance"
     assert mapped.details["endpoint"] == "fetch_positions"
     assert mapped.details["library_error"] == type(exc).__name__
-    assert is_retryable(exc) is retryable
 
 
 def test_ccxt_async_errors_share_the_tree() -> None:

@@ -11,9 +11,6 @@ import pytest
 
 from risk_monitor.application import alert_policy
 from risk_monitor.domain.alerts import (
-    DEFAULT_HYSTERESIS,
-    DEFAULT_KEEP_FIRING_FOR_S,
-    DEFAULT_UNKNOWN_FOR_S,
     AlertPolicy,
     AlertRule,
     held_status,
@@ -29,9 +26,7 @@ QUIET = alert_policy(Settings.model_validate({}))
 
 
 def test_the_default_settings_carry_the_noise_controls() -> None:
-    assert (QUIET.keep_firing_for_s, QUIET.hysteresis, QUIET.unknown_for_s) == (
-        DEFAULT_KEEP_FIRING_FOR_S, DEFAULT_HYSTERESIS, DEFAULT_UNKNOWN_FOR_S)
-    assert QUIET.keep_firing_for_s > 0 and QUIET.hysteresis > 0 and QUIET.unknown_for_s > 0
+    assert (QUIET.keep_firing_for_s, QUIET.hysteresis, QUIET.unknown_for_s) == (120, 0.05, 30)
 
 
 class Desk:
@@ -73,7 +68,7 @@ def test_a_flapping_source_for_ten_minutes_at_the_defaults_is_at_most_one_episod
     _flapping(desk, QUIET, period_s=period_s)
     assert len(desk.episodes()) <= 1
     assert desk.kinds() in ([], [("firing", "UNKNOWN")])  # never resolved while it flaps
-    if period_s > DEFAULT_UNKNOWN_FOR_S:  # down long enough each time: paged, once
+    if period_s > QUIET.unknown_for_s:  # down long enough each time: paged, once
         assert desk.kinds() == [("firing", "UNKNOWN")]
 
 

@@ -28,7 +28,7 @@ def test_intervals_follow_status_changes() -> None:
     timeline = [("OK", 0, None), ("OK", 10, None), ("WARN", 20, 0.85), ("WARN", 25, 0.9),
                 ("BREACH", 30, 1.1), ("BREACH", 40, 1.05), ("OK", 90, 0.5)]
     for status, seconds, used in timeline:
-        update = update_intervals(open_, [result(status, at(seconds), utilisation=used)])
+        update = update_intervals(open_.values(), [result(status, at(seconds), utilisation=used)])
         closed.extend(update.close)
         open_.update({i.fingerprint: i for i in update.open})
     assert [(i.status.value, i.since, i.until) for i in closed] == [
@@ -40,21 +40,21 @@ def test_intervals_follow_status_changes() -> None:
 
 
 def test_same_status_extends_the_interval_and_keeps_the_worst_value() -> None:
-    first = update_intervals({}, [result("WARN", at(0), utilisation=0.9)])
+    first = update_intervals([], [result("WARN", at(0), utilisation=0.9)])
     open_ = {i.fingerprint: i for i in first.open}
-    (again,) = update_intervals(open_, [result("WARN", at(5), utilisation=0.85)]).open
+    (again,) = update_intervals(open_.values(), [result("WARN", at(5), utilisation=0.85)]).open
     assert (again.since, again.last_seen_at, again.worst_utilisation) == (at(0), at(5), 0.9)
 
 
 def test_a_result_older_than_the_last_sighting_never_rewrites_the_past() -> None:
-    first = update_intervals({}, [result("OK", at(0)), result("OK", at(60))])
+    first = update_intervals([], [result("OK", at(0)), result("OK", at(60))])
     (current,) = first.open
     late = update_intervals([current], [result("BREACH", at(30))])
     assert late.close == [] and late.open == []
 
 
 def test_one_batch_with_several_changes_of_one_series_keeps_every_interval() -> None:
-    update = update_intervals({}, [result("WARN", at(20)), result("OK", at(0)),
+    update = update_intervals([], [result("WARN", at(20)), result("OK", at(0)),
                                    result("BREACH", at(40))])
     assert [(i.status.value, i.since, i.until) for i in update.close] == [
         ("OK", at(0), at(20)), ("WARN", at(20), at(40))]
@@ -67,14 +67,6 @@ def test_the_desk_status_follows_the_one_status_order() -> None:
     assert desk_status([LimitStatus.WARN, LimitStatus.UNKNOWN]) is ComplianceStatus.UNKNOWN
     assert desk_status([LimitStatus.UNKNOWN, LimitStatus.BREACH]) is ComplianceStatus.BREACH
     assert desk_status([LimitStatus.OK]) is ComplianceStatus.COMPLIANT
-
-
-def test_close_missing_series() -> None:
-    first = update_intervals({}, [result("BREACH", at(0), limit_id="gone", scope="portfolio")])
-    update = update_intervals(first.open, [], close_missing=True, now=at(50))
-    assert [(i.limit_id, i.until) for i in update.close] == [("gone", at(50))]
-    with pytest.raises(ValueError):
-        update_intervals(first.open, [], close_missing=True)
 
 
 def test_seconds_in_each_status_over_a_window() -> None:

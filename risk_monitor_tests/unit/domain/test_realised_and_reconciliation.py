@@ -15,7 +15,6 @@ from risk_monitor.domain.reconciliation import (
     BreakStatus,
     Tolerance,
     break_results,
-    desk_book,
     reconcile,
 )
 from risk_monitor_tests.unit.domain.builders import NOW, result
@@ -71,8 +70,8 @@ def test_bad_fills_are_refused() -> None:
 
 
 def test_three_books_find_an_unbooked_fill_and_stay_unknown_when_blind() -> None:
-    desk = desk_book([("binance", BTC, 2.0), ("binance", BTC, -0.5), ("okx", BTC, 1.0)],
-                     opening={("fireblocks", "BTC", "balance"): 5.0})
+    desk = {("binance", BTC, "position"): 1.5, ("okx", BTC, "position"): 1.0,
+            ("fireblocks", "BTC", "balance"): 5.0}
     exchange = {("binance", BTC, "position"): 1.5, ("okx", BTC, "position"): 1.3}
     custodian = {("fireblocks", "BTC", "balance"): 5.0}
     breaks = reconcile(desk, exchange, custodian, exchange_venues=["binance", "okx"],

@@ -11,7 +11,6 @@ from risk_monitor.domain.engine import evaluate
 from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
 from risk_monitor.domain.trading_state import (
-    DEFAULT_RULES,
     GLOBAL,
     ManualState,
     ReasonCode,
@@ -22,9 +21,12 @@ from risk_monitor.domain.trading_state import (
     validate_scope,
     verdict_for,
 )
+from risk_monitor.platform.settings import TradingSettings
+from risk_monitor.service.trading import rules_of
 from risk_monitor_tests.unit.domain.builders import NOW, config, desk, result
 
 BTC = "BTC/USDT:USDT"
+DEFAULT_RULES = rules_of(TradingSettings())  # the settings' defaults
 LIMITS = config({"id": "btc", "kind": "max_notional", "scope": {"venue": "binance",
                                                                   "instrument": BTC},
                  "warn": 800000, "breach": 1000000}, venues=["binance", "okx", "fireblocks"])

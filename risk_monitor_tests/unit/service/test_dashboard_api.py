@@ -18,6 +18,7 @@ import pytest
 from starlette.applications import Starlette
 
 from risk_monitor.adapters.sql import ComplianceInterval, Storage, create_engine
+from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.domain.engine import evaluate
 from risk_monitor.domain.model import (
     AlertSeverity,
@@ -35,10 +36,8 @@ from risk_monitor.service.dashboard import (
     DashboardState,
     SqlDashboardStore,
     TimelineView,
-    as_json,
     dashboard_routes,
     display_status,
-    report_metrics,
     timeline_series,
 )
 from risk_monitor.service.health import Readiness
@@ -50,6 +49,7 @@ from risk_monitor_tests.fixtures.dashboard import (
     HOSTILE_SCOPE,
     dashboard_config,
     desk_snapshot,
+    report_metrics,
     write_desk_state,
 )
 
@@ -401,4 +401,4 @@ async def test_build_app_mounts_the_dashboard() -> None:
 
 
 def test_as_json_turns_nan_into_null() -> None:
-    assert as_json({"x": float("nan"), "t": NOW}) == {"x": None, "t": NOW.isoformat()}
+    assert to_jsonable({"x": float("nan"), "t": NOW}) == {"x": None, "t": NOW.isoformat()}

@@ -1,10 +1,9 @@
-"""Registration hash encoding, key scheme and keyspace-flag logic (no server)."""
+"""Registration hash encoding, and key scheme (no server)."""
 
 from __future__ import annotations
 
 from risk_monitor.adapters.redis_registry import (
     ServiceInstance,
-    _covers,
     instance_key,
     service_pattern,
 )
@@ -35,11 +34,3 @@ def test_key_scheme_and_glob_escaping() -> None:
     assert service_pattern("svc", "risk-monitor") == "svc:risk-monitor:*"
     assert service_pattern("t[1]", "a*b?") == "t\\[1\\]:a\\*b\\?:*"
 
-
-def test_keyspace_flags_cover_what_we_need() -> None:
-    assert _covers("KA", "Kghx")
-    assert _covers("Kghx", "Kghx")
-    assert _covers("xKhg$", "Kghx")
-    assert not _covers("", "Kghx")
-    assert not _covers("Ex", "Kghx")  # keyevent only, no keyspace channel
-    assert not _covers("Kx", "Kghx")
