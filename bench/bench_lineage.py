@@ -41,7 +41,9 @@ evaluations, per run; the machine's load average before and after.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import resource
 import statistics
 import sys
@@ -158,10 +160,20 @@ class Stage:
         return ((self.done[0] - self.start[0]) * 1000, (self.done[1] - self.start[1]) * 1000)
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+#: ``--profile``: cProfile of what "added, measured directly" times (context + version row)
+PROFILE: cProfile.Profile | None = None
+
+
+def timed(fn: Callable[[], Any], *, profiled: bool = False) -> tuple[Any, float, float]:
+    profile = PROFILE if profiled else None
+    if profile is not None:
+        profile.enable()
     wall, cpu = time.perf_counter(), time.thread_time()
     out = fn()
-    return out, (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000
+    wall, cpu = (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000
+    if profile is not None:
+        profile.disable()
+    return out, wall, cpu
 
 
 def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
@@ -201,12 +213,8 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
     original_record = audit_lineage.record
 
     def timed_record(*args: Any, **kwargs: Any) -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        try:
-            original_record(*args, **kwargs)
-        finally:
-            row_write.append(((time.perf_counter() - wall) * 1000,
-                              (time.thread_time() - cpu) * 1000))
+        _, wall, cpu = timed(lambda: original_record(*args, **kwargs), profiled=True)
+        row_write.append((wall, cpu))
 
     audit_lineage.record = timed_record  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
@@ -223,7 +231,8 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
                 order = ("with", "without") if i % 2 == 0 else ("without", "with")
                 for variant in order:
                     if variant == "with":
-                        fields, c_wall, c_cpu = timed(lambda r=report: lineage.context(r))
+                        fields, c_wall, c_cpu = timed(lambda r=report: lineage.context(r),
+                                                      profiled=True)
                         context = {**base, **fields}
                     else:
                         context, c_wall, c_cpu = dict(base), 0.0, 0.0
@@ -256,7 +265,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("-n", type=int, default=300, help="alerting evaluations per run")
     parser.add_argument("--sqlite", action="store_true", help="SQLite store, not PostgreSQL")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile what 'added, measured directly' times, print the top")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = cProfile.Profile() if args.profile else None
     configure_logging("WARNING")
     load_before = os.getloadavg()
     runs: list[dict[str, list[float]]] = []
@@ -288,6 +301,8 @@ def main() -> None:
                      for r in runs]
             print(f"{title} ({suffix.strip() or 'wall'}) p50 / p99 / max ms per run: "
                   + "  ".join(f"{a:.3f} / {b:.3f} / {c:.3f}" for a, b, c in added))
+    if PROFILE is not None:
+        pstats.Stats(PROFILE).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

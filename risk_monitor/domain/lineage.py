@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -131,13 +131,15 @@ def _first_value(values: np.ndarray) -> Any:
     return None
 
 
-def _column_hash(series: pd.Series) -> np.ndarray:
-    """One uint64 per value, equal for equal values whichever path built the column: numbers
-    as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC nanoseconds, the rest as text."""
-    dtype = series.dtype
+def _column_hash(values: np.ndarray | pd.api.extensions.ExtensionArray) -> np.ndarray:
+    """One uint64 per value of a column's values, equal for equal values whichever path built
+    the column: numbers as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC nanoseconds,
+    the rest as text."""
+    dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):  # stored as UTC already
-        return _nanoseconds(series.array.asi8, dtype.unit).view(np.uint64)  # type: ignore[attr-defined]
-    values = series.to_numpy()
+        return _nanoseconds(values.asi8, dtype.unit).view(np.uint64)  # type: ignore[union-attr]
+    if not isinstance(values, np.ndarray):  # an extension array: as ``Series.to_numpy`` gives it
+        values = values.to_numpy()
     kind = values.dtype.kind
     if kind == "M":
         unit, _ = np.datetime_data(values.dtype)
@@ -146,17 +148,17 @@ def _column_hash(series: pd.Series) -> np.ndarray:
         floats = values.astype(np.float64) + 0.0  # -0.0 -> 0.0; a new array
         floats[np.isnan(floats)] = np.nan
         return floats.view(np.uint64)
-    if kind != "O":  # an extension type (nullable numbers, strings)
-        return _column_hash(pd.Series(series.to_numpy(dtype=object)))
+    if kind != "O":  # durations, complex, fixed-width texts: each value as text
+        return _texts.column(values.astype(object))
     first = _first_value(values)
     if isinstance(first, (float, int, np.number)) and not isinstance(first, (bool, np.bool_)):
         try:  # numbers in an object column (an empty frame concatenated) hash as numbers
-            return _column_hash(pd.Series(values.astype(np.float64)))
+            return _column_hash(values.astype(np.float64))
         except (TypeError, ValueError):
             pass
     if isinstance(first, datetime):  # Timestamps in an object column
         try:
-            return _column_hash(pd.Series(pd.to_datetime(values, utc=True)))
+            return _column_hash(pd.to_datetime(values, utc=True).array)
         except (TypeError, ValueError):
             pass
     return _texts.column(values)
@@ -167,18 +169,36 @@ def _column_labels(names: tuple[str, ...]) -> np.ndarray:
     return np.array([[_text_hash(name)] for name in names], dtype=np.uint64)
 
 
+def _column_values(frame: pd.DataFrame, position: int) -> Any:
+    """The values of a frame's column without building a ``Series`` (the hot path hashes a
+    fresh quote frame per evaluation: ``frame[name]`` cost ~30 µs a column, this ~1 µs).
+    ``_get_column_array`` is pandas-internal (pandas is pinned < 3);
+    ``test_lineage_versions`` checks it against ``frame.iloc[:, i]``."""
+    return cast(Any, frame)._get_column_array(position)  # not in pandas-stubs
+
+
+def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
+    """:func:`row_hashes` and the values of the ``venue`` column (``None`` without one)."""
+    if not len(frame):
+        return np.zeros(0, dtype=np.uint64), None
+    labels = [str(name) for name in frame.columns]
+    order = sorted(range(len(labels)), key=labels.__getitem__)
+    block = np.empty((len(order), len(frame)), dtype=np.uint64)
+    venues = None
+    for row, position in enumerate(order):
+        values = _column_values(frame, position)
+        block[row] = _column_hash(values)
+        if venues is None and labels[position] == "venue":
+            venues = values
+    mixed = _mix(block ^ _column_labels(tuple(labels[i] for i in order)))
+    return _mix(mixed.sum(axis=0, dtype=np.uint64)), venues
+
+
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """One uint64 per row over every column, by name (column order does not matter): each
     value is mixed with its column's label, the row's values summed (modulo 2**64), the sum
     mixed again. Two numpy passes over the whole block, whatever the number of columns."""
-    if not len(frame):
-        return np.zeros(0, dtype=np.uint64)
-    names = sorted(frame.columns, key=str)
-    block = np.empty((len(names), len(frame)), dtype=np.uint64)
-    for i, name in enumerate(names):
-        block[i] = _column_hash(frame[name])
-    mixed = _mix(block ^ _column_labels(tuple(map(str, names))))
-    return _mix(mixed.sum(axis=0, dtype=np.uint64))
+    return _hashed(frame)[0]
 
 
 def _source_text(sources: Iterable[SourceStatus]) -> bytes:
@@ -207,10 +227,10 @@ def _rows_by_venue(venues: np.ndarray, hashes: np.ndarray) -> dict[str, np.ndarr
 
 def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     frame = collected.frame
-    hashes = row_hashes(frame)
+    hashes, venue_column = _hashed(frame)
     columns = "\x1f".join(sorted(map(str, frame.columns))).encode()
-    if len(frame) and "venue" in frame.columns:
-        rows_of = _rows_by_venue(frame["venue"].to_numpy(dtype=object), hashes)
+    if venue_column is not None:
+        rows_of = _rows_by_venue(np.asarray(venue_column, dtype=object), hashes)
     else:
         rows_of = {NO_VENUE: hashes} if len(frame) else {}
     sources: dict[str, list[SourceStatus]] = {}
