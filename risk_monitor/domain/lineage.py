@@ -25,10 +25,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -91,14 +93,37 @@ def _as_text(value: Any) -> str:
 
 class _TextHashes:
     """Stable 64-bit hashes of texts. Venue, instrument and asset ids repeat on every
-    evaluation: each is hashed once per process (bounded)."""
+    evaluation: each is hashed once per process (bounded), and so is a whole column of texts
+    seen before (the quote frame is rebuilt per evaluation with the same ids in it)."""
+
+    #: columns longer than this are not kept whole (memory); their texts still are
+    COLUMN_ROWS = 10_000
+    COLUMNS = 64
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
         self._known: dict[str, int] = {}
+        self._columns: dict[tuple[str, ...], np.ndarray] = {}
 
     def column(self, values: np.ndarray) -> np.ndarray:
-        """Hashes of a column of objects: one C-level dict look-up per value once known."""
+        """Hashes of a column of objects: one look-up of the whole column once known (texts
+        only: equal tuples of ``str`` hold equal texts), else one per value."""
+        key = tuple(values) if len(values) <= self.COLUMN_ROWS else None
+        try:
+            known = self._columns.get(key) if key is not None else None
+        except TypeError:  # an unhashable value
+            known, key = None, None
+        if known is not None:
+            return known
+        hashes = self._values(values)
+        if key is not None and all(type(value) is str for value in key):
+            if len(self._columns) >= self.COLUMNS:
+                self._columns.clear()
+            hashes.flags.writeable = False  # shared by later calls
+            self._columns[key] = hashes
+        return hashes
+
+    def _values(self, values: np.ndarray) -> np.ndarray:
         try:
             found = list(map(self._known.get, values))
         except TypeError:  # an unhashable value: through its text
@@ -202,8 +227,8 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _source_text(sources: Iterable[SourceStatus]) -> bytes:
-    return "\n".join(f"{s.key}|{s.ok}|{s.rows}|{s.error_code}"
-                     for s in sorted(sources, key=lambda s: s.key)).encode()
+    keyed = sorted(((s.key, s) for s in sources), key=operator.itemgetter(0))
+    return "\n".join(f"{key}|{s.ok}|{s.rows}|{s.error_code}" for key, s in keyed).encode()
 
 
 def _digest(*parts: bytes) -> str:
@@ -248,26 +273,41 @@ def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     return out
 
 
+@dataclass
+class _Seen:
+    """What is known of one dataset object: its venues' versions and, built once, its entries
+    in :func:`input_versions` (shared by every evaluation of the object: read-only)."""
+
+    versions: dict[str, VenueVersion]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 class _IdentityCache:
-    """The versions of the last few dataset objects (kept alive here, so ids stay valid)."""
+    """What is known of the last few dataset objects, while they live: weakly held, so the
+    cache neither keeps a frame alive nor frees one on the hot path (evicting a strongly held
+    quote frame cost its deallocation inside the next evaluation's lineage)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[int, tuple[Collected, dict[str, VenueVersion]]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[weakref.ref[Collected], _Seen]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, collected: Collected) -> dict[str, VenueVersion] | None:
+    def get(self, collected: Collected) -> _Seen | None:
         with self._lock:
             found = self._items.get(id(collected))
-            if found is None or found[0] is not collected:
+            if found is None or found[0]() is not collected:
                 return None
             self._items.move_to_end(id(collected))
             return found[1]
 
-    def put(self, collected: Collected, versions: dict[str, VenueVersion]) -> None:
+    def put(self, collected: Collected, seen: _Seen) -> None:
+        key = id(collected)
+        # the object's death drops its entry (before its id can be reused); no lock in the
+        # callback: it may run inside a locked section of this thread
+        ref = weakref.ref(collected, lambda _: self._items.pop(key, None))
         with self._lock:
-            self._items[id(collected)] = (collected, versions)
-            self._items.move_to_end(id(collected))
+            self._items[key] = (ref, seen)
+            self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
@@ -275,14 +315,18 @@ class _IdentityCache:
 _cache = _IdentityCache(_CACHE_SIZE)
 
 
+def _seen(collected: Collected) -> _Seen:
+    found = _cache.get(collected)
+    if found is None:
+        found = _Seen(_compute_venue_versions(collected))
+        _cache.put(collected, found)
+    return found
+
+
 def venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     """Data version, oldest source time and rows of each venue's part of a dataset (every venue
     with a source or a row). A dataset is immutable once built: the result is cached by object."""
-    found = _cache.get(collected)
-    if found is None:
-        found = _compute_venue_versions(collected)
-        _cache.put(collected, found)
-    return found
+    return _seen(collected).versions
 
 
 def combined_version(versions: Mapping[str, VenueVersion]) -> str:
@@ -337,20 +381,39 @@ def _entry(versions: Mapping[str, VenueVersion]) -> dict[str, Any]:
             "venues": {venue: v.as_dict() for venue, v in sorted(versions.items())}}
 
 
+def _whole(seen: _Seen) -> dict[str, Any]:
+    entry = seen.entries.get("")
+    if entry is None:
+        entry = seen.entries[""] = _entry(seen.versions)
+    return entry
+
+
+def _by_kind(balances: Collected) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The entries of the exchange and the custodian balances in one merged dataset."""
+    seen = _seen(balances)
+    if "custody" not in seen.entries:
+        kinds = {s.venue: s.kind for s in balances.sources}
+        exchange = {v: version for v, version in seen.versions.items()
+                    if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
+        custody = {v: version for v, version in seen.versions.items() if v not in exchange}
+        seen.entries["exchange"] = _entry(exchange)
+        seen.entries["custody"] = _entry(custody)
+    return seen.entries["exchange"], seen.entries["custody"]
+
+
 def input_versions(snapshot: RiskSnapshot, config_version: str) -> dict[str, dict[str, Any]]:
     """Data version, as-of time and rows of each input of one evaluation, named like the
     Dagster assets they correspond to, each with its per-venue versions (``venues``), plus the
     limit configuration version. Equal to what the assets record for the same data: the
-    balances' venues split by source kind hash exactly as the two balance assets do."""
-    balances = venue_versions(snapshot.balances)
-    kinds = {s.venue: s.kind for s in snapshot.balances.sources}
-    exchange = {v: seen for v, seen in balances.items()
-                if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
-    custody = {v: seen for v, seen in balances.items() if v not in exchange}
+    balances' venues split by source kind hash exactly as the two balance assets do.
+
+    The entries of a dataset object evaluated before (positions, balances between polls) are
+    the same objects as then: read them, never change them."""
+    exchange, custody = _by_kind(snapshot.balances)
     return {
-        "market_prices": _entry(venue_versions(snapshot.prices)),
-        "exchange_positions": _entry(venue_versions(snapshot.positions)),
-        "exchange_balances": _entry(exchange),
-        "custodian_balances": _entry(custody),
+        "market_prices": _whole(_seen(snapshot.prices)),
+        "exchange_positions": _whole(_seen(snapshot.positions)),
+        "exchange_balances": exchange,
+        "custodian_balances": custody,
         "limit_config": {"data_version": config_version, "as_of": None, "rows": None},
     }
