@@ -4,6 +4,11 @@ Run (PostgreSQL on 127.0.0.1, like the tests; also runs on SQLite)::
 
     RISK_MONITOR_LOG_LEVEL=WARNING python bench/bench_lineage.py            # 3 runs x 300
     RISK_MONITOR_LOG_LEVEL=WARNING python bench/bench_lineage.py --runs 1 -n 100
+    RISK_MONITOR_LOG_LEVEL=WARNING python bench/bench_lineage.py --runs 1 --profile  # where
+
+``--profile`` runs cProfile over exactly what "added, measured directly" times (the context and
+the version row's write) and prints the top functions; its figures then include the profiler's
+overhead (about 2x): take the figures from a run without it.
 
 The stage, per alerting evaluation, as the service runs it, **with** and **without** lineage on
 the same workload (interleaved, alternating which goes first):
@@ -13,9 +18,9 @@ the same workload (interleaved, alternating which goes first):
   inputs per venue (``domain/lineage.py``) and the digest of those versions. A desk-sized
   snapshot: 200 perpetual quotes on two venues (all ``PRICE_COLUMNS``), 60 positions, exchange
   and custodian balances. The quote frame is rebuilt on every evaluation (one tick moved), as
-  the hot path rebuilds it, so quotes are hashed again; positions and balances are the same
-  objects between polls (identity cache). ``context after a poll`` is the worst case: every
-  dataset new;
+  the hot path rebuilds it, so quotes are hashed again (their id columns are the same texts:
+  one look-up per column); positions and balances are the same objects between polls (identity
+  cache). ``context after a poll`` is the worst case: every dataset new;
 * **commit**: the hot path's writer itself (``AlertWriter._write_changes``: lock the changed
   series, plan, apply, insert the outbox row, seal the audit entries, commit) for one WARN <-> OK
   transition of one series; timed from the call to the writer's wake-up after the commit (the

@@ -16,8 +16,12 @@ reviewer sees which venue's quotes moved. The hash is
   nanoseconds whatever their unit, so an int column on one path and a float column on the other
   agree; other values hash as text;
 * **cached by object**: the hot path re-evaluates the same positions and balances objects
-  between polls; their versions are computed once (a small identity cache), and only the
-  quotes, rebuilt per evaluation, are hashed again.
+  between polls; their versions are computed once (a small identity cache, holding the objects
+  weakly), and only the quotes, rebuilt per evaluation, are hashed again;
+* **cheap on a fresh frame**: the hot path hashes a new quote frame per alerting evaluation
+  (200 rows: ~0.1 ms). Columns are read without a ``Series`` each, numbers and times in numpy
+  passes, and a column of texts seen before (venue, instrument ids) by one look-up of the whole
+  column; what is left is a few hundred µs of fixed cost (``bench/bench_lineage.py``).
 """
 
 from __future__ import annotations
