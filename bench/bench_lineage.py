@@ -4,6 +4,11 @@ Run (PostgreSQL on 127.0.0.1, like the tests; also runs on SQLite)::
 
     RISK_MONITOR_LOG_LEVEL=WARNING python bench/bench_lineage.py            # 3 runs x 300
     RISK_MONITOR_LOG_LEVEL=WARNING python bench/bench_lineage.py --runs 1 -n 100
+    RISK_MONITOR_LOG_LEVEL=WARNING python bench/bench_lineage.py --runs 1 --profile  # where
+
+``--profile`` runs cProfile over exactly what "added, measured directly" times (the context and
+the version row's write) and prints the top functions; its figures then include the profiler's
+overhead (about 2x): take the figures from a run without it.
 
 The stage, per alerting evaluation, as the service runs it, **with** and **without** lineage on
 the same workload (interleaved, alternating which goes first):
@@ -13,9 +18,10 @@ the same workload (interleaved, alternating which goes first):
   inputs per venue (``domain/lineage.py``) and the digest of those versions. A desk-sized
   snapshot: 200 perpetual quotes on two venues (all ``PRICE_COLUMNS``), 60 positions, exchange
   and custodian balances. The quote frame is rebuilt on every evaluation (one tick moved), as
-  the hot path rebuilds it, so quotes are hashed again; positions and balances are the same
-  objects between polls (identity cache). ``context after a poll`` is the worst case: every
-  dataset new;
+  the hot path rebuilds it, so quotes are hashed again (their id columns are the same texts:
+  one look-up per column); positions and balances are the same objects between polls (identity
+  cache). ``context after a poll`` is the worst case: every dataset new, and a tick moved (an
+  evaluation of inputs equal to the last one's reuses its digests);
 * **commit**: the hot path's writer itself (``AlertWriter._write_changes``: lock the changed
   series, plan, apply, insert the outbox row, seal the audit entries, commit) for one WARN <-> OK
   transition of one series; timed from the call to the writer's wake-up after the commit (the
@@ -41,7 +47,9 @@ evaluations, per run; the machine's load average before and after.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import resource
 import statistics
 import sys
@@ -98,6 +106,12 @@ def quote_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
                          "mark": last, "timestamp": pd.Timestamp(T0),
                          "received_at": pd.Timestamp(T0)})
     return rows
+
+
+def move_one(rows: list[dict[str, Any]], rng: np.random.Generator) -> None:
+    """One tick: one quote's last and mark move."""
+    tick = rows[int(rng.integers(len(rows)))]
+    tick["last"] = tick["mark"] = float(tick["last"]) * (1 + rng.normal(0, 1e-4))
 
 
 def prices(rows: list[dict[str, Any]]) -> Collected:
@@ -158,10 +172,20 @@ class Stage:
         return ((self.done[0] - self.start[0]) * 1000, (self.done[1] - self.start[1]) * 1000)
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+#: ``--profile``: cProfile of what "added, measured directly" times (context + version row)
+PROFILE: cProfile.Profile | None = None
+
+
+def timed(fn: Callable[[], Any], *, profiled: bool = False) -> tuple[Any, float, float]:
+    profile = PROFILE if profiled else None
+    if profile is not None:
+        profile.enable()
     wall, cpu = time.perf_counter(), time.thread_time()
     out = fn()
-    return out, (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000
+    wall, cpu = (time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000
+    if profile is not None:
+        profile.disable()
+    return out, wall, cpu
 
 
 def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
@@ -201,20 +225,15 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
     original_record = audit_lineage.record
 
     def timed_record(*args: Any, **kwargs: Any) -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        try:
-            original_record(*args, **kwargs)
-        finally:
-            row_write.append(((time.perf_counter() - wall) * 1000,
-                              (time.thread_time() - cpu) * 1000))
+        _, wall, cpu = timed(lambda: original_record(*args, **kwargs), profiled=True)
+        row_write.append((wall, cpu))
 
     audit_lineage.record = timed_record  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
         lineage = HotPathLineage(DagsterCatalog(instance, "http://dagster.example"))
         try:
             for i in range(n):
-                tick = rows[int(rng.integers(len(rows)))]
-                tick["last"] = tick["mark"] = float(tick["last"]) * (1 + rng.normal(0, 1e-4))
+                move_one(rows, rng)
                 report = SimpleNamespace(config_version="cfg-v1", snapshot=RiskSnapshot(
                     positions=held_positions, balances=held_balances, prices=prices(rows),
                     now=T0))
@@ -223,7 +242,8 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
                 order = ("with", "without") if i % 2 == 0 else ("without", "with")
                 for variant in order:
                     if variant == "with":
-                        fields, c_wall, c_cpu = timed(lambda r=report: lineage.context(r))
+                        fields, c_wall, c_cpu = timed(lambda r=report: lineage.context(r),
+                                                      profiled=True)
                         context = {**base, **fields}
                     else:
                         context, c_wall, c_cpu = dict(base), 0.0, 0.0
@@ -239,6 +259,7 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
                         # what lineage itself runs on the stage, timed directly (not a
                         # difference of two noisy figures): the hash + the row write
                         add("added, measured directly", c_wall + r_wall, c_cpu + r_cpu)
+                move_one(rows, rng)  # new content too: nothing of the last evaluation reused
                 fresh = SimpleNamespace(config_version="cfg-v1", snapshot=RiskSnapshot(
                     positions=positions(), balances=balances(), prices=prices(rows), now=T0))
                 _, wall, cpu = timed(lambda r=fresh: lineage.context(r))
@@ -256,7 +277,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("-n", type=int, default=300, help="alerting evaluations per run")
     parser.add_argument("--sqlite", action="store_true", help="SQLite store, not PostgreSQL")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile what 'added, measured directly' times, print the top")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = cProfile.Profile() if args.profile else None
     configure_logging("WARNING")
     load_before = os.getloadavg()
     runs: list[dict[str, list[float]]] = []
@@ -288,6 +313,8 @@ def main() -> None:
                      for r in runs]
             print(f"{title} ({suffix.strip() or 'wall'}) p50 / p99 / max ms per run: "
                   + "  ".join(f"{a:.3f} / {b:.3f} / {c:.3f}" for a, b, c in added))
+    if PROFILE is not None:
+        pstats.Stats(PROFILE).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

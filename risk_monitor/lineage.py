@@ -167,6 +167,9 @@ class HotPathLineage:
         self.reported = 0
         self.failed = 0
         self.last_event: ReportedEvent | None = None
+        #: the last evaluation's versions and their digests: an evaluation of equal inputs
+        #: (a heartbeat without ticks) reuses them instead of canonicalising them again
+        self._last: tuple[Mapping[str, Any], str, str] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HotPathLineage:
@@ -181,17 +184,21 @@ class HotPathLineage:
         input also per venue), and, when a Dagster instance is configured, the evaluation id
         its ``live_limit_status`` event will carry (the "Asset" button opens that asset)."""
         versions = input_versions(report.snapshot, report.config_version)
+        last = self._last
+        if last is None or last[0] != versions:
+            last = self._last = (versions, versions_digest(versions), evaluation_version(versions))
         fields: dict[str, Any] = {
             # the versions travel as their digest (a ``str`` holding them): every alert of the
             # evaluation writes and seals 64 characters, the versions are stored once
-            # (``adapters/sql/audit_lineage.py``); hashed here, once per evaluation
-            LINEAGE_KEY: LineageDigest(versions_digest(versions), versions),
+            # (``adapters/sql/audit_lineage.py``); hashed here, once per evaluation. A new
+            # ``LineageDigest`` per evaluation: what it learns of the store lives no longer
+            LINEAGE_KEY: LineageDigest(last[1], versions),
             "data_versions": {name: seen["data_version"] for name, seen in versions.items()},
         }
         if self.catalog is not None:
             fields["asset_key"] = LIVE_ASSET
             fields["evaluation_id"] = uuid.uuid4().hex
-            fields["dagster_data_version"] = evaluation_version(versions)
+            fields["dagster_data_version"] = last[2]
         return fields
 
     def after_commit(self, context: Mapping[str, Any],

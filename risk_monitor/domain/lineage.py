@@ -16,8 +16,12 @@ reviewer sees which venue's quotes moved. The hash is
   nanoseconds whatever their unit, so an int column on one path and a float column on the other
   agree; other values hash as text;
 * **cached by object**: the hot path re-evaluates the same positions and balances objects
-  between polls; their versions are computed once (a small identity cache), and only the
-  quotes, rebuilt per evaluation, are hashed again.
+  between polls; their versions are computed once (a small identity cache, holding the objects
+  weakly), and only the quotes, rebuilt per evaluation, are hashed again;
+* **cheap on a fresh frame**: the hot path hashes a new quote frame per alerting evaluation
+  (200 rows: ~0.1 ms). Columns are read without a ``Series`` each, numbers and times in numpy
+  passes, and a column of texts seen before (venue, instrument ids) by one look-up of the whole
+  column; what is left is a few hundred µs of fixed cost (``bench/bench_lineage.py``).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -91,14 +97,37 @@ def _as_text(value: Any) -> str:
 
 class _TextHashes:
     """Stable 64-bit hashes of texts. Venue, instrument and asset ids repeat on every
-    evaluation: each is hashed once per process (bounded)."""
+    evaluation: each is hashed once per process (bounded), and so is a whole column of texts
+    seen before (the quote frame is rebuilt per evaluation with the same ids in it)."""
+
+    #: columns longer than this are not kept whole (memory); their texts still are
+    COLUMN_ROWS = 10_000
+    COLUMNS = 64
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
         self._known: dict[str, int] = {}
+        self._columns: dict[tuple[str, ...], np.ndarray] = {}
 
     def column(self, values: np.ndarray) -> np.ndarray:
-        """Hashes of a column of objects: one C-level dict look-up per value once known."""
+        """Hashes of a column of objects: one look-up of the whole column once known (texts
+        only: equal tuples of ``str`` hold equal texts), else one per value."""
+        key = tuple(values) if len(values) <= self.COLUMN_ROWS else None
+        try:
+            known = self._columns.get(key) if key is not None else None
+        except TypeError:  # an unhashable value
+            known, key = None, None
+        if known is not None:
+            return known
+        hashes = self._values(values)
+        if key is not None and all(type(value) is str for value in key):
+            if len(self._columns) >= self.COLUMNS:
+                self._columns.clear()
+            hashes.flags.writeable = False  # shared by later calls
+            self._columns[key] = hashes
+        return hashes
+
+    def _values(self, values: np.ndarray) -> np.ndarray:
         try:
             found = list(map(self._known.get, values))
         except TypeError:  # an unhashable value: through its text
@@ -131,13 +160,15 @@ def _first_value(values: np.ndarray) -> Any:
     return None
 
 
-def _column_hash(series: pd.Series) -> np.ndarray:
-    """One uint64 per value, equal for equal values whichever path built the column: numbers
-    as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC nanoseconds, the rest as text."""
-    dtype = series.dtype
+def _column_hash(values: np.ndarray | pd.api.extensions.ExtensionArray) -> np.ndarray:
+    """One uint64 per value of a column's values, equal for equal values whichever path built
+    the column: numbers as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC nanoseconds,
+    the rest as text."""
+    dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):  # stored as UTC already
-        return _nanoseconds(series.array.asi8, dtype.unit).view(np.uint64)  # type: ignore[attr-defined]
-    values = series.to_numpy()
+        return _nanoseconds(values.asi8, dtype.unit).view(np.uint64)  # type: ignore[union-attr]
+    if not isinstance(values, np.ndarray):  # an extension array: as ``Series.to_numpy`` gives it
+        values = values.to_numpy()
     kind = values.dtype.kind
     if kind == "M":
         unit, _ = np.datetime_data(values.dtype)
@@ -146,17 +177,17 @@ def _column_hash(series: pd.Series) -> np.ndarray:
         floats = values.astype(np.float64) + 0.0  # -0.0 -> 0.0; a new array
         floats[np.isnan(floats)] = np.nan
         return floats.view(np.uint64)
-    if kind != "O":  # an extension type (nullable numbers, strings)
-        return _column_hash(pd.Series(series.to_numpy(dtype=object)))
+    if kind != "O":  # durations, complex, fixed-width texts: each value as text
+        return _texts.column(values.astype(object))
     first = _first_value(values)
     if isinstance(first, (float, int, np.number)) and not isinstance(first, (bool, np.bool_)):
         try:  # numbers in an object column (an empty frame concatenated) hash as numbers
-            return _column_hash(pd.Series(values.astype(np.float64)))
+            return _column_hash(values.astype(np.float64))
         except (TypeError, ValueError):
             pass
     if isinstance(first, datetime):  # Timestamps in an object column
         try:
-            return _column_hash(pd.Series(pd.to_datetime(values, utc=True)))
+            return _column_hash(pd.to_datetime(values, utc=True).array)
         except (TypeError, ValueError):
             pass
     return _texts.column(values)
@@ -167,23 +198,41 @@ def _column_labels(names: tuple[str, ...]) -> np.ndarray:
     return np.array([[_text_hash(name)] for name in names], dtype=np.uint64)
 
 
+def _column_values(frame: pd.DataFrame, position: int) -> Any:
+    """The values of a frame's column without building a ``Series`` (the hot path hashes a
+    fresh quote frame per evaluation: ``frame[name]`` cost ~30 µs a column, this ~1 µs).
+    ``_get_column_array`` is pandas-internal (pandas is pinned < 3);
+    ``test_lineage_versions`` checks it against ``frame.iloc[:, i]``."""
+    return cast(Any, frame)._get_column_array(position)  # not in pandas-stubs
+
+
+def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
+    """:func:`row_hashes` and the values of the ``venue`` column (``None`` without one)."""
+    if not len(frame):
+        return np.zeros(0, dtype=np.uint64), None
+    labels = [str(name) for name in frame.columns]
+    order = sorted(range(len(labels)), key=labels.__getitem__)
+    block = np.empty((len(order), len(frame)), dtype=np.uint64)
+    venues = None
+    for row, position in enumerate(order):
+        values = _column_values(frame, position)
+        block[row] = _column_hash(values)
+        if venues is None and labels[position] == "venue":
+            venues = values
+    mixed = _mix(block ^ _column_labels(tuple(labels[i] for i in order)))
+    return _mix(mixed.sum(axis=0, dtype=np.uint64)), venues
+
+
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """One uint64 per row over every column, by name (column order does not matter): each
     value is mixed with its column's label, the row's values summed (modulo 2**64), the sum
     mixed again. Two numpy passes over the whole block, whatever the number of columns."""
-    if not len(frame):
-        return np.zeros(0, dtype=np.uint64)
-    names = sorted(frame.columns, key=str)
-    block = np.empty((len(names), len(frame)), dtype=np.uint64)
-    for i, name in enumerate(names):
-        block[i] = _column_hash(frame[name])
-    mixed = _mix(block ^ _column_labels(tuple(map(str, names))))
-    return _mix(mixed.sum(axis=0, dtype=np.uint64))
+    return _hashed(frame)[0]
 
 
 def _source_text(sources: Iterable[SourceStatus]) -> bytes:
-    return "\n".join(f"{s.key}|{s.ok}|{s.rows}|{s.error_code}"
-                     for s in sorted(sources, key=lambda s: s.key)).encode()
+    keyed = sorted(((s.key, s) for s in sources), key=operator.itemgetter(0))
+    return "\n".join(f"{key}|{s.ok}|{s.rows}|{s.error_code}" for key, s in keyed).encode()
 
 
 def _digest(*parts: bytes) -> str:
@@ -207,10 +256,10 @@ def _rows_by_venue(venues: np.ndarray, hashes: np.ndarray) -> dict[str, np.ndarr
 
 def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     frame = collected.frame
-    hashes = row_hashes(frame)
+    hashes, venue_column = _hashed(frame)
     columns = "\x1f".join(sorted(map(str, frame.columns))).encode()
-    if len(frame) and "venue" in frame.columns:
-        rows_of = _rows_by_venue(frame["venue"].to_numpy(dtype=object), hashes)
+    if venue_column is not None:
+        rows_of = _rows_by_venue(np.asarray(venue_column, dtype=object), hashes)
     else:
         rows_of = {NO_VENUE: hashes} if len(frame) else {}
     sources: dict[str, list[SourceStatus]] = {}
@@ -228,26 +277,41 @@ def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     return out
 
 
+@dataclass
+class _Seen:
+    """What is known of one dataset object: its venues' versions and, built once, its entries
+    in :func:`input_versions` (shared by every evaluation of the object: read-only)."""
+
+    versions: dict[str, VenueVersion]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 class _IdentityCache:
-    """The versions of the last few dataset objects (kept alive here, so ids stay valid)."""
+    """What is known of the last few dataset objects, while they live: weakly held, so the
+    cache neither keeps a frame alive nor frees one on the hot path (evicting a strongly held
+    quote frame cost its deallocation inside the next evaluation's lineage)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[int, tuple[Collected, dict[str, VenueVersion]]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[weakref.ref[Collected], _Seen]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, collected: Collected) -> dict[str, VenueVersion] | None:
+    def get(self, collected: Collected) -> _Seen | None:
         with self._lock:
             found = self._items.get(id(collected))
-            if found is None or found[0] is not collected:
+            if found is None or found[0]() is not collected:
                 return None
             self._items.move_to_end(id(collected))
             return found[1]
 
-    def put(self, collected: Collected, versions: dict[str, VenueVersion]) -> None:
+    def put(self, collected: Collected, seen: _Seen) -> None:
+        key = id(collected)
+        # the object's death drops its entry (before its id can be reused); no lock in the
+        # callback: it may run inside a locked section of this thread
+        ref = weakref.ref(collected, lambda _: self._items.pop(key, None))
         with self._lock:
-            self._items[id(collected)] = (collected, versions)
-            self._items.move_to_end(id(collected))
+            self._items[key] = (ref, seen)
+            self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
@@ -255,14 +319,18 @@ class _IdentityCache:
 _cache = _IdentityCache(_CACHE_SIZE)
 
 
+def _seen(collected: Collected) -> _Seen:
+    found = _cache.get(collected)
+    if found is None:
+        found = _Seen(_compute_venue_versions(collected))
+        _cache.put(collected, found)
+    return found
+
+
 def venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     """Data version, oldest source time and rows of each venue's part of a dataset (every venue
     with a source or a row). A dataset is immutable once built: the result is cached by object."""
-    found = _cache.get(collected)
-    if found is None:
-        found = _compute_venue_versions(collected)
-        _cache.put(collected, found)
-    return found
+    return _seen(collected).versions
 
 
 def combined_version(versions: Mapping[str, VenueVersion]) -> str:
@@ -317,20 +385,39 @@ def _entry(versions: Mapping[str, VenueVersion]) -> dict[str, Any]:
             "venues": {venue: v.as_dict() for venue, v in sorted(versions.items())}}
 
 
+def _whole(seen: _Seen) -> dict[str, Any]:
+    entry = seen.entries.get("")
+    if entry is None:
+        entry = seen.entries[""] = _entry(seen.versions)
+    return entry
+
+
+def _by_kind(balances: Collected) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The entries of the exchange and the custodian balances in one merged dataset."""
+    seen = _seen(balances)
+    if "custody" not in seen.entries:
+        kinds = {s.venue: s.kind for s in balances.sources}
+        exchange = {v: version for v, version in seen.versions.items()
+                    if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
+        custody = {v: version for v, version in seen.versions.items() if v not in exchange}
+        seen.entries["exchange"] = _entry(exchange)
+        seen.entries["custody"] = _entry(custody)
+    return seen.entries["exchange"], seen.entries["custody"]
+
+
 def input_versions(snapshot: RiskSnapshot, config_version: str) -> dict[str, dict[str, Any]]:
     """Data version, as-of time and rows of each input of one evaluation, named like the
     Dagster assets they correspond to, each with its per-venue versions (``venues``), plus the
     limit configuration version. Equal to what the assets record for the same data: the
-    balances' venues split by source kind hash exactly as the two balance assets do."""
-    balances = venue_versions(snapshot.balances)
-    kinds = {s.venue: s.kind for s in snapshot.balances.sources}
-    exchange = {v: seen for v, seen in balances.items()
-                if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
-    custody = {v: seen for v, seen in balances.items() if v not in exchange}
+    balances' venues split by source kind hash exactly as the two balance assets do.
+
+    The entries of a dataset object evaluated before (positions, balances between polls) are
+    the same objects as then: read them, never change them."""
+    exchange, custody = _by_kind(snapshot.balances)
     return {
-        "market_prices": _entry(venue_versions(snapshot.prices)),
-        "exchange_positions": _entry(venue_versions(snapshot.positions)),
-        "exchange_balances": _entry(exchange),
-        "custodian_balances": _entry(custody),
+        "market_prices": _whole(_seen(snapshot.prices)),
+        "exchange_positions": _whole(_seen(snapshot.positions)),
+        "exchange_balances": exchange,
+        "custodian_balances": custody,
         "limit_config": {"data_version": config_version, "as_of": None, "rows": None},
     }

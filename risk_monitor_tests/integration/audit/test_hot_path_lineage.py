@@ -166,3 +166,24 @@ def test_quotes_are_hashed_per_venue_like_the_market_prices_asset() -> None:
     assert after["venues"]["binance"] == recorded["venues"]["binance"]
     assert after["venues"]["okx"]["data_version"] != recorded["venues"]["okx"]["data_version"]
     assert after["data_version"] != recorded["data_version"]
+
+
+def test_an_evaluation_of_equal_inputs_reuses_the_digests_not_what_the_store_taught() -> None:
+    from types import SimpleNamespace
+
+    from risk_monitor.domain.audit_chain import versions_digest
+
+    lineage = HotPathLineage(DagsterCatalog(None, "http://dagster.example"))
+    first = lineage.context(SimpleNamespace(  # type: ignore[arg-type]
+        snapshot=_snapshot(), config_version="cfg-v1"))
+    first["lineage_digest"].stored_in.add(1)  # as if a store had confirmed the row
+    again = lineage.context(SimpleNamespace(  # type: ignore[arg-type]
+        snapshot=_snapshot(), config_version="cfg-v1"))  # new objects, equal content
+    assert again["lineage_digest"] == first["lineage_digest"]
+    assert again["dagster_data_version"] == first["dagster_data_version"]
+    assert again["lineage_digest"].stored_in == set()  # a new evaluation writes its row again
+    other = lineage.context(SimpleNamespace(  # type: ignore[arg-type]
+        snapshot=_snapshot(), config_version="cfg-v2"))
+    versions = other["lineage_digest"].versions
+    assert other["lineage_digest"] == versions_digest(versions) != first["lineage_digest"]
+    assert other["dagster_data_version"] == evaluation_version(versions)

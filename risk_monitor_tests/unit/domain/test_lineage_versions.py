@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
 from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.lineage import (
+    _column_hash,
+    _column_values,
     combined_version,
     content_version,
     input_versions,
@@ -95,3 +98,26 @@ def test_a_dataset_object_is_hashed_once() -> None:
     base = quotes()
     assert venue_versions(base) is venue_versions(base)
     assert venue_versions(Collected(base.frame, base.sources)) == venue_versions(base)
+
+
+def test_versions_are_pinned() -> None:
+    """Every stored alert and Dagster event names versions hashed this way: a change of the
+    hash (even a faster one) changes every data version, so it must be deliberate."""
+    assert content_version(quotes()) == "53bdafa22395ccdf70107826"
+    assert {venue: seen.data_version for venue, seen in venue_versions(quotes()).items()} == {
+        "binance": "1ee85539369056d7b8940d39", "okx": "66bd2450895074169dc097f9"}
+
+
+def test_columns_are_read_as_pandas_gives_them() -> None:
+    """The hash reads columns through pandas' internal ``_get_column_array`` (no ``Series``
+    per column, the hot path's cost): it must hash like the public ``frame.iloc[:, i]``."""
+    frame = quotes().frame.assign(
+        ms=lambda f: f["timestamp"].dt.as_unit("ms"), naive=lambda f: f["timestamp"].dt
+        .tz_localize(None), n=pd.array([1, None, 3], dtype="Int64"),
+        text=pd.array(["a", None, "c"], dtype="string"), flag=[True, False, True],
+        objects=np.array([None, 1.5, "x"], dtype=object), kind=pd.Categorical(["a", "b", "a"]),
+        small=np.array([1, 2, 3], dtype=np.uint8), duration=pd.to_timedelta([1, 2, 3], "s"))
+    for position in range(frame.shape[1]):
+        public = frame.iloc[:, position].array
+        assert (_column_hash(_column_values(frame, position)) == _column_hash(public)).all()
+    assert content_version(Collected(frame, quotes().sources))  # every kind of column hashes
