@@ -148,9 +148,10 @@ def position_pnl(
 
     has_quote = np.isfinite(q_mark)
     own_ok = pos_fresh & np.isfinite(own_mark) & (own_mark > 0)
-    # every float column is computed straight into its row of the frame's block: at 1M rows
-    # temporaries and the copy into the block cost more than the arithmetic (and ~100 MB)
-    block, col = float_block(_PNL_FLOATS, n)
+    # the computed float columns are written straight into one block with ``out=``; the input
+    # figures the frame repeats (quantity, entry, venue P&L, liquidation) are the input's own
+    # arrays, not copies: at 1M rows each copy or temporary costs 8 MB
+    col = float_block(_PNL_FLOATS, n)
     mark = col["mark"]
     mark.fill(np.nan)
     np.copyto(mark, own_mark, where=own_ok)
@@ -186,9 +187,8 @@ def position_pnl(
     np.multiply(upnl, nan_if_bad, out=col["unrealized_pnl"])
     np.multiply(upnl, quote_usd, out=upnl)
     np.multiply(upnl, nan_if_bad, out=upnl)  # now upnl * quote_usd * nan_if_bad
-    np.copyto(col["venue_unrealized_pnl"], floats(positions, "unrealized_pnl"))
-    np.subtract(col["unrealized_pnl"], col["venue_unrealized_pnl"],
-                out=col["unrealized_pnl_diff"])
+    venue_upnl = floats(positions, "unrealized_pnl")
+    np.subtract(col["unrealized_pnl"], venue_upnl, out=col["unrealized_pnl_diff"])
     notional = np.abs(quantity, out=col["notional_usd"])
     np.multiply(notional, mark, out=notional)
     np.multiply(notional, quote_usd, out=notional)
@@ -196,7 +196,6 @@ def position_pnl(
     signed = np.multiply(quantity, mark, out=col["signed_notional_usd"])
     np.multiply(signed, quote_usd, out=signed)
     np.multiply(signed, nan_if_bad, out=signed)
-    np.copyto(col["liquidation_price"], liq)
     liq_pct = col["liquidation_distance_pct"]
     with np.errstate(invalid="ignore", divide="ignore"):
         has_liq = np.isfinite(liq) & (liq > 0)
@@ -206,9 +205,6 @@ def position_pnl(
         np.multiply(liq_pct, 100.0, out=liq_pct)
     liq_pct[~has_liq] = np.nan
     np.multiply(liq_pct, nan_if_bad, out=liq_pct)
-    np.copyto(col["quantity"], quantity)
-    np.copyto(col["entry_price"], entry)
-    np.copyto(col["realized_pnl"], floats(positions, "realized_pnl"))
     del nan_if_bad, has_liq, own_ok, has_quote
 
     return frame_of(
@@ -220,21 +216,24 @@ def position_pnl(
             "quote": quote_ccy,
             "position_side": categorical(positions, "position_side"),
             **col,
+            "quantity": quantity,
+            "entry_price": entry,
+            "venue_unrealized_pnl": venue_upnl,
+            "realized_pnl": floats(positions, "realized_pnl"),
+            "liquidation_price": liq,
             "mark_source": mark_source,
             "source_time": utc_times(source_t),
             "ok": ok,
             "problem": problem,
         },
         POSITION_PNL_COLUMNS,
-        block,
     )
 
 
-#: float64 columns of POSITION_PNL_COLUMNS, in column order (the rows of the frame's block)
+#: the float64 columns :func:`position_pnl` computes (the rows of the frame's block)
 _PNL_FLOATS: tuple[str, ...] = (
-    "quantity", "entry_price", "mark", "quote_usd", "unrealized_pnl", "unrealized_pnl_usd",
-    "venue_unrealized_pnl", "unrealized_pnl_diff", "realized_pnl", "notional_usd",
-    "signed_notional_usd", "liquidation_price", "liquidation_distance_pct",
+    "mark", "quote_usd", "unrealized_pnl", "unrealized_pnl_usd", "unrealized_pnl_diff",
+    "notional_usd", "signed_notional_usd", "liquidation_distance_pct",
 )
 
 
