@@ -142,10 +142,43 @@ class FrameIndex:
                      None if sums is None else tuple(sums))
         cached = self._columns_cache.get(cache_key)
         if cached is None:
-            cached = self._columns_cache[cache_key] = self._groups(
-                fixed, wild,
-                self.values if sums is None else {name: self.values[name] for name in sums})
+            cached = self._from_wider(fixed, wild, cache_key[2])
+            if cached is None:
+                cached = self._groups(
+                    fixed, wild,
+                    self.values if sums is None else {name: self.values[name] for name in sums})
+            self._columns_cache[cache_key] = cached
         return cached
+
+    def _from_wider(self, fixed: Mapping[str, str], wild: Sequence[str],
+                    sums: tuple[str, ...] | None) -> Groups | None:
+        """A filtered grouping read off a cached grouping that has the filtered dims as wildcards
+        (``venue=binance`` off the per-venue grouping): no pass over the rows. The figures are
+        the same bits: ``bincount`` adds each bin's rows in row order either way. None when no
+        such grouping is cached."""
+        if not fixed:
+            return None
+        dims = [d for d in self._raw if d in fixed or d in wild]
+        if len(dims) != len(fixed) + len(wild):
+            return None
+        wider = self._columns_cache.get(((), tuple(dims), sums))
+        if wider is None:
+            return None
+        fixed_at = [(i, fixed[d]) for i, d in enumerate(dims) if d in fixed]
+        wild_at = [dims.index(d) for d in wild]
+        picked = [g for g, key in enumerate(wider.keys)
+                  if all(key[i] == value for i, value in fixed_at)]
+        if not picked:
+            return _NO_GROUPS
+        return Groups(
+            keys=[tuple(wider.keys[g][i] for i in wild_at) for g in picked],
+            sums={name: [values[g] for g in picked] for name, values in wider.sums.items()},
+            mins={name: [values[g] for g in picked] for name, values in wider.mins.items()},
+            rows=[wider.rows[g] for g in picked],
+            bad=[wider.bad[g] for g in picked],
+            first_bad=[wider.first_bad[g] for g in picked],
+            oldest_ns=[wider.oldest_ns[g] for g in picked],
+        )
 
     def _groups(self, fixed: Mapping[str, str], wild: Sequence[str],
                 values: Mapping[str, np.ndarray]) -> Groups:
