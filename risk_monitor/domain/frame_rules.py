@@ -204,17 +204,18 @@ def _unique(frame: pd.DataFrame, key: Sequence[str], codes: dict[str, np.ndarray
         return True
     combined = np.zeros(len(frame), dtype=np.int64)
     space = 1
-    for name in key:
+    for name in key:  # in place: at 1M rows every temporary is 8 MB of fresh pages
         column = codes.get(name)
         if column is None:
             column, _ = key_codes(frame, name)
-        column = column.astype(np.int64)
         width = int(column.max()) + 2
         if space * width >= 2**62:  # key space too wide for one int64: hash the rows
             return not bool(frame.duplicated(list(key)).any())
-        combined = combined * width + (column + 1)
+        combined *= width
+        combined += column  # codes >= -1: shifted by one below, as the width allows
+        combined += 1
         space *= width
     if space <= 4 * len(frame) + 1024:
         return int(np.bincount(combined, minlength=1).max()) <= 1
-    ordered = np.sort(combined)
-    return not bool((ordered[1:] == ordered[:-1]).any())
+    combined.sort()
+    return not bool((combined[1:] == combined[:-1]).any())
