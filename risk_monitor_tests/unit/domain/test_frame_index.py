@@ -56,3 +56,24 @@ def test_filtered_grouping_from_a_wider_one_equals_a_pass_over_the_rows(seed: in
         derived.columns({}, wider, ("gross", "net"))  # cached: the filtered one is read off it
         assert _by_key(derived.columns(fixed, wild, ("gross", "net"))) == \
             _by_key(direct.columns(fixed, wild, ("gross", "net")))
+
+
+@pytest.mark.parametrize("times", ["recent", "with_pre_1970", "all_missing"])
+def test_oldest_time_per_group_skips_missing_times(times: str) -> None:
+    """The oldest time of a group is the minimum over its rows that have one (NAT skipped;
+    NAT when none has), whichever way the index computes it."""
+    rng = np.random.default_rng(5)
+    n = 5000
+    venues = np.array([f"v{i}" for i in rng.integers(0, 6, n)], dtype=object)
+    t_ns = rng.integers(10**18, 2 * 10**18, n)
+    t_ns[rng.random(n) < 0.3] = NAT
+    t_ns[venues == "v5"] = NAT  # one group without any time
+    if times == "with_pre_1970":
+        t_ns[rng.random(n) < 0.05] = -rng.integers(1, 10**17)
+    if times == "all_missing":
+        t_ns[:] = NAT
+    index = FrameIndex({"venue": venues}, {}, {}, np.zeros(n, dtype=bool), t_ns)
+    groups = index.columns({}, ["venue"])
+    for g, (venue,) in enumerate(groups.keys):
+        present = t_ns[(venues == venue) & (t_ns != NAT)]
+        assert groups.oldest_ns[g] == (int(present.min()) if len(present) else NAT)
