@@ -55,8 +55,7 @@ def times_ns(frame: pd.DataFrame, primary: str, fallback: str) -> np.ndarray:
         if column not in frame.columns or len(frame) == 0:
             continue
         values = _column_ns(frame[column])
-        present = values != NAT
-        out[present] = values[present]
+        np.copyto(out, values, where=values != NAT)
     return out
 
 
