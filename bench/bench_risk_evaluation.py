@@ -7,15 +7,17 @@ heartbeat costs: validate the collected frames against the dataset schemas at ``
 ``adapters.collection`` does), build the :class:`RiskSnapshot`, then ``engine.evaluate``
 (P&L, equity, exposures, every limit). Synthetic desk: 4 venues, N/2000 accounts per venue,
 500 perpetuals, every (venue, account, instrument) one position; limits from
-risk_monitor/config/limits.yaml (5,523 results). Fresh copies of the input frames for every
-evaluation, so no cache from a previous one helps.
+risk_monitor/config/limits.yaml (5,523 results). The input frames are generated anew before
+every evaluation (untimed), so no cache from a previous one helps, and the process holds one
+set at a time, shaped as collection builds them: object string columns whose rows share one
+str per distinct value, float64 columns, UTC timestamps.
 
 Each size runs in ``--runs`` separate processes (default 3) with ``--repeat`` timed
 evaluations each; it prints wall p50 / p99 / max over all of them, the CPU time of an
 evaluation (``process_time``: what a busy machine distorts least), the stage medians, the
 spread of the per-run medians, peak RSS of the process (``ru_maxrss``; beside it the peak while
-the synthetic inputs were built), the RSS held before an evaluation (snapshot + fresh input
-copies, after ``malloc_trim``) and the evaluation's own added peak over it (``VmHWM`` after a
+the synthetic inputs were first built), the RSS held before an evaluation (the input frames,
+after ``malloc_trim``) and the evaluation's own added peak over it (``VmHWM`` after a
 ``clear_refs`` reset, worst of the evaluations), and the 1-minute load average before / after. Not a test: it asserts nothing.
 """
 
@@ -57,6 +59,7 @@ from risk_monitor.domain.schemas import (
     price_rules,
     validate_frame,
 )
+from risk_monitor.domain.valuation import float_block, frame_of
 
 NOW = datetime(2025, 10, 20, 12, 0, tzinfo=UTC)
 VENUES = ("binance", "okx", "bybit", "deribit")
@@ -64,46 +67,74 @@ INSTRUMENTS = 500
 LIMITS_FILE = Path(__file__).resolve().parent.parent / "risk_monitor" / "config" / "limits.yaml"
 
 
-def build_snapshot(n: int, seed: int = 7) -> RiskSnapshot:
+def _objects(values: list[str], codes: np.ndarray) -> np.ndarray:
+    """An object column whose rows share one str object per distinct value, as a frame built
+    from collected rows holds them (ids from settings, ccxt's market symbols, literals)."""
+    return np.array(values, dtype=object)[codes]
+
+
+def build_inputs(n: int, seed: int = 7) -> RiskSnapshot:
+    """The collected frames of a synthetic desk of ``n`` positions (unvalidated).
+
+    Built column by column into one float block, like a collection that appends per-source
+    rows: no second copy of a 1M-row frame ever exists while it is built."""
     rng = np.random.default_rng(seed)
     per_venue = max(1, n // len(VENUES))
     accounts = max(1, per_venue // INSTRUMENTS)
     instruments = min(INSTRUMENTS, per_venue)
-    bases = np.array([f"C{i:04d}" for i in range(instruments)], dtype=object)
+    bases = [f"C{i:04d}" for i in range(instruments)]
+    symbols = [f"{b}/USDT:USDT" for b in bases]
     base_price = rng.uniform(1, 50_000, instruments)
-    venue = np.repeat(np.array(VENUES, dtype=object), accounts * instruments)
-    account = np.tile(np.repeat(np.array([f"a{i}" for i in range(accounts)], dtype=object), instruments), len(VENUES))
-    inst_idx = np.tile(np.arange(instruments), accounts * len(VENUES))
-    size = len(venue)
-    base = bases[inst_idx]
-    symbol = np.array([f"{b}/USDT:USDT" for b in bases], dtype=object)[inst_idx]
-    mark = base_price[inst_idx] * rng.uniform(0.99, 1.01, size)
-    qty = rng.normal(0, 1, size) * 1000 / mark
-    entry = mark * rng.uniform(0.9, 1.1, size)
+    rows = len(VENUES) * accounts * instruments
+    inst_idx = np.tile(np.arange(instruments, dtype=np.int32), accounts * len(VENUES))
+    venue_idx = np.repeat(np.arange(len(VENUES), dtype=np.int32), accounts * instruments)
+    account_idx = np.tile(np.repeat(np.arange(accounts, dtype=np.int32), instruments),
+                          len(VENUES))
     received = pd.Timestamp(NOW - timedelta(seconds=2)).as_unit("ns")
-    positions = pd.DataFrame(
+    floats_ = ("contracts", "contract_size", "quantity", "entry_price", "mark_price", "notional",
+               "unrealized_pnl", "realized_pnl", "leverage", "liquidation_price")
+    col = float_block(floats_, rows)
+    mark = col["mark_price"]
+    np.multiply(base_price[inst_idx], rng.uniform(0.99, 1.01, rows), out=mark)
+    qty = col["quantity"]
+    np.divide(rng.normal(0, 1, rows) * 1000, mark, out=qty)
+    np.multiply(mark, rng.uniform(0.9, 1.1, rows), out=col["entry_price"])
+    np.abs(qty, out=col["contracts"])
+    col["contract_size"].fill(1.0)
+    np.multiply(col["contracts"], mark, out=col["notional"])
+    np.subtract(mark, col["entry_price"], out=col["unrealized_pnl"])
+    np.multiply(col["unrealized_pnl"], qty, out=col["unrealized_pnl"])
+    col["realized_pnl"].fill(0.0)
+    col["leverage"].fill(5.0)
+    long = qty >= 0
+    np.multiply(mark, np.where(long, 0.7, 1.3), out=col["liquidation_price"])
+    times = pd.DatetimeIndex(np.full(rows, received.value, dtype=np.int64)
+                             .view("datetime64[ns]")).tz_localize("UTC")
+    positions = frame_of(
         {
-            "venue": venue, "account": account, "instrument": symbol, "base": base,
-            "quote": "USDT", "settle": "USDT",
-            "position_side": np.where(qty >= 0, "long", "short"),
-            "contracts": np.abs(qty), "contract_size": 1.0, "quantity": qty,
-            "entry_price": entry, "mark_price": mark, "notional": np.abs(qty) * mark,
-            "unrealized_pnl": (mark - entry) * qty, "realized_pnl": 0.0, "leverage": 5.0,
-            "liquidation_price": np.where(qty >= 0, mark * 0.7, mark * 1.3), "margin_mode": "cross",
-            "timestamp": received, "received_at": received,
+            "venue": _objects(list(VENUES), venue_idx),
+            "account": _objects([f"a{i}" for i in range(accounts)], account_idx),
+            "instrument": _objects(symbols, inst_idx),
+            "base": _objects(bases, inst_idx),
+            "quote": _objects(["USDT"], np.zeros(rows, dtype=np.int8)),
+            "settle": _objects(["USDT"], np.zeros(rows, dtype=np.int8)),
+            "position_side": _objects(["short", "long"], long.view(np.int8)),
+            "margin_mode": _objects(["cross"], np.zeros(rows, dtype=np.int8)),
+            **col, "timestamp": times, "received_at": times,
         },
-        columns=list(POSITION_COLUMNS),
+        POSITION_COLUMNS,
     )
-    q_venue = np.repeat(np.array(VENUES, dtype=object), instruments)
+    del long, venue_idx, account_idx, inst_idx
+    q_venue = np.repeat(np.arange(len(VENUES)), instruments)
     q_inst = np.tile(np.arange(instruments), len(VENUES))
     last = base_price[q_inst]
+    quoted = pd.Timestamp(NOW - timedelta(seconds=1)).as_unit("ns")
     prices = pd.DataFrame(
         {
-            "venue": q_venue, "instrument": np.array([f"{b}/USDT:USDT" for b in bases], dtype=object)[q_inst],
-            "base": bases[q_inst], "quote": "USDT", "bid": last * 0.9999, "ask": last * 1.0001,
-            "last": last, "mark": last,
-            "timestamp": pd.Timestamp(NOW - timedelta(seconds=1)).as_unit("ns"),
-            "received_at": pd.Timestamp(NOW - timedelta(seconds=1)).as_unit("ns"),
+            "venue": _objects(list(VENUES), q_venue), "instrument": _objects(symbols, q_inst),
+            "base": _objects(bases, q_inst), "quote": "USDT", "bid": last * 0.9999,
+            "ask": last * 1.0001, "last": last, "mark": last,
+            "timestamp": quoted, "received_at": quoted,
         },
         columns=list(PRICE_COLUMNS),
     )
@@ -123,7 +154,7 @@ def build_snapshot(n: int, seed: int = 7) -> RiskSnapshot:
     return RiskSnapshot(
         positions=Collected(positions, ex), balances=Collected(balances, ex + cu),
         prices=Collected(prices, md), now=NOW, start_of_day_equity=None, peak_equity=None,
-        max_age_s=60.0, max_future_skew_s=5.0,
+        max_age_s=MAX_AGE_S, max_future_skew_s=SKEW_S,
     )
 
 
@@ -131,35 +162,30 @@ MAX_AGE_S = 60.0
 SKEW_S = 5.0
 
 
-def fresh_inputs(snap: RiskSnapshot) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
-                                              pd.DataFrame]:
-    """New frames for one evaluation (positions, exchange + custodian balances, quotes)."""
-    balances = snap.balances.frame
-    custody = balances["source_type"].to_numpy() == "custodian"
-    return (snap.positions.frame.copy(deep=True), balances[~custody].reset_index(drop=True),
-            balances[custody].reset_index(drop=True), snap.prices.frame.copy(deep=True))
-
-
-def validate_and_snapshot(snap: RiskSnapshot, inputs: tuple[pd.DataFrame, ...]) -> RiskSnapshot:
+def validate_and_snapshot(collected: RiskSnapshot) -> RiskSnapshot:
     """What collection + snapshot building cost: every frame checked against its schema at
-    ``now`` (time rules included), the balance parts combined and checked again."""
-    positions, exchange, custody, prices = inputs
-    now = snap.now
-    positions = validate_frame(positions, position_rules(now=now, max_age_s=MAX_AGE_S,
-                                                          max_future_skew_s=SKEW_S),
-                               source="bench")
+    ``now`` (time rules included), the balance parts (exchange, custodian) combined and
+    checked again, as ``adapters.collection`` does."""
+    now = collected.now
+    positions = validate_frame(collected.positions.frame,
+                               position_rules(now=now, max_age_s=MAX_AGE_S,
+                                              max_future_skew_s=SKEW_S), source="bench")
     positions = validate_frame(positions, position_rules(), source="all")
-    parts = [validate_frame(part, balance_rules(now=now, max_age_s=MAX_AGE_S,
-                                                 max_future_skew_s=SKEW_S), source="bench")
-             for part in (exchange, custody)]
+    balances = collected.balances.frame
+    custody = balances["source_type"].to_numpy() == "custodian"
+    parts = [validate_frame(part.reset_index(drop=True),
+                            balance_rules(now=now, max_age_s=MAX_AGE_S, max_future_skew_s=SKEW_S),
+                            source="bench")
+             for part in (balances[~custody], balances[custody])]
     balances = validate_frame(concat_frames(parts, BALANCE_COLUMNS), balance_rules(),
                               source="all")
-    prices = validate_frame(prices, price_rules(now=now, max_age_s=MAX_AGE_S,
-                                                 max_future_skew_s=SKEW_S), source="bench")
+    prices = validate_frame(collected.prices.frame,
+                            price_rules(now=now, max_age_s=MAX_AGE_S, max_future_skew_s=SKEW_S),
+                            source="bench")
     return RiskSnapshot(
-        positions=Collected(positions, snap.positions.sources),
-        balances=Collected(balances, snap.balances.sources),
-        prices=Collected(prices, snap.prices.sources), now=now,
+        positions=Collected(positions, collected.positions.sources),
+        balances=Collected(balances, collected.balances.sources),
+        prices=Collected(prices, collected.prices.sources), now=now,
         max_age_s=MAX_AGE_S, max_future_skew_s=SKEW_S,
     )
 
@@ -192,9 +218,10 @@ def one_run(n: int, repeat: int, orders: int) -> dict[str, Any]:
     document = yaml.safe_load(LIMITS_FILE.read_text())
     document["venues"] = [*VENUES, "fireblocks"]
     config = load_limit_config(document)
-    snap = build_snapshot(n)
+    collected = build_inputs(n)
     inputs_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    evaluate(validate_and_snapshot(snap, fresh_inputs(snap)), config)  # warm-up (imports)
+    positions = len(collected.positions.frame)
+    evaluate(validate_and_snapshot(collected), config)  # warm-up (imports)
     totals: list[float] = []
     cpu: list[float] = []
     stages: dict[str, list[float]] = {"validate_snapshot": [], "evaluate": []}
@@ -203,17 +230,18 @@ def one_run(n: int, repeat: int, orders: int) -> dict[str, Any]:
     added: list[float] = []
     held: list[float] = []
     for _ in range(repeat):
-        del report
-        inputs = fresh_inputs(snap)
+        del report, collected
+        _settle_memory()
+        collected = build_inputs(n)  # new frames: no cache from a previous evaluation helps
         base_rss = _settle_memory()
         held.append(base_rss)
         c0, t0 = time.process_time(), time.perf_counter()
-        built = validate_and_snapshot(snap, inputs)
+        built = validate_and_snapshot(collected)
         t1 = time.perf_counter()
         report = evaluate(built, config)
         t2, c2 = time.perf_counter(), time.process_time()
         added.append(_status_mib("VmHWM") - base_rss)
-        del built, inputs
+        del built
         totals.append(t2 - t0)
         cpu.append(c2 - c0)
         stages["validate_snapshot"].append(t1 - t0)
@@ -228,7 +256,7 @@ def one_run(n: int, repeat: int, orders: int) -> dict[str, Any]:
         check_order(report, config, order, NOW)
     per_order = (time.perf_counter() - started) / max(1, len(requests))
     return {
-        "positions": len(snap.positions.frame), "results": results, "totals": totals,
+        "positions": positions, "results": results, "totals": totals,
         "cpu": cpu,
         "stages": {k: statistics.median(v) for k, v in stages.items()},
         "order_s": per_order,

@@ -10,7 +10,7 @@ sums; this module turns them into :class:`ScopeInputs` per concrete scope (cache
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from risk_monitor.domain.pnl import (
     describe_balance_problem,
     describe_position_problem,
 )
-from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope
+from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope, scope_key
 from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, asi8, ns_of
 
 UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
@@ -164,6 +164,20 @@ def scope_inputs(
     return cached  # type: ignore[no-any-return]
 
 
+def sorted_scope_inputs(
+    state: PreparedInputs, needs: Needs, template: Mapping[str, str | None]
+) -> list[tuple[Scope, ScopeInputs]]:
+    """:func:`scope_inputs` as (scope, inputs) pairs in canonical key order, the order results
+    and tables list them in; cached alike (limits sharing a template sort once)."""
+    expanded = scope_inputs(state, needs, template)
+    cache_key = ("sorted_scope_inputs", id(expanded))
+    cached = state.cache.get(cache_key)
+    if cached is None or cached[0] is not expanded:
+        cached = state.cache[cache_key] = (
+            expanded, sorted(expanded.items(), key=lambda item: item[0].key))
+    return cached[1]  # type: ignore[no-any-return]
+
+
 def _scope_inputs(
     state: PreparedInputs, needs: Needs, fixed: dict[str, str], wild: list[str]
 ) -> dict[Scope, ScopeInputs]:
@@ -191,13 +205,14 @@ def _scope_inputs(
         keys.add(())  # a fixed scope always has a result, even with no rows (value 0)
 
     out: dict[Scope, ScopeInputs] = {}
-    problems = state.problems
+    # only problems that can touch some scope of this kind (market problems never do)
+    problems = [p for p in state.problems if p.kind is not SourceKind.MARKET]
     portfolio = state.portfolio
     portfolio_equity = portfolio.equity_usd if needs.portfolio_equity else math.nan
     portfolio_reason = portfolio.reason if needs.portfolio_equity and not portfolio.known else ""
     portfolio_oldest = state.portfolio_oldest_ns if needs.portfolio_equity else NAT
     scope_equity = needs.scope_equity
-    template = {d: fixed.get(d) for d in SCOPE_DIMS}
+    make_scope, make_key = _scope_builders(fixed, wild)
     # the group columns, read by position (no per-group objects)
     p_gross, p_net, p_upnl = (pos.sums.get(k, []) for k in _POSITION_SUMS)
     p_liq, p_rows, p_bad, p_first, p_old = (pos.mins.get("liq", []), pos.rows, pos.bad,
@@ -206,45 +221,52 @@ def _scope_inputs(
                                       hold.oldest_ns)
     b_value, b_bad, b_first, b_old = (bal.sums.get("value", []), bal.bad, bal.first_bad,
                                       bal.oldest_ns)
+    nan = math.nan
     for key in keys:  # one pass per concrete scope: keep it lean (5k+ scopes per evaluation)
-        if wild:
-            template.update(zip(wild, key, strict=True))
-        scope = Scope(template["venue"], template["account"], template["instrument"],
-                      template["asset"])
+        scope = make_scope(key)
+        scope.__dict__["key"] = make_key(key)  # what Scope.key computes, built from the parts
         p, h, b = pos_at.get(key), hold_at.get(key), bal_at.get(key)
-        reasons: list[str] = []
+        reasons: list[str] | None = None
         oldest = portfolio_oldest
         if p is not None:
-            oldest = _min_ns(oldest, p_old[p])
+            t = p_old[p]
+            if t != NAT and (oldest == NAT or t < oldest):
+                oldest = t
             if p_bad[p]:
-                reasons.append(describe_position_problem(state.pnl.iloc[p_first[p]]))
+                reasons = [describe_position_problem(state.pnl.iloc[p_first[p]])]
+            gross, net, upnl, liq, rows = p_gross[p], p_net[p], p_upnl[p], p_liq[p], p_rows[p]
+        else:
+            gross = net = upnl = 0.0
+            liq, rows = nan, 0
         if h is not None:
-            oldest = _min_ns(oldest, h_old[h])
+            t = h_old[h]
+            if t != NAT and (oldest == NAT or t < oldest):
+                oldest = t
             if h_bad[h]:
+                reasons = reasons or []
                 reasons.append(describe_balance_problem(state.balances.iloc[h_first[h]]))
         if b is not None:
-            oldest = _min_ns(oldest, b_old[b])
+            t = b_old[b]
+            if t != NAT and (oldest == NAT or t < oldest):
+                oldest = t
             if b_bad[b]:
+                reasons = reasons or []
                 reasons.append(describe_balance_problem(state.balances.iloc[b_first[b]]))
         if portfolio_reason:
+            reasons = reasons or []
             reasons.append(portfolio_reason)
         problem_ns = NAT
         for problem in problems:
             if problem_affects(problem, needs, scope):
+                reasons = reasons or []
                 reasons.append(problem.reason)
                 if problem.as_of is not None:
                     problem_ns = _min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
-        if p is not None:
-            gross, net, upnl = p_gross[p], p_net[p], p_upnl[p]
-            liq, rows = p_liq[p], p_rows[p]
-        else:
-            gross = net = upnl = 0.0
-            liq, rows = math.nan, 0
         out[scope] = ScopeInputs(
             gross,
             net,
             h_value[h] if h is not None else 0.0,
-            ((b_value[b] if b is not None else 0.0) + upnl) if scope_equity else math.nan,
+            ((b_value[b] if b is not None else 0.0) + upnl) if scope_equity else nan,
             portfolio_equity,
             liq,
             rows,
@@ -253,6 +275,56 @@ def _scope_inputs(
             problem_ns,
         )
     return out
+
+
+def _scope_builders(
+    fixed: Mapping[str, str], wild: Sequence[str]
+) -> tuple[Callable[[tuple[str, ...]], Scope], Callable[[tuple[str, ...]], str]]:
+    """Scope and canonical key of a wildcard expansion's group key (values of ``wild``, in
+    order): the fixed parts are laid out once, so a scope costs a constructor and a join."""
+    args: list[str | None] = [fixed.get(d) for d in SCOPE_DIMS]
+    slots = [SCOPE_DIMS.index(d) for d in wild]
+    if not wild:
+        key = scope_key(fixed)
+        return (lambda _: Scope(*args)), (lambda _: key)
+    # the key's text between the wildcard values (canonical order, as Scope.key builds it)
+    pieces: list[str] = []
+    text, started = "", False
+    for d, value in zip(SCOPE_DIMS, args, strict=True):
+        if d in wild:
+            pieces.append(text + ("|" if started else "") + f"{d}:")
+            text, started = "", True
+        elif value is not None:
+            text += ("|" if started else "") + f"{d}:{value}"
+            started = True
+    tail = text
+    if len(wild) == 1:
+        (slot,), (head,) = slots, pieces
+
+        def one_scope(key: tuple[str, ...]) -> Scope:
+            args[slot] = key[0]
+            return Scope(*args)
+
+        return one_scope, lambda key: head + key[0] + tail
+
+    if len(wild) == 2:
+        (slot0, slot1), (head, middle) = slots, pieces
+
+        def two_scope(key: tuple[str, ...]) -> Scope:
+            args[slot0], args[slot1] = key
+            return Scope(*args)
+
+        return two_scope, lambda key: head + key[0] + middle + key[1] + tail
+
+    def scope_of(key: tuple[str, ...]) -> Scope:
+        for slot, value in zip(slots, key, strict=True):
+            args[slot] = value
+        return Scope(*args)
+
+    def key_of(key: tuple[str, ...]) -> str:
+        return "".join([part for pair in zip(pieces, key, strict=True) for part in pair]) + tail
+
+    return scope_of, key_of
 
 
 #: the position sums a scope reads (``realized`` is only for the per-account equity table)

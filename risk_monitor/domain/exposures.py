@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from risk_monitor.domain.aggregation import Needs, PreparedInputs, scope_inputs
+from risk_monitor.domain.aggregation import Needs, PreparedInputs, sorted_scope_inputs
 
 EXPOSURE_COLUMNS: tuple[str, ...] = (
     "level",  # venue_instrument | instrument | asset | venue | portfolio
@@ -51,8 +51,7 @@ def exposure_table(state: PreparedInputs) -> pd.DataFrame:
         columns[name] for name in EXPOSURE_COLUMNS)
     nan = math.nan
     for level, template, needs in _LEVELS:
-        for scope, inputs in sorted(scope_inputs(state, needs, template).items(),
-                                    key=lambda item: item[0].key):
+        for scope, inputs in sorted_scope_inputs(state, needs, template):
             known = inputs.known
             equity = inputs.equity_usd if needs.scope_equity else nan
             gross = inputs.gross_usd

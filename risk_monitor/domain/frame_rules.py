@@ -15,11 +15,12 @@ fast check, a broken one the full report.
 
 from __future__ import annotations
 
+import ctypes
 import re
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -74,8 +75,9 @@ def key_codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]
     if cached is not None and cached[0] == pointer and cached[1] == len(values) and pointer != -1 \
             and _agrees(values, cached[2], cached[3]):
         return cached[2], cached[3]
-    found, uniques = pd.factorize(values, use_na_sentinel=True)
-    codes = np.asarray(found, dtype=np.int32 if len(uniques) < 2**31 else np.int64)
+    codes, uniques = factorize_objects(values) if values.dtype == object else \
+        pd.factorize(values, use_na_sentinel=True)
+    codes = np.asarray(codes, dtype=_code_dtype(len(uniques)))
     uniques = np.asarray(uniques, dtype=object)
     if pointer != -1:
         entry = _CODES.get(id(frame))
@@ -84,6 +86,34 @@ def key_codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]
             weakref.finalize(frame, _CODES.pop, id(frame), None)
         entry[column] = (pointer, len(values), codes, uniques)
     return codes, uniques
+
+
+def factorize_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(values)`` of an object column, same codes and uniques, ~5x faster when
+    rows share their str objects (a collected frame: ids from settings, ccxt's market symbols,
+    literals): the rows are first grouped by object identity (the array's pointers as
+    integers), then only the distinct objects are hashed and compared by value."""
+    n = len(values)
+    if n < 1024:
+        return pd.factorize(values, use_na_sentinel=True)  # type: ignore[no-any-return]
+    values = np.ascontiguousarray(values)
+    pointers = np.frombuffer(memoryview((ctypes.c_size_t * n).from_address(values.ctypes.data)),
+                             dtype=np.uintp)  # a view: read while ``values`` holds the objects
+    by_object, objects = pd.factorize(pointers)
+    first = np.empty(len(objects), dtype=np.intp)
+    first[by_object[::-1]] = np.arange(n - 1, -1, -1)  # first row of each object
+    # objects are numbered by first appearance, so values are too (as pd.factorize numbers them)
+    by_value, uniques = pd.factorize(values[first], use_na_sentinel=True)
+    return by_value[by_object], uniques
+
+
+def _code_dtype(distinct: int) -> type[np.signedinteger[Any]]:
+    """The smallest signed integer type for codes 0..distinct-1 and -1 (1 byte a row for a
+    venue column instead of 4: at 1M rows, 8 key columns)."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if distinct < np.iinfo(dtype).max:
+            return dtype
+    return np.int64
 
 
 def _agrees(values: np.ndarray, codes: np.ndarray, uniques: np.ndarray) -> bool:
@@ -174,17 +204,18 @@ def _unique(frame: pd.DataFrame, key: Sequence[str], codes: dict[str, np.ndarray
         return True
     combined = np.zeros(len(frame), dtype=np.int64)
     space = 1
-    for name in key:
+    for name in key:  # in place: at 1M rows every temporary is 8 MB of fresh pages
         column = codes.get(name)
         if column is None:
             column, _ = key_codes(frame, name)
-        column = column.astype(np.int64)
         width = int(column.max()) + 2
         if space * width >= 2**62:  # key space too wide for one int64: hash the rows
             return not bool(frame.duplicated(list(key)).any())
-        combined = combined * width + (column + 1)
+        combined *= width
+        combined += column  # codes >= -1: shifted by one below, as the width allows
+        combined += 1
         space *= width
     if space <= 4 * len(frame) + 1024:
         return int(np.bincount(combined, minlength=1).max()) <= 1
-    ordered = np.sort(combined)
-    return not bool((ordered[1:] == ordered[:-1]).any())
+    combined.sort()
+    return not bool((combined[1:] == combined[:-1]).any())

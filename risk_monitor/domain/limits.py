@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from risk_monitor.domain.aggregation import PreparedInputs, ScopeInputs, scope_inputs
+from risk_monitor.domain.aggregation import PreparedInputs, ScopeInputs, sorted_scope_inputs
 from risk_monitor.domain.limit_config import (
     KIND_SPECS,
     MAX_LEVEL_BY_KIND,
@@ -145,21 +145,24 @@ def result_of(
     elif measured.value is None:  # nothing to measure (no liquidation price): nothing at risk
         status, used, reason = LimitStatus.OK, 0.0, measured.detail
     else:
-        status, used = definition.classify(measured.value)
-        reason = _reason(definition, scope, measured.value, status, measured.detail)
+        status, used = classify(definition.kind, measured.value, definition.warn,
+                                definition.breach)
+        reason = (measured.detail if status is LimitStatus.OK
+                  else _reason(definition, scope, measured.value, status, measured.detail))
+    # positional: thousands per evaluation (field order of LimitResult)
     return LimitResult(
-        limit_id=definition.id,
-        limit_kind=definition.kind.value,
-        scope=scope.key,
-        status=status,
-        value=None if status is LimitStatus.UNKNOWN else measured.value,
-        warn_level=definition.warn,
-        breach_level=definition.breach,
-        utilisation=used,
-        as_of=as_of,
-        config_version=config_version,
-        reason=reason,
-        source_event_time=datetime_of(source_ns),
+        definition.id,
+        definition.kind.value,
+        scope.key,
+        status,
+        None if status is LimitStatus.UNKNOWN else measured.value,
+        definition.warn,
+        definition.breach,
+        used,
+        as_of,
+        config_version,
+        reason,
+        datetime_of(source_ns),
     )
 
 
@@ -204,12 +207,12 @@ def evaluate_limits(state: PreparedInputs, config: LimitConfig) -> list[LimitRes
                 source_ns=source_ns,
             ))
             continue
-        expanded = scope_inputs(state, definition.spec.needs, definition.scope.items())
-        for scope in sorted(expanded, key=_key):
-            inputs = expanded[scope]
-            state.inputs[(definition.id, scope.key)] = inputs
+        limit_id, portfolio, remembered = definition.id, state.portfolio, state.inputs
+        for scope, inputs in sorted_scope_inputs(state, definition.spec.needs,
+                                                 definition.scope.items()):
+            remembered[(limit_id, scope.key)] = inputs
             measured = (Measured(None, unknown=unavailable) if unavailable
-                        else measure(definition, inputs, state.portfolio))
+                        else measure(definition, inputs, portfolio))
             source_ns = inputs.oldest_ns
             if measured.unknown and inputs.problem_as_of_ns != NAT:
                 source_ns = inputs.problem_as_of_ns
@@ -218,10 +221,6 @@ def evaluate_limits(state: PreparedInputs, config: LimitConfig) -> list[LimitRes
                 source_ns=source_ns,
             ))
     return results
-
-
-def _key(scope: Scope) -> str:
-    return scope.key
 
 
 def data_age_inputs(

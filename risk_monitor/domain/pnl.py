@@ -130,8 +130,6 @@ def position_pnl(
     pos_fresh = freshness.fresh(pos_t)
 
     # fresh quote per (venue, instrument): the newest one wins
-    q_mark = np.full(n, np.nan)
-    q_t = np.full(n, NAT, dtype=np.int64)
     quotes = latest_quotes(prices, freshness) if quotes is None else quotes
     if n and len(quotes):
         # dense (venue code, instrument code) → quote row table: no string hashing per row
@@ -141,35 +139,44 @@ def position_pnl(
         width = len(instrument.categories)
         table = np.full(len(venue.categories) * width, -1, dtype=np.int64)
         table[v_codes[known] * width + i_codes[known]] = np.flatnonzero(known)
-        found = table[venue.codes.astype(np.int64) * width + instrument.codes]
-        hit = found >= 0
-        q_mark[hit] = quotes["mark"].to_numpy()[found[hit]]
-        q_t[hit] = quotes["t_ns"].to_numpy(dtype=np.int64)[found[hit]]
+        found = venue.codes.astype(np.int64)  # in place from here: 8 MB per 1M-row temporary
+        found *= width
+        found += instrument.codes
+        found = table[found]  # -1: no quote, which reads the NaN / NAT appended below
+        q_mark = np.append(quotes["mark"].to_numpy(dtype=np.float64), np.nan)[found]
+        q_t = np.append(quotes["t_ns"].to_numpy(dtype=np.int64), NAT)[found]
+        del found
+    else:
+        q_mark = np.full(n, np.nan)
+        q_t = np.full(n, NAT, dtype=np.int64)
 
     has_quote = np.isfinite(q_mark)
     own_ok = pos_fresh & np.isfinite(own_mark) & (own_mark > 0)
-    # every float column is computed straight into its row of the frame's block: at 1M rows
-    # temporaries and the copy into the block cost more than the arithmetic (and ~100 MB)
-    block, col = float_block(_PNL_FLOATS, n)
+    # the computed float columns are written straight into one block with ``out=``; the input
+    # figures the frame repeats (quantity, entry, venue P&L, liquidation) are the input's own
+    # arrays, not copies: at 1M rows each copy or temporary costs 8 MB
+    col = float_block(_PNL_FLOATS, n)
     mark = col["mark"]
     mark.fill(np.nan)
     np.copyto(mark, own_mark, where=own_ok)
     np.copyto(mark, q_mark, where=has_quote)
     del q_mark
+    source_codes = np.full(n, 2, dtype=np.int8)
+    source_codes[own_ok] = 1
+    source_codes[has_quote] = 0
     mark_source = pd.Categorical.from_codes(
-        cast(Any, np.where(has_quote, 0, np.where(own_ok, 1, 2)).astype(np.int8)),
-        categories=pd.Index(["quote", "position", ""]),
-    )
+        cast(Any, source_codes), categories=pd.Index(["quote", "position", ""]))
     quote_ccy = categorical(positions, "quote")
     quote_usd, rate_t = valuation.prices(quote_ccy)
     np.copyto(col["quote_usd"], quote_usd)
     quote_usd = col["quote_usd"]
 
     # oldest input behind the row: the position receipt, the quote, the quote currency's price
-    source_t = pos_t.copy()
-    for other in (np.where(has_quote, q_t, NAT), rate_t):
+    source_t = pos_t  # not read again: moved in place
+    q_t[~has_quote] = NAT
+    for other in (q_t, rate_t):
         older = (other != NAT) & ((source_t == NAT) | (other < source_t))
-        source_t[older] = other[older]
+        np.copyto(source_t, other, where=older)
     del q_t, rate_t, older, other
 
     problem = np.zeros(n, dtype=np.int8)
@@ -186,9 +193,8 @@ def position_pnl(
     np.multiply(upnl, nan_if_bad, out=col["unrealized_pnl"])
     np.multiply(upnl, quote_usd, out=upnl)
     np.multiply(upnl, nan_if_bad, out=upnl)  # now upnl * quote_usd * nan_if_bad
-    np.copyto(col["venue_unrealized_pnl"], floats(positions, "unrealized_pnl"))
-    np.subtract(col["unrealized_pnl"], col["venue_unrealized_pnl"],
-                out=col["unrealized_pnl_diff"])
+    venue_upnl = floats(positions, "unrealized_pnl")
+    np.subtract(col["unrealized_pnl"], venue_upnl, out=col["unrealized_pnl_diff"])
     notional = np.abs(quantity, out=col["notional_usd"])
     np.multiply(notional, mark, out=notional)
     np.multiply(notional, quote_usd, out=notional)
@@ -196,7 +202,6 @@ def position_pnl(
     signed = np.multiply(quantity, mark, out=col["signed_notional_usd"])
     np.multiply(signed, quote_usd, out=signed)
     np.multiply(signed, nan_if_bad, out=signed)
-    np.copyto(col["liquidation_price"], liq)
     liq_pct = col["liquidation_distance_pct"]
     with np.errstate(invalid="ignore", divide="ignore"):
         has_liq = np.isfinite(liq) & (liq > 0)
@@ -206,9 +211,6 @@ def position_pnl(
         np.multiply(liq_pct, 100.0, out=liq_pct)
     liq_pct[~has_liq] = np.nan
     np.multiply(liq_pct, nan_if_bad, out=liq_pct)
-    np.copyto(col["quantity"], quantity)
-    np.copyto(col["entry_price"], entry)
-    np.copyto(col["realized_pnl"], floats(positions, "realized_pnl"))
     del nan_if_bad, has_liq, own_ok, has_quote
 
     return frame_of(
@@ -220,21 +222,24 @@ def position_pnl(
             "quote": quote_ccy,
             "position_side": categorical(positions, "position_side"),
             **col,
+            "quantity": quantity,
+            "entry_price": entry,
+            "venue_unrealized_pnl": venue_upnl,
+            "realized_pnl": floats(positions, "realized_pnl"),
+            "liquidation_price": liq,
             "mark_source": mark_source,
             "source_time": utc_times(source_t),
             "ok": ok,
             "problem": problem,
         },
         POSITION_PNL_COLUMNS,
-        block,
     )
 
 
-#: float64 columns of POSITION_PNL_COLUMNS, in column order (the rows of the frame's block)
+#: the float64 columns :func:`position_pnl` computes (the rows of the frame's block)
 _PNL_FLOATS: tuple[str, ...] = (
-    "quantity", "entry_price", "mark", "quote_usd", "unrealized_pnl", "unrealized_pnl_usd",
-    "venue_unrealized_pnl", "unrealized_pnl_diff", "realized_pnl", "notional_usd",
-    "signed_notional_usd", "liquidation_price", "liquidation_distance_pct",
+    "mark", "quote_usd", "unrealized_pnl", "unrealized_pnl_usd", "unrealized_pnl_diff",
+    "notional_usd", "signed_notional_usd", "liquidation_distance_pct",
 )
 
 

@@ -55,8 +55,7 @@ def times_ns(frame: pd.DataFrame, primary: str, fallback: str) -> np.ndarray:
         if column not in frame.columns or len(frame) == 0:
             continue
         values = _column_ns(frame[column])
-        present = values != NAT
-        out[present] = values[present]
+        np.copyto(out, values, where=values != NAT)
     return out
 
 
@@ -76,43 +75,21 @@ def utc_times(ns: np.ndarray) -> pd.DatetimeIndex:
         "UTC")
 
 
-def frame_of(data: dict[str, Any], columns: tuple[str, ...],
-             block: np.ndarray | None = None) -> pd.DataFrame:
-    """``pd.DataFrame(data, columns=columns)`` without pandas' block consolidation: the float64
-    columns are written once into one 2-D block the frame adopts, the others are inserted as
-    their own blocks. At 1M rows consolidation (stack + reorder copies) cost more than the
-    P&L arithmetic itself. A caller that computed the float columns straight into the rows of
-    ``block`` (:func:`float_block`, in column order) hands it over and nothing is copied."""
-    n = next((len(v) for v in data.values() if hasattr(v, "__len__")), 0)
-    floats_ = [c for c in columns
-               if isinstance(data[c], np.ndarray) and data[c].dtype == np.float64]
-    if block is None or not _rows_of(block, [data[c] for c in floats_]):
-        block = np.empty((len(floats_), n), dtype=np.float64)
-        for row, name in enumerate(floats_):
-            block[row] = data[name]
-    frame = pd.DataFrame(block.T, columns=pd.Index(floats_, dtype=object), copy=False)
-    for position, name in enumerate(columns):
-        if name not in frame.columns:
-            frame.insert(position, name, data[name])
-    return frame
+def frame_of(data: dict[str, Any], columns: tuple[str, ...]) -> pd.DataFrame:
+    """``pd.DataFrame(data, columns=columns)`` that adopts every array as is: no copy and no
+    block consolidation (``copy=False`` keeps one block per array). At 1M rows consolidation
+    (stack + reorder copies) cost more than the P&L arithmetic itself, and ~100 MB; columns
+    computed into the rows of one :func:`float_block` and arrays of the input frame are shared,
+    so the frame must be read, not written in place."""
+    return pd.DataFrame({name: data[name] for name in columns}, columns=list(columns), copy=False)
 
 
-def float_block(names: Sequence[str], n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """One uninitialised (len(names), n) float64 block and a writable row view per name: compute
-    columns into it with ``out=`` and :func:`frame_of` adopts it (no temporaries, no copy)."""
+def float_block(names: Sequence[str], n: int) -> dict[str, np.ndarray]:
+    """A writable float64 row per name, all rows of one uninitialised (len(names), n) block:
+    compute columns into them with ``out=`` and :func:`frame_of` adopts the rows (no
+    temporaries, no copy, one allocation)."""
     block = np.empty((len(names), n), dtype=np.float64)
-    return block, dict(zip(names, block, strict=True))
-
-
-def _rows_of(block: np.ndarray, arrays: list[np.ndarray]) -> bool:
-    """Are ``arrays`` exactly the rows of ``block``, in order?"""
-    if block.ndim != 2 or block.shape[0] != len(arrays) or not block.flags.c_contiguous:
-        return False
-    start = block.__array_interface__["data"][0]
-    stride = block.strides[0]
-    return all(a.base is block and a.shape == block.shape[1:]
-               and a.__array_interface__["data"][0] == start + i * stride
-               for i, a in enumerate(arrays))
+    return dict(zip(names, block, strict=True))
 
 
 def asi8(series: pd.Series) -> np.ndarray:

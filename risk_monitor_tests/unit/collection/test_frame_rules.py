@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from pandera.errors import SchemaError, SchemaErrors
 
-from risk_monitor.domain.frame_rules import key_codes, passes
+from risk_monitor.domain.frame_rules import factorize_objects, key_codes, passes
 from risk_monitor.domain.schemas import (
     balance_rules,
     balances_frame,
@@ -130,3 +130,18 @@ def test_key_codes_follow_a_replaced_column() -> None:
     frame["account"] = np.array(["x", "y"], dtype=object)
     codes, uniques = key_codes(frame, "account")
     assert [uniques[c] for c in codes] == ["x", "y"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_factorize_objects_equals_pandas(seed: int) -> None:
+    """Grouping rows by object identity first gives pd.factorize's very codes and uniques:
+    shared str objects, equal strings held as distinct objects, None and NaN, a strided view."""
+    rng = np.random.default_rng(seed)
+    pool: list[Any] = ["binance", "okx", None, np.nan, *(f"a{i}" for i in range(40))]
+    pool += ["".join(["bin", "ance"]), "".join(["a", "7"])]  # equal values, other objects
+    values = np.array([pool[i] for i in rng.integers(0, len(pool), 5000)], dtype=object)
+    for column in (values, values[::3]):
+        codes, uniques = factorize_objects(column)
+        expected_codes, expected_uniques = pd.factorize(column, use_na_sentinel=True)
+        assert codes.tolist() == expected_codes.tolist()
+        assert list(uniques) == list(expected_uniques)

@@ -307,3 +307,24 @@ def test_wildcard_instruments_of_a_failed_account_stay_visible_through_quotes() 
     assert inst[BTC_BINANCE].status is LimitStatus.UNKNOWN  # quoted, account data failed
     assert "binance" in inst[BTC_BINANCE].reason
     assert inst["venue:okx|instrument:BTC/USDT:USDT"].status is LimitStatus.OK
+
+
+def test_expanded_scopes_carry_their_canonical_key() -> None:
+    """Wildcard expansions lay each scope's key out from precomputed parts (a fast path):
+    it must be the very key Scope builds, for fixed and wild dimensions mixed in any order."""
+    templates = config(
+        *ALL_KINDS_CONFIG.model_dump(mode="json")["limits"],
+        {"id": "acct-inst", "kind": "max_notional",
+         "scope": {"venue": "*", "account": "main", "instrument": "*"}, "breach": 1e7},
+        {"id": "acct-asset", "kind": "net_exposure",
+         "scope": {"venue": "binance", "account": "*", "asset": "*"}, "breach": 1e7},
+        venues=["binance", "okx", "fireblocks"],
+    )
+    report = evaluate(desk(), templates)
+    assert {key for _, key in report.state.inputs} >= {"venue:binance|account:main|instrument:BTC/USDT:USDT"}
+    expansions = [value for key, value in report.state.cache.items()
+                  if isinstance(key, tuple) and key[0] == "scope_inputs"]
+    assert len(expansions) >= 10
+    for expansion in expansions:
+        for scope in expansion:
+            assert scope.key == scope._key()
