@@ -62,7 +62,7 @@ def _defs_folder() -> dg.Definitions:
     what the process keeps until it exits) leaves the cyclic garbage collector's generations
     (``gc.freeze``). Without that, each full collection during the run walks them all again,
     and so does the interpreter's exit: measured on a ``risk_cycle`` run worker, ~0.25 s of
-    CPU before the last step and ~0.6 s at exit, a quarter of the process's CPU. Frozen objects
+    CPU before the last step and 0.6-1 s at exit, a quarter of the process's CPU. Frozen objects
     are still freed when their last reference goes; only cycles among them stay until exit.
     """
     definitions = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
