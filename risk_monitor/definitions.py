@@ -3,6 +3,7 @@ executor the deployment configured (in-process unless it asks for Celery) and th
 SQLite instance's commit mode (``defs/sqlite_instance.py``)."""
 
 import functools
+import gc
 import logging
 import warnings
 from pathlib import Path
@@ -55,8 +56,20 @@ def _dagster_ui_url() -> str:
 @functools.cache
 def _defs_folder() -> dg.Definitions:
     """The defs folder, walked once per process: Dagster calls :func:`defs` several times per
-    run (origin, job, each step's context), and each walk rebuilds the component tree."""
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    run (origin, job, each step's context), and each walk rebuilds the component tree.
+
+    Before and after the walk, every object alive so far (Dagster, pandas, SQLAlchemy, our
+    modules and definitions: what the process keeps until it exits) leaves the cyclic garbage
+    collector's generations (``gc.freeze``). Without that, each full collection during the walk
+    and the run walks them all again, and so does the interpreter's exit: measured on a
+    ``risk_cycle`` run worker, ~0.35 s of CPU before the last step and 0.6-1 s at exit, a
+    quarter of the process's CPU. Frozen objects are still freed when their last reference
+    goes; only cycles among them stay until exit.
+    """
+    gc.freeze()  # Dagster's objects: a full collection while the walk imports skips them
+    definitions = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    gc.freeze()  # and those of the definitions' imports (pandas, SQLAlchemy, ours)
+    return definitions
 
 
 @dg.definitions

@@ -146,10 +146,15 @@ def exposure_chart(exposures: pd.DataFrame) -> str:
 
 def input_data_versions(context: dg.AssetExecutionContext, keys: Iterable[str]
                         ) -> dict[str, dict[str, str | None]]:
-    """Data version and run of each named asset's latest materialisation (for the audit log)."""
+    """Data version and run of each named asset's latest materialisation (for the audit log),
+    read in one event-log query for all of them (one query per key cost ~2 % of the demo)."""
+    names = list(keys)
+    records = context.instance.get_asset_records([dg.AssetKey(key) for key in names])
+    latest = {record.asset_entry.asset_key: record.asset_entry.last_materialization
+              for record in records}
     versions: dict[str, dict[str, str | None]] = {}
-    for key in keys:
-        event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
+    for key in names:
+        event = latest.get(dg.AssetKey(key))
         if event is None or event.asset_materialization is None:
             versions[key] = {"data_version": None, "run_id": None}
             continue
