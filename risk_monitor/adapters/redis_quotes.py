@@ -21,7 +21,7 @@ import contextlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -51,9 +51,15 @@ def status_key(prefix: str, venue: str) -> str:
     return f"{prefix}:status:{venue}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _ms(value: Any) -> int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if type(value) is datetime and value.tzinfo is not None:  # the feed's rows: no pandas
+        return (value - _EPOCH) // _MS
     if isinstance(value, pd.Timestamp | datetime):
         return int(pd.Timestamp(value).value // 1_000_000)
     return int(value)

@@ -103,6 +103,16 @@ class CachedEquity:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A full evaluation and the per-tick evaluator built on it (evaluation thread → loop)."""
+
+    report: RiskReport
+    sequence: int  # the quote book's sequence the evaluation read
+    context: Mapping[str, Any]  # its alert context (lineage included)
+    incremental: IncrementalEvaluator | None  # None without a limit document
+
+
+@dataclass(frozen=True)
 class Decision:
     """Status changes to write, and whether a full evaluation is wanted instead."""
 
@@ -157,9 +167,10 @@ class LiveEvaluator:
             self._merged = merged  # same object while neither changes: lineage hashes it once
         return merged[2]
 
-    def full(self) -> tuple[RiskReport, int, Mapping[str, Any]] | None:
-        """One batch evaluation of the latest inputs → live state; (report, book sequence it
-        read, its alert context) or None without a limit document."""
+    def full(self) -> Baseline | None:
+        """One batch evaluation of the latest inputs → live state, and the per-tick evaluator
+        built on it (here, in the evaluation thread: building it costs milliseconds the tick
+        loop would otherwise stall for); None without a limit document."""
         now = self.clock()
         # the polled inputs this evaluation is the first to see name it (a poll may land while
         # a heartbeat evaluation starts: that one then evaluated the poll's data)
@@ -178,7 +189,10 @@ class LiveEvaluator:
         report = self.live.evaluate(snapshot)
         if report is None:
             return None
-        return report, sequence, self._context_of(report)
+        config = self.live.config
+        incremental = None if config is None else IncrementalEvaluator(report, config,
+                                                                        self.policy)
+        return Baseline(report, sequence, self._context_of(report), incremental)
 
     def _context_of(self, report: RiskReport) -> dict[str, Any]:
         return {
@@ -195,17 +209,15 @@ class LiveEvaluator:
         }
 
     # -- per tick and rebase (loop thread) -------------------------------------------------------
-    def rebase(self, report: RiskReport, sequence: int,
-               context: Mapping[str, Any]) -> tuple[list[LimitResult], list[Decision]]:
-        """Make ``report`` the baseline; returns its status changes and those of the ticks
-        replayed on it (stored after ``sequence``)."""
-        config = self.live.config
-        self._report, self._context = report, context
-        self._incremental = None if config is None else IncrementalEvaluator(
-            report, config, self.policy)
+    def rebase(self, baseline: Baseline) -> tuple[list[LimitResult], list[Decision]]:
+        """Make ``baseline`` current; returns its status changes and those of the ticks
+        replayed on it (stored after its book sequence)."""
+        report = baseline.report
+        self._report, self._context = report, baseline.context
+        self._incremental = baseline.incremental
         changed = self._diff(report.results)
         replayed = [self.on_tick(venue, row, publish=False)
-                    for venue, row in self.book.since(sequence)]
+                    for venue, row in self.book.since(baseline.sequence)]
         if replayed and self._incremental is not None:
             self._publish()
         return changed, replayed

@@ -61,7 +61,13 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import Custodian, ExchangeAccount
-from risk_monitor.service.evaluator import CachedEquity, LiveEvaluator, blank, tick_detail
+from risk_monitor.service.evaluator import (
+    Baseline,
+    CachedEquity,
+    LiveEvaluator,
+    blank,
+    tick_detail,
+)
 from risk_monitor.service.quote_intake import (
     RECEIVE_SECONDS,
     TICKS,
@@ -416,10 +422,9 @@ class HotPath:
                           error=error.message)
                 continue
             if done is not None:
-                self._rebase(*done, pending)
+                self._rebase(done, pending)
 
-    def _full_evaluation(self, pending: Mapping[str, float]
-                         ) -> tuple[RiskReport, int, Mapping[str, Any]] | None:
+    def _full_evaluation(self, pending: Mapping[str, float]) -> Baseline | None:
         """One full evaluation (evaluation thread): latest inputs → live state."""
         started = time.perf_counter()
         done = self.evaluator.full()
@@ -434,24 +439,24 @@ class HotPath:
             DETECTION_SECONDS.labels(trigger=trigger).observe(max(0.0, finished - event_time))
         self.evaluations += 1
         self.last_evaluated_at = finished
-        self.last_report = done[0]
+        self.last_report = done.report
         self.last_error = None
         return done
 
     def _evaluate(self, pending: Mapping[str, float]) -> RiskReport | None:
         """A full evaluation's report (what the cross-path equivalence test compares)."""
         done = self._full_evaluation(pending)
-        return None if done is None else done[0]
+        return None if done is None else done.report
 
-    def _rebase(self, report: RiskReport, sequence: int, context: Mapping[str, Any],
-                pending: Mapping[str, float]) -> None:
-        """Loop thread: the report becomes the per-tick baseline; its changes are written."""
+    def _rebase(self, baseline: Baseline, pending: Mapping[str, float]) -> None:
+        """Loop thread: the evaluation becomes the per-tick baseline; its changes are written."""
+        report, context = baseline.report, baseline.context
         pending = {**{name: time.time() for name in self.evaluator.new_inputs}, **pending}
         ordered = sorted(pending, key=lambda k: pending[k])
         # the input most likely to have moved a status names the evaluation
         trigger = min(pending, key=lambda k: (TRIGGER_RANK.get(k, len(TRIGGER_RANK)),
                                               pending[k]), default="heartbeat")
-        changed, replayed = self.evaluator.rebase(report, sequence, context)
+        changed, replayed = self.evaluator.rebase(baseline)
         now = time.perf_counter()
         changes = [Change(r, trigger, now, {"triggers": ordered}) for r in changed]
         changes += [Change(r, "tick", now, {}) for d in replayed for r in d.changes]

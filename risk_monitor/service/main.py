@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from risk_monitor.adapters.redis_registry import RedisServiceRegistry
 from risk_monitor.adapters.sql import OutboxDispatcher
@@ -45,6 +51,65 @@ from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.state import RiskViewProvider
 
 log = get_logger(__name__)
+
+#: gen0 threshold after start-up (CPython's default is 700): the tick loop allocates a few
+#: short-lived objects per tick, so at 1k ticks/s the default ran a young collection every
+#: few ms; survivors are few, so a larger young generation costs little per collection
+GC_GEN0_THRESHOLD = 20_000
+
+
+class GcPauses(Collector):
+    """Garbage-collector pauses by generation (every thread waits for them).
+
+    Counted in plain integers from ``gc.callbacks`` and exported at scrape time: a callback
+    may run inside any allocation, including one made while a prometheus metric's lock is
+    held, so it must take no lock itself."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.total_s = [0.0, 0.0, 0.0]
+        self.max_s = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = min(2, max(0, int(info.get("generation", 0))))
+        took = time.perf_counter() - self._started
+        self.count[generation] += 1
+        self.total_s[generation] += took
+        self.max_s[generation] = max(self.max_s[generation], took)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        total = CounterMetricFamily("risk_monitor_gc_pause_seconds",
+                                    "Time spent in garbage collections, by generation.",
+                                    labels=["generation"])
+        count = CounterMetricFamily("risk_monitor_gc_collections",
+                                    "Garbage collections, by generation.", labels=["generation"])
+        longest = GaugeMetricFamily("risk_monitor_gc_pause_max_seconds",
+                                    "Longest garbage-collection pause since start, by generation.",
+                                    labels=["generation"])
+        for g in range(3):
+            total.add_metric([str(g)], self.total_s[g])
+            count.add_metric([str(g)], self.count[g])
+            longest.add_metric([str(g)], self.max_s[g])
+        yield from (total, count, longest)
+
+
+def settle_heap() -> GcPauses:
+    """After start-up: move what start-up allocated (modules, markets, the first evaluation's
+    inputs) out of the collector's reach (``gc.freeze``), so a full collection no longer walks
+    the whole heap while the tick loop waits, and raise the young generation's threshold."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    with contextlib.suppress(ValueError):  # registered once per process
+        REGISTRY.register(pauses)
+    return pauses
 
 
 class ServiceApp:
@@ -187,6 +252,7 @@ async def serve(settings: Settings, *, insecure: bool = False) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await app.start()
+        settle_heap()
         await stop.wait()
         await app.shutdown()
     finally:
