@@ -306,7 +306,7 @@ def service_metrics(port: int) -> dict[str, float]:
               "risk_monitor_hot_path_write_seconds", "risk_monitor_hot_path_commit_seconds",
               "risk_monitor_hot_path_receive_seconds", "risk_monitor_hot_path_decide_seconds",
               "risk_monitor_hot_path_evaluation_seconds", "risk_monitor_alert_latency_seconds",
-              "risk_monitor_gc_")
+              "risk_monitor_gc_", "risk_monitor_hot_path_detection_latency_seconds_count")
     out: dict[str, float] = {}
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
@@ -321,10 +321,10 @@ def service_metrics(port: int) -> dict[str, float]:
 
 def _bucket_counts(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) of one histogram's buckets, ascending."""
-    prefix = name.split("{", maxsplit=1)[0] + "_bucket{" + (name.split("{", 1)[1] + "," if "{" in name else "")
+    base, _, label = name.partition("{")
     out = []
     for key, value in metrics.items():
-        if key.startswith(prefix):
+        if key.startswith(base + "_bucket{") and (not label or label in key):
             bound = key.rsplit('le="', 1)[1].split('"')[0]
             out.append((math.inf if bound == "+Inf" else float(bound), value))
     return sorted(out)
@@ -412,6 +412,7 @@ def score(truth: list[Crossing], slack: list[dict[str, Any]],
         key = (str(row["fingerprint"]), str(row["alert_status"]))
         decided.setdefault(key, []).append(row["detected_at"].timestamp())
     to_slack, to_decision, missed, late = [], [], 0, 0
+    decision_to_slack: list[float] = []
     for crossing in truth:
         scope = f"venue:binance|instrument:{crossing.instrument}"
         if not any(t >= crossing.sent_at - 0.001 for t in opened.get((scope, crossing.status),
@@ -432,11 +433,13 @@ def score(truth: list[Crossing], slack: list[dict[str, Any]],
                 if t >= crossing.sent_at - 0.001]
         if when:
             to_decision.append(max(0.0, min(when) - crossing.sent_at))
+            decision_to_slack.append(max(0.0, min(seen) - min(when)))
     if os.environ.get("BENCH_DEBUG"):
         print("outbox rows", len(rows), rows[:2], "decided keys", list(decided)[:2],
               file=sys.stderr)
     return {"crossings": len(truth), "missed": missed, "late": late, "undecided": undecided,
-            "to_decision": to_decision, "to_slack": to_slack}
+            "to_decision": to_decision, "to_slack": to_slack,
+            "decision_to_slack": decision_to_slack}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -473,6 +476,9 @@ def main() -> None:
                   f"{os.getloadavg()[0]:.1f} |", flush=True)
             if args.verbose:
                 print({k: v for k, v in r["metrics"].items() if "_bucket" not in k}, flush=True)
+                ds = [v * 1000 for v in r["decision_to_slack"]]
+                print(f"  decision -> Slack received (per crossing): p50 {pct(ds, .5):.1f} ms, "
+                      f"p99 {pct(ds, .99):.1f} ms", flush=True)
                 for stage, text in r["stages"].items():
                     print(f"  stage {stage}: {text}", flush=True)
     print(f"load average after: {os.getloadavg()}")

@@ -71,7 +71,7 @@ CACHE_BATCH_S = 0.01
 #: with a listener (the service's own hot path, which has had every tick), the cache gets the
 #: latest quote per instrument this often instead: its readers (Dagster runs, the sensor, the
 #: dashboards) poll in seconds, and a per-tick write cost about a third of the loop's CPU
-CACHE_CONFLATE_S = 0.25
+CACHE_CONFLATE_S = 1.0
 
 Clock = Callable[[], datetime]
 QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
