@@ -34,6 +34,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
 from risk_monitor import application
@@ -100,6 +101,9 @@ QUEUE_DEPTH = Gauge("risk_monitor_hot_path_queue_depth",
                     ["queue"])
 LAST_EVALUATION = Gauge("risk_monitor_hot_path_last_evaluation_timestamp_seconds",
                         "Unix time of the last completed full hot-path evaluation.")
+RESTAMPS = Counter("risk_monitor_hot_path_poll_restamps_total",
+                   "Polls that only re-stamped the last poll's data: stored without a full "
+                   "evaluation of their own.", ["kind"])
 POLLS = Counter("risk_monitor_hot_path_polls_total",
                 "Hot-path polls by kind and outcome (complete: every source delivered).",
                 ["kind", "outcome"])
@@ -107,6 +111,8 @@ POLLS = Counter("risk_monitor_hot_path_polls_total",
 Clock = Callable[[], datetime]
 #: what a poll returns: (positions, exchange balances) or custodian balances
 PollResult = tuple[Collected, Collected] | Collected
+#: columns of polled rows that only say when (``poll_content`` leaves them out)
+TIME_COLUMNS = ("timestamp", "received_at", "source_time")
 
 #: which trigger names a full evaluation that several caused (positions move most statuses)
 TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "tick", "start",
@@ -117,12 +123,27 @@ TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "t
 URGENT_TRIGGERS = frozenset({"positions", "config"})
 #: interpreter-lock switch interval while the hot path runs (see ``HotPath.start``)
 SWITCH_INTERVAL_S = 0.0005
+#: longest an unchanged poll result waits for the next full evaluation (``HotPath._restamp_s``)
+RESTAMP_MAX_S = 5.0
 #: the longest the writer may take to drain at shutdown
 WRITER_DRAIN_S = 10.0
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def poll_content(result: PollResult) -> bytes:
+    """What a poll delivered, without its times: every row (a hash per row) and each source's
+    outcome. Two polls with the same content differ only in when they were taken."""
+    parts = result if isinstance(result, tuple) else (result,)
+    out = []
+    for part in parts:
+        frame = part.frame.drop(columns=[c for c in TIME_COLUMNS if c in part.frame.columns])
+        rows = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+        sources = repr([(s.key, s.ok, s.rows, s.error_code) for s in part.sources])
+        out.append(rows + sources.encode())
+    return b"|".join(out)
 
 
 class HotPath:
@@ -163,6 +184,12 @@ class HotPath:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_version: str | None = None
+        self._contents: dict[str, bytes] = {}  # poll kind -> content of its last result
+        market = settings.market_data
+        #: longest an unchanged poll waits for an evaluation (re-stamped inputs never age
+        #: into stale: a quarter of the tightest freshness budget at most)
+        self._restamp_s = min(RESTAMP_MAX_S, market.exchange_max_age_s / 4,
+                              market.custody_max_age_s / 4, market.max_age_s / 4)
         self._io = ThreadPoolExecutor(2, thread_name_prefix="hot-path-io")
         self._full = ThreadPoolExecutor(1, thread_name_prefix="hot-path-eval")
         # what readiness and tests read
@@ -341,8 +368,22 @@ class HotPath:
                 self.positions, self.exchange_balances = result
             else:
                 self.custody = result
-            self._mark(kind, started)
+            content = await loop.run_in_executor(self._io, poll_content, result)
+            if self._restamp_only(kind, content):
+                RESTAMPS.labels(kind=kind).inc()  # stored; the next evaluation reads it
+            else:
+                self._mark(kind, started)
             await self._sleep(interval_s - (loop.time() - begun))
+
+    def _restamp_only(self, kind: str, content: bytes) -> bool:
+        """True when a poll only re-stamped what the last one delivered (same rows and source
+        outcomes, newer times) and the last full evaluation is younger than ``_restamp_s``.
+        A quiet private stream answers every second; evaluating the whole desk for a new
+        receive time alone cost a full evaluation per second (issue 10)."""
+        same = self._contents.get(kind) == content
+        self._contents[kind] = content
+        last = self.last_evaluated_at
+        return same and last is not None and time.time() - last < self._restamp_s
 
     def _failed_poll(self, kind: str, code: str, message: str) -> PollResult:
         """What a poll that failed as a whole leaves: every source it covers failed (UNKNOWN
@@ -385,7 +426,7 @@ class HotPath:
     async def _run_evaluator(self) -> None:
         loop = asyncio.get_running_loop()
         await self._warm_up()
-        heartbeat_s = max(2.0 * self.service.positions_poll_s, 1.0)
+        heartbeat_s = max(2.0 * self.service.positions_poll_s, 1.0, self._restamp_s)
         min_interval = self.service.evaluate_min_interval_s
         last_start = -math.inf
         self._pending = {}  # what waited for warm-up is not latency
