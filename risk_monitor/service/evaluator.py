@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, cast
 
+import pandas as pd
 from prometheus_client import Counter, Histogram
 
 from risk_monitor import application
@@ -52,6 +53,8 @@ DECISIONS = Counter("risk_monitor_hot_path_tick_decisions_total",
 
 #: how long cached start-of-day / peak equity figures are reused by evaluations
 EQUITY_REFERENCE_TTL_S = 1.0
+#: columns of polled rows that only say when (``poll_content`` leaves them out)
+TIME_COLUMNS = ("timestamp", "received_at", "source_time")
 
 
 def blank(columns: tuple[str, ...]) -> Collected:
@@ -273,6 +276,19 @@ class LiveEvaluator:
         if self._incremental is not None:
             return tuple(self._incremental.results())
         return tuple(self._report.results) if self._report is not None else ()
+
+
+def poll_content(result: tuple[Collected, Collected] | Collected) -> bytes:
+    """What a poll delivered, without its times: every row (a hash per row) and each source's
+    outcome. Two polls with the same content differ only in when they were taken."""
+    parts = result if isinstance(result, tuple) else (result,)
+    out = []
+    for part in parts:
+        frame = part.frame.drop(columns=[c for c in TIME_COLUMNS if c in part.frame.columns])
+        rows = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+        sources = repr([(s.key, s.ok, s.rows, s.error_code) for s in part.sources])
+        out.append(rows + sources.encode())
+    return b"|".join(out)
 
 
 def tick_detail(tick: Tick) -> dict[str, Any]:

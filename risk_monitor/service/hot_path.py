@@ -34,7 +34,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
 
 from risk_monitor import application
@@ -67,6 +66,7 @@ from risk_monitor.service.evaluator import (
     CachedEquity,
     LiveEvaluator,
     blank,
+    poll_content,
     tick_detail,
 )
 from risk_monitor.service.quote_intake import (
@@ -111,8 +111,6 @@ POLLS = Counter("risk_monitor_hot_path_polls_total",
 Clock = Callable[[], datetime]
 #: what a poll returns: (positions, exchange balances) or custodian balances
 PollResult = tuple[Collected, Collected] | Collected
-#: columns of polled rows that only say when (``poll_content`` leaves them out)
-TIME_COLUMNS = ("timestamp", "received_at", "source_time")
 
 #: which trigger names a full evaluation that several caused (positions move most statuses)
 TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "tick", "start",
@@ -131,19 +129,6 @@ WRITER_DRAIN_S = 10.0
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def poll_content(result: PollResult) -> bytes:
-    """What a poll delivered, without its times: every row (a hash per row) and each source's
-    outcome. Two polls with the same content differ only in when they were taken."""
-    parts = result if isinstance(result, tuple) else (result,)
-    out = []
-    for part in parts:
-        frame = part.frame.drop(columns=[c for c in TIME_COLUMNS if c in part.frame.columns])
-        rows = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
-        sources = repr([(s.key, s.ok, s.rows, s.error_code) for s in part.sources])
-        out.append(rows + sources.encode())
-    return b"|".join(out)
 
 
 class HotPath:
@@ -184,6 +169,7 @@ class HotPath:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_version: str | None = None
+        self._ticks: dict[str, Any] = {}  # venue -> its TICKS child
         self._contents: dict[str, bytes] = {}  # poll kind -> content of its last result
         market = settings.market_data
         #: longest an unchanged poll waits for an evaluation (re-stamped inputs never age
@@ -234,7 +220,10 @@ class HotPath:
             return
         received = time.time()
         self.book.update(venue, rows)
-        TICKS.labels(venue=venue).inc(len(rows))
+        counter = self._ticks.get(venue)
+        if counter is None:  # a labels() lookup per tick costs about a microsecond
+            counter = self._ticks[venue] = TICKS.labels(venue=venue)
+        counter.inc(len(rows))
         for row in rows:
             t_ns = epoch_ns(row.get("timestamp"))
             if t_ns is not None:
