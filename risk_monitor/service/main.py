@@ -101,16 +101,32 @@ class GcPauses(Collector):
 def settle_heap() -> GcPauses:
     """After start-up: move what start-up allocated (modules, markets, the first evaluation's
     inputs) out of the collector's reach (``gc.freeze``), so a full collection no longer walks
-    the whole heap while the tick loop waits, and raise the young generation's threshold."""
+    the whole heap while the tick loop waits; set the young generation's threshold."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
-    pauses = GcPauses()
-    gc.callbacks.append(pauses)
-    with contextlib.suppress(ValueError):  # registered once per process
-        REGISTRY.register(pauses)
+    pauses = next((c for c in gc.callbacks if isinstance(c, GcPauses)), None)
+    if pauses is None:
+        pauses = GcPauses()
+        gc.callbacks.append(pauses)
+        with contextlib.suppress(ValueError):  # registered once per process
+            REGISTRY.register(pauses)
     return pauses
+
+
+async def settle_heap_when_warm(app: ServiceApp, timeout_s: float) -> None:
+    """``settle_heap`` now, and again once the hot path has its first full evaluation (its
+    markets, positions and baseline are what a later full collection would walk each time)."""
+    settle_heap()
+    hot_path = app.hot_path
+    if hot_path is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while hot_path.last_evaluated_at is None and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    settle_heap()
 
 
 class ServiceApp:
@@ -253,8 +269,10 @@ async def serve(settings: Settings, *, insecure: bool = False) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await app.start()
-        settle_heap()
+        settling = asyncio.create_task(settle_heap_when_warm(
+            app, settings.service.hot_path_warmup_s + 30.0), name="settle-heap")
         await stop.wait()
+        settling.cancel()
         await app.shutdown()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
