@@ -226,9 +226,12 @@ class LiveEvaluator:
         return changed, replayed
 
     def on_tick(self, venue: str, row: QuoteRow, *, publish: bool = True) -> Decision:
+        return self.decide(tick_of(venue, row), publish=publish)
+
+    def decide(self, tick: Tick | None, *, publish: bool = True) -> Decision:
+        """One tick (its floats, ``quote_intake.tick_of``) decided on the current baseline."""
         started = time.perf_counter()
         incremental = self._incremental
-        tick = tick_of(venue, row)
         if incremental is None or tick is None:
             self._decided_none.inc()
             return Decision()

@@ -225,15 +225,15 @@ class HotPath:
             counter = self._ticks[venue] = TICKS.labels(venue=venue)
         counter.inc(len(rows))
         for row in rows:
-            t_ns = epoch_ns(row.get("timestamp"))
+            tick = tick_of(venue, row)  # once per tick: its floats and its time in ns
+            t_ns = tick.t_ns if tick is not None else epoch_ns(row.get("timestamp"))
             if t_ns is not None:
                 RECEIVE_SECONDS.observe(max(0.0, received - t_ns / 1e9))
-            decision = self.evaluator.on_tick(venue, row)
+            decision = self.evaluator.decide(tick)
             if decision.full_reason:
                 self._mark("tick", received if t_ns is None else t_ns / 1e9)
             elif decision.changes:
                 done = time.perf_counter()
-                tick = tick_of(venue, row)
                 detail = tick_detail(tick) if tick is not None else {}
                 self.writer.submit([Change(r, "tick", done, detail) for r in decision.changes],
                                    self.evaluator.context)
