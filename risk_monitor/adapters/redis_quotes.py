@@ -6,7 +6,9 @@ under ``settings.market_data.key_prefix`` (``P``):
 
 * ``P:quotes:<venue>`` hash, field = instrument, value = JSON of the latest quote
   ``{base, quote, bid, ask, last, mark, ts, recv, via}`` (epoch ms; ``via`` stream / rest);
-* ``P:stream:<venue>`` capped stream of every accepted quote (same fields, as strings);
+* ``P:stream:<venue>`` capped stream of the accepted quotes (same fields, as strings): every
+  tick from a ``risk-monitor stream`` feeder, the latest per instrument once per second from
+  the service's own feed (``service.market_stream.CACHE_CONFLATE_S``);
 * ``P:status:<venue>`` hash describing the feeder (``mode``, ``updated_at``, ``error``).
 
 Bad data is isolated per entry: an unreadable hash field or stream entry is logged with the

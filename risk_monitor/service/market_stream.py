@@ -6,6 +6,9 @@ cancelled mid-flight: cancelling a ccxt.pro future can poison the next subscript
 * validates every tick before it is stored (``domain.quotes.tick_rejection``): non-positive / NaN prices, ``bid > ask``, a
   timestamp older than ``market_data.max_age_s`` or later than now + ``max_future_skew_s``, and
   out-of-order ticks (older than the instrument's last accepted one) are rejected and counted;
+* hands each accepted tick to its listener at once (the service's hot path) and writes the
+  cache off the tick: every tick in 10 ms batches without a listener (a feeder: the Redis
+  stream is its output), else the latest quote per instrument once per ``CACHE_CONFLATE_S``;
 * on a websocket failure closes the client, marks the venue ``rest_fallback`` in Redis and
   polls REST (one bulk ``fetch_tickers`` per ``poll_interval_s``, through the venue's breaker and
   retry policy) while it reconnects with exponential backoff and jitter
