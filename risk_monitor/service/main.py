@@ -102,16 +102,18 @@ def settle_heap() -> GcPauses:
     """After start-up: move what start-up allocated (modules, markets, the first evaluation's
     inputs) out of the collector's reach (``gc.freeze``), so a full collection no longer walks
     the whole heap while the tick loop waits; set the young generation's threshold."""
+    pauses = next((c for c in gc.callbacks if isinstance(c, GcPauses)), None)
+    if pauses is None:
+        pauses = GcPauses()
+        with contextlib.suppress(ValueError):  # registered once per process
+            REGISTRY.register(pauses)
+    else:  # this deliberate collection is not a pause of the running service
+        gc.callbacks.remove(pauses)
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
-    pauses = next((c for c in gc.callbacks if isinstance(c, GcPauses)), None)
-    if pauses is None:
-        pauses = GcPauses()
-        gc.callbacks.append(pauses)
-        with contextlib.suppress(ValueError):  # registered once per process
-            REGISTRY.register(pauses)
+    gc.callbacks.append(pauses)
     return pauses
 
 
