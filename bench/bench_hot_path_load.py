@@ -240,7 +240,8 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
                 f"http://127.0.0.1:{rest_port}/readyz", timeout=2).status == 200, 120,
                 "the service ready")
             time.sleep(3.0)  # the first status wave (half the desk above its level) settles
-            ticks0 = accepted_ticks(service_metrics(rest_port))
+            metrics0 = service_metrics(rest_port)
+            ticks0 = accepted_ticks(metrics0)
             cpu0, _ = proc_stat(service.pid)
             start, sent0, crossed0 = time.time(), publisher.sent, len(publisher.crossings)
             rss_peak = 0.0
@@ -283,17 +284,29 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
             "cpu_us_per_tick": (1e6 * (cpu1 - cpu0) / (ticks1 - ticks0)
                                 if ticks0 is not None and ticks1 is not None and ticks1 > ticks0
                                 else math.nan),
-            "metrics": metrics,
+            "metrics": metrics, "stages": stage_summary(metrics0, metrics),
             **score(truth, slack, rows, intervals)}
 
 
+#: the service's stage histograms (issue 10: receive, decide, commit, deliver) and what competes
+#: with them for the interpreter (full evaluations, writes, garbage collection)
+STAGES = {"receive": "risk_monitor_hot_path_receive_seconds",
+          "decide": "risk_monitor_hot_path_decide_seconds",
+          "commit": "risk_monitor_hot_path_commit_seconds",
+          "deliver": 'risk_monitor_alert_latency_seconds{stage="notify"',
+          "full evaluation": "risk_monitor_hot_path_evaluation_seconds",
+          "write changes": 'risk_monitor_hot_path_write_seconds{step="changes"',
+          "write persist": 'risk_monitor_hot_path_write_seconds{step="persist"'}
+
+
 def service_metrics(port: int) -> dict[str, float]:
-    """The service's own counters of how ticks were decided, and its stage histograms' sums."""
+    """The service's own counters of how ticks were decided, and its stage histograms."""
     wanted = ("risk_monitor_hot_path_tick_decisions_total", "risk_monitor_hot_path_evaluations_total",
               "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total",
-              "risk_monitor_hot_path_write_seconds_sum", "risk_monitor_hot_path_write_seconds_count",
-              "risk_monitor_hot_path_commit_seconds_sum",
-              "risk_monitor_hot_path_commit_seconds_count")
+              "risk_monitor_hot_path_write_seconds", "risk_monitor_hot_path_commit_seconds",
+              "risk_monitor_hot_path_receive_seconds", "risk_monitor_hot_path_decide_seconds",
+              "risk_monitor_hot_path_evaluation_seconds", "risk_monitor_alert_latency_seconds",
+              "risk_monitor_gc_", "risk_monitor_hot_path_detection_latency_seconds_count")
     out: dict[str, float] = {}
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
@@ -303,6 +316,49 @@ def service_metrics(port: int) -> dict[str, float]:
         if line.startswith(wanted):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
+    return out
+
+
+def _bucket_counts(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of one histogram's buckets, ascending."""
+    base, _, label = name.partition("{")
+    out = []
+    for key, value in metrics.items():
+        if key.startswith(base + "_bucket{") and (not label or label in key):
+            bound = key.rsplit('le="', 1)[1].split('"')[0]
+            out.append((math.inf if bound == "+Inf" else float(bound), value))
+    return sorted(out)
+
+
+def stage_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, str]:
+    """Per stage over the window (bucket deltas): count, mean, and the bucket bounds holding
+    the p50 and p99 (a histogram only knows its buckets)."""
+    out: dict[str, str] = {}
+    for label, name in STAGES.items():
+        b0 = dict(_bucket_counts(before, name))
+        buckets = [(le, n - b0.get(le, 0.0)) for le, n in _bucket_counts(after, name)]
+        if not buckets or buckets[-1][1] <= 0:
+            continue
+        total = buckets[-1][1]
+        base = name.split("{")[0]
+        labels = ("{" + name.split("{", 1)[1] + "}") if "{" in name else ""
+        mean = ((after.get(f"{base}_sum{labels}", 0.0) - before.get(f"{base}_sum{labels}", 0.0))
+                / total)
+
+        def bound(q: float, buckets: list[tuple[float, float]] = buckets,
+                  total: float = total) -> str:
+            le = next(le for le, n in buckets if n >= q * total)
+            return "inf" if math.isinf(le) else f"{le * 1000:g}"
+        out[label] = (f"n={total:.0f} mean={mean * 1000:.2f} ms p50<={bound(0.5)} ms "
+                      f"p99<={bound(0.99)} ms")
+    gc_total = {k: v - before.get(k, 0.0) for k, v in after.items()
+                if k.startswith("risk_monitor_gc_pause_seconds")}
+    if gc_total:
+        out["gc"] = ", ".join(f"{k.split('generation=')[1].rstrip('}')} {v * 1000:.0f} ms"
+                              for k, v in sorted(gc_total.items())) + " (total per generation)"
+        out["gc max"] = ", ".join(f"{k.split('generation=')[1].rstrip('}')} {v * 1000:.1f} ms"
+                                  for k, v in sorted(after.items())
+                                  if k.startswith("risk_monitor_gc_pause_max_seconds"))
     return out
 
 
@@ -356,6 +412,7 @@ def score(truth: list[Crossing], slack: list[dict[str, Any]],
         key = (str(row["fingerprint"]), str(row["alert_status"]))
         decided.setdefault(key, []).append(row["detected_at"].timestamp())
     to_slack, to_decision, missed, late = [], [], 0, 0
+    decision_to_slack: list[float] = []
     for crossing in truth:
         scope = f"venue:binance|instrument:{crossing.instrument}"
         if not any(t >= crossing.sent_at - 0.001 for t in opened.get((scope, crossing.status),
@@ -376,11 +433,13 @@ def score(truth: list[Crossing], slack: list[dict[str, Any]],
                 if t >= crossing.sent_at - 0.001]
         if when:
             to_decision.append(max(0.0, min(when) - crossing.sent_at))
+            decision_to_slack.append(max(0.0, min(seen) - min(when)))
     if os.environ.get("BENCH_DEBUG"):
         print("outbox rows", len(rows), rows[:2], "decided keys", list(decided)[:2],
               file=sys.stderr)
     return {"crossings": len(truth), "missed": missed, "late": late, "undecided": undecided,
-            "to_decision": to_decision, "to_slack": to_slack}
+            "to_decision": to_decision, "to_slack": to_slack,
+            "decision_to_slack": decision_to_slack}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -416,7 +475,12 @@ def main() -> None:
                   f"{r['rss_mb']:.0f} | "
                   f"{os.getloadavg()[0]:.1f} |", flush=True)
             if args.verbose:
-                print(r["metrics"], flush=True)
+                print({k: v for k, v in r["metrics"].items() if "_bucket" not in k}, flush=True)
+                ds = [v * 1000 for v in r["decision_to_slack"]]
+                print(f"  decision -> Slack received (per crossing): p50 {pct(ds, .5):.1f} ms, "
+                      f"p99 {pct(ds, .99):.1f} ms", flush=True)
+                for stage, text in r["stages"].items():
+                    print(f"  stage {stage}: {text}", flush=True)
     print(f"load average after: {os.getloadavg()}")
     _ = statistics  # (kept for readers comparing with bench_hot_path_latency.py)
     _ = websockets

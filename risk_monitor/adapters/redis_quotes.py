@@ -6,7 +6,9 @@ under ``settings.market_data.key_prefix`` (``P``):
 
 * ``P:quotes:<venue>`` hash, field = instrument, value = JSON of the latest quote
   ``{base, quote, bid, ask, last, mark, ts, recv, via}`` (epoch ms; ``via`` stream / rest);
-* ``P:stream:<venue>`` capped stream of every accepted quote (same fields, as strings);
+* ``P:stream:<venue>`` capped stream of the accepted quotes (same fields, as strings): every
+  tick from a ``risk-monitor stream`` feeder, the latest per instrument once per second from
+  the service's own feed (``service.market_stream.CACHE_CONFLATE_S``);
 * ``P:status:<venue>`` hash describing the feeder (``mode``, ``updated_at``, ``error``).
 
 Bad data is isolated per entry: an unreadable hash field or stream entry is logged with the
@@ -21,7 +23,7 @@ import contextlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -51,9 +53,15 @@ def status_key(prefix: str, venue: str) -> str:
     return f"{prefix}:status:{venue}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _ms(value: Any) -> int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if type(value) is datetime and value.tzinfo is not None:  # the feed's rows: no pandas
+        return (value - _EPOCH) // _MS
     if isinstance(value, pd.Timestamp | datetime):
         return int(pd.Timestamp(value).value // 1_000_000)
     return int(value)

@@ -256,20 +256,24 @@ class IncrementalEvaluator:
     # -- ticks ----------------------------------------------------------------------------------
     def admission_problem(self, tick: Tick, now_ns: int) -> str:
         """Why this tick cannot be decided alone ("" when it can): the per-tick float checks."""
+        return self._admit(tick, now_ns)[0]
+
+    def _admit(self, tick: Tick, now_ns: int) -> tuple[str, _Quote | None]:
+        """(problem, the tick as the pair's new quote): one lookup and one quote per tick."""
         key = (tick.venue, tick.instrument)
         known = self._quotes.get(key)
         if known is None:
-            return f"{tick.venue}:{tick.instrument} had no admitted quote"
+            return f"{tick.venue}:{tick.instrument} had no admitted quote", None
         if not self._market_ok.get(tick.venue, False):
-            return f"quotes of {tick.venue} were not all admitted"
+            return f"quotes of {tick.venue} were not all admitted", None
         if not (math.isfinite(tick.last) and tick.last > 0):
-            return "invalid last price"
+            return "invalid last price", None
         if tick.t_ns < now_ns - self._max_age_ns or tick.t_ns > now_ns + self._skew_ns:
-            return "tick outside the freshness budget"
+            return "tick outside the freshness budget", None
         if known.quote in self._stable and known.base in self._valued:
-            return f"{known.base} is held or quotes positions: its USD price moves balances"
+            return f"{known.base} is held or quotes positions: its USD price moves balances", None
         if (known.base, known.quote) in self._contested:
-            return f"{known.base}/{known.quote} has a quote refused as absurd"
+            return f"{known.base}/{known.quote} has a quote refused as absurd", None
         quote = _Quote(known.base, known.quote, tick.last, tick.mark, tick.bid, tick.ask)
         peers = self._pairs.get((known.base, known.quote), [key])
         for peer in peers:
@@ -279,21 +283,18 @@ class IncrementalEvaluator:
             why = quote_outlier(mine.last, mine.mark, mine.bid, mine.ask, others, peer[0],
                                 self.policy.max_deviation)
             if why:
-                return f"absurd quote {peer[0]}:{peer[1]}: {why}"
-        return ""
+                return f"absurd quote {peer[0]}:{peer[1]}: {why}", None
+        return "", quote
 
     def on_tick(self, tick: Tick, now: datetime) -> TickDecision:
         """Apply one admitted-looking quote; re-measure only the limits it can move."""
         if self.unavailable:
             return TickDecision()  # every limit is UNKNOWN until a document is in force
-        now_ns = ns_of(now)
-        problem = self.admission_problem(tick, now_ns)
-        if problem:
+        problem, quote = self._admit(tick, ns_of(now))
+        if quote is None:
             return TickDecision(full_reason=problem)
         key = (tick.venue, tick.instrument)
-        known = self._quotes[key]
-        self._quotes[key] = _Quote(known.base, known.quote, tick.last, tick.mark, tick.bid,
-                                   tick.ask)
+        self._quotes[key] = quote
         mark = tick.mark if tick.mark is not None and tick.mark > 0 else tick.last
         dirty: dict[int, _ScopeAgg] = {}
         d_upnl_total = 0.0
@@ -314,7 +315,8 @@ class IncrementalEvaluator:
         if not dirty:
             return TickDecision()
         self._d_equity += d_upnl_total
-        portfolio = self.portfolio
+        # only limits reading portfolio equity read the portfolio (they are all re-measured)
+        portfolio = self.portfolio if self._portfolio_slots else self._portfolio
         slots: dict[int, _Slot] = {}
         for agg in dirty.values():
             agg.refresh_minima()

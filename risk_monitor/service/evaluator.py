@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, cast
 
+import pandas as pd
 from prometheus_client import Counter, Histogram
 
 from risk_monitor import application
@@ -52,6 +53,8 @@ DECISIONS = Counter("risk_monitor_hot_path_tick_decisions_total",
 
 #: how long cached start-of-day / peak equity figures are reused by evaluations
 EQUITY_REFERENCE_TTL_S = 1.0
+#: columns of polled rows that only say when (``poll_content`` leaves them out)
+TIME_COLUMNS = ("timestamp", "received_at", "source_time")
 
 
 def blank(columns: tuple[str, ...]) -> Collected:
@@ -100,6 +103,16 @@ class CachedEquity:
 
     def peak(self, scope: str) -> EquityPoint | None:
         return self._get(("peak", scope), lambda: self.inner.peak(scope))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A full evaluation and the per-tick evaluator built on it (evaluation thread → loop)."""
+
+    report: RiskReport
+    sequence: int  # the quote book's sequence the evaluation read
+    context: Mapping[str, Any]  # its alert context (lineage included)
+    incremental: IncrementalEvaluator | None  # None without a limit document
 
 
 @dataclass(frozen=True)
@@ -157,9 +170,10 @@ class LiveEvaluator:
             self._merged = merged  # same object while neither changes: lineage hashes it once
         return merged[2]
 
-    def full(self) -> tuple[RiskReport, int, Mapping[str, Any]] | None:
-        """One batch evaluation of the latest inputs → live state; (report, book sequence it
-        read, its alert context) or None without a limit document."""
+    def full(self) -> Baseline | None:
+        """One batch evaluation of the latest inputs → live state, and the per-tick evaluator
+        built on it (here, in the evaluation thread: building it costs milliseconds the tick
+        loop would otherwise stall for); None without a limit document."""
         now = self.clock()
         # the polled inputs this evaluation is the first to see name it (a poll may land while
         # a heartbeat evaluation starts: that one then evaluated the poll's data)
@@ -178,7 +192,10 @@ class LiveEvaluator:
         report = self.live.evaluate(snapshot)
         if report is None:
             return None
-        return report, sequence, self._context_of(report)
+        config = self.live.config
+        incremental = None if config is None else IncrementalEvaluator(report, config,
+                                                                        self.policy)
+        return Baseline(report, sequence, self._context_of(report), incremental)
 
     def _context_of(self, report: RiskReport) -> dict[str, Any]:
         return {
@@ -195,25 +212,26 @@ class LiveEvaluator:
         }
 
     # -- per tick and rebase (loop thread) -------------------------------------------------------
-    def rebase(self, report: RiskReport, sequence: int,
-               context: Mapping[str, Any]) -> tuple[list[LimitResult], list[Decision]]:
-        """Make ``report`` the baseline; returns its status changes and those of the ticks
-        replayed on it (stored after ``sequence``)."""
-        config = self.live.config
-        self._report, self._context = report, context
-        self._incremental = None if config is None else IncrementalEvaluator(
-            report, config, self.policy)
+    def rebase(self, baseline: Baseline) -> tuple[list[LimitResult], list[Decision]]:
+        """Make ``baseline`` current; returns its status changes and those of the ticks
+        replayed on it (stored after its book sequence)."""
+        report = baseline.report
+        self._report, self._context = report, baseline.context
+        self._incremental = baseline.incremental
         changed = self._diff(report.results)
         replayed = [self.on_tick(venue, row, publish=False)
-                    for venue, row in self.book.since(sequence)]
+                    for venue, row in self.book.since(baseline.sequence)]
         if replayed and self._incremental is not None:
             self._publish()
         return changed, replayed
 
     def on_tick(self, venue: str, row: QuoteRow, *, publish: bool = True) -> Decision:
+        return self.decide(tick_of(venue, row), publish=publish)
+
+    def decide(self, tick: Tick | None, *, publish: bool = True) -> Decision:
+        """One tick (its floats, ``quote_intake.tick_of``) decided on the current baseline."""
         started = time.perf_counter()
         incremental = self._incremental
-        tick = tick_of(venue, row)
         if incremental is None or tick is None:
             self._decided_none.inc()
             return Decision()
@@ -261,6 +279,19 @@ class LiveEvaluator:
         if self._incremental is not None:
             return tuple(self._incremental.results())
         return tuple(self._report.results) if self._report is not None else ()
+
+
+def poll_content(result: tuple[Collected, Collected] | Collected) -> bytes:
+    """What a poll delivered, without its times: every row (a hash per row) and each source's
+    outcome. Two polls with the same content differ only in when they were taken."""
+    parts = result if isinstance(result, tuple) else (result,)
+    out = []
+    for part in parts:
+        frame = part.frame.drop(columns=[c for c in TIME_COLUMNS if c in part.frame.columns])
+        rows = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+        sources = repr([(s.key, s.ok, s.rows, s.error_code) for s in part.sources])
+        out.append(rows + sources.encode())
+    return b"|".join(out)
 
 
 def tick_detail(tick: Tick) -> dict[str, Any]:

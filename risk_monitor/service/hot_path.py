@@ -61,7 +61,14 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import Custodian, ExchangeAccount
-from risk_monitor.service.evaluator import CachedEquity, LiveEvaluator, blank, tick_detail
+from risk_monitor.service.evaluator import (
+    Baseline,
+    CachedEquity,
+    LiveEvaluator,
+    blank,
+    poll_content,
+    tick_detail,
+)
 from risk_monitor.service.quote_intake import (
     RECEIVE_SECONDS,
     TICKS,
@@ -94,6 +101,9 @@ QUEUE_DEPTH = Gauge("risk_monitor_hot_path_queue_depth",
                     ["queue"])
 LAST_EVALUATION = Gauge("risk_monitor_hot_path_last_evaluation_timestamp_seconds",
                         "Unix time of the last completed full hot-path evaluation.")
+RESTAMPS = Counter("risk_monitor_hot_path_poll_restamps_total",
+                   "Polls that only re-stamped the last poll's data: stored without a full "
+                   "evaluation of their own.", ["kind"])
 POLLS = Counter("risk_monitor_hot_path_polls_total",
                 "Hot-path polls by kind and outcome (complete: every source delivered).",
                 ["kind", "outcome"])
@@ -111,6 +121,8 @@ TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "t
 URGENT_TRIGGERS = frozenset({"positions", "config"})
 #: interpreter-lock switch interval while the hot path runs (see ``HotPath.start``)
 SWITCH_INTERVAL_S = 0.0005
+#: longest an unchanged poll result waits for the next full evaluation (``HotPath._restamp_s``)
+RESTAMP_MAX_S = 5.0
 #: the longest the writer may take to drain at shutdown
 WRITER_DRAIN_S = 10.0
 
@@ -157,6 +169,13 @@ class HotPath:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._config_version: str | None = None
+        self._ticks: dict[str, Any] = {}  # venue -> its TICKS child
+        self._contents: dict[str, bytes] = {}  # poll kind -> content of its last result
+        market = settings.market_data
+        #: longest an unchanged poll waits for an evaluation (re-stamped inputs never age
+        #: into stale: a quarter of the tightest freshness budget at most)
+        self._restamp_s = min(RESTAMP_MAX_S, market.exchange_max_age_s / 4,
+                              market.custody_max_age_s / 4, market.max_age_s / 4)
         self._io = ThreadPoolExecutor(2, thread_name_prefix="hot-path-io")
         self._full = ThreadPoolExecutor(1, thread_name_prefix="hot-path-eval")
         # what readiness and tests read
@@ -201,17 +220,20 @@ class HotPath:
             return
         received = time.time()
         self.book.update(venue, rows)
-        TICKS.labels(venue=venue).inc(len(rows))
+        counter = self._ticks.get(venue)
+        if counter is None:  # a labels() lookup per tick costs about a microsecond
+            counter = self._ticks[venue] = TICKS.labels(venue=venue)
+        counter.inc(len(rows))
         for row in rows:
-            t_ns = epoch_ns(row.get("timestamp"))
+            tick = tick_of(venue, row)  # once per tick: its floats and its time in ns
+            t_ns = tick.t_ns if tick is not None else epoch_ns(row.get("timestamp"))
             if t_ns is not None:
                 RECEIVE_SECONDS.observe(max(0.0, received - t_ns / 1e9))
-            decision = self.evaluator.on_tick(venue, row)
+            decision = self.evaluator.decide(tick)
             if decision.full_reason:
                 self._mark("tick", received if t_ns is None else t_ns / 1e9)
             elif decision.changes:
                 done = time.perf_counter()
-                tick = tick_of(venue, row)
                 detail = tick_detail(tick) if tick is not None else {}
                 self.writer.submit([Change(r, "tick", done, detail) for r in decision.changes],
                                    self.evaluator.context)
@@ -335,8 +357,22 @@ class HotPath:
                 self.positions, self.exchange_balances = result
             else:
                 self.custody = result
-            self._mark(kind, started)
+            content = await loop.run_in_executor(self._io, poll_content, result)
+            if self._restamp_only(kind, content):
+                RESTAMPS.labels(kind=kind).inc()  # stored; the next evaluation reads it
+            else:
+                self._mark(kind, started)
             await self._sleep(interval_s - (loop.time() - begun))
+
+    def _restamp_only(self, kind: str, content: bytes) -> bool:
+        """True when a poll only re-stamped what the last one delivered (same rows and source
+        outcomes, newer times) and the last full evaluation is younger than ``_restamp_s``.
+        A quiet private stream answers every second; evaluating the whole desk for a new
+        receive time alone cost a full evaluation per second (issue 10)."""
+        same = self._contents.get(kind) == content
+        self._contents[kind] = content
+        last = self.last_evaluated_at
+        return same and last is not None and time.time() - last < self._restamp_s
 
     def _failed_poll(self, kind: str, code: str, message: str) -> PollResult:
         """What a poll that failed as a whole leaves: every source it covers failed (UNKNOWN
@@ -379,7 +415,7 @@ class HotPath:
     async def _run_evaluator(self) -> None:
         loop = asyncio.get_running_loop()
         await self._warm_up()
-        heartbeat_s = max(2.0 * self.service.positions_poll_s, 1.0)
+        heartbeat_s = max(2.0 * self.service.positions_poll_s, 1.0, self._restamp_s)
         min_interval = self.service.evaluate_min_interval_s
         last_start = -math.inf
         self._pending = {}  # what waited for warm-up is not latency
@@ -416,10 +452,9 @@ class HotPath:
                           error=error.message)
                 continue
             if done is not None:
-                self._rebase(*done, pending)
+                self._rebase(done, pending)
 
-    def _full_evaluation(self, pending: Mapping[str, float]
-                         ) -> tuple[RiskReport, int, Mapping[str, Any]] | None:
+    def _full_evaluation(self, pending: Mapping[str, float]) -> Baseline | None:
         """One full evaluation (evaluation thread): latest inputs → live state."""
         started = time.perf_counter()
         done = self.evaluator.full()
@@ -434,24 +469,24 @@ class HotPath:
             DETECTION_SECONDS.labels(trigger=trigger).observe(max(0.0, finished - event_time))
         self.evaluations += 1
         self.last_evaluated_at = finished
-        self.last_report = done[0]
+        self.last_report = done.report
         self.last_error = None
         return done
 
     def _evaluate(self, pending: Mapping[str, float]) -> RiskReport | None:
         """A full evaluation's report (what the cross-path equivalence test compares)."""
         done = self._full_evaluation(pending)
-        return None if done is None else done[0]
+        return None if done is None else done.report
 
-    def _rebase(self, report: RiskReport, sequence: int, context: Mapping[str, Any],
-                pending: Mapping[str, float]) -> None:
-        """Loop thread: the report becomes the per-tick baseline; its changes are written."""
+    def _rebase(self, baseline: Baseline, pending: Mapping[str, float]) -> None:
+        """Loop thread: the evaluation becomes the per-tick baseline; its changes are written."""
+        report, context = baseline.report, baseline.context
         pending = {**{name: time.time() for name in self.evaluator.new_inputs}, **pending}
         ordered = sorted(pending, key=lambda k: pending[k])
         # the input most likely to have moved a status names the evaluation
         trigger = min(pending, key=lambda k: (TRIGGER_RANK.get(k, len(TRIGGER_RANK)),
                                               pending[k]), default="heartbeat")
-        changed, replayed = self.evaluator.rebase(report, sequence, context)
+        changed, replayed = self.evaluator.rebase(baseline)
         now = time.perf_counter()
         changes = [Change(r, trigger, now, {"triggers": ordered}) for r in changed]
         changes += [Change(r, "tick", now, {}) for d in replayed for r in d.changes]

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from risk_monitor.adapters.redis_registry import RedisServiceRegistry
 from risk_monitor.adapters.sql import OutboxDispatcher
@@ -45,6 +51,84 @@ from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.state import RiskViewProvider
 
 log = get_logger(__name__)
+
+#: young-generation threshold after start-up (CPython's default, 700). Measured under the
+#: load bench at 1k ticks/s: at 20,000 each young collection paused every thread for 23 ms on
+#: average (79 ms at most): what a tick allocates mostly survives (quotes, results), so a
+#: larger young generation means a longer pause, not a cheaper one
+GC_GEN0_THRESHOLD = 700
+
+
+class GcPauses(Collector):
+    """Garbage-collector pauses by generation (every thread waits for them).
+
+    Counted in plain integers from ``gc.callbacks`` and exported at scrape time: a callback
+    may run inside any allocation, including one made while a prometheus metric's lock is
+    held, so it must take no lock itself."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.total_s = [0.0, 0.0, 0.0]
+        self.max_s = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = min(2, max(0, int(info.get("generation", 0))))
+        took = time.perf_counter() - self._started
+        self.count[generation] += 1
+        self.total_s[generation] += took
+        self.max_s[generation] = max(self.max_s[generation], took)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        total = CounterMetricFamily("risk_monitor_gc_pause_seconds",
+                                    "Time spent in garbage collections, by generation.",
+                                    labels=["generation"])
+        count = CounterMetricFamily("risk_monitor_gc_collections",
+                                    "Garbage collections, by generation.", labels=["generation"])
+        longest = GaugeMetricFamily("risk_monitor_gc_pause_max_seconds",
+                                    "Longest garbage-collection pause since start, by generation.",
+                                    labels=["generation"])
+        for g in range(3):
+            total.add_metric([str(g)], self.total_s[g])
+            count.add_metric([str(g)], self.count[g])
+            longest.add_metric([str(g)], self.max_s[g])
+        yield from (total, count, longest)
+
+
+def settle_heap() -> GcPauses:
+    """After start-up: move what start-up allocated (modules, markets, the first evaluation's
+    inputs) out of the collector's reach (``gc.freeze``), so a full collection no longer walks
+    the whole heap while the tick loop waits; set the young generation's threshold."""
+    pauses = next((c for c in gc.callbacks if isinstance(c, GcPauses)), None)
+    if pauses is None:
+        pauses = GcPauses()
+        with contextlib.suppress(ValueError):  # registered once per process
+            REGISTRY.register(pauses)
+    else:  # this deliberate collection is not a pause of the running service
+        gc.callbacks.remove(pauses)
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
+    gc.callbacks.append(pauses)
+    return pauses
+
+
+async def settle_heap_when_warm(app: ServiceApp, timeout_s: float) -> None:
+    """``settle_heap`` now, and again once the hot path has its first full evaluation (its
+    markets, positions and baseline are what a later full collection would walk each time)."""
+    settle_heap()
+    hot_path = app.hot_path
+    if hot_path is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while hot_path.last_evaluated_at is None and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    settle_heap()
 
 
 class ServiceApp:
@@ -187,7 +271,10 @@ async def serve(settings: Settings, *, insecure: bool = False) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await app.start()
+        settling = asyncio.create_task(settle_heap_when_warm(
+            app, settings.service.hot_path_warmup_s + 30.0), name="settle-heap")
         await stop.wait()
+        settling.cancel()
         await app.shutdown()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,6 +6,9 @@ cancelled mid-flight: cancelling a ccxt.pro future can poison the next subscript
 * validates every tick before it is stored (``domain.quotes.tick_rejection``): non-positive / NaN prices, ``bid > ask``, a
   timestamp older than ``market_data.max_age_s`` or later than now + ``max_future_skew_s``, and
   out-of-order ticks (older than the instrument's last accepted one) are rejected and counted;
+* hands each accepted tick to its listener at once (the service's hot path) and writes the
+  cache off the tick: every tick in 10 ms batches without a listener (a feeder: the Redis
+  stream is its output), else the latest quote per instrument once per ``CACHE_CONFLATE_S``;
 * on a websocket failure closes the client, marks the venue ``rest_fallback`` in Redis and
   polls REST (one bulk ``fetch_tickers`` per ``poll_interval_s``, through the venue's breaker and
   retry policy) while it reconnects with exponential backoff and jitter
@@ -65,8 +68,13 @@ CONNECTED = Gauge("risk_monitor_market_stream_connected",
 
 #: how often ccxt's ticker cache is swept for updates no pending watch received
 SWEEP_S = 0.5
-#: how long accepted ticks gather before one Redis pipeline writes them
+#: how long accepted ticks gather before one Redis pipeline writes them (a feeder: the Redis
+#: stream is its output, so every tick goes in)
 CACHE_BATCH_S = 0.01
+#: with a listener (the service's own hot path, which has had every tick), the cache gets the
+#: latest quote per instrument this often instead: its readers (Dagster runs, the sensor, the
+#: dashboards) poll in seconds, and a per-tick write cost about a third of the loop's CPU
+CACHE_CONFLATE_S = 1.0
 
 Clock = Callable[[], datetime]
 QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
@@ -105,7 +113,10 @@ class VenueFeed:
         self._hook = TickHook(self.symbols, self._on_hooked)
         self._hooked = False
         self._last_ns: dict[str, int] = {}
-        self._cache_rows: list[dict[str, Any]] = []
+        self._cache_rows: list[dict[str, Any]] = []  # a feeder's: every tick
+        #: with a listener: the latest accepted quote per instrument (module CACHE_CONFLATE_S)
+        self._cache_latest: dict[str, dict[str, Any]] | None = (
+            {} if listener is not None else None)
         self._flush: asyncio.Task[None] | None = None
         self._listener_tasks: set[asyncio.Future[Any]] = set()
         # per-tick metric children, looked up once (a labels() call per tick costs ~1 µs)
@@ -257,17 +268,33 @@ class VenueFeed:
                 self._listener_tasks.add(task := asyncio.ensure_future(result))
                 task.add_done_callback(self._listener_tasks.discard)
         if self.cache is not None:
-            self._cache_rows.extend(accepted)
+            latest = self._cache_latest
+            if latest is None:
+                self._cache_rows.extend(accepted)
+            else:  # conflated: one dict store per tick, the encoding happens per flush
+                for row in accepted:
+                    latest[row["instrument"]] = row
             if self._flush is None or self._flush.done():
                 self._flush = asyncio.ensure_future(self._flush_cache())
 
+    def _take_cache_rows(self) -> list[dict[str, Any]]:
+        if self._cache_latest is not None:
+            rows = list(self._cache_latest.values())
+            self._cache_latest.clear()
+            return rows
+        rows, self._cache_rows = self._cache_rows, []
+        return rows
+
     async def _flush_cache(self) -> None:
-        # gather ticks for CACHE_BATCH_S first: one pipeline per batch instead of one per few
-        # ticks (the hot path has had them already; the cache's readers poll in seconds)
-        await asyncio.sleep(CACHE_BATCH_S)
-        while self._cache_rows and self.cache is not None:
-            rows, self._cache_rows = self._cache_rows, []
-            try:  # every tick joins the stream; the hash keeps the latest per instrument
+        # gather first: one pipeline per batch instead of one per few ticks; with a listener,
+        # the latest quote per instrument (module CACHE_CONFLATE_S)
+        while True:
+            await asyncio.sleep(CACHE_BATCH_S if self._cache_latest is None
+                                else CACHE_CONFLATE_S)
+            rows = self._take_cache_rows()
+            if self.cache is None or not rows:
+                return
+            try:  # each row joins the stream; the hash keeps the latest per instrument
                 await self.cache.write(self.venue.id, rows, via="stream")
             except Exception as exc:
                 mapped = map_exception(exc, source="redis", endpoint="quote cache")

@@ -242,6 +242,23 @@ class AlertWriter:
                      notifications=[f"{n.kind.value}:{n.limit_id}:{n.scope}:{n.status.value}"
                                     for n in notes[:20]])
 
+    def _changes_first(self) -> None:
+        """Write the status changes that arrived during a periodic write before its next step
+        (a periodic write takes 0.1-0.8 s: changes must not queue behind it)."""
+        with self._cond:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, {}
+            contexts = dict(self._contexts)
+            PENDING.set(0)
+        try:
+            self._write_changes(batch, contexts)
+        except Exception:
+            with self._cond:  # kept, oldest first (the caller logs and pauses)
+                for fingerprint, changes in batch.items():
+                    self._pending[fingerprint] = changes + self._pending.get(fingerprint, [])
+            raise
+
     def _write_periodic(self, state: LiveState) -> None:
         """Results, metrics, coverage, compliance sightings and time-driven transitions."""
         report, results = state.report, list(state.results())
@@ -250,6 +267,12 @@ class AlertWriter:
         application.persist_evaluation(self.storage, state=report.state,
                                      exposures=report.exposures, results=results, as_of=as_of)
         WRITE_SECONDS.labels(step="persist").observe(time.perf_counter() - started)
+        # the series steps below lock what the changes lock: the changes that arrived meanwhile
+        # go first, and the steps then read the results again (never older than a change
+        # already written)
+        self._changes_first()
+        results = list(state.results())
+        as_of = max((r.as_of for r in results), default=as_of)
         started = time.perf_counter()
         application.record_compliance(self.storage, results)
         WRITE_SECONDS.labels(step="compliance").observe(time.perf_counter() - started)

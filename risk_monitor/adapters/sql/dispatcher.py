@@ -171,8 +171,13 @@ class OutboxDispatcher:
         self._wake.set()
 
     def dispatch_once(self, batch: int = 100) -> DispatchResult:
-        """Claim due rows and deliver them; returns what happened to each claimed row."""
+        """Claim due rows and deliver them; returns what happened to each claimed row. The
+        acknowledgement notes go after the deliveries: reading them never delays an alert."""
+        result = self._deliver_due(batch)
         self._note_acknowledgements()
+        return result
+
+    def _deliver_due(self, batch: int) -> DispatchResult:
         entries = self.repository.claim(batch, self.clock(), self.lease_s)
         result = DispatchResult()
         if not entries:

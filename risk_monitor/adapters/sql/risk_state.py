@@ -74,15 +74,17 @@ class LatestEvaluationStore:
         now = self._clock()
         written = 0
         table = limit_status_latest
-        for result in results:
-            values = {**codec.limit_result_values(result), "updated_at": now}
-            statement = dialect_insert(conn, table).values(**values)
-            update = {k: statement.excluded[k] for k in values if k not in ("limit_id", "scope")}
+        rows = [{**codec.limit_result_values(result), "updated_at": now} for result in results]
+        if rows:
+            # one statement for every row (executemany): built and compiled once, then cached;
+            # a statement per result cost ~1 ms of CPU each in the hot path's periodic write
+            statement = dialect_insert(conn, table)
+            update = {k: statement.excluded[k] for k in rows[0] if k not in ("limit_id", "scope")}
             statement = statement.on_conflict_do_update(
                 index_elements=["limit_id", "scope"], set_=update,
                 where=table.c.as_of <= statement.excluded.as_of,
             )
-            written += conn.execute(statement).rowcount
+            written = conn.execute(statement, rows).rowcount
         if prune_before is not None:
             keep = {(r.limit_id, r.scope) for r in results}
             stale = conn.execute(

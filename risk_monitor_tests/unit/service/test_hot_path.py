@@ -246,3 +246,71 @@ async def test_a_position_change_is_evaluated_at_once_not_held_by_the_min_interv
         assert note.status.value == "BREACH"
     finally:
         await hot.stop()
+
+
+def test_poll_content_leaves_out_the_times_and_nothing_else() -> None:
+    from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
+    from risk_monitor.service.evaluator import poll_content
+
+    def poll(btc: float, at: datetime, ok: bool = True) -> Collected:
+        status = SourceStatus(kind=SourceKind.EXCHANGE, venue="binance", account="main", ok=ok,
+                              as_of=at, rows=1, error_code=None if ok else "RM300")
+        return Collected(frame([position("binance", BTC, btc, 60_000, 60_000, received=at)],
+                               POSITION_COLUMNS), (status,))
+
+    first, later = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    assert poll_content(poll(1.0, first)) == poll_content(poll(1.0, later))  # re-stamped
+    assert poll_content(poll(1.0, first)) != poll_content(poll(2.0, later))  # a fill
+    assert poll_content(poll(1.0, first)) != poll_content(poll(1.0, later, ok=False))
+
+
+async def test_a_poll_that_only_re_stamps_its_data_is_stored_without_an_evaluation(
+        tmp_path: Path) -> None:
+    # issue 10: a quiet private stream answers the position poll every second with the same
+    # positions and a new receive time; each answer used to cost a full evaluation
+    from prometheus_client import REGISTRY
+
+    settings, storage, live = _btc_desk(tmp_path, positions_poll_s=0.05,
+                                        evaluate_min_interval_s=0.0, hot_path_warmup_s=60.0,
+                                        persist_interval_s=60.0)
+    account = _Account(btc=10.0)
+    hot = HotPath(settings, live, storage, instance_id="unit", accounts=[account], custodians=[])
+
+    def restamps() -> float:
+        return REGISTRY.get_sample_value("risk_monitor_hot_path_poll_restamps_total",
+                                         {"kind": "positions"}) or 0.0
+
+    await hot.start()
+    try:
+        hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
+        await async_wait_until(lambda: hot.evaluations >= 1, timeout=30,
+                               message="the first evaluation")
+        before = restamps()
+        await async_wait_until(lambda: restamps() >= before + 3, timeout=30,
+                               message="re-stamped polls stored without an evaluation")
+        evaluations = hot.evaluations
+        account.btc = 20.0  # a real change: evaluated (and alerted) at once
+        await async_wait_until(lambda: hot.evaluations > evaluations, timeout=30,
+                               message="the changed poll evaluated")
+        await async_wait_until(lambda: storage.outbox.counts()["pending"] == 1, timeout=30,
+                               message="its alert")
+    finally:
+        await hot.stop()
+        storage.close()
+
+
+def test_gc_pauses_are_counted_per_generation_without_a_lock() -> None:
+    import gc
+
+    from risk_monitor.service.main import GcPauses
+
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(pauses)
+    assert pauses.count[2] == 1 and pauses.total_s[2] >= pauses.max_s[2] > 0
+    families = {f.name: f for f in pauses.collect()}
+    assert {"risk_monitor_gc_pause_seconds", "risk_monitor_gc_collections",
+            "risk_monitor_gc_pause_max_seconds"} <= set(families)
