@@ -178,7 +178,7 @@ class TradingSession:
     def __init__(self, scenario: str, workdir: Path, *, printer: Callable[[str], None] | None
                  = None, database_url: str | None = None, redis_url: str | None = None,
                  redis_prefix: str | None = None, service: dict[str, Any] | None = None,
-                 ready_timeout_s: float = 120.0, seed: int | None = None,
+                 trading: dict[str, Any] | None = None, ready_timeout_s: float = 120.0, seed: int | None = None,
                  catch_up_s: float = 2.0) -> None:
         self.scenario_name = scenario
         #: the simulators' seed (market model, fills); None: the scenario's own
@@ -189,6 +189,7 @@ class TradingSession:
         self.redis_url = redis_url
         self.redis_prefix = redis_prefix or f"desk-{uuid.uuid4().hex[:8]}"
         self.service_overrides = dict(service or {})
+        self.trading_overrides = dict(trading or {})
         self.ready_timeout_s = ready_timeout_s
         self.catch_up_s = catch_up_s
         self.stack: SimulatorStack | None = None
@@ -221,7 +222,7 @@ class TradingSession:
                         "positions_poll_s": 0.5, "custody_poll_s": 2.0,
                         "evaluate_min_interval_s": 0.1, "persist_interval_s": 2.0,
                         **self.service_overrides},
-            "trading": {"desk_book_key": self.desk_book_key()},
+            "trading": {"desk_book_key": self.desk_book_key(), **self.trading_overrides},
         })
         if self.database_url:
             doc["database_url"] = self.database_url
