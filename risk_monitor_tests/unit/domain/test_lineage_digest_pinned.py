@@ -9,12 +9,14 @@ import enum
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from risk_monitor.domain.audit_chain import canonical, versions_digest
 from risk_monitor.domain.engine import RiskSnapshot
-from risk_monitor.domain.lineage import input_versions, venue_versions
+from risk_monitor.domain.lineage import content_version, input_versions, venue_versions
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
+from risk_monitor_tests.unit.domain.test_lineage_versions import quotes
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -126,3 +128,19 @@ def test_desk_sized_data_versions_are_pinned() -> None:
         "balances": {"binance": "48cc17027a6c63d3bd753bec",
                      "fireblocks": "057bbef4065ae4fd4d082a26",
                      "okx": "bde6be34fb96933163f93a57"}}
+
+
+def test_every_kind_of_column_is_pinned() -> None:
+    """Extension arrays, object columns of mixed values, every time unit, small ints, -0.0 and
+    NaN in float32: each column kind's hash, as the plain implementation gave it."""
+    base = quotes()
+    frame = base.frame.assign(
+        ms=lambda f: f["timestamp"].dt.as_unit("ms"),
+        naive=lambda f: f["timestamp"].dt.tz_localize(None),
+        n=pd.array([1, None, 3], dtype="Int64"), text=pd.array(["a", None, "c"], dtype="string"),
+        flag=[True, False, True], objects=np.array([None, 1.5, "x"], dtype=object),
+        kind=pd.Categorical(["a", "b", "a"]), small=np.array([1, 2, 3], dtype=np.uint8),
+        duration=pd.to_timedelta([1, 2, 3], "s"), ints=np.array([0, -5, 2**40], dtype=np.int64),
+        f32=np.array([-0.0, np.nan, 1.5], dtype=np.float32))
+    for variant in (frame, frame.copy()):  # as assigned, and with its blocks consolidated
+        assert content_version(Collected(variant, base.sources)) == "f4adf47d89c0cf3830567658"
