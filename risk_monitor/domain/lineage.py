@@ -299,9 +299,11 @@ class _Seen:
     def entry(self, key: str, build: Callable[[], dict[str, Any]]) -> _Entry:
         """The entry ``key`` and its canonical text, built once (``build()``)."""
         entry = self.entries.get(key)
-        if entry is None:
-            entry = self.entries[key] = build()
-            self.texts[key] = canonical(entry)
+        if entry is None:  # the text is stored first: an entry found always has its text
+            entry = build()
+            text = self.texts[key] = canonical(entry)
+            self.entries[key] = entry
+            return entry, text
         return entry, self.texts[key]
 
 
