@@ -34,9 +34,8 @@ from risk_monitor.dagster_catalog import (
     ReportedEvent,
     evaluation_version,
 )
-from risk_monitor.domain.audit_chain import versions_digest
 from risk_monitor.domain.engine import RiskReport
-from risk_monitor.domain.lineage import LineageDigest, input_versions
+from risk_monitor.domain.lineage import LineageDigest, evaluated_inputs
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
@@ -167,9 +166,9 @@ class HotPathLineage:
         self.reported = 0
         self.failed = 0
         self.last_event: ReportedEvent | None = None
-        #: the last evaluation's versions and their digests: an evaluation of equal inputs
-        #: (a heartbeat without ticks) reuses them instead of canonicalising them again
-        self._last: tuple[Mapping[str, Any], str, str] | None = None
+        #: the last evaluation's digest and Dagster data version: an evaluation of equal
+        #: inputs (a heartbeat without ticks) reuses the latter
+        self._last: tuple[str, str] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HotPathLineage:
@@ -183,22 +182,23 @@ class HotPathLineage:
         """Alert-context fields naming the exact inputs of this evaluation (each collection
         input also per venue), and, when a Dagster instance is configured, the evaluation id
         its ``live_limit_status`` event will carry (the "Asset" button opens that asset)."""
-        versions = input_versions(report.snapshot, report.config_version)
+        inputs = evaluated_inputs(report.snapshot, report.config_version)
+        versions = inputs.versions
         last = self._last
-        if last is None or last[0] != versions:
-            last = self._last = (versions, versions_digest(versions), evaluation_version(versions))
+        if last is None or last[0] != inputs.digest:
+            last = self._last = (inputs.digest, evaluation_version(versions))
         fields: dict[str, Any] = {
             # the versions travel as their digest (a ``str`` holding them): every alert of the
             # evaluation writes and seals 64 characters, the versions are stored once
             # (``adapters/sql/audit_lineage.py``); hashed here, once per evaluation. A new
             # ``LineageDigest`` per evaluation: what it learns of the store lives no longer
-            LINEAGE_KEY: LineageDigest(last[1], versions),
+            LINEAGE_KEY: LineageDigest(inputs.digest, versions),
             "data_versions": {name: seen["data_version"] for name, seen in versions.items()},
         }
         if self.catalog is not None:
             fields["asset_key"] = LIVE_ASSET
             fields["evaluation_id"] = uuid.uuid4().hex
-            fields["dagster_data_version"] = last[2]
+            fields["dagster_data_version"] = last[1]
         return fields
 
     def after_commit(self, context: Mapping[str, Any],

@@ -28,6 +28,19 @@ GENESIS_HASH = "0" * 64
 
 
 def _normalise(value: Any) -> Any:
+    kind = type(value)  # the common exact types first, each as the general rules below treat it
+    if kind is str or value is None or kind is bool:
+        return value
+    if kind is float:
+        return repr(value) if math.isfinite(value) else None
+    if kind is dict:
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if kind is int:
+        return _normalise(float(value))
+    return _normalise_any(value)
+
+
+def _normalise_any(value: Any) -> Any:
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
@@ -47,10 +60,22 @@ def _normalise(value: Any) -> Any:
     return str(value)
 
 
+#: ``json.dumps`` with these arguments builds this encoder per call; built once here
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+#: how that encoder writes a key (a ``str``)
+_encode_key = json.encoder.encode_basestring
+
+
 def canonical(value: Any) -> str:
     """The one text a value hashes as (module docstring)."""
-    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    return _ENCODER.encode(_normalise(value))
+
+
+def canonical_mapping(members: Mapping[str, str]) -> str:
+    """:func:`canonical` of a mapping of text keys, from its values' canonical texts: the same
+    bytes, without walking values whose text is known already (the hot path's unchanged
+    inputs between evaluations)."""
+    return "{" + ",".join(f"{_encode_key(key)}:{members[key]}" for key in sorted(members)) + "}"
 
 
 def sha256_hex(text: str) -> str:
@@ -76,4 +101,13 @@ def versions_digest(versions: Mapping[str, Any]) -> str:
     """Content address of one evaluation's input data versions: the audit entries seal this
     digest, the versions are stored once under it (``evaluation_lineage``), and ``audit verify``
     recomputes it from the stored versions, so an edited version row no longer matches."""
-    return sha256_hex(canonical(versions))
+    if not isinstance(versions, Mapping):  # a forged row's versions: hashed all the same
+        return sha256_hex(canonical(versions))
+    return digest_of_canonical({str(k): canonical(v) for k, v in versions.items()})
+
+
+def digest_of_canonical(members: Mapping[str, str]) -> str:
+    """:func:`versions_digest` from each input's canonical text (``canonical(entry)``): the
+    hot path keeps the texts of the inputs it evaluated before and canonicalises only what
+    is new."""
+    return sha256_hex(canonical_mapping(members))

@@ -33,7 +33,7 @@ import operator
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -41,6 +41,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from risk_monitor.domain.audit_chain import canonical, digest_of_canonical
 from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
 
@@ -80,9 +81,12 @@ def _nanoseconds(values: np.ndarray, unit: str) -> np.ndarray:
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser, vectorised: every input bit moves every output bit (array
     arithmetic wraps modulo 2**64 silently)."""
-    x = (x ^ (x >> _S30)) * _M1
-    x = (x ^ (x >> _S27)) * _M2
-    return x ^ (x >> _S31)
+    x = x ^ (x >> _S30)  # a new array, then changed in place: fewer temporaries to allocate
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
 
 
 def _text_hash(text: str) -> int:
@@ -112,7 +116,8 @@ class _TextHashes:
     def column(self, values: np.ndarray) -> np.ndarray:
         """Hashes of a column of objects: one look-up of the whole column once known (texts
         only: equal tuples of ``str`` hold equal texts), else one per value."""
-        key = tuple(values) if len(values) <= self.COLUMN_ROWS else None
+        # ``tolist`` first: the same objects, built in half the time of ``tuple(values)``
+        key = tuple(values.tolist()) if len(values) <= self.COLUMN_ROWS else None
         try:
             known = self._columns.get(key) if key is not None else None
         except TypeError:  # an unhashable value
@@ -277,13 +282,29 @@ def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     return out
 
 
+#: an entry of :func:`input_versions` and its canonical text
+_Entry = tuple[dict[str, Any], str]
+
+
 @dataclass
 class _Seen:
     """What is known of one dataset object: its venues' versions and, built once, its entries
-    in :func:`input_versions` (shared by every evaluation of the object: read-only)."""
+    in :func:`input_versions` (shared by every evaluation of the object: read-only) and their
+    canonical texts (``audit_chain.canonical``, what the evaluation's digest is made of)."""
 
     versions: dict[str, VenueVersion]
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def entry(self, key: str, build: Callable[[], dict[str, Any]]) -> _Entry:
+        """The entry ``key`` and its canonical text, built once (``build()``)."""
+        entry = self.entries.get(key)
+        if entry is None:  # the text is stored first: an entry found always has its text
+            entry = build()
+            text = self.texts[key] = canonical(entry)
+            self.entries[key] = entry
+            return entry, text
+        return entry, self.texts[key]
 
 
 class _IdentityCache:
@@ -385,24 +406,62 @@ def _entry(versions: Mapping[str, VenueVersion]) -> dict[str, Any]:
             "venues": {venue: v.as_dict() for venue, v in sorted(versions.items())}}
 
 
-def _whole(seen: _Seen) -> dict[str, Any]:
-    entry = seen.entries.get("")
-    if entry is None:
-        entry = seen.entries[""] = _entry(seen.versions)
-    return entry
+def _whole(seen: _Seen) -> _Entry:
+    return seen.entry("", lambda: _entry(seen.versions))
 
 
-def _by_kind(balances: Collected) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The entries of the exchange and the custodian balances in one merged dataset."""
+def _by_kind(balances: Collected) -> tuple[_Entry, _Entry]:
+    """The entries (and texts) of the exchange and the custodian balances in one merged
+    dataset."""
     seen = _seen(balances)
     if "custody" not in seen.entries:
         kinds = {s.venue: s.kind for s in balances.sources}
         exchange = {v: version for v, version in seen.versions.items()
                     if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
         custody = {v: version for v, version in seen.versions.items() if v not in exchange}
-        seen.entries["exchange"] = _entry(exchange)
-        seen.entries["custody"] = _entry(custody)
-    return seen.entries["exchange"], seen.entries["custody"]
+        return (seen.entry("exchange", lambda: _entry(exchange)),
+                seen.entry("custody", lambda: _entry(custody)))
+    return ((seen.entries["exchange"], seen.texts["exchange"]),
+            (seen.entries["custody"], seen.texts["custody"]))
+
+
+#: canonical texts of the limit configuration's entry, by configuration version (a few)
+_config_texts: dict[str, str] = {}
+
+
+def _config_entry(config_version: str) -> _Entry:
+    entry = {"data_version": config_version, "as_of": None, "rows": None}
+    text = _config_texts.get(config_version)
+    if text is None:
+        if len(_config_texts) >= _CACHE_SIZE:
+            _config_texts.clear()
+        text = _config_texts[config_version] = canonical(entry)
+    return entry, text
+
+
+@dataclass(frozen=True)
+class InputVersions:
+    """One evaluation's input versions (:func:`input_versions`) and their digest
+    (``audit_chain.versions_digest``, computed from the entries' canonical texts: those of the
+    datasets evaluated before are kept with them, only a new dataset's entry is walked)."""
+
+    versions: dict[str, dict[str, Any]]
+    digest: str
+
+
+def evaluated_inputs(snapshot: RiskSnapshot, config_version: str) -> InputVersions:
+    """:func:`input_versions` with their digest."""
+    exchange, custody = _by_kind(snapshot.balances)
+    named = {
+        "market_prices": _whole(_seen(snapshot.prices)),
+        "exchange_positions": _whole(_seen(snapshot.positions)),
+        "exchange_balances": exchange,
+        "custodian_balances": custody,
+        "limit_config": _config_entry(config_version),
+    }
+    return InputVersions(versions={name: entry for name, (entry, _) in named.items()},
+                         digest=digest_of_canonical({name: text
+                                                     for name, (_, text) in named.items()}))
 
 
 def input_versions(snapshot: RiskSnapshot, config_version: str) -> dict[str, dict[str, Any]]:
@@ -413,11 +472,4 @@ def input_versions(snapshot: RiskSnapshot, config_version: str) -> dict[str, dic
 
     The entries of a dataset object evaluated before (positions, balances between polls) are
     the same objects as then: read them, never change them."""
-    exchange, custody = _by_kind(snapshot.balances)
-    return {
-        "market_prices": _whole(_seen(snapshot.prices)),
-        "exchange_positions": _whole(_seen(snapshot.positions)),
-        "exchange_balances": exchange,
-        "custodian_balances": custody,
-        "limit_config": {"data_version": config_version, "as_of": None, "rows": None},
-    }
+    return evaluated_inputs(snapshot, config_version).versions
