@@ -22,7 +22,7 @@ SQLite by ``BEGIN IMMEDIATE``, so two dispatchers (service replicas) never split
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,8 +102,15 @@ class OutboxRepository:
         self.engine = engine
 
     # -- claiming -------------------------------------------------------------------------------
-    def claim(self, batch: int, now: datetime, lease_s: float) -> list[OutboxEntry]:
-        """Claim up to ``batch`` due rows, each series' rows as an in-order prefix."""
+    def claim(self, batch: int, now: datetime, lease_s: float, *,
+              reads: Callable[[Connection, list[OutboxEntry]], None] | None = None
+              ) -> list[OutboxEntry]:
+        """Claim up to ``batch`` due rows, each series' rows as an in-order prefix.
+
+        ``reads``: what the caller reads about the rows it claimed, in the claim's transaction
+        (the dispatcher's silences, acknowledgements and thread roots: one transaction before
+        the send, not one per read).
+        """
         token = str(uuid.uuid4())
         with write_tx(self.engine, source=SOURCE) as conn:
             lock_names(conn, ["risk_monitor.outbox.claim"])
@@ -118,30 +125,32 @@ class OutboxRepository:
             rows = conn.execute(statements.take, {
                 "ids": accepted, "token": token,
                 "lease_until": now + timedelta(seconds=lease_s)}).all()
-            return [
+            entries = [
                 OutboxEntry(id=r.id, claim_token=token, fingerprint=r.fingerprint,
                             episode=r.episode, sequence=r.sequence, attempts=r.attempts,
                             notification=codec.notification_from_payload(r.payload),
                             fallback_ref=r.fallback_ref)
                 for r in sorted(rows, key=lambda r: (r.fingerprint, r.sequence))
             ]
+            if reads is not None and entries:
+                reads(conn, entries)
+            return entries
 
-    def thread_roots(self, entries: Sequence[OutboxEntry]) -> dict[tuple[str, int], str]:
-        """Delivery ref of the first sent message of each (fingerprint, episode) in play."""
+    def thread_roots(self, entries: Sequence[OutboxEntry], *, conn: Connection | None = None
+                     ) -> dict[tuple[str, int], str]:
+        """Delivery ref of the first sent message of each (fingerprint, episode) in play
+        (in ``conn``'s transaction when given)."""
         if not entries:
             return {}
-        fingerprints = sorted({e.fingerprint for e in entries})
-        episodes = sorted({e.episode for e in entries})
+        if conn is None:
+            with read_only(self.engine, source=SOURCE) as own:
+                return self.thread_roots(entries, conn=own)
         roots: dict[tuple[str, int], str] = {}
-        with read_only(self.engine, source=SOURCE) as conn:
-            rows = conn.execute(
-                sa.select(outbox.c.fingerprint, outbox.c.episode, outbox.c.delivery_ref)
-                .where(outbox.c.fingerprint.in_(fingerprints), outbox.c.episode.in_(episodes),
-                       outbox.c.status == "sent", outbox.c.delivery_ref.is_not(None))
-                .order_by(outbox.c.fingerprint, outbox.c.episode, outbox.c.sequence)
-            )
-            for row in rows:
-                roots.setdefault((row.fingerprint, row.episode), row.delivery_ref)
+        rows = conn.execute(_THREAD_ROOTS, {
+            "fingerprints": sorted({e.fingerprint for e in entries}),
+            "episodes": sorted({e.episode for e in entries})})
+        for row in rows:
+            roots.setdefault((row.fingerprint, row.episode), row.delivery_ref)
         return roots
 
     # -- outcomes -------------------------------------------------------------------------------
@@ -262,6 +271,14 @@ class _ClaimStatements:
 
 
 _CLAIM_STATEMENTS: dict[str, _ClaimStatements] = {}
+
+_THREAD_ROOTS = (
+    sa.select(outbox.c.fingerprint, outbox.c.episode, outbox.c.delivery_ref)
+    .where(outbox.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
+           outbox.c.episode.in_(sa.bindparam("episodes", expanding=True)),
+           outbox.c.status == "sent", outbox.c.delivery_ref.is_not(None))
+    .order_by(outbox.c.fingerprint, outbox.c.episode, outbox.c.sequence)
+)
 
 
 def _claim_statements(conn: Connection) -> _ClaimStatements:
