@@ -97,14 +97,14 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
     stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
     limit_ids = sorted({limit_id for limit_id, _ in keys})
     for start in range(0, len(limit_ids), 500):  # one read for all the series' open intervals
-        rows = conn.execute(sa.select(t).where(t.c.limit_id.in_(limit_ids[start:start + 500]),
-                                               t.c.until.is_(None)))
+        rows = conn.execute(_OPEN_INTERVALS, {"limit_ids": limit_ids[start:start + 500]})
         for row in rows:
             if (row.limit_id, row.scope) in keys:
                 stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
     update = update_intervals([i for _, i in stored.values()], results)
     written: list[dict[str, Any]] = []  # intervals whose audited columns changed (sealed)
     new: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for interval in [*update.close, *update.open]:
         known = stored.get((interval.limit_id, interval.scope))
         values = {"status": interval.status.value, "until": interval.until,
@@ -112,7 +112,7 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
                   "worst_utilisation": interval.worst_utilisation,
                   "config_version": interval.config_version}
         if known is not None and known[1].since == interval.since:
-            conn.execute(t.update().where(t.c.id == known[0]).values(**values))
+            updates.append({"interval_id": known[0], **{f"new_{k}": v for k, v in values.items()}})
             if (known[1].until != interval.until
                     or known[1].config_version != interval.config_version):
                 written.append({"id": known[0], "limit_id": interval.limit_id,
@@ -120,11 +120,23 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
         else:
             new.append({"limit_id": interval.limit_id, "scope": interval.scope,
                         "since": interval.since, **values})
+    if updates:  # one cached statement (a round trip per row, as before)
+        conn.execute(_UPDATE_INTERVAL, updates)
     if new:  # one multi-row INSERT; ids come back in the rows' order
         ids = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True),
                            new).scalars().all()
         written += [{"id": i, **row} for i, row in zip(ids, new, strict=True)]
     return len(new), written
+
+
+#: the step's statements, built once (bind parameters): the compiled cache serves them
+_OPEN_INTERVALS = sa.select(compliance_intervals).where(
+    compliance_intervals.c.limit_id.in_(sa.bindparam("limit_ids", expanding=True)),
+    compliance_intervals.c.until.is_(None))
+_UPDATE_INTERVAL = compliance_intervals.update().where(
+    compliance_intervals.c.id == sa.bindparam("interval_id")).values(
+    {name: sa.bindparam(f"new_{name}") for name in (
+        "status", "until", "last_seen_at", "worst_utilisation", "config_version")})
 
 
 def _interval(row: sa.Row[Any]) -> StatusInterval:
