@@ -223,6 +223,10 @@ class SqlAlertStore:
             ).scalar_one_or_none()
 
 
+_SELECT_STATES = sa.select(alert_states).where(
+    alert_states.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)))
+
+
 def _select_states(conn: Connection, fingerprints: Sequence[str]
                    ) -> tuple[dict[str, AlertState], dict[str, int]]:
     states: dict[str, AlertState] = {}
@@ -230,7 +234,7 @@ def _select_states(conn: Connection, fingerprints: Sequence[str]
     wanted = list(set(fingerprints))
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
-        rows = conn.execute(sa.select(alert_states).where(alert_states.c.fingerprint.in_(chunk)))
+        rows = conn.execute(_SELECT_STATES, {"fingerprints": chunk})
         for row in rows:
             mapping = row._mapping
             states[mapping["fingerprint"]] = codec.state_from_row(mapping)

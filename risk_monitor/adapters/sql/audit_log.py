@@ -105,12 +105,13 @@ def content_hash(prev_hash: str, at: datetime, event: str, correlation_id: str |
                       run_id=run_id, subject=subject, row_digest=digest, payload=payload)
 
 
+_READ_HEAD = (sa.select(audit_log.c.id, audit_log.c.entry_hash)
+              .where(audit_log.c.entry_hash.is_not(None))
+              .order_by(audit_log.c.id.desc()).limit(1))
+
+
 def read_head(conn: Connection) -> ChainHead:
-    row = conn.execute(
-        sa.select(audit_log.c.id, audit_log.c.entry_hash)
-        .where(audit_log.c.entry_hash.is_not(None))
-        .order_by(audit_log.c.id.desc()).limit(1)
-    ).first()
+    row = conn.execute(_READ_HEAD).first()
     return ChainHead(0, GENESIS_HASH) if row is None else ChainHead(int(row.id), row.entry_hash)
 
 
