@@ -22,7 +22,7 @@ SQLite by ``BEGIN IMMEDIATE``, so two dispatchers (service replicas) never split
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,11 +115,8 @@ class OutboxRepository:
         with write_tx(self.engine, source=SOURCE) as conn:
             lock_names(conn, ["risk_monitor.outbox.claim"])
             statements = _claim_statements(conn)
-            candidates = {row.id for row in conn.execute(
-                statements.due, {"now": now, "batch": batch})}
-            if not candidates:
-                return []
-            accepted = _in_order_prefixes(conn, statements, candidates)
+            accepted = _in_order_prefixes(
+                conn.execute(statements.series, {"now": now, "batch": batch}))
             if not accepted:
                 return []
             rows = conn.execute(statements.take, {
@@ -265,8 +262,9 @@ class _ClaimStatements:
     """The claim's statements, built once per backend (the compiled cache then serves them:
     built anew per claim they cost a third of the dispatcher's CPU)."""
 
-    due: Any  # due row ids, oldest first (:now, :batch)
-    unfinished: Any  # every unfinished row of the candidates' series, in order (:ids)
+    #: every unfinished row of the series with a due row (up to :batch due rows, oldest
+    #: first, as of :now), in series order, each marked claimable when it is one of them
+    series: Any
     take: Any  # claim the accepted rows, RETURNING what the dispatcher needs
 
 
@@ -287,7 +285,7 @@ def _claim_statements(conn: Connection) -> _ClaimStatements:
         return cached
     now = sa.bindparam("now", type_=UtcDateTime())
     due = (
-        sa.select(outbox.c.id)
+        sa.select(outbox.c.id, outbox.c.fingerprint)
         .where(sa.or_(
             sa.and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
             sa.and_(outbox.c.status == "sending", outbox.c.lease_until <= now),
@@ -297,11 +295,11 @@ def _claim_statements(conn: Connection) -> _ClaimStatements:
     )
     if is_postgres(conn):
         due = due.with_for_update(skip_locked=True)
-    series = (sa.select(outbox.c.fingerprint)
-              .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True))).distinct())
-    unfinished = (
-        sa.select(outbox.c.id, outbox.c.fingerprint)
-        .where(outbox.c.fingerprint.in_(series.scalar_subquery()),
+    candidates = due.cte("due")  # one statement: the due rows and their series' rows
+    series = (
+        sa.select(outbox.c.id, outbox.c.fingerprint,
+                  outbox.c.id.in_(sa.select(candidates.c.id)).label("claimable"))
+        .where(outbox.c.fingerprint.in_(sa.select(candidates.c.fingerprint)),
                outbox.c.status.in_(UNFINISHED))
         .order_by(outbox.c.fingerprint, outbox.c.sequence)
     )
@@ -313,21 +311,20 @@ def _claim_statements(conn: Connection) -> _ClaimStatements:
         .returning(outbox.c.id, outbox.c.fingerprint, outbox.c.episode, outbox.c.sequence,
                    outbox.c.attempts, outbox.c.payload, outbox.c.fallback_ref)
     )
-    statements = _ClaimStatements(due=due, unfinished=unfinished, take=take)
+    statements = _ClaimStatements(series=series, take=take)
     _CLAIM_STATEMENTS[conn.dialect.name] = statements
     return statements
 
 
-def _in_order_prefixes(conn: Connection, statements: _ClaimStatements,
-                       candidates: set[int]) -> list[int]:
-    """Keep, per series, the claimable rows that precede every unclaimable unfinished row."""
-    unfinished = conn.execute(statements.unfinished, {"ids": sorted(candidates)})
+def _in_order_prefixes(unfinished: Iterable[Any]) -> list[int]:
+    """Keep, per series, the claimable rows that precede every unclaimable unfinished row
+    (``unfinished``: the rows of :attr:`_ClaimStatements.series`)."""
     accepted: list[int] = []
     blocked: set[str] = set()
     for row in unfinished:
         if row.fingerprint in blocked:
             continue
-        if row.id in candidates:
+        if row.claimable:
             accepted.append(row.id)
         else:
             blocked.add(row.fingerprint)
