@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.audit_log import seal_batch
-from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
-from risk_monitor.adapters.sql.schema import compliance_intervals
+from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.schema import UtcDateTime, compliance_intervals
 from risk_monitor.domain.compliance import (
     StatusInterval,
     seconds_in_status,
@@ -120,8 +120,8 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
         else:
             new.append({"limit_id": interval.limit_id, "scope": interval.scope,
                         "since": interval.since, **values})
-    if updates:  # one cached statement (a round trip per row, as before)
-        conn.execute(_UPDATE_INTERVAL, updates)
+    if updates:
+        _update_intervals(conn, updates)
     if new:  # one multi-row INSERT; ids come back in the rows' order
         ids = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True),
                            new).scalars().all()
@@ -137,6 +137,36 @@ _UPDATE_INTERVAL = compliance_intervals.update().where(
     compliance_intervals.c.id == sa.bindparam("interval_id")).values(
     {name: sa.bindparam(f"new_{name}") for name in (
         "status", "until", "last_seen_at", "worst_utilisation", "config_version")})
+
+
+#: PostgreSQL: every interval's update in one statement (arrays, one per column); a periodic
+#: step touches every open interval (its last sighting), a round trip each with executemany
+_UPDATE_INTERVALS_PG = sa.text(
+    "UPDATE compliance_intervals AS t SET status = v.status, until = v.until, "
+    "last_seen_at = v.last_seen_at, worst_utilisation = v.worst_utilisation, "
+    "config_version = v.config_version "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), "
+    "CAST(:untils AS timestamptz[]), CAST(:seen AS timestamptz[]), "
+    "CAST(:worst AS double precision[]), CAST(:config_versions AS text[])) "
+    "AS v(id, status, until, last_seen_at, worst_utilisation, config_version) "
+    "WHERE t.id = v.id")
+
+
+def _update_intervals(conn: Connection, updates: list[dict[str, Any]]) -> None:
+    """The intervals' new values: one statement on PostgreSQL when there are several, else
+    the cached UPDATE (an executemany)."""
+    if len(updates) == 1 or not is_postgres(conn):
+        conn.execute(_UPDATE_INTERVAL, updates)
+        return
+    utc = UtcDateTime().process_bind_param  # as the column's type binds: refuses naive times
+    conn.execute(_UPDATE_INTERVALS_PG, {
+        "ids": [u["interval_id"] for u in updates],
+        "statuses": [u["new_status"] for u in updates],
+        "untils": [utc(u["new_until"], conn.dialect) for u in updates],
+        "seen": [utc(u["new_last_seen_at"], conn.dialect) for u in updates],
+        "worst": [u["new_worst_utilisation"] for u in updates],
+        "config_versions": [u["new_config_version"] for u in updates],
+    })
 
 
 def _interval(row: sa.Row[Any]) -> StatusInterval:
