@@ -82,13 +82,8 @@ class AlertTransaction:
         versions = {fp: self._versions.get(fp, 0) + 1 for fp in latest}
         rows = [{**codec.state_values(s), "version": versions[fp], "updated_at": now}
                 for fp, s in latest.items()]
-        statement = dialect_insert(self.connection, alert_states).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=["fingerprint"],
-            set_={name: statement.excluded[name] for name in rows[0] if name != "fingerprint"},
-            where=alert_states.c.version + 1 == statement.excluded.version,
-        ).returning(alert_states.c.fingerprint)
-        written = {row.fingerprint for row in self.connection.execute(statement)}
+        statement = _state_upsert(self.connection, tuple(rows[0]))
+        written = {row.fingerprint for row in self.connection.execute(statement, rows)}
         if len(written) != len(versions):
             stale = sorted(set(versions) - written)
             raise StorageIntegrityError(
@@ -139,14 +134,42 @@ def enqueue_rows(conn: Connection, notifications: Sequence[Notification],
         }
         for n in notifications
     ]
-    statement = (
-        dialect_insert(conn, outbox)
-        .values(rows)  # one statement for all rows; RETURNING names the keys that were new
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(outbox.c.idempotency_key)
-    )
-    new = {row.idempotency_key for row in conn.execute(statement)}
+    new = {row.idempotency_key for row in conn.execute(_outbox_insert(conn), rows)}
     return [row for row in rows if row["idempotency_key"] in new]
+
+
+#: the writer's statements, built once per backend (and column set): the compiled cache then
+#: serves them, where a multi-row ``.values(rows)`` was built and compiled anew on every
+#: change (~1 ms of CPU each); executed with the rows as parameters, SQLAlchemy sends them as
+#: one multi-row statement ("insertmanyvalues") with RETURNING, one round trip
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _state_upsert(conn: Connection, columns: tuple[str, ...]) -> Any:
+    """The version-guarded upsert of alert states, RETURNING the fingerprints written."""
+    cache_key = (conn.dialect.name, "alert_states", columns)
+    statement = _STATEMENTS.get(cache_key)
+    if statement is None:
+        insert = dialect_insert(conn, alert_states)
+        statement = insert.on_conflict_do_update(
+            index_elements=["fingerprint"],
+            set_={name: insert.excluded[name] for name in columns if name != "fingerprint"},
+            where=alert_states.c.version + 1 == insert.excluded.version,
+        ).returning(alert_states.c.fingerprint)
+        _STATEMENTS[cache_key] = statement
+    return statement
+
+
+def _outbox_insert(conn: Connection) -> Any:
+    """The outbox insert that skips keys already present, RETURNING the keys that were new."""
+    cache_key = (conn.dialect.name, "outbox", ())
+    statement = _STATEMENTS.get(cache_key)
+    if statement is None:
+        statement = (dialect_insert(conn, outbox)
+                     .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                     .returning(outbox.c.idempotency_key))
+        _STATEMENTS[cache_key] = statement
+    return statement
 
 
 class SqlAlertStore:
@@ -200,6 +223,10 @@ class SqlAlertStore:
             ).scalar_one_or_none()
 
 
+_SELECT_STATES = sa.select(alert_states).where(
+    alert_states.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)))
+
+
 def _select_states(conn: Connection, fingerprints: Sequence[str]
                    ) -> tuple[dict[str, AlertState], dict[str, int]]:
     states: dict[str, AlertState] = {}
@@ -207,7 +234,7 @@ def _select_states(conn: Connection, fingerprints: Sequence[str]
     wanted = list(set(fingerprints))
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
-        rows = conn.execute(sa.select(alert_states).where(alert_states.c.fingerprint.in_(chunk)))
+        rows = conn.execute(_SELECT_STATES, {"fingerprints": chunk})
         for row in rows:
             mapping = row._mapping
             states[mapping["fingerprint"]] = codec.state_from_row(mapping)

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.audit_log import seal_batch
-from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
-from risk_monitor.adapters.sql.schema import compliance_intervals
+from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.schema import UtcDateTime, compliance_intervals
 from risk_monitor.domain.compliance import (
     StatusInterval,
     seconds_in_status,
@@ -97,14 +97,14 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
     stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
     limit_ids = sorted({limit_id for limit_id, _ in keys})
     for start in range(0, len(limit_ids), 500):  # one read for all the series' open intervals
-        rows = conn.execute(sa.select(t).where(t.c.limit_id.in_(limit_ids[start:start + 500]),
-                                               t.c.until.is_(None)))
+        rows = conn.execute(_OPEN_INTERVALS, {"limit_ids": limit_ids[start:start + 500]})
         for row in rows:
             if (row.limit_id, row.scope) in keys:
                 stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
     update = update_intervals([i for _, i in stored.values()], results)
     written: list[dict[str, Any]] = []  # intervals whose audited columns changed (sealed)
     new: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for interval in [*update.close, *update.open]:
         known = stored.get((interval.limit_id, interval.scope))
         values = {"status": interval.status.value, "until": interval.until,
@@ -112,7 +112,7 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
                   "worst_utilisation": interval.worst_utilisation,
                   "config_version": interval.config_version}
         if known is not None and known[1].since == interval.since:
-            conn.execute(t.update().where(t.c.id == known[0]).values(**values))
+            updates.append({"interval_id": known[0], **{f"new_{k}": v for k, v in values.items()}})
             if (known[1].until != interval.until
                     or known[1].config_version != interval.config_version):
                 written.append({"id": known[0], "limit_id": interval.limit_id,
@@ -120,11 +120,53 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
         else:
             new.append({"limit_id": interval.limit_id, "scope": interval.scope,
                         "since": interval.since, **values})
+    if updates:
+        _update_intervals(conn, updates)
     if new:  # one multi-row INSERT; ids come back in the rows' order
         ids = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True),
                            new).scalars().all()
         written += [{"id": i, **row} for i, row in zip(ids, new, strict=True)]
     return len(new), written
+
+
+#: the step's statements, built once (bind parameters): the compiled cache serves them
+_OPEN_INTERVALS = sa.select(compliance_intervals).where(
+    compliance_intervals.c.limit_id.in_(sa.bindparam("limit_ids", expanding=True)),
+    compliance_intervals.c.until.is_(None))
+_UPDATE_INTERVAL = compliance_intervals.update().where(
+    compliance_intervals.c.id == sa.bindparam("interval_id")).values(
+    {name: sa.bindparam(f"new_{name}") for name in (
+        "status", "until", "last_seen_at", "worst_utilisation", "config_version")})
+
+
+#: PostgreSQL: every interval's update in one statement (arrays, one per column); a periodic
+#: step touches every open interval (its last sighting), a round trip each with executemany
+_UPDATE_INTERVALS_PG = sa.text(
+    "UPDATE compliance_intervals AS t SET status = v.status, until = v.until, "
+    "last_seen_at = v.last_seen_at, worst_utilisation = v.worst_utilisation, "
+    "config_version = v.config_version "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), "
+    "CAST(:untils AS timestamptz[]), CAST(:seen AS timestamptz[]), "
+    "CAST(:worst AS double precision[]), CAST(:config_versions AS text[])) "
+    "AS v(id, status, until, last_seen_at, worst_utilisation, config_version) "
+    "WHERE t.id = v.id")
+
+
+def _update_intervals(conn: Connection, updates: list[dict[str, Any]]) -> None:
+    """The intervals' new values: one statement on PostgreSQL when there are several, else
+    the cached UPDATE (an executemany)."""
+    if len(updates) == 1 or not is_postgres(conn):
+        conn.execute(_UPDATE_INTERVAL, updates)
+        return
+    utc = UtcDateTime().process_bind_param  # as the column's type binds: refuses naive times
+    conn.execute(_UPDATE_INTERVALS_PG, {
+        "ids": [u["interval_id"] for u in updates],
+        "statuses": [u["new_status"] for u in updates],
+        "untils": [utc(u["new_until"], conn.dialect) for u in updates],
+        "seen": [utc(u["new_last_seen_at"], conn.dialect) for u in updates],
+        "worst": [u["new_worst_utilisation"] for u in updates],
+        "config_versions": [u["new_config_version"] for u in updates],
+    })
 
 
 def _interval(row: sa.Row[Any]) -> StatusInterval:

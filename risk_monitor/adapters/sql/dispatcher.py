@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import Gauge
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
 from risk_monitor.adapters.sql.outbox import SOURCE, OutboxEntry, OutboxRepository
 from risk_monitor.domain.model import Notification
-from risk_monitor.domain.silences import Verdict, verdict
+from risk_monitor.domain.silences import Acknowledgement, Silence, Verdict, verdict
 from risk_monitor.platform.errors import (
     NotificationRejectedError,
     NotifierConfigError,
@@ -178,14 +178,24 @@ class OutboxDispatcher:
         return result
 
     def _deliver_due(self, batch: int) -> DispatchResult:
-        entries = self.repository.claim(batch, self.clock(), self.lease_s)
+        now = self.clock()
+        found: dict[str, Any] = {}
+
+        def read_controls(conn: Connection, claimed: list[OutboxEntry]) -> None:
+            """In the claim's transaction: one transaction before the send, not four."""
+            found["silences"] = self.controls.silences(active_at=now, conn=conn)
+            found["acks"] = self.controls.acknowledgements(
+                {e.fingerprint for e in claimed}, conn=conn)
+            found["roots"] = self.repository.thread_roots(claimed, conn=conn)
+
+        entries = self.repository.claim(batch, now, self.lease_s, reads=read_controls)
         result = DispatchResult()
         if not entries:
             return result
-        entries = self._hold_back(entries, result)
+        entries = self._hold_back(entries, result, found["silences"], found["acks"])
         if not entries:
             return result
-        roots = self.repository.thread_roots(entries)
+        roots: dict[tuple[str, int], str] = found["roots"]
         series: dict[str, list[OutboxEntry]] = defaultdict(list)
         for entry in entries:
             series[entry.fingerprint].append(entry)
@@ -245,13 +255,12 @@ class OutboxDispatcher:
                 return
             self.controls.mark_noted(ack_id, ref)
 
-    def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult
-                   ) -> list[OutboxEntry]:
+    def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult,
+                   silences: list[Silence], acks: list[Acknowledgement]) -> list[OutboxEntry]:
         """Record as suppressed the rows a silence or an acknowledgement holds; the rest go on.
-        Asked at delivery time, so a silence added while a row waits still holds it."""
+        ``silences`` and ``acks`` are read when the rows are claimed for delivery, so a
+        silence added while a row waits still holds it."""
         now = self.clock()
-        silences = self.controls.silences(active_at=now)
-        acks = self.controls.acknowledgements({e.fingerprint for e in entries})
         if not silences and not acks:
             return entries
         kept: list[OutboxEntry] = []

@@ -22,7 +22,7 @@ SQLite by ``BEGIN IMMEDIATE``, so two dispatchers (service replicas) never split
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,67 +102,52 @@ class OutboxRepository:
         self.engine = engine
 
     # -- claiming -------------------------------------------------------------------------------
-    def claim(self, batch: int, now: datetime, lease_s: float) -> list[OutboxEntry]:
-        """Claim up to ``batch`` due rows, each series' rows as an in-order prefix."""
+    def claim(self, batch: int, now: datetime, lease_s: float, *,
+              reads: Callable[[Connection, list[OutboxEntry]], None] | None = None
+              ) -> list[OutboxEntry]:
+        """Claim up to ``batch`` due rows, each series' rows as an in-order prefix.
+
+        ``reads``: what the caller reads about the rows it claimed, in the claim's transaction
+        (the dispatcher's silences, acknowledgements and thread roots: one transaction before
+        the send, not one per read).
+        """
         token = str(uuid.uuid4())
         with write_tx(self.engine, source=SOURCE) as conn:
             lock_names(conn, ["risk_monitor.outbox.claim"])
-            due = (
-                sa.select(outbox.c.id, outbox.c.fingerprint, outbox.c.sequence)
-                .where(sa.or_(
-                    sa.and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
-                    sa.and_(outbox.c.status == "sending", outbox.c.lease_until <= now),
-                ))
-                .order_by(outbox.c.next_attempt_at, outbox.c.id)
-                .limit(batch)
-            )
-            if is_postgres(conn):
-                due = due.with_for_update(skip_locked=True)
-            candidates = {row.id for row in conn.execute(due)}
-            if not candidates:
-                return []
-            accepted = _in_order_prefixes(conn, candidates)
+            statements = _claim_statements(conn)
+            accepted = _in_order_prefixes(
+                conn.execute(statements.series, {"now": now, "batch": batch}))
             if not accepted:
                 return []
-            conn.execute(
-                outbox.update().where(outbox.c.id.in_(accepted)).values(
-                    status="sending",
-                    claim_token=token,
-                    lease_until=now + timedelta(seconds=lease_s),
-                    attempts=outbox.c.attempts + 1,
-                )
-            )
-            rows = conn.execute(
-                sa.select(outbox.c.id, outbox.c.fingerprint, outbox.c.episode,
-                          outbox.c.sequence, outbox.c.attempts, outbox.c.payload,
-                          outbox.c.fallback_ref)
-                .where(outbox.c.id.in_(accepted))
-                .order_by(outbox.c.fingerprint, outbox.c.sequence)
-            )
-            return [
+            rows = conn.execute(statements.take, {
+                "ids": accepted, "token": token,
+                "lease_until": now + timedelta(seconds=lease_s)}).all()
+            entries = [
                 OutboxEntry(id=r.id, claim_token=token, fingerprint=r.fingerprint,
                             episode=r.episode, sequence=r.sequence, attempts=r.attempts,
                             notification=codec.notification_from_payload(r.payload),
                             fallback_ref=r.fallback_ref)
-                for r in rows
+                for r in sorted(rows, key=lambda r: (r.fingerprint, r.sequence))
             ]
+            if reads is not None and entries:
+                reads(conn, entries)
+            return entries
 
-    def thread_roots(self, entries: Sequence[OutboxEntry]) -> dict[tuple[str, int], str]:
-        """Delivery ref of the first sent message of each (fingerprint, episode) in play."""
+    def thread_roots(self, entries: Sequence[OutboxEntry], *, conn: Connection | None = None
+                     ) -> dict[tuple[str, int], str]:
+        """Delivery ref of the first sent message of each (fingerprint, episode) in play
+        (in ``conn``'s transaction when given)."""
         if not entries:
             return {}
-        fingerprints = sorted({e.fingerprint for e in entries})
-        episodes = sorted({e.episode for e in entries})
+        if conn is None:
+            with read_only(self.engine, source=SOURCE) as own:
+                return self.thread_roots(entries, conn=own)
         roots: dict[tuple[str, int], str] = {}
-        with read_only(self.engine, source=SOURCE) as conn:
-            rows = conn.execute(
-                sa.select(outbox.c.fingerprint, outbox.c.episode, outbox.c.delivery_ref)
-                .where(outbox.c.fingerprint.in_(fingerprints), outbox.c.episode.in_(episodes),
-                       outbox.c.status == "sent", outbox.c.delivery_ref.is_not(None))
-                .order_by(outbox.c.fingerprint, outbox.c.episode, outbox.c.sequence)
-            )
-            for row in rows:
-                roots.setdefault((row.fingerprint, row.episode), row.delivery_ref)
+        rows = conn.execute(_THREAD_ROOTS, {
+            "fingerprints": sorted({e.fingerprint for e in entries}),
+            "episodes": sorted({e.episode for e in entries})})
+        for row in rows:
+            roots.setdefault((row.fingerprint, row.episode), row.delivery_ref)
         return roots
 
     # -- outcomes -------------------------------------------------------------------------------
@@ -272,24 +257,74 @@ class OutboxRepository:
         return {status: found.get(status, 0) for status in OUTBOX_STATUSES}
 
 
-def _in_order_prefixes(conn: Connection, candidates: set[int]) -> list[int]:
-    """Keep, per series, the claimable rows that precede every unclaimable unfinished row."""
-    fingerprints = sorted({
-        r.fingerprint for r in conn.execute(
-            sa.select(outbox.c.fingerprint).where(outbox.c.id.in_(candidates)).distinct()
-        )
-    })
-    unfinished = conn.execute(
+@dataclass(frozen=True)
+class _ClaimStatements:
+    """The claim's statements, built once per backend (the compiled cache then serves them:
+    built anew per claim they cost a third of the dispatcher's CPU)."""
+
+    #: every unfinished row of the series with a due row (up to :batch due rows, oldest
+    #: first, as of :now), in series order, each marked claimable when it is one of them
+    series: Any
+    take: Any  # claim the accepted rows, RETURNING what the dispatcher needs
+
+
+_CLAIM_STATEMENTS: dict[str, _ClaimStatements] = {}
+
+_THREAD_ROOTS = (
+    sa.select(outbox.c.fingerprint, outbox.c.episode, outbox.c.delivery_ref)
+    .where(outbox.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
+           outbox.c.episode.in_(sa.bindparam("episodes", expanding=True)),
+           outbox.c.status == "sent", outbox.c.delivery_ref.is_not(None))
+    .order_by(outbox.c.fingerprint, outbox.c.episode, outbox.c.sequence)
+)
+
+
+def _claim_statements(conn: Connection) -> _ClaimStatements:
+    cached = _CLAIM_STATEMENTS.get(conn.dialect.name)
+    if cached is not None:
+        return cached
+    now = sa.bindparam("now", type_=UtcDateTime())
+    due = (
         sa.select(outbox.c.id, outbox.c.fingerprint)
-        .where(outbox.c.fingerprint.in_(fingerprints), outbox.c.status.in_(UNFINISHED))
+        .where(sa.or_(
+            sa.and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
+            sa.and_(outbox.c.status == "sending", outbox.c.lease_until <= now),
+        ))
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(sa.bindparam("batch", type_=sa.Integer()))
+    )
+    if is_postgres(conn):
+        due = due.with_for_update(skip_locked=True)
+    candidates = due.cte("due")  # one statement: the due rows and their series' rows
+    series = (
+        sa.select(outbox.c.id, outbox.c.fingerprint,
+                  outbox.c.id.in_(sa.select(candidates.c.id)).label("claimable"))
+        .where(outbox.c.fingerprint.in_(sa.select(candidates.c.fingerprint)),
+               outbox.c.status.in_(UNFINISHED))
         .order_by(outbox.c.fingerprint, outbox.c.sequence)
     )
+    take = (
+        outbox.update().where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .values(status="sending", claim_token=sa.bindparam("token"),
+                lease_until=sa.bindparam("lease_until", type_=UtcDateTime()),
+                attempts=outbox.c.attempts + 1)
+        .returning(outbox.c.id, outbox.c.fingerprint, outbox.c.episode, outbox.c.sequence,
+                   outbox.c.attempts, outbox.c.payload, outbox.c.fallback_ref)
+    )
+    statements = _ClaimStatements(series=series, take=take)
+    _CLAIM_STATEMENTS[conn.dialect.name] = statements
+    return statements
+
+
+def _in_order_prefixes(unfinished: Iterable[Any]) -> list[int]:
+    """Keep, per series, the claimable rows that precede every unclaimable unfinished row
+    (``unfinished``: the rows of :attr:`_ClaimStatements.series`)."""
     accepted: list[int] = []
     blocked: set[str] = set()
     for row in unfinished:
         if row.fingerprint in blocked:
             continue
-        if row.id in candidates:
+        if row.claimable:
             accepted.append(row.id)
         else:
             blocked.add(row.fingerprint)

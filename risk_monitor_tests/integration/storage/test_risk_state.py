@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
+from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.domain.model import LimitStatus, SourceKind, SourceStatus
 from risk_monitor_tests.fixtures.storage import FakeClock, make_result
 
@@ -92,6 +93,30 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
     assert len(breach) == 1 and breach[0].worst_utilisation == pytest.approx(1.2)
     assert breach[0].until == t0 + timedelta(seconds=7200)
     assert len(storage.compliance.open_intervals()) == 2
+
+
+def test_one_step_updates_every_series_it_sees(storage: Storage, clock: FakeClock) -> None:
+    """Several open intervals updated in one step (one statement on PostgreSQL): each keeps
+    its own last sighting, worst utilisation, and closes on its own change."""
+    t0 = clock()
+    scopes = ["portfolio", "venue:okx", "venue:binance"]
+    storage.compliance.record([make_result("WARN", t0, scope=s) for s in scopes])
+    storage.compliance.record([
+        make_result("WARN", t0 + timedelta(seconds=5), scope="portfolio", value=900.0),
+        make_result("WARN", t0 + timedelta(seconds=6), scope="venue:okx", value=820.0),
+        make_result("BREACH", t0 + timedelta(seconds=7), scope="venue:binance")])
+    found = {(i.scope, i.status.value): i for i in storage.compliance.intervals(
+        t0, t0 + timedelta(seconds=60))}
+    assert found[("portfolio", "WARN")].last_seen_at == t0 + timedelta(seconds=5)
+    assert found[("portfolio", "WARN")].worst_utilisation == pytest.approx(0.9)
+    assert found[("venue:okx", "WARN")].last_seen_at == t0 + timedelta(seconds=6)
+    assert found[("venue:okx", "WARN")].worst_utilisation == pytest.approx(0.85)
+    assert found[("venue:okx", "WARN")].until is None
+    assert found[("venue:binance", "WARN")].until == t0 + timedelta(seconds=7)
+    assert found[("venue:binance", "BREACH")].until is None
+    assert sorted((i.scope, i.status.value) for i in storage.compliance.open_intervals()) == [
+        ("portfolio", "WARN"), ("venue:binance", "BREACH"), ("venue:okx", "WARN")]
+    assert verify(storage.engine).ok  # the closed interval's seal matches what was written
 
 
 def test_no_evaluation_yet_has_no_timeline(storage: Storage) -> None:
