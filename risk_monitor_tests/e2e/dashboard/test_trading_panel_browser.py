@@ -56,9 +56,13 @@ def chip(driver: WebDriver, scope: str) -> Any:
 def test_halt_and_denied_order_show_on_the_trading_panel(service: ServiceThread,
                                                          browser: WebDriver) -> None:
     browser.get(f"{service.rest_url}/?refresh=1")
-    wait(browser, lambda d: chip(d, "global") is not None, "the global trading state")
-    assert chip(browser, "global").get_attribute("data-state") == "ACTIVE"
-    assert "not reconciled" in browser.find_element(By.ID, "recon-note").text
+    # every read of the re-rendered panel happens inside a wait (a stale element is retried)
+    state, note = wait(browser, lambda d: (c := chip(d, "global")) is not None
+                       and (c.get_attribute("data-state"),
+                            d.find_element(By.ID, "recon-note").text),
+                       "the global trading state")
+    assert state == "ACTIVE"
+    assert "not reconciled" in note
 
     halted = httpx.post(f"{service.rest_url}/v1/trading/state", timeout=10, json={
         "scope": "venue:okx", "state": "HALTED", "reason": "exchange incident",
@@ -90,7 +94,8 @@ def test_halt_and_denied_order_show_on_the_trading_panel(service: ServiceThread,
     assert cells[1:4] == ["okx", "BTC/USDT:USDT", "buy"]
     assert cells[5:8] == ["DENY", "TRADING_HALTED", "HALTED"]
     assert denied
-    assert browser.find_element(By.ID, "fills-empty").is_displayed()  # no stream: said
+    assert wait(browser, lambda d: d.find_element(By.ID, "fills-empty").is_displayed(),
+                "no fills, said")  # no stream: said
 
     resumed = httpx.post(f"{service.rest_url}/v1/trading/state", timeout=10, json={
         "scope": "venue:okx", "state": "ACTIVE", "author": "desk-head"})
