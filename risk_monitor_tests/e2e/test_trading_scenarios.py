@@ -13,8 +13,6 @@ simulator received exactly the scenario's expected alert sequence, in order, eac
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,17 +71,20 @@ RECONCILIATION_FOR_S = 10.0
 
 async def wait_for_delivery(rig: TradingRig, accepted: list[list[ExpectedAlert]],
                             timeout_s: float = 45.0) -> list[ExpectedAlert]:
-    """Until Slack holds the expected sequence and every alert the service raised (gRPC
+    """Until Slack holds an accepted sequence and every alert the service raised (gRPC
     ``WatchAlerts``) reached Slack; then what was delivered (the test compares it)."""
-    deadline = time.monotonic() + scaled(timeout_s)
-    while True:
-        delivered = rig.delivered_alerts()
-        keys = {str(a.get("idempotency_key")) for a in delivered}
-        sequence = [ExpectedAlert.of(a) for a in delivered]
-        if (sequence in accepted and {a["key"] for a in rig.alerts} <= keys) \
-                or time.monotonic() > deadline:
-            return sequence
-        await asyncio.sleep(0.1)
+    def delivered() -> tuple[list[ExpectedAlert]] | None:  # a tuple: [] is an answer too
+        notices = rig.delivered_alerts()
+        keys = {str(a.get("idempotency_key")) for a in notices}
+        sequence = [ExpectedAlert.of(a) for a in notices]
+        complete = sequence in accepted and {a["key"] for a in rig.alerts} <= keys
+        return (sequence,) if complete else None
+
+    found: tuple[list[ExpectedAlert]] = await async_wait_until(
+        delivered, timeout=timeout_s, interval=0.1,
+        message=f"Slack to hold one of {[[a.text() for a in s] for s in accepted]} "
+                f"(delivered: {[a.text() for a in map(ExpectedAlert.of, rig.delivered_alerts())]})")
+    return found[0]
 
 
 async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
