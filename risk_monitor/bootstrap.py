@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import redis
 
     from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
-    from risk_monitor.adapters.config_service import ConfigServiceLocator
     from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
     from risk_monitor.adapters.limit_provider import LimitConfigProvider
     from risk_monitor.adapters.redis_registry import DiscoveryClient
@@ -68,23 +67,15 @@ class Runtime:
 
     # -- limits ---------------------------------------------------------------------------------
     @cached_property
-    def config_locator(self) -> ConfigServiceLocator | None:
-        """Where the configuration service is (its URL, or Redis discovery), when enabled."""
+    def config_source(self) -> ConfigSource | None:
+        """The configuration service (its URL, or Redis discovery), when enabled."""
         cs = self.settings.config_service
         if not cs.enabled:
             return None
-        from risk_monitor.adapters.config_service import ConfigServiceLocator
+        from risk_monitor.adapters.config_service import ConfigServiceLocator, HttpConfigSource
 
-        return ConfigServiceLocator(cs, self.discovery if not cs.url else None)
-
-    @cached_property
-    def config_source(self) -> ConfigSource | None:
-        """The configuration service, when enabled."""
-        if self.config_locator is None:
-            return None
-        from risk_monitor.adapters.config_service import HttpConfigSource
-
-        return HttpConfigSource(self.config_locator, timeout_s=self.settings.resilience.timeout_s)
+        locator = ConfigServiceLocator(cs, self.discovery if not cs.url else None)
+        return HttpConfigSource(locator, timeout_s=self.settings.resilience.timeout_s)
 
     def limits(self, storage: Storage | None = None, *, record: bool = True
                ) -> LimitConfigProvider:

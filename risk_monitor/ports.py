@@ -98,6 +98,12 @@ class ConfigSource(Protocol):
         """Return (version, document)."""
         ...
 
+    async def poll(self, component: str, *, after: str | None,
+                   wait_s: float) -> tuple[str, Mapping[str, Any]] | None:
+        """The first version other than ``after`` within ``wait_s`` (long poll); None when
+        none came or nothing is published yet."""
+        ...
+
 
 class ServiceRegistry(Protocol):
     """Service discovery (Redis): one key per instance under ``prefix``."""

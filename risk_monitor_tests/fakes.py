@@ -153,3 +153,10 @@ class FakeConfigSource:
         if component not in self.documents:
             raise ConfigError(f"no document for {component}", source="fake_config")
         return "v1", self.documents[component]
+
+    async def poll(self, component: str, *, after: str | None,
+                   wait_s: float) -> tuple[str, Mapping[str, Any]] | None:
+        """Answers at once: the document when it is not ``after``, else None."""
+        if component not in self.documents or after == "v1":
+            return None
+        return self.fetch(component)

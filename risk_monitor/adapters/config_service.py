@@ -18,6 +18,7 @@ Which document is in force (and the service's long-poll loop) is ``limit_provide
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -401,24 +402,50 @@ def parse_response(response: httpx.Response, component: str, url: str) -> Config
 
 
 class HttpConfigSource:
-    """Synchronous ``ports.ConfigSource`` over the configuration service."""
+    """``ports.ConfigSource`` over the configuration service: the one HTTP client of it, for a
+    run's single fetch and for the service's long poll (``poll``)."""
 
     def __init__(self, locator: ConfigServiceLocator, *, timeout_s: float = 10.0) -> None:
         self.locator = locator
         self.timeout_s = timeout_s
 
     def fetch(self, component: str) -> tuple[str, Mapping[str, Any]]:
-        base = self.locator.url()
-        url = f"{base}/v1/config/{component}"
+        """(version, document) now; ConfigError when nothing is published for ``component``."""
+        url = f"{self.locator.url()}/v1/config/{component}"
         try:
             with httpx.Client(timeout=self.timeout_s) as client:
                 response = client.get(url)
         except httpx.HTTPError as exc:
             self.locator.failed()
             raise transport_error(exc, url) from exc
-        if response.status_code == 404:
+        doc = self._parse(response, component, url)
+        if doc is None:
             raise ConfigError(f"configuration service has no document for {component!r}",
                               source="config", key="component")
-        doc = parse_response(response, component, url)
-        assert doc is not None  # no If-None-Match was sent, so no 304
         return doc.version, doc.document
+
+    async def poll(self, component: str, *, after: str | None,
+                   wait_s: float) -> tuple[str, Mapping[str, Any]] | None:
+        """The first version other than ``after`` published within ``wait_s`` (long poll);
+        None when none was, or nothing is published for ``component`` yet."""
+        url = f"{await asyncio.to_thread(self.locator.url)}/v1/config/{component}"
+        params = {"wait_s": f"{wait_s:g}", **({"after": after} if after else {})}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s + wait_s) as client:
+                response = await client.get(url, params=params)
+        except httpx.HTTPError as exc:
+            self.locator.failed()
+            raise transport_error(exc, url) from exc
+        doc = self._parse(response, component, url)
+        return None if doc is None else (doc.version, doc.document)
+
+    def _parse(self, response: httpx.Response, component: str,
+               url: str) -> ConfigDocument | None:
+        if response.status_code == 404:
+            return None
+        try:
+            return parse_response(response, component, url)
+        except ServiceError as exc:
+            if exc.retryable:
+                self.locator.failed()
+            raise

@@ -10,9 +10,10 @@ Sources, in order, in the one vocabulary of ``config_service.SOURCE_*``:
 4. none of them: the file's limits, every one UNKNOWN (fail closed). Never the file's levels in
    silence: the file may be looser than what the desk agreed.
 
-A Dagster run asks :meth:`LimitConfigProvider.current` once. The service asks it at start, then
-:class:`ConfigWatcher` long-polls the service and applies every new document through the same
-provider (a failed poll changes nothing: the last good document stays in force).
+A Dagster run asks :meth:`LimitConfigProvider.current` once. The service calls
+:meth:`LimitConfigProvider.start`: the same answer, then the provider's refresh loop long-polls
+the service through the same source and applies every new document (a failed poll changes
+nothing: the last good document stays in force).
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-
-import httpx
 
 from risk_monitor.adapters.config_service import (
     CONFIG_SERVICE_UP,
@@ -34,12 +34,9 @@ from risk_monitor.adapters.config_service import (
     SOURCE_STORE,
     AppliedConfig,
     ConfigDocument,
-    ConfigServiceLocator,
     ConfigState,
     document_version,
     load_limits_file,
-    parse_response,
-    transport_error,
 )
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.config_versions import ConfigVersionStore
@@ -51,6 +48,17 @@ from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import ConfigSource
 
 log = get_logger(__name__)
+
+
+@dataclass
+class ServiceContact:
+    """Whether the configuration service answers the refresh loop, for /readyz."""
+
+    connected: bool = False
+    last_error: str | None = None
+    last_contact: datetime | None = None
+    polls: int = 0
+    failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class LimitConfigProvider:
         self.state = ConfigState(self.component, cache_path=cs.cache_path)
         self.recording = record
         self.last_fetch_error: str | None = None
+        self.contact = ServiceContact()
+        self._task: asyncio.Task[None] | None = None
         self.state.on_applied(self._record)
 
     def current(self) -> LimitDocument:
@@ -97,10 +107,6 @@ class LimitConfigProvider:
                               key="limits_file")
         return LimitDocument(applied.limits, applied.source, dict(applied.document["limits"]))
 
-    def apply(self, doc: ConfigDocument) -> bool:
-        """Apply a document the watcher fetched; False (last good kept) when it is invalid."""
-        return self.state.apply(doc)
-
     def base(self) -> ConfigDocument:
         """The limits file; with the service enabled it is never trusted (fail closed)."""
         doc = load_limits_file(self.settings.effective_limits_file, self.component)
@@ -114,15 +120,17 @@ class LimitConfigProvider:
 
     def _apply_fetched(self, source: ConfigSource) -> bool:
         try:
-            _version, document = source.fetch(self.component)
+            version, document = source.fetch(self.component)
         except RiskMonitorError as exc:
             self.last_fetch_error = exc.message
             log.warning("config_service_unusable_keeping_last_good", error_code=exc.code,
                         error=exc.message)
             return False
         self.last_fetch_error = None
-        return self.state.apply(ConfigDocument(component=self.component,
-                                               version=document_version(document),
+        return self._apply_service(version, document)
+
+    def _apply_service(self, version: str, document: Mapping[str, Any]) -> bool:
+        return self.state.apply(ConfigDocument(component=self.component, version=version,
                                                document=document, source=SOURCE_SERVICE))
 
     def _apply_last_good(self) -> None:
@@ -155,118 +163,71 @@ class LimitConfigProvider:
             self.versions.record(applied.limits_version, dict(applied.document["limits"]),
                                  source=applied.source, applied_at=applied.applied_at)
 
-
-@dataclass
-class WatcherStatus:
-    """Liveness of the watch loop, for /readyz."""
-
-    connected: bool = False
-    last_error: str | None = None
-    last_contact: datetime | None = None
-    polls: int = 0
-    failures: int = 0
-
-
-class ConfigWatcher:
-    """The service's loop around ``provider``: its answer at start, then every new document
-    the configuration service publishes (long poll), applied through the provider."""
-
-    def __init__(self, provider: LimitConfigProvider,
-                 locator: ConfigServiceLocator | None) -> None:
-        self.provider = provider
-        self.locator = locator
-        self.settings = provider.settings.config_service
-        self.resilience = provider.settings.resilience
-        self.status = WatcherStatus()
-        self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
-
+    # -- the service's refresh loop -------------------------------------------------------------
     async def start(self) -> None:
+        """What is in force now (as a run would see it), then follow the service's news."""
         try:
-            await asyncio.to_thread(self.provider.current)
+            await asyncio.to_thread(self.current)
         except ConfigError as exc:  # start anyway, not ready: every limit stays UNKNOWN
             log.error("no_valid_limit_document_at_start", error=exc.message)
-        if self.provider.source is None or self.locator is None:
+        if self.source is None:
             return
-        error = self.provider.last_fetch_error
-        self._contact(ok=error is None, error=error)
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.resilience.timeout_s))
-        self._task = asyncio.create_task(self._run(), name="config-watcher")
+        self._contact(self.last_fetch_error)
+        self._task = asyncio.create_task(self._refresh(self.source), name="limit-refresh")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._client is not None:
-            await self._client.aclose()
 
-    async def _fetch(self, *, after: str | None) -> ConfigDocument | None:
-        assert self._client is not None and self.locator is not None
-        base = await asyncio.to_thread(self.locator.url)
-        component = self.provider.component
-        url = f"{base}/v1/config/{component}"
-        wait_s = self.settings.poll_timeout_s
-        params = {"wait_s": f"{wait_s:g}", **({"after": after} if after else {})}
-        try:
-            response = await self._client.get(
-                url, params=params, timeout=httpx.Timeout(self.resilience.timeout_s + wait_s))
-        except httpx.HTTPError as exc:
-            self.locator.failed()
-            self._contact(ok=False, error=str(exc))
-            raise transport_error(exc, url) from exc
-        self.status.polls += 1
-        if response.status_code == 404:
-            self._contact(ok=True)
-            return None  # nothing published for this component yet: keep what we have
-        try:
-            doc = parse_response(response, component, url)
-        except RiskMonitorError as exc:
-            self._contact(ok=response.status_code < 500, error=str(exc))
-            if isinstance(exc, ServiceError) and exc.retryable:
-                self.locator.failed()
-            raise
-        self._contact(ok=True)
-        return doc
-
-    def _contact(self, *, ok: bool, error: str | None = None) -> None:
-        self.status.connected = ok
-        CONFIG_SERVICE_UP.labels(component=self.provider.component).set(1 if ok else 0)
-        if ok:
-            self.status.last_contact = datetime.now(UTC)
-            self.status.last_error = None
-        else:
-            self.status.failures += 1
-            self.status.last_error = error
-
-    async def _run(self) -> None:
-        delay = self.resilience.backoff_initial_s
+    async def _refresh(self, source: ConfigSource) -> None:
+        resilience = self.settings.resilience
+        wait_s = self.settings.config_service.poll_timeout_s
+        delay = resilience.backoff_initial_s
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             try:
                 # ``after`` = newest version seen (applied or rejected): wait only for news
-                doc = await self._fetch(after=self.provider.state.last_seen_version)
+                doc = await source.poll(self.component, after=self.state.last_seen_version,
+                                        wait_s=wait_s)
             except RiskMonitorError as exc:
+                self._contact(str(exc), reached=not _unreachable(exc))
                 record_error(exc)
                 log.warning("config_watch_failed", error=str(exc), retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.resilience.backoff_max_s)
+                delay = min(delay * 2, resilience.backoff_max_s)
                 continue
-            delay = self.resilience.backoff_initial_s
+            self._contact(None)
+            delay = resilience.backoff_initial_s
             if doc is not None:
-                await asyncio.to_thread(self.provider.apply, doc)
-            elif loop.time() - started < self.settings.poll_timeout_s / 2:
-                # the server did not hold the poll (e.g. 404 at once): do not spin
-                await asyncio.sleep(min(self.settings.poll_timeout_s, 5.0))
+                await asyncio.to_thread(self._apply_service, *doc)
+            elif loop.time() - started < wait_s / 2:
+                # the server did not hold the poll (e.g. nothing published yet): do not spin
+                await asyncio.sleep(min(wait_s, 5.0))
+
+    def _contact(self, error: str | None, *, reached: bool = False) -> None:
+        contact = self.contact
+        contact.connected = error is None or reached
+        CONFIG_SERVICE_UP.labels(component=self.component).set(int(contact.connected))
+        if error is None:
+            contact.polls += 1
+            contact.last_contact, contact.last_error = datetime.now(UTC), None
+        else:
+            contact.failures += 1
+            contact.last_error = error
 
     def readiness(self) -> dict[str, Any]:
-        status = self.provider.state.status()
-        status.update({
-            "enabled": self.settings.enabled,
-            "service_connected": self.status.connected,
-            "service_last_error": self.status.last_error,
-            "service_last_contact": (self.status.last_contact.isoformat()
-                                     if self.status.last_contact else None),
-        })
-        return status
+        contact = self.contact
+        return {**self.state.status(),
+                "enabled": self.settings.config_service.enabled,
+                "service_connected": contact.connected,
+                "service_last_error": contact.last_error,
+                "service_last_contact": (contact.last_contact.isoformat()
+                                         if contact.last_contact else None)}
+
+
+def _unreachable(exc: RiskMonitorError) -> bool:
+    """No answer, or a server error: the service is down (an invalid document is an answer)."""
+    return isinstance(exc, ServiceError) and exc.details.get("http_status", 599) >= 500

@@ -20,7 +20,6 @@ from prometheus_client.registry import Collector
 
 from risk_monitor.adapters.config_service import AppliedConfig, ConfigState
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.limit_provider import ConfigWatcher
 from risk_monitor.adapters.prometheus import register_collector
 from risk_monitor.adapters.sql import OutboxDispatcher
 from risk_monitor.adapters.sql.migrate import migrate
@@ -77,14 +76,13 @@ class StoreSchema:
 
 class LimitConfiguration:
     """The limit document in force, from the one limit provider (``limit_provider.py``, the
-    Dagster runs' too) and its watch loop. Every applied version is recorded
+    Dagster runs' too) and its refresh loop. Every applied version is recorded
     (``limit_config_versions``) once the schema is there, and handed to the evaluators."""
 
     def __init__(self, runtime: Runtime, provider: RiskViewProvider) -> None:
         self.runtime = runtime
         self.limits = runtime.limits(record=False)
         self.state = self.limits.state
-        self.watcher: ConfigWatcher | None = None
         set_config = getattr(provider, "set_limit_config", None)
         if set_config is not None:
             def use(applied: AppliedConfig) -> None:
@@ -93,15 +91,13 @@ class LimitConfiguration:
             self.state.on_applied(use)
 
     def status(self) -> dict[str, Any]:
-        return self.watcher.readiness() if self.watcher is not None else self.state.status()
+        return self.limits.readiness()
 
     async def start(self) -> None:
-        self.watcher = ConfigWatcher(self.limits, self.runtime.config_locator)
-        await self.watcher.start()
+        await self.limits.start()
 
     async def stop(self) -> None:
-        if self.watcher is not None:
-            await self.watcher.stop()
+        await self.limits.stop()
 
     def record_current(self) -> None:
         """The schema is there: record what is applied, and everything applied from now on."""

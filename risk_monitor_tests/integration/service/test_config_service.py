@@ -22,7 +22,7 @@ from risk_monitor.adapters.config_service import (
     ConfigServiceLocator,
     HttpConfigSource,
 )
-from risk_monitor.adapters.limit_provider import ConfigWatcher, LimitConfigProvider
+from risk_monitor.adapters.limit_provider import LimitConfigProvider
 from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.platform.errors import ConfigError, DiscoveryError, ServiceError
@@ -158,18 +158,18 @@ def settings_for(component: str, **kw: Any) -> ConfigServiceSettings:
     return ConfigServiceSettings(enabled=True, component=component, poll_timeout_s=1.0, **kw)
 
 
-def watcher_for(component: str, tmp_path: Path, store: str, *, url: str | None = None,
+def service_limits(component: str, tmp_path: Path, store: str, *, url: str | None = None,
                 discovery: DiscoveryClient | None = None, cache: Path | None = None,
-                limits_file: Path | None = None) -> ConfigWatcher:
-    """The service's limit provider and its watch loop, over an embedded store ``store``."""
+                limits_file: Path | None = None) -> LimitConfigProvider:
+    """The service's limit provider (start/stop run its refresh loop), over an embedded store
+    ``store``."""
     settings = load_settings(None, data_dir=tmp_path, resilience=FAST.model_dump(),
                              **({"limits_file": str(limits_file)} if limits_file else {}),
                              config_service=settings_for(component, url=url,
                                                          cache_path=cache).model_dump())
     versions = Storage.open(f"sqlite:///{tmp_path / store}.db").config_versions
     locator = ConfigServiceLocator(settings.config_service, discovery)
-    provider = LimitConfigProvider(settings, versions, HttpConfigSource(locator, timeout_s=2.0))
-    return ConfigWatcher(provider, locator)
+    return LimitConfigProvider(settings, versions, HttpConfigSource(locator, timeout_s=2.0))
 
 
 def test_sync_source_finds_the_service_through_discovery(sim: ConfigServiceSimulator,
@@ -202,17 +202,17 @@ def test_sync_source_maps_server_errors(sim: ConfigServiceSimulator, component: 
         sim.faults.remove(fault.id)
 
 
-async def test_watcher_applies_hot_reloads_rejects_and_caches(
+async def test_refresh_loop_applies_hot_reloads_rejects_and_caches(
         sim: ConfigServiceSimulator, component: str, tmp_path: Path) -> None:
     v1 = sim.publish(component, doc(1e6))
     cache = tmp_path / "cache.json"
     limits_file = write_limits(tmp_path / "limits.yaml", desk_limits())
-    watcher = watcher_for(component, tmp_path, "hot", url=sim.url, cache=cache,
+    limits = service_limits(component, tmp_path, "hot", url=sim.url, cache=cache,
                           limits_file=limits_file)
-    state = watcher.provider.state
+    state = limits.state
     applied: list[AppliedConfig] = []
     state.on_applied(applied.append)
-    await watcher.start()
+    await limits.start()
     try:
         assert [a.source for a in applied] == [SOURCE_SERVICE]
         assert state.current is not None and state.current.version == v1
@@ -237,15 +237,15 @@ async def test_watcher_applies_hot_reloads_rejects_and_caches(
         # a 5xx burst is retried; the next version still arrives
         fault = sim.faults.add("http_error", f"/v1/config/{component}", count=3, status=500)
         # a long poll already waiting would answer v3 without meeting the fault: publish once
-        # the watcher has met it (its next poll, within the 1 s long-poll timeout)
-        await async_wait_until(lambda: watcher.status.failures >= 1, timeout=60)
+        # the limits has met it (its next poll, within the 1 s long-poll timeout)
+        await async_wait_until(lambda: limits.contact.failures >= 1, timeout=60)
         v3 = sim.publish(component, doc(3e6))
         # the listeners are told after the swap: wait for them, not only for state.current
         await async_wait_until(lambda: applied[-1].version == v3)
         sim.faults.remove(fault.id)
-        assert watcher.status.failures >= 1
+        assert limits.contact.failures >= 1
     finally:
-        await watcher.stop()
+        await limits.stop()
     assert [a.version for a in applied][-1] == v3
 
 
@@ -254,28 +254,28 @@ async def test_start_from_disk_cache_while_the_service_is_down(
     # first run: the service is up, the document is cached
     version = sim.publish(component, doc(4e6))
     cache = tmp_path / "cache.json"
-    watcher = watcher_for(component, tmp_path, "first", url=sim.url, cache=cache)
-    await watcher.start()
-    await watcher.stop()
+    limits = service_limits(component, tmp_path, "first", url=sim.url, cache=cache)
+    await limits.start()
+    await limits.stop()
     assert json.loads(cache.read_text())["version"] == version
 
     # second run, on another store (nothing in it): nothing listens at the configured URL
     dead = f"http://127.0.0.1:{free_port()}"
-    watcher = watcher_for(component, tmp_path, "second", url=dead, cache=cache,
+    limits = service_limits(component, tmp_path, "second", url=dead, cache=cache,
                           limits_file=write_limits(tmp_path / "l.yaml", desk_limits()))
-    second = watcher.provider.state
-    await watcher.start()
+    second = limits.state
+    await limits.start()
     try:
         assert second.current is not None
         assert (second.current.source, second.current.version) == (SOURCE_CACHE, version)
         assert second.current.limits.limit("btc-binance-notional").breach == 4e6
         assert second.status()["service_synced"] is True
-        assert watcher.readiness()["service_connected"] is False
+        assert limits.readiness()["service_connected"] is False
     finally:
-        await watcher.stop()
+        await limits.stop()
 
 
-async def test_watcher_rediscovers_a_moved_service(redis_url: str, module_redis_prefix: str,
+async def test_refresh_loop_rediscovers_a_moved_service(redis_url: str, module_redis_prefix: str,
                                                    component: str, tmp_path: Path) -> None:
     prefix = f"{module_redis_prefix}:moving"
     first = ConfigServiceSimulator(redis_url=redis_url, registry_prefix=prefix,
@@ -283,10 +283,10 @@ async def test_watcher_rediscovers_a_moved_service(redis_url: str, module_redis_
     client = connect(redis_url)
     second: ConfigServiceSimulator | None = None
     discovery = DiscoveryClient(client, prefix=prefix, cache_ttl_s=0.1)
-    watcher = watcher_for(component, tmp_path, "moving", discovery=discovery)
-    state = watcher.provider.state
+    limits = service_limits(component, tmp_path, "moving", discovery=discovery)
+    state = limits.state
     try:
-        await watcher.start()
+        await limits.start()
         assert state.current is not None and state.current.source == SOURCE_SERVICE
         first.stop()  # deregisters; a new instance appears elsewhere with a newer document
         second = ConfigServiceSimulator(redis_url=redis_url, registry_prefix=prefix,
@@ -294,7 +294,7 @@ async def test_watcher_rediscovers_a_moved_service(redis_url: str, module_redis_
         await async_wait_until(lambda: state.current is not None
                      and state.current.version == document_version(doc(5e6)), timeout=15)
     finally:
-        await watcher.stop()
+        await limits.stop()
         first.stop()
         if second is not None:
             second.stop()

@@ -1,4 +1,4 @@
-"""Both paths read the same limit document: the service's watcher and the Dagster runs'
+"""Both paths read the same limit document: the service's and the Dagster runs' one
 provider, against the real configuration service (simulator over HTTP) and PostgreSQL."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from risk_monitor.adapters.config_service import (
     SOURCE_STORE,
     ConfigState,
 )
-from risk_monitor.adapters.limit_provider import ConfigWatcher, LimitConfigProvider
+from risk_monitor.adapters.limit_provider import LimitConfigProvider
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.bootstrap import Runtime
 from risk_monitor.platform.settings import ResilienceSettings, Settings, load_settings
@@ -48,12 +48,11 @@ def provider(cfg: Settings, storage: Storage) -> LimitConfigProvider:
 
 
 async def service_view(cfg: Settings, storage: Storage) -> ConfigState:
-    """What ``risk-monitor serve`` applies at start: the same provider, through its watcher."""
-    runtime = Runtime(cfg)
-    watcher = ConfigWatcher(runtime.limits(storage), runtime.config_locator)
-    await watcher.start()
-    await watcher.stop()
-    return watcher.provider.state
+    """What ``risk-monitor serve`` applies at start: the same provider, with its refresh loop."""
+    limits = Runtime(cfg).limits(storage)
+    await limits.start()
+    await limits.stop()
+    return limits.state
 
 
 async def test_service_and_runs_share_one_document_through_an_outage(
