@@ -207,13 +207,3 @@ class TradingControlError(ServiceError):
 
     code = "RM610"
 
-
-def error_classes() -> list[type[RiskMonitorError]]:
-    """Every error class, base first; a test keeps their codes unique."""
-    found: list[type[RiskMonitorError]] = []
-    stack: list[type[RiskMonitorError]] = [RiskMonitorError]
-    while stack:
-        cls = stack.pop()
-        found.append(cls)
-        stack.extend(cls.__subclasses__())
-    return found

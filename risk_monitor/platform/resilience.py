@@ -354,8 +354,3 @@ def guard_for(settings: Settings, source: str) -> SourceGuard:
             _guards[key] = guard
         return guard
 
-
-def clear_guards() -> None:
-    """Forget every process-wide guard (a new configuration, or a fresh start in a test)."""
-    with _guards_lock:
-        _guards.clear()

@@ -3,7 +3,8 @@
 The gRPC and REST handlers depend on this Protocol only. Two implementations:
 
 - :class:`LiveEvaluation`, fed by the process's own evaluation (the hot path publishes
-  results, source coverage and notifications into it; with a position snapshot it also answers
+  results and source coverage into it; its alert feed stays empty, the service's alerts are
+  the outbox's, read through ``DatabaseRiskView``; with a position snapshot it also answers
   ``check_order`` through the domain's pre-trade check);
 - ``DatabaseRiskView`` (``risk_monitor.service.sql_state``) over the tables the Dagster runs and the
   alert store write (latest limit results, latest metrics, the outbox as the alert feed).
@@ -317,9 +318,6 @@ class LiveEvaluation:
             if self._evaluation is not None:
                 self._evaluation = replace(self._evaluation, results=tuple(results),
                                            as_of=as_of, status=None)
-
-    def publish_notifications(self, notifications: Sequence[Notification]) -> None:
-        self._feed.publish(notifications)
 
     # -- RiskViewProvider ----------------------------------------------------------------------
     def risk_view(self, now: datetime) -> RiskView:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from risk_monitor.platform.resilience import clear_guards
+from risk_monitor_tests.fixtures.guards import clear_guards
 from risk_sim.exchange import BinanceSimulator, OkxSimulator
 from risk_sim.fireblocks import FireblocksSimulator
 from risk_sim.market import AccountSpec, InstrumentSpec, Market, MarketSpec, PositionSpec, VenueSpec

@@ -12,11 +12,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from risk_monitor.adapters.ccxt_exchange import (
-    CcxtExchangeAccount,
-    MarketsCache,
-    close_shared_clients,
-)
+from risk_monitor.adapters import ccxt_exchange
+from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount, MarketsCache
 from risk_monitor.platform.settings import Settings, VenueSettings, load_settings
 from risk_monitor_tests.integration.collection.conftest import Sims, WriteSettings
 
@@ -36,6 +33,16 @@ def venue(settings: Settings, venue_id: str) -> VenueSettings:
 
 def market_loads(sim: Any, venue_id: str) -> int:
     return sum(1 for r in sim.requests if r["path"] == MARKET_ROUTES[venue_id])
+
+
+def close_shared_clients() -> None:
+    """Forget every shared client, as a new Dagster run's process starts without them."""
+    with ccxt_exchange._shared_lock:
+        clients = list(ccxt_exchange._shared.values())
+        ccxt_exchange._shared.clear()
+    for client in clients:
+        if getattr(client, "session", None) is not None:
+            client.session.close()
 
 
 @pytest.fixture(autouse=True)

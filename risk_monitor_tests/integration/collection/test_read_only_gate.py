@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount, Flavour, build_client
+from risk_monitor.adapters.ccxt_client import Flavour, build_client
+from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
 from risk_monitor.adapters.read_only_gate import CCXT_READ_ROUTES, FIREBLOCKS_READ_ROUTES
 from risk_monitor.platform.errors import ProductionPurityError

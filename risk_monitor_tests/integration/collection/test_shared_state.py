@@ -13,8 +13,9 @@ from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
 from risk_monitor.adapters.redis_quotes import encode_quote, quotes_key
 from risk_monitor.platform.errors import ProductionPurityError
-from risk_monitor.platform.resilience import clear_guards, guard_for
+from risk_monitor.platform.resilience import guard_for
 from risk_monitor.platform.settings import load_settings
+from risk_monitor_tests.fixtures.guards import clear_guards
 from risk_monitor_tests.integration.collection.conftest import Sims, WriteSettings
 from risk_monitor_tests.integration.collection.helpers import materialize, output
 

@@ -20,10 +20,10 @@ import pytest
 
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.domain.model import LimitStatus
-from risk_monitor.platform.resilience import clear_guards
 from risk_monitor.platform.settings import AlertSettings, load_settings
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
+from risk_monitor_tests.fixtures.guards import clear_guards
 from risk_monitor_tests.fixtures.hot_path import (
     BTC_LIMIT,
     COMPONENTS,

@@ -17,7 +17,7 @@ from risk_monitor.defs.positions.assets import exchange_positions
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.trading.assets import realised_pnl
-from risk_monitor.platform.resilience import clear_guards
+from risk_monitor_tests.fixtures.guards import clear_guards
 from risk_monitor_tests.fixtures.sims import ccxt_client
 from risk_monitor_tests.integration.sim.helpers import clear_positions
 from risk_sim.launcher import SimulatorStack

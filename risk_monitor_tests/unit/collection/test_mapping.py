@@ -11,7 +11,7 @@ import ccxt
 import pandas as pd
 import pytest
 
-from risk_monitor.adapters.ccxt_exchange import map_balance, map_positions, map_tickers
+from risk_monitor.adapters.ccxt_mapping import map_balance, map_positions, map_tickers
 from risk_monitor.adapters.fireblocks_custodian import map_vault_accounts
 from risk_monitor.domain.schemas import (
     balance_schema,

@@ -12,11 +12,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from risk_monitor.adapters.ccxt_exchange import (
-    build_client,
-    map_balance,
-    map_positions,
-)
+from risk_monitor.adapters.ccxt_client import build_client
+from risk_monitor.adapters.ccxt_mapping import map_balance, map_positions
 from risk_monitor.adapters.ccxt_ticker_rows import parse_tickers_each
 from risk_monitor.adapters.collection import Source, collect
 from risk_monitor.domain.engine import evaluate

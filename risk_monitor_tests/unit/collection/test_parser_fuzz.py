@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risk_monitor.adapters.ccxt_exchange import (
+from risk_monitor.adapters.ccxt_mapping import (
     map_balance,
     map_positions,
     map_tickers,

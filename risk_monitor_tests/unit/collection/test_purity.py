@@ -7,12 +7,8 @@ import inspect
 import ccxt
 import pytest
 
-from risk_monitor.adapters.ccxt_exchange import (
-    CcxtExchangeAccount,
-    build_client,
-    rewrite_urls,
-    write_method_names,
-)
+from risk_monitor.adapters.ccxt_client import build_client, rewrite_urls, write_method_names
+from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
 from risk_monitor.adapters.fireblocks_custodian import FireblocksCustodian
 from risk_monitor.platform.errors import ProductionPurityError
 from risk_monitor.platform.settings import VenueSettings

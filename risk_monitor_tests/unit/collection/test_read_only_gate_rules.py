@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from risk_monitor.adapters.ccxt_exchange import build_client
+from risk_monitor.adapters.ccxt_client import build_client
 from risk_monitor.adapters.read_only_gate import ReadOnlyGate, fireblocks_gate
 from risk_monitor.defs.collection_support import completeness_check
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus

@@ -16,8 +16,9 @@ from risk_monitor.platform.errors import (
     SourceAuthenticationError,
     SourceUnavailableError,
 )
-from risk_monitor.platform.resilience import SourceGuard, backoff_delay, clear_guards, guard_for
+from risk_monitor.platform.resilience import SourceGuard, backoff_delay, guard_for
 from risk_monitor.platform.settings import ResilienceSettings, Settings
+from risk_monitor_tests.fixtures.guards import clear_guards
 from risk_monitor_tests.fixtures.waiting import wait_until
 
 FAST = ResilienceSettings(timeout_s=1.0, max_attempts=4, backoff_initial_s=0.01,

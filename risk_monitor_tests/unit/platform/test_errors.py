@@ -8,8 +8,19 @@ from risk_monitor.platform import errors
 from risk_monitor.platform.metrics import record_error
 
 
+def error_classes() -> list[type[errors.RiskMonitorError]]:
+    """Every error class, base first."""
+    found: list[type[errors.RiskMonitorError]] = []
+    stack: list[type[errors.RiskMonitorError]] = [errors.RiskMonitorError]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
 def test_codes_are_unique_and_well_formed() -> None:
-    classes = errors.error_classes()
+    classes = error_classes()
     codes = [cls.code for cls in classes]
     assert len(codes) == len(set(codes)), codes
     assert all(code.startswith("RM") and len(code) == 5 for code in codes)

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from risk_monitor.adapters.sql import ComplianceInterval, Storage, create_engine
 from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.domain.engine import evaluate
+from risk_monitor.domain.figures import EXPOSURE_GROSS_METRIC
 from risk_monitor.domain.model import (
     AlertSeverity,
     LimitResult,
@@ -29,14 +30,11 @@ from risk_monitor.domain.model import (
     SourceKind,
     SourceStatus,
 )
-from risk_monitor.service.dashboard import (
-    EXPOSURE_GROSS_METRIC,
+from risk_monitor.service.dashboard import Dashboard, SqlDashboardStore, dashboard_routes
+from risk_monitor.service.dashboard_views import (
     UNAVAILABLE,
-    Dashboard,
     DashboardState,
-    SqlDashboardStore,
     TimelineView,
-    dashboard_routes,
     display_status,
     timeline_series,
 )
@@ -176,7 +174,7 @@ def test_in_memory_alert_feed_newest_first() -> None:
             breach_level=1.0, utilisation=1.0, config_version="v", correlation_id=f"c{i}",
             episode=1, detected_at=NOW, source_event_time=None)
 
-    provider.publish_notifications([note(i) for i in range(1, 4)])
+    provider._feed.publish([note(i) for i in range(1, 4)])
     alerts = Dashboard(provider, alert_limit=2).state(NOW).alerts
     assert alerts.available
     assert [(a.limit_id, a.delivery) for a in alerts.items] == [("l3", "in-process"),

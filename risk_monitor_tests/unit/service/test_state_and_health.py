@@ -93,13 +93,13 @@ async def test_alert_feed_cursor_and_wakeup() -> None:
     assert state.alert_head() == 0
     waiter = asyncio.create_task(state.wait_alerts(0, timeout_s=600))
     await asyncio.sleep(0)  # a yield, not a wait: the waiter parks on the feed
-    await asyncio.to_thread(state.publish_notifications, [note(1), note(2)])
+    await asyncio.to_thread(state._feed.publish, [note(1), note(2)])
     # woken from another thread: only a wake-up ends it before its 600 s timeout (the 60 s
     # deadline guards against a hang, it is no speed bound)
     await asyncio.wait_for(waiter, 60)
     assert [i.seq for i in state.alerts_after(0, 10)] == [1, 2]
     assert [i.seq for i in state.alerts_after(1, 10)] == [2]
-    state.publish_notifications([note(3), note(4)])
+    state._feed.publish([note(3), note(4)])
     assert [i.seq for i in state.alerts_after(0, 10)] == [2, 3, 4]  # bounded: oldest dropped
     assert [i.seq for i in state.alerts_after(0, 2)] == [2, 3]
     started = asyncio.get_running_loop().time()
