@@ -72,7 +72,7 @@ MAX_LISTED_ALERTS = 3
 #: imported in a thread while the simulators start (the first run would pay for them);
 #: ``module:function`` also calls the function (the adapters' narrow SDK imports: importing
 #: the whole ``fireblocks`` package alone costs ~3 s of CPU)
-WARM_MODULES = ("risk_monitor.definitions", "risk_monitor.adapters.ccxt_exchange:load_sdk",
+WARM_MODULES = ("risk_monitor.definitions", "risk_monitor.adapters.ccxt_client:load_sdk",
                 "risk_monitor.adapters.fireblocks_custodian:load_sdk")
 #: how often the progress display reads the current run's step events (each read is an event
 #: log query on the demo's SQLite instance: at 0.5 s the watcher took ~6 % of the demo's CPU)

@@ -12,7 +12,7 @@ import sys
 PROBE = """
 import json, sys
 from risk_monitor.adapters.fireblocks_custodian import load_sdk
-from risk_monitor.adapters.ccxt_exchange import load_sdk as load_ccxt
+from risk_monitor.adapters.ccxt_client import load_sdk as load_ccxt
 load_sdk()
 load_ccxt()
 import ccxt
