@@ -30,6 +30,7 @@ here: `*_env` settings name the environment variable that holds each secret.
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("pathlib.", "").replace(
+        "risk_monitor.platform.settings_service.", "").replace(
         "risk_monitor.platform.settings.", "").replace(" | ", " or ").replace("|", "or")
 
 

@@ -34,7 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from risk_monitor.platform.errors import ConfigError
 from risk_monitor.platform.logging import get_logger
-from risk_monitor.platform.settings import ServiceSettings, Settings, TlsSettings
+from risk_monitor.platform.settings import Settings
+from risk_monitor.platform.settings_service import ServiceSettings, TlsSettings
 
 log = get_logger(__name__)
 
