@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -26,7 +26,6 @@ from risk_monitor.domain.model import (
 )
 
 
-@runtime_checkable
 class ExchangeAccount(Protocol):
     """Read-only view of one exchange account (``CcxtExchangeAccount``)."""
 
@@ -60,7 +59,6 @@ class TickerSource(Protocol):
         ...
 
 
-@runtime_checkable
 class Custodian(Protocol):
     """Read-only view of a custodian workspace (``FireblocksCustodian``)."""
 
@@ -74,7 +72,6 @@ class Custodian(Protocol):
         ...
 
 
-@runtime_checkable
 class MarketDataSnapshot(Protocol):
     """Latest quotes for configured instruments (REST snapshot or the Redis cache)."""
 

@@ -100,8 +100,6 @@ class ConfigDocument:
     version: str
     document: Mapping[str, Any]
     source: str  # SOURCE_* above
-    updated_at: str | None = None
-    revision: int | None = None
     #: set when this document must not be trusted (the service is enabled but no document of
     #: it is known): every limit then evaluates UNKNOWN with this reason (fail closed)
     unavailable: str = ""
@@ -131,17 +129,8 @@ class ConfigDocument:
                 else type(component).__name__
             raise ConfigError(f"configuration response is for {shown!r}, "
                               f"not {expected_component!r}", source="config", key="component")
-        updated_at = body.get("updated_at")
-        if updated_at is not None and (not isinstance(updated_at, str)
-                                       or len(updated_at) > MAX_VERSION_LENGTH):
-            raise ConfigError("'updated_at' must be a timestamp string", source="config",
-                              key="updated_at")
-        check_plain_json(document, "document")
-        revision = body.get("revision")
-        return cls(component=component, version=version, document=document, source=source,
-                   updated_at=updated_at,
-                   revision=revision if isinstance(revision, int)
-                   and not isinstance(revision, bool) else None)
+        check_plain_json(document, "document")  # ``revision``, ``updated_at``: display only
+        return cls(component=component, version=version, document=document, source=source)
 
 
 @dataclass(frozen=True)
@@ -155,7 +144,6 @@ class AppliedConfig:
     limits: LimitConfig  # the domain's validated limit configuration
     limits_version: str
     applied_at: datetime
-    updated_at: str | None = None
 
 
 def validate_document(document: Mapping[str, Any]) -> LimitConfig:
@@ -254,7 +242,7 @@ class ConfigState:
         applied = AppliedConfig(
             component=self.component, version=doc.version, source=doc.source,
             document=doc.document, limits=limits, limits_version=limits.version,
-            applied_at=datetime.now(UTC), updated_at=doc.updated_at,
+            applied_at=datetime.now(UTC),
         )
         with self._lock:
             previous = self._current
@@ -301,7 +289,6 @@ class ConfigState:
         if self.cache_path is None:
             return
         payload = {"component": doc.component, "version": doc.version,
-                   "revision": doc.revision, "updated_at": doc.updated_at,
                    "document": doc.document, "cached_at": datetime.now(UTC).isoformat()}
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
