@@ -8,6 +8,8 @@ real adapters are exercised against PostgreSQL, Redis and the simulators in inte
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -152,11 +154,14 @@ class FakeConfigSource:
     def fetch(self, component: str) -> tuple[str, Mapping[str, Any]]:
         if component not in self.documents:
             raise ConfigError(f"no document for {component}", source="fake_config")
-        return "v1", self.documents[component]
+        document = self.documents[component]
+        canonical = json.dumps(document, sort_keys=True, default=str).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16], document
 
     async def poll(self, component: str, *, after: str | None,
                    wait_s: float) -> tuple[str, Mapping[str, Any]] | None:
-        """Answers at once: the document when it is not ``after``, else None."""
-        if component not in self.documents or after == "v1":
+        """Answers at once (no long poll): the document when its version is not ``after``."""
+        if component not in self.documents:
             return None
-        return self.fetch(component)
+        found = self.fetch(component)
+        return None if found[0] == after else found

@@ -57,7 +57,6 @@ class ServiceContact:
     connected: bool = False
     last_error: str | None = None
     last_contact: datetime | None = None
-    polls: int = 0
     failures: int = 0
 
 
@@ -212,7 +211,6 @@ class LimitConfigProvider:
         contact.connected = error is None or reached
         CONFIG_SERVICE_UP.labels(component=self.component).set(int(contact.connected))
         if error is None:
-            contact.polls += 1
             contact.last_contact, contact.last_error = datetime.now(UTC), None
         else:
             contact.failures += 1

@@ -14,6 +14,7 @@ from risk_monitor.adapters.limit_provider import LimitConfigProvider
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.platform.settings import Settings, load_settings
 from risk_monitor_tests.fakes import FakeConfigSource
+from risk_monitor_tests.fixtures.waiting import async_wait_until
 
 COMPONENT = "desk"
 
@@ -21,7 +22,8 @@ COMPONENT = "desk"
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(None, data_dir=tmp_path, config_service={
-        "enabled": True, "component": COMPONENT, "url": "http://127.0.0.1:9"})
+        "enabled": True, "component": COMPONENT, "url": "http://127.0.0.1:9",
+        "poll_timeout_s": 0.05})
 
 
 @pytest.fixture
@@ -61,3 +63,26 @@ def test_an_invalid_service_document_keeps_the_last_good_one(settings: Settings,
     kept = provider.current()
     assert (kept.source, kept.version) == (SOURCE_STORE, good.version)
     assert provider.state.rejected == 1  # the bad document was seen, refused and counted
+
+
+async def test_the_services_refresh_loop_applies_news_through_the_same_provider(
+        settings: Settings, store: Storage) -> None:
+    packaged = yaml.safe_load(settings.effective_limits_file.read_text())
+    source = FakeConfigSource({COMPONENT: {"limits": packaged}})
+    provider = LimitConfigProvider(settings, store.config_versions, source)
+    await provider.start()
+    try:
+        first = provider.state.current
+        assert first is not None and first.source == SOURCE_SERVICE
+        assert provider.readiness()["service_connected"] is True
+
+        tighter = {**packaged, "description": "tighter"}
+        source.documents[COMPONENT] = {"limits": tighter}
+        await async_wait_until(lambda: provider.state.current is not None
+                               and provider.state.current.limits_version != first.limits_version)
+        # what a Dagster run asks at that moment is the same document
+        run = LimitConfigProvider(settings, store.config_versions, source).current()
+        assert (run.source, run.version) == (SOURCE_SERVICE,
+                                             provider.state.current.limits_version)
+    finally:
+        await provider.stop()
