@@ -7,9 +7,11 @@ caller's bearer token instead. Every change is audited by the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,14 +45,18 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _open(ctx: click.Context) -> Any:
-    """The store, opened by the composition root like every other process's."""
-    return _storage(ctx)
-
-
-def _refuse(error: RiskMonitorError) -> None:
-    click.echo(f"error: {error}", err=True)
-    sys.exit(2)
+@contextlib.contextmanager
+def _controls(ctx: click.Context) -> Iterator[Any]:
+    """The store's alert controls (opened by the composition root, closed after); a refused
+    change exits 2 with its reason."""
+    storage = _storage(ctx)
+    try:
+        yield storage.controls
+    except RiskMonitorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        storage.close()
 
 
 @cli.group("alerts")
@@ -68,13 +74,8 @@ def ack(ctx: click.Context, key: str, author: str, comment: str) -> None:
     status changes."""
     from risk_monitor.adapters.sql.alert_controls import acked_as_dict
 
-    storage = _open(ctx)
-    try:
-        done = storage.controls.acknowledge(key, by=author, comment=comment)
-    except RiskMonitorError as exc:
-        _refuse(exc)
-    finally:
-        storage.close()
+    with _controls(ctx) as controls:
+        done = controls.acknowledge(key, by=author, comment=comment)
     click.echo(json.dumps(acked_as_dict(done)))
 
 
@@ -97,15 +98,9 @@ def silence(ctx: click.Context, matchers: tuple[str, ...], duration: str | None,
         raise click.UsageError("give exactly one of --duration and --until")
     starts_at = parse_time(start) if start else datetime.now(UTC)
     ends_at = parse_time(until) if until else starts_at + parse_duration(duration or "")
-    storage = _open(ctx)
-    try:
-        created = storage.controls.add_silence(list(matchers), starts_at=starts_at,
-                                               ends_at=ends_at, created_by=author,
-                                               comment=comment)
-    except RiskMonitorError as exc:
-        _refuse(exc)
-    finally:
-        storage.close()
+    with _controls(ctx) as controls:
+        created = controls.add_silence(list(matchers), starts_at=starts_at, ends_at=ends_at,
+                                       created_by=author, comment=comment)
     click.echo(json.dumps(silence_as_dict(created, datetime.now(UTC))))
 
 
@@ -117,13 +112,8 @@ def unsilence(ctx: click.Context, silence_id: str, author: str) -> None:
     """End silence SILENCE_ID now."""
     from risk_monitor.adapters.sql.alert_controls import silence_as_dict
 
-    storage = _open(ctx)
-    try:
-        ended = storage.controls.expire_silence(silence_id, by=author)
-    except RiskMonitorError as exc:
-        _refuse(exc)
-    finally:
-        storage.close()
+    with _controls(ctx) as controls:
+        ended = controls.expire_silence(silence_id, by=author)
     click.echo(json.dumps(silence_as_dict(ended, datetime.now(UTC))))
 
 
@@ -136,12 +126,9 @@ def list_controls(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     from risk_monitor.adapters.sql.alert_controls import acked_as_dict, silence_as_dict
 
     now = datetime.now(UTC)
-    storage = _open(ctx)
-    try:
-        silences = storage.controls.silences(active_at=None if show_all else now)
-        acks = storage.controls.current_acknowledgements()
-    finally:
-        storage.close()
+    with _controls(ctx) as controls:
+        silences = controls.silences(active_at=None if show_all else now)
+        acks = controls.current_acknowledgements()
     body = {"silences": [silence_as_dict(s, now) for s in silences],
             "acknowledgements": [acked_as_dict(a) for a in acks]}
     if as_json:

@@ -44,14 +44,12 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.service.dashboard_views import (
     UNAVAILABLE,
-    AlertRow,
     AlertsView,
     DashboardState,
     HeaderView,
     StaleView,
     TimelineView,
     age_text,
-    alert_row_from_feed,
     alert_row_from_outbox,
     display_status,
     exposures_view,
@@ -246,24 +244,12 @@ class Dashboard:
             exposures=exposures_view(metrics, view), sources=sources, alerts=alerts)
 
     def _alerts(self, reasons: list[str]) -> AlertsView:
-        if self.store is not None:
-            store = self.store
-            found = self._attempt("alerts", lambda: store.recent_alerts(self.alert_limit),
-                                  reasons)
-            if found is None:
-                return AlertsView(False, 0, 0, [])
-            items = [alert_row_from_outbox(row, n) for row, n in found]
-        else:
-            def feed() -> list[AlertRow]:
-                head = self.provider.alert_head()
-                batch = self.provider.alerts_after(max(0, head - self.alert_limit),
-                                                   self.alert_limit)
-                return [alert_row_from_feed(i.seq, i.notification) for i in reversed(batch)]
-
-            got = self._attempt("alerts", feed, reasons)
-            if got is None:
-                return AlertsView(False, 0, 0, [])
-            items = got
+        store = self.store
+        found = None if store is None else self._attempt(
+            "alerts", lambda: store.recent_alerts(self.alert_limit), reasons)
+        if found is None:  # no store (an in-memory provider holds no alerts) or unreadable
+            return AlertsView(False, 0, 0, [])
+        items = [alert_row_from_outbox(row, n) for row, n in found]
         pending = sum(1 for i in items if i.delivery in ("pending", "sending"))
         failed = sum(1 for i in items if i.delivery == "failed")
         suppressed = sum(1 for i in items if i.delivery == "suppressed")

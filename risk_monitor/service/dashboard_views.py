@@ -254,14 +254,6 @@ def alert_row_from_outbox(row: OutboxRow, n: Notification) -> AlertRow:
         held_by=row.suppressed_by)
 
 
-def alert_row_from_feed(seq: int, n: Notification) -> AlertRow:
-    return AlertRow(
-        id=seq, detected_at=n.detected_at, kind=n.kind.value, status=n.status.value,
-        severity=n.severity.value, limit_id=n.limit_id, scope=n.scope, reason=n.reason,
-        delivery="in-process", attempts=None, notified_at=None, notify_latency_s=None,
-        end_to_end_latency_s=None, last_error_code=None, correlation_id=n.correlation_id)
-
-
 def timeline_series(intervals: Iterable[ComplianceInterval], start: datetime,
                     end: datetime) -> list[TimelineSeries]:
     """Segments clamped to [start, end); an open interval ends at its last sighting."""

@@ -3,8 +3,8 @@
 The gRPC and REST handlers depend on this Protocol only. Two implementations:
 
 - :class:`LiveEvaluation`, fed by the process's own evaluation (the hot path publishes
-  results and source coverage into it; its alert feed stays empty, the service's alerts are
-  the outbox's, read through ``DatabaseRiskView``; with a position snapshot it also answers
+  results and source coverage into it; it holds no alerts: those are the outbox's, read
+  through ``DatabaseRiskView``; with a position snapshot it also answers
   ``check_order`` through the domain's pre-trade check);
 - ``DatabaseRiskView`` (``risk_monitor.service.sql_state``) over the tables the Dagster runs and the
   alert store write (latest limit results, latest metrics, the outbox as the alert feed).
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -175,48 +174,6 @@ def valid_order(order: OrderRequest) -> str | None:
     return None
 
 
-class _AlertFeed:
-    """A bounded in-memory feed with thread-safe publish and asyncio waiters on any loop."""
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._items: deque[AlertFeedItem] = deque(maxlen=capacity)
-        self._seq = 0
-        self._lock = threading.Lock()
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-
-    def publish(self, notifications: Sequence[Notification]) -> None:
-        with self._lock:
-            for notification in notifications:
-                self._seq += 1
-                self._items.append(AlertFeedItem(self._seq, notification))
-            waiters = list(self._waiters)
-        for loop, event in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
-
-    def head(self) -> int:
-        return self._seq
-
-    def after(self, cursor: int, limit: int) -> list[AlertFeedItem]:
-        with self._lock:
-            return [i for i in self._items if i.seq > cursor][:limit]
-
-    async def wait(self, cursor: int, timeout_s: float) -> None:
-        event = asyncio.Event()
-        waiter = (asyncio.get_running_loop(), event)
-        with self._lock:
-            if self._seq > cursor:
-                return
-            self._waiters.add(waiter)
-        try:
-            await asyncio.wait_for(event.wait(), timeout=max(timeout_s, 0.0))
-        except TimeoutError:
-            pass
-        finally:
-            with self._lock:
-                self._waiters.discard(waiter)
-
-
 @dataclass(frozen=True)
 class _Evaluation:
     results: tuple[LimitResult, ...]
@@ -242,7 +199,7 @@ class LiveEvaluation:
     ``check_order`` projects orders on the latest report with the domain's pre-trade check.
     """
 
-    def __init__(self, *, max_age_s: float = 60.0, alert_capacity: int = 10_000,
+    def __init__(self, *, max_age_s: float = 60.0,
                  budgets: Mapping[SourceKind, float] | None = None) -> None:
         self.max_age_s = max_age_s
         self.budgets = dict(budgets or {})
@@ -250,7 +207,6 @@ class LiveEvaluation:
         self._report: RiskReport | None = None
         self._snapshot: RiskSnapshot | None = None
         self._config: LimitConfig | None = None
-        self._feed = _AlertFeed(alert_capacity)
         self._lock = threading.RLock()
         #: the trading-state gate CheckOrder asks first (None: always ACTIVE)
         self.trading: TradingGate | None = None
@@ -341,14 +297,15 @@ class LiveEvaluation:
         evaluation = self._evaluation
         return list(evaluation.results) if evaluation else []
 
+    # no alert feed in memory: the service's alerts are the outbox's (``DatabaseRiskView``)
     def alert_head(self) -> int:
-        return self._feed.head()
+        return 0
 
     def alerts_after(self, cursor: int, limit: int) -> list[AlertFeedItem]:
-        return self._feed.after(cursor, limit)
+        return []
 
     async def wait_alerts(self, cursor: int, timeout_s: float) -> None:
-        await self._feed.wait(cursor, timeout_s)
+        await asyncio.sleep(max(0.0, min(timeout_s, 1.0)) if math.isfinite(timeout_s) else 1.0)
 
     def latest_inputs(self) -> tuple[tuple[LimitResult, ...], tuple[SourceStatus, ...]]:
         """The latest evaluation's results and sources (the same objects until the next one,

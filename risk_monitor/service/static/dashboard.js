@@ -11,7 +11,7 @@
   const SVG = "http://www.w3.org/2000/svg";
   const STATUSES = ["COMPLIANT", "WARNING", "BREACH", "UNKNOWN"];
   const LIMIT_STATUSES = ["OK", "WARN", "BREACH", "UNKNOWN"];
-  const DELIVERIES = ["pending", "sending", "sent", "failed", "suppressed", "in-process"];
+  const DELIVERIES = ["pending", "sending", "sent", "failed", "suppressed"];
   const STATUS_ORDER = { BREACH: 0, UNKNOWN: 1, WARN: 2, OK: 3 };
 
   // ?refresh=<seconds> overrides the server's interval (wall screens, tests): 1 to 300 s

@@ -22,11 +22,8 @@ from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.domain.engine import evaluate
 from risk_monitor.domain.figures import EXPOSURE_GROSS_METRIC
 from risk_monitor.domain.model import (
-    AlertSeverity,
     LimitResult,
     LimitStatus,
-    Notification,
-    NotificationKind,
     SourceKind,
     SourceStatus,
 )
@@ -163,22 +160,10 @@ def test_unreadable_store_fails_closed_and_says_only_the_code(tmp_path: Path) ->
     assert not timeline.available and timeline.error
 
 
-def test_in_memory_alert_feed_newest_first() -> None:
-    provider = LiveEvaluation()
-
-    def note(i: int) -> Notification:
-        return Notification(
-            idempotency_key=f"k{i}", fingerprint="f", kind=NotificationKind.FIRING,
-            status=LimitStatus.BREACH, severity=AlertSeverity.CRITICAL, limit_id=f"l{i}",
-            limit_kind="max_notional", scope="portfolio", value=1.0, warn_level=None,
-            breach_level=1.0, utilisation=1.0, config_version="v", correlation_id=f"c{i}",
-            episode=1, detected_at=NOW, source_event_time=None)
-
-    provider._feed.publish([note(i) for i in range(1, 4)])
-    alerts = Dashboard(provider, alert_limit=2).state(NOW).alerts
-    assert alerts.available
-    assert [(a.limit_id, a.delivery) for a in alerts.items] == [("l3", "in-process"),
-                                                                 ("l2", "in-process")]
+def test_an_in_memory_provider_shows_no_alerts_and_is_not_stale_for_it() -> None:
+    state = Dashboard(LiveEvaluation()).state(NOW)
+    assert not state.alerts.available and state.alerts.items == []
+    assert not any("alerts" in r for r in state.stale.reasons)
 
 
 # -- figures and the database-backed sections -------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -86,25 +85,6 @@ def test_source_staleness_follows_each_kinds_budget_like_the_domain() -> None:
         SourceStatus(SourceKind.MARKET, "binance", "*", True, NOW)])
     stale = {s.key: s.stale for s in state.risk_view(NOW + timedelta(seconds=60)).sources}
     assert stale == {"exchange:binance:main": False, "market:binance:*": True}
-
-
-async def test_alert_feed_cursor_and_wakeup() -> None:
-    state = LiveEvaluation(alert_capacity=3)
-    assert state.alert_head() == 0
-    waiter = asyncio.create_task(state.wait_alerts(0, timeout_s=600))
-    await asyncio.sleep(0)  # a yield, not a wait: the waiter parks on the feed
-    await asyncio.to_thread(state._feed.publish, [note(1), note(2)])
-    # woken from another thread: only a wake-up ends it before its 600 s timeout (the 60 s
-    # deadline guards against a hang, it is no speed bound)
-    await asyncio.wait_for(waiter, 60)
-    assert [i.seq for i in state.alerts_after(0, 10)] == [1, 2]
-    assert [i.seq for i in state.alerts_after(1, 10)] == [2]
-    state._feed.publish([note(3), note(4)])
-    assert [i.seq for i in state.alerts_after(0, 10)] == [2, 3, 4]  # bounded: oldest dropped
-    assert [i.seq for i in state.alerts_after(0, 2)] == [2, 3]
-    started = asyncio.get_running_loop().time()
-    await state.wait_alerts(4, timeout_s=0.05)  # nothing new: returns on timeout
-    assert asyncio.get_running_loop().time() - started >= 0.04
 
 
 async def test_readiness_critical_and_optional_checks() -> None:
