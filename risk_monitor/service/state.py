@@ -194,8 +194,8 @@ class LiveEvaluation:
       (``set_limit_config``, wired to the configuration service) and publish the report; a new
       configuration re-evaluates the last snapshot at once, so the new limits show without
       waiting for fresh data;
-    - ``publish_report(report)`` / ``publish_evaluation(results, ...)`` from an evaluator that
-      runs elsewhere in the process.
+    - ``publish_report(report)`` / ``publish_tick_results(results, ...)`` from an evaluator
+      that runs elsewhere in the process.
     ``check_order`` projects orders on the latest report with the domain's pre-trade check.
     """
 
@@ -245,27 +245,10 @@ class LiveEvaluation:
             self._report = report
             self._evaluation = _Evaluation(
                 results=tuple(report.results), as_of=summary.as_of,
-                equity=finite(summary.equity_usd), gross_exposure=finite(summary.gross_usd),
-                net_exposure=finite(summary.net_usd), sources=tuple(report.state.sources),
+                equity=summary.equity_usd, gross_exposure=summary.gross_usd,
+                net_exposure=summary.net_usd, sources=tuple(report.state.sources),
                 limit_config_version=report.config_version,
                 status=summary.compliance.status.value)
-
-    def publish_evaluation(self, results: Sequence[LimitResult], *, as_of: datetime,
-                           sources: Sequence[SourceStatus] = (), equity: float | None = None,
-                           gross_exposure: float | None = None,
-                           net_exposure: float | None = None,
-                           limit_config_version: str | None = None,
-                           status: str | None = None) -> None:
-        """Publish results computed elsewhere (no report: ``check_order`` stays closed)."""
-        version = limit_config_version
-        if version is None:
-            version = results[0].config_version if results else ""
-        with self._lock:
-            self._report = None
-            self._evaluation = _Evaluation(
-                results=tuple(results), as_of=as_of, equity=finite(equity),
-                gross_exposure=finite(gross_exposure), net_exposure=finite(net_exposure),
-                sources=tuple(sources), limit_config_version=version, status=status)
 
     def publish_tick_results(self, results: Sequence[LimitResult], *, as_of: datetime) -> None:
         """Per-tick results on top of the last report (its exposures and the pre-trade check
@@ -286,8 +269,10 @@ class LiveEvaluation:
                             evaluation_source=NO_EVALUATION, counts=counts)
         status, counts = compliance_of(evaluation.results)
         return RiskView(
-            status=evaluation.status or status, as_of=evaluation.as_of, equity=evaluation.equity,
-            gross_exposure=evaluation.gross_exposure, net_exposure=evaluation.net_exposure,
+            # NaN never travels as a number
+            status=evaluation.status or status, as_of=evaluation.as_of,
+            equity=finite(evaluation.equity), gross_exposure=finite(evaluation.gross_exposure),
+            net_exposure=finite(evaluation.net_exposure),
             sources=tuple(freshness_of(s, now, self.max_age_s, self.budgets)
                           for s in evaluation.sources),
             limit_config_version=evaluation.limit_config_version,

@@ -43,6 +43,7 @@ from risk_monitor.service.state import LiveEvaluation
 from risk_monitor_tests.fixtures.service import (
     ServiceThread,
     desk_limits,
+    publish_evaluation,
     service_settings,
     wait_until,
 )
@@ -299,8 +300,8 @@ def test_list_limit_status_filters_by_status_and_scope(stack: Stack,
     sources = [SourceStatus(SourceKind.EXCHANGE, "binance", "main", True, datetime.now(UTC)),
                SourceStatus(SourceKind.EXCHANGE, "okx", "main", False,
                             datetime.now(UTC) - timedelta(minutes=5), error_code="RM201")]
-    stack.live.publish_evaluation(results, as_of=NOW, sources=sources, equity=1000.0,
-                                  gross_exposure=2500.0, net_exposure=-100.0)
+    publish_evaluation(stack.live, results, as_of=NOW, sources=sources, equity=1000.0,
+                       gross_exposure=2500.0, net_exposure=-100.0)
     everything = stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=30)
     assert [e.limit_id for e in everything.limits] == sorted(r.limit_id for r in results)
     assert everything.evaluation_source == "in-memory"  # this process's own evaluation

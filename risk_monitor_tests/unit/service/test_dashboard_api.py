@@ -47,6 +47,7 @@ from risk_monitor_tests.fixtures.dashboard import (
     report_metrics,
     write_desk_state,
 )
+from risk_monitor_tests.fixtures.service import publish_evaluation
 
 NOW = datetime(2025, 10, 20, 12, 0, tzinfo=UTC)
 
@@ -67,8 +68,8 @@ def fresh_sources(at: datetime = NOW) -> list[SourceStatus]:
 def in_memory(results: list[LimitResult], *, at: datetime = NOW,
               sources: list[SourceStatus] | None = None) -> LiveEvaluation:
     state = LiveEvaluation(max_age_s=60.0)
-    state.publish_evaluation(results, as_of=at, sources=sources or fresh_sources(at),
-                             equity=1000.0, gross_exposure=2500.0, net_exposure=-100.0)
+    publish_evaluation(state, results, as_of=at, sources=sources or fresh_sources(at),
+                       equity=1000.0, gross_exposure=2500.0, net_exposure=-100.0)
     return state
 
 

@@ -20,6 +20,7 @@ from risk_monitor.service.grpc_server import limit_entry
 from risk_monitor.service.health import CheckResult, Readiness
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.state import NO_EVALUATION, LiveEvaluation, OrderRequest
+from risk_monitor_tests.fixtures.service import publish_evaluation
 
 NOW = datetime(2025, 10, 1, 12, 0, tzinfo=UTC)
 
@@ -64,8 +65,8 @@ def test_malformed_orders_are_denied(order: OrderRequest, word: str) -> None:
 
 def test_view_reflects_results_and_staleness() -> None:
     state = LiveEvaluation(max_age_s=60)
-    state.publish_evaluation(
-        [result(LimitStatus.OK, 10.0), result(LimitStatus.WARN, 90.0)], as_of=NOW,
+    publish_evaluation(
+        state, [result(LimitStatus.OK, 10.0), result(LimitStatus.WARN, 90.0)], as_of=NOW,
         sources=[SourceStatus(SourceKind.EXCHANGE, "binance", "main", True, NOW),
                  SourceStatus(SourceKind.MARKET, "okx", "main", True, NOW - timedelta(minutes=5))],
         equity=float("nan"))
@@ -80,7 +81,7 @@ def test_source_staleness_follows_each_kinds_budget_like_the_domain() -> None:
     """The API's "stale" is the engine's rule: an exchange poll has its own, longer budget."""
     state = LiveEvaluation(max_age_s=10, budgets={SourceKind.MARKET: 10.0,
                                                      SourceKind.EXCHANGE: 120.0})
-    state.publish_evaluation([result(LimitStatus.OK, 1.0)], as_of=NOW, sources=[
+    publish_evaluation(state, [result(LimitStatus.OK, 1.0)], as_of=NOW, sources=[
         SourceStatus(SourceKind.EXCHANGE, "binance", "main", True, NOW),
         SourceStatus(SourceKind.MARKET, "binance", "*", True, NOW)])
     stale = {s.key: s.stale for s in state.risk_view(NOW + timedelta(seconds=60)).sources}
