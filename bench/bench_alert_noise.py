@@ -10,7 +10,10 @@ Each notification the planner emits is one Slack message (a post or a threaded r
   polled every ``service.custody_poll_s``; each poll fails with probability
   ``--poll-failure`` (a flaky custodian, no outage) and takes 0.2-2 s; the limit is UNKNOWN
   while the newest custody data is older than ``market_data.custody_max_age_s``. The service
-  restarts 3 times (every limit UNKNOWN for the first 20 s).
+  restarts 3 times: no source has answered for the first 20 s (every limit UNKNOWN), and the
+  warm-up grace (``WarmUp``, fed each evaluation's sources as the service does) holds only the
+  UNKNOWNs that sources silent since the start explain; custody data still stale once the
+  custodian has answered would page.
 - volatile: 10 limits whose true level moves between OK, WARN and BREACH every 20-60 minutes;
   the measured value is the true level plus noise (sd 40 against warn 800 / breach 1000), so
   readings near a level cross it now and then.
@@ -43,13 +46,26 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from risk_monitor.application import alert_policy  # noqa: E402
-from risk_monitor.domain.alerts import AlertPolicy, plan_alerts, warmup_grace_s  # noqa: E402
-from risk_monitor.domain.model import AlertState, LimitResult, LimitStatus  # noqa: E402
+from risk_monitor.domain.alerts import (  # noqa: E402
+    AlertPolicy,
+    WarmUp,
+    plan_alerts,
+    warmup_grace_s,
+)
+from risk_monitor.domain.coverage import SourceProblem  # noqa: E402
+from risk_monitor.domain.model import (  # noqa: E402
+    AlertState,
+    LimitResult,
+    LimitStatus,
+    SourceKind,
+    SourceStatus,
+)
 from risk_monitor.platform.settings import Settings  # noqa: E402
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 WARN, BREACH = 800.0, 1000.0
 RESTART_BLIND_S = 20.0
+CUSTODY_LIMIT = "custody_data_age"
 LEVELS = {LimitStatus.OK: 600.0, LimitStatus.WARN: 880.0, LimitStatus.BREACH: 1100.0}
 
 #: readings[step][limit id] (None: no fresh data, UNKNOWN)
@@ -64,10 +80,29 @@ def status_of(value: float | None) -> LimitStatus:
 
 
 def result(limit_id: str, value: float | None, at: datetime) -> LimitResult:
-    return LimitResult(limit_id=limit_id, limit_kind="max_notional", scope="portfolio",
+    custody = limit_id == CUSTODY_LIMIT  # a data-age limit on the custodian, else the desk's
+    return LimitResult(limit_id=limit_id, limit_kind="data_age" if custody else "max_notional",
+                       scope="venue:custody" if custody else "venue:desk",
                        status=status_of(value), value=value, warn_level=WARN,
                        breach_level=BREACH, utilisation=None if value is None else value / BREACH,
                        as_of=at, config_version="bench")
+
+
+def sources(row: dict[str, float | None], at: datetime
+            ) -> tuple[list[SourceStatus], list[SourceProblem]]:
+    """What an evaluation of ``row`` reports about its two sources (the desk's exchange account
+    and the custodian): a blind start has no report at all, stale custody data is a problem."""
+    if all(v is None for v in row.values()):  # just started: no source has answered yet
+        return [], [SourceProblem(None, venue, None, f"{venue}: no data source reported", None)
+                    for venue in ("desk", "custody")]
+    statuses = [SourceStatus(kind=SourceKind.EXCHANGE, venue="desk", account="main", ok=True,
+                             as_of=at)]
+    fresh = row.get(CUSTODY_LIMIT) is not None
+    statuses.append(SourceStatus(kind=SourceKind.CUSTODIAN, venue="custody", account="*",
+                                 ok=fresh, as_of=at))
+    problems = [] if fresh else [SourceProblem(SourceKind.CUSTODIAN, "custody", None,
+                                               "custody: source is stale", at)]
+    return statuses, problems
 
 
 @dataclass(frozen=True)
@@ -83,14 +118,16 @@ def run(policy: AlertPolicy, step_s: float, readings: Readings, restarts: list[f
     """Messages the planner sends over the day, by kind."""
     states: dict[str, AlertState] = {}
     sent: Counter[str] = Counter()
-    grace_until: datetime | None = None
+    warm_up: WarmUp | None = None  # as the service feeds it (hot path: after each evaluation)
     for i, row in enumerate(readings):
         t = i * step_s
         now = START + timedelta(seconds=t)
         for restart in restarts:
             if restart <= t < restart + step_s:
-                grace_until = now + timedelta(seconds=grace_s)
-        active = replace(policy, unknown_grace_until=grace_until)
+                warm_up = WarmUp(until=now + timedelta(seconds=grace_s))
+        if warm_up is not None:
+            warm_up = warm_up.seen(*sources(row, now))
+        active = replace(policy, warm_up=warm_up)
         plan = plan_alerts(states, [result(lid, v, now) for lid, v in row.items()], now, active)
         for state in plan.states:
             states[state.fingerprint] = state
@@ -152,7 +189,7 @@ def calm(seed: int, steps: int, step_s: float, source: Source, restarts: list[fl
         row: dict[str, float | None] = {
             lid: None if blind else 500.0 + rng.gauss(0, 20) for lid in limits}
         fresh = last_ok is not None and now - last_ok <= source.budget_s
-        row["custody_data_age"] = 40.0 if fresh and not blind else None
+        row[CUSTODY_LIMIT] = 40.0 if fresh and not blind else None
         readings.append(row)
     return readings
 

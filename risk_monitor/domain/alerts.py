@@ -7,8 +7,9 @@ resolve notices go out only for episodes that notified something. Against noise,
 does: ``for_s`` keeps a new episode pending before it fires, ``keep_firing_for_s`` keeps a
 notified episode open until it has been OK that long (a flapping source gives one episode), and
 ``hysteresis`` holds a notified status until the value has moved that fraction of the breach
-level past the level (no WARN/OK ping-pong at the line). ``unknown_grace_until`` (warm-up after a
-start) holds every UNKNOWN back until then: a source that has not answered yet pages nobody.
+level past the level (no WARN/OK ping-pong at the line). ``warm_up`` (after a start) holds back an
+UNKNOWN caused only by sources that have not answered since the start, at most for the grace: a
+source that has not answered yet pages nobody, one that answered and failed again pages as usual.
 Per-limit ``rules`` (from the limits YAML) override the first three. Pure and deterministic:
 re-planning the same results against the returned states yields no new notification, and the
 correlation id of an episode is derived from its fingerprint, number and start time.
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from risk_monitor.domain.aggregation import Needs, problem_affects
+from risk_monitor.domain.coverage import ALL_ACCOUNTS, SourceProblem
+from risk_monitor.domain.limit_config import KIND_SPECS
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import (
     AlertSeverity,
@@ -31,7 +35,10 @@ from risk_monitor.domain.model import (
     LimitStatus,
     Notification,
     NotificationKind,
+    SourceKind,
+    SourceStatus,
 )
+from risk_monitor.domain.scopes import Scope, parse_scope_key
 
 _SEVERITY = {
     LimitStatus.OK: AlertSeverity.INFO,
@@ -54,6 +61,76 @@ class AlertRule:
     group: str = ""  # routing / silence label ``group``
 
 
+#: what each limit kind reads (which silent or failing sources can make it UNKNOWN)
+_NEEDS: dict[str, Needs] = {kind.value: spec.needs for kind, spec in KIND_SPECS.items()}
+
+#: one source as the warm-up tracks it: (kind, venue, account; None = the whole venue)
+SourceRef = tuple[SourceKind, str, str | None]
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """The warm-up grace after a start (issue 12): an UNKNOWN is recorded but not notified
+    while every source behind it has not answered since the start, and never after ``until``.
+
+    A source that answered once and then failed or went stale is a real failure: the UNKNOWNs
+    it can cause page as usual (after ``unknown_for_s``), even within the grace. Fed with each
+    evaluation's sources and problems (:meth:`seen`); a bare WarmUp holds nothing."""
+
+    until: datetime
+    answered: frozenset[SourceRef] = frozenset()  # sources that delivered since the start
+    waiting: tuple[SourceProblem, ...] = ()  # problems of sources not answered since the start
+    failing: tuple[SourceProblem, ...] = ()  # problems of sources that answered, then failed
+
+    def seen(self, sources: Iterable[SourceStatus],
+             problems: Iterable[SourceProblem]) -> WarmUp:
+        """The warm-up after one evaluation: its healthy sources have answered; its problems
+        split into waiting (never answered since the start) and failing (answered before)."""
+        answered = self.answered | {
+            (s.kind, s.venue, None if s.account in (ALL_ACCOUNTS, "") else s.account)
+            for s in sources if s.ok and s.instrument is None and s.asset is None}
+        waiting: list[SourceProblem] = []
+        failing: list[SourceProblem] = []
+        for problem in problems:
+            (failing if _has_answered(problem, answered) else waiting).append(problem)
+        return replace(self, answered=frozenset(answered), waiting=tuple(waiting),
+                       failing=tuple(failing))
+
+    def holds(self, result: LimitResult, now: datetime) -> bool:
+        """True when ``result`` is an UNKNOWN that only sources still silent since the start
+        can explain (and the grace has not ended)."""
+        if now >= self.until or result.status is not LimitStatus.UNKNOWN or not self.waiting:
+            return False
+        try:
+            scope = parse_scope_key(result.scope)
+        except ValueError:
+            return False  # not a limit scope: nothing to tie it to a silent source
+        needs = _NEEDS.get(result.limit_kind)
+        return not any(_touches(p, needs, scope) for p in self.failing) \
+            and any(_touches(p, needs, scope) for p in self.waiting)
+
+
+def _has_answered(problem: SourceProblem, answered: frozenset[SourceRef]) -> bool:
+    if problem.kind is None:  # no source reported for the venue at all
+        return any(venue == problem.venue for _, venue, _ in answered)
+    if problem.account is None:
+        return any(kind is problem.kind and venue == problem.venue
+                   for kind, venue, _ in answered)
+    return bool({(problem.kind, problem.venue, problem.account),
+                 (problem.kind, problem.venue, None)} & answered)
+
+
+def _touches(problem: SourceProblem, needs: Needs | None, scope: Scope) -> bool:
+    """Could ``problem`` make a limit with these needs UNKNOWN at ``scope``? Errs towards yes
+    (a failing source then pages; a silent one only holds within the grace)."""
+    if needs is None or needs == Needs():  # unknown kind, data age: the venue's own sources
+        return problem.matches(scope.venue, scope.account)
+    if problem.kind is SourceKind.MARKET:  # missing marks on the venue, missing asset prices
+        return problem.matches(scope.venue, None) or needs.holdings or needs.scope_equity \
+            or needs.portfolio_equity
+    return problem_affects(problem, needs, scope)
+
+
 #: alert series raised by another evaluator than the limits' (reconciliation breaks): a limit
 #: evaluation never resolves them as "missing"; their own evaluator resolves them
 OWN_LIFECYCLE = frozenset({"reconciliation"})
@@ -73,7 +150,7 @@ class AlertPolicy:
     resolve_missing: bool = False
     keep_firing_for_s: float = 0.0
     hysteresis: float = 0.0  # fraction of the breach level
-    unknown_grace_until: datetime | None = None
+    warm_up: WarmUp | None = None  # after a service start (see WarmUp)
     rules: Mapping[str, AlertRule] = field(default_factory=dict)  # by limit id
     #: an UNKNOWN episode waits at least this long before firing (one missed poll is no page)
     unknown_for_s: float = 0.0
@@ -111,9 +188,9 @@ class AlertPolicy:
         return rule.hysteresis if rule is not None and rule.hysteresis is not None \
             else self.hysteresis
 
-    def holds_unknown(self, now: datetime) -> bool:
-        """True during the warm-up grace: UNKNOWN is recorded but not notified."""
-        return self.unknown_grace_until is not None and now < self.unknown_grace_until
+    def holds_unknown(self, result: LimitResult, now: datetime) -> bool:
+        """True for an UNKNOWN the warm-up holds: recorded but not notified."""
+        return self.warm_up is not None and self.warm_up.holds(result, now)
 
 
 @dataclass(frozen=True)
@@ -263,7 +340,7 @@ def _advance(prev: AlertState | None, result: LimitResult, now: datetime, policy
                        last_notified_status=LimitStatus.OK), note
 
     severity = severity_of(status)
-    held = status is LimitStatus.UNKNOWN and policy.holds_unknown(now)
+    held = policy.holds_unknown(result, now)
     wait_s = policy.for_s(result.limit_id, status)
     if not was_firing or prev is None:  # a new episode opens
         episode += 1

@@ -258,8 +258,9 @@ class AlertSettings(Section):
     )
     warmup_grace_s: float | None = Field(
         default=None, ge=0,
-        description="after a start, UNKNOWN is not paged for this long; default the slowest "
-        "poll interval plus the quote data-age budget",
+        description="after a start, an UNKNOWN that only sources not answered since the start "
+        "explain is not paged for at most this long; default the slowest poll interval plus "
+        "the quote data-age budget",
     )
     file_sink_path: Path | None = Field(
         default=None, description="JSON-lines sink when Slack is not configured"

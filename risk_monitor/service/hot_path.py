@@ -45,7 +45,7 @@ from risk_monitor.adapters.collection import (
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
 from risk_monitor.adapters.sql import Storage
-from risk_monitor.domain.alerts import AlertPolicy, warmup_grace_s, with_limit_rules
+from risk_monitor.domain.alerts import AlertPolicy, WarmUp, warmup_grace_s, with_limit_rules
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
@@ -271,7 +271,7 @@ class HotPath:
                                     self.settings.service.custody_poll_s],
                                    self.settings.market_data.max_age_s)
         self._policy = replace(self._policy,
-                               unknown_grace_until=self.clock() + timedelta(seconds=grace))
+                               warm_up=WarmUp(until=self.clock() + timedelta(seconds=grace)))
         self.writer.start()
         if self._accounts is None:
             from risk_monitor.adapters.ccxt_exchange import CcxtExchangeAccount
@@ -486,6 +486,10 @@ class HotPath:
         # the input most likely to have moved a status names the evaluation
         trigger = min(pending, key=lambda k: (TRIGGER_RANK.get(k, len(TRIGGER_RANK)),
                                               pending[k]), default="heartbeat")
+        warm_up = self._policy.warm_up  # alerts hook: which sources answered since the start
+        if warm_up is not None:
+            self._policy = replace(self._policy, warm_up=warm_up.seen(report.state.sources,
+                                                                      report.state.problems))
         changed, replayed = self.evaluator.rebase(baseline)
         now = time.perf_counter()
         changes = [Change(r, trigger, now, {"triggers": ordered}) for r in changed]

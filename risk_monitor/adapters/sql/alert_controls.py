@@ -20,9 +20,15 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_log import SqlAuditLog
 from risk_monitor.adapters.sql.engine import read_only, write_tx
-from risk_monitor.adapters.sql.schema import alert_acknowledgements, alert_silences, alert_states
+from risk_monitor.adapters.sql.schema import (
+    alert_acknowledgements,
+    alert_silence_notes,
+    alert_silences,
+    alert_states,
+    outbox,
+)
 from risk_monitor.domain.model import LimitStatus
-from risk_monitor.domain.silences import Acknowledgement, Matcher, Silence
+from risk_monitor.domain.silences import Acknowledgement, Matcher, Silence, labels_of
 from risk_monitor.platform.errors import AlertControlError
 
 SOURCE = "alert_controls"
@@ -49,6 +55,24 @@ class AckedAlert:
 
     ack: Acknowledgement
     target: AckTarget
+
+
+@dataclass(frozen=True)
+class SilenceNote:
+    """A silence to say in the thread of one firing alert it holds back (once per episode)."""
+
+    silence: Silence
+    fingerprint: str
+    episode: int
+    thread_ref: str
+
+    @property
+    def text(self) -> str:
+        s = self.silence
+        until = s.ends_at.strftime("%Y-%m-%d %H:%M UTC")
+        return (f":no_bell: Silenced by {s.created_by} until {until}"
+                + (f" ({s.comment})" if s.comment else "") + f": notifications of this alert "
+                f"are held back; it is still recorded and counted in compliance. Silence {s.id}.")
 
 
 class SqlAlertControls:
@@ -183,6 +207,40 @@ class SqlAlertControls:
         with write_tx(self.engine, source=SOURCE) as conn:
             conn.execute(alert_acknowledgements.update()
                          .where(alert_acknowledgements.c.id == ack_id).values(noted_ref=ref))
+
+    def unnoted_silences(self, now: datetime, limit: int = 20) -> list[SilenceNote]:
+        """Active silences matching a firing alert that has a thread not told so yet (the
+        labels are those of the episode's latest notification, as the dispatcher matches)."""
+        silences = self.silences(active_at=now)
+        if not silences:
+            return []
+        st, o, notes = alert_states, outbox, alert_silence_notes
+        latest = (sa.select(o.c.fingerprint, o.c.episode, sa.func.max(o.c.sequence).label("seq"))
+                  .group_by(o.c.fingerprint, o.c.episode).subquery())
+        query = (sa.select(st.c.fingerprint, st.c.episode, st.c.message_ref, o.c.payload)
+                 .join(latest, sa.and_(latest.c.fingerprint == st.c.fingerprint,
+                                       latest.c.episode == st.c.episode))
+                 .join(o, sa.and_(o.c.fingerprint == latest.c.fingerprint,
+                                  o.c.episode == latest.c.episode, o.c.sequence == latest.c.seq))
+                 .where(st.c.status != LimitStatus.OK.value, st.c.message_ref.is_not(None)))
+        with read_only(self.engine, source=SOURCE) as conn:
+            rows = list(conn.execute(query))
+            noted = {tuple(r) for r in conn.execute(
+                sa.select(notes.c.silence_id, notes.c.fingerprint, notes.c.episode)
+                .where(notes.c.silence_id.in_([x.id for x in silences])))}
+        found: list[SilenceNote] = []
+        for row in rows:
+            labels = labels_of(codec.notification_from_payload(row.payload))
+            found += [SilenceNote(x, row.fingerprint, row.episode, row.message_ref)
+                      for x in silences if (x.id, row.fingerprint, row.episode) not in noted
+                      and x.matches(labels)]
+        return found[:limit]
+
+    def mark_silence_noted(self, note: SilenceNote, ref: str) -> None:
+        with write_tx(self.engine, source=SOURCE) as conn:
+            conn.execute(alert_silence_notes.insert().values(
+                silence_id=note.silence.id, fingerprint=note.fingerprint, episode=note.episode,
+                noted_ref=ref, noted_at=self.clock()))
 
     def current_acknowledgements(self) -> list[AckedAlert]:
         """Acknowledgements that still hold: the alert is in the acknowledged episode and

@@ -236,8 +236,8 @@ class OutboxDispatcher:
         return result
 
     def _note_acknowledgements(self) -> None:
-        """Say in each acknowledged alert's thread who owns it (once; a failure retries on the
-        next dispatch, and a crash between post and record may repeat the note)."""
+        """Say in each acknowledged or silenced alert's thread who owns or silenced it (once; a
+        failure retries on the next dispatch, a crash between post and record may repeat it)."""
         if not isinstance(self.notifier, PostsThreadNotes) or self.notifier_error is not None:
             return
         for ack_id, item in self.controls.unnoted_acknowledgements():
@@ -254,6 +254,13 @@ class OutboxDispatcher:
                             error_code=error.code, fingerprint=ack.fingerprint)
                 return
             self.controls.mark_noted(ack_id, ref)
+        for note in self.controls.unnoted_silences(self.clock()):  # alerts: silences, once each
+            try:
+                ref = self.notifier.post_note(note.thread_ref, note.text)
+            except Exception as exc:
+                record_error(map_exception(exc, source=self.notifier_name))
+                return
+            self.controls.mark_silence_noted(note, ref)
 
     def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult,
                    silences: list[Silence], acks: list[Acknowledgement]) -> list[OutboxEntry]:

@@ -160,6 +160,17 @@ alert_acknowledgements = sa.Table(
     sa.UniqueConstraint("fingerprint", "episode", "status"),
 )
 
+#: a silence said in an alert's thread: once per (silence, alert series, episode)
+alert_silence_notes = sa.Table(
+    "alert_silence_notes",
+    metadata,
+    sa.Column("silence_id", sa.String(36), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("episode", sa.Integer(), primary_key=True),
+    sa.Column("noted_ref", sa.String(200), nullable=False),
+    sa.Column("noted_at", UtcDateTime(), nullable=False),
+)
+
 # --- risk state ------------------------------------------------------------------------------
 limit_status_latest = sa.Table(
     "limit_status_latest",

@@ -6,6 +6,7 @@
 (function () {
   const STATE_URL = "v1/dashboard/state";
   const TIMELINE_URL = "v1/dashboard/timeline?hours=24";
+  const CONTROLS_URL = "v1/alerts/controls"; // active silences, acknowledgements that hold
   const TIMELINE_EVERY_MS = 30000;
   const FETCH_TIMEOUT_MS = 10000;
   const SVG = "http://www.w3.org/2000/svg";
@@ -408,6 +409,56 @@
         + (a.suppressed || 0) + " held back (silenced or acknowledged).";
   }
 
+  // -- silences and acknowledgements (who holds what back, until when, why) ---------------------
+  function renderControls(c, error) {
+    if (!changed("controls", [c, error])) return;
+    const silences = c ? c.silences.filter((x) => x.active) : [];
+    const acks = c ? c.acknowledgements : [];
+    const sBody = document.querySelector("#silences-table tbody");
+    const aBody = document.querySelector("#acks-table tbody");
+    clear(sBody);
+    clear(aBody);
+    for (const x of silences) {
+      const tr = el("tr");
+      tr.dataset.silenceId = String(x.silence_id);
+      tr.appendChild(el("td", "mono", String(x.silence_id).slice(0, 8)));
+      tr.appendChild(el("td", "mono", x.matchers.map((m) => m.name + m.op + JSON.stringify(m.value)).join(", ")));
+      tr.appendChild(el("td", "mono time", when(x.starts_at)));
+      tr.appendChild(el("td", "mono time", when(x.ends_at)));
+      tr.appendChild(el("td", null, x.created_by));
+      tr.appendChild(el("td", null, x.comment));
+      sBody.appendChild(tr);
+    }
+    for (const x of acks) {
+      const tr = el("tr");
+      tr.dataset.correlationId = String(x.correlation_id || "");
+      tr.appendChild(el("td", "mono time", when(x.acked_at)));
+      tr.appendChild(el("td", "mono", x.limit_id));
+      tr.appendChild(el("td", "mono", x.scope));
+      const st = el("td");
+      const status = pick(x.status, LIMIT_STATUSES, "UNKNOWN");
+      st.appendChild(badge(status, status.toLowerCase()));
+      tr.appendChild(st);
+      tr.appendChild(el("td", null, x.acked_by));
+      tr.appendChild(el("td", null, x.comment));
+      aBody.appendChild(tr);
+    }
+    $("silences-table").hidden = silences.length === 0;
+    $("acks-table").hidden = acks.length === 0;
+    $("controls-summary").textContent = error !== null
+      ? "Silences and acknowledgements cannot be read (" + error + ")."
+      : silences.length + " active silence(s), " + acks.length
+        + " acknowledged alert(s); their notifications are recorded, not sent.";
+  }
+
+  async function pollControls() {
+    try {
+      renderControls(await getJson(CONTROLS_URL), null);
+    } catch (err) {
+      renderControls(null, String((err && err.message) || err));
+    }
+  }
+
   // -- compliance timeline (SVG strips) -------------------------------------------------------
   function renderTimeline(tl) {
     // the window end moves every poll; redraw when the intervals changed or a minute passed
@@ -526,6 +577,7 @@
       schedule(refreshMs);
     }
     if (failure === null && Date.now() - lastTimelineAt >= TIMELINE_EVERY_MS) pollTimeline();
+    if (failure === null) pollControls();
   }
 
   document.addEventListener("DOMContentLoaded", () => {

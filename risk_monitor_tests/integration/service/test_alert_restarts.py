@@ -1,5 +1,7 @@
 """No page without a real change: a real service (``ServiceApp``, the object ``risk-monitor
-serve`` runs) restarted three times on one store during a calm scenario posts nothing to Slack.
+serve`` runs) restarted three times on one store during a calm scenario posts nothing to Slack;
+and the warm-up grace hides no real failure: a source that answered and then fails pages
+within the grace.
 
 Each start begins blind (``service.hot_path_warmup_s: 0``: the first evaluation runs before any
 source has answered, so every limit starts UNKNOWN, the issue's "15 critical UNKNOWN alerts
@@ -125,3 +127,48 @@ def test_three_restarts_during_a_calm_scenario_post_nothing(
         assert calm_stack.slack.messages == []
     finally:
         storage.close()
+
+
+def test_a_source_that_fails_after_answering_pages_within_the_warm_up_grace(
+        calm_stack: SimulatorStack, fresh_postgres_url: str, redis_url: str, redis_prefix: str,
+        tmp_path: Path) -> None:
+    grace_s = 600.0  # far longer than the test: a page inside it is not the grace's end
+    doc = settings_document(calm_stack, database_url=fresh_postgres_url, redis_url=redis_url,
+                            prefix=redis_prefix, tmp=tmp_path, service={"hot_path_warmup_s": 0.0})
+    doc["alerts"] = {**doc["alerts"], "warmup_grace_s": grace_s}  # unknown_for_s at test speed
+    settings = load_settings(write_settings(tmp_path / "risk-monitor.yaml", doc))
+    storage = Storage.open(fresh_postgres_url)
+    thread = ServiceThread(settings)
+    started = time.time()
+    thread.start(timeout=TIMEOUT_S)
+    try:
+        with grpc.insecure_channel(thread.grpc_target) as channel:
+            stub = pb_grpc.RiskMonitorStub(channel)
+
+            def calm() -> bool:  # every source answered, the desk is OK again after a blind start
+                reply = stub.ListLimitStatus(pb.ListLimitStatusRequest(), timeout=30)
+                return any(e.limit_id == BTC_LIMIT for e in reply.limits) \
+                    and all(e.status == pb.LIMIT_STATUS_OK for e in reply.limits) \
+                    and all(s.status is LimitStatus.OK for s in storage.alerts.all_states())
+
+            wait_until(calm, timeout=TIMEOUT_S, message="the calm desk evaluated OK")
+            assert max(s.episode for s in storage.alerts.all_states()) >= 1  # blind start held
+            assert calm_stack.slack is not None and calm_stack.slack.messages == []
+
+            calm_stack.venue("binance").faults.add("http_error", "/fapi/v3/*", status=500)
+
+            def unknown_posts() -> list[dict[str, object]]:
+                posts = [(m.get("params") or {}).get("metadata") or {}
+                         for m in list(calm_stack.slack.messages)]
+                return [p["event_payload"] for p in posts if isinstance(p, dict)
+                        and (p.get("event_payload") or {}).get("status") == "UNKNOWN"]
+
+            posted = wait_until(unknown_posts, timeout=TIMEOUT_S,
+                              message="binance failing after answering is paged")
+            assert time.time() - started < grace_s
+            assert any("binance" in str(p.get("scope")) or p.get("limit_id") == BTC_LIMIT
+                       for p in posted), posted
+    finally:
+        thread.stop()
+        storage.close()
+        clear_guards()

@@ -152,3 +152,46 @@ def test_bad_requests_are_refused_and_write_nothing(
         controls.acknowledge(fingerprint, by="x")
     assert controls.silences() == [] and controls.acknowledgements() == []
     assert storage.audit.recent(10, event="silence_created") == []
+
+
+def test_a_silence_is_said_once_in_the_thread_of_each_firing_alert_it_holds(
+        storage: Storage, clock: FakeClock, controls: SqlAlertControls,
+        notifier: SlackNotifier, slack_sim: SlackSimulator) -> None:
+    evaluate(storage, make_result("WARN", clock.advance(1), scope="venue:okx"))
+    evaluate(storage, make_result("WARN", clock.advance(1), scope="venue:binance"))
+    assert _dispatch(storage, notifier, clock).sent == 2
+    silence = controls.add_silence(["venue=okx"], ends_at=clock() + timedelta(hours=2),
+                                   created_by="carol", comment="okx maintenance")
+    _dispatch(storage, notifier, clock)
+    _dispatch(storage, notifier, clock)  # said once, not at every dispatch
+
+    def notes() -> list[dict[str, Any]]:
+        return [m for m in slack_sim.messages if "Silenced by" in m["text"]]
+
+    (okx_root,) = [m for m in _posts(slack_sim)
+                   if m["params"]["metadata"]["event_payload"]["scope"] == "venue:okx"]
+    (note,) = notes()  # binance's thread is not silenced: no note there
+    assert note["thread_ts"] == okx_root["ts"] and not note["params"].get("metadata")
+    assert all(word in note["text"] for word in ("carol", "okx maintenance", silence.id))
+
+    # the escalation is held by the silence; the thread was told already (same episode)
+    evaluate(storage, make_result("BREACH", clock.advance(1), scope="venue:okx"))
+    result = _dispatch(storage, notifier, clock)
+    assert (result.sent, result.suppressed) == (0, 1)
+    assert len(notes()) == 1
+
+
+def test_the_application_role_may_use_the_alert_controls(pg_storage: Storage) -> None:
+    """PostgreSQL: ``risk_monitor_app`` (the service's role) can silence, acknowledge, note and
+    push to the Alertmanager sink (docs/storage-and-alerting.md "Database roles")."""
+    with pg_storage.engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL ROLE risk_monitor_app")
+        for table in ("alert_silences", "alert_acknowledgements", "alert_silence_notes",
+                      "sink_deliveries"):
+            conn.exec_driver_sql(f"SELECT count(*) FROM {table}")
+        conn.exec_driver_sql(
+            "INSERT INTO alert_acknowledgements (fingerprint, episode, status, acked_by, "
+            "acked_at, comment) VALUES ('f', 1, 'WARN', 'erin', now(), '')")  # its sequence too
+        conn.exec_driver_sql(
+            "INSERT INTO alert_silence_notes VALUES ('s', 'f', 1, 'C1:1.0', now())")
+        conn.exec_driver_sql("DELETE FROM alert_silence_notes")

@@ -12,7 +12,7 @@ import pytest
 
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
-from risk_monitor.platform.errors import ConfigError
+from risk_monitor.platform.errors import ConfigError, NotifierConfigError
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
 from risk_sim.slack import SlackSimulator
@@ -166,3 +166,43 @@ def test_an_escalation_copy_to_the_critical_route_is_retried_once(
     assert notifier.find_sent(breach, root) == row.delivery_ref == \
         f"{escalated['channel']}:{escalated['ts']}"
     assert len(slack_sim.messages) == 3
+
+
+@pytest.mark.parametrize("posted", ["primary only", "primary and every copy"])
+def test_a_crash_mid_delivery_leaves_every_route_copy_once(
+        posted: str, pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dispatcher dies after Slack took the primary post (and maybe its copies) but before
+    the outbox recorded anything: once the lease expires, the next dispatcher adopts what is
+    there and posts only what is missing. No route loses the alert, none gets it twice."""
+    routes: list[dict[str, Any]] = [
+        {"matchers": ['venue="okx"'], "channel": "#okx-desk", "continue": True},
+        {"matchers": ['venue="okx"'], "channel": "#treasury"},
+    ]
+    notifier = _notifier(slack_sim, monkeypatch, routes)
+    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
+                                  lease_s=10.0,
+                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    evaluate(pg_storage, make_result("BREACH", clock.advance(1), scope=OKX))
+    # the crashed attempt: claimed, posted, never marked
+    (entry,) = dispatcher.repository.claim(50, clock(), dispatcher.lease_s)
+    if posted == "primary only":
+        joined = ["#okx-desk", "#risk-alerts", "#risk-critical", "#risk-info"]
+        slack_sim.set_channels(joined)  # the copy fails: the attempt stops after the primary
+        with pytest.raises(NotifierConfigError):  # and the process dies here
+            notifier.send(entry.notification, None)
+        slack_sim.set_channels([*joined, "#treasury"])
+    else:
+        notifier.send(entry.notification, None)
+    assert len(slack_sim.messages_in("#okx-desk")) == 1
+    assert dispatcher.dispatch_once(50).sent == 0  # still leased to the dead dispatcher
+
+    clock.advance(11)  # the lease expired
+    assert dispatcher.dispatch_once(50).sent == 1
+    assert _states(slack_sim, "#okx-desk") == [("firing", "BREACH")]
+    assert _states(slack_sim, "#treasury") == [("copy", "")]
+    (row,) = pg_storage.outbox.rows()
+    assert (row.status, row.attempts) == ("sent", 2)
+    clock.advance(60)
+    assert dispatcher.dispatch_once(50).sent == 0
+    assert len(slack_sim.messages) == 2

@@ -13,11 +13,20 @@ from risk_monitor.application import alert_policy
 from risk_monitor.domain.alerts import (
     AlertPolicy,
     AlertRule,
+    WarmUp,
     held_status,
     plan_alerts,
     warmup_grace_s,
 )
-from risk_monitor.domain.model import AlertState, LimitStatus, Notification, NotificationKind
+from risk_monitor.domain.coverage import SourceProblem
+from risk_monitor.domain.model import (
+    AlertState,
+    LimitStatus,
+    Notification,
+    NotificationKind,
+    SourceKind,
+    SourceStatus,
+)
 from risk_monitor.platform.settings import Settings
 from risk_monitor_tests.fixtures.storage import START, make_result
 
@@ -37,8 +46,9 @@ class Desk:
         self.sent: list[Notification] = []
 
     def step(self, status: str, at: datetime, policy: AlertPolicy, *,
-             value: float | None = None, limit_id: str = "max_notional") -> list[Notification]:
-        result = make_result(status, at, value=value, limit_id=limit_id)
+             value: float | None = None, limit_id: str = "max_notional",
+             scope: str = "portfolio") -> list[Notification]:
+        result = make_result(status, at, value=value, limit_id=limit_id, scope=scope)
         plan = plan_alerts(self.states, [result], at, policy)
         for state in plan.states:
             self.states[state.fingerprint] = state
@@ -98,8 +108,25 @@ def test_keep_firing_resolves_once_the_source_stays_back() -> None:
     assert resolved.kind is NotificationKind.RESOLVED and resolved.episode == 1
 
 
-def _restart(at: datetime, grace_s: float) -> AlertPolicy:
-    return replace(QUIET, unknown_grace_until=at + timedelta(seconds=grace_s))
+def _status(venue: str, at: datetime, *, ok: bool = True,
+            kind: SourceKind = SourceKind.EXCHANGE) -> SourceStatus:
+    return SourceStatus(kind=kind, venue=venue, account="main", ok=ok, as_of=at,
+                        error_code=None if ok else "RM200")
+
+
+def _silent(venue: str) -> SourceProblem:
+    """What an evaluation reports for a venue no source has answered for yet."""
+    return SourceProblem(None, venue, None, f"{venue}: no data source reported (blind)", None)
+
+
+def _failed(venue: str, at: datetime) -> SourceProblem:
+    return SourceProblem(SourceKind.EXCHANGE, venue, "main", f"{venue}: source failed", at)
+
+
+def _restart(at: datetime, grace_s: float, *silent: str) -> AlertPolicy:
+    """The policy just after a start: ``silent`` venues (default binance) not answered yet."""
+    warm_up = WarmUp(until=at + timedelta(seconds=grace_s))
+    return replace(QUIET, warm_up=warm_up.seen([], [_silent(v) for v in silent or ("binance",)]))
 
 
 def test_three_restarts_of_a_calm_desk_page_nothing() -> None:
@@ -134,6 +161,44 @@ def test_unknown_that_outlasts_the_grace_is_paged_once() -> None:
     (firing,) = desk.step("UNKNOWN", START + timedelta(seconds=60), policy)
     assert (firing.kind, firing.status) == (NotificationKind.FIRING, LimitStatus.UNKNOWN)
     assert desk.step("UNKNOWN", START + timedelta(seconds=90), policy) == []
+
+
+def test_a_source_that_answered_then_failed_inside_the_grace_pages_at_unknown_for() -> None:
+    desk = Desk()
+    policy = _restart(START, grace_s=600)
+    desk.step("UNKNOWN", START, policy)  # not answered yet: held
+    answered = replace(policy, warm_up=policy.warm_up.seen(  # type: ignore[union-attr]
+        [_status("binance", START + timedelta(seconds=5))], []))
+    desk.step("OK", START + timedelta(seconds=5), answered)
+    at = START + timedelta(seconds=20)
+    failed = replace(answered, warm_up=answered.warm_up.seen(  # type: ignore[union-attr]
+        [_status("binance", at, ok=False)], [_failed("binance", at)]))
+    assert desk.step("UNKNOWN", at, failed) == []  # unknown_for_s (30 s) still applies
+    (firing,) = desk.step("UNKNOWN", at + timedelta(seconds=30), failed)  # grace: 600 s
+    assert (firing.kind, firing.status) == (NotificationKind.FIRING, LimitStatus.UNKNOWN)
+
+
+def test_the_grace_holds_only_what_a_silent_source_can_explain() -> None:
+    at = START + timedelta(seconds=40)
+    warm_up = WarmUp(until=START + timedelta(seconds=600)).seen(
+        [_status("binance", START)], [])  # binance answered once; okx never did
+    warm_up = warm_up.seen([_status("binance", at, ok=False)],
+                           [_failed("binance", at), _silent("okx")])
+    assert [p.venue for p in warm_up.waiting] == ["okx"]
+    assert [p.venue for p in warm_up.failing] == ["binance"]
+
+    def held(scope: str, kind: str = "max_notional") -> bool:
+        return warm_up.holds(replace(make_result("UNKNOWN", at, scope=scope), limit_kind=kind),
+                             at)
+
+    assert held("venue:okx") and held("venue:okx", "data_age")
+    assert not held("venue:binance") and not held("venue:binance", "data_age")
+    assert not held("portfolio")  # binance's failure can explain it: paged
+    assert not held("venue:kraken")  # no silent source explains it: a real UNKNOWN
+    assert not warm_up.holds(make_result("UNKNOWN", at, scope="venue:okx"),
+                             START + timedelta(seconds=600))  # at most the grace
+    assert not WarmUp(until=START + timedelta(seconds=600)).holds(
+        make_result("UNKNOWN", at), at)  # before any evaluation: nothing to hold
 
 
 def test_the_grace_never_holds_a_real_breach() -> None:
