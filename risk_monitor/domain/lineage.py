@@ -33,7 +33,7 @@ import operator
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -158,6 +158,11 @@ class _TextHashes:
 _texts = _TextHashes()
 
 
+def text_hash(value: Any) -> int:
+    """The hash of one value of a text column, as :func:`_column_hash` gives it."""
+    return _texts.of(value)
+
+
 def _first_value(values: np.ndarray) -> Any:
     for value in values:
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
@@ -199,7 +204,8 @@ def _column_hash(values: np.ndarray | pd.api.extensions.ExtensionArray) -> np.nd
 
 
 @functools.lru_cache(maxsize=256)
-def _column_labels(names: tuple[str, ...]) -> np.ndarray:
+def column_labels(names: tuple[str, ...]) -> np.ndarray:
+    """The label hashes of columns (sorted names), shaped to mix into a block of values."""
     return np.array([[_text_hash(name)] for name in names], dtype=np.uint64)
 
 
@@ -209,6 +215,14 @@ def _column_values(frame: pd.DataFrame, position: int) -> Any:
     ``_get_column_array`` is pandas-internal (pandas is pinned < 3);
     ``test_lineage_versions`` checks it against ``frame.iloc[:, i]``."""
     return cast(Any, frame)._get_column_array(position)  # not in pandas-stubs
+
+
+def combine_rows(block: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Row hashes from their values' hashes (``block``: one row of ``block`` per column, in
+    the order of ``labels``, :func:`column_labels`): each value mixed with its column's
+    label, a row's values summed (modulo 2**64), the sum mixed again. The one rule of a row's
+    hash: the frames here and the quote book (``domain/book_lineage.py``) both go through it."""
+    return _mix(_mix(block ^ labels).sum(axis=0, dtype=np.uint64))
 
 
 def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
@@ -224,8 +238,7 @@ def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
         block[row] = _column_hash(values)
         if venues is None and labels[position] == "venue":
             venues = values
-    mixed = _mix(block ^ _column_labels(tuple(labels[i] for i in order)))
-    return _mix(mixed.sum(axis=0, dtype=np.uint64)), venues
+    return combine_rows(block, column_labels(tuple(labels[i] for i in order))), venues
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
@@ -259,10 +272,28 @@ def _rows_by_venue(venues: np.ndarray, hashes: np.ndarray) -> dict[str, np.ndarr
     return {str(name): hashes[codes == i] for i, name in enumerate(found)}
 
 
+def columns_text(names: Iterable[str]) -> bytes:
+    """What a venue's version says of the dataset's columns (sorted names)."""
+    return "\x1f".join(sorted(names)).encode()
+
+
+def venue_version(venue: str, columns: bytes, hashes: np.ndarray,
+                  sources: Sequence[SourceStatus]) -> VenueVersion:
+    """One venue's version from its rows' hashes (any order), the dataset's
+    :func:`columns_text` and the venue's sources: the frames here and the quote book
+    (``domain/book_lineage.py``) both build it here."""
+    mine = np.sort(hashes)
+    return VenueVersion(
+        data_version=_digest(venue.encode(), columns if len(mine) else b"", mine.tobytes(),
+                             _source_text(sources)),
+        as_of=min((s.as_of for s in sources), default=None),  # the venue's oldest source
+        rows=len(mine))
+
+
 def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     frame = collected.frame
     hashes, venue_column = _hashed(frame)
-    columns = "\x1f".join(sorted(map(str, frame.columns))).encode()
+    columns = columns_text(map(str, frame.columns))
     if venue_column is not None:
         rows_of = _rows_by_venue(np.asarray(venue_column, dtype=object), hashes)
     else:
@@ -270,16 +301,9 @@ def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     sources: dict[str, list[SourceStatus]] = {}
     for source in collected.sources:
         sources.setdefault(source.venue, []).append(source)
-    out: dict[str, VenueVersion] = {}
-    for venue in sorted(set(sources) | set(rows_of)):
-        mine = np.sort(rows_of.get(venue, hashes[:0]))
-        seen = sources.get(venue, [])
-        out[venue] = VenueVersion(
-            data_version=_digest(venue.encode(), columns if len(mine) else b"",
-                                 mine.tobytes(), _source_text(seen)),
-            as_of=min((s.as_of for s in seen), default=None),  # the venue's oldest source
-            rows=len(mine))
-    return out
+    return {venue: venue_version(venue, columns, rows_of.get(venue, hashes[:0]),
+                                 sources.get(venue, []))
+            for venue in sorted(set(sources) | set(rows_of))}
 
 
 #: an entry of :func:`input_versions` and its canonical text
@@ -348,6 +372,13 @@ def _seen(collected: Collected) -> _Seen:
     return found
 
 
+def adopt_versions(collected: Collected, versions: Mapping[str, VenueVersion]) -> None:
+    """Take ``versions`` as ``collected``'s, computed elsewhere by the same rules (the quote
+    book's incremental digest, ``domain/book_lineage.py``): its frame is not hashed again."""
+    if _cache.get(collected) is None:
+        _cache.put(collected, _Seen(dict(versions)))
+
+
 def venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     """Data version, oldest source time and rows of each venue's part of a dataset (every venue
     with a source or a row). A dataset is immutable once built: the result is cached by object."""
@@ -364,16 +395,6 @@ def content_version(collected: Collected) -> str:
     """A content hash of the rows and of each source's coverage (24 hex chars): two
     observations with equal data versions held the same data."""
     return combined_version(venue_versions(collected))
-
-
-def of_kind(collected: Collected, kind: SourceKind) -> Collected:
-    """The part of a merged dataset that came from sources of one kind."""
-    sources = tuple(s for s in collected.sources if s.kind is kind)
-    venues = {s.venue for s in sources}
-    frame = collected.frame
-    if len(frame) and "venue" in frame.columns:
-        frame = frame[frame["venue"].isin(venues)].reset_index(drop=True)
-    return Collected(frame=frame, sources=sources)
 
 
 class LineageDigest(str):

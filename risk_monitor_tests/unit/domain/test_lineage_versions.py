@@ -15,7 +15,6 @@ from risk_monitor.domain.lineage import (
     combined_version,
     content_version,
     input_versions,
-    of_kind,
     venue_versions,
 )
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
@@ -88,8 +87,6 @@ def test_balances_split_by_kind_hash_like_the_two_balance_assets() -> None:
     versions = input_versions(snapshot, "cfg-v1")
     assert versions["exchange_balances"]["data_version"] == content_version(exchange)
     assert versions["custodian_balances"]["data_version"] == content_version(custody)
-    assert versions["custodian_balances"]["data_version"] == \
-        content_version(of_kind(merged, SourceKind.CUSTODIAN))
     assert set(versions["market_prices"]["venues"]) == {"binance", "okx"}
     assert versions["limit_config"]["data_version"] == "cfg-v1"
 
