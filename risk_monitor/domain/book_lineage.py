@@ -31,6 +31,7 @@ import pandas as pd
 from risk_monitor.domain.lineage import (
     VenueVersion,
     column_labels,
+    column_values,
     columns_text,
     combine_rows,
     text_hash,
@@ -98,7 +99,7 @@ class BookView:
         sources: dict[str, list[SourceStatus]] = {}
         for source in prices.sources:
             sources.setdefault(source.venue, []).append(source)
-        venues = frame["venue"].to_numpy(dtype=object) if len(frame) else np.empty(0, object)
+        venues = np.asarray(column_values(frame, self.columns.index("venue")), dtype=object)
         named = set(venues.tolist())
         if not named <= set(sources) or named & self.unhashed:
             return None

@@ -209,11 +209,13 @@ def column_labels(names: tuple[str, ...]) -> np.ndarray:
     return np.array([[_text_hash(name)] for name in names], dtype=np.uint64)
 
 
-def _column_values(frame: pd.DataFrame, position: int) -> Any:
-    """The values of a frame's column without building a ``Series`` (the hot path hashes a
-    fresh quote frame per evaluation: ``frame[name]`` cost ~30 µs a column, this ~1 µs).
-    ``_get_column_array`` is pandas-internal (pandas is pinned < 3);
-    ``test_lineage_versions`` checks it against ``frame.iloc[:, i]``."""
+def column_values(frame: pd.DataFrame, position: int) -> Any:
+    """The values of a frame's column without building a ``Series``: measured on the bench's
+    200-quote frame, 10 columns, 16 µs this way against 115-175 µs through the public
+    ``frame[name].array``, ``frame.items()`` or ``frame.iloc[:, i].array`` (a poll's
+    positions and balances are hashed on the alert path). ``_get_column_array`` is
+    pandas-internal (pandas is pinned < 3); ``test_lineage_versions`` checks it against
+    ``frame.iloc[:, i]``."""
     return cast(Any, frame)._get_column_array(position)  # not in pandas-stubs
 
 
@@ -234,7 +236,7 @@ def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
     block = np.empty((len(order), len(frame)), dtype=np.uint64)
     venues = None
     for row, position in enumerate(order):
-        values = _column_values(frame, position)
+        values = column_values(frame, position)
         block[row] = _column_hash(values)
         if venues is None and labels[position] == "venue":
             venues = values

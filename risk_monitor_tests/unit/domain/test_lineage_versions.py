@@ -11,7 +11,7 @@ import pandas as pd
 from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.lineage import (
     _column_hash,
-    _column_values,
+    column_values,
     combined_version,
     content_version,
     input_versions,
@@ -116,5 +116,5 @@ def test_columns_are_read_as_pandas_gives_them() -> None:
         small=np.array([1, 2, 3], dtype=np.uint8), duration=pd.to_timedelta([1, 2, 3], "s"))
     for position in range(frame.shape[1]):
         public = frame.iloc[:, position].array
-        assert (_column_hash(_column_values(frame, position)) == _column_hash(public)).all()
+        assert (_column_hash(column_values(frame, position)) == _column_hash(public)).all()
     assert content_version(Collected(frame, quotes().sources))  # every kind of column hashes
