@@ -9,19 +9,14 @@ the coverage of its sources. A dataset's data version (:func:`content_version`) 
 venues' versions, so a tick on one venue changes that venue's version and the dataset's, and a
 reviewer sees which venue's quotes moved. The hash is
 
-* **order-free**: each row is hashed alone (vectorised, ``pandas.util.hash_array`` per column),
-  and a venue's row hashes are sorted before the digest, so two paths that built the same rows
-  in a different order agree;
+* **order-free**: each row is hashed alone (vectorised per column), and a venue's row hashes
+  are sorted before the digest, so two paths that built the same rows in any order agree;
 * **type-canonical**: numbers hash as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC
-  nanoseconds whatever their unit, so an int column on one path and a float column on the other
-  agree; other values hash as text;
-* **cached by object**: the hot path re-evaluates the same positions and balances objects
-  between polls; their versions are computed once (a small identity cache, holding the objects
-  weakly), and only the quotes, rebuilt per evaluation, are hashed again;
-* **cheap on a fresh frame**: the hot path hashes a new quote frame per alerting evaluation
-  (200 rows: ~0.1 ms). Columns are read without a ``Series`` each, numbers and times in numpy
-  passes, and a column of texts seen before (venue, instrument ids) by one look-up of the whole
-  column; what is left is a few hundred µs of fixed cost (``bench/bench_lineage.py``).
+  nanoseconds whatever their unit; other values hash as text;
+* **cached by object**: positions and balances objects re-evaluated between polls are hashed
+  once (a small identity cache, holding the objects weakly); the quote book's frame, rebuilt
+  per evaluation, comes with versions composed from its rows' hashes, taken as its ticks
+  arrived (``domain/book_lineage.py``, :func:`adopt_versions`), by the rules here.
 """
 
 from __future__ import annotations
@@ -228,7 +223,8 @@ def combine_rows(block: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
-    """:func:`row_hashes` and the values of the ``venue`` column (``None`` without one)."""
+    """One hash per row over every column, by name (column order does not matter:
+    :func:`combine_rows`), and the values of the ``venue`` column (``None`` without one)."""
     if not len(frame):
         return np.zeros(0, dtype=np.uint64), None
     labels = [str(name) for name in frame.columns]
@@ -241,13 +237,6 @@ def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
         if venues is None and labels[position] == "venue":
             venues = values
     return combine_rows(block, column_labels(tuple(labels[i] for i in order))), venues
-
-
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One uint64 per row over every column, by name (column order does not matter): each
-    value is mixed with its column's label, the row's values summed (modulo 2**64), the sum
-    mixed again. Two numpy passes over the whole block, whatever the number of columns."""
-    return _hashed(frame)[0]
 
 
 def _source_text(sources: Iterable[SourceStatus]) -> bytes:

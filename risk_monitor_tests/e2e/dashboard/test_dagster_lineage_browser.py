@@ -107,8 +107,16 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             return httpx.get(f"{url}/server_info", timeout=5).status_code == 200
 
         wait_until(up, timeout=START_S, interval=0.5, message="dagster-webserver up")
-        asked = httpx.post(f"{url}/graphql", json={"query": "{ shouldShowNux }"}, timeout=30)
-        assert asked.json()["data"] == {"shouldShowNux": False}  # no welcome dialog
+
+        def nux() -> Any:  # GraphQL answers once the code location is loaded: slow when busy
+            try:
+                return httpx.post(f"{url}/graphql", json={"query": "{ shouldShowNux }"},
+                                  timeout=10).json().get("data")
+            except (httpx.HTTPError, ValueError):
+                return None
+
+        asked = wait_until(nux, timeout=START_S, interval=1.0, message="GraphQL answering")
+        assert asked == {"shouldShowNux": False}  # no welcome dialog
         saved = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(home)
         try:
