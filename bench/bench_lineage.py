@@ -18,10 +18,12 @@ the same workload (interleaved, alternating which goes first):
   inputs per venue (``domain/lineage.py``) and the digest of those versions. A desk-sized
   snapshot: 200 perpetual quotes on two venues (all ``PRICE_COLUMNS``), 60 positions, exchange
   and custodian balances. The quote frame is rebuilt on every evaluation (one tick moved), as
-  the hot path rebuilds it, so quotes are hashed again (their id columns are the same texts:
-  one look-up per column); positions and balances are the same objects between polls (identity
-  cache). ``context after a poll`` is the worst case: every dataset new, and a tick moved (an
-  evaluation of inputs equal to the last one's reuses its digests);
+  the hot path rebuilds it; its versions are composed from the quote book's row hashes
+  (``domain/book_lineage.py``: each tick's row is hashed as it is stored, timed apart as ``per
+  tick: book hash``, on the tick path, not on this stage), so the context reads the book's
+  hashes and composes the quotes' versions (a sort and a digest per venue); positions and
+  balances are the same objects between polls (identity cache). ``context after a poll`` is
+  the worst case: positions and balances new (hashed whole), and a tick moved;
 * **commit**: the hot path's writer itself (``AlertWriter._write_changes``: lock the changed
   series, plan, apply, insert the outbox row, seal the audit entries, commit) for one WARN <-> OK
   transition of one series; timed from the call to the writer's wake-up after the commit (the
@@ -32,7 +34,9 @@ the same workload (interleaved, alternating which goes first):
   evaluation's context, nothing is hashed). On a loaded machine these differences of two noisy
   distributions are dominated by noise (even negative at p99), so the bench also times what
   lineage itself runs on the stage, directly, per evaluation: **added, measured directly** =
-  the context (hash) + the version row's write (``audit_lineage.record``, wrapped here). What
+  the context (hash) + the version row (``audit_lineage.pending``: built, its JSON encoded;
+  written inside the seal's statement on PostgreSQL, by ``audit_lineage.write`` on SQLite;
+  wrapped here). What
   it leaves out: the alert entries' and outbox rows' payloads carry ~300 more characters
   (digest, flat versions for the Slack footer, evaluation id), tens of µs;
 * **report** (off the critical path: after the commit and the outbox wake-up): the
@@ -67,7 +71,9 @@ import pandas as pd
 from risk_monitor.adapters.sql import Storage, audit_lineage
 from risk_monitor.dagster_catalog import DagsterCatalog
 from risk_monitor.domain.alerts import AlertPolicy
+from risk_monitor.domain.book_lineage import BookDigest
 from risk_monitor.domain.engine import RiskSnapshot
+from risk_monitor.domain.lineage import adopt_versions
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -77,6 +83,7 @@ from risk_monitor.domain.model import (
     SourceKind,
     SourceStatus,
 )
+from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.lineage import HotPathLineage
 from risk_monitor.platform.logging import configure_logging
 from risk_monitor.service.writer import AlertWriter, Change
@@ -108,10 +115,25 @@ def quote_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
     return rows
 
 
-def move_one(rows: list[dict[str, Any]], rng: np.random.Generator) -> None:
-    """One tick: one quote's last and mark move."""
-    tick = rows[int(rng.integers(len(rows)))]
+def move_one(rows: list[dict[str, Any]], rng: np.random.Generator,
+             book: BookDigest | None = None) -> float:
+    """One tick: one quote's last and mark move (a new row, as the feed stores one); with a
+    ``book``, hashed into it as the service's quote book does; returns that cost (µs)."""
+    i = int(rng.integers(len(rows)))
+    tick = rows[i] = dict(rows[i])
     tick["last"] = tick["mark"] = float(tick["last"]) * (1 + rng.normal(0, 1e-4))
+    if book is None:
+        return 0.0
+    started = time.perf_counter()
+    book.update(str(tick["venue"]), [tick])
+    return (time.perf_counter() - started) * 1e6
+
+
+def new_book(rows: list[dict[str, Any]]) -> BookDigest:
+    book = BookDigest(prices_frame([]))
+    for venue in VENUES:
+        book.update(venue, [r for r in rows if r["venue"] == venue])
+    return book
 
 
 def prices(rows: list[dict[str, Any]]) -> Collected:
@@ -219,21 +241,37 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
                               {result.fingerprint: context})
         return stage.elapsed()
 
-    # the version row's write, timed where the writer's transaction makes it (the bench's own
-    # wrapper around the production function; restored below)
+    # the version row, timed where the writer's transaction makes it (the bench's own wrappers
+    # around the production functions; restored below): built (its JSON encoded) by
+    # ``pending``, then written by the seal's own statement on PostgreSQL (the insert inside
+    # that statement is in "commit with", not here) or by a statement of its own (``write``)
     row_write: list[tuple[float, float]] = []
-    original_record = audit_lineage.record
+    originals = (audit_lineage.pending, audit_lineage.write)
 
-    def timed_record(*args: Any, **kwargs: Any) -> None:
-        _, wall, cpu = timed(lambda: original_record(*args, **kwargs), profiled=True)
-        row_write.append((wall, cpu))
+    def timing(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_fn(*args: Any, **kwargs: Any) -> Any:
+            out, wall, cpu = timed(lambda: fn(*args, **kwargs), profiled=True)
+            row_write.append((wall, cpu))
+            return out
+        return timed_fn
 
-    audit_lineage.record = timed_record  # type: ignore[assignment]
+    audit_lineage.pending = timing(originals[0])  # type: ignore[assignment]
+    audit_lineage.write = timing(originals[1])  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
         lineage = HotPathLineage(DagsterCatalog(instance, "http://dagster.example"))
+        book = new_book(rows)
+
+        def context_of(report: Any) -> dict[str, Any]:
+            """What the full evaluation runs for lineage: the book's hashes read (under its
+            lock in the service), the quotes' versions composed, then the context."""
+            versions = book.view().versions(report.snapshot.prices)
+            if versions is not None:
+                adopt_versions(report.snapshot.prices, versions)
+            return lineage.context(report)
+
         try:
             for i in range(n):
-                move_one(rows, rng)
+                out.setdefault("per tick: book hash (us)", []).append(move_one(rows, rng, book))
                 report = SimpleNamespace(config_version="cfg-v1", snapshot=RiskSnapshot(
                     positions=held_positions, balances=held_balances, prices=prices(rows),
                     now=T0))
@@ -242,7 +280,7 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
                 order = ("with", "without") if i % 2 == 0 else ("without", "with")
                 for variant in order:
                     if variant == "with":
-                        fields, c_wall, c_cpu = timed(lambda r=report: lineage.context(r),
+                        fields, c_wall, c_cpu = timed(lambda r=report: context_of(r),
                                                       profiled=True)
                         context = {**base, **fields}
                     else:
@@ -253,21 +291,22 @@ def one_run(url: str, n: int, run: int) -> dict[str, list[float]]:
                     if variant == "with":
                         add("context", c_wall, c_cpu)
                         with_context, with_notes = context, raised[0]
-                        r_wall, r_cpu = row_write.pop() if row_write else (0.0, 0.0)
+                        r_wall = sum(w for w, _ in row_write)
+                        r_cpu = sum(c for _, c in row_write)
                         row_write.clear()
                         add("version row write", r_wall, r_cpu)
                         # what lineage itself runs on the stage, timed directly (not a
                         # difference of two noisy figures): the hash + the row write
                         add("added, measured directly", c_wall + r_wall, c_cpu + r_cpu)
-                move_one(rows, rng)  # new content too: nothing of the last evaluation reused
+                move_one(rows, rng, book)  # new content too: nothing of the last one reused
                 fresh = SimpleNamespace(config_version="cfg-v1", snapshot=RiskSnapshot(
                     positions=positions(), balances=balances(), prices=prices(rows), now=T0))
-                _, wall, cpu = timed(lambda r=fresh: lineage.context(r))
+                _, wall, cpu = timed(lambda r=fresh: context_of(r))
                 add("context after a poll", wall, cpu)
                 out.setdefault("report to Dagster", []).append(timed(
                     lambda c=with_context, ns=with_notes: lineage.after_commit(c, ns))[1])
         finally:
-            audit_lineage.record = original_record  # type: ignore[assignment]
+            audit_lineage.pending, audit_lineage.write = originals  # type: ignore[assignment]
             storage.close()
     return out
 

@@ -43,8 +43,6 @@ from risk_monitor.platform.settings import Settings
 
 log = get_logger(__name__)
 
-#: context key of the Dagster event link a Slack message shows once the event is reported
-EVENT_URL_KEY = "dagster_event_url"
 #: context key of the evaluation's input versions, as a :class:`LineageDigest`
 LINEAGE_KEY = "lineage_digest"
 #: how long one half of a (reported, delivered) pair waits for the other

@@ -78,8 +78,23 @@ def canonical_mapping(members: Mapping[str, str]) -> str:
     return "{" + ",".join(f"{_encode_key(key)}:{members[key]}" for key in sorted(members)) + "}"
 
 
+#: hashlib lets go of the interpreter lock while it hashes 2048 bytes or more at once
+#: (CPython's ``HASHLIB_GIL_MINSIZE``): cheap for a big file, but on the hot path (an
+#: evaluation's versions, an alert's entry: 2-4 kB) getting the lock back waited for another
+#: thread's switch interval (up to 5 ms; profiled at 0.27 ms a digest on average). Fed in
+#: smaller pieces, the digest (the same bytes) is computed holding the lock: ~10 µs.
+_PIECE = 2047
+
+
 def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    data = text.encode()
+    if len(data) <= _PIECE:
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    for start in range(0, len(data), _PIECE):
+        digest.update(view[start:start + _PIECE])
+    return digest.hexdigest()
 
 
 def row_digest(values: Mapping[str, Any], columns: tuple[str, ...]) -> str:

@@ -9,19 +9,14 @@ the coverage of its sources. A dataset's data version (:func:`content_version`) 
 venues' versions, so a tick on one venue changes that venue's version and the dataset's, and a
 reviewer sees which venue's quotes moved. The hash is
 
-* **order-free**: each row is hashed alone (vectorised, ``pandas.util.hash_array`` per column),
-  and a venue's row hashes are sorted before the digest, so two paths that built the same rows
-  in a different order agree;
+* **order-free**: each row is hashed alone (vectorised per column), and a venue's row hashes
+  are sorted before the digest, so two paths that built the same rows in any order agree;
 * **type-canonical**: numbers hash as float64 (``-0.0`` as ``0.0``, one NaN), times as UTC
-  nanoseconds whatever their unit, so an int column on one path and a float column on the other
-  agree; other values hash as text;
-* **cached by object**: the hot path re-evaluates the same positions and balances objects
-  between polls; their versions are computed once (a small identity cache, holding the objects
-  weakly), and only the quotes, rebuilt per evaluation, are hashed again;
-* **cheap on a fresh frame**: the hot path hashes a new quote frame per alerting evaluation
-  (200 rows: ~0.1 ms). Columns are read without a ``Series`` each, numbers and times in numpy
-  passes, and a column of texts seen before (venue, instrument ids) by one look-up of the whole
-  column; what is left is a few hundred µs of fixed cost (``bench/bench_lineage.py``).
+  nanoseconds whatever their unit; other values hash as text;
+* **cached by object**: positions and balances objects re-evaluated between polls are hashed
+  once (a small identity cache, holding the objects weakly); the quote book's frame, rebuilt
+  per evaluation, comes with versions composed from its rows' hashes, taken as its ticks
+  arrived (``domain/book_lineage.py``, :func:`adopt_versions`), by the rules here.
 """
 
 from __future__ import annotations
@@ -33,7 +28,7 @@ import operator
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -158,6 +153,11 @@ class _TextHashes:
 _texts = _TextHashes()
 
 
+def text_hash(value: Any) -> int:
+    """The hash of one value of a text column, as :func:`_column_hash` gives it."""
+    return _texts.of(value)
+
+
 def _first_value(values: np.ndarray) -> Any:
     for value in values:
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
@@ -199,20 +199,32 @@ def _column_hash(values: np.ndarray | pd.api.extensions.ExtensionArray) -> np.nd
 
 
 @functools.lru_cache(maxsize=256)
-def _column_labels(names: tuple[str, ...]) -> np.ndarray:
+def column_labels(names: tuple[str, ...]) -> np.ndarray:
+    """The label hashes of columns (sorted names), shaped to mix into a block of values."""
     return np.array([[_text_hash(name)] for name in names], dtype=np.uint64)
 
 
-def _column_values(frame: pd.DataFrame, position: int) -> Any:
-    """The values of a frame's column without building a ``Series`` (the hot path hashes a
-    fresh quote frame per evaluation: ``frame[name]`` cost ~30 µs a column, this ~1 µs).
-    ``_get_column_array`` is pandas-internal (pandas is pinned < 3);
-    ``test_lineage_versions`` checks it against ``frame.iloc[:, i]``."""
+def column_values(frame: pd.DataFrame, position: int) -> Any:
+    """The values of a frame's column without building a ``Series``: measured on the bench's
+    200-quote frame, 10 columns, 16 µs this way against 115-175 µs through the public
+    ``frame[name].array``, ``frame.items()`` or ``frame.iloc[:, i].array`` (a poll's
+    positions and balances are hashed on the alert path). ``_get_column_array`` is
+    pandas-internal (pandas is pinned < 3); ``test_lineage_versions`` checks it against
+    ``frame.iloc[:, i]``."""
     return cast(Any, frame)._get_column_array(position)  # not in pandas-stubs
 
 
+def combine_rows(block: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Row hashes from their values' hashes (``block``: one row of ``block`` per column, in
+    the order of ``labels``, :func:`column_labels`): each value mixed with its column's
+    label, a row's values summed (modulo 2**64), the sum mixed again. The one rule of a row's
+    hash: the frames here and the quote book (``domain/book_lineage.py``) both go through it."""
+    return _mix(_mix(block ^ labels).sum(axis=0, dtype=np.uint64))
+
+
 def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
-    """:func:`row_hashes` and the values of the ``venue`` column (``None`` without one)."""
+    """One hash per row over every column, by name (column order does not matter:
+    :func:`combine_rows`), and the values of the ``venue`` column (``None`` without one)."""
     if not len(frame):
         return np.zeros(0, dtype=np.uint64), None
     labels = [str(name) for name in frame.columns]
@@ -220,19 +232,11 @@ def _hashed(frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
     block = np.empty((len(order), len(frame)), dtype=np.uint64)
     venues = None
     for row, position in enumerate(order):
-        values = _column_values(frame, position)
+        values = column_values(frame, position)
         block[row] = _column_hash(values)
         if venues is None and labels[position] == "venue":
             venues = values
-    mixed = _mix(block ^ _column_labels(tuple(labels[i] for i in order)))
-    return _mix(mixed.sum(axis=0, dtype=np.uint64)), venues
-
-
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One uint64 per row over every column, by name (column order does not matter): each
-    value is mixed with its column's label, the row's values summed (modulo 2**64), the sum
-    mixed again. Two numpy passes over the whole block, whatever the number of columns."""
-    return _hashed(frame)[0]
+    return combine_rows(block, column_labels(tuple(labels[i] for i in order))), venues
 
 
 def _source_text(sources: Iterable[SourceStatus]) -> bytes:
@@ -240,11 +244,21 @@ def _source_text(sources: Iterable[SourceStatus]) -> bytes:
     return "\n".join(f"{key}|{s.ok}|{s.rows}|{s.error_code}" for key, s in keyed).encode()
 
 
+#: pieces a digest is fed in: under 2048 bytes, hashlib keeps the interpreter lock (getting it
+#: back from another thread cost up to a switch interval on the hot path; ``audit_chain``)
+_PIECE = 2047
+
+
 def _digest(*parts: bytes) -> str:
     digest = hashlib.blake2b(digest_size=VERSION_CHARS // 2)
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
+        if len(part) <= _PIECE:
+            digest.update(part)
+            continue
+        view = memoryview(part)
+        for start in range(0, len(part), _PIECE):
+            digest.update(view[start:start + _PIECE])
     return digest.hexdigest()
 
 
@@ -259,10 +273,28 @@ def _rows_by_venue(venues: np.ndarray, hashes: np.ndarray) -> dict[str, np.ndarr
     return {str(name): hashes[codes == i] for i, name in enumerate(found)}
 
 
+def columns_text(names: Iterable[str]) -> bytes:
+    """What a venue's version says of the dataset's columns (sorted names)."""
+    return "\x1f".join(sorted(names)).encode()
+
+
+def venue_version(venue: str, columns: bytes, hashes: np.ndarray,
+                  sources: Sequence[SourceStatus]) -> VenueVersion:
+    """One venue's version from its rows' hashes (any order), the dataset's
+    :func:`columns_text` and the venue's sources: the frames here and the quote book
+    (``domain/book_lineage.py``) both build it here."""
+    mine = np.sort(hashes)
+    return VenueVersion(
+        data_version=_digest(venue.encode(), columns if len(mine) else b"", mine.tobytes(),
+                             _source_text(sources)),
+        as_of=min((s.as_of for s in sources), default=None),  # the venue's oldest source
+        rows=len(mine))
+
+
 def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     frame = collected.frame
     hashes, venue_column = _hashed(frame)
-    columns = "\x1f".join(sorted(map(str, frame.columns))).encode()
+    columns = columns_text(map(str, frame.columns))
     if venue_column is not None:
         rows_of = _rows_by_venue(np.asarray(venue_column, dtype=object), hashes)
     else:
@@ -270,16 +302,9 @@ def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     sources: dict[str, list[SourceStatus]] = {}
     for source in collected.sources:
         sources.setdefault(source.venue, []).append(source)
-    out: dict[str, VenueVersion] = {}
-    for venue in sorted(set(sources) | set(rows_of)):
-        mine = np.sort(rows_of.get(venue, hashes[:0]))
-        seen = sources.get(venue, [])
-        out[venue] = VenueVersion(
-            data_version=_digest(venue.encode(), columns if len(mine) else b"",
-                                 mine.tobytes(), _source_text(seen)),
-            as_of=min((s.as_of for s in seen), default=None),  # the venue's oldest source
-            rows=len(mine))
-    return out
+    return {venue: venue_version(venue, columns, rows_of.get(venue, hashes[:0]),
+                                 sources.get(venue, []))
+            for venue in sorted(set(sources) | set(rows_of))}
 
 
 #: an entry of :func:`input_versions` and its canonical text
@@ -348,6 +373,13 @@ def _seen(collected: Collected) -> _Seen:
     return found
 
 
+def adopt_versions(collected: Collected, versions: Mapping[str, VenueVersion]) -> None:
+    """Take ``versions`` as ``collected``'s, computed elsewhere by the same rules (the quote
+    book's incremental digest, ``domain/book_lineage.py``): its frame is not hashed again."""
+    if _cache.get(collected) is None:
+        _cache.put(collected, _Seen(dict(versions)))
+
+
 def venue_versions(collected: Collected) -> dict[str, VenueVersion]:
     """Data version, oldest source time and rows of each venue's part of a dataset (every venue
     with a source or a row). A dataset is immutable once built: the result is cached by object."""
@@ -364,16 +396,6 @@ def content_version(collected: Collected) -> str:
     """A content hash of the rows and of each source's coverage (24 hex chars): two
     observations with equal data versions held the same data."""
     return combined_version(venue_versions(collected))
-
-
-def of_kind(collected: Collected, kind: SourceKind) -> Collected:
-    """The part of a merged dataset that came from sources of one kind."""
-    sources = tuple(s for s in collected.sources if s.kind is kind)
-    venues = {s.venue for s in sources}
-    frame = collected.frame
-    if len(frame) and "venue" in frame.columns:
-        frame = frame[frame["venue"].isin(venues)].reset_index(drop=True)
-    return Collected(frame=frame, sources=sources)
 
 
 class LineageDigest(str):

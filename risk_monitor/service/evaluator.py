@@ -31,6 +31,7 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import EquityPoint, EquityStore, Storage
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.incremental import IncrementalEvaluator, Tick
+from risk_monitor.domain.lineage import adopt_versions
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, Collected, LimitResult
 from risk_monitor.domain.model import empty_frame as _empty_frame
 from risk_monitor.domain.quotes import QuotePolicy, quotes_from_rows
@@ -184,8 +185,11 @@ class LiveEvaluator:
             ("positions", seen[0], self._seen[0]), ("custody", seen[1], self._seen[1]))
             if now_in is not before and now_in is not None)
         self._seen = seen
-        sequence, rows = self.book.snapshot()
+        sequence, rows, hashed = self.book.snapshot()
         prices = quotes_from_rows(rows, self.book.symbols, now, self.policy, self._overrides)
+        versions = hashed.versions(prices)  # lineage: composed from the ticks' row hashes
+        if versions is not None:
+            adopt_versions(prices, versions)
         snapshot = application.build_snapshot(
             positions=seen[0] or blank(POSITION_COLUMNS), balances=self._balances(),
             prices=prices, now=now, settings=self.settings, storage=self._snapshot_storage)

@@ -22,7 +22,9 @@ from prometheus_client import Counter, Histogram
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
 from risk_monitor.adapters.redis_quotes import QuoteListener, follow_quote_streams
+from risk_monitor.domain.book_lineage import BookDigest, BookView
 from risk_monitor.domain.incremental import Tick
+from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
@@ -85,6 +87,7 @@ class QuoteBook:
         self._rows: dict[tuple[str, str], QuoteRow] = {}
         self._seq: dict[tuple[str, str], int] = {}
         self.sequence = 0
+        self.digest = BookDigest(prices_frame([]))  # lineage: rows hashed as they arrive
         self._lock = threading.Lock()
 
     def update(self, venue: str, rows: Sequence[QuoteRow]) -> None:
@@ -94,15 +97,16 @@ class QuoteBook:
                 self.sequence += 1
                 self._rows[key] = row
                 self._seq[key] = self.sequence
+            self.digest.update(venue, rows)
 
     def rows(self) -> list[QuoteRow]:
         with self._lock:
             return list(self._rows.values())
 
-    def snapshot(self) -> tuple[int, list[QuoteRow]]:
-        """(sequence, rows) read together: what a full evaluation is based on."""
+    def snapshot(self) -> tuple[int, list[QuoteRow], BookView]:
+        """(sequence, rows, their hashes) read together: what a full evaluation is based on."""
         with self._lock:
-            return self.sequence, list(self._rows.values())
+            return self.sequence, list(self._rows.values()), self.digest.view()
 
     def since(self, sequence: int) -> list[tuple[str, QuoteRow]]:
         """(venue, row) stored after ``sequence``, oldest first."""

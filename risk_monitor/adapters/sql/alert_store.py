@@ -97,14 +97,14 @@ class AlertTransaction:
         """Audit entries sealing the new notifications and changed states (issue 11), from
         what :meth:`apply` wrote (no read-back); ``extra``: more seals of this transaction
         (its compliance intervals), chained in the same statements. Call it last."""
-        from risk_monitor.adapters.sql.audit_hooks import alert_seals, record_input_versions
+        from risk_monitor.adapters.sql.audit_hooks import alert_seals, input_versions_row
         from risk_monitor.adapters.sql.audit_log import seal_batch
 
-        record_input_versions(self.connection, notifications=notifications, context=context,
-                              at=at)
+        lineage = input_versions_row(self.connection, notifications=notifications,
+                                     context=context, at=at)
         seals = alert_seals(before=before, states=states, enqueued=self.enqueued_rows,
                             notifications=notifications, context=context)
-        return seal_batch(self.connection, [*seals, *extra], at=at)
+        return seal_batch(self.connection, [*seals, *extra], at=at, lineage=lineage)
 
 
 def enqueue_rows(conn: Connection, notifications: Sequence[Notification],

@@ -60,16 +60,18 @@ def changed_states(before: Mapping[str, AlertState],
     return changed
 
 
-def record_input_versions(conn: Connection, *, notifications: Sequence[Notification],
-                          context: Mapping[str, Any], at: datetime) -> None:
-    """The evaluation's input versions, stored once under the digest the alert entries of
-    this transaction seal (``audit_lineage.py``); nothing when the context carries them
-    inline (Dagster path) or nothing is notified."""
+def input_versions_row(conn: Connection, *, notifications: Sequence[Notification],
+                       context: Mapping[str, Any], at: datetime
+                       ) -> audit_lineage.PendingRow | None:
+    """The row storing the evaluation's input versions under the digest the alert entries of
+    this transaction seal (``audit_lineage.py``), for ``seal_batch`` to write with them;
+    nothing when the context carries them inline (Dagster path) or nothing is notified."""
     digest = context.get(audit_lineage.DIGEST_KEY)
     versions = getattr(digest, "versions", None) or (
         context.get(audit_lineage.VERSIONS_KEY) if digest else None)
     if notifications and digest and versions is not None:
-        audit_lineage.record(conn, digest, versions, at=at)
+        return audit_lineage.pending(conn, digest, versions, at=at)
+    return None
 
 
 def alert_seals(*, before: Mapping[str, AlertState], states: Sequence[AlertState],

@@ -11,7 +11,9 @@ forged row is caught like a covered row (``audit_verify.py``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,12 +32,38 @@ VERSIONS_KEY = "input_data_versions"
 #: compiled form, where ``insert(...).values(...)`` built per call cost ~0.15 ms CPU more
 _INSERT = {name: dialect.insert(evaluation_lineage).on_conflict_do_nothing()
            for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+#: how SQLAlchemy's JSON type encodes the versions (its default serialiser: ``json.dumps``)
+_ENCODER = json.JSONEncoder()
 
 
-def record(conn: Connection, digest: str, versions: Mapping[str, Any], *, at: datetime) -> None:
-    """Store an evaluation's versions under their digest in ``conn``'s transaction, once.
+@dataclass(frozen=True)
+class PendingRow:
+    """An evaluation's versions to store in the alert transaction: written by the audit seal's
+    own statement on PostgreSQL (``audit_log.seal_batch``: no round trip of its own), else by
+    :func:`write`. ``text``: the versions as JSON, encoded once here."""
 
-    A later alert of the same evaluation finds the row and leaves it alone; once a transaction
+    digest: str
+    recorded_at: datetime
+    versions: dict[str, Any]
+    text: str
+    stored_in: set[int] | None
+    store: int
+
+    def settle(self, inserted: int) -> None:
+        """After the insert: nothing inserted means an earlier transaction committed the row
+        (PostgreSQL waits for a concurrent inserter, SQLite serialises writers), so it is
+        there for good (append-only): the evaluation's later alerts skip it."""
+        if inserted == 0 and self.stored_in is not None:
+            self.stored_in.add(self.store)
+
+
+def pending(conn: Connection, digest: str, versions: Mapping[str, Any], *,
+            at: datetime) -> PendingRow | None:
+    """The row storing an evaluation's versions under their digest in ``conn``'s transaction,
+    once; ``None`` when it is known stored already.
+
+    A later alert of the same evaluation finds the row and leaves it alone (``ON CONFLICT DO
+    NOTHING``); once a transaction
     has seen it committed (the insert did nothing), a ``LineageDigest`` remembers that for its
     own lifetime (one evaluation's context) and its further alerts write nothing. No cache
     outlives the context: a store restored or emptied meanwhile gets the row again.
@@ -43,14 +71,35 @@ def record(conn: Connection, digest: str, versions: Mapping[str, Any], *, at: da
     stored_in: set[int] | None = getattr(digest, "stored_in", None)
     store = id(conn.engine)
     if stored_in is not None and store in stored_in:
-        return
+        return None
+    body = dict(versions)
+    return PendingRow(str(digest), at, body, _ENCODER.encode(body), stored_in, store)
+
+
+def write(conn: Connection, row: PendingRow) -> None:
+    """Store ``row`` by a statement of its own."""
     statement = _INSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    inserted = conn.execute(statement, {"digest": str(digest), "recorded_at": at,
-                                        "versions": dict(versions)}).rowcount
-    # nothing inserted: an earlier transaction committed it (PostgreSQL waits for a concurrent
-    # inserter, SQLite serialises writers), so it is there for good (append-only)
-    if inserted == 0 and stored_in is not None:
-        stored_in.add(store)
+    row.settle(conn.execute(statement, {"digest": row.digest, "recorded_at": row.recorded_at,
+                                        "versions": row.versions}).rowcount)
+
+
+def lineage_cte() -> Any:
+    """The insert of :func:`write` as a data-modifying CTE of the seal's statement
+    (PostgreSQL), the versions bound as :attr:`PendingRow.text` (``l_*`` parameters): its
+    rows are what it inserted."""
+    return (postgresql.insert(evaluation_lineage)
+            .values(digest=sa.bindparam("l_digest"),
+                    recorded_at=sa.bindparam("l_recorded_at",
+                                             type_=evaluation_lineage.c.recorded_at.type),
+                    versions=sa.cast(sa.bindparam("l_text", type_=sa.Text()),
+                                     postgresql.JSONB()))
+            .on_conflict_do_nothing()
+            .returning(evaluation_lineage.c.digest)
+            .cte("lineage_row"))
+
+
+def cte_params(row: PendingRow) -> dict[str, Any]:
+    return {"l_digest": row.digest, "l_recorded_at": row.recorded_at, "l_text": row.text}
 
 
 def read(conn: Connection, digests: Iterable[str]) -> dict[str, dict[str, Any]]:

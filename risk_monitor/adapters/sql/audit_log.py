@@ -192,15 +192,19 @@ def seal_rows(conn: Connection, table: str, keys: Iterable[Any], *,
     return seal_batch(conn, seals, at=at)
 
 
-def seal_batch(conn: Connection, seals: Sequence[Seal], *, at: datetime) -> int:
+def seal_batch(conn: Connection, seals: Sequence[Seal], *, at: datetime,
+               lineage: audit_lineage.PendingRow | None = None) -> int:
     """Seal rows the caller just wrote and still holds (no read-back): one entry each,
-    chained in the given order, and each row carries its entry's hash.
+    chained in the given order, and each row carries its entry's hash; ``lineage``: the
+    evaluation's versions the entries name by digest, written in the same statement.
 
     Takes the chain lock, so call it last in the transaction, once, with every seal of the
     transaction: the lock is then held for three statements (head, entries, row hashes)
     plus the commit. Returns entries written.
     """
     if not seals:
+        if lineage is not None:
+            audit_lineage.write(conn, lineage)
         return 0
     head = _locked_head(conn)
     entries: list[dict[str, Any]] = []
@@ -214,10 +218,14 @@ def seal_batch(conn: Connection, seals: Sequence[Seal], *, at: datetime) -> int:
         head = entry["entry_hash"]
         entries.append(entry)
         hashes.setdefault(seal.table, {})[key] = head  # a row sealed twice keeps the last
-    statement = _sealing_statement(conn, entries, hashes)
+    statement = _sealing_statement(conn, entries, hashes, lineage)
     if statement is not None:  # PostgreSQL, a few rows: one round trip for all of it
-        conn.execute(*statement)
+        inserted = conn.execute(*statement).scalar_one()
+        if lineage is not None:
+            lineage.settle(inserted)
     else:
+        if lineage is not None:
+            audit_lineage.write(conn, lineage)
         # One multi-row INSERT (ids follow the list's order, which is the chain's) and one
         # UPDATE per table (a CASE over the keys): a few statements, however many rows.
         conn.execute(audit_log.insert(), entries)
@@ -234,24 +242,27 @@ _SEALING_STATEMENTS: dict[tuple[Any, ...], sa.Select[Any]] = {}
 
 
 def _sealing_statement(conn: Connection, entries: Sequence[Mapping[str, Any]],
-                       hashes: Mapping[str, Mapping[Any, str]]
+                       hashes: Mapping[str, Mapping[Any, str]],
+                       lineage: audit_lineage.PendingRow | None
                        ) -> tuple[sa.Select[Any], dict[str, Any]] | None:
-    """On PostgreSQL, the entries' INSERT and each table's ``audit_hash`` UPDATE as
-    data-modifying CTEs of one statement (same SQL effect, one round trip instead of up to
-    four: every round trip of the writer waits for the interpreter lock too). Built once per
+    """On PostgreSQL, the entries' INSERT, each table's ``audit_hash`` UPDATE and the
+    evaluation's version row (``lineage``) as data-modifying CTEs of one statement (same SQL
+    effect, one round trip instead of up to five: every round trip of the writer waits for
+    the interpreter lock too); it returns how many version rows it inserted. Built once per
     shape (rows per part) and cached, so it is compiled once; None: use separate statements."""
     if (not is_postgres(conn) or len(entries) > _ONE_STATEMENT_ROWS
             or any(len(keys) > _ONE_STATEMENT_ROWS for keys in hashes.values())):
         return None
     columns = tuple(entries[0])
-    shape = (columns, len(entries), tuple((t, len(keys)) for t, keys in hashes.items()))
+    shape = (columns, len(entries), tuple((t, len(keys)) for t, keys in hashes.items()),
+             lineage is not None)
     statement = _SEALING_STATEMENTS.get(shape)
     if statement is None:
         if len(_SEALING_STATEMENTS) > 256:
             _SEALING_STATEMENTS.clear()
         statement = _build_sealing_statement(*shape)
         _SEALING_STATEMENTS[shape] = statement
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = audit_lineage.cte_params(lineage) if lineage is not None else {}
     for i, entry in enumerate(entries):
         params.update({f"e{i}_{c}": entry[c] for c in columns})
     for n, (_table, by_key) in enumerate(hashes.items()):
@@ -262,7 +273,8 @@ def _sealing_statement(conn: Connection, entries: Sequence[Mapping[str, Any]],
 
 
 def _build_sealing_statement(columns: tuple[str, ...], entries: int,
-                             tables: tuple[tuple[str, int], ...]) -> sa.Select[Any]:
+                             tables: tuple[tuple[str, int], ...],
+                             lineage: bool) -> sa.Select[Any]:
     # INSERT ... SELECT of one row per entry, in the chain's order (ORDER BY the ordinal),
     # so the ids follow it as with the multi-row INSERT; a multi-row VALUES has no cache key
     # in SQLAlchemy and would be compiled again on every seal (~1.5 ms)
@@ -283,7 +295,11 @@ def _build_sealing_statement(columns: tuple[str, ...], entries: int,
             .where(key_column.in_([sa.bindparam(f"t{n}_k{j}") for j in range(keys)]))
             .values(audit_hash=sa.case(*whens))
             .cte(f"sealed_{table}"))
-    return sa.select(sa.literal(1)).add_cte(*parts)
+    if not lineage:
+        return sa.select(sa.literal(0)).add_cte(*parts)
+    row = audit_lineage.lineage_cte()
+    inserted = sa.select(sa.func.count()).select_from(row).scalar_subquery()
+    return sa.select(inserted).add_cte(*parts, row)
 
 
 def _set_hashes(conn: Connection, coverage: Coverage, by_key: Mapping[Any, str]) -> None:
