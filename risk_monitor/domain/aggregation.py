@@ -390,9 +390,9 @@ def index_positions(pnl: pd.DataFrame) -> FrameIndex:
             "gross": pnl["notional_usd"].to_numpy(dtype=np.float64),
             "net": pnl["signed_notional_usd"].to_numpy(dtype=np.float64),
             "upnl": pnl["unrealized_pnl_usd"].to_numpy(dtype=np.float64),
-            "realized": np.nan_to_num(
+            "realized": np.nan_to_num(  # in place: one 1M-row column, not two
                 pnl["realized_pnl"].to_numpy(dtype=np.float64)
-                * pnl["quote_usd"].to_numpy(dtype=np.float64)
+                * pnl["quote_usd"].to_numpy(dtype=np.float64), copy=False
             ),
         },
         mins={"liq": pnl["liquidation_distance_pct"].to_numpy(dtype=np.float64)},

@@ -296,12 +296,21 @@ class FrameIndex:
                 return np.zeros(0, dtype=np.int64)
             codes.append(code)
         if names not in self._sorted:
-            combined = np.zeros(self.n, dtype=np.int64)
-            for name in names:
-                dim = self._dim(name)
+            dims = [self._dim(name) for name in names]
+            space = 1
+            for dim in dims:
                 assert dim is not None
-                combined = combined * len(dim[1]) + dim[0]
+                space *= len(dim[1])
+            # in place and in the narrowest types (kept for the evaluation's life: at 1M rows
+            # int32 keys and rows hold 8 MB where int64 held 16, and build with less)
+            combined = np.zeros(self.n, dtype=np.int32 if space < 2**31 else np.int64)
+            for dim in dims:
+                assert dim is not None
+                combined *= len(dim[1])
+                combined += dim[0]
             order = np.argsort(combined, kind="stable")
+            if self.n < 2**31:
+                order = order.astype(np.int32)
             self._sorted[names] = (combined[order], order)
         keys, order = self._sorted[names]
         target = 0
