@@ -204,8 +204,8 @@ class FrameIndex:
                 dim = self._dim(name)
                 if dim is None:
                     return _NO_GROUPS
-                combined *= len(dim[1])
-                combined += dim[0]
+                np.multiply(combined, len(dim[1]), out=combined)
+                np.add(combined, dim[0], out=combined)
                 sizes.append(len(dim[1]))
                 uniques.append(dim[1])
             space = int(np.prod(sizes, dtype=np.float64))

@@ -266,9 +266,9 @@ def _unique(frame: pd.DataFrame, key: Sequence[str], codes: dict[str, np.ndarray
     combined = np.zeros(len(frame), dtype=np.int32 if math.prod(widths) < 2**31 else np.int64)
     space = 1
     for column, width in zip(columns, widths, strict=True):
-        combined *= width
-        combined += column  # codes >= -1: shifted by one below, as the width allows
-        combined += 1
+        np.multiply(combined, width, out=combined)
+        np.add(combined, column, out=combined)  # codes >= -1: shifted by one, as width allows
+        np.add(combined, 1, out=combined)
         space *= width
     if space <= 4 * len(frame) + 1024:  # one flag per possible key (1 byte, not a count's 8)
         seen = np.zeros(space, dtype=bool)

@@ -75,7 +75,8 @@ def utc_times(ns: np.ndarray) -> pd.DatetimeIndex:
     more and ``tz_localize`` copies (8 MB at 1M rows); ``DatetimeArray._simple_new`` is
     pandas-internal (pandas is pinned < 3), ``test_valuation`` pins the result."""
     values = np.asarray(ns, dtype=np.int64).view("datetime64[ns]")
-    return pd.DatetimeIndex(DatetimeArray._simple_new(values, dtype=_UTC_NS), copy=False)
+    return pd.DatetimeIndex(cast(Any, DatetimeArray)._simple_new(values, dtype=_UTC_NS),
+                            copy=False)
 
 
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
