@@ -306,8 +306,8 @@ class FrameIndex:
             combined = np.zeros(self.n, dtype=np.int32 if space < 2**31 else np.int64)
             for dim in dims:
                 assert dim is not None
-                combined *= len(dim[1])
-                combined += dim[0]
+                np.multiply(combined, len(dim[1]), out=combined)
+                np.add(combined, dim[0], out=combined)
             order = np.argsort(combined, kind="stable")
             if self.n < 2**31:
                 order = order.astype(np.int32)
