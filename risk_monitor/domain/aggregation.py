@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from risk_monitor.domain.coverage import SourceProblem
-from risk_monitor.domain.frame_index import FrameIndex
+from risk_monitor.domain.frame_index import FrameIndex, RowValues
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor.domain.pnl import (
     ACCOUNT_BALANCE_COLUMNS,
@@ -390,15 +390,24 @@ def index_positions(pnl: pd.DataFrame) -> FrameIndex:
             "gross": pnl["notional_usd"].to_numpy(dtype=np.float64),
             "net": pnl["signed_notional_usd"].to_numpy(dtype=np.float64),
             "upnl": pnl["unrealized_pnl_usd"].to_numpy(dtype=np.float64),
-            "realized": np.nan_to_num(  # in place: one 1M-row column, not two
-                pnl["realized_pnl"].to_numpy(dtype=np.float64)
-                * pnl["quote_usd"].to_numpy(dtype=np.float64), copy=False
-            ),
+            "realized": _realized_usd(pnl),
         },
         mins={"liq": pnl["liquidation_distance_pct"].to_numpy(dtype=np.float64)},
         bad=~pnl["ok"].to_numpy(dtype=bool),
         t_ns=_ns_column(pnl["source_time"]),
     )
+
+
+def _realized_usd(pnl: pd.DataFrame) -> RowValues:
+    """Realised P&L in USD (NaN as 0) of a slice of rows: only the per-account equity reads
+    it, so it is summed slice by slice instead of held as a column."""
+    realized = pnl["realized_pnl"].to_numpy(dtype=np.float64)
+    quote_usd = pnl["quote_usd"].to_numpy(dtype=np.float64)
+
+    def rows_of(rows: slice) -> np.ndarray:
+        return np.nan_to_num(realized[rows] * quote_usd[rows], copy=False)
+
+    return rows_of
 
 
 def index_balances(valued: pd.DataFrame) -> FrameIndex:
