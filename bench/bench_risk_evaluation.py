@@ -9,14 +9,17 @@ heartbeat costs: validate the collected frames against the dataset schemas at ``
 500 perpetuals, every (venue, account, instrument) one position; limits from
 risk_monitor/config/limits.yaml (5,523 results). The input frames are generated anew before
 every evaluation (untimed), so no cache from a previous one helps, and the process holds one
-set at a time, shaped as collection builds them: object string columns whose rows share one
-str per distinct value, float64 columns, UTC timestamps.
+set at a time, shaped as collection hands them on: the positions' id columns as Categoricals
+(``frame_rules.categorize``: sorted categories, int8 / int16 codes), the small balances and
+quotes frames with object string columns whose rows share one str per distinct value, float64
+columns, UTC timestamps.
 
 Each size runs in ``--runs`` separate processes (default 3) with ``--repeat`` timed
 evaluations each; it prints wall p50 / p99 / max over all of them, the CPU time of an
 evaluation (``process_time``: what a busy machine distorts least), the stage medians, the
-spread of the per-run medians, peak RSS of the process (``ru_maxrss``; beside it the peak while
-the synthetic inputs were first built), the RSS held before an evaluation (the input frames,
+spread of the per-run medians, peak RSS of the process (``ru_maxrss``: input generation,
+every evaluation and the pre-trade checks on the last report, all of it; beside it the peak
+while the synthetic inputs were first built), the RSS held before an evaluation (the input frames,
 after ``malloc_trim``) and the evaluation's own added peak over it (``VmHWM`` after a
 ``clear_refs`` reset, worst of the evaluations), and the 1-minute load average before / after. Not a test: it asserts nothing.
 """
