@@ -138,6 +138,9 @@ def categorical(frame: pd.DataFrame, column: str) -> pd.Categorical:
         if (cat.codes < 0).any():
             cat = cat.add_categories([""]) if "" not in cat.categories else cat
             cat = cat.fillna("")
+        # a filtered frame keeps every category: only values present name groups and venues
+        if not np.bincount(cat.codes, minlength=len(cat.categories)).all():
+            cat = cat.remove_unused_categories()
         return cat
     if series.dtype == object:
         codes, uniques = key_codes(frame, column)  # hashed once, shared with validation

@@ -77,3 +77,12 @@ def test_collected_positions_carry_categorical_keys() -> None:
         assert isinstance(collected.frame[name].dtype, pd.CategoricalDtype)
     assert sorted(collected.frame["instrument"].astype(str)) == ["BTC/USDT:USDT",
                                                                  "ETH/USDT:USDT"]
+
+
+def test_a_filtered_categorical_frame_names_only_the_values_present() -> None:
+    from risk_monitor.domain.valuation import categorical
+
+    coded = categorize(frame(), POSITION_KEYS)
+    okx_only = coded[coded["venue"] == "okx"].reset_index(drop=True)
+    assert list(categorical(okx_only, "venue").categories) == ["okx"]
+    assert list(categorical(okx_only.iloc[0:0], "venue").categories) == []
