@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from risk_monitor.domain.coverage import SourceProblem
-from risk_monitor.domain.frame_index import FrameIndex, RowValues
+from risk_monitor.domain.frame_index import FrameIndex
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor.domain.pnl import (
     ACCOUNT_BALANCE_COLUMNS,
@@ -390,7 +390,7 @@ def index_positions(pnl: pd.DataFrame) -> FrameIndex:
             "gross": pnl["notional_usd"].to_numpy(dtype=np.float64),
             "net": pnl["signed_notional_usd"].to_numpy(dtype=np.float64),
             "upnl": pnl["unrealized_pnl_usd"].to_numpy(dtype=np.float64),
-            "realized": _realized_usd(pnl),
+            "realized": _RealizedUsd(pnl),
         },
         mins={"liq": pnl["liquidation_distance_pct"].to_numpy(dtype=np.float64)},
         bad=~pnl["ok"].to_numpy(dtype=bool),
@@ -398,16 +398,19 @@ def index_positions(pnl: pd.DataFrame) -> FrameIndex:
     )
 
 
-def _realized_usd(pnl: pd.DataFrame) -> RowValues:
+@dataclass(frozen=True)
+class _RealizedUsd:
     """Realised P&L in USD (NaN as 0) of a slice of rows: only the per-account equity reads
-    it, so it is summed slice by slice instead of held as a column."""
-    realized = pnl["realized_pnl"].to_numpy(dtype=np.float64)
-    quote_usd = pnl["quote_usd"].to_numpy(dtype=np.float64)
+    it, so it is summed slice by slice instead of held as a column. An object holding the P&L
+    frame, not a closure: the prepared inputs are pickled between Dagster steps (and the frame
+    they already hold is pickled once)."""
 
-    def rows_of(rows: slice) -> np.ndarray:
-        return np.nan_to_num(realized[rows] * quote_usd[rows], copy=False)
+    pnl: pd.DataFrame
 
-    return rows_of
+    def __call__(self, rows: slice) -> np.ndarray:
+        realized = self.pnl["realized_pnl"].to_numpy(dtype=np.float64)[rows]
+        quote_usd = self.pnl["quote_usd"].to_numpy(dtype=np.float64)[rows]
+        return np.nan_to_num(realized * quote_usd, copy=False)
 
 
 def index_balances(valued: pd.DataFrame) -> FrameIndex:

@@ -97,3 +97,17 @@ def test_scope_key_examples() -> None:
         "venue:binance|instrument:BTC/USDT:USDT")
     with pytest.raises(ValueError):
         parse_scope_key("exchange:binance")
+
+
+def test_prepared_inputs_survive_a_pickle_round_trip() -> None:
+    """Dagster's IO manager pickles the prepared inputs between steps (portfolio_pnl →
+    exposures, limit_status): every part, lazily summed columns included, must pickle."""
+    import pickle
+
+    from risk_monitor.domain.engine import prepare
+    from risk_monitor.domain.limits import evaluate_limits
+
+    state = prepare(desk(start_of_day_equity=3_000_000), DEFAULT)
+    back = pickle.loads(pickle.dumps(state))
+    assert [(r.limit_id, r.scope, r.status, r.value) for r in evaluate_limits(back, DEFAULT)] \
+        == [(r.limit_id, r.scope, r.status, r.value) for r in evaluate_limits(state, DEFAULT)]
