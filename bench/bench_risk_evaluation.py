@@ -9,14 +9,17 @@ heartbeat costs: validate the collected frames against the dataset schemas at ``
 500 perpetuals, every (venue, account, instrument) one position; limits from
 risk_monitor/config/limits.yaml (5,523 results). The input frames are generated anew before
 every evaluation (untimed), so no cache from a previous one helps, and the process holds one
-set at a time, shaped as collection builds them: object string columns whose rows share one
-str per distinct value, float64 columns, UTC timestamps.
+set at a time, shaped as collection hands them on: the positions' id columns as Categoricals
+(``frame_rules.categorize``: sorted categories, int8 / int16 codes), the small balances and
+quotes frames with object string columns whose rows share one str per distinct value, float64
+columns, UTC timestamps.
 
 Each size runs in ``--runs`` separate processes (default 3) with ``--repeat`` timed
 evaluations each; it prints wall p50 / p99 / max over all of them, the CPU time of an
 evaluation (``process_time``: what a busy machine distorts least), the stage medians, the
-spread of the per-run medians, peak RSS of the process (``ru_maxrss``; beside it the peak while
-the synthetic inputs were first built), the RSS held before an evaluation (the input frames,
+spread of the per-run medians, peak RSS of the process (``ru_maxrss``: input generation,
+every evaluation and the pre-trade checks on the last report, all of it; beside it the peak
+while the synthetic inputs were first built), the RSS held before an evaluation (the input frames,
 after ``malloc_trim``) and the evaluation's own added peak over it (``VmHWM`` after a
 ``clear_refs`` reset, worst of the evaluations), and the 1-minute load average before / after. Not a test: it asserts nothing.
 """
@@ -73,6 +76,17 @@ def _objects(values: list[str], codes: np.ndarray) -> np.ndarray:
     return np.array(values, dtype=object)[codes]
 
 
+def _keys(values: list[str], codes: np.ndarray) -> pd.Categorical:
+    """What ``frame_rules.categorize`` makes of ``_objects(values, codes)`` (the key columns
+    collection hands on: sorted categories, the narrowest codes), built without the 8 MB
+    object column: the synthetic generation must not be the process's peak."""
+    order = np.argsort(np.array(values, dtype=object))
+    rank = np.empty(len(order), dtype=np.int8 if len(order) < 127 else np.int16)
+    rank[order] = np.arange(len(order))
+    return pd.Categorical.from_codes(rank[codes], categories=pd.Index(
+        [values[i] for i in order], dtype=object))
+
+
 def build_inputs(n: int, seed: int = 7) -> RiskSnapshot:
     """The collected frames of a synthetic desk of ``n`` positions (unvalidated).
 
@@ -110,16 +124,16 @@ def build_inputs(n: int, seed: int = 7) -> RiskSnapshot:
     np.multiply(mark, np.where(long, 0.7, 1.3), out=col["liquidation_price"])
     times = pd.DatetimeIndex(np.full(rows, received.value, dtype=np.int64)
                              .view("datetime64[ns]")).tz_localize("UTC")
-    positions = frame_of(
+    positions = frame_of(  # as collection hands them on: key columns as Categoricals
         {
-            "venue": _objects(list(VENUES), venue_idx),
-            "account": _objects([f"a{i}" for i in range(accounts)], account_idx),
-            "instrument": _objects(symbols, inst_idx),
-            "base": _objects(bases, inst_idx),
-            "quote": _objects(["USDT"], np.zeros(rows, dtype=np.int8)),
-            "settle": _objects(["USDT"], np.zeros(rows, dtype=np.int8)),
-            "position_side": _objects(["short", "long"], long.view(np.int8)),
-            "margin_mode": _objects(["cross"], np.zeros(rows, dtype=np.int8)),
+            "venue": _keys(list(VENUES), venue_idx),
+            "account": _keys([f"a{i}" for i in range(accounts)], account_idx),
+            "instrument": _keys(symbols, inst_idx),
+            "base": _keys(bases, inst_idx),
+            "quote": _keys(["USDT"], np.zeros(rows, dtype=np.int8)),
+            "settle": _keys(["USDT"], np.zeros(rows, dtype=np.int8)),
+            "position_side": _keys(["short", "long"], long.view(np.int8)),
+            "margin_mode": _keys(["cross"], np.zeros(rows, dtype=np.int8)),
             **col, "timestamp": times, "received_at": times,
         },
         POSITION_COLUMNS,

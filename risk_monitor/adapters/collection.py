@@ -19,6 +19,7 @@ from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.row_validation import RejectedRow, split_valid_rows
+from risk_monitor.domain.frame_rules import categorize
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -27,6 +28,7 @@ from risk_monitor.domain.model import (
     SourceStatus,
 )
 from risk_monitor.domain.schemas import (
+    POSITION_KEYS,
     Schema,
     balance_rules,
     concat_frames,
@@ -101,12 +103,14 @@ def data_age_s(frame: pd.DataFrame, now: datetime, column: str) -> float | None:
 
 def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
             schema_at: Callable[[datetime | None], Schema], clock: Clock = utc_now,
-            age_column: str = "received_at", dataset: str | None = None) -> Collected:
+            age_column: str = "received_at", dataset: str | None = None,
+            keys: tuple[str, ...] = ()) -> Collected:
     """Fetch and validate every source; return the valid rows and every source's status.
 
     A row that breaks the schema costs that row only (:func:`split_valid_rows`): its instrument
     or asset gets a failed status of its own naming the field and the value; a source whose
-    every row is bad, or whose frame is broken as a whole, fails as a whole.
+    every row is bad, or whose frame is broken as a whole, fails as a whole. The combined
+    frame carries its ``keys`` columns as Categoricals (``frame_rules.categorize``).
     """
     frames: list[pd.DataFrame] = []
     statuses: list[SourceStatus] = []
@@ -136,7 +140,8 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
                                      endpoint_override=source.endpoint_override,
                                      dataset=dataset))
         statuses += [rejected_status(source, row, now, dataset) for row in rejected]
-    combined = concat_frames(frames, columns)
+    combined = categorize(concat_frames(frames, columns), keys)
+    del frames  # the per-source frames' object key columns: not held beside the combined one
     # every part passed alone (time rules included); the whole must too: keys unique across
     # sources. No time rules here: a part valid a moment ago stays valid for this run.
     combined = validate_frame(combined, schema_at(None), source="all")
@@ -150,6 +155,7 @@ def collect_positions(accounts: Sequence[ExchangeAccount], settings: MarketDataS
     sources = [Source(SourceKind.EXCHANGE, a.venue, a.account, a.fetch_positions,
                       a.endpoint_override) for a in accounts]
     return collect(sources, columns=POSITION_COLUMNS, clock=clock, dataset="positions",
+                   keys=POSITION_KEYS,
                    schema_at=lambda now:
                    position_rules(now=now, max_age_s=settings.exchange_max_age_s,
                                   max_future_skew_s=settings.max_future_skew_s))

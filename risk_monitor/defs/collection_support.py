@@ -13,6 +13,7 @@ import pandas as pd
 
 from risk_monitor.adapters.collection import data_age_s
 from risk_monitor.defs.metadata import md_table
+from risk_monitor.domain.frame_rules import plain_strings
 from risk_monitor.domain.lineage import content_version, venue_versions
 from risk_monitor.domain.model import Collected, SourceStatus
 from risk_monitor.domain.schemas import Schema, as_schema, failure_summary, fast_valid
@@ -103,7 +104,7 @@ def schema_check(check_name: str, asset: str, collected: Collected,
     from pandera.errors import SchemaError, SchemaErrors
 
     try:
-        as_schema(schema).validate(collected.frame, lazy=True)
+        as_schema(schema).validate(plain_strings(collected.frame), lazy=True)  # ids as str
     except (SchemaErrors, SchemaError) as exc:
         return dg.AssetCheckResult(
             check_name=check_name, asset_key=asset, passed=False,

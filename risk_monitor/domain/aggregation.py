@@ -390,15 +390,27 @@ def index_positions(pnl: pd.DataFrame) -> FrameIndex:
             "gross": pnl["notional_usd"].to_numpy(dtype=np.float64),
             "net": pnl["signed_notional_usd"].to_numpy(dtype=np.float64),
             "upnl": pnl["unrealized_pnl_usd"].to_numpy(dtype=np.float64),
-            "realized": np.nan_to_num(
-                pnl["realized_pnl"].to_numpy(dtype=np.float64)
-                * pnl["quote_usd"].to_numpy(dtype=np.float64)
-            ),
+            "realized": _RealizedUsd(pnl),
         },
         mins={"liq": pnl["liquidation_distance_pct"].to_numpy(dtype=np.float64)},
         bad=~pnl["ok"].to_numpy(dtype=bool),
         t_ns=_ns_column(pnl["source_time"]),
     )
+
+
+@dataclass(frozen=True)
+class _RealizedUsd:
+    """Realised P&L in USD (NaN as 0) of a slice of rows: only the per-account equity reads
+    it, so it is summed slice by slice instead of held as a column. An object holding the P&L
+    frame, not a closure: the prepared inputs are pickled between Dagster steps (and the frame
+    they already hold is pickled once)."""
+
+    pnl: pd.DataFrame
+
+    def __call__(self, rows: slice) -> np.ndarray:
+        realized = self.pnl["realized_pnl"].to_numpy(dtype=np.float64)[rows]
+        quote_usd = self.pnl["quote_usd"].to_numpy(dtype=np.float64)[rows]
+        return np.nan_to_num(realized * quote_usd, copy=False)
 
 
 def index_balances(valued: pd.DataFrame) -> FrameIndex:

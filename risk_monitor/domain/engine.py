@@ -302,30 +302,6 @@ def summary_tables(report: RiskReport, top: int = 10) -> dict[str, pd.DataFrame]
     }
 
 
-def render_markdown(tables: dict[str, pd.DataFrame]) -> str:
-    """Markdown for Dagster's ``MetadataValue.md`` and the demo (no extra dependency)."""
-    parts: list[str] = []
-    for title, frame in tables.items():
-        parts.append(f"**{title.replace('_', ' ')}**\n")
-        header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-        rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-        lines = [header, rule]
-        for row in frame.itertuples(index=False):
-            lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
-        parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "UNKNOWN" if math.isnan(value) else str(value)
-        return f"{value:,.2f}"
-    return str(value).replace("|", "\\|")
-
-
 def _num(value: float | None, digits: int = 0) -> str:
     if value is None or not math.isfinite(value):
         return "UNKNOWN"

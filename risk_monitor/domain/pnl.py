@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from risk_monitor.domain.coverage import SourceProblem
+from risk_monitor.domain.frame_rules import row_chunks
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor.domain.valuation import (
     NAT,
@@ -122,97 +123,47 @@ def position_pnl(
     n = len(positions)
     venue = categorical(positions, "venue")
     instrument = categorical(positions, "instrument")
+    quote_ccy = categorical(positions, "quote")
     quantity = floats(positions, "quantity")
     entry = floats(positions, "entry_price")
     own_mark = floats(positions, "mark_price")
     liq = floats(positions, "liquidation_price")
-    pos_t = times_ns(positions, "received_at", "timestamp")
-    pos_fresh = freshness.fresh(pos_t)
+    venue_upnl = floats(positions, "unrealized_pnl")
+    # oldest input behind the row, moved in place below: the position receipt, the quote, the
+    # quote currency's price (freshness is judged on the receipt alone, before the moves)
+    source_t = times_ns(positions, "received_at", "timestamp")
 
     # fresh quote per (venue, instrument): the newest one wins
     quotes = latest_quotes(prices, freshness) if quotes is None else quotes
+    width = len(instrument.categories)
+    table = np.full(0, -1, dtype=np.int64)
     if n and len(quotes):
         # dense (venue code, instrument code) → quote row table: no string hashing per row
         v_codes = venue.categories.get_indexer(pd.Index(quotes["venue"]))
         i_codes = instrument.categories.get_indexer(pd.Index(quotes["instrument"]))
         known = (v_codes >= 0) & (i_codes >= 0)
-        width = len(instrument.categories)
         table = np.full(len(venue.categories) * width, -1, dtype=np.int64)
         table[v_codes[known] * width + i_codes[known]] = np.flatnonzero(known)
-        found = venue.codes.astype(np.int64)  # in place from here: 8 MB per 1M-row temporary
-        found *= width
-        found += instrument.codes
-        found = table[found]  # -1: no quote, which reads the NaN / NAT appended below
-        q_mark = np.append(quotes["mark"].to_numpy(dtype=np.float64), np.nan)[found]
-        q_t = np.append(quotes["t_ns"].to_numpy(dtype=np.int64), NAT)[found]
-        del found
-    else:
-        q_mark = np.full(n, np.nan)
-        q_t = np.full(n, NAT, dtype=np.int64)
+    # -1 (no quote) reads the NaN / NAT appended at the end
+    quote_marks = np.append(quotes["mark"].to_numpy(dtype=np.float64), np.nan)
+    quote_times = np.append(quotes["t_ns"].to_numpy(dtype=np.int64), NAT)
+    rate_usd, rate_times = valuation.per_value(quote_ccy.categories)
 
-    has_quote = np.isfinite(q_mark)
-    own_ok = pos_fresh & np.isfinite(own_mark) & (own_mark > 0)
     # the computed float columns are written straight into one block with ``out=``; the input
     # figures the frame repeats (quantity, entry, venue P&L, liquidation) are the input's own
-    # arrays, not copies: at 1M rows each copy or temporary costs 8 MB
+    # arrays, not copies. The rows go slice by slice (``row_chunks``): every temporary is one
+    # chunk long, where whole 1M-row temporaries cost 8 MB each (~40 MB at the peak)
     col = float_block(_PNL_FLOATS, n)
-    mark = col["mark"]
-    mark.fill(np.nan)
-    np.copyto(mark, own_mark, where=own_ok)
-    np.copyto(mark, q_mark, where=has_quote)
-    del q_mark
-    source_codes = np.full(n, 2, dtype=np.int8)
-    source_codes[own_ok] = 1
-    source_codes[has_quote] = 0
+    source_codes = np.empty(n, dtype=np.int8)
+    problem = np.empty(n, dtype=np.int8)
+    ok = np.empty(n, dtype=bool)
+    for rows in row_chunks(n):
+        _mark_rows(rows, col, source_codes, problem, ok, source_t,
+                   (venue.codes, instrument.codes, quote_ccy.codes, width, table),
+                   (quantity, entry, own_mark, liq, venue_upnl),
+                   (quote_marks, quote_times, rate_usd, rate_times), freshness)
     mark_source = pd.Categorical.from_codes(
         cast(Any, source_codes), categories=pd.Index(["quote", "position", ""]))
-    quote_ccy = categorical(positions, "quote")
-    quote_usd, rate_t = valuation.prices(quote_ccy)
-    np.copyto(col["quote_usd"], quote_usd)
-    quote_usd = col["quote_usd"]
-
-    # oldest input behind the row: the position receipt, the quote, the quote currency's price
-    source_t = pos_t  # not read again: moved in place
-    q_t[~has_quote] = NAT
-    for other in (q_t, rate_t):
-        older = (other != NAT) & ((source_t == NAT) | (other < source_t))
-        np.copyto(source_t, other, where=older)
-    del q_t, rate_t, older, other
-
-    problem = np.zeros(n, dtype=np.int8)
-    problem[~np.isfinite(quantity) | ~np.isfinite(entry)] = RowProblem.INVALID
-    problem[~np.isfinite(quote_usd)] = RowProblem.NO_USD_PRICE
-    problem[~np.isfinite(mark)] = RowProblem.NO_MARK
-    problem[~pos_fresh] = RowProblem.STALE
-    ok = problem == RowProblem.OK
-    nan_if_bad = np.where(ok, 1.0, np.nan)
-
-    # same operations in the same order as the formulas: (mark - entry) * quantity, ...
-    upnl = np.subtract(mark, entry, out=col["unrealized_pnl_usd"])  # scratch row, see below
-    np.multiply(upnl, quantity, out=upnl)
-    np.multiply(upnl, nan_if_bad, out=col["unrealized_pnl"])
-    np.multiply(upnl, quote_usd, out=upnl)
-    np.multiply(upnl, nan_if_bad, out=upnl)  # now upnl * quote_usd * nan_if_bad
-    venue_upnl = floats(positions, "unrealized_pnl")
-    np.subtract(col["unrealized_pnl"], venue_upnl, out=col["unrealized_pnl_diff"])
-    notional = np.abs(quantity, out=col["notional_usd"])
-    np.multiply(notional, mark, out=notional)
-    np.multiply(notional, quote_usd, out=notional)
-    np.multiply(notional, nan_if_bad, out=notional)
-    signed = np.multiply(quantity, mark, out=col["signed_notional_usd"])
-    np.multiply(signed, quote_usd, out=signed)
-    np.multiply(signed, nan_if_bad, out=signed)
-    liq_pct = col["liquidation_distance_pct"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        has_liq = np.isfinite(liq) & (liq > 0)
-        np.subtract(mark, liq, out=liq_pct)
-        np.abs(liq_pct, out=liq_pct)
-        np.divide(liq_pct, mark, out=liq_pct)
-        np.multiply(liq_pct, 100.0, out=liq_pct)
-    liq_pct[~has_liq] = np.nan
-    np.multiply(liq_pct, nan_if_bad, out=liq_pct)
-    del nan_if_bad, has_liq, own_ok, has_quote
-
     return frame_of(
         {
             "venue": venue,
@@ -234,6 +185,78 @@ def position_pnl(
         },
         POSITION_PNL_COLUMNS,
     )
+
+
+def _mark_rows(rows: slice, col: dict[str, np.ndarray], source_codes: np.ndarray,
+               problem: np.ndarray, ok: np.ndarray, source_t: np.ndarray,
+               keys: tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray],
+               figures: tuple[np.ndarray, ...], lookups: tuple[np.ndarray, ...],
+               freshness: Freshness) -> None:
+    """:func:`position_pnl` for one slice of rows, written into the output arrays in place
+    (elementwise, so the same bits as over the whole column)."""
+    venue_codes, instrument_codes, quote_codes, width, table = keys
+    quantity, entry, own_mark, liq, venue_upnl = (f[rows] for f in figures)
+    quote_marks, quote_times, rate_usd, rate_times = lookups
+    t = source_t[rows]  # a view: the oldest input time is moved in place
+    pos_fresh = freshness.fresh(t)
+    if len(table):
+        found = venue_codes[rows].astype(np.int64)
+        found *= width
+        found += instrument_codes[rows]
+        found = table[found]
+    else:
+        found = np.full(len(t), -1, dtype=np.int64)
+    q_mark, q_t = quote_marks[found], quote_times[found]
+    has_quote = np.isfinite(q_mark)
+    own_ok = pos_fresh & np.isfinite(own_mark) & (own_mark > 0)
+    mark = col["mark"][rows]
+    mark.fill(np.nan)
+    np.copyto(mark, own_mark, where=own_ok)
+    np.copyto(mark, q_mark, where=has_quote)
+    codes = source_codes[rows]
+    codes.fill(2)
+    codes[own_ok] = 1
+    codes[has_quote] = 0
+    quote_ccy = quote_codes[rows]
+    quote_usd = col["quote_usd"][rows]
+    np.take(rate_usd, quote_ccy, out=quote_usd)
+    q_t[~has_quote] = NAT
+    for other in (q_t, rate_times[quote_ccy]):
+        older = (other != NAT) & ((t == NAT) | (other < t))
+        np.copyto(t, other, where=older)
+
+    bad = problem[rows]
+    bad.fill(RowProblem.OK)
+    bad[~np.isfinite(quantity) | ~np.isfinite(entry)] = RowProblem.INVALID
+    bad[~np.isfinite(quote_usd)] = RowProblem.NO_USD_PRICE
+    bad[~np.isfinite(mark)] = RowProblem.NO_MARK
+    bad[~pos_fresh] = RowProblem.STALE
+    good = np.equal(bad, RowProblem.OK, out=ok[rows])
+    nan_if_bad = np.where(good, 1.0, np.nan)
+
+    # same operations in the same order as the formulas: (mark - entry) * quantity, ...
+    upnl = np.subtract(mark, entry, out=col["unrealized_pnl_usd"][rows])  # scratch, see below
+    np.multiply(upnl, quantity, out=upnl)
+    np.multiply(upnl, nan_if_bad, out=col["unrealized_pnl"][rows])
+    np.multiply(upnl, quote_usd, out=upnl)
+    np.multiply(upnl, nan_if_bad, out=upnl)  # now upnl * quote_usd * nan_if_bad
+    np.subtract(col["unrealized_pnl"][rows], venue_upnl, out=col["unrealized_pnl_diff"][rows])
+    notional = np.abs(quantity, out=col["notional_usd"][rows])
+    np.multiply(notional, mark, out=notional)
+    np.multiply(notional, quote_usd, out=notional)
+    np.multiply(notional, nan_if_bad, out=notional)
+    signed = np.multiply(quantity, mark, out=col["signed_notional_usd"][rows])
+    np.multiply(signed, quote_usd, out=signed)
+    np.multiply(signed, nan_if_bad, out=signed)
+    liq_pct = col["liquidation_distance_pct"][rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        has_liq = np.isfinite(liq) & (liq > 0)
+        np.subtract(mark, liq, out=liq_pct)
+        np.abs(liq_pct, out=liq_pct)
+        np.divide(liq_pct, mark, out=liq_pct)
+        np.multiply(liq_pct, 100.0, out=liq_pct)
+    liq_pct[~has_liq] = np.nan
+    np.multiply(liq_pct, nan_if_bad, out=liq_pct)
 
 
 #: the float64 columns :func:`position_pnl` computes (the rows of the frame's block)

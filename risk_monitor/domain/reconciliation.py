@@ -150,11 +150,13 @@ def reported_books(positions: pd.DataFrame, balances: pd.DataFrame
     exchange: dict[ItemKey, float] = {}
     custodian: dict[ItemKey, float] = {}
     if len(positions):
-        grouped = positions.groupby(["venue", "instrument"], as_index=False)["quantity"].sum()
+        grouped = positions.groupby(["venue", "instrument"], as_index=False,
+                                    observed=True)["quantity"].sum()  # Categorical keys
         for row in grouped.itertuples(index=False):
             exchange[(str(row.venue), str(row.instrument), "position")] = float(row.quantity)
     if len(balances):
-        totals = balances.groupby(["source_type", "venue", "asset"], as_index=False)["total"].sum()
+        totals = balances.groupby(["source_type", "venue", "asset"], as_index=False,
+                                  observed=True)["total"].sum()
         for row in totals.itertuples(index=False):
             book = custodian if row.source_type == "custodian" else exchange
             book[(str(row.venue), str(row.asset), "balance")] = float(row.total)

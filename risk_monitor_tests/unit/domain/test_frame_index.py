@@ -77,3 +77,37 @@ def test_oldest_time_per_group_skips_missing_times(times: str) -> None:
     for g, (venue,) in enumerate(groups.keys):
         present = t_ns[(venues == venue) & (t_ns != NAT)]
         assert groups.oldest_ns[g] == (int(present.min()) if len(present) else NAT)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("fixed", [
+    {"venue": "venue1", "account": "account2", "instrument": "instrument3"},
+    {"instrument": "instrument5"},
+    {"venue": "venue0", "asset": "asset1"},
+    {"venue": "absent", "account": "account1"},
+    {},
+])
+def test_lookup_gives_the_matching_rows_in_order(seed: int, fixed: dict[str, str]) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    dims = {d: np.array([f"{d}{i}" for i in rng.integers(0, k, n)], dtype=object)
+            for d, k in DIMS}
+    index = FrameIndex(dims, {}, {}, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64))
+    expected = np.arange(n)
+    for name, value in fixed.items():
+        expected = expected[dims[name][expected] == value]
+    np.testing.assert_array_equal(index.lookup(fixed), expected)
+
+
+def test_row_values_sum_to_the_same_bits_as_a_column() -> None:
+    rng = np.random.default_rng(11)
+    n = 200_000  # several row slices
+    dims = {"venue": np.array([f"v{i}" for i in rng.integers(0, 5, n)], dtype=object),
+            "account": np.array([f"a{i}" for i in rng.integers(0, 40, n)], dtype=object)}
+    realized = rng.normal(size=n) * 1e5
+    bad, t_ns = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    whole = FrameIndex(dims, {"realized": realized}, {}, bad, t_ns)
+    sliced = FrameIndex(dims, {"realized": lambda rows: realized[rows].copy()}, {}, bad, t_ns)
+    a = whole.columns({}, ["venue", "account"]).sums["realized"]
+    b = sliced.columns({}, ["venue", "account"]).sums["realized"]
+    assert np.asarray(a).view(np.uint64).tolist() == np.asarray(b).view(np.uint64).tolist()
