@@ -154,7 +154,6 @@ class LiveEvaluator:
         self._context: Mapping[str, Any] = {}
         self._statuses: dict[str, str] = {}  # fingerprint -> last decided status
         self.decided = 0
-        self.full_requests = 0
         # per-tick metric children, looked up once
         self._decided_tick = DECISIONS.labels(outcome="tick")
         self._decided_full = DECISIONS.labels(outcome="full")
@@ -238,7 +237,6 @@ class LiveEvaluator:
         decision = incremental.on_tick(tick, self.clock())
         if decision.full_reason:
             self._decided_full.inc()
-            self.full_requests += 1
             return Decision(full_reason=decision.full_reason)
         self.decided += 1
         self._decided_tick.inc()
@@ -261,10 +259,6 @@ class LiveEvaluator:
                 self._statuses[fingerprint] = result.status.value
                 changed.append(result)
         return changed
-
-    def forget_statuses(self) -> None:
-        """After a failed write nothing is known to be stored: decide every series again."""
-        self._statuses.clear()
 
     # -- reading ---------------------------------------------------------------------------------
     @property

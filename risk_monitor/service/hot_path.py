@@ -44,9 +44,8 @@ from risk_monitor.adapters.collection import (
 )
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
-from risk_monitor.adapters.sql import Storage
+from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.domain.alerts import AlertPolicy, warmup_grace_s, with_limit_rules
-from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -119,8 +118,6 @@ TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "t
 #: change (a fill on a private stream) or a new limit document moves statuses by itself, and the
 #: evaluation thread already merges what arrives while one runs (issue 13: fill -> alert < 1 s)
 URGENT_TRIGGERS = frozenset({"positions", "config"})
-#: interpreter-lock switch interval while the hot path runs (see ``HotPath.start``)
-SWITCH_INTERVAL_S = 0.0005
 #: longest an unchanged poll result waits for the next full evaluation (``HotPath._restamp_s``)
 RESTAMP_MAX_S = 5.0
 #: the longest the writer may take to drain at shutdown
@@ -141,6 +138,7 @@ class HotPath:
 
     def __init__(self, settings: Settings, live: LiveEvaluation, storage: Storage, *,
                  instance_id: str, wake: Callable[[], None] | None = None,
+                 delivery: OutboxDispatcher | None = None,
                  accounts: Sequence[ExchangeAccount] | None = None,
                  custodians: Sequence[Custodian] | None = None,
                  clock: Clock = _utc_now) -> None:
@@ -160,7 +158,8 @@ class HotPath:
                                        lineage=self.lineage, instance_id=instance_id)
         self.writer = AlertWriter(storage, policy=self._alert_policy,
                                   persist_interval_s=self.service.persist_interval_s, wake=wake,
-                                  after_commit=self.lineage.after_commit)
+                                  after_commit=self.lineage.after_commit, delivery=delivery,
+                                  durable=self.service.durable_alert_commit)
         # full-evaluation triggers (event loop thread only)
         self._pending: dict[str, float] = {}  # trigger -> earliest event time (unix s)
         self._changed = asyncio.Event()
@@ -182,7 +181,6 @@ class HotPath:
         self.started_at: float | None = None
         self.evaluations = 0  # full evaluations
         self.last_evaluated_at: float | None = None  # unix time of the last full evaluation
-        self.last_report: RiskReport | None = None
         self.last_error: str | None = None
 
     # -- inputs the polls swap (the evaluator reads them) ----------------------------------------
@@ -261,8 +259,8 @@ class HotPath:
         # The writer and the dispatcher are I/O-bound threads sharing the interpreter lock with
         # the CPU-bound tick loop: at the default 5 ms switch interval each of their database
         # round trips waits up to 5 ms for the lock (a convoy: a 200-statement write took
-        # seconds). A 0.5 ms interval bounds that wait; the tick loop loses ~1 % to switching.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # seconds). 0.5 ms (the default) bounds that wait; the loop loses ~1 % to switching.
+        sys.setswitchinterval(self.service.switch_interval_ms / 1000.0)
         self._loop = asyncio.get_running_loop()
         self.started_at = time.time()
         grace = self.settings.alerts.warmup_grace_s  # alerts hook: no UNKNOWN page at warm-up
@@ -469,14 +467,8 @@ class HotPath:
             DETECTION_SECONDS.labels(trigger=trigger).observe(max(0.0, finished - event_time))
         self.evaluations += 1
         self.last_evaluated_at = finished
-        self.last_report = done.report
         self.last_error = None
         return done
-
-    def _evaluate(self, pending: Mapping[str, float]) -> RiskReport | None:
-        """A full evaluation's report (what the cross-path equivalence test compares)."""
-        done = self._full_evaluation(pending)
-        return None if done is None else done.report
 
     def _rebase(self, baseline: Baseline, pending: Mapping[str, float]) -> None:
         """Loop thread: the evaluation becomes the per-tick baseline; its changes are written."""

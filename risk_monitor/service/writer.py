@@ -31,10 +31,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from risk_monitor import application
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.sql import Storage
+from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.compliance_store import lock_names_of as compliance_lock_names
 from risk_monitor.adapters.sql.compliance_store import write_step as compliance_step
+from risk_monitor.adapters.sql.dispatcher import ClaimReads
+from risk_monitor.adapters.sql.outbox import OutboxEntry
 from risk_monitor.domain.alerts import AlertPolicy, plan_alerts
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
@@ -85,10 +87,8 @@ class LiveState:
 @dataclass
 class WriterStats:
     transactions: int = 0
-    series_written: int = 0
     merged: int = 0
     failures: int = 0
-    periodic: int = 0
 
 
 class AlertWriter:
@@ -97,8 +97,11 @@ class AlertWriter:
     def __init__(self, storage: Storage, *, policy: Callable[[], AlertPolicy],
                  persist_interval_s: float, wake: Callable[[], None] | None = None,
                  after_commit: Callable[[Mapping[str, Any], Sequence[Notification]], object]
-                 | None = None) -> None:
+                 | None = None, delivery: OutboxDispatcher | None = None,
+                 durable: bool = True) -> None:
         self.storage = storage
+        self._delivery = delivery  # this process's dispatcher: claim-on-insert hand-off
+        self.durable = durable  # service.durable_alert_commit
         self._policy = policy
         self.persist_interval_s = persist_interval_s
         self._wake = wake
@@ -213,14 +216,24 @@ class AlertWriter:
         # compliance series are locked with the alert series, in one ordered call.
         steps = [[changes[i].result for changes in batch.values() if i < len(changes)]
                  for i in range(rounds)]  # every intermediate status joins the timeline
-        with self.storage.alerts.locked(
-                list(batch), also_lock=compliance_lock_names(results)) as tx:
+        delivery = self._delivery
+        claimed: list[OutboxEntry] = []
+        reads: ClaimReads | None = None
+        with self.storage.alerts.locked(list(batch), also_lock=compliance_lock_names(results),
+                                        durable=self.durable) as tx:
             before = dict(tx.states)
             plan = plan_alerts(tx.states, results, now, policy, context=context)
-            applied = tx.apply(plan.states, plan.notifications)
+            # claim-on-insert: the dispatcher sends them right after the commit, no claim round
+            claim = delivery.insert_claim(tx.connection, {n.fingerprint for n in
+                                                          plan.notifications}) \
+                if delivery is not None and plan.notifications else None
+            applied = tx.apply(plan.states, plan.notifications, claim=claim)
             intervals: list[dict[str, Any]] = []
             for step in steps:
                 intervals += compliance_step(tx.connection, step)[1]
+            if claim is not None and delivery is not None:
+                claimed = claim.entries(tx.enqueued_rows)
+                reads = delivery.claim_reads(tx.connection, claimed) if claimed else None
             tx.seal(before=before, states=plan.states, notifications=plan.notifications,
                     context=context, at=now,
                     extra=[compliance_seal(row) for row in intervals])
@@ -229,11 +242,12 @@ class AlertWriter:
             COMMIT_SECONDS.observe(done - change.decided_at)
         WRITE_SECONDS.labels(step="changes").observe(done - started)
         self.stats.transactions += 1
-        self.stats.series_written += len(batch)
+        if claimed and delivery is not None and reads is not None:
+            delivery.deliver_claimed(claimed, reads)
         notes = plan.notifications
         if notes:
-            if self._wake is not None:
-                self._wake()
+            if self._wake is not None and applied.enqueued > len(claimed):
+                self._wake()  # rows behind an unfinished one of their series: a claim round
             if self._after_commit is not None:
                 self._after_commit(context, notes)
             for note in notes:
@@ -302,5 +316,4 @@ class AlertWriter:
                     self._after_commit(context, raised.plan.notifications)
                 for note in raised.plan.notifications:
                     NOTIFICATIONS.labels(kind=note.kind.value).inc()
-        self.stats.periodic += 1
 
