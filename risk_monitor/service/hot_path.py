@@ -1,19 +1,13 @@
 """The service's hot path: live quotes + polled positions → a decision on every tick → alerts.
 
-DESIGN.md "Two data paths, one truth", the service half. The Dagster runs give lineage but answer
-in seconds; this answers in milliseconds with the same domain rules, writing to the same alert
-store. Three parts, one module each (docs/architecture.md, "The hot path"):
-
-* **quote intake** (``service/quote_intake.py``): the market stream's listener (or, with
-  ``service.stream: false``, the Redis quote streams the feeders write) stores each tick in the
-  :class:`QuoteBook` and hands its floats to the evaluator, on the event loop, no frame built;
-* **evaluator** (``service/evaluator.py``): decides each tick in O(affected limits) with the
-  per-tick evaluator (``domain/incremental.py``) built on the last full evaluation. The full
-  evaluation (batch engine) runs in its own thread at start, on the heartbeat, on every
-  position / custody poll, on a new limit document, and when a tick cannot be decided alone;
-* **writer** (``service/writer.py``): a status change goes to the writer at once; it commits the
-  changed series only (alerts, outbox, audit, lineage and compliance in one transaction) and
-  wakes the dispatcher; everything else is written periodically, off the tick path.
+DESIGN.md "Two data paths, one truth", the service half: milliseconds, with the same domain
+rules and alert store as the Dagster runs. Three parts (docs/architecture.md, "The hot path"):
+**quote intake** (``quote_intake.py``: each tick into the :class:`QuoteBook`, its floats to the
+evaluator, on the event loop); **evaluator** (``evaluator.py``: each tick decided in
+O(affected limits) on the last full evaluation, which runs in its own thread at start, on the
+heartbeat, on polls, on new limits and when a tick cannot be decided alone); **writer**
+(``writer.py``: a status change committed at once, changed series only, its outbox rows
+claimed on insert for the dispatcher; everything else written periodically, off the tick).
 
 Positions and exchange balances are polled every ``service.positions_poll_s``, custodian
 balances every ``service.custody_poll_s``, in worker threads (ccxt's sync clients block); their
@@ -46,15 +40,7 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.domain.alerts import AlertPolicy, warmup_grace_s, with_limit_rules
-from risk_monitor.domain.model import (
-    BALANCE_COLUMNS,
-    POSITION_COLUMNS,
-    Collected,
-    LimitResult,
-    SourceKind,
-    SourceStatus,
-    empty_frame,
-)
+from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, Collected, LimitResult
 from risk_monitor.lineage import HotPathLineage
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -65,6 +51,7 @@ from risk_monitor.service.evaluator import (
     CachedEquity,
     LiveEvaluator,
     blank,
+    failed_poll,
     poll_content,
     tick_detail,
 )
@@ -345,7 +332,8 @@ class HotPath:
                 record_error(error)
                 log.error("hot_path_poll_failed", kind=kind, error_code=error.code,
                           error=error.message)
-                result = self._failed_poll(kind, error.code, error.message)
+                result = failed_poll(kind, self._accounts or (), self._custodians or (),
+                                     self.clock(), error.code, error.message)
                 POLLS.labels(kind=kind, outcome="failed").inc()
             else:
                 parts = result if isinstance(result, tuple) else (result,)
@@ -371,22 +359,6 @@ class HotPath:
         self._contents[kind] = content
         last = self.last_evaluated_at
         return same and last is not None and time.time() - last < self._restamp_s
-
-    def _failed_poll(self, kind: str, code: str, message: str) -> PollResult:
-        """What a poll that failed as a whole leaves: every source it covers failed (UNKNOWN
-        at once, rather than the previous figures ageing until they read as stale)."""
-        at = self.clock()
-        if kind == "positions":
-            statuses = tuple(SourceStatus(kind=SourceKind.EXCHANGE, venue=a.venue,
-                                          account=a.account, ok=False, as_of=at,
-                                          error_code=code, error=message)
-                             for a in self._accounts or ())
-            return (Collected(empty_frame(POSITION_COLUMNS), statuses),
-                    Collected(empty_frame(BALANCE_COLUMNS), statuses))
-        statuses = tuple(SourceStatus(kind=SourceKind.CUSTODIAN, venue=c.venue, account="*",
-                                      ok=False, as_of=at, error_code=code, error=message)
-                         for c in self._custodians or ())
-        return Collected(empty_frame(BALANCE_COLUMNS), statuses)
 
     def _missing_inputs(self) -> list[str]:
         missing = self.book.missing()

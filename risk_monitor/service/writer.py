@@ -21,6 +21,7 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.engine import Connection
 
 from risk_monitor import application
 from risk_monitor.adapters.errors import map_exception
@@ -102,6 +104,7 @@ class AlertWriter:
         self.storage = storage
         self._delivery = delivery  # this process's dispatcher: claim-on-insert hand-off
         self.durable = durable  # service.durable_alert_commit
+        self._conn: Connection | None = None  # the change transactions' own connection
         self._policy = policy
         self.persist_interval_s = persist_interval_s
         self._wake = wake
@@ -168,6 +171,7 @@ class AlertWriter:
                     wait = self.persist_interval_s - (time.monotonic() - last_periodic)
                     self._cond.wait(timeout=max(0.01, wait))
                 if self._stop:
+                    self._drop_connection()
                     return
                 batch, self._pending = self._pending, {}
                 contexts = dict(self._contexts)
@@ -183,6 +187,7 @@ class AlertWriter:
             except Exception as exc:
                 error = map_exception(exc, source="hot_path", endpoint="write")
                 record_error(error)
+                self._drop_connection()  # perhaps dead (database restarted): a fresh one next
                 self.stats.failures += 1
                 log.error("hot_path_write_failed", error_code=error.code, error=error.message,
                           retry_in_s=WRITE_RETRY_PAUSE_S)
@@ -194,6 +199,12 @@ class AlertWriter:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _write_changes(self, batch: Mapping[str, list[Change]],
                        contexts: Mapping[str, Mapping[str, Any]]) -> None:
@@ -219,8 +230,10 @@ class AlertWriter:
         delivery = self._delivery
         claimed: list[OutboxEntry] = []
         reads: ClaimReads | None = None
+        if self._conn is None:  # held by this thread: no pool checkout + ping per change
+            self._conn = self.storage.engine.connect()
         with self.storage.alerts.locked(list(batch), also_lock=compliance_lock_names(results),
-                                        durable=self.durable) as tx:
+                                        durable=self.durable, connection=self._conn) as tx:
             before = dict(tx.states)
             plan = plan_alerts(tx.states, results, now, policy, context=context)
             # claim-on-insert: the dispatcher sends them right after the commit, no claim round

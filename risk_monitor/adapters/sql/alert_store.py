@@ -32,6 +32,7 @@ from risk_monitor.adapters.sql.engine import (
     lock_names,
     read_only,
     write_tx,
+    write_tx_on,
 )
 from risk_monitor.adapters.sql.outbox import InsertClaim
 from risk_monitor.adapters.sql.schema import alert_states, outbox
@@ -204,7 +205,8 @@ class SqlAlertStore:
 
     @contextlib.contextmanager
     def locked(self, fingerprints: Sequence[str], *, also_lock: Sequence[str] = (),
-               durable: bool = True) -> Iterator[AlertTransaction]:
+               durable: bool = True, connection: Connection | None = None
+               ) -> Iterator[AlertTransaction]:
         """Lock the series, read their states, let the caller plan and apply; commit at exit.
 
         ``also_lock``: more lock names the caller's transaction needs (the compliance series
@@ -212,9 +214,12 @@ class SqlAlertStore:
         ``durable=False``: on PostgreSQL the commit does not wait for its WAL flush
         (``synchronous_commit = off`` for this transaction only; setting
         ``service.durable_alert_commit``, whose trade-off docs/architecture.md states).
+        ``connection``: the caller's own connection (the hot path's writer keeps one: no pool
+        checkout and liveness ping per transaction); closed by the caller after a failure.
         """
         wanted = sorted(set(fingerprints))
-        with write_tx(self.engine, source=SOURCE) as conn:
+        with (write_tx(self.engine, source=SOURCE) if connection is None
+              else write_tx_on(connection, source=SOURCE)) as conn:
             if not durable and is_postgres(conn):
                 conn.execute(_ASYNC_COMMIT)
             lock_names(conn, [*(f"alert:{fp}" for fp in wanted), *also_lock])
