@@ -5,10 +5,12 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
 * **changes** (:meth:`AlertWriter.submit`): the series whose status moved. One transaction
   locks just those series (alert and compliance), plans their transitions
   (``domain.alerts.plan_alerts``), upserts the states in one statement, inserts their outbox
-  rows in one, records the compliance timeline, and seals every audit entry (with the lineage
-  context) from the rows in memory, last, in three statements under the chain lock; then the
-  dispatcher is woken. About 15 statements per write, however many series (was ~25 for one
-  series in two transactions, and more per extra series). While a write runs, new changes *merge*: the
+  rows in one (claimed on insert for this process's dispatcher, with the reads its delivery
+  needs: ``outbox.InsertClaim``), records the compliance timeline, and seals every audit entry
+  (with the lineage context) from the rows in memory, last, in three statements under the
+  chain lock; right after the commit the claimed rows go to the dispatcher's thread (no claim
+  transaction on the alert's way). About 14 statements per write on the writer's own
+  connection, however many series. While a write runs, new changes *merge*: the
   latest status per series is the one alerted on, and every status in between is still recorded
   in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
   failed write keeps its changes pending, merged with newer ones, and is retried;
@@ -251,12 +253,12 @@ class AlertWriter:
                     context=context, at=now,
                     extra=[compliance_seal(row) for row in intervals])
         done = time.perf_counter()
+        if claimed and delivery is not None and reads is not None:
+            delivery.deliver_claimed(claimed, reads)  # first thing after the commit
         for change in latest:
             COMMIT_SECONDS.observe(done - change.decided_at)
         WRITE_SECONDS.labels(step="changes").observe(done - started)
         self.stats.transactions += 1
-        if claimed and delivery is not None and reads is not None:
-            delivery.deliver_claimed(claimed, reads)
         notes = plan.notifications
         if notes:
             if self._wake is not None and applied.enqueued > len(claimed):
