@@ -133,6 +133,7 @@ class OutboxDispatcher:
         self._claim_due = True  # a claim round is wanted (woken, or the poll interval passed)
         self._direct: list[tuple[list[OutboxEntry], ClaimReads]] = []  # claimed on insert
         self._direct_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
         self._health_lock = threading.Lock()
         self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
         #: called with each notification the notifier delivered and its ref (lineage links)
@@ -272,9 +273,10 @@ class OutboxDispatcher:
             for items in groups:
                 run_series(items)
         else:
-            with ThreadPoolExecutor(self.max_workers, thread_name_prefix="outbox") as pool:
-                for future in [pool.submit(run_series, items) for items in groups]:
-                    future.result()
+            if self._pool is None:  # kept: a pool per batch started its threads every time
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="outbox")
+            for future in [self._pool.submit(run_series, items) for items in groups]:
+                future.result()
         return result
 
     def _note_acknowledgements(self) -> None:
@@ -437,6 +439,9 @@ class OutboxDispatcher:
             if not self._wake.wait(poll_interval_s):
                 self._claim_due = True  # the poll: rows of other writers, retries, leases
             self._wake.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
 
 
