@@ -63,11 +63,11 @@ class KeepAliveWebClient(WebClient):
                 conn, reused = self._connect(parts.scheme.lower(), parts.hostname or "",
                                              parts.port), False
                 response = self._exchange(conn, target, headers, body)
-            status, reason, message, data = response
+            status, reason, message, data, closes = response
         except BaseException:
             conn.close()
             raise
-        if response_closes(message):
+        if closes:
             conn.close()
         else:
             self._checkin(conn)
@@ -80,11 +80,12 @@ class KeepAliveWebClient(WebClient):
 
     @staticmethod
     def _exchange(conn: http.client.HTTPConnection, target: str, headers: dict[str, str],
-                  body: bytes | None) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+                  body: bytes | None
+                  ) -> tuple[int, str, http.client.HTTPMessage, bytes, bool]:
         conn.request("POST", target, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
-        return response.status, response.reason, response.msg, data
+        return response.status, response.reason, response.msg, data, response.will_close
 
     def _connect(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
         if scheme == "https":
@@ -119,8 +120,3 @@ class KeepAliveWebClient(WebClient):
             idle, self._idle = self._idle, []
         for _, conn in idle:
             conn.close()
-
-
-def response_closes(message: http.client.HTTPMessage) -> bool:
-    """True when the server said it closes the connection after this response."""
-    return "close" in (message.get("Connection") or "").lower()
