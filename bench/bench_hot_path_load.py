@@ -198,7 +198,8 @@ def wait(predicate: Any, timeout: float, what: str) -> Any:
     raise TimeoutError(f"not within {timeout}s: {what}")
 
 
-def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict[str, Any]:
+def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
+            durable: bool = True) -> dict[str, Any]:
     database_url = create_database("rm_load")
     prefix = f"rmload:{uuid.uuid4().hex[:8]}"
     publisher = Publisher(rate)
@@ -226,7 +227,7 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str) -> dict
                             "instance_id": f"load-{uuid.uuid4().hex[:6]}",
                             "registry_prefix": f"{prefix}:svc", "positions_poll_s": 5.0,
                             "custody_poll_s": 30.0, "persist_interval_s": 5.0,
-                            "hot_path_warmup_s": 30.0},
+                            "hot_path_warmup_s": 30.0, "durable_alert_commit": durable},
                 "log_level": LOG_LEVEL,
             })
             config = tmp / "risk-monitor.yaml"
@@ -457,15 +458,19 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=5.0)
     parser.add_argument("--redis-url", default=REDIS_TEST_URL)
     parser.add_argument("--verbose", action="store_true", help="print the service's counters")
+    parser.add_argument("--async-commit", action="store_true",
+                        help="service.durable_alert_commit: false (no WAL flush wait per alert)")
     args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
+    print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores; alert commit "
+          f"{'asynchronous' if args.async_commit else 'durable'}", flush=True)
     print("| rate/s | run | published/s | crossings | missed | not decided | late>1s |"
           " tick→decision p50/p99/max ms | tick→Slack p50/p99/max ms | CPU % | CPU µs/tick |"
           " RSS MB | load 1m |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in args.rates:
         for run in range(1, args.runs + 1):
-            r = one_run(rate, args.seconds, args.drain, args.redis_url)
+            r = one_run(rate, args.seconds, args.drain, args.redis_url,
+                        durable=not args.async_commit)
             d = [v * 1000 for v in r["to_decision"]]
             s = [v * 1000 for v in r["to_slack"]]
             print(f"| {rate:g} | {run} | {r['published']:.0f} | {r['crossings']} | {r['missed']}"

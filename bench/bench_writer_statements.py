@@ -6,6 +6,15 @@ OK → BREACH → OK ``--rounds`` times, one series per write (the bench's shape
 round trips (an executemany of an UPDATE is one per row with psycopg2) and the writer thread's
 CPU per write (``time.thread_time``, less distorted by load than wall time). Run from the
 repository root: ``python bench/bench_writer_statements.py``.
+
+``--deliver N``: the stretch a status change takes from the writer to Slack (issue 10: change
+handed to the writer → Slack simulator received), ``N`` changes per path, one at a time, the
+paths interleaved change by change so the machine's load hits them alike: ``claim-round``
+(the outbox row inserted pending, the dispatcher woken, its claim transaction, then the stock
+slack-sdk client: a new connection per call), ``claim-on-insert`` (the row claimed in the
+change's transaction and handed to the dispatcher; keep-alive Slack client) and the same with
+``durable_alert_commit: false`` (no WAL flush wait). Writer and dispatcher run as threads
+with a real ``SlackNotifier`` against the Slack simulator.
 """
 
 from __future__ import annotations
@@ -43,7 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--series", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--deliver", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    if args.deliver:
+        deliver(args.deliver)
+        return
     url = create_database("rm_bench_writer")
     storage = Storage.open(url)
     counts = {"round_trips": 0}
@@ -98,6 +111,66 @@ def main() -> None:
               f"writer CPU {merged_cpu * 1e3:.2f} ms")
         print(f"audit chain ok={report.ok} entries={report.entries} rows={report.rows_checked}")
     finally:
+        storage.close()
+        drop_database(url)
+
+
+def deliver(samples: int) -> None:
+    """Change → Slack received per path (module docstring, ``--deliver``)."""
+    import threading
+
+    from slack_sdk import WebClient
+
+    from risk_monitor.adapters.notifiers import SlackNotifier
+    from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+    from risk_monitor.adapters.sql import OutboxDispatcher
+    from risk_sim.slack import SlackSimulator
+
+    channels = {"info": "#risk-info", "warning": "#risk-alerts", "critical": "#risk-critical"}
+    url = create_database("rm_bench_deliver")
+    storage = Storage.open(url)
+    sim = SlackSimulator(token="xoxb-bench").start()
+    stop = threading.Event()
+    paths: dict[str, tuple[AlertWriter, int]] = {}
+    try:
+        for index, (name, keep_alive, claim, durable) in enumerate((
+                ("claim-round", False, False, True), ("claim-on-insert", True, True, True),
+                ("claim-on-insert, async commit", True, True, False))):
+            client = (KeepAliveWebClient if keep_alive else WebClient)(
+                token="xoxb-bench", base_url=sim.api_base, timeout=10)
+            dispatcher = OutboxDispatcher(storage.engine, SlackNotifier(
+                client, channels, dagster_ui_url="http://127.0.0.1:1"))
+            threading.Thread(target=dispatcher.run, args=(stop, 1.0), daemon=True).start()
+            writer = AlertWriter(storage, policy=AlertPolicy, persist_interval_s=3600.0,
+                                 wake=dispatcher.wake, durable=durable,
+                                 delivery=dispatcher if claim else None)
+            writer.start()
+            paths[name] = (writer, index)
+        took: dict[str, list[float]] = {name: [] for name in paths}
+        status = LimitStatus.OK
+        for _ in range(samples):
+            status = LimitStatus.BREACH if status is LimitStatus.OK else LimitStatus.OK
+            for name, (writer, index) in paths.items():
+                seen = len(sim.messages)
+                at = datetime.now(UTC)
+                writer.submit([Change(result(index, status, at), "tick", time.perf_counter(),
+                                      {})], {"source": "hot_path"})
+                deadline = time.monotonic() + 30
+                while len(sim.messages) == seen and time.monotonic() < deadline:
+                    time.sleep(0.0002)
+                took[name].append(sim.messages[-1]["received_at"] - at.timestamp())
+                time.sleep(0.02)
+        print(f"load average {os.getloadavg()}; {samples} changes per path, interleaved")
+        for name, values in took.items():
+            values.sort()
+            print(f"{name}: change → Slack received p50 {values[len(values) // 2] * 1e3:.1f} ms,"
+                  f" p90 {values[int(len(values) * 0.9)] * 1e3:.1f} ms, max "
+                  f"{values[-1] * 1e3:.1f} ms")
+    finally:
+        stop.set()
+        for writer, _ in paths.values():
+            writer.stop(5.0)
+        sim.stop()
         storage.close()
         drop_database(url)
 

@@ -113,6 +113,19 @@ class ServiceSettings(Section):
         default=10.0, ge=0, description="hot path: longest wait at start for the first poll "
         "and quote of every source before evaluating (missing ones are then UNKNOWN)"
     )
+    switch_interval_ms: float = Field(
+        default=0.5, gt=0, le=5.0, description="hot path: the interpreter's thread switch "
+        "interval (sys.setswitchinterval) while the service runs; CPython's default is 5 ms, "
+        "so each database round trip of the writer could wait that long behind the tick loop"
+    )
+    durable_alert_commit: bool = Field(
+        default=True, description="hot path: the alert transaction of a status change "
+        "waits for its WAL flush (PostgreSQL synchronous_commit). false saves the flush "
+        "(~1-5 ms per alert) at a cost: a PostgreSQL crash (not a service crash) can lose the "
+        "last ~3 x wal_writer_delay of alert transactions; the service re-derives and "
+        "re-alerts them on its next periodic write, and a status that moved and moved back "
+        "inside that window is missing from the compliance timeline (docs/architecture.md)"
+    )
     hot_path_stale_s: float = Field(
         default=30.0, gt=0, description="hot path: readiness fails when no evaluation "
         "completed for this long"

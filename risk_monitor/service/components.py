@@ -214,7 +214,7 @@ class Evaluation:
                 streamed[0] if streamed else settings, live, self.runtime.storage,
                 accounts=streamed[1] if streamed else self.runtime.exchange_accounts(shared=False),
                 custodians=self.runtime.custodians(), instance_id=settings.instance_id,
-                wake=dispatcher.wake if dispatcher is not None else None)
+                wake=dispatcher.wake if dispatcher is not None else None, delivery=dispatcher)
             if dispatcher is not None:  # lineage (issue 11): Slack message -> Dagster event link
                 self._event_links = link_slack_messages(self.hot_path.lineage, dispatcher)
             await self.hot_path.start()

@@ -32,13 +32,21 @@ from risk_monitor.adapters.sql import EquityPoint, EquityStore, Storage
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.incremental import IncrementalEvaluator, Tick
 from risk_monitor.domain.lineage import adopt_versions
-from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, Collected, LimitResult
+from risk_monitor.domain.model import (
+    BALANCE_COLUMNS,
+    POSITION_COLUMNS,
+    Collected,
+    LimitResult,
+    SourceKind,
+    SourceStatus,
+)
 from risk_monitor.domain.model import empty_frame as _empty_frame
 from risk_monitor.domain.quotes import QuotePolicy, quotes_from_rows
 from risk_monitor.lineage import HotPathLineage
 from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
+from risk_monitor.ports import Custodian, ExchangeAccount
 from risk_monitor.service.quote_intake import QuoteBook, QuoteRow, tick_of
 from risk_monitor.service.state import LiveEvaluation
 
@@ -155,7 +163,6 @@ class LiveEvaluator:
         self._context: Mapping[str, Any] = {}
         self._statuses: dict[str, str] = {}  # fingerprint -> last decided status
         self.decided = 0
-        self.full_requests = 0
         # per-tick metric children, looked up once
         self._decided_tick = DECISIONS.labels(outcome="tick")
         self._decided_full = DECISIONS.labels(outcome="full")
@@ -242,7 +249,6 @@ class LiveEvaluator:
         decision = incremental.on_tick(tick, self.clock())
         if decision.full_reason:
             self._decided_full.inc()
-            self.full_requests += 1
             return Decision(full_reason=decision.full_reason)
         self.decided += 1
         self._decided_tick.inc()
@@ -265,10 +271,6 @@ class LiveEvaluator:
                 self._statuses[fingerprint] = result.status.value
                 changed.append(result)
         return changed
-
-    def forget_statuses(self) -> None:
-        """After a failed write nothing is known to be stored: decide every series again."""
-        self._statuses.clear()
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -296,6 +298,23 @@ def poll_content(result: tuple[Collected, Collected] | Collected) -> bytes:
         sources = repr([(s.key, s.ok, s.rows, s.error_code) for s in part.sources])
         out.append(rows + sources.encode())
     return b"|".join(out)
+
+
+def failed_poll(kind: str, accounts: Sequence[ExchangeAccount],
+                custodians: Sequence[Custodian], at: datetime, code: str,
+                message: str) -> tuple[Collected, Collected] | Collected:
+    """What a poll that failed as a whole leaves: every source it covers failed (UNKNOWN at
+    once, rather than the previous figures ageing until they read as stale)."""
+    if kind == "positions":
+        statuses = tuple(SourceStatus(kind=SourceKind.EXCHANGE, venue=a.venue,
+                                      account=a.account, ok=False, as_of=at,
+                                      error_code=code, error=message) for a in accounts)
+        return (Collected(_empty_frame(POSITION_COLUMNS), statuses),
+                Collected(_empty_frame(BALANCE_COLUMNS), statuses))
+    statuses = tuple(SourceStatus(kind=SourceKind.CUSTODIAN, venue=c.venue, account="*",
+                                  ok=False, as_of=at, error_code=code, error=message)
+                     for c in custodians)
+    return Collected(_empty_frame(BALANCE_COLUMNS), statuses)
 
 
 def tick_detail(tick: Tick) -> dict[str, Any]:

@@ -1,19 +1,13 @@
 """The service's hot path: live quotes + polled positions → a decision on every tick → alerts.
 
-DESIGN.md "Two data paths, one truth", the service half. The Dagster runs give lineage but answer
-in seconds; this answers in milliseconds with the same domain rules, writing to the same alert
-store. Three parts, one module each (docs/architecture.md, "The hot path"):
-
-* **quote intake** (``service/quote_intake.py``): the market stream's listener (or, with
-  ``service.stream: false``, the Redis quote streams the feeders write) stores each tick in the
-  :class:`QuoteBook` and hands its floats to the evaluator, on the event loop, no frame built;
-* **evaluator** (``service/evaluator.py``): decides each tick in O(affected limits) with the
-  per-tick evaluator (``domain/incremental.py``) built on the last full evaluation. The full
-  evaluation (batch engine) runs in its own thread at start, on the heartbeat, on every
-  position / custody poll, on a new limit document, and when a tick cannot be decided alone;
-* **writer** (``service/writer.py``): a status change goes to the writer at once; it commits the
-  changed series only (alerts, outbox, audit, lineage and compliance in one transaction) and
-  wakes the dispatcher; everything else is written periodically, off the tick path.
+DESIGN.md "Two data paths, one truth", the service half: milliseconds, with the same domain
+rules and alert store as the Dagster runs. Three parts (docs/architecture.md, "The hot path"):
+**quote intake** (``quote_intake.py``: each tick into the :class:`QuoteBook`, its floats to the
+evaluator, on the event loop); **evaluator** (``evaluator.py``: each tick decided in
+O(affected limits) on the last full evaluation, which runs in its own thread at start, on the
+heartbeat, on polls, on new limits and when a tick cannot be decided alone); **writer**
+(``writer.py``: a status change committed at once, changed series only, its outbox rows
+claimed on insert for the dispatcher; everything else written periodically, off the tick).
 
 Positions and exchange balances are polled every ``service.positions_poll_s``, custodian
 balances every ``service.custody_poll_s``, in worker threads (ccxt's sync clients block); their
@@ -44,17 +38,13 @@ from risk_monitor.adapters.collection import (
 )
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
-from risk_monitor.adapters.sql import Storage
+from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.domain.alerts import AlertPolicy, WarmUp, warmup_grace_s, with_limit_rules
-from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
     Collected,
     LimitResult,
-    SourceKind,
-    SourceStatus,
-    empty_frame,
 )
 from risk_monitor.lineage import HotPathLineage
 from risk_monitor.platform.logging import get_logger
@@ -66,6 +56,7 @@ from risk_monitor.service.evaluator import (
     CachedEquity,
     LiveEvaluator,
     blank,
+    failed_poll,
     poll_content,
     tick_detail,
 )
@@ -119,8 +110,6 @@ TRIGGER_RANK = {t: i for i, t in enumerate(("positions", "config", "custody", "t
 #: change (a fill on a private stream) or a new limit document moves statuses by itself, and the
 #: evaluation thread already merges what arrives while one runs (issue 13: fill -> alert < 1 s)
 URGENT_TRIGGERS = frozenset({"positions", "config"})
-#: interpreter-lock switch interval while the hot path runs (see ``HotPath.start``)
-SWITCH_INTERVAL_S = 0.0005
 #: longest an unchanged poll result waits for the next full evaluation (``HotPath._restamp_s``)
 RESTAMP_MAX_S = 5.0
 #: the longest the writer may take to drain at shutdown
@@ -141,6 +130,7 @@ class HotPath:
 
     def __init__(self, settings: Settings, live: LiveEvaluation, storage: Storage, *,
                  instance_id: str, wake: Callable[[], None] | None = None,
+                 delivery: OutboxDispatcher | None = None,
                  accounts: Sequence[ExchangeAccount] | None = None,
                  custodians: Sequence[Custodian] | None = None,
                  clock: Clock = _utc_now) -> None:
@@ -160,7 +150,8 @@ class HotPath:
                                        lineage=self.lineage, instance_id=instance_id)
         self.writer = AlertWriter(storage, policy=self._alert_policy,
                                   persist_interval_s=self.service.persist_interval_s, wake=wake,
-                                  after_commit=self.lineage.after_commit)
+                                  after_commit=self.lineage.after_commit, delivery=delivery,
+                                  durable=self.service.durable_alert_commit)
         # full-evaluation triggers (event loop thread only)
         self._pending: dict[str, float] = {}  # trigger -> earliest event time (unix s)
         self._changed = asyncio.Event()
@@ -182,7 +173,6 @@ class HotPath:
         self.started_at: float | None = None
         self.evaluations = 0  # full evaluations
         self.last_evaluated_at: float | None = None  # unix time of the last full evaluation
-        self.last_report: RiskReport | None = None
         self.last_error: str | None = None
 
     # -- inputs the polls swap (the evaluator reads them) ----------------------------------------
@@ -261,8 +251,8 @@ class HotPath:
         # The writer and the dispatcher are I/O-bound threads sharing the interpreter lock with
         # the CPU-bound tick loop: at the default 5 ms switch interval each of their database
         # round trips waits up to 5 ms for the lock (a convoy: a 200-statement write took
-        # seconds). A 0.5 ms interval bounds that wait; the tick loop loses ~1 % to switching.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # seconds). 0.5 ms (the default) bounds that wait; the loop loses ~1 % to switching.
+        sys.setswitchinterval(self.service.switch_interval_ms / 1000.0)
         self._loop = asyncio.get_running_loop()
         self.started_at = time.time()
         grace = self.settings.alerts.warmup_grace_s  # alerts hook: no UNKNOWN page at warm-up
@@ -347,7 +337,8 @@ class HotPath:
                 record_error(error)
                 log.error("hot_path_poll_failed", kind=kind, error_code=error.code,
                           error=error.message)
-                result = self._failed_poll(kind, error.code, error.message)
+                result = failed_poll(kind, self._accounts or (), self._custodians or (),
+                                     self.clock(), error.code, error.message)
                 POLLS.labels(kind=kind, outcome="failed").inc()
             else:
                 parts = result if isinstance(result, tuple) else (result,)
@@ -373,22 +364,6 @@ class HotPath:
         self._contents[kind] = content
         last = self.last_evaluated_at
         return same and last is not None and time.time() - last < self._restamp_s
-
-    def _failed_poll(self, kind: str, code: str, message: str) -> PollResult:
-        """What a poll that failed as a whole leaves: every source it covers failed (UNKNOWN
-        at once, rather than the previous figures ageing until they read as stale)."""
-        at = self.clock()
-        if kind == "positions":
-            statuses = tuple(SourceStatus(kind=SourceKind.EXCHANGE, venue=a.venue,
-                                          account=a.account, ok=False, as_of=at,
-                                          error_code=code, error=message)
-                             for a in self._accounts or ())
-            return (Collected(empty_frame(POSITION_COLUMNS), statuses),
-                    Collected(empty_frame(BALANCE_COLUMNS), statuses))
-        statuses = tuple(SourceStatus(kind=SourceKind.CUSTODIAN, venue=c.venue, account="*",
-                                      ok=False, as_of=at, error_code=code, error=message)
-                         for c in self._custodians or ())
-        return Collected(empty_frame(BALANCE_COLUMNS), statuses)
 
     def _missing_inputs(self) -> list[str]:
         missing = self.book.missing()
@@ -469,14 +444,8 @@ class HotPath:
             DETECTION_SECONDS.labels(trigger=trigger).observe(max(0.0, finished - event_time))
         self.evaluations += 1
         self.last_evaluated_at = finished
-        self.last_report = done.report
         self.last_error = None
         return done
-
-    def _evaluate(self, pending: Mapping[str, float]) -> RiskReport | None:
-        """A full evaluation's report (what the cross-path equivalence test compares)."""
-        done = self._full_evaluation(pending)
-        return None if done is None else done.report
 
     def _rebase(self, baseline: Baseline, pending: Mapping[str, float]) -> None:
         """Loop thread: the evaluation becomes the per-tick baseline; its changes are written."""

@@ -5,10 +5,12 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
 * **changes** (:meth:`AlertWriter.submit`): the series whose status moved. One transaction
   locks just those series (alert and compliance), plans their transitions
   (``domain.alerts.plan_alerts``), upserts the states in one statement, inserts their outbox
-  rows in one, records the compliance timeline, and seals every audit entry (with the lineage
-  context) from the rows in memory, last, in three statements under the chain lock; then the
-  dispatcher is woken. About 15 statements per write, however many series (was ~25 for one
-  series in two transactions, and more per extra series). While a write runs, new changes *merge*: the
+  rows in one (claimed on insert for this process's dispatcher, with the reads its delivery
+  needs: ``outbox.InsertClaim``), records the compliance timeline, and seals every audit entry
+  (with the lineage context) from the rows in memory, last, in three statements under the
+  chain lock; right after the commit the claimed rows go to the dispatcher's thread (no claim
+  transaction on the alert's way). About 14 statements per write on the writer's own
+  connection, however many series. While a write runs, new changes *merge*: the
   latest status per series is the one alerted on, and every status in between is still recorded
   in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
   failed write keeps its changes pending, merged with newer ones, and is retried;
@@ -21,6 +23,7 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,13 +31,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.engine import Connection
 
 from risk_monitor import application
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.sql import Storage
+from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.compliance_store import lock_names_of as compliance_lock_names
 from risk_monitor.adapters.sql.compliance_store import write_step as compliance_step
+from risk_monitor.adapters.sql.dispatcher import ClaimReads
+from risk_monitor.adapters.sql.outbox import OutboxEntry
 from risk_monitor.domain.alerts import AlertPolicy, plan_alerts
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
@@ -85,10 +91,8 @@ class LiveState:
 @dataclass
 class WriterStats:
     transactions: int = 0
-    series_written: int = 0
     merged: int = 0
     failures: int = 0
-    periodic: int = 0
 
 
 class AlertWriter:
@@ -97,8 +101,12 @@ class AlertWriter:
     def __init__(self, storage: Storage, *, policy: Callable[[], AlertPolicy],
                  persist_interval_s: float, wake: Callable[[], None] | None = None,
                  after_commit: Callable[[Mapping[str, Any], Sequence[Notification]], object]
-                 | None = None) -> None:
+                 | None = None, delivery: OutboxDispatcher | None = None,
+                 durable: bool = True) -> None:
         self.storage = storage
+        self._delivery = delivery  # this process's dispatcher: claim-on-insert hand-off
+        self.durable = durable  # service.durable_alert_commit
+        self._conn: Connection | None = None  # the change transactions' own connection
         self._policy = policy
         self.persist_interval_s = persist_interval_s
         self._wake = wake
@@ -165,6 +173,7 @@ class AlertWriter:
                     wait = self.persist_interval_s - (time.monotonic() - last_periodic)
                     self._cond.wait(timeout=max(0.01, wait))
                 if self._stop:
+                    self._drop_connection()
                     return
                 batch, self._pending = self._pending, {}
                 contexts = dict(self._contexts)
@@ -180,6 +189,7 @@ class AlertWriter:
             except Exception as exc:
                 error = map_exception(exc, source="hot_path", endpoint="write")
                 record_error(error)
+                self._drop_connection()  # perhaps dead (database restarted): a fresh one next
                 self.stats.failures += 1
                 log.error("hot_path_write_failed", error_code=error.code, error=error.message,
                           retry_in_s=WRITE_RETRY_PAUSE_S)
@@ -191,6 +201,12 @@ class AlertWriter:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _write_changes(self, batch: Mapping[str, list[Change]],
                        contexts: Mapping[str, Mapping[str, Any]]) -> None:
@@ -213,27 +229,40 @@ class AlertWriter:
         # compliance series are locked with the alert series, in one ordered call.
         steps = [[changes[i].result for changes in batch.values() if i < len(changes)]
                  for i in range(rounds)]  # every intermediate status joins the timeline
-        with self.storage.alerts.locked(
-                list(batch), also_lock=compliance_lock_names(results)) as tx:
+        delivery = self._delivery
+        claimed: list[OutboxEntry] = []
+        reads: ClaimReads | None = None
+        if self._conn is None:  # held by this thread: no pool checkout + ping per change
+            self._conn = self.storage.engine.connect()
+        with self.storage.alerts.locked(list(batch), also_lock=compliance_lock_names(results),
+                                        durable=self.durable, connection=self._conn) as tx:
             before = dict(tx.states)
             plan = plan_alerts(tx.states, results, now, policy, context=context)
-            applied = tx.apply(plan.states, plan.notifications)
+            # claim-on-insert: the dispatcher sends them right after the commit, no claim round
+            claim = delivery.insert_claim(tx.connection, {n.fingerprint for n in
+                                                          plan.notifications}) \
+                if delivery is not None and plan.notifications else None
+            applied = tx.apply(plan.states, plan.notifications, claim=claim)
             intervals: list[dict[str, Any]] = []
             for step in steps:
                 intervals += compliance_step(tx.connection, step)[1]
+            if claim is not None and delivery is not None:
+                claimed = claim.entries(tx.enqueued_rows)
+                reads = delivery.claim_reads(tx.connection, claimed) if claimed else None
             tx.seal(before=before, states=plan.states, notifications=plan.notifications,
                     context=context, at=now,
                     extra=[compliance_seal(row) for row in intervals])
         done = time.perf_counter()
+        if claimed and delivery is not None and reads is not None:
+            delivery.deliver_claimed(claimed, reads)  # first thing after the commit
         for change in latest:
             COMMIT_SECONDS.observe(done - change.decided_at)
         WRITE_SECONDS.labels(step="changes").observe(done - started)
         self.stats.transactions += 1
-        self.stats.series_written += len(batch)
         notes = plan.notifications
         if notes:
-            if self._wake is not None:
-                self._wake()
+            if self._wake is not None and applied.enqueued > len(claimed):
+                self._wake()  # rows behind an unfinished one of their series: a claim round
             if self._after_commit is not None:
                 self._after_commit(context, notes)
             for note in notes:
@@ -302,5 +331,4 @@ class AlertWriter:
                     self._after_commit(context, raised.plan.notifications)
                 for note in raised.plan.notifications:
                     NOTIFICATIONS.labels(kind=note.kind.value).inc()
-        self.stats.periodic += 1
 

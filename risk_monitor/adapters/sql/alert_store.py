@@ -26,7 +26,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_log import Seal
-from risk_monitor.adapters.sql.engine import dialect_insert, lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.engine import (
+    dialect_insert,
+    is_postgres,
+    lock_names,
+    read_only,
+    write_tx,
+    write_tx_on,
+)
+from risk_monitor.adapters.sql.outbox import InsertClaim
 from risk_monitor.adapters.sql.schema import alert_states, outbox
 from risk_monitor.domain.model import AlertState, Notification
 from risk_monitor.platform.errors import StorageIntegrityError
@@ -58,9 +66,10 @@ class AlertTransaction:
         #: outbox rows this transaction inserted (not the duplicates), as written
         self.enqueued_rows: list[dict[str, Any]] = []
 
-    def apply(self, states: Sequence[AlertState],
-              notifications: Sequence[Notification]) -> ApplyResult:
-        """Write next states (checked against the versions read) and enqueue notifications."""
+    def apply(self, states: Sequence[AlertState], notifications: Sequence[Notification],
+              *, claim: InsertClaim | None = None) -> ApplyResult:
+        """Write next states (checked against the versions read) and enqueue notifications
+        (``claim``: claimed on insert for this process's dispatcher, see ``InsertClaim``)."""
         unlocked = {s.fingerprint for s in states} | {n.fingerprint for n in notifications}
         unlocked -= self._locked
         if unlocked:
@@ -69,7 +78,7 @@ class AlertTransaction:
         self._write_states(states, now)
         for state in states:
             self.states[state.fingerprint] = state
-        new = enqueue_rows(self.connection, notifications, now)
+        new = enqueue_rows(self.connection, notifications, now, claim=claim)
         self.enqueued_rows += new
         return ApplyResult(len(states), len(new), len(notifications) - len(new))
 
@@ -107,9 +116,10 @@ class AlertTransaction:
         return seal_batch(self.connection, [*seals, *extra], at=at, lineage=lineage)
 
 
-def enqueue_rows(conn: Connection, notifications: Sequence[Notification],
-                 now: datetime) -> list[dict[str, Any]]:
-    """Insert outbox rows, skipping keys already present; returns the rows that were new."""
+def enqueue_rows(conn: Connection, notifications: Sequence[Notification], now: datetime,
+                 *, claim: InsertClaim | None = None) -> list[dict[str, Any]]:
+    """Insert outbox rows, skipping keys already present; returns the rows that were new,
+    with their ids."""
     if not notifications:
         return []
     rows = [
@@ -131,11 +141,15 @@ def enqueue_rows(conn: Connection, notifications: Sequence[Notification],
             "created_at": now,
             "detected_at": n.detected_at,
             "source_event_time": n.source_event_time,
+            "lease_until": None,
+            "claim_token": None,
+            **(claim.values(n.fingerprint) if claim is not None else {}),
         }
         for n in notifications
     ]
-    new = {row.idempotency_key for row in conn.execute(_outbox_insert(conn), rows)}
-    return [row for row in rows if row["idempotency_key"] in new]
+    new = {row.idempotency_key: row.id for row in conn.execute(_outbox_insert(conn), rows)}
+    return [{**row, "id": new[row["idempotency_key"]]} for row in rows
+            if row["idempotency_key"] in new]
 
 
 #: the writer's statements, built once per backend (and column set): the compiled cache then
@@ -167,7 +181,7 @@ def _outbox_insert(conn: Connection) -> Any:
     if statement is None:
         statement = (dialect_insert(conn, outbox)
                      .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                     .returning(outbox.c.idempotency_key))
+                     .returning(outbox.c.idempotency_key, outbox.c.id))
         _STATEMENTS[cache_key] = statement
     return statement
 
@@ -190,15 +204,24 @@ class SqlAlertStore:
             return [codec.state_from_row(r._mapping) for r in rows]
 
     @contextlib.contextmanager
-    def locked(self, fingerprints: Sequence[str], *, also_lock: Sequence[str] = ()
+    def locked(self, fingerprints: Sequence[str], *, also_lock: Sequence[str] = (),
+               durable: bool = True, connection: Connection | None = None
                ) -> Iterator[AlertTransaction]:
         """Lock the series, read their states, let the caller plan and apply; commit at exit.
 
         ``also_lock``: more lock names the caller's transaction needs (the compliance series
         it writes too), taken in the same ordered call, so no two writers wait on each other.
+        ``durable=False``: on PostgreSQL the commit does not wait for its WAL flush
+        (``synchronous_commit = off`` for this transaction only; setting
+        ``service.durable_alert_commit``, whose trade-off docs/architecture.md states).
+        ``connection``: the caller's own connection (the hot path's writer keeps one: no pool
+        checkout and liveness ping per transaction); closed by the caller after a failure.
         """
         wanted = sorted(set(fingerprints))
-        with write_tx(self.engine, source=SOURCE) as conn:
+        with (write_tx(self.engine, source=SOURCE) if connection is None
+              else write_tx_on(connection, source=SOURCE)) as conn:
+            if not durable and is_postgres(conn):
+                conn.execute(_ASYNC_COMMIT)
             lock_names(conn, [*(f"alert:{fp}" for fp in wanted), *also_lock])
             states, versions = _select_states(conn, wanted)
             yield AlertTransaction(conn, states, versions, frozenset(wanted), self._clock)
@@ -223,6 +246,7 @@ class SqlAlertStore:
             ).scalar_one_or_none()
 
 
+_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit = off")
 _SELECT_STATES = sa.select(alert_states).where(
     alert_states.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
-from risk_monitor.adapters.sql.outbox import SOURCE, OutboxEntry, OutboxRepository
+from risk_monitor.adapters.sql.outbox import SOURCE, InsertClaim, OutboxEntry, OutboxRepository
 from risk_monitor.domain.model import Notification
 from risk_monitor.domain.silences import Acknowledgement, Silence, Verdict, verdict
 from risk_monitor.platform.errors import (
@@ -67,6 +67,15 @@ class BackoffPolicy:
         spread = (rng or random).uniform(-self.jitter, self.jitter)
         delay = max(0.0, base * (1.0 + spread))
         return max(delay, retry_after or 0.0)
+
+@dataclass(frozen=True)
+class ClaimReads:
+    """Read with a claim, in its transaction: what decides and threads each delivery."""
+
+    silences: list[Silence]
+    acks: list[Acknowledgement]
+    roots: dict[tuple[str, int], str]  # (fingerprint, episode) -> thread root ref
+
 
 @dataclass
 class DispatchResult:
@@ -121,6 +130,10 @@ class OutboxDispatcher:
         self.notifier_name = notifier_name or str(getattr(notifier, "name", "notifier"))
         self._rng = rng or random.Random()
         self._wake = threading.Event()
+        self._claim_due = True  # a claim round is wanted (woken, or the poll interval passed)
+        self._direct: list[tuple[list[OutboxEntry], ClaimReads]] = []  # claimed on insert
+        self._direct_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
         self._health_lock = threading.Lock()
         self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
         #: called with each notification the notifier delivered and its ref (lineage links)
@@ -167,7 +180,8 @@ class OutboxDispatcher:
         return not problems, "; ".join(problems) or "delivering", data
 
     def wake(self) -> None:
-        """Cut the poll wait short (call after enqueuing, or after setting the stop event)."""
+        """Claim due rows now (call after enqueuing, or after setting the stop event)."""
+        self._claim_due = True
         self._wake.set()
 
     def dispatch_once(self, batch: int = 100) -> DispatchResult:
@@ -177,25 +191,54 @@ class OutboxDispatcher:
         self._note_acknowledgements()
         return result
 
-    def _deliver_due(self, batch: int) -> DispatchResult:
-        now = self.clock()
-        found: dict[str, Any] = {}
+    def claim_reads(self, conn: Connection, claimed: list[OutboxEntry]) -> ClaimReads:
+        """What a delivery of ``claimed`` needs, read in the claiming transaction: active
+        silences, acknowledgements and thread roots (one transaction before the send)."""
+        return ClaimReads(silences=self.controls.silences(active_at=self.clock(), conn=conn),
+                          acks=self.controls.acknowledgements(
+                              {e.fingerprint for e in claimed}, conn=conn),
+                          roots=self.repository.thread_roots(claimed, conn=conn))
 
-        def read_controls(conn: Connection, claimed: list[OutboxEntry]) -> None:
-            """In the claim's transaction: one transaction before the send, not four."""
-            found["silences"] = self.controls.silences(active_at=now, conn=conn)
-            found["acks"] = self.controls.acknowledgements(
-                {e.fingerprint for e in claimed}, conn=conn)
-            found["roots"] = self.repository.thread_roots(claimed, conn=conn)
+    def insert_claim(self, conn: Connection, fingerprints: Iterable[str]) -> InsertClaim:
+        """A claim-on-insert for new rows of ``fingerprints`` (caller holds their locks)."""
+        return InsertClaim.open(conn, fingerprints, self.clock(), self.lease_s)
 
-        entries = self.repository.claim(batch, now, self.lease_s, reads=read_controls)
+    def deliver_claimed(self, entries: list[OutboxEntry], reads: ClaimReads) -> None:
+        """Rows another transaction of this process claimed on insert (``InsertClaim``),
+        with its ``claim_reads``: delivered next by the dispatcher's thread, no claim round.
+        Call after that transaction committed."""
+        if not entries:
+            return
+        with self._direct_lock:
+            self._direct.append((entries, reads))
+        self._wake.set()
+
+    def _deliver_direct(self) -> DispatchResult:
+        with self._direct_lock:
+            batches, self._direct = self._direct, []
         result = DispatchResult()
+        for entries, reads in batches:
+            done = self._deliver_entries(entries, reads)
+            for name in ("sent", "retried", "failed", "deferred", "suppressed"):
+                setattr(result, name, getattr(result, name) + getattr(done, name))
+        return result
+
+    def _deliver_due(self, batch: int) -> DispatchResult:
+        found: list[ClaimReads] = []
+        entries = self.repository.claim(batch, self.clock(), self.lease_s,
+                                        reads=lambda conn, claimed: found.append(
+                                            self.claim_reads(conn, claimed)))
+        if not entries:
+            return DispatchResult()
+        return self._deliver_entries(entries, found[0])
+
+    def _deliver_entries(self, entries: list[OutboxEntry], reads: ClaimReads) -> DispatchResult:
+        """Deliver claimed rows: held back by silences and acks, else sent series by series."""
+        result = DispatchResult()
+        entries = self._hold_back(entries, result, reads.silences, reads.acks)
         if not entries:
             return result
-        entries = self._hold_back(entries, result, found["silences"], found["acks"])
-        if not entries:
-            return result
-        roots: dict[tuple[str, int], str] = found["roots"]
+        roots = dict(reads.roots)
         series: dict[str, list[OutboxEntry]] = defaultdict(list)
         for entry in entries:
             series[entry.fingerprint].append(entry)
@@ -230,9 +273,10 @@ class OutboxDispatcher:
             for items in groups:
                 run_series(items)
         else:
-            with ThreadPoolExecutor(self.max_workers, thread_name_prefix="outbox") as pool:
-                for future in [pool.submit(run_series, items) for items in groups]:
-                    future.result()
+            if self._pool is None:  # kept: a pool per batch started its threads every time
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="outbox")
+            for future in [self._pool.submit(run_series, items) for items in groups]:
+                future.result()
         return result
 
     def _note_acknowledgements(self) -> None:
@@ -381,18 +425,30 @@ class OutboxDispatcher:
             batch: int = 100) -> None:
         """Dispatch until ``stop_event`` is set: at once while work remains, else poll."""
         log.info("outbox dispatcher started", notifier=self.notifier_name)
-        while not stop_event.is_set():
+        while True:
             try:
-                result = self.dispatch_once(batch)
+                self._deliver_direct()  # claimed on insert: first, and no claim round
+                if stop_event.is_set():
+                    break
+                if not self._claim_due:
+                    result = DispatchResult()
+                else:
+                    self._claim_due = False
+                    result = self.dispatch_once(batch)
             except Exception as exc:  # the loop must survive a database outage
                 error = map_exception(exc, source=SOURCE)
                 record_error(error)
                 log.error("outbox dispatch failed", error_code=error.code, error=str(error))
                 result = DispatchResult()
             if result.sent and result.claimed >= batch:
+                self._claim_due = True
                 continue  # a full batch went out: more is probably due
-            self._wake.wait(poll_interval_s)
+            if not self._wake.wait(poll_interval_s):
+                self._claim_due = True  # the poll: rows of other writers, retries, leases
             self._wake.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
 
 

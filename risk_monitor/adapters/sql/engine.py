@@ -129,6 +129,18 @@ def write_tx(engine: Engine, *, source: str = "database") -> Iterator[Connection
 
 
 @contextlib.contextmanager
+def write_tx_on(conn: Connection, *, source: str = "database") -> Iterator[Connection]:
+    """:func:`write_tx` on a connection the caller holds (no pool checkout, no ping)."""
+    try:
+        with conn.begin():
+            yield conn
+    except RiskMonitorError:
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        raise map_exception(exc, source=source) from exc
+
+
+@contextlib.contextmanager
 def read_only(engine: Engine, *, source: str = "database") -> Iterator[Connection]:
     """One read transaction (deferred on SQLite, so readers never queue behind writers)."""
     try:

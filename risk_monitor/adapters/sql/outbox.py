@@ -57,6 +57,45 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True)
+class InsertClaim:
+    """Claim-on-insert: the transaction that inserts a notification claims it for this
+    process's dispatcher (``sending``, this token, this lease, first attempt), so the alert
+    goes to the notifier straight after the commit, with no claim transaction of its own.
+    Only series with no unfinished row before them are claimed this way (``series``): the
+    in-order rule of the claim holds, and every other row waits for the dispatcher's claim."""
+
+    token: str
+    lease_until: datetime
+    series: frozenset[str]  # fingerprints whose new rows are claimed
+
+    @classmethod
+    def open(cls, conn: Connection, fingerprints: Iterable[str], now: datetime,
+             lease_s: float) -> InsertClaim:
+        """Read (under the caller's series locks) which series have no unfinished row."""
+        wanted = sorted(set(fingerprints))
+        busy = {r.fingerprint for r in conn.execute(_UNFINISHED_SERIES,
+                                                    {"fingerprints": wanted})} if wanted else set()
+        return cls(str(uuid.uuid4()), now + timedelta(seconds=lease_s),
+                   frozenset(wanted) - busy)
+
+    def values(self, fingerprint: str) -> dict[str, Any]:
+        """The outbox columns of a new row of ``fingerprint`` (empty: not claimed)."""
+        if fingerprint not in self.series:
+            return {}
+        return {"status": "sending", "attempts": 1, "claim_token": self.token,
+                "lease_until": self.lease_until}
+
+    def entries(self, rows: Iterable[dict[str, Any]]) -> list[OutboxEntry]:
+        """The claimed ones of the rows an insert wrote (with their ids), in series order."""
+        return [OutboxEntry(id=int(r["id"]), claim_token=self.token,
+                            fingerprint=r["fingerprint"], episode=r["episode"],
+                            sequence=r["sequence"], attempts=1,
+                            notification=codec.notification_from_payload(r["payload"]))
+                for r in sorted(rows, key=lambda r: (r["fingerprint"], r["sequence"]))
+                if r.get("claim_token") == self.token]
+
+
+@dataclass(frozen=True)
 class DeliveryBacklog:
     """Undelivered notifications older than the overdue threshold (for /readyz)."""
 
@@ -269,6 +308,12 @@ class _ClaimStatements:
 
 
 _CLAIM_STATEMENTS: dict[str, _ClaimStatements] = {}
+
+_UNFINISHED_SERIES = (
+    sa.select(outbox.c.fingerprint).distinct()
+    .where(outbox.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
+           outbox.c.status.in_(UNFINISHED))
+)
 
 _THREAD_ROOTS = (
     sa.select(outbox.c.fingerprint, outbox.c.episode, outbox.c.delivery_ref)

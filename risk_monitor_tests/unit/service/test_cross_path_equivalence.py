@@ -114,8 +114,9 @@ def test_both_paths_give_identical_statuses_values_and_fingerprints(
         for row in desk["quotes"]:
             hot.book.update(row["venue"], [row])
         hot.positions, hot.exchange_balances, hot.custody = positions, balances, custody
-        report = hot._evaluate({})
-        assert report is not None
+        done = hot.evaluator.full()  # what the hot path's evaluation thread runs
+        assert done is not None
+        report = done.report
 
         # the Dagster path: market_prices → portfolio_pnl → limit_status
         quotes = prices_frame(desk["quotes"])

@@ -1,0 +1,122 @@
+"""slack_sdk's ``WebClient`` over persistent keep-alive HTTP connections.
+
+The stock client goes through ``urllib.request.urlopen`` with an SSL context: every call builds
+a new opener and opens (and closes) a new TCP (+TLS) connection, which cost ~2-4 ms per alert
+on loopback and a TLS handshake per alert against slack.com. :class:`KeepAliveWebClient` keeps
+the client's whole behaviour (argument handling, retry handlers, 429 ``Retry-After``,
+``SlackApiError``) and replaces only the transport step: a small pool of
+``http.client`` connections, reused across calls and threads.
+
+A reused connection that the server closed while idle fails on send or before any response
+byte (``RemoteDisconnected``, reset, broken pipe): the request was then not processed, and it
+is sent once more on a fresh connection. Connections idle longer than ``IDLE_S`` are not
+reused at all (servers close idle keep-alive connections after tens of seconds), so that
+retry is rare. Anything else propagates as before; the outbox's retry and its adoption check
+(``SlackNotifier.find_sent``) still guard against a double post.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import threading
+import time
+import urllib.error
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import Request
+
+from slack_sdk import WebClient
+
+#: a pooled connection idle longer than this is closed instead of reused
+IDLE_S = 20.0
+#: connections kept per client (the dispatcher delivers with a few threads at most)
+POOL_SIZE = 4
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+          ConnectionAbortedError)
+
+
+class KeepAliveWebClient(WebClient):
+    """``WebClient`` whose requests reuse HTTP/1.1 keep-alive connections (module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._idle_lock = threading.Lock()
+
+    def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        parts = urlsplit(url)
+        if self.proxy is not None or parts.scheme.lower() not in ("http", "https"):
+            return super()._perform_urllib_http_request_internal(url, req)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {k: str(v) for k, v in req.header_items()}
+        headers.pop("Connection", None)
+        body: bytes | None = req.data  # type: ignore[assignment]  # slack_sdk sends bytes
+        conn, reused = self._checkout(parts.scheme.lower(), parts.hostname or "", parts.port)
+        try:
+            try:
+                response = self._exchange(conn, target, headers, body)
+            except _STALE:
+                conn.close()
+                if not reused:
+                    raise
+                conn, reused = self._connect(parts.scheme.lower(), parts.hostname or "",
+                                             parts.port), False
+                response = self._exchange(conn, target, headers, body)
+            status, reason, message, data, closes = response
+        except BaseException:
+            conn.close()
+            raise
+        if closes:
+            conn.close()
+        else:
+            self._checkin(conn)
+        if status >= 400:  # what urlopen raises: slack_sdk's retry handlers read it
+            raise urllib.error.HTTPError(url, status, reason, message, io.BytesIO(data))
+        charset = message.get_content_charset() or "utf-8"
+        body_out: str | bytes = data if message.get_content_type() == "application/gzip" \
+            else data.decode(charset)
+        return {"status": status, "headers": message, "body": body_out}
+
+    @staticmethod
+    def _exchange(conn: http.client.HTTPConnection, target: str, headers: dict[str, str],
+                  body: bytes | None
+                  ) -> tuple[int, str, http.client.HTTPMessage, bytes, bool]:
+        conn.request("POST", target, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, response.reason, response.msg, data, response.will_close
+
+    def _connect(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout,
+                                               context=self.ssl)
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def _checkout(self, scheme: str, host: str, port: int | None
+                  ) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection to this host (reused: True), else a new one."""
+        now = time.monotonic()
+        expected = (host, port or (443 if scheme == "https" else 80), scheme == "https")
+        with self._idle_lock:
+            while self._idle:
+                since, conn = self._idle.pop()
+                same = (conn.host, conn.port, isinstance(conn, http.client.HTTPSConnection))
+                if now - since <= IDLE_S and same == expected:
+                    return conn, True
+                conn.close()
+        return self._connect(scheme, host, port), False
+
+    def _checkin(self, conn: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            if len(self._idle) < POOL_SIZE:
+                self._idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close the pooled connections (the client stays usable)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
+            conn.close()

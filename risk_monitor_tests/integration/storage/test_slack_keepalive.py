@@ -1,0 +1,64 @@
+"""The Slack client's keep-alive transport (``adapters/slack_transport.py``, issue 10): posts
+reuse one HTTP connection, a connection the server dropped while idle is replaced without
+losing or doubling the post, and Slack's error answers reach slack_sdk as before (the outage
+behaviour itself is covered by test_outbox_slack.py through ``SlackNotifier.from_settings``)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from slack_sdk.errors import SlackApiError
+
+from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+from risk_sim.slack import SlackSimulator
+
+
+@pytest.fixture
+def sim() -> SlackSimulator:
+    with SlackSimulator(token="xoxb-keepalive") as simulator:
+        yield simulator
+
+
+def _client(sim: SlackSimulator) -> KeepAliveWebClient:
+    return KeepAliveWebClient(token="xoxb-keepalive", base_url=sim.api_base, timeout=5)
+
+
+def _pooled_socket(client: KeepAliveWebClient) -> socket.socket:
+    [(_, conn)] = client._idle
+    assert conn.sock is not None
+    return conn.sock
+
+
+def test_posts_reuse_one_connection(sim: SlackSimulator) -> None:
+    client = _client(sim)
+    client.chat_postMessage(channel="#risk-alerts", text="one")
+    first = _pooled_socket(client)
+    for text in ("two", "three"):
+        assert client.chat_postMessage(channel="#risk-alerts", text=text)["ok"]
+        assert _pooled_socket(client) is first
+    assert [m["text"] for m in sim.messages] == ["one", "two", "three"]
+    client.close()
+
+
+def test_a_dropped_idle_connection_is_replaced_and_the_post_sent_once(
+        sim: SlackSimulator) -> None:
+    client = _client(sim)
+    client.chat_postMessage(channel="#risk-alerts", text="before")
+    _pooled_socket(client).shutdown(socket.SHUT_RDWR)  # what a server's idle close leaves
+    assert client.chat_postMessage(channel="#risk-alerts", text="after")["ok"]
+    assert [m["text"] for m in sim.messages] == ["before", "after"]
+
+
+def test_slack_errors_reach_slack_sdk_as_before(sim: SlackSimulator) -> None:
+    client = _client(sim)
+    sim.set_outage("ratelimited", retry_after=7, count=1)
+    with pytest.raises(SlackApiError) as limited:
+        client.chat_postMessage(channel="#risk-alerts", text="limited")
+    assert limited.value.response.status_code == 429
+    assert limited.value.response.headers.get("Retry-After") == "7"
+    sim.set_outage("invalid_auth", count=1)
+    with pytest.raises(SlackApiError) as refused:
+        client.chat_postMessage(channel="#risk-alerts", text="refused")
+    assert refused.value.response["error"] == "invalid_auth"
+    assert client.chat_postMessage(channel="#risk-alerts", text="fine")["ok"]
