@@ -8,7 +8,8 @@ evaluated position, until the evaluated positions show it:
 
 - matched by id (the service follows the venues' fills and the order has a client order id):
   once its fills add up to its quantity and the evaluated positions of its venue are as of
-  after the last of them was seen; a partial fill keeps the rest pending;
+  after the last of them was seen (strictly: a tie is not proof); a partial fill keeps the
+  rest pending;
 - otherwise: once the evaluated positions of its venue are as of after the allowance;
 - in any case after ``ttl_s`` (an order that never filled, a resting order, a lost fill):
   released as ``expired`` (the caller logs and counts it).
@@ -133,7 +134,7 @@ class PendingOrders:
             order = entry.order
             as_of = positions_as_of.get(order.venue)
             if entry.by_id:
-                shown = sum(q for q, seen in entry.fills if as_of is not None and seen <= as_of)
+                shown = sum(q for q, seen in entry.fills if as_of is not None and seen < as_of)
                 if shown != order.shown:
                     entry.order = order = replace(order, shown=min(shown,
                                                                    abs(order.signed_quantity)))
