@@ -214,6 +214,15 @@ def _with_pending(delta: _Delta, definition: LimitDefinition, scope: Scope, *,
     return replace(delta, gross_usd=delta.gross_usd + gross, net_usd=delta.net_usd + net)
 
 
+def evaluated_position(source: RiskReport | PreparedInputs, venue: str, account: str,
+                       instrument: str) -> float:
+    """The evaluated signed base quantity of one instrument (all legs netted), from the same
+    cached legs the check reads (a dict read after the first)."""
+    state = source.state if isinstance(source, RiskReport) else source
+    legs = _legs(state, OrderRequest(venue, account, instrument, OrderSide.BUY, 1.0))
+    return float(sum(legs.quantity))
+
+
 def _validate(order: OrderRequest) -> str:
     if str(order.side) not in {s.value for s in OrderSide}:
         return f"side must be buy or sell, got {order.side!r}"

@@ -7,9 +7,11 @@ So every allowed order stays here as pending exposure, which ``check_order`` add
 evaluated position, until the evaluated positions show it:
 
 - matched by id (the service follows the venues' fills and the order has a client order id):
-  once its fills add up to its quantity and the evaluated positions of its venue are as of
-  after the last of them was seen (strictly: a tie is not proof); a partial fill keeps the
-  rest pending;
+  once its fills add up to its quantity and the evaluated positions show them: either they
+  are as of after the last fill was seen (strictly: a tie is no proof), or the evaluated
+  position of the order's instrument equals the fill stream's own book after its latest fill
+  (a venue may push the position before the trade: then the evaluation that already holds
+  it is stamped before the fill was seen); a partial fill keeps the rest pending;
 - otherwise: once the evaluated positions of its venue are as of after the allowance;
 - in any case after ``ttl_s`` (an order that never filled, a resting order, a lost fill):
   released as ``expired`` (the caller logs and counts it).
@@ -20,7 +22,7 @@ Pure: the caller passes the time. A ledger is not thread-safe: the service locks
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
 #: (venue, account, instrument, position_side or None)
 Leg = tuple[str, str, str, str | None]
+#: (venue, account, instrument): one instrument's position, all legs netted
+Key = tuple[str, str, str]
 _EPS = 1e-9
 
 
@@ -56,6 +60,10 @@ class PendingOrder:
     @property
     def leg(self) -> Leg:
         return (self.venue, self.account, self.instrument, self.position_side)
+
+    @property
+    def key(self) -> Key:
+        return (self.venue, self.account, self.instrument)
 
     @property
     def remaining(self) -> float:
@@ -107,6 +115,8 @@ class PendingOrders:
         self.match_fills = match_fills
         self._entries: list[_Entry] = []
         self._by_client_id: dict[tuple[str, str], _Entry] = {}
+        #: the fill stream's position per instrument after the latest fill seen
+        self._books: dict[Key, float] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -117,24 +127,35 @@ class PendingOrders:
         if entry.by_id:
             self._by_client_id[(order.venue, order.client_order_id)] = entry
 
-    def fill(self, venue: str, client_order_id: str, quantity: float,
-             seen_at: datetime) -> bool:
-        """A fill of a pending order was seen (False: not one of ours, or no id)."""
-        entry = self._by_client_id.get((venue, client_order_id)) if client_order_id else None
+    def fill(self, key: Key, client_order_id: str, quantity: float, seen_at: datetime,
+             book_position: float | None = None) -> bool:
+        """A fill was seen on the stream; ``book_position``: the stream's position of its
+        instrument after it. False when it is no pending order's."""
+        if book_position is not None:
+            self._books[key] = book_position
+        entry = self._by_client_id.get((key[0], client_order_id)) if client_order_id else None
         if entry is None:
             return False
         entry.fills.append((abs(quantity), seen_at))
         return True
 
-    def settle(self, positions_as_of: Mapping[str, datetime], now: datetime) -> list[Released]:
-        """Release what the evaluated positions (``venue -> as of``) show, and what expired."""
+    def settle(self, positions_as_of: Mapping[str, datetime], now: datetime,
+               position_of: Callable[[Key], float | None] = lambda _key: None
+               ) -> list[Released]:
+        """Release what the evaluated positions (``venue -> as of``; ``position_of``: the
+        evaluated position of an instrument) show, and what expired."""
         kept: list[_Entry] = []
         released: list[Released] = []
         for entry in self._entries:
             order = entry.order
             as_of = positions_as_of.get(order.venue)
             if entry.by_id:
-                shown = sum(q for q, seen in entry.fills if as_of is not None and seen < as_of)
+                if entry.fills and as_of is not None and as_of > order.allowed_at \
+                        and self._caught_up(order.key, position_of):
+                    shown = sum(q for q, _ in entry.fills)
+                else:
+                    shown = sum(q for q, seen in entry.fills
+                                if as_of is not None and seen < as_of)
                 if shown != order.shown:
                     entry.order = order = replace(order, shown=min(shown,
                                                                    abs(order.signed_quantity)))
@@ -152,6 +173,13 @@ class PendingOrders:
             self._by_client_id = {key: e for key, e in self._by_client_id.items()
                                   if any(e is k for k in kept)}
         return released
+
+    def _caught_up(self, key: Key, position_of: Callable[[Key], float | None]) -> bool:
+        """The evaluated position of ``key`` is the stream's after its latest fill."""
+        book = self._books.get(key)
+        evaluated = position_of(key) if book is not None else None
+        return evaluated is not None and book is not None and \
+            abs(evaluated - book) <= 1e-9 * max(1.0, abs(book))
 
     def view(self) -> tuple[PendingOrder, ...]:
         """The pending orders as ``check_order`` takes them."""

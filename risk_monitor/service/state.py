@@ -28,13 +28,7 @@ from risk_monitor.domain.coverage import source_is_stale
 from risk_monitor.domain.engine import RiskReport, RiskSnapshot, evaluate
 from risk_monitor.domain.figures import finite
 from risk_monitor.domain.limits import LimitConfig
-from risk_monitor.domain.model import (
-    Collected,
-    LimitResult,
-    Notification,
-    SourceKind,
-    SourceStatus,
-)
+from risk_monitor.domain.model import LimitResult, Notification, SourceKind, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
 from risk_monitor.domain.pending_orders import PendingOrder
 from risk_monitor.domain.trading_state import (
@@ -77,10 +71,10 @@ class TradingGate(Protocol):
     def verdict(self, venue: str, results: Sequence[LimitResult] | None = None,
                 sources: Sequence[SourceStatus] | None = None) -> TradingVerdict: ...
 
-    def judge(self, order: OrderRequest, now: datetime, positions: Collected | None,
+    def judge(self, order: OrderRequest, now: datetime, report: RiskReport,
               decide: Callable[[Sequence[PendingOrder]], OrderCheck]) -> OrderCheck:
-        """``decide`` with the orders allowed earlier that ``positions`` do not show yet,
-        booking the order if it is allowed (atomically)."""
+        """``decide`` with the orders allowed earlier that ``report``'s positions do not show
+        yet, booking the order if it is allowed (atomically)."""
         ...
 
 
@@ -408,7 +402,7 @@ class LiveEvaluation:
         if gate is None:
             return decision_of(check_order(report, config, order, now, trading), report,
                                config, now)
-        checked = gate.judge(order, now, report.snapshot.positions,
+        checked = gate.judge(order, now, report,
                              lambda pending: check_order(report, config, order, now, trading,
                                                          pending))
         return decision_of(checked, report, config, now)

@@ -32,9 +32,11 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.trading_states import SqlTradingStates
+from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import Collected, LimitResult, LimitStatus, SourceStatus
-from risk_monitor.domain.orders import OrderCheck, OrderRequest
+from risk_monitor.domain.orders import OrderCheck, OrderRequest, evaluated_position
 from risk_monitor.domain.pending_orders import (
+    Key,
     PendingOrder,
     PendingOrders,
     Release,
@@ -169,16 +171,21 @@ class TradingControl:
             self._pending.match_fills = True
         fills.listeners.append(self._filled)
 
-    def _filled(self, fill: Fill, seen_at: datetime) -> None:
+    def _filled(self, fill: Fill, seen_at: datetime, position: float) -> None:
         with self._pending_lock:
-            self._pending.fill(fill.venue, fill.client_order_id, fill.quantity, seen_at)
+            self._pending.fill(fill.key, fill.client_order_id, fill.quantity, seen_at,
+                               position)
 
-    def judge(self, order: OrderRequest, now: datetime, positions: Collected | None,
+    def judge(self, order: OrderRequest, now: datetime, report: RiskReport,
               decide: Callable[[Sequence[PendingOrder]], OrderCheck]) -> OrderCheck:
-        """Settle the pending orders against ``positions`` (the evaluation the order is
-        judged on), ``decide`` with those still pending, book the order if it is allowed."""
+        """Settle the pending orders against ``report``'s positions (the evaluation the order
+        is judged on), ``decide`` with those still pending, book the order if allowed."""
+        def position_of(key: Key) -> float:
+            return evaluated_position(report, *key)
+
         with self._pending_lock:
-            released = self._pending.settle(self._positions_as_of(positions), now)
+            released = self._pending.settle(self._positions_as_of(report.snapshot.positions),
+                                            now, position_of)
             check = decide(self._pending.view())
             if check.allowed:
                 self._pending.add(pending_of(order, check, now,
@@ -196,9 +203,7 @@ class TradingControl:
                             allowed_at=done.order.allowed_at.isoformat())
         return check
 
-    def _positions_as_of(self, positions: Collected | None) -> dict[str, datetime]:
-        if positions is None:
-            return {}
+    def _positions_as_of(self, positions: Collected) -> dict[str, datetime]:
         if self._as_of[0] is not positions:  # once per evaluation, not per order
             self._as_of = (positions, positions_as_of(positions))
         return self._as_of[1]

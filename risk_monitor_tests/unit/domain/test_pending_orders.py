@@ -29,6 +29,7 @@ TTL_S = 5.0
 #: binance BTC: 10 BTC at 61,000 = 610,000 evaluated
 BTC_NOTIONAL = {"id": "btc", "kind": "max_notional",
                 "scope": {"venue": "binance", "instrument": BTC}, "warn": 800000, "breach": 1000000}
+KEY = ("binance", "main", BTC)
 REDUCING = TradingVerdict(TradingState.REDUCING, "global", "automatic", "daily_loss BREACH")
 
 
@@ -141,9 +142,9 @@ def test_with_an_id_only_fills_the_positions_include_release_it() -> None:
     ledger.add(pending_buy(4, client_order_id="desk00007"))
     # positions as of after the allowance but before any fill was seen: still pending
     assert ledger.settle({"binance": at(0.1)}, at(0.1)) == []
-    assert not ledger.fill("binance", "other", 1, at(0.15))
-    assert not ledger.fill("okx", "desk00007", 1, at(0.15))
-    assert ledger.fill("binance", "desk00007", 1, at(0.2))  # a partial fill
+    assert not ledger.fill(KEY, "other", 1, at(0.15))
+    assert not ledger.fill(("okx", "main", BTC), "desk00007", 1, at(0.15))
+    assert ledger.fill(KEY, "desk00007", 1, at(0.2))  # a partial fill
     assert ledger.settle({"binance": at(0.19)}, at(0.3)) == []  # positions older than it
     assert ledger.view()[0].shown == 0
     assert ledger.settle({"binance": at(0.2)}, at(0.3)) == []  # a tie is no proof
@@ -151,10 +152,33 @@ def test_with_an_id_only_fills_the_positions_include_release_it() -> None:
     assert ledger.settle({"binance": at(0.21)}, at(0.3)) == []
     (partly,) = ledger.view()
     assert partly.shown == 1 and partly.signed_remaining == pytest.approx(3)
-    assert ledger.fill("binance", "desk00007", 3, at(0.4))
+    assert ledger.fill(KEY, "desk00007", 3, at(0.4))
     assert ledger.settle({"binance": at(0.35)}, at(0.5)) == []
     (released,) = ledger.settle({"binance": at(0.45)}, at(0.5))
     assert released.why is Release.SHOWN and ledger.view() == ()
+
+
+def test_positions_pushed_before_the_trade_release_by_the_stream_book() -> None:
+    """A venue may push the position before the trade: the evaluation holding it is stamped
+    before the fill was seen. The position equal to the fill stream's book shows it."""
+    ledger = PendingOrders(match_fills=True)
+    ledger.add(pending_buy(2, client_order_id="desk00009"))
+    ledger.add(pending_buy(1, client_order_id="desk00010"))
+    evaluated = {KEY: 12.0}
+    ledger.fill(KEY, "desk00009", 2, at(0.3), book_position=12.0)
+    # positions as of 0.25 (before the fill was seen) already hold 12 BTC
+    (released,) = ledger.settle({"binance": at(0.25)}, at(0.4), evaluated.get)
+    assert released.order.client_order_id == "desk00009" and released.why is Release.SHOWN
+    # the other order has no fill: a position that happens to match shows nothing of it
+    assert ledger.settle({"binance": at(0.5)}, at(0.5), evaluated.get) == []
+    # a position that differs from the book after the latest fill is no proof either
+    ledger.fill(KEY, "desk00010", 1, at(0.6), book_position=13.0)
+    assert ledger.settle({"binance": at(0.55)}, at(0.7), evaluated.get) == []
+    # nor is one as of before the allowance, whatever it holds
+    late = PendingOrders(match_fills=True)
+    late.add(replace(pending_buy(1, client_order_id="x"), allowed_at=at(1)))
+    late.fill(KEY, "x", 1, at(1.2), book_position=12.0)
+    assert late.settle({"binance": at(0.9)}, at(1.3), evaluated.get) == []
 
 
 def test_an_order_never_shown_expires_after_the_ttl() -> None:
@@ -164,7 +188,7 @@ def test_an_order_never_shown_expires_after_the_ttl() -> None:
     assert ledger.settle({}, at(TTL_S - 0.01)) == []
     released = ledger.settle({}, at(TTL_S))
     assert [r.why for r in released] == [Release.EXPIRED, Release.EXPIRED]
-    assert len(ledger) == 0 and not ledger.fill("binance", "resting", 1, at(TTL_S))
+    assert len(ledger) == 0 and not ledger.fill(KEY, "resting", 1, at(TTL_S))
 
 
 def test_without_a_fill_stream_an_id_does_not_wait_for_fills() -> None:

@@ -100,3 +100,20 @@ def test_fills_matched_by_client_order_id_release_and_expiry_is_counted() -> Non
     assert live.check_order(buy(0.1, "desk00004"), after_fill + timedelta(seconds=2.0)).allowed
     assert expired._value.get() == before + 1
     assert [p.client_order_id for p in control.pending()] == ["desk00004"]
+
+
+def test_a_position_pushed_before_its_trade_is_matched_by_the_stream_book() -> None:
+    fills = FillLedger()
+    fills.opening = lambda _key: (10.0, 61_000.0)  # the first REST read: 10 BTC
+    live, control = service(fills=fills)
+    assert live.check_order(buy(6, "desk00001"), NOW).allowed
+    # the evaluation already holds the 16 BTC, stamped before the trade message was handled
+    pushed = NOW + timedelta(seconds=0.2)
+    shown = desk().positions.frame.copy()
+    shown.loc[(shown["venue"] == "binance") & (shown["instrument"] == BTC), "quantity"] = 16
+    live.evaluate(with_positions_as_of(RiskSnapshot(**{
+        **desk().__dict__, "positions": Collected(shown, desk().positions.sources)}), pushed))
+    fills.add(Fill("binance", "main", BTC, "t1", "buy", 6, 61_000, client_order_id="desk00001"),
+              pushed + timedelta(seconds=0.01))
+    assert live.check_order(buy(0.1, "desk00002"), pushed + timedelta(seconds=0.1)).allowed
+    assert [p.client_order_id for p in control.pending()] == ["desk00002"]
