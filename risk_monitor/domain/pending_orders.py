@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from risk_monitor.domain.model import Collected, SourceKind
+from risk_monitor.domain.model import Collected
+from risk_monitor.domain.reconciliation import as_of_by_venue
 
 if TYPE_CHECKING:
     from risk_monitor.domain.orders import OrderCheck, OrderRequest
@@ -189,18 +190,7 @@ class PendingOrders:
 def positions_as_of(positions: Collected) -> dict[str, datetime]:
     """Per venue, the time the evaluated positions are as of: the oldest successful exchange
     read of that venue (a venue with a failed read has none: nothing of it is released)."""
-    out: dict[str, datetime] = {}
-    failed: set[str] = set()
-    for source in positions.sources:
-        if source.kind is not SourceKind.EXCHANGE or source.dataset not in (None, "positions") \
-                or source.instrument or source.asset:
-            continue
-        if not source.ok:
-            failed.add(source.venue)
-            continue
-        current = out.get(source.venue)
-        out[source.venue] = source.as_of if current is None else min(current, source.as_of)
-    return {venue: at for venue, at in out.items() if venue not in failed}
+    return as_of_by_venue(positions.sources, "positions")
 
 
 def same_leg_ahead(pending: Iterable[PendingOrder], leg: Leg, signed_qty: float) -> float:

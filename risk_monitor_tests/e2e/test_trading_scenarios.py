@@ -40,8 +40,7 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
     session = TradingSession(name, tmp_path / name, database_url=database_url,
                              redis_url=redis_url, redis_prefix=redis_prefix,
                              printer=print,  # the timeline shows when a test fails
-                             catch_up_s=scaled(CATCH_UP_S),
-                             trading={"reconciliation_for_s": scaled(RECONCILIATION_FOR_S)})
+                             catch_up_s=scaled(CATCH_UP_S))
     async with session as rig:
         expectations = await SCRIPTS[name](rig)
         if name == "active_trading":
@@ -57,11 +56,6 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
 
 #: the monitor shows a fill within this (private streams; the REST fallback polls every 0.5 s)
 CATCH_UP_S = 2.0
-#: the production default of ``trading.reconciliation_for_s`` (a fill in flight is no break),
-#: stretched like the other deadlines on an oversubscribed machine: under CI's contention run
-#: the monitor was seen 8 s behind a desk sending an order every 0.4 s, and the reconciliation
-#: (sampled every 5 s) paged that lag as a break (docs/trading.md, "Known limits")
-RECONCILIATION_FOR_S = 10.0
 
 
 async def wait_for_delivery(rig: TradingRig, expected: list[ExpectedAlert],
@@ -85,11 +79,13 @@ async def wait_for_delivery(rig: TradingRig, expected: list[ExpectedAlert],
 async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
                          ) -> dict[str, Any]:
     """The service's three-book reconciliation finds the fill the desk did not book (the
-    scenario injects one on ``venue``): the desk's published book and the venue disagree."""
+    scenario injects one on ``venue``): the desk's published book and the venue disagree, as
+    of the same time (a PENDING "desk ahead" row is no break)."""
     async def position_break() -> dict[str, Any] | None:
         breaks = (await rig.trading_dashboard())["reconciliation"].get("breaks", [])
         return next((dict(row) for row in breaks
-                     if row.get("venue") == venue and row.get("kind") == "position"), None)
+                     if row.get("venue") == venue and row.get("kind") == "position"
+                     and row.get("status") == "BREAK"), None)
 
     found: dict[str, Any] = await async_wait_until(
         position_break, timeout=timeout_s, interval=0.5,
