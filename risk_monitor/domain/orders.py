@@ -32,7 +32,7 @@ from risk_monitor.domain.limits import (
     result_of,
 )
 from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind
-from risk_monitor.domain.pending_orders import Leg, PendingOrder, same_leg_ahead
+from risk_monitor.domain.pending_orders import Leg, LegExposure, PendingExposure, PendingOrder
 from risk_monitor.domain.pnl import PortfolioPnl, project_portfolio
 from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope
 from risk_monitor.domain.trading_state import (
@@ -113,7 +113,7 @@ def _prepared(source: RiskSnapshot | RiskReport | PreparedInputs,
 def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: LimitConfig,
                 order: OrderRequest, now: datetime,
                 trading: TradingVerdict = ACTIVE_VERDICT,
-                pending: Sequence[PendingOrder] = ()) -> OrderCheck:
+                pending: PendingExposure | Sequence[PendingOrder] = ()) -> OrderCheck:
     """Project the limits an order touches and allow or deny it.
 
     Pass the RiskReport of the latest evaluation (or its ``state``) to reuse its work; a bare
@@ -140,7 +140,9 @@ def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: Li
 
     signed_qty = order.quantity if side is OrderSide.BUY else -order.quantity
     leg: Leg = (order.venue, order.account, order.instrument, order.position_side)
-    ahead = same_leg_ahead(pending, leg, signed_qty) if pending else 0.0
+    if not isinstance(pending, PendingExposure):
+        pending = PendingExposure.of(pending)
+    ahead = pending.ahead(leg, signed_qty) if pending else 0.0
     delta, leg_problem = _delta(legs, order, signed_qty, mark, rate, ahead)
     if leg_problem:
         return OrderCheck(False, [f"DENY {leg_problem}"], [],
@@ -156,7 +158,7 @@ def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: Li
     elapsed_s = max(0.0, (ns_of(now) - state.freshness.now_ns) / 1e9)
     portfolio_after = project_portfolio(state.portfolio, delta.equity_usd)
     version = config.version  # a pydantic private attribute: slow to read per limit
-    elsewhere = [p for p in pending if p.leg != leg and p.gross_usd > 0] if pending else []
+    elsewhere = pending.elsewhere(leg) if pending else []
     for definition in config.limits:
         scope = _order_scope(definition, order.venue, order.account, order.instrument, base)
         if scope is None:
@@ -201,14 +203,14 @@ def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: Li
 
 
 def _with_pending(delta: _Delta, definition: LimitDefinition, scope: Scope, *,
-                  others: Sequence[PendingOrder]) -> _Delta:
+                  others: Sequence[tuple[Leg, LegExposure]]) -> _Delta:
     """The order's delta plus the exposure pending on other legs of the same scope."""
     gross = net = 0.0
-    for p in others:
-        theirs = _order_scope(definition, p.venue, p.account, p.instrument, p.base)
+    for (venue, account, instrument, _), exposure in others:
+        theirs = _order_scope(definition, venue, account, instrument, exposure.base)
         if theirs is not None and theirs.key == scope.key:
-            gross += p.gross_usd * p.remaining
-            net += p.net_usd * p.remaining
+            gross += exposure.gross_usd
+            net += exposure.net_usd
     if gross == 0.0 and net == 0.0:
         return delta
     return replace(delta, gross_usd=delta.gross_usd + gross, net_usd=delta.net_usd + net)

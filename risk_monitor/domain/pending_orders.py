@@ -100,6 +100,68 @@ class Released:
     why: Release
 
 
+@dataclass(frozen=True)
+class LegExposure:
+    """What is pending on one leg: base units to buy and to sell (both >= 0), and the USD
+    gross and net the orders that added exposure add (weighted by what is not shown yet)."""
+
+    base: str
+    buy: float = 0.0
+    sell: float = 0.0
+    gross_usd: float = 0.0
+    net_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class PendingExposure:
+    """The pending orders summed per leg, as ``check_order`` reads them (O(legs), not
+    O(orders), per check)."""
+
+    legs: Mapping[Leg, LegExposure] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, orders: Iterable[PendingOrder]) -> PendingExposure:
+        sums: dict[Leg, list[float]] = {}
+        bases: dict[Leg, str] = {}
+        for order in orders:
+            _accumulate(sums, bases, order, 1.0)
+        return cls._from(sums, bases)
+
+    @classmethod
+    def _from(cls, sums: Mapping[Leg, list[float]], bases: Mapping[Leg, str]
+              ) -> PendingExposure:
+        return cls({leg: LegExposure(bases[leg], *values) for leg, values in sums.items()
+                    if any(abs(v) > _EPS for v in values)})
+
+    def __bool__(self) -> bool:
+        return bool(self.legs)
+
+    def ahead(self, leg: Leg, signed_qty: float) -> float:
+        """Signed base units pending on ``leg`` in the order's direction (they fill first)."""
+        found = self.legs.get(leg)
+        if found is None:
+            return 0.0
+        return found.buy if signed_qty > 0 else -found.sell
+
+    def elsewhere(self, leg: Leg) -> list[tuple[Leg, LegExposure]]:
+        """The other legs where pending orders add exposure."""
+        return [(other, e) for other, e in self.legs.items() if other != leg and e.gross_usd > 0]
+
+
+def _accumulate(sums: dict[Leg, list[float]], bases: dict[Leg, str], order: PendingOrder,
+                sign: float) -> None:
+    values = sums.setdefault(order.leg, [0.0, 0.0, 0.0, 0.0])
+    bases[order.leg] = order.base
+    left = order.signed_remaining * sign
+    if order.signed_quantity > 0:
+        values[0] += left
+    else:
+        values[1] -= left
+    if order.gross_usd > 0:
+        values[2] += order.gross_usd * order.remaining * sign
+        values[3] += order.net_usd * order.remaining * sign
+
+
 @dataclass
 class _Entry:
     order: PendingOrder
@@ -108,16 +170,26 @@ class _Entry:
 
 
 class PendingOrders:
-    """The ledger of pending orders of one service (see the module's docstring)."""
+    """The ledger of pending orders of one service (see the module's docstring).
+
+    A check costs O(legs): the whole ledger is looked at again only when there is something
+    new to look at (another evaluation's positions, a matched fill); in between only the
+    oldest orders are checked for expiry.
+    """
 
     def __init__(self, *, match_fills: bool) -> None:
         #: True when the caller feeds ``fill`` (a followed fill stream): orders with a client
         #: order id are then released by their fills, not by the positions' time alone
         self.match_fills = match_fills
-        self._entries: list[_Entry] = []
+        self._entries: list[_Entry] = []  # in the order they were allowed
         self._by_client_id: dict[tuple[str, str], _Entry] = {}
         #: the fill stream's position per instrument after the latest fill seen
         self._books: dict[Key, float] = {}
+        self._sums: dict[Leg, list[float]] = {}
+        self._bases: dict[Leg, str] = {}
+        self._exposure: PendingExposure | None = None
+        self._settled_on: object = None  # the positions_as_of of the last full pass
+        self._news = False  # a fill matched since the last full pass
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -127,6 +199,8 @@ class PendingOrders:
         self._entries.append(entry)
         if entry.by_id:
             self._by_client_id[(order.venue, order.client_order_id)] = entry
+        _accumulate(self._sums, self._bases, order, 1.0)
+        self._exposure = None
 
     def fill(self, key: Key, client_order_id: str, quantity: float, seen_at: datetime,
              book_position: float | None = None) -> bool:
@@ -134,19 +208,26 @@ class PendingOrders:
         instrument after it. False when it is no pending order's."""
         if book_position is not None:
             self._books[key] = book_position
+            self._news = True  # a position that matches the book may show older fills
         entry = self._by_client_id.get((key[0], client_order_id)) if client_order_id else None
         if entry is None:
             return False
         entry.fills.append((abs(quantity), seen_at))
+        self._news = True
         return True
 
     def settle(self, positions_as_of: Mapping[str, datetime], now: datetime,
                position_of: Callable[[Key], float | None] = lambda _key: None
                ) -> list[Released]:
         """Release what the evaluated positions (``venue -> as of``; ``position_of``: the
-        evaluated position of an instrument) show, and what expired."""
+        evaluated position of an instrument) show, and what expired. Pass the same mapping
+        object while the evaluation is the same: then only expiry is looked at."""
+        if positions_as_of is self._settled_on and not self._news:
+            return self._expire(now)
+        self._settled_on, self._news = positions_as_of, False
         kept: list[_Entry] = []
         released: list[Released] = []
+        changed = False
         for entry in self._entries:
             order = entry.order
             as_of = positions_as_of.get(order.venue)
@@ -157,9 +238,10 @@ class PendingOrders:
                 else:
                     shown = sum(q for q, seen in entry.fills
                                 if as_of is not None and seen < as_of)
+                shown = min(shown, abs(order.signed_quantity))
                 if shown != order.shown:
-                    entry.order = order = replace(order, shown=min(shown,
-                                                                   abs(order.signed_quantity)))
+                    entry.order = order = replace(order, shown=shown)
+                    changed = True
                 done = order.remaining <= _EPS
             else:
                 done = as_of is not None and as_of > order.allowed_at
@@ -169,11 +251,31 @@ class PendingOrders:
                 released.append(Released(order, Release.EXPIRED))
             else:
                 kept.append(entry)
-        if released:
+        if released or changed:
             self._entries = kept
-            self._by_client_id = {key: e for key, e in self._by_client_id.items()
-                                  if any(e is k for k in kept)}
+            self._rebuild()
         return released
+
+    def _expire(self, now: datetime) -> list[Released]:
+        """Expiry only: orders were allowed in time order, so the oldest expire first."""
+        count = 0
+        for entry in self._entries:
+            if now < entry.order.expires_at:
+                break
+            count += 1
+        if not count:
+            return []
+        gone, self._entries = self._entries[:count], self._entries[count:]
+        self._rebuild()
+        return [Released(e.order, Release.EXPIRED) for e in gone]
+
+    def _rebuild(self) -> None:
+        self._by_client_id = {(e.order.venue, e.order.client_order_id): e
+                              for e in self._entries if e.by_id}
+        self._sums, self._bases = {}, {}
+        for entry in self._entries:
+            _accumulate(self._sums, self._bases, entry.order, 1.0)
+        self._exposure = None
 
     def _caught_up(self, key: Key, position_of: Callable[[Key], float | None]) -> bool:
         """The evaluated position of ``key`` is the stream's after its latest fill."""
@@ -182,8 +284,14 @@ class PendingOrders:
         return evaluated is not None and book is not None and \
             abs(evaluated - book) <= 1e-9 * max(1.0, abs(book))
 
+    def exposure(self) -> PendingExposure:
+        """What ``check_order`` adds to the evaluated positions (cached until a change)."""
+        if self._exposure is None:
+            self._exposure = PendingExposure._from(self._sums, self._bases)
+        return self._exposure
+
     def view(self) -> tuple[PendingOrder, ...]:
-        """The pending orders as ``check_order`` takes them."""
+        """The pending orders, oldest first."""
         return tuple(e.order for e in self._entries)
 
 
@@ -191,9 +299,3 @@ def positions_as_of(positions: Collected) -> dict[str, datetime]:
     """Per venue, the time the evaluated positions are as of: the oldest successful exchange
     read of that venue (a venue with a failed read has none: nothing of it is released)."""
     return as_of_by_venue(positions.sources, "positions")
-
-
-def same_leg_ahead(pending: Iterable[PendingOrder], leg: Leg, signed_qty: float) -> float:
-    """Base units pending on ``leg`` in the order's direction (those that make it worse)."""
-    return sum(p.signed_remaining for p in pending
-               if p.leg == leg and p.signed_quantity * signed_qty > 0)

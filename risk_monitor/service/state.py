@@ -30,7 +30,7 @@ from risk_monitor.domain.figures import finite
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, Notification, SourceKind, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
-from risk_monitor.domain.pending_orders import PendingOrder
+from risk_monitor.domain.pending_orders import PendingExposure
 from risk_monitor.domain.trading_state import (
     ACTIVE_VERDICT,
     ReasonCode,
@@ -72,7 +72,7 @@ class TradingGate(Protocol):
                 sources: Sequence[SourceStatus] | None = None) -> TradingVerdict: ...
 
     def judge(self, order: OrderRequest, now: datetime, report: RiskReport,
-              decide: Callable[[Sequence[PendingOrder]], OrderCheck]) -> OrderCheck:
+              decide: Callable[[PendingExposure], OrderCheck]) -> OrderCheck:
         """``decide`` with the orders allowed earlier that ``report``'s positions do not show
         yet, booking the order if it is allowed (atomically)."""
         ...

@@ -37,6 +37,7 @@ from risk_monitor.domain.model import Collected, LimitResult, LimitStatus, Sourc
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, evaluated_position
 from risk_monitor.domain.pending_orders import (
     Key,
+    PendingExposure,
     PendingOrder,
     PendingOrders,
     Release,
@@ -177,7 +178,7 @@ class TradingControl:
                                position)
 
     def judge(self, order: OrderRequest, now: datetime, report: RiskReport,
-              decide: Callable[[Sequence[PendingOrder]], OrderCheck]) -> OrderCheck:
+              decide: Callable[[PendingExposure], OrderCheck]) -> OrderCheck:
         """Settle the pending orders against ``report``'s positions (the evaluation the order
         is judged on), ``decide`` with those still pending, book the order if allowed."""
         def position_of(key: Key) -> float:
@@ -186,7 +187,7 @@ class TradingControl:
         with self._pending_lock:
             released = self._pending.settle(self._positions_as_of(report.snapshot.positions),
                                             now, position_of)
-            check = decide(self._pending.view())
+            check = decide(self._pending.exposure())
             if check.allowed:
                 self._pending.add(pending_of(order, check, now,
                                              self.settings.pending_order_ttl_s))

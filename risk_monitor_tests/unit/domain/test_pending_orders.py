@@ -207,3 +207,22 @@ def test_positions_as_of_is_the_oldest_good_read_and_none_for_a_failed_venue() -
         source(SourceKind.MARKET, "bybit", "", as_of=at(3)),
     ))
     assert positions_as_of(positions) == {"binance": at(1)}
+
+
+def test_between_evaluations_only_expiry_is_looked_at_and_sums_follow() -> None:
+    ledger = PendingOrders(match_fills=True)
+    same = {"binance": at(-1)}  # one evaluation's positions, older than every allowance
+    for n in range(3):
+        ledger.add(replace(pending_buy(1, client_order_id=f"o{n}"),
+                           expires_at=at(TTL_S + n)))
+        assert ledger.settle(same, at(0.1 * n)) == []
+    leg = ("binance", "main", BTC, None)
+    assert ledger.exposure().ahead(leg, 1.0) == 3 and ledger.exposure().ahead(leg, -1.0) == 0
+    assert ledger.exposure().legs[leg].gross_usd == pytest.approx(3 * 61_000)
+    (gone,) = ledger.settle(same, at(TTL_S + 0.5))
+    assert gone.why is Release.EXPIRED and gone.order.client_order_id == "o0"
+    assert ledger.exposure().ahead(leg, 1.0) == 2
+    # a matched fill is news: the next settle looks at everything again
+    ledger.fill(KEY, "o1", 1, at(0.5), book_position=11.0)
+    (shown,) = ledger.settle(same | {"binance": at(1)}, at(TTL_S + 0.6))
+    assert shown.order.client_order_id == "o1" and ledger.exposure().ahead(leg, 1.0) == 1
