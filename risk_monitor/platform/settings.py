@@ -459,7 +459,7 @@ class TradingSettings(_Section):
         default=5.0, gt=0, description="an allowed order counts as pending exposure in "
         "CheckOrder until the evaluated positions show it (its fills matched by client order "
         "id on the private streams, else positions as of after the allowance), at most this "
-        "long: then it is released, logged (pending_order_expired) and counted")
+        "long: then it is released, logged (pending_orders_expired) and counted")
     desk_book_key: str = Field(
         default="rm:desk:book", description="Redis HASH where the trading client publishes "
         "the desk's expected book (adapters/redis_desk_book.py)")

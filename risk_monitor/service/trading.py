@@ -41,6 +41,7 @@ from risk_monitor.domain.pending_orders import (
     PendingOrder,
     PendingOrders,
     Release,
+    Released,
     pending_of,
     positions_as_of,
 )
@@ -193,16 +194,23 @@ class TradingControl:
                                              self.settings.pending_order_ttl_s))
             count = len(self._pending)
         PENDING_ORDERS.set(count)
+        if released:
+            self._released(released)
+        return check
+
+    @staticmethod
+    def _released(released: Sequence[Released]) -> None:
+        """Count releases; log the expired ones (one line per batch: a desk that checks
+        orders it never sends would otherwise log one line per order)."""
+        expired = [r.order for r in released if r.why is Release.EXPIRED]
         for done in released:
             PENDING_RELEASED.labels(venue=done.order.venue, why=done.why.value).inc()
-            if done.why is Release.EXPIRED:
-                log.warning("pending_order_expired", venue=done.order.venue,
-                            instrument=done.order.instrument,
-                            client_order_id=done.order.client_order_id,
-                            quantity=done.order.signed_quantity,
-                            unshown=done.order.signed_remaining,
-                            allowed_at=done.order.allowed_at.isoformat())
-        return check
+        if expired:
+            first = expired[0]
+            log.warning("pending_orders_expired", count=len(expired),
+                        orders=[(o.venue, o.instrument, o.client_order_id, o.signed_remaining)
+                                for o in expired[:5]],
+                        oldest_allowed_at=first.allowed_at.isoformat())
 
     def _positions_as_of(self, positions: Collected) -> dict[str, datetime]:
         if self._as_of[0] is not positions:  # once per evaluation, not per order
