@@ -133,6 +133,11 @@ class TradingDashboard:
             "as_of": now.isoformat(),
             "states": [verdict_as_dict(s, v) for s, v in self.control.states().items()],
             "orders": [c.as_dict() for c in self.control.recent_checks(50)],
+            "pending_orders": [{"venue": p.venue, "instrument": p.instrument,
+                                "client_order_id": p.client_order_id,
+                                "quantity": p.signed_quantity, "unshown": p.signed_remaining,
+                                "allowed_at": p.allowed_at.isoformat()}
+                               for p in self.control.pending()[-50:]],
             **fills_document(self.control, 50),
             "positions": _positions(positions),
             "history": history,
