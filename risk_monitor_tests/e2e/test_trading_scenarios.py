@@ -40,7 +40,7 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
     session = TradingSession(name, tmp_path / name, database_url=database_url,
                              redis_url=redis_url, redis_prefix=redis_prefix,
                              printer=print,  # the timeline shows when a test fails
-                             catch_up_s=scaled(CATCH_UP_S))
+                             catch_up_s=scaled(CATCH_UP_S), ready_timeout_s=scaled(120.0))
     async with session as rig:
         expectations = await SCRIPTS[name](rig)
         if name == "active_trading":

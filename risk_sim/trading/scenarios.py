@@ -85,8 +85,10 @@ async def until(check: Callable[[], Awaitable[OrderOutcome]], *, timeout_s: floa
 
 async def service_sees(rig: TradingRig, limit_id: str, value: float, *, tolerance: float = 0.05,
                        timeout_s: float = 15.0) -> bool:
-    """Wait until the service's figure for ``limit_id`` is within ``tolerance`` of ``value``."""
-    deadline = time.monotonic() + timeout_s
+    """Wait until the service's figure for ``limit_id`` is within ``tolerance`` of ``value``
+    (at least ``timeout_s``; longer when the rig allows a slower catch-up, e.g. a test on an
+    oversubscribed machine stretching its deadlines)."""
+    deadline = time.monotonic() + max(timeout_s, 7.5 * rig.catch_up_s)
     while time.monotonic() < deadline:
         entry = await rig.limit(limit_id)
         if entry is not None and entry.HasField("value") and \
