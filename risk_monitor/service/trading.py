@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -87,6 +89,9 @@ PENDING_ORDERS = Gauge(
     "Allowed orders whose fills the evaluated positions do not show yet (counted as exposure).",
 )
 
+#: expired pending orders are logged at most this often (with their count since the last line)
+EXPIRED_LOG_EVERY_S = 1.0
+
 Inputs = Callable[[], tuple[Sequence[LimitResult], Sequence[SourceStatus]]]
 
 
@@ -144,6 +149,8 @@ class TradingControl:
         self._pending = PendingOrders(match_fills=False)
         self._pending_lock = threading.Lock()
         self._as_of: tuple[object, dict[str, datetime]] = (None, {})
+        self._expired_unlogged = 0
+        self._expired_logged_at = -math.inf
         #: called after every refresh with the time (the dashboard samples its charts)
         self.on_refresh: list[Callable[[datetime], None]] = []
 
@@ -198,19 +205,24 @@ class TradingControl:
             self._released(released)
         return check
 
-    @staticmethod
-    def _released(released: Sequence[Released]) -> None:
-        """Count releases; log the expired ones (one line per batch: a desk that checks
-        orders it never sends would otherwise log one line per order)."""
+    def _released(self, released: Sequence[Released]) -> None:
+        """Count releases; log the expired ones at most once a second with how many (a desk
+        that checks orders it never sends must not cost a log line per order)."""
         expired = [r.order for r in released if r.why is Release.EXPIRED]
         for done in released:
             PENDING_RELEASED.labels(venue=done.order.venue, why=done.why.value).inc()
-        if expired:
-            first = expired[0]
-            log.warning("pending_orders_expired", count=len(expired),
-                        orders=[(o.venue, o.instrument, o.client_order_id, o.signed_remaining)
-                                for o in expired[:5]],
-                        oldest_allowed_at=first.allowed_at.isoformat())
+        if not expired:
+            return
+        with self._pending_lock:
+            self._expired_unlogged += len(expired)
+            if time.monotonic() - self._expired_logged_at < EXPIRED_LOG_EVERY_S:
+                return
+            count, self._expired_unlogged = self._expired_unlogged, 0
+            self._expired_logged_at = time.monotonic()
+        log.warning("pending_orders_expired", count=count,
+                    latest=[(o.venue, o.instrument, o.client_order_id, o.signed_remaining)
+                            for o in expired[:5]],
+                    ttl_s=self.settings.pending_order_ttl_s)
 
     def _positions_as_of(self, positions: Collected) -> dict[str, datetime]:
         if self._as_of[0] is not positions:  # once per evaluation, not per order
