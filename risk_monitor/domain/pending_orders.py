@@ -22,6 +22,7 @@ Pure: the caller passes the time. A ledger is not thread-safe: the service locks
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -162,45 +163,49 @@ def _accumulate(sums: dict[Leg, list[float]], bases: dict[Leg, str], order: Pend
         values[3] += order.net_usd * order.remaining * sign
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     order: PendingOrder
     by_id: bool
     fills: list[tuple[float, datetime]] = field(default_factory=list)  # (base qty, seen at)
+    alive: bool = True
 
 
 class PendingOrders:
     """The ledger of pending orders of one service (see the module's docstring).
 
-    A check costs O(legs): the whole ledger is looked at again only when there is something
-    new to look at (another evaluation's positions, a matched fill); in between only the
-    oldest orders are checked for expiry.
+    A check costs O(legs) plus what it releases: the sums per leg are kept up to date as
+    orders come and go; orders were allowed in time order, so expiry and the positions' time
+    release from the front of a queue; only orders with matched fills are looked at one by one.
     """
 
     def __init__(self, *, match_fills: bool) -> None:
         #: True when the caller feeds ``fill`` (a followed fill stream): orders with a client
         #: order id are then released by their fills, not by the positions' time alone
         self.match_fills = match_fills
-        self._entries: list[_Entry] = []  # in the order they were allowed
+        self._queue: deque[_Entry] = deque()  # every live order, oldest first (expiry)
+        self._timed: dict[str, deque[_Entry]] = {}  # per venue: orders released by time
+        self._filled: list[_Entry] = []  # orders with matched fills, not released yet
         self._by_client_id: dict[tuple[str, str], _Entry] = {}
+        self._count = 0
         #: the fill stream's position per instrument after the latest fill seen
         self._books: dict[Key, float] = {}
         self._sums: dict[Leg, list[float]] = {}
         self._bases: dict[Leg, str] = {}
         self._exposure: PendingExposure | None = None
-        self._settled_on: object = None  # the positions_as_of of the last full pass
-        self._news = False  # a fill matched since the last full pass
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
     def add(self, order: PendingOrder) -> None:
         entry = _Entry(order, by_id=self.match_fills and bool(order.client_order_id))
-        self._entries.append(entry)
+        self._queue.append(entry)
         if entry.by_id:
             self._by_client_id[(order.venue, order.client_order_id)] = entry
-        _accumulate(self._sums, self._bases, order, 1.0)
-        self._exposure = None
+        else:
+            self._timed.setdefault(order.venue, deque()).append(entry)
+        self._count += 1
+        self._account(order, 1.0)
 
     def fill(self, key: Key, client_order_id: str, quantity: float, seen_at: datetime,
              book_position: float | None = None) -> bool:
@@ -208,73 +213,71 @@ class PendingOrders:
         instrument after it. False when it is no pending order's."""
         if book_position is not None:
             self._books[key] = book_position
-            self._news = True  # a position that matches the book may show older fills
         entry = self._by_client_id.get((key[0], client_order_id)) if client_order_id else None
         if entry is None:
             return False
+        if not entry.fills:
+            self._filled.append(entry)
         entry.fills.append((abs(quantity), seen_at))
-        self._news = True
         return True
 
     def settle(self, positions_as_of: Mapping[str, datetime], now: datetime,
                position_of: Callable[[Key], float | None] = lambda _key: None
                ) -> list[Released]:
         """Release what the evaluated positions (``venue -> as of``; ``position_of``: the
-        evaluated position of an instrument) show, and what expired. Pass the same mapping
-        object while the evaluation is the same: then only expiry is looked at."""
-        if positions_as_of is self._settled_on and not self._news:
-            return self._expire(now)
-        self._settled_on, self._news = positions_as_of, False
-        kept: list[_Entry] = []
+        evaluated position of an instrument) show, and what expired."""
         released: list[Released] = []
-        changed = False
-        for entry in self._entries:
-            order = entry.order
-            as_of = positions_as_of.get(order.venue)
-            if entry.by_id:
-                if entry.fills and as_of is not None and as_of > order.allowed_at \
-                        and self._caught_up(order.key, position_of):
-                    shown = sum(q for q, _ in entry.fills)
-                else:
-                    shown = sum(q for q, seen in entry.fills
-                                if as_of is not None and seen < as_of)
-                shown = min(shown, abs(order.signed_quantity))
-                if shown != order.shown:
-                    entry.order = order = replace(order, shown=shown)
-                    changed = True
-                done = order.remaining <= _EPS
-            else:
-                done = as_of is not None and as_of > order.allowed_at
-            if done:
-                released.append(Released(order, Release.SHOWN))
-            elif now >= order.expires_at:
-                released.append(Released(order, Release.EXPIRED))
-            else:
-                kept.append(entry)
-        if released or changed:
-            self._entries = kept
-            self._rebuild()
+        for venue, timed in self._timed.items():
+            as_of = positions_as_of.get(venue)
+            while timed and (not timed[0].alive or (
+                    as_of is not None and as_of > timed[0].order.allowed_at)):
+                entry = timed.popleft()
+                if entry.alive:
+                    released.append(self._drop(entry, Release.SHOWN))
+        if self._filled:
+            self._filled = [e for e in self._filled
+                            if e.alive and not self._shown(e, positions_as_of, position_of,
+                                                           released)]
+        while self._queue and (not self._queue[0].alive
+                               or now >= self._queue[0].order.expires_at):
+            entry = self._queue.popleft()
+            if entry.alive:
+                released.append(self._drop(entry, Release.EXPIRED))
         return released
 
-    def _expire(self, now: datetime) -> list[Released]:
-        """Expiry only: orders were allowed in time order, so the oldest expire first."""
-        count = 0
-        for entry in self._entries:
-            if now < entry.order.expires_at:
-                break
-            count += 1
-        if not count:
-            return []
-        gone, self._entries = self._entries[:count], self._entries[count:]
-        self._rebuild()
-        return [Released(e.order, Release.EXPIRED) for e in gone]
+    def _shown(self, entry: _Entry, positions_as_of: Mapping[str, datetime],
+               position_of: Callable[[Key], float | None], released: list[Released]) -> bool:
+        """Update what the positions show of an order with fills; True once released."""
+        order = entry.order
+        as_of = positions_as_of.get(order.venue)
+        if as_of is not None and as_of > order.allowed_at \
+                and self._caught_up(order.key, position_of):
+            shown = sum(q for q, _ in entry.fills)
+        else:
+            shown = sum(q for q, seen in entry.fills if as_of is not None and seen < as_of)
+        shown = min(shown, abs(order.signed_quantity))
+        if shown != order.shown:
+            self._account(order, -1.0)
+            entry.order = order = replace(order, shown=shown)
+            self._account(order, 1.0)
+        if order.remaining > _EPS:
+            return False
+        released.append(self._drop(entry, Release.SHOWN))
+        return True
 
-    def _rebuild(self) -> None:
-        self._by_client_id = {(e.order.venue, e.order.client_order_id): e
-                              for e in self._entries if e.by_id}
-        self._sums, self._bases = {}, {}
-        for entry in self._entries:
-            _accumulate(self._sums, self._bases, entry.order, 1.0)
+    def _drop(self, entry: _Entry, why: Release) -> Released:
+        entry.alive = False
+        self._count -= 1
+        if entry.by_id:
+            self._by_client_id.pop((entry.order.venue, entry.order.client_order_id), None)
+        self._account(entry.order, -1.0)
+        return Released(entry.order, why)
+
+    def _account(self, order: PendingOrder, sign: float) -> None:
+        if self._count == 0:  # empty: start the sums afresh (no float drift left behind)
+            self._sums, self._bases = {}, {}
+        else:
+            _accumulate(self._sums, self._bases, order, sign)
         self._exposure = None
 
     def _caught_up(self, key: Key, position_of: Callable[[Key], float | None]) -> bool:
@@ -292,7 +295,7 @@ class PendingOrders:
 
     def view(self) -> tuple[PendingOrder, ...]:
         """The pending orders, oldest first."""
-        return tuple(e.order for e in self._entries)
+        return tuple(e.order for e in self._queue if e.alive)
 
 
 def positions_as_of(positions: Collected) -> dict[str, datetime]:
