@@ -62,7 +62,7 @@ def map_trade(trade: Mapping[str, Any], *, venue: str, account: str,
         fee=fee_cost, fee_currency=str(fee.get("currency") or ""),
         timestamp=_when(trade.get("timestamp")), order_id=str(trade.get("order") or ""),
         client_order_id=str(trade.get("clientOrderId") or info.get("clientOrderId")
-                            or info.get("clOrdId") or ""),
+                            or info.get("clOrdId") or info.get("c") or ""),
         reported_realised=reported)
 
 

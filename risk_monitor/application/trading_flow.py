@@ -23,8 +23,10 @@ from risk_monitor.domain.realised import (
 from risk_monitor.domain.reconciliation import (
     Break,
     BreakStatus,
+    DeskBook,
     ItemKey,
     Tolerance,
+    as_of_by_venue,
     break_results,
     reconcile,
     reported_books,
@@ -47,11 +49,16 @@ class Reconciliation:
     def unknown(self) -> list[Break]:
         return [b for b in self.breaks if b.status is BreakStatus.UNKNOWN]
 
+    @property
+    def pending(self) -> list[Break]:
+        return [b for b in self.breaks if b.status is BreakStatus.PENDING]
 
-def reconcile_books(settings: Settings, desk: Mapping[ItemKey, float] | None,
+
+def reconcile_books(settings: Settings, desk: Mapping[ItemKey, float] | DeskBook | None,
                     positions: Collected, exchange_balances: Collected,
                     custody: Collected) -> Reconciliation:
-    """Compare the three books (no desk book published: nothing to compare, said so)."""
+    """Compare the three books as of the same time (no desk book published: nothing to
+    compare, said so). Each venue's report is as of its oldest successful read."""
     if desk is None:
         return Reconciliation([], desk_published=False)
     exchange, custodian = reported_books(
@@ -64,8 +71,21 @@ def reconcile_books(settings: Settings, desk: Mapping[ItemKey, float] | None,
         desk, exchange, custodian, exchange_venues=[v.id for v in settings.venues],
         custodian_venues=[c.id for c in settings.custodians]
         + [s.venue for s in custody.sources if s.kind is SourceKind.CUSTODIAN],
-        blind=blind, default=tolerance)
+        blind=blind, default=tolerance, reported_as_of=reported_as_of(
+            positions, exchange_balances, custody))
     return Reconciliation(breaks, desk_published=True)
+
+
+def reported_as_of(positions: Collected, exchange_balances: Collected,
+                   custody: Collected) -> dict[tuple[str, str], datetime]:
+    """(venue, kind) -> the time the venue's positions or balances report is as of."""
+    out: dict[tuple[str, str], datetime] = {
+        (venue, "position"): at for venue, at in as_of_by_venue(positions.sources,
+                                                                "positions").items()}
+    balances = {**as_of_by_venue(exchange_balances.sources, "balances"),
+                **as_of_by_venue(custody.sources, "balances", (SourceKind.CUSTODIAN,))}
+    out.update({(venue, "balance"): at for venue, at in balances.items()})
+    return out
 
 
 def raise_reconciliation_alerts(storage: RiskStore, settings: Settings, outcome: Reconciliation,

@@ -4,12 +4,15 @@ The order is applied to the evaluated state as a delta — never by re-running t
 evaluation — so a check costs microseconds for cached scopes: the order only moves the
 derivative gross/net of the scopes that contain it and the equity by (mark - price) * dq.
 Fail closed: any projected UNKNOWN (stale or missing data, unknown venue, no price) denies.
+Orders allowed earlier whose fills the evaluated positions do not show yet (``pending``,
+``domain/pending_orders.py``) count as exposure on top of the evaluated positions.
 Netting rules are in docs/risk-math.md ("Pre-trade check").
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -29,6 +32,7 @@ from risk_monitor.domain.limits import (
     result_of,
 )
 from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind
+from risk_monitor.domain.pending_orders import Leg, LegExposure, PendingExposure, PendingOrder
 from risk_monitor.domain.pnl import PortfolioPnl, project_portfolio
 from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope
 from risk_monitor.domain.trading_state import (
@@ -57,6 +61,7 @@ class OrderRequest:
     quantity: float
     price: float | None = None
     position_side: str | None = None  # hedge mode: "long" | "short"; None = one-way netting
+    client_order_id: str = ""  # the id the desk sends the venue: matches its fills later
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,11 @@ class OrderCheck:
     codes: tuple[str, ...] = ()
     trading_state: TradingState = TradingState.ACTIVE
     reducing: bool = False
+    #: the exposure the order itself adds (USD, on top of the pending orders ahead of it on its
+    #: leg) and its base currency: what it weighs while pending once allowed
+    added_gross_usd: float = 0.0
+    added_net_usd: float = 0.0
+    base: str = ""
 
 
 def _codes(*codes: ReasonCode) -> tuple[str, ...]:
@@ -79,10 +89,12 @@ def _codes(*codes: ReasonCode) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _Delta:
-    gross_usd: float
+    gross_usd: float  # from the evaluated leg to after the order (incl. pending ahead)
     net_usd: float
     equity_usd: float
     reducing: bool
+    own_gross_usd: float = 0.0  # the order's own increment, after the pending ahead
+    own_net_usd: float = 0.0
 
 
 def _prepared(source: RiskSnapshot | RiskReport | PreparedInputs,
@@ -100,13 +112,17 @@ def _prepared(source: RiskSnapshot | RiskReport | PreparedInputs,
 
 def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: LimitConfig,
                 order: OrderRequest, now: datetime,
-                trading: TradingVerdict = ACTIVE_VERDICT) -> OrderCheck:
+                trading: TradingVerdict = ACTIVE_VERDICT,
+                pending: PendingExposure | Sequence[PendingOrder] = ()) -> OrderCheck:
     """Project the limits an order touches and allow or deny it.
 
     Pass the RiskReport of the latest evaluation (or its ``state``) to reuse its work; a bare
     RiskSnapshot is evaluated first (fine for small books, costly per order for large ones).
     ``trading`` is the trading state in force on the order's venue: HALTED denies everything,
     REDUCING every order that does not reduce the position it trades (checked first).
+    ``pending``: orders allowed earlier that the evaluated positions do not show yet. Those on
+    the order's leg in its direction move its starting position (a reduction must still reduce
+    once they fill); those elsewhere that added exposure count in every limit scope they share.
     """
     state = _prepared(snapshot, config)
     invalid = _validate(order)
@@ -123,7 +139,11 @@ def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: Li
     blind = _blind_reason(state, order, now, mark=mark, mark_ns=mark_ns, rate=rate)
 
     signed_qty = order.quantity if side is OrderSide.BUY else -order.quantity
-    delta, leg_problem = _delta(legs, order, signed_qty, mark, rate)
+    leg: Leg = (order.venue, order.account, order.instrument, order.position_side)
+    if not isinstance(pending, PendingExposure):
+        pending = PendingExposure.of(pending)
+    ahead = pending.ahead(leg, signed_qty) if pending else 0.0
+    delta, leg_problem = _delta(legs, order, signed_qty, mark, rate, ahead)
     if leg_problem:
         return OrderCheck(False, [f"DENY {leg_problem}"], [],
                           codes=_codes(ReasonCode.INVALID_ORDER), trading_state=trading.state)
@@ -138,13 +158,16 @@ def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: Li
     elapsed_s = max(0.0, (ns_of(now) - state.freshness.now_ns) / 1e9)
     portfolio_after = project_portfolio(state.portfolio, delta.equity_usd)
     version = config.version  # a pydantic private attribute: slow to read per limit
+    elsewhere = pending.elsewhere(leg) if pending else []
     for definition in config.limits:
-        scope = _order_scope(definition, order, base)
+        scope = _order_scope(definition, order.venue, order.account, order.instrument, base)
         if scope is None:
             continue
         if definition.kind is LimitKind.LIQUIDATION_DISTANCE and delta.reducing:
             continue  # reducing a position never brings its liquidation closer
-        current, after = _project(state, definition, scope, delta=delta, blind=blind, now=now,
+        scoped = _with_pending(delta, definition, scope, others=elsewhere) if elsewhere \
+            else delta
+        current, after = _project(state, definition, scope, delta=scoped, blind=blind, now=now,
                                   elapsed_s=elapsed_s, portfolio_after=portfolio_after)
         inputs = state.inputs.get((definition.id, scope.key))
         result = result_of(definition, scope, after, as_of=now, config_version=version,
@@ -174,7 +197,32 @@ def check_order(snapshot: RiskSnapshot | RiskReport | PreparedInputs, config: Li
         codes.append(ReasonCode.DATA_BLIND)
         reasons.append(f"DENY {blind}")
     return OrderCheck(allowed, reasons, projected, codes=_codes(*codes),
-                      trading_state=trading.state, reducing=delta.reducing)
+                      trading_state=trading.state, reducing=delta.reducing,
+                      added_gross_usd=delta.own_gross_usd, added_net_usd=delta.own_net_usd,
+                      base=base)
+
+
+def _with_pending(delta: _Delta, definition: LimitDefinition, scope: Scope, *,
+                  others: Sequence[tuple[Leg, LegExposure]]) -> _Delta:
+    """The order's delta plus the exposure pending on other legs of the same scope."""
+    gross = net = 0.0
+    for (venue, account, instrument, _), exposure in others:
+        theirs = _order_scope(definition, venue, account, instrument, exposure.base)
+        if theirs is not None and theirs.key == scope.key:
+            gross += exposure.gross_usd
+            net += exposure.net_usd
+    if gross == 0.0 and net == 0.0:
+        return delta
+    return replace(delta, gross_usd=delta.gross_usd + gross, net_usd=delta.net_usd + net)
+
+
+def evaluated_position(source: RiskReport | PreparedInputs, venue: str, account: str,
+                       instrument: str) -> float:
+    """The evaluated signed base quantity of one instrument (all legs netted), from the same
+    cached legs the check reads (a dict read after the first)."""
+    state = source.state if isinstance(source, RiskReport) else source
+    legs = _legs(state, OrderRequest(venue, account, instrument, OrderSide.BUY, 1.0))
+    return float(sum(legs.quantity))
 
 
 def _validate(order: OrderRequest) -> str:
@@ -292,7 +340,8 @@ def _blind_reason(state: PreparedInputs, order: OrderRequest, now: datetime, *, 
 
 
 def _delta(legs: _Legs, order: OrderRequest, signed_qty: float, mark: float,
-           rate: float) -> tuple[_Delta, str]:
+           rate: float, ahead: float = 0.0) -> tuple[_Delta, str]:
+    """``ahead``: base units pending on the order's leg in its direction (they fill first)."""
     quantities: dict[str, float] = {}
     for side, quantity in zip(legs.side, legs.quantity, strict=True):
         quantities[side] = quantities.get(side, 0.0) + quantity
@@ -303,38 +352,45 @@ def _delta(legs: _Legs, order: OrderRequest, signed_qty: float, mark: float,
                 f"{order.instrument}: give position_side"
             )
         old = sum(legs.quantity)
-        new = old + signed_qty
+        start = old + ahead
+        new = start + signed_qty
         old_abs_sum = sum(abs(q) for q in legs.quantity)
     else:
         old = quantities.get(order.position_side, 0.0)
-        new = old + signed_qty
+        start = old + ahead
+        new = start + signed_qty
         if order.position_side == "long" and new < -1e-12:
             return _Delta(0, 0, 0, False), (
-                f"sell {order.quantity} exceeds the long leg ({old}) of {order.instrument}"
+                f"sell {order.quantity} exceeds the long leg ({start:g}"
+                f"{'' if ahead == 0 else ' after pending orders'}) of {order.instrument}"
             )
         if order.position_side == "short" and new > 1e-12:
             return _Delta(0, 0, 0, False), (
-                f"buy {order.quantity} exceeds the short leg ({old}) of {order.instrument}"
+                f"buy {order.quantity} exceeds the short leg ({start:g}"
+                f"{'' if ahead == 0 else ' after pending orders'}) of {order.instrument}"
             )
         old_abs_sum = abs(old)
     price = order.price if order.price is not None else mark
-    reducing = abs(new) <= abs(old) and (new == 0 or math.copysign(1, new) == math.copysign(1, old))
+    # judged from where the pending orders ahead leave the leg: a reduction that they would
+    # turn into a flip is no reduction
+    reducing = abs(new) <= abs(start) and (
+        new == 0 or math.copysign(1, new) == math.copysign(1, start))
     scale = mark * rate
     return _Delta(
         gross_usd=(abs(new) - old_abs_sum) * scale if order.position_side is None
         else (abs(new) - abs(old)) * scale,
-        net_usd=signed_qty * scale,
+        net_usd=(ahead + signed_qty) * scale,
         equity_usd=(mark - price) * signed_qty * rate,
         reducing=reducing,
+        own_gross_usd=(abs(new) - abs(start)) * scale,
+        own_net_usd=signed_qty * scale,
     ), ""
 
 
-def _order_scope(definition: LimitDefinition, order: OrderRequest, base: str) -> Scope | None:
-    """The concrete scope of a limit that contains the order, or None if it does not."""
-    coordinates = {
-        "venue": order.venue, "account": order.account, "instrument": order.instrument,
-        "asset": base,
-    }
+def _order_scope(definition: LimitDefinition, venue: str, account: str, instrument: str,
+                 base: str) -> Scope | None:
+    """The concrete scope of a limit that contains an order, or None if it does not."""
+    coordinates = {"venue": venue, "account": account, "instrument": instrument, "asset": base}
     values: dict[str, str] = {}
     for dim in SCOPE_DIMS:
         wanted = getattr(definition.scope, dim)

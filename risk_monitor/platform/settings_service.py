@@ -174,6 +174,11 @@ class TradingSettings(Section):
         "the CLI or another instance) and audits automatic transitions")
     recent_orders: int = Field(
         default=500, ge=10, le=100_000, description="checked orders kept for the dashboard")
+    pending_order_ttl_s: float = Field(
+        default=5.0, gt=0, description="an allowed order counts as pending exposure in "
+        "CheckOrder until the evaluated positions show it (its fills matched by client order "
+        "id on the private streams, else positions as of after the allowance), at most this "
+        "long: then it is released, logged (pending_orders_expired) and counted")
     desk_book_key: str = Field(
         default="rm:desk:book", description="Redis HASH where the trading client publishes "
         "the desk's expected book (adapters/redis_desk_book.py)")

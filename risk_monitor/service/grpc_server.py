@@ -207,6 +207,7 @@ def order_from_request(request: pb.CheckOrderRequest) -> OrderRequest:
         price=validate.amount("price", request.price) if request.HasField("price") else None,
         position_side=validate.choice("position_side", request.position_side,
                                       validate.POSITION_SIDES) or None,
+        client_order_id=request.client_order_id,
     )
 
 

@@ -243,6 +243,9 @@ class FillLedger:
         #: where a new book starts: the position held before the first followed fill
         self.opening: Callable[[tuple[str, str, str]], tuple[float, float]] = \
             lambda _key: (0.0, 0.0)
+        #: told of every new fill and the book's position after it (the trading control
+        #: releases pending orders by them)
+        self.listeners: list[Callable[[Fill, datetime, float], None]] = []
 
     def add(self, fill: Fill, seen_at: datetime) -> bool:
         """Book one fill; False when it was seen before (streams replay on reconnect)."""
@@ -258,7 +261,10 @@ class FillLedger:
             if book.fills == before:
                 return False
             self._recent.append((seen_at, fill))
-            return True
+            position = book.position
+        for listener in self.listeners:
+            listener(fill, seen_at, position)
+        return True
 
     def recent(self, limit: int = 100) -> list[tuple[datetime, Fill]]:
         with self._lock:

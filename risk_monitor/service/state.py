@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -30,6 +30,7 @@ from risk_monitor.domain.figures import finite
 from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, Notification, SourceKind, SourceStatus
 from risk_monitor.domain.orders import OrderCheck, OrderRequest, check_order
+from risk_monitor.domain.pending_orders import PendingExposure
 from risk_monitor.domain.trading_state import (
     ACTIVE_VERDICT,
     ReasonCode,
@@ -69,6 +70,12 @@ class TradingGate(Protocol):
 
     def verdict(self, venue: str, results: Sequence[LimitResult] | None = None,
                 sources: Sequence[SourceStatus] | None = None) -> TradingVerdict: ...
+
+    def judge(self, order: OrderRequest, now: datetime, report: RiskReport,
+              decide: Callable[[PendingExposure], OrderCheck]) -> OrderCheck:
+        """``decide`` with the orders allowed earlier that ``report``'s positions do not show
+        yet, booking the order if it is allowed (atomically)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -331,8 +338,14 @@ class LiveEvaluation:
                             code=ReasonCode.TRADING_HALTED, trading_state=trading.state.value)
             return deny("no risk evaluation yet: positions or limits unknown (fail closed)",
                         now, config_version=version, trading_state=trading.state.value)
-        return decision_of(check_order(report, config, order, now, trading), report, config,
-                           now)
+        gate = self.trading
+        if gate is None:
+            return decision_of(check_order(report, config, order, now, trading), report,
+                               config, now)
+        checked = gate.judge(order, now, report,
+                             lambda pending: check_order(report, config, order, now, trading,
+                                                         pending))
+        return decision_of(checked, report, config, now)
 
 
 def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,

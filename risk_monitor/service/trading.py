@@ -7,13 +7,22 @@ memory: the automatic states are recomputed only when a new evaluation was publi
 (``run``) re-reads the manual states every ``trading.refresh_s``, audits every change of the
 state in force (``trading_state.changed``) and publishes it to Prometheus. Recent checked orders
 are kept for the dashboard.
+
+It also holds the ledger of pending orders (``domain/pending_orders.py``): ``judge`` settles
+it against the evaluated positions, lets the domain check the order with what is still pending,
+and books the order if allowed, all under one lock (CheckOrder runs on the loop and on gRPC
+threads: two concurrent checks never both miss each other). Fills followed on the private
+streams release an order by its client order id; an order never shown expires after
+``trading.pending_order_ttl_s`` (logged and counted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,8 +34,20 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.trading_states import SqlTradingStates
-from risk_monitor.domain.model import LimitResult, LimitStatus, SourceStatus
-from risk_monitor.domain.orders import OrderRequest
+from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.model import Collected, LimitResult, LimitStatus, SourceStatus
+from risk_monitor.domain.orders import OrderCheck, OrderRequest, evaluated_position
+from risk_monitor.domain.pending_orders import (
+    Key,
+    PendingExposure,
+    PendingOrder,
+    PendingOrders,
+    Release,
+    Released,
+    pending_of,
+    positions_as_of,
+)
+from risk_monitor.domain.realised import Fill
 from risk_monitor.domain.trading_state import (
     GLOBAL,
     AutomaticState,
@@ -57,6 +78,19 @@ ORDER_CHECKS = Counter(
     "Pre-trade checks by venue, decision and first reason code.",
     ["venue", "decision", "code"],
 )
+PENDING_RELEASED = Counter(
+    "risk_monitor_pending_orders_released_total",
+    "Allowed orders no longer counted as pending exposure, by venue and why: shown (the "
+    "evaluated positions show them) or expired (trading.pending_order_ttl_s).",
+    ["venue", "why"],
+)
+PENDING_ORDERS = Gauge(
+    "risk_monitor_pending_orders",
+    "Allowed orders whose fills the evaluated positions do not show yet (counted as exposure).",
+)
+
+#: expired pending orders are logged at most this often (with their count since the last line)
+EXPIRED_LOG_EVERY_S = 1.0
 
 Inputs = Callable[[], tuple[Sequence[LimitResult], Sequence[SourceStatus]]]
 
@@ -112,6 +146,11 @@ class TradingControl:
         self._recent: deque[CheckedOrder] = deque(maxlen=settings.recent_orders)
         #: fills seen on the private streams (service/private_stream.py), when they run
         self.fills: FillLedger | None = None
+        self._pending = PendingOrders(match_fills=False)
+        self._pending_lock = threading.Lock()
+        self._as_of: tuple[object, dict[str, datetime]] = (None, {})
+        self._expired_unlogged = 0
+        self._expired_logged_at = -math.inf
         #: called after every refresh with the time (the dashboard samples its charts)
         self.on_refresh: list[Callable[[datetime], None]] = []
 
@@ -132,6 +171,67 @@ class TradingControl:
             results, sources, self.rules,
             halt_on_source_failure=self.settings.halt_venue_on_source_failure)
         self._auto_of = (results, sources)
+
+    # -- pending orders ----------------------------------------------------------------------
+    def follow_fills(self, fills: FillLedger) -> None:
+        """Release pending orders by their fills (client order id) seen on the streams."""
+        self.fills = fills
+        with self._pending_lock:
+            self._pending.match_fills = True
+        fills.listeners.append(self._filled)
+
+    def _filled(self, fill: Fill, seen_at: datetime, position: float) -> None:
+        with self._pending_lock:
+            self._pending.fill(fill.key, fill.client_order_id, fill.quantity, seen_at,
+                               position)
+
+    def judge(self, order: OrderRequest, now: datetime, report: RiskReport,
+              decide: Callable[[PendingExposure], OrderCheck]) -> OrderCheck:
+        """Settle the pending orders against ``report``'s positions (the evaluation the order
+        is judged on), ``decide`` with those still pending, book the order if allowed."""
+        def position_of(key: Key) -> float:
+            return evaluated_position(report, *key)
+
+        with self._pending_lock:
+            released = self._pending.settle(self._positions_as_of(report.snapshot.positions),
+                                            now, position_of)
+            check = decide(self._pending.exposure())
+            if check.allowed:
+                self._pending.add(pending_of(order, check, now,
+                                             self.settings.pending_order_ttl_s))
+            count = len(self._pending)
+        PENDING_ORDERS.set(count)
+        if released:
+            self._released(released)
+        return check
+
+    def _released(self, released: Sequence[Released]) -> None:
+        """Count releases; log the expired ones at most once a second with how many (a desk
+        that checks orders it never sends must not cost a log line per order)."""
+        expired = [r.order for r in released if r.why is Release.EXPIRED]
+        for done in released:
+            PENDING_RELEASED.labels(venue=done.order.venue, why=done.why.value).inc()
+        if not expired:
+            return
+        with self._pending_lock:
+            self._expired_unlogged += len(expired)
+            if time.monotonic() - self._expired_logged_at < EXPIRED_LOG_EVERY_S:
+                return
+            count, self._expired_unlogged = self._expired_unlogged, 0
+            self._expired_logged_at = time.monotonic()
+        log.warning("pending_orders_expired", count=count,
+                    latest=[(o.venue, o.instrument, o.client_order_id, o.signed_remaining)
+                            for o in expired[:5]],
+                    ttl_s=self.settings.pending_order_ttl_s)
+
+    def _positions_as_of(self, positions: Collected) -> dict[str, datetime]:
+        if self._as_of[0] is not positions:  # once per evaluation, not per order
+            self._as_of = (positions, positions_as_of(positions))
+        return self._as_of[1]
+
+    def pending(self) -> tuple[PendingOrder, ...]:
+        with self._pending_lock:
+            return self._pending.view()
 
     def record_check(self, order: OrderRequest, *, allowed: bool, codes: Sequence[str],
                      reasons: Sequence[str], trading_state: str, at: datetime,
@@ -244,7 +344,8 @@ def build_trading(settings: Settings, engine: Engine, provider: object,
 
     control = TradingControl(settings.trading, SqlTradingStates(engine), inputs=inputs,
                              venues=[v.id for v in settings.venues], instance_id=instance_id)
-    control.fills = fills
+    if fills is not None:
+        control.follow_fills(fills)
     if live is not None:
         live.trading = control
     return control

@@ -30,7 +30,7 @@ from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.application import trading_flow
 from risk_monitor.application.trading_flow import Reconciliation
 from risk_monitor.domain.model import Collected
-from risk_monitor.domain.reconciliation import ItemKey
+from risk_monitor.domain.reconciliation import DeskBook
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
@@ -56,7 +56,7 @@ class TradingDashboard:
 
     def __init__(self, settings: Settings, control: TradingControl,
                  provider: RiskViewProvider, *, inputs: Inputs = lambda: (None, None, None),
-                 desk_book: Callable[[], dict[ItemKey, float] | None] = lambda: None,
+                 desk_book: Callable[[], DeskBook | None] = lambda: None,
                  compliance: Callable[[datetime, datetime], list[Any]] | None = None,
                  raise_breaks: RaiseBreaks | None = None) -> None:
         self.settings = settings
@@ -104,7 +104,7 @@ class TradingDashboard:
                       "reason": "" if outcome.desk_published else reason,
                       "breaks": [b.as_dict() for b in outcome.breaks
                                  if b.status.value != "OK"],
-                      "compared": len(outcome.breaks)}
+                      "compared": len(outcome.breaks), "pending": len(outcome.pending)}
             result["alerts"] = self._alert(outcome, now)
         with self._lock:
             self._breaks = result
@@ -133,6 +133,11 @@ class TradingDashboard:
             "as_of": now.isoformat(),
             "states": [verdict_as_dict(s, v) for s, v in self.control.states().items()],
             "orders": [c.as_dict() for c in self.control.recent_checks(50)],
+            "pending_orders": [{"venue": p.venue, "instrument": p.instrument,
+                                "client_order_id": p.client_order_id,
+                                "quantity": p.signed_quantity, "unshown": p.signed_remaining,
+                                "allowed_at": p.allowed_at.isoformat()}
+                               for p in self.control.pending()[-50:]],
             **fills_document(self.control, 50),
             "positions": _positions(positions),
             "history": history,
@@ -200,7 +205,7 @@ def build_trading_dashboard(settings: Settings, control: TradingControl,
             return None, None, None
         return hot_path.positions, hot_path.exchange_balances, hot_path.custody
 
-    def desk_book() -> dict[ItemKey, float] | None:
+    def desk_book() -> DeskBook | None:
         if redis_client is None:
             return None
         from risk_monitor.adapters.redis_desk_book import read_desk_book

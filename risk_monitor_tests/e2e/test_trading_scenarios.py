@@ -22,12 +22,7 @@ import pytest
 
 from risk_monitor_tests.fixtures.services import create_database, drop_database
 from risk_monitor_tests.fixtures.waiting import async_wait_until, scaled
-from risk_sim.trading.scenarios import (
-    SCRIPTS,
-    Expectation,
-    ExpectedAlert,
-    accepted_sequences,
-)
+from risk_sim.trading.scenarios import EXPECTED_ALERTS, SCRIPTS, Expectation, ExpectedAlert
 from risk_sim.trading.session import TradingRig, TradingSession
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -45,15 +40,14 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
     session = TradingSession(name, tmp_path / name, database_url=database_url,
                              redis_url=redis_url, redis_prefix=redis_prefix,
                              printer=print,  # the timeline shows when a test fails
-                             catch_up_s=scaled(CATCH_UP_S),
-                             trading={"reconciliation_for_s": scaled(RECONCILIATION_FOR_S)})
+                             catch_up_s=scaled(CATCH_UP_S), ready_timeout_s=scaled(120.0))
     async with session as rig:
         expectations = await SCRIPTS[name](rig)
         if name == "active_trading":
             rig.notes.append(str(await wait_for_break(rig, "okx")))
         # the service's reconciliation pages the break (the same use case as the Dagster
         # asset): its notice is part of the expected Slack sequence
-        delivered = await wait_for_delivery(rig, accepted_sequences(name))
+        delivered = await wait_for_delivery(rig, list(EXPECTED_ALERTS[name]))
         rig.desk.log("note", "", "", rig.catch_up_summary())
         rig.desk.log("note", "", "", "Slack received: " + ("; ".join(a.text() for a in delivered)
                                                            or "nothing"))
@@ -62,27 +56,22 @@ async def play(name: str, tmp_path: Path, database_url: str, redis_url: str,
 
 #: the monitor shows a fill within this (private streams; the REST fallback polls every 0.5 s)
 CATCH_UP_S = 2.0
-#: the production default of ``trading.reconciliation_for_s`` (a fill in flight is no break),
-#: stretched like the other deadlines on an oversubscribed machine: under CI's contention run
-#: the monitor was seen 8 s behind a desk sending an order every 0.4 s, and the reconciliation
-#: (sampled every 5 s) paged that lag as a break (docs/trading.md, "Known limits")
-RECONCILIATION_FOR_S = 10.0
 
 
-async def wait_for_delivery(rig: TradingRig, accepted: list[list[ExpectedAlert]],
+async def wait_for_delivery(rig: TradingRig, expected: list[ExpectedAlert],
                             timeout_s: float = 45.0) -> list[ExpectedAlert]:
-    """Until Slack holds an accepted sequence and every alert the service raised (gRPC
+    """Until Slack holds the expected sequence and every alert the service raised (gRPC
     ``WatchAlerts``) reached Slack; then what was delivered (the test compares it)."""
     def delivered() -> tuple[list[ExpectedAlert]] | None:  # a tuple: [] is an answer too
         notices = rig.delivered_alerts()
         keys = {str(a.get("idempotency_key")) for a in notices}
         sequence = [ExpectedAlert.of(a) for a in notices]
-        complete = sequence in accepted and {a["key"] for a in rig.alerts} <= keys
+        complete = sequence == expected and {a["key"] for a in rig.alerts} <= keys
         return (sequence,) if complete else None
 
     found: tuple[list[ExpectedAlert]] = await async_wait_until(
         delivered, timeout=timeout_s, interval=0.1,
-        message=f"Slack to hold one of {[[a.text() for a in s] for s in accepted]} "
+        message=f"Slack to hold {[a.text() for a in expected]} "
                 f"(delivered: {[a.text() for a in map(ExpectedAlert.of, rig.delivered_alerts())]})")
     return found[0]
 
@@ -90,11 +79,13 @@ async def wait_for_delivery(rig: TradingRig, accepted: list[list[ExpectedAlert]]
 async def wait_for_break(rig: TradingRig, venue: str, timeout_s: float = 60.0
                          ) -> dict[str, Any]:
     """The service's three-book reconciliation finds the fill the desk did not book (the
-    scenario injects one on ``venue``): the desk's published book and the venue disagree."""
+    scenario injects one on ``venue``): the desk's published book and the venue disagree, as
+    of the same time (a PENDING "desk ahead" row is no break)."""
     async def position_break() -> dict[str, Any] | None:
         breaks = (await rig.trading_dashboard())["reconciliation"].get("breaks", [])
         return next((dict(row) for row in breaks
-                     if row.get("venue") == venue and row.get("kind") == "position"), None)
+                     if row.get("venue") == venue and row.get("kind") == "position"
+                     and row.get("status") == "BREAK"), None)
 
     found: dict[str, Any] = await async_wait_until(
         position_break, timeout=timeout_s, interval=0.5,
@@ -138,9 +129,8 @@ def assert_alerts(rig: TradingRig) -> None:
     delivered = rig.delivered_alerts()
     keys = Counter(str(a.get("idempotency_key")) for a in delivered)
     assert all(n == 1 for n in keys.values()), keys  # each alert delivered once
-    accepted = [[a.text() for a in sequence]
-                for sequence in accepted_sequences(rig.stack.scenario.name)]
-    assert [ExpectedAlert.of(a).text() for a in delivered] in accepted
+    expected = [a.text() for a in EXPECTED_ALERTS[rig.stack.scenario.name]]
+    assert [ExpectedAlert.of(a).text() for a in delivered] == expected
     assert {a["key"] for a in rig.alerts} <= set(keys), "raised but not delivered to Slack"
 
 

@@ -289,9 +289,15 @@ class TradingSession:
         key = self.desk_book_key()
         client.delete(key)
 
+        client.delete(f"{key}:as_of")
+
         def publish(venue: str, symbol: str, quantity: Decimal) -> None:
-            client.hset(key, f"{venue}|position|{symbol}", str(quantity))
-            client.set(f"{key}:updated_at", time.time())
+            item, now = f"{venue}|position|{symbol}", time.time()
+            pipe = client.pipeline(transaction=True)  # the value and its time together
+            pipe.hset(key, item, str(quantity))
+            pipe.hset(f"{key}:as_of", item, now)
+            pipe.set(f"{key}:updated_at", now)
+            pipe.execute()
         return publish
 
     async def _wait_ready(self, gate: GrpcRiskGate) -> None:

@@ -4,6 +4,7 @@ state first: HALTED denies everything, REDUCING lets only reductions through."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,8 @@ from risk_monitor.adapters.sql import Storage
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.adapters.sql.trading_states import SqlTradingStates
 from risk_monitor.cli import cli
+from risk_monitor.domain.engine import RiskSnapshot
+from risk_monitor.domain.model import Collected, SourceKind
 from risk_monitor.domain.trading_state import TradingState
 from risk_monitor.platform.settings import TradingSettings
 from risk_monitor.service.grpc_server import GrpcServer, HealthServicer, RiskMonitorServicer
@@ -30,7 +33,7 @@ from risk_monitor.service.security import Authenticator, ServiceSecurity
 from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor.service.state import LiveEvaluation
 from risk_monitor.service.trading import TradingControl
-from risk_monitor_tests.unit.domain.builders import NOW, config, desk
+from risk_monitor_tests.unit.domain.builders import NOW, config, desk, source
 
 OPS_TOKEN = "ops-token-" + "t" * 32
 AUTH = (("authorization", f"Bearer {OPS_TOKEN}"),)
@@ -219,3 +222,30 @@ async def test_daily_loss_breach_moves_the_desk_to_reducing_automatically_and_ba
                  for p in audit(pg_storage, "trading_state.changed") if p["scope"] == "global"]
     assert automatic == [("global", "ACTIVE", "REDUCING", "automatic"),
                          ("global", "REDUCING", "ACTIVE", "automatic")]
+
+
+async def test_orders_in_flight_count_until_a_newer_position_shows_them(
+        stub: pb_grpc.RiskMonitorStub, trading_desk: Desk) -> None:
+    """A desk firing orders faster than fills reach the monitor: CheckOrder counts the ones it
+    allowed (over real gRPC, concurrently) until the evaluated positions show them."""
+    answers = await asyncio.gather(*(
+        stub.CheckOrder(order("binance", pb.SIDE_BUY, 1, f"f{n}"), metadata=AUTH)
+        for n in range(10)))
+    # 10 BTC held at 61,000: six more reach 976k, a seventh would breach 1M
+    assert sum(a.allowed for a in answers) == 6
+    assert all(list(a.reason_codes) == ["LIMIT_BREACH"] for a in answers if not a.allowed)
+    assert REGISTRY.get_sample_value("risk_monitor_pending_orders") == 6
+    # the venue's position now shows the 6 BTC, read after the allowances (the clock: NOW)
+    base = desk(start_of_day_equity=2_600_000, peak_equity=2_700_000)
+    frame = base.positions.frame.copy()
+    frame.loc[(frame["venue"] == "binance") & (frame["instrument"] == BTC), "quantity"] = 16
+    later = NOW.replace(microsecond=500_000)
+    sources = tuple(source(SourceKind.EXCHANGE, s.venue, s.account, as_of=later)
+                    for s in base.positions.sources)
+    trading_desk.live.evaluate(RiskSnapshot(**{**base.__dict__,
+                                              "positions": Collected(frame, sources)}))
+    assert not (await stub.CheckOrder(order("binance", pb.SIDE_BUY, 1, "g1"),
+                                      metadata=AUTH)).allowed  # 1,037k, counted once
+    small = await stub.CheckOrder(order("binance", pb.SIDE_BUY, 0.3, "g2"), metadata=AUTH)
+    assert small.allowed  # 994k: the six are in the position, no longer pending
+    assert [p.client_order_id for p in trading_desk.control.pending()] == ["g2"]
