@@ -248,6 +248,15 @@ def message_metadata(n: Notification) -> dict[str, Any]:
         **payload, "kind": n.kind.value, "status": n.status.value, "severity": n.severity.value}}
 
 
+#: metadata event type of thread notes (acknowledged, silenced): not an alert state
+NOTE_EVENT_TYPE = "risk_monitor_note"
+
+
+def note_metadata(key: str) -> dict[str, Any]:
+    """Slack message metadata of a thread note: its idempotency key, to adopt it after a crash."""
+    return {"event_type": NOTE_EVENT_TYPE, "event_payload": {"idempotency_key": key}}
+
+
 def alertmanager_annotations(n: Notification, ui_url: str, dashboard_url: str | None = None
                 ) -> dict[str, str]:
     """Alertmanager annotations: the same facts as the Slack message, as strings."""

@@ -32,7 +32,9 @@ import orjson
 from risk_monitor.adapters.alert_messages import (
     EVENT_LINKS_KEY,
     METADATA_EVENT_TYPE,
+    NOTE_EVENT_TYPE,
     message_metadata,
+    note_metadata,
     render_blocks,
     render_text,
 )
@@ -341,15 +343,43 @@ class SlackNotifier:
         response = self._call("auth.test")
         return {"team": response.get("team"), "user": response.get("user")}
 
-    def post_note(self, thread_ref: str, text: str) -> str:
-        """A plain threaded reply under an alert's first message (acknowledgements); no
-        message metadata, so it never counts as an alert state."""
+    def post_note(self, thread_ref: str, text: str, key: str | None = None) -> str:
+        """A plain threaded reply under an alert's first message (acknowledgements, silences).
+        Its metadata is of another event type than alerts', so it never counts as an alert
+        state; with ``key`` it carries that idempotency key and a note the thread already
+        holds (a crash between the post and its record) is adopted instead of posted again."""
         channel, _, root_ts = thread_ref.partition(":")
         if not _SLACK_REF.match(thread_ref):
             raise NotificationRejectedError(f"not a Slack message reference: {thread_ref!r}",
                                             source="slack")
-        response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text)
+        if key is None:
+            response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts,
+                                  text=text)
+            return f"{response['channel']}:{response['ts']}"
+        found = self._find_note(channel, root_ts, key)
+        if found is not None:
+            log.warning("adopting an earlier thread note (its record was lost)", note_key=key,
+                        delivery_ref=found)
+            return found
+        response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
+                              metadata=note_metadata(key))
         return f"{response['channel']}:{response['ts']}"
+
+    def _find_note(self, channel: str, root_ts: str, key: str) -> str | None:
+        """The ref of a note with idempotency key ``key`` in the thread, if there is one."""
+        cursor: str | None = None
+        for _ in range(FIND_MAX_PAGES):
+            response = self._call("conversations.replies", channel=channel, ts=root_ts,
+                                  include_all_metadata=True, limit=FIND_PAGE_SIZE, cursor=cursor)
+            for message in response.get("messages") or []:
+                meta = message.get("metadata") or {}
+                if meta.get("event_type") == NOTE_EVENT_TYPE \
+                        and (meta.get("event_payload") or {}).get("idempotency_key") == key:
+                    return f"{channel}:{message['ts']}"
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+        return None
 
     def link_event(self, ref: str, notification: Notification, url: str) -> None:
         """Edit a delivered message in place (``chat.update``) to add the "Dagster event"
