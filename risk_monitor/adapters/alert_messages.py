@@ -3,7 +3,7 @@ and Alertmanager annotations are built from a notification.
 
 A message tells the person on call what to do: the limit's owner and runbook (limits YAML), the
 value against the warn and breach levels in the limit's unit, the headroom to the breach level
-(USD for notional kinds), how long the episode has been firing (or, on ``resolved``, how long it
+(and in USD for %/x kinds, from the evaluation's denominator), how long the episode has been firing (or, on ``resolved``, how long it
 lasted), and links to the dashboard (``alerts.dashboard_url``), the lineage record (the Dagster
 event of the evaluation, or its run) and the ``risk-monitor audit trace`` command for the
 correlation id. Every sink renders from here, so they never disagree.
@@ -108,9 +108,42 @@ def headroom(n: Notification) -> float | None:
     return n.value - n.breach_level if lower_is_worse else n.breach_level - n.value
 
 
-def headroom_text(n: Notification) -> str:
+#: what the USD headroom of a %/x kind is an amount of (exposure added, or equity lost)
+_USD_HEADROOM_OF: Mapping[str, str] = {
+    LimitKind.CONCENTRATION.value: "exposure",
+    LimitKind.LEVERAGE.value: "gross notional",
+    LimitKind.DRAWDOWN.value: "equity loss",
+}
+#: kinds whose headroom has no USD figure, and why (said in the message)
+_NO_USD_HEADROOM: Mapping[str, str] = {
+    LimitKind.LIQUIDATION_DISTANCE.value: "a price distance to liquidation, not an amount",
+    LimitKind.DATA_AGE.value: "a data age, not an amount",
+}
+
+
+def headroom_usd(n: Notification) -> float | None:
+    """The headroom in USD: as is for USD kinds; for %/x kinds, through the evaluation's own
+    denominator (``usd_per_unit``: equity, peak equity); None where it is not defined."""
     room = headroom(n)
-    text = _amount(room, unit_of(n))
+    if room is None or n.usd_per_unit is None or not math.isfinite(n.usd_per_unit):
+        return None
+    return room * n.usd_per_unit
+
+
+def headroom_text(n: Notification) -> str:
+    """Headroom in the limit's unit and, for %/x kinds, in USD (or why there is no USD
+    figure): ``2.5x ≈ 250,000 USD of gross notional``."""
+    room = headroom(n)
+    unit = unit_of(n)
+    text = _amount(room, unit)
+    if room is not None and unit not in ("", "USD"):
+        usd = headroom_usd(n)
+        if usd is not None and n.limit_kind in _USD_HEADROOM_OF:
+            text += f" ≈ {_amount(usd, 'USD')} of {_USD_HEADROOM_OF[n.limit_kind]}"
+        else:
+            why = _NO_USD_HEADROOM.get(n.limit_kind, "the denominator (equity) is not known "
+                                       "or not positive")
+            text += f" (no USD figure: {why})"
     return f"{text} (breached)" if room is not None and room < 0 else text
 
 
@@ -246,6 +279,15 @@ def message_metadata(n: Notification) -> dict[str, Any]:
         "idempotency_key", "fingerprint", "limit_id", "scope", "episode", "correlation_id")}
     return {"event_type": METADATA_EVENT_TYPE, "event_payload": {
         **payload, "kind": n.kind.value, "status": n.status.value, "severity": n.severity.value}}
+
+
+#: metadata event type of thread notes (acknowledged, silenced): not an alert state
+NOTE_EVENT_TYPE = "risk_monitor_note"
+
+
+def note_metadata(key: str) -> dict[str, Any]:
+    """Slack message metadata of a thread note: its idempotency key, to adopt it after a crash."""
+    return {"event_type": NOTE_EVENT_TYPE, "event_payload": {"idempotency_key": key}}
 
 
 def alertmanager_annotations(n: Notification, ui_url: str, dashboard_url: str | None = None

@@ -32,14 +32,23 @@ import orjson
 from risk_monitor.adapters.alert_messages import (
     EVENT_LINKS_KEY,
     METADATA_EVENT_TYPE,
+    NOTE_EVENT_TYPE,
     message_metadata,
+    note_metadata,
     render_blocks,
     render_text,
 )
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import Clock, notification_payload, utc_now
-from risk_monitor.domain.model import Notification, NotificationKind
-from risk_monitor.domain.routing import Route, channels_for, parse_routes
+from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, NotificationKind
+from risk_monitor.domain.routing import (
+    STATUS_CHANGES,
+    Route,
+    channels_for,
+    episode_copy_channels,
+    has_continue,
+    parse_routes,
+)
 from risk_monitor.platform.errors import ConfigError, NotificationError, NotificationRejectedError
 from risk_monitor.platform.logging import get_logger, log_context
 from risk_monitor.platform.settings import Settings
@@ -191,12 +200,14 @@ class SlackNotifier:
                     )
                     reply = f"{response['channel']}:{response['ts']}"
                     self._threads.message(reply, previous_ref)
+                    routed = None
                     if n.kind is NotificationKind.ESCALATED:
                         routed = self._escalate(n, channel, root_ts, text, blocks)
                         if routed is not None:
                             self._threads.message(routed, previous_ref)
-                            return routed
-                    return reply
+                    self._copy_to(n, self._heard(n, channel, root_ts, routed), text, blocks,
+                                  retry=False)
+                    return routed or reply
             primary, *others = self.routes_for(n)
             response = self._call("chat.postMessage", channel=primary, text=text,
                                   blocks=blocks, metadata=message_metadata(n))
@@ -227,6 +238,31 @@ class SlackNotifier:
                 failed = failed or error
         if failed is not None:
             raise failed
+
+    def _heard(self, n: Notification, thread_channel: str, root_ts: str,
+               routed: str | None) -> list[str]:
+        """The ``continue`` channels that got the episode's first message, for a later change
+        of status (:func:`episode_copy_channels`); the first message's status and severity
+        are read from its metadata. Leaves out the thread's channel and ``routed`` (the
+        escalation's critical channel, which has its copy already)."""
+        if n.kind not in STATUS_CHANGES or not has_continue(self.routes):
+            return []
+        response = self._call("conversations.replies", channel=thread_channel, ts=root_ts,
+                              limit=1, include_all_metadata=True)
+        messages = response.get("messages") or []
+        meta = (messages[0].get("metadata") or {}) if messages else {}
+        payload = meta.get("event_payload") or {}
+        try:
+            status = LimitStatus(payload["status"])
+            severity = AlertSeverity(payload["severity"])
+        except (KeyError, ValueError):
+            log.warning("episode's first message has no alert metadata; later states are not "
+                        "copied to its continue routes", thread=f"{thread_channel}:{root_ts}",
+                        idempotency_key=n.idempotency_key)
+            return []
+        skip = {thread_channel, routed.partition(":")[0] if routed else None}
+        return [c for c in episode_copy_channels(n, status, severity, self.routes, self.channels)
+                if self._channel_id(c) not in skip]
 
     def _escalate(self, n: Notification, thread_channel: str, root_ts: str, text: str,
                   blocks: list[dict[str, Any]], *, retry: bool = False) -> str | None:
@@ -306,14 +342,15 @@ class SlackNotifier:
         after the primary): post each missing copy once; the ref the delivery records."""
         text = render_text(n)
         blocks = render_blocks(n, self.dagster_ui_url, dashboard_url=self.dashboard_url)
-        if previous_ref is None:
+        if previous_ref is None or not _SLACK_REF.match(previous_ref):  # posted as a first
             self._copy_to(n, self.routes_for(n)[1:], text, blocks, retry=True)
             return found
+        channel, _, root_ts = previous_ref.partition(":")
+        routed = None
         if n.kind is NotificationKind.ESCALATED:
-            channel, _, root_ts = previous_ref.partition(":")
             routed = self._escalate(n, channel, root_ts, text, blocks, retry=True)
-            return routed or found
-        return found
+        self._copy_to(n, self._heard(n, channel, root_ts, routed), text, blocks, retry=True)
+        return routed or found
 
     def _learn_id(self, channel: str, response: Any) -> None:
         """Remember the ID Slack answered for a channel name (a retry searches its history)."""
@@ -343,15 +380,43 @@ class SlackNotifier:
         response = self._call("auth.test")
         return {"team": response.get("team"), "user": response.get("user")}
 
-    def post_note(self, thread_ref: str, text: str) -> str:
-        """A plain threaded reply under an alert's first message (acknowledgements); no
-        message metadata, so it never counts as an alert state."""
+    def post_note(self, thread_ref: str, text: str, key: str | None = None) -> str:
+        """A plain threaded reply under an alert's first message (acknowledgements, silences).
+        Its metadata is of another event type than alerts', so it never counts as an alert
+        state; with ``key`` it carries that idempotency key and a note the thread already
+        holds (a crash between the post and its record) is adopted instead of posted again."""
         channel, _, root_ts = thread_ref.partition(":")
         if not _SLACK_REF.match(thread_ref):
             raise NotificationRejectedError(f"not a Slack message reference: {thread_ref!r}",
                                             source="slack")
-        response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text)
+        if key is None:
+            response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts,
+                                  text=text)
+            return f"{response['channel']}:{response['ts']}"
+        found = self._find_note(channel, root_ts, key)
+        if found is not None:
+            log.warning("adopting an earlier thread note (its record was lost)", note_key=key,
+                        delivery_ref=found)
+            return found
+        response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
+                              metadata=note_metadata(key))
         return f"{response['channel']}:{response['ts']}"
+
+    def _find_note(self, channel: str, root_ts: str, key: str) -> str | None:
+        """The ref of a note with idempotency key ``key`` in the thread, if there is one."""
+        cursor: str | None = None
+        for _ in range(FIND_MAX_PAGES):
+            response = self._call("conversations.replies", channel=channel, ts=root_ts,
+                                  include_all_metadata=True, limit=FIND_PAGE_SIZE, cursor=cursor)
+            for message in response.get("messages") or []:
+                meta = message.get("metadata") or {}
+                if meta.get("event_type") == NOTE_EVENT_TYPE \
+                        and (meta.get("event_payload") or {}).get("idempotency_key") == key:
+                    return f"{channel}:{message['ts']}"
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+        return None
 
     def link_event(self, ref: str, notification: Notification, url: str) -> None:
         """Edit a delivered message in place (``chat.update``) to add the "Dagster event"

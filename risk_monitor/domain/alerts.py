@@ -411,4 +411,4 @@ def _notification(result: LimitResult, kind: NotificationKind, *, severity: Aler
         utilisation=result.utilisation, config_version=result.config_version,
         correlation_id=correlation_id, episode=episode, detected_at=result.as_of,
         source_event_time=result.source_event_time, reason=result.reason,
-        context=dict(context))
+        context=dict(context), usd_per_unit=result.usd_per_unit)

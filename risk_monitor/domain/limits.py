@@ -79,6 +79,7 @@ class Measured:
     unknown: str = ""  # non-empty → UNKNOWN
     forced_breach: str = ""  # non-empty → BREACH without a finite value (equity <= 0)
     detail: str = ""
+    usd_per_unit: float | None = None  # see LimitResult.usd_per_unit
 
 
 def measure(definition: LimitDefinition, inputs: ScopeInputs, portfolio: PortfolioPnl) -> Measured:
@@ -87,13 +88,14 @@ def measure(definition: LimitDefinition, inputs: ScopeInputs, portfolio: Portfol
     if inputs.problems:
         return Measured(None, unknown="; ".join(inputs.problems))
     if kind is LimitKind.MAX_NOTIONAL:
-        return Measured(inputs.derivatives_gross_usd)
+        return Measured(inputs.derivatives_gross_usd, usd_per_unit=1.0)
     if kind is LimitKind.GROSS_EXPOSURE:
-        return Measured(inputs.gross_usd)
+        return Measured(inputs.gross_usd, usd_per_unit=1.0)
     if kind is LimitKind.NET_EXPOSURE:
-        return Measured(abs(inputs.net_usd), detail=f"net {inputs.net_usd:,.0f} USD")
+        return Measured(abs(inputs.net_usd), detail=f"net {inputs.net_usd:,.0f} USD",
+                        usd_per_unit=1.0)
     if kind is LimitKind.COUNTERPARTY:
-        return Measured(inputs.equity_usd)
+        return Measured(inputs.equity_usd, usd_per_unit=1.0)
     if kind is LimitKind.CONCENTRATION:
         return _ratio(inputs.gross_usd, inputs.portfolio_equity_usd, 100.0, "portfolio equity")
     if kind is LimitKind.LEVERAGE:
@@ -103,12 +105,14 @@ def measure(definition: LimitDefinition, inputs: ScopeInputs, portfolio: Portfol
         if not pnl.known:
             return Measured(None, unknown=pnl.reason)
         note = "start-of-day equity established by this evaluation" if pnl.start_of_day_established else ""
-        return Measured(max(0.0, -pnl.daily_pnl_usd), detail=note)
+        return Measured(max(0.0, -pnl.daily_pnl_usd), detail=note, usd_per_unit=1.0)
     if kind is LimitKind.DRAWDOWN:
         pnl = portfolio
         if not pnl.known or not math.isfinite(pnl.drawdown_pct):
             return Measured(None, unknown=pnl.reason or "drawdown undefined")
-        return Measured(max(0.0, pnl.drawdown_pct))
+        peak = pnl.peak_equity_usd
+        return Measured(max(0.0, pnl.drawdown_pct), usd_per_unit=peak / 100.0
+                        if peak is not None and math.isfinite(peak) and peak > 0 else None)
     if kind is LimitKind.LIQUIDATION_DISTANCE:
         if not math.isfinite(inputs.min_liquidation_distance_pct):
             return Measured(None, detail="no position with a liquidation price in scope")
@@ -125,7 +129,8 @@ def _ratio(numerator: float, denominator: float, scale: float, what: str) -> Mea
         return Measured(
             None, forced_breach=f"{what} is not positive ({denominator:,.2f} USD): ratio unbounded"
         )
-    return Measured(numerator / denominator * scale)
+    # the denominator does not move when exposure is added: headroom x it / scale is in USD
+    return Measured(numerator / denominator * scale, usd_per_unit=denominator / scale)
 
 
 def result_of(
@@ -163,6 +168,7 @@ def result_of(
         config_version,
         reason,
         datetime_of(source_ns),
+        None if status is LimitStatus.UNKNOWN else measured.usd_per_unit,
     )
 
 

@@ -167,6 +167,12 @@ class LimitResult:
     config_version: str  # content hash of the limit configuration used
     reason: str = ""  # why UNKNOWN / which input drove it
     source_event_time: datetime | None = None  # oldest input timestamp behind the value
+    #: USD that one unit of ``value`` stands for, from the evaluation's own denominator (1 for
+    #: USD kinds, equity / 100 for concentration, equity for leverage, peak equity / 100 for
+    #: drawdown): headroom x this = the USD that can be added (or lost) before the breach.
+    #: None where no USD figure exists (liquidation distance, data age, unknown equity).
+    #: Not stored with the latest results, so it is left out of equality.
+    usd_per_unit: float | None = field(default=None, compare=False)
 
     @property
     def fingerprint(self) -> str:
@@ -238,3 +244,4 @@ class Notification:
     source_event_time: datetime | None  # oldest input event behind it
     reason: str = ""
     context: Mapping[str, Any] = field(default_factory=dict)  # run id, data versions, links
+    usd_per_unit: float | None = None  # from the LimitResult: USD headroom of %/x limits

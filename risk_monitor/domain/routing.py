@@ -7,6 +7,10 @@ stops the search among its siblings; with ``continue`` true the next siblings ar
 one alert may go to several channels. When no child matches, the route itself is the result.
 A route without a channel inherits its parent's (the root's is per severity).
 
+A channel that received an episode's first message (a ``continue`` copy) also hears how the
+episode goes on: its changes of status (escalated, de-escalated) and its resolve
+(:func:`episode_copy_channels`); repeats stay in the thread.
+
 Labels are those of silences (:func:`risk_monitor.domain.silences.labels_of`): ``limit_id``,
 ``scope``, ``venue``, ``severity``, ``status``, ``group`` (the limit's group from the limits
 document) and ``kind`` (the limit kind).
@@ -15,10 +19,10 @@ document) and ``kind`` (the limit kind).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from risk_monitor.domain.model import Notification
+from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, NotificationKind
 from risk_monitor.domain.silences import Matcher, labels_of
 
 
@@ -82,3 +86,25 @@ def channels_for(n: Notification, routes: Sequence[Route],
                  by_severity: Mapping[str, str]) -> list[str]:
     """The channels of one notification (labels from :func:`labels_of`)."""
     return route_channels(routes, by_severity[n.severity.value], labels_of(n))
+
+
+#: later states of an episode that every channel of its first message hears (not repeats)
+STATUS_CHANGES = frozenset({NotificationKind.ESCALATED, NotificationKind.DEESCALATED,
+                            NotificationKind.RESOLVED})
+
+
+def has_continue(routes: Sequence[Route]) -> bool:
+    """True when some route sends an alert on to further channels (``continue``)."""
+    return any(r.continue_ or has_continue(r.routes) for r in routes)
+
+
+def episode_copy_channels(n: Notification, first_status: LimitStatus,
+                          first_severity: AlertSeverity, routes: Sequence[Route],
+                          by_severity: Mapping[str, str]) -> list[str]:
+    """The further channels (not the thread's) that got a copy of the episode's first message,
+    which had ``first_status`` and ``first_severity``: where a later status change of ``n``'s
+    episode is copied too. Empty for repeats (they stay in the thread)."""
+    if n.kind not in STATUS_CHANGES:
+        return []
+    first = replace(n, status=first_status, severity=first_severity)
+    return channels_for(first, routes, by_severity)[1:]

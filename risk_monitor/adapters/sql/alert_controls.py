@@ -56,6 +56,12 @@ class AckedAlert:
     ack: Acknowledgement
     target: AckTarget
 
+    @property
+    def note_key(self) -> str:
+        """Idempotency key of its thread note (one per fingerprint, episode and status)."""
+        a = self.ack
+        return f"ack:{a.fingerprint}:{a.episode}:{a.status.value}"
+
 
 @dataclass(frozen=True)
 class SilenceNote:
@@ -65,6 +71,11 @@ class SilenceNote:
     fingerprint: str
     episode: int
     thread_ref: str
+
+    @property
+    def key(self) -> str:
+        """Idempotency key of the note (one per silence, series and episode)."""
+        return f"silence:{self.silence.id}:{self.fingerprint}:{self.episode}"
 
     @property
     def text(self) -> str:

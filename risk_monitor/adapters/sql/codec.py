@@ -128,7 +128,8 @@ def notification_from_payload(data: Mapping[str, Any]) -> Notification:
         breach_level=float("nan") if breach is None else float(breach),
         utilisation=data.get("utilisation"), episode=int(data["episode"]),
         detected_at=detected_at, source_event_time=parse_time(data.get("source_event_time")),
-        reason=data.get("reason", ""), context=dict(data.get("context") or {}))
+        reason=data.get("reason", ""), context=dict(data.get("context") or {}),
+        usd_per_unit=data.get("usd_per_unit"))
 
 
 def sequence_of(n: Notification) -> int:
@@ -143,10 +144,15 @@ def sequence_of(n: Notification) -> int:
 
 # --- limit results -----------------------------------------------------------------------------
 def limit_result_values(r: LimitResult) -> dict[str, Any]:
-    return _values(r, fingerprint=r.fingerprint, status=r.status.value, value=finite(r.value),
-                   warn_level=finite(r.warn_level), utilisation=finite(r.utilisation),
-                   breach_level=_required_float(r.breach_level, f"breach level of {r.limit_id}"))
+    """The columns of ``limit_status_latest`` (``usd_per_unit`` travels on notifications)."""
+    values = _values(r, fingerprint=r.fingerprint, status=r.status.value, value=finite(r.value),
+                     warn_level=finite(r.warn_level), utilisation=finite(r.utilisation),
+                     breach_level=_required_float(r.breach_level,
+                                                  f"breach level of {r.limit_id}"))
+    del values["usd_per_unit"]
+    return values
 
 
 def limit_result_from_row(row: Mapping[str, Any] | RowMapping) -> LimitResult:
-    return _build(LimitResult, row, status=LimitStatus(row["status"]), reason=row["reason"] or "")
+    return _build(LimitResult, row, status=LimitStatus(row["status"]), reason=row["reason"] or "",
+                  usd_per_unit=None)

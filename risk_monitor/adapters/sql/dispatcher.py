@@ -49,7 +49,7 @@ class FindsEarlierPosts(Protocol):
 class PostsThreadNotes(Protocol):
     """A notifier that can reply in an alert's thread (Slack: acknowledgements)."""
 
-    def post_note(self, thread_ref: str, text: str) -> str: ...
+    def post_note(self, thread_ref: str, text: str, key: str | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,8 @@ class OutboxDispatcher:
 
     def _note_acknowledgements(self) -> None:
         """Say in each acknowledged or silenced alert's thread who owns or silenced it (once; a
-        failure retries on the next dispatch, a crash between post and record may repeat it)."""
+        failure retries on the next dispatch; after a crash between post and record, the
+        notifier adopts the note its thread holds: ``note_key``)."""
         if not isinstance(self.notifier, PostsThreadNotes) or self.notifier_error is not None:
             return
         for ack_id, item in self.controls.unnoted_acknowledgements():
@@ -290,7 +291,7 @@ class OutboxDispatcher:
                     f"held until the status changes." + (f" {ack.comment}" if ack.comment
                                                          else ""))
             try:
-                ref = self.notifier.post_note(str(item.target.message_ref), text)
+                ref = self.notifier.post_note(str(item.target.message_ref), text, item.note_key)
             except Exception as exc:
                 error = map_exception(exc, source=self.notifier_name)
                 record_error(error)
@@ -300,7 +301,7 @@ class OutboxDispatcher:
             self.controls.mark_noted(ack_id, ref)
         for note in self.controls.unnoted_silences(self.clock()):  # alerts: silences, once each
             try:
-                ref = self.notifier.post_note(note.thread_ref, note.text)
+                ref = self.notifier.post_note(note.thread_ref, note.text, note.key)
             except Exception as exc:
                 record_error(map_exception(exc, source=self.notifier_name))
                 return

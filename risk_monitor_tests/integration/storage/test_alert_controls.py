@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from risk_monitor.adapters.alert_messages import METADATA_EVENT_TYPE, NOTE_EVENT_TYPE
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.prometheus import StoredMetricsCollector
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
@@ -47,7 +48,8 @@ def _dispatch(storage: Storage, notifier: Any, clock: FakeClock) -> Any:
 
 def _posts(slack_sim: SlackSimulator) -> list[dict[str, Any]]:
     """One message per alert state (without the escalation's copy to another channel)."""
-    return [m for m in slack_sim.messages if m["params"].get("metadata")]
+    return [m for m in slack_sim.messages
+            if (m["params"].get("metadata") or {}).get("event_type") == METADATA_EVENT_TYPE]
 
 
 def _repeat(storage: Storage, previous: Notification, clock: FakeClock) -> Notification:
@@ -171,7 +173,8 @@ def test_a_silence_is_said_once_in_the_thread_of_each_firing_alert_it_holds(
     (okx_root,) = [m for m in _posts(slack_sim)
                    if m["params"]["metadata"]["event_payload"]["scope"] == "venue:okx"]
     (note,) = notes()  # binance's thread is not silenced: no note there
-    assert note["thread_ts"] == okx_root["ts"] and not note["params"].get("metadata")
+    assert note["thread_ts"] == okx_root["ts"]
+    assert note["params"]["metadata"]["event_type"] == NOTE_EVENT_TYPE  # not an alert state
     assert all(word in note["text"] for word in ("carol", "okx maintenance", silence.id))
 
     # the escalation is held by the silence; the thread was told already (same episode)
@@ -179,6 +182,49 @@ def test_a_silence_is_said_once_in_the_thread_of_each_firing_alert_it_holds(
     result = _dispatch(storage, notifier, clock)
     assert (result.sent, result.suppressed) == (0, 1)
     assert len(notes()) == 1
+
+
+class _Crash(Exception):
+    """The process dies between posting a thread note and recording it."""
+
+
+def test_a_thread_note_posted_before_a_crash_is_adopted_not_posted_again(
+        storage: Storage, clock: FakeClock, controls: SqlAlertControls,
+        notifier: SlackNotifier, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (firing,) = evaluate(storage, make_result("WARN", clock.advance(1), scope="venue:okx"))
+    assert _dispatch(storage, notifier, clock).sent == 1
+    controls.acknowledge(firing.correlation_id, by="erin", comment="hedging")
+    silence = controls.add_silence(["venue=okx"], ends_at=clock() + timedelta(hours=2),
+                                   created_by="carol", comment="okx maintenance")
+
+    def crash(*_: Any, **__: Any) -> None:
+        raise _Crash
+
+    for recorder in ("mark_noted", "mark_silence_noted"):  # each note: posted, not recorded
+        with monkeypatch.context() as patch:
+            patch.setattr(SqlAlertControls, recorder, crash)
+            with pytest.raises(_Crash):
+                _dispatch(storage, notifier, clock)
+
+    def notes(word: str) -> list[dict[str, Any]]:
+        return [m for m in slack_sim.messages if word in m["text"]]
+
+    assert len(notes("Acknowledged by")) == 1 and len(notes("Silenced by")) == 1
+    # a new dispatcher (after the restart) finds both notes in the thread and records them
+    fresh = SlackNotifier(notifier.client, notifier.channels,
+                          dagster_ui_url=notifier.dagster_ui_url)
+    _dispatch(storage, fresh, clock)
+    _dispatch(storage, fresh, clock)
+    (ack_note,), (silence_note,) = notes("Acknowledged by"), notes("Silenced by")
+    (root,) = _posts(slack_sim)
+    assert ack_note["thread_ts"] == silence_note["thread_ts"] == root["ts"]
+    assert controls.unnoted_acknowledgements() == []
+    assert controls.unnoted_silences(clock()) == []
+    keys = {m["params"]["metadata"]["event_payload"]["idempotency_key"]
+            for m in (ack_note, silence_note)}
+    assert keys == {f"ack:{firing.fingerprint}:{firing.episode}:WARN",
+                    f"silence:{silence.id}:{firing.fingerprint}:{firing.episode}"}
 
 
 def test_the_application_role_may_use_the_alert_controls(pg_storage: Storage) -> None:

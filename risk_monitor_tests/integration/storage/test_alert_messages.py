@@ -15,9 +15,12 @@ import pytest
 from risk_monitor.adapters.alert_messages import alertmanager_annotations, render_text
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
+from risk_monitor.application.alerting import raise_alerts
 from risk_monitor.domain.alerts import AlertPolicy, AlertRule, plan_alerts
+from risk_monitor.domain.engine import evaluate as evaluate_desk
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, make_result
+from risk_monitor_tests.unit.domain.builders import NOW, config, desk
 from risk_sim.slack import SlackSimulator
 
 pytestmark = pytest.mark.integration
@@ -91,3 +94,31 @@ def test_a_limit_without_runbook_says_so_and_annotations_match_the_message() -> 
     assert found["runbook_url"] == RUNBOOK and found["owner"] == "btc-desk"
     assert found["dashboard_url"] == f"{DASHBOARD}?alert={note.correlation_id}"
     assert found["trace"] == f"risk-monitor audit trace {note.correlation_id}"
+
+
+def test_percent_and_ratio_limits_give_their_headroom_in_usd_too(
+        pg_storage: Storage, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leverage and concentration headroom in USD from the evaluation's own equity (carried
+    on the result, not recomputed by the message); a liquidation distance says it has none.
+    The desk: equity 2,481,000 USD, gross 1,771,000 USD, BTC gross 1,220,000 USD."""
+    monkeypatch.setenv(TOKEN_ENV, slack_sim.token)
+    settings = load_settings(slack={"token_env": TOKEN_ENV, "base_url": slack_sim.api_base})
+    cfg = config(
+        {"id": "lev", "kind": "leverage", "scope": {}, "warn": 0.5, "breach": 0.8},
+        {"id": "conc", "kind": "concentration", "scope": {"asset": "BTC"}, "warn": 40,
+         "breach": 80},
+        {"id": "liq", "kind": "liquidation_distance",
+         "scope": {"venue": "binance", "instrument": "BTC/USDT:USDT"}, "warn": 20, "breach": 10},
+        venues=["binance", "okx", "fireblocks"])
+    results = evaluate_desk(desk(), cfg).results
+    raise_alerts(pg_storage, results, now=NOW, policy=AlertPolicy(), context={})
+    dispatcher = OutboxDispatcher(pg_storage.engine, SlackNotifier.from_settings(settings),
+                                  notifier_name="slack")
+    assert dispatcher.dispatch_once(10).sent == 3
+    text = {m["metadata"]["event_payload"]["limit_id"]: m["text"] for m in slack_sim.messages}
+    assert "headroom 0.0862x ≈ 213,800 USD of gross notional" in text["lev"]  # 0.8 x eq - gross
+    assert "headroom 30.8263% ≈ 764,800 USD of exposure" in text["conc"]  # 80% x eq - BTC
+    assert "(no USD figure: a price distance to liquidation, not an amount)" in text["liq"]
+    (stored,) = [n for _, n in pg_storage.outbox.recent() if n.limit_id == "lev"]
+    assert stored.usd_per_unit == pytest.approx(2_481_000)  # kept through the outbox

@@ -12,6 +12,9 @@ import pytest
 
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
+from risk_monitor.application.alerting import raise_alerts
+from risk_monitor.domain.alerts import AlertPolicy
+from risk_monitor.domain.model import LimitResult
 from risk_monitor.platform.errors import ConfigError, NotifierConfigError
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result
@@ -70,9 +73,12 @@ def test_a_venue_route_receives_its_venues_alerts(
     # the escalation goes to the nested critical route too, linking back to the thread
     (escalated,) = slack_sim.messages_in("#okx-critical")
     assert "escalated from" in escalated["text"]
-    # continue: the okx WARN also matched the next sibling route, which got a copy
-    assert _states(slack_sim, "#desk-warnings") == [("copy", "")]
-    assert ":warning: WARN" in slack_sim.messages_in("#desk-warnings")[0]["text"]
+    # continue: the okx WARN also matched the next sibling route, which got a copy, and then
+    # hears how the episode went on: the escalation and the resolve
+    assert _states(slack_sim, "#desk-warnings") == [("copy", "")] * 3
+    warned, escalated_copy, resolved = slack_sim.messages_in("#desk-warnings")
+    assert ":warning: WARN" in warned["text"] and "[escalated]" in escalated_copy["text"]
+    assert "[resolved]" in resolved["text"]
     # binance matches no route: the default route, by severity
     assert _states(slack_sim, "#risk-alerts") == [
         ("firing", "WARN"), ("escalated", "BREACH"), ("resolved", "OK")]
@@ -206,3 +212,76 @@ def test_a_crash_mid_delivery_leaves_every_route_copy_once(
     clock.advance(60)
     assert dispatcher.dispatch_once(50).sent == 0
     assert len(slack_sim.messages) == 2
+
+
+def _raise(storage: Storage, result: LimitResult) -> None:
+    """The real planner (``raise_alerts``): messages with the episode's start and length."""
+    raise_alerts(storage, [result], now=result.as_of, policy=AlertPolicy(), context={})
+
+
+CONTINUE_ROUTES: list[dict[str, Any]] = [
+    {"matchers": ['venue="okx"'], "channel": "#okx-desk", "continue": True},
+    {"matchers": ['venue="okx"'], "channel": "#treasury"},
+]
+
+
+@pytest.mark.parametrize("crash", ["none", "after the thread reply", "after every post"])
+def test_a_continue_route_hears_the_escalation_and_the_resolve_once(
+        crash: str, pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A channel that got the episode's first message (a ``continue`` copy) also gets its
+    escalation and its resolve (with the episode's length), each once, with the outbox's
+    guarantees: a dispatcher that dies after the resolve's thread reply (or after every post)
+    leaves the next one to adopt what Slack holds and post only what is missing."""
+    notifier = _notifier(slack_sim, monkeypatch, CONTINUE_ROUTES)
+    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
+                                  lease_s=10.0,
+                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    for status in ("WARN", "BREACH"):
+        _raise(pg_storage, make_result(status, clock.advance(1), scope=OKX))
+        assert dispatcher.dispatch_once(50).sent == 1
+    clock.advance(120)
+    _raise(pg_storage, make_result("OK", clock(), scope=OKX))
+    if crash != "none":  # the crashed attempt: claimed, posted (in part), never marked
+        (entry,) = dispatcher.repository.claim(50, clock(), dispatcher.lease_s)
+        desk = slack_sim.messages_in("#okx-desk")[0]
+        root = f"{desk['channel']}:{desk['ts']}"
+        if crash == "after the thread reply":
+            joined = ["#okx-desk", "#risk-alerts", "#risk-critical", "#risk-info"]
+            slack_sim.set_channels(joined)  # the copy fails, and the process dies there
+            with pytest.raises(NotifierConfigError):
+                notifier.send(entry.notification, root)
+            slack_sim.set_channels([*joined, "#treasury"])
+        else:
+            notifier.send(entry.notification, root)
+        clock.advance(11)  # the lease expired
+    assert dispatcher.dispatch_once(50).sent == 1
+    clock.advance(60)
+    assert dispatcher.dispatch_once(50).sent == 0
+
+    assert _states(slack_sim, "#okx-desk") == [
+        ("firing", "WARN"), ("escalated", "BREACH"), ("resolved", "OK")]
+    assert _states(slack_sim, "#treasury") == [("copy", "")] * 3
+    first, escalated, resolved = slack_sim.messages_in("#treasury")
+    assert ":warning: WARN [firing]" in first["text"]
+    assert ":rotating_light: BREACH [escalated]" in escalated["text"]
+    assert "OK [resolved]" in resolved["text"] and "episode lasted 2m 01s" in resolved["text"]
+    assert all(not m["thread_ts"] for m in slack_sim.messages_in("#treasury"))  # unthreaded
+    assert all(r.status == "sent" for r in pg_storage.outbox.rows())
+
+
+def test_a_channel_that_did_not_get_the_first_message_hears_nothing_later(
+        pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only breaches are copied to the treasury: a WARN episode that resolves is never said
+    there, and repeats stay in the thread."""
+    routes: list[dict[str, Any]] = [
+        {"matchers": ['venue="okx"'], "channel": "#okx-desk", "continue": True},
+        {"matchers": ['venue="okx"', 'severity="critical"'], "channel": "#treasury"},
+    ]
+    notifier = _notifier(slack_sim, monkeypatch, routes)
+    for status in ("WARN", "OK"):
+        evaluate(pg_storage, make_result(status, clock.advance(1), scope=OKX))
+        _deliver(pg_storage, notifier, clock)
+    assert _states(slack_sim, "#okx-desk") == [("firing", "WARN"), ("resolved", "OK")]
+    assert slack_sim.messages_in("#treasury") == []

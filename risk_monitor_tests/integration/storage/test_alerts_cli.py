@@ -57,7 +57,8 @@ def test_silence_list_unsilence_through_the_cli(
     result = dispatcher.dispatch_once(10)
     assert (result.sent, result.suppressed) == (1, 1)
     assert [m["params"]["metadata"]["event_payload"]["scope"] for m in slack_sim.messages
-            if m["params"].get("metadata")] == ["venue:binance"]
+            if (m["params"].get("metadata") or {}).get("event_type") == "risk_monitor_alert"] \
+        == ["venue:binance"]
     held = pg_storage.outbox.rows(status="suppressed")
     assert [r.suppressed_by for r in held] == [f"silence:{silence['silence_id']}"]
 

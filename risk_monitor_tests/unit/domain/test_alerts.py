@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
 
+from risk_monitor.adapters.alert_messages import headroom_text, headroom_usd
 from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, correlation_id_for, plan_alerts
+from risk_monitor.domain.engine import evaluate
 from risk_monitor.domain.model import (
     AlertSeverity,
     AlertState,
@@ -16,7 +19,8 @@ from risk_monitor.domain.model import (
     NotificationKind,
     alert_fingerprint,
 )
-from risk_monitor_tests.unit.domain.builders import NOW, result
+from risk_monitor_tests.unit.domain.builders import NOW, desk, result
+from risk_monitor_tests.unit.domain.builders import config as limits_config
 
 FP = alert_fingerprint("btc-notional", "venue:binance|instrument:BTC/USDT:USDT")
 
@@ -201,3 +205,27 @@ def test_policy_validation() -> None:
         AlertPolicy(repeat_interval_s=0)
     with pytest.raises(ValueError):
         AlertPolicy(group_wait_s=-1)
+
+
+def test_results_carry_the_usd_of_one_unit_into_the_notification() -> None:
+    """The evaluation's own denominator travels on the result and the notification, so the
+    message gives %/x headroom in USD without recomputing equity; where no USD figure exists
+    (data age, liquidation distance) it is None and the message says so."""
+    cfg = limits_config(
+        {"id": "dd", "kind": "drawdown", "warn": 10, "breach": 20},
+        {"id": "lev", "kind": "leverage", "warn": 0.5, "breach": 0.8},
+        {"id": "cp", "kind": "counterparty", "scope": {"venue": "okx"}, "breach": 1e6},
+        {"id": "age", "kind": "data_age", "scope": {"venue": "okx"}, "warn": 30, "breach": 60},
+        venues=["binance", "okx", "fireblocks"])
+    found = {r.limit_id: r for r in evaluate(desk(), cfg).results}
+    assert found["dd"].usd_per_unit == pytest.approx(24_810)  # peak (= equity) / 100
+    assert found["lev"].usd_per_unit == pytest.approx(2_481_000)  # equity
+    assert found["cp"].usd_per_unit == 1.0 and found["age"].usd_per_unit is None
+    notes = {n.limit_id: n for n in plan_alerts(
+        {}, [dataclasses.replace(r, status=LimitStatus.WARN) for r in found.values()],
+        found["dd"].as_of).notifications}
+    assert headroom_usd(notes["dd"]) == pytest.approx(20 * 24_810)  # equity that may be lost
+    assert headroom_text(notes["dd"]).endswith("≈ 496,200 USD of equity loss")
+    assert headroom_text(notes["lev"]).endswith("≈ 213,800 USD of gross notional")
+    assert headroom_text(notes["cp"]) == "629,000 USD"
+    assert "no USD figure: a data age" in headroom_text(notes["age"])

@@ -7,8 +7,14 @@ from dataclasses import replace
 import pytest
 
 from risk_monitor.domain.alerts import AlertPolicy, AlertRule, plan_alerts
-from risk_monitor.domain.model import Notification
-from risk_monitor.domain.routing import channels_for, parse_routes, route_channels
+from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, NotificationKind
+from risk_monitor.domain.routing import (
+    channels_for,
+    episode_copy_channels,
+    has_continue,
+    parse_routes,
+    route_channels,
+)
 from risk_monitor_tests.fixtures.storage import START, make_result
 
 BY_SEVERITY = {"info": "#risk-info", "warning": "#risk-alerts", "critical": "#risk-critical"}
@@ -96,3 +102,24 @@ def test_check_config_accepts_a_good_tree_and_names_a_bad_one() -> None:
     (problem,) = check_alert_routes(bad, CheckContext(settings_source="c.yaml"))
     assert problem.key == "slack.routes[0].routes[0].matchers"
     assert "regex" in problem.message
+
+
+def test_later_status_changes_go_to_the_channels_of_the_first_message() -> None:
+    """The channels that got a copy of the episode's first message (by its status and
+    severity) hear its escalation and resolve; the thread's channel and repeats do not."""
+    tree = parse_routes([
+        {"matchers": ['venue="okx"'], "channel": "#okx-desk", "continue": True},
+        {"matchers": ['venue="okx"', "severity=warning"], "channel": "#desk-warnings"},
+    ])
+    assert has_continue(tree) and not has_continue(TREE[:1])
+    escalated = replace(_note("BREACH"), kind=NotificationKind.ESCALATED)
+    resolved = replace(_note("BREACH"), kind=NotificationKind.RESOLVED, status=LimitStatus.OK)
+    for later in (escalated, resolved):
+        assert episode_copy_channels(later, LimitStatus.WARN, AlertSeverity.WARNING, tree,
+                                     BY_SEVERITY) == ["#desk-warnings"]
+        # a BREACH-first episode never reached #desk-warnings: nothing later goes there
+        assert episode_copy_channels(later, LimitStatus.BREACH, AlertSeverity.CRITICAL, tree,
+                                     BY_SEVERITY) == []
+    repeat = replace(escalated, kind=NotificationKind.REPEAT)
+    assert episode_copy_channels(repeat, LimitStatus.WARN, AlertSeverity.WARNING, tree,
+                                 BY_SEVERITY) == []
