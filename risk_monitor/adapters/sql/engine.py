@@ -117,41 +117,37 @@ def is_postgres(bind: Engine | Connection) -> bool:
 
 
 @contextlib.contextmanager
-def write_tx(engine: Engine, *, source: str = "database") -> Iterator[Connection]:
-    """One write transaction; library errors leave as our StorageError family."""
+def storage_errors(source: str = "database") -> Iterator[None]:
+    """Library errors leave as our StorageError family (ours pass through untouched)."""
     try:
-        with engine.begin() as conn:
-            yield conn
+        yield
     except RiskMonitorError:
         raise
     except sa.exc.SQLAlchemyError as exc:
         raise map_exception(exc, source=source) from exc
+
+
+@contextlib.contextmanager
+def write_tx(engine: Engine, *, source: str = "database") -> Iterator[Connection]:
+    """One write transaction."""
+    with storage_errors(source), engine.begin() as conn:
+        yield conn
 
 
 @contextlib.contextmanager
 def write_tx_on(conn: Connection, *, source: str = "database") -> Iterator[Connection]:
     """:func:`write_tx` on a connection the caller holds (no pool checkout, no ping)."""
-    try:
-        with conn.begin():
-            yield conn
-    except RiskMonitorError:
-        raise
-    except sa.exc.SQLAlchemyError as exc:
-        raise map_exception(exc, source=source) from exc
+    with storage_errors(source), conn.begin():
+        yield conn
 
 
 @contextlib.contextmanager
 def read_only(engine: Engine, *, source: str = "database") -> Iterator[Connection]:
     """One read transaction (deferred on SQLite, so readers never queue behind writers)."""
-    try:
-        with engine.connect() as raw:
-            conn = raw.execution_options(**{READ_ONLY_OPTION: True})
-            with conn.begin():
-                yield conn
-    except RiskMonitorError:
-        raise
-    except sa.exc.SQLAlchemyError as exc:
-        raise map_exception(exc, source=source) from exc
+    with storage_errors(source), engine.connect() as raw:
+        conn = raw.execution_options(**{READ_ONLY_OPTION: True})
+        with conn.begin():
+            yield conn
 
 
 def advisory_key(name: str) -> int:
