@@ -37,6 +37,20 @@ SHARED_SCOPES = {
 }
 
 
+#: hang guard of a test that uses a scenario play: its module's first test pays for the whole
+#: play (six Dagster runs; two minutes at load ~25, five at ~32). Under the 120 s default,
+#: pytest-timeout fired *inside* a Dagster step on a busy machine, and Dagster recorded it as a
+#: failed step ("Execution of step 'exposures' failed"), which read like a product failure.
+PLAY_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "scenario_plays" in getattr(item, "fixturenames", ()) \
+                and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(PLAY_TIMEOUT_S))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadscope`` with :data:`SHARED_SCOPES` as one work unit each."""

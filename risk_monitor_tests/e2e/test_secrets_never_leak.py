@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from risk_monitor_tests.fixtures.waiting import scaled
 from risk_sim.launcher import SimulatorStack
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+#: a Dagster run and check-config in subprocesses: minutes on a busy machine, not 120 s
+pytestmark = pytest.mark.timeout(scaled(600))
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +60,10 @@ def test_no_secret_leaves_a_trace(stack: SimulatorStack, tmp_path: Path) -> None
            "RISK_MONITOR_LOG_LEVEL": "DEBUG", "RISK_MONITOR_RESILIENCE__MAX_ATTEMPTS": "1"}
     run = subprocess.run(
         [str(BIN / "dagster"), "job", "execute", "-m", "risk_monitor.definitions",
-         "-j", "risk_cycle"], env=env, capture_output=True, text=True, timeout=300, check=False)
+         "-j", "risk_cycle"], env=env, capture_output=True, text=True, timeout=scaled(300),
+        check=False)
     check = subprocess.run([str(BIN / "risk-monitor"), "check-config"], env=env,
-                           capture_output=True, text=True, timeout=60, check=False)
+                           capture_output=True, text=True, timeout=scaled(60), check=False)
     assert check.returncode == 0, check.stderr
 
     compute_logs = list(home.rglob("compute_logs/*.err"))

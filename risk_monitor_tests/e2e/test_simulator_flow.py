@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from risk_monitor_tests.fixtures.service import free_port, health_status
-from risk_monitor_tests.fixtures.waiting import wait_until
+from risk_monitor_tests.fixtures.waiting import scaled, wait_until
 from risk_sim.launcher import read_env_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -40,10 +40,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=scaled(30))
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=10)
+            process.wait(timeout=scaled(10))
 
 
 @pytest.fixture

@@ -199,7 +199,5 @@ def test_rate_limited_client_paces_itself(sim: SimulatorStack) -> None:
     """With enableRateLimit on (production default) calls are spaced, not refused."""
     exchange = ccxt_client(sim, VENUE, "sync", enableRateLimit=True)
     exchange.load_markets()
-    started = time.monotonic()
-    for _ in range(3):
-        exchange.fetch_ticker("BTC/USDT:USDT")
-    assert time.monotonic() - started < 30  # generous: only checks it completes
+    tickers = [exchange.fetch_ticker("BTC/USDT:USDT") for _ in range(3)]
+    assert all(ticker["last"] for ticker in tickers)  # none refused (no speed is asserted)

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.sims import point_ccxt_at
+from risk_monitor_tests.fixtures.waiting import scaled
 from risk_sim.cli import cli
 from risk_sim.launcher import SimulatorStack, read_env_file
 from risk_sim.scenario import ScenarioError, list_scenarios
@@ -140,7 +141,7 @@ def test_risk_sim_up_runs_until_sigterm(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         lines: list[str] = []
         while time.monotonic() < deadline:
             line = process.stdout.readline() if process.stdout else ""

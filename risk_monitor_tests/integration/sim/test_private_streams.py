@@ -21,6 +21,7 @@ import aiohttp
 import ccxt
 import pytest
 
+from risk_monitor_tests.fixtures.waiting import scaled
 from risk_sim.launcher import SimulatorStack
 from risk_sim.market import Trade
 
@@ -28,7 +29,7 @@ from .helpers import clear_positions, eventually
 
 pytestmark = pytest.mark.integration
 BTC = "BTC/USDT:USDT"
-WAIT = 10.0
+WAIT = scaled(10.0)  # a hang guard: stretched under CI's contention run
 #: the calm scenario: Binance is one-way, OKX hedge mode (orders name the position side)
 PARAMS = {"binance": {}, "okx": {"posSide": "long"}}
 CLOSE = {"binance": {"reduceOnly": True}, "okx": {"posSide": "long"}}

@@ -160,8 +160,8 @@ def test_async_calls_retry_and_time_out() -> None:
         assert await guard("u-async").acall("read", flaky.acall) == "ok"
         assert flaky.calls == 3
 
-        async def hang() -> str:
-            await asyncio.sleep(5)
+        async def hang() -> str:  # a server that never answers: only the guard's timeout ends it
+            await asyncio.Event().wait()
             return "late"
 
         settings = FAST.model_copy(update={"max_attempts": 2})
