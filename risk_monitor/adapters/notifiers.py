@@ -40,12 +40,14 @@ from risk_monitor.adapters.alert_messages import (
 )
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import Clock, notification_payload, utc_now
+from risk_monitor.domain.alerts import episode_key_prefix
 from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, NotificationKind
 from risk_monitor.domain.routing import (
     STATUS_CHANGES,
     Route,
     channels_for,
     episode_copy_channels,
+    escalation_channels,
     has_continue,
     parse_routes,
 )
@@ -241,10 +243,23 @@ class SlackNotifier:
 
     def _heard(self, n: Notification, thread_channel: str, root_ts: str,
                routed: str | None) -> list[str]:
-        """The ``continue`` channels that got the episode's first message, for a later change
-        of status (:func:`episode_copy_channels`); the first message's status and severity
-        are read from its metadata. Leaves out the thread's channel and ``routed`` (the
+        """The further channels that heard the episode and hear this change of status too:
+        those that got its first message (``continue``) and, for a de-escalation or resolve,
+        one its escalation was copied to. Leaves out the thread's channel and ``routed`` (the
         escalation's critical channel, which has its copy already)."""
+        skip = {thread_channel, routed.partition(":")[0] if routed else None}
+        heard = [c for c in self._first_heard(n, thread_channel, root_ts)
+                 if self._channel_id(c) not in skip]
+        skip.update(self._channel_id(c) for c in heard)
+        for channel in escalation_channels(n, self.routes, self.channels):
+            if self._channel_id(channel) not in skip \
+                    and self._find_copy(n, channel, episode_since=root_ts) is not None:
+                heard.append(channel)
+        return heard
+
+    def _first_heard(self, n: Notification, thread_channel: str, root_ts: str) -> list[str]:
+        """The channels that got the episode's first message (:func:`episode_copy_channels`);
+        its status and severity are read from its metadata."""
         if n.kind not in STATUS_CHANGES or not has_continue(self.routes):
             return []
         response = self._call("conversations.replies", channel=thread_channel, ts=root_ts,
@@ -260,9 +275,7 @@ class SlackNotifier:
                         "copied to its continue routes", thread=f"{thread_channel}:{root_ts}",
                         idempotency_key=n.idempotency_key)
             return []
-        skip = {thread_channel, routed.partition(":")[0] if routed else None}
-        return [c for c in episode_copy_channels(n, status, severity, self.routes, self.channels)
-                if self._channel_id(c) not in skip]
+        return episode_copy_channels(n, status, severity, self.routes, self.channels)
 
     def _escalate(self, n: Notification, thread_channel: str, root_ts: str, text: str,
                   blocks: list[dict[str, Any]], *, retry: bool = False) -> str | None:
@@ -286,19 +299,27 @@ class SlackNotifier:
                               f"from {link or back}", blocks=_marked([*blocks, note], n))
         return f"{response['channel']}:{response['ts']}"
 
-    def _find_copy(self, n: Notification, channel: str) -> str | None:
-        """The ref of an earlier route copy of ``n`` in ``channel`` (by its marker block)."""
+    def _find_copy(self, n: Notification, channel: str, *,
+                   episode_since: str | None = None) -> str | None:
+        """The ref of an earlier route copy of ``n`` in ``channel`` (by its marker block); with
+        ``episode_since`` (a Slack ts: the thread's first message), of any copy of ``n``'s
+        episode posted since."""
         channel_id = self._channel_id(channel)
         if channel_id is None:
             return None
-        marker = COPY_BLOCK_PREFIX + n.idempotency_key
-        oldest = f"{n.detected_at.timestamp() - FIND_LOOKBACK_S:.6f}"
+        if episode_since is None:
+            oldest = f"{n.detected_at.timestamp() - FIND_LOOKBACK_S:.6f}"
+            marker = COPY_BLOCK_PREFIX + n.idempotency_key
+        else:
+            oldest = episode_since
+            marker = COPY_BLOCK_PREFIX + episode_key_prefix(n.fingerprint, n.episode)
         cursor: str | None = None
         for _ in range(FIND_MAX_PAGES):
             response = self._call("conversations.history", channel=channel_id, oldest=oldest,
                                   limit=FIND_PAGE_SIZE, cursor=cursor)
             for message in response.get("messages") or []:
-                if any(b.get("block_id") == marker for b in message.get("blocks") or []):
+                ids = (str(b.get("block_id")) for b in message.get("blocks") or [])
+                if any(i.startswith(marker) if episode_since else i == marker for i in ids):
                     return f"{channel_id}:{message['ts']}"
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
             if cursor is None:

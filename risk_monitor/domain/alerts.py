@@ -230,6 +230,12 @@ def severity_of(status: LimitStatus) -> AlertSeverity:
     return _SEVERITY[status]
 
 
+def episode_key_prefix(fingerprint: str, episode: int) -> str:
+    """What every idempotency key of one episode starts with (``fp:episode:sequence``), so a
+    channel can be searched for any message of the episode."""
+    return f"{fingerprint}:{episode}:"
+
+
 def correlation_id_for(fingerprint: str, episode: int, started_at: datetime) -> str:
     """Deterministic id of one firing episode (same inputs → same id, no randomness)."""
     raw = f"{fingerprint}:{episode}:{started_at.isoformat()}"
@@ -404,7 +410,7 @@ def _notification(result: LimitResult, kind: NotificationKind, *, severity: Aler
                   context: dict[str, Any]) -> Notification:
     fp = result.fingerprint
     return Notification(
-        idempotency_key=f"{fp}:{episode}:{sequence}", fingerprint=fp, kind=kind,
+        idempotency_key=f"{episode_key_prefix(fp, episode)}{sequence}", fingerprint=fp, kind=kind,
         status=result.status, severity=severity, limit_id=result.limit_id,
         limit_kind=result.limit_kind, scope=result.scope, value=result.value,
         warn_level=result.warn_level, breach_level=result.breach_level,

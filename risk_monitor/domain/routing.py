@@ -9,7 +9,8 @@ A route without a channel inherits its parent's (the root's is per severity).
 
 A channel that received an episode's first message (a ``continue`` copy) also hears how the
 episode goes on: its changes of status (escalated, de-escalated) and its resolve
-(:func:`episode_copy_channels`); repeats stay in the thread.
+(:func:`episode_copy_channels`); repeats stay in the thread. So does a channel that got a copy
+of the episode's escalation (the critical route, :func:`escalation_channels`).
 
 Labels are those of silences (:func:`risk_monitor.domain.silences.labels_of`): ``limit_id``,
 ``scope``, ``venue``, ``severity``, ``status``, ``group`` (the limit's group from the limits
@@ -22,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from risk_monitor.domain.alerts import severity_of
 from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, NotificationKind
 from risk_monitor.domain.silences import Matcher, labels_of
 
@@ -108,3 +110,20 @@ def episode_copy_channels(n: Notification, first_status: LimitStatus,
         return []
     first = replace(n, status=first_status, severity=first_severity)
     return channels_for(first, routes, by_severity)[1:]
+
+
+#: the statuses an escalation reaches (WARN -> BREACH, ... -> UNKNOWN)
+ESCALATED_TO = (LimitStatus.BREACH, LimitStatus.UNKNOWN)
+
+
+def escalation_channels(n: Notification, routes: Sequence[Route],
+                        by_severity: Mapping[str, str]) -> list[str]:
+    """The channels an escalation of ``n``'s series is routed to (the primary channel of a
+    BREACH or UNKNOWN, by its severity): a later de-escalation or resolve of an episode whose
+    escalation was copied to one of them is copied there too. Empty for the other kinds (an
+    escalation makes its own copy, repeats stay in the thread)."""
+    if n.kind not in (NotificationKind.DEESCALATED, NotificationKind.RESOLVED):
+        return []
+    found = (channels_for(replace(n, status=s, severity=severity_of(s)), routes, by_severity)[0]
+             for s in ESCALATED_TO)
+    return list(dict.fromkeys(found))

@@ -1,7 +1,8 @@
 """The routing tree (``slack.routes``) through the outbox, the real slack_sdk client and the
 Slack simulator: a venue's route receives that venue's alerts, nested routes split it by
-severity (an escalation is posted to the nested critical route with a link back to the thread),
-``continue`` copies an alert to a further route, and everything else takes the default route.
+severity (an escalation is posted to the nested critical route with a link back to the thread,
+and that route hears the episode's later de-escalation and resolve), ``continue`` copies an alert
+to a further route, and everything else takes the default route.
 """
 
 from __future__ import annotations
@@ -70,9 +71,10 @@ def test_a_venue_route_receives_its_venues_alerts(
         ("firing", "WARN"), ("escalated", "BREACH"), ("resolved", "OK")]
     root = slack_sim.messages_in("#okx-desk")[0]
     assert all(m["thread_ts"] == root["ts"] for m in slack_sim.messages_in("#okx-desk")[1:])
-    # the escalation goes to the nested critical route too, linking back to the thread
-    (escalated,) = slack_sim.messages_in("#okx-critical")
-    assert "escalated from" in escalated["text"]
+    # the escalation goes to the nested critical route too, linking back to the thread, and
+    # that route hears the resolve
+    escalated, resolved_there = slack_sim.messages_in("#okx-critical")
+    assert "escalated from" in escalated["text"] and "[resolved]" in resolved_there["text"]
     # continue: the okx WARN also matched the next sibling route, which got a copy, and then
     # hears how the episode went on: the escalation and the resolve
     assert _states(slack_sim, "#desk-warnings") == [("copy", "")] * 3
@@ -82,7 +84,7 @@ def test_a_venue_route_receives_its_venues_alerts(
     # binance matches no route: the default route, by severity
     assert _states(slack_sim, "#risk-alerts") == [
         ("firing", "WARN"), ("escalated", "BREACH"), ("resolved", "OK")]
-    assert len(slack_sim.messages_in("#risk-critical")) == 1  # binance's escalation copy
+    assert _states(slack_sim, "#risk-critical") == [("copy", "")] * 2  # escalation, resolve
     assert {m["channel"] for m in slack_sim.messages} == {
         slack_sim.channel_id(c) for c in ("#okx-desk", "#okx-critical", "#desk-warnings",
                                           "#risk-alerts", "#risk-critical")}
@@ -285,3 +287,63 @@ def test_a_channel_that_did_not_get_the_first_message_hears_nothing_later(
         _deliver(pg_storage, notifier, clock)
     assert _states(slack_sim, "#okx-desk") == [("firing", "WARN"), ("resolved", "OK")]
     assert slack_sim.messages_in("#treasury") == []
+
+
+@pytest.mark.parametrize("crash", ["none", "after the thread reply", "after every post"])
+def test_the_critical_channel_of_an_escalation_hears_how_the_episode_ends_once(
+        crash: str, pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """WARN -> BREACH -> WARN -> OK with the default routes: the critical channel that got the
+    escalation's copy also hears the de-escalation and the resolve, each once, unthreaded;
+    a dispatcher that dies after the resolve's thread reply (or after every post) leaves the
+    next one to adopt what Slack holds and post only what is missing."""
+    notifier = _notifier(slack_sim, monkeypatch, [])
+    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
+                                  lease_s=10.0,
+                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    for status in ("WARN", "BREACH", "WARN"):
+        _raise(pg_storage, make_result(status, clock.advance(1), scope=BINANCE))
+        assert dispatcher.dispatch_once(50).sent == 1
+    clock.advance(120)
+    _raise(pg_storage, make_result("OK", clock(), scope=BINANCE))
+    if crash != "none":  # the crashed attempt: claimed, posted (in part), never marked
+        (entry,) = dispatcher.repository.claim(50, clock(), dispatcher.lease_s)
+        first = slack_sim.messages_in("#risk-alerts")[0]
+        root = f"{first['channel']}:{first['ts']}"
+        if crash == "after the thread reply":
+            joined = ["#risk-alerts", "#risk-info"]
+            slack_sim.set_channels(joined)  # the critical copy fails, and the process dies there
+            with pytest.raises(NotifierConfigError):
+                notifier.send(entry.notification, root)
+            slack_sim.set_channels([*joined, "#risk-critical"])
+        else:
+            notifier.send(entry.notification, root)
+        clock.advance(11)  # the lease expired
+    assert dispatcher.dispatch_once(50).sent == 1
+    clock.advance(60)
+    assert dispatcher.dispatch_once(50).sent == 0
+
+    assert _states(slack_sim, "#risk-alerts") == [
+        ("firing", "WARN"), ("escalated", "BREACH"), ("deescalated", "WARN"), ("resolved", "OK")]
+    assert _states(slack_sim, "#risk-critical") == [("copy", "")] * 3
+    escalated, deescalated, resolved = slack_sim.messages_in("#risk-critical")
+    assert "escalated from" in escalated["text"]
+    assert ":warning: WARN [deescalated]" in deescalated["text"]
+    assert "OK [resolved]" in resolved["text"] and "episode lasted 2m 02s" in resolved["text"]
+    assert all(not m["thread_ts"] for m in slack_sim.messages_in("#risk-critical"))
+    assert all(r.status == "sent" for r in pg_storage.outbox.rows())
+
+
+def test_an_episode_that_never_escalated_says_nothing_in_the_critical_channel(
+        pg_storage: Storage, clock: FakeClock, slack_sim: SlackSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """WARN -> OK stays in the warning thread; a BREACH-first episode lives in the critical
+    channel already and gets no copy of its resolve there."""
+    notifier = _notifier(slack_sim, monkeypatch, [])
+    for status in ("WARN", "OK"):
+        evaluate(pg_storage, make_result(status, clock.advance(1), scope=BINANCE))
+        evaluate(pg_storage, make_result("BREACH" if status == "WARN" else status,
+                                         clock.advance(1), scope=OKX))
+        _deliver(pg_storage, notifier, clock)
+    assert _states(slack_sim, "#risk-alerts") == [("firing", "WARN"), ("resolved", "OK")]
+    assert _states(slack_sim, "#risk-critical") == [("firing", "BREACH"), ("resolved", "OK")]

@@ -145,7 +145,7 @@ def test_an_escalation_reaches_the_critical_route_and_messages_say_what_to_do(
             tx.apply(plan.states, plan.notifications)
     assert _dispatcher(storage, notifier, clock, tmp_path / "f.jsonl").dispatch_once(10).sent == 3
 
-    root, reply, critical, resolved = slack_sim.messages
+    root, reply, critical, resolved, resolved_copy = slack_sim.messages
     warning = slack_sim.channel_id("#risk-alerts")
     assert (root["channel"], root["thread_ts"]) == (warning, None)
     assert (reply["channel"], reply["thread_ts"]) == (warning, root["ts"])  # the thread goes on
@@ -154,6 +154,9 @@ def test_an_escalation_reaches_the_critical_route_and_messages_say_what_to_do(
     permalink = f"archives/{warning}/p{root['ts'].replace('.', '')}"
     assert permalink in json.dumps(critical["blocks"]) and permalink in critical["text"]
     assert resolved["thread_ts"] == root["ts"]
+    # the critical channel that heard the escalation hears the resolve too, top level
+    assert (resolved_copy["channel"], resolved_copy["thread_ts"]) == (critical["channel"], None)
+    assert resolved_copy["text"] == resolved["text"]
     escalated = next(r for r in storage.outbox.rows() if r.kind == "escalated")
     assert escalated.delivery_ref == f"{critical['channel']}:{critical['ts']}"
 

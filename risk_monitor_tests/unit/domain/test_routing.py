@@ -11,6 +11,7 @@ from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, 
 from risk_monitor.domain.routing import (
     channels_for,
     episode_copy_channels,
+    escalation_channels,
     has_continue,
     parse_routes,
     route_channels,
@@ -123,3 +124,17 @@ def test_later_status_changes_go_to_the_channels_of_the_first_message() -> None:
     repeat = replace(escalated, kind=NotificationKind.REPEAT)
     assert episode_copy_channels(repeat, LimitStatus.WARN, AlertSeverity.WARNING, tree,
                                  BY_SEVERITY) == []
+
+
+def test_a_de_escalation_or_resolve_looks_where_an_escalation_was_routed() -> None:
+    """The channels to look in for the episode's escalation copy: its series' critical route
+    (nested by venue here, the default by severity elsewhere); none for other kinds."""
+    for kind, status in ((NotificationKind.DEESCALATED, LimitStatus.WARN),
+                         (NotificationKind.RESOLVED, LimitStatus.OK)):
+        okx = replace(_note("WARN"), kind=kind, status=status)
+        assert escalation_channels(okx, TREE, BY_SEVERITY) == ["#okx-critical"]
+        binance = replace(_note("WARN", scope="venue:binance|instrument:BTC/USDT:USDT"),
+                          kind=kind, status=status)
+        assert escalation_channels(binance, TREE, BY_SEVERITY) == ["#risk-critical"]
+    for kind in (NotificationKind.FIRING, NotificationKind.ESCALATED, NotificationKind.REPEAT):
+        assert escalation_channels(replace(_note("BREACH"), kind=kind), TREE, BY_SEVERITY) == []
