@@ -121,8 +121,7 @@ def test_each_route_copy_is_delivered_exactly_once(
     notifier = _notifier(slack_sim, monkeypatch, routes)
     joined = ["#okx-desk", "#desk-warnings", "#risk-alerts", "#risk-critical", "#risk-info"]
     slack_sim.set_channels(joined)  # not #okx-audit yet
-    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
-                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    dispatcher = _dispatcher(pg_storage, notifier, clock)
     evaluate(pg_storage, make_result("WARN", clock.advance(1), scope=OKX))
     first = dispatcher.dispatch_once(50)
     assert (first.sent, first.retried + first.failed) == (0, 1)
@@ -151,8 +150,7 @@ def test_an_escalation_copy_to_the_critical_route_is_retried_once(
     """The escalation's post to the critical route fails after the thread reply went out:
     the retry adopts the reply and posts the critical copy once."""
     notifier = _notifier(slack_sim, monkeypatch, [])
-    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
-                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    dispatcher = _dispatcher(pg_storage, notifier, clock)
     evaluate(pg_storage, make_result("WARN", clock.advance(1), scope=BINANCE))
     assert dispatcher.dispatch_once(50).sent == 1
     slack_sim.set_channels(["#risk-alerts", "#risk-info"])  # not in #risk-critical yet
@@ -188,9 +186,7 @@ def test_a_crash_mid_delivery_leaves_every_route_copy_once(
         {"matchers": ['venue="okx"'], "channel": "#treasury"},
     ]
     notifier = _notifier(slack_sim, monkeypatch, routes)
-    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
-                                  lease_s=10.0,
-                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    dispatcher = _dispatcher(pg_storage, notifier, clock, lease_s=10.0)
     evaluate(pg_storage, make_result("BREACH", clock.advance(1), scope=OKX))
     # the crashed attempt: claimed, posted, never marked
     (entry,) = dispatcher.repository.claim(50, clock(), dispatcher.lease_s)
@@ -216,6 +212,34 @@ def test_a_crash_mid_delivery_leaves_every_route_copy_once(
     assert len(slack_sim.messages) == 2
 
 
+def _dispatcher(storage: Storage, notifier: SlackNotifier, clock: FakeClock,
+                **options: Any) -> OutboxDispatcher:
+    return OutboxDispatcher(storage.engine, notifier, clock=clock, notifier_name="slack",
+                            backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0),
+                            **options)
+
+
+def _crash_mid_delivery(crash: str, dispatcher: OutboxDispatcher, notifier: SlackNotifier,
+                        slack_sim: SlackSimulator, clock: FakeClock, *, thread: str,
+                        joined: list[str], copy_to: str) -> None:
+    """The crashed attempt: the pending row claimed and posted (in part: the copy to
+    ``copy_to`` fails when the bot is only in ``joined``), never marked; then the lease
+    expires. Nothing for ``crash == "none"``."""
+    if crash == "none":
+        return
+    (entry,) = dispatcher.repository.claim(50, clock(), dispatcher.lease_s)
+    first = slack_sim.messages_in(thread)[0]
+    root = f"{first['channel']}:{first['ts']}"
+    if crash == "after the thread reply":
+        slack_sim.set_channels(joined)  # the copy fails, and the process dies there
+        with pytest.raises(NotifierConfigError):
+            notifier.send(entry.notification, root)
+        slack_sim.set_channels([*joined, copy_to])
+    else:
+        notifier.send(entry.notification, root)
+    clock.advance(11)  # the lease expired
+
+
 def _raise(storage: Storage, result: LimitResult) -> None:
     """The real planner (``raise_alerts``): messages with the episode's start and length."""
     raise_alerts(storage, [result], now=result.as_of, policy=AlertPolicy(), context={})
@@ -236,27 +260,15 @@ def test_a_continue_route_hears_the_escalation_and_the_resolve_once(
     guarantees: a dispatcher that dies after the resolve's thread reply (or after every post)
     leaves the next one to adopt what Slack holds and post only what is missing."""
     notifier = _notifier(slack_sim, monkeypatch, CONTINUE_ROUTES)
-    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
-                                  lease_s=10.0,
-                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    dispatcher = _dispatcher(pg_storage, notifier, clock, lease_s=10.0)
     for status in ("WARN", "BREACH"):
         _raise(pg_storage, make_result(status, clock.advance(1), scope=OKX))
         assert dispatcher.dispatch_once(50).sent == 1
     clock.advance(120)
     _raise(pg_storage, make_result("OK", clock(), scope=OKX))
-    if crash != "none":  # the crashed attempt: claimed, posted (in part), never marked
-        (entry,) = dispatcher.repository.claim(50, clock(), dispatcher.lease_s)
-        desk = slack_sim.messages_in("#okx-desk")[0]
-        root = f"{desk['channel']}:{desk['ts']}"
-        if crash == "after the thread reply":
-            joined = ["#okx-desk", "#risk-alerts", "#risk-critical", "#risk-info"]
-            slack_sim.set_channels(joined)  # the copy fails, and the process dies there
-            with pytest.raises(NotifierConfigError):
-                notifier.send(entry.notification, root)
-            slack_sim.set_channels([*joined, "#treasury"])
-        else:
-            notifier.send(entry.notification, root)
-        clock.advance(11)  # the lease expired
+    _crash_mid_delivery(crash, dispatcher, notifier, slack_sim, clock, thread="#okx-desk",
+                        joined=["#okx-desk", "#risk-alerts", "#risk-critical", "#risk-info"],
+                        copy_to="#treasury")
     assert dispatcher.dispatch_once(50).sent == 1
     clock.advance(60)
     assert dispatcher.dispatch_once(50).sent == 0
@@ -298,27 +310,14 @@ def test_the_critical_channel_of_an_escalation_hears_how_the_episode_ends_once(
     a dispatcher that dies after the resolve's thread reply (or after every post) leaves the
     next one to adopt what Slack holds and post only what is missing."""
     notifier = _notifier(slack_sim, monkeypatch, [])
-    dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock, notifier_name="slack",
-                                  lease_s=10.0,
-                                  backoff=BackoffPolicy(initial_s=1.0, max_s=30.0, jitter=0.0))
+    dispatcher = _dispatcher(pg_storage, notifier, clock, lease_s=10.0)
     for status in ("WARN", "BREACH", "WARN"):
         _raise(pg_storage, make_result(status, clock.advance(1), scope=BINANCE))
         assert dispatcher.dispatch_once(50).sent == 1
     clock.advance(120)
     _raise(pg_storage, make_result("OK", clock(), scope=BINANCE))
-    if crash != "none":  # the crashed attempt: claimed, posted (in part), never marked
-        (entry,) = dispatcher.repository.claim(50, clock(), dispatcher.lease_s)
-        first = slack_sim.messages_in("#risk-alerts")[0]
-        root = f"{first['channel']}:{first['ts']}"
-        if crash == "after the thread reply":
-            joined = ["#risk-alerts", "#risk-info"]
-            slack_sim.set_channels(joined)  # the critical copy fails, and the process dies there
-            with pytest.raises(NotifierConfigError):
-                notifier.send(entry.notification, root)
-            slack_sim.set_channels([*joined, "#risk-critical"])
-        else:
-            notifier.send(entry.notification, root)
-        clock.advance(11)  # the lease expired
+    _crash_mid_delivery(crash, dispatcher, notifier, slack_sim, clock, thread="#risk-alerts",
+                        joined=["#risk-alerts", "#risk-info"], copy_to="#risk-critical")
     assert dispatcher.dispatch_once(50).sent == 1
     clock.advance(60)
     assert dispatcher.dispatch_once(50).sent == 0
