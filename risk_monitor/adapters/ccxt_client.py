@@ -19,7 +19,6 @@ Production purity, enforced here and tested:
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import threading
@@ -219,12 +218,6 @@ def require_json_answers(exchange: Any, venue: str) -> None:
         return body
 
     exchange.on_rest_response = on_rest_response
-
-
-def load_sdk() -> None:
-    """Import ccxt's base (the exchange classes load on first use), e.g. in a warm-up thread."""
-    install_lazy_packages(CCXT)
-    importlib.import_module("ccxt.base.exchange")
 
 
 def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",
