@@ -335,9 +335,7 @@ class ConfigServiceLocator:
         self._current: str | None = settings.url.rstrip("/") if settings.url else None
 
     def url(self) -> str:
-        if self.settings.url:
-            return self.settings.url.rstrip("/")
-        if self._current is not None:
+        if self._current is not None:  # a fixed url is never forgotten (``failed``)
             return self._current
         if self.discovery is None:
             raise DiscoveryError("configuration service has no url and no Redis discovery "

@@ -36,15 +36,13 @@ def normalise_url(url: str | URL) -> URL:
     if parsed.drivername in ("postgres", "postgresql"):  # Heroku-style alias and the bare name
         return parsed.set(drivername="postgresql+psycopg2")
     backend = parsed.get_backend_name()
+    if parsed.drivername == "postgresql+psycopg2" or backend == "sqlite":
+        return parsed
     if backend == "postgresql":
-        if parsed.drivername == "postgresql+psycopg2":
-            return parsed
         raise ConfigError(
             f"database driver {parsed.drivername!r} is not supported; use postgresql+psycopg2://",
             key="database_url",
         )
-    if backend == "sqlite":
-        return parsed
     raise ConfigError(
         f"database backend {backend!r} is not supported; use PostgreSQL or SQLite",
         key="database_url",
