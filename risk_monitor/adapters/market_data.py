@@ -110,8 +110,6 @@ def collect_quotes(venues: Sequence[VenueQuotes], settings: MarketDataSettings,
 class RestMarketData:
     """Quotes straight from the venues: one bulk ``fetch_tickers(symbols)`` per venue."""
 
-    via = "rest"
-
     def __init__(self, accounts: Sequence[TickerSource], symbols: Mapping[str, Sequence[str]],
                  settings: MarketDataSettings, clock: Clock = utc_now) -> None:
         self._accounts = accounts
@@ -137,8 +135,6 @@ def _ticker_fetch(account: TickerSource, symbols: Sequence[str]) -> Callable[[],
 
 class RedisMarketData:
     """Quotes from the Redis cache the stream consumer keeps (no venue call at all)."""
-
-    via = "redis"
 
     def __init__(self, cache: RedisQuoteCache, symbols: Mapping[str, Sequence[str]],
                  settings: MarketDataSettings, clock: Clock = utc_now,
