@@ -363,8 +363,7 @@ class CcxtExchangeAccount:
             raise
 
     def close(self) -> None:
-        """Close this account's own client; a shared one belongs to the process
-        (:func:`close_shared_clients`)."""
+        """Close this account's own client; a shared one belongs to the process."""
         if self._shared:
             return
         session = getattr(self._client, "session", None) if self._client is not None else None
