@@ -72,7 +72,6 @@ _SLACK_METHODS: Mapping[str, str] = {
     "chat.postMessage": "chat_postMessage", "chat.update": "chat_update",
     "chat.getPermalink": "chat_getPermalink", "conversations.history": "conversations_history",
     "conversations.replies": "conversations_replies", "conversations.list": "conversations_list",
-    "auth.test": "auth_test",
 }
 #: a post is searched from this long before the alert's detection (clock skew between us and Slack)
 FIND_LOOKBACK_S = 300.0
@@ -384,11 +383,6 @@ class SlackNotifier:
                 if value in self._channel_ids:
                     break
         return self._channel_ids.get(value)
-
-    def verify(self) -> dict[str, Any]:
-        """``auth.test``: proves the token and the endpoint before the first alert needs them."""
-        response = self._call("auth.test")
-        return {"team": response.get("team"), "user": response.get("user")}
 
     def post_note(self, thread_ref: str, text: str, key: str | None = None) -> str:
         """A plain threaded reply under an alert's first message (acknowledgements, silences).
