@@ -35,27 +35,18 @@ from risk_monitor.platform.logging import redact_text
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# (module prefix, class name) -> our class, most specific first: the first MRO hit wins.
+#: ccxt class name -> our class; the first hit along the exception's MRO wins (most specific)
 _CCXT: dict[str, type[RiskMonitorError]] = {
-    "RateLimitExceeded": RateLimitedError,
-    "DDoSProtection": RateLimitedError,
-    "RequestTimeout": SourceUnavailableError,
-    "OnMaintenance": SourceUnavailableError,
-    "ExchangeNotAvailable": SourceUnavailableError,
-    "InvalidNonce": SourceUnavailableError,  # clock drift: a later retry re-signs with a new nonce
-    "NetworkError": SourceUnavailableError,
-    "NullResponse": SourceUnavailableError,
-    "BadResponse": SourceUnavailableError,
-    "PermissionDenied": SourcePermissionError,
-    "AccountSuspended": SourcePermissionError,
+    **dict.fromkeys(("RateLimitExceeded", "DDoSProtection"), RateLimitedError),
+    # InvalidNonce: clock drift, a later retry re-signs with a new nonce
+    **dict.fromkeys(("RequestTimeout", "OnMaintenance", "ExchangeNotAvailable", "InvalidNonce",
+                     "NetworkError", "NullResponse", "BadResponse", "OperationFailed"),
+                    SourceUnavailableError),
+    **dict.fromkeys(("PermissionDenied", "AccountSuspended"), SourcePermissionError),
     "AuthenticationError": SourceAuthenticationError,
-    "BadSymbol": SourceRequestError,
-    "BadRequest": SourceRequestError,
-    "ArgumentsRequired": SourceRequestError,
-    "NotSupported": SourceRequestError,
-    "ExchangeError": DataSourceError,
-    "OperationFailed": SourceUnavailableError,
-    "BaseError": DataSourceError,
+    **dict.fromkeys(("BadSymbol", "BadRequest", "ArgumentsRequired", "NotSupported"),
+                    SourceRequestError),
+    **dict.fromkeys(("ExchangeError", "BaseError"), DataSourceError),
 }
 
 _FIREBLOCKS_STATUS: dict[int, type[RiskMonitorError]] = {
