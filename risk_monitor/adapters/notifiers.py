@@ -67,12 +67,6 @@ _ROOT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window
                         "channel_not_found", "is_archived", "not_in_channel"})
 _SLACK_REF = re.compile(r"^[CDG][A-Z0-9]+:\d+\.\d+$")
 _CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{8,}$")
-#: the Web API methods we call, by their slack_sdk client method
-_SLACK_METHODS: Mapping[str, str] = {
-    "chat.postMessage": "chat_postMessage", "chat.update": "chat_update",
-    "chat.getPermalink": "chat_getPermalink", "conversations.history": "conversations_history",
-    "conversations.replies": "conversations_replies", "conversations.list": "conversations_list",
-}
 #: a post is searched from this long before the alert's detection (clock skew between us and Slack)
 FIND_LOOKBACK_S = 300.0
 FIND_PAGE_SIZE = 200
@@ -449,8 +443,9 @@ class SlackNotifier:
         return True
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        """One Web API call through slack_sdk's own method; errors become ours."""
-        call: Callable[..., Any] = getattr(self.client, _SLACK_METHODS[method])
+        """One Web API call through slack_sdk's own method (``chat.update``: ``chat_update``);
+        errors become ours."""
+        call: Callable[..., Any] = getattr(self.client, method.replace(".", "_"))
         try:
             return call(**kwargs)
         except Exception as exc:
