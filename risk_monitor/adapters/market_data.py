@@ -79,9 +79,7 @@ def collect_quotes(venues: Sequence[VenueQuotes], settings: MarketDataSettings,
         try:
             frames.append(validate_frame(item.source.fetch(), price_rules(),
                                          source=item.source.venue))
-        except RiskMonitorError as exc:
-            failed.append(failed_status(item.source, exc, clock()))
-        except Exception as exc:
+        except Exception as exc:  # ours as they are, a library's mapped to ours
             failed.append(failed_status(
                 item.source, map_exception(exc, source=item.source.venue), clock()))
     now = clock()
