@@ -509,8 +509,7 @@ def build_notifier(settings: Settings) -> Notifier:
     """Slack when configured, else the file sink under the data directory."""
     if settings.slack is not None:
         return SlackNotifier.from_settings(settings)
-    path = settings.alerts.file_sink_path or settings.data_dir / "alerts.jsonl"
-    return FileSink(path)
+    return FileSink(settings.alerts.file_sink_path or settings.data_dir / "alerts.jsonl")
 
 
 def build_fallback(settings: Settings) -> Notifier | None:
