@@ -105,13 +105,6 @@ class AlertmanagerClient:
         raise NotificationError(f"alertmanager answered {status}", source=SINK,
                                 retryable=True, details=detail)
 
-    def alerts(self) -> list[dict[str, Any]]:
-        """``GET /api/v2/alerts`` (checks, tests)."""
-        response = self._http.get("/api/v2/alerts")
-        response.raise_for_status()
-        found: list[dict[str, Any]] = response.json()
-        return found
-
     def close(self) -> None:
         self._http.close()
 
@@ -165,14 +158,22 @@ class AlertmanagerSink:
                    backoff=BackoffPolicy(initial_s=alerts.retry_initial_s,
                                          max_s=max(alerts.retry_initial_s, alerts.retry_max_s)))
 
+    def _latest(self, now: datetime) -> sa.Select[Any]:
+        """The outbox id of each series' latest pushable state within the backfill window."""
+        return (sa.select(sa.func.max(outbox.c.id))
+                .where(outbox.c.status != "suppressed",
+                       outbox.c.created_at >= now - timedelta(seconds=self.backfill_s))
+                .group_by(outbox.c.fingerprint))
+
+    def _body(self, n: Notification, labels: Mapping[str, str],
+              ends_at: datetime) -> dict[str, Any]:
+        return alert_body(n, labels, ends_at=ends_at, ui_url=self.ui_url,
+                          dashboard_url=self.dashboard_url)
+
     def _due(self, now: datetime) -> list[_Due]:
-        since = now - timedelta(seconds=self.backfill_s)
-        latest = (sa.select(sa.func.max(outbox.c.id))
-                  .where(outbox.c.status != "suppressed", outbox.c.created_at >= since)
-                  .group_by(outbox.c.fingerprint))
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(outbox.c.id, outbox.c.fingerprint, outbox.c.payload)
-                                .where(outbox.c.id.in_(latest))).all()
+                                .where(outbox.c.id.in_(self._latest(now)))).all()
             known = {r.fingerprint: r for r in conn.execute(
                 sa.select(sink_deliveries).where(sink_deliveries.c.sink == SINK)).all()}
         due = []
@@ -192,16 +193,13 @@ class AlertmanagerSink:
             pushed = dict(seen.pushed_labels) if seen is not None and seen.pushed_labels else None
             if resolved:
                 labels = pushed or alert_labels(n)
-                bodies = [alert_body(n, labels, ends_at=n.detected_at, ui_url=self.ui_url,
-                                     dashboard_url=self.dashboard_url)]
+                bodies = [self._body(n, labels, n.detected_at)]
             else:
                 labels = alert_labels(n)
                 ends = now + timedelta(seconds=KEEPALIVE_FACTOR * self.resend_s)
-                bodies = [alert_body(n, labels, ends_at=ends, ui_url=self.ui_url,
-                                     dashboard_url=self.dashboard_url)]
+                bodies = [self._body(n, labels, ends)]
                 if pushed is not None and pushed != labels:  # the old status is over
-                    bodies.append(alert_body(n, pushed, ends_at=now, ui_url=self.ui_url,
-                                             dashboard_url=self.dashboard_url))
+                    bodies.append(self._body(n, pushed, now))
             due.append(_Due(row.id, row.fingerprint, n, labels, new_state,
                             seen.attempts if seen is not None else 0, bodies))
         return due
@@ -211,16 +209,12 @@ class AlertmanagerSink:
         than ``overdue_s`` for Alertmanager to take it, or Alertmanager refuses our
         configuration (keep-alives of already delivered alerts do not count)."""
         now = self.clock()
-        since = now - timedelta(seconds=self.backfill_s)
-        latest = (sa.select(sa.func.max(outbox.c.id))
-                  .where(outbox.c.status != "suppressed", outbox.c.created_at >= since)
-                  .group_by(outbox.c.fingerprint))
         pending = (sa.select(outbox.c.created_at, outbox.c.idempotency_key,
                              sink_deliveries.c.last_error)
                    .select_from(outbox.outerjoin(sink_deliveries, sa.and_(
                        sink_deliveries.c.sink == SINK,
                        sink_deliveries.c.fingerprint == outbox.c.fingerprint)))
-                   .where(outbox.c.id.in_(latest),
+                   .where(outbox.c.id.in_(self._latest(now)),
                           sa.or_(sink_deliveries.c.outbox_id.is_(None),
                                  sink_deliveries.c.outbox_id != outbox.c.id),
                           outbox.c.created_at <= now - timedelta(seconds=overdue_s))
@@ -289,14 +283,13 @@ class AlertmanagerSink:
         self._set_up(True)
 
     def _failed(self, batch: Sequence[_Due], error: NotificationError, now: datetime) -> None:
-        rejected = isinstance(error, NotificationRejectedError)
         for item in batch:
             attempts = item.attempts + 1
-            delay = self.backoff.delay(attempts)
-            values: dict[str, Any] = {"attempts": attempts, "last_error": str(error)[:500],
-                                      "next_push_at": now + timedelta(seconds=delay)}
-            self._upsert(item.fingerprint, values)
-        log.warning("alertmanager push failed; retrying", error=str(error), rejected=rejected,
+            self._upsert(item.fingerprint, {
+                "attempts": attempts, "last_error": str(error)[:500],
+                "next_push_at": now + timedelta(seconds=self.backoff.delay(attempts))})
+        log.warning("alertmanager push failed; retrying", error=str(error),
+                    rejected=isinstance(error, NotificationRejectedError),
                     alerts=len(batch), error_code=error.code)
         self._set_up(not isinstance(error, NotifierConfigError))
 

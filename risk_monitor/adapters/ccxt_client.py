@@ -8,18 +8,15 @@ Production purity, enforced here and tested:
 * a non-production host is reached only through ``endpoint_override`` (REST) and
   ``ws_endpoint_override`` (ccxt.pro): the scheme and host of every URL in
   ``exchange.urls['api']`` are rewritten, paths kept; the override is logged at WARNING once;
-* read-only by construction: every HTTP request of the client passes one gate
-  (:mod:`risk_monitor.adapters.read_only_gate`) that allows only the venue's allowlisted read
-  endpoints and hosts, at ``fetch`` and at the transport, so ``request`` / ``fetch2`` /
-  ``fetch`` cannot trade either; on top, the client's write methods (orders, withdrawals,
-  transfers, borrowing, leverage / margin / position-mode changes) and the implicit endpoints
-  that place or change things are replaced by functions raising ``ProductionPurityError``, which
-  fail with a clearer message.
+* read-only by construction: every HTTP request of the client passes the read-only gate
+  (:mod:`risk_monitor.adapters.read_only_gate`, which says how); on top, the client's write
+  methods (orders, withdrawals, transfers, borrowing, leverage / margin / position-mode changes)
+  and the implicit endpoints that place or change things are replaced by functions raising
+  ``ProductionPurityError``, which fail with a clearer message.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import threading
@@ -219,12 +216,6 @@ def require_json_answers(exchange: Any, venue: str) -> None:
         return body
 
     exchange.on_rest_response = on_rest_response
-
-
-def load_sdk() -> None:
-    """Import ccxt's base (the exchange classes load on first use), e.g. in a warm-up thread."""
-    install_lazy_packages(CCXT)
-    importlib.import_module("ccxt.base.exchange")
 
 
 def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",

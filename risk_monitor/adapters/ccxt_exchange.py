@@ -177,7 +177,7 @@ class CcxtExchangeAccount:
     """
 
     def __init__(self, venue: VenueSettings, *, guard: SourceGuard, clock: Clock = utc_now,
-                 client: Any | None = None, with_credentials: bool = True, shared: bool = False,
+                 with_credentials: bool = True, shared: bool = False,
                  markets_cache: MarketsCache | None = None) -> None:
         self.settings = venue
         self.venue = venue.id
@@ -185,10 +185,10 @@ class CcxtExchangeAccount:
         self.exchange_id = venue.exchange
         self._guard = guard
         self._clock = clock
-        self._client = client
+        self._client: Any | None = None
         self._with_credentials = with_credentials
         self._credentials_checked = not with_credentials
-        self._shared = shared and client is None
+        self._shared = shared
         self._markets_cache = markets_cache
         self._timeout_s = venue.timeout_ms / 1000.0 * 2 + 1.0  # backstop over ccxt's own timeout
 
@@ -209,13 +209,9 @@ class CcxtExchangeAccount:
     @property
     def client(self) -> Any:
         """The read-only ccxt client (built on first use); for inspection, not for trading."""
-        if self._client is None:
-            if self._shared:
-                self._client = shared_client(self.settings,
-                                             with_credentials=self._with_credentials)
-            else:
-                self._client = build_client(self.settings, flavour="sync",
-                                            with_credentials=self._with_credentials)
+        if self._client is None:  # a sync client: shared by the process, or this account's own
+            self._client = (shared_client if self._shared else build_client)(
+                self.settings, with_credentials=self._with_credentials)
         return self._client
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -363,8 +359,7 @@ class CcxtExchangeAccount:
             raise
 
     def close(self) -> None:
-        """Close this account's own client; a shared one belongs to the process
-        (:func:`close_shared_clients`)."""
+        """Close this account's own client; a shared one belongs to the process."""
         if self._shared:
             return
         session = getattr(self._client, "session", None) if self._client is not None else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from math import isnan
 from typing import Any
 
 import pandas as pd
@@ -21,9 +22,10 @@ import pandas as pd
 from risk_monitor.adapters.errors import typed_parser
 from risk_monitor.domain.schemas import balances_frame, positions_frame, prices_frame
 
-# --- payload -> frame mapping (pure) ---------------------------------------------------------------
 #: pandas' nanosecond timestamps end in 2262; anything later is not a venue clock
 MAX_TIMESTAMP_MS = 9.2e15
+
+
 def _num(value: Any) -> float:
     if value is None or isinstance(value, bool):
         return float("nan")
@@ -33,13 +35,9 @@ def _num(value: Any) -> float:
         return float("nan")
 
 
-def _nan(value: float) -> bool:
-    return math.isnan(value)
-
-
 def _opt(value: Any) -> float | None:
     number = _num(value)
-    return None if _nan(number) else number
+    return None if isnan(number) else number
 
 
 def _ts(ms: Any, fallback: datetime) -> pd.Timestamp | None:
@@ -51,7 +49,7 @@ def _ts(ms: Any, fallback: datetime) -> pd.Timestamp | None:
         number = float(ms)
     except (TypeError, ValueError, OverflowError):
         return pd.Timestamp(fallback)
-    if math.isnan(number):
+    if isnan(number):
         return pd.Timestamp(fallback)
     if not math.isfinite(number) or abs(number) >= MAX_TIMESTAMP_MS:
         return None
@@ -74,15 +72,12 @@ def _market_codes(symbol: str, markets: Mapping[str, Mapping[str, Any]]) -> tupl
 
 
 def _position_sign(position: Mapping[str, Any]) -> int:
-    side = str(position.get("side") or "").lower()
-    if side in ("long", "short"):
-        return 1 if side == "long" else -1
     info = position.get("info") or {}
-    declared = str(info.get("positionSide") or info.get("posSide") or "").lower()
-    if declared in ("long", "short"):
-        return 1 if declared == "long" else -1
+    for side in (position.get("side"), info.get("positionSide") or info.get("posSide")):
+        if str(side or "").lower() in ("long", "short"):
+            return 1 if str(side).lower() == "long" else -1
     raw = _num(info.get("positionAmt", info.get("pos")))
-    if not _nan(raw) and raw != 0:
+    if not isnan(raw) and raw != 0:
         return 1 if raw > 0 else -1
     return 0
 
@@ -174,8 +169,8 @@ def map_balance(balance: Mapping[str, Any], *, exchange_id: str, venue: str, acc
         for entry in wallet:
             total = _num(entry["wallet"])
             locked = _num(entry["locked"])
-            used = min(max(locked, 0.0), total) if not _nan(total) and total >= 0 else locked
-            if total == 0 and (used == 0 or _nan(used)):
+            used = min(max(locked, 0.0), total) if not isnan(total) and total >= 0 else locked
+            if total == 0 and (used == 0 or isnan(used)):
                 continue
             rows.append({"asset": entry["asset"], "free": total - used, "used": used,
                          "total": total, "time": entry["time"]})
@@ -186,13 +181,13 @@ def map_balance(balance: Mapping[str, Any], *, exchange_id: str, venue: str, acc
                 continue
             free, used, total = _num(item.get("free")), _num(item.get("used")), \
                 _num(item.get("total"))
-            if _nan(total) and not _nan(free) and not _nan(used):
+            if isnan(total) and not isnan(free) and not isnan(used):
                 total = free + used
-            if _nan(used) and not _nan(total) and not _nan(free):
+            if isnan(used) and not isnan(total) and not isnan(free):
                 used = total - free
-            if _nan(free) and not _nan(total) and not _nan(used):
+            if isnan(free) and not isnan(total) and not isnan(used):
                 free = total - used
-            if (total == 0 or _nan(total)) and (free == 0 and used == 0):
+            if (total == 0 or isnan(total)) and (free == 0 and used == 0):
                 continue
             rows.append({"asset": code, "free": free, "used": used, "total": total,
                          "time": balance.get("timestamp")})
@@ -224,13 +219,13 @@ def map_tickers(tickers: Mapping[str, Mapping[str, Any]], *, venue: str,
             continue
         base, quote, _ = _market_codes(symbol, markets)
         last = _num(ticker.get("last"))
-        if _nan(last):
+        if isnan(last):
             last = _num(ticker.get("close"))
         mark = _num(ticker.get("markPrice"))
         rows.append({
             "venue": venue, "instrument": symbol, "base": base, "quote": quote,
             "bid": _opt(ticker.get("bid")), "ask": _opt(ticker.get("ask")), "last": last,
-            "mark": last if _nan(mark) else mark,
+            "mark": last if isnan(mark) else mark,
             "timestamp": _ts(ticker.get("timestamp"), received_at),
             "received_at": pd.Timestamp(received_at),
         })

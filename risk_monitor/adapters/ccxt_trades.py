@@ -9,12 +9,12 @@ one mapper serves the stream and the REST poll.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.realised import Fill, Funding
 from risk_monitor.platform.errors import DataValidationError
 from risk_monitor.platform.settings import VenueSettings
@@ -22,16 +22,8 @@ from risk_monitor.platform.settings import VenueSettings
 _REPORTED_KEYS = ("realizedPnl", "fillPnl", "rp")
 
 
-def _float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _when(ms: Any) -> datetime | None:
-    value = _float(ms)
+    value = finite(ms)
     return datetime.fromtimestamp(value / 1000, UTC) if value is not None else None
 
 
@@ -41,9 +33,9 @@ def map_trade(trade: Mapping[str, Any], *, venue: str, account: str,
     times the market's contract size gives base units); DataValidationError names a bad
     field."""
     info = trade.get("info") or {}
-    quantity, price = _float(trade.get("amount")), _float(trade.get("price"))
+    quantity, price = finite(trade.get("amount")), finite(trade.get("price"))
     market = (markets or {}).get(str(trade.get("symbol") or "")) or {}
-    size = _float(market.get("contractSize")) if market.get("contract") else None
+    size = finite(market.get("contractSize")) if market.get("contract") else None
     if quantity is not None and size:
         quantity *= size
     side = str(trade.get("side") or "").lower()
@@ -53,8 +45,8 @@ def map_trade(trade: Mapping[str, Any], *, venue: str, account: str,
             f"{venue}: trade {trade.get('id')!r} has no usable symbol, side, amount or price",
             source=venue, details={"field": "trade"})
     fee = trade.get("fee") or {}
-    fee_cost = _charge_positive_fee(_float(fee.get("cost")), info)
-    reported = next((_float(info.get(k)) for k in _REPORTED_KEYS if info.get(k) is not None),
+    fee_cost = _charge_positive_fee(finite(fee.get("cost")), info)
+    reported = next((finite(info.get(k)) for k in _REPORTED_KEYS if info.get(k) is not None),
                     None)
     return Fill(
         venue=venue, account=account, instrument=str(trade["symbol"]),
@@ -71,7 +63,7 @@ def _charge_positive_fee(cost: float | None, info: Mapping[str, Any]) -> float:
     (4.5.x) passes OKX's own ``fillFee`` through, where a charge is negative (ccxt's REST parser
     negates it): without this an OKX fill from the private stream overstated realised P&L by
     twice its fee. Compared by value, so a ccxt that fixes the sign is not flipped twice."""
-    native = _float(info.get("fillFee"))
+    native = finite(info.get("fillFee"))
     if cost is not None and native is not None and cost == native:
         return -cost
     return cost or 0.0
@@ -82,7 +74,7 @@ def map_funding(rows: Iterable[Mapping[str, Any]], *, venue: str, account: str
     """ccxt ``fetch_funding_history`` rows (``amount`` > 0 received)."""
     out = []
     for row in rows:
-        amount = _float(row.get("amount"))
+        amount = finite(row.get("amount"))
         if amount is None or not row.get("symbol"):
             raise DataValidationError(f"{venue}: funding row {row.get('id')!r} is unusable",
                                       source=venue, details={"field": "funding"})

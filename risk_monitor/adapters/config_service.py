@@ -202,7 +202,7 @@ class ConfigState:
     def __init__(self, component: str, *, cache_path: Path | None = None) -> None:
         self.component = component
         self.cache_path = cache_path
-        self._current: AppliedConfig | None = None
+        self.current: AppliedConfig | None = None  # swapped whole under the lock, read freely
         self._lock = threading.Lock()
         self._listeners: list[Callable[[AppliedConfig], None]] = []
         self.rejected: int = 0
@@ -210,22 +210,18 @@ class ConfigState:
         self.last_seen_version: str | None = None  # newest version fetched, valid or not
         self.service_synced = False  # a service (or cached service) document is in force
 
-    @property
-    def current(self) -> AppliedConfig | None:
-        return self._current
-
     def on_applied(self, listener: Callable[[AppliedConfig], None]) -> None:
         """Call ``listener(applied)`` after every successful apply (and now, if applied)."""
         with self._lock:
             self._listeners.append(listener)
-            current = self._current
+            current = self.current
         if current is not None:
             self._notify([listener], current)
 
     def apply(self, doc: ConfigDocument) -> bool:
         """Validate and swap in ``doc``; False (and the old one kept) when it is invalid."""
         self.last_seen_version = doc.version
-        current = self._current
+        current = self.current
         if current is not None and current.version == doc.version \
                 and current.source == doc.source and not current.limits.unavailable:
             return True  # same content from the same source already in force
@@ -245,8 +241,8 @@ class ConfigState:
             applied_at=datetime.now(UTC),
         )
         with self._lock:
-            previous = self._current
-            self._current = applied
+            previous = self.current
+            self.current = applied
             listeners = list(self._listeners)
             if doc.source in SERVICE_SOURCES:
                 self.service_synced = True
@@ -270,7 +266,7 @@ class ConfigState:
         record_error(exc)
         log.error("config_rejected", component=self.component, version=doc.version,
                   source=doc.source, error=exc.message, key=key,
-                  kept_version=self._current.version if self._current else None)
+                  kept_version=self.current.version if self.current else None)
 
     def _notify(self, listeners: list[Callable[[AppliedConfig], None]],
                 applied: AppliedConfig) -> None:
@@ -316,7 +312,7 @@ class ConfigState:
 
     def status(self) -> dict[str, Any]:
         """What /readyz and GetRiskStatus show."""
-        current = self._current
+        current = self.current
         return {
             "applied": current is not None,
             "version": current.version if current else None,
@@ -337,20 +333,16 @@ class ConfigServiceLocator:
         self.settings = settings
         self.discovery = discovery
         self._current: str | None = settings.url.rstrip("/") if settings.url else None
-        self._instance: str | None = None
 
     def url(self) -> str:
-        if self.settings.url:
-            return self.settings.url.rstrip("/")
-        if self._current is not None:
+        if self._current is not None:  # a fixed url is never forgotten (``failed``)
             return self._current
         if self.discovery is None:
             raise DiscoveryError("configuration service has no url and no Redis discovery "
                                  "(set config_service.url or redis_url)", source="config")
         instance = self.discovery.pick(self.settings.service_name, need="rest_url")
         self._current = instance.rest_url.rstrip("/")
-        self._instance = instance.instance_id
-        log.info("config_service_discovered", url=self._current, instance_id=self._instance)
+        log.info("config_service_discovered", url=self._current, instance_id=instance.instance_id)
         return self._current
 
     def failed(self) -> None:

@@ -9,11 +9,8 @@ URLs or request headers.
 
 from __future__ import annotations
 
-import asyncio
-import builtins
 import contextlib
 import functools
-import socket
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -38,27 +35,18 @@ from risk_monitor.platform.logging import redact_text
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# (module prefix, class name) -> our class, most specific first: the first MRO hit wins.
+#: ccxt class name -> our class; the first hit along the exception's MRO wins (most specific)
 _CCXT: dict[str, type[RiskMonitorError]] = {
-    "RateLimitExceeded": RateLimitedError,
-    "DDoSProtection": RateLimitedError,
-    "RequestTimeout": SourceUnavailableError,
-    "OnMaintenance": SourceUnavailableError,
-    "ExchangeNotAvailable": SourceUnavailableError,
-    "InvalidNonce": SourceUnavailableError,  # clock drift: a later retry re-signs with a new nonce
-    "NetworkError": SourceUnavailableError,
-    "NullResponse": SourceUnavailableError,
-    "BadResponse": SourceUnavailableError,
-    "PermissionDenied": SourcePermissionError,
-    "AccountSuspended": SourcePermissionError,
+    **dict.fromkeys(("RateLimitExceeded", "DDoSProtection"), RateLimitedError),
+    # InvalidNonce: clock drift, a later retry re-signs with a new nonce
+    **dict.fromkeys(("RequestTimeout", "OnMaintenance", "ExchangeNotAvailable", "InvalidNonce",
+                     "NetworkError", "NullResponse", "BadResponse", "OperationFailed"),
+                    SourceUnavailableError),
+    **dict.fromkeys(("PermissionDenied", "AccountSuspended"), SourcePermissionError),
     "AuthenticationError": SourceAuthenticationError,
-    "BadSymbol": SourceRequestError,
-    "BadRequest": SourceRequestError,
-    "ArgumentsRequired": SourceRequestError,
-    "NotSupported": SourceRequestError,
-    "ExchangeError": DataSourceError,
-    "OperationFailed": SourceUnavailableError,
-    "BaseError": DataSourceError,
+    **dict.fromkeys(("BadSymbol", "BadRequest", "ArgumentsRequired", "NotSupported"),
+                    SourceRequestError),
+    **dict.fromkeys(("ExchangeError", "BaseError"), DataSourceError),
 }
 
 _FIREBLOCKS_STATUS: dict[int, type[RiskMonitorError]] = {
@@ -77,10 +65,6 @@ _REDIS_UNAVAILABLE = {"ConnectionError", "TimeoutError", "BusyLoadingError", "Tr
                       "MasterDownError", "MaxConnectionsError", "ClusterDownError"}
 _URLLIB3_TRANSIENT = {"MaxRetryError", "TimeoutError", "ProtocolError", "NewConnectionError",
                       "ReadTimeoutError", "ConnectTimeoutError", "HTTPError"}
-
-
-def _from(names: list[tuple[str, str]], prefix: str) -> bool:
-    return any(module.startswith(prefix) for module, _ in names)
 
 
 def _message(exc: BaseException) -> str:
@@ -104,116 +88,100 @@ def map_exception(exc: BaseException, *, source: str, endpoint: str | None = Non
     """Translate any exception into our hierarchy, keeping retryability explicit."""
     if isinstance(exc, RiskMonitorError):
         return exc
-    names = [(cls.__module__ or "", cls.__name__) for cls in type(exc).__mro__]
+    classes = type(exc).__mro__
+    modules = tuple(cls.__module__ or "" for cls in classes)
+    kinds = {cls.__name__ for cls in classes}
     details: dict[str, Any] = {"library_error": type(exc).__name__}
     if endpoint:
         details["endpoint"] = endpoint
     message = _message(exc)
 
-    # ccxt (sync and async share the class tree in ccxt.base.errors)
-    if _from(names, "ccxt"):
-        for _, name in names:
-            target = _CCXT.get(name)
-            if target is not None:
-                return target(message, source=source, details=details)
+    def mapped(target: type[RiskMonitorError]) -> RiskMonitorError:
+        return target(message, source=source, details=details)
 
-    # fireblocks SDK: ApiException with an HTTP status
-    if _from(names, "fireblocks"):
+    def from_(prefix: str) -> bool:
+        return any(module.startswith(prefix) for module in modules)
+
+    if from_("ccxt"):  # sync and async share the class tree in ccxt.base.errors
+        for cls in classes:
+            if cls.__name__ in _CCXT:
+                return mapped(_CCXT[cls.__name__])
+
+    if from_("fireblocks"):  # ApiException with an HTTP status
         status = _http_status(exc)
         if status is not None:
             details["http_status"] = status
         if status is not None and status >= 500:
-            return SourceUnavailableError(message, source=source, details=details)
+            return mapped(SourceUnavailableError)
         if status in _FIREBLOCKS_STATUS:
-            return _FIREBLOCKS_STATUS[status](message, source=source, details=details)
-        if any(n in ("ApiTypeError", "ApiValueError", "ApiAttributeError", "ApiKeyError")
-               for _, n in names):
-            return DataValidationError(message, source=source, details=details)
-        return DataSourceError(message, source=source, details=details)
+            return mapped(_FIREBLOCKS_STATUS[status])
+        if kinds & {"ApiTypeError", "ApiValueError", "ApiAttributeError", "ApiKeyError"}:
+            return mapped(DataValidationError)
+        return mapped(DataSourceError)
 
-    # slack-sdk
-    if _from(names, "slack_sdk"):
+    if from_("slack_sdk"):
         status = _http_status(exc)
         response = getattr(exc, "response", None)
         error = None
-        if response is not None:
-            try:
-                error = response.get("error")
-            except Exception:
-                error = None
+        with contextlib.suppress(Exception):
+            error = response.get("error") if response is not None else None
         if status is not None:
             details["http_status"] = status
         if error:
             details["slack_error"] = error
         if status == 429 or error == "ratelimited":
             headers = getattr(response, "headers", None) or {}
-            retry_after = headers.get("Retry-After") or headers.get("retry-after")
-            details["retry_after"] = retry_after
-            return NotificationError(message, source=source, details=details)
+            details["retry_after"] = headers.get("Retry-After") or headers.get("retry-after")
+            return mapped(NotificationError)
         if error in _SLACK_CONFIG:
-            return NotifierConfigError(message, source=source, details=details)
+            return mapped(NotifierConfigError)
         if error in _SLACK_FATAL:
-            return NotificationRejectedError(message, source=source, details=details)
-        if any(n in ("SlackClientConfigurationError", "SlackTokenRotationError",
-                     "BotUserAccessError") for _, n in names):
-            return NotifierConfigError(message, source=source, details=details)
-        if any(n == "SlackObjectFormationError" for _, n in names):
-            return NotificationRejectedError(message, source=source, details=details)
-        return NotificationError(message, source=source, details=details)
+            return mapped(NotificationRejectedError)
+        if kinds & {"SlackClientConfigurationError", "SlackTokenRotationError",
+                    "BotUserAccessError"}:
+            return mapped(NotifierConfigError)
+        if "SlackObjectFormationError" in kinds:
+            return mapped(NotificationRejectedError)
+        return mapped(NotificationError)
 
-    # redis-py
-    if _from(names, "redis"):
-        if any(n in _REDIS_UNAVAILABLE for _, n in names):
-            return StorageUnavailableError(message, source=source, details=details)
-        if any(n in ("AuthenticationError", "AuthorizationError", "NoPermissionError")
-               for _, n in names):
-            return StorageError(message, source=source, details=details)
-        return StorageError(message, source=source, details=details)
+    if from_("redis"):
+        return mapped(StorageUnavailableError if kinds & _REDIS_UNAVAILABLE else StorageError)
 
-    # SQLAlchemy wraps the DBAPI error; look at both
-    if _from(names, "sqlalchemy"):
+    if from_("sqlalchemy"):  # it wraps the DBAPI error; look at both
         orig = getattr(exc, "orig", None)
         if getattr(exc, "connection_invalidated", False):
-            return StorageUnavailableError(message, source=source, details=details)
+            return mapped(StorageUnavailableError)
         if orig is not None and not isinstance(orig, type(exc)):
-            mapped = map_exception(orig, source=source, endpoint=endpoint)
-            mapped.details.setdefault("sqlalchemy_error", type(exc).__name__)
-            return mapped
-        if any(n in ("TimeoutError", "DisconnectionError") for _, n in names):
-            return StorageUnavailableError(message, source=source, details=details)
-        if any(n == "IntegrityError" for _, n in names):
-            return StorageIntegrityError(message, source=source, details=details)
-        if any(n == "OperationalError" for _, n in names):
-            return StorageUnavailableError(message, source=source, details=details)
-        return StorageError(message, source=source, details=details)
+            inner = map_exception(orig, source=source, endpoint=endpoint)
+            inner.details.setdefault("sqlalchemy_error", type(exc).__name__)
+            return inner
+        if "IntegrityError" in kinds:
+            return mapped(StorageIntegrityError)
+        if kinds & {"TimeoutError", "DisconnectionError", "OperationalError"}:
+            return mapped(StorageUnavailableError)
+        return mapped(StorageError)
 
-    # DBAPI drivers (psycopg2, sqlite3) share PEP 249 names
-    if _from(names, "psycopg2") or _from(names, "sqlite3"):
+    if from_("psycopg2") or from_("sqlite3"):  # DBAPI drivers share PEP 249 names
         pgcode = getattr(exc, "pgcode", None)
         if pgcode:
             details["pgcode"] = pgcode
-        if any(n == "IntegrityError" for _, n in names):
-            return StorageIntegrityError(message, source=source, details=details)
+        if "IntegrityError" in kinds:
+            return mapped(StorageIntegrityError)
         # class 08 = connection exception, 57P = operator intervention, 40001/40P01 = retry txn
-        if any(n in ("OperationalError", "InterfaceError") for _, n in names) or (
+        if kinds & {"OperationalError", "InterfaceError"} or (
             pgcode and (pgcode.startswith(("08", "57P")) or pgcode in ("40001", "40P01"))
         ):
-            return StorageUnavailableError(message, source=source, details=details)
-        return StorageError(message, source=source, details=details)
+            return mapped(StorageUnavailableError)
+        return mapped(StorageError)
 
     # urllib3 (under the fireblocks SDK and slack-sdk's sync client): timeouts, refused
-    # connections and broken responses after the library's own retries
-    if _from(names, "urllib3") and any(n in _URLLIB3_TRANSIENT for _, n in names):
-        return SourceUnavailableError(message, source=source, details=details)
-
-    # plain Python / asyncio network failures
-    if isinstance(exc, asyncio.TimeoutError | builtins.TimeoutError | socket.timeout):
-        return SourceUnavailableError(message, source=source, details=details)
-    if isinstance(exc, ConnectionError | OSError):
-        return SourceUnavailableError(message, source=source, details=details)
+    # connections and broken responses after the library's own retries; OSError covers the
+    # plain Python / asyncio network failures (ConnectionError, TimeoutError, socket.timeout)
+    if (from_("urllib3") and kinds & _URLLIB3_TRANSIENT) or isinstance(exc, OSError):
+        return mapped(SourceUnavailableError)
     if isinstance(exc, ValueError | TypeError | KeyError):
-        return DataValidationError(message, source=source, details=details)
-    return RiskMonitorError(message, source=source, details=details)
+        return mapped(DataValidationError)
+    return mapped(RiskMonitorError)
 
 
 def with_retry_after(error: RiskMonitorError, headers: Any) -> RiskMonitorError:

@@ -80,7 +80,6 @@ def install_lazy_packages(packages: tuple[str, ...] = FIREBLOCKS) -> None:
             module.__package__ = name
             module.__loader__ = spec.loader
             module._rf_loaded = False
-            module._rf_names = {}
             text = Path(spec.origin).read_text(encoding="utf-8")
             version = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.MULTILINE)
             if version:  # read at import by some submodules (fireblocks' user agent)

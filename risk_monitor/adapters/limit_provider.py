@@ -62,15 +62,10 @@ class ServiceContact:
 
 @dataclass(frozen=True)
 class LimitDocument:
-    """The limit configuration in force, where it came from, and the document behind it."""
+    """The limit configuration in force and where it came from."""
 
     config: LimitConfig
     source: str  # config_service.SOURCE_*
-    document: dict[str, Any]  # the ``limits`` part, as recorded
-
-    @property
-    def version(self) -> str:
-        return self.config.version
 
 
 class LimitConfigProvider:
@@ -104,7 +99,7 @@ class LimitConfigProvider:
         if applied is None:  # only an unreadable or invalid limits file gets here
             raise ConfigError(f"no valid limit document: {self.state.last_rejection}",
                               key="limits_file")
-        return LimitDocument(applied.limits, applied.source, dict(applied.document["limits"]))
+        return LimitDocument(applied.limits, applied.source)
 
     def base(self) -> ConfigDocument:
         """The limits file; with the service enabled it is never trusted (fail closed)."""

@@ -4,16 +4,8 @@ Which one is configuration only (``settings.market_data.source``): ``auto`` read
 cache when ``settings.redis_url`` is set (the service's stream consumer writes it), else takes a
 REST snapshot (one bulk ``fetch_tickers(symbols)`` per venue).
 
-Redis layout and codec: ``adapters/redis_quotes.py`` (the one owner of both). Keys, all under
-``settings.market_data.key_prefix`` (``P``):
-
-* ``P:quotes:<venue>`` — hash, field = instrument, value = JSON of the latest quote
-  ``{base, quote, bid, ask, last, mark, ts, recv, via}`` (``ts`` exchange event time, ``recv``
-  our receive time, both epoch ms; ``via`` = ``stream`` or ``rest``). One HGETALL reads a venue.
-* ``P:stream:<venue>`` — stream of every accepted quote (same fields), capped with
-  ``XADD ... MAXLEN ~ stream_maxlen``, for replay and lineage.
-* ``P:status:<venue>`` — hash describing the feeder (``mode`` = stream / rest_fallback / down,
-  ``updated_at`` ms, ``error``): shows whether the cache is being fed.
+The Redis layout and codec are ``adapters/redis_quotes.py``'s (the one owner of both); one
+HGETALL of ``P:quotes:<venue>`` reads a venue.
 
 Coverage, per venue: a structurally invalid answer fails the venue (no rows). Otherwise the
 domain's admission rule (``domain/quotes.py``, the same one the hot path uses) keeps the fresh
@@ -87,9 +79,7 @@ def collect_quotes(venues: Sequence[VenueQuotes], settings: MarketDataSettings,
         try:
             frames.append(validate_frame(item.source.fetch(), price_rules(),
                                          source=item.source.venue))
-        except RiskMonitorError as exc:
-            failed.append(failed_status(item.source, exc, clock()))
-        except Exception as exc:
+        except Exception as exc:  # ours as they are, a library's mapped to ours
             failed.append(failed_status(
                 item.source, map_exception(exc, source=item.source.venue), clock()))
     now = clock()
@@ -118,8 +108,6 @@ def collect_quotes(venues: Sequence[VenueQuotes], settings: MarketDataSettings,
 class RestMarketData:
     """Quotes straight from the venues: one bulk ``fetch_tickers(symbols)`` per venue."""
 
-    via = "rest"
-
     def __init__(self, accounts: Sequence[TickerSource], symbols: Mapping[str, Sequence[str]],
                  settings: MarketDataSettings, clock: Clock = utc_now) -> None:
         self._accounts = accounts
@@ -145,8 +133,6 @@ def _ticker_fetch(account: TickerSource, symbols: Sequence[str]) -> Callable[[],
 
 class RedisMarketData:
     """Quotes from the Redis cache the stream consumer keeps (no venue call at all)."""
-
-    via = "redis"
 
     def __init__(self, cache: RedisQuoteCache, symbols: Mapping[str, Sequence[str]],
                  settings: MarketDataSettings, clock: Clock = utc_now,

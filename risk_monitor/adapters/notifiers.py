@@ -22,8 +22,9 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,13 +67,6 @@ _ROOT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window
                         "channel_not_found", "is_archived", "not_in_channel"})
 _SLACK_REF = re.compile(r"^[CDG][A-Z0-9]+:\d+\.\d+$")
 _CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{8,}$")
-#: the Web API methods we call, by their slack_sdk client method
-_SLACK_METHODS: Mapping[str, str] = {
-    "chat.postMessage": "chat_postMessage", "chat.update": "chat_update",
-    "chat.getPermalink": "chat_getPermalink", "conversations.history": "conversations_history",
-    "conversations.replies": "conversations_replies", "conversations.list": "conversations_list",
-    "auth.test": "auth_test",
-}
 #: a post is searched from this long before the alert's detection (clock skew between us and Slack)
 FIND_LOOKBACK_S = 300.0
 FIND_PAGE_SIZE = 200
@@ -195,12 +189,10 @@ class SlackNotifier:
             if previous_ref is not None:
                 channel, _, root_ts = previous_ref.partition(":")
                 if self._update_root(n, channel, root_ts):
-                    response = self._call(
+                    reply = _ref(self._call(
                         "chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
                         blocks=blocks, metadata=message_metadata(n),
-                        reply_broadcast=n.kind is NotificationKind.ESCALATED,
-                    )
-                    reply = f"{response['channel']}:{response['ts']}"
+                        reply_broadcast=n.kind is NotificationKind.ESCALATED))
                     self._threads.message(reply, previous_ref)
                     routed = None
                     if n.kind is NotificationKind.ESCALATED:
@@ -215,7 +207,7 @@ class SlackNotifier:
                                   blocks=blocks, metadata=message_metadata(n))
             self._learn_id(primary, response)
             self._copy_to(n, others, text, blocks, retry=False)
-            ref = f"{response['channel']}:{response['ts']}"
+            ref = _ref(response)
             self._threads.root(ref, n)
             return ref
 
@@ -295,9 +287,8 @@ class SlackNotifier:
         note = {"type": "context", "elements": [
             {"type": "mrkdwn", "text": f"Escalated from the {back}"}]}
         # no message metadata: the state is counted once, by the thread reply; this is a copy
-        response = self._call("chat.postMessage", channel=target, text=f"{text} - escalated "
-                              f"from {link or back}", blocks=_marked([*blocks, note], n))
-        return f"{response['channel']}:{response['ts']}"
+        return _ref(self._call("chat.postMessage", channel=target, text=f"{text} - escalated "
+                               f"from {link or back}", blocks=_marked([*blocks, note], n)))
 
     def _find_copy(self, n: Notification, channel: str, *,
                    episode_since: str | None = None) -> str | None:
@@ -313,18 +304,22 @@ class SlackNotifier:
         else:
             oldest = episode_since
             marker = COPY_BLOCK_PREFIX + episode_key_prefix(n.fingerprint, n.episode)
+        for message in chain.from_iterable(self._pages(
+                "conversations.history", "messages", channel=channel_id, oldest=oldest)):
+            ids = (str(b.get("block_id")) for b in message.get("blocks") or [])
+            if any(i.startswith(marker) if episode_since else i == marker for i in ids):
+                return f"{channel_id}:{message['ts']}"
+        return None
+
+    def _pages(self, method: str, items: str, **args: Any) -> Iterator[list[dict[str, Any]]]:
+        """The ``items`` of a paginated Web API answer, page by page (at most FIND_MAX_PAGES)."""
         cursor: str | None = None
         for _ in range(FIND_MAX_PAGES):
-            response = self._call("conversations.history", channel=channel_id, oldest=oldest,
-                                  limit=FIND_PAGE_SIZE, cursor=cursor)
-            for message in response.get("messages") or []:
-                ids = (str(b.get("block_id")) for b in message.get("blocks") or [])
-                if any(i.startswith(marker) if episode_since else i == marker for i in ids):
-                    return f"{channel_id}:{message['ts']}"
+            response = self._call(method, limit=FIND_PAGE_SIZE, cursor=cursor, **args)
+            yield response.get(items) or []
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
             if cursor is None:
-                break
-        return None
+                return
 
     def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None:
         """The delivery ref of an earlier post of this notification, if Slack has one.
@@ -342,20 +337,11 @@ class SlackNotifier:
         if channel_id is not None:  # an unknown channel holds no earlier post
             places.append(("conversations.history", {"channel": channel_id}))
         for method, args in places:
-            cursor: str | None = None
-            for _ in range(FIND_MAX_PAGES):
-                response = self._call(method, oldest=oldest, include_all_metadata=True,
-                                      limit=FIND_PAGE_SIZE, cursor=cursor, **args)
-                for message in response.get("messages") or []:
-                    meta = message.get("metadata") or {}
-                    payload = meta.get("event_payload") or {}
-                    if meta.get("event_type") == METADATA_EVENT_TYPE \
-                            and payload.get("idempotency_key") == n.idempotency_key:
-                        found = f"{args['channel']}:{message['ts']}"
-                        return self._complete_copies(n, previous_ref, found)
-                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-                if cursor is None:
-                    break
+            for message in chain.from_iterable(self._pages(
+                    method, "messages", oldest=oldest, include_all_metadata=True, **args)):
+                if _metadata_key(message, METADATA_EVENT_TYPE) == n.idempotency_key:
+                    found = f"{args['channel']}:{message['ts']}"
+                    return self._complete_copies(n, previous_ref, found)
         return None
 
     def _complete_copies(self, n: Notification, previous_ref: str | None, found: str) -> str:
@@ -385,21 +371,12 @@ class SlackNotifier:
         if _CHANNEL_ID.match(value):
             return value
         if value not in self._channel_ids:
-            cursor: str | None = None
-            for _ in range(FIND_MAX_PAGES):
-                response = self._call("conversations.list", limit=FIND_PAGE_SIZE, cursor=cursor,
-                                      exclude_archived=True, types="public_channel,private_channel")
-                for item in response.get("channels") or []:
-                    self._channel_ids[str(item.get("name"))] = str(item.get("id"))
-                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-                if cursor is None or value in self._channel_ids:
+            for page in self._pages("conversations.list", "channels", exclude_archived=True,
+                                    types="public_channel,private_channel"):
+                self._channel_ids.update((str(c.get("name")), str(c.get("id"))) for c in page)
+                if value in self._channel_ids:
                     break
         return self._channel_ids.get(value)
-
-    def verify(self) -> dict[str, Any]:
-        """``auth.test``: proves the token and the endpoint before the first alert needs them."""
-        response = self._call("auth.test")
-        return {"team": response.get("team"), "user": response.get("user")}
 
     def post_note(self, thread_ref: str, text: str, key: str | None = None) -> str:
         """A plain threaded reply under an alert's first message (acknowledgements, silences).
@@ -410,33 +387,21 @@ class SlackNotifier:
         if not _SLACK_REF.match(thread_ref):
             raise NotificationRejectedError(f"not a Slack message reference: {thread_ref!r}",
                                             source="slack")
-        if key is None:
-            response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts,
-                                  text=text)
-            return f"{response['channel']}:{response['ts']}"
-        found = self._find_note(channel, root_ts, key)
+        found = self._find_note(channel, root_ts, key) if key is not None else None
         if found is not None:
             log.warning("adopting an earlier thread note (its record was lost)", note_key=key,
                         delivery_ref=found)
             return found
-        response = self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
-                              metadata=note_metadata(key))
-        return f"{response['channel']}:{response['ts']}"
+        return _ref(self._call("chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
+                               metadata=note_metadata(key) if key is not None else None))
 
     def _find_note(self, channel: str, root_ts: str, key: str) -> str | None:
         """The ref of a note with idempotency key ``key`` in the thread, if there is one."""
-        cursor: str | None = None
-        for _ in range(FIND_MAX_PAGES):
-            response = self._call("conversations.replies", channel=channel, ts=root_ts,
-                                  include_all_metadata=True, limit=FIND_PAGE_SIZE, cursor=cursor)
-            for message in response.get("messages") or []:
-                meta = message.get("metadata") or {}
-                if meta.get("event_type") == NOTE_EVENT_TYPE \
-                        and (meta.get("event_payload") or {}).get("idempotency_key") == key:
-                    return f"{channel}:{message['ts']}"
-            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-            if cursor is None:
-                return None
+        for message in chain.from_iterable(self._pages(
+                "conversations.replies", "messages", channel=channel, ts=root_ts,
+                include_all_metadata=True)):
+            if _metadata_key(message, NOTE_EVENT_TYPE) == key:
+                return f"{channel}:{message['ts']}"
         return None
 
     def link_event(self, ref: str, notification: Notification, url: str) -> None:
@@ -478,8 +443,9 @@ class SlackNotifier:
         return True
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        """One Web API call through slack_sdk's own method; errors become ours."""
-        call: Callable[..., Any] = getattr(self.client, _SLACK_METHODS[method])
+        """One Web API call through slack_sdk's own method (``chat.update``: ``chat_update``);
+        errors become ours."""
+        call: Callable[..., Any] = getattr(self.client, method.replace(".", "_"))
         try:
             return call(**kwargs)
         except Exception as exc:
@@ -543,8 +509,7 @@ def build_notifier(settings: Settings) -> Notifier:
     """Slack when configured, else the file sink under the data directory."""
     if settings.slack is not None:
         return SlackNotifier.from_settings(settings)
-    path = settings.alerts.file_sink_path or settings.data_dir / "alerts.jsonl"
-    return FileSink(path)
+    return FileSink(settings.alerts.file_sink_path or settings.data_dir / "alerts.jsonl")
 
 
 def build_fallback(settings: Settings) -> Notifier | None:
@@ -554,6 +519,18 @@ def build_fallback(settings: Settings) -> Notifier | None:
         return None
     path = settings.alerts.fallback_sink_path or settings.data_dir / "alerts-fallback.jsonl"
     return FileSink(path)
+
+
+def _ref(response: Any) -> str:
+    """The delivery ref of a posted message: ``<channel id>:<ts>``."""
+    return f"{response['channel']}:{response['ts']}"
+
+
+def _metadata_key(message: Mapping[str, Any], event_type: str) -> Any:
+    """The idempotency key in a message's metadata of ``event_type`` (None otherwise)."""
+    meta = message.get("metadata") or {}
+    return (meta.get("event_payload") or {}).get("idempotency_key") \
+        if meta.get("event_type") == event_type else None
 
 
 def _marked(blocks: list[dict[str, Any]], n: Notification) -> list[dict[str, Any]]:

@@ -20,10 +20,7 @@ MAX_DOCUMENT_NODES = 200_000
 
 def check_plain_json(value: Any, key: str) -> None:
     """Plain JSON only: string keys, finite numbers, bounded depth and size (ConfigError).
-
-    Python's json module reads ``NaN`` and ``Infinity``; they would pass into routing data and
-    later fail the canonical (``allow_nan=False``) version hash with a bare ValueError.
-    """
+    A NaN would otherwise fail the canonical (``allow_nan=False``) version hash later."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     nodes = 0
     while stack:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,11 +91,9 @@ def _float(value: Any) -> float:
 class StoredMetricsCollector(Collector):
     """Yields the risk and alerting metric families from the store at each scrape."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = utc_now,
-                 latency_buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
         self.engine = engine
         self.clock = clock
-        self.latency_buckets = tuple(sorted(latency_buckets))
 
     def describe(self) -> Iterable[Metric]:
         return []  # names vary with the stored metrics; never query the database to register
@@ -251,7 +249,7 @@ class StoredMetricsCollector(Collector):
             columns.append(sa.func.sum(sa.case((present, 1), else_=0)).label(f"{name}_count"))
             columns.append(sa.func.sum(sa.case((present, clamped), else_=0.0))
                            .label(f"{name}_sum"))
-            for i, bound in enumerate(self.latency_buckets):
+            for i, bound in enumerate(LATENCY_BUCKETS):
                 columns.append(sa.func.sum(sa.case((sa.and_(present, latency <= bound), 1),
                                                    else_=0)).label(f"{name}_b{i}"))
         row = conn.execute(sa.select(*columns).select_from(t)).one()._mapping
@@ -262,8 +260,8 @@ class StoredMetricsCollector(Collector):
             labels=["stage"])
         for name in stages:
             count = float(row[f"{name}_count"] or 0)
-            buckets = [(_le(bound), float(row[f"{name}_b{i}"] or 0))
-                       for i, bound in enumerate(self.latency_buckets)]
+            buckets = [(repr(float(bound)), float(row[f"{name}_b{i}"] or 0))
+                       for i, bound in enumerate(LATENCY_BUCKETS)]
             buckets.append(("+Inf", count))
             family.add_metric([name], buckets, sum_value=float(row[f"{name}_sum"] or 0.0))
         return family
@@ -299,13 +297,9 @@ class StoredMetricsCollector(Collector):
         return family
 
 
-def _le(bound: float) -> str:
-    return repr(float(bound))
-
-
-def register_collector(engine: Engine, *, registry: CollectorRegistry = REGISTRY,
-                       clock: Clock = utc_now) -> StoredMetricsCollector:
+def register_collector(engine: Engine, *,
+                       registry: CollectorRegistry = REGISTRY) -> StoredMetricsCollector:
     """Create the collector and register it (the service calls this once at start)."""
-    collector = StoredMetricsCollector(engine, clock=clock)
+    collector = StoredMetricsCollector(engine)
     registry.register(collector)
     return collector

@@ -261,12 +261,12 @@ class DiscoveryClient:
         self._cache: dict[str, tuple[float, list[ServiceInstance]]] = {}
         self._lock = threading.Lock()
 
-    def instances(self, service: str, *, fresh: bool = False) -> list[ServiceInstance]:
+    def instances(self, service: str) -> list[ServiceInstance]:
         """Live instances, from the cache when it is younger than ``cache_ttl_s``."""
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(service)
-        if cached is not None and not fresh and now - cached[0] < self.cache_ttl_s:
+        if cached is not None and now - cached[0] < self.cache_ttl_s:
             return list(cached[1])
         found = scan_instances(self.client, self.prefix, service)
         with self._lock:

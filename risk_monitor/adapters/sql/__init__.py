@@ -44,11 +44,9 @@ class Storage:
     controls: SqlAlertControls  # silences and acknowledgements
 
     @classmethod
-    def open(cls, url: str, *, clock: Clock = utc_now, run_migrations: bool = True,
-             pool_size: int = 5) -> Storage:
-        engine = create_engine(url, pool_size=pool_size)
-        if run_migrations:
-            migrate(engine)
+    def open(cls, url: str, *, clock: Clock = utc_now) -> Storage:
+        engine = create_engine(url)
+        migrate(engine)
         return cls.on(engine, clock=clock)
 
     @classmethod

@@ -206,13 +206,7 @@ class SqlAlertControls:
     def unnoted_acknowledgements(self, limit: int = 20) -> list[tuple[int, AckedAlert]]:
         """Acknowledgements still holding whose alert has a thread but no note of them yet."""
         a, s = alert_acknowledgements, alert_states
-        query = (sa.select(a, s.c.limit_id, s.c.scope, s.c.correlation_id, s.c.message_ref)
-                 .join(s, sa.and_(s.c.fingerprint == a.c.fingerprint,
-                                  s.c.episode == a.c.episode, s.c.status == a.c.status))
-                 .where(a.c.noted_ref.is_(None), s.c.message_ref.is_not(None))
-                 .order_by(a.c.id).limit(limit))
-        with read_only(self.engine, source=SOURCE) as conn:
-            return [(row.id, _acked(row)) for row in conn.execute(query)]
+        return self._holding(a.c.noted_ref.is_(None), s.c.message_ref.is_not(None), limit=limit)
 
     def mark_noted(self, ack_id: int, ref: str) -> None:
         with write_tx(self.engine, source=SOURCE) as conn:
@@ -256,13 +250,17 @@ class SqlAlertControls:
     def current_acknowledgements(self) -> list[AckedAlert]:
         """Acknowledgements that still hold: the alert is in the acknowledged episode and
         status (a change of status, or a new episode, ends them)."""
+        return [acked for _, acked in self._holding()]
+
+    def _holding(self, *where: Any, limit: int | None = None) -> list[tuple[int, AckedAlert]]:
+        """(id, acknowledgement) of those that still hold and meet ``where``, oldest first."""
         a, s = alert_acknowledgements, alert_states
         query = (sa.select(a, s.c.limit_id, s.c.scope, s.c.correlation_id, s.c.message_ref)
                  .join(s, sa.and_(s.c.fingerprint == a.c.fingerprint,
                                   s.c.episode == a.c.episode, s.c.status == a.c.status))
-                 .order_by(a.c.id))
+                 .where(*where).order_by(a.c.id).limit(limit))
         with read_only(self.engine, source=SOURCE) as conn:
-            return [_acked(row) for row in conn.execute(query)]
+            return [(row.id, _acked(row)) for row in conn.execute(query)]
 
 
 def _matcher_doc(m: Matcher) -> dict[str, str]:

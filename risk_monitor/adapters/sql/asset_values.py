@@ -106,14 +106,3 @@ class AssetValueStore:
         with read_only(self.engine, source=SOURCE) as conn:
             payload = conn.execute(query).scalar_one_or_none()
         return None if payload is None else (pickle.loads(payload),)  # noqa: S301 (module doc)
-
-    def runs(self, asset_key: str) -> list[StoredValue]:
-        """Stored values of one asset, newest first."""
-        self.ensure_table()
-        query = (sa.select(asset_values.c.asset_key, asset_values.c.run_id,
-                           asset_values.c.stored_at, asset_values.c.size_bytes)
-                 .where(asset_values.c.asset_key == asset_key)
-                 .order_by(asset_values.c.stored_at.desc()))
-        with read_only(self.engine, source=SOURCE) as conn:
-            return [StoredValue(r.asset_key, r.run_id, r.stored_at, r.size_bytes)
-                    for r in conn.execute(query)]

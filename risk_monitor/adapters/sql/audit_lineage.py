@@ -63,10 +63,10 @@ def pending(conn: Connection, digest: str, versions: Mapping[str, Any], *,
     once; ``None`` when it is known stored already.
 
     A later alert of the same evaluation finds the row and leaves it alone (``ON CONFLICT DO
-    NOTHING``); once a transaction
-    has seen it committed (the insert did nothing), a ``LineageDigest`` remembers that for its
-    own lifetime (one evaluation's context) and its further alerts write nothing. No cache
-    outlives the context: a store restored or emptied meanwhile gets the row again.
+    NOTHING``); once a transaction has seen it committed (the insert did nothing), a
+    ``LineageDigest`` remembers that for its own lifetime (one evaluation's context) and its
+    further alerts write nothing. No cache outlives the context: a store restored or emptied
+    meanwhile gets the row again.
     """
     stored_in: set[int] | None = getattr(digest, "stored_in", None)
     store = id(conn.engine)

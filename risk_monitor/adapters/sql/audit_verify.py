@@ -56,13 +56,9 @@ class Finding:
 
     def describe(self) -> str:
         where = f"entry {self.entry_id}" if self.entry_id is not None else "no entry"
-        text = f"[{self.check}] {where}"
-        if self.subject:
-            text += f" ({self.subject})"
-        text += f": {self.problem}"
-        if self.alert:
-            text += f"; affected alert: {self.alert}"
-        return text
+        subject = f" ({self.subject})" if self.subject else ""
+        alert = f"; affected alert: {self.alert}" if self.alert else ""
+        return f"[{self.check}] {where}{subject}: {self.problem}{alert}"
 
 
 @dataclass
@@ -81,9 +77,8 @@ class VerifyReport:
     @property
     def first(self) -> Finding | None:
         """The first broken entry in chain order (findings without an entry last)."""
-        if not self.findings:
-            return None
-        return min(self.findings, key=lambda f: (f.entry_id is None, f.entry_id or 0))
+        return min(self.findings, key=lambda f: (f.entry_id is None, f.entry_id or 0),
+                   default=None)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, fields, is_dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
-from pathlib import PurePath
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import RowMapping
@@ -42,14 +40,8 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value, _depth + 1)
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # datetime too
         return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, PurePath):
-        return str(value)
     if is_dataclass(value) and not isinstance(value, type):
         return to_jsonable(asdict(value), _depth + 1)
     if isinstance(value, Mapping):

@@ -36,59 +36,45 @@ def normalise_url(url: str | URL) -> URL:
     if parsed.drivername in ("postgres", "postgresql"):  # Heroku-style alias and the bare name
         return parsed.set(drivername="postgresql+psycopg2")
     backend = parsed.get_backend_name()
+    if parsed.drivername == "postgresql+psycopg2" or backend == "sqlite":
+        return parsed
     if backend == "postgresql":
-        if parsed.drivername == "postgresql+psycopg2":
-            return parsed
         raise ConfigError(
             f"database driver {parsed.drivername!r} is not supported; use postgresql+psycopg2://",
             key="database_url",
         )
-    if backend == "sqlite":
-        return parsed
     raise ConfigError(
         f"database backend {backend!r} is not supported; use PostgreSQL or SQLite",
         key="database_url",
     )
 
 
-def create_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False,
-                  statement_timeout_ms: int = 30_000, lock_timeout_ms: int = 15_000,
-                  connect_timeout_s: int = 10, pooled: bool = True) -> Engine:
+def create_engine(url: str | URL, *, pool_size: int = 5, statement_timeout_ms: int = 30_000,
+                  lock_timeout_ms: int = 15_000, connect_timeout_s: int = 10,
+                  pooled: bool = True) -> Engine:
     """Every engine the project builds comes from here, so every documented URL form works
     everywhere; see the module docstring. ``pooled=False`` opens a fresh connection per use
     (health probes: a dead database shows at once instead of behind a pooled connection)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, echo=echo, busy_timeout_ms=min(
-            SQLITE_BUSY_TIMEOUT_MS, statement_timeout_ms), pooled=pooled)
+        return _sqlite_engine(parsed, min(SQLITE_BUSY_TIMEOUT_MS, statement_timeout_ms),
+                              pooled)
     options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
     connect_args = {"connect_timeout": max(1, connect_timeout_s),
                     "application_name": "risk-monitor", "options": options}
-    if not pooled:
-        return sa.create_engine(parsed, echo=echo, poolclass=NullPool, connect_args=connect_args)
-    return sa.create_engine(
-        parsed,
-        echo=echo,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args=connect_args,
-    )
+    pool: dict[str, Any] = {"poolclass": NullPool} if not pooled else {
+        "pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
+        "pool_recycle": 1800}
+    return sa.create_engine(parsed, connect_args=connect_args, **pool)
 
 
-def _sqlite_engine(url: URL, *, echo: bool, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
-                   pooled: bool = True) -> Engine:
+def _sqlite_engine(url: URL, busy_timeout_ms: int, pooled: bool) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     engine = sa.create_engine(
-        url,
-        echo=echo,
-        connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
-        **pool,
-    )
+        url, connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False}, **pool)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -104,10 +90,8 @@ def _sqlite_engine(url: URL, *, echo: bool, busy_timeout_ms: int = SQLITE_BUSY_T
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(READ_ONLY_OPTION):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read = conn.get_execution_options().get(READ_ONLY_OPTION)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -2,7 +2,7 @@
 
 Start-of-day equity is the last observation at or before 00:00 UTC; when the monitor started
 later that day, the first observation of the day stands in (and the caller can tell from
-``at``). Peak equity is the maximum since a given time (drawdown from peak).
+``at``). Peak equity is the maximum ever observed (drawdown from peak).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql.engine import dialect_insert, read_only, write_tx
 from risk_monitor.adapters.sql.schema import equity_history
@@ -25,25 +25,19 @@ class EquityStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def record(self, points: Sequence[EquityPoint], *, conn: Connection | None = None) -> int:
+    def record(self, points: Sequence[EquityPoint]) -> int:
         """Insert observations (a repeated (scope, at) keeps the latest value)."""
-        if conn is None:
-            with write_tx(self.engine, source=SOURCE) as own:
-                return self.record(points, conn=own)
         written = 0
-        for point in points:
-            if not math.isfinite(point.equity):
-                raise ValueError(f"equity of {point.scope} at {point.at} is not finite")
-            statement = dialect_insert(conn, equity_history).values(
-                scope=point.scope, at=point.at, equity=point.equity)
-            written += conn.execute(statement.on_conflict_do_update(
-                index_elements=["scope", "at"], set_={"equity": statement.excluded.equity},
-            )).rowcount
+        with write_tx(self.engine, source=SOURCE) as conn:
+            for point in points:
+                if not math.isfinite(point.equity):
+                    raise ValueError(f"equity of {point.scope} at {point.at} is not finite")
+                statement = dialect_insert(conn, equity_history).values(
+                    scope=point.scope, at=point.at, equity=point.equity)
+                written += conn.execute(statement.on_conflict_do_update(
+                    index_elements=["scope", "at"], set_={"equity": statement.excluded.equity},
+                )).rowcount
         return written
-
-    def latest(self, scope: str) -> EquityPoint | None:
-        t = equity_history
-        return self._one(sa.select(t).where(t.c.scope == scope).order_by(t.c.at.desc()).limit(1))
 
     def start_of_day(self, scope: str, day: date) -> EquityPoint | None:
         """Equity at 00:00 UTC of ``day`` (see the module docstring)."""
@@ -57,12 +51,10 @@ class EquityStore:
             t.c.scope == scope, t.c.at > midnight, t.c.at < midnight + timedelta(days=1)
         ).order_by(t.c.at).limit(1))
 
-    def peak(self, scope: str, since: datetime | None = None) -> EquityPoint | None:
+    def peak(self, scope: str) -> EquityPoint | None:
         t = equity_history
-        query = sa.select(t).where(t.c.scope == scope)
-        if since is not None:
-            query = query.where(t.c.at >= since)
-        return self._one(query.order_by(t.c.equity.desc(), t.c.at).limit(1))
+        return self._one(sa.select(t).where(t.c.scope == scope)
+                         .order_by(t.c.equity.desc(), t.c.at).limit(1))
 
     def _one(self, query: sa.Select[tuple[object, ...]]) -> EquityPoint | None:
         with read_only(self.engine, source=SOURCE) as conn:

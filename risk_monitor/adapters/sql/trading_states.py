@@ -92,8 +92,3 @@ class SqlTradingStates:
                     "origin": after.origin if after.origin != "none" else before.origin,
                     "set_by_scope": after.scope, "cause": after.cause or before.cause,
                     "instance_id": instance_id}, conn=conn)
-
-
-def as_dict(verdict: TradingVerdict) -> dict[str, str]:
-    return {"state": verdict.state.value, "scope": verdict.scope, "origin": verdict.origin,
-            "cause": verdict.cause}

@@ -23,7 +23,12 @@ import yaml
 
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
 from risk_monitor.adapters.redis_quotes import follow_quote_streams
-from risk_monitor.adapters.redis_registry import DiscoveryClient, ServiceInstance, connect
+from risk_monitor.adapters.redis_registry import (
+    DiscoveryClient,
+    ServiceInstance,
+    connect,
+    scan_instances,
+)
 from risk_monitor.platform.settings import load_settings
 from risk_monitor.service.feeder import FEEDER_SERVICE
 from risk_monitor_tests.fixtures.service import risk_monitor_command, wait_until
@@ -49,7 +54,7 @@ class Feeder:
         return self.log.read_text(errors="replace")
 
     def registered(self) -> ServiceInstance | None:
-        found = [i for i in self.discovery.instances(FEEDER_SERVICE, fresh=True)
+        found = [i for i in scan_instances(self.client, self.discovery.prefix, FEEDER_SERVICE)
                  if i.instance_id == self.instance_id]
         return found[0] if found else None
 

@@ -16,9 +16,10 @@ import dagster as dg
 import pandas as pd
 import psycopg2
 import pytest
+import sqlalchemy as sa
 
 from risk_monitor.adapters.sql import Storage
-from risk_monitor.adapters.sql.asset_values import AssetValueStore
+from risk_monitor.adapters.sql.asset_values import asset_values
 from risk_monitor.bootstrap import build_runtime
 from risk_monitor.defs.io_manager import RiskStoreIOManager
 from risk_monitor.defs.resources import SettingsResource
@@ -92,8 +93,10 @@ def test_a_later_run_loads_the_latest_value_from_the_store(store_env: str,
 
     assert _local_values(instance_home) == []
     runtime = build_runtime()
-    values = AssetValueStore(runtime.storage.engine)
-    kept = [v.run_id for v in values.runs("desk_quotes")]
+    newest_first = (sa.select(asset_values.c.run_id).where(asset_values.c.asset_key ==
+                    "desk_quotes").order_by(asset_values.c.stored_at.desc()))
+    with runtime.storage.engine.connect() as conn:
+        kept = list(conn.execute(newest_first).scalars())
     runtime.close()
     assert kept == [third.run_id, second.run_id]  # newest first, keep_per_asset=2
 

@@ -75,15 +75,15 @@ async def test_service_and_runs_share_one_document_through_an_outage(
     run = provider(up, pg_storage).current()
     assert live.current is not None and live.current.source == SOURCE_SERVICE
     assert not live.current.limits.unavailable
-    assert (run.source, run.version) == (SOURCE_SERVICE, live.current.limits_version)
-    agreed = run.version
+    assert (run.source, run.config.version) == (SOURCE_SERVICE, live.current.limits_version)
+    agreed = run.config.version
 
     # the service goes down: both keep the same last good version (no file fallback)
     kept = await service_view(down, pg_storage)
     run = provider(down, pg_storage).current()
     assert kept.current is not None and kept.current.limits_version == agreed
     assert kept.current.source in SERVICE_SOURCES and kept.service_synced
-    assert (run.source, run.version) == (SOURCE_STORE, agreed)
+    assert (run.source, run.config.version) == (SOURCE_STORE, agreed)
     assert not run.config.unavailable
 
 
@@ -97,6 +97,6 @@ async def test_a_document_identical_to_the_packaged_file_is_a_valid_document(
     assert state.current is not None and state.service_synced  # the service becomes ready
     assert (state.current.source, state.current.limits.unavailable) == (SOURCE_SERVICE, "")
     run = provider(cfg, pg_storage).current()
-    assert (run.source, run.version) == (SOURCE_SERVICE, state.current.limits_version)
+    assert (run.source, run.config.version) == (SOURCE_SERVICE, state.current.limits_version)
     (recorded,) = pg_storage.config_versions.history()
     assert recorded.source == SOURCE_SERVICE  # not left as the file's record

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from risk_monitor.adapters.alertmanager import ALERTNAME, AlertmanagerClient, AlertmanagerSink
-from risk_monitor.adapters.sql import BackoffPolicy, Storage
+from risk_monitor.adapters.sql import BackoffPolicy, Storage, create_engine
 from risk_monitor.adapters.sql.codec import utc_now
 from risk_monitor_tests.fixtures.service import free_port, wait_until
 from risk_monitor_tests.fixtures.storage import evaluate, make_result
@@ -89,7 +89,7 @@ def alertmanager(alertmanager_process: AlertmanagerProcess) -> str:
 
 def _ours(url: str, fingerprint_labels: dict[str, str]) -> list[dict[str, Any]]:
     """Active alerts in Alertmanager whose labels include ``fingerprint_labels``."""
-    found = AlertmanagerClient(url).alerts()
+    found = httpx.get(f"{url}/api/v2/alerts", timeout=5).raise_for_status().json()
     return [a for a in found if a["status"]["state"] == "active"
             and all(a["labels"].get(k) == v for k, v in fingerprint_labels.items())]
 
@@ -168,7 +168,7 @@ def test_the_service_pushes_what_any_path_raises(module_postgres_url: str, alert
     settings = service_settings(database_url=module_postgres_url, redis_url=None, tmp=tmp_path,
                                 alertmanager={"url": alertmanager, "poll_s": 0.2})
     service = ServiceThread(settings).start()
-    storage = Storage.open(module_postgres_url, run_migrations=False)
+    storage = Storage.on(create_engine(module_postgres_url))
     try:
         at = utc_now()
         application.raise_alerts(storage, [make_result("BREACH", at, limit_id="svc_limit")],
@@ -227,7 +227,7 @@ def test_readyz_reports_alerts_overdue_for_the_alertmanager_sink(
         alertmanager={"url": alertmanager_process.url, "poll_s": 0.2},
         alerts={"delivery_overdue_s": 1.0, "retry_initial_s": 0.2, "retry_max_s": 0.5})
     service = ServiceThread(settings).start()
-    storage = Storage.open(module_postgres_url, run_migrations=False)
+    storage = Storage.on(create_engine(module_postgres_url))
 
     def sink_check() -> dict[str, Any] | None:
         body = httpx.get(f"{service.rest_url}/readyz", timeout=5).json()

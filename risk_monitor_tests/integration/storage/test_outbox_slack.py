@@ -122,10 +122,6 @@ def test_a_missing_token_is_a_configuration_error(monkeypatch: pytest.MonkeyPatc
         SlackNotifier.from_settings(settings)
 
 
-def test_verify_checks_the_token(notifier: SlackNotifier) -> None:
-    assert notifier.verify()["user"]
-
-
 def test_severity_routes_the_channel(storage: Storage, clock: FakeClock,
                                      notifier: SlackNotifier, slack_sim: SlackSimulator) -> None:
     _series(storage, clock, ["BREACH"])

@@ -136,10 +136,8 @@ def test_equity_start_of_day_and_peak(storage: Storage) -> None:
     late_start = storage.equity.start_of_day("venue:okx", day)
     assert late_start is not None and late_start.equity == 10.0  # first sighting that day
     assert storage.equity.start_of_day("venue:okx", date(2026, 3, 1)) is None
-    peak = storage.equity.peak("portfolio", since=midnight)
+    peak = storage.equity.peak("portfolio")
     assert peak is not None and peak.equity == 1100.0
-    latest = storage.equity.latest("portfolio")
-    assert latest is not None and latest.equity == 1050.0
 
 
 def test_limit_versions_keep_their_document_and_their_last_application(

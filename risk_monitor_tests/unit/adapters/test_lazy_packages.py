@@ -12,9 +12,9 @@ import sys
 PROBE = """
 import json, sys
 from risk_monitor.adapters.fireblocks_custodian import load_sdk
-from risk_monitor.adapters.ccxt_client import load_sdk as load_ccxt
+from risk_monitor.adapters.lazy_packages import CCXT, install_lazy_packages
 load_sdk()
-load_ccxt()
+install_lazy_packages(CCXT)
 import ccxt
 import fireblocks.models
 exchange = ccxt.binanceusdm

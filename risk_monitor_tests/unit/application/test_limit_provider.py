@@ -42,7 +42,7 @@ def test_a_packaged_document_from_the_service_is_used_and_kept_through_an_outage
 
     source.documents.clear()  # the configuration service answers nothing any more
     kept = LimitConfigProvider(settings, store.config_versions, source).current()
-    assert (kept.source, kept.version) == (SOURCE_STORE, live.version)
+    assert (kept.source, kept.config.version) == (SOURCE_STORE, live.config.version)
 
 
 def test_nothing_known_fails_closed_never_the_files_levels(settings: Settings,
@@ -61,7 +61,7 @@ def test_an_invalid_service_document_keeps_the_last_good_one(settings: Settings,
     source.documents[COMPONENT] = {"limits": {"limits": "not a list"}}
     provider = LimitConfigProvider(settings, store.config_versions, source)
     kept = provider.current()
-    assert (kept.source, kept.version) == (SOURCE_STORE, good.version)
+    assert (kept.source, kept.config.version) == (SOURCE_STORE, good.config.version)
     assert provider.state.rejected == 1  # the bad document was seen, refused and counted
 
 
@@ -82,7 +82,7 @@ async def test_the_services_refresh_loop_applies_news_through_the_same_provider(
                                and provider.state.current.limits_version != first.limits_version)
         # what a Dagster run asks at that moment is the same document
         run = LimitConfigProvider(settings, store.config_versions, source).current()
-        assert (run.source, run.version) == (SOURCE_SERVICE,
+        assert (run.source, run.config.version) == (SOURCE_SERVICE,
                                              provider.state.current.limits_version)
     finally:
         await provider.stop()
