@@ -19,7 +19,7 @@ from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.row_validation import RejectedRow, split_valid_rows
-from risk_monitor.domain.frame_rules import categorize
+from risk_monitor.domain.frame_rules import FrameRules, categorize
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -29,7 +29,6 @@ from risk_monitor.domain.model import (
 )
 from risk_monitor.domain.schemas import (
     POSITION_KEYS,
-    Schema,
     balance_rules,
     concat_frames,
     position_rules,
@@ -102,7 +101,7 @@ def data_age_s(frame: pd.DataFrame, now: datetime, column: str) -> float | None:
 
 
 def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
-            schema_at: Callable[[datetime | None], Schema], clock: Clock = utc_now,
+            schema_at: Callable[[datetime | None], FrameRules], clock: Clock = utc_now,
             age_column: str = "received_at", dataset: str | None = None,
             keys: tuple[str, ...] = ()) -> Collected:
     """Fetch and validate every source; return the valid rows and every source's status.
@@ -162,7 +161,7 @@ def collect_positions(accounts: Sequence[ExchangeAccount], settings: MarketDataS
 
 
 def _balance_schema_at(settings: MarketDataSettings, max_age_s: float
-                       ) -> Callable[[datetime | None], Schema]:
+                       ) -> Callable[[datetime | None], FrameRules]:
     return lambda now: balance_rules(now=now, max_age_s=max_age_s,
                                      max_future_skew_s=settings.max_future_skew_s)
 

@@ -45,10 +45,6 @@ if TYPE_CHECKING:  # pandera costs ~1 s to import: loaded only to build a schema
     import pandera.pandas as pa
     from pandera.errors import SchemaError, SchemaErrors
 
-    Schema = pa.DataFrameSchema | FrameRules
-else:
-    Schema = object
-
 #: relative tolerance of the arithmetic identities (total = free + used, quantity = contracts x size)
 REL_TOLERANCE = 1e-9
 ABS_TOLERANCE = 1e-12
@@ -154,9 +150,9 @@ def _pandera_column(name: str, rule: ColumnRule) -> pa.Column:
     return pa.Column("float64", numeric, nullable=rule.nullable, coerce=True)
 
 
-def schema_of(rules: FrameRules, *, ordered: bool = False) -> pa.DataFrameSchema:
-    """The pandera schema of a rule set; it carries the rules in ``metadata['rules']`` so
-    :func:`validate_frame` can take the vectorised path first."""
+def schema_of(rules: FrameRules) -> pa.DataFrameSchema:
+    """The pandera schema of a rule set (built only when pandera must run: a failure to
+    report)."""
     import pandera.pandas as pa
 
     return pa.DataFrameSchema(
@@ -164,16 +160,8 @@ def schema_of(rules: FrameRules, *, ordered: bool = False) -> pa.DataFrameSchema
         checks=[pa.Check(check, name=name) for name, check in rules.checks],
         unique=list(rules.unique) or None,
         strict=True,
-        ordered=ordered,
         name=rules.name,
-        metadata={"rules": rules},
     )
-
-
-def rules_of(schema: pa.DataFrameSchema) -> FrameRules | None:
-    """The rule set a schema was built from (None for a schema built elsewhere)."""
-    found = (schema.metadata or {}).get("rules")
-    return found if isinstance(found, FrameRules) else None
 
 
 # --- positions -----------------------------------------------------------------------------------
@@ -241,13 +229,6 @@ def position_rules(*, now: datetime | None = None, max_age_s: float | None = Non
     )
 
 
-def position_schema(*, now: datetime | None = None, max_age_s: float | None = None,
-                    max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
-    """Schema of POSITION_COLUMNS; with ``now`` it also rejects future and stale rows."""
-    return schema_of(position_rules(now=now, max_age_s=max_age_s,
-                                    max_future_skew_s=max_future_skew_s))
-
-
 # --- balances ------------------------------------------------------------------------------------
 def _total_is_free_plus_used(df: pd.DataFrame) -> pd.Series:
     total, free, used = _f(df, "total"), _f(df, "free"), _f(df, "used")
@@ -276,13 +257,6 @@ def balance_rules(*, now: datetime | None = None, max_age_s: float | None = None
         ),
         unique=("source_type", "venue", "account", "asset"),
     )
-
-
-def balance_schema(*, now: datetime | None = None, max_age_s: float | None = None,
-                   max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
-    """Schema of BALANCE_COLUMNS; with ``now`` it also rejects future and stale rows."""
-    return schema_of(balance_rules(now=now, max_age_s=max_age_s,
-                                   max_future_skew_s=max_future_skew_s))
 
 
 # --- prices --------------------------------------------------------------------------------------
@@ -314,13 +288,6 @@ def price_rules(*, now: datetime | None = None, max_age_s: float | None = None,
         ),
         unique=("venue", "instrument"),
     )
-
-
-def price_schema(*, now: datetime | None = None, max_age_s: float | None = None,
-                 max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
-    """Schema of PRICE_COLUMNS; with ``now`` it also rejects future and stale quotes."""
-    return schema_of(price_rules(now=now, max_age_s=max_age_s,
-                                 max_future_skew_s=max_future_skew_s))
 
 
 # --- typed frames --------------------------------------------------------------------------------
@@ -395,26 +362,13 @@ def _describe(case: Mapping[str, Any]) -> str:
     return f"{case['check']} on {where} ({case['rows']} row(s){example})"
 
 
-def as_schema(schema: Schema) -> pa.DataFrameSchema:
-    """The pandera schema of rules (built only when pandera must run: a failure to report)."""
-    return schema_of(schema) if isinstance(schema, FrameRules) else schema
-
-
-def fast_valid(frame: pd.DataFrame, schema: Schema) -> bool:
-    """The vectorised check of the schema's own rules: True means pandera would accept the
-    frame unchanged (False: ask pandera, which names the failures)."""
-    rules = schema if isinstance(schema, FrameRules) else rules_of(schema)
-    return rules is not None and passes(frame, rules)
-
-
-def validate_frame(frame: pd.DataFrame, schema: Schema, *, source: str) -> pd.DataFrame:
+def validate_frame(frame: pd.DataFrame, rules: FrameRules, *, source: str) -> pd.DataFrame:
     """Validate lazily (every failure at once); raise StaleDataError when only time rules failed,
     DataValidationError otherwise, with the first failure cases in the details. A valid frame
-    takes the vectorised path (:func:`fast_valid`) and comes back as is; give the rules
-    (``position_rules(...)``) rather than the schema to skip building pandera objects too."""
-    if fast_valid(frame, schema):
+    takes the vectorised path (:func:`frame_rules.passes`) and comes back as is."""
+    if passes(frame, rules):
         return frame
-    schema = as_schema(schema)
+    schema = schema_of(rules)
     from pandera.errors import SchemaError, SchemaErrors
 
     try:  # pandera checks ids as ``str`` columns: Categorical keys go in as their strings
