@@ -28,9 +28,7 @@ from risk_monitor.domain.pnl import (
     describe_position_problem,
 )
 from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope, scope_key
-from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, asi8, ns_of
-
-UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, column_ns, min_ns, ns_of
 
 
 @dataclass(frozen=True)
@@ -105,15 +103,15 @@ class PreparedInputs:
         for kind, index in (("account", self.positions_index), ("account", self.balances_index)):
             for key, agg in index.groups({}, ["venue", "account"]).items():
                 with_rows.add((kind, key[0], key[1]))
-                oldest[key[0]] = _min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
+                oldest[key[0]] = min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
         for key, agg in self.quotes_index.groups({}, ["venue"]).items():
             with_rows.add(("market", key[0], ""))
-            oldest[key[0]] = _min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
+            oldest[key[0]] = min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
         for status in self.sources:
             kind = "market" if status.kind is SourceKind.MARKET else "account"
             account = "" if kind == "market" else status.account
             if (kind, status.venue, account) not in with_rows:
-                oldest[status.venue] = _min_ns(oldest.get(status.venue, NAT), ns_of(status.as_of))
+                oldest[status.venue] = min_ns(oldest.get(status.venue, NAT), ns_of(status.as_of))
         self.cache["venue_oldest"] = oldest
         return oldest
 
@@ -261,7 +259,7 @@ def _scope_inputs(
                 reasons = reasons or []
                 reasons.append(problem.reason)
                 if problem.as_of is not None:
-                    problem_ns = _min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
+                    problem_ns = min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
         out[scope] = ScopeInputs(
             gross,
             net,
@@ -370,14 +368,6 @@ def _quote_keys(
     return set(zip(*picked, strict=True))  # one tuple per combination
 
 
-def _min_ns(a: int, b: int) -> int:
-    if a == NAT:
-        return b
-    if b == NAT:
-        return a
-    return min(a, b)
-
-
 def index_positions(pnl: pd.DataFrame) -> FrameIndex:
     return FrameIndex(
         dims={
@@ -394,7 +384,7 @@ def index_positions(pnl: pd.DataFrame) -> FrameIndex:
         },
         mins={"liq": pnl["liquidation_distance_pct"].to_numpy(dtype=np.float64)},
         bad=~pnl["ok"].to_numpy(dtype=bool),
-        t_ns=_ns_column(pnl["source_time"]),
+        t_ns=column_ns(pnl["source_time"]),
     )
 
 
@@ -428,7 +418,7 @@ def index_balances(valued: pd.DataFrame) -> FrameIndex:
         },
         mins={},
         bad=~valued["ok"].to_numpy(dtype=bool),
-        t_ns=_ns_column(valued["source_time"]),
+        t_ns=column_ns(valued["source_time"]),
     )
 
 
@@ -445,15 +435,6 @@ def index_quotes(venues: np.ndarray, t_ns: np.ndarray) -> FrameIndex:
 def _keys(series: pd.Series) -> np.ndarray | pd.Categorical:
     array = series.array
     return array if isinstance(array, pd.Categorical) else series.to_numpy()
-
-
-def _ns_column(series: pd.Series) -> np.ndarray:
-    if len(series) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if series.dtype != UTC_NS:
-        series = pd.to_datetime(series, utc=True)
-    return asi8(series)
-
 
 
 def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> pd.DataFrame:

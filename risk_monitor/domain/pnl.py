@@ -30,6 +30,7 @@ from risk_monitor.domain.valuation import (
     floats,
     frame_of,
     latest_quotes,
+    min_ns,
     strings,
     times_ns,
     utc_times,
@@ -396,7 +397,7 @@ def equity_table(
     for b in balances_by_account.to_dict("records"):
         entry = row(str(b["source_type"]), str(b["venue"]), str(b["account"]))
         entry["balances_usd"] = float(b["value"]) if b["bad"] == 0 else math.nan
-        entry["source_time"] = _min_ns(int(entry["source_time"]), int(b["oldest_ns"]))
+        entry["source_time"] = min_ns(int(entry["source_time"]), int(b["oldest_ns"]))
         if b["bad"]:
             _fail(entry, str(b["reason"]))
     for p in positions_by_account.to_dict("records"):
@@ -404,7 +405,7 @@ def equity_table(
         entry["positions"] = int(p["count"])
         entry["unrealized_pnl_usd"] = float(p["upnl"]) if p["bad"] == 0 else math.nan
         entry["realized_pnl_usd"] = float(p["realized"])
-        entry["source_time"] = _min_ns(int(entry["source_time"]), int(p["oldest_ns"]))
+        entry["source_time"] = min_ns(int(entry["source_time"]), int(p["oldest_ns"]))
         if p["bad"]:
             _fail(entry, str(p["reason"]))
 
@@ -423,14 +424,6 @@ def equity_table(
     return frame.sort_values(["source_type", "venue", "account"], kind="stable").reset_index(
         drop=True
     )
-
-
-def _min_ns(a: int, b: int) -> int:
-    if a == NAT:
-        return b
-    if b == NAT:
-        return a
-    return min(a, b)
 
 
 def _fail(entry: dict[str, Any], reason: str) -> None:
