@@ -389,16 +389,11 @@ def validate_frame(frame: pd.DataFrame, rules: FrameRules, *, source: str) -> pd
 
 
 # --- price sanity (a check, not the schema: it needs a reference) ---------------------------------
-def price_outliers(frame: pd.DataFrame, max_deviation: float = 0.25,
-                   reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Quotes that jump absurdly against a reference; empty when all look sane.
-
-    References, in order: the quote's own fields (``mark`` and ``bid``/``ask`` against
-    ``last``), the same pair on other venues (median of three or more; with two venues a gap
-    flags both, since neither can be trusted over the other), and ``reference`` (e.g. the
-    previous snapshot: columns venue, instrument, last). Returns the offending rows with a
-    ``reason`` column.
-    """
+def price_outliers(frame: pd.DataFrame, max_deviation: float = 0.25) -> pd.DataFrame:
+    """Quotes that jump absurdly against a reference, with a ``reason`` column; empty when all
+    look sane. References: the quote's own fields (``mark`` and ``bid``/``ask`` against
+    ``last``), then the same pair on other venues (median of three or more; with two venues a
+    gap flags both, since neither can be trusted over the other)."""
     if not len(frame):
         return frame.assign(reason=pd.Series(dtype="object"))
     reasons = pd.Series("", index=frame.index, dtype="object")
@@ -421,10 +416,5 @@ def price_outliers(frame: pd.DataFrame, max_deviation: float = 0.25,
     low = frame.groupby(pair)["last"].transform("min")
     high = frame.groupby(pair)["last"].transform("max")
     flag((venues == 2) & (high / low - 1 > max_deviation), "two venues disagree")
-    if reference is not None and len(reference):
-        ref = reference.set_index(["venue", "instrument"])["last"]
-        keys = pd.MultiIndex.from_frame(frame[["venue", "instrument"]])
-        previous = pd.Series(ref.reindex(keys).to_numpy(), index=frame.index)
-        flag(previous.notna() & off(frame["last"], previous), "jump against the reference")
     out = frame.assign(reason=reasons)
     return out[out["reason"] != ""]

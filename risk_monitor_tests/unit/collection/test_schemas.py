@@ -171,7 +171,3 @@ def test_price_outliers_use_own_fields_and_other_venues() -> None:
     two = prices_frame([price(), price(venue="binance", last=90000.0, bid=None, ask=None,
                                        mark=90000.0)])
     assert sorted(price_outliers(two)["venue"]) == ["binance", "okx"]
-    reference = pd.DataFrame({"venue": ["okx"], "instrument": ["BTC/USDT:USDT"],
-                              "last": [30000.0]})
-    assert price_outliers(prices_frame([price()]), reference=reference)["reason"].iloc[0] == \
-        "jump against the reference"
