@@ -442,8 +442,6 @@ def _stale_at(state: PreparedInputs, inputs: ScopeInputs, now: datetime) -> str:
     return ""
 
 
-
-
 def _no_worse(definition: LimitDefinition, before: float, after: float) -> bool:
     if definition.spec.lower_is_worse:
         return after >= before
