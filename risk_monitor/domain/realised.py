@@ -131,20 +131,14 @@ def apply_fill(book: RealisedPnl, fill: Fill) -> None:
         book.reported = (book.reported or 0.0) + fill.reported_realised
 
 
-def realised_pnl(fills: Iterable[Fill], funding: Iterable[Funding] = (),
-                 opening: Mapping[Key, tuple[float, float]] | None = None
+def realised_pnl(fills: Iterable[Fill], funding: Iterable[Funding] = ()
                  ) -> dict[Key, RealisedPnl]:
-    """Rebuild every instrument's book from its fills in time order.
-
-    ``opening``: (position, avg_entry) held before the first fill, e.g. at the start of the day.
-    """
+    """Rebuild every instrument's book from its fills in time order (flat before the first)."""
     books: dict[Key, RealisedPnl] = {}
 
     def book(key: Key) -> RealisedPnl:
         if key not in books:
-            pos, avg = (opening or {}).get(key, (0.0, 0.0))
-            books[key] = RealisedPnl(*key, settle=settle_of(key[2]), position=pos,
-                                     avg_entry=avg)
+            books[key] = RealisedPnl(*key, settle=settle_of(key[2]))
         return books[key]
 
     ordered = sorted(fills, key=lambda f: (f.timestamp is None, f.timestamp or 0, f.trade_id))
