@@ -131,3 +131,11 @@ def completeness_check(check_name: str, asset: str, collected: Collected,
                   "expected": dg.MetadataValue.json(expected)},
         description=None if not missing else
         f"{len(missing)} source(s) missing; their exposure is UNKNOWN, not zero")
+
+
+def dataset_checks(dataset: str, asset: str, collected: Collected, rules: FrameRules,
+                   expected: list[str]) -> list[dg.AssetCheckResult]:
+    """``<dataset>_match_schema`` (the rules collection applied, at check time) and
+    ``<dataset>_are_complete``."""
+    return [schema_check(f"{dataset}_match_schema", asset, collected, rules),
+            completeness_check(f"{dataset}_are_complete", asset, collected, expected)]
