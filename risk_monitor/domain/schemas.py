@@ -86,26 +86,15 @@ def _f(df: pd.DataFrame, column: str) -> np.ndarray:
     return np.asarray(df[column].to_numpy(), dtype=np.float64)
 
 
-_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-_CODE = r"^[A-Z0-9][A-Z0-9._-]*$"
-_SYMBOL = r"^\S+/\S+$"
-
-
-def _id() -> ColumnRule:
-    return ColumnRule("str", pattern=_ID)
-
-
-def _code() -> ColumnRule:
-    return ColumnRule("str", pattern=_CODE)
+_ID = ColumnRule("str", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # venue and account ids
+_CODE = ColumnRule("str", pattern=r"^[A-Z0-9][A-Z0-9._-]*$")  # currency codes
+_SYMBOL = ColumnRule("str", pattern=r"^\S+/\S+$")  # ccxt unified symbols
+_TIME = ColumnRule("time")
 
 
 def _number(*, ge: float | None = None, gt: float | None = None,
             nullable: bool = False) -> ColumnRule:
     return ColumnRule("number", nullable=nullable, ge=ge, gt=gt)
-
-
-def _time() -> ColumnRule:
-    return ColumnRule("time")
 
 
 def _time_checks(now: datetime | None, max_age_s: float | None, max_future_skew_s: float,
@@ -198,12 +187,12 @@ def position_rules(*, now: datetime | None = None, max_age_s: float | None = Non
     return FrameRules(
         name="positions",
         columns={
-            "venue": _id(),
-            "account": _id(),
-            "instrument": ColumnRule("str", pattern=_SYMBOL),
-            "base": _code(),
-            "quote": _code(),
-            "settle": _code(),
+            "venue": _ID,
+            "account": _ID,
+            "instrument": _SYMBOL,
+            "base": _CODE,
+            "quote": _CODE,
+            "settle": _CODE,
             "position_side": ColumnRule("str", allowed=("long", "short")),
             "contracts": _number(ge=0),
             "contract_size": _number(gt=0),
@@ -216,8 +205,8 @@ def position_rules(*, now: datetime | None = None, max_age_s: float | None = Non
             "leverage": _number(gt=0, nullable=True),
             "liquidation_price": _number(ge=0, nullable=True),
             "margin_mode": ColumnRule("str", allowed=("cross", "isolated", "")),
-            "timestamp": _time(),
-            "received_at": _time(),
+            "timestamp": _TIME,
+            "received_at": _TIME,
         },
         checks=(
             ("side_matches_quantity_sign", _side_matches_sign),
@@ -242,14 +231,14 @@ def balance_rules(*, now: datetime | None = None, max_age_s: float | None = None
         name="balances",
         columns={
             "source_type": ColumnRule("str", allowed=("exchange", "custodian")),
-            "venue": _id(),
+            "venue": _ID,
             "account": ColumnRule("str", length=(1, 128)),
-            "asset": _code(),
+            "asset": _CODE,
             "free": _number(ge=0),
             "used": _number(ge=0),
             "total": _number(ge=0),
-            "timestamp": _time(),
-            "received_at": _time(),
+            "timestamp": _TIME,
+            "received_at": _TIME,
         },
         checks=(
             ("total_is_free_plus_used", _total_is_free_plus_used),
@@ -271,16 +260,16 @@ def price_rules(*, now: datetime | None = None, max_age_s: float | None = None,
     return FrameRules(
         name="prices",
         columns={
-            "venue": _id(),
-            "instrument": ColumnRule("str", pattern=_SYMBOL),
-            "base": _code(),
-            "quote": _code(),
+            "venue": _ID,
+            "instrument": _SYMBOL,
+            "base": _CODE,
+            "quote": _CODE,
             "bid": _number(gt=0, nullable=True),
             "ask": _number(gt=0, nullable=True),
             "last": _number(gt=0),
             "mark": _number(gt=0),
-            "timestamp": _time(),
-            "received_at": _time(),
+            "timestamp": _TIME,
+            "received_at": _TIME,
         },
         checks=(
             ("bid_not_above_ask", _bid_not_above_ask),
@@ -386,35 +375,3 @@ def validate_frame(frame: pd.DataFrame, rules: FrameRules, *, source: str) -> pd
     keys = [str(name) for name, dtype in frame.dtypes.items()
             if isinstance(dtype, pd.CategoricalDtype)]
     return categorize(validated, keys) if keys else validated
-
-
-# --- price sanity (a check, not the schema: it needs a reference) ---------------------------------
-def price_outliers(frame: pd.DataFrame, max_deviation: float = 0.25) -> pd.DataFrame:
-    """Quotes that jump absurdly against a reference, with a ``reason`` column; empty when all
-    look sane. References: the quote's own fields (``mark`` and ``bid``/``ask`` against
-    ``last``), then the same pair on other venues (median of three or more; with two venues a
-    gap flags both, since neither can be trusted over the other)."""
-    if not len(frame):
-        return frame.assign(reason=pd.Series(dtype="object"))
-    reasons = pd.Series("", index=frame.index, dtype="object")
-
-    def flag(mask: pd.Series, why: str) -> None:
-        mask = mask.fillna(False).astype(bool)
-        reasons.loc[mask] = reasons.loc[mask].where(reasons.loc[mask] == "",
-                                                    reasons.loc[mask] + "; ") + why
-
-    def off(a: pd.Series, b: pd.Series) -> pd.Series:
-        return (a / b - 1).abs() > max_deviation
-
-    flag(off(frame["mark"], frame["last"]), "mark far from last")
-    flag(off(frame["bid"], frame["last"]), "bid far from last")
-    flag(off(frame["ask"], frame["last"]), "ask far from last")
-    pair = frame["base"] + "/" + frame["quote"]
-    venues = frame.groupby(pair)["venue"].transform("nunique")
-    median = frame.groupby(pair)["last"].transform("median")
-    flag((venues >= 3) & off(frame["last"], median), "far from other venues' median")
-    low = frame.groupby(pair)["last"].transform("min")
-    high = frame.groupby(pair)["last"].transform("max")
-    flag((venues == 2) & (high / low - 1 > max_deviation), "two venues disagree")
-    out = frame.assign(reason=reasons)
-    return out[out["reason"] != ""]

@@ -8,12 +8,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from risk_monitor.domain.quotes import price_outliers
 from risk_monitor.domain.schemas import (
     balance_rules,
     balances_frame,
     position_rules,
     positions_frame,
-    price_outliers,
     price_rules,
     prices_frame,
     validate_frame,
