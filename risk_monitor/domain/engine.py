@@ -87,20 +87,14 @@ class RiskReport:
     results: list[LimitResult]
     summary: RiskSummary
     portfolio: PortfolioPnl
-    balances: pd.DataFrame  # VALUED_BALANCE_COLUMNS
-    asset_prices: pd.DataFrame  # asset, usd_price, source_time
     config_version: str
     snapshot: RiskSnapshot = field(repr=False, compare=False)
     state: PreparedInputs = field(repr=False, compare=False)
 
 
-def freshness_of(snapshot: RiskSnapshot) -> Freshness:
-    return Freshness(snapshot.now, snapshot.max_age_s, snapshot.max_future_skew_s)
-
-
 def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> PreparedInputs:
     """Value positions and balances, find failed/stale sources and index the scopes."""
-    freshness = freshness_of(snapshot)
+    freshness = Freshness(snapshot.now, snapshot.max_age_s, snapshot.max_future_skew_s)
     stable = frozenset(config.valuation.stablecoins)
     prices = snapshot.prices.frame
     valuation = asset_prices(prices, freshness, stable)
@@ -173,8 +167,6 @@ def evaluate(snapshot: RiskSnapshot, config: LimitConfig) -> RiskReport:
         results=results,
         summary=summary,
         portfolio=state.portfolio,
-        balances=state.balances,
-        asset_prices=state.valuation.frame(),
         config_version=config.version,
         snapshot=snapshot,
         state=state,

@@ -234,14 +234,6 @@ class AssetPrices:
         )
         return price, times
 
-    def frame(self) -> pd.DataFrame:
-        """Tidy view (asset, usd_price, source_time) for tables and metadata."""
-        rows = [
-            {"asset": a, "usd_price": p, "source_time": datetime_of(self.source_ns.get(a, NAT))}
-            for a, p in sorted(self.usd.items())
-        ]
-        return pd.DataFrame(rows, columns=["asset", "usd_price", "source_time"])
-
 
 def quote_times_ns(prices: pd.DataFrame) -> np.ndarray:
     """A quote's time is the exchange event time, else our receive time."""
