@@ -21,8 +21,6 @@ from risk_monitor.domain.coverage import SourceProblem
 from risk_monitor.domain.frame_index import FrameIndex
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor.domain.pnl import (
-    ACCOUNT_BALANCE_COLUMNS,
-    ACCOUNT_POSITION_COLUMNS,
     PortfolioPnl,
     describe_balance_problem,
     describe_position_problem,
@@ -437,28 +435,18 @@ def _keys(series: pd.Series) -> np.ndarray | pd.Categorical:
     return array if isinstance(array, pd.Categorical) else series.to_numpy()
 
 
-def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> pd.DataFrame:
-    """Per (venue, account) sums of the positions (pnl.ACCOUNT_POSITION_COLUMNS)."""
-    rows = [
-        {
-            "venue": key[0], "account": key[1], "upnl": agg.sums["upnl"],
-            "realized": agg.sums["realized"], "count": agg.rows, "bad": agg.bad,
-            "oldest_ns": agg.oldest_ns,
-            "reason": describe_position_problem(pnl.iloc[agg.first_bad]) if agg.bad else "",
-        }
-        for key, agg in sorted(index.groups({}, ["venue", "account"]).items())
-    ]
-    return pd.DataFrame(rows, columns=list(ACCOUNT_POSITION_COLUMNS))
+def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
+    """Per (venue, account) sums of the positions, for :func:`pnl.equity_table`."""
+    return [{"venue": key[0], "account": key[1], "upnl": agg.sums["upnl"],
+             "realized": agg.sums["realized"], "count": agg.rows, "bad": agg.bad,
+             "oldest_ns": agg.oldest_ns,
+             "reason": describe_position_problem(pnl.iloc[agg.first_bad]) if agg.bad else ""}
+            for key, agg in sorted(index.groups({}, ["venue", "account"]).items())]
 
 
-def balances_by_account(valued: pd.DataFrame, index: FrameIndex) -> pd.DataFrame:
-    """Per (source_type, venue, account) sums of valued balances (ACCOUNT_BALANCE_COLUMNS)."""
-    rows = [
-        {
-            "source_type": key[0], "venue": key[1], "account": key[2],
-            "value": agg.sums["value"], "bad": agg.bad, "oldest_ns": agg.oldest_ns,
-            "reason": describe_balance_problem(valued.iloc[agg.first_bad]) if agg.bad else "",
-        }
-        for key, agg in sorted(index.groups({}, ["source_type", "venue", "account"]).items())
-    ]
-    return pd.DataFrame(rows, columns=list(ACCOUNT_BALANCE_COLUMNS))
+def balances_by_account(valued: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
+    """Per (source_type, venue, account) sums of valued balances, for :func:`pnl.equity_table`."""
+    return [{"source_type": key[0], "venue": key[1], "account": key[2],
+             "value": agg.sums["value"], "bad": agg.bad, "oldest_ns": agg.oldest_ns,
+             "reason": describe_balance_problem(valued.iloc[agg.first_bad]) if agg.bad else ""}
+            for key, agg in sorted(index.groups({}, ["source_type", "venue", "account"]).items())]

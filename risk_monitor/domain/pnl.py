@@ -358,20 +358,16 @@ def describe_balance_problem(row: pd.Series) -> str:
     return f"{row['venue']}: invalid balance figures for {where}"
 
 
-#: Columns of the per-account aggregates :func:`equity_table` consumes.
-ACCOUNT_POSITION_COLUMNS = ("venue", "account", "upnl", "realized", "count", "bad", "oldest_ns", "reason")
-ACCOUNT_BALANCE_COLUMNS = ("source_type", "venue", "account", "value", "bad", "oldest_ns", "reason")
-
-
 def equity_table(
-    positions_by_account: pd.DataFrame,
-    balances_by_account: pd.DataFrame,
+    positions_by_account: Iterable[Mapping[str, Any]],
+    balances_by_account: Iterable[Mapping[str, Any]],
     sources: Sequence[SourceStatus],
     problems: Sequence[SourceProblem],
 ) -> pd.DataFrame:
     """Equity per exchange account and custodian vault, incl. sources that delivered nothing.
 
-    Inputs are per-account sums (ACCOUNT_*_COLUMNS). A failed source gets a row with NaN equity
+    Inputs are per-account sums (``aggregation.positions_by_account`` /
+    ``balances_by_account``). A failed source gets a row with NaN equity
     and the failure as reason, so a table never shows a blind venue as an account worth zero.
     """
     keys: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -394,13 +390,13 @@ def equity_table(
         if problem.kind is None:
             row("unknown", problem.venue, "*")
 
-    for b in balances_by_account.to_dict("records"):
+    for b in balances_by_account:
         entry = row(str(b["source_type"]), str(b["venue"]), str(b["account"]))
         entry["balances_usd"] = float(b["value"]) if b["bad"] == 0 else math.nan
         entry["source_time"] = min_ns(int(entry["source_time"]), int(b["oldest_ns"]))
         if b["bad"]:
             _fail(entry, str(b["reason"]))
-    for p in positions_by_account.to_dict("records"):
+    for p in positions_by_account:
         entry = row("exchange", str(p["venue"]), str(p["account"]))
         entry["positions"] = int(p["count"])
         entry["unrealized_pnl_usd"] = float(p["upnl"]) if p["bad"] == 0 else math.nan
