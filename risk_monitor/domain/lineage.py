@@ -36,7 +36,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from risk_monitor.domain.audit_chain import canonical, digest_of_canonical
+from risk_monitor.domain.audit_chain import canonical, digest_of_canonical, feed
 from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
 
@@ -244,21 +244,11 @@ def _source_text(sources: Iterable[SourceStatus]) -> bytes:
     return "\n".join(f"{key}|{s.ok}|{s.rows}|{s.error_code}" for key, s in keyed).encode()
 
 
-#: pieces a digest is fed in: under 2048 bytes, hashlib keeps the interpreter lock (getting it
-#: back from another thread cost up to a switch interval on the hot path; ``audit_chain``)
-_PIECE = 2047
-
-
 def _digest(*parts: bytes) -> str:
     digest = hashlib.blake2b(digest_size=VERSION_CHARS // 2)
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
-        if len(part) <= _PIECE:
-            digest.update(part)
-            continue
-        view = memoryview(part)
-        for start in range(0, len(part), _PIECE):
-            digest.update(view[start:start + _PIECE])
+        feed(digest, part)  # in pieces: the interpreter lock is kept (audit_chain._PIECE)
     return digest.hexdigest()
 
 
