@@ -426,15 +426,14 @@ def _by_kind(balances: Collected) -> tuple[_Entry, _Entry]:
     """The entries (and texts) of the exchange and the custodian balances in one merged
     dataset."""
     seen = _seen(balances)
-    if "custody" not in seen.entries:
+
+    def part(custody: bool) -> dict[str, Any]:  # built only the first time (``_Seen.entry``)
         kinds = {s.venue: s.kind for s in balances.sources}
-        exchange = {v: version for v, version in seen.versions.items()
-                    if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
-        custody = {v: version for v, version in seen.versions.items() if v not in exchange}
-        return (seen.entry("exchange", lambda: _entry(exchange)),
-                seen.entry("custody", lambda: _entry(custody)))
-    return ((seen.entries["exchange"], seen.texts["exchange"]),
-            (seen.entries["custody"], seen.texts["custody"]))
+        return _entry({v: version for v, version in seen.versions.items()
+                       if (kinds.get(v, SourceKind.EXCHANGE) is not SourceKind.EXCHANGE)
+                       == custody})
+
+    return seen.entry("exchange", lambda: part(False)), seen.entry("custody", lambda: part(True))
 
 
 #: canonical texts of the limit configuration's entry, by configuration version (a few)
