@@ -165,12 +165,9 @@ def evaluate_limits(state: PreparedInputs, config: LimitConfig) -> list[LimitRes
     for definition in config.limits:
         if definition.kind is LimitKind.DATA_AGE:
             for scope, (age, source_ns) in data_age_inputs(state, definition.scope.items()).items():
-                results.append(result_of(
-                definition, scope,
-                Measured(None, unknown=unavailable) if unavailable else age,
-                as_of=now, config_version=version,
-                source_ns=source_ns,
-            ))
+                measured = Measured(None, unknown=unavailable) if unavailable else age
+                results.append(result_of(definition, scope, measured, as_of=now,
+                                         config_version=version, source_ns=source_ns))
             continue
         limit_id, portfolio, remembered = definition.id, state.portfolio, state.inputs
         for scope, inputs in sorted_scope_inputs(state, definition.spec.needs,
@@ -181,10 +178,8 @@ def evaluate_limits(state: PreparedInputs, config: LimitConfig) -> list[LimitRes
             source_ns = inputs.oldest_ns
             if measured.unknown and inputs.problem_as_of_ns != NAT:
                 source_ns = inputs.problem_as_of_ns
-            results.append(result_of(
-                definition, scope, measured, as_of=now, config_version=version,
-                source_ns=source_ns,
-            ))
+            results.append(result_of(definition, scope, measured, as_of=now,
+                                     config_version=version, source_ns=source_ns))
     return results
 
 
