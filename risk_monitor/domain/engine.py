@@ -99,7 +99,7 @@ def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> PreparedInputs:
     prices = snapshot.prices.frame
     valuation = asset_prices(prices, freshness, stable)
     quotes = latest_quotes(prices, freshness)
-    pnl = position_pnl(snapshot.positions.frame, prices, freshness, valuation, quotes)
+    pnl = position_pnl(snapshot.positions.frame, freshness, valuation, quotes)
     valued = value_balances(
         snapshot.balances.frame,
         freshness,

@@ -29,7 +29,6 @@ from risk_monitor.domain.valuation import (
     float_block,
     floats,
     frame_of,
-    latest_quotes,
     min_ns,
     strings,
     times_ns,
@@ -107,14 +106,9 @@ EQUITY_COLUMNS: tuple[str, ...] = (
 )
 
 
-def position_pnl(
-    positions: pd.DataFrame,
-    prices: pd.DataFrame,
-    freshness: Freshness,
-    valuation: AssetPrices,
-    quotes: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Mark every position to market.
+def position_pnl(positions: pd.DataFrame, freshness: Freshness, valuation: AssetPrices,
+                 quotes: pd.DataFrame) -> pd.DataFrame:
+    """Mark every position to market (``quotes``: :func:`valuation.latest_quotes`).
 
     The mark is the fresh quote's ``mark`` (else its ``last``) for the (venue, instrument), else
     the position's own ``mark_price`` when the position itself is fresh, else NaN. Freshness of a
@@ -134,8 +128,6 @@ def position_pnl(
     # quote currency's price (freshness is judged on the receipt alone, before the moves)
     source_t = times_ns(positions, "received_at", "timestamp")
 
-    # fresh quote per (venue, instrument): the newest one wins
-    quotes = latest_quotes(prices, freshness) if quotes is None else quotes
     width = len(instrument.categories)
     table = np.full(0, -1, dtype=np.int64)
     if n and len(quotes):
