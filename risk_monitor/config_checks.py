@@ -123,7 +123,7 @@ def _limits_document(settings: Settings, ctx: CheckContext) -> Mapping[str, Any]
 
 def check_limits_document(settings: Settings, ctx: CheckContext) -> list[Problem]:
     """The limits document loads and validates (file or configuration service)."""
-    from risk_monitor.domain.limits import LimitConfig, _describe_error  # same key paths
+    from risk_monitor.domain.limit_config import LimitConfig, _describe_error  # same key paths
 
     try:
         document = _limits_document(settings, ctx)

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -57,6 +57,11 @@ from rich.table import Table
 
 from risk_sim.launcher import SLACK_TOKEN_ENV, SimulatorStack
 from risk_sim.scenario import load_scenario
+
+if TYPE_CHECKING:  # imported lazily at run time (the demo's start-up cost)
+    import pandas as pd
+
+    from risk_monitor.domain.engine import RiskReport
 
 DEMO_DIR = Path(".risk_monitor") / "demo"
 SETTINGS_FILE = "risk-monitor.yaml"
@@ -260,10 +265,10 @@ class RunWatcher:
 
 
 def risk_summary(result: Any) -> dict[str, Any]:
-    """``summary_tables`` of the last run's evaluation, recomputed by the pure domain from the
-    inputs that run collected (same inputs, same numbers)."""
+    """:func:`summary_tables` of the last run's evaluation, recomputed by the pure domain from
+    the inputs that run collected (same inputs, same numbers)."""
     from risk_monitor.application import merge_collected
-    from risk_monitor.domain.engine import RiskSnapshot, evaluate, summary_tables
+    from risk_monitor.domain.engine import RiskSnapshot, evaluate
 
     state = result.output_for_node("portfolio_pnl")
     snapshot = RiskSnapshot(
@@ -278,7 +283,44 @@ def risk_summary(result: Any) -> dict[str, Any]:
         max_future_skew_s=state.freshness.max_future_skew_s,
         expected_venues=tuple(sorted(state.expected_venues)),
     )
-    return dict(summary_tables(evaluate(snapshot, result.output_for_node("limit_config"))))
+    return summary_tables(evaluate(snapshot, result.output_for_node("limit_config")))
+
+
+def summary_tables(report: RiskReport, top: int = 10) -> dict[str, pd.DataFrame]:
+    """The small tables the demo's risk summary shows: headline, top exposures, limit
+    utilisation."""
+    import pandas as pd
+
+    from risk_monitor.domain.engine import results_frame
+
+    p, ex = report.portfolio, report.exposures
+    portfolio = ex[ex["level"] == "portfolio"].iloc[0]
+    headline = pd.DataFrame(
+        [("compliance", report.summary.compliance.status.value),
+         ("equity_usd", _num(p.equity_usd)), ("daily_pnl_usd", _num(p.daily_pnl_usd)),
+         ("drawdown_pct", _num(p.drawdown_pct, 2)),
+         ("gross_usd", _num(report.summary.gross_usd)), ("net_usd", _num(report.summary.net_usd)),
+         ("leverage", _num(float(portfolio["leverage"]), 2)),
+         ("positions", str(len(report.position_pnl))), ("config_version", report.config_version)],
+        columns=["measure", "value"],
+    )
+    assets = ex[ex["level"] == "asset"].sort_values("gross_usd", ascending=False,
+                                                    na_position="first")
+    top_exposures = assets[["asset", "gross_usd", "net_usd", "holdings_usd", "concentration_pct",
+                            "ok"]].head(top)
+    venues = ex[ex["level"] == "venue"][["venue", "gross_usd", "net_usd", "equity_usd",
+                                         "leverage", "ok"]]
+    limits = results_frame(report.results)[
+        ["limit_id", "scope", "status", "value", "unit", "utilisation_pct", "reason"]].head(top)
+    return {"headline": headline, "top_exposures": top_exposures.reset_index(drop=True),
+            "venues": venues.reset_index(drop=True),
+            "limit_utilisation": limits.reset_index(drop=True)}
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or not math.isfinite(value):
+        return "UNKNOWN"
+    return f"{value:,.{digits}f}"
 
 
 # -- the demo ----------------------------------------------------------------------------------

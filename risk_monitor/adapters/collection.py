@@ -19,7 +19,7 @@ from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.row_validation import RejectedRow, split_valid_rows
-from risk_monitor.domain.frame_rules import categorize
+from risk_monitor.domain.frame_rules import FrameRules, categorize
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -29,7 +29,6 @@ from risk_monitor.domain.model import (
 )
 from risk_monitor.domain.schemas import (
     POSITION_KEYS,
-    Schema,
     balance_rules,
     concat_frames,
     position_rules,
@@ -102,7 +101,7 @@ def data_age_s(frame: pd.DataFrame, now: datetime, column: str) -> float | None:
 
 
 def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
-            schema_at: Callable[[datetime | None], Schema], clock: Clock = utc_now,
+            schema_at: Callable[[datetime | None], FrameRules], clock: Clock = utc_now,
             age_column: str = "received_at", dataset: str | None = None,
             keys: tuple[str, ...] = ()) -> Collected:
     """Fetch and validate every source; return the valid rows and every source's status.
@@ -155,14 +154,19 @@ def collect_positions(accounts: Sequence[ExchangeAccount], settings: MarketDataS
     sources = [Source(SourceKind.EXCHANGE, a.venue, a.account, a.fetch_positions,
                       a.endpoint_override) for a in accounts]
     return collect(sources, columns=POSITION_COLUMNS, clock=clock, dataset="positions",
-                   keys=POSITION_KEYS,
-                   schema_at=lambda now:
-                   position_rules(now=now, max_age_s=settings.exchange_max_age_s,
-                                  max_future_skew_s=settings.max_future_skew_s))
+                   keys=POSITION_KEYS, schema_at=position_rules_at(settings))
 
 
-def _balance_schema_at(settings: MarketDataSettings, max_age_s: float
-                       ) -> Callable[[datetime | None], Schema]:
+def position_rules_at(settings: MarketDataSettings) -> Callable[[datetime | None], FrameRules]:
+    """The positions' rules at a time (None: no time rules), with the exchange budget: the one
+    path of collection and of the Dagster schema checks."""
+    return lambda now: position_rules(now=now, max_age_s=settings.exchange_max_age_s,
+                                      max_future_skew_s=settings.max_future_skew_s)
+
+
+def balance_rules_at(settings: MarketDataSettings, max_age_s: float
+                     ) -> Callable[[datetime | None], FrameRules]:
+    """The balances' rules at a time with ``max_age_s`` (exchange or custody budget)."""
     return lambda now: balance_rules(now=now, max_age_s=max_age_s,
                                      max_future_skew_s=settings.max_future_skew_s)
 
@@ -173,7 +177,7 @@ def collect_exchange_balances(accounts: Sequence[ExchangeAccount], settings: Mar
     sources = [Source(SourceKind.EXCHANGE, a.venue, a.account, a.fetch_balances,
                       a.endpoint_override) for a in accounts]
     return collect(sources, columns=BALANCE_COLUMNS, clock=clock, dataset="balances",
-                   schema_at=_balance_schema_at(settings, settings.exchange_max_age_s))
+                   schema_at=balance_rules_at(settings, settings.exchange_max_age_s))
 
 
 def collect_custodian_balances(custodians: Sequence[Custodian], settings: MarketDataSettings,
@@ -183,4 +187,4 @@ def collect_custodian_balances(custodians: Sequence[Custodian], settings: Market
     sources = [Source(SourceKind.CUSTODIAN, c.venue, "*", c.fetch_balances,
                       c.endpoint_override) for c in custodians]
     return collect(sources, columns=BALANCE_COLUMNS, clock=clock, dataset="balances",
-                   schema_at=_balance_schema_at(settings, settings.custody_max_age_s))
+                   schema_at=balance_rules_at(settings, settings.custody_max_age_s))

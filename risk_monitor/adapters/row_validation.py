@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from risk_monitor.domain.schemas import Schema, as_schema, fast_valid, validate_frame
+from risk_monitor.domain.frame_rules import FrameRules, passes
+from risk_monitor.domain.schemas import schema_of, validate_frame
 
 MAX_VALUE_CHARS = 64
 
@@ -97,24 +98,23 @@ def _rejection(frame: pd.DataFrame, index: Any, cases: pd.DataFrame, venue: str,
                        also=", ".join(f"{f}={v} ({c})" for f, c, v in rest[:5]))
 
 
-def split_valid_rows(frame: pd.DataFrame, schema: Schema, *, source: str,
+def split_valid_rows(frame: pd.DataFrame, rules: FrameRules, *, source: str,
                      account: str) -> tuple[pd.DataFrame, list[RejectedRow]]:
     """The validated good rows and one :class:`RejectedRow` per bad row (see module doc)."""
-    if fast_valid(frame, schema):  # the common case: every row good, no pandera pass
+    if passes(frame, rules):  # the common case: every row good, no pandera pass
         return frame, []
-    schema = as_schema(schema)
     from pandera.errors import SchemaError, SchemaErrors  # ~1 s: only when a row is bad
 
     try:
-        return schema.validate(frame, lazy=True), []
+        return schema_of(rules).validate(frame, lazy=True), []
     except (SchemaErrors, SchemaError) as exc:
         cases = exc.failure_cases
     if not isinstance(cases, pd.DataFrame) or not len(cases) or "index" not in cases \
             or cases["index"].isna().any():
-        return validate_frame(frame, schema, source=source), []  # raises: broken as a whole
+        return validate_frame(frame, rules, source=source), []  # raises: broken as a whole
     bad = [i for i in dict.fromkeys(cases["index"].tolist()) if i in frame.index]
     if not bad or len(bad) >= len(frame):
-        return validate_frame(frame, schema, source=source), []  # raises: nothing to keep
+        return validate_frame(frame, rules, source=source), []  # raises: nothing to keep
     rejected = [_rejection(frame, i, cases[cases["index"] == i], source, account) for i in bad]
-    good = validate_frame(frame.drop(index=bad), schema, source=source)
+    good = validate_frame(frame.drop(index=bad), rules, source=source)
     return good, rejected

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from risk_monitor.application.alerting import alert_policy, raise_alerts
+from risk_monitor.application.evaluation import merge_collected
 from risk_monitor.domain.model import Collected, SourceKind
 from risk_monitor.domain.realised import (
     Fill,
@@ -39,7 +40,6 @@ from risk_monitor.ports import RiskStore
 class Reconciliation:
     breaks: list[Break]
     desk_published: bool
-    raised: int = 0
 
     @property
     def broken(self) -> list[Break]:
@@ -62,7 +62,7 @@ def reconcile_books(settings: Settings, desk: Mapping[ItemKey, float] | DeskBook
     if desk is None:
         return Reconciliation([], desk_published=False)
     exchange, custodian = reported_books(
-        positions.frame, _frame_concat(exchange_balances, custody))
+        positions.frame, merge_collected(exchange_balances, custody).frame)
     blind = {s.venue for part in (positions, exchange_balances, custody) for s in part.sources
              if not s.ok}
     tolerance = Tolerance(settings.trading.reconciliation_abs_tolerance,
@@ -102,21 +102,18 @@ def raise_reconciliation_alerts(storage: RiskStore, settings: Settings, outcome:
     return raised.enqueued
 
 
-def realised_checks(settings: Settings, fills: Sequence[Fill], funding: Sequence[Funding],
-                    reported: Mapping[tuple[str, str, str], float] | None = None, *,
+def realised_checks(settings: Settings, fills: Sequence[Fill], funding: Sequence[Funding], *,
                     current: Mapping[tuple[str, str, str], float] | None = None
                     ) -> tuple[dict[tuple[str, str, str], RealisedPnl], list[RealisedCheck]]:
-    """Books rebuilt from the window's fills, checked against the venue.
+    """Books rebuilt from the window's fills, checked against the venue's per-fill figures.
 
     ``current``: the venue's positions now. Where the fills do not explain it (a position was
     open before the window), the venue's per-fill figures are measured from an average entry
     the window does not show: that comparison is unknown (``ok`` None, said why), not failed.
     """
     books = realised_pnl(fills, funding)
-    checks = compare_realised(books, reported or {},
-                              abs_tolerance=settings.trading.realised_abs_tolerance,
-                              rel_tolerance=settings.trading.realised_rel_tolerance,
-                              net=False)
+    checks = compare_realised(books, abs_tolerance=settings.trading.realised_abs_tolerance,
+                              rel_tolerance=settings.trading.realised_rel_tolerance)
     if current is not None:
         out = []
         for found in checks:
@@ -130,11 +127,3 @@ def realised_checks(settings: Settings, fills: Sequence[Fill], funding: Sequence
         checks = out
     return books, checks
 
-
-def _frame_concat(*parts: Collected) -> Any:
-    import pandas as pd
-
-    frames = [p.frame for p in parts if len(p.frame)]
-    if not frames:
-        return parts[0].frame
-    return pd.concat(frames, ignore_index=True)

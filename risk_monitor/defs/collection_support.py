@@ -13,10 +13,10 @@ import pandas as pd
 
 from risk_monitor.adapters.collection import data_age_s
 from risk_monitor.defs.metadata import md_table
-from risk_monitor.domain.frame_rules import plain_strings
+from risk_monitor.domain.frame_rules import FrameRules, passes, plain_strings
 from risk_monitor.domain.lineage import content_version, venue_versions
 from risk_monitor.domain.model import Collected, SourceStatus
-from risk_monitor.domain.schemas import Schema, as_schema, failure_summary, fast_valid
+from risk_monitor.domain.schemas import failure_summary, schema_of
 from risk_monitor.platform.logging import redact_text
 
 PREVIEW_ROWS = 20
@@ -94,17 +94,17 @@ def collected_output(context: dg.AssetExecutionContext, collected: Collected, *,
 
 # --- checks ------------------------------------------------------------------------------------
 def schema_check(check_name: str, asset: str, collected: Collected,
-                 schema: Schema) -> dg.AssetCheckResult:
+                 rules: FrameRules) -> dg.AssetCheckResult:
     """Re-validate the stored frame against the schema (at check time, with the time rules):
     the vectorised rules first, pandera (imported then) only to describe a failure."""
     passed = dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True,
                                  metadata={"rows": len(collected.frame)})
-    if fast_valid(collected.frame, schema):
+    if passes(collected.frame, rules):
         return passed
     from pandera.errors import SchemaError, SchemaErrors
 
     try:
-        as_schema(schema).validate(plain_strings(collected.frame), lazy=True)  # ids as str
+        schema_of(rules).validate(plain_strings(collected.frame), lazy=True)  # ids as str
     except (SchemaErrors, SchemaError) as exc:
         return dg.AssetCheckResult(
             check_name=check_name, asset_key=asset, passed=False,
@@ -131,3 +131,11 @@ def completeness_check(check_name: str, asset: str, collected: Collected,
                   "expected": dg.MetadataValue.json(expected)},
         description=None if not missing else
         f"{len(missing)} source(s) missing; their exposure is UNKNOWN, not zero")
+
+
+def dataset_checks(dataset: str, asset: str, collected: Collected, rules: FrameRules,
+                   expected: list[str]) -> list[dg.AssetCheckResult]:
+    """``<dataset>_match_schema`` (the rules collection applied, at check time) and
+    ``<dataset>_are_complete``."""
+    return [schema_check(f"{dataset}_match_schema", asset, collected, rules),
+            completeness_check(f"{dataset}_are_complete", asset, collected, expected)]

@@ -7,17 +7,14 @@ from typing import Any
 import pandas as pd
 
 from risk_monitor.platform.clock import utc_now  # noqa: F401  (the assets' clock)
-from risk_monitor.platform.code_version import module_code_version
+
+# the code version of a module's assets (pass ``__name__``): Dagster then derives each downstream
+# data version from its inputs' versions ("same inputs + same code", not "another run")
+from risk_monitor.platform.code_version import (  # noqa: F401
+    module_code_version as asset_code_version,
+)
 
 OWNERS = ["team:risk"]
-
-
-def asset_code_version(module_name: str) -> str:
-    """The code version of the assets in ``module_name`` (pass ``__name__``): a hash of that
-    module and the shared code it runs (platform/code_version.py). With it, Dagster derives
-    each downstream data version from its inputs' versions, so lineage reads "same inputs +
-    same code" rather than "another run", and "code changed" means the code changed."""
-    return module_code_version(module_name)
 
 
 def _cell(value: Any, precise: bool) -> str:

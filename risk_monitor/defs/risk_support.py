@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.model import LimitResult
 from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.settings import Settings
@@ -43,11 +44,7 @@ def _text(x: float, y: float, text: str, *, size: int = 11, anchor: str = "start
 
 
 def _finite(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return number if math.isfinite(number) else 0.0
+    return finite(value) or 0.0  # a chart draws an unknown figure as 0
 
 
 def _nice_max(value: float) -> float:

@@ -21,16 +21,12 @@ from risk_monitor.domain.coverage import SourceProblem
 from risk_monitor.domain.frame_index import FrameIndex
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor.domain.pnl import (
-    ACCOUNT_BALANCE_COLUMNS,
-    ACCOUNT_POSITION_COLUMNS,
     PortfolioPnl,
     describe_balance_problem,
     describe_position_problem,
 )
 from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope, scope_key
-from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, asi8, ns_of
-
-UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, column_ns, min_ns, ns_of
 
 
 @dataclass(frozen=True)
@@ -105,15 +101,15 @@ class PreparedInputs:
         for kind, index in (("account", self.positions_index), ("account", self.balances_index)):
             for key, agg in index.groups({}, ["venue", "account"]).items():
                 with_rows.add((kind, key[0], key[1]))
-                oldest[key[0]] = _min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
+                oldest[key[0]] = min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
         for key, agg in self.quotes_index.groups({}, ["venue"]).items():
             with_rows.add(("market", key[0], ""))
-            oldest[key[0]] = _min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
+            oldest[key[0]] = min_ns(oldest.get(key[0], NAT), agg.oldest_ns)
         for status in self.sources:
             kind = "market" if status.kind is SourceKind.MARKET else "account"
             account = "" if kind == "market" else status.account
             if (kind, status.venue, account) not in with_rows:
-                oldest[status.venue] = _min_ns(oldest.get(status.venue, NAT), ns_of(status.as_of))
+                oldest[status.venue] = min_ns(oldest.get(status.venue, NAT), ns_of(status.as_of))
         self.cache["venue_oldest"] = oldest
         return oldest
 
@@ -261,7 +257,7 @@ def _scope_inputs(
                 reasons = reasons or []
                 reasons.append(problem.reason)
                 if problem.as_of is not None:
-                    problem_ns = _min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
+                    problem_ns = min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
         out[scope] = ScopeInputs(
             gross,
             net,
@@ -370,14 +366,6 @@ def _quote_keys(
     return set(zip(*picked, strict=True))  # one tuple per combination
 
 
-def _min_ns(a: int, b: int) -> int:
-    if a == NAT:
-        return b
-    if b == NAT:
-        return a
-    return min(a, b)
-
-
 def index_positions(pnl: pd.DataFrame) -> FrameIndex:
     return FrameIndex(
         dims={
@@ -394,7 +382,7 @@ def index_positions(pnl: pd.DataFrame) -> FrameIndex:
         },
         mins={"liq": pnl["liquidation_distance_pct"].to_numpy(dtype=np.float64)},
         bad=~pnl["ok"].to_numpy(dtype=bool),
-        t_ns=_ns_column(pnl["source_time"]),
+        t_ns=column_ns(pnl["source_time"]),
     )
 
 
@@ -428,7 +416,7 @@ def index_balances(valued: pd.DataFrame) -> FrameIndex:
         },
         mins={},
         bad=~valued["ok"].to_numpy(dtype=bool),
-        t_ns=_ns_column(valued["source_time"]),
+        t_ns=column_ns(valued["source_time"]),
     )
 
 
@@ -447,37 +435,18 @@ def _keys(series: pd.Series) -> np.ndarray | pd.Categorical:
     return array if isinstance(array, pd.Categorical) else series.to_numpy()
 
 
-def _ns_column(series: pd.Series) -> np.ndarray:
-    if len(series) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if series.dtype != UTC_NS:
-        series = pd.to_datetime(series, utc=True)
-    return asi8(series)
+def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
+    """Per (venue, account) sums of the positions, for :func:`pnl.equity_table`."""
+    return [{"venue": key[0], "account": key[1], "upnl": agg.sums["upnl"],
+             "realized": agg.sums["realized"], "count": agg.rows, "bad": agg.bad,
+             "oldest_ns": agg.oldest_ns,
+             "reason": describe_position_problem(pnl.iloc[agg.first_bad]) if agg.bad else ""}
+            for key, agg in sorted(index.groups({}, ["venue", "account"]).items())]
 
 
-
-def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> pd.DataFrame:
-    """Per (venue, account) sums of the positions (pnl.ACCOUNT_POSITION_COLUMNS)."""
-    rows = [
-        {
-            "venue": key[0], "account": key[1], "upnl": agg.sums["upnl"],
-            "realized": agg.sums["realized"], "count": agg.rows, "bad": agg.bad,
-            "oldest_ns": agg.oldest_ns,
-            "reason": describe_position_problem(pnl.iloc[agg.first_bad]) if agg.bad else "",
-        }
-        for key, agg in sorted(index.groups({}, ["venue", "account"]).items())
-    ]
-    return pd.DataFrame(rows, columns=list(ACCOUNT_POSITION_COLUMNS))
-
-
-def balances_by_account(valued: pd.DataFrame, index: FrameIndex) -> pd.DataFrame:
-    """Per (source_type, venue, account) sums of valued balances (ACCOUNT_BALANCE_COLUMNS)."""
-    rows = [
-        {
-            "source_type": key[0], "venue": key[1], "account": key[2],
-            "value": agg.sums["value"], "bad": agg.bad, "oldest_ns": agg.oldest_ns,
-            "reason": describe_balance_problem(valued.iloc[agg.first_bad]) if agg.bad else "",
-        }
-        for key, agg in sorted(index.groups({}, ["source_type", "venue", "account"]).items())
-    ]
-    return pd.DataFrame(rows, columns=list(ACCOUNT_BALANCE_COLUMNS))
+def balances_by_account(valued: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
+    """Per (source_type, venue, account) sums of valued balances, for :func:`pnl.equity_table`."""
+    return [{"source_type": key[0], "venue": key[1], "account": key[2],
+             "value": agg.sums["value"], "bad": agg.bad, "oldest_ns": agg.oldest_ns,
+             "reason": describe_balance_problem(valued.iloc[agg.first_bad]) if agg.bad else ""}
+            for key, agg in sorted(index.groups({}, ["source_type", "venue", "account"]).items())]

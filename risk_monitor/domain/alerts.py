@@ -169,8 +169,7 @@ class AlertPolicy:
     def for_s(self, limit_id: str, status: LimitStatus | None = None) -> float:
         """Pending time before a new episode fires (at least ``unknown_for_s`` for UNKNOWN and
         ``warn_for_s`` for WARN: a pending WARN that turns BREACH fires at once)."""
-        rule = self.rules.get(limit_id)
-        wait = rule.for_s if rule is not None and rule.for_s is not None else self.group_wait_s
+        wait = self._own(limit_id, "for_s", self.group_wait_s)
         if status is LimitStatus.UNKNOWN:
             return max(wait, self.unknown_for_s)
         if status is LimitStatus.WARN:
@@ -178,19 +177,15 @@ class AlertPolicy:
         return wait
 
     def keep_firing_s(self, limit_id: str) -> float:
-        rule = self.rules.get(limit_id)
-        if rule is not None and rule.keep_firing_for_s is not None:
-            return rule.keep_firing_for_s
-        return self.keep_firing_for_s
+        return self._own(limit_id, "keep_firing_for_s", self.keep_firing_for_s)
 
     def hysteresis_of(self, limit_id: str) -> float:
-        rule = self.rules.get(limit_id)
-        return rule.hysteresis if rule is not None and rule.hysteresis is not None \
-            else self.hysteresis
+        return self._own(limit_id, "hysteresis", self.hysteresis)
 
-    def holds_unknown(self, result: LimitResult, now: datetime) -> bool:
-        """True for an UNKNOWN the warm-up holds: recorded but not notified."""
-        return self.warm_up is not None and self.warm_up.holds(result, now)
+    def _own(self, limit_id: str, control: str, default: float) -> float:
+        """The limit's own value of a noise control (its rule), else the policy's."""
+        value: float | None = getattr(self.rules.get(limit_id), control, None)
+        return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -346,7 +341,7 @@ def _advance(prev: AlertState | None, result: LimitResult, now: datetime, policy
                        last_notified_status=LimitStatus.OK), note
 
     severity = severity_of(status)
-    held = policy.holds_unknown(result, now)
+    held = policy.warm_up is not None and policy.warm_up.holds(result, now)  # recorded only
     wait_s = policy.for_s(result.limit_id, status)
     if not was_firing or prev is None:  # a new episode opens
         episode += 1

@@ -86,14 +86,19 @@ def canonical_mapping(members: Mapping[str, str]) -> str:
 _PIECE = 2047
 
 
-def sha256_hex(text: str) -> str:
-    data = text.encode()
+def feed(digest: Any, data: bytes) -> None:
+    """``digest.update(data)`` in pieces the interpreter lock is kept for (see ``_PIECE``)."""
     if len(data) <= _PIECE:
-        return hashlib.sha256(data).hexdigest()
-    digest = hashlib.sha256()
+        digest.update(data)
+        return
     view = memoryview(data)
     for start in range(0, len(data), _PIECE):
         digest.update(view[start:start + _PIECE])
+
+
+def sha256_hex(text: str) -> str:
+    digest = hashlib.sha256()
+    feed(digest, text.encode())
     return digest.hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from risk_monitor.domain.model import SourceKind, SourceStatus
 from risk_monitor.domain.valuation import Freshness, ns_of
@@ -63,6 +64,11 @@ def _account_of(status: SourceStatus) -> str | None:
     return None if status.account in (ALL_ACCOUNTS, "") else status.account
 
 
+def _problem(status: SourceStatus, what: str, **detail: Any) -> SourceProblem:
+    return SourceProblem(status.kind, status.venue, _account_of(status),
+                         f"{status.venue}: source {status.key} {what}", status.as_of, **detail)
+
+
 def merge_sources(*groups: Iterable[SourceStatus]) -> list[SourceStatus]:
     """One status per source key; a failure anywhere wins over a success elsewhere."""
     merged: dict[str, SourceStatus] = {}
@@ -105,47 +111,20 @@ def source_problems(
         seen_venues.add(status.venue)
         if not status.ok:
             code = f"{status.error_code}: " if status.error_code else ""
-            problems.append(
-                SourceProblem(
-                    status.kind,
-                    status.venue,
-                    _account_of(status),
-                    f"{status.venue}: source {status.key} failed ({code}{status.error or 'no detail'})",
-                    status.as_of,
-                    dataset=status.dataset,
-                    instrument=status.instrument,
-                    asset=status.asset,
-                )
-            )
+            problems.append(_problem(status, f"failed ({code}{status.error or 'no detail'})",
+                                     dataset=status.dataset, instrument=status.instrument,
+                                     asset=status.asset))
             continue
         age = freshness.age_s(ns_of(status.as_of))
         budget = source_budget(status.kind, budgets, freshness.max_age_s)
         if source_is_stale(status.kind, True, age, budgets, freshness.max_age_s):
-            problems.append(
-                SourceProblem(
-                    status.kind,
-                    status.venue,
-                    _account_of(status),
-                    f"{status.venue}: source {status.key} is stale ({age:.0f}s > "
-                    f"{budget:.0f}s)",
-                    status.as_of,
-                    stale_age_s=age,
-                )
-            )
+            problems.append(_problem(status, f"is stale ({age:.0f}s > {budget:.0f}s)",
+                                     stale_age_s=age))
         elif age < -freshness.max_future_skew_s:
-            problems.append(
-                SourceProblem(
-                    status.kind,
-                    status.venue,
-                    _account_of(status),
-                    f"{status.venue}: source {status.key} reports a time {-age:.0f}s in the "
-                    "future (clock skew)",
-                    status.as_of,
-                )
-            )
+            problems.append(_problem(
+                status, f"reports a time {-age:.0f}s in the future (clock skew)"))
     for venue in sorted(set(expected_venues) - seen_venues):
         problems.append(
-            SourceProblem(None, venue, None, f"{venue}: no data source reported (blind)", None)
-        )
+            SourceProblem(None, venue, None, f"{venue}: no data source reported (blind)", None))
     return problems
 

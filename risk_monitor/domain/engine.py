@@ -7,7 +7,6 @@ same everywhere. Pure: time comes in with the snapshot, nothing is read or writt
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +30,6 @@ from risk_monitor.domain.model import (
     WORST_FIRST,
     Collected,
     LimitResult,
-    LimitStatus,
     SourceKind,
 )
 from risk_monitor.domain.pnl import (
@@ -70,49 +68,13 @@ class RiskSnapshot:
 
 @dataclass(frozen=True)
 class RiskSummary:
-    """Headline figures of one evaluation, for metadata, metrics and the demo."""
+    """Headline figures of one evaluation (the service's risk view)."""
 
     as_of: datetime
-    config_version: str
     compliance: ComplianceSummary
     equity_usd: float
-    daily_pnl_usd: float
-    start_of_day_equity_usd: float | None
-    start_of_day_established: bool
-    peak_equity_usd: float | None
-    drawdown_pct: float
     gross_usd: float
     net_usd: float
-    leverage: float
-    positions: int
-    unknown_reasons: tuple[str, ...]
-
-    def as_metadata(self) -> dict[str, float | int | str | bool | None]:
-        """Flat, JSON-safe (NaN → None) fields for Dagster metadata and logs."""
-
-        def num(value: float | None) -> float | None:
-            return None if value is None or not math.isfinite(value) else round(value, 6)
-
-        out: dict[str, float | int | str | bool | None] = {
-            "as_of": self.as_of.isoformat(),
-            "config_version": self.config_version,
-            "compliance_status": self.compliance.status.value,
-            "equity_usd": num(self.equity_usd),
-            "daily_pnl_usd": num(self.daily_pnl_usd),
-            "start_of_day_equity_usd": num(self.start_of_day_equity_usd),
-            "start_of_day_established": self.start_of_day_established,
-            "peak_equity_usd": num(self.peak_equity_usd),
-            "drawdown_pct": num(self.drawdown_pct),
-            "gross_usd": num(self.gross_usd),
-            "net_usd": num(self.net_usd),
-            "leverage": num(self.leverage),
-            "positions": self.positions,
-            "unknown_reasons": " | ".join(self.unknown_reasons[:5]),
-        }
-        for key, value in self.compliance.as_dict().items():
-            if key not in ("status", "as_of"):
-                out[f"limits_{key}"] = value  # type: ignore[assignment]
-        return out
 
 
 @dataclass(frozen=True)
@@ -125,25 +87,19 @@ class RiskReport:
     results: list[LimitResult]
     summary: RiskSummary
     portfolio: PortfolioPnl
-    balances: pd.DataFrame  # VALUED_BALANCE_COLUMNS
-    asset_prices: pd.DataFrame  # asset, usd_price, source_time
     config_version: str
     snapshot: RiskSnapshot = field(repr=False, compare=False)
     state: PreparedInputs = field(repr=False, compare=False)
 
 
-def freshness_of(snapshot: RiskSnapshot) -> Freshness:
-    return Freshness(snapshot.now, snapshot.max_age_s, snapshot.max_future_skew_s)
-
-
 def prepare(snapshot: RiskSnapshot, config: LimitConfig) -> PreparedInputs:
     """Value positions and balances, find failed/stale sources and index the scopes."""
-    freshness = freshness_of(snapshot)
+    freshness = Freshness(snapshot.now, snapshot.max_age_s, snapshot.max_future_skew_s)
     stable = frozenset(config.valuation.stablecoins)
     prices = snapshot.prices.frame
     valuation = asset_prices(prices, freshness, stable)
     quotes = latest_quotes(prices, freshness)
-    pnl = position_pnl(snapshot.positions.frame, prices, freshness, valuation, quotes)
+    pnl = position_pnl(snapshot.positions.frame, freshness, valuation, quotes)
     valued = value_balances(
         snapshot.balances.frame,
         freshness,
@@ -197,22 +153,12 @@ def evaluate(snapshot: RiskSnapshot, config: LimitConfig) -> RiskReport:
     exposures = exposure_table(state)
     compliance = compliance_summary(results)
     portfolio_row = exposures[exposures["level"] == "portfolio"].iloc[0]
-    unknown = tuple(dict.fromkeys(r.reason for r in results if r.status is LimitStatus.UNKNOWN))
     summary = RiskSummary(
         as_of=snapshot.now,
-        config_version=config.version,
         compliance=compliance,
         equity_usd=state.portfolio.equity_usd,
-        daily_pnl_usd=state.portfolio.daily_pnl_usd,
-        start_of_day_equity_usd=state.portfolio.start_of_day_equity_usd,
-        start_of_day_established=state.portfolio.start_of_day_established,
-        peak_equity_usd=state.portfolio.peak_equity_usd,
-        drawdown_pct=state.portfolio.drawdown_pct,
         gross_usd=float(portfolio_row["gross_usd"]),
         net_usd=float(portfolio_row["net_usd"]),
-        leverage=float(portfolio_row["leverage"]),
-        positions=len(state.pnl),
-        unknown_reasons=unknown,
     )
     return RiskReport(
         position_pnl=state.pnl,
@@ -221,15 +167,12 @@ def evaluate(snapshot: RiskSnapshot, config: LimitConfig) -> RiskReport:
         results=results,
         summary=summary,
         portfolio=state.portfolio,
-        balances=state.balances,
-        asset_prices=state.valuation.frame(),
         config_version=config.version,
         snapshot=snapshot,
         state=state,
     )
 
 
-# --- summary tables ----------------------------------------------------------------------------
 def results_frame(results: Sequence[LimitResult]) -> pd.DataFrame:
     """LimitResults as a tidy frame, worst first (``model.WORST_FIRST``, then utilisation)."""
     rows = [
@@ -268,41 +211,3 @@ def _unit(kind: str) -> str:
         return KIND_SPECS[LimitKind(kind)].unit
     except ValueError:
         return ""
-
-
-def summary_tables(report: RiskReport, top: int = 10) -> dict[str, pd.DataFrame]:
-    """The small tables a risk summary shows: headline, top exposures, limit utilisation."""
-    s = report.summary
-    headline = pd.DataFrame(
-        [
-            ("compliance", s.compliance.status.value),
-            ("equity_usd", _num(s.equity_usd)),
-            ("daily_pnl_usd", _num(s.daily_pnl_usd)),
-            ("drawdown_pct", _num(s.drawdown_pct, 2)),
-            ("gross_usd", _num(s.gross_usd)),
-            ("net_usd", _num(s.net_usd)),
-            ("leverage", _num(s.leverage, 2)),
-            ("positions", str(s.positions)),
-            ("config_version", s.config_version),
-        ],
-        columns=["measure", "value"],
-    )
-    ex = report.exposures
-    assets = ex[ex["level"] == "asset"].sort_values("gross_usd", ascending=False, na_position="first")
-    top_exposures = assets[["asset", "gross_usd", "net_usd", "holdings_usd", "concentration_pct", "ok"]].head(top)
-    venues = ex[ex["level"] == "venue"][["venue", "gross_usd", "net_usd", "equity_usd", "leverage", "ok"]]
-    limits = results_frame(report.results)[
-        ["limit_id", "scope", "status", "value", "unit", "utilisation_pct", "reason"]
-    ].head(top)
-    return {
-        "headline": headline.reset_index(drop=True),
-        "top_exposures": top_exposures.reset_index(drop=True),
-        "venues": venues.reset_index(drop=True),
-        "limit_utilisation": limits.reset_index(drop=True),
-    }
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    if value is None or not math.isfinite(value):
-        return "UNKNOWN"
-    return f"{value:,.{digits}f}"

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-_METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # a Prometheus metric or label name
 
 
 def finite(value: Any) -> float | None:
@@ -49,9 +48,9 @@ class MetricValue:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _METRIC_NAME.match(self.name):
+        if not _NAME.match(self.name):
             raise ValueError(f"metric name {self.name!r} is not a Prometheus name")
-        bad = [k for k in self.labels if not _LABEL_NAME.match(k) or k.startswith("__")]
+        bad = [k for k in self.labels if not _NAME.match(k) or k.startswith("__")]
         if bad:
             raise ValueError(f"label names {bad} of {self.name!r} are not Prometheus names")
 

@@ -239,10 +239,6 @@ class LimitDefinition(_Model):
     def spec(self) -> KindSpec:
         return KIND_SPECS[self.kind]
 
-    def classify(self, value: float | None) -> tuple[LimitStatus, float | None]:
-        """Status and utilisation of a measured value (None / NaN → UNKNOWN)."""
-        return classify(self.kind, value, self.warn, self.breach)
-
 
 class ValuationConfig(_Model):
     """How assets become USD."""

@@ -2,10 +2,8 @@
 value into a :class:`LimitResult`, failing closed.
 
 The limit document itself (kinds, schema, version, classification) lives in
-:mod:`risk_monitor.domain.limit_config`; its names are re-exported here, so
-``from risk_monitor.domain.limits import LimitConfig, evaluate_limits`` keeps working. The
-incremental evaluator reuses :func:`measure`, :func:`result_of` and :func:`classify`: one
-implementation per rule.
+:mod:`risk_monitor.domain.limit_config`; its most used names are re-exported here. The
+incremental evaluator reuses :func:`measure` and :func:`result_of`: one implementation per rule.
 """
 
 from __future__ import annotations
@@ -18,56 +16,19 @@ from datetime import datetime
 from risk_monitor.domain.aggregation import PreparedInputs, ScopeInputs, sorted_scope_inputs
 from risk_monitor.domain.limit_config import (
     KIND_SPECS,
-    MAX_LEVEL_BY_KIND,
-    MAX_LEVEL_BY_UNIT,
-    MAX_LIMITS,
-    MAX_NAME_LENGTH,
-    MAX_TEXT_LENGTH,
-    UTILISATION_CAP,
-    VERSION_LENGTH,
-    KindSpec,
     LimitConfig,
     LimitDefinition,
     LimitKind,
-    LimitScope,
-    ValuationConfig,
-    _describe_error,
     classify,
     load_limit_config,
-    max_level,
-    utilisation,
 )
 from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind
 from risk_monitor.domain.pnl import PortfolioPnl
 from risk_monitor.domain.scopes import WILDCARD, Scope
 from risk_monitor.domain.valuation import NAT, datetime_of, ns_of
 
-__all__ = [
-    "KIND_SPECS",
-    "MAX_LEVEL_BY_KIND",
-    "MAX_LEVEL_BY_UNIT",
-    "MAX_LIMITS",
-    "MAX_NAME_LENGTH",
-    "MAX_TEXT_LENGTH",
-    "UTILISATION_CAP",
-    "VERSION_LENGTH",
-    "KindSpec",
-    "LimitConfig",
-    "LimitDefinition",
-    "LimitKind",
-    "LimitScope",
-    "Measured",
-    "ValuationConfig",
-    "_describe_error",
-    "classify",
-    "data_age_inputs",
-    "evaluate_limits",
-    "load_limit_config",
-    "max_level",
-    "measure",
-    "result_of",
-    "utilisation",
-]
+__all__ = ["KIND_SPECS", "LimitConfig", "LimitDefinition", "LimitKind", "Measured",
+           "data_age_inputs", "evaluate_limits", "load_limit_config", "measure", "result_of"]
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -176,8 +137,6 @@ def _reason(
     definition: LimitDefinition, scope: Scope, value: float, status: LimitStatus, detail: str
 ) -> str:
     spec = definition.spec
-    if status is LimitStatus.OK:
-        return detail
     level = definition.breach if status is LimitStatus.BREACH else definition.warn
     cmp = "<=" if spec.lower_is_worse else ">="
     text = (
@@ -206,12 +165,9 @@ def evaluate_limits(state: PreparedInputs, config: LimitConfig) -> list[LimitRes
     for definition in config.limits:
         if definition.kind is LimitKind.DATA_AGE:
             for scope, (age, source_ns) in data_age_inputs(state, definition.scope.items()).items():
-                results.append(result_of(
-                definition, scope,
-                Measured(None, unknown=unavailable) if unavailable else age,
-                as_of=now, config_version=version,
-                source_ns=source_ns,
-            ))
+                measured = Measured(None, unknown=unavailable) if unavailable else age
+                results.append(result_of(definition, scope, measured, as_of=now,
+                                         config_version=version, source_ns=source_ns))
             continue
         limit_id, portfolio, remembered = definition.id, state.portfolio, state.inputs
         for scope, inputs in sorted_scope_inputs(state, definition.spec.needs,
@@ -222,10 +178,8 @@ def evaluate_limits(state: PreparedInputs, config: LimitConfig) -> list[LimitRes
             source_ns = inputs.oldest_ns
             if measured.unknown and inputs.problem_as_of_ns != NAT:
                 source_ns = inputs.problem_as_of_ns
-            results.append(result_of(
-                definition, scope, measured, as_of=now, config_version=version,
-                source_ns=source_ns,
-            ))
+            results.append(result_of(definition, scope, measured, as_of=now,
+                                     config_version=version, source_ns=source_ns))
     return results
 
 

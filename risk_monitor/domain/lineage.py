@@ -36,7 +36,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from risk_monitor.domain.audit_chain import canonical, digest_of_canonical
+from risk_monitor.domain.audit_chain import canonical, digest_of_canonical, feed
 from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
 
@@ -244,21 +244,11 @@ def _source_text(sources: Iterable[SourceStatus]) -> bytes:
     return "\n".join(f"{key}|{s.ok}|{s.rows}|{s.error_code}" for key, s in keyed).encode()
 
 
-#: pieces a digest is fed in: under 2048 bytes, hashlib keeps the interpreter lock (getting it
-#: back from another thread cost up to a switch interval on the hot path; ``audit_chain``)
-_PIECE = 2047
-
-
 def _digest(*parts: bytes) -> str:
     digest = hashlib.blake2b(digest_size=VERSION_CHARS // 2)
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
-        if len(part) <= _PIECE:
-            digest.update(part)
-            continue
-        view = memoryview(part)
-        for start in range(0, len(part), _PIECE):
-            digest.update(view[start:start + _PIECE])
+        feed(digest, part)  # in pieces: the interpreter lock is kept (audit_chain._PIECE)
     return digest.hexdigest()
 
 
@@ -436,15 +426,14 @@ def _by_kind(balances: Collected) -> tuple[_Entry, _Entry]:
     """The entries (and texts) of the exchange and the custodian balances in one merged
     dataset."""
     seen = _seen(balances)
-    if "custody" not in seen.entries:
+
+    def part(custody: bool) -> dict[str, Any]:  # built only the first time (``_Seen.entry``)
         kinds = {s.venue: s.kind for s in balances.sources}
-        exchange = {v: version for v, version in seen.versions.items()
-                    if kinds.get(v, SourceKind.EXCHANGE) is SourceKind.EXCHANGE}
-        custody = {v: version for v, version in seen.versions.items() if v not in exchange}
-        return (seen.entry("exchange", lambda: _entry(exchange)),
-                seen.entry("custody", lambda: _entry(custody)))
-    return ((seen.entries["exchange"], seen.texts["exchange"]),
-            (seen.entries["custody"], seen.texts["custody"]))
+        return _entry({v: version for v, version in seen.versions.items()
+                       if (kinds.get(v, SourceKind.EXCHANGE) is not SourceKind.EXCHANGE)
+                       == custody})
+
+    return seen.entry("exchange", lambda: part(False)), seen.entry("custody", lambda: part(True))
 
 
 #: canonical texts of the limit configuration's entry, by configuration version (a few)

@@ -359,14 +359,11 @@ def _delta(legs: _Legs, order: OrderRequest, signed_qty: float, mark: float,
         old = quantities.get(order.position_side, 0.0)
         start = old + ahead
         new = start + signed_qty
-        if order.position_side == "long" and new < -1e-12:
+        long = order.position_side == "long"
+        if (new < -1e-12) if long else (new > 1e-12):  # the order would cross its leg's zero
             return _Delta(0, 0, 0, False), (
-                f"sell {order.quantity} exceeds the long leg ({start:g}"
-                f"{'' if ahead == 0 else ' after pending orders'}) of {order.instrument}"
-            )
-        if order.position_side == "short" and new > 1e-12:
-            return _Delta(0, 0, 0, False), (
-                f"buy {order.quantity} exceeds the short leg ({start:g}"
+                f"{'sell' if long else 'buy'} {order.quantity} exceeds the "
+                f"{order.position_side} leg ({start:g}"
                 f"{'' if ahead == 0 else ' after pending orders'}) of {order.instrument}"
             )
         old_abs_sum = abs(old)
@@ -440,8 +437,6 @@ def _stale_at(state: PreparedInputs, inputs: ScopeInputs, now: datetime) -> str:
     if age > state.freshness.max_age_s:
         return f"inputs are {age:.0f}s old at order time (> {state.freshness.max_age_s:.0f}s)"
     return ""
-
-
 
 
 def _no_worse(definition: LimitDefinition, before: float, after: float) -> bool:

@@ -29,7 +29,7 @@ from risk_monitor.domain.valuation import (
     float_block,
     floats,
     frame_of,
-    latest_quotes,
+    min_ns,
     strings,
     times_ns,
     utc_times,
@@ -106,14 +106,9 @@ EQUITY_COLUMNS: tuple[str, ...] = (
 )
 
 
-def position_pnl(
-    positions: pd.DataFrame,
-    prices: pd.DataFrame,
-    freshness: Freshness,
-    valuation: AssetPrices,
-    quotes: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Mark every position to market.
+def position_pnl(positions: pd.DataFrame, freshness: Freshness, valuation: AssetPrices,
+                 quotes: pd.DataFrame) -> pd.DataFrame:
+    """Mark every position to market (``quotes``: :func:`valuation.latest_quotes`).
 
     The mark is the fresh quote's ``mark`` (else its ``last``) for the (venue, instrument), else
     the position's own ``mark_price`` when the position itself is fresh, else NaN. Freshness of a
@@ -133,8 +128,6 @@ def position_pnl(
     # quote currency's price (freshness is judged on the receipt alone, before the moves)
     source_t = times_ns(positions, "received_at", "timestamp")
 
-    # fresh quote per (venue, instrument): the newest one wins
-    quotes = latest_quotes(prices, freshness) if quotes is None else quotes
     width = len(instrument.categories)
     table = np.full(0, -1, dtype=np.int64)
     if n and len(quotes):
@@ -357,20 +350,16 @@ def describe_balance_problem(row: pd.Series) -> str:
     return f"{row['venue']}: invalid balance figures for {where}"
 
 
-#: Columns of the per-account aggregates :func:`equity_table` consumes.
-ACCOUNT_POSITION_COLUMNS = ("venue", "account", "upnl", "realized", "count", "bad", "oldest_ns", "reason")
-ACCOUNT_BALANCE_COLUMNS = ("source_type", "venue", "account", "value", "bad", "oldest_ns", "reason")
-
-
 def equity_table(
-    positions_by_account: pd.DataFrame,
-    balances_by_account: pd.DataFrame,
+    positions_by_account: Iterable[Mapping[str, Any]],
+    balances_by_account: Iterable[Mapping[str, Any]],
     sources: Sequence[SourceStatus],
     problems: Sequence[SourceProblem],
 ) -> pd.DataFrame:
     """Equity per exchange account and custodian vault, incl. sources that delivered nothing.
 
-    Inputs are per-account sums (ACCOUNT_*_COLUMNS). A failed source gets a row with NaN equity
+    Inputs are per-account sums (``aggregation.positions_by_account`` /
+    ``balances_by_account``). A failed source gets a row with NaN equity
     and the failure as reason, so a table never shows a blind venue as an account worth zero.
     """
     keys: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -393,18 +382,18 @@ def equity_table(
         if problem.kind is None:
             row("unknown", problem.venue, "*")
 
-    for b in balances_by_account.to_dict("records"):
+    for b in balances_by_account:
         entry = row(str(b["source_type"]), str(b["venue"]), str(b["account"]))
         entry["balances_usd"] = float(b["value"]) if b["bad"] == 0 else math.nan
-        entry["source_time"] = _min_ns(int(entry["source_time"]), int(b["oldest_ns"]))
+        entry["source_time"] = min_ns(int(entry["source_time"]), int(b["oldest_ns"]))
         if b["bad"]:
             _fail(entry, str(b["reason"]))
-    for p in positions_by_account.to_dict("records"):
+    for p in positions_by_account:
         entry = row("exchange", str(p["venue"]), str(p["account"]))
         entry["positions"] = int(p["count"])
         entry["unrealized_pnl_usd"] = float(p["upnl"]) if p["bad"] == 0 else math.nan
         entry["realized_pnl_usd"] = float(p["realized"])
-        entry["source_time"] = _min_ns(int(entry["source_time"]), int(p["oldest_ns"]))
+        entry["source_time"] = min_ns(int(entry["source_time"]), int(p["oldest_ns"]))
         if p["bad"]:
             _fail(entry, str(p["reason"]))
 
@@ -423,14 +412,6 @@ def equity_table(
     return frame.sort_values(["source_type", "venue", "account"], kind="stable").reset_index(
         drop=True
     )
-
-
-def _min_ns(a: int, b: int) -> int:
-    if a == NAT:
-        return b
-    if b == NAT:
-        return a
-    return min(a, b)
 
 
 def _fail(entry: dict[str, Any], reason: str) -> None:

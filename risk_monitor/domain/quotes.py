@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
-from risk_monitor.domain.schemas import price_outliers, prices_frame
+from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.errors import DataValidationError, MissingDataError, StaleDataError
 
 MAX_LISTED = 10  # instruments named in one status message
@@ -169,6 +169,7 @@ def float_tick_rejection(last: float | None, mark: float | None, bid: float | No
         return "out_of_order"
     return None
 
+
 def _off(a: float | None, b: float, max_deviation: float) -> bool:
     """``|a / b - 1| > max_deviation``; a missing or non-finite ``a`` is no deviation."""
     if a is None or not math.isfinite(a) or not b:
@@ -179,10 +180,10 @@ def _off(a: float | None, b: float, max_deviation: float) -> bool:
 def quote_outlier(last: float, mark: float | None, bid: float | None, ask: float | None,
                   pair_lasts: Sequence[tuple[str, float]], venue: str,
                   max_deviation: float) -> str:
-    """Why one quote is absurd ("" when sane): the per-tick, float-only form of
-    ``schemas.price_outliers`` without a reference (own fields against ``last``; against the
-    other venues' quotes of the same base/quote pair: their median from three venues, the gap
-    with two). ``pair_lasts`` are (venue, last) of the pair's other fresh quotes."""
+    """Why one quote is absurd ("" when sane), the one price sanity rule: its own fields
+    against ``last``, then the other venues' quotes of its base/quote pair (their median from
+    three venues; with two, a gap flags both, since neither can be trusted over the other).
+    ``pair_lasts`` are (venue, last) of the pair's other fresh quotes."""
     reasons: list[str] = []
     if _off(mark, last, max_deviation):
         reasons.append("mark far from last")
@@ -202,3 +203,21 @@ def quote_outlier(last: float, mark: float | None, bid: float | None, ask: float
     elif venues == 2 and max(lasts) / min(lasts) - 1 > max_deviation:
         reasons.append("two venues disagree")
     return "; ".join(reasons)
+
+
+def price_outliers(frame: pd.DataFrame, max_deviation: float = 0.25) -> pd.DataFrame:
+    """The quotes of ``frame`` :func:`quote_outlier` finds absurd (each judged against the
+    other quotes of its pair in ``frame``), with a ``reason`` column; empty when all are sane."""
+    if not len(frame):
+        return frame.assign(reason=pd.Series(dtype="object"))
+    rows = list(zip(frame["venue"], frame["base"], frame["quote"], frame["last"], frame["mark"],
+                    frame["bid"], frame["ask"], strict=True))
+    pairs: dict[tuple[str, str], list[int]] = {}
+    for i, row in enumerate(rows):
+        pairs.setdefault((row[1], row[2]), []).append(i)
+    reasons = [quote_outlier(last, mark, bid, ask,
+                             [(rows[j][0], rows[j][3]) for j in pairs[(base, quote)] if j != i],
+                             venue, max_deviation)
+               for i, (venue, base, quote, last, mark, bid, ask) in enumerate(rows)]
+    out = frame.assign(reason=reasons)
+    return out[out["reason"] != ""]

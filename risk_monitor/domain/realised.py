@@ -131,20 +131,14 @@ def apply_fill(book: RealisedPnl, fill: Fill) -> None:
         book.reported = (book.reported or 0.0) + fill.reported_realised
 
 
-def realised_pnl(fills: Iterable[Fill], funding: Iterable[Funding] = (),
-                 opening: Mapping[Key, tuple[float, float]] | None = None
+def realised_pnl(fills: Iterable[Fill], funding: Iterable[Funding] = ()
                  ) -> dict[Key, RealisedPnl]:
-    """Rebuild every instrument's book from its fills in time order.
-
-    ``opening``: (position, avg_entry) held before the first fill, e.g. at the start of the day.
-    """
+    """Rebuild every instrument's book from its fills in time order (flat before the first)."""
     books: dict[Key, RealisedPnl] = {}
 
     def book(key: Key) -> RealisedPnl:
         if key not in books:
-            pos, avg = (opening or {}).get(key, (0.0, 0.0))
-            books[key] = RealisedPnl(*key, settle=settle_of(key[2]), position=pos,
-                                     avg_entry=avg)
+            books[key] = RealisedPnl(*key, settle=settle_of(key[2]))
         return books[key]
 
     ordered = sorted(fills, key=lambda f: (f.timestamp is None, f.timestamp or 0, f.trade_id))
@@ -173,30 +167,21 @@ class RealisedCheck:
     reason: str
 
 
-def compare_realised(books: Mapping[Key, RealisedPnl], reported: Mapping[Key, float],
-                     *, abs_tolerance: float = 1.0, rel_tolerance: float = 1e-4,
-                     net: bool = True) -> list[RealisedCheck]:
-    """Flag every instrument whose rebuilt realised P&L differs from the venue's by more than
-    ``max(abs_tolerance, rel_tolerance * |reported|)``.
-
-    ``reported`` is what the venue says (e.g. the sum of Binance income REALIZED_PNL +
-    COMMISSION + FUNDING_FEE, ``net=True``); a book the venue did not report is compared with
-    the per-fill figures it carried, if any (gross).
-    """
+def compare_realised(books: Mapping[Key, RealisedPnl], *, abs_tolerance: float = 1.0,
+                     rel_tolerance: float = 1e-4) -> list[RealisedCheck]:
+    """Flag every instrument whose rebuilt realised P&L (gross) differs from the per-fill
+    figures the venue carried by more than ``max(abs_tolerance, rel_tolerance * |reported|)``."""
     out: list[RealisedCheck] = []
-    for key in sorted(set(books) | set(reported)):
-        book = books.get(key)
-        mine = (book.net if net else book.gross) if book is not None else 0.0
-        theirs = reported.get(key)
-        if theirs is None and book is not None and book.reported is not None:
-            theirs, mine = book.reported, book.gross
+    for key in sorted(books):
+        book = books[key]
+        mine, theirs = book.gross, book.reported
         tolerance = max(abs_tolerance, rel_tolerance * abs(theirs or 0.0))
         if theirs is None:
             out.append(RealisedCheck(key, mine, None, None, tolerance, None,
                                      "the venue reported no realised P&L"))
             continue
         diff = mine - theirs
-        if book is not None and not book.complete:
+        if not book.complete:
             out.append(RealisedCheck(key, mine, theirs, diff, tolerance, None,
                                      f"fees in {sorted(book.foreign_fees)} not valued"))
             continue

@@ -175,8 +175,7 @@ def reconcile(desk: Mapping[ItemKey, float] | DeskBook, exchange: Mapping[ItemKe
     return sorted(out, key=lambda b: (rank[b.status], b.venue, b.kind, b.item))
 
 
-def break_results(breaks: Iterable[Break], *, as_of: datetime,
-                  config_version: str = RECONCILIATION) -> list[LimitResult]:
+def break_results(breaks: Iterable[Break], *, as_of: datetime) -> list[LimitResult]:
     """The ``reconciliation`` alert series: BREACH on a break, UNKNOWN when blind, OK when the
     books agree; nothing for a PENDING item (no evidence either way: its alert stays as is)."""
     status = {BreakStatus.OK: LimitStatus.OK, BreakStatus.BREAK: LimitStatus.BREACH,
@@ -191,7 +190,7 @@ def break_results(breaks: Iterable[Break], *, as_of: datetime,
             status=status[b.status], value=value, warn_level=None,
             breach_level=b.tolerance,
             utilisation=(value / b.tolerance) if value is not None and b.tolerance > 0 else None,
-            as_of=as_of, config_version=config_version, reason=b.reason))
+            as_of=as_of, config_version=RECONCILIATION, reason=b.reason))
     return out
 
 

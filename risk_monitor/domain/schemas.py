@@ -45,10 +45,6 @@ if TYPE_CHECKING:  # pandera costs ~1 s to import: loaded only to build a schema
     import pandera.pandas as pa
     from pandera.errors import SchemaError, SchemaErrors
 
-    Schema = pa.DataFrameSchema | FrameRules
-else:
-    Schema = object
-
 #: relative tolerance of the arithmetic identities (total = free + used, quantity = contracts x size)
 REL_TOLERANCE = 1e-9
 ABS_TOLERANCE = 1e-12
@@ -90,26 +86,15 @@ def _f(df: pd.DataFrame, column: str) -> np.ndarray:
     return np.asarray(df[column].to_numpy(), dtype=np.float64)
 
 
-_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-_CODE = r"^[A-Z0-9][A-Z0-9._-]*$"
-_SYMBOL = r"^\S+/\S+$"
-
-
-def _id() -> ColumnRule:
-    return ColumnRule("str", pattern=_ID)
-
-
-def _code() -> ColumnRule:
-    return ColumnRule("str", pattern=_CODE)
+_ID = ColumnRule("str", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # venue and account ids
+_CODE = ColumnRule("str", pattern=r"^[A-Z0-9][A-Z0-9._-]*$")  # currency codes
+_SYMBOL = ColumnRule("str", pattern=r"^\S+/\S+$")  # ccxt unified symbols
+_TIME = ColumnRule("time")
 
 
 def _number(*, ge: float | None = None, gt: float | None = None,
             nullable: bool = False) -> ColumnRule:
     return ColumnRule("number", nullable=nullable, ge=ge, gt=gt)
-
-
-def _time() -> ColumnRule:
-    return ColumnRule("time")
 
 
 def _time_checks(now: datetime | None, max_age_s: float | None, max_future_skew_s: float,
@@ -154,9 +139,9 @@ def _pandera_column(name: str, rule: ColumnRule) -> pa.Column:
     return pa.Column("float64", numeric, nullable=rule.nullable, coerce=True)
 
 
-def schema_of(rules: FrameRules, *, ordered: bool = False) -> pa.DataFrameSchema:
-    """The pandera schema of a rule set; it carries the rules in ``metadata['rules']`` so
-    :func:`validate_frame` can take the vectorised path first."""
+def schema_of(rules: FrameRules) -> pa.DataFrameSchema:
+    """The pandera schema of a rule set (built only when pandera must run: a failure to
+    report)."""
     import pandera.pandas as pa
 
     return pa.DataFrameSchema(
@@ -164,16 +149,8 @@ def schema_of(rules: FrameRules, *, ordered: bool = False) -> pa.DataFrameSchema
         checks=[pa.Check(check, name=name) for name, check in rules.checks],
         unique=list(rules.unique) or None,
         strict=True,
-        ordered=ordered,
         name=rules.name,
-        metadata={"rules": rules},
     )
-
-
-def rules_of(schema: pa.DataFrameSchema) -> FrameRules | None:
-    """The rule set a schema was built from (None for a schema built elsewhere)."""
-    found = (schema.metadata or {}).get("rules")
-    return found if isinstance(found, FrameRules) else None
 
 
 # --- positions -----------------------------------------------------------------------------------
@@ -210,12 +187,12 @@ def position_rules(*, now: datetime | None = None, max_age_s: float | None = Non
     return FrameRules(
         name="positions",
         columns={
-            "venue": _id(),
-            "account": _id(),
-            "instrument": ColumnRule("str", pattern=_SYMBOL),
-            "base": _code(),
-            "quote": _code(),
-            "settle": _code(),
+            "venue": _ID,
+            "account": _ID,
+            "instrument": _SYMBOL,
+            "base": _CODE,
+            "quote": _CODE,
+            "settle": _CODE,
             "position_side": ColumnRule("str", allowed=("long", "short")),
             "contracts": _number(ge=0),
             "contract_size": _number(gt=0),
@@ -228,8 +205,8 @@ def position_rules(*, now: datetime | None = None, max_age_s: float | None = Non
             "leverage": _number(gt=0, nullable=True),
             "liquidation_price": _number(ge=0, nullable=True),
             "margin_mode": ColumnRule("str", allowed=("cross", "isolated", "")),
-            "timestamp": _time(),
-            "received_at": _time(),
+            "timestamp": _TIME,
+            "received_at": _TIME,
         },
         checks=(
             ("side_matches_quantity_sign", _side_matches_sign),
@@ -239,13 +216,6 @@ def position_rules(*, now: datetime | None = None, max_age_s: float | None = Non
         ),
         unique=("venue", "account", "instrument", "position_side"),
     )
-
-
-def position_schema(*, now: datetime | None = None, max_age_s: float | None = None,
-                    max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
-    """Schema of POSITION_COLUMNS; with ``now`` it also rejects future and stale rows."""
-    return schema_of(position_rules(now=now, max_age_s=max_age_s,
-                                    max_future_skew_s=max_future_skew_s))
 
 
 # --- balances ------------------------------------------------------------------------------------
@@ -261,14 +231,14 @@ def balance_rules(*, now: datetime | None = None, max_age_s: float | None = None
         name="balances",
         columns={
             "source_type": ColumnRule("str", allowed=("exchange", "custodian")),
-            "venue": _id(),
+            "venue": _ID,
             "account": ColumnRule("str", length=(1, 128)),
-            "asset": _code(),
+            "asset": _CODE,
             "free": _number(ge=0),
             "used": _number(ge=0),
             "total": _number(ge=0),
-            "timestamp": _time(),
-            "received_at": _time(),
+            "timestamp": _TIME,
+            "received_at": _TIME,
         },
         checks=(
             ("total_is_free_plus_used", _total_is_free_plus_used),
@@ -276,13 +246,6 @@ def balance_rules(*, now: datetime | None = None, max_age_s: float | None = None
         ),
         unique=("source_type", "venue", "account", "asset"),
     )
-
-
-def balance_schema(*, now: datetime | None = None, max_age_s: float | None = None,
-                   max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
-    """Schema of BALANCE_COLUMNS; with ``now`` it also rejects future and stale rows."""
-    return schema_of(balance_rules(now=now, max_age_s=max_age_s,
-                                   max_future_skew_s=max_future_skew_s))
 
 
 # --- prices --------------------------------------------------------------------------------------
@@ -297,16 +260,16 @@ def price_rules(*, now: datetime | None = None, max_age_s: float | None = None,
     return FrameRules(
         name="prices",
         columns={
-            "venue": _id(),
-            "instrument": ColumnRule("str", pattern=_SYMBOL),
-            "base": _code(),
-            "quote": _code(),
+            "venue": _ID,
+            "instrument": _SYMBOL,
+            "base": _CODE,
+            "quote": _CODE,
             "bid": _number(gt=0, nullable=True),
             "ask": _number(gt=0, nullable=True),
             "last": _number(gt=0),
             "mark": _number(gt=0),
-            "timestamp": _time(),
-            "received_at": _time(),
+            "timestamp": _TIME,
+            "received_at": _TIME,
         },
         checks=(
             ("bid_not_above_ask", _bid_not_above_ask),
@@ -314,13 +277,6 @@ def price_rules(*, now: datetime | None = None, max_age_s: float | None = None,
         ),
         unique=("venue", "instrument"),
     )
-
-
-def price_schema(*, now: datetime | None = None, max_age_s: float | None = None,
-                 max_future_skew_s: float = 5.0) -> pa.DataFrameSchema:
-    """Schema of PRICE_COLUMNS; with ``now`` it also rejects future and stale quotes."""
-    return schema_of(price_rules(now=now, max_age_s=max_age_s,
-                                 max_future_skew_s=max_future_skew_s))
 
 
 # --- typed frames --------------------------------------------------------------------------------
@@ -395,26 +351,13 @@ def _describe(case: Mapping[str, Any]) -> str:
     return f"{case['check']} on {where} ({case['rows']} row(s){example})"
 
 
-def as_schema(schema: Schema) -> pa.DataFrameSchema:
-    """The pandera schema of rules (built only when pandera must run: a failure to report)."""
-    return schema_of(schema) if isinstance(schema, FrameRules) else schema
-
-
-def fast_valid(frame: pd.DataFrame, schema: Schema) -> bool:
-    """The vectorised check of the schema's own rules: True means pandera would accept the
-    frame unchanged (False: ask pandera, which names the failures)."""
-    rules = schema if isinstance(schema, FrameRules) else rules_of(schema)
-    return rules is not None and passes(frame, rules)
-
-
-def validate_frame(frame: pd.DataFrame, schema: Schema, *, source: str) -> pd.DataFrame:
+def validate_frame(frame: pd.DataFrame, rules: FrameRules, *, source: str) -> pd.DataFrame:
     """Validate lazily (every failure at once); raise StaleDataError when only time rules failed,
     DataValidationError otherwise, with the first failure cases in the details. A valid frame
-    takes the vectorised path (:func:`fast_valid`) and comes back as is; give the rules
-    (``position_rules(...)``) rather than the schema to skip building pandera objects too."""
-    if fast_valid(frame, schema):
+    takes the vectorised path (:func:`frame_rules.passes`) and comes back as is."""
+    if passes(frame, rules):
         return frame
-    schema = as_schema(schema)
+    schema = schema_of(rules)
     from pandera.errors import SchemaError, SchemaErrors
 
     try:  # pandera checks ids as ``str`` columns: Categorical keys go in as their strings
@@ -432,45 +375,3 @@ def validate_frame(frame: pd.DataFrame, schema: Schema, *, source: str) -> pd.Da
     keys = [str(name) for name, dtype in frame.dtypes.items()
             if isinstance(dtype, pd.CategoricalDtype)]
     return categorize(validated, keys) if keys else validated
-
-
-# --- price sanity (a check, not the schema: it needs a reference) ---------------------------------
-def price_outliers(frame: pd.DataFrame, max_deviation: float = 0.25,
-                   reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Quotes that jump absurdly against a reference; empty when all look sane.
-
-    References, in order: the quote's own fields (``mark`` and ``bid``/``ask`` against
-    ``last``), the same pair on other venues (median of three or more; with two venues a gap
-    flags both, since neither can be trusted over the other), and ``reference`` (e.g. the
-    previous snapshot: columns venue, instrument, last). Returns the offending rows with a
-    ``reason`` column.
-    """
-    if not len(frame):
-        return frame.assign(reason=pd.Series(dtype="object"))
-    reasons = pd.Series("", index=frame.index, dtype="object")
-
-    def flag(mask: pd.Series, why: str) -> None:
-        mask = mask.fillna(False).astype(bool)
-        reasons.loc[mask] = reasons.loc[mask].where(reasons.loc[mask] == "",
-                                                    reasons.loc[mask] + "; ") + why
-
-    def off(a: pd.Series, b: pd.Series) -> pd.Series:
-        return (a / b - 1).abs() > max_deviation
-
-    flag(off(frame["mark"], frame["last"]), "mark far from last")
-    flag(off(frame["bid"], frame["last"]), "bid far from last")
-    flag(off(frame["ask"], frame["last"]), "ask far from last")
-    pair = frame["base"] + "/" + frame["quote"]
-    venues = frame.groupby(pair)["venue"].transform("nunique")
-    median = frame.groupby(pair)["last"].transform("median")
-    flag((venues >= 3) & off(frame["last"], median), "far from other venues' median")
-    low = frame.groupby(pair)["last"].transform("min")
-    high = frame.groupby(pair)["last"].transform("max")
-    flag((venues == 2) & (high / low - 1 > max_deviation), "two venues disagree")
-    if reference is not None and len(reference):
-        ref = reference.set_index(["venue", "instrument"])["last"]
-        keys = pd.MultiIndex.from_frame(frame[["venue", "instrument"]])
-        previous = pd.Series(ref.reindex(keys).to_numpy(), index=frame.index)
-        flag(previous.notna() & off(frame["last"], previous), "jump against the reference")
-    out = frame.assign(reason=reasons)
-    return out[out["reason"] != ""]

@@ -49,18 +49,24 @@ def datetime_of(ns: int) -> datetime | None:
     return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
+def min_ns(a: int, b: int) -> int:
+    """The older of two ns times, NAT counting as no time."""
+    return b if a == NAT else a if b == NAT else min(a, b)
+
+
 def times_ns(frame: pd.DataFrame, primary: str, fallback: str) -> np.ndarray:
     """Row times as int64 ns: ``primary`` where present, else ``fallback``, else NAT."""
     out = np.full(len(frame), NAT, dtype=np.int64)
     for column in (fallback, primary):  # primary last so it wins
         if column not in frame.columns or len(frame) == 0:
             continue
-        values = _column_ns(frame[column])
+        values = column_ns(frame[column])
         np.copyto(out, values, where=values != NAT)
     return out
 
 
-def _column_ns(series: pd.Series) -> np.ndarray:
+def column_ns(series: pd.Series) -> np.ndarray:
+    """A datetime column as int64 UTC nanoseconds (NaT and unparsable values -> NAT)."""
     if not isinstance(series.dtype, pd.DatetimeTZDtype) or series.dtype.unit != "ns":
         series = pd.to_datetime(series, utc=True, errors="coerce")
         if series.dt.tz is not None:
@@ -227,14 +233,6 @@ class AssetPrices:
             dtype=np.int64,
         )
         return price, times
-
-    def frame(self) -> pd.DataFrame:
-        """Tidy view (asset, usd_price, source_time) for tables and metadata."""
-        rows = [
-            {"asset": a, "usd_price": p, "source_time": datetime_of(self.source_ns.get(a, NAT))}
-            for a, p in sorted(self.usd.items())
-        ]
-        return pd.DataFrame(rows, columns=["asset", "usd_price", "source_time"])
 
 
 def quote_times_ns(prices: pd.DataFrame) -> np.ndarray:

@@ -5,17 +5,18 @@ from typing import Any
 
 import dagster as dg
 
-from risk_monitor.adapters.collection import collect_custodian_balances, collect_exchange_balances
-from risk_monitor.defs.balances.checks import (
-    CUSTODIAN_BALANCE_CHECKS,
-    EXCHANGE_BALANCE_CHECKS,
-    balance_check_results,
+from risk_monitor.adapters.collection import (
+    balance_rules_at,
+    collect_custodian_balances,
+    collect_exchange_balances,
 )
+from risk_monitor.defs.balances.checks import CUSTODIAN_BALANCE_CHECKS, EXCHANGE_BALANCE_CHECKS
 from risk_monitor.defs.balances.resources import CustodiansResource
 from risk_monitor.defs.collection_support import (
     FRESHNESS,
     GROUP,
     collected_output,
+    dataset_checks,
 )
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import OWNERS, asset_code_version, utc_now
@@ -41,8 +42,10 @@ def exchange_balances(context: dg.AssetExecutionContext, settings: SettingsResou
     collected = collect_exchange_balances(exchange_accounts.accounts(cfg), cfg.market_data)
     now = utc_now()
     yield collected_output(context, collected, now=now, age_column="received_at")
-    yield from balance_check_results("exchange_balances", collected, cfg,
-                                     exchange_accounts.expected_sources(cfg), now)
+    md = cfg.market_data
+    yield from dataset_checks("balances", "exchange_balances", collected,
+                              balance_rules_at(md, md.exchange_max_age_s)(now),
+                              exchange_accounts.expected_sources(cfg))
 
 
 @dg.asset(group_name=GROUP, kinds={"fireblocks", "pandas"}, owners=OWNERS,
@@ -60,5 +63,7 @@ def custodian_balances(context: dg.AssetExecutionContext, settings: SettingsReso
     collected = collect_custodian_balances(custodians.custodians(cfg), cfg.market_data)
     now = utc_now()
     yield collected_output(context, collected, now=now, age_column="received_at")
-    yield from balance_check_results("custodian_balances", collected, cfg,
-                                     custodians.expected_sources(cfg), now)
+    md = cfg.market_data
+    yield from dataset_checks("balances", "custodian_balances", collected,
+                              balance_rules_at(md, md.custody_max_age_s)(now),
+                              custodians.expected_sources(cfg))

@@ -5,15 +5,16 @@ from typing import Any
 
 import dagster as dg
 
-from risk_monitor.adapters.collection import collect_positions
+from risk_monitor.adapters.collection import collect_positions, position_rules_at
 from risk_monitor.defs.collection_support import (
     FRESHNESS,
     GROUP,
     collected_output,
+    dataset_checks,
 )
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import OWNERS, asset_code_version, utc_now
-from risk_monitor.defs.positions.checks import POSITION_CHECKS, position_check_results
+from risk_monitor.defs.positions.checks import ASSET, POSITION_CHECKS
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
@@ -36,5 +37,6 @@ def exchange_positions(context: dg.AssetExecutionContext, settings: SettingsReso
     collected = collect_positions(exchange_accounts.accounts(cfg), cfg.market_data)
     now = utc_now()
     yield collected_output(context, collected, now=now, age_column="received_at")
-    yield from position_check_results(collected, cfg, exchange_accounts.expected_sources(cfg),
-                                      now)
+    yield from dataset_checks("positions", ASSET, collected,
+                              position_rules_at(cfg.market_data)(now),
+                              exchange_accounts.expected_sources(cfg))

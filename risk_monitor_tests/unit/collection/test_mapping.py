@@ -14,9 +14,9 @@ import pytest
 from risk_monitor.adapters.ccxt_mapping import map_balance, map_positions, map_tickers
 from risk_monitor.adapters.fireblocks_custodian import map_vault_accounts
 from risk_monitor.domain.schemas import (
-    balance_schema,
-    position_schema,
-    price_schema,
+    balance_rules,
+    position_rules,
+    price_rules,
     validate_frame,
 )
 from risk_monitor.platform.errors import DataValidationError
@@ -46,7 +46,7 @@ def test_positions_map_to_signed_base_quantities_in_hedge_mode() -> None:
                           unrealizedPnl=199.4, lastUpdateTimestamp=MS - 1000),
          unified_position(symbol="ETH/USDT:USDT", contracts=0.0)],  # flat: dropped
         venue="okx", account="main", markets=MARKETS, received_at=NOW)
-    validate_frame(frame, position_schema(now=NOW, max_age_s=60), source="okx")
+    validate_frame(frame, position_rules(now=NOW, max_age_s=60), source="okx")
     assert list(frame["position_side"]) == ["long", "short"]
     assert frame["quantity"].tolist() == pytest.approx([0.5, -0.2])
     assert frame["notional"].tolist() == pytest.approx([0.5 * 60003.0, 0.2 * 60003.0])
@@ -71,7 +71,7 @@ def test_a_position_with_no_side_at_all_fails_validation() -> None:
     frame = map_positions([unified_position(side=None, info={})], venue="okx",
                           account="main", markets=MARKETS, received_at=NOW)
     with pytest.raises(DataValidationError):
-        validate_frame(frame, position_schema(), source="okx")
+        validate_frame(frame, position_rules(), source="okx")
 
 
 BINANCE_V3_ACCOUNT = {
@@ -94,7 +94,7 @@ def test_binance_total_is_the_wallet_balance_not_ccxts_margin_balance() -> None:
     assert parsed["USDT"]["total"] == pytest.approx(255001.5)  # ccxt: includes uPnL
     frame = map_balance(parsed, exchange_id="binanceusdm", venue="binance", account="main",
                         received_at=NOW)
-    validate_frame(frame, balance_schema(now=NOW, max_age_s=60), source="binance")
+    validate_frame(frame, balance_rules(now=NOW, max_age_s=60), source="binance")
     usdt = frame.set_index("asset").loc["USDT"]
     assert usdt["total"] == pytest.approx(250000.0)
     assert usdt["used"] == pytest.approx(24001.2)
@@ -116,7 +116,7 @@ def test_okx_total_is_the_cash_balance_not_ccxts_equity() -> None:
     assert parsed["USDT"]["total"] == pytest.approx(121001.35)  # ccxt: eq includes uPnL
     frame = map_balance(parsed, exchange_id="okx", venue="okx", account="main",
                         received_at=NOW)
-    validate_frame(frame, balance_schema(now=NOW, max_age_s=60), source="okx")
+    validate_frame(frame, balance_rules(now=NOW, max_age_s=60), source="okx")
     row = frame.iloc[0]
     assert (row["total"], row["used"]) == pytest.approx((120000.0, 5100.255))
     assert row["free"] == pytest.approx(120000.0 - 5100.255)
@@ -147,7 +147,7 @@ def test_a_negative_wallet_balance_fails_validation() -> None:
     frame = map_balance(payload, exchange_id="binanceusdm", venue="binance", account="main",
                         received_at=NOW)
     with pytest.raises(DataValidationError):
-        validate_frame(frame, balance_schema(), source="binance")
+        validate_frame(frame, balance_rules(), source="binance")
 
 
 def test_tickers_map_with_mark_falling_back_to_last_and_missing_time_to_receipt() -> None:
@@ -160,7 +160,7 @@ def test_tickers_map_with_mark_falling_back_to_last_and_missing_time_to_receipt(
     }
     frame = map_tickers(tickers, venue="okx", markets=MARKETS, received_at=NOW,
                         symbols=["BTC/USDT:USDT", "ETH/USDT:USDT"])
-    validate_frame(frame, price_schema(now=NOW, max_age_s=60), source="okx")
+    validate_frame(frame, price_rules(now=NOW, max_age_s=60), source="okx")
     assert frame["instrument"].tolist() == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
     assert frame["mark"].tolist() == [60003.0, 3000.0]
     assert frame["timestamp"].tolist() == [pd.Timestamp(MS - 500, unit="ms", tz="UTC"),
@@ -178,7 +178,7 @@ def test_vault_amounts_are_parsed_exactly_then_stored_as_float() -> None:
         {"id": "7", "assets": []},
     ]
     frame = map_vault_accounts(accounts, custodian="fireblocks", received_at=NOW)
-    validate_frame(frame, balance_schema(now=NOW, max_age_s=60), source="fireblocks")
+    validate_frame(frame, balance_rules(now=NOW, max_age_s=60), source="fireblocks")
     assert frame[["account", "asset"]].values.tolist() == [["0", "BTC"], ["0", "USDT_ERC20"]]
     btc = frame.iloc[0]
     assert (btc["free"], btc["used"], btc["total"]) == (2.0, 0.5, 2.5)
@@ -194,7 +194,7 @@ def test_a_non_numeric_vault_amount_costs_that_asset_only(bad: str) -> None:
         {"id": "BTC", "total": bad, "available": "1"},
         {"id": "ETH", "total": "2", "available": "2"}]}],
         custodian="fireblocks", received_at=NOW)
-    good, rejected = split_valid_rows(frame, balance_schema(), source="fireblocks", account="*")
+    good, rejected = split_valid_rows(frame, balance_rules(), source="fireblocks", account="*")
     assert good["asset"].tolist() == ["ETH"]
     (row,) = rejected
     assert (row.account, row.asset, row.value) == ("0", "BTC", "nan")
@@ -206,4 +206,4 @@ def test_a_negative_vault_amount_fails_validation() -> None:
                                                          "available": "-1"}]}],
                                custodian="fireblocks", received_at=NOW)
     with pytest.raises(DataValidationError):
-        validate_frame(frame, balance_schema(), source="fireblocks")
+        validate_frame(frame, balance_rules(), source="fireblocks")

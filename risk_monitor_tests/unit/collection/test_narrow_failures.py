@@ -24,7 +24,7 @@ from risk_monitor.domain.model import (
     LimitStatus,
     SourceKind,
 )
-from risk_monitor.domain.schemas import balance_schema, position_schema
+from risk_monitor.domain.schemas import balance_rules, position_rules
 from risk_monitor.platform.settings import VenueSettings
 from risk_monitor_tests.unit.domain.builders import NOW, by_scope, config, desk
 
@@ -78,7 +78,7 @@ GOOD = [ccxt_position("BTC/USDT:USDT"), ccxt_position("SOL/USDT:USDT")]
 def test_one_bad_position_row_marks_only_its_instrument_missing(
         bad: dict[str, Any], symbol: str, field: str, value: str) -> None:
     collected = collect_at(positions_source([GOOD[0], bad, GOOD[1]]), POSITION_COLUMNS,
-                           position_schema, "positions")
+                           position_rules, "positions")
     assert sorted(collected.frame["instrument"]) == ["BTC/USDT:USDT", "SOL/USDT:USDT"]
     (account,) = [s for s in collected.sources if s.instrument is None]
     assert account.ok and account.rows == 2 and account.dataset == "positions"
@@ -102,7 +102,7 @@ def test_one_bad_balance_row_marks_only_its_asset_missing(
     good = {"USDT": {"free": 1000.0, "used": 0.0, "total": 1000.0},
             "BTC": {"free": 1.0, "used": 0.0, "total": 1.0}}
     collected = collect_at(balances_source({**good, **assets}), BALANCE_COLUMNS,
-                           balance_schema, "balances")
+                           balance_rules, "balances")
     assert sorted(collected.frame["asset"]) == ["BTC", "USDT"]
     (missing,) = collected.missing
     assert missing.asset == asset and missing.dataset == "balances"
@@ -111,7 +111,7 @@ def test_one_bad_balance_row_marks_only_its_asset_missing(
 
 def test_every_row_bad_still_fails_the_whole_source() -> None:
     collected = collect_at(positions_source([ccxt_position("ETH/USDT:USDT", mark="NaN")]),
-                           POSITION_COLUMNS, position_schema, "positions")
+                           POSITION_COLUMNS, position_rules, "positions")
     (status,) = collected.sources
     assert not status.ok and status.instrument is None and status.dataset == "positions"
 
@@ -209,7 +209,7 @@ def test_time_checks_still_fail_a_stale_source_as_a_whole() -> None:
     old = NOW - timedelta(hours=1)
     source = Source(SourceKind.EXCHANGE, "binance", "main", lambda: map_positions(
         GOOD, venue="binance", account="main", markets=MARKETS, received_at=old))
-    collected = collect_at(source, POSITION_COLUMNS, position_schema, "positions")
+    collected = collect_at(source, POSITION_COLUMNS, position_rules, "positions")
     (status,) = collected.sources
     assert not status.ok and status.error_code == "RM301"
     assert datetime.now(UTC) > NOW  # the frame, not the wall clock, decided
@@ -219,7 +219,7 @@ def test_the_completeness_check_names_the_bad_row() -> None:
     from risk_monitor.defs.collection_support import collection_metadata, completeness_check
 
     collected = collect_at(positions_source([GOOD[0], ccxt_position("ETH/USDT:USDT", mark="NaN"),
-                                             GOOD[1]]), POSITION_COLUMNS, position_schema,
+                                             GOOD[1]]), POSITION_COLUMNS, position_rules,
                            "positions")
     result = completeness_check("positions_are_complete", "exchange_positions", collected,
                                 ["exchange:binance:main"])

@@ -8,13 +8,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from risk_monitor.domain.quotes import price_outliers
 from risk_monitor.domain.schemas import (
-    balance_schema,
+    balance_rules,
     balances_frame,
-    position_schema,
+    position_rules,
     positions_frame,
-    price_outliers,
-    price_schema,
+    price_rules,
     prices_frame,
     validate_frame,
 )
@@ -60,12 +60,12 @@ def check(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
 
 
 def test_valid_frames_pass_and_empty_frames_are_typed() -> None:
-    check(positions(position()), position_schema(now=NOW, max_age_s=60))
-    check(balances_frame([balance()]), balance_schema(now=NOW, max_age_s=60))
-    check(prices_frame([price()]), price_schema(now=NOW, max_age_s=60))
-    for frame, schema in ((positions_frame([]), position_schema(now=NOW, max_age_s=60)),
-                          (balances_frame([]), balance_schema(now=NOW, max_age_s=60)),
-                          (prices_frame([]), price_schema(now=NOW, max_age_s=60))):
+    check(positions(position()), position_rules(now=NOW, max_age_s=60))
+    check(balances_frame([balance()]), balance_rules(now=NOW, max_age_s=60))
+    check(prices_frame([price()]), price_rules(now=NOW, max_age_s=60))
+    for frame, schema in ((positions_frame([]), position_rules(now=NOW, max_age_s=60)),
+                          (balances_frame([]), balance_rules(now=NOW, max_age_s=60)),
+                          (prices_frame([]), price_rules(now=NOW, max_age_s=60))):
         assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
         check(frame, schema)
 
@@ -84,7 +84,7 @@ def test_valid_frames_pass_and_empty_frames_are_typed() -> None:
 ])
 def test_position_rules_fail(change: dict[str, Any], rule: str) -> None:
     with pytest.raises(DataValidationError) as info:
-        check(positions(position(**change)), position_schema())
+        check(positions(position(**change)), position_rules())
     assert not isinstance(info.value, StaleDataError)
     assert any(rule in c for c in info.value.details["failed_checks"])
 
@@ -92,20 +92,20 @@ def test_position_rules_fail(change: dict[str, Any], rule: str) -> None:
 def test_position_keys_are_unique_but_hedge_mode_sides_coexist() -> None:
     long_ = position()
     short = position(position_side="short", quantity=-1.0)
-    check(positions(long_, short), position_schema())
+    check(positions(long_, short), position_rules())
     with pytest.raises(DataValidationError, match="uniqueness"):
-        check(positions(long_, long_), position_schema())
+        check(positions(long_, long_), position_rules())
 
 
 def test_an_old_position_update_is_fine_but_an_old_fetch_is_stale() -> None:
-    schema = position_schema(now=NOW, max_age_s=60)
+    schema = position_rules(now=NOW, max_age_s=60)
     check(positions(position(timestamp=NOW - timedelta(days=30))), schema)
     with pytest.raises(StaleDataError, match="received_at_is_fresh"):
         check(positions(position(received_at=NOW - timedelta(seconds=61))), schema)
 
 
 def test_timestamps_from_the_future_beyond_the_skew_are_rejected() -> None:
-    schema = position_schema(now=NOW, max_age_s=60, max_future_skew_s=5)
+    schema = position_rules(now=NOW, max_age_s=60, max_future_skew_s=5)
     check(positions(position(timestamp=NOW + timedelta(seconds=4))), schema)
     with pytest.raises(StaleDataError, match="timestamp_not_in_future"):
         check(positions(position(timestamp=NOW + timedelta(seconds=6))), schema)
@@ -120,15 +120,15 @@ def test_timestamps_from_the_future_beyond_the_skew_are_rejected() -> None:
 ])
 def test_balance_rules_fail(change: dict[str, Any], rule: str) -> None:
     with pytest.raises(DataValidationError) as info:
-        check(balances_frame([balance(**change)]), balance_schema())
+        check(balances_frame([balance(**change)]), balance_rules())
     assert any(rule in c for c in info.value.details["failed_checks"])
 
 
 def test_balance_identity_tolerates_float_rounding_only() -> None:
     check(balances_frame([balance(free=0.1, used=0.2, total=0.30000000000000004)]),
-          balance_schema())
+          balance_rules())
     with pytest.raises(DataValidationError):
-        check(balances_frame([balance(free=0.1, used=0.2, total=0.3001)]), balance_schema())
+        check(balances_frame([balance(free=0.1, used=0.2, total=0.3001)]), balance_rules())
 
 
 @pytest.mark.parametrize(("change", "rule"), [
@@ -139,23 +139,23 @@ def test_balance_identity_tolerates_float_rounding_only() -> None:
 ])
 def test_price_rules_fail(change: dict[str, Any], rule: str) -> None:
     with pytest.raises(DataValidationError) as info:
-        check(prices_frame([price(**change)]), price_schema())
+        check(prices_frame([price(**change)]), price_rules())
     assert any(rule in c for c in info.value.details["failed_checks"])
 
 
 def test_prices_without_bid_and_ask_are_valid() -> None:
-    check(prices_frame([price(bid=None, ask=None)]), price_schema())
+    check(prices_frame([price(bid=None, ask=None)]), price_rules())
 
 
 def test_stale_quotes_are_a_stale_data_error() -> None:
     with pytest.raises(StaleDataError, match="timestamp_is_fresh"):
         check(prices_frame([price(timestamp=NOW - timedelta(seconds=120))]),
-              price_schema(now=NOW, max_age_s=60))
+              price_rules(now=NOW, max_age_s=60))
 
 
 def test_now_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        price_schema(now=datetime(2026, 1, 1), max_age_s=1)
+        price_rules(now=datetime(2026, 1, 1), max_age_s=1)
 
 
 def test_price_outliers_use_own_fields_and_other_venues() -> None:
@@ -171,7 +171,3 @@ def test_price_outliers_use_own_fields_and_other_venues() -> None:
     two = prices_frame([price(), price(venue="binance", last=90000.0, bid=None, ask=None,
                                        mark=90000.0)])
     assert sorted(price_outliers(two)["venue"]) == ["binance", "okx"]
-    reference = pd.DataFrame({"venue": ["okx"], "instrument": ["BTC/USDT:USDT"],
-                              "last": [30000.0]})
-    assert price_outliers(prices_frame([price()]), reference=reference)["reason"].iloc[0] == \
-        "jump against the reference"

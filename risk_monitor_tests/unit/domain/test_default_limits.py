@@ -63,7 +63,7 @@ def test_calm_desk_is_inside_every_default_limit() -> None:
     assert report.portfolio.equity_usd == pytest.approx(23_256_100, rel=1e-3)
     top = max(r.utilisation or 0.0 for r in report.results)
     assert top < 0.8  # well inside: nothing closer than 80 % of a breach level
-    custody = report.balances[report.balances["asset"] == "USDT_ERC20"]
+    custody = report.state.balances[report.state.balances["asset"] == "USDT_ERC20"]
     assert set(custody["currency"]) == {"USDT"} and bool(custody["is_stable"].all())
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from risk_monitor.domain.engine import evaluate
-from risk_monitor.domain.limits import (
+from risk_monitor.domain.limit_config import (
     KIND_SPECS,
     UTILISATION_CAP,
     LimitKind,

@@ -24,7 +24,7 @@ from risk_monitor.adapters.config_service import (
     parse_response,
     validate_document,
 )
-from risk_monitor.domain.limits import KIND_SPECS, LimitKind, load_limit_config, max_level
+from risk_monitor.domain.limit_config import KIND_SPECS, LimitKind, load_limit_config, max_level
 from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.service import validation
 from risk_monitor.service.grpc_server import order_from_request
