@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -28,7 +27,7 @@ from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger, log_context, redact_text
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.service import validation as validate
-from risk_monitor.service.alerts_grpc import AlertControlRpcs
+from risk_monitor.service.controls_grpc import ControlRpcs, timestamp, trading_state_number
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
 from risk_monitor.service.security import GrpcSecurityInterceptor, ServiceSecurity
@@ -39,7 +38,6 @@ from risk_monitor.service.state import (
     RiskViewProvider,
 )
 from risk_monitor.service.trading import TradingControl
-from risk_monitor.service.trading_grpc import TradingRpcs, trading_state_number
 
 log = get_logger(__name__)
 
@@ -121,14 +119,6 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
 
 # -- conversions ----------------------------------------------------------------------------------
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return ts
-
-
 def _opt(value: float | None) -> float | None:
     """Unset optional for None / NaN / inf (proto3 would otherwise carry a misleading 0)."""
     if value is None:
@@ -237,7 +227,7 @@ def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
 
 
 # -- the API --------------------------------------------------------------------------------------
-class RiskMonitorServicer(AlertControlRpcs, TradingRpcs, pb_grpc.RiskMonitorServicer):
+class RiskMonitorServicer(ControlRpcs, pb_grpc.RiskMonitorServicer):
     """Thin: convert, ask the provider (off the loop), convert back."""
 
     def __init__(self, provider: RiskViewProvider,

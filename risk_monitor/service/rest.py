@@ -9,7 +9,7 @@
 - ``GET /v1/risk/status``: the same summary as gRPC ``GetRiskStatus``, as JSON.
 - ``GET /`` and ``/dashboard``: the risk dashboard page, fed by ``/v1/dashboard/*``
   (``service/dashboard.py``).
-- ``/v1/alerts/*``: acknowledge and silence alerts (``service/alerts_api.py``).
+- ``/v1/alerts/*`` and ``/v1/trading/*``: the operator controls (``service/controls_api.py``).
 - ``GET|POST /login``: when tokens are configured, the dashboard's sign-in form
   (``service/security.py``); every other route then needs a bearer token or the session
   cookie, except the probe paths left open in ``service.auth.open_paths``.
@@ -38,7 +38,7 @@ from risk_monitor import __version__
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.platform.logging import get_logger, redact_text
 from risk_monitor.platform.metrics import record_error
-from risk_monitor.service.alerts_api import alert_control_routes
+from risk_monitor.service.controls_api import alert_control_routes, trading_routes
 from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.health import Readiness
 from risk_monitor.service.security import (
@@ -49,7 +49,6 @@ from risk_monitor.service.security import (
 )
 from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl
-from risk_monitor.service.trading_api import trading_routes
 from risk_monitor.service.trading_dashboard import TradingDashboard, trading_dashboard_routes
 from risk_monitor.service.validation import loggable
 

@@ -35,9 +35,9 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import RiskStore
+from risk_monitor.service.controls_api import fills_document
 from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl, verdict_as_dict
-from risk_monitor.service.trading_api import fills_document
 
 log = get_logger(__name__)
 
