@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
@@ -35,10 +35,10 @@ from starlette.staticfiles import StaticFiles
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import to_jsonable
-from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
-from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
+from risk_monitor.adapters.sql.compliance_store import ComplianceStore
+from risk_monitor.adapters.sql.outbox import OutboxRepository
 from risk_monitor.adapters.sql.risk_state import LatestEvaluationStore, StoredMetric
-from risk_monitor.domain.model import LimitResult, Notification
+from risk_monitor.domain.model import LimitResult
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -90,37 +90,6 @@ _PAGE_HEADERS = {
 _JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-class DashboardStore(Protocol):
-    """What the dashboard reads beyond the ``RiskViewProvider``."""
-
-    def metrics(self) -> list[StoredMetric]: ...
-
-    def recent_alerts(self, limit: int) -> list[tuple[OutboxRow, Notification]]: ...
-
-    def intervals(self, start: datetime, end: datetime) -> list[ComplianceInterval]: ...
-
-
-class SqlDashboardStore:
-    """The storage layer's repositories on the service's engine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._state = LatestEvaluationStore(engine)
-        self._outbox = OutboxRepository(engine)
-        self._compliance = ComplianceStore(engine)
-
-    def metrics(self) -> list[StoredMetric]:
-        return self._state.metrics()
-
-    def recent_alerts(self, limit: int) -> list[tuple[OutboxRow, Notification]]:
-        return self._outbox.recent(limit)
-
-    def intervals(self, start: datetime, end: datetime) -> list[ComplianceInterval]:
-        return self._compliance.intervals(start, end)
-
-
-# -- assembling the answers -------------------------------------------------------------------------
-
-
 @dataclass
 class _Failures:
     """Which sections failed on the last poll, so an outage is logged once, not every poll."""
@@ -146,35 +115,31 @@ class _Failures:
 
 
 class Dashboard:
-    """Builds the dashboard's answers; every method takes ``now`` (the routes pass the clock)."""
+    """Builds the dashboard's answers; every method takes ``now`` (the routes pass the clock).
+    With ``engine`` (the shared database) it also reads the stored figures, the outbox and the
+    compliance intervals."""
 
-    def __init__(self, provider: RiskViewProvider, *, store: DashboardStore | None = None,
+    def __init__(self, provider: RiskViewProvider, *, engine: Engine | None = None,
                  config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
-                 max_age_s: float = DEFAULT_MAX_AGE_S,
-                 refresh_interval_s: float = REFRESH_INTERVAL_S,
-                 alert_limit: int = ALERT_LIMIT) -> None:
+                 max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
         self.provider = provider
-        self.store = store
+        self.metrics = LatestEvaluationStore(engine).metrics if engine is not None else None
+        self.outbox = OutboxRepository(engine) if engine is not None else None
+        self.compliance = ComplianceStore(engine) if engine is not None else None
         self.config_status = config_status
         self.max_age_s = max_age_s
-        self.refresh_interval_s = refresh_interval_s
-        self.alert_limit = alert_limit
         self._failures = _Failures()
 
     @classmethod
     def for_provider(cls, provider: RiskViewProvider, *,
                      config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
                      ) -> Dashboard:
-        """The database store when the provider reads the shared database; the provider's
-        own freshness budget (``market_data.max_age_s``)."""
-        store: DashboardStore | None = None
-        max_age_s = DEFAULT_MAX_AGE_S
-        if isinstance(provider, DatabaseRiskView):
-            store = SqlDashboardStore(provider.engine)
-            max_age_s = provider.max_age_s
-        elif isinstance(provider, LiveEvaluation):
-            max_age_s = provider.max_age_s
-        return cls(provider, store=store, config_status=config_status, max_age_s=max_age_s)
+        """The database when the provider reads the shared database; the provider's own
+        freshness budget (``market_data.max_age_s``)."""
+        engine = provider.engine if isinstance(provider, DatabaseRiskView) else None
+        max_age_s = (provider.max_age_s if isinstance(provider, DatabaseRiskView | LiveEvaluation)
+                     else DEFAULT_MAX_AGE_S)
+        return cls(provider, engine=engine, config_status=config_status, max_age_s=max_age_s)
 
     def _attempt(self, section: str, fn: Callable[[], Any], reasons: list[str]) -> Any:
         """Run one read; on failure note why (the code, never the raw message) and go on."""
@@ -232,22 +197,22 @@ class Dashboard:
         # or alert section that cannot be read only adds to the banner
         blind = bool(reasons)
         metrics: list[StoredMetric] = []
-        if self.store is not None:
-            metrics = self._attempt("exposures", self.store.metrics, reasons) or []
+        if self.metrics is not None:
+            metrics = self._attempt("exposures", self.metrics, reasons) or []
         alerts = self._alerts(reasons)
 
         header = replace(header, display_status=display_status(header.status, blind))
         return DashboardState(
             generated_at=now, freshness_budget_s=self.max_age_s,
-            refresh_interval_s=self.refresh_interval_s, header=header,
+            refresh_interval_s=REFRESH_INTERVAL_S, header=header,
             stale=StaleView(bool(reasons), reasons), limits=limit_rows(results or []),
             exposures=exposures_view(metrics, view), sources=sources, alerts=alerts)
 
     def _alerts(self, reasons: list[str]) -> AlertsView:
-        store = self.store
-        found = None if store is None else self._attempt(
-            "alerts", lambda: store.recent_alerts(self.alert_limit), reasons)
-        if found is None:  # no store (an in-memory provider holds no alerts) or unreadable
+        outbox = self.outbox
+        found = None if outbox is None else self._attempt(
+            "alerts", lambda: outbox.recent(ALERT_LIMIT), reasons)
+        if found is None:  # no database (an in-memory provider holds no alerts) or unreadable
             return AlertsView(False, 0, 0, [])
         items = [alert_row_from_outbox(row, n) for row, n in found]
         pending = sum(1 for i in items if i.delivery in ("pending", "sending"))
@@ -257,7 +222,7 @@ class Dashboard:
 
     def timeline(self, now: datetime, hours: float = TIMELINE_HOURS) -> TimelineView:
         start = now - timedelta(hours=hours)
-        store = self.store
+        store = self.compliance
         if store is None:
             return TimelineView(False, start, now, [],
                                 error="the compliance timeline needs the database store")
