@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -67,13 +67,10 @@ _COMPLIANCE = {s: pb.ComplianceStatus.Value(f"COMPLIANCE_STATUS_{s}")
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """grpc.health.v1 with every known service starting NOT_SERVING."""
 
-    def __init__(self, services: Iterable[str] = HEALTH_SERVICES) -> None:
-        self._status: dict[str, int] = dict.fromkeys(services, NOT_SERVING)
+    def __init__(self) -> None:
+        self._status: dict[str, int] = dict.fromkeys(HEALTH_SERVICES, NOT_SERVING)
         self._changed = asyncio.Event()
         self._shutting_down = False
-
-    def status(self, service: str = "") -> int | None:
-        return self._status.get(service)
 
     def set(self, service: str, status: int) -> None:
         """Set one service's status (ignored once graceful shutdown began)."""
@@ -281,12 +278,9 @@ class RiskMonitorServicer(ControlRpcs, pb_grpc.RiskMonitorServicer):
         now = self.clock()
         results: list[LimitResult] = await self._call(context, self.provider.limit_results)
         view: RiskView = await self._call(context, self.provider.risk_view, now)
-        response = pb.ListLimitStatusResponse(
+        response = pb.ListLimitStatusResponse(**_drop_none(
             limit_config_version=view.limit_config_version,
-            evaluation_source=view.evaluation_source)
-        as_of = timestamp(view.as_of)
-        if as_of is not None:
-            response.as_of.CopyFrom(as_of)
+            evaluation_source=view.evaluation_source, as_of=timestamp(view.as_of)))
         for result in sorted(results, key=lambda r: (r.limit_id, r.scope)):
             if wanted and LimitStatus(result.status) not in wanted:
                 continue
@@ -305,10 +299,8 @@ class RiskMonitorServicer(ControlRpcs, pb_grpc.RiskMonitorServicer):
                                           DEFAULT_HEARTBEAT_S)
         except DataValidationError as exc:
             await invalid_argument(context, exc, "WatchAlerts")
-        if start is not None:
-            cursor = start
-        else:
-            cursor = await self._call(context, self.provider.alert_head)
+        cursor = start if start is not None else await self._call(context,
+                                                                   self.provider.alert_head)
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + interval
         while True:
