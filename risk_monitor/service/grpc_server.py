@@ -11,7 +11,6 @@ pins everything to NOT_SERVING) without either problem.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
 from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger, log_context, redact_text
@@ -116,24 +116,18 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
 
 # -- conversions ----------------------------------------------------------------------------------
-def _opt(value: float | None) -> float | None:
-    """Unset optional for None / NaN / inf (proto3 would otherwise carry a misleading 0)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _drop_none(**fields: Any) -> dict[str, Any]:
+    """Unset optionals for None (``finite`` makes NaN / inf None: proto3 would otherwise carry
+    a misleading 0)."""
     return {k: v for k, v in fields.items() if v is not None}
 
 
 def limit_entry(result: LimitResult) -> pb.LimitStatusEntry:
     return pb.LimitStatusEntry(**_drop_none(
         limit_id=result.limit_id, kind=result.limit_kind, scope=result.scope,
-        status=_LIMIT_STATUS[LimitStatus(result.status)], value=_opt(result.value),
-        warn=_opt(result.warn_level), breach=float(result.breach_level),
-        utilisation=_opt(result.utilisation), as_of=timestamp(result.as_of),
+        status=_LIMIT_STATUS[LimitStatus(result.status)], value=finite(result.value),
+        warn=finite(result.warn_level), breach=float(result.breach_level),
+        utilisation=finite(result.utilisation), as_of=timestamp(result.as_of),
         reason=result.reason, config_version=result.config_version,
         source_event_time=timestamp(result.source_event_time),
     ))
@@ -145,8 +139,8 @@ def alert_message(notification: Notification) -> pb.AlertNotification:
         kind=str(notification.kind.value), status=_LIMIT_STATUS[LimitStatus(notification.status)],
         severity=str(notification.severity.value), limit_id=notification.limit_id,
         limit_kind=notification.limit_kind, scope=notification.scope,
-        value=_opt(notification.value), warn=_opt(notification.warn_level),
-        breach=float(notification.breach_level), utilisation=_opt(notification.utilisation),
+        value=finite(notification.value), warn=finite(notification.warn_level),
+        breach=float(notification.breach_level), utilisation=finite(notification.utilisation),
         config_version=notification.config_version, correlation_id=notification.correlation_id,
         episode=int(notification.episode), detected_at=timestamp(notification.detected_at),
         source_event_time=timestamp(notification.source_event_time), reason=notification.reason,
@@ -158,8 +152,8 @@ def risk_status_message(view: RiskView, now: datetime,
     config = config or {}
     message = pb.RiskStatus(**_drop_none(
         status=_COMPLIANCE.get(view.status, pb.COMPLIANCE_STATUS_UNKNOWN),
-        as_of=timestamp(view.as_of), equity=_opt(view.equity),
-        gross_exposure=_opt(view.gross_exposure), net_exposure=_opt(view.net_exposure),
+        as_of=timestamp(view.as_of), equity=finite(view.equity),
+        gross_exposure=finite(view.gross_exposure), net_exposure=finite(view.net_exposure),
         limit_config_version=view.limit_config_version or config.get("limits_version") or "",
         evaluation_source=view.evaluation_source,
         config_document_version=config.get("version") or "",
@@ -219,7 +213,7 @@ def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
     for projected in decision.projected:
         response.projected.append(pb.ProjectedLimit(**_drop_none(
             limit=limit_entry(projected.result),
-            current_utilisation=_opt(projected.current_utilisation))))
+            current_utilisation=finite(projected.current_utilisation))))
     return response
 
 
