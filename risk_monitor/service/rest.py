@@ -143,16 +143,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before serving, so port 0 resolves to a real port we can register."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    return sock
-
-
 class RestServer:
     """uvicorn serving ``app`` on an already bound socket, inside the current event loop."""
 
@@ -170,8 +160,13 @@ class RestServer:
     async def start(self) -> int:
         # the service logs its own start/stop lines; uvicorn's would only repeat them
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-        self._socket = bind_socket(self.host, self.requested_port)
-        self.port = self._socket.getsockname()[1]
+        # bind before serving, so port 0 resolves to a real port we can register
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.requested_port))
+        sock.set_inheritable(True)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
         tls: dict[str, Any] = {} if self.tls is None else {
             "ssl_certfile": str(self.tls.cert_file), "ssl_keyfile": str(self.tls.key_file)}
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import inspect
 import ipaddress
+import json
 import math
 import threading
 import time
@@ -112,10 +113,11 @@ class Authenticator:
 
 # -- exposure ---------------------------------------------------------------------------------
 def is_loopback(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
+    host = host.strip("[]")
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name may resolve anywhere: treat it as exposed
 
@@ -358,11 +360,8 @@ async def _respond(send: Send, status: int, body: bytes,
 
 async def _json(send: Send, status: int, payload: Mapping[str, Any],
                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    import json
-
-    body = json.dumps(payload).encode()
-    await _respond(send, status, body, [(b"content-type", b"application/json"),
-                                        *(headers or [])])
+    await _respond(send, status, json.dumps(payload).encode(),
+                   [(b"content-type", b"application/json"), *(headers or [])])
 
 
 # -- gRPC -------------------------------------------------------------------------------------

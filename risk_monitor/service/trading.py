@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,11 +118,8 @@ class CheckedOrder:
     client_order_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "venue": self.venue, "account": self.account,
-                "instrument": self.instrument, "side": self.side, "quantity": self.quantity,
-                "price": self.price, "allowed": self.allowed, "codes": list(self.codes),
-                "reasons": list(self.reasons), "trading_state": self.trading_state,
-                "client_order_id": self.client_order_id}
+        return {**asdict(self), "at": self.at.isoformat(), "codes": list(self.codes),
+                "reasons": list(self.reasons)}
 
 
 class TradingControl:
