@@ -22,7 +22,7 @@ import asyncio
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,6 @@ from risk_monitor.service.state import (
     LiveEvaluation,
     RiskView,
     RiskViewProvider,
-    SourceFreshness,
 )
 
 log = get_logger(__name__)
@@ -158,20 +157,9 @@ class Dashboard:
         view: RiskView | None = self._attempt("risk state",
                                               lambda: self.provider.risk_view(now), reasons)
         results: list[LimitResult] | None = None
+        age: float | None = None
         if view is not None:
             results = self._attempt("limit results", self.provider.limit_results, reasons)
-        config = self._config()
-        in_force = str(config.get("limits_version") or "")
-        config_fields = {"limits_version_in_force": _opt_str(config.get("limits_version")),
-                         "config_document_version": _opt_str(config.get("version")),
-                         "config_source": _opt_str(config.get("source"))}
-
-        if view is None:
-            header = HeaderView(status="UNKNOWN", display_status="UNKNOWN", as_of=None,
-                                data_age_s=None, limit_config_version=in_force,
-                                evaluation_source=UNAVAILABLE, counts={}, **config_fields)
-            sources: list[SourceFreshness] = []
-        else:
             age = max(0.0, (now - view.as_of).total_seconds()) if view.as_of else None
             if view.evaluation_source == NO_EVALUATION:
                 reasons.insert(0, "no risk evaluation yet: nothing is known about the limits")
@@ -179,34 +167,36 @@ class Dashboard:
                 shown = "unknown" if age is None else age_text(age)
                 reasons.insert(0, f"last evaluation is {shown} old "
                                   f"(freshness budget {self.max_age_s:g} s)")
-            sources = list(view.sources)
-            for s in sources:
+            for s in view.sources:
                 if not s.ok:
                     code = f" ({s.error_code})" if s.error_code else ""
                     reasons.append(f"source {s.key} is missing{code}")
                 elif s.stale:
                     reasons.append(f"source {s.key} data is {age_text(s.age_s)} old")
-            header = HeaderView(
-                status=view.status, display_status=view.status, as_of=view.as_of,
-                data_age_s=age,
-                limit_config_version=view.limit_config_version or in_force,
-                evaluation_source=view.evaluation_source, counts=dict(view.counts),
-                **config_fields)
-
+        config = self._config()
+        status = view.status if view is not None else "UNKNOWN"
         # the risk picture is blind (status shown UNKNOWN) for every reason so far; a figure
         # or alert section that cannot be read only adds to the banner
-        blind = bool(reasons)
+        header = HeaderView(
+            status=status, display_status=display_status(status, bool(reasons)),
+            as_of=view.as_of if view else None, data_age_s=age,
+            limit_config_version=(view.limit_config_version if view else "")
+            or str(config.get("limits_version") or ""),
+            limits_version_in_force=_opt_str(config.get("limits_version")),
+            config_document_version=_opt_str(config.get("version")),
+            config_source=_opt_str(config.get("source")),
+            evaluation_source=view.evaluation_source if view else UNAVAILABLE,
+            counts=dict(view.counts) if view else {})
         metrics: list[StoredMetric] = []
         if self.metrics is not None:
             metrics = self._attempt("exposures", self.metrics, reasons) or []
         alerts = self._alerts(reasons)
-
-        header = replace(header, display_status=display_status(header.status, blind))
         return DashboardState(
             generated_at=now, freshness_budget_s=self.max_age_s,
             refresh_interval_s=REFRESH_INTERVAL_S, header=header,
             stale=StaleView(bool(reasons), reasons), limits=limit_rows(results or []),
-            exposures=exposures_view(metrics, view), sources=sources, alerts=alerts)
+            exposures=exposures_view(metrics, view), alerts=alerts,
+            sources=list(view.sources) if view else [])
 
     def _alerts(self, reasons: list[str]) -> AlertsView:
         outbox = self.outbox
