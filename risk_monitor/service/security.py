@@ -59,7 +59,7 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, str]) -> None:
         self._tokens = {name: value.encode() for name, value in tokens.items()}
         self._sessions = {name: hmac.new(value, _SESSION_CONTEXT, hashlib.sha256).hexdigest()
-                          for name, value in self._tokens.items()}
+                          .encode() for name, value in self._tokens.items()}
 
     @classmethod
     def from_env(cls, token_envs: Iterable[str]) -> Authenticator:
@@ -90,13 +90,10 @@ class Authenticator:
         return self._match(presented.strip(), self._tokens)
 
     def session_value(self, name: str) -> str:
-        return self._sessions[name]
+        return self._sessions[name].decode()
 
     def identify_session(self, value: str | None) -> str | None:
-        if not value:
-            return None
-        return self._match(value.encode("latin-1", "replace"),
-                           {n: v.encode() for n, v in self._sessions.items()})
+        return self._match(value.encode("latin-1", "replace"), self._sessions) if value else None
 
     def login(self, presented: str) -> str | None:
         """The token's name when ``presented`` is an accepted token (login form)."""
@@ -267,11 +264,8 @@ class BearerAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = self.security.authenticator
-        if scope["type"] != "http" or not auth.enabled:
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path in self.security.open_paths:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not auth.enabled or path in self.security.open_paths:
             await self.app(scope, receive, send)
             return
         if path == LOGIN_PATH:

@@ -64,7 +64,7 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings, TradingSettings
 from risk_monitor.service.private_stream import FillLedger
-from risk_monitor.service.state import LiveEvaluation
+from risk_monitor.service.state import LiveEvaluation, RiskViewProvider
 
 log = get_logger(__name__)
 
@@ -329,15 +329,14 @@ def verdict_as_dict(scope: str, verdict: TradingVerdict) -> dict[str, str]:
             "origin": verdict.origin, "cause": verdict.cause}
 
 
-def build_trading(settings: Settings, engine: Engine, provider: object,
+def build_trading(settings: Settings, engine: Engine, provider: RiskViewProvider,
                   live: LiveEvaluation | None, instance_id: str,
                   fills: FillLedger | None = None) -> TradingControl:
     """The service's TradingControl, attached to the live state as its CheckOrder gate."""
     def inputs() -> tuple[Sequence[LimitResult], Sequence[SourceStatus]]:
         if live is not None and live.evaluated:
             return live.latest_inputs()
-        results = getattr(provider, "limit_results", None)
-        return (results() if results is not None else []), ()
+        return provider.limit_results(), ()
 
     control = TradingControl(settings.trading, SqlTradingStates(engine), inputs=inputs,
                              venues=[v.id for v in settings.venues], instance_id=instance_id)
