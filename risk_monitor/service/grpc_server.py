@@ -147,8 +147,7 @@ def alert_message(notification: Notification) -> pb.AlertNotification:
     ))
 
 
-def risk_status_message(view: RiskView, now: datetime,
-                        config: Mapping[str, Any] | None) -> pb.RiskStatus:
+def risk_status_message(view: RiskView, config: Mapping[str, Any] | None) -> pb.RiskStatus:
     config = config or {}
     message = pb.RiskStatus(**_drop_none(
         status=_COMPLIANCE.get(view.status, pb.COMPLIANCE_STATUS_UNKNOWN),
@@ -255,9 +254,8 @@ class RiskMonitorServicer(ControlRpcs, pb_grpc.RiskMonitorServicer):
 
     async def GetRiskStatus(self, request: pb.GetRiskStatusRequest,
                             context: grpc.aio.ServicerContext) -> pb.RiskStatus:
-        now = self.clock()
-        view = await self._call(context, self.provider.risk_view, now)
-        return risk_status_message(view, now, self.config_status())
+        view = await self._call(context, self.provider.risk_view, self.clock())
+        return risk_status_message(view, self.config_status())
 
     async def ListLimitStatus(self, request: pb.ListLimitStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListLimitStatusResponse:
