@@ -49,7 +49,6 @@ from risk_monitor.domain.pending_orders import (
 )
 from risk_monitor.domain.realised import Fill
 from risk_monitor.domain.trading_state import (
-    GLOBAL,
     AutomaticState,
     ManualState,
     TradingRule,
@@ -282,12 +281,13 @@ class TradingControl:
             self._observe(results, sources)
             now_in_force = effective_states(self._manual, self._auto, self.venues)
             before = self._in_force
-            changes = {scope: (before.get(scope, TradingVerdict(TradingState.ACTIVE, scope)), v)
-                       for scope, v in now_in_force.items()
-                       if before.get(scope, _ACTIVE).state is not v.state}
-            for scope, old in before.items():  # a scope that disappeared is ACTIVE again
-                if scope not in now_in_force and old.state is not TradingState.ACTIVE:
-                    changes[scope] = (old, TradingVerdict(TradingState.ACTIVE, scope))
+            changes: dict[str, tuple[TradingVerdict, TradingVerdict]] = {}
+            for scope in [*now_in_force, *(s for s in before if s not in now_in_force)]:
+                # a scope absent on either side is ACTIVE there (one that disappeared is again)
+                old = before.get(scope) or TradingVerdict(TradingState.ACTIVE, scope)
+                new = now_in_force.get(scope) or TradingVerdict(TradingState.ACTIVE, scope)
+                if old.state is not new.state:
+                    changes[scope] = (old, new)
             self._in_force = now_in_force
         for scope, verdict in now_in_force.items():
             TRADING_STATE.labels(scope=scope).set(verdict.state.rank)
@@ -319,9 +319,6 @@ class TradingControl:
                 log.warning("trading_refresh_failed", error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.refresh_s)
-
-
-_ACTIVE = TradingVerdict(TradingState.ACTIVE, GLOBAL)
 
 
 def verdict_as_dict(scope: str, verdict: TradingVerdict) -> dict[str, str]:
