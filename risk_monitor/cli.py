@@ -44,9 +44,10 @@ def _fail(error: RiskMonitorError) -> NoReturn:
     sys.exit(2)
 
 
-def ensure_dagster_home() -> Path:
-    """Use DAGSTER_HOME, else ./.dagster_home seeded with the embedded dagster.yaml."""
-    path = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+def ensure_dagster_home(home: str | None = None) -> Path:
+    """Use ``home``, else DAGSTER_HOME, else ./.dagster_home, seeded with the embedded
+    dagster.yaml."""
+    path = Path(home or os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
     path.mkdir(parents=True, exist_ok=True)
     target = path / "dagster.yaml"
     if not target.exists():
