@@ -6,10 +6,12 @@ them, so ``risk-monitor --help`` and ``check-config`` answer at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -43,14 +45,14 @@ def _fail(error: RiskMonitorError) -> NoReturn:
 
 
 def ensure_dagster_home(home: str | None = None) -> Path:
-    """Use DAGSTER_HOME, else ./.dagster_home seeded with the embedded dagster.yaml."""
+    """Use ``home``, else DAGSTER_HOME, else ./.dagster_home, seeded with the embedded
+    dagster.yaml."""
     path = Path(home or os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
     path.mkdir(parents=True, exist_ok=True)
     target = path / "dagster.yaml"
     if not target.exists():
-        source = DAGSTER_YAML if DAGSTER_YAML.exists() else None
-        if source is not None:
-            shutil.copyfile(source, target)
+        if DAGSTER_YAML.exists():
+            shutil.copyfile(DAGSTER_YAML, target)
         else:
             target.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(path)
@@ -139,6 +141,18 @@ def _storage(ctx: click.Context) -> Storage:
         return build_runtime(_settings(ctx)).storage
     except RiskMonitorError as exc:
         _fail(exc)
+
+
+@contextlib.contextmanager
+def opened_storage(ctx: click.Context) -> Iterator[Storage]:
+    """The store for one operator change, closed after; a refused change exits 2 with why."""
+    storage = _storage(ctx)
+    try:
+        yield storage
+    except RiskMonitorError as exc:
+        _fail(exc)
+    finally:
+        storage.close()
 
 
 @audit.command("trace")

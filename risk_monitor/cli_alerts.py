@@ -7,18 +7,13 @@ caller's bearer token instead. Every change is audited by the store.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import click
 
-from risk_monitor.cli import _storage, cli
-from risk_monitor.platform.errors import RiskMonitorError
+from risk_monitor.cli import cli, opened_storage
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -45,20 +40,6 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-@contextlib.contextmanager
-def _controls(ctx: click.Context) -> Iterator[Any]:
-    """The store's alert controls (opened by the composition root, closed after); a refused
-    change exits 2 with its reason."""
-    storage = _storage(ctx)
-    try:
-        yield storage.controls
-    except RiskMonitorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    finally:
-        storage.close()
-
-
 @cli.group("alerts")
 def alerts() -> None:
     """Acknowledge and silence alerts (Alertmanager semantics; audited)."""
@@ -74,8 +55,8 @@ def ack(ctx: click.Context, key: str, author: str, comment: str) -> None:
     status changes."""
     from risk_monitor.adapters.sql.alert_controls import acked_as_dict
 
-    with _controls(ctx) as controls:
-        done = controls.acknowledge(key, by=author, comment=comment)
+    with opened_storage(ctx) as storage:
+        done = storage.controls.acknowledge(key, by=author, comment=comment)
     click.echo(json.dumps(acked_as_dict(done)))
 
 
@@ -98,9 +79,10 @@ def silence(ctx: click.Context, matchers: tuple[str, ...], duration: str | None,
         raise click.UsageError("give exactly one of --duration and --until")
     starts_at = parse_time(start) if start else datetime.now(UTC)
     ends_at = parse_time(until) if until else starts_at + parse_duration(duration or "")
-    with _controls(ctx) as controls:
-        created = controls.add_silence(list(matchers), starts_at=starts_at, ends_at=ends_at,
-                                       created_by=author, comment=comment)
+    with opened_storage(ctx) as storage:
+        created = storage.controls.add_silence(list(matchers), starts_at=starts_at,
+                                               ends_at=ends_at, created_by=author,
+                                               comment=comment)
     click.echo(json.dumps(silence_as_dict(created, datetime.now(UTC))))
 
 
@@ -112,8 +94,8 @@ def unsilence(ctx: click.Context, silence_id: str, author: str) -> None:
     """End silence SILENCE_ID now."""
     from risk_monitor.adapters.sql.alert_controls import silence_as_dict
 
-    with _controls(ctx) as controls:
-        ended = controls.expire_silence(silence_id, by=author)
+    with opened_storage(ctx) as storage:
+        ended = storage.controls.expire_silence(silence_id, by=author)
     click.echo(json.dumps(silence_as_dict(ended, datetime.now(UTC))))
 
 
@@ -126,9 +108,9 @@ def list_controls(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     from risk_monitor.adapters.sql.alert_controls import acked_as_dict, silence_as_dict
 
     now = datetime.now(UTC)
-    with _controls(ctx) as controls:
-        silences = controls.silences(active_at=None if show_all else now)
-        acks = controls.current_acknowledgements()
+    with opened_storage(ctx) as storage:
+        silences = storage.controls.silences(active_at=None if show_all else now)
+        acks = storage.controls.current_acknowledgements()
     body = {"silences": [silence_as_dict(s, now) for s in silences],
             "acknowledgements": [acked_as_dict(a) for a in acks]}
     if as_json:

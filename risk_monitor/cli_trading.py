@@ -9,34 +9,18 @@ SCOPE is ``global`` (default) or ``venue:<id>``.
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from risk_monitor.cli import _storage, cli
+from risk_monitor.cli import cli, opened_storage
 from risk_monitor.cli_alerts import author_option
-from risk_monitor.platform.errors import RiskMonitorError
-
-
-def _store(ctx: click.Context) -> object:
-    """The trading-state store on the store the composition root opens."""
-    from risk_monitor.adapters.sql.trading_states import SqlTradingStates
-
-    return SqlTradingStates(_storage(ctx).engine)
 
 
 def _set(ctx: click.Context, scope: str, state: str, author: str, reason: str) -> None:
     from risk_monitor.adapters.sql.trading_states import SqlTradingStates
 
-    store = _store(ctx)
-    assert isinstance(store, SqlTradingStates)
-    try:
-        done = store.set(scope, state, by=author, reason=reason)
-    except RiskMonitorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    finally:
-        store.engine.dispose()
+    with opened_storage(ctx) as storage:
+        done = SqlTradingStates(storage.engine).set(scope, state, by=author, reason=reason)
     click.echo(json.dumps({"scope": scope, "state": done.state.value, "changed_by": author,
                            "reason": reason}))
 
@@ -53,12 +37,8 @@ def state(ctx: click.Context) -> None:
     GET /v1/trading/state)."""
     from risk_monitor.adapters.sql.trading_states import SqlTradingStates
 
-    store = _store(ctx)
-    assert isinstance(store, SqlTradingStates)
-    try:
-        click.echo(json.dumps({"manual": store.rows()}, default=str))
-    finally:
-        store.engine.dispose()
+    with opened_storage(ctx) as storage:
+        click.echo(json.dumps({"manual": SqlTradingStates(storage.engine).rows()}, default=str))
 
 
 def _change(name: str, target: str, help_text: str) -> None:

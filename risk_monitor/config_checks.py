@@ -239,11 +239,7 @@ CHECKS: list[ConfigCheck] = [
 ]
 
 
-def run_checks(settings: Settings, settings_source: str,
-               checks: list[ConfigCheck] | None = None) -> list[Problem]:
+def run_checks(settings: Settings, settings_source: str) -> list[Problem]:
     """Every problem every check finds, in order."""
     ctx = CheckContext(settings_source=settings_source)
-    problems: list[Problem] = []
-    for check in CHECKS if checks is None else checks:
-        problems.extend(check(settings, ctx))
-    return problems
+    return [problem for check in CHECKS for problem in check(settings, ctx)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,8 +146,6 @@ class DagsterCatalog:
 
     @classmethod
     def from_environment(cls, ui_url: str) -> DagsterCatalog | None:
-        import os
-
         if not os.environ.get("DAGSTER_HOME"):
             log.warning("dagster_catalog_disabled", reason="DAGSTER_HOME is not set",
                         note="hot-path lineage stays in the audit log only")

@@ -12,12 +12,7 @@ import dagster as dg
 
 from risk_monitor.defs.executors import risk_executor
 from risk_monitor.defs.sqlite_instance import commit_without_fsync
-from risk_monitor.platform.logging import (
-    RunEventsThatMatter,
-    configure_logging,
-    json_handler,
-    resolve_level,
-)
+from risk_monitor.platform.logging import configure_logging, run_events_handler
 
 DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
 
@@ -35,11 +30,9 @@ warnings.filterwarnings("ignore", message=r"Handling yaml-defined logging config
     description="Dagster's own run and step events as JSON lines, like the rest of Risk Monitor.",
 )
 def json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    level = resolve_level(init_context.logger_config["log_level"])
     logger = logging.Logger("dagster.risk_monitor", level=logging.DEBUG)
-    handler = json_handler()
-    handler.addFilter(RunEventsThatMatter(level, _dagster_ui_url()))
-    logger.addHandler(handler)
+    logger.addHandler(run_events_handler(init_context.logger_config["log_level"],
+                                         _dagster_ui_url()))
     return logger
 
 

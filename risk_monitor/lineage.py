@@ -70,9 +70,8 @@ class SlackEventLinks:
     holds up the outbox or the hot path's writer). A failed edit is logged: the link is a
     convenience, the audit entry and the event hold the lineage."""
 
-    def __init__(self, notifier: LinksEvents, *, ttl_s: float = PAIR_TTL_S) -> None:
+    def __init__(self, notifier: LinksEvents) -> None:
         self.notifier = notifier
-        self.ttl_s = ttl_s
         self.linked = 0
         self.failed = 0
         self._halves: dict[str, _Half] = {}
@@ -113,7 +112,7 @@ class SlackEventLinks:
                 and half.notification is not None
             if ready:
                 del self._halves[key]
-            for stale in [k for k, h in self._halves.items() if now - h.at > self.ttl_s]:
+            for stale in [k for k, h in self._halves.items() if now - h.at > PAIR_TTL_S]:
                 del self._halves[stale]
         if ready:
             assert half.ref is not None and half.notification is not None and half.url
@@ -138,22 +137,13 @@ class SlackEventLinks:
                      idempotency_key=note.idempotency_key, dagster_event_url=url)
 
 
-def input_versions_of(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The input versions an alert context names: inline (Dagster path) or held by its
-    :class:`LineageDigest` (hot path)."""
-    inline = context.get("input_data_versions")
-    if inline is not None:
-        return dict(inline)
-    ref = context.get(LINEAGE_KEY)
-    return ref.versions if isinstance(ref, LineageDigest) else None
-
-
 def with_versions(context: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The context with its input versions inline (what the Dagster event records)."""
-    versions = input_versions_of(context)
-    if versions is None or "input_data_versions" in context:
+    """The context with its input versions inline (what the Dagster event records): the
+    Dagster path's are inline already, the hot path's held by its :class:`LineageDigest`."""
+    ref = context.get(LINEAGE_KEY)
+    if "input_data_versions" in context or not isinstance(ref, LineageDigest):
         return context
-    return {**context, "input_data_versions": versions}
+    return {**context, "input_data_versions": ref.versions}
 
 
 class HotPathLineage:

@@ -118,7 +118,4 @@ def stamp() -> str:
 
 
 if __name__ == "__main__":
-    if "--stamp" in sys.argv[1:]:
-        print(stamp())
-    else:
-        print(code_version())
+    print(stamp() if "--stamp" in sys.argv[1:] else code_version())

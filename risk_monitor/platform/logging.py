@@ -173,11 +173,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_redact_processor(None, "", data), default=str, ensure_ascii=False)
 
 
-def json_formatter() -> logging.Formatter:
-    """A stdlib formatter that renders any record (ours or a library's) as one JSON line."""
-    return JsonFormatter()
-
-
 def resolve_level(level: str | int | None = None) -> int:
     """Level from the argument, else ``RISK_MONITOR_LOG_LEVEL``, else INFO."""
     raw = level if level is not None else os.environ.get(LOG_LEVEL_ENV, "INFO")
@@ -196,7 +191,7 @@ def resolve_level(level: str | int | None = None) -> int:
 
 def json_handler(stream: IO[str] | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(json_formatter())
+    handler.setFormatter(JsonFormatter())
     handler.set_name("risk_monitor_json")
     return handler
 

@@ -64,18 +64,13 @@ class PurityViolation:
         return f"{self.key}: {self.reason}"
 
 
-def is_production(settings: Settings) -> bool:
-    """Whether the production rules apply to these settings."""
-    return settings.environment.strip().lower() in PRODUCTION_ENVIRONMENTS
-
-
 def production_purity_violations(settings: Settings) -> list[PurityViolation]:
     """Every rule a production configuration breaks, in settings order (empty when pure).
 
     Returns nothing for non-production environments: simulators and CI are configured
     through the very same keys.
     """
-    if not is_production(settings):
+    if settings.environment.strip().lower() not in PRODUCTION_ENVIRONMENTS:
         return []
     found: list[PurityViolation] = []
     for index, venue in enumerate(settings.venues):

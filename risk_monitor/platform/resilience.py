@@ -111,37 +111,6 @@ def _as_ours(exc: BaseException, source: str, endpoint: str) -> RiskMonitorError
     return mapped
 
 
-class _RetryPredicate:
-    """Retry what the error mapper calls retryable, minus what waiting cannot fix here."""
-
-    def __init__(self, settings: ResilienceSettings) -> None:
-        self._max_wait = settings.backoff_max_s
-
-    def __call__(self, exc: BaseException) -> bool:
-        if not isinstance(exc, RiskMonitorError) or isinstance(exc, CircuitOpenError):
-            return False
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None \
-                and exc.retry_after > self._max_wait:
-            return False
-        return exc.retryable
-
-
-class _Wait:
-    """Backoff with jitter, at least a rate limit's ``retry_after``."""
-
-    def __init__(self, settings: ResilienceSettings, rng: random.Random) -> None:
-        self._settings = settings
-        self._rng = rng
-
-    def __call__(self, state: RetryCallState) -> float:
-        delay = backoff_delay(state.attempt_number, self._settings.backoff_initial_s,
-                              self._settings.backoff_max_s, self._rng)
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            delay = max(delay, float(exc.retry_after))
-        return delay
-
-
 def _run_with_timeout(fn: Callable[[], T], timeout_s: float | None, what: str) -> T:
     """Run a blocking call with a deadline on a daemon thread.
 
@@ -207,27 +176,39 @@ class SourceGuard:
             listeners=[_MetricsListener(source)],
             state_storage=storage,
             name=source,
-            throw_new_error_on_trip=False,
-        )
-        self._predicate = _RetryPredicate(settings)
-        self._wait = _Wait(settings, self._rng)
+            throw_new_error_on_trip=False)
 
     @staticmethod
     def _not_a_source_failure(exc: BaseException) -> bool:
         return not (isinstance(exc, RiskMonitorError) and exc.retryable)
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """What the error mapper calls retryable, minus what waiting cannot fix here."""
+        if not isinstance(exc, RiskMonitorError) or isinstance(exc, CircuitOpenError):
+            return False
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None \
+                and exc.retry_after > self.settings.backoff_max_s:
+            return False
+        return exc.retryable
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Backoff with jitter, at least a rate limit's ``retry_after``."""
+        delay = backoff_delay(state.attempt_number, self.settings.backoff_initial_s,
+                              self.settings.backoff_max_s, self._rng)
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            delay = max(delay, float(exc.retry_after))
+        return delay
 
     @property
     def state(self) -> str:
         """``closed``, ``half-open`` or ``open`` (read from the shared store when there is one)."""
         return self.breaker.current_state
 
-    def _publish_state(self) -> None:
-        BREAKER_STATE.labels(source=self.source).set(_STATE_VALUE.get(self.state, 0))
-
     def _retry_policy(self, endpoint: str) -> dict[str, Any]:
         """Attempts, backoff and the retry predicate (the error mapper's verdict) for one call."""
         return {"stop": stop_after_attempt(self.settings.max_attempts), "wait": self._wait,
-                "retry": retry_if_exception(self._predicate),
+                "retry": retry_if_exception(self._retryable),
                 "before_sleep": self._before_sleep(endpoint), "reraise": True}
 
     @contextlib.contextmanager
@@ -245,7 +226,7 @@ class SourceGuard:
 
     def _outcome(self, endpoint: str, outcome: str) -> None:
         SOURCE_REQUESTS.labels(source=self.source, endpoint=endpoint, outcome=outcome).inc()
-        self._publish_state()
+        BREAKER_STATE.labels(source=self.source).set(_STATE_VALUE.get(self.state, 0))
 
     def _before_sleep(self, endpoint: str) -> Callable[[RetryCallState], None]:
         def hook(state: RetryCallState) -> None:

@@ -50,7 +50,6 @@ CONFIG_FILE_ENV = "RISK_MONITOR_CONFIG"
 _ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
-
 class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"
@@ -73,8 +72,7 @@ class VenueSettings(Section):
     endpoint_override: str | None = Field(
         default=None,
         description="REST base URL replacing the venue's production host (simulators, proxies); "
-        "logged and shown in metadata",
-    )
+        "logged and shown in metadata")
     ws_endpoint_override: str | None = Field(default=None, description="websocket base URL override")
     symbols: list[str] = Field(default_factory=list, description="unified symbols to price")
     options: dict[str, Any] = Field(default_factory=dict, description="extra ccxt options")
@@ -98,15 +96,12 @@ class CustodianSettings(Section):
     id: str = Field(default="fireblocks", pattern=_ID, description="custodian id in datasets")
     kind: Literal["fireblocks"] = Field(default="fireblocks", description="custodian API")
     api_key_env: str = Field(
-        default="RISK_MONITOR_FIREBLOCKS_API_KEY", description="env var holding the API key"
-    )
+        default="RISK_MONITOR_FIREBLOCKS_API_KEY", description="env var holding the API key")
     secret_key_env: str = Field(
         default="RISK_MONITOR_FIREBLOCKS_SECRET_KEY",
-        description="env var holding the RSA private key (PEM)",
-    )
+        description="env var holding the RSA private key (PEM)")
     endpoint_override: str | None = Field(
-        default=None, description="API base URL incl. /v1 replacing https://api.fireblocks.io/v1"
-    )
+        default=None, description="API base URL incl. /v1 replacing https://api.fireblocks.io/v1")
     vault_account_ids: list[str] | None = Field(default=None, description="None reads every vault")
     page_size: int = Field(default=200, ge=1, le=500, description="vault accounts per page")
     timeout_s: float = Field(default=10.0, gt=0, le=120, description="per-call timeout")
@@ -117,24 +112,20 @@ class MarketDataSettings(Section):
 
     source: Literal["auto", "redis", "rest"] = Field(
         default="auto",
-        description="auto: the Redis snapshot when redis_url is set, else REST snapshots",
-    )
+        description="auto: the Redis snapshot when redis_url is set, else REST snapshots")
     key_prefix: str = Field(default="rm:md", description="Redis key prefix of the quote cache")
     stream_maxlen: int = Field(default=100_000, ge=100, description="approximate cap of the quote stream")
     max_age_s: float = Field(default=60.0, gt=0, description="freshness budget of a quote")
     max_future_skew_s: float = Field(default=5.0, ge=0, description="tolerated clock skew")
     max_deviation: float = Field(
         default=0.25, gt=0, description="price sanity gate: a quote further than this fraction "
-        "from its own fields or other venues is refused (its limits become UNKNOWN)"
-    )
+        "from its own fields or other venues is refused (its limits become UNKNOWN)")
     exchange_max_age_s: float = Field(
         default=60.0, gt=0, description="freshness budget of exchange positions and balances "
-        "(must exceed service.positions_poll_s)"
-    )
+        "(must exceed service.positions_poll_s)")
     custody_max_age_s: float = Field(
         default=120.0, gt=0, description="freshness budget of custodian balances (must exceed "
-        "service.custody_poll_s)"
-    )
+        "service.custody_poll_s)")
     poll_interval_s: float = Field(default=2.0, gt=0, description="REST fallback poll interval")
     reconnect_initial_s: float = Field(default=0.5, gt=0, description="first websocket reconnect delay")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="longest reconnect delay")
@@ -172,19 +163,16 @@ class SlackSettings(Section):
     """Slack delivery; absent means alerts go to the file/log sink."""
 
     token_env: str = Field(
-        default="RISK_MONITOR_SLACK_TOKEN", description="env var holding the bot token"
-    )
+        default="RISK_MONITOR_SLACK_TOKEN", description="env var holding the bot token")
     base_url: str | None = Field(
-        default=None, description="Web API base URL override, must end with '/api/'"
-    )
+        default=None, description="Web API base URL override, must end with '/api/'")
     channels: dict[Severity, str] = Field(
         description="channel per alert severity",
         default_factory=lambda: {
             Severity.INFO: "#risk-info",
             Severity.WARNING: "#risk-alerts",
             Severity.CRITICAL: "#risk-critical",
-        }
-    )
+        })
     routes: list[SlackRoute] = Field(
         default_factory=list,
         description="routing tree under the default route (`channels` by severity), as in "
@@ -230,72 +218,56 @@ class AlertSettings(Section):
     """Alert lifecycle timing (Alertmanager semantics) and where alerts go."""
 
     group_wait_s: float = Field(
-        default=0.0, ge=0, description="a new alert is sent once it has lasted this long"
-    )
+        default=0.0, ge=0, description="a new alert is sent once it has lasted this long")
     repeat_interval_s: float = Field(
-        default=3600.0, gt=0, description="re-notify a still-firing alert after this"
-    )
+        default=3600.0, gt=0, description="re-notify a still-firing alert after this")
     send_resolved: bool = Field(default=True, description="notify when an alert clears")
     keep_firing_for_s: float = Field(
         default=120.0, ge=0,
         description="a notified episode resolves only after this long OK (a flapping source "
-        "stays one episode); per limit in the limits YAML",
-    )
+        "stays one episode); per limit in the limits YAML")
     hysteresis: float = Field(
         default=0.05, ge=0, lt=1,
         description="a notified WARN/BREACH clears only once the value is this fraction of the "
-        "breach level past its level; per limit in the limits YAML",
-    )
+        "breach level past its level; per limit in the limits YAML")
     unknown_for_s: float = Field(
         default=30.0, ge=0,
         description="an UNKNOWN episode pages only once it has lasted this long (one missed "
-        "poll is no page)",
-    )
+        "poll is no page)")
     warn_for_s: float = Field(
         default=0.0, ge=0,
         description="a WARN episode pages only once it has lasted this long (a BREACH never "
-        "waits for it); 0: a WARN pages on its first reading",
-    )
+        "waits for it); 0: a WARN pages on its first reading")
     warmup_grace_s: float | None = Field(
         default=None, ge=0,
         description="after a start, an UNKNOWN that only sources not answered since the start "
         "explain is not paged for at most this long; default the slowest poll interval plus "
-        "the quote data-age budget",
-    )
+        "the quote data-age budget")
     file_sink_path: Path | None = Field(
-        default=None, description="JSON-lines sink when Slack is not configured"
-    )
+        default=None, description="JSON-lines sink when Slack is not configured")
     dagster_ui_url: str = Field(
-        default="http://127.0.0.1:3000", description="base of the run/asset links in alerts"
-    )
+        default="http://127.0.0.1:3000", description="base of the run/asset links in alerts")
     dashboard_url: str | None = Field(
         default=None, description="the risk dashboard as the desk reaches it (e.g. "
-        "https://risk.example/dashboard); every alert links to it with ?alert=<correlation id>"
-    )
+        "https://risk.example/dashboard); every alert links to it with ?alert=<correlation id>")
     outbox_batch_size: int = Field(default=100, ge=1, description="notifications per dispatch")
     outbox_max_attempts: int = Field(
-        default=1000, ge=1, description="delivery attempts before giving up"
-    )
+        default=1000, ge=1, description="delivery attempts before giving up")
     outbox_lease_s: float = Field(
         default=10.0, gt=0, le=3600,
         description="a claimed notification is re-claimable after this; before re-posting, "
-        "the earlier post is looked up and adopted (no duplicate)",
-    )
+        "the earlier post is looked up and adopted (no duplicate)")
     retry_initial_s: float = Field(
-        default=1.0, gt=0, description="first delivery retry delay (doubles, with jitter)"
-    )
+        default=1.0, gt=0, description="first delivery retry delay (doubles, with jitter)")
     retry_max_s: float = Field(
-        default=30.0, gt=0, description="longest delay between delivery retries"
-    )
+        default=30.0, gt=0, description="longest delay between delivery retries")
     delivery_overdue_s: float = Field(
         default=30.0, gt=0,
-        description="an undelivered notification older than this is overdue (/readyz reports it)",
-    )
+        description="an undelivered notification older than this is overdue (/readyz reports it)")
     fallback_sink_path: Path | None = Field(
         default=None,
         description="JSON-lines file that receives alerts Slack refuses for a configuration "
-        "reason (revoked token, unknown channel); default data_dir/alerts-fallback.jsonl",
-    )
+        "reason (revoked token, unknown channel); default data_dir/alerts-fallback.jsonl")
 
 
 class ConfigServiceSettings(Section):
@@ -304,13 +276,11 @@ class ConfigServiceSettings(Section):
     enabled: bool = Field(default=False, description="take limits from the configuration service")
     url: str | None = Field(default=None, description="fixed URL; else found through discovery")
     service_name: str = Field(
-        default="config-service", description="discovery name of the configuration service"
-    )
+        default="config-service", description="discovery name of the configuration service")
     component: str = Field(default="risk-monitor", description="our component name")
     poll_timeout_s: float = Field(default=20.0, gt=0, description="long-poll wait")
     cache_path: Path | None = Field(
-        default=None, description="last good document, used when the service is down"
-    )
+        default=None, description="last good document, used when the service is down")
 
 
 class Settings(BaseSettings):
@@ -321,19 +291,16 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
-        yaml_file=None,
-    )
+        yaml_file=None)
 
     environment: str = Field(default="embedded", description="label: embedded, ci, production; "
         "production (or prod) refuses simulator/sandbox endpoints and file-only alerting, "
         "see docs/production-purity.md")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="level of the JSON logs (RISK_MONITOR_LOG_LEVEL)"
-    )
+        default="INFO", description="level of the JSON logs (RISK_MONITOR_LOG_LEVEL)")
     data_dir: Path = Field(default=Path(".risk_monitor"), description="embedded state directory")
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default SQLite under data_dir"
-    )
+        default=None, description="SQLAlchemy URL; default SQLite under data_dir")
     redis_url: str | None = Field(default=None, description="market data, discovery, breakers")
     limits_file: Path | None = Field(default=None, description="default: packaged limits.yaml")
     venues: list[VenueSettings] = Field(default_factory=list)

@@ -50,7 +50,7 @@ def _default(field: FieldInfo) -> str:
 
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows: list[str] = []
-    nested: list[tuple[str, type[BaseModel]]] = []
+    nested: list[tuple[str, type[BaseModel], bool]] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
         annotation = field.annotation
@@ -60,20 +60,14 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
                         f"`{prefix.rstrip('.')}` again |")
             continue
         if inner is not None:
-            nested.append((key, inner))
+            nested.append((key, inner, "list" in str(annotation)))
             continue
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{key}` | {_type_name(annotation)} | {_default(field)} | {description} |")
-    for key, inner in nested:
+    for key, inner, is_list in nested:
         rows.append(f"| `{key}` | section | | {inner.__doc__ or ''} |".replace("\n", " "))
-        rows.extend(_rows(inner, f"{key}[]." if _is_list(model, key) else f"{key}."))
+        rows.extend(_rows(inner, f"{key}[]." if is_list else f"{key}."))
     return rows
-
-
-def _is_list(model: type[BaseModel], key: str) -> bool:
-    name = key.rsplit(".", 1)[-1]
-    field = model.model_fields.get(name)
-    return field is not None and "list" in str(field.annotation)
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:

@@ -28,16 +28,13 @@ class AuthSettings(Section):
     token_envs: list[str] = Field(
         default_factory=list, max_length=16,
         description="env vars each holding one accepted bearer token (two during a rotation); "
-        "empty: authentication off, allowed only on loopback binds or with --insecure",
-    )
+        "empty: authentication off, allowed only on loopback binds or with --insecure")
     open_paths: list[ProbePath] = Field(
         default_factory=lambda: list(_OPEN_BY_DEFAULT),
         description="probe endpoints answered without a token; leave one out to require a "
-        "token for it",
-    )
+        "token for it")
     open_grpc_health: bool = Field(
-        default=True, description="grpc.health.v1 answered without a token (orchestrator probes)"
-    )
+        default=True, description="grpc.health.v1 answered without a token (orchestrator probes)")
 
     @field_validator("token_envs")
     @classmethod
@@ -59,12 +56,10 @@ class RateLimitSettings(Section):
     """Per-client limits on streaming RPCs (WatchAlerts, Health.Watch): token plus address."""
 
     max_streams_per_client: int = Field(
-        default=8, ge=1, le=10_000, description="concurrent streams one client may hold open"
-    )
+        default=8, ge=1, le=10_000, description="concurrent streams one client may hold open")
     stream_opens_per_minute: int = Field(
         default=60, ge=1, le=100_000, description="streams one client may open per minute "
-        "(token bucket; bursts up to this many)"
-    )
+        "(token bucket; bursts up to this many)")
 
 
 class ServiceSettings(Section):
@@ -77,63 +72,50 @@ class ServiceSettings(Section):
     grpc_host: str = Field(default="127.0.0.1", description="gRPC bind address")
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="0 = any free port")
     registry_ttl_s: float = Field(
-        default=15.0, gt=0, description="discovery entry lifetime; heartbeat at a third"
-    )
+        default=15.0, gt=0, description="discovery entry lifetime; heartbeat at a third")
     drain_s: float = Field(default=5.0, ge=0, description="graceful shutdown drain")
     registry_prefix: str = Field(default="svc", description="Redis key prefix of discovery")
     health_check_interval_s: float = Field(
-        default=1.0, gt=0, description="how often dependencies are probed for health"
-    )
+        default=1.0, gt=0, description="how often dependencies are probed for health")
     hot_path: bool = Field(
         default=True,
         description="evaluate limits in-process on every quote and position change and alert "
-        "at once (active when venues or custodians are configured)",
-    )
+        "at once (active when venues or custodians are configured)")
     stream: bool = Field(
         default=True,
         description="run the websocket quote feed in this process; false: follow the Redis "
-        "quote streams written by `risk-monitor stream` feeders",
-    )
+        "quote streams written by `risk-monitor stream` feeders")
     positions_poll_s: float = Field(
-        default=5.0, gt=0, description="hot path: exchange positions and balances poll interval"
-    )
+        default=5.0, gt=0, description="hot path: exchange positions and balances poll interval")
     custody_poll_s: float = Field(
-        default=20.0, gt=0, description="hot path: custodian balances poll interval"
-    )
+        default=20.0, gt=0, description="hot path: custodian balances poll interval")
     evaluate_min_interval_s: float = Field(
         default=0.25, ge=0, description="hot path: at most one full evaluation per interval "
         "(heartbeat, custody polls, ticks the per-tick evaluator hands on); ticks are decided at "
-        "once, position changes and new limit documents are evaluated at once"
-    )
+        "once, position changes and new limit documents are evaluated at once")
     persist_interval_s: float = Field(
         default=5.0, gt=0, description="hot path: limit results, metrics and compliance are "
-        "written on every status change and at least this often"
-    )
+        "written on every status change and at least this often")
     hot_path_warmup_s: float = Field(
         default=10.0, ge=0, description="hot path: longest wait at start for the first poll "
-        "and quote of every source before evaluating (missing ones are then UNKNOWN)"
-    )
+        "and quote of every source before evaluating (missing ones are then UNKNOWN)")
     switch_interval_ms: float = Field(
         default=0.5, gt=0, le=5.0, description="hot path: the interpreter's thread switch "
         "interval (sys.setswitchinterval) while the service runs; CPython's default is 5 ms, "
-        "so each database round trip of the writer could wait that long behind the tick loop"
-    )
+        "so each database round trip of the writer could wait that long behind the tick loop")
     durable_alert_commit: bool = Field(
         default=True, description="hot path: the alert transaction of a status change "
         "waits for its WAL flush (PostgreSQL synchronous_commit). false saves the flush "
         "(~1-5 ms per alert) at a cost: a PostgreSQL crash (not a service crash) can lose the "
         "last ~3 x wal_writer_delay of alert transactions; the service re-derives and "
         "re-alerts them on its next periodic write, and a status that moved and moved back "
-        "inside that window is missing from the compliance timeline (docs/architecture.md)"
-    )
+        "inside that window is missing from the compliance timeline (docs/architecture.md)")
     hot_path_stale_s: float = Field(
         default=30.0, gt=0, description="hot path: readiness fails when no evaluation "
-        "completed for this long"
-    )
+        "completed for this long")
     dispatch_alerts: bool = Field(
         default=True, description="deliver the alert outbox (Slack or the file sink) from "
-        "this process"
-    )
+        "this process")
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tls: TlsSettings | None = Field(default=None, description="TLS for REST and gRPC; absent: "
                                     "plaintext (loopback or behind a TLS-terminating proxy)")

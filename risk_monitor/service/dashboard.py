@@ -22,10 +22,10 @@ import asyncio
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
@@ -35,10 +35,10 @@ from starlette.staticfiles import StaticFiles
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import to_jsonable
-from risk_monitor.adapters.sql.compliance_store import ComplianceInterval, ComplianceStore
-from risk_monitor.adapters.sql.outbox import OutboxRepository, OutboxRow
+from risk_monitor.adapters.sql.compliance_store import ComplianceStore
+from risk_monitor.adapters.sql.outbox import OutboxRepository
 from risk_monitor.adapters.sql.risk_state import LatestEvaluationStore, StoredMetric
-from risk_monitor.domain.model import LimitResult, Notification
+from risk_monitor.domain.model import LimitResult
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -62,7 +62,6 @@ from risk_monitor.service.state import (
     LiveEvaluation,
     RiskView,
     RiskViewProvider,
-    SourceFreshness,
 )
 
 log = get_logger(__name__)
@@ -90,37 +89,6 @@ _PAGE_HEADERS = {
 _JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-class DashboardStore(Protocol):
-    """What the dashboard reads beyond the ``RiskViewProvider``."""
-
-    def metrics(self) -> list[StoredMetric]: ...
-
-    def recent_alerts(self, limit: int) -> list[tuple[OutboxRow, Notification]]: ...
-
-    def intervals(self, start: datetime, end: datetime) -> list[ComplianceInterval]: ...
-
-
-class SqlDashboardStore:
-    """The storage layer's repositories on the service's engine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._state = LatestEvaluationStore(engine)
-        self._outbox = OutboxRepository(engine)
-        self._compliance = ComplianceStore(engine)
-
-    def metrics(self) -> list[StoredMetric]:
-        return self._state.metrics()
-
-    def recent_alerts(self, limit: int) -> list[tuple[OutboxRow, Notification]]:
-        return self._outbox.recent(limit)
-
-    def intervals(self, start: datetime, end: datetime) -> list[ComplianceInterval]:
-        return self._compliance.intervals(start, end)
-
-
-# -- assembling the answers -------------------------------------------------------------------------
-
-
 @dataclass
 class _Failures:
     """Which sections failed on the last poll, so an outage is logged once, not every poll."""
@@ -146,35 +114,31 @@ class _Failures:
 
 
 class Dashboard:
-    """Builds the dashboard's answers; every method takes ``now`` (the routes pass the clock)."""
+    """Builds the dashboard's answers; every method takes ``now`` (the routes pass the clock).
+    With ``engine`` (the shared database) it also reads the stored figures, the outbox and the
+    compliance intervals."""
 
-    def __init__(self, provider: RiskViewProvider, *, store: DashboardStore | None = None,
+    def __init__(self, provider: RiskViewProvider, *, engine: Engine | None = None,
                  config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
-                 max_age_s: float = DEFAULT_MAX_AGE_S,
-                 refresh_interval_s: float = REFRESH_INTERVAL_S,
-                 alert_limit: int = ALERT_LIMIT) -> None:
+                 max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
         self.provider = provider
-        self.store = store
+        self.metrics = LatestEvaluationStore(engine).metrics if engine is not None else None
+        self.outbox = OutboxRepository(engine) if engine is not None else None
+        self.compliance = ComplianceStore(engine) if engine is not None else None
         self.config_status = config_status
         self.max_age_s = max_age_s
-        self.refresh_interval_s = refresh_interval_s
-        self.alert_limit = alert_limit
         self._failures = _Failures()
 
     @classmethod
     def for_provider(cls, provider: RiskViewProvider, *,
                      config_status: Callable[[], Mapping[str, Any] | None] = lambda: None,
                      ) -> Dashboard:
-        """The database store when the provider reads the shared database; the provider's
-        own freshness budget (``market_data.max_age_s``)."""
-        store: DashboardStore | None = None
-        max_age_s = DEFAULT_MAX_AGE_S
-        if isinstance(provider, DatabaseRiskView):
-            store = SqlDashboardStore(provider.engine)
-            max_age_s = provider.max_age_s
-        elif isinstance(provider, LiveEvaluation):
-            max_age_s = provider.max_age_s
-        return cls(provider, store=store, config_status=config_status, max_age_s=max_age_s)
+        """The database when the provider reads the shared database; the provider's own
+        freshness budget (``market_data.max_age_s``)."""
+        engine = provider.engine if isinstance(provider, DatabaseRiskView) else None
+        max_age_s = (provider.max_age_s if isinstance(provider, DatabaseRiskView | LiveEvaluation)
+                     else DEFAULT_MAX_AGE_S)
+        return cls(provider, engine=engine, config_status=config_status, max_age_s=max_age_s)
 
     def _attempt(self, section: str, fn: Callable[[], Any], reasons: list[str]) -> Any:
         """Run one read; on failure note why (the code, never the raw message) and go on."""
@@ -193,20 +157,9 @@ class Dashboard:
         view: RiskView | None = self._attempt("risk state",
                                               lambda: self.provider.risk_view(now), reasons)
         results: list[LimitResult] | None = None
+        age: float | None = None
         if view is not None:
             results = self._attempt("limit results", self.provider.limit_results, reasons)
-        config = self._config()
-        in_force = str(config.get("limits_version") or "")
-        config_fields = {"limits_version_in_force": _opt_str(config.get("limits_version")),
-                         "config_document_version": _opt_str(config.get("version")),
-                         "config_source": _opt_str(config.get("source"))}
-
-        if view is None:
-            header = HeaderView(status="UNKNOWN", display_status="UNKNOWN", as_of=None,
-                                data_age_s=None, limit_config_version=in_force,
-                                evaluation_source=UNAVAILABLE, counts={}, **config_fields)
-            sources: list[SourceFreshness] = []
-        else:
             age = max(0.0, (now - view.as_of).total_seconds()) if view.as_of else None
             if view.evaluation_source == NO_EVALUATION:
                 reasons.insert(0, "no risk evaluation yet: nothing is known about the limits")
@@ -214,40 +167,42 @@ class Dashboard:
                 shown = "unknown" if age is None else age_text(age)
                 reasons.insert(0, f"last evaluation is {shown} old "
                                   f"(freshness budget {self.max_age_s:g} s)")
-            sources = list(view.sources)
-            for s in sources:
+            for s in view.sources:
                 if not s.ok:
                     code = f" ({s.error_code})" if s.error_code else ""
                     reasons.append(f"source {s.key} is missing{code}")
                 elif s.stale:
                     reasons.append(f"source {s.key} data is {age_text(s.age_s)} old")
-            header = HeaderView(
-                status=view.status, display_status=view.status, as_of=view.as_of,
-                data_age_s=age,
-                limit_config_version=view.limit_config_version or in_force,
-                evaluation_source=view.evaluation_source, counts=dict(view.counts),
-                **config_fields)
-
+        config = self._config()
+        status = view.status if view is not None else "UNKNOWN"
         # the risk picture is blind (status shown UNKNOWN) for every reason so far; a figure
         # or alert section that cannot be read only adds to the banner
-        blind = bool(reasons)
+        header = HeaderView(
+            status=status, display_status=display_status(status, bool(reasons)),
+            as_of=view.as_of if view else None, data_age_s=age,
+            limit_config_version=(view.limit_config_version if view else "")
+            or str(config.get("limits_version") or ""),
+            limits_version_in_force=_opt_str(config.get("limits_version")),
+            config_document_version=_opt_str(config.get("version")),
+            config_source=_opt_str(config.get("source")),
+            evaluation_source=view.evaluation_source if view else UNAVAILABLE,
+            counts=dict(view.counts) if view else {})
         metrics: list[StoredMetric] = []
-        if self.store is not None:
-            metrics = self._attempt("exposures", self.store.metrics, reasons) or []
+        if self.metrics is not None:
+            metrics = self._attempt("exposures", self.metrics, reasons) or []
         alerts = self._alerts(reasons)
-
-        header = replace(header, display_status=display_status(header.status, blind))
         return DashboardState(
             generated_at=now, freshness_budget_s=self.max_age_s,
-            refresh_interval_s=self.refresh_interval_s, header=header,
+            refresh_interval_s=REFRESH_INTERVAL_S, header=header,
             stale=StaleView(bool(reasons), reasons), limits=limit_rows(results or []),
-            exposures=exposures_view(metrics, view), sources=sources, alerts=alerts)
+            exposures=exposures_view(metrics, view), alerts=alerts,
+            sources=list(view.sources) if view else [])
 
     def _alerts(self, reasons: list[str]) -> AlertsView:
-        store = self.store
-        found = None if store is None else self._attempt(
-            "alerts", lambda: store.recent_alerts(self.alert_limit), reasons)
-        if found is None:  # no store (an in-memory provider holds no alerts) or unreadable
+        outbox = self.outbox
+        found = None if outbox is None else self._attempt(
+            "alerts", lambda: outbox.recent(ALERT_LIMIT), reasons)
+        if found is None:  # no database (an in-memory provider holds no alerts) or unreadable
             return AlertsView(False, 0, 0, [])
         items = [alert_row_from_outbox(row, n) for row, n in found]
         pending = sum(1 for i in items if i.delivery in ("pending", "sending"))
@@ -257,7 +212,7 @@ class Dashboard:
 
     def timeline(self, now: datetime, hours: float = TIMELINE_HOURS) -> TimelineView:
         start = now - timedelta(hours=hours)
-        store = self.store
+        store = self.compliance
         if store is None:
             return TimelineView(False, start, now, [],
                                 error="the compliance timeline needs the database store")

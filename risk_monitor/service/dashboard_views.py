@@ -164,9 +164,7 @@ class TimelineView:
     error: str | None = None
 
 
-# -- where the extra data comes from ----------------------------------------------------------------
-
-
+# -- the rules ------------------------------------------------------------------------------------
 def _rank(status: str) -> int:
     """Position in the domain's one order of statuses (``model.WORST_FIRST``)."""
     return next((i for i, s in enumerate(WORST_FIRST) if s.value == status), len(WORST_FIRST))

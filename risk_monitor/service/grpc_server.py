@@ -11,24 +11,23 @@ pins everything to NOT_SERVING) without either problem.
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from risk_monitor.adapters.errors import map_exception
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
 from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
 from risk_monitor.platform.logging import get_logger, log_context, redact_text
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.service import validation as validate
-from risk_monitor.service.alerts_grpc import AlertControlRpcs
+from risk_monitor.service.controls_grpc import ControlRpcs, timestamp, trading_state_number
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
 from risk_monitor.service.security import GrpcSecurityInterceptor, ServiceSecurity
@@ -39,7 +38,6 @@ from risk_monitor.service.state import (
     RiskViewProvider,
 )
 from risk_monitor.service.trading import TradingControl
-from risk_monitor.service.trading_grpc import TradingRpcs, trading_state_number
 
 log = get_logger(__name__)
 
@@ -69,13 +67,10 @@ _COMPLIANCE = {s: pb.ComplianceStatus.Value(f"COMPLIANCE_STATUS_{s}")
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """grpc.health.v1 with every known service starting NOT_SERVING."""
 
-    def __init__(self, services: Iterable[str] = HEALTH_SERVICES) -> None:
-        self._status: dict[str, int] = dict.fromkeys(services, NOT_SERVING)
+    def __init__(self) -> None:
+        self._status: dict[str, int] = dict.fromkeys(HEALTH_SERVICES, NOT_SERVING)
         self._changed = asyncio.Event()
         self._shutting_down = False
-
-    def status(self, service: str = "") -> int | None:
-        return self._status.get(service)
 
     def set(self, service: str, status: int) -> None:
         """Set one service's status (ignored once graceful shutdown began)."""
@@ -121,32 +116,18 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
 
 # -- conversions ----------------------------------------------------------------------------------
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return ts
-
-
-def _opt(value: float | None) -> float | None:
-    """Unset optional for None / NaN / inf (proto3 would otherwise carry a misleading 0)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _drop_none(**fields: Any) -> dict[str, Any]:
+    """Unset optionals for None (``finite`` makes NaN / inf None: proto3 would otherwise carry
+    a misleading 0)."""
     return {k: v for k, v in fields.items() if v is not None}
 
 
 def limit_entry(result: LimitResult) -> pb.LimitStatusEntry:
     return pb.LimitStatusEntry(**_drop_none(
         limit_id=result.limit_id, kind=result.limit_kind, scope=result.scope,
-        status=_LIMIT_STATUS[LimitStatus(result.status)], value=_opt(result.value),
-        warn=_opt(result.warn_level), breach=float(result.breach_level),
-        utilisation=_opt(result.utilisation), as_of=timestamp(result.as_of),
+        status=_LIMIT_STATUS[LimitStatus(result.status)], value=finite(result.value),
+        warn=finite(result.warn_level), breach=float(result.breach_level),
+        utilisation=finite(result.utilisation), as_of=timestamp(result.as_of),
         reason=result.reason, config_version=result.config_version,
         source_event_time=timestamp(result.source_event_time),
     ))
@@ -158,21 +139,20 @@ def alert_message(notification: Notification) -> pb.AlertNotification:
         kind=str(notification.kind.value), status=_LIMIT_STATUS[LimitStatus(notification.status)],
         severity=str(notification.severity.value), limit_id=notification.limit_id,
         limit_kind=notification.limit_kind, scope=notification.scope,
-        value=_opt(notification.value), warn=_opt(notification.warn_level),
-        breach=float(notification.breach_level), utilisation=_opt(notification.utilisation),
+        value=finite(notification.value), warn=finite(notification.warn_level),
+        breach=float(notification.breach_level), utilisation=finite(notification.utilisation),
         config_version=notification.config_version, correlation_id=notification.correlation_id,
         episode=int(notification.episode), detected_at=timestamp(notification.detected_at),
         source_event_time=timestamp(notification.source_event_time), reason=notification.reason,
     ))
 
 
-def risk_status_message(view: RiskView, now: datetime,
-                        config: Mapping[str, Any] | None) -> pb.RiskStatus:
+def risk_status_message(view: RiskView, config: Mapping[str, Any] | None) -> pb.RiskStatus:
     config = config or {}
     message = pb.RiskStatus(**_drop_none(
         status=_COMPLIANCE.get(view.status, pb.COMPLIANCE_STATUS_UNKNOWN),
-        as_of=timestamp(view.as_of), equity=_opt(view.equity),
-        gross_exposure=_opt(view.gross_exposure), net_exposure=_opt(view.net_exposure),
+        as_of=timestamp(view.as_of), equity=finite(view.equity),
+        gross_exposure=finite(view.gross_exposure), net_exposure=finite(view.net_exposure),
         limit_config_version=view.limit_config_version or config.get("limits_version") or "",
         evaluation_source=view.evaluation_source,
         config_document_version=config.get("version") or "",
@@ -232,12 +212,12 @@ def decision_message(decision: OrderDecision) -> pb.CheckOrderResponse:
     for projected in decision.projected:
         response.projected.append(pb.ProjectedLimit(**_drop_none(
             limit=limit_entry(projected.result),
-            current_utilisation=_opt(projected.current_utilisation))))
+            current_utilisation=finite(projected.current_utilisation))))
     return response
 
 
 # -- the API --------------------------------------------------------------------------------------
-class RiskMonitorServicer(AlertControlRpcs, TradingRpcs, pb_grpc.RiskMonitorServicer):
+class RiskMonitorServicer(ControlRpcs, pb_grpc.RiskMonitorServicer):
     """Thin: convert, ask the provider (off the loop), convert back."""
 
     def __init__(self, provider: RiskViewProvider,
@@ -274,9 +254,8 @@ class RiskMonitorServicer(AlertControlRpcs, TradingRpcs, pb_grpc.RiskMonitorServ
 
     async def GetRiskStatus(self, request: pb.GetRiskStatusRequest,
                             context: grpc.aio.ServicerContext) -> pb.RiskStatus:
-        now = self.clock()
-        view = await self._call(context, self.provider.risk_view, now)
-        return risk_status_message(view, now, self.config_status())
+        view = await self._call(context, self.provider.risk_view, self.clock())
+        return risk_status_message(view, self.config_status())
 
     async def ListLimitStatus(self, request: pb.ListLimitStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListLimitStatusResponse:
@@ -291,12 +270,9 @@ class RiskMonitorServicer(AlertControlRpcs, TradingRpcs, pb_grpc.RiskMonitorServ
         now = self.clock()
         results: list[LimitResult] = await self._call(context, self.provider.limit_results)
         view: RiskView = await self._call(context, self.provider.risk_view, now)
-        response = pb.ListLimitStatusResponse(
+        response = pb.ListLimitStatusResponse(**_drop_none(
             limit_config_version=view.limit_config_version,
-            evaluation_source=view.evaluation_source)
-        as_of = timestamp(view.as_of)
-        if as_of is not None:
-            response.as_of.CopyFrom(as_of)
+            evaluation_source=view.evaluation_source, as_of=timestamp(view.as_of)))
         for result in sorted(results, key=lambda r: (r.limit_id, r.scope)):
             if wanted and LimitStatus(result.status) not in wanted:
                 continue
@@ -315,10 +291,8 @@ class RiskMonitorServicer(AlertControlRpcs, TradingRpcs, pb_grpc.RiskMonitorServ
                                           DEFAULT_HEARTBEAT_S)
         except DataValidationError as exc:
             await invalid_argument(context, exc, "WatchAlerts")
-        if start is not None:
-            cursor = start
-        else:
-            cursor = await self._call(context, self.provider.alert_head)
+        cursor = start if start is not None else await self._call(context,
+                                                                   self.provider.alert_head)
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + interval
         while True:

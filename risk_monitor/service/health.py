@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,9 +104,7 @@ class Readiness:
             result = CheckResult(name, False, True, f"timed out after {self.timeout_s}s")
         except Exception as exc:  # a check that crashes is a failing check, never a dead loop
             result = CheckResult(name, False, True, redact_text(f"{type(exc).__name__}: {exc}"))
-        latency = (time.perf_counter() - started) * 1000
-        return CheckResult(result.name, result.ok, result.critical, result.detail, latency,
-                           result.data)
+        return replace(result, latency_ms=(time.perf_counter() - started) * 1000)
 
     def _notify(self) -> None:
         SERVICE_READY.set(1 if self.ready else 0)

@@ -126,10 +126,6 @@ class PositionHub:
             self._closed = True
             self._cond.notify_all()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
 
 class StreamedAccount:
     """An ``ExchangeAccount`` answering from the private stream, REST behind it."""

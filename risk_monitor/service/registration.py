@@ -54,10 +54,6 @@ class ServiceRegistration:
     def key(self) -> str:
         return self.registration.key
 
-    @property
-    def healthy(self) -> bool:
-        return self.registration.healthy
-
     async def start(self) -> None:
         await asyncio.to_thread(self.registration.start)
 

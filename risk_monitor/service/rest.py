@@ -9,7 +9,7 @@
 - ``GET /v1/risk/status``: the same summary as gRPC ``GetRiskStatus``, as JSON.
 - ``GET /`` and ``/dashboard``: the risk dashboard page, fed by ``/v1/dashboard/*``
   (``service/dashboard.py``).
-- ``/v1/alerts/*``: acknowledge and silence alerts (``service/alerts_api.py``).
+- ``/v1/alerts/*`` and ``/v1/trading/*``: the operator controls (``service/controls_api.py``).
 - ``GET|POST /login``: when tokens are configured, the dashboard's sign-in form
   (``service/security.py``); every other route then needs a bearer token or the session
   cookie, except the probe paths left open in ``service.auth.open_paths``.
@@ -38,7 +38,7 @@ from risk_monitor import __version__
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.platform.logging import get_logger, redact_text
 from risk_monitor.platform.metrics import record_error
-from risk_monitor.service.alerts_api import alert_control_routes
+from risk_monitor.service.controls_api import alert_control_routes, trading_routes
 from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.health import Readiness
 from risk_monitor.service.security import (
@@ -49,7 +49,6 @@ from risk_monitor.service.security import (
 )
 from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl
-from risk_monitor.service.trading_api import trading_routes
 from risk_monitor.service.trading_dashboard import TradingDashboard, trading_dashboard_routes
 from risk_monitor.service.validation import loggable
 
@@ -144,16 +143,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before serving, so port 0 resolves to a real port we can register."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    return sock
-
-
 class RestServer:
     """uvicorn serving ``app`` on an already bound socket, inside the current event loop."""
 
@@ -171,8 +160,13 @@ class RestServer:
     async def start(self) -> int:
         # the service logs its own start/stop lines; uvicorn's would only repeat them
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-        self._socket = bind_socket(self.host, self.requested_port)
-        self.port = self._socket.getsockname()[1]
+        # bind before serving, so port 0 resolves to a real port we can register
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.requested_port))
+        sock.set_inheritable(True)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
         tls: dict[str, Any] = {} if self.tls is None else {
             "ssl_certfile": str(self.tls.cert_file), "ssl_keyfile": str(self.tls.key_file)}
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import inspect
 import ipaddress
+import json
 import math
 import threading
 import time
@@ -58,7 +59,7 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, str]) -> None:
         self._tokens = {name: value.encode() for name, value in tokens.items()}
         self._sessions = {name: hmac.new(value, _SESSION_CONTEXT, hashlib.sha256).hexdigest()
-                          for name, value in self._tokens.items()}
+                          .encode() for name, value in self._tokens.items()}
 
     @classmethod
     def from_env(cls, token_envs: Iterable[str]) -> Authenticator:
@@ -89,13 +90,10 @@ class Authenticator:
         return self._match(presented.strip(), self._tokens)
 
     def session_value(self, name: str) -> str:
-        return self._sessions[name]
+        return self._sessions[name].decode()
 
     def identify_session(self, value: str | None) -> str | None:
-        if not value:
-            return None
-        return self._match(value.encode("latin-1", "replace"),
-                           {n: v.encode() for n, v in self._sessions.items()})
+        return self._match(value.encode("latin-1", "replace"), self._sessions) if value else None
 
     def login(self, presented: str) -> str | None:
         """The token's name when ``presented`` is an accepted token (login form)."""
@@ -112,10 +110,11 @@ class Authenticator:
 
 # -- exposure ---------------------------------------------------------------------------------
 def is_loopback(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
+    host = host.strip("[]")
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name may resolve anywhere: treat it as exposed
 
@@ -265,11 +264,8 @@ class BearerAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = self.security.authenticator
-        if scope["type"] != "http" or not auth.enabled:
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path in self.security.open_paths:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not auth.enabled or path in self.security.open_paths:
             await self.app(scope, receive, send)
             return
         if path == LOGIN_PATH:
@@ -358,11 +354,8 @@ async def _respond(send: Send, status: int, body: bytes,
 
 async def _json(send: Send, status: int, payload: Mapping[str, Any],
                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    import json
-
-    body = json.dumps(payload).encode()
-    await _respond(send, status, body, [(b"content-type", b"application/json"),
-                                        *(headers or [])])
+    await _respond(send, status, json.dumps(payload).encode(),
+                   [(b"content-type", b"application/json"), *(headers or [])])
 
 
 # -- gRPC -------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, SourceKind
 from risk_monitor.domain.orders import OrderRequest
 from risk_monitor.service.state import (
-    NO_EVALUATION,
     AlertFeedItem,
     LiveEvaluation,
     OrderDecision,
@@ -43,8 +42,6 @@ from risk_monitor.service.state import (
 
 DATABASE = "database"
 SOURCE = "service_state"
-
-#: unlabelled metrics in ``risk_metrics_latest`` the summary reads (writers publish these names)
 
 
 class DatabaseRiskView:
@@ -75,13 +72,10 @@ class DatabaseRiskView:
         results = self.store.limit_results()
         sources = tuple(freshness_of(s, now, self.max_age_s, self.budgets)
                         for s in self.store.sources())
-        status, counts = compliance_of(results)
         if not results:
             config = self.live.config if self.live is not None else None
-            return RiskView(status=status, as_of=None, equity=None, gross_exposure=None,
-                            net_exposure=None, sources=sources,
-                            limit_config_version=config.version if config else "",
-                            evaluation_source=NO_EVALUATION, counts=counts)
+            return RiskView.unknown(config.version if config else "", sources)
+        status, counts = compliance_of(results)
         newest = max(results, key=lambda r: r.as_of)
         figures = {m.name: m.value for m in self.store.metrics() if not m.labels}
         return RiskView(

@@ -105,6 +105,15 @@ class RiskView:
     evaluation_source: str
     counts: Mapping[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def unknown(cls, config_version: str,
+                sources: tuple[SourceFreshness, ...] = ()) -> RiskView:
+        """No evaluation yet: UNKNOWN, nothing read as "no risk"."""
+        status, counts = compliance_of(())
+        return cls(status=status, as_of=None, equity=None, gross_exposure=None,
+                   net_exposure=None, sources=sources, limit_config_version=config_version,
+                   evaluation_source=NO_EVALUATION, counts=counts)
+
 
 @dataclass(frozen=True)
 class AlertFeedItem:
@@ -164,21 +173,6 @@ def deny(reason: str, now: datetime, *, config_version: str = "",
     return OrderDecision(allowed=False, reasons=(reason,), projected=(), as_of=now,
                          limit_config_version=config_version, evaluation_source=source,
                          codes=(code.value,), trading_state=trading_state)
-
-
-def valid_order(order: OrderRequest) -> str | None:
-    """Why an order request is malformed, or None."""
-    if not order.venue or not order.instrument:
-        return "venue and instrument are required"
-    if str(order.side) not in ("buy", "sell"):
-        return "side must be buy or sell"
-    if not (order.quantity > 0 and math.isfinite(order.quantity)):
-        return "quantity must be a positive number"
-    if order.price is not None and not (order.price > 0 and math.isfinite(order.price)):
-        return "price must be a positive number when given"
-    if order.position_side not in (None, "long", "short"):
-        return "position_side must be long, short or empty"
-    return None
 
 
 @dataclass(frozen=True)
@@ -270,10 +264,7 @@ class LiveEvaluation:
         evaluation = self._evaluation
         config_version = self._config.version if self._config else ""
         if evaluation is None:
-            status, counts = compliance_of(())
-            return RiskView(status=status, as_of=None, equity=None, gross_exposure=None,
-                            net_exposure=None, sources=(), limit_config_version=config_version,
-                            evaluation_source=NO_EVALUATION, counts=counts)
+            return RiskView.unknown(config_version)
         status, counts = compliance_of(evaluation.results)
         return RiskView(
             # NaN never travels as a number
@@ -348,8 +339,23 @@ class LiveEvaluation:
         return decision_of(checked, report, config, now)
 
 
+def valid_order(order: OrderRequest) -> str | None:
+    """Why an order request is malformed, or None (also before any evaluation exists)."""
+    if not order.venue or not order.instrument:
+        return "venue and instrument are required"
+    if str(order.side) not in ("buy", "sell"):
+        return "side must be buy or sell"
+    if not (order.quantity > 0 and math.isfinite(order.quantity)):
+        return "quantity must be a positive number"
+    if order.price is not None and not (order.price > 0 and math.isfinite(order.price)):
+        return "price must be a positive number when given"
+    if order.position_side not in (None, "long", "short"):
+        return "position_side must be long, short or empty"
+    return None
+
+
 def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
-                now: datetime, source: str = IN_MEMORY) -> OrderDecision:
+                now: datetime) -> OrderDecision:
     """The API's decision from the domain's verdict, with the current utilisation beside each
     projected limit."""
     cached = report.state.cache.get("current_utilisation")
@@ -362,5 +368,5 @@ def decision_of(check: OrderCheck, report: RiskReport, config: LimitConfig,
                       for r in check.projected)
     return OrderDecision(allowed=check.allowed, reasons=tuple(check.reasons),
                          projected=projected, as_of=now, limit_config_version=config.version,
-                         evaluation_source=source, codes=check.codes,
+                         evaluation_source=IN_MEMORY, codes=check.codes,
                          trading_state=check.trading_state.value)

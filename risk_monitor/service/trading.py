@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +49,6 @@ from risk_monitor.domain.pending_orders import (
 )
 from risk_monitor.domain.realised import Fill
 from risk_monitor.domain.trading_state import (
-    GLOBAL,
     AutomaticState,
     ManualState,
     TradingRule,
@@ -64,7 +63,7 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings, TradingSettings
 from risk_monitor.service.private_stream import FillLedger
-from risk_monitor.service.state import LiveEvaluation
+from risk_monitor.service.state import LiveEvaluation, RiskViewProvider
 
 log = get_logger(__name__)
 
@@ -118,11 +117,8 @@ class CheckedOrder:
     client_order_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "venue": self.venue, "account": self.account,
-                "instrument": self.instrument, "side": self.side, "quantity": self.quantity,
-                "price": self.price, "allowed": self.allowed, "codes": list(self.codes),
-                "reasons": list(self.reasons), "trading_state": self.trading_state,
-                "client_order_id": self.client_order_id}
+        return {**asdict(self), "at": self.at.isoformat(), "codes": list(self.codes),
+                "reasons": list(self.reasons)}
 
 
 class TradingControl:
@@ -285,12 +281,13 @@ class TradingControl:
             self._observe(results, sources)
             now_in_force = effective_states(self._manual, self._auto, self.venues)
             before = self._in_force
-            changes = {scope: (before.get(scope, TradingVerdict(TradingState.ACTIVE, scope)), v)
-                       for scope, v in now_in_force.items()
-                       if before.get(scope, _ACTIVE).state is not v.state}
-            for scope, old in before.items():  # a scope that disappeared is ACTIVE again
-                if scope not in now_in_force and old.state is not TradingState.ACTIVE:
-                    changes[scope] = (old, TradingVerdict(TradingState.ACTIVE, scope))
+            changes: dict[str, tuple[TradingVerdict, TradingVerdict]] = {}
+            for scope in [*now_in_force, *(s for s in before if s not in now_in_force)]:
+                # a scope absent on either side is ACTIVE there (one that disappeared is again)
+                old = before.get(scope) or TradingVerdict(TradingState.ACTIVE, scope)
+                new = now_in_force.get(scope) or TradingVerdict(TradingState.ACTIVE, scope)
+                if old.state is not new.state:
+                    changes[scope] = (old, new)
             self._in_force = now_in_force
         for scope, verdict in now_in_force.items():
             TRADING_STATE.labels(scope=scope).set(verdict.state.rank)
@@ -324,23 +321,19 @@ class TradingControl:
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.refresh_s)
 
 
-_ACTIVE = TradingVerdict(TradingState.ACTIVE, GLOBAL)
-
-
 def verdict_as_dict(scope: str, verdict: TradingVerdict) -> dict[str, str]:
     return {"scope": scope, "state": verdict.state.value, "set_by_scope": verdict.scope,
             "origin": verdict.origin, "cause": verdict.cause}
 
 
-def build_trading(settings: Settings, engine: Engine, provider: object,
+def build_trading(settings: Settings, engine: Engine, provider: RiskViewProvider,
                   live: LiveEvaluation | None, instance_id: str,
                   fills: FillLedger | None = None) -> TradingControl:
     """The service's TradingControl, attached to the live state as its CheckOrder gate."""
     def inputs() -> tuple[Sequence[LimitResult], Sequence[SourceStatus]]:
         if live is not None and live.evaluated:
             return live.latest_inputs()
-        results = getattr(provider, "limit_results", None)
-        return (results() if results is not None else []), ()
+        return provider.limit_results(), ()
 
     control = TradingControl(settings.trading, SqlTradingStates(engine), inputs=inputs,
                              venues=[v.id for v in settings.venues], instance_id=instance_id)

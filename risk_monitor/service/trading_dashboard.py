@@ -29,15 +29,16 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql.codec import to_jsonable
 from risk_monitor.application import trading_flow
 from risk_monitor.application.trading_flow import Reconciliation
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.model import Collected
 from risk_monitor.domain.reconciliation import DeskBook
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import RiskStore
+from risk_monitor.service.controls_api import fills_document
 from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl, verdict_as_dict
-from risk_monitor.service.trading_api import fills_document
 
 log = get_logger(__name__)
 
@@ -174,15 +175,7 @@ def _positions(collected: Collected | None) -> list[dict[str, Any]]:
     records: list[dict[Any, Any]] = frame[["venue", "account", "instrument", "position_side",
                                            *numbers]].to_dict("records")
     return [{"venue": r["venue"], "account": r["account"], "instrument": r["instrument"],
-             "side": r["position_side"], **{n: _num(r[n]) for n in numbers}} for r in records]
-
-
-def _num(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+             "side": r["position_side"], **{n: finite(r[n]) for n in numbers}} for r in records]
 
 
 def trading_dashboard_routes(dashboard: TradingDashboard) -> list[Route]:

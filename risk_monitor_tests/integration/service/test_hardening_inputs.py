@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from risk_monitor.adapters.sql.engine import create_engine
-from risk_monitor.platform.logging import configure_logging, json_formatter
+from risk_monitor.platform.logging import JsonFormatter, configure_logging
 from risk_monitor.service.health import CheckResult, database_check
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.proto import risk_monitor_pb2_grpc as pb_grpc
@@ -45,7 +45,7 @@ class LogLines(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.setFormatter(json_formatter())
+        self.setFormatter(JsonFormatter())
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -27,7 +27,7 @@ from risk_monitor.domain.model import (
     SourceKind,
     SourceStatus,
 )
-from risk_monitor.service.dashboard import Dashboard, SqlDashboardStore, dashboard_routes
+from risk_monitor.service.dashboard import Dashboard, dashboard_routes
 from risk_monitor.service.dashboard_views import (
     UNAVAILABLE,
     DashboardState,
@@ -241,7 +241,7 @@ def test_an_unreadable_alert_feed_is_reported_without_blinding_the_status(
     with sqlite_store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE outbox")
     provider = in_memory([result("a", LimitStatus.OK, 10.0)])
-    state = Dashboard(provider, store=SqlDashboardStore(sqlite_store.engine)).state(NOW)
+    state = Dashboard(provider, engine=sqlite_store.engine).state(NOW)
     assert state.header.display_status == "COMPLIANT"  # the limits are known and fresh
     assert state.stale.stale and not state.alerts.available
     assert re.fullmatch(r"cannot read alerts from the risk store \(RM\d{3}\)",

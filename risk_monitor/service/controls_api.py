@@ -1,4 +1,4 @@
-"""REST routes to acknowledge and silence alerts, behind the bearer-token middleware.
+"""REST routes of the operator controls, behind the bearer-token middleware.
 
 The caller is the name of the token it presented (``service/security.py``), never a name it
 claims; only a service running without authentication (loopback development) takes an
@@ -10,6 +10,11 @@ claims; only a service running without authentication (loopback development) tak
 - ``POST /v1/alerts/silences`` ``{"matchers": ["venue=okx", ...], "duration_s" | "ends_at",
   "starts_at"?, "comment"}``.
 - ``DELETE /v1/alerts/silences/{id}``: unsilence.
+- ``GET /v1/trading/state``: the state in force per scope and the manual states behind it.
+- ``POST /v1/trading/state`` ``{"scope": "global" | "venue:<id>", "state": "HALTED" |
+  "REDUCING" | "ACTIVE", "reason"}``: set a manual state.
+- ``GET /v1/trading/orders?limit=N``: the latest pre-trade checks, newest first.
+- ``GET /v1/trading/fills``: recent fills and the realised P&L rebuilt from them.
 """
 
 from __future__ import annotations
@@ -29,12 +34,30 @@ from risk_monitor.adapters.sql.alert_controls import (
     acked_as_dict,
     silence_as_dict,
 )
-from risk_monitor.platform.errors import AlertControlError, StorageUnavailableError
+from risk_monitor.platform.errors import (
+    AlertControlError,
+    StorageUnavailableError,
+    TradingControlError,
+)
 from risk_monitor.service.security import error_body
 from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor.service.state import RiskViewProvider
+from risk_monitor.service.trading import TradingControl, verdict_as_dict
 
 MAX_BODY_BYTES = 64 * 1024
+Handler = Callable[[Request], Any]
+
+
+def _guarded(handler: Handler) -> Handler:
+    """A refused control answers 404 (unknown alert or silence) or 400, with the typed body."""
+    async def run(request: Request) -> JSONResponse:
+        try:
+            response: JSONResponse = await handler(request)
+            return response
+        except (AlertControlError, TradingControlError) as exc:
+            status = 404 if exc.details.get("reason") == "not_found" else 400
+            return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+    return run
 
 
 def alert_control_routes(provider: RiskViewProvider, *,
@@ -100,21 +123,75 @@ def alert_control_routes(provider: RiskViewProvider, *,
         ended = await asyncio.to_thread(lambda: store().expire_silence(silence_id, by=actor))
         return JSONResponse(silence_as_dict(ended, clock()))
 
-    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def run(request: Request) -> JSONResponse:
-            try:
-                response: JSONResponse = await handler(request)
-                return response
-            except AlertControlError as exc:
-                status = 404 if exc.details.get("reason") == "not_found" else 400
-                return JSONResponse(error_body(exc.code, exc.message), status_code=status)
-        return run
+    return [
+        Route("/v1/alerts/controls", _guarded(list_controls), methods=["GET"]),
+        Route("/v1/alerts/ack", _guarded(acknowledge), methods=["POST"]),
+        Route("/v1/alerts/silences", _guarded(create_silence), methods=["POST"]),
+        Route("/v1/alerts/silences/{silence_id}", _guarded(expire_silence),
+              methods=["DELETE"]),
+    ]
+
+
+def trading_document(control: TradingControl) -> dict[str, Any]:
+    return {
+        "states": [verdict_as_dict(scope, v) for scope, v in control.states().items()],
+        "manual": [{"scope": scope, "state": m.state.value, "changed_by": m.changed_by,
+                    "reason": m.reason} for scope, m in sorted(control.manual().items())],
+    }
+
+
+def fills_document(control: TradingControl, limit: int = 100) -> dict[str, Any]:
+    """Recent fills from the private streams and the realised P&L rebuilt from them."""
+    ledger = control.fills
+    if ledger is None:
+        return {"streaming": False, "fills": [], "realised": []}
+    return {
+        "streaming": True,
+        "fills": [{"seen_at": at.isoformat(), "venue": f.venue, "instrument": f.instrument,
+                   "side": f.side, "quantity": f.quantity, "price": f.price, "fee": f.fee,
+                   "fee_currency": f.fee_currency, "trade_id": f.trade_id,
+                   "order_id": f.order_id, "client_order_id": f.client_order_id,
+                   "time": f.timestamp.isoformat() if f.timestamp else None}
+                  for at, f in ledger.recent(limit)],
+        "realised": [{"venue": b.venue, "account": b.account, "instrument": b.instrument,
+                      "fills": b.fills, "position": b.position, "avg_entry": b.avg_entry,
+                      "gross": b.gross, "fees": b.fees, "funding": b.funding, "net": b.net,
+                      "venue_reported": b.reported, "complete": b.complete}
+                     for b in sorted(ledger.snapshot(),
+                                     key=lambda b: (b.venue, b.instrument))],
+    }
+
+
+def trading_routes(control: TradingControl) -> list[Route]:
+    async def get_state(_: Request) -> JSONResponse:
+        return JSONResponse(await asyncio.to_thread(trading_document, control))
+
+    async def set_state(request: Request) -> JSONResponse:
+        body = await _body(request)
+        actor = _caller(request, body)
+        scope, state, reason = body.get("scope"), body.get("state"), body.get("reason", "")
+        if not isinstance(scope, str) or not isinstance(state, str) \
+                or not isinstance(reason, str):
+            raise TradingControlError('"scope" and "state" must be strings')
+        await asyncio.to_thread(control.set_state, scope, state.upper(), by=actor,
+                                reason=reason)
+        return await get_state(request)
+
+    async def orders(request: Request) -> JSONResponse:
+        try:
+            limit = max(1, min(1000, int(request.query_params.get("limit", "100"))))
+        except ValueError:
+            raise TradingControlError("limit must be an integer") from None
+        return JSONResponse({"orders": [c.as_dict() for c in control.recent_checks(limit)]})
+
+    async def fills(_: Request) -> JSONResponse:
+        return JSONResponse(fills_document(control))
 
     return [
-        Route("/v1/alerts/controls", guarded(list_controls), methods=["GET"]),
-        Route("/v1/alerts/ack", guarded(acknowledge), methods=["POST"]),
-        Route("/v1/alerts/silences", guarded(create_silence), methods=["POST"]),
-        Route("/v1/alerts/silences/{silence_id}", guarded(expire_silence), methods=["DELETE"]),
+        Route("/v1/trading/fills", fills, methods=["GET"]),
+        Route("/v1/trading/state", get_state, methods=["GET"]),
+        Route("/v1/trading/state", _guarded(set_state), methods=["POST"]),
+        Route("/v1/trading/orders", _guarded(orders), methods=["GET"]),
     ]
 
 

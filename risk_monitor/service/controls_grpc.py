@@ -1,4 +1,5 @@
-"""gRPC RPCs to acknowledge and silence alerts (mixed into ``RiskMonitorServicer``).
+"""gRPC RPCs of the operator controls (mixed into ``RiskMonitorServicer``): acknowledge and silence
+alerts, read and set the trading state.
 
 The caller is the bearer token's name, set by the security interceptor (``GRPC_CALLER``); a
 request's ``author`` is read only when the service runs without authentication. Refusals are
@@ -18,29 +19,40 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from risk_monitor.adapters.sql.alert_controls import AckedAlert, SqlAlertControls
 from risk_monitor.domain.silences import Silence
-from risk_monitor.platform.errors import AlertControlError, StorageUnavailableError
+from risk_monitor.domain.trading_state import TradingState, TradingVerdict
+from risk_monitor.platform.errors import (
+    AlertControlError,
+    StorageUnavailableError,
+    TradingControlError,
+)
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
 from risk_monitor.service.security import GRPC_CALLER
 from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor.service.state import RiskViewProvider
+from risk_monitor.service.trading import TradingControl
 
 T = TypeVar("T")
 
+STATE_TO_PB = {TradingState.ACTIVE: pb.TRADING_STATE_ACTIVE,
+               TradingState.REDUCING: pb.TRADING_STATE_REDUCING,
+               TradingState.HALTED: pb.TRADING_STATE_HALTED}
+PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 
-def _ts(value: datetime | None) -> Timestamp | None:
+
+def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
+    ts = Timestamp()
+    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return ts
 
 
 def silence_message(s: Silence, now: datetime) -> pb.Silence:
     return pb.Silence(
         id=s.id, matchers=[pb.SilenceMatcher(name=m.name, op=m.op, value=m.value)
                            for m in s.matchers],
-        starts_at=_ts(s.starts_at), ends_at=_ts(s.ends_at), created_by=s.created_by,
-        comment=s.comment, expired_at=_ts(s.expired_at), active=s.active(now))
+        starts_at=timestamp(s.starts_at), ends_at=timestamp(s.ends_at), created_by=s.created_by,
+        comment=s.comment, expired_at=timestamp(s.expired_at), active=s.active(now))
 
 
 def ack_message(item: AckedAlert) -> pb.Acknowledgement:
@@ -48,16 +60,49 @@ def ack_message(item: AckedAlert) -> pb.Acknowledgement:
     return pb.Acknowledgement(
         fingerprint=ack.fingerprint, episode=ack.episode,
         status=f"LIMIT_STATUS_{ack.status.value}",
-        acked_by=ack.acked_by, acked_at=_ts(ack.acked_at), comment=ack.comment,
+        acked_by=ack.acked_by, acked_at=timestamp(ack.acked_at), comment=ack.comment,
         limit_id=target.limit_id, scope=target.scope,
         correlation_id=target.correlation_id or "")
 
 
-class AlertControlRpcs:
-    """Needs ``self.provider`` and ``self.clock`` (as ``RiskMonitorServicer`` has)."""
+def trading_state_number(state: str) -> pb.TradingStateValue:
+    """The proto enum of a state name (UNSPECIFIED for an unknown one)."""
+    try:
+        return STATE_TO_PB[TradingState(state)]
+    except ValueError:
+        return pb.TRADING_STATE_UNSPECIFIED
+
+
+def trading_states_message(states: dict[str, TradingVerdict],
+                           control: TradingControl) -> pb.TradingStates:
+    message = pb.TradingStates()
+    for scope, verdict in states.items():
+        message.states.append(pb.ScopeTradingState(
+            scope=scope, state=STATE_TO_PB[verdict.state], set_by_scope=verdict.scope,
+            origin=verdict.origin, cause=verdict.cause))
+    for scope, manual in sorted(control.manual().items()):
+        message.manual.append(pb.ManualTradingState(
+            scope=scope, state=STATE_TO_PB[manual.state], changed_by=manual.changed_by,
+            reason=manual.reason))
+    return message
+
+
+def caller(author: str, error: type[AlertControlError | TradingControlError]) -> str:
+    """The bearer token's name; without authentication, the request's ``author``."""
+    found = GRPC_CALLER.get() or author.strip()
+    if not found:
+        raise error("no caller identity: present a bearer token (or, on a service without "
+                    "authentication, give author)")
+    return found
+
+
+class ControlRpcs:
+    """Needs ``self.provider``, ``self.clock`` and ``self.trading`` (as ``RiskMonitorServicer``
+    has; ``trading`` None: the trading RPCs answer UNAVAILABLE)."""
 
     provider: RiskViewProvider
     clock: Callable[[], datetime]
+    trading: TradingControl | None
     _alert_controls: SqlAlertControls | None = None
 
     def _controls(self) -> SqlAlertControls:
@@ -68,10 +113,17 @@ class AlertControlRpcs:
             self._alert_controls = SqlAlertControls(self.provider.engine, clock=self.clock)
         return self._alert_controls
 
-    async def _control(self, context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
+    def _trading(self) -> TradingControl:
+        if self.trading is None:
+            raise StorageUnavailableError("trading state is not enabled on this instance",
+                                          source="trading_grpc")
+        return self.trading
+
+    @staticmethod
+    async def _control(context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(fn)
-        except AlertControlError as exc:
+        except (AlertControlError, TradingControlError) as exc:
             code = grpc.StatusCode.NOT_FOUND if exc.details.get("reason") == "not_found" \
                 else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, f"{exc.code}: {exc.message}")
@@ -80,21 +132,12 @@ class AlertControlRpcs:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc.code}: {exc.message}")
             raise
 
-    @staticmethod
-    def _caller(author: str) -> str:
-        client = GRPC_CALLER.get()
-        if client:
-            return client
-        if author.strip():
-            return author.strip()
-        raise AlertControlError("no caller identity: present a bearer token (or, on a service "
-                                "without authentication, give author)")
-
     async def AcknowledgeAlert(self, request: pb.AcknowledgeAlertRequest,
                                context: grpc.aio.ServicerContext) -> pb.Acknowledgement:
         def run() -> AckedAlert:
-            return self._controls().acknowledge(request.key, by=self._caller(request.author),
-                                                comment=request.comment)
+            return self._controls().acknowledge(
+                request.key, by=caller(request.author, AlertControlError),
+                comment=request.comment)
         return ack_message(await self._control(context, run))
 
     async def CreateSilence(self, request: pb.CreateSilenceRequest,
@@ -102,7 +145,7 @@ class AlertControlRpcs:
         now = self.clock()
 
         def run() -> Silence:
-            actor = self._caller(request.author)
+            actor = caller(request.author, AlertControlError)
             starts_at = request.starts_at.ToDatetime(tzinfo=UTC) \
                 if request.HasField("starts_at") else now
             has_end = request.HasField("ends_at")
@@ -118,7 +161,8 @@ class AlertControlRpcs:
     async def ExpireSilence(self, request: pb.ExpireSilenceRequest,
                             context: grpc.aio.ServicerContext) -> pb.Silence:
         def run() -> Silence:
-            return self._controls().expire_silence(request.id, by=self._caller(request.author))
+            return self._controls().expire_silence(
+                request.id, by=caller(request.author, AlertControlError))
         return silence_message(await self._control(context, run), self.clock())
 
     async def ListAlertControls(self, request: pb.ListAlertControlsRequest,
@@ -132,3 +176,23 @@ class AlertControlRpcs:
         silences, acks = await self._control(context, run)
         return pb.AlertControls(silences=[silence_message(s, now) for s in silences],
                                 acknowledgements=[ack_message(a) for a in acks])
+
+    async def GetTradingState(self, request: pb.GetTradingStateRequest,
+                              context: grpc.aio.ServicerContext) -> pb.TradingStates:
+        def run() -> pb.TradingStates:
+            trading = self._trading()
+            return trading_states_message(trading.states(), trading)
+        return await self._control(context, run)
+
+    async def SetTradingState(self, request: pb.SetTradingStateRequest,
+                              context: grpc.aio.ServicerContext) -> pb.TradingStates:
+        def run() -> pb.TradingStates:
+            trading = self._trading()
+            if request.state not in PB_TO_STATE:
+                raise TradingControlError("state must be TRADING_STATE_ACTIVE, _REDUCING or "
+                                          "_HALTED", source="trading_grpc")
+            states = trading.set_state(request.scope, PB_TO_STATE[request.state],
+                                       by=caller(request.author, TradingControlError),
+                                       reason=request.reason)
+            return trading_states_message(states, trading)
+        return await self._control(context, run)
