@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from risk_monitor_tests.fixtures.waiting import scaled
 from risk_sim.slack import SlackSimulator, channel_id_for
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ BLOCKS: list[dict[str, Any]] = [
 
 
 def client(sim: SlackSimulator, **kwargs: Any) -> WebClient:
-    kwargs.setdefault("timeout", 5)
+    kwargs.setdefault("timeout", scaled(5))  # a hang guard: a busy machine stretches it
     return WebClient(token=sim.token, base_url=sim.api_base, **kwargs)
 
 
@@ -92,9 +93,9 @@ def test_concurrent_posts_none_lost_none_twice(slack_sim: SlackSimulator) -> Non
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(scaled(30))
     assert not errors
-    messages = slack_sim.wait_for_messages(60, timeout=30)
+    messages = slack_sim.wait_for_messages(60, timeout=scaled(30))
     assert sorted(m["text"] for m in messages) == sorted(
         f"{w}-{i}" for w in range(6) for i in range(10))
     assert len({m["ts"] for m in messages}) == 60
