@@ -75,8 +75,15 @@ class InsertClaim:
         wanted = sorted(set(fingerprints))
         busy = {r.fingerprint for r in conn.execute(_UNFINISHED_SERIES,
                                                     {"fingerprints": wanted})} if wanted else set()
+        return cls.of(wanted, busy, now, lease_s)
+
+    @classmethod
+    def of(cls, fingerprints: Iterable[str], busy: Iterable[str], now: datetime,
+           lease_s: float) -> InsertClaim:
+        """The claim of the series of ``fingerprints`` not ``busy`` (with an unfinished row:
+        the caller read them under its series locks)."""
         return cls(str(uuid.uuid4()), now + timedelta(seconds=lease_s),
-                   frozenset(wanted) - busy)
+                   frozenset(fingerprints) - frozenset(busy))
 
     def values(self, fingerprint: str) -> dict[str, Any]:
         """The outbox columns of a new row of ``fingerprint`` (empty: not claimed)."""
