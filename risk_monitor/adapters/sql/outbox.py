@@ -32,7 +32,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_log import SqlAuditLog
-from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.engine import (
+    is_postgres,
+    lock_names,
+    read_only,
+    storage_errors,
+    write_tx,
+)
 from risk_monitor.adapters.sql.schema import OUTBOX_STATUSES, UtcDateTime, alert_states, outbox
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.errors import RiskMonitorError
@@ -199,7 +205,18 @@ class OutboxRepository:
     # -- outcomes -------------------------------------------------------------------------------
     def mark_sent(self, entry: OutboxEntry, delivery_ref: str, now: datetime,
                   *, thread_root: bool) -> bool:
-        """Record a delivery; False when our lease was lost (someone may send it again)."""
+        """Record a delivery; False when our lease was lost (someone may send it again).
+        On PostgreSQL one statement in autocommit (the alert's thread root with it): one
+        round trip after the post instead of BEGIN, two updates and COMMIT."""
+        if is_postgres(self.engine):
+            if now.tzinfo is None:
+                raise ValueError(f"naive datetime {now!r}: pass timezone-aware UTC times")
+            with storage_errors(SOURCE), self.engine.connect() as raw:
+                conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+                return bool(conn.exec_driver_sql(_MARK_SENT_PG, {
+                    "id": entry.id, "token": entry.claim_token, "ref": delivery_ref,
+                    "now": now, "root": thread_root, "fingerprint": entry.fingerprint,
+                    "episode": entry.episode}).scalar_one())
         with write_tx(self.engine, source=SOURCE) as conn:
             done = _update_claimed(conn, entry, status="sent", delivery_ref=delivery_ref,
                                    notified_at=now, finished_at=now)
@@ -315,6 +332,17 @@ class _ClaimStatements:
 
 
 _CLAIM_STATEMENTS: dict[str, _ClaimStatements] = {}
+
+#: :meth:`OutboxRepository.mark_sent` on PostgreSQL: the row (while our claim holds) and, for
+#: the first message of an episode, the series' thread root, atomically in one statement
+_MARK_SENT_PG = (
+    "WITH done AS (UPDATE outbox SET status = 'sent', delivery_ref = %(ref)s,"
+    " notified_at = %(now)s, finished_at = %(now)s, lease_until = NULL, claim_token = NULL"
+    " WHERE id = %(id)s AND claim_token = %(token)s RETURNING id), "
+    "root AS (UPDATE alert_states SET message_ref = %(ref)s"
+    " WHERE %(root)s AND fingerprint = %(fingerprint)s AND episode = %(episode)s"
+    " AND EXISTS (SELECT 1 FROM done) RETURNING 1) "
+    "SELECT count(*) FROM done")  # (a data-modifying CTE always runs to completion)
 
 _UNFINISHED_SERIES = (
     sa.select(outbox.c.fingerprint).distinct()
