@@ -333,10 +333,16 @@ class ChangeTransaction:
 def _columns(prefix: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
              ) -> dict[str, list[Any]]:
     """One array per column (``unnest`` turns them back into rows); times checked aware."""
-    return {f"{prefix}_{c}": [_checked(row[c]) for row in rows] for c in columns}
+    arrays = {f"{prefix}_{c}": [row[c] for row in rows] for c in columns}
+    for c in columns:
+        if _TYPES.get(c) == "timestamptz":
+            for value in arrays[f"{prefix}_{c}"]:
+                _checked(value)
+    return arrays
 
 
 def _checked(value: Any) -> Any:
+    """A time bound as is: aware (psycopg2 sends its offset), never naive."""
     if isinstance(value, datetime) and value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: pass timezone-aware UTC times")
     return value
