@@ -4,7 +4,9 @@ Runs ``AlertWriter._write_changes`` on a fresh PostgreSQL database: ``--series``
 OK → BREACH → OK ``--rounds`` times, one series per write (the bench's shape at 1k ticks/s:
 ~10 crossings/s, mostly one per write) and then all series in one merged write. Counts the SQL
 round trips (an executemany of an UPDATE is one per row with psycopg2) and the writer thread's
-CPU per write (``time.thread_time``, less distorted by load than wall time). Run from the
+CPU per write (``time.thread_time``, less distorted by load than wall time). On PostgreSQL a
+change is two statements (``adapters/sql/alert_change.py``), the COMMIT, and the BEGIN that
+psycopg2 sends before the first statement. Run from the
 repository root: ``python bench/bench_writer_statements.py``.
 
 ``--deliver N``: the stretch a status change takes from the writer to Slack (issue 10: change
@@ -59,7 +61,7 @@ def main() -> None:
         return
     url = create_database("rm_bench_writer")
     storage = Storage.open(url)
-    counts = {"round_trips": 0}
+    counts = {"round_trips": 0, "commits": 0}
 
     @sa.event.listens_for(storage.engine, "before_cursor_execute")
     def _count(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
@@ -67,9 +69,14 @@ def main() -> None:
         many = executemany and not statement.lstrip().upper().startswith("INSERT")
         counts["round_trips"] += len(params) if many else 1
 
+    @sa.event.listens_for(storage.engine, "commit")
+    def _commit(conn: Any) -> None:
+        counts["commits"] += 1
+
     writer = AlertWriter(storage, policy=AlertPolicy, persist_interval_s=3600.0)
     at = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
     single_trips: list[int] = []
+    single_commits: list[int] = []
     single_cpu: list[float] = []
     single_wall: list[float] = []
     status = LimitStatus.OK
@@ -79,13 +86,14 @@ def main() -> None:
             for i in range(args.series):
                 at += timedelta(milliseconds=10)
                 change = Change(result(i, status, at), "tick", time.perf_counter(), {})
-                counts["round_trips"] = 0
+                counts["round_trips"] = counts["commits"] = 0
                 cpu, wall = time.thread_time(), time.perf_counter()
                 writer._write_changes({change.result.fingerprint: [change]}, {
                     change.result.fingerprint: {"source": "hot_path"}})
                 single_cpu.append(time.thread_time() - cpu)
                 single_wall.append(time.perf_counter() - wall)
                 single_trips.append(counts["round_trips"])
+                single_commits.append(counts["commits"])
         status = LimitStatus.BREACH if status is LimitStatus.OK else LimitStatus.OK
         at += timedelta(milliseconds=10)
         batch = {}
@@ -101,8 +109,9 @@ def main() -> None:
         single_cpu.sort()
         single_wall.sort()
         print(f"load average {os.getloadavg()[0]:.1f} (loaded machine)")
-        print(f"one status change per write: {min(single_trips)}-{max(single_trips)} round "
-              f"trips, writer CPU p50 {single_cpu[len(single_cpu) // 2] * 1e3:.2f} ms, "
+        print(f"one status change per write: {min(single_trips)}-{max(single_trips)} "
+              f"statements + {max(single_commits)} COMMIT (+ psycopg2's BEGIN), writer CPU p50 "
+              f"{single_cpu[len(single_cpu) // 2] * 1e3:.2f} ms, "
               f"mean {sum(single_cpu) / len(single_cpu) * 1e3:.2f} ms "
               f"({len(single_cpu)} writes); wall p50 "
               f"{single_wall[len(single_wall) // 2] * 1e3:.2f} ms, p99 "
