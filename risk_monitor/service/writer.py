@@ -4,13 +4,14 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
 
 * **changes** (:meth:`AlertWriter.submit`): the series whose status moved. One transaction
   locks just those series (alert and compliance), plans their transitions
-  (``domain.alerts.plan_alerts``), upserts the states in one statement, inserts their outbox
-  rows in one (claimed on insert for this process's dispatcher, with the reads its delivery
-  needs: ``outbox.InsertClaim``), records the compliance timeline, and seals every audit entry
-  (with the lineage context) from the rows in memory, last, in three statements under the
-  chain lock; right after the commit the claimed rows go to the dispatcher's thread (no claim
-  transaction on the alert's way). About 14 statements per write on the writer's own
-  connection, however many series. While a write runs, new changes *merge*: the
+  (``domain.alerts.plan_alerts``), writes the states and their outbox rows (claimed on insert
+  for this process's dispatcher, with the reads its delivery needs: ``outbox.InsertClaim``),
+  records the compliance timeline, and seals every audit entry (with the lineage context)
+  from the rows in memory; right after the commit the claimed rows go to the dispatcher's
+  thread (no claim transaction on the alert's way). On PostgreSQL that is two statements and
+  the commit, however many series (``adapters/sql/alert_change.py``: the locks and every read
+  in one round trip, every write in one); elsewhere (SQLite) the same transaction statement
+  by statement. While a write runs, new changes *merge*: the
   latest status per series is the one alerted on, and every status in between is still recorded
   in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
   failed write keeps its changes pending, merged with newer ones, and is retried;
@@ -275,7 +276,7 @@ class AlertWriter:
                                              busy=tx.reads.busy) \
                 if delivery is not None and plan.notifications else None
             applied = tx.apply(plan.states, plan.notifications, claim=claim)
-            intervals = tx.compliance(steps)
+            intervals = tx.compliance(steps)  # planned in memory, written by the seal
             tx.seal(before=before, states=plan.states, notifications=plan.notifications,
                     context=context, at=now, extra=[compliance_seal(row) for row in intervals])
         claimed = claim.entries(tx.enqueued_rows) if claim is not None else []
