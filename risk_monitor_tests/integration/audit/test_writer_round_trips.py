@@ -111,3 +111,29 @@ def test_one_change_is_two_statements_and_a_commit(pg_storage: Storage,
     assert [r.status for r in pg_storage.outbox.rows()] == ["sent"] * 3
     report = verify(pg_storage.engine)
     assert report.ok, report.findings
+
+
+def test_an_extended_interval_keeps_its_seal_and_the_timeline_matches(
+        pg_storage: Storage, sqlite_storage: Storage) -> None:
+    """A status seen again extends the open interval (last sighting, worst utilisation): not
+    sealed, its ``audit_hash`` kept; then, in one merged write, extended again and closed.
+    (An id reserved for an interval that did not open is a gap on PostgreSQL: ids aside, the
+    timelines are the same.)"""
+    writes = ((_change("BREACH", 1, "desk-a"),), (_change("BREACH", 2, "desk-a"),),
+              (_change("BREACH", 3, "desk-a"), _change("OK", 4, "desk-a")))
+    timelines = []
+    for storage in (pg_storage, sqlite_storage):
+        writer = AlertWriter(storage, policy=AlertPolicy, persist_interval_s=3600.0)
+        for changes in writes:
+            writer.submit(changes, {"source": "service"})
+            writer._write_changes(*_drain(writer))
+        report = verify(storage.engine)
+        assert report.ok, report.findings
+        timelines.append([(i.status.value, i.since, i.until, i.last_seen_at)
+                          for i in storage.compliance.intervals(START, START + timedelta(1))])
+        timelines.append(len(_rows(storage)["audit_log"]))
+    assert timelines[0] == timelines[2] == [
+        ("BREACH", START + timedelta(seconds=1), START + timedelta(seconds=4),
+         START + timedelta(seconds=3)),
+        ("OK", START + timedelta(seconds=4), None, START + timedelta(seconds=4))]
+    assert timelines[1] == timelines[3]
