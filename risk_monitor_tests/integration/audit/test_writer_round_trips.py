@@ -1,4 +1,5 @@
-"""The hot path's change transaction on PostgreSQL (issue 10): two statements and the commit,
+"""The hot path's change transaction on PostgreSQL (issue 10): three round trips (two
+statements, the first carrying the BEGIN, and the COMMIT),
 writing exactly what the statement-by-statement path writes (SQLite runs that path), down to
 the audit chain's hashes; and the delivery record after a post in one statement."""
 
@@ -36,9 +37,12 @@ _WRITES = (
 def _write_all(storage: Storage, dispatcher: OutboxDispatcher | None = None) -> AlertWriter:
     writer = AlertWriter(storage, policy=AlertPolicy, persist_interval_s=3600.0,
                          delivery=dispatcher)
-    for changes in _WRITES:  # one write each: submitted together, they merge
-        writer.submit(changes, {"source": "service", "instance_id": "svc-1"})
-        writer._write_changes(*_drain(writer))
+    try:
+        for changes in _WRITES:  # one write each: submitted together, they merge
+            writer.submit(changes, {"source": "service", "instance_id": "svc-1"})
+            writer._write_changes(*_drain(writer))
+    finally:
+        writer._drop_connection()
     return writer
 
 
@@ -71,7 +75,7 @@ def test_the_two_statement_change_writes_what_the_statement_by_statement_one_doe
         assert report.ok, report.findings
 
 
-def test_one_change_is_two_statements_and_a_commit(pg_storage: Storage,
+def test_one_change_is_three_round_trips(pg_storage: Storage,
                                                    clock: FakeClock) -> None:
     notifier = FakeNotifier()
     dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock)
@@ -94,17 +98,21 @@ def test_one_change_is_two_statements_and_a_commit(pg_storage: Storage,
             statements.clear()
             commits.clear()
             writer._write_changes(*_drain(writer))
-            # the locks and every read (states, intervals, outbox, silences, acks, chain
-            # head) in one round trip; states, outbox, compliance, audit, lineage in one
-            assert len(statements) == 2, statements
+            # BEGIN, the locks and every read (states, intervals, outbox, silences, acks,
+            # chain head) in one round trip; states, outbox, compliance, audit, lineage in
+            # one; the COMMIT (the connection is in autocommit: psycopg2 sends no BEGIN)
+            assert len(statements) == 3, statements
+            assert statements[0].startswith("BEGIN;")
             assert statements[1].startswith("WITH states AS")
-            assert len(commits) == 1
+            assert statements[2] == "COMMIT"
+            assert not commits  # no transaction of SQLAlchemy's (nor psycopg2's) around it
             # the row claimed on insert goes out; its record is one statement (autocommit)
             statements.clear()
             commits.clear()
             assert dispatcher._deliver_direct().sent == 1
             assert len(statements) == 1 and not commits, statements
     finally:
+        writer._drop_connection()
         sa.event.remove(pg_storage.engine, "before_cursor_execute", counted)
         sa.event.remove(pg_storage.engine, "commit", committed)
     assert [n.status.value for n in notifier.sent] == ["BREACH", "OK", "WARN"]
@@ -127,6 +135,7 @@ def test_an_extended_interval_keeps_its_seal_and_the_timeline_matches(
         for changes in writes:
             writer.submit(changes, {"source": "service"})
             writer._write_changes(*_drain(writer))
+        writer._drop_connection()
         report = verify(storage.engine)
         assert report.ok, report.findings
         timelines.append([(i.status.value, i.since, i.until, i.last_seen_at)
