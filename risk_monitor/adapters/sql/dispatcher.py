@@ -456,6 +456,7 @@ class OutboxDispatcher:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+        self.repository.close()
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
 
 

@@ -21,6 +21,8 @@ SQLite by ``BEGIN IMMEDIATE``, so two dispatchers (service replicas) never split
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -152,6 +154,44 @@ class OutboxRepository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._records: Connection | None = None  # autocommit, for :meth:`_record`
+        self._records_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Give back the connection the delivery records keep."""
+        with self._records_lock:
+            conn, self._records = self._records, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _record(self, statement: str, params: dict[str, Any]) -> Any:
+        """One statement in autocommit on the records' own connection (no pool checkout,
+        ping or BEGIN): its first column. A connection found dead (the database restarted)
+        is replaced once; the statement is guarded by the claim token, so a repeat of one
+        that committed changes nothing."""
+        with self._records_lock:
+            try:
+                return self._execute_record(statement, params)
+            except RiskMonitorError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated):
+                    raise
+            return self._execute_record(statement, params)
+
+    def _execute_record(self, statement: str, params: dict[str, Any]) -> Any:
+        with storage_errors(SOURCE):
+            if self._records is None:
+                self._records = self.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT")
+            conn = self._records
+            try:
+                return conn.exec_driver_sql(statement, params).scalar_one()
+            except Exception:
+                self._records = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
 
     # -- claiming -------------------------------------------------------------------------------
     def claim(self, batch: int, now: datetime, lease_s: float, *,
@@ -206,17 +246,16 @@ class OutboxRepository:
     def mark_sent(self, entry: OutboxEntry, delivery_ref: str, now: datetime,
                   *, thread_root: bool) -> bool:
         """Record a delivery; False when our lease was lost (someone may send it again).
-        On PostgreSQL one statement in autocommit (the alert's thread root with it): one
-        round trip after the post instead of BEGIN, two updates and COMMIT."""
+        On PostgreSQL one statement (the alert's thread root with it), one round trip after
+        the post: on a connection of the repository's own in autocommit (:meth:`close`), where
+        a pooled one cost a liveness ping, BEGIN, two updates and COMMIT."""
         if is_postgres(self.engine):
             if now.tzinfo is None:
                 raise ValueError(f"naive datetime {now!r}: pass timezone-aware UTC times")
-            with storage_errors(SOURCE), self.engine.connect() as raw:
-                conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-                return bool(conn.exec_driver_sql(_MARK_SENT_PG, {
-                    "id": entry.id, "token": entry.claim_token, "ref": delivery_ref,
-                    "now": now, "root": thread_root, "fingerprint": entry.fingerprint,
-                    "episode": entry.episode}).scalar_one())
+            return bool(self._record(_MARK_SENT_PG, {
+                "id": entry.id, "token": entry.claim_token, "ref": delivery_ref, "now": now,
+                "root": thread_root, "fingerprint": entry.fingerprint,
+                "episode": entry.episode}))
         with write_tx(self.engine, source=SOURCE) as conn:
             done = _update_claimed(conn, entry, status="sent", delivery_ref=delivery_ref,
                                    notified_at=now, finished_at=now)

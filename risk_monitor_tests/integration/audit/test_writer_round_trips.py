@@ -106,13 +106,15 @@ def test_one_change_is_three_round_trips(pg_storage: Storage,
             assert statements[1].startswith("WITH states AS")
             assert statements[2] == "COMMIT"
             assert not commits  # no transaction of SQLAlchemy's (nor psycopg2's) around it
-            # the row claimed on insert goes out; its record is one statement (autocommit)
+            # the row claimed on insert goes out; its record is one statement, on the
+            # records' own autocommit connection: one round trip
             statements.clear()
             commits.clear()
             assert dispatcher._deliver_direct().sent == 1
             assert len(statements) == 1 and not commits, statements
     finally:
         writer._drop_connection()
+        dispatcher.repository.close()
         sa.event.remove(pg_storage.engine, "before_cursor_execute", counted)
         sa.event.remove(pg_storage.engine, "commit", committed)
     assert [n.status.value for n in notifier.sent] == ["BREACH", "OK", "WARN"]
