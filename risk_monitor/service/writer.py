@@ -4,13 +4,14 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
 
 * **changes** (:meth:`AlertWriter.submit`): the series whose status moved. One transaction
   locks just those series (alert and compliance), plans their transitions
-  (``domain.alerts.plan_alerts``), upserts the states in one statement, inserts their outbox
-  rows in one (claimed on insert for this process's dispatcher, with the reads its delivery
-  needs: ``outbox.InsertClaim``), records the compliance timeline, and seals every audit entry
-  (with the lineage context) from the rows in memory, last, in three statements under the
-  chain lock; right after the commit the claimed rows go to the dispatcher's thread (no claim
-  transaction on the alert's way). About 14 statements per write on the writer's own
-  connection, however many series. While a write runs, new changes *merge*: the
+  (``domain.alerts.plan_alerts``), writes the states and their outbox rows (claimed on insert
+  for this process's dispatcher, with the reads its delivery needs: ``outbox.InsertClaim``),
+  records the compliance timeline, and seals every audit entry (with the lineage context)
+  from the rows in memory; right after the commit the claimed rows go to the dispatcher's
+  thread (no claim transaction on the alert's way). On PostgreSQL that is two statements and
+  the commit, however many series (``adapters/sql/alert_change.py``: the locks and every read
+  in one round trip, every write in one); elsewhere (SQLite) the same transaction statement
+  by statement. While a write runs, new changes *merge*: the
   latest status per series is the one alerted on, and every status in between is still recorded
   in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
   failed write keeps its changes pending, merged with newer ones, and is retried;
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -36,12 +38,14 @@ from sqlalchemy.engine import Connection
 from risk_monitor import application
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
+from risk_monitor.adapters.sql.alert_store import ApplyResult
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.compliance_store import lock_names_of as compliance_lock_names
 from risk_monitor.adapters.sql.compliance_store import write_step as compliance_step
 from risk_monitor.adapters.sql.dispatcher import ClaimReads
+from risk_monitor.adapters.sql.engine import is_postgres
 from risk_monitor.adapters.sql.outbox import OutboxEntry
-from risk_monitor.domain.alerts import AlertPolicy, plan_alerts
+from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.model import LimitResult, LimitStatus, Notification
 from risk_monitor.platform.logging import get_logger
@@ -64,6 +68,10 @@ PENDING = Gauge("risk_monitor_hot_path_writer_pending_series",
                 "Series with a status change waiting for the writer.")
 NOTIFICATIONS = Counter("risk_monitor_hot_path_notifications_total",
                         "Notifications the hot path enqueued in the outbox, by kind.", ["kind"])
+
+#: what a change's transaction committed: the plan, what it wrote, the rows claimed on insert
+#: for this process's dispatcher and the reads their delivery needs
+_Committed = tuple[AlertPlan, ApplyResult, list[OutboxEntry], ClaimReads | None]
 
 #: pause of the writer after a failed write (the database is probably down)
 WRITE_RETRY_PAUSE_S = 1.0
@@ -224,35 +232,14 @@ class AlertWriter:
                    "evaluated_at": now.isoformat(), **first.detail}
         rounds = max(len(changes) for changes in batch.values())
         policy = replace(self._policy(), resolve_missing=False)  # a partial update
-        # ONE transaction: states, outbox rows, every compliance step, then the audit seals of
-        # all of them (the chain lock is taken last and held for three statements). The
-        # compliance series are locked with the alert series, in one ordered call.
         steps = [[changes[i].result for changes in batch.values() if i < len(changes)]
                  for i in range(rounds)]  # every intermediate status joins the timeline
-        delivery = self._delivery
-        claimed: list[OutboxEntry] = []
-        reads: ClaimReads | None = None
         if self._conn is None:  # held by this thread: no pool checkout + ping per change
             self._conn = self.storage.engine.connect()
-        with self.storage.alerts.locked(list(batch), also_lock=compliance_lock_names(results),
-                                        durable=self.durable, connection=self._conn) as tx:
-            before = dict(tx.states)
-            plan = plan_alerts(tx.states, results, now, policy, context=context)
-            # claim-on-insert: the dispatcher sends them right after the commit, no claim round
-            claim = delivery.insert_claim(tx.connection, {n.fingerprint for n in
-                                                          plan.notifications}) \
-                if delivery is not None and plan.notifications else None
-            applied = tx.apply(plan.states, plan.notifications, claim=claim)
-            intervals: list[dict[str, Any]] = []
-            for step in steps:
-                intervals += compliance_step(tx.connection, step)[1]
-            if claim is not None and delivery is not None:
-                claimed = claim.entries(tx.enqueued_rows)
-                reads = delivery.claim_reads(tx.connection, claimed) if claimed else None
-            tx.seal(before=before, states=plan.states, notifications=plan.notifications,
-                    context=context, at=now,
-                    extra=[compliance_seal(row) for row in intervals])
+        commit = self._commit_pg if is_postgres(self._conn) else self._commit_generic
+        plan, applied, claimed, reads = commit(list(batch), results, steps, policy, context, now)
         done = time.perf_counter()
+        delivery = self._delivery
         if claimed and delivery is not None and reads is not None:
             delivery.deliver_claimed(claimed, reads)  # first thing after the commit
         for change in latest:
@@ -270,6 +257,62 @@ class AlertWriter:
             log.info("hot_path_alerts_raised", trigger=first.trigger, enqueued=applied.enqueued,
                      notifications=[f"{n.kind.value}:{n.limit_id}:{n.scope}:{n.status.value}"
                                     for n in notes[:20]])
+
+    def _commit_pg(self, fingerprints: list[str], results: list[LimitResult],
+                   steps: list[list[LimitResult]], policy: AlertPolicy,
+                   context: dict[str, Any], now: datetime) -> _Committed:
+        """The change in two statements and the commit (``adapters/sql/alert_change.py``):
+        the locks and every read in one round trip, every write and the audit seals in one."""
+        delivery = self._delivery
+        assert self._conn is not None
+        with self.storage.alerts.change(
+                fingerprints, results=[r for step in steps for r in step],
+                new_intervals=sum(len(step) for step in steps), connection=self._conn,
+                durable=self.durable,
+                reads_at=delivery.clock() if delivery is not None else None) as tx:
+            before = dict(tx.states)
+            plan = plan_alerts(tx.states, results, now, policy, context=context)
+            claim = delivery.claim_on_insert({n.fingerprint for n in plan.notifications},
+                                             busy=tx.reads.busy) \
+                if delivery is not None and plan.notifications else None
+            applied = tx.apply(plan.states, plan.notifications, claim=claim)
+            intervals = tx.compliance(steps)  # planned in memory, written by the seal
+            tx.seal(before=before, states=plan.states, notifications=plan.notifications,
+                    context=context, at=now, extra=[compliance_seal(row) for row in intervals])
+        claimed = claim.entries(tx.enqueued_rows) if claim is not None else []
+        series = {e.fingerprint for e in claimed}
+        reads = ClaimReads(silences=tx.reads.silences,
+                           acks=[a for a in tx.reads.acks if a.fingerprint in series],
+                           roots=tx.reads.roots) if claimed else None
+        return plan, applied, claimed, reads
+
+    def _commit_generic(self, fingerprints: list[str], results: list[LimitResult],
+                        steps: list[list[LimitResult]], policy: AlertPolicy,
+                        context: dict[str, Any], now: datetime) -> _Committed:
+        """The change on other backends (SQLite): the same transaction, statement by
+        statement. The compliance series are locked with the alert series, in one ordered
+        call; the chain lock is taken last, by the seal."""
+        delivery = self._delivery
+        claimed: list[OutboxEntry] = []
+        reads: ClaimReads | None = None
+        with self.storage.alerts.locked(fingerprints, also_lock=compliance_lock_names(results),
+                                        durable=self.durable, connection=self._conn) as tx:
+            before = dict(tx.states)
+            plan = plan_alerts(tx.states, results, now, policy, context=context)
+            claim = delivery.insert_claim(tx.connection, {n.fingerprint for n in
+                                                          plan.notifications}) \
+                if delivery is not None and plan.notifications else None
+            applied = tx.apply(plan.states, plan.notifications, claim=claim)
+            intervals: list[dict[str, Any]] = []
+            for step in steps:
+                intervals += compliance_step(tx.connection, step)[1]
+            if claim is not None and delivery is not None:
+                claimed = claim.entries(tx.enqueued_rows)
+                reads = delivery.claim_reads(tx.connection, claimed) if claimed else None
+            tx.seal(before=before, states=plan.states, notifications=plan.notifications,
+                    context=context, at=now,
+                    extra=[compliance_seal(row) for row in intervals])
+        return plan, applied, claimed, reads
 
     def _changes_first(self) -> None:
         """Write the status changes that arrived during a periodic write before its next step

@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -31,14 +31,18 @@ from risk_monitor.adapters.sql.engine import (
     is_postgres,
     lock_names,
     read_only,
+    storage_errors,
     write_tx,
     write_tx_on,
 )
 from risk_monitor.adapters.sql.outbox import InsertClaim
 from risk_monitor.adapters.sql.schema import alert_states, outbox
-from risk_monitor.domain.model import AlertState, Notification
+from risk_monitor.domain.model import AlertState, LimitResult, Notification
 from risk_monitor.platform.errors import StorageIntegrityError
 from risk_monitor.platform.logging import get_logger
+
+if TYPE_CHECKING:
+    from risk_monitor.adapters.sql.alert_change import ChangeTransaction
 
 log = get_logger(__name__)
 SOURCE = "alert_store"
@@ -122,7 +126,16 @@ def enqueue_rows(conn: Connection, notifications: Sequence[Notification], now: d
     with their ids."""
     if not notifications:
         return []
-    rows = [
+    rows = outbox_rows(notifications, now, claim=claim)
+    new = {row.idempotency_key: row.id for row in conn.execute(_outbox_insert(conn), rows)}
+    return [{**row, "id": new[row["idempotency_key"]]} for row in rows
+            if row["idempotency_key"] in new]
+
+
+def outbox_rows(notifications: Sequence[Notification], now: datetime,
+                *, claim: InsertClaim | None = None) -> list[dict[str, Any]]:
+    """The outbox rows of ``notifications`` as inserted (no id yet)."""
+    return [
         {
             "idempotency_key": n.idempotency_key,
             "fingerprint": n.fingerprint,
@@ -147,9 +160,6 @@ def enqueue_rows(conn: Connection, notifications: Sequence[Notification], now: d
         }
         for n in notifications
     ]
-    new = {row.idempotency_key: row.id for row in conn.execute(_outbox_insert(conn), rows)}
-    return [{**row, "id": new[row["idempotency_key"]]} for row in rows
-            if row["idempotency_key"] in new]
 
 
 #: the writer's statements, built once per backend (and column set): the compiled cache then
@@ -225,6 +235,35 @@ class SqlAlertStore:
             lock_names(conn, [*(f"alert:{fp}" for fp in wanted), *also_lock])
             states, versions = _select_states(conn, wanted)
             yield AlertTransaction(conn, states, versions, frozenset(wanted), self._clock)
+
+    @contextlib.contextmanager
+    def change(self, fingerprints: Sequence[str], *, results: Sequence[LimitResult],
+               new_intervals: int, connection: Connection, durable: bool = True,
+               reads_at: datetime | None = None) -> Iterator[ChangeTransaction]:
+        """The hot path's change transaction on PostgreSQL in three round trips
+        (``alert_change.py``): the series of ``fingerprints`` and the compliance series of
+        ``results`` locked, then the audit chain; committed at exit.
+
+        The caller's ``connection`` is switched to autocommit (for good: it is the writer's
+        own) and the transaction is explicit: its ``BEGIN`` travels with the first statement
+        instead of costing psycopg2's round trip of its own; ``ROLLBACK`` on any failure.
+        """
+        from risk_monitor.adapters.sql.alert_change import ChangeTransaction, open_change
+
+        conn = connection
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn = connection.execution_options(isolation_level="AUTOCOMMIT")
+        with storage_errors(SOURCE):
+            try:
+                reads = open_change(conn, fingerprints, results=results,
+                                    new_intervals=new_intervals, durable=durable,
+                                    reads_at=reads_at)
+                yield ChangeTransaction(conn, reads, self._clock)
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):  # a dead connection: the caller drops it
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
 
     def apply(self, states: Sequence[AlertState],
               notifications: Sequence[Notification]) -> None:

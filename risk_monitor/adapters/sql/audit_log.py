@@ -206,18 +206,8 @@ def seal_batch(conn: Connection, seals: Sequence[Seal], *, at: datetime,
         if lineage is not None:
             audit_lineage.write(conn, lineage)
         return 0
-    head = _locked_head(conn)
-    entries: list[dict[str, Any]] = []
-    hashes: dict[str, dict[Any, str]] = {}
-    for seal in seals:
-        coverage = COVERAGE[seal.table]
-        key = seal.row[coverage.key]
-        entry = _entry(head, seal.event, at, seal.correlation_id, seal.payload,
-                       run_id=seal.run_id, subject=coverage.subject(key),
-                       digest=coverage.digest(seal.row))
-        head = entry["entry_hash"]
-        entries.append(entry)
-        hashes.setdefault(seal.table, {})[key] = head  # a row sealed twice keeps the last
+    entries, hashes = chain_entries(_locked_head(conn), seals, at=at)
+    head = entries[-1]["entry_hash"]
     statement = _sealing_statement(conn, entries, hashes, lineage)
     if statement is not None:  # PostgreSQL, a few rows: one round trip for all of it
         inserted = conn.execute(*statement).scalar_one()
@@ -233,6 +223,24 @@ def seal_batch(conn: Connection, seals: Sequence[Seal], *, at: datetime,
             _set_hashes(conn, COVERAGE[table], by_key)
     conn.info[_HEAD_KEY] = (conn.get_transaction(), head)
     return len(entries)
+
+
+def chain_entries(head: str, seals: Sequence[Seal], *, at: datetime
+                  ) -> tuple[list[dict[str, Any]], dict[str, dict[Any, str]]]:
+    """The audit_log rows sealing ``seals``, chained in order onto ``head``, and the hash
+    each sealed row then carries (per table, per key; a row sealed twice keeps the last)."""
+    entries: list[dict[str, Any]] = []
+    hashes: dict[str, dict[Any, str]] = {}
+    for seal in seals:
+        coverage = COVERAGE[seal.table]
+        key = seal.row[coverage.key]
+        entry = _entry(head, seal.event, at, seal.correlation_id, seal.payload,
+                       run_id=seal.run_id, subject=coverage.subject(key),
+                       digest=coverage.digest(seal.row))
+        head = entry["entry_hash"]
+        entries.append(entry)
+        hashes.setdefault(seal.table, {})[key] = head
+    return entries, hashes
 
 
 #: the most rows (entries, and keys per table) the one-statement seal takes; beyond, the

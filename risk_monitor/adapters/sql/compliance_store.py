@@ -12,7 +12,8 @@ the past.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -92,7 +93,6 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
     """One timeline step in ``conn``'s transaction, under the series' locks (the caller's):
     returns intervals opened and the rows whose audited columns changed, as written (the
     caller seals them, last in its transaction)."""
-    t = compliance_intervals
     keys = {(r.limit_id, r.scope) for r in results}
     stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
     limit_ids = sorted({limit_id for limit_id, _ in keys})
@@ -101,10 +101,37 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
         for row in rows:
             if (row.limit_id, row.scope) in keys:
                 stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
-    update = update_intervals([i for _, i in stored.values()], results)
-    written: list[dict[str, Any]] = []  # intervals whose audited columns changed (sealed)
-    new: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    step = timeline_step(stored, results)
+    if step.updates:
+        _update_intervals(conn, step.updates)
+    written = step.written
+    if step.new:  # one multi-row INSERT; ids come back in the rows' order
+        t = compliance_intervals
+        ids = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True),
+                           step.new).scalars().all()
+        written += [{"id": i, **row} for i, row in zip(ids, step.new, strict=True)]
+    return len(step.new), written
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    """What one timeline step writes: ``updates`` of stored intervals (``interval_id`` and
+    ``new_*`` values), ``new`` intervals (no id yet) and the ``written`` updated rows whose
+    audited columns changed (to seal; the new rows are sealed too, once they have ids)."""
+
+    updates: list[dict[str, Any]]
+    new: list[dict[str, Any]]
+    written: list[dict[str, Any]]
+
+
+def timeline_step(stored: Mapping[tuple[str, str], tuple[int, StatusInterval]],
+                  results: Sequence[LimitResult]) -> TimelineStep:
+    """The rows of one step of the domain's timeline (``update_intervals``) against the
+    stored open intervals (``(limit_id, scope) -> (id, interval)``); no I/O, so a writer that
+    read the intervals already (``alert_change.py``) plans its steps in memory."""
+    keys = {(r.limit_id, r.scope) for r in results}
+    update = update_intervals([i for k, (_, i) in stored.items() if k in keys], results)
+    step = TimelineStep([], [], [])
     for interval in [*update.close, *update.open]:
         known = stored.get((interval.limit_id, interval.scope))
         values = {"status": interval.status.value, "until": interval.until,
@@ -112,21 +139,16 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
                   "worst_utilisation": interval.worst_utilisation,
                   "config_version": interval.config_version}
         if known is not None and known[1].since == interval.since:
-            updates.append({"interval_id": known[0], **{f"new_{k}": v for k, v in values.items()}})
+            step.updates.append({"interval_id": known[0],
+                                 **{f"new_{k}": v for k, v in values.items()}})
             if (known[1].until != interval.until
                     or known[1].config_version != interval.config_version):
-                written.append({"id": known[0], "limit_id": interval.limit_id,
-                                "scope": interval.scope, "since": interval.since, **values})
+                step.written.append({"id": known[0], "limit_id": interval.limit_id,
+                                     "scope": interval.scope, "since": interval.since, **values})
         else:
-            new.append({"limit_id": interval.limit_id, "scope": interval.scope,
-                        "since": interval.since, **values})
-    if updates:
-        _update_intervals(conn, updates)
-    if new:  # one multi-row INSERT; ids come back in the rows' order
-        ids = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True),
-                           new).scalars().all()
-        written += [{"id": i, **row} for i, row in zip(ids, new, strict=True)]
-    return len(new), written
+            step.new.append({"limit_id": interval.limit_id, "scope": interval.scope,
+                             "since": interval.since, **values})
+    return step
 
 
 #: the step's statements, built once (bind parameters): the compiled cache serves them
@@ -170,7 +192,12 @@ def _update_intervals(conn: Connection, updates: list[dict[str, Any]]) -> None:
 
 
 def _interval(row: sa.Row[Any]) -> StatusInterval:
-    return StatusInterval(limit_id=row.limit_id, scope=row.scope, status=LimitStatus(row.status),
-                          since=row.since, until=row.until,
-                          worst_utilisation=row.worst_utilisation,
-                          last_seen_at=row.last_seen_at, config_version=row.config_version)
+    return interval_from(row._mapping)
+
+
+def interval_from(row: Mapping[str, Any] | sa.RowMapping) -> StatusInterval:
+    """The domain interval of a stored row's values."""
+    return StatusInterval(limit_id=row["limit_id"], scope=row["scope"],
+                          status=LimitStatus(row["status"]), since=row["since"],
+                          until=row["until"], worst_utilisation=row["worst_utilisation"],
+                          last_seen_at=row["last_seen_at"], config_version=row["config_version"])

@@ -203,6 +203,12 @@ class OutboxDispatcher:
         """A claim-on-insert for new rows of ``fingerprints`` (caller holds their locks)."""
         return InsertClaim.open(conn, fingerprints, self.clock(), self.lease_s)
 
+    def claim_on_insert(self, fingerprints: Iterable[str], *, busy: Iterable[str]
+                        ) -> InsertClaim:
+        """:meth:`insert_claim` when the caller read the ``busy`` series itself (under their
+        locks: ``alert_change.py``)."""
+        return InsertClaim.of(fingerprints, busy, self.clock(), self.lease_s)
+
     def deliver_claimed(self, entries: list[OutboxEntry], reads: ClaimReads) -> None:
         """Rows another transaction of this process claimed on insert (``InsertClaim``),
         with its ``claim_reads``: delivered next by the dispatcher's thread, no claim round.
@@ -450,6 +456,7 @@ class OutboxDispatcher:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+        self.repository.close()
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
 
 

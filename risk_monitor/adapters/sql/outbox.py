@@ -21,6 +21,8 @@ SQLite by ``BEGIN IMMEDIATE``, so two dispatchers (service replicas) never split
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,7 +34,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_log import SqlAuditLog
-from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.engine import (
+    is_postgres,
+    lock_names,
+    read_only,
+    storage_errors,
+    write_tx,
+)
 from risk_monitor.adapters.sql.schema import OUTBOX_STATUSES, UtcDateTime, alert_states, outbox
 from risk_monitor.domain.model import Notification
 from risk_monitor.platform.errors import RiskMonitorError
@@ -75,8 +83,15 @@ class InsertClaim:
         wanted = sorted(set(fingerprints))
         busy = {r.fingerprint for r in conn.execute(_UNFINISHED_SERIES,
                                                     {"fingerprints": wanted})} if wanted else set()
+        return cls.of(wanted, busy, now, lease_s)
+
+    @classmethod
+    def of(cls, fingerprints: Iterable[str], busy: Iterable[str], now: datetime,
+           lease_s: float) -> InsertClaim:
+        """The claim of the series of ``fingerprints`` not ``busy`` (with an unfinished row:
+        the caller read them under its series locks)."""
         return cls(str(uuid.uuid4()), now + timedelta(seconds=lease_s),
-                   frozenset(wanted) - busy)
+                   frozenset(fingerprints) - frozenset(busy))
 
     def values(self, fingerprint: str) -> dict[str, Any]:
         """The outbox columns of a new row of ``fingerprint`` (empty: not claimed)."""
@@ -139,6 +154,44 @@ class OutboxRepository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._records: Connection | None = None  # autocommit, for :meth:`_record`
+        self._records_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Give back the connection the delivery records keep."""
+        with self._records_lock:
+            conn, self._records = self._records, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _record(self, statement: str, params: dict[str, Any]) -> Any:
+        """One statement in autocommit on the records' own connection (no pool checkout,
+        ping or BEGIN): its first column. A connection found dead (the database restarted)
+        is replaced once; the statement is guarded by the claim token, so a repeat of one
+        that committed changes nothing."""
+        with self._records_lock:
+            try:
+                return self._execute_record(statement, params)
+            except RiskMonitorError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated):
+                    raise
+            return self._execute_record(statement, params)
+
+    def _execute_record(self, statement: str, params: dict[str, Any]) -> Any:
+        with storage_errors(SOURCE):
+            if self._records is None:
+                self._records = self.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT")
+            conn = self._records
+            try:
+                return conn.exec_driver_sql(statement, params).scalar_one()
+            except Exception:
+                self._records = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
 
     # -- claiming -------------------------------------------------------------------------------
     def claim(self, batch: int, now: datetime, lease_s: float, *,
@@ -192,7 +245,17 @@ class OutboxRepository:
     # -- outcomes -------------------------------------------------------------------------------
     def mark_sent(self, entry: OutboxEntry, delivery_ref: str, now: datetime,
                   *, thread_root: bool) -> bool:
-        """Record a delivery; False when our lease was lost (someone may send it again)."""
+        """Record a delivery; False when our lease was lost (someone may send it again).
+        On PostgreSQL one statement (the alert's thread root with it), one round trip after
+        the post: on a connection of the repository's own in autocommit (:meth:`close`), where
+        a pooled one cost a liveness ping, BEGIN, two updates and COMMIT."""
+        if is_postgres(self.engine):
+            if now.tzinfo is None:
+                raise ValueError(f"naive datetime {now!r}: pass timezone-aware UTC times")
+            return bool(self._record(_MARK_SENT_PG, {
+                "id": entry.id, "token": entry.claim_token, "ref": delivery_ref, "now": now,
+                "root": thread_root, "fingerprint": entry.fingerprint,
+                "episode": entry.episode}))
         with write_tx(self.engine, source=SOURCE) as conn:
             done = _update_claimed(conn, entry, status="sent", delivery_ref=delivery_ref,
                                    notified_at=now, finished_at=now)
@@ -308,6 +371,17 @@ class _ClaimStatements:
 
 
 _CLAIM_STATEMENTS: dict[str, _ClaimStatements] = {}
+
+#: :meth:`OutboxRepository.mark_sent` on PostgreSQL: the row (while our claim holds) and, for
+#: the first message of an episode, the series' thread root, atomically in one statement
+_MARK_SENT_PG = (
+    "WITH done AS (UPDATE outbox SET status = 'sent', delivery_ref = %(ref)s,"
+    " notified_at = %(now)s, finished_at = %(now)s, lease_until = NULL, claim_token = NULL"
+    " WHERE id = %(id)s AND claim_token = %(token)s RETURNING id), "
+    "root AS (UPDATE alert_states SET message_ref = %(ref)s"
+    " WHERE %(root)s AND fingerprint = %(fingerprint)s AND episode = %(episode)s"
+    " AND EXISTS (SELECT 1 FROM done) RETURNING 1) "
+    "SELECT count(*) FROM done")  # (a data-modifying CTE always runs to completion)
 
 _UNFINISHED_SERIES = (
     sa.select(outbox.c.fingerprint).distinct()

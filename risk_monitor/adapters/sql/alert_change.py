@@ -1,0 +1,378 @@
+"""The hot path's change transaction on PostgreSQL: two statements, then the commit.
+
+A status change used to cost ~14 statements, each a round trip that also waits for the
+interpreter lock, plus psycopg2's BEGIN and the COMMIT. Here (issue 10, "changed-only
+writes") it is three round trips: the ``BEGIN`` travels with the first statement (the writer's
+connection is in autocommit and the transaction explicit: ``SqlAlertStore.change``), then:
+
+1. **read** (:func:`open_change`): one message holds the series' advisory locks, the chain
+   lock last (``audit_log.CHAIN_LOCK``: every writer takes it after its series locks), then
+   one ``SELECT`` of everything planning needs, as JSON: the alert states, the open
+   compliance intervals, ids for the intervals this change may open (``nextval``: the
+   interval's id is in its seal), the series' outbox rows (unfinished ones: which series can
+   be claimed on insert; those of the current episode: duplicate keys and thread roots), the
+   active silences and the series' acknowledgements, and the audit chain's head. The ``SELECT``
+   is a statement of its own in the same message, so its snapshot is taken after the locks
+   were granted (READ COMMITTED: one snapshot per statement; psycopg2 sends both in one
+   simple-query message and returns the last one's rows). The chain lock is therefore held
+   from the first statement to the commit (planning included, ~1-2 ms of CPU), not only for
+   the seal. An id reserved for an interval that did not open is a gap in the ids, nothing
+   else;
+2. **write** (:meth:`ChangeTransaction.seal`): one statement of data-modifying CTEs (arrays
+   through ``unnest``): the states (version-guarded upsert), the outbox rows, the compliance
+   intervals, the audit entries and the evaluation's lineage row. Each sealed row carries its
+   ``audit_hash`` in its own insert or update (two CTEs of one statement cannot both change a
+   row), computed in Python by ``audit_log.chain_entries``, the one implementation of the
+   hash that ``audit verify`` checks.
+
+The planning itself is the generic path's: ``domain.alerts.plan_alerts`` by the caller,
+``compliance_store.timeline_step`` per step (in memory, a step sees the one before it),
+``alert_store.outbox_rows`` and ``audit_hooks.alert_seals``. Statements are plain driver SQL
+(psycopg2 ``pyformat``), built once: no SQLAlchemy compilation per change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from risk_monitor.adapters.sql import audit_hooks, codec
+from risk_monitor.adapters.sql.alert_controls import _ack, _silence
+from risk_monitor.adapters.sql.alert_store import ApplyResult, outbox_rows
+from risk_monitor.adapters.sql.audit_log import CHAIN_LOCK, Seal, chain_entries
+from risk_monitor.adapters.sql.compliance_store import interval_from, timeline_step
+from risk_monitor.adapters.sql.engine import ADVISORY_NAMESPACE, advisory_key
+from risk_monitor.adapters.sql.outbox import InsertClaim
+from risk_monitor.domain.audit_chain import GENESIS_HASH
+from risk_monitor.domain.compliance import StatusInterval
+from risk_monitor.domain.model import AlertState, LimitResult, Notification
+from risk_monitor.domain.silences import Acknowledgement, Silence
+from risk_monitor.platform.errors import StorageIntegrityError
+
+SOURCE = "alert_store"
+
+_STATE_TIMES = ("started_at", "last_evaluated_at", "last_notified_at", "clearing_since")
+_INTERVAL_TIMES = ("since", "until", "last_seen_at")
+_STATE_COLUMNS = ("fingerprint", "limit_id", "scope", "status", "severity", "started_at",
+                  "last_evaluated_at", "last_notified_at", "last_notified_status", "episode",
+                  "sequence", "value", "utilisation", "correlation_id", "clearing_since",
+                  "version", "updated_at", "audit_hash")
+_OUTBOX_COLUMNS = ("idempotency_key", "fingerprint", "episode", "sequence", "kind",
+                   "alert_status", "severity", "limit_id", "scope", "correlation_id", "payload",
+                   "status", "attempts", "next_attempt_at", "created_at", "detected_at",
+                   "source_event_time", "lease_until", "claim_token", "audit_hash")
+_INTERVAL_COLUMNS = ("id", "limit_id", "scope", "status", "since", "until", "last_seen_at",
+                     "worst_utilisation", "config_version", "audit_hash")
+_ENTRY_COLUMNS = ("at", "event", "correlation_id", "run_id", "payload", "prev_hash",
+                  "entry_hash", "subject", "row_digest")
+_TYPES = {"started_at": "timestamptz", "last_evaluated_at": "timestamptz",
+          "last_notified_at": "timestamptz", "clearing_since": "timestamptz",
+          "updated_at": "timestamptz", "next_attempt_at": "timestamptz",
+          "created_at": "timestamptz", "detected_at": "timestamptz",
+          "source_event_time": "timestamptz", "lease_until": "timestamptz",
+          "since": "timestamptz", "until": "timestamptz", "last_seen_at": "timestamptz",
+          "at": "timestamptz", "episode": "integer", "sequence": "integer",
+          "version": "integer", "attempts": "integer", "id": "bigint",
+          "value": "double precision", "utilisation": "double precision",
+          "worst_utilisation": "double precision", "payload": "jsonb"}
+
+
+def _arrays(prefix: str, columns: Sequence[str]) -> str:
+    return ", ".join(f"CAST(%({prefix}_{c})s AS {_TYPES.get(c, 'text')}[])" for c in columns)
+
+
+_LOCKS = ("SELECT pg_advisory_xact_lock(%(ns)s, k) FROM unnest(CAST(%(keys)s AS integer[])) "
+          "WITH ORDINALITY AS t(k, n) ORDER BY n;\n")
+_READ = (
+    "SELECT "
+    "(SELECT json_agg(s) FROM alert_states s WHERE s.fingerprint = ANY(CAST(%(fps)s AS text[])))"
+    " AS states, "
+    "(SELECT json_agg(c) FROM compliance_intervals c "
+    " WHERE c.limit_id = ANY(CAST(%(limit_ids)s AS text[])) AND c.until IS NULL) AS intervals, "
+    "ARRAY(SELECT nextval(pg_get_serial_sequence('compliance_intervals', 'id')) "
+    "      FROM generate_series(1, %(new_ids)s)) AS new_ids, "
+    "(SELECT json_agg(json_build_array(o.fingerprint, o.episode, o.idempotency_key, o.status, "
+    "                 o.delivery_ref) ORDER BY o.fingerprint, o.episode, o.sequence) "
+    " FROM outbox o LEFT JOIN alert_states s ON s.fingerprint = o.fingerprint "
+    " WHERE o.fingerprint = ANY(CAST(%(fps)s AS text[])) "
+    "   AND (o.status IN ('pending', 'sending') OR o.episode >= coalesce(s.episode, 0)))"
+    " AS outbox, "
+    "CASE WHEN %(reads)s THEN (SELECT json_agg(a ORDER BY a.created_at) FROM alert_silences a "
+    " WHERE a.starts_at <= %(now)s AND a.ends_at > %(now)s "
+    "   AND (a.expired_at IS NULL OR a.expired_at > %(now)s)) END AS silences, "
+    "CASE WHEN %(reads)s THEN (SELECT json_agg(k ORDER BY k.id) FROM alert_acknowledgements k "
+    " WHERE k.fingerprint = ANY(CAST(%(fps)s AS text[]))) END AS acks, "
+    "(SELECT json_build_array(h.id, h.entry_hash) FROM (SELECT id, entry_hash FROM audit_log "
+    " WHERE entry_hash IS NOT NULL ORDER BY id DESC LIMIT 1) h) AS head")
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit = off;\n"
+#: the transaction's start, sent with its first statement (the connection is in autocommit:
+#: ``SqlAlertStore.change``), not as psycopg2's separate round trip
+_BEGIN = "BEGIN;\n"
+
+def _insert(table: str, prefix: str, columns: Sequence[str], tail: str) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM unnest(one array per column) tail``
+    (the names are this module's constants: no input reaches the SQL text)."""
+    return " ".join(("INSERT INTO", table, "(", ", ".join(columns), ") SELECT * FROM unnest(",
+                     _arrays(prefix, columns), ")", tail))
+
+
+_WRITE = " ".join((
+    "WITH states AS (",
+    _insert("alert_states AS t", "s", _STATE_COLUMNS,
+            "ON CONFLICT (fingerprint) DO UPDATE SET " + ", ".join(
+                [f"{c} = excluded.{c}" for c in _STATE_COLUMNS[1:-1]]
+                + ["audit_hash = coalesce(excluded.audit_hash, t.audit_hash)"])
+            + " WHERE t.version + 1 = excluded.version RETURNING t.fingerprint"),
+    "), notes AS (",
+    _insert("outbox", "o", _OUTBOX_COLUMNS,
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, id"),
+    "), updated AS (",
+    "UPDATE compliance_intervals AS t SET status = v.status, until = v.until,"
+    " last_seen_at = v.last_seen_at, worst_utilisation = v.worst_utilisation,"
+    " config_version = v.config_version, audit_hash = coalesce(v.audit_hash, t.audit_hash)"
+    " FROM unnest(", _arrays("u", _INTERVAL_COLUMNS), ") AS v(", ", ".join(_INTERVAL_COLUMNS),
+    ") WHERE t.id = v.id RETURNING t.id",
+    # after the updates (the scalar subquery runs them first): an interval closed here frees
+    # the (limit, scope) slot of the partial unique index for the one opened here
+    "), opened AS (",
+    _insert("compliance_intervals", "i", _INTERVAL_COLUMNS,
+            "WHERE (SELECT count(*) FROM updated) >= 0 RETURNING id"),
+    # one row per entry, in the chain's order (ORDER BY the ordinal), so the ids follow it
+    "), entries AS (",
+    "INSERT INTO audit_log (", ", ".join(_ENTRY_COLUMNS), ") SELECT",
+    ", ".join(_ENTRY_COLUMNS), "FROM unnest(", _arrays("e", _ENTRY_COLUMNS),
+    ") WITH ORDINALITY AS e(", ", ".join(_ENTRY_COLUMNS), ", n) ORDER BY n RETURNING id",
+    "), lineage AS (",
+    "INSERT INTO evaluation_lineage (digest, recorded_at, versions)"
+    " SELECT %(l_digest)s, %(l_recorded_at)s, CAST(%(l_text)s AS jsonb)"
+    " WHERE %(l_digest)s IS NOT NULL ON CONFLICT DO NOTHING RETURNING digest",
+    ") SELECT (SELECT array_agg(fingerprint) FROM states),"
+    " (SELECT json_agg(json_build_array(idempotency_key, id)) FROM notes),"
+    " (SELECT count(*) FROM updated) + (SELECT count(*) FROM opened),"
+    " (SELECT count(*) FROM entries), (SELECT count(*) FROM lineage)"))
+
+
+@dataclass(frozen=True)
+class ChangeReads:
+    """What the read statement returned (module docstring, 1)."""
+
+    states: dict[str, AlertState]
+    versions: dict[str, int]
+    intervals: dict[tuple[str, str], tuple[int, StatusInterval]]
+    new_ids: list[int]
+    busy: frozenset[str]  # series with an unfinished outbox row
+    present_keys: frozenset[str]  # outbox keys of the series' current (or later) episodes
+    roots: dict[tuple[str, int], str]  # (fingerprint, episode) -> first sent delivery ref
+    silences: list[Silence]
+    acks: list[Acknowledgement]
+    head: str
+
+
+def open_change(conn: Connection, fingerprints: Sequence[str], *,
+                results: Sequence[LimitResult], new_intervals: int, durable: bool,
+                reads_at: datetime | None) -> ChangeReads:
+    """Lock the alert and compliance series of ``results`` (then the audit chain) and read
+    what planning needs, in one round trip (module docstring, 1). ``new_intervals``: ids to
+    reserve for intervals this change may open; ``reads_at``: read the delivery's silences
+    (active then) and acknowledgements too."""
+    series = sorted({advisory_key(f"alert:{fp}") for fp in fingerprints} | {
+        advisory_key(f"compliance:{r.limit_id}\x1f{r.scope}") for r in results})
+    sql = (_BEGIN + _LOCKS + _READ) if durable else (_BEGIN + _ASYNC_COMMIT + _LOCKS + _READ)
+    row = conn.exec_driver_sql(sql, {
+        "ns": ADVISORY_NAMESPACE, "keys": [*series, advisory_key(CHAIN_LOCK)],
+        "fps": sorted(set(fingerprints)), "limit_ids": sorted({r.limit_id for r in results}),
+        "new_ids": new_intervals, "reads": reads_at is not None,
+        "now": reads_at or datetime.now(UTC)}).one()
+    states: dict[str, AlertState] = {}
+    versions: dict[str, int] = {}
+    for raw in row.states or ():
+        values = _timed(raw, _STATE_TIMES)
+        states[values["fingerprint"]] = codec.state_from_row(values)
+        versions[values["fingerprint"]] = int(values["version"])
+    keys = {(r.limit_id, r.scope) for r in results}
+    intervals = {}
+    for raw in row.intervals or ():
+        if (raw["limit_id"], raw["scope"]) in keys:
+            values = _timed(raw, _INTERVAL_TIMES)
+            values["worst_utilisation"] = _float(values["worst_utilisation"])
+            intervals[(raw["limit_id"], raw["scope"])] = (int(raw["id"]), interval_from(values))
+    busy: set[str] = set()
+    present: set[str] = set()
+    roots: dict[tuple[str, int], str] = {}
+    for fingerprint, episode, key, status, ref in row.outbox or ():
+        if status in ("pending", "sending"):
+            busy.add(fingerprint)
+        state = states.get(fingerprint)
+        if episode >= (state.episode if state is not None else 0):
+            present.add(key)
+            if status == "sent" and ref is not None:
+                roots.setdefault((fingerprint, episode), ref)
+    silences = [_silence(_timed(s, ("starts_at", "ends_at", "created_at", "expired_at")))
+                for s in row.silences or ()]
+    acks = [_ack(_timed(a, ("acked_at",))) for a in row.acks or ()]
+    head = row.head[1] if row.head is not None else GENESIS_HASH
+    return ChangeReads(states, versions, intervals, list(row.new_ids), frozenset(busy),
+                       frozenset(present), roots, silences, acks, head)
+
+
+class ChangeTransaction:
+    """The writer's change, planned in memory and written by :meth:`seal` in one statement:
+    the interface of ``alert_store.AlertTransaction`` the writer uses, plus the compliance
+    steps (``compliance``) and the reads of the delivery (``reads``)."""
+
+    def __init__(self, conn: Connection, reads: ChangeReads, clock: codec.Clock) -> None:
+        self.connection = conn
+        self.reads = reads
+        self.states = dict(reads.states)
+        self._versions = dict(reads.versions)
+        self._clock = clock
+        self._state_rows: dict[str, dict[str, Any]] = {}
+        self._outbox: list[dict[str, Any]] = []
+        self._open = dict(reads.intervals)  # (limit, scope) -> open interval, as planned
+        self._intervals = {i: {"id": i, **_interval_values(interval)}
+                           for i, interval in reads.intervals.values()}
+        self._stored_ids = set(self._intervals)
+        self._touched: set[int] = set()
+        self._free_ids = list(reversed(reads.new_ids))
+        #: outbox rows this transaction inserts (not the duplicates); ids set by :meth:`seal`
+        self.enqueued_rows: list[dict[str, Any]] = []
+
+    def apply(self, states: Sequence[AlertState], notifications: Sequence[Notification],
+              *, claim: InsertClaim | None = None) -> ApplyResult:
+        """Next states (version-guarded) and outbox rows, written by :meth:`seal`."""
+        now = self._clock()
+        for state in states:
+            fingerprint = state.fingerprint
+            version = self._versions.get(fingerprint, 0) + 1
+            self._state_rows[fingerprint] = {**codec.state_values(state), "version": version,
+                                             "updated_at": now, "audit_hash": None}
+            self.states[fingerprint] = state
+        rows = outbox_rows(notifications, now, claim=claim)
+        new = [r for r in rows if r["idempotency_key"] not in self.reads.present_keys]
+        self._outbox += new
+        self.enqueued_rows += new
+        return ApplyResult(len(states), len(new), len(notifications) - len(new))
+
+    def compliance(self, steps: Sequence[Sequence[LimitResult]]) -> list[dict[str, Any]]:
+        """The timeline steps, in order (each sees the one before); returns the rows whose
+        audited columns changed, as written (to seal), like ``compliance_store.write_step``."""
+        written: list[dict[str, Any]] = []
+        for results in steps:
+            step = timeline_step(self._open, results)
+            touched: list[int] = []
+            for update in step.updates:
+                interval_id = update["interval_id"]
+                self._intervals[interval_id].update(
+                    {k.removeprefix("new_"): v for k, v in update.items() if k != "interval_id"})
+                touched.append(interval_id)
+            new = [{"id": self._free_ids.pop(), **row} for row in step.new]
+            for row in new:
+                self._intervals[row["id"]] = dict(row)
+                touched.append(row["id"])
+            for interval_id in touched:  # the open interval of each series, as planned
+                row = self._intervals[interval_id]
+                key = (row["limit_id"], row["scope"])
+                if row["until"] is None:
+                    self._open[key] = (interval_id, interval_from(row))
+                elif self._open.get(key, (None,))[0] == interval_id:
+                    del self._open[key]
+            self._touched.update(touched)
+            written += step.written + new
+        return written
+
+    def seal(self, *, before: Mapping[str, AlertState], states: Sequence[AlertState],
+             notifications: Sequence[Notification], context: Mapping[str, Any],
+             at: datetime, extra: Sequence[Seal] = ()) -> int:
+        """Seal and write everything in one statement (module docstring, 2); returns the
+        audit entries written."""
+        lineage = audit_hooks.input_versions_row(self.connection, notifications=notifications,
+                                                 context=context, at=at)
+        seals = [*audit_hooks.alert_seals(before=before, states=states,
+                                          enqueued=self.enqueued_rows,
+                                          notifications=notifications, context=context),
+                 *extra]
+        entries, hashes = chain_entries(self.reads.head, seals, at=at)
+        for fingerprint, sealed in hashes.get("alert_states", {}).items():
+            self._state_rows[fingerprint]["audit_hash"] = sealed
+        outbox_hashes = hashes.get("outbox", {})
+        for row in self._outbox:
+            row["audit_hash"] = outbox_hashes.get(row["idempotency_key"])
+        sealed_intervals = hashes.get("compliance_intervals", {})
+        rows = [{**self._intervals[i], "audit_hash": sealed_intervals.get(i)}
+                for i in sorted(self._touched)]
+        updates = [r for r in rows if r["id"] in self._stored_ids]
+        inserts = [r for r in rows if r["id"] not in self._stored_ids]
+        params = {
+            **_columns("s", _STATE_COLUMNS, list(self._state_rows.values())),
+            **_columns("o", _OUTBOX_COLUMNS, [
+                {**r, "payload": json.dumps(r["payload"])} for r in self._outbox]),
+            **_columns("u", _INTERVAL_COLUMNS, updates),
+            **_columns("i", _INTERVAL_COLUMNS, inserts),
+            **_columns("e", _ENTRY_COLUMNS, [
+                {**e, "payload": json.dumps(e["payload"])} for e in entries]),
+            "l_digest": lineage.digest if lineage is not None else None,
+            "l_recorded_at": _checked(lineage.recorded_at) if lineage is not None else None,
+            "l_text": lineage.text if lineage is not None else None,
+        }
+        written, inserted, intervals, _, lineage_rows = self.connection.exec_driver_sql(
+            _WRITE, params).one()
+        if set(written or ()) != set(self._state_rows):
+            stale = sorted(set(self._state_rows) - set(written or ()))
+            raise StorageIntegrityError(
+                f"alert states {stale} changed under a lock: a writer bypassed "
+                "AlertStore.locked", source=SOURCE)
+        ids = {key: int(i) for key, i in inserted or ()}
+        if set(ids) != {r["idempotency_key"] for r in self._outbox} or \
+                intervals != len(rows):
+            raise StorageIntegrityError(
+                "outbox or compliance rows changed under the series locks", source=SOURCE)
+        for row in self.enqueued_rows:
+            row["id"] = ids[row["idempotency_key"]]
+        if lineage is not None:
+            lineage.settle(lineage_rows)
+        return len(entries)
+
+
+def _columns(prefix: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+             ) -> dict[str, list[Any]]:
+    """One array per column (``unnest`` turns them back into rows); times checked aware."""
+    arrays = {f"{prefix}_{c}": [row[c] for row in rows] for c in columns}
+    for c in columns:
+        if _TYPES.get(c) == "timestamptz":
+            for value in arrays[f"{prefix}_{c}"]:
+                _checked(value)
+    return arrays
+
+
+def _checked(value: Any) -> Any:
+    """A time bound as is: aware (psycopg2 sends its offset), never naive."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: pass timezone-aware UTC times")
+    return value
+
+
+def _timed(raw: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """A row read as JSON with its timestamps parsed back (aware, UTC)."""
+    values = dict(raw)
+    for name in names:
+        text = values.get(name)
+        values[name] = None if text is None else datetime.fromisoformat(text).astimezone(UTC)
+    return values
+
+
+def _interval_values(interval: StatusInterval) -> dict[str, Any]:
+    return {"limit_id": interval.limit_id, "scope": interval.scope,
+            "status": interval.status.value, "since": interval.since, "until": interval.until,
+            "last_seen_at": interval.last_seen_at,
+            "worst_utilisation": interval.worst_utilisation,
+            "config_version": interval.config_version}
+
+
+def _float(value: Any) -> float | None:
+    """A float read as JSON (PostgreSQL writes NaN and infinities as strings)."""
+    return None if value is None else float(value)
