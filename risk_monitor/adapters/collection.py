@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import cast
 
+import numpy as np
 import pandas as pd
 from prometheus_client import Gauge
 
@@ -114,6 +116,7 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
     """
     frames: list[pd.DataFrame] = []
     statuses: list[SourceStatus] = []
+    shared: dict[str, str] = {}  # one str object per key value across the sources
     for source in sources:
         label = f"{source.venue}:{source.account}"
         try:
@@ -130,7 +133,7 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
             mapped = map_exception(exc, source=source.venue)
             statuses.append(replace(failed_status(source, mapped, clock()), dataset=dataset))
             continue
-        frames.append(frame)
+        frames.append(_categorized(frame, keys, shared))
         age = data_age_s(frame, now, age_column)
         if age is not None:
             DATA_AGE.labels(kind=source.kind.value, source=label).set(age)
@@ -140,12 +143,58 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
                                      endpoint_override=source.endpoint_override,
                                      dataset=dataset))
         statuses += [rejected_status(source, row, now, dataset) for row in rejected]
-    combined = categorize(concat_frames(frames, columns), keys)
-    del frames  # the per-source frames' object key columns: not held beside the combined one
+    combined = _concat_categorized(frames, columns, keys)
+    del frames
     # every part passed alone (time rules included); the whole must too: keys unique across
     # sources. No time rules here: a part valid a moment ago stays valid for this run.
     combined = validate_frame(combined, schema_at(None), source="all")
     return Collected(frame=combined, sources=tuple(statuses))
+
+
+def _categorized(frame: pd.DataFrame, keys: tuple[str, ...], shared: dict[str, str]
+                 ) -> pd.DataFrame:
+    """One source's frame with its ``keys`` as Categoricals now (``frame_rules.categorize``),
+    their categories one str object per value across sources (``shared``): until the concat,
+    each source holds small codes instead of a pointer and a string of its own per row."""
+    out = categorize(frame, keys)
+    named = [k for k in keys if k in out and isinstance(out[k].dtype, pd.CategoricalDtype)]
+    if out is frame or not named:
+        return out
+    for name in named:
+        cat = cast(pd.Categorical, out[name].array)
+        categories = pd.Index([shared.setdefault(c, c) for c in cat.categories], dtype=object)
+        out[name] = pd.Categorical.from_codes(cat.codes, dtype=pd.CategoricalDtype(categories))
+    return out
+
+
+def _concat_categorized(parts: list[pd.DataFrame], columns: tuple[str, ...],
+                        keys: tuple[str, ...]) -> pd.DataFrame:
+    """``categorize(concat_frames(parts), keys)`` of parts already categorised one by one, the
+    same frame (sorted categories over every part, the narrowest codes) without the combined
+    object key columns ever existing: each part's codes are mapped onto the union of the
+    categories. A key some part could not categorise (a null, a non-str) stays object, as
+    ``categorize`` leaves it for validation to name."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return categorize(concat_frames([], columns), keys)
+    parts = [p.copy(deep=False) for p in parts]  # their columns are replaced, not their data
+    for name in keys:
+        if name not in columns:
+            continue
+        if not all(isinstance(p[name].dtype, pd.CategoricalDtype) for p in parts):
+            for p in parts:
+                if isinstance(p[name].dtype, pd.CategoricalDtype):
+                    p[name] = p[name].astype(object)
+            continue
+        categories = [cast(pd.Categorical, p[name].array).categories for p in parts]
+        distinct = pd.unique(np.concatenate([c.to_numpy(dtype=object) for c in categories]))
+        order = np.argsort(distinct.astype(str), kind="stable")
+        union = pd.CategoricalDtype(pd.Index(distinct[order], dtype=object))
+        for p, own in zip(parts, categories, strict=True):
+            codes = union.categories.get_indexer(own)[np.asarray(p[name].cat.codes)]
+            p[name] = pd.Categorical.from_codes(codes, dtype=union)
+    combined = pd.concat(parts, ignore_index=True)
+    return combined if list(combined.columns) == list(columns) else combined[list(columns)]
 
 
 # --- the three collections ----------------------------------------------------------------------
