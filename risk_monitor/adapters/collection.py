@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.row_validation import RejectedRow, split_valid_rows
-from risk_monitor.domain.frame_rules import categorize
+from risk_monitor.domain.frame_rules import categorize, key_codes
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -114,9 +114,9 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
     every row is bad, or whose frame is broken as a whole, fails as a whole. The combined
     frame carries its ``keys`` columns as Categoricals (``frame_rules.categorize``).
     """
-    frames: list[pd.DataFrame] = []
+    frames: list[pd.DataFrame] = []  # per source: its rows, key columns apart (``coded``)
     statuses: list[SourceStatus] = []
-    shared: dict[str, str] = {}  # one str object per key value across the sources
+    coded = _KeyCodes([k for k in keys if k in columns])
     for source in sources:
         label = f"{source.venue}:{source.account}"
         try:
@@ -133,7 +133,8 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
             mapped = map_exception(exc, source=source.venue)
             statuses.append(replace(failed_status(source, mapped, clock()), dataset=dataset))
             continue
-        frames.append(_categorized(frame, keys, shared))
+        if len(frame):
+            frames.append(coded.take(frame) if coded.keys else frame)
         age = data_age_s(frame, now, age_column)
         if age is not None:
             DATA_AGE.labels(kind=source.kind.value, source=label).set(age)
@@ -143,61 +144,73 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
                                      endpoint_override=source.endpoint_override,
                                      dataset=dataset))
         statuses += [rejected_status(source, row, now, dataset) for row in rejected]
-    combined = _concat_categorized(frames, columns, keys)
-    del frames
+    if frames and coded.keys:
+        combined = coded.combine(pd.concat(frames, ignore_index=True), columns)
+    else:
+        combined = categorize(concat_frames(frames, columns), keys)
+    del frames, coded
     # every part passed alone (time rules included); the whole must too: keys unique across
     # sources. No time rules here: a part valid a moment ago stays valid for this run.
     combined = validate_frame(combined, schema_at(None), source="all")
     return Collected(frame=combined, sources=tuple(statuses))
 
 
-def _categorized(frame: pd.DataFrame, keys: tuple[str, ...], shared: dict[str, str]
-                 ) -> pd.DataFrame:
-    """One source's frame with its ``keys`` as Categoricals now (``frame_rules.categorize``),
-    their categories one str object per value across sources (``shared``): until the concat,
-    each source holds small codes instead of a pointer and a string of its own per row."""
-    out = categorize(frame, keys)
-    named = [k for k in keys if k in out and isinstance(out[k].dtype, pd.CategoricalDtype)]
-    if out is frame or not named:
-        return out
-    for name in named:
-        cat = cast(pd.Categorical, out[name].array)
-        categories = pd.Index([shared.setdefault(c, c) for c in cat.categories], dtype=object)
-        out[name] = pd.Categorical.from_codes(cat.codes, dtype=pd.CategoricalDtype(categories))
-    return out
+class _KeyCodes:
+    """The key columns of the sources read so far, as codes into one list of distinct values
+    per column (first seen first): each source's object key columns are freed once it is read
+    (its factorisation is validation's, cached), and :meth:`combine` gives what
+    ``categorize(concat_frames(...))`` of the object frames gives, codes and categories alike."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self._ids: dict[str, dict[str, int]] = {k: {} for k in keys}
+        self._parts: dict[str, list[Any]] = {k: [] for k in keys}  # codes, or the column
+        self._plain: set[str] = set()  # a source could not be coded: the column as it came
+
+    def take(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Keep ``frame``'s key columns (coded); returns its other columns."""
+        for name in self.keys:
+            series = frame[name]
+            if name not in self._plain and series.dtype == object:
+                codes, uniques = key_codes(frame, name)
+                if not (len(codes) and int(codes.min()) < 0) \
+                        and all(type(u) is str for u in uniques):
+                    ids = self._ids[name]
+                    mapped = np.fromiter((ids.setdefault(u, len(ids)) for u in uniques),
+                                         dtype=np.int64, count=len(uniques))
+                    self._parts[name].append(  # the narrowest type for now: 1-2 bytes a row
+                        mapped.astype(np.min_scalar_type(len(ids)))[codes])
+                    continue
+            if name not in self._plain:  # the sources coded so far go back to their values
+                self._plain.add(name)
+                values = np.array(list(self._ids[name]), dtype=object)
+                self._parts[name] = [pd.Series(values[c], dtype=object)
+                                     for c in self._parts[name]]
+            self._parts[name].append(series)
+        return frame.drop(columns=self.keys)
+
+    def combine(self, rest: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+        """The other columns' frame with the key columns back in their places."""
+        plain = [n for n in self.keys if n in self._plain]
+        others = [c for c in columns if c not in self.keys]
+        out = rest if list(rest.columns) == others else rest[others]
+        for name in sorted(self.keys, key=columns.index):
+            parts = self._parts[name]
+            if name in self._plain:
+                column: Any = pd.concat(parts, ignore_index=True)
+            else:
+                values = np.array(list(self._ids[name]), dtype=object)
+                order = np.argsort(values.astype(str), kind="stable")
+                rank = np.empty(len(order), dtype=np.min_scalar_type(len(order)))
+                rank[order] = np.arange(len(order))
+                column = pd.Categorical.from_codes(  # codes narrowed as ``categorize`` does
+                    cast(Any, rank[np.concatenate(parts)]),
+                    categories=pd.Index(values[order], dtype=object))
+            out.insert(columns.index(name), name, column)
+        return categorize(out, plain) if plain else out
 
 
-def _concat_categorized(parts: list[pd.DataFrame], columns: tuple[str, ...],
-                        keys: tuple[str, ...]) -> pd.DataFrame:
-    """``categorize(concat_frames(parts), keys)`` of parts already categorised one by one, the
-    same frame (sorted categories over every part, the narrowest codes) without the combined
-    object key columns ever existing: each part's codes are mapped onto the union of the
-    categories. A key some part could not categorise (a null, a non-str) stays object, as
-    ``categorize`` leaves it for validation to name."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return categorize(concat_frames([], columns), keys)
-    parts = [p.copy(deep=False) for p in parts]  # their columns are replaced, not their data
-    for name in keys:
-        if name not in columns:
-            continue
-        if not all(isinstance(p[name].dtype, pd.CategoricalDtype) for p in parts):
-            for p in parts:
-                if isinstance(p[name].dtype, pd.CategoricalDtype):
-                    p[name] = p[name].astype(object)
-            continue
-        categories = [cast(pd.Categorical, p[name].array).categories for p in parts]
-        distinct = pd.unique(np.concatenate([c.to_numpy(dtype=object) for c in categories]))
-        order = np.argsort(distinct.astype(str), kind="stable")
-        union = pd.CategoricalDtype(pd.Index(distinct[order], dtype=object))
-        for p, own in zip(parts, categories, strict=True):
-            codes = union.categories.get_indexer(own)[np.asarray(p[name].cat.codes)]
-            p[name] = pd.Categorical.from_codes(codes, dtype=union)
-    combined = pd.concat(parts, ignore_index=True)
-    return combined if list(combined.columns) == list(columns) else combined[list(columns)]
-
-
-# --- the three collections ----------------------------------------------------------------------
+# --- the three collections# --- the three collections ----------------------------------------------------------------------
 def collect_positions(accounts: Sequence[ExchangeAccount], settings: MarketDataSettings,
                       clock: Clock = utc_now) -> Collected:
     """Open positions of every exchange account."""

@@ -124,14 +124,14 @@ def test_sources_categorised_one_by_one_concat_to_the_frame_of_the_whole() -> No
     assert venue_versions(collected) == venue_versions(Collected(whole, collected.sources))
 
 
-def test_a_key_one_source_cannot_categorise_stays_object_in_the_whole() -> None:
-    from risk_monitor.adapters.collection import _concat_categorized
+def test_a_key_one_source_cannot_code_is_left_as_categorize_leaves_it() -> None:
+    from risk_monitor.adapters.collection import _KeyCodes
 
-    good = categorize(frame(), POSITION_KEYS)
     odd = frame()
     odd.loc[0, "margin_mode"] = None  # categorize leaves it object; validation names it
-    parts = [good, categorize(odd, POSITION_KEYS)]
-    combined = _concat_categorized(parts, POSITION_COLUMNS, POSITION_KEYS)
+    coded = _KeyCodes(POSITION_KEYS)
+    rest = pd.concat([coded.take(frame()), coded.take(odd)], ignore_index=True)
+    combined = coded.combine(rest, POSITION_COLUMNS)
     whole = categorize(concat_frames([frame(), odd], POSITION_COLUMNS), POSITION_KEYS)
     assert combined["margin_mode"].dtype == object
     pd.testing.assert_frame_equal(combined, whole, check_exact=True)
