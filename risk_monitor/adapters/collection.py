@@ -210,7 +210,7 @@ class _KeyCodes:
         return categorize(out, plain) if plain else out
 
 
-# --- the three collections# --- the three collections ----------------------------------------------------------------------
+# --- the three collections ----------------------------------------------------------------------
 def collect_positions(accounts: Sequence[ExchangeAccount], settings: MarketDataSettings,
                       clock: Clock = utc_now) -> Collected:
     """Open positions of every exchange account."""
