@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.row_validation import RejectedRow, split_valid_rows
-from risk_monitor.domain.frame_rules import FrameRules, categorize
+from risk_monitor.domain.frame_rules import FrameRules, categorize, key_codes
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
     POSITION_COLUMNS,
@@ -111,8 +113,9 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
     every row is bad, or whose frame is broken as a whole, fails as a whole. The combined
     frame carries its ``keys`` columns as Categoricals (``frame_rules.categorize``).
     """
-    frames: list[pd.DataFrame] = []
+    frames: list[pd.DataFrame] = []  # per source: its rows, key columns apart (``coded``)
     statuses: list[SourceStatus] = []
+    coded = _KeyCodes([k for k in keys if k in columns])
     for source in sources:
         label = f"{source.venue}:{source.account}"
         try:
@@ -129,7 +132,8 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
             mapped = map_exception(exc, source=source.venue)
             statuses.append(replace(failed_status(source, mapped, clock()), dataset=dataset))
             continue
-        frames.append(frame)
+        if len(frame):
+            frames.append(coded.take(frame) if coded.keys else frame)
         age = data_age_s(frame, now, age_column)
         if age is not None:
             DATA_AGE.labels(kind=source.kind.value, source=label).set(age)
@@ -139,12 +143,70 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
                                      endpoint_override=source.endpoint_override,
                                      dataset=dataset))
         statuses += [rejected_status(source, row, now, dataset) for row in rejected]
-    combined = categorize(concat_frames(frames, columns), keys)
-    del frames  # the per-source frames' object key columns: not held beside the combined one
+    if frames and coded.keys:
+        combined = coded.combine(pd.concat(frames, ignore_index=True), columns)
+    else:
+        combined = categorize(concat_frames(frames, columns), keys)
+    del frames, coded
     # every part passed alone (time rules included); the whole must too: keys unique across
     # sources. No time rules here: a part valid a moment ago stays valid for this run.
     combined = validate_frame(combined, schema_at(None), source="all")
     return Collected(frame=combined, sources=tuple(statuses))
+
+
+class _KeyCodes:
+    """The key columns of the sources read so far, as codes into one list of distinct values
+    per column (first seen first): each source's object key columns are freed once it is read
+    (its factorisation is validation's, cached), and :meth:`combine` gives what
+    ``categorize(concat_frames(...))`` of the object frames gives, codes and categories alike."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self._ids: dict[str, dict[str, int]] = {k: {} for k in keys}
+        self._parts: dict[str, list[Any]] = {k: [] for k in keys}  # codes, or the column
+        self._plain: set[str] = set()  # a source could not be coded: the column as it came
+
+    def take(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Keep ``frame``'s key columns (coded); returns its other columns."""
+        for name in self.keys:
+            series = frame[name]
+            if name not in self._plain and series.dtype == object:
+                codes, uniques = key_codes(frame, name)
+                if not (len(codes) and int(codes.min()) < 0) \
+                        and all(type(u) is str for u in uniques):
+                    ids = self._ids[name]
+                    mapped = np.fromiter((ids.setdefault(u, len(ids)) for u in uniques),
+                                         dtype=np.int64, count=len(uniques))
+                    self._parts[name].append(  # the narrowest type for now: 1-2 bytes a row
+                        mapped.astype(np.min_scalar_type(len(ids)))[codes])
+                    continue
+            if name not in self._plain:  # the sources coded so far go back to their values
+                self._plain.add(name)
+                values = np.array(list(self._ids[name]), dtype=object)
+                self._parts[name] = [pd.Series(values[c], dtype=object)
+                                     for c in self._parts[name]]
+            self._parts[name].append(series)
+        return frame.drop(columns=self.keys)
+
+    def combine(self, rest: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+        """The other columns' frame with the key columns back in their places."""
+        plain = [n for n in self.keys if n in self._plain]
+        others = [c for c in columns if c not in self.keys]
+        out = rest if list(rest.columns) == others else rest[others]
+        for name in sorted(self.keys, key=columns.index):
+            parts = self._parts[name]
+            if name in self._plain:
+                column: Any = pd.concat(parts, ignore_index=True)
+            else:
+                values = np.array(list(self._ids[name]), dtype=object)
+                order = np.argsort(values.astype(str), kind="stable")
+                rank = np.empty(len(order), dtype=np.min_scalar_type(len(order)))
+                rank[order] = np.arange(len(order))
+                column = pd.Categorical.from_codes(  # codes narrowed as ``categorize`` does
+                    cast(Any, rank[np.concatenate(parts)]),
+                    categories=pd.Index(values[order], dtype=object))
+            out.insert(columns.index(name), name, column)
+        return categorize(out, plain) if plain else out
 
 
 # --- the three collections ----------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A status interval is the stretch of time a (limit, scope) spent in one status. The timeline is
 computed here, once, for both evaluation paths: :func:`update_intervals` says which intervals to
-close and which to open or extend, given the open ones and the new results; the store
+close and which to open or extend, given the open ones and the new results, and
+:func:`end_removed_limits` which series a new limit document ended; the store
 (``adapters/sql/compliance_store.py``) only saves what it is told.
 """
 
@@ -107,6 +108,21 @@ def update_intervals(open_intervals: Iterable[StatusInterval],
         current[fp] = touched[fp] = nxt
     update.open.extend(touched.values())
     return update
+
+
+def end_removed_limits(open_intervals: Iterable[StatusInterval], results: Sequence[LimitResult],
+                       *, at: datetime, config_version: str) -> list[StatusInterval]:
+    """The open intervals of limits a full evaluation (``results``, every limit of document
+    ``config_version``) no longer evaluates, ended at ``at``, when that document applies.
+
+    A limit dropped from the document (or left with no scope) is no longer monitored: without
+    this its last status would count forever in time-in-status reports, although its alert
+    resolved (``AlertPolicy.resolve_missing``). The closed interval names the version that
+    removed it (its audit entry then does), and never ends before its last sighting.
+    """
+    evaluated = {r.limit_id for r in results}
+    return [replace(i, until=max(at, i.last_seen_at), config_version=config_version)
+            for i in open_intervals if i.until is None and i.limit_id not in evaluated]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ Two kinds of work, one thread (its own database connection; the tick loop never 
   no change waits: latest results, metrics, coverage and the compliance sighting of every
   series, and the time-driven alert transitions (pending ``for``, repeat interval, keep-firing)
   of the series that are not quietly OK. After a new limit document, every stored series is
-  planned once (``resolve_missing``), so a removed limit resolves.
+  planned once (``resolve_missing``), so a removed limit resolves, and its compliance interval
+  ends (``ComplianceStore.end_removed_limits``).
 """
 
 from __future__ import annotations
@@ -348,8 +349,12 @@ class AlertWriter:
         started = time.perf_counter()
         application.record_compliance(self.storage, results)
         WRITE_SECONDS.labels(step="compliance").observe(time.perf_counter() - started)
-        with self._cond:
-            resolve_missing, self._resolve_missing = self._resolve_missing, False
+        with self._cond:  # a newer state (document) arrived meanwhile: its own write resolves
+            resolve_missing = self._resolve_missing and self._state is state
+            self._resolve_missing = self._resolve_missing and not resolve_missing
+        if resolve_missing:  # a new document: the limits it dropped end their intervals too
+            self.storage.compliance.end_removed_limits(
+                results, at=as_of, config_version=report.config_version)
         policy = self._policy()
         if resolve_missing:
             due = results

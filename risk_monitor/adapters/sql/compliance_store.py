@@ -26,6 +26,7 @@ from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only,
 from risk_monitor.adapters.sql.schema import UtcDateTime, compliance_intervals
 from risk_monitor.domain.compliance import (
     StatusInterval,
+    end_removed_limits,
     seconds_in_status,
     update_intervals,
 )
@@ -53,6 +54,37 @@ class ComplianceStore:
             seal_batch(conn, [compliance_seal(row) for row in written],
                        at=max(r.as_of for r in results))
         return opened
+
+    def end_removed_limits(self, results: Sequence[LimitResult], *, at: datetime,
+                           config_version: str) -> int:
+        """Close, sealed, the open intervals of limits the full evaluation ``results`` of
+        document ``config_version`` no longer evaluates (``domain.compliance``): read to find
+        their series, then again under the series' locks. Returns intervals closed."""
+        t = compliance_intervals
+        with write_tx(self.engine, source=SOURCE) as conn:
+            found = conn.execute(sa.select(t).where(t.c.until.is_(None), t.c.limit_id.not_in(
+                sorted({r.limit_id for r in results}))))
+            ended = end_removed_limits([_interval(r) for r in found], results, at=at,
+                                       config_version=config_version)
+            if not ended:
+                return 0
+            lock_names(conn, lock_names_of(ended))
+            locked = {(i.limit_id, i.scope) for i in ended}
+            stored = {(r.limit_id, r.scope): (r.id, _interval(r)) for r in conn.execute(
+                sa.select(t).where(t.c.until.is_(None), t.c.limit_id.in_(
+                    sorted({i.limit_id for i in ended})))) if (r.limit_id, r.scope) in locked}
+            rows = [{"id": stored[(i.limit_id, i.scope)][0], "limit_id": i.limit_id,
+                     "scope": i.scope, "status": i.status.value, "since": i.since,
+                     "until": i.until, "config_version": i.config_version}
+                    for i in end_removed_limits([i for _, i in stored.values()], results,
+                                                at=at, config_version=config_version)]
+            if rows:
+                conn.execute(t.update().where(t.c.id == sa.bindparam("interval_id")).values(
+                    until=sa.bindparam("new_until"), config_version=sa.bindparam("new_version")),
+                    [{"interval_id": r["id"], "new_until": r["until"],
+                      "new_version": r["config_version"]} for r in rows])
+                seal_batch(conn, [compliance_seal(row) for row in rows], at=at)
+            return len(rows)
 
     def open_intervals(self) -> list[ComplianceInterval]:
         t = compliance_intervals
@@ -82,7 +114,7 @@ class ComplianceStore:
             return [_interval(r) for r in conn.execute(query)]
 
 
-def lock_names_of(results: Sequence[LimitResult]) -> list[str]:
+def lock_names_of(results: Sequence[LimitResult | StatusInterval]) -> list[str]:
     """The lock names of the results' series (a writer takes them with its other locks)."""
     keys = sorted({(r.limit_id, r.scope) for r in results})
     return [f"compliance:{limit_id}\x1f{scope}" for limit_id, scope in keys]

@@ -13,6 +13,7 @@ from risk_monitor.defs.metadata import OWNERS, asset_code_version, md_table, utc
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
 from risk_monitor.defs.risk.resources import RiskStoreResource
+from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.domain.model import LimitResult, LimitStatus
 
 CODE_VERSION = asset_code_version(__name__)
@@ -24,14 +25,18 @@ WINDOW = timedelta(hours=24)
           code_version=CODE_VERSION, retry_policy=STEP_RETRY)
 @surface_errors("compliance")
 def compliance_status(context: dg.AssetExecutionContext, settings: SettingsResource,
-                      risk_store: RiskStoreResource, limit_status: list[LimitResult]
-                      ) -> dict[str, Any]:
+                      risk_store: RiskStoreResource, limit_status: list[LimitResult],
+                      limit_config: LimitConfig) -> dict[str, Any]:
     """Overall status (COMPLIANT / WARNING / BREACH / UNKNOWN), counts per status, and time in
     breach over the last 24 h per limit — the record a compliance reviewer reads."""
     cfg = settings.load()
     storage = risk_store.storage(cfg)
     summary = application.record_compliance(storage, limit_status)
     now = utc_now()
+    # limits this document no longer has end their intervals (the service: at the change)
+    storage.compliance.end_removed_limits(
+        limit_status, at=max((r.as_of for r in limit_status), default=now),
+        config_version=limit_config.version)
     seconds = storage.compliance.time_in_status(now - WINDOW, now)
     breach = pd.DataFrame(
         [{"limit_id": limit_id, "scope": scope,

@@ -11,6 +11,7 @@ from risk_monitor.domain.compliance import (
     StatusInterval,
     compliance_summary,
     desk_status,
+    end_removed_limits,
     seconds_in_status,
     update_intervals,
 )
@@ -110,3 +111,21 @@ def test_summary(statuses: list[str], overall: ComplianceStatus) -> None:
     if "BREACH" in statuses:
         assert summary.worst is not None and summary.worst.status is LimitStatus.BREACH
     assert summary.as_dict()["status"] == overall.value
+
+
+def test_a_limit_the_new_document_dropped_ends_at_the_change() -> None:
+    kept, dropped = result("BREACH", at(0)), result("WARN", at(0), limit_id="dropped")
+    opened = update_intervals([], [kept, dropped]).open
+    change = at(60)
+
+    (ended,) = end_removed_limits(opened, [result("BREACH", change)], at=change,
+                                  config_version="cfg-v2")
+
+    assert (ended.limit_id, ended.status, ended.since, ended.until) == (
+        "dropped", LimitStatus.WARN, at(0), change)
+    assert ended.config_version == "cfg-v2"  # the version that removed it
+    spent = seconds_in_status([ended], at(0), at(3600))
+    assert spent[("dropped", ended.scope)][LimitStatus.WARN] == 60.0  # not the whole hour
+    # never before its last sighting; a document keeping every limit ends nothing
+    assert end_removed_limits(opened, [], at=at(-5), config_version="v")[0].until == at(0)
+    assert end_removed_limits(opened, [kept, dropped], at=change, config_version="v") == []
