@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -53,9 +54,9 @@ def _num(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-@dataclass(frozen=True)
-class Tick:
-    """One live quote, float fields only (what the feed hands the evaluator)."""
+class Tick(NamedTuple):
+    """One live quote, float fields only (what the feed hands the evaluator). A named tuple:
+    one is built per tick, and a frozen dataclass costs ~2 µs more to construct."""
 
     venue: str
     instrument: str
@@ -76,8 +77,7 @@ class TickDecision:
     full_reason: str = ""
 
 
-@dataclass(frozen=True)
-class _Quote:
+class _Quote(NamedTuple):  # one per tick (see Tick)
     base: str
     quote: str
     last: float
@@ -254,10 +254,6 @@ class IncrementalEvaluator:
                                     self._peak)
 
     # -- ticks ----------------------------------------------------------------------------------
-    def admission_problem(self, tick: Tick, now_ns: int) -> str:
-        """Why this tick cannot be decided alone ("" when it can): the per-tick float checks."""
-        return self._admit(tick, now_ns)[0]
-
     def _admit(self, tick: Tick, now_ns: int) -> tuple[str, _Quote | None]:
         """(problem, the tick as the pair's new quote): one lookup and one quote per tick."""
         key = (tick.venue, tick.instrument)
