@@ -48,7 +48,7 @@ from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.resilience import SourceGuard, backoff_delay, guard_for
 from risk_monitor.platform.settings import MarketDataSettings, Settings, VenueSettings
 from risk_monitor.service.quote_intake import epoch_ns
-from risk_monitor.service.tick_hook import Tickers, TickHook, ticker_row
+from risk_monitor.service.tick_hook import Tickers, TickHook, receive_in_one_task, ticker_row
 
 log = get_logger(__name__)
 
@@ -141,7 +141,7 @@ class VenueFeed:
         returns: one exception there (its JSON decoding or the exchange's parser) silently stops
         the connection from delivering anything, for good. Every ``Client`` the exchange creates
         gets its public ``handle_message`` wrapped: the message is dropped, counted as
-        ``rejected_unparseable`` and the loop lives on.
+        ``rejected_unparseable`` and the loop lives on (in one task: ``receive_in_one_task``).
         """
         make_client = exchange.client
         guarded: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -160,6 +160,7 @@ class VenueFeed:
                         return None
 
                 ws.handle_message = handle_message
+                receive_in_one_task(ws, self._listener_tasks)
             return ws
 
         exchange.client = client
