@@ -120,7 +120,7 @@ class VenueFeed:
         self._cache_latest: dict[str, dict[str, Any]] | None = (
             {} if listener is not None else None)
         self._flush: asyncio.Task[None] | None = None
-        self._listener_tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # kept alive: listeners, receive loops
         # per-tick metric children, looked up once (a labels() call per tick costs ~1 µs)
         self._lag = LAG.labels(venue=venue.id)
         self._accepted_ticks = TICKS.labels(venue=venue.id, outcome="accepted")
@@ -160,7 +160,7 @@ class VenueFeed:
                         return None
 
                 ws.handle_message = handle_message
-                receive_in_one_task(ws, self._listener_tasks)
+                receive_in_one_task(ws, self._tasks)
             return ws
 
         exchange.client = client
@@ -261,15 +261,15 @@ class VenueFeed:
             return
         self._hooked = True
         if not self.connected:  # ticks read directly resolve no watch: they say it first
-            self._listener_tasks.add(task := asyncio.ensure_future(self._connected()))
-            task.add_done_callback(self._listener_tasks.discard)
+            self._tasks.add(task := asyncio.ensure_future(self._connected()))
+            task.add_done_callback(self._tasks.discard)
         self.accepted += len(accepted)
         self._accepted_ticks.inc(len(accepted))
         if self.listener is not None:
             result = self.listener(self.venue.id, accepted)
             if asyncio.iscoroutine(result):
-                self._listener_tasks.add(task := asyncio.ensure_future(result))
-                task.add_done_callback(self._listener_tasks.discard)
+                self._tasks.add(task := asyncio.ensure_future(result))
+                task.add_done_callback(self._tasks.discard)
         if self.cache is not None:
             latest = self._cache_latest
             if latest is None:
