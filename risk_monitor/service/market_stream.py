@@ -48,7 +48,7 @@ from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.resilience import SourceGuard, backoff_delay, guard_for
 from risk_monitor.platform.settings import MarketDataSettings, Settings, VenueSettings
 from risk_monitor.service.quote_intake import epoch_ns
-from risk_monitor.service.tick_hook import Tickers, TickHook, ticker_row
+from risk_monitor.service.tick_hook import Tickers, TickHook, receive_in_one_task, ticker_row
 
 log = get_logger(__name__)
 
@@ -120,7 +120,7 @@ class VenueFeed:
         self._cache_latest: dict[str, dict[str, Any]] | None = (
             {} if listener is not None else None)
         self._flush: asyncio.Task[None] | None = None
-        self._listener_tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # kept alive: listeners, receive loops
         # per-tick metric children, looked up once (a labels() call per tick costs ~1 µs)
         self._lag = LAG.labels(venue=venue.id)
         self._accepted_ticks = TICKS.labels(venue=venue.id, outcome="accepted")
@@ -141,7 +141,7 @@ class VenueFeed:
         returns: one exception there (its JSON decoding or the exchange's parser) silently stops
         the connection from delivering anything, for good. Every ``Client`` the exchange creates
         gets its public ``handle_message`` wrapped: the message is dropped, counted as
-        ``rejected_unparseable`` and the loop lives on.
+        ``rejected_unparseable`` and the loop lives on (in one task: ``receive_in_one_task``).
         """
         make_client = exchange.client
         guarded: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -160,6 +160,7 @@ class VenueFeed:
                         return None
 
                 ws.handle_message = handle_message
+                receive_in_one_task(ws, self._tasks)
             return ws
 
         exchange.client = client
@@ -260,15 +261,15 @@ class VenueFeed:
             return
         self._hooked = True
         if not self.connected:  # ticks read directly resolve no watch: they say it first
-            self._listener_tasks.add(task := asyncio.ensure_future(self._connected()))
-            task.add_done_callback(self._listener_tasks.discard)
+            self._tasks.add(task := asyncio.ensure_future(self._connected()))
+            task.add_done_callback(self._tasks.discard)
         self.accepted += len(accepted)
         self._accepted_ticks.inc(len(accepted))
         if self.listener is not None:
             result = self.listener(self.venue.id, accepted)
             if asyncio.iscoroutine(result):
-                self._listener_tasks.add(task := asyncio.ensure_future(result))
-                task.add_done_callback(self._listener_tasks.discard)
+                self._tasks.add(task := asyncio.ensure_future(result))
+                task.add_done_callback(self._tasks.discard)
         if self.cache is not None:
             latest = self._cache_latest
             if latest is None:

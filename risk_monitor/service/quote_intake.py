@@ -2,8 +2,10 @@
 floats for the per-tick evaluator.
 
 A tick costs one dict store in :class:`QuoteBook` (under a lock: the full evaluation reads the
-book from its own thread) and one :func:`tick_of` conversion; no frame is built per tick. The
-book numbers every store, so after a full evaluation the ticks that arrived while it ran can be
+book from its own thread) and one :func:`tick_of` conversion; no frame is built per tick, and
+no hash: the lineage hashes of the rows stored since the last evaluation are taken by the next
+one, in its thread (~10 µs a row: per tick that was a tenth of the tick loop's CPU). The book
+numbers every store, so after a full evaluation the ticks that arrived while it ran can be
 replayed onto the new baseline (:meth:`QuoteBook.since`).
 """
 
@@ -46,6 +48,8 @@ QuoteRow = Mapping[str, Any]  # one quote as the feeds hand it (QUOTE columns)
 
 def epoch_ns(value: object) -> int | None:
     """Unix ns of a quote timestamp (pandas Timestamp, aware datetime, or epoch ms number)."""
+    if type(value) is datetime and value.tzinfo is not None:  # the feed's rows: no pandas
+        return (value - _EPOCH) // _US * 1000
     if value is None:
         return None
     ns = getattr(value, "value", None)  # pandas Timestamp: exact ns
@@ -61,6 +65,8 @@ def epoch_ns(value: object) -> int | None:
 
 
 def _float(value: object) -> float | None:
+    if type(value) is float:  # the feed's rows: the common case first
+        return value if math.isfinite(value) else None
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     number = float(value)
@@ -73,9 +79,8 @@ def tick_of(venue: str, row: QuoteRow) -> Tick | None:
     t_ns = epoch_ns(row.get("timestamp"))
     if last is None or t_ns is None:
         return None
-    return Tick(venue=venue, instrument=str(row["instrument"]), last=last, t_ns=t_ns,
-                mark=_float(row.get("mark")), bid=_float(row.get("bid")),
-                ask=_float(row.get("ask")))
+    return Tick(venue, str(row["instrument"]), last, t_ns, _float(row.get("mark")),
+                _float(row.get("bid")), _float(row.get("ask")))  # positional: ~1.5 µs less
 
 
 class QuoteBook:
@@ -87,8 +92,11 @@ class QuoteBook:
         self._rows: dict[tuple[str, str], QuoteRow] = {}
         self._seq: dict[tuple[str, str], int] = {}
         self.sequence = 0
-        self.digest = BookDigest(prices_frame([]))  # lineage: rows hashed as they arrive
-        self._lock = threading.Lock()
+        #: lineage: the rows' hashes, brought up to date by each snapshot (module docstring)
+        self.digest = BookDigest(prices_frame([]))
+        self._hashed = 0  # the sequence the digest has seen up to
+        self._lock = threading.Lock()  # the rows (held for dict operations only)
+        self._digest_lock = threading.Lock()  # the digest (held while hashing, ticks go on)
 
     def update(self, venue: str, rows: Sequence[QuoteRow]) -> None:
         with self._lock:
@@ -97,16 +105,26 @@ class QuoteBook:
                 self.sequence += 1
                 self._rows[key] = row
                 self._seq[key] = self.sequence
-            self.digest.update(venue, rows)
 
     def rows(self) -> list[QuoteRow]:
         with self._lock:
             return list(self._rows.values())
 
     def snapshot(self) -> tuple[int, list[QuoteRow], BookView]:
-        """(sequence, rows, their hashes) read together: what a full evaluation is based on."""
-        with self._lock:
-            return self.sequence, list(self._rows.values()), self.digest.view()
+        """(sequence, rows, their hashes) read together: what a full evaluation is based on.
+        The rows stored since the last snapshot are hashed here, outside the rows' lock."""
+        with self._digest_lock:
+            with self._lock:
+                sequence, rows = self.sequence, list(self._rows.values())
+                stored = [(key[0], self._rows[key]) for key, seq in self._seq.items()
+                          if seq > self._hashed]
+            by_venue: dict[str, list[QuoteRow]] = {}
+            for venue, row in stored:
+                by_venue.setdefault(venue, []).append(row)
+            for venue, changed in by_venue.items():
+                self.digest.update(venue, changed)
+            self._hashed = sequence
+            return sequence, rows, self.digest.view()
 
     def since(self, sequence: int) -> list[tuple[str, QuoteRow]]:
         """(venue, row) stored after ``sequence``, oldest first."""

@@ -20,11 +20,14 @@ on either path (``VenueFeed._on_hooked``).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from ccxt.base.errors import NetworkError
 
 #: what the hook hands on: (symbol, ccxt unified ticker) of one message
 Tickers = list[tuple[str, Mapping[str, Any]]]
@@ -147,6 +150,38 @@ class TickHook:
             if known:
                 self._symbols_by_id[market_id] = known
         return known
+
+
+def receive_in_one_task(ws: Any, tasks: set[asyncio.Future[Any]]) -> None:
+    """Replace the receive loop of one ccxt.pro websocket ``Client`` by one task per connection.
+
+    ccxt's ``Client.receive_loop`` creates a task per message and handles the message in that
+    task's done callback, which then schedules the next ``receive_loop``: each message costs a
+    task and reaches the hook two loop turns after its frame was read (every turn's ``epoll``
+    gives the interpreter lock away, and a busy evaluation thread keeps it a switch interval).
+    Here one task awaits ``receive()`` and handles each message at once; buffered messages are
+    read without a loop turn. The rest is ccxt's: an error rejects the client's futures, a
+    closed connection ends with ``on_close(1006)``; ``open()`` starts it (``tasks`` keeps it).
+    """
+
+    async def receive() -> None:
+        while not ws.closed():
+            try:
+                message = await ws.receive()
+            except asyncio.CancelledError:
+                return  # shutdown or reconnect (as ccxt's loop)
+            except Exception as exc:
+                ws.reject(NetworkError(str(exc)))
+                return
+            ws.handle_message(message)
+        ws.on_close(1006)
+
+    def start() -> None:
+        task = asyncio.ensure_future(receive())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    ws.receive_loop = start
 
 
 def _num(value: object) -> float | None:

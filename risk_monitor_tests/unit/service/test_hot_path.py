@@ -13,7 +13,9 @@ import pytest
 from risk_monitor.adapters.redis_quotes import stream_entry_row
 from risk_monitor.adapters.sql import Storage
 from risk_monitor.domain.limits import load_limit_config
+from risk_monitor.domain.lineage import _compute_venue_versions
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
+from risk_monitor.domain.quotes import QuotePolicy, quotes_from_rows
 from risk_monitor.platform.errors import DataValidationError
 from risk_monitor.platform.settings import MarketDataSettings, Settings, load_settings
 from risk_monitor.service.evaluator import CachedEquity
@@ -21,7 +23,7 @@ from risk_monitor.service.hot_path import HotPath
 from risk_monitor.service.quote_intake import QuoteBook
 from risk_monitor.service.state import LiveEvaluation
 from risk_monitor_tests.fixtures.waiting import async_wait_until
-from risk_monitor_tests.unit.domain.builders import balance, frame, position, quote
+from risk_monitor_tests.unit.domain.builders import NOW, balance, frame, position, quote
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 MARKET = MarketDataSettings(max_age_s=30.0, max_future_skew_s=5.0)
@@ -35,6 +37,22 @@ def test_quote_book_keeps_the_latest_quote_and_lists_what_never_came() -> None:
     book.update("okx", [quote("okx", ETH, 3.0)])
     assert book.missing() == [f"binance:{ETH}"]
     assert sorted(r["last"] for r in book.rows()) == [2.0, 3.0]
+
+
+def test_quote_book_hashes_at_the_snapshot_what_the_frame_hashes() -> None:
+    """Ticks are stored unhashed; each snapshot hashes what arrived since the last one, and its
+    versions are the admitted frame's (what the Dagster assets record)."""
+    book = QuoteBook({"binance": (BTC, ETH), "okx": (BTC,)})
+    policy = QuotePolicy(max_age_s=60.0, max_future_skew_s=5.0, max_deviation=0.5)
+    for step, prices in enumerate(([100.0, 10.0, 101.0], [100.5, 10.0, 100.7], [99.0, 9.9, 99.2])):
+        book.update("binance", [quote("binance", BTC, prices[0]), quote("binance", ETH, 9.0)])
+        book.update("binance", [quote("binance", ETH, prices[1])])  # the latest counts
+        book.update("okx", [quote("okx", BTC, prices[2])])
+        sequence, rows, hashed = book.snapshot()
+        assert sequence == 4 * (step + 1) and len(rows) == 3
+        frame = quotes_from_rows(rows, book.symbols, NOW, policy)
+        assert hashed.versions(frame) == _compute_venue_versions(frame)
+        assert book.snapshot()[2].versions(frame) == _compute_venue_versions(frame)
 
 
 def test_stream_entry_row_reads_what_the_quote_cache_writes() -> None:
