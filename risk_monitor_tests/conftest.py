@@ -13,9 +13,12 @@ built once. Modules that share one expensive session value are scheduled togethe
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from typing import Any
 
+import anyio
 import pytest
 
 pytest_plugins = [
@@ -27,6 +30,24 @@ pytest_plugins = [
     "risk_monitor_tests.fixtures.dashboard",
     "risk_monitor_tests.fixtures.e2e",
 ]
+
+
+def _import_anyio_eagerly() -> None:
+    """Import every anyio module now, on the main thread.
+
+    anyio is a pytest plugin, so pytest rewrites its modules' assertions at import, which parses
+    them with ``ast``; anyio imports its API lazily, so the first ``anyio.open_file`` happens in
+    a server thread (starlette's FileResponse: the dashboard page). On CPython 3.11.7 two threads
+    parsing at once can raise ``SystemError: AST constructor recursion depth mismatch``
+    (gh-106905): the dashboard browser test once got a 500 for its page from exactly that."""
+    for module in pkgutil.walk_packages(anyio.__path__, "anyio."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError:  # an optional backend (trio) that is not installed
+            continue
+
+
+_import_anyio_eagerly()
 
 
 #: modules that read the same session-cached value: one worker runs them all, so it is built once
