@@ -100,9 +100,10 @@ class ServiceSettings(Section):
         default=10.0, ge=0, description="hot path: longest wait at start for the first poll "
         "and quote of every source before evaluating (missing ones are then UNKNOWN)")
     switch_interval_ms: float = Field(
-        default=0.5, gt=0, le=5.0, description="hot path: the interpreter's thread switch "
+        default=0.05, gt=0, le=5.0, description="hot path: the interpreter's thread switch "
         "interval (sys.setswitchinterval) while the service runs; CPython's default is 5 ms, "
-        "so each database round trip of the writer could wait that long behind the tick loop")
+        "so a tick could wait that long behind the writer, a poll or a full evaluation "
+        "(docs/benchmarks.md: 0.05 vs 0.5 ms)")
     durable_alert_commit: bool = Field(
         default=True, description="hot path: the alert transaction of a status change "
         "waits for its WAL flush (PostgreSQL synchronous_commit). false saves the flush "
