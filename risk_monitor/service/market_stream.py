@@ -187,6 +187,12 @@ class VenueFeed:
 
     async def close(self) -> None:
         await self._drop_stream()
+        flush, self._flush = self._flush, None
+        if flush is not None and not flush.done():  # the last quotes reach the cache; a task
+            try:  # left pending was destroyed with the loop ("Task was destroyed...")
+                await asyncio.wait_for(flush, timeout=5)
+            except TimeoutError:  # wait_for cancelled it
+                log.warning("quote cache flush did not finish at close", venue=self.venue.id)
         client, self._rest_client = self._rest_client, None
         if client is not None:
             try:
