@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from risk_monitor.adapters.sql import audit_hooks, codec
-from risk_monitor.adapters.sql.alert_controls import _ack, _silence
+from risk_monitor.adapters.sql.alert_controls import ack_from_row, silence_from_row
 from risk_monitor.adapters.sql.alert_store import ApplyResult, outbox_rows
 from risk_monitor.adapters.sql.audit_log import CHAIN_LOCK, Seal, chain_entries
 from risk_monitor.adapters.sql.compliance_store import interval_from, timeline_step
@@ -212,9 +212,9 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
             present.add(key)
             if status == "sent" and ref is not None:
                 roots.setdefault((fingerprint, episode), ref)
-    silences = [_silence(_timed(s, ("starts_at", "ends_at", "created_at", "expired_at")))
+    silences = [silence_from_row(_timed(s, ("starts_at", "ends_at", "created_at", "expired_at")))
                 for s in row.silences or ()]
-    acks = [_ack(_timed(a, ("acked_at",))) for a in row.acks or ()]
+    acks = [ack_from_row(_timed(a, ("acked_at",))) for a in row.acks or ()]
     head = row.head[1] if row.head is not None else GENESIS_HASH
     return ChangeReads(states, versions, intervals, list(row.new_ids), frozenset(busy),
                        frozenset(present), roots, silences, acks, head)

@@ -127,7 +127,7 @@ class SqlAlertControls:
             if row is None:
                 raise AlertControlError(f"no silence {silence_id!r}", source=SOURCE,
                                         details=NOT_FOUND)
-            silence = _silence(row._mapping)
+            silence = silence_from_row(row._mapping)
             if not silence.active(now) and silence.starts_at <= now:
                 raise AlertControlError(f"silence {silence_id} has already ended",
                                         source=SOURCE)
@@ -146,7 +146,7 @@ class SqlAlertControls:
                                 alert_silences.c.ends_at > active_at,
                                 sa.or_(alert_silences.c.expired_at.is_(None),
                                        alert_silences.c.expired_at > active_at))
-        return [_silence(r) for r in self._rows(query, conn)]
+        return [silence_from_row(r) for r in self._rows(query, conn)]
 
     # -- acknowledgements -----------------------------------------------------------------------
     def target(self, key: str, conn: Connection | None = None) -> AckTarget:
@@ -175,7 +175,7 @@ class SqlAlertControls:
                 alert_acknowledgements.c.episode == target.episode,
                 alert_acknowledgements.c.status == target.status.value)).first()
             if existing is not None:
-                return AckedAlert(_ack(existing._mapping), target)
+                return AckedAlert(ack_from_row(existing._mapping), target)
             ack = Acknowledgement(fingerprint=target.fingerprint, episode=target.episode,
                                   status=target.status, acked_by=by, acked_at=now,
                                   comment=comment)
@@ -194,7 +194,7 @@ class SqlAlertControls:
         query = sa.select(alert_acknowledgements).order_by(alert_acknowledgements.c.id)
         if fingerprints is not None:
             query = query.where(alert_acknowledgements.c.fingerprint.in_(sorted(fingerprints)))
-        return [_ack(r) for r in self._rows(query, conn)]
+        return [ack_from_row(r) for r in self._rows(query, conn)]
 
     def _rows(self, query: sa.Select[Any], conn: Connection | None) -> list[RowMapping]:
         """``query``'s rows, in the caller's transaction when it passes one."""
@@ -288,7 +288,8 @@ def acked_as_dict(item: AckedAlert) -> dict[str, Any]:
             "correlation_id": target.correlation_id}
 
 
-def _silence(row: Any) -> Silence:
+def silence_from_row(row: Any) -> Silence:
+    """A silence from its row (or its JSON form, as ``alert_change`` reads it)."""
     return Silence(id=row["id"], matchers=tuple(
         Matcher(name=m["name"], value=m["value"], op=m["op"]) for m in row["matchers"]),
         starts_at=row["starts_at"], ends_at=row["ends_at"], created_by=row["created_by"],
@@ -296,14 +297,15 @@ def _silence(row: Any) -> Silence:
 
 
 def _acked(row: Any) -> AckedAlert:
-    ack = _ack(row._mapping)
+    ack = ack_from_row(row._mapping)
     return AckedAlert(ack, AckTarget(
         fingerprint=ack.fingerprint, episode=ack.episode, status=ack.status,
         limit_id=row.limit_id, scope=row.scope, correlation_id=row.correlation_id,
         message_ref=row.message_ref))
 
 
-def _ack(row: Any) -> Acknowledgement:
+def ack_from_row(row: Any) -> Acknowledgement:
+    """An acknowledgement from its row (or its JSON form, as ``alert_change`` reads it)."""
     return Acknowledgement(fingerprint=row["fingerprint"], episode=row["episode"],
                            status=LimitStatus(row["status"]), acked_by=row["acked_by"],
                            acked_at=row["acked_at"], comment=row["comment"])
