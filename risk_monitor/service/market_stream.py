@@ -166,8 +166,7 @@ class VenueFeed:
         exchange.client = client
 
     def _unparseable(self, exc: BaseException) -> None:
-        self.rejected["unparseable"] = self.rejected.get("unparseable", 0) + 1
-        TICKS.labels(venue=self.venue.id, outcome="rejected_unparseable").inc()
+        self._count_rejected("unparseable")
         log.warning("unparseable market message dropped", venue=self.venue.id,
                     error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
@@ -176,14 +175,17 @@ class VenueFeed:
             self._rest_client = build_client(self.venue, flavour="async", with_credentials=False)
         return self._rest_client
 
-    async def _drop_stream(self) -> None:
-        client, self._stream_client = self._stream_client, None
+    async def _close_client(self, client: Any | None, which: str) -> None:
         if client is not None:
             try:
                 await asyncio.wait_for(client.close(), timeout=5)
             except Exception as exc:  # closing a broken connection may fail too
-                log.debug("closing the stream client failed", venue=self.venue.id,
+                log.debug(f"closing the {which} client failed", venue=self.venue.id,
                           error=type(exc).__name__)
+
+    async def _drop_stream(self) -> None:
+        client, self._stream_client = self._stream_client, None
+        await self._close_client(client, "stream")
 
     async def close(self) -> None:
         await self._drop_stream()
@@ -194,12 +196,7 @@ class VenueFeed:
             except TimeoutError:  # wait_for cancelled it
                 log.warning("quote cache flush did not finish at close", venue=self.venue.id)
         client, self._rest_client = self._rest_client, None
-        if client is not None:
-            try:
-                await asyncio.wait_for(client.close(), timeout=5)
-            except Exception as exc:
-                log.debug("closing the REST client failed", venue=self.venue.id,
-                          error=type(exc).__name__)
+        await self._close_client(client, "REST")
 
     # -- quotes -------------------------------------------------------------------------------
     async def _handle(self, tickers: Mapping[str, Mapping[str, Any]], markets: Mapping[str, Any],
@@ -218,16 +215,14 @@ class VenueFeed:
             problem = tick_rejection(row, now=received, policy=self._policy,
                                      last_accepted=self._last_ts.get(instrument))
             if problem is not None:
-                self.rejected[problem] = self.rejected.get(problem, 0) + 1
-                TICKS.labels(venue=self.venue.id, outcome=f"rejected_{problem}").inc()
+                self._count_rejected(problem)
                 continue
             self._last_ts[instrument] = stamp
-            lag = (pd.Timestamp(received) - stamp).total_seconds()
-            LAG.labels(venue=self.venue.id).observe(max(0.0, lag))
-            TICKS.labels(venue=self.venue.id, outcome="accepted").inc()
+            self._lag.observe(max(0.0, (pd.Timestamp(received) - stamp).total_seconds()))
             accepted.append(row)
         if accepted:
             self.accepted += len(accepted)
+            self._accepted_ticks.inc(len(accepted))
             if self.cache is not None:
                 await self.cache.write(self.venue.id, accepted, via=via)
             if self.listener is not None:

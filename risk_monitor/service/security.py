@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import inspect
@@ -33,7 +34,7 @@ from urllib.parse import parse_qs
 import grpc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from risk_monitor.platform.errors import ConfigError
+from risk_monitor.platform.errors import AlertControlError, ConfigError, TradingControlError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
 from risk_monitor.platform.settings_service import ServiceSettings, TlsSettings
@@ -376,6 +377,18 @@ Behaviour = Callable[..., Any]
 GRPC_CALLER: ContextVar[str | None] = ContextVar("grpc_caller", default=None)
 
 
+def caller_identity(authenticated: str | None, author: object,
+                    error: type[AlertControlError | TradingControlError]) -> str:
+    """Who made an operator change: the bearer token's name, never a name the request claims;
+    only a service without authentication (loopback development) takes the request's author."""
+    if authenticated:
+        return authenticated
+    if isinstance(author, str) and author.strip():
+        return author.strip()
+    raise error("no caller identity: present a bearer token (or, on a service without "
+                'authentication, give "author")')
+
+
 class GrpcSecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Bearer-token check on every call (health optionally open) and stream rate limits."""
 
@@ -443,33 +456,28 @@ def _limited(handler: grpc.RpcMethodHandler, limiter: StreamLimiter,
     """The same unary-stream handler, counted against its client's stream limits."""
     behaviour: Behaviour = handler.unary_stream
 
-    async def admit(context: grpc.aio.ServicerContext) -> str:
+    @contextlib.asynccontextmanager
+    async def admitted(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         client = f"{token_name}@{peer_host(context.peer())}"
         refusal = limiter.acquire(client)
         if refusal is not None:
             log.warning("grpc_stream_refused", client=client, reason=refusal)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
-        return client
+        try:
+            yield
+        finally:
+            limiter.release(client)
 
-    if inspect.isasyncgenfunction(behaviour):
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            client = await admit(context)
-            try:
-                async for item in behaviour(request, context):
-                    yield item
-            finally:
-                limiter.release(client)
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with admitted(context):
+            async for item in behaviour(request, context):
+                yield item
 
-        wrapped: Behaviour = stream
-    else:
-        async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
-            client = await admit(context)
-            try:
-                await behaviour(request, context)
-            finally:
-                limiter.release(client)
+    async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async with admitted(context):
+            await behaviour(request, context)
 
-        wrapped = writer
+    wrapped: Behaviour = stream if inspect.isasyncgenfunction(behaviour) else writer
     return grpc.unary_stream_rpc_method_handler(
         wrapped, request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer)
