@@ -3,25 +3,20 @@
 Per venue, :class:`VenueFeed` keeps one ``watch_tickers(symbols)`` pending at a time (never
 cancelled mid-flight: cancelling a ccxt.pro future can poison the next subscription) and:
 
-* validates every tick before it is stored (``domain.quotes.tick_rejection``): non-positive / NaN prices, ``bid > ask``, a
-  timestamp older than ``market_data.max_age_s`` or later than now + ``max_future_skew_s``, and
-  out-of-order ticks (older than the instrument's last accepted one) are rejected and counted;
+* validates every tick before it is stored (``domain.quotes.tick_rejection``), counting the
+  rejected ones by reason;
 * hands each accepted tick to its listener at once (the service's hot path) and writes the
-  cache off the tick: every tick in 10 ms batches without a listener (a feeder: the Redis
-  stream is its output), else the latest quote per instrument once per ``CACHE_CONFLATE_S``;
-* on a websocket failure closes the client, marks the venue ``rest_fallback`` in Redis and
-  polls REST (one bulk ``fetch_tickers`` per ``poll_interval_s``, through the venue's breaker and
-  retry policy) while it reconnects with exponential backoff and jitter
-  (``reconnect_initial_s`` doubling up to ``reconnect_max_s``), so the cache never goes stale
-  during an outage;
-* sweeps ccxt's ticker cache every ``SWEEP_S`` for updates that arrived while no watch was
-  pending (ccxt.pro resolves only a pending future: such updates are otherwise seen late);
+  cache off the tick (module ``CACHE_*`` constants);
+* on a websocket failure marks the venue ``rest_fallback`` in Redis and polls REST (through the
+  venue's breaker and retry policy) while it reconnects with backoff and jitter, so the cache
+  never goes stale during an outage;
+* sweeps ccxt's ticker cache for updates that arrived while no watch was pending (ccxt.pro
+  resolves only a pending future: such updates are otherwise seen late);
 * when the stream is quiet for a third of the freshness budget, refreshes by REST once, so a
   calm market does not read as stale data.
 
 Throughput: ``watch_tickers`` keeps up to ~1k messages/s per process (FACTS.md); shard venues or
-symbols across processes beyond that. Metrics: ticks by outcome, reconnects, REST polls, lag
-(receive time - exchange time) and a connected gauge per venue.
+symbols across processes beyond that.
 """
 
 from __future__ import annotations
