@@ -298,10 +298,7 @@ class VenueFeed:
                     await self.cache.write(self.venue.id, rows[start:start + CACHE_CHUNK_ROWS],
                                            via="stream")
             except Exception as exc:
-                mapped = map_exception(exc, source="redis", endpoint="quote cache")
-                record_error(mapped)
-                log.warning("quote cache write failed", venue=self.venue.id,
-                            error_code=mapped.code)
+                self._redis_failed(exc, "quote cache", "quote cache write failed")
 
     def _count_rejected(self, problem: str) -> None:
         self.rejected[problem] = self.rejected.get(problem, 0) + 1
@@ -348,10 +345,13 @@ class VenueFeed:
             try:
                 await self.cache.set_status(self.venue.id, mode, self.clock(), error)
             except Exception as exc:
-                mapped = map_exception(exc, source="redis", endpoint="hset")
-                record_error(mapped)
-                log.warning("could not record the feed status", venue=self.venue.id,
-                            error_code=mapped.code)
+                self._redis_failed(exc, "hset", "could not record the feed status")
+
+    def _redis_failed(self, exc: Exception, endpoint: str, event: str) -> None:
+        """Counted and logged; the feed goes on (the listener already has the quotes)."""
+        mapped = map_exception(exc, source="redis", endpoint=endpoint)
+        record_error(mapped)
+        log.warning(event, venue=self.venue.id, error_code=mapped.code)
 
     # -- the loop -----------------------------------------------------------------------------
     async def _watch(self, stop: asyncio.Event) -> None:
