@@ -13,7 +13,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -36,12 +36,19 @@ log = get_logger(__name__)
 DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
 
-def _fail(error: RiskMonitorError) -> NoReturn:
-    click.echo(f"error: {error}", err=True)
-    key = getattr(error, "key", None)
-    if key:
-        click.echo(f"  key: {key}", err=True)
-    sys.exit(2)
+class _Commands(click.Group):
+    """Every command (and sub-group) fails the same way on our errors: the code and message,
+    the key when there is one, exit 2; never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RiskMonitorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            key = getattr(exc, "key", None)  # a ConfigError's
+            if key:
+                click.echo(f"  key: {key}", err=True)
+            sys.exit(2)
 
 
 def ensure_dagster_home(home: str | None = None) -> Path:
@@ -59,7 +66,7 @@ def ensure_dagster_home(home: str | None = None) -> Path:
     return path
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="risk-monitor")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               envvar="RISK_MONITOR_CONFIG", help="YAML settings file (env RISK_MONITOR_CONFIG).")
@@ -67,10 +74,7 @@ def ensure_dagster_home(home: str | None = None) -> Path:
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, log_level: str | None) -> None:
     """Risk Monitor: exposure, P&L and limit monitoring for crypto trading desks."""
-    try:
-        configure_logging(log_level)
-    except RiskMonitorError as exc:
-        _fail(exc)
+    configure_logging(log_level)
     ctx.ensure_object(dict)
     ctx.obj["config_file"] = config_file
 
@@ -78,10 +82,7 @@ def cli(ctx: click.Context, config_file: str | None, log_level: str | None) -> N
 def _settings(ctx: click.Context) -> Any:
     from risk_monitor.platform.settings import load_settings
 
-    try:
-        return load_settings(ctx.obj.get("config_file"))
-    except RiskMonitorError as exc:
-        _fail(exc)
+    return load_settings(ctx.obj.get("config_file"))
 
 
 @cli.command("check-config")
@@ -122,10 +123,7 @@ def serve(ctx: click.Context, insecure: bool) -> None:
     settings = _settings(ctx)
     from risk_monitor.service.main import run_service
 
-    try:
-        run_service(settings, insecure=insecure)
-    except RiskMonitorError as exc:
-        _fail(exc)
+    run_service(settings, insecure=insecure)
 
 
 @cli.group("audit")
@@ -137,20 +135,15 @@ def _storage(ctx: click.Context) -> Storage:
     """The store at the schema head, opened by the composition root (as every process does)."""
     from risk_monitor.bootstrap import build_runtime
 
-    try:
-        return build_runtime(_settings(ctx)).storage
-    except RiskMonitorError as exc:
-        _fail(exc)
+    return build_runtime(_settings(ctx)).storage
 
 
 @contextlib.contextmanager
 def opened_storage(ctx: click.Context) -> Iterator[Storage]:
-    """The store for one operator change, closed after; a refused change exits 2 with why."""
+    """The store for one operator change, closed after."""
     storage = _storage(ctx)
     try:
         yield storage
-    except RiskMonitorError as exc:
-        _fail(exc)
     finally:
         storage.close()
 
@@ -264,15 +257,12 @@ def audit_verify(ctx: click.Context, anchors_files: tuple[Path, ...], use_dagste
     from risk_monitor.dagster_catalog import read_dagster_anchors
 
     storage = _storage(ctx)
-    try:
-        anchors = [a for path in anchors_files for a in read_file_anchors(path)]
-        if use_dagster or (use_dagster is None and os.environ.get("DAGSTER_HOME")):
-            import dagster as dg
+    anchors = [a for path in anchors_files for a in read_file_anchors(path)]
+    if use_dagster or (use_dagster is None and os.environ.get("DAGSTER_HOME")):
+        import dagster as dg
 
-            with dg.DagsterInstance.get() as instance:
-                anchors += read_dagster_anchors(instance)
-    except RiskMonitorError as exc:
-        _fail(exc)
+        with dg.DagsterInstance.get() as instance:
+            anchors += read_dagster_anchors(instance)
     report = verify(storage.engine, anchors)
     # an empty chain proves nothing: most often the wrong database (a fresh file is created)
     empty = report.entries == 0 and report.rows_checked == 0 and report.ok
@@ -334,10 +324,7 @@ def stream(ctx: click.Context, venues: tuple[str, ...], metrics_port: int | None
     settings = _settings(ctx)
     from risk_monitor.service.feeder import main as run_feeder
 
-    try:
-        run_feeder(settings, list(venues), metrics_port=metrics_port, metrics_host=metrics_host)
-    except RiskMonitorError as exc:
-        _fail(exc)
+    run_feeder(settings, list(venues), metrics_port=metrics_port, metrics_host=metrics_host)
 
 
 @cli.command("dev", context_settings={"ignore_unknown_options": True})

@@ -48,17 +48,12 @@ def write_project_env(root: Path, values: Mapping[str, str]) -> Path:
     if unknown:
         raise ValueError(f"only {MANAGED} are written to {ENV_FILE}, not {sorted(unknown)}")
     path = root / ENV_FILE
-    lines = path.read_text().splitlines() if path.is_file() else [
-        "# Written by risk-monitor / risk-sim: where this project's Dagster instance and",
-        "# settings live, for dg, dagster and risk-monitor alike. Paths only, no secrets."]
-    pending = dict(values)
-    out: list[str] = []
-    for line in lines:
-        name = line.split("=", 1)[0].strip() if "=" in line else ""
-        if name in pending:
-            out.append(f"{name}={pending.pop(name)}")
-        else:
-            out.append(line)
-    out.extend(f"{name}={value}" for name, value in pending.items())
-    path.write_text("\n".join(out) + "\n")
+    if not path.is_file():
+        path.write_text(
+            "# Written by risk-monitor / risk-sim: where this project's Dagster instance and\n"
+            "# settings live, for dg, dagster and risk-monitor alike. Paths only, no secrets.\n")
+    from dotenv import set_key  # atomic rewrite, every other line kept
+
+    for name, value in values.items():
+        set_key(path, name, value, quote_mode="never")
     return path

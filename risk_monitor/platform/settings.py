@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -47,6 +48,8 @@ from risk_monitor.platform.settings_service import (
 )
 
 CONFIG_FILE_ENV = "RISK_MONITOR_CONFIG"
+#: the file ``load_settings`` was given, ahead of the environment's (no process-wide change)
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("risk_monitor_config_file", default=None)
 _ID = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
@@ -327,7 +330,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_FILE_ENV)
+        config_file = _CONFIG_FILE.get() or os.environ.get(CONFIG_FILE_ENV)
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config_file)))
         return tuple(sources)
@@ -429,17 +432,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     source = path or (Path(env_file) if env_file else None)
     if source is not None:
         _check_yaml(source)
+    token = _CONFIG_FILE.set(source)
     try:
-        if path is not None:
-            previous = os.environ.get(CONFIG_FILE_ENV)
-            os.environ[CONFIG_FILE_ENV] = str(path)
-            try:
-                return Settings(**overrides)
-            finally:
-                if previous is None:
-                    os.environ.pop(CONFIG_FILE_ENV, None)
-                else:
-                    os.environ[CONFIG_FILE_ENV] = previous
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -451,6 +445,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise ConfigError(
             f"invalid configuration value at '{key}': {first['msg']}{more}", key=key
         ) from None
+    finally:
+        _CONFIG_FILE.reset(token)
 
 
 def _check_yaml(path: Path) -> None:

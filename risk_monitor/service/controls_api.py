@@ -39,7 +39,7 @@ from risk_monitor.platform.errors import (
     StorageUnavailableError,
     TradingControlError,
 )
-from risk_monitor.service.security import error_body
+from risk_monitor.service.security import caller_identity, error_body
 from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl, verdict_as_dict
@@ -196,15 +196,8 @@ def trading_routes(control: TradingControl) -> list[Route]:
 
 
 def _caller(request: Request, body: dict[str, Any]) -> str:
-    """The authenticated token's name; without authentication, the body's ``author``."""
     client = request.scope.get("state", {}).get("client")
-    if client:
-        return str(client)
-    author = body.get("author")
-    if isinstance(author, str) and author.strip():
-        return author.strip()
-    raise AlertControlError("no caller identity: present a bearer token (or, on a service "
-                            'without authentication, give "author")')
+    return caller_identity(str(client) if client else None, body.get("author"), AlertControlError)
 
 
 async def _body(request: Request) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from risk_monitor.platform.errors import (
     TradingControlError,
 )
 from risk_monitor.service.proto import risk_monitor_pb2 as pb
-from risk_monitor.service.security import GRPC_CALLER
+from risk_monitor.service.security import GRPC_CALLER, caller_identity
 from risk_monitor.service.sql_state import DatabaseRiskView
 from risk_monitor.service.state import RiskViewProvider
 from risk_monitor.service.trading import TradingControl
@@ -88,12 +88,7 @@ def trading_states_message(states: dict[str, TradingVerdict],
 
 
 def caller(author: str, error: type[AlertControlError | TradingControlError]) -> str:
-    """The bearer token's name; without authentication, the request's ``author``."""
-    found = GRPC_CALLER.get() or author.strip()
-    if not found:
-        raise error("no caller identity: present a bearer token (or, on a service without "
-                    "authentication, give author)")
-    return found
+    return caller_identity(GRPC_CALLER.get(), author, error)
 
 
 class ControlRpcs:

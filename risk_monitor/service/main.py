@@ -30,7 +30,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from risk_monitor.adapters.redis_registry import RedisServiceRegistry
+from risk_monitor.adapters.redis_registry import RedisServiceRegistry, Registration
 from risk_monitor.adapters.sql import OutboxDispatcher
 from risk_monitor.bootstrap import Runtime, build_runtime
 from risk_monitor.platform.errors import RiskMonitorError, ServiceError
@@ -46,7 +46,7 @@ from risk_monitor.service.components import (
 )
 from risk_monitor.service.health import CheckFn, redis_check
 from risk_monitor.service.hot_path import HotPath
-from risk_monitor.service.registration import ServiceRegistration, instance_info
+from risk_monitor.service.registration import instance_info
 from risk_monitor.service.security import ServiceSecurity
 from risk_monitor.service.state import RiskViewProvider
 
@@ -152,7 +152,7 @@ class ServiceApp:
         self.instance_id = settings.instance_id
         self.started_at = datetime.now(UTC)
         self.redis: redis.Redis | None = None
-        self.registration: ServiceRegistration | None = None
+        self.registration: Registration | None = None
         self.config = LimitConfiguration(self.runtime, self.provider)
         self.schema = StoreSchema(self.runtime, on_ready=self.config.record_current)
         self.delivery = AlertDelivery(self.runtime)
@@ -204,8 +204,9 @@ class ServiceApp:
             info = instance_info(settings, grpc_port=self.grpc_port, rest_port=self.rest_port,
                                  started_at=self.started_at)
             registry = RedisServiceRegistry(self.redis, prefix=self.registry_prefix)
-            self.registration = ServiceRegistration(registry, settings, info)
-            await self.registration.start()
+            self.registration = Registration(registry, settings.service.service_name,
+                                             self.instance_id, info, settings.service.registry_ttl_s)
+            await asyncio.to_thread(self.registration.start)
         log.info("service_started", service=settings.service.service_name,
                  instance_id=self.instance_id, grpc_port=self.grpc_port,
                  rest_port=self.rest_port, grpc_host=settings.service.grpc_host,
@@ -237,7 +238,7 @@ class ServiceApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain_cut.wait(), timeout=drain)
         if self.registration is not None:
-            await self.registration.stop()
+            await asyncio.to_thread(self.registration.stop)
         await self._close()
         log.info("service_stopped", instance_id=self.instance_id)
 

@@ -3,25 +3,20 @@
 Per venue, :class:`VenueFeed` keeps one ``watch_tickers(symbols)`` pending at a time (never
 cancelled mid-flight: cancelling a ccxt.pro future can poison the next subscription) and:
 
-* validates every tick before it is stored (``domain.quotes.tick_rejection``): non-positive / NaN prices, ``bid > ask``, a
-  timestamp older than ``market_data.max_age_s`` or later than now + ``max_future_skew_s``, and
-  out-of-order ticks (older than the instrument's last accepted one) are rejected and counted;
+* validates every tick before it is stored (``domain.quotes.tick_rejection``), counting the
+  rejected ones by reason;
 * hands each accepted tick to its listener at once (the service's hot path) and writes the
-  cache off the tick: every tick in 10 ms batches without a listener (a feeder: the Redis
-  stream is its output), else the latest quote per instrument once per ``CACHE_CONFLATE_S``;
-* on a websocket failure closes the client, marks the venue ``rest_fallback`` in Redis and
-  polls REST (one bulk ``fetch_tickers`` per ``poll_interval_s``, through the venue's breaker and
-  retry policy) while it reconnects with exponential backoff and jitter
-  (``reconnect_initial_s`` doubling up to ``reconnect_max_s``), so the cache never goes stale
-  during an outage;
-* sweeps ccxt's ticker cache every ``SWEEP_S`` for updates that arrived while no watch was
-  pending (ccxt.pro resolves only a pending future: such updates are otherwise seen late);
+  cache off the tick (module ``CACHE_*`` constants);
+* on a websocket failure marks the venue ``rest_fallback`` in Redis and polls REST (through the
+  venue's breaker and retry policy) while it reconnects with backoff and jitter, so the cache
+  never goes stale during an outage;
+* sweeps ccxt's ticker cache for updates that arrived while no watch was pending (ccxt.pro
+  resolves only a pending future: such updates are otherwise seen late);
 * when the stream is quiet for a third of the freshness budget, refreshes by REST once, so a
   calm market does not read as stale data.
 
 Throughput: ``watch_tickers`` keeps up to ~1k messages/s per process (FACTS.md); shard venues or
-symbols across processes beyond that. Metrics: ticks by outcome, reconnects, REST polls, lag
-(receive time - exchange time) and a connected gauge per venue.
+symbols across processes beyond that.
 """
 
 from __future__ import annotations
@@ -166,8 +161,7 @@ class VenueFeed:
         exchange.client = client
 
     def _unparseable(self, exc: BaseException) -> None:
-        self.rejected["unparseable"] = self.rejected.get("unparseable", 0) + 1
-        TICKS.labels(venue=self.venue.id, outcome="rejected_unparseable").inc()
+        self._count_rejected("unparseable")
         log.warning("unparseable market message dropped", venue=self.venue.id,
                     error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
@@ -176,14 +170,17 @@ class VenueFeed:
             self._rest_client = build_client(self.venue, flavour="async", with_credentials=False)
         return self._rest_client
 
-    async def _drop_stream(self) -> None:
-        client, self._stream_client = self._stream_client, None
+    async def _close_client(self, client: Any | None, which: str) -> None:
         if client is not None:
             try:
                 await asyncio.wait_for(client.close(), timeout=5)
             except Exception as exc:  # closing a broken connection may fail too
-                log.debug("closing the stream client failed", venue=self.venue.id,
+                log.debug(f"closing the {which} client failed", venue=self.venue.id,
                           error=type(exc).__name__)
+
+    async def _drop_stream(self) -> None:
+        client, self._stream_client = self._stream_client, None
+        await self._close_client(client, "stream")
 
     async def close(self) -> None:
         await self._drop_stream()
@@ -194,12 +191,7 @@ class VenueFeed:
             except TimeoutError:  # wait_for cancelled it
                 log.warning("quote cache flush did not finish at close", venue=self.venue.id)
         client, self._rest_client = self._rest_client, None
-        if client is not None:
-            try:
-                await asyncio.wait_for(client.close(), timeout=5)
-            except Exception as exc:
-                log.debug("closing the REST client failed", venue=self.venue.id,
-                          error=type(exc).__name__)
+        await self._close_client(client, "REST")
 
     # -- quotes -------------------------------------------------------------------------------
     async def _handle(self, tickers: Mapping[str, Mapping[str, Any]], markets: Mapping[str, Any],
@@ -218,16 +210,14 @@ class VenueFeed:
             problem = tick_rejection(row, now=received, policy=self._policy,
                                      last_accepted=self._last_ts.get(instrument))
             if problem is not None:
-                self.rejected[problem] = self.rejected.get(problem, 0) + 1
-                TICKS.labels(venue=self.venue.id, outcome=f"rejected_{problem}").inc()
+                self._count_rejected(problem)
                 continue
             self._last_ts[instrument] = stamp
-            lag = (pd.Timestamp(received) - stamp).total_seconds()
-            LAG.labels(venue=self.venue.id).observe(max(0.0, lag))
-            TICKS.labels(venue=self.venue.id, outcome="accepted").inc()
+            self._lag.observe(max(0.0, (pd.Timestamp(received) - stamp).total_seconds()))
             accepted.append(row)
         if accepted:
             self.accepted += len(accepted)
+            self._accepted_ticks.inc(len(accepted))
             if self.cache is not None:
                 await self.cache.write(self.venue.id, accepted, via=via)
             if self.listener is not None:
@@ -308,10 +298,7 @@ class VenueFeed:
                     await self.cache.write(self.venue.id, rows[start:start + CACHE_CHUNK_ROWS],
                                            via="stream")
             except Exception as exc:
-                mapped = map_exception(exc, source="redis", endpoint="quote cache")
-                record_error(mapped)
-                log.warning("quote cache write failed", venue=self.venue.id,
-                            error_code=mapped.code)
+                self._redis_failed(exc, "quote cache", "quote cache write failed")
 
     def _count_rejected(self, problem: str) -> None:
         self.rejected[problem] = self.rejected.get(problem, 0) + 1
@@ -358,10 +345,13 @@ class VenueFeed:
             try:
                 await self.cache.set_status(self.venue.id, mode, self.clock(), error)
             except Exception as exc:
-                mapped = map_exception(exc, source="redis", endpoint="hset")
-                record_error(mapped)
-                log.warning("could not record the feed status", venue=self.venue.id,
-                            error_code=mapped.code)
+                self._redis_failed(exc, "hset", "could not record the feed status")
+
+    def _redis_failed(self, exc: Exception, endpoint: str, event: str) -> None:
+        """Counted and logged; the feed goes on (the listener already has the quotes)."""
+        mapped = map_exception(exc, source="redis", endpoint=endpoint)
+        record_error(mapped)
+        log.warning(event, venue=self.venue.id, error_code=mapped.code)
 
     # -- the loop -----------------------------------------------------------------------------
     async def _watch(self, stop: asyncio.Event) -> None:

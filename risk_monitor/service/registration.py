@@ -1,17 +1,15 @@
-"""What this service instance advertises in discovery, and its registration lifecycle."""
+"""What this service instance advertises in discovery (``adapters.redis_registry.Registration``
+keeps it registered)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from datetime import UTC, datetime
 from typing import Any
 
 from risk_monitor import __version__
-from risk_monitor.adapters.redis_registry import Registration
 from risk_monitor.platform.settings import Settings
-from risk_monitor.ports import ServiceRegistry
 
 _WILDCARD = {"", "0.0.0.0", "::", "[::]"}
 
@@ -39,23 +37,3 @@ def instance_info(settings: Settings, *, grpc_port: int, rest_port: int,
         "started_at": started_at.astimezone(UTC).isoformat(),
         "metadata": {"environment": settings.environment, "pid": os.getpid()},
     }
-
-
-class ServiceRegistration:
-    """Async face of :class:`Registration` for the service's event loop."""
-
-    def __init__(self, registry: ServiceRegistry, settings: Settings,
-                 info: dict[str, Any]) -> None:
-        self.registration = Registration(registry, settings.service.service_name,
-                                         settings.instance_id, info,
-                                         settings.service.registry_ttl_s)
-
-    @property
-    def key(self) -> str:
-        return self.registration.key
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.registration.start)
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self.registration.stop)

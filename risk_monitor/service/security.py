@@ -15,11 +15,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import inspect
 import ipaddress
-import json
 import math
 import threading
 import time
@@ -31,9 +31,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import grpc
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from risk_monitor.platform.errors import ConfigError
+from risk_monitor.platform.errors import AlertControlError, ConfigError, TradingControlError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
 from risk_monitor.platform.settings_service import ServiceSettings, TlsSettings
@@ -268,30 +269,28 @@ class BearerAuthMiddleware:
         if scope["type"] != "http" or not auth.enabled or path in self.security.open_paths:
             await self.app(scope, receive, send)
             return
-        if path == LOGIN_PATH:
-            await self._login(scope, receive, send)
-            return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         client = auth.identify(headers.get(b"authorization")) or \
             auth.identify_session(_cookie(headers.get(b"cookie"), SESSION_COOKIE))
-        if client is not None:
+        if path == LOGIN_PATH:
+            response: Response = await self._login(scope["method"], receive)
+        elif client is not None:
             scope.setdefault("state", {})["client"] = client
             await self.app(scope, receive, send)
             return
-        if path in BROWSER_PAGES and scope["method"] in ("GET", "HEAD"):
-            await _respond(send, 303, b"", [(b"location", LOGIN_PATH.encode())])
-            return
-        await _json(send, 401, error_body("unauthenticated", "a valid bearer token is required"),
-                    [(b"www-authenticate", b'Bearer realm="risk-monitor"')])
+        elif path in BROWSER_PAGES and scope["method"] in ("GET", "HEAD"):
+            response = RedirectResponse(LOGIN_PATH, 303)
+        else:
+            response = JSONResponse(
+                error_body("unauthenticated", "a valid bearer token is required"), 401,
+                headers={"www-authenticate": 'Bearer realm="risk-monitor"'})
+        await response(scope, receive, send)
 
-    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
+    async def _login(self, method: str, receive: Receive) -> Response:
         if method in ("GET", "HEAD"):
-            await _respond(send, 200, LOGIN_PAGE.format(message="").encode(), _HTML)
-            return
+            return HTMLResponse(LOGIN_PAGE.format(message=""), headers=_NO_STORE)
         if method != "POST":
-            await _json(send, 405, error_body("method_not_allowed", "use GET or POST"))
-            return
+            return JSONResponse(error_body("method_not_allowed", "use GET or POST"), 405)
         body = await _read_body(receive, MAX_LOGIN_BODY)
         token = ""
         if body is not None:
@@ -300,15 +299,13 @@ class BearerAuthMiddleware:
         client = self.security.authenticator.login(token) if token else None
         if client is None:
             page = LOGIN_PAGE.format(message="<p role='alert'>Token not accepted.</p>")
-            await _respond(send, 401, page.encode(), _HTML)
-            return
+            return HTMLResponse(page, 401, headers=_NO_STORE)
         log.info("dashboard_login", client=client)
         cookie = (f"{SESSION_COOKIE}={self.security.authenticator.session_value(client)}; "
                   f"Path=/; Max-Age={SESSION_MAX_AGE_S}; HttpOnly; SameSite=Strict")
         if self.security.tls is not None:
             cookie += "; Secure"
-        await _respond(send, 303, b"", [(b"location", b"/dashboard"),
-                                        (b"set-cookie", cookie.encode())])
+        return RedirectResponse("/dashboard", 303, headers={"set-cookie": cookie})
 
 
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -317,7 +314,7 @@ LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <form method="post" action="/login"><label>Access token
 <input type="password" name="token" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button></form></body></html>"""
-_HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
+_NO_STORE = {"cache-control": "no-store"}
 
 
 def _cookie(header: bytes | None, name: str) -> str | None:
@@ -345,19 +342,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, body: bytes,
-                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*(headers or []), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _json(send: Send, status: int, payload: Mapping[str, Any],
-                headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await _respond(send, status, json.dumps(payload).encode(),
-                   [(b"content-type", b"application/json"), *(headers or [])])
-
-
 # -- gRPC -------------------------------------------------------------------------------------
 def peer_host(peer: str) -> str:
     """``ipv4:127.0.0.1:5123`` / ``ipv6:[::1]:5123`` -> the address without the port."""
@@ -374,6 +358,18 @@ Behaviour = Callable[..., Any]
 
 #: the authenticated caller of the current unary gRPC call (its token's name), for audit
 GRPC_CALLER: ContextVar[str | None] = ContextVar("grpc_caller", default=None)
+
+
+def caller_identity(authenticated: str | None, author: object,
+                    error: type[AlertControlError | TradingControlError]) -> str:
+    """Who made an operator change: the bearer token's name, never a name the request claims;
+    only a service without authentication (loopback development) takes the request's author."""
+    if authenticated:
+        return authenticated
+    if isinstance(author, str) and author.strip():
+        return author.strip()
+    raise error("no caller identity: present a bearer token (or, on a service without "
+                'authentication, give "author")')
 
 
 class GrpcSecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -443,33 +439,28 @@ def _limited(handler: grpc.RpcMethodHandler, limiter: StreamLimiter,
     """The same unary-stream handler, counted against its client's stream limits."""
     behaviour: Behaviour = handler.unary_stream
 
-    async def admit(context: grpc.aio.ServicerContext) -> str:
+    @contextlib.asynccontextmanager
+    async def admitted(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         client = f"{token_name}@{peer_host(context.peer())}"
         refusal = limiter.acquire(client)
         if refusal is not None:
             log.warning("grpc_stream_refused", client=client, reason=refusal)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
-        return client
+        try:
+            yield
+        finally:
+            limiter.release(client)
 
-    if inspect.isasyncgenfunction(behaviour):
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            client = await admit(context)
-            try:
-                async for item in behaviour(request, context):
-                    yield item
-            finally:
-                limiter.release(client)
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with admitted(context):
+            async for item in behaviour(request, context):
+                yield item
 
-        wrapped: Behaviour = stream
-    else:
-        async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
-            client = await admit(context)
-            try:
-                await behaviour(request, context)
-            finally:
-                limiter.release(client)
+    async def writer(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async with admitted(context):
+            await behaviour(request, context)
 
-        wrapped = writer
+    wrapped: Behaviour = stream if inspect.isasyncgenfunction(behaviour) else writer
     return grpc.unary_stream_rpc_method_handler(
         wrapped, request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer)

@@ -329,13 +329,11 @@ class LiveEvaluation:
                             code=ReasonCode.TRADING_HALTED, trading_state=trading.state.value)
             return deny("no risk evaluation yet: positions or limits unknown (fail closed)",
                         now, config_version=version, trading_state=trading.state.value)
+        def decide(pending: PendingExposure | None = None) -> OrderCheck:
+            return check_order(report, config, order, now, trading, pending or ())
+
         gate = self.trading
-        if gate is None:
-            return decision_of(check_order(report, config, order, now, trading), report,
-                               config, now)
-        checked = gate.judge(order, now, report,
-                             lambda pending: check_order(report, config, order, now, trading,
-                                                         pending))
+        checked = decide() if gate is None else gate.judge(order, now, report, decide)
         return decision_of(checked, report, config, now)
 
 
