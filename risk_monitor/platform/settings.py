@@ -418,7 +418,8 @@ class Settings(BaseSettings):
 
 
 def _mask_url(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+    """The password of a URL masked, with or without a user name (``redis://:pw@host``)."""
+    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", url)
 
 
 def _key_of(loc: tuple[int | str, ...]) -> str:

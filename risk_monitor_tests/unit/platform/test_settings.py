@@ -116,6 +116,13 @@ venues:
     assert masked["secrets"] == {"BIN_KEY": "NOT SET", "BIN_SECRET": "set"}
 
 
+def test_masked_hides_a_password_without_a_user_name(tmp_path: Path) -> None:
+    path = write(tmp_path, "redis_url: redis://:redispassword@cache:6379/0\n")
+    masked = load_settings(path).masked()
+    assert "redispassword" not in repr(masked)
+    assert masked["redis_url"] == "redis://:***@cache:6379/0"
+
+
 def test_configuration_reference_is_up_to_date() -> None:
     from risk_monitor.platform.settings_reference import render
 
