@@ -29,6 +29,7 @@ import pandas as pd
 
 from risk_monitor.domain.aggregation import ScopeInputs
 from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.frame_index import FrameIndex
 from risk_monitor.domain.limits import LimitConfig, LimitDefinition, LimitKind, measure, result_of
 from risk_monitor.domain.model import LimitResult, SourceKind
 from risk_monitor.domain.pnl import PortfolioPnl, PositionMarks, mark_position, portfolio_from_total
@@ -236,7 +237,8 @@ class IncrementalEvaluator:
                     self._aggs[result.scope] = agg
             other = NAT
             if needs.holdings or needs.scope_equity:
-                other = _balances_oldest(balances, scope, holdings_only=not needs.scope_equity)
+                other = _balances_oldest(state.balances_index, scope,
+                                         holdings_only=not needs.scope_equity)
             slot = _Slot(index, definition, scope, inputs, agg, other, result)
             if agg is not None:
                 agg.slots.append(slot)
@@ -374,18 +376,13 @@ def _texts(frame: pd.DataFrame, column: str) -> list[str]:
     return [str(v) for v in frame[column].to_numpy(dtype=object)]
 
 
-def _balances_oldest(balances: pd.DataFrame, scope: Scope, *, holdings_only: bool) -> int:
-    """Oldest time of the balance rows a scope reads (non-stable holdings, or all balances)."""
-    if scope.instrument is not None or not len(balances):
+def _balances_oldest(index: FrameIndex, scope: Scope, *, holdings_only: bool) -> int:
+    """Oldest time of the balance rows a scope reads (non-stable holdings, or all balances),
+    from the batch's own index of them (the rows ``aggregation.scope_inputs`` read)."""
+    if scope.instrument is not None:
         return NAT
-    oldest = NAT
-    stable = balances["is_stable"].to_numpy(dtype=bool)
-    times = times_ns(balances, "source_time", "source_time")
-    for i, (venue, account, currency) in enumerate(zip(
-            _texts(balances, "venue"), _texts(balances, "account"),
-            _texts(balances, "currency"), strict=True)):
-        if holdings_only and stable[i]:
-            continue
-        if scope.contains(venue, account, None, currency):
-            oldest = min_ns(oldest, int(times[i]))
-    return oldest
+    fixed = scope.items()
+    if holdings_only:
+        fixed["class"] = "asset"
+    found = index.groups(fixed, [], ()).get(())
+    return NAT if found is None else found.oldest_ns
