@@ -13,10 +13,11 @@ import pandas as pd
 
 from risk_monitor.adapters.collection import data_age_s
 from risk_monitor.defs.metadata import md_table
-from risk_monitor.domain.frame_rules import FrameRules, passes, plain_strings
+from risk_monitor.domain.frame_rules import FrameRules
 from risk_monitor.domain.lineage import content_version, venue_versions
 from risk_monitor.domain.model import Collected, SourceStatus
-from risk_monitor.domain.schemas import failure_summary, schema_of
+from risk_monitor.domain.schemas import validate_frame
+from risk_monitor.platform.errors import DataValidationError
 from risk_monitor.platform.logging import redact_text
 
 PREVIEW_ROWS = 20
@@ -95,23 +96,18 @@ def collected_output(context: dg.AssetExecutionContext, collected: Collected, *,
 # --- checks ------------------------------------------------------------------------------------
 def schema_check(check_name: str, asset: str, collected: Collected,
                  rules: FrameRules) -> dg.AssetCheckResult:
-    """Re-validate the stored frame against the schema (at check time, with the time rules):
-    the vectorised rules first, pandera (imported then) only to describe a failure."""
-    passed = dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True,
-                                 metadata={"rows": len(collected.frame)})
-    if passes(collected.frame, rules):
-        return passed
-    from pandera.errors import SchemaError, SchemaErrors
-
+    """Re-validate the stored frame against the schema (at check time, with the time rules),
+    by the rule collection applies (``schemas.validate_frame``)."""
     try:
-        schema_of(rules).validate(plain_strings(collected.frame), lazy=True)  # ids as str
-    except (SchemaErrors, SchemaError) as exc:
+        validate_frame(collected.frame, rules, source=asset)
+    except DataValidationError as exc:  # a StaleDataError too
         return dg.AssetCheckResult(
             check_name=check_name, asset_key=asset, passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"failures": dg.MetadataValue.json(failure_summary(exc))},
+            metadata={"failures": dg.MetadataValue.json(exc.details["failures"])},
             description="rows break the dataset schema")
-    return passed
+    return dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True,
+                               metadata={"rows": len(collected.frame)})
 
 
 def completeness_check(check_name: str, asset: str, collected: Collected,
