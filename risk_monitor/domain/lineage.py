@@ -436,18 +436,12 @@ def _by_kind(balances: Collected) -> tuple[_Entry, _Entry]:
     return seen.entry("exchange", lambda: part(False)), seen.entry("custody", lambda: part(True))
 
 
-#: canonical texts of the limit configuration's entry, by configuration version (a few)
-_config_texts: dict[str, str] = {}
-
-
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _config_entry(config_version: str) -> _Entry:
+    """The limit configuration's entry and its canonical text, per version (shared: read-only,
+    as every entry of :func:`evaluated_inputs`)."""
     entry = {"data_version": config_version, "as_of": None, "rows": None}
-    text = _config_texts.get(config_version)
-    if text is None:
-        if len(_config_texts) >= _CACHE_SIZE:
-            _config_texts.clear()
-        text = _config_texts[config_version] = canonical(entry)
-    return entry, text
+    return entry, canonical(entry)
 
 
 @dataclass(frozen=True)
