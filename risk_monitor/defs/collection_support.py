@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from risk_monitor.adapters.collection import data_age_s
 from risk_monitor.defs.metadata import md_table
@@ -31,11 +30,6 @@ def data_version_of(collected: Collected) -> dg.DataVersion:
     """A content hash of the rows and of each source's coverage: the data version an alert's
     audit record names (the hot path hashes its inputs with the same function)."""
     return dg.DataVersion(content_version(collected))
-
-
-def markdown_preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
-    """The first rows as a Markdown table, raw values (a data preview)."""
-    return md_table(frame, rows, precise=True)
 
 
 def sources_table(sources: tuple[SourceStatus, ...]) -> dg.TableMetadataValue:
@@ -74,7 +68,7 @@ def collection_metadata(collected: Collected, *, now: datetime, age_column: str
         # the same per-venue versions, so a reviewer sees which venue's data an alert used
         "data_versions_by_venue": dg.MetadataValue.json(
             {venue: seen.data_version for venue, seen in venue_versions(collected).items()}),
-        "preview": dg.MetadataValue.md(markdown_preview(frame)),
+        "preview": dg.MetadataValue.md(md_table(frame, PREVIEW_ROWS, precise=True)),  # raw values
     }
 
 
