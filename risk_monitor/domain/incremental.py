@@ -29,6 +29,7 @@ import pandas as pd
 
 from risk_monitor.domain.aggregation import ScopeInputs
 from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.frame_index import FrameIndex
 from risk_monitor.domain.limits import LimitConfig, LimitDefinition, LimitKind, measure, result_of
 from risk_monitor.domain.model import LimitResult, SourceKind
@@ -48,13 +49,6 @@ def _now_ns(now: datetime) -> int:
     if type(now) is datetime and now.tzinfo is not None:
         return (now - _EPOCH) // _US * 1000
     return ns_of(now)
-
-
-def _num(value: object) -> float | None:
-    if value is None:
-        return None
-    number = float(value)  # type: ignore[arg-type]
-    return number if math.isfinite(number) else None
 
 
 class Tick(NamedTuple):
@@ -163,11 +157,11 @@ class IncrementalEvaluator:
         prices = snapshot.prices.frame
         for row in prices.itertuples(index=False):
             key = (str(row.venue), str(row.instrument))
-            last = _num(row.last)
+            last = finite(row.last)
             if last is None:
                 continue
-            self._quotes[key] = _Quote(str(row.base), str(row.quote), last, _num(row.mark),
-                                       _num(row.bid), _num(row.ask))
+            self._quotes[key] = _Quote(str(row.base), str(row.quote), last, finite(row.mark),
+                                       finite(row.bid), finite(row.ask))
             self._pairs.setdefault((str(row.base), str(row.quote)), []).append(key)
         # pairs with a fresh quote the batch refused as absurd: that quote still takes part in
         # the pair's outlier band (price_outliers runs over every fresh quote), so their ticks
