@@ -123,15 +123,15 @@ def completeness_check(check_name: str, asset: str, collected: Collected,
         f"{len(missing)} source(s) missing; their exposure is UNKNOWN, not zero")
 
 
-def dataset_check_specs(dataset: str, asset: str, schema: str, sources: str
+def dataset_check_specs(dataset: str, asset: str, schema: str, complete: str
                         ) -> list[dg.AssetCheckSpec]:
-    """The specs of :func:`dataset_checks`. The schema check blocks: rows that break it must
-    not reach risk. Completeness does not: a missing source is reported (ERROR) and risk still
-    runs, turning its limits UNKNOWN instead of silently skipping them."""
+    """The specs of :func:`dataset_checks` (their descriptions given). The schema check blocks:
+    rows that break it must not reach risk. Completeness does not: a missing source is
+    reported (ERROR) and risk still runs, turning its limits UNKNOWN instead of skipping them."""
     return [dg.AssetCheckSpec(f"{dataset}_match_schema", asset=asset, blocking=True,
                               description=schema),
             dg.AssetCheckSpec(f"{dataset}_are_complete", asset=asset, blocking=False,
-                              description=f"Every configured {sources} answered and validated.")]
+                              description=complete)]
 
 
 def dataset_checks(dataset: str, asset: str, collected: Collected, rules: FrameRules,

@@ -30,7 +30,8 @@ CODE_VERSION = asset_code_version(__name__)
 def _checks(asset: str, sources: str) -> list[dg.AssetCheckSpec]:
     return dataset_check_specs(
         "balances", asset, f"Every {sources} balance row obeys the schema (non-negative, "
-        "total = free + used, unique keys, fresh, not future).", sources)
+        "total = free + used, unique keys, fresh, not future).",
+        f"Every configured {sources} answered and validated.")
 
 
 EXCHANGE_BALANCE_CHECKS = _checks("exchange_balances", "exchange account")

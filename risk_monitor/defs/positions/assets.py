@@ -23,7 +23,8 @@ CODE_VERSION = asset_code_version(__name__)
 ASSET = "exchange_positions"
 POSITION_CHECKS = dataset_check_specs(
     "positions", ASSET, "Every row obeys the positions schema (types, ranges, unique keys, "
-    "quantity = contracts x size x side, fresh, not future).", "exchange account")
+    "quantity = contracts x size x side, fresh, not future).",
+    "Every configured exchange account answered and validated.")
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,
