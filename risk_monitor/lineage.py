@@ -3,7 +3,7 @@
 Three steps around the service's alert transaction (hooks in ``service/hot_path.py``):
 
 * :meth:`HotPathLineage.context` adds the content-addressed data versions of the exact inputs
-  evaluated (``domain.lineage.input_versions``, the functions the Dagster assets hash with; the
+  evaluated (``domain.lineage.evaluated_inputs``, the functions the Dagster assets hash with; the
   collection inputs also per venue) and an evaluation id to the alert context, so they are
   written with the alert, in its transaction: the versions once per evaluation
   (``evaluation_lineage``), their digest sealed in each alert's audit entry. The Slack message's

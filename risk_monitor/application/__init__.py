@@ -4,22 +4,14 @@ Each function is one step of the risk cycle written once; the Dagster assets cal
 run context, the service's hot path with its own, so both paths write the same truth.
 """
 
-from risk_monitor.application.alerting import (
-    RaisedAlerts,
-    alert_policy,
-    raise_alerts,
-    record_compliance,
-)
+from risk_monitor.application.alerting import alert_policy, raise_alerts, record_compliance
 from risk_monitor.application.evaluation import (
-    PORTFOLIO_SCOPE,
     build_snapshot,
     evaluation_metrics,
     merge_collected,
     persist_evaluation,
-    record_equity,
     source_budgets,
 )
 
-__all__ = ["PORTFOLIO_SCOPE", "RaisedAlerts", "alert_policy", "build_snapshot",
-           "evaluation_metrics", "merge_collected", "persist_evaluation", "raise_alerts",
-           "record_compliance", "record_equity", "source_budgets"]
+__all__ = ["alert_policy", "build_snapshot", "evaluation_metrics", "merge_collected",
+           "persist_evaluation", "raise_alerts", "record_compliance", "source_budgets"]

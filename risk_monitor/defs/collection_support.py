@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from risk_monitor.adapters.collection import data_age_s
 from risk_monitor.defs.metadata import md_table
-from risk_monitor.domain.frame_rules import FrameRules, passes, plain_strings
+from risk_monitor.domain.frame_rules import FrameRules
 from risk_monitor.domain.lineage import content_version, venue_versions
 from risk_monitor.domain.model import Collected, SourceStatus
-from risk_monitor.domain.schemas import failure_summary, schema_of
+from risk_monitor.domain.schemas import validate_frame
+from risk_monitor.platform.errors import DataValidationError
 from risk_monitor.platform.logging import redact_text
 
 PREVIEW_ROWS = 20
@@ -30,11 +30,6 @@ def data_version_of(collected: Collected) -> dg.DataVersion:
     """A content hash of the rows and of each source's coverage: the data version an alert's
     audit record names (the hot path hashes its inputs with the same function)."""
     return dg.DataVersion(content_version(collected))
-
-
-def markdown_preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
-    """The first rows as a Markdown table, raw values (a data preview)."""
-    return md_table(frame, rows, precise=True)
 
 
 def sources_table(sources: tuple[SourceStatus, ...]) -> dg.TableMetadataValue:
@@ -73,7 +68,7 @@ def collection_metadata(collected: Collected, *, now: datetime, age_column: str
         # the same per-venue versions, so a reviewer sees which venue's data an alert used
         "data_versions_by_venue": dg.MetadataValue.json(
             {venue: seen.data_version for venue, seen in venue_versions(collected).items()}),
-        "preview": dg.MetadataValue.md(markdown_preview(frame)),
+        "preview": dg.MetadataValue.md(md_table(frame, PREVIEW_ROWS, precise=True)),  # raw values
     }
 
 
@@ -95,23 +90,18 @@ def collected_output(context: dg.AssetExecutionContext, collected: Collected, *,
 # --- checks ------------------------------------------------------------------------------------
 def schema_check(check_name: str, asset: str, collected: Collected,
                  rules: FrameRules) -> dg.AssetCheckResult:
-    """Re-validate the stored frame against the schema (at check time, with the time rules):
-    the vectorised rules first, pandera (imported then) only to describe a failure."""
-    passed = dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True,
-                                 metadata={"rows": len(collected.frame)})
-    if passes(collected.frame, rules):
-        return passed
-    from pandera.errors import SchemaError, SchemaErrors
-
+    """Re-validate the stored frame against the schema (at check time, with the time rules),
+    by the rule collection applies (``schemas.validate_frame``)."""
     try:
-        schema_of(rules).validate(plain_strings(collected.frame), lazy=True)  # ids as str
-    except (SchemaErrors, SchemaError) as exc:
+        validate_frame(collected.frame, rules, source=asset)
+    except DataValidationError as exc:  # a StaleDataError too
         return dg.AssetCheckResult(
             check_name=check_name, asset_key=asset, passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"failures": dg.MetadataValue.json(failure_summary(exc))},
+            metadata={"failures": dg.MetadataValue.json(exc.details["failures"])},
             description="rows break the dataset schema")
-    return passed
+    return dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True,
+                               metadata={"rows": len(collected.frame)})
 
 
 def completeness_check(check_name: str, asset: str, collected: Collected,
@@ -131,6 +121,17 @@ def completeness_check(check_name: str, asset: str, collected: Collected,
                   "expected": dg.MetadataValue.json(expected)},
         description=None if not missing else
         f"{len(missing)} source(s) missing; their exposure is UNKNOWN, not zero")
+
+
+def dataset_check_specs(dataset: str, asset: str, schema: str, complete: str
+                        ) -> list[dg.AssetCheckSpec]:
+    """The specs of :func:`dataset_checks` (their descriptions given). The schema check blocks:
+    rows that break it must not reach risk. Completeness does not: a missing source is
+    reported (ERROR) and risk still runs, turning its limits UNKNOWN instead of skipping them."""
+    return [dg.AssetCheckSpec(f"{dataset}_match_schema", asset=asset, blocking=True,
+                              description=schema),
+            dg.AssetCheckSpec(f"{dataset}_are_complete", asset=asset, blocking=False,
+                              description=complete)]
 
 
 def dataset_checks(dataset: str, asset: str, collected: Collected, rules: FrameRules,

@@ -20,7 +20,7 @@ import math
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -51,14 +51,6 @@ class FrameRules:
     columns: dict[str, ColumnRule]
     checks: tuple[tuple[str, FrameCheck], ...] = ()
     unique: tuple[str, ...] = ()
-    _compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, compare=False,
-                                                  repr=False)
-
-    def regex(self, pattern: str) -> re.Pattern[str]:
-        found = self._compiled.get(pattern)
-        if found is None:
-            found = self._compiled[pattern] = re.compile(pattern)
-        return found
 
 
 #: rows per slice of a chunked pass over a large frame: temporaries of 64k rows (512 KiB a
@@ -194,7 +186,7 @@ def passes(frame: pd.DataFrame, rules: FrameRules) -> bool:
     for name, rule in rules.columns.items():
         series = frame[name]
         if rule.kind == "str":
-            found = _string_codes(frame, name, rule, rules)
+            found = _string_codes(frame, name, rule)
             if found is None:
                 return False
             codes[name] = found
@@ -210,15 +202,14 @@ def passes(frame: pd.DataFrame, rules: FrameRules) -> bool:
     return not rules.unique or _unique(frame, rules.unique, codes)
 
 
-def _string_codes(frame: pd.DataFrame, name: str, rule: ColumnRule, rules: FrameRules
-                  ) -> np.ndarray | None:
+def _string_codes(frame: pd.DataFrame, name: str, rule: ColumnRule) -> np.ndarray | None:
     series = frame[name]
     if series.dtype != object and not isinstance(series.dtype, pd.CategoricalDtype):
         return None
     found, uniques = key_codes(frame, name)
     if len(found) and int(found.min()) < 0:  # a null
         return None
-    regex = rules.regex(rule.pattern) if rule.pattern is not None else None
+    regex = re.compile(rule.pattern) if rule.pattern is not None else None  # re's cache
     allowed = frozenset(rule.allowed) if rule.allowed is not None else None
     for value in uniques:
         if not isinstance(value, str):

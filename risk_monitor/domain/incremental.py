@@ -29,24 +29,18 @@ import pandas as pd
 
 from risk_monitor.domain.aggregation import ScopeInputs
 from risk_monitor.domain.engine import RiskReport
+from risk_monitor.domain.figures import finite
+from risk_monitor.domain.frame_index import FrameIndex
 from risk_monitor.domain.limits import LimitConfig, LimitDefinition, LimitKind, measure, result_of
 from risk_monitor.domain.model import LimitResult, SourceKind
 from risk_monitor.domain.pnl import PortfolioPnl, PositionMarks, mark_position, portfolio_from_total
 from risk_monitor.domain.quotes import QuotePolicy, quote_outlier
 from risk_monitor.domain.scopes import Scope, parse_scope_key
-from risk_monitor.domain.valuation import NAT, ns_of, times_ns
+from risk_monitor.domain.valuation import NAT, min_ns, ns_of, times_ns
 
 _NS = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-
-
-def _min_ns(a: int, b: int) -> int:
-    if a == NAT:
-        return b
-    if b == NAT:
-        return a
-    return min(a, b)
 
 
 def _now_ns(now: datetime) -> int:
@@ -55,13 +49,6 @@ def _now_ns(now: datetime) -> int:
     if type(now) is datetime and now.tzinfo is not None:
         return (now - _EPOCH) // _US * 1000
     return ns_of(now)
-
-
-def _num(value: object) -> float | None:
-    if value is None:
-        return None
-    number = float(value)  # type: ignore[arg-type]
-    return number if math.isfinite(number) else None
 
 
 class Tick(NamedTuple):
@@ -129,7 +116,7 @@ class _ScopeAgg:
         self.min_liq = min(finite) if finite else math.nan
         oldest = NAT
         for member in self.members:
-            oldest = _min_ns(oldest, member.source_ns)
+            oldest = min_ns(oldest, member.source_ns)
         self.oldest_ns = oldest
 
 
@@ -170,11 +157,11 @@ class IncrementalEvaluator:
         prices = snapshot.prices.frame
         for row in prices.itertuples(index=False):
             key = (str(row.venue), str(row.instrument))
-            last = _num(row.last)
+            last = finite(row.last)
             if last is None:
                 continue
-            self._quotes[key] = _Quote(str(row.base), str(row.quote), last, _num(row.mark),
-                                       _num(row.bid), _num(row.ask))
+            self._quotes[key] = _Quote(str(row.base), str(row.quote), last, finite(row.mark),
+                                       finite(row.bid), finite(row.ask))
             self._pairs.setdefault((str(row.base), str(row.quote)), []).append(key)
         # pairs with a fresh quote the batch refused as absurd: that quote still takes part in
         # the pair's outlier band (price_outliers runs over every fresh quote), so their ticks
@@ -203,7 +190,7 @@ class IncrementalEvaluator:
         row_ns = times_ns(pnl, "source_time", "source_time")
         for i in range(len(pnl)):
             if not ok[i]:  # its scopes are UNKNOWN: a tick cannot change them
-                static_oldest = _min_ns(static_oldest, int(row_ns[i]))
+                static_oldest = min_ns(static_oldest, int(row_ns[i]))
                 continue
             q, e, m, usd, liq = (float(figures[c][i]) for c in
                                  ("quantity", "entry_price", "mark", "quote_usd",
@@ -219,7 +206,7 @@ class IncrementalEvaluator:
             for scope_key in _scope_keys(venue[i], account[i], instrument[i], base[i]):
                 by_scope_key.setdefault(scope_key, []).append(position)
         for t in times_ns(balances, "source_time", "source_time"):
-            static_oldest = _min_ns(static_oldest, int(t))
+            static_oldest = min_ns(static_oldest, int(t))
         self._static_oldest = static_oldest
         # one slot per (limit, scope) result a tick can move
         self._aggs: dict[str, _ScopeAgg] = {}
@@ -244,7 +231,8 @@ class IncrementalEvaluator:
                     self._aggs[result.scope] = agg
             other = NAT
             if needs.holdings or needs.scope_equity:
-                other = _balances_oldest(balances, scope, holdings_only=not needs.scope_equity)
+                other = _balances_oldest(state.balances_index, scope,
+                                         holdings_only=not needs.scope_equity)
             slot = _Slot(index, definition, scope, inputs, agg, other, result)
             if agg is not None:
                 agg.slots.append(slot)
@@ -312,7 +300,7 @@ class IncrementalEvaluator:
             d_net = marks.signed_notional_usd - old.signed_notional_usd
             d_upnl = marks.upnl_usd - old.upnl_usd
             d_upnl_total += d_upnl
-            position.source_ns = _min_ns(_min_ns(position.pos_ns, tick.t_ns), position.rate_ns)
+            position.source_ns = min_ns(min_ns(position.pos_ns, tick.t_ns), position.rate_ns)
             for agg in position.aggs:
                 agg.d_gross += d_gross
                 agg.d_net += d_net
@@ -332,7 +320,7 @@ class IncrementalEvaluator:
             slots.update((id(s), s) for s in self._portfolio_slots)
             portfolio_oldest = self._static_oldest
             for position in self._positions:
-                portfolio_oldest = _min_ns(portfolio_oldest, position.source_ns)
+                portfolio_oldest = min_ns(portfolio_oldest, position.source_ns)
         changed: list[LimitResult] = []
         updated: list[LimitResult] = []
         for slot in slots.values():
@@ -352,14 +340,14 @@ class IncrementalEvaluator:
         oldest = slot.other_oldest_ns
         moved: dict[str, float | int] = {}  # one replace() per tick: it costs µs per call
         if agg is not None:
-            oldest = _min_ns(oldest, agg.oldest_ns)
+            oldest = min_ns(oldest, agg.oldest_ns)
             moved.update(
                 derivatives_gross_usd=base.derivatives_gross_usd + agg.d_gross,
                 derivatives_net_usd=base.derivatives_net_usd + agg.d_net,
                 equity_usd=base.equity_usd + agg.d_upnl if needs.scope_equity else math.nan,
                 min_liquidation_distance_pct=agg.min_liq)
         if needs.portfolio_equity:
-            oldest = _min_ns(oldest, portfolio_oldest)
+            oldest = min_ns(oldest, portfolio_oldest)
             moved["portfolio_equity_usd"] = portfolio.equity_usd
         moved["oldest_ns"] = oldest
         inputs = replace(base, **moved)  # type: ignore[arg-type]
@@ -382,18 +370,13 @@ def _texts(frame: pd.DataFrame, column: str) -> list[str]:
     return [str(v) for v in frame[column].to_numpy(dtype=object)]
 
 
-def _balances_oldest(balances: pd.DataFrame, scope: Scope, *, holdings_only: bool) -> int:
-    """Oldest time of the balance rows a scope reads (non-stable holdings, or all balances)."""
-    if scope.instrument is not None or not len(balances):
+def _balances_oldest(index: FrameIndex, scope: Scope, *, holdings_only: bool) -> int:
+    """Oldest time of the balance rows a scope reads (non-stable holdings, or all balances),
+    from the batch's own index of them (the rows ``aggregation.scope_inputs`` read)."""
+    if scope.instrument is not None:
         return NAT
-    oldest = NAT
-    stable = balances["is_stable"].to_numpy(dtype=bool)
-    times = times_ns(balances, "source_time", "source_time")
-    for i, (venue, account, currency) in enumerate(zip(
-            _texts(balances, "venue"), _texts(balances, "account"),
-            _texts(balances, "currency"), strict=True)):
-        if holdings_only and stable[i]:
-            continue
-        if scope.contains(venue, account, None, currency):
-            oldest = _min_ns(oldest, int(times[i]))
-    return oldest
+    fixed = scope.items()
+    if holdings_only:
+        fixed["class"] = "asset"
+    found = index.groups(fixed, [], ()).get(())
+    return NAT if found is None else found.oldest_ns

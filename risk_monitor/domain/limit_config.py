@@ -305,12 +305,6 @@ class LimitConfig(_Model):
         copy._unavailable = reason
         return copy
 
-    def limit(self, limit_id: str) -> LimitDefinition:
-        for item in self.limits:
-            if item.id == limit_id:
-                return item
-        raise KeyError(limit_id)
-
 
 def load_limit_config(document: Mapping[str, Any] | None) -> LimitConfig:
     """Validate a limit document; ConfigError lists every bad field by its path.

@@ -297,14 +297,14 @@ def _compute_venue_versions(collected: Collected) -> dict[str, VenueVersion]:
             for venue in sorted(set(sources) | set(rows_of))}
 
 
-#: an entry of :func:`input_versions` and its canonical text
+#: an entry of :func:`evaluated_inputs` and its canonical text
 _Entry = tuple[dict[str, Any], str]
 
 
 @dataclass
 class _Seen:
     """What is known of one dataset object: its venues' versions and, built once, its entries
-    in :func:`input_versions` (shared by every evaluation of the object: read-only) and their
+    in :func:`evaluated_inputs` (shared by every evaluation of the object: read-only) and their
     canonical texts (``audit_chain.canonical``, what the evaluation's digest is made of)."""
 
     versions: dict[str, VenueVersion]
@@ -436,23 +436,17 @@ def _by_kind(balances: Collected) -> tuple[_Entry, _Entry]:
     return seen.entry("exchange", lambda: part(False)), seen.entry("custody", lambda: part(True))
 
 
-#: canonical texts of the limit configuration's entry, by configuration version (a few)
-_config_texts: dict[str, str] = {}
-
-
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _config_entry(config_version: str) -> _Entry:
+    """The limit configuration's entry and its canonical text, per version (shared: read-only,
+    as every entry of :func:`evaluated_inputs`)."""
     entry = {"data_version": config_version, "as_of": None, "rows": None}
-    text = _config_texts.get(config_version)
-    if text is None:
-        if len(_config_texts) >= _CACHE_SIZE:
-            _config_texts.clear()
-        text = _config_texts[config_version] = canonical(entry)
-    return entry, text
+    return entry, canonical(entry)
 
 
 @dataclass(frozen=True)
 class InputVersions:
-    """One evaluation's input versions (:func:`input_versions`) and their digest
+    """One evaluation's input versions (:func:`evaluated_inputs`) and their digest
     (``audit_chain.versions_digest``, computed from the entries' canonical texts: those of the
     datasets evaluated before are kept with them, only a new dataset's entry is walked)."""
 
@@ -461,7 +455,14 @@ class InputVersions:
 
 
 def evaluated_inputs(snapshot: RiskSnapshot, config_version: str) -> InputVersions:
-    """:func:`input_versions` with their digest."""
+    """Data version, as-of time and rows of each input of one evaluation, named like the
+    Dagster assets they correspond to, each with its per-venue versions (``venues``), plus the
+    limit configuration version, and their digest. Equal to what the assets record for the
+    same data: the balances' venues split by source kind hash exactly as the two balance
+    assets do.
+
+    The entries of a dataset object evaluated before (positions, balances between polls) are
+    the same objects as then: read them, never change them."""
     exchange, custody = _by_kind(snapshot.balances)
     named = {
         "market_prices": _whole(_seen(snapshot.prices)),
@@ -474,13 +475,3 @@ def evaluated_inputs(snapshot: RiskSnapshot, config_version: str) -> InputVersio
                          digest=digest_of_canonical({name: text
                                                      for name, (_, text) in named.items()}))
 
-
-def input_versions(snapshot: RiskSnapshot, config_version: str) -> dict[str, dict[str, Any]]:
-    """Data version, as-of time and rows of each input of one evaluation, named like the
-    Dagster assets they correspond to, each with its per-venue versions (``venues``), plus the
-    limit configuration version. Equal to what the assets record for the same data: the
-    balances' venues split by source kind hash exactly as the two balance assets do.
-
-    The entries of a dataset object evaluated before (positions, balances between polls) are
-    the same objects as then: read them, never change them."""
-    return evaluated_inputs(snapshot, config_version).versions

@@ -500,20 +500,13 @@ def mark_position(quantity: float, entry: float, mark: float, quote_usd: float,
 
 
 def project_portfolio(portfolio: PortfolioPnl, equity_change_usd: float) -> PortfolioPnl:
-    """The portfolio figures after an equity change (a fill away from the mark)."""
+    """The portfolio figures after an equity change (a fill away from the mark), by the rule
+    of :func:`portfolio_from_total` against the evaluation's start of day and peak."""
     if not portfolio.known:
         return portfolio
-    equity = portfolio.equity_usd + equity_change_usd
-    sod = portfolio.start_of_day_equity_usd
-    peak = max(portfolio.peak_equity_usd or equity, equity)
-    drawdown = (peak - equity) / peak * 100.0 if peak > 0 else math.nan
-    return replace(
-        portfolio,
-        equity_usd=equity,
-        daily_pnl_usd=equity - sod if sod is not None else math.nan,
-        peak_equity_usd=peak,
-        drawdown_pct=drawdown,
-    )
+    moved = portfolio_from_total(portfolio.equity_usd + equity_change_usd,
+                                 portfolio.start_of_day_equity_usd, portfolio.peak_equity_usd)
+    return replace(moved, start_of_day_established=portfolio.start_of_day_established)
 
 
 def utc_day_start(now: datetime) -> datetime:

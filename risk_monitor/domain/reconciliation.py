@@ -24,7 +24,7 @@ the books agree again).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -110,10 +110,7 @@ class Break:
         return scope_key({"venue": self.venue, dim: self.item})
 
     def as_dict(self) -> dict[str, object]:
-        return {"venue": self.venue, "item": self.item, "kind": self.kind,
-                "book": self.book.value, "desk": self.desk, "reported": self.reported,
-                "difference": self.difference, "tolerance": self.tolerance,
-                "status": self.status.value, "reason": self.reason}
+        return {**asdict(self), "book": self.book.value, "status": self.status.value}
 
 
 def reconcile(desk: Mapping[ItemKey, float] | DeskBook, exchange: Mapping[ItemKey, float],

@@ -53,12 +53,6 @@ ABS_TOLERANCE = 1e-12
 TIME_CHECKS = frozenset({"timestamp_not_in_future", "received_at_not_in_future",
                          "timestamp_is_fresh", "received_at_is_fresh"})
 
-_STRING_COLUMNS = {
-    "venue", "account", "instrument", "base", "quote", "settle", "position_side",
-    "margin_mode", "source_type", "asset",
-}
-_TIME_COLUMNS = {"timestamp", "received_at"}
-
 #: the id columns collection hands on as Categoricals (:func:`frame_rules.categorize`): the
 #: positions are the dataset that grows with the desk (1M rows: 8 bytes a row and column as
 #: object pointers, 1-2 as codes); consumers read a key column as str values either way
@@ -280,16 +274,21 @@ def price_rules(*, now: datetime | None = None, max_age_s: float | None = None,
 
 
 # --- typed frames --------------------------------------------------------------------------------
+#: each dataset column's kind, as its rules give it ("str", "number", "time")
+_KINDS = {name: rule.kind for rules in (position_rules(), balance_rules(), price_rules())
+          for name, rule in rules.columns.items()}
+
+
 def typed_frame(records: Iterable[Mapping[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
     """A frame with exactly ``columns`` and the dataset dtypes, even with no rows."""
     rows = list(records)
     data: dict[str, pd.Series] = {}
     for column in columns:
         values = [row.get(column) for row in rows]
-        if column in _TIME_COLUMNS:
+        if _KINDS[column] == "time":
             data[column] = pd.Series(pd.to_datetime(pd.Series(values, dtype="object"), utc=True),
                                      dtype=UTC_TIMESTAMP)
-        elif column in _STRING_COLUMNS:
+        elif _KINDS[column] == "str":
             data[column] = pd.Series(values, dtype="object")
         else:
             data[column] = pd.Series(

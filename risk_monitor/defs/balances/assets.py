@@ -10,12 +10,12 @@ from risk_monitor.adapters.collection import (
     collect_custodian_balances,
     collect_exchange_balances,
 )
-from risk_monitor.defs.balances.checks import CUSTODIAN_BALANCE_CHECKS, EXCHANGE_BALANCE_CHECKS
 from risk_monitor.defs.balances.resources import CustodiansResource
 from risk_monitor.defs.collection_support import (
     FRESHNESS,
     GROUP,
     collected_output,
+    dataset_check_specs,
     dataset_checks,
 )
 from risk_monitor.defs.failures import surface_errors
@@ -25,6 +25,17 @@ from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
 
 CODE_VERSION = asset_code_version(__name__)
+
+
+def _checks(asset: str, sources: str) -> list[dg.AssetCheckSpec]:
+    return dataset_check_specs(
+        "balances", asset, f"Every {sources} balance row obeys the schema (non-negative, "
+        "total = free + used, unique keys, fresh, not future).",
+        f"Every configured {sources} answered and validated.")
+
+
+EXCHANGE_BALANCE_CHECKS = _checks("exchange_balances", "exchange account")
+CUSTODIAN_BALANCE_CHECKS = _checks("custodian_balances", "custodian")
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,

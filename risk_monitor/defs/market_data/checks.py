@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from risk_monitor.adapters.market_data import quote_policy
-from risk_monitor.defs.collection_support import completeness_check, schema_check
+from risk_monitor.defs.collection_support import dataset_check_specs, dataset_checks
 from risk_monitor.domain.model import Collected
 from risk_monitor.domain.quotes import stale_mask
 from risk_monitor.domain.schemas import price_rules
@@ -21,9 +21,10 @@ from risk_monitor.platform.settings import Settings
 
 ASSET = "market_prices"
 PRICE_CHECKS = [
-    dg.AssetCheckSpec("prices_match_schema", asset=ASSET, blocking=True,
-                      description="Every quote obeys the price schema (positive, bid <= ask, "
-                                  "unique per venue and instrument)."),
+    *dataset_check_specs(
+        "prices", ASSET, "Every quote obeys the price schema (positive, bid <= ask, unique per "
+        "venue and instrument).", "Every configured venue delivered a fresh quote for every "
+        "configured instrument."),
     dg.AssetCheckSpec("prices_are_fresh", asset=ASSET, blocking=True,
                       description="Every quote is younger than market_data.max_age_s and not "
                                   "from the future."),
@@ -31,9 +32,6 @@ PRICE_CHECKS = [
                       description="No quote was refused for deviating more than "
                                   "market_data.max_deviation from its own mark / bid / ask or "
                                   "from other venues."),
-    dg.AssetCheckSpec("prices_are_complete", asset=ASSET, blocking=False,
-                      description="Every configured venue delivered a fresh quote for every "
-                                  "configured instrument."),
 ]
 
 
@@ -61,9 +59,5 @@ def _sanity(collected: Collected, settings: Settings) -> dg.AssetCheckResult:
 
 def price_check_results(collected: Collected, settings: Settings, expected: list[str],
                         now: datetime) -> list[dg.AssetCheckResult]:
-    return [
-        schema_check("prices_match_schema", ASSET, collected, price_rules()),
-        _freshness(collected, settings, now),
-        _sanity(collected, settings),
-        completeness_check("prices_are_complete", ASSET, collected, expected),
-    ]
+    return [*dataset_checks("prices", ASSET, collected, price_rules(), expected),
+            _freshness(collected, settings, now), _sanity(collected, settings)]

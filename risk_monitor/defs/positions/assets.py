@@ -10,16 +10,21 @@ from risk_monitor.defs.collection_support import (
     FRESHNESS,
     GROUP,
     collected_output,
+    dataset_check_specs,
     dataset_checks,
 )
 from risk_monitor.defs.failures import surface_errors
 from risk_monitor.defs.metadata import OWNERS, asset_code_version, utc_now
-from risk_monitor.defs.positions.checks import ASSET, POSITION_CHECKS
 from risk_monitor.defs.positions.resources import ExchangeAccountsResource
 from risk_monitor.defs.resources import SettingsResource
 from risk_monitor.defs.retries import STEP_RETRY
 
 CODE_VERSION = asset_code_version(__name__)
+ASSET = "exchange_positions"
+POSITION_CHECKS = dataset_check_specs(
+    "positions", ASSET, "Every row obeys the positions schema (types, ranges, unique keys, "
+    "quantity = contracts x size x side, fresh, not future).",
+    "Every configured exchange account answered and validated.")
 
 
 @dg.asset(group_name=GROUP, kinds={"ccxt", "pandas"}, owners=OWNERS,

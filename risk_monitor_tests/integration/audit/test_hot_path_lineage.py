@@ -25,7 +25,7 @@ from risk_monitor.dagster_catalog import (
 from risk_monitor.defs.collection_support import data_version_of
 from risk_monitor.domain.alerts import AlertPolicy
 from risk_monitor.domain.engine import RiskSnapshot
-from risk_monitor.domain.lineage import input_versions
+from risk_monitor.domain.lineage import evaluated_inputs
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
 from risk_monitor.lineage import HotPathLineage
 from risk_monitor_tests.fixtures.storage import make_result, sqlite_url
@@ -53,7 +53,7 @@ def _snapshot() -> RiskSnapshot:
 
 def test_hot_path_inputs_hash_like_the_dagster_assets() -> None:
     snapshot = _snapshot()
-    versions = input_versions(snapshot, "cfg-v1")
+    versions = evaluated_inputs(snapshot, "cfg-v1").versions
     assert versions["market_prices"]["data_version"] == data_version_of(snapshot.prices).value
     assert versions["exchange_positions"]["data_version"] == \
         data_version_of(snapshot.positions).value
@@ -75,7 +75,7 @@ def test_an_alerting_evaluation_is_recorded_with_its_inputs_and_reported_to_dags
                        "evaluation_id": "eval-1",
                        "evaluated_at": T0.isoformat(), "limit_config_version": "cfg-v1",
                        "code_version": "git:abc", "input_data_versions":
-                           input_versions(_snapshot(), "cfg-v1")}
+                           evaluated_inputs(_snapshot(), "cfg-v1").versions}
             raised = application.raise_alerts(storage, [make_result("BREACH", T0)], now=T0,
                                             policy=AlertPolicy(), context=context)
             [note] = raised.plan.notifications
@@ -153,7 +153,7 @@ def test_quotes_are_hashed_per_venue_like_the_market_prices_asset() -> None:
         SourceStatus(kind=SourceKind.MARKET, venue="okx", account="*", ok=True, as_of=T0,
                      rows=1)))
     snapshot = replace(_snapshot(), prices=prices)
-    recorded = input_versions(snapshot, "cfg-v1")["market_prices"]
+    recorded = evaluated_inputs(snapshot, "cfg-v1").versions["market_prices"]
     metadata = collection_metadata(prices, now=T0, age_column="timestamp")
     by_venue = metadata["data_versions_by_venue"].value
     assert by_venue == {v: seen["data_version"] for v, seen in recorded["venues"].items()}
@@ -162,7 +162,7 @@ def test_quotes_are_hashed_per_venue_like_the_market_prices_asset() -> None:
         == combined_version(venue_versions(prices))
     # an okx tick changes okx's version and the dataset's, not binance's
     moved = Collected(frame=prices.frame.assign(last=[65000.0, 65020.0]), sources=prices.sources)
-    after = input_versions(replace(snapshot, prices=moved), "cfg-v1")["market_prices"]
+    after = evaluated_inputs(replace(snapshot, prices=moved), "cfg-v1").versions["market_prices"]
     assert after["venues"]["binance"] == recorded["venues"]["binance"]
     assert after["venues"]["okx"]["data_version"] != recorded["venues"]["okx"]["data_version"]
     assert after["data_version"] != recorded["data_version"]

@@ -25,6 +25,7 @@ from risk_monitor.adapters.config_service import (
 from risk_monitor.adapters.limit_provider import LimitConfigProvider
 from risk_monitor.adapters.redis_registry import DiscoveryClient, connect
 from risk_monitor.adapters.sql import Storage
+from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.platform.errors import ConfigError, DiscoveryError, ServiceError
 from risk_monitor.platform.settings import (
     ConfigServiceSettings,
@@ -61,6 +62,10 @@ def component() -> str:
 
 def url(sim: ConfigServiceSimulator, component: str) -> str:
     return f"{sim.url}/v1/config/{component}"
+
+
+def _btc_breach(config: LimitConfig) -> float:
+    return next(d for d in config.limits if d.id == "btc-binance-notional").breach
 
 
 # -- the HTTP contract ----------------------------------------------------------------------------
@@ -216,12 +221,12 @@ async def test_refresh_loop_applies_hot_reloads_rejects_and_caches(
     try:
         assert [a.source for a in applied] == [SOURCE_SERVICE]
         assert state.current is not None and state.current.version == v1
-        assert state.current.limits.limit("btc-binance-notional").breach == 1e6
+        assert _btc_breach(state.current.limits) == 1e6
 
         v2 = sim.publish(component, doc(2e6))
         await async_wait_until(lambda: applied[-1].version == v2)
         assert state.current is not None
-        assert state.current.limits.limit("btc-binance-notional").breach == 2e6
+        assert _btc_breach(state.current.limits) == 2e6
         assert state.current.limits_version != applied[0].limits_version
         assert json.loads(cache.read_text())["version"] == v2
 
@@ -268,7 +273,7 @@ async def test_start_from_disk_cache_while_the_service_is_down(
     try:
         assert second.current is not None
         assert (second.current.source, second.current.version) == (SOURCE_CACHE, version)
-        assert second.current.limits.limit("btc-binance-notional").breach == 4e6
+        assert _btc_breach(second.current.limits) == 4e6
         assert second.status()["service_synced"] is True
         assert limits.readiness()["service_connected"] is False
     finally:

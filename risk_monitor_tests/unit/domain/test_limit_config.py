@@ -101,7 +101,7 @@ def test_default_limits_file_is_valid_and_covers_every_kind() -> None:
     config = load_limit_config(document)
     kinds = {limit.kind for limit in config.limits}
     assert kinds == set(LimitKind)
-    btc = config.limit("binance_btc_notional")
+    btc = next(d for d in config.limits if d.id == "binance_btc_notional")
     assert btc.kind is LimitKind.MAX_NOTIONAL
     assert btc.scope.items() == {"venue": "binance", "instrument": "BTC/USDT:USDT"}
     assert (btc.warn, btc.breach) == (800000, 1000000)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from risk_monitor.domain.audit_chain import canonical, versions_digest
 from risk_monitor.domain.engine import RiskSnapshot
-from risk_monitor.domain.lineage import content_version, input_versions, venue_versions
+from risk_monitor.domain.lineage import content_version, evaluated_inputs, venue_versions
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
 from risk_monitor_tests.unit.domain.test_lineage_versions import quotes
 
@@ -96,11 +96,11 @@ AWKWARD_TEXT = (
 
 
 def test_the_digest_of_input_versions_is_pinned() -> None:
-    assert versions_digest(input_versions(_snapshot(), "cfg-v1")) == DIGEST_V1
-    assert versions_digest(input_versions(_snapshot(tick=42), "cfg-v2")) == DIGEST_V2
+    assert versions_digest(evaluated_inputs(_snapshot(), "cfg-v1").versions) == DIGEST_V1
+    assert versions_digest(evaluated_inputs(_snapshot(tick=42), "cfg-v2").versions) == DIGEST_V2
     snapshot = _snapshot()
-    again = input_versions(snapshot, "cfg-v1")  # the cached entries: the same bytes
-    assert versions_digest(again) == versions_digest(input_versions(snapshot, "cfg-v1"))
+    again = evaluated_inputs(snapshot, "cfg-v1").versions  # the cached entries: the same bytes
+    assert versions_digest(again) == versions_digest(evaluated_inputs(snapshot, "cfg-v1").versions)
     assert versions_digest(again) == DIGEST_V1
 
 

@@ -17,7 +17,7 @@ from risk_monitor.domain.lineage import (
     column_values,
     combined_version,
     content_version,
-    input_versions,
+    evaluated_inputs,
     venue_versions,
 )
 from risk_monitor.domain.model import Collected, SourceKind, SourceStatus
@@ -87,7 +87,7 @@ def test_balances_split_by_kind_hash_like_the_two_balance_assets() -> None:
     merged = Collected(pd.concat([exchange.frame, custody.frame], ignore_index=True),
                        exchange.sources + custody.sources)
     snapshot = RiskSnapshot(positions=exchange, balances=merged, prices=quotes(), now=T0)
-    versions = input_versions(snapshot, "cfg-v1")
+    versions = evaluated_inputs(snapshot, "cfg-v1").versions
     assert versions["exchange_balances"]["data_version"] == content_version(exchange)
     assert versions["custodian_balances"]["data_version"] == content_version(custody)
     assert set(versions["market_prices"]["venues"]) == {"binance", "okx"}

@@ -19,6 +19,7 @@ from risk_monitor.adapters.config_service import (
     load_limits_file,
     validate_document,
 )
+from risk_monitor.domain.limits import LimitConfig
 from risk_monitor.platform.errors import ConfigError
 from risk_monitor_tests.fixtures.service import desk_limits, write_limits
 
@@ -26,6 +27,10 @@ from risk_monitor_tests.fixtures.service import desk_limits, write_limits
 def service_doc(document: dict[str, Any], component: str = "risk-monitor") -> ConfigDocument:
     return ConfigDocument(component=component, version=document_version(document),
                           document=document, source=SOURCE_SERVICE)
+
+
+def _btc_breach(config: LimitConfig) -> float:
+    return next(d for d in config.limits if d.id == "btc-binance-notional").breach
 
 
 def test_version_is_a_content_hash_independent_of_key_order() -> None:
@@ -57,7 +62,7 @@ def test_apply_swaps_atomically_and_keeps_last_good(tmp_path: Path) -> None:
     good = service_doc({"limits": desk_limits()})
     assert state.apply(good) is True
     assert state.current is not None and state.current.version == good.version
-    assert state.current.limits.limit("btc-binance-notional").breach == 1e6
+    assert _btc_breach(state.current.limits) == 1e6
 
     bad = service_doc({"limits": desk_limits(btc_warn=5e6, btc_breach=1e6)})
     assert state.apply(bad) is False
