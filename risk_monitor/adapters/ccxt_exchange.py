@@ -35,9 +35,9 @@ from risk_monitor.adapters.ccxt_client import (
     venue_credentials,
 )
 from risk_monitor.adapters.ccxt_mapping import map_balance, map_positions, map_tickers
-from risk_monitor.adapters.ccxt_ticker_rows import log_rejected, parse_tickers_each, ticker_items
+from risk_monitor.adapters.ccxt_ticker_rows import parse_tickers_each, ticker_items
 from risk_monitor.adapters.errors import map_exception, with_retry_after
-from risk_monitor.adapters.row_validation import RejectedRow
+from risk_monitor.adapters.row_validation import RejectedRow, log_rejected
 from risk_monitor.platform.clock import Clock, utc_now
 from risk_monitor.platform.errors import (
     DataValidationError,
