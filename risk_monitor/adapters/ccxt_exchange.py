@@ -152,22 +152,6 @@ def shared_client(venue: VenueSettings, *, with_credentials: bool = True) -> Any
         return client
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether ``kind`` is anywhere in the chain of causes (retry layers re-raise, even an
-    error from itself)."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        pending += [current.__cause__, current.__context__]
-    return False
-
-
 # --- the adapter -------------------------------------------------------------------------------------
 class CcxtExchangeAccount:
     """Read-only view of one exchange account through ccxt (implements ``ExchangeAccount``).
@@ -264,12 +248,11 @@ class CcxtExchangeAccount:
     def _fresh_markets_on_bad_symbol(self, endpoint: str, fn: Callable[[], Any]) -> Any:
         """Call ``fn``; when markets came from the cache and the venue (or ccxt) does not know a
         symbol, drop the cache, reload the markets from the venue and call once more."""
-        from ccxt.base.errors import BadSymbol
-
         try:
             return self._call(endpoint, fn)
-        except RiskMonitorError as exc:
-            if not (self.client in _CACHED_MARKETS and _caused_by(exc, BadSymbol)):
+        except RiskMonitorError as exc:  # the error mapper names the library's class
+            if not (self.client in _CACHED_MARKETS
+                    and exc.details.get("library_error") == "BadSymbol"):
                 raise
         assert self._markets_cache is not None
         log.info("cached markets out of date; reloading them from the venue", venue=self.venue,
@@ -304,24 +287,15 @@ class CcxtExchangeAccount:
 
     def fetch_positions(self) -> pd.DataFrame:
         """Every open position of the account: one bulk ``fetch_positions()`` call."""
-        self._signed()
-        self._markets()
-        raw = self._fresh_markets_on_bad_symbol("fetch_positions", self.client.fetch_positions)
-        received = self._clock()
-        markets = self.client.markets or {}  # reloaded when the cached ones were out of date
-        return self._mapped(lambda: map_positions(raw, venue=self.venue, account=self.account,
-                                                  markets=markets, received_at=received),
-                            "fetch_positions")
+        raw = self._signed_read("fetch_positions", self.client.fetch_positions)
+        return self._mapped("fetch_positions", map_positions, raw, venue=self.venue,
+                            account=self.account, markets=self.client.markets or {})
 
     def fetch_balances(self) -> pd.DataFrame:
         """Wallet balances of the account (see the module doc for the convention)."""
-        self._signed()
-        self._markets()
-        raw = self._fresh_markets_on_bad_symbol("fetch_balance", self.client.fetch_balance)
-        received = self._clock()
-        return self._mapped(lambda: map_balance(raw, exchange_id=self.exchange_id,
-                                                venue=self.venue, account=self.account,
-                                                received_at=received), "fetch_balance")
+        raw = self._signed_read("fetch_balance", self.client.fetch_balance)
+        return self._mapped("fetch_balance", map_balance, raw, exchange_id=self.exchange_id,
+                            venue=self.venue, account=self.account)
 
     def fetch_tickers(self, symbols: Sequence[str] | None = None) -> pd.DataFrame:
         """Latest tickers of ``symbols`` (all when empty) in one bulk ``fetch_tickers`` call."""
@@ -342,17 +316,21 @@ class CcxtExchangeAccount:
                                                account=self.account, symbols=wanted)
             for row in rejected:
                 log_rejected(row)
-        received = self._clock()
-        markets = client.markets or {}
-        frame = self._mapped(lambda: map_tickers(raw, venue=self.venue, markets=markets,
-                                                 received_at=received, symbols=wanted),
-                             "fetch_tickers")
+        frame = self._mapped("fetch_tickers", map_tickers, raw, venue=self.venue,
+                             markets=client.markets or {}, symbols=wanted)
         frame.attrs["rejected_rows"] = rejected
         return frame
 
-    def _mapped(self, build: Callable[[], pd.DataFrame], endpoint: str) -> pd.DataFrame:
+    def _signed_read(self, endpoint: str, fn: Callable[[], Any]) -> Any:
+        self._signed()
+        self._markets()
+        return self._fresh_markets_on_bad_symbol(endpoint, fn)
+
+    def _mapped(self, endpoint: str, mapper: Callable[..., pd.DataFrame], raw: Any,
+                **kwargs: Any) -> pd.DataFrame:
+        """``mapper`` on a venue answer just received (markets as reloaded, if they were)."""
         try:
-            return build()
+            return mapper(raw, received_at=self._clock(), **kwargs)
         except DataValidationError as exc:
             exc.source = self.venue
             exc.details.setdefault("endpoint", endpoint)
