@@ -1,20 +1,12 @@
-"""Alertmanager sink (optional, beside Slack): every alert series is mirrored into a real
-Alertmanager through its v2 API (``POST /api/v2/alerts``), so firms route alerts to PagerDuty
-or Opsgenie with the tools they already run.
+"""Alertmanager sink (optional, beside Slack): every alert series mirrored into a real
+Alertmanager (``POST /api/v2/alerts``), so firms route alerts to PagerDuty or Opsgenie with the
+tools they already run.
 
-It reads the same durable outbox the Slack dispatcher delivers from, and keeps its own delivery
-state per series in ``sink_deliveries``: for each alert series, the latest outbox row (a state
-change) is pushed once, retried with backoff until Alertmanager accepts it, and kept alive
-while it fires (Alertmanager resolves an alert that is not re-sent before its ``endsAt``, as it
-does for Prometheus). A ``resolved`` state is pushed with ``endsAt`` set to when it cleared.
-
-Alerts carry labels (``alertname=RiskMonitorLimit``, ``limit_id``, ``scope``, ``venue``,
-``severity``, ``status``, ``group``, ``kind``: the labels silences and routes match on) and
-annotations built by :mod:`risk_monitor.adapters.alert_messages` (summary, description, value
-vs levels, headroom, owner, runbook, dashboard, lineage, trace command). ``generatorURL`` is
-the lineage link. When the status changes (WARN -> BREACH) the label set changes, so the old
-label set is resolved in the same push. Silenced or acknowledged rows (outbox ``suppressed``)
-are not pushed: Alertmanager has silences of its own.
+It reads the outbox the Slack dispatcher delivers from and keeps its own state per series in
+``sink_deliveries``: the latest state change is pushed once (retried with backoff), and kept
+alive while it fires, because Alertmanager resolves an alert not re-sent before its ``endsAt``.
+A status change (WARN -> BREACH) changes the label set, so the old one is resolved in the same
+push. Silenced or acknowledged rows are not pushed: Alertmanager has silences of its own.
 """
 
 from __future__ import annotations

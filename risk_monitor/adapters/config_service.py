@@ -1,19 +1,10 @@
 """Configuration-service client: fetch, validate, apply atomically, watch, cache to disk.
 
-The configuration service (contract: docs/config-service-contract.md) serves one versioned JSON
-document per component. For ``risk-monitor`` the document holds ``limits`` (the limit
-configuration, same shape as limits.yaml) and optionally ``alert_routing`` and ``venues``.
-
-- :class:`ConfigState` keeps the applied configuration. ``apply`` validates a document and swaps
-  it in as one immutable object, so readers never see half a configuration; an invalid document
-  is rejected (logged, counted in ``risk_monitor_config_rejected_total``) and the last good one
-  stays. Listeners (``on_applied``) run after each swap, e.g. to record the version in
-  ``limit_config_versions`` or to re-evaluate limits.
-- :class:`ConfigServiceLocator` finds the service: ``config_service.url`` when set, else a live
-  instance from Redis discovery.
-- :class:`HttpConfigSource` is the synchronous ``ports.ConfigSource``.
-
-Which document is in force (and the service's long-poll loop) is ``limit_provider.py``'s.
+The service (contract: docs/config-service-contract.md) serves one versioned JSON document per
+component; ``risk-monitor``'s holds ``limits`` (limits.yaml's shape) and optionally
+``alert_routing`` and ``venues``. :class:`ConfigState` swaps a validated document in as one
+immutable object, so readers never see half a configuration, and keeps the last good one when
+a document is invalid. Which document is in force (and the long poll) is ``limit_provider.py``'s.
 """
 
 from __future__ import annotations
