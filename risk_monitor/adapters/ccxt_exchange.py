@@ -1,17 +1,12 @@
 """One read-only adapter for any ccxt venue: positions, balances and tickers as dataset frames.
 
-Built from :class:`VenueSettings` alone (ccxt exchange id, account, credentials from the
-environment, options), so a simulator and production differ only by ``endpoint_override``
-(exposed as :attr:`CcxtExchangeAccount.endpoint_override` for asset metadata). The client is
-read-only by construction (:mod:`risk_monitor.adapters.ccxt_client`); the payloads become frames
-in :mod:`risk_monitor.adapters.ccxt_mapping`.
-
-Speed (each Dagster run is a fresh process, docs/benchmarks.md "Sensor path"): with
-``shared=True`` accounts of the same venue settings and credentials share one ccxt client per
-process (one connection pool, one rate limiter, markets loaded once for positions *and*
-balances), and a venue's market list is kept on disk (:class:`MarketsCache`, ``data_dir``,
-:data:`MARKETS_TTL_S`) so a run skips ``load_markets``; a cached list missing a configured
-symbol, or a ``BadSymbol`` from the venue, reloads it from the venue.
+Built from :class:`VenueSettings` alone, so a simulator and production differ only by
+``endpoint_override``. The client is read-only by construction
+(:mod:`risk_monitor.adapters.ccxt_client`); payloads become frames in
+:mod:`risk_monitor.adapters.ccxt_mapping`. Each Dagster run is a fresh process
+(docs/benchmarks.md "Sensor path"), so ``shared=True`` accounts share one client per venue
+settings and credentials (one connection pool and rate limiter, markets loaded once) and market
+lists are kept on disk (:class:`MarketsCache`).
 """
 
 from __future__ import annotations
@@ -66,9 +61,9 @@ def _digest(*parts: str) -> str:
 class MarketsCache:
     """Venue market lists on disk, so a fresh process (every Dagster run) skips ``load_markets``.
 
-    One JSON file per (exchange, endpoint, options, public/private) under ``directory``, written
-    atomically; files older than ``ttl_s`` are ignored and pruned. Any I/O or decoding problem
-    reads as "not cached": the venue is asked, as without a cache.
+    One file per (exchange, endpoint, options, public/private), written atomically; older than
+    ``ttl_s`` is not cached. A cached list missing a configured symbol, a ``BadSymbol`` from the
+    venue, or any I/O or decoding problem, and the venue is asked, as without a cache.
     """
 
     def __init__(self, directory: Path, ttl_s: float = MARKETS_TTL_S,
