@@ -101,7 +101,7 @@ def _refusal(venue: str, name: str) -> Callable[..., Any]:
 
 def disable_write_methods(exchange: Any, venue: str) -> int:
     """Shadow every write method of ``exchange`` (instance attributes) with a refusal."""
-    names = write_method_names(type(exchange))
+    names = write_method_names(exchange.__class__)
     for name in names:
         setattr(exchange, name, _refusal(venue, name))
     for name in ("set_sandbox_mode", "setSandboxMode"):

@@ -10,7 +10,7 @@ as before, with the typed error of :func:`risk_monitor.domain.schemas.validate_f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
@@ -49,9 +49,7 @@ class RejectedRow:
                 "is missing")
 
     def details(self) -> dict[str, Any]:
-        return {"venue": self.venue, "account": self.account, "instrument": self.instrument,
-                "asset": self.asset, "field": self.field, "value": self.value,
-                "check": self.check, "also": self.also}
+        return asdict(self)
 
 
 def log_rejected(row: RejectedRow, *, kind: str | None = None) -> DataValidationError:
