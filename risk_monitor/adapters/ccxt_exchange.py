@@ -199,26 +199,27 @@ class CcxtExchangeAccount:
             try:
                 return fn()
             except Exception as exc:
-                raise self._map(exc, endpoint) from exc
+                mapped = with_retry_after(
+                    map_exception(exc, source=self.venue, endpoint=endpoint),
+                    getattr(self._client, "last_response_headers", None))
+                mapped.details.setdefault("account", self.account)
+                raise mapped from exc
 
         return self._guard.call(endpoint, attempt, timeout_s=self._timeout_s)
 
-    def _map(self, exc: BaseException, endpoint: str) -> RiskMonitorError:
-        mapped = with_retry_after(map_exception(exc, source=self.venue, endpoint=endpoint),
-                                  getattr(self._client, "last_response_headers", None))
-        mapped.details.setdefault("account", self.account)
-        return mapped
-
     def _markets(self) -> Mapping[str, Mapping[str, Any]]:
-        client = self.client
-        markets = client.markets
+        markets = self.client.markets
         if not markets and self._markets_cache is not None:
-            markets = self._cached_markets(client)
-        if not markets:
-            markets = self._call("load_markets", client.load_markets)
-            if self._markets_cache is not None and markets:
-                self._markets_cache.store(self.settings, client, private=self._with_credentials)
-        return markets or {}
+            markets = self._cached_markets(self.client)
+        return markets or self._load_markets(reload=False) or {}
+
+    def _load_markets(self, *, reload: bool) -> Any:
+        """Markets from the venue, kept on disk when there is a cache."""
+        client = self.client
+        markets = self._call("load_markets", lambda: client.load_markets(reload=reload))
+        if self._markets_cache is not None and markets:
+            self._markets_cache.store(self.settings, client, private=self._with_credentials)
+        return markets
 
     def _cached_markets(self, client: Any) -> Mapping[str, Mapping[str, Any]] | None:
         """Markets from disk when fresh and complete (every configured symbol listed)."""
@@ -253,17 +254,9 @@ class CcxtExchangeAccount:
         log.info("cached markets out of date; reloading them from the venue", venue=self.venue,
                  endpoint=endpoint)
         self._markets_cache.invalidate(self.settings, private=self._with_credentials)
-        client = self.client
-        _CACHED_MARKETS.discard(client)
-        markets = self._call("load_markets", lambda: client.load_markets(reload=True))
-        if markets:
-            self._markets_cache.store(self.settings, client, private=self._with_credentials)
+        _CACHED_MARKETS.discard(self.client)
+        self._load_markets(reload=True)
         return self._call(endpoint, fn)
-
-    def _signed(self) -> None:
-        if not self._credentials_checked:
-            self.check_credentials()
-            self._credentials_checked = True
 
     # -- reads --------------------------------------------------------------------------------------
     def check_credentials(self) -> None:
@@ -317,7 +310,9 @@ class CcxtExchangeAccount:
         return frame
 
     def _signed_read(self, endpoint: str, fn: Callable[[], Any]) -> Any:
-        self._signed()
+        if not self._credentials_checked:
+            self.check_credentials()
+            self._credentials_checked = True
         self._markets()
         return self._fresh_markets_on_bad_symbol(endpoint, fn)
 
