@@ -162,6 +162,7 @@ class CcxtExchangeAccount:
         self.venue = venue.id
         self.account = venue.account
         self.exchange_id = venue.exchange
+        self.endpoint_override = venue.endpoint_override  # for asset metadata (not a secret)
         self._guard = guard
         self._clock = clock
         self._client: Any | None = None
@@ -179,11 +180,6 @@ class CcxtExchangeAccount:
         return cls(venue, guard=guard_for(settings, venue.id), with_credentials=with_credentials,
                    shared=shared, markets_cache=MarketsCache.for_settings(settings)
                    if shared else None)
-
-    @property
-    def endpoint_override(self) -> str | None:
-        """The non-production REST endpoint in use, for asset metadata (never a secret)."""
-        return self.settings.endpoint_override
 
     @property
     def client(self) -> Any:

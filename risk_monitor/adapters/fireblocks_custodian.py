@@ -130,15 +130,12 @@ class FireblocksCustodian:
                  clock: Clock = utc_now) -> None:
         self.settings = settings
         self.venue = settings.id
+        self.endpoint_override = settings.endpoint_override
         self._guard = guard
         self._clock = clock
         self._client: Any | None = None
         self._list_vaults: Callable[..., Any] | None = None
         self._key: Any | None = None  # the API private key, parsed once (never logged)
-
-    @property
-    def endpoint_override(self) -> str | None:
-        return self.settings.endpoint_override
 
     @property
     def client(self) -> Any:
