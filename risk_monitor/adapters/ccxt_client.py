@@ -18,6 +18,7 @@ Production purity, enforced here and tested:
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -203,6 +204,13 @@ def require_json_answers(exchange: Any, venue: str) -> None:
         return body
 
     exchange.on_rest_response = on_rest_response
+
+
+def load_sdk() -> None:
+    """Import ccxt's base (exchange classes load on first use) in a warm-up thread
+    (``risk_sim.demo.WARM_MODULES`` names it as ``module:function``)."""
+    install_lazy_packages(CCXT)
+    importlib.import_module("ccxt.base.exchange")
 
 
 def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",
