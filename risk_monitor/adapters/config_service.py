@@ -345,14 +345,10 @@ class ConfigServiceLocator:
             self.discovery.invalidate(self.settings.service_name)
 
 
-def transport_error(exc: BaseException, url: str) -> ServiceError:
-    return ServiceError(f"configuration service unreachable: {type(exc).__name__}: {exc}",
-                        source="config", retryable=True, details={"endpoint": url})
-
-
 def parse_response(response: httpx.Response, component: str, url: str) -> ConfigDocument | None:
-    """None for 304; ConfigDocument for 200; ServiceError otherwise."""
-    if response.status_code == 304:
+    """None for 304 or 404 (nothing new, nothing published); ConfigDocument for 200;
+    ServiceError otherwise."""
+    if response.status_code in (304, 404):
         return None
     if response.status_code == 200:
         if len(response.content) > MAX_RESPONSE_BYTES:
@@ -386,8 +382,7 @@ class HttpConfigSource:
             with httpx.Client(timeout=self.timeout_s) as client:
                 response = client.get(url)
         except httpx.HTTPError as exc:
-            self.locator.failed()
-            raise transport_error(exc, url) from exc
+            raise self._unreachable(exc, url) from exc
         doc = self._parse(response, component, url)
         if doc is None:
             raise ConfigError(f"configuration service has no document for {component!r}",
@@ -404,15 +399,17 @@ class HttpConfigSource:
             async with httpx.AsyncClient(timeout=self.timeout_s + wait_s) as client:
                 response = await client.get(url, params=params)
         except httpx.HTTPError as exc:
-            self.locator.failed()
-            raise transport_error(exc, url) from exc
+            raise self._unreachable(exc, url) from exc
         doc = self._parse(response, component, url)
         return None if doc is None else (doc.version, doc.document)
 
+    def _unreachable(self, exc: httpx.HTTPError, url: str) -> ServiceError:
+        self.locator.failed()
+        return ServiceError(f"configuration service unreachable: {type(exc).__name__}: {exc}",
+                            source="config", retryable=True, details={"endpoint": url})
+
     def _parse(self, response: httpx.Response, component: str,
                url: str) -> ConfigDocument | None:
-        if response.status_code == 404:
-            return None
         try:
             return parse_response(response, component, url)
         except ServiceError as exc:
