@@ -1,20 +1,12 @@
-"""Alertmanager sink (optional, beside Slack): every alert series is mirrored into a real
-Alertmanager through its v2 API (``POST /api/v2/alerts``), so firms route alerts to PagerDuty
-or Opsgenie with the tools they already run.
+"""Alertmanager sink (optional, beside Slack): every alert series mirrored into a real
+Alertmanager (``POST /api/v2/alerts``), so firms route alerts to PagerDuty or Opsgenie with the
+tools they already run.
 
-It reads the same durable outbox the Slack dispatcher delivers from, and keeps its own delivery
-state per series in ``sink_deliveries``: for each alert series, the latest outbox row (a state
-change) is pushed once, retried with backoff until Alertmanager accepts it, and kept alive
-while it fires (Alertmanager resolves an alert that is not re-sent before its ``endsAt``, as it
-does for Prometheus). A ``resolved`` state is pushed with ``endsAt`` set to when it cleared.
-
-Alerts carry labels (``alertname=RiskMonitorLimit``, ``limit_id``, ``scope``, ``venue``,
-``severity``, ``status``, ``group``, ``kind``: the labels silences and routes match on) and
-annotations built by :mod:`risk_monitor.adapters.alert_messages` (summary, description, value
-vs levels, headroom, owner, runbook, dashboard, lineage, trace command). ``generatorURL`` is
-the lineage link. When the status changes (WARN -> BREACH) the label set changes, so the old
-label set is resolved in the same push. Silenced or acknowledged rows (outbox ``suppressed``)
-are not pushed: Alertmanager has silences of its own.
+It reads the outbox the Slack dispatcher delivers from and keeps its own state per series in
+``sink_deliveries``: the latest state change is pushed once (retried with backoff), and kept
+alive while it fires, because Alertmanager resolves an alert not re-sent before its ``endsAt``.
+A status change (WARN -> BREACH) changes the label set, so the old one is resolved in the same
+push. Silenced or acknowledged rows are not pushed: Alertmanager has silences of its own.
 """
 
 from __future__ import annotations
@@ -28,11 +20,11 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from risk_monitor.adapters.alert_messages import alertmanager_annotations, links
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.dispatcher import NOTIFIER_UP, BackoffPolicy
+from risk_monitor.adapters.sql.engine import dialect_insert
 from risk_monitor.adapters.sql.schema import outbox, sink_deliveries
 from risk_monitor.domain.model import Notification, NotificationKind
 from risk_monitor.domain.silences import labels_of
@@ -60,22 +52,6 @@ def alert_labels(n: Notification) -> dict[str, str]:
 
 def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
-
-
-def alert_body(n: Notification, labels: Mapping[str, str], *, ends_at: datetime | None,
-               ui_url: str, dashboard_url: str | None) -> dict[str, Any]:
-    """One entry of ``POST /api/v2/alerts``."""
-    started = codec.parse_time(n.context.get("episode_started_at")) or n.detected_at
-    found = links(n, ui_url, dashboard_url)
-    body: dict[str, Any] = {
-        "labels": dict(labels),
-        "annotations": alertmanager_annotations(n, ui_url, dashboard_url),
-        "startsAt": _iso(started),
-        "generatorURL": found.get("Dagster event") or found.get("Dagster run") or found["Asset"],
-    }
-    if ends_at is not None:
-        body["endsAt"] = _iso(ends_at)
-    return body
 
 
 class AlertmanagerClient:
@@ -167,8 +143,15 @@ class AlertmanagerSink:
 
     def _body(self, n: Notification, labels: Mapping[str, str],
               ends_at: datetime) -> dict[str, Any]:
-        return alert_body(n, labels, ends_at=ends_at, ui_url=self.ui_url,
-                          dashboard_url=self.dashboard_url)
+        """One entry of ``POST /api/v2/alerts``."""
+        found = links(n, self.ui_url, self.dashboard_url)
+        return {"labels": dict(labels),
+                "annotations": alertmanager_annotations(n, self.ui_url, self.dashboard_url),
+                "startsAt": _iso(codec.parse_time(n.context.get("episode_started_at"))
+                                 or n.detected_at),
+                "endsAt": _iso(ends_at),
+                "generatorURL": found.get("Dagster event") or found.get("Dagster run")
+                or found["Asset"]}
 
     def _due(self, now: datetime) -> list[_Due]:
         with self.engine.connect() as conn:
@@ -257,16 +240,11 @@ class AlertmanagerSink:
         return result
 
     def _upsert(self, fingerprint: str, values: dict[str, Any]) -> None:
-        where = (sink_deliveries.c.sink == SINK) & (sink_deliveries.c.fingerprint == fingerprint)
-        with self.engine.begin() as conn:
-            if conn.execute(sa.update(sink_deliveries).where(where).values(**values)).rowcount:
-                return
-            try:
-                with conn.begin_nested():
-                    conn.execute(sa.insert(sink_deliveries).values(
-                        sink=SINK, fingerprint=fingerprint, **values))
-            except IntegrityError:  # another replica recorded it first: same content
-                conn.execute(sa.update(sink_deliveries).where(where).values(**values))
+        with self.engine.begin() as conn:  # ON CONFLICT: another replica may record it first
+            insert = dialect_insert(conn, sink_deliveries).values(
+                sink=SINK, fingerprint=fingerprint, **values)
+            conn.execute(insert.on_conflict_do_update(
+                index_elements=["sink", "fingerprint"], set_=values))
 
     def _delivered(self, batch: Sequence[_Due], now: datetime) -> None:
         for item in batch:

@@ -17,9 +17,10 @@ Production purity, enforced here and tested:
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import re
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -67,14 +68,9 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
-_write_names: dict[type, frozenset[str]] = {}
-
-
+@functools.cache
 def write_method_names(cls: type) -> frozenset[str]:
     """Names on a ccxt exchange class that write: unified methods and implicit endpoints."""
-    cached = _write_names.get(cls)
-    if cached is not None:
-        return cached
     from ccxt.base.types import Entry
 
     names: set[str] = set()
@@ -91,8 +87,7 @@ def write_method_names(cls: type) -> frozenset[str]:
                     names.add(name)
             elif callable(value) and _WRITE_UNIFIED.match(_snake(name)):
                 names.add(name)
-    _write_names[cls] = frozenset(names)
-    return _write_names[cls]
+    return frozenset(names)
 
 
 def _refusal(venue: str, name: str) -> Callable[..., Any]:
@@ -107,7 +102,7 @@ def _refusal(venue: str, name: str) -> Callable[..., Any]:
 
 def disable_write_methods(exchange: Any, venue: str) -> int:
     """Shadow every write method of ``exchange`` (instance attributes) with a refusal."""
-    names = write_method_names(type(exchange))
+    names = write_method_names(exchange.__class__)
     for name in names:
         setattr(exchange, name, _refusal(venue, name))
     for name in ("set_sandbox_mode", "setSandboxMode"):
@@ -134,16 +129,9 @@ def rewrite_urls(urls: Any, base: str) -> Any:
     return urls
 
 
-_announced: set[tuple[str, str]] = set()
-_announced_lock = threading.Lock()
-
-
-def _announce_override(venue: VenueSettings, kind: str, url: str) -> None:
-    with _announced_lock:
-        if (venue.id, url) in _announced:
-            return
-        _announced.add((venue.id, url))
-    log.warning("venue endpoint overridden: not the production host", venue=venue.id,
+@functools.cache  # once per venue and host
+def _announce_override(venue: str, kind: str, url: str) -> None:
+    log.warning("venue endpoint overridden: not the production host", venue=venue,
                 kind=kind, endpoint_override=url)
 
 
@@ -158,11 +146,11 @@ def apply_endpoint_overrides(exchange: Any, venue: VenueSettings, *, websocket: 
     ws = api.pop("ws", None)
     if venue.endpoint_override:
         api = rewrite_urls(api, venue.endpoint_override)
-        _announce_override(venue, "rest", venue.endpoint_override)
+        _announce_override(venue.id, "rest", venue.endpoint_override)
     if ws is not None:
         if websocket and venue.ws_endpoint_override:
             ws = rewrite_urls(ws, venue.ws_endpoint_override)
-            _announce_override(venue, "websocket", venue.ws_endpoint_override)
+            _announce_override(venue.id, "websocket", venue.ws_endpoint_override)
         api["ws"] = ws
     exchange.urls["api"] = api
 
@@ -216,6 +204,13 @@ def require_json_answers(exchange: Any, venue: str) -> None:
         return body
 
     exchange.on_rest_response = on_rest_response
+
+
+def load_sdk() -> None:
+    """Import ccxt's base (exchange classes load on first use) in a warm-up thread
+    (``risk_sim.demo.WARM_MODULES`` names it as ``module:function``)."""
+    install_lazy_packages(CCXT)
+    importlib.import_module("ccxt.base.exchange")
 
 
 def build_client(venue: VenueSettings, *, flavour: Flavour = "sync",

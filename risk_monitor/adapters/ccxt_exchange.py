@@ -1,17 +1,12 @@
 """One read-only adapter for any ccxt venue: positions, balances and tickers as dataset frames.
 
-Built from :class:`VenueSettings` alone (ccxt exchange id, account, credentials from the
-environment, options), so a simulator and production differ only by ``endpoint_override``
-(exposed as :attr:`CcxtExchangeAccount.endpoint_override` for asset metadata). The client is
-read-only by construction (:mod:`risk_monitor.adapters.ccxt_client`); the payloads become frames
-in :mod:`risk_monitor.adapters.ccxt_mapping`.
-
-Speed (each Dagster run is a fresh process, docs/benchmarks.md "Sensor path"): with
-``shared=True`` accounts of the same venue settings and credentials share one ccxt client per
-process (one connection pool, one rate limiter, markets loaded once for positions *and*
-balances), and a venue's market list is kept on disk (:class:`MarketsCache`, ``data_dir``,
-:data:`MARKETS_TTL_S`) so a run skips ``load_markets``; a cached list missing a configured
-symbol, or a ``BadSymbol`` from the venue, reloads it from the venue.
+Built from :class:`VenueSettings` alone, so a simulator and production differ only by
+``endpoint_override``. The client is read-only by construction
+(:mod:`risk_monitor.adapters.ccxt_client`); payloads become frames in
+:mod:`risk_monitor.adapters.ccxt_mapping`. Each Dagster run is a fresh process
+(docs/benchmarks.md "Sensor path"), so ``shared=True`` accounts share one client per venue
+settings and credentials (one connection pool and rate limiter, markets loaded once) and market
+lists are kept on disk (:class:`MarketsCache`).
 """
 
 from __future__ import annotations
@@ -35,9 +30,9 @@ from risk_monitor.adapters.ccxt_client import (
     venue_credentials,
 )
 from risk_monitor.adapters.ccxt_mapping import map_balance, map_positions, map_tickers
-from risk_monitor.adapters.ccxt_ticker_rows import log_rejected, parse_tickers_each, ticker_items
+from risk_monitor.adapters.ccxt_ticker_rows import parse_tickers_each, ticker_items
 from risk_monitor.adapters.errors import map_exception, with_retry_after
-from risk_monitor.adapters.row_validation import RejectedRow
+from risk_monitor.adapters.row_validation import RejectedRow, log_rejected
 from risk_monitor.platform.clock import Clock, utc_now
 from risk_monitor.platform.errors import (
     DataValidationError,
@@ -66,9 +61,9 @@ def _digest(*parts: str) -> str:
 class MarketsCache:
     """Venue market lists on disk, so a fresh process (every Dagster run) skips ``load_markets``.
 
-    One JSON file per (exchange, endpoint, options, public/private) under ``directory``, written
-    atomically; files older than ``ttl_s`` are ignored and pruned. Any I/O or decoding problem
-    reads as "not cached": the venue is asked, as without a cache.
+    One file per (exchange, endpoint, options, public/private), written atomically; older than
+    ``ttl_s`` is not cached. A cached list missing a configured symbol, a ``BadSymbol`` from the
+    venue, or any I/O or decoding problem, and the venue is asked, as without a cache.
     """
 
     def __init__(self, directory: Path, ttl_s: float = MARKETS_TTL_S,
@@ -152,22 +147,6 @@ def shared_client(venue: VenueSettings, *, with_credentials: bool = True) -> Any
         return client
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether ``kind`` is anywhere in the chain of causes (retry layers re-raise, even an
-    error from itself)."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        pending += [current.__cause__, current.__context__]
-    return False
-
-
 # --- the adapter -------------------------------------------------------------------------------------
 class CcxtExchangeAccount:
     """Read-only view of one exchange account through ccxt (implements ``ExchangeAccount``).
@@ -183,6 +162,7 @@ class CcxtExchangeAccount:
         self.venue = venue.id
         self.account = venue.account
         self.exchange_id = venue.exchange
+        self.endpoint_override = venue.endpoint_override  # for asset metadata (not a secret)
         self._guard = guard
         self._clock = clock
         self._client: Any | None = None
@@ -202,11 +182,6 @@ class CcxtExchangeAccount:
                    if shared else None)
 
     @property
-    def endpoint_override(self) -> str | None:
-        """The non-production REST endpoint in use, for asset metadata (never a secret)."""
-        return self.settings.endpoint_override
-
-    @property
     def client(self) -> Any:
         """The read-only ccxt client (built on first use); for inspection, not for trading."""
         if self._client is None:  # a sync client: shared by the process, or this account's own
@@ -220,26 +195,27 @@ class CcxtExchangeAccount:
             try:
                 return fn()
             except Exception as exc:
-                raise self._map(exc, endpoint) from exc
+                mapped = with_retry_after(
+                    map_exception(exc, source=self.venue, endpoint=endpoint),
+                    getattr(self._client, "last_response_headers", None))
+                mapped.details.setdefault("account", self.account)
+                raise mapped from exc
 
         return self._guard.call(endpoint, attempt, timeout_s=self._timeout_s)
 
-    def _map(self, exc: BaseException, endpoint: str) -> RiskMonitorError:
-        mapped = with_retry_after(map_exception(exc, source=self.venue, endpoint=endpoint),
-                                  getattr(self._client, "last_response_headers", None))
-        mapped.details.setdefault("account", self.account)
-        return mapped
-
     def _markets(self) -> Mapping[str, Mapping[str, Any]]:
-        client = self.client
-        markets = client.markets
+        markets = self.client.markets
         if not markets and self._markets_cache is not None:
-            markets = self._cached_markets(client)
-        if not markets:
-            markets = self._call("load_markets", client.load_markets)
-            if self._markets_cache is not None and markets:
-                self._markets_cache.store(self.settings, client, private=self._with_credentials)
-        return markets or {}
+            markets = self._cached_markets(self.client)
+        return markets or self._load_markets(reload=False) or {}
+
+    def _load_markets(self, *, reload: bool) -> Any:
+        """Markets from the venue, kept on disk when there is a cache."""
+        client = self.client
+        markets = self._call("load_markets", lambda: client.load_markets(reload=reload))
+        if self._markets_cache is not None and markets:
+            self._markets_cache.store(self.settings, client, private=self._with_credentials)
+        return markets
 
     def _cached_markets(self, client: Any) -> Mapping[str, Mapping[str, Any]] | None:
         """Markets from disk when fresh and complete (every configured symbol listed)."""
@@ -264,28 +240,19 @@ class CcxtExchangeAccount:
     def _fresh_markets_on_bad_symbol(self, endpoint: str, fn: Callable[[], Any]) -> Any:
         """Call ``fn``; when markets came from the cache and the venue (or ccxt) does not know a
         symbol, drop the cache, reload the markets from the venue and call once more."""
-        from ccxt.base.errors import BadSymbol
-
         try:
             return self._call(endpoint, fn)
-        except RiskMonitorError as exc:
-            if not (self.client in _CACHED_MARKETS and _caused_by(exc, BadSymbol)):
+        except RiskMonitorError as exc:  # the error mapper names the library's class
+            if not (self.client in _CACHED_MARKETS
+                    and exc.details.get("library_error") == "BadSymbol"):
                 raise
         assert self._markets_cache is not None
         log.info("cached markets out of date; reloading them from the venue", venue=self.venue,
                  endpoint=endpoint)
         self._markets_cache.invalidate(self.settings, private=self._with_credentials)
-        client = self.client
-        _CACHED_MARKETS.discard(client)
-        markets = self._call("load_markets", lambda: client.load_markets(reload=True))
-        if markets:
-            self._markets_cache.store(self.settings, client, private=self._with_credentials)
+        _CACHED_MARKETS.discard(self.client)
+        self._load_markets(reload=True)
         return self._call(endpoint, fn)
-
-    def _signed(self) -> None:
-        if not self._credentials_checked:
-            self.check_credentials()
-            self._credentials_checked = True
 
     # -- reads --------------------------------------------------------------------------------------
     def check_credentials(self) -> None:
@@ -304,24 +271,15 @@ class CcxtExchangeAccount:
 
     def fetch_positions(self) -> pd.DataFrame:
         """Every open position of the account: one bulk ``fetch_positions()`` call."""
-        self._signed()
-        self._markets()
-        raw = self._fresh_markets_on_bad_symbol("fetch_positions", self.client.fetch_positions)
-        received = self._clock()
-        markets = self.client.markets or {}  # reloaded when the cached ones were out of date
-        return self._mapped(lambda: map_positions(raw, venue=self.venue, account=self.account,
-                                                  markets=markets, received_at=received),
-                            "fetch_positions")
+        raw = self._signed_read("fetch_positions", self.client.fetch_positions)
+        return self._mapped("fetch_positions", map_positions, raw, venue=self.venue,
+                            account=self.account, markets=self.client.markets or {})
 
     def fetch_balances(self) -> pd.DataFrame:
         """Wallet balances of the account (see the module doc for the convention)."""
-        self._signed()
-        self._markets()
-        raw = self._fresh_markets_on_bad_symbol("fetch_balance", self.client.fetch_balance)
-        received = self._clock()
-        return self._mapped(lambda: map_balance(raw, exchange_id=self.exchange_id,
-                                                venue=self.venue, account=self.account,
-                                                received_at=received), "fetch_balance")
+        raw = self._signed_read("fetch_balance", self.client.fetch_balance)
+        return self._mapped("fetch_balance", map_balance, raw, exchange_id=self.exchange_id,
+                            venue=self.venue, account=self.account)
 
     def fetch_tickers(self, symbols: Sequence[str] | None = None) -> pd.DataFrame:
         """Latest tickers of ``symbols`` (all when empty) in one bulk ``fetch_tickers`` call."""
@@ -342,17 +300,23 @@ class CcxtExchangeAccount:
                                                account=self.account, symbols=wanted)
             for row in rejected:
                 log_rejected(row)
-        received = self._clock()
-        markets = client.markets or {}
-        frame = self._mapped(lambda: map_tickers(raw, venue=self.venue, markets=markets,
-                                                 received_at=received, symbols=wanted),
-                             "fetch_tickers")
+        frame = self._mapped("fetch_tickers", map_tickers, raw, venue=self.venue,
+                             markets=client.markets or {}, symbols=wanted)
         frame.attrs["rejected_rows"] = rejected
         return frame
 
-    def _mapped(self, build: Callable[[], pd.DataFrame], endpoint: str) -> pd.DataFrame:
+    def _signed_read(self, endpoint: str, fn: Callable[[], Any]) -> Any:
+        if not self._credentials_checked:
+            self.check_credentials()
+            self._credentials_checked = True
+        self._markets()
+        return self._fresh_markets_on_bad_symbol(endpoint, fn)
+
+    def _mapped(self, endpoint: str, mapper: Callable[..., pd.DataFrame], raw: Any,
+                **kwargs: Any) -> pd.DataFrame:
+        """``mapper`` on a venue answer just received (markets as reloaded, if they were)."""
         try:
-            return build()
+            return mapper(raw, received_at=self._clock(), **kwargs)
         except DataValidationError as exc:
             exc.source = self.venue
             exc.details.setdefault("endpoint", endpoint)

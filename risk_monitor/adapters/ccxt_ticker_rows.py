@@ -15,11 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from risk_monitor.adapters.row_validation import RejectedRow
-from risk_monitor.platform.errors import DataValidationError
-from risk_monitor.platform.logging import get_logger
-from risk_monitor.platform.metrics import record_error
-
-log = get_logger(__name__)
 
 
 def ticker_items(body: Any) -> list[Any] | None:
@@ -79,10 +74,3 @@ def parse_tickers_each(client: Any, items: Sequence[Any], *, venue: str, account
             parsed[symbol] = ticker
     return parsed, rejected
 
-
-def log_rejected(row: RejectedRow) -> None:
-    error = DataValidationError(row.message, source=row.venue, details=row.details())
-    record_error(error)
-    log.error("row failed validation; its instrument / asset is missing", venue=row.venue,
-              account=row.account, instrument=row.instrument, field=row.field, value=row.value,
-              check=row.check, error_code=error.code)

@@ -20,7 +20,7 @@ import pandas as pd
 from prometheus_client import Gauge
 
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.row_validation import RejectedRow, split_valid_rows
+from risk_monitor.adapters.row_validation import RejectedRow, log_rejected, split_valid_rows
 from risk_monitor.domain.frame_rules import FrameRules, categorize, key_codes
 from risk_monitor.domain.model import (
     BALANCE_COLUMNS,
@@ -37,7 +37,7 @@ from risk_monitor.domain.schemas import (
     validate_frame,
 )
 from risk_monitor.platform.clock import Clock, utc_now
-from risk_monitor.platform.errors import DataValidationError, RiskMonitorError
+from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import MarketDataSettings
@@ -82,12 +82,7 @@ def failed_status(source: Source, error: RiskMonitorError, at: datetime) -> Sour
 def rejected_status(source: Source, row: RejectedRow, at: datetime, dataset: str | None
                     ) -> SourceStatus:
     """One bad row: its instrument / asset is missing (logged, counted), nothing else."""
-    error = DataValidationError(row.message, source=source.venue, details=row.details())
-    record_error(error)
-    log.error("row failed validation; its instrument / asset is missing", kind=source.kind.value,
-              venue=source.venue, account=row.account, instrument=row.instrument,
-              asset=row.asset, field=row.field, value=row.value, check=row.check,
-              error_code=error.code)
+    error = log_rejected(row, kind=source.kind.value)
     return SourceStatus(kind=source.kind, venue=source.venue, account=row.account, ok=False,
                         as_of=at, rows=0, error_code=error.code, error=row.message,
                         endpoint_override=source.endpoint_override, dataset=dataset,
@@ -121,10 +116,8 @@ def collect(sources: Sequence[Source], *, columns: tuple[str, ...],
         try:
             frame = source.fetch()
             now = clock()
-            parsed_out = list(frame.attrs.get("rejected_rows") or [])  # dropped while parsing
             frame, rejected = split_valid_rows(frame, schema_at(now), source=source.venue,
                                                account=source.account)
-            rejected = parsed_out + rejected
         except RiskMonitorError as exc:
             statuses.append(replace(failed_status(source, exc, clock()), dataset=dataset))
             continue

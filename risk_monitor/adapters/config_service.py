@@ -1,19 +1,10 @@
 """Configuration-service client: fetch, validate, apply atomically, watch, cache to disk.
 
-The configuration service (contract: docs/config-service-contract.md) serves one versioned JSON
-document per component. For ``risk-monitor`` the document holds ``limits`` (the limit
-configuration, same shape as limits.yaml) and optionally ``alert_routing`` and ``venues``.
-
-- :class:`ConfigState` keeps the applied configuration. ``apply`` validates a document and swaps
-  it in as one immutable object, so readers never see half a configuration; an invalid document
-  is rejected (logged, counted in ``risk_monitor_config_rejected_total``) and the last good one
-  stays. Listeners (``on_applied``) run after each swap, e.g. to record the version in
-  ``limit_config_versions`` or to re-evaluate limits.
-- :class:`ConfigServiceLocator` finds the service: ``config_service.url`` when set, else a live
-  instance from Redis discovery.
-- :class:`HttpConfigSource` is the synchronous ``ports.ConfigSource``.
-
-Which document is in force (and the service's long-poll loop) is ``limit_provider.py``'s.
+The service (contract: docs/config-service-contract.md) serves one versioned JSON document per
+component; ``risk-monitor``'s holds ``limits`` (limits.yaml's shape) and optionally
+``alert_routing`` and ``venues``. :class:`ConfigState` swaps a validated document in as one
+immutable object, so readers never see half a configuration, and keeps the last good one when
+a document is invalid. Which document is in force (and the long poll) is ``limit_provider.py``'s.
 """
 
 from __future__ import annotations
@@ -354,14 +345,10 @@ class ConfigServiceLocator:
             self.discovery.invalidate(self.settings.service_name)
 
 
-def transport_error(exc: BaseException, url: str) -> ServiceError:
-    return ServiceError(f"configuration service unreachable: {type(exc).__name__}: {exc}",
-                        source="config", retryable=True, details={"endpoint": url})
-
-
 def parse_response(response: httpx.Response, component: str, url: str) -> ConfigDocument | None:
-    """None for 304; ConfigDocument for 200; ServiceError otherwise."""
-    if response.status_code == 304:
+    """None for 304 or 404 (nothing new, nothing published); ConfigDocument for 200;
+    ServiceError otherwise."""
+    if response.status_code in (304, 404):
         return None
     if response.status_code == 200:
         if len(response.content) > MAX_RESPONSE_BYTES:
@@ -395,8 +382,7 @@ class HttpConfigSource:
             with httpx.Client(timeout=self.timeout_s) as client:
                 response = client.get(url)
         except httpx.HTTPError as exc:
-            self.locator.failed()
-            raise transport_error(exc, url) from exc
+            raise self._unreachable(exc, url) from exc
         doc = self._parse(response, component, url)
         if doc is None:
             raise ConfigError(f"configuration service has no document for {component!r}",
@@ -413,15 +399,17 @@ class HttpConfigSource:
             async with httpx.AsyncClient(timeout=self.timeout_s + wait_s) as client:
                 response = await client.get(url, params=params)
         except httpx.HTTPError as exc:
-            self.locator.failed()
-            raise transport_error(exc, url) from exc
+            raise self._unreachable(exc, url) from exc
         doc = self._parse(response, component, url)
         return None if doc is None else (doc.version, doc.document)
 
+    def _unreachable(self, exc: httpx.HTTPError, url: str) -> ServiceError:
+        self.locator.failed()
+        return ServiceError(f"configuration service unreachable: {type(exc).__name__}: {exc}",
+                            source="config", retryable=True, details={"endpoint": url})
+
     def _parse(self, response: httpx.Response, component: str,
                url: str) -> ConfigDocument | None:
-        if response.status_code == 404:
-            return None
         try:
             return parse_response(response, component, url)
         except ServiceError as exc:

@@ -1,26 +1,20 @@
 """Read-only Fireblocks custodian adapter: vault balances as BALANCE_COLUMNS frames.
 
-Uses the maintained ``fireblocks`` SDK (35.x). Decisions:
+Uses the ``fireblocks`` SDK (35.x). Decisions:
 
-* **lazy, narrow import**: ``import fireblocks`` costs ~3 s (its package imports every API and
-  model); :mod:`risk_monitor.adapters.lazy_packages` loads only the vault API and the models it
-  deserialises (~0.5 s), and only in a process that reads Fireblocks, at the first
-  :meth:`FireblocksCustodian.fetch_balances`.
-* **PEM parsed once**: the SDK's ``BearerTokenProvider`` hands the PEM *string* to PyJWT, which
-  re-parses it on every request (~44 ms CPU). PyJWT also accepts a loaded key object, so we
-  load the key once per custodian with ``cryptography`` (kept for reconnects) and give the SDK's public ``BearerTokenProvider`` the
-  key object, set on the API client's public ``token_provider`` attribute (no private internals
-  patched). A call then costs ~2 ms of signing.
-* **read-only**: we build a ``ThreadedApiClient`` subclass behind the read-only gate
-  (:mod:`risk_monitor.adapters.read_only_gate`): its ``call_api`` and its urllib3 pool refuse
-  every request but ``GET /vault/accounts_paged`` on the configured host, before signing or
-  sending; nothing reachable from the adapter can create a transaction.
-* **amounts**: the API sends strings; they are parsed as ``Decimal`` (exact), ``used`` is
-  computed in Decimal as ``total - available`` (pending, frozen, locked and staked funds), then
-  both become float64 in the frame (about 15-16 significant digits: ample for risk, not for
-  accounting).
-* **asset ids** are Fireblocks' own (``BTC``, ``USDT_ERC20``, ``ETH-AETH``), upper-cased: one
-  currency on two networks stays two rows, because merging them hides where the funds sit.
+* **lazy, narrow import** (:mod:`risk_monitor.adapters.lazy_packages`): the vault API and its
+  models only (~0.5 s instead of ~3 s), at the first :meth:`FireblocksCustodian.fetch_balances`.
+* **PEM parsed once**: the SDK's ``BearerTokenProvider`` gives PyJWT the PEM string, re-parsed
+  on every request (~44 ms CPU); we give its public ``token_provider`` a loaded key object
+  instead (~2 ms of signing a call, no SDK internals patched).
+* **read-only**: a ``ThreadedApiClient`` subclass behind the read-only gate
+  (:mod:`risk_monitor.adapters.read_only_gate`) refuses every request but
+  ``GET /vault/accounts_paged`` on the configured host, before signing or sending.
+* **amounts**: parsed as ``Decimal`` (exact), ``used = total - available`` (pending, frozen,
+  locked and staked funds), then float64 in the frame (15-16 significant digits: ample for
+  risk, not for accounting).
+* **asset ids** are Fireblocks' own (``BTC``, ``USDT_ERC20``), upper-cased: one currency on two
+  networks stays two rows, because merging them hides where the funds sit.
 * **timestamps**: the listing carries none, so ``timestamp`` = ``received_at``.
 """
 
@@ -107,8 +101,7 @@ def _read_only_client_class() -> type:
     from fireblocks.threaded_api_client import ThreadedApiClient  # ≈ 0.3 s, once
 
     class ReadOnlyApiClient(ThreadedApiClient):  # type: ignore[misc]
-        """The SDK's client behind the read-only gate: its ``call_api`` and its urllib3 pool
-        refuse every request but the allowlisted vault listing, before signing or sending."""
+        """The SDK's client behind the read-only gate (module docstring)."""
 
         def __init__(self, configuration: Any, gate: ReadOnlyGate) -> None:
             super().__init__(configuration)
@@ -137,6 +130,7 @@ class FireblocksCustodian:
                  clock: Clock = utc_now) -> None:
         self.settings = settings
         self.venue = settings.id
+        self.endpoint_override = settings.endpoint_override
         self._guard = guard
         self._clock = clock
         self._client: Any | None = None
@@ -144,13 +138,8 @@ class FireblocksCustodian:
         self._key: Any | None = None  # the API private key, parsed once (never logged)
 
     @property
-    def endpoint_override(self) -> str | None:
-        return self.settings.endpoint_override
-
-    @property
     def client(self) -> Any:
-        """The read-only SDK API client (built on first use); for inspection, not for moving
-        funds: its gate refuses every request but the vault listing."""
+        """The read-only SDK API client (built on first use), for inspection."""
         self._connect()
         return self._client
 
@@ -190,8 +179,7 @@ class FireblocksCustodian:
         return self._list_vaults
 
     def _private_key(self, pem: str) -> Any:
-        """The API private key object, parsed once per custodian: parsing costs ~45 ms of CPU
-        (RSA) and a reconnect (after :meth:`close` or a failed connect) needs the same key."""
+        """The API key object, parsed once per custodian: a reconnect needs the same key."""
         if self._key is None:
             from cryptography.hazmat.primitives.serialization import load_pem_private_key
 

@@ -94,7 +94,13 @@ class LimitConfigProvider:
         if self.source is None:
             self.state.apply(self.base())
         elif not self._apply_fetched(self.source):
-            self._apply_last_good()
+            for known in (self._stored, self.state.read_cache):
+                doc = known()
+                if doc is not None and self.state.apply(doc):
+                    break
+            else:
+                log.error("no_limit_document_known_failing_closed", reason=NO_SERVICE_DOCUMENT)
+                self.state.apply(self.base())
         applied = self.state.current
         if applied is None:  # only an unreadable or invalid limits file gets here
             raise ConfigError(f"no valid limit document: {self.state.last_rejection}",
@@ -126,14 +132,6 @@ class LimitConfigProvider:
     def _apply_service(self, version: str, document: Mapping[str, Any]) -> bool:
         return self.state.apply(ConfigDocument(component=self.component, version=version,
                                                document=document, source=SOURCE_SERVICE))
-
-    def _apply_last_good(self) -> None:
-        for known in (self._stored, self.state.read_cache):
-            doc = known()
-            if doc is not None and self.state.apply(doc):
-                return
-        log.error("no_limit_document_known_failing_closed", reason=NO_SERVICE_DOCUMENT)
-        self.state.apply(self.base())
 
     def _stored(self) -> ConfigDocument | None:
         """The newest service document any process applied, from the store (``store``)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import pandas as pd
 
@@ -121,14 +122,10 @@ class RestMarketData:
             symbols = tuple(self._symbols.get(account.venue, ()))
             venues.append(VenueQuotes(
                 source=Source(kind=SourceKind.MARKET, venue=account.venue, account="*",
-                              fetch=_ticker_fetch(account, symbols),
+                              fetch=partial(account.fetch_tickers, list(symbols) or None),
                               endpoint_override=account.endpoint_override),
                 symbols=symbols))
         return collect_quotes(venues, self._settings, self._clock)
-
-
-def _ticker_fetch(account: TickerSource, symbols: Sequence[str]) -> Callable[[], pd.DataFrame]:
-    return lambda: account.fetch_tickers(list(symbols) or None)
 
 
 class RedisMarketData:

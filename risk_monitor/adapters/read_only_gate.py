@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,10 +186,6 @@ def gate_aiohttp_connector(connector: Any, gate: ReadOnlyGate) -> None:
     connector._risk_monitor_gate = gate
 
 
-_gated_classes: dict[type, type] = {}
-_gated_lock = threading.Lock()
-
-
 def _gate_of(exchange: Any) -> ReadOnlyGate:
     gate = exchange.__dict__.get("read_only_gate")
     if not isinstance(gate, ReadOnlyGate):  # a client built outside ``install``: refuse all
@@ -199,44 +194,39 @@ def _gate_of(exchange: Any) -> ReadOnlyGate:
     return gate
 
 
+@functools.cache
 def gated_class(cls: type) -> type:
     """A subclass of the ccxt exchange class ``cls`` whose ``fetch`` (every REST call of
     ccxt goes through it) and async ``open`` (the aiohttp session) pass the gate."""
-    with _gated_lock:
-        found = _gated_classes.get(cls)
-        if found is not None:
-            return found
-        namespace: dict[str, Any] = {"__module__": __name__,
-                                     "__doc__": f"{cls.__name__}, read-only by its gate."}
-        original_fetch = cls.fetch  # type: ignore[attr-defined]
-        if inspect.iscoroutinefunction(original_fetch):
-            async def afetch(self: Any, url: str, method: str = "GET", headers: Any = None,
-                             body: Any = None) -> Any:
-                _gate_of(self).check(method, url)
-                return await original_fetch(self, url, method, headers, body)
+    namespace: dict[str, Any] = {"__module__": __name__,
+                                 "__doc__": f"{cls.__name__}, read-only by its gate."}
+    original_fetch = cls.fetch  # type: ignore[attr-defined]
+    if inspect.iscoroutinefunction(original_fetch):
+        async def afetch(self: Any, url: str, method: str = "GET", headers: Any = None,
+                         body: Any = None) -> Any:
+            _gate_of(self).check(method, url)
+            return await original_fetch(self, url, method, headers, body)
 
-            original_open = cls.open  # type: ignore[attr-defined]
+        original_open = cls.open  # type: ignore[attr-defined]
 
-            def open_(self: Any, *args: Any, **kwargs: Any) -> Any:
-                result = original_open(self, *args, **kwargs)
-                for connector in (getattr(self, "tcp_connector", None),
-                                  getattr(getattr(self, "session", None), "connector", None)):
-                    if connector is not None:
-                        gate_aiohttp_connector(connector, _gate_of(self))
-                return result
+        def open_(self: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original_open(self, *args, **kwargs)
+            for connector in (getattr(self, "tcp_connector", None),
+                              getattr(getattr(self, "session", None), "connector", None)):
+                if connector is not None:
+                    gate_aiohttp_connector(connector, _gate_of(self))
+            return result
 
-            namespace["fetch"] = afetch
-            namespace["open"] = open_
-        else:
-            def fetch(self: Any, url: str, method: str = "GET", headers: Any = None,
-                      body: Any = None) -> Any:
-                _gate_of(self).check(method, url)
-                return original_fetch(self, url, method, headers, body)
+        namespace["fetch"] = afetch
+        namespace["open"] = open_
+    else:
+        def fetch(self: Any, url: str, method: str = "GET", headers: Any = None,
+                  body: Any = None) -> Any:
+            _gate_of(self).check(method, url)
+            return original_fetch(self, url, method, headers, body)
 
-            namespace["fetch"] = fetch
-        found = type(f"ReadOnly{cls.__name__}", (cls,), namespace)
-        _gated_classes[cls] = found
-        return found
+        namespace["fetch"] = fetch
+    return type(f"ReadOnly{cls.__name__}", (cls,), namespace)
 
 
 def install_ccxt_gate(exchange: Any, gate: ReadOnlyGate) -> None:

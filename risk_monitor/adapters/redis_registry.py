@@ -188,6 +188,7 @@ class Registration:
         self.registry = registry
         self.service = service
         self.instance_id = instance_id
+        self.key = instance_key(registry.prefix, service, instance_id)
         self.info = dict(info)
         self.ttl_s = ttl_s
         self.interval_s = max(ttl_s / 3.0, 0.05)
@@ -196,10 +197,6 @@ class Registration:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-
-    @property
-    def key(self) -> str:
-        return instance_key(self.registry.prefix, self.service, self.instance_id)
 
     def refresh(self) -> bool:
         """Write the registration once; True when Redis accepted it."""

@@ -10,13 +10,18 @@ as before, with the typed error of :func:`risk_monitor.domain.schemas.validate_f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
 from risk_monitor.domain.frame_rules import FrameRules, passes
 from risk_monitor.domain.schemas import schema_of, validate_frame
+from risk_monitor.platform.errors import DataValidationError
+from risk_monitor.platform.logging import get_logger
+from risk_monitor.platform.metrics import record_error
+
+log = get_logger(__name__)
 
 MAX_VALUE_CHARS = 64
 
@@ -44,9 +49,17 @@ class RejectedRow:
                 "is missing")
 
     def details(self) -> dict[str, Any]:
-        return {"venue": self.venue, "account": self.account, "instrument": self.instrument,
-                "asset": self.asset, "field": self.field, "value": self.value,
-                "check": self.check, "also": self.also}
+        return asdict(self)
+
+
+def log_rejected(row: RejectedRow, *, kind: str | None = None) -> DataValidationError:
+    """Log and count one rejected row; returns its error (for the source status)."""
+    error = DataValidationError(row.message, source=row.venue, details=row.details())
+    record_error(error)
+    log.error("row failed validation; its instrument / asset is missing", kind=kind,
+              venue=row.venue, account=row.account, instrument=row.instrument, asset=row.asset,
+              field=row.field, value=row.value, check=row.check, error_code=error.code)
+    return error
 
 
 def _text(value: Any) -> str:

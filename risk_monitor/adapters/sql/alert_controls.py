@@ -157,8 +157,7 @@ class SqlAlertControls:
         if row is None:
             raise AlertControlError(f"no alert with fingerprint or correlation id {key!r}",
                                     source=SOURCE, details=NOT_FOUND)
-        return AckTarget(status=LimitStatus(row["status"]), **{k: row[k] for k in (
-            "fingerprint", "episode", "limit_id", "scope", "correlation_id", "message_ref")})
+        return _target(row)
 
     def acknowledge(self, key: str, *, by: str, comment: str = "") -> AckedAlert:
         """Acknowledge the alert's current episode in its current status (idempotent)."""
@@ -260,7 +259,8 @@ class SqlAlertControls:
                                   s.c.episode == a.c.episode, s.c.status == a.c.status))
                  .where(*where).order_by(a.c.id).limit(limit))
         with read_only(self.engine, source=SOURCE) as conn:
-            return [(row.id, _acked(row)) for row in conn.execute(query)]
+            return [(row["id"], AckedAlert(ack_from_row(row), _target(row)))
+                    for row in conn.execute(query).mappings()]
 
 
 def _matcher_doc(m: Matcher) -> dict[str, str]:
@@ -296,12 +296,10 @@ def silence_from_row(row: Any) -> Silence:
         comment=row["comment"], expired_at=row["expired_at"])
 
 
-def _acked(row: Any) -> AckedAlert:
-    ack = ack_from_row(row._mapping)
-    return AckedAlert(ack, AckTarget(
-        fingerprint=ack.fingerprint, episode=ack.episode, status=ack.status,
-        limit_id=row.limit_id, scope=row.scope, correlation_id=row.correlation_id,
-        message_ref=row.message_ref))
+def _target(row: Any) -> AckTarget:
+    """The alert of an ``alert_states`` row (or of an acknowledgement joined to its state)."""
+    return AckTarget(status=LimitStatus(row["status"]), **{k: row[k] for k in (
+        "fingerprint", "episode", "limit_id", "scope", "correlation_id", "message_ref")})
 
 
 def ack_from_row(row: Any) -> Acknowledgement:

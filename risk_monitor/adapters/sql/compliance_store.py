@@ -86,11 +86,6 @@ class ComplianceStore:
                 seal_batch(conn, [compliance_seal(row) for row in rows], at=at)
             return len(rows)
 
-    def open_intervals(self) -> list[ComplianceInterval]:
-        t = compliance_intervals
-        return self._query(sa.select(t).where(t.c.until.is_(None))
-                           .order_by(t.c.limit_id, t.c.scope))
-
     def intervals(self, start: datetime, end: datetime, *, limit_id: str | None = None,
                   scope: str | None = None) -> list[ComplianceInterval]:
         """Intervals overlapping [start, end), oldest first."""

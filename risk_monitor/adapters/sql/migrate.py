@@ -1,4 +1,4 @@
-"""Apply the Alembic migrations programmatically: ``migrate(url)`` at start of every process.
+"""Apply the Alembic migrations programmatically: ``migrate(engine)`` at start of every process.
 
 Two processes may start together (the service and a Dagster run): on PostgreSQL the upgrade
 runs inside one transaction holding an advisory lock, so the second waits and then finds the
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from risk_monitor.adapters.sql.engine import create_engine, lock_names, read_only, write_tx
+from risk_monitor.adapters.sql.engine import lock_names, read_only, write_tx
 from risk_monitor.adapters.sql.schema import VERSION_TABLE
 from risk_monitor.platform.logging import get_logger
 
@@ -52,24 +52,19 @@ def current_revision(engine: Engine) -> str | None:
         return context.get_current_revision()
 
 
-def migrate(target: str | Engine, revision: str = "head") -> str:
+def migrate(engine: Engine, revision: str = "head") -> str:
     """Upgrade the database to ``revision`` (idempotent); returns the revision now current."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
-    engine = create_engine(target) if isinstance(target, str) else target
-    try:
-        if revision == "head" and current_revision(engine) == head_revision():
-            return head_revision()  # the usual case: nothing to do, no lock taken
-        config = alembic_config()
-        with write_tx(engine, source="migrations") as conn:
-            lock_names(conn, ["risk_monitor.migrations"])
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
-            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            now = context.get_current_revision() or ""
-        log.info("database migrated", revision=now, backend=engine.dialect.name)
-        return now
-    finally:
-        if isinstance(target, str):
-            engine.dispose()
+    if revision == "head" and current_revision(engine) == head_revision():
+        return head_revision()  # the usual case: nothing to do, no lock taken
+    config = alembic_config()
+    with write_tx(engine, source="migrations") as conn:
+        lock_names(conn, ["risk_monitor.migrations"])
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        now = context.get_current_revision() or ""
+    log.info("database migrated", revision=now, backend=engine.dialect.name)
+    return now

@@ -122,9 +122,7 @@ outbox = sa.Table(
     sa.Column("audit_hash", sa.String(64), nullable=True),  # sealing audit entry (audit_log.py)
     # what held a suppressed row back: "silence:<id>,..." or "ack:<who>"
     sa.Column("suppressed_by", sa.String(500), nullable=True),
-    sa.CheckConstraint(
-        "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed')", name="status_known"
-    ),
+    sa.CheckConstraint(f"status IN {OUTBOX_STATUSES}", name="status_known"),
     sa.UniqueConstraint("fingerprint", "sequence"),
     sa.Index(None, "status", "next_attempt_at"),
 )

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_log import SqlAuditLog
-from risk_monitor.adapters.sql.engine import read_only, write_tx
+from risk_monitor.adapters.sql.engine import dialect_insert, read_only, write_tx
 from risk_monitor.adapters.sql.schema import trading_states
 from risk_monitor.domain.trading_state import (
     ManualState,
@@ -58,11 +58,8 @@ class SqlTradingStates:
             before = TradingState(row.state) if row is not None else TradingState.ACTIVE
             values = {"state": wanted.value, "changed_by": by, "reason": reason,
                       "changed_at": now}
-            if row is None:
-                conn.execute(trading_states.insert().values(scope=scope, **values))
-            else:
-                conn.execute(trading_states.update().where(trading_states.c.scope == scope)
-                             .values(**values))
+            conn.execute(dialect_insert(conn, trading_states).values(scope=scope, **values)
+                         .on_conflict_do_update(index_elements=["scope"], set_=values))
             self.audit.record(MANUAL_EVENT, now, None, {
                 "scope": scope, "from": before.value, "to": wanted.value, "actor": by,
                 "reason": reason}, conn=conn)

@@ -22,7 +22,7 @@ from risk_monitor.domain.engine import evaluate
 from risk_monitor.domain.limits import LimitConfig, load_limit_config
 from risk_monitor.domain.model import LimitResult, LimitStatus
 from risk_monitor.service.writer import AlertWriter, LiveState
-from risk_monitor_tests.fixtures.storage import START, make_result
+from risk_monitor_tests.fixtures.storage import START, make_result, open_intervals
 from risk_monitor_tests.fixtures.waiting import wait_until
 from risk_monitor_tests.unit.domain.builders import desk
 from risk_monitor_tests.unit.domain.test_engine import DEFAULT
@@ -61,10 +61,10 @@ def test_the_service_writer_ends_a_dropped_limit_at_the_new_document(storage: St
     try:
         writer.submit_state(LiveState(dataclasses.replace(report, config_version="cfg-v1"),
                                       lambda: first, {}))
-        wait_until(lambda: len(storage.compliance.open_intervals()) == 2, timeout=30)
+        wait_until(lambda: len(open_intervals(storage)) == 2, timeout=30)
         writer.submit_state(LiveState(dataclasses.replace(report, config_version="cfg-v2"),
                                       lambda: second, {}), new_config=True)
-        wait_until(lambda: len(storage.compliance.open_intervals()) == 1, timeout=30)
+        wait_until(lambda: len(open_intervals(storage)) == 1, timeout=30)
     finally:
         writer.stop(drain_s=30.0)
     assert writer.stats.failures == 0
@@ -100,7 +100,7 @@ def test_the_compliance_asset_ends_a_dropped_limit_at_the_new_document(
                                         "data_dir": str(tmp_path / "state")}))
     first, second = _document(["kept", "dropped"]), _document(["kept"])
     _run(_results(0, first.version, "kept", "dropped"), first, settings)
-    assert len(pg_storage.compliance.open_intervals()) == 2
+    assert len(open_intervals(pg_storage)) == 2
     _run(_results(600, second.version, "kept"), second, settings)
     _assert_dropped_ended(pg_storage, second.version)
     _run(_results(900, second.version, "kept"), second, settings)  # a later run: no change

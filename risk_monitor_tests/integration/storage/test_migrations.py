@@ -36,8 +36,8 @@ def test_migrations_create_the_schema_and_are_idempotent(empty_url: str) -> None
     engine = create_engine(empty_url)
     try:
         assert current_revision(engine) is None
-        assert migrate(empty_url) == head_revision()
-        assert migrate(empty_url) == head_revision()  # second run: nothing to do
+        assert migrate(engine) == head_revision()
+        assert migrate(engine) == head_revision()  # second run: nothing to do
         assert current_revision(engine) == head_revision()
         tables = set(sa.inspect(engine).get_table_names())
         assert {t.name for t in metadata.sorted_tables} <= tables
@@ -55,8 +55,12 @@ def test_two_processes_migrating_at_once_both_succeed(fresh_postgres_url: str) -
 
     def run() -> None:
         try:
-            barrier.wait(10)
-            results.append(migrate(fresh_postgres_url))
+            engine = create_engine(fresh_postgres_url)  # one engine per process
+            try:
+                barrier.wait(10)
+                results.append(migrate(engine))
+            finally:
+                engine.dispose()
         except BaseException as exc:
             errors.append(exc)
 

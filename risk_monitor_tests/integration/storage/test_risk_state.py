@@ -10,7 +10,7 @@ import pytest
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.domain.model import LimitStatus, SourceKind, SourceStatus
-from risk_monitor_tests.fixtures.storage import FakeClock, make_result
+from risk_monitor_tests.fixtures.storage import FakeClock, make_result, open_intervals
 
 
 def test_limit_results_only_move_forward(storage: Storage, clock: FakeClock) -> None:
@@ -87,12 +87,12 @@ def test_compliance_intervals_follow_status_changes(storage: Storage, clock: Fak
         LimitStatus.UNKNOWN: 0}
     assert spent[("max_notional", "venue:okx")][LimitStatus.WARN] == 9000 - 60
 
-    assert sorted(i.status.value for i in storage.compliance.open_intervals()) == ["OK", "WARN"]
+    assert sorted(i.status.value for i in open_intervals(storage)) == ["OK", "WARN"]
     breach = [i for i in storage.compliance.intervals(t0, window_end)
               if i.status is LimitStatus.BREACH]
     assert len(breach) == 1 and breach[0].worst_utilisation == pytest.approx(1.2)
     assert breach[0].until == t0 + timedelta(seconds=7200)
-    assert len(storage.compliance.open_intervals()) == 2
+    assert len(open_intervals(storage)) == 2
 
 
 def test_one_step_updates_every_series_it_sees(storage: Storage, clock: FakeClock) -> None:
@@ -114,13 +114,13 @@ def test_one_step_updates_every_series_it_sees(storage: Storage, clock: FakeCloc
     assert found[("venue:okx", "WARN")].until is None
     assert found[("venue:binance", "WARN")].until == t0 + timedelta(seconds=7)
     assert found[("venue:binance", "BREACH")].until is None
-    assert sorted((i.scope, i.status.value) for i in storage.compliance.open_intervals()) == [
+    assert sorted((i.scope, i.status.value) for i in open_intervals(storage)) == [
         ("portfolio", "WARN"), ("venue:binance", "BREACH"), ("venue:okx", "WARN")]
     assert verify(storage.engine).ok  # the closed interval's seal matches what was written
 
 
 def test_no_evaluation_yet_has_no_timeline(storage: Storage) -> None:
-    assert storage.compliance.open_intervals() == []  # desk_status([]) is UNKNOWN
+    assert open_intervals(storage) == []  # desk_status([]) is UNKNOWN
 
 
 def test_equity_start_of_day_and_peak(storage: Storage) -> None:

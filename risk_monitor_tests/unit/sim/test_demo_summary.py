@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 from risk_monitor.domain.engine import evaluate
 from risk_monitor_tests.unit.domain.builders import desk
 from risk_monitor_tests.unit.domain.test_engine import DEFAULT
-from risk_sim.demo import summary_tables
+from risk_sim.demo import WARM_MODULES, summary_tables
 
 
 def test_summary_tables() -> None:
@@ -18,3 +20,10 @@ def test_summary_tables() -> None:
     assert list(tables["top_exposures"]["asset"])[:2] == ["BTC", "ETH"]
     headline = dict(zip(tables["headline"]["measure"], tables["headline"]["value"], strict=True))
     assert headline["compliance"] == "BREACH" and headline["daily_pnl_usd"] == "-519,000"
+
+
+def test_every_warm_up_entry_names_a_module_and_function_that_exist() -> None:
+    """The demo's warm-up thread imports ``module:function`` by name, so a rename is caught
+    only here (a missing function killed the thread before it warmed the rest)."""
+    for name, function in (e.split(":") for e in WARM_MODULES if ":" in e):
+        assert callable(getattr(importlib.import_module(name), function, None)), name

@@ -1,8 +1,7 @@
-"""Alembic environment of Risk Monitor's own tables (run through ``migrate(url)``).
+"""Alembic environment of Risk Monitor's own tables, run only through ``migrate(engine)``.
 
 ``migrate`` hands over an open connection in ``config.attributes["connection"]``, already inside
-a transaction that holds the migration lock. Without one (the ``alembic`` command line with
-``-x url=...``), this file opens its own engine.
+a transaction that holds the migration lock.
 """
 
 from __future__ import annotations
@@ -27,25 +26,10 @@ def _run(connection: Connection) -> None:
 
 
 def _main() -> None:
-    if context.is_offline_mode():
-        raise RuntimeError("offline (SQL script) migrations are not supported; use migrate(url)")
     connection = context.config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
-        return
-    from risk_monitor.adapters.sql.engine import create_engine
-
-    url = context.get_x_argument(as_dictionary=True).get("url") or context.config.get_main_option(
-        "sqlalchemy.url"
-    )
-    if not url:
-        raise RuntimeError("no database URL: pass -x url=... or use migrate(url)")
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            _run(conn)
-    finally:
-        engine.dispose()
+    if context.is_offline_mode() or connection is None:
+        raise RuntimeError("migrations run through risk_monitor.adapters.sql.migrate(engine) only")
+    _run(connection)
 
 
 _main()
