@@ -65,6 +65,11 @@ COMMIT_SECONDS = Histogram(
     "risk_monitor_hot_path_commit_seconds",
     "Stage 'commit': decision of a status change to its alert transaction committed.",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
+QUEUED_SECONDS = Histogram(
+    "risk_monitor_hot_path_commit_queued_seconds",
+    "Part of stage 'commit': decision of a status change to its transaction's start (the "
+    "writer busy with earlier changes or a periodic chunk).",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 WRITE_SECONDS = Histogram("risk_monitor_hot_path_write_seconds",
                           "Duration of the hot path's database writes by step.", ["step"],
                           buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
@@ -200,11 +205,9 @@ class AlertWriter:
                 if self._stop:
                     self._drop_connection()
                     return
-                batch, self._pending = self._pending, {}
-                contexts = dict(self._contexts)
+                batch, contexts = self._take_pending()
                 state = self._state
                 self._busy = True
-                PENDING.set(0)
             try:
                 if batch:
                     self._write_changes(batch, contexts)
@@ -258,6 +261,15 @@ class AlertWriter:
         application.persist_evaluation(self.storage, state=report.state,
                                      exposures=report.exposures, results=results, as_of=as_of)
         WRITE_SECONDS.labels(step="persist").observe(time.perf_counter() - started)
+
+    def _take_pending(self) -> tuple[dict[str, list[Change]], dict[str, Mapping[str, Any]]]:
+        """The pending changes and their contexts, for a write (under ``_cond``)."""
+        batch, self._pending = self._pending, {}
+        PENDING.set(0)
+        now = time.perf_counter()
+        for changes in batch.values():
+            QUEUED_SECONDS.observe(now - changes[-1].decided_at)
+        return batch, dict(self._contexts)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -369,9 +381,7 @@ class AlertWriter:
         with self._cond:
             if not self._pending:
                 return False
-            batch, self._pending = self._pending, {}
-            contexts = dict(self._contexts)
-            PENDING.set(0)
+            batch, contexts = self._take_pending()
         try:
             self._write_changes(batch, contexts)
         except Exception:
