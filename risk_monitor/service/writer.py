@@ -1,6 +1,6 @@
 """The hot path's writer: a status change is committed at once, and only the changed series.
 
-Two threads, each with its own database connection (the tick loop never waits on either):
+Two threads, each with its own database connections (the tick loop never waits on either):
 
 * **changes** (:meth:`AlertWriter.submit`, the ``hot-path-writer`` thread): the series whose
   status moved. One transaction
@@ -16,18 +16,19 @@ Two threads, each with its own database connection (the tick loop never waits on
   latest status per series is the one alerted on, and every status in between is still recorded
   in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
   failed write keeps its changes pending, merged with newer ones, and is retried;
-* **the periodic write** (:meth:`AlertWriter.submit_state`), every ``persist_interval_s``, in
-  two parts. What locks no series (latest results, metrics, coverage, equity:
-  ``persist_evaluation``, 0.1-0.8 s) runs in the ``hot-path-persist`` thread, beside the
-  changes. What locks series (the compliance sighting of every series, and the time-driven
-  alert transitions — pending ``for``, repeat interval, keep-firing — of the series that are
-  not quietly OK) runs in the writer thread, between changes, in chunks of
-  ``PERIODIC_CHUNK`` series: the changes that arrived meanwhile go before each chunk, so a
-  change waits for one chunk at most, and a chunk reads the results again after any change
-  (it never writes a status older than a change already written). After a new limit
-  document, every stored series is planned once (``resolve_missing``, one transaction: a
-  removed limit resolves), and its compliance interval ends
-  (``ComplianceStore.end_removed_limits``).
+* **the periodic write** (:meth:`AlertWriter.submit_state`, the ``hot-path-periodic``
+  thread), every ``persist_interval_s``: latest results, metrics and coverage
+  (``persist_evaluation``, 0.1-0.8 s, no series lock), then the compliance sighting of every
+  series and the time-driven alert transitions (pending ``for``, repeat interval,
+  keep-firing) of the series that are not quietly OK, in transactions of ``PERIODIC_CHUNK``
+  series. The two threads own series in memory (``_series``): a chunk leaves out the series
+  with a change pending or being written (that change records them, newer), and reads its
+  results once it holds its series; a change of a held series waits for that one chunk,
+  every other change goes on beside it. So a change never queues behind the periodic write,
+  and the periodic write never writes a status older than a change already written. After a
+  new limit document, every stored series is planned once, in one transaction holding every
+  series (``resolve_missing``, so a removed limit resolves), and the removed limits'
+  compliance intervals end (``ComplianceStore.end_removed_limits``).
 """
 
 from __future__ import annotations
@@ -144,7 +145,12 @@ class AlertWriter:
         self._stop = False
         self._busy = False
         self._thread: threading.Thread | None = None
-        self._persist_thread: threading.Thread | None = None
+        self._periodic_thread: threading.Thread | None = None
+        # series ownership between the two threads (under ``_cond``): the change transaction's
+        # series, and the periodic chunk's (or all of them, for a new document's write)
+        self._writing: set[str] = set()
+        self._claimed: set[str] = set()
+        self._claim_all = False
         self.stats = WriterStats()
 
     # -- feeding (any thread) -------------------------------------------------------------------
@@ -158,7 +164,7 @@ class AlertWriter:
                 self._pending.setdefault(fingerprint, []).append(change)
                 self._contexts[fingerprint] = context
             PENDING.set(len(self._pending))
-            self._cond.notify()
+            self._cond.notify_all()  # the writer, among the periodic thread and stop()
 
     def submit_state(self, state: LiveState, *, new_config: bool = False) -> None:
         """The latest evaluation for the periodic write (not written now)."""
@@ -174,9 +180,9 @@ class AlertWriter:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hot-path-writer", daemon=True)
         self._thread.start()
-        self._persist_thread = threading.Thread(target=self._persist_run,
-                                                name="hot-path-persist", daemon=True)
-        self._persist_thread.start()
+        self._periodic_thread = threading.Thread(target=self._periodic_run,
+                                                 name="hot-path-periodic", daemon=True)
+        self._periodic_thread.start()
 
     def stop(self, drain_s: float) -> None:
         """Write what is pending (bounded by ``drain_s``), then end the thread."""
@@ -186,7 +192,7 @@ class AlertWriter:
                 self._cond.wait(timeout=0.05)
             self._stop = True
             self._cond.notify_all()
-        for thread in (self._thread, self._persist_thread):
+        for thread in (self._thread, self._periodic_thread):
             if thread is not None:
                 thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
         if self._pending:
@@ -194,26 +200,18 @@ class AlertWriter:
 
     # -- the thread -----------------------------------------------------------------------------
     def _run(self) -> None:
-        last_periodic = time.monotonic()
+        """The change transactions (module docstring)."""
         while True:
             with self._cond:
-                while not self._stop and not self._pending and (
-                        self._state is None
-                        or time.monotonic() - last_periodic < self.persist_interval_s):
-                    wait = self.persist_interval_s - (time.monotonic() - last_periodic)
-                    self._cond.wait(timeout=max(0.01, wait))
+                while not self._stop and not self._takeable():
+                    self._cond.wait()
                 if self._stop:
                     self._drop_connection()
                     return
                 batch, contexts = self._take_pending()
-                state = self._state
                 self._busy = True
             try:
-                if batch:
-                    self._write_changes(batch, contexts)
-                elif state is not None:
-                    last_periodic = time.monotonic()
-                    self._write_periodic(state)
+                self._write_changes(batch, contexts)
             except Exception as exc:
                 error = map_exception(exc, source="hot_path", endpoint="write")
                 record_error(error)
@@ -224,15 +222,16 @@ class AlertWriter:
                 with self._cond:
                     for fingerprint, changes in batch.items():  # keep them, oldest first
                         self._pending[fingerprint] = changes + self._pending.get(fingerprint, [])
+                    self._writing = set()
                     self._cond.wait(timeout=WRITE_RETRY_PAUSE_S)
             finally:
                 with self._cond:
                     self._busy = False
+                    self._writing = set()
                     self._cond.notify_all()
 
-    def _persist_run(self) -> None:
-        """The periodic write's part that locks no series (results, metrics, coverage,
-        equity), beside the change transactions: they never wait for it."""
+    def _periodic_run(self) -> None:
+        """The periodic write, every ``persist_interval_s``, beside the change transactions."""
         last = time.monotonic()
         while True:
             with self._cond:
@@ -246,30 +245,30 @@ class AlertWriter:
             assert state is not None
             last = time.monotonic()
             try:
-                self._persist(state)
+                self._write_periodic(state)
             except Exception as exc:  # the next interval writes a newer state
-                error = map_exception(exc, source="hot_path", endpoint="persist")
+                error = map_exception(exc, source="hot_path", endpoint="periodic")
                 record_error(error)
                 self.stats.failures += 1
-                log.error("hot_path_persist_failed", error_code=error.code, error=error.message,
-                          retry_in_s=self.persist_interval_s)
+                log.error("hot_path_periodic_write_failed", error_code=error.code,
+                          error=error.message, retry_in_s=self.persist_interval_s)
 
-    def _persist(self, state: LiveState) -> None:
-        report, results = state.report, list(state.results())
-        as_of = max((r.as_of for r in results), default=report.summary.as_of)
-        started = time.perf_counter()
-        application.persist_evaluation(self.storage, state=report.state,
-                                     exposures=report.exposures, results=results, as_of=as_of)
-        WRITE_SECONDS.labels(step="persist").observe(time.perf_counter() - started)
+    def _takeable(self) -> bool:
+        """A pending change whose series no periodic chunk holds (under ``_cond``)."""
+        return not self._claim_all and any(f not in self._claimed for f in self._pending)
 
     def _take_pending(self) -> tuple[dict[str, list[Change]], dict[str, Mapping[str, Any]]]:
-        """The pending changes and their contexts, for a write (under ``_cond``)."""
-        batch, self._pending = self._pending, {}
-        PENDING.set(0)
+        """The pending changes of series no periodic chunk holds, and their contexts, for a
+        write (under ``_cond``): their series are the writer's until it is done."""
+        batch = {f: c for f, c in self._pending.items() if f not in self._claimed}
+        for fingerprint in batch:
+            del self._pending[fingerprint]
+        self._writing = set(batch)
+        PENDING.set(len(self._pending))
         now = time.perf_counter()
         for changes in batch.values():
             QUEUED_SECONDS.observe(now - changes[-1].decided_at)
-        return batch, dict(self._contexts)
+        return batch, {f: self._contexts[f] for f in batch}
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -375,64 +374,77 @@ class AlertWriter:
                     extra=[compliance_seal(row) for row in intervals])
         return plan, applied, claimed, reads
 
-    def _changes_first(self) -> bool:
-        """Write the status changes that arrived during a periodic write before its next
-        chunk (changes must not queue behind it); True when some were written."""
+    @contextlib.contextmanager
+    def _series(self, fingerprints: Sequence[str] | None) -> Iterator[list[str]]:
+        """Hold series for one periodic transaction: those of ``fingerprints`` with no change
+        pending or being written (their change records them, newer), or every series
+        (``None``: a new document's write, after the change in flight). A change of a held
+        series waits for this one transaction (its results are read after the hold: never
+        older than a change already written)."""
         with self._cond:
-            if not self._pending:
-                return False
-            batch, contexts = self._take_pending()
+            if fingerprints is None:
+                while self._writing and not self._stop:
+                    self._cond.wait()
+                self._claim_all = True
+                held: list[str] = []
+            else:
+                held = [f for f in fingerprints
+                        if f not in self._pending and f not in self._writing]
+                self._claimed = set(held)
         try:
-            self._write_changes(batch, contexts)
-        except Exception:
-            with self._cond:  # kept, oldest first (the caller logs and pauses)
-                for fingerprint, changes in batch.items():
-                    self._pending[fingerprint] = changes + self._pending.get(fingerprint, [])
-            raise
-        return True
-
-    def _chunks(self, state: LiveState, fingerprints: Sequence[str]
-                ) -> Iterator[list[LimitResult]]:
-        """The current results of ``fingerprints``, ``PERIODIC_CHUNK`` series at a time, the
-        pending changes written before each chunk and the results read again after them
-        (a chunk never writes a status older than a change already written)."""
-        current = {r.fingerprint: r for r in state.results()}
-        for start in range(0, len(fingerprints), PERIODIC_CHUNK):
-            if self._changes_first():
-                current = {r.fingerprint: r for r in state.results()}
-            chunk = [current[f] for f in fingerprints[start:start + PERIODIC_CHUNK]
-                     if f in current]
-            if chunk:
-                yield chunk
+            yield held
+        finally:
+            with self._cond:
+                self._claimed = set()
+                self._claim_all = False
+                self._cond.notify_all()
 
     def _write_periodic(self, state: LiveState) -> None:
-        """Compliance sightings and time-driven transitions, in chunks between the changes
-        (results, metrics and coverage: the persist thread)."""
-        results = list(state.results())
-        as_of = max((r.as_of for r in results), default=state.report.summary.as_of)
-        for chunk in self._chunks(state, [r.fingerprint for r in results]):
-            started = time.perf_counter()
-            application.record_compliance(self.storage, chunk)
-            WRITE_SECONDS.labels(step="compliance").observe(time.perf_counter() - started)
+        """Results, metrics and coverage (no series lock), then compliance sightings and
+        time-driven transitions in chunks of ``PERIODIC_CHUNK`` series."""
+        report, results = state.report, list(state.results())
+        as_of = max((r.as_of for r in results), default=report.summary.as_of)
+        started = time.perf_counter()
+        application.persist_evaluation(self.storage, state=report.state,
+                                     exposures=report.exposures, results=results, as_of=as_of)
+        WRITE_SECONDS.labels(step="persist").observe(time.perf_counter() - started)
+        fingerprints = [r.fingerprint for r in results]
+        for start in range(0, len(fingerprints), PERIODIC_CHUNK):
+            with self._series(fingerprints[start:start + PERIODIC_CHUNK]) as held:
+                chunk = self._current(state, held)
+                if chunk:
+                    started = time.perf_counter()
+                    application.record_compliance(self.storage, chunk)
+                    WRITE_SECONDS.labels(step="compliance").observe(
+                        time.perf_counter() - started)
         with self._cond:  # a newer state (document) arrived meanwhile: its own write resolves
             resolve_missing = self._resolve_missing and self._state is state
             self._resolve_missing = self._resolve_missing and not resolve_missing
-        self._changes_first()
-        results = list(state.results())
-        as_of = max((r.as_of for r in results), default=as_of)
-        if resolve_missing:  # a new document: the limits it dropped end their intervals too
-            self.storage.compliance.end_removed_limits(
-                results, at=as_of, config_version=state.report.config_version)
-            # every stored series planned at once: the ones not in ``results`` resolve
-            self._raise_periodic(state, results, as_of, resolve_missing=True)
+        if resolve_missing:  # a new document: every stored series planned at once
+            with self._series(None):
+                results = list(state.results())
+                as_of = max((r.as_of for r in results), default=as_of)
+                # the limits it dropped end their intervals, and their series resolve
+                self.storage.compliance.end_removed_limits(
+                    results, at=as_of, config_version=report.config_version)
+                self._raise_periodic(state, results, as_of, resolve_missing=True)
             return
         stored = {s.fingerprint: s for s in self.storage.alerts.all_states()}
-        due = [r.fingerprint for r in results if r.status is not LimitStatus.OK or (
+        due = [r.fingerprint for r in state.results() if r.status is not LimitStatus.OK or (
             (s := stored.get(r.fingerprint)) is not None
             and (s.status is not LimitStatus.OK or s.clearing_since is not None
                  or s.started_at is not None))]  # only series that can move with time alone
-        for chunk in self._chunks(state, due):
-            self._raise_periodic(state, chunk, as_of, resolve_missing=False)
+        for start in range(0, len(due), PERIODIC_CHUNK):
+            with self._series(due[start:start + PERIODIC_CHUNK]) as held:
+                chunk = self._current(state, held)
+                if chunk:
+                    self._raise_periodic(state, chunk, as_of, resolve_missing=False)
+
+    @staticmethod
+    def _current(state: LiveState, fingerprints: Sequence[str]) -> list[LimitResult]:
+        """The current results of ``fingerprints`` (read once the series are held)."""
+        wanted = set(fingerprints)
+        return [r for r in state.results() if r.fingerprint in wanted]
 
     def _raise_periodic(self, state: LiveState, results: list[LimitResult], as_of: datetime,
                         *, resolve_missing: bool) -> None:
