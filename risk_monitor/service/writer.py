@@ -223,7 +223,9 @@ class AlertWriter:
                     for fingerprint, changes in batch.items():  # keep them, oldest first
                         self._pending[fingerprint] = changes + self._pending.get(fingerprint, [])
                     self._writing = set()
-                    self._cond.wait(timeout=WRITE_RETRY_PAUSE_S)
+                    resume = time.monotonic() + WRITE_RETRY_PAUSE_S  # other wake-ups go on
+                    while not self._stop and (left := resume - time.monotonic()) > 0:
+                        self._cond.wait(timeout=left)
             finally:
                 with self._cond:
                     self._busy = False
