@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.errors import map_exception
@@ -37,6 +38,12 @@ NOTIFIER_UP = Gauge("risk_monitor_notifier_up",
                     "1 while the notifier accepts deliveries; 0 after it refused our "
                     "configuration (revoked token, unknown channel) until a delivery succeeds.",
                     ["notifier"])
+DELIVERY_SECONDS = Histogram(
+    "risk_monitor_alert_delivery_seconds",
+    "Stage 'deliver' of an alert claimed on insert, by step: handoff = its transaction "
+    "committed to the dispatcher's thread taking it, send = the notifier's post (render and "
+    "HTTP round trip), record = the delivery record written after the post.", ["step"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0))
 
 
 @runtime_checkable
@@ -131,7 +138,8 @@ class OutboxDispatcher:
         self._rng = rng or random.Random()
         self._wake = threading.Event()
         self._claim_due = True  # a claim round is wanted (woken, or the poll interval passed)
-        self._direct: list[tuple[list[OutboxEntry], ClaimReads]] = []  # claimed on insert
+        #: claimed on insert, with when they were handed over (perf_counter)
+        self._direct: list[tuple[list[OutboxEntry], ClaimReads, float]] = []
         self._direct_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
         self._health_lock = threading.Lock()
@@ -216,14 +224,17 @@ class OutboxDispatcher:
         if not entries:
             return
         with self._direct_lock:
-            self._direct.append((entries, reads))
+            self._direct.append((entries, reads, time.perf_counter()))
         self._wake.set()
 
     def _deliver_direct(self) -> DispatchResult:
         with self._direct_lock:
             batches, self._direct = self._direct, []
         result = DispatchResult()
-        for entries, reads in batches:
+        taken = time.perf_counter()
+        for _, _, handed in batches:
+            DELIVERY_SECONDS.labels(step="handoff").observe(taken - handed)
+        for entries, reads, _ in batches:
             done = self._deliver_entries(entries, reads)
             for name in ("sent", "retried", "failed", "deferred", "suppressed"):
                 setattr(result, name, getattr(result, name) + getattr(done, name))
@@ -350,7 +361,9 @@ class OutboxDispatcher:
             try:
                 ref = self._earlier_post(entry, previous_ref)
                 if ref is None:
+                    started = time.perf_counter()
                     ref = self.notifier.send(n, previous_ref)
+                    DELIVERY_SECONDS.labels(step="send").observe(time.perf_counter() - started)
             except Exception as exc:
                 error = map_exception(exc, source=self.notifier_name)
                 return self._failed_attempt(entry, error, stop)
@@ -359,9 +372,11 @@ class OutboxDispatcher:
             if previous_ref is None:
                 with lock:
                     roots[key] = ref
+            started = time.perf_counter()
             if not self.repository.mark_sent(entry, ref, now, thread_root=previous_ref is None):
                 log.warning("outbox lease lost before marking sent; it may be sent again",
                             idempotency_key=n.idempotency_key)
+            DELIVERY_SECONDS.labels(step="record").observe(time.perf_counter() - started)
             log.info("alert notification sent", idempotency_key=n.idempotency_key,
                      kind=n.kind.value, status=n.status.value, severity=n.severity.value,
                      limit_id=n.limit_id, scope=n.scope, delivery_ref=ref,
