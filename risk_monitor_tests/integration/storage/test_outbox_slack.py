@@ -273,8 +273,13 @@ def test_a_lost_thread_root_starts_a_new_message(
     slack_sim.reset()  # the workspace forgot the message: chat.update says message_not_found
     _series(storage, clock, ["BREACH"])
     assert dispatcher.dispatch_once(10).sent == 1
-    (message,) = slack_sim.messages
+    # the reply went first, into the gone thread (Slack accepts it and shows it nowhere); the
+    # state is then posted as a new message, which the delivery records
+    orphan, message = slack_sim.messages
+    assert orphan["thread_ts"] is not None
     assert message["thread_ts"] is None and _meta(message)["kind"] == "escalated"
+    sent = storage.outbox.rows(limit=10)[-1]
+    assert sent.delivery_ref == f"{message['channel']}:{message['ts']}"
 
 
 def test_an_episode_begun_in_the_file_sink_continues_in_slack(
