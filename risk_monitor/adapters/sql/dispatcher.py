@@ -34,6 +34,8 @@ from risk_monitor.ports import Notifier
 
 log = get_logger(__name__)
 
+#: posts of rows claimed on insert that may go out before their delivery records are written
+RECORDS_HELD_S = 1.0
 NOTIFIER_UP = Gauge("risk_monitor_notifier_up",
                     "1 while the notifier accepts deliveries; 0 after it refused our "
                     "configuration (revoked token, unknown channel) until a delivery succeeds.",
@@ -228,16 +230,32 @@ class OutboxDispatcher:
         self._wake.set()
 
     def _deliver_direct(self) -> DispatchResult:
-        with self._direct_lock:
-            batches, self._direct = self._direct, []
+        """Post every row handed over (also those handed over meanwhile), then write their
+        delivery records: a record never holds back the post of the next alert. At most
+        ``RECORDS_HELD_S`` of posts go out first, well inside the rows' lease."""
         result = DispatchResult()
-        taken = time.perf_counter()
-        for _, _, handed in batches:
-            DELIVERY_SECONDS.labels(step="handoff").observe(taken - handed)
-        for entries, reads, _ in batches:
-            done = self._deliver_entries(entries, reads)
-            for name in ("sent", "retried", "failed", "deferred", "suppressed"):
-                setattr(result, name, getattr(result, name) + getattr(done, name))
+        records: list[Callable[[], None]] = []
+        first = time.monotonic()
+        while time.monotonic() - first < RECORDS_HELD_S:
+            with self._direct_lock:
+                batches, self._direct = self._direct, []
+            if not batches:
+                break
+            taken = time.perf_counter()
+            for _, _, handed in batches:
+                DELIVERY_SECONDS.labels(step="handoff").observe(taken - handed)
+            for entries, reads, _ in batches:
+                done = self._deliver_entries(entries, reads, records)
+                for name in ("sent", "retried", "failed", "deferred", "suppressed"):
+                    setattr(result, name, getattr(result, name) + getattr(done, name))
+        for record in records:  # each on its own: one failing leaves the others written
+            try:
+                record()
+            except Exception as exc:
+                error = map_exception(exc, source=SOURCE)
+                record_error(error)
+                log.error("delivery record not written", error_code=error.code,
+                          error=str(error))
         return result
 
     def _deliver_due(self, batch: int) -> DispatchResult:
@@ -249,8 +267,10 @@ class OutboxDispatcher:
             return DispatchResult()
         return self._deliver_entries(entries, found[0])
 
-    def _deliver_entries(self, entries: list[OutboxEntry], reads: ClaimReads) -> DispatchResult:
-        """Deliver claimed rows: held back by silences and acks, else sent series by series."""
+    def _deliver_entries(self, entries: list[OutboxEntry], reads: ClaimReads,
+                         records: list[Callable[[], None]] | None = None) -> DispatchResult:
+        """Deliver claimed rows: held back by silences and acks, else sent series by series;
+        with ``records``, the delivery records of the sent ones are left there to write."""
         result = DispatchResult()
         entries = self._hold_back(entries, result, reads.silences, reads.acks)
         if not entries:
@@ -276,7 +296,7 @@ class OutboxDispatcher:
                     with lock:
                         result.deferred += released
                     return
-                outcome = self._deliver(entry, roots, lock, stop)
+                outcome = self._deliver(entry, roots, lock, stop, records)
                 with lock:
                     setattr(result, outcome, getattr(result, outcome) + 1)
                 if outcome == "retried":  # later rows of the series must wait for it
@@ -352,7 +372,8 @@ class OutboxDispatcher:
         return kept
 
     def _deliver(self, entry: OutboxEntry, roots: dict[tuple[str, int], str],
-                 lock: threading.Lock, stop: _BatchStop) -> str:
+                 lock: threading.Lock, stop: _BatchStop,
+                 records: list[Callable[[], None]] | None = None) -> str:
         n = entry.notification
         key = (entry.fingerprint, entry.episode)
         with lock:
@@ -372,8 +393,22 @@ class OutboxDispatcher:
             if previous_ref is None:
                 with lock:
                     roots[key] = ref
+            sent = (entry, ref, now, previous_ref is None)
+            if records is None:
+                self._record_sent(*sent)
+            else:
+                with lock:
+                    records.append(lambda: self._record_sent(*sent))
+            return "sent"
+
+    def _record_sent(self, entry: OutboxEntry, ref: str, now: datetime,
+                     thread_root: bool) -> None:
+        """The delivery record of a post (and its hooks): written after the post. Unwritten
+        (database down), the row's lease runs out and its retry adopts the post (find_sent)."""
+        n = entry.notification
+        with log_context(correlation_id=n.correlation_id, fingerprint=n.fingerprint):
             started = time.perf_counter()
-            if not self.repository.mark_sent(entry, ref, now, thread_root=previous_ref is None):
+            if not self.repository.mark_sent(entry, ref, now, thread_root=thread_root):
                 log.warning("outbox lease lost before marking sent; it may be sent again",
                             idempotency_key=n.idempotency_key)
             DELIVERY_SECONDS.labels(step="record").observe(time.perf_counter() - started)
@@ -387,7 +422,6 @@ class OutboxDispatcher:
                 except Exception as exc:  # a hook never fails a delivery
                     log.warning("on_delivered hook failed", error=str(exc),
                                 error_class=type(exc).__name__)
-            return "sent"
 
     def _earlier_post(self, entry: OutboxEntry, previous_ref: str | None) -> str | None:
         """On a second or later attempt, the earlier post Slack may have accepted (adopt it)."""
