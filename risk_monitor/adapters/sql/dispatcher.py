@@ -3,6 +3,7 @@ the outcome (see :mod:`risk_monitor.adapters.sql.outbox` for the delivery rules)
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -144,6 +145,9 @@ class OutboxDispatcher:
         self._direct: list[tuple[list[OutboxEntry], ClaimReads, float]] = []
         self._direct_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
+        #: delivery records of posts, for the recorder thread while :meth:`run` runs
+        self._records: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._recorder: threading.Thread | None = None
         self._health_lock = threading.Lock()
         self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
         #: called with each notification the notifier delivered and its ref (lineage links)
@@ -231,8 +235,9 @@ class OutboxDispatcher:
 
     def _deliver_direct(self) -> DispatchResult:
         """Post every row handed over (also those handed over meanwhile), then write their
-        delivery records: a record never holds back the post of the next alert. At most
-        ``RECORDS_HELD_S`` of posts go out first, well inside the rows' lease."""
+        delivery records (on the recorder thread while :meth:`run` runs): a record never holds
+        back the post of the next alert. At most ``RECORDS_HELD_S`` of posts go out first,
+        well inside the rows' lease."""
         result = DispatchResult()
         records: list[Callable[[], None]] = []
         first = time.monotonic()
@@ -248,15 +253,19 @@ class OutboxDispatcher:
                 done = self._deliver_entries(entries, reads, records)
                 for name in ("sent", "retried", "failed", "deferred", "suppressed"):
                     setattr(result, name, getattr(result, name) + getattr(done, name))
-        for record in records:  # each on its own: one failing leaves the others written
-            try:
-                record()
-            except Exception as exc:
-                error = map_exception(exc, source=SOURCE)
-                record_error(error)
-                log.error("delivery record not written", error_code=error.code,
-                          error=str(error))
+        for record in records:
+            if self._recorder is not None:
+                self._records.put(record)
+            else:
+                _write(record)
         return result
+
+    def _record_until_stopped(self) -> None:
+        """The recorder thread: writes the delivery records :meth:`_deliver_direct` queued."""
+        while (record := self._records.get()) is not None:
+            _write(record)
+            self._records.task_done()
+        self._records.task_done()
 
     def _deliver_due(self, batch: int) -> DispatchResult:
         found: list[ClaimReads] = []
@@ -481,6 +490,9 @@ class OutboxDispatcher:
             batch: int = 100) -> None:
         """Dispatch until ``stop_event`` is set: at once while work remains, else poll."""
         log.info("outbox dispatcher started", notifier=self.notifier_name)
+        self._recorder = threading.Thread(target=self._record_until_stopped, daemon=True,
+                                          name="outbox-recorder")
+        self._recorder.start()
         while True:
             try:
                 self._deliver_direct()  # claimed on insert: first, and no claim round
@@ -490,6 +502,9 @@ class OutboxDispatcher:
                     result = DispatchResult()
                 else:
                     self._claim_due = False
+                    # the rows posted are recorded first: a claim round sees them sent (a
+                    # later row of their series is claimable only then)
+                    self._records.join()
                     result = self.dispatch_once(batch)
             except Exception as exc:  # the loop must survive a database outage
                 error = map_exception(exc, source=SOURCE)
@@ -502,11 +517,24 @@ class OutboxDispatcher:
             if not self._wake.wait(poll_interval_s):
                 self._claim_due = True  # the poll: rows of other writers, retries, leases
             self._wake.clear()
+        self._records.put(None)
+        self._recorder.join()
+        self._recorder = None
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
         self.repository.close()
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
+
+
+def _write(record: Callable[[], None]) -> None:
+    """Write one delivery record; a failure (database down) leaves the others to write."""
+    try:
+        record()
+    except Exception as exc:
+        error = map_exception(exc, source=SOURCE)
+        record_error(error)
+        log.error("delivery record not written", error_code=error.code, error=str(error))
 
 
 def _held_by(found: Verdict) -> str:
