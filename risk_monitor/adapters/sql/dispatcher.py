@@ -20,13 +20,18 @@ from sqlalchemy.engine import Connection, Engine
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
+from risk_monitor.adapters.sql.dispatch_policy import (
+    BackoffPolicy,
+    BatchStop,
+    held_by_text,
+    server_retry_after,
+)
 from risk_monitor.adapters.sql.outbox import SOURCE, InsertClaim, OutboxEntry, OutboxRepository
 from risk_monitor.domain.model import Notification
-from risk_monitor.domain.silences import Acknowledgement, Silence, Verdict, verdict
+from risk_monitor.domain.silences import Acknowledgement, Silence, verdict
 from risk_monitor.platform.errors import (
     NotificationRejectedError,
     NotifierConfigError,
-    RateLimitedError,
     RiskMonitorError,
 )
 from risk_monitor.platform.logging import get_logger, log_context
@@ -63,22 +68,6 @@ class PostsThreadNotes(Protocol):
 
 
 @dataclass(frozen=True)
-class BackoffPolicy:
-    """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened."""
-
-    initial_s: float = 1.0
-    max_s: float = 60.0
-    multiplier: float = 2.0
-    jitter: float = 0.2  # +/- fraction of the delay, so replicas do not retry in lockstep
-
-    def delay(self, attempt: int, retry_after: float | None = None,
-              rng: random.Random | None = None) -> float:
-        base = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1))
-        spread = (rng or random).uniform(-self.jitter, self.jitter)
-        delay = max(0.0, base * (1.0 + spread))
-        return max(delay, retry_after or 0.0)
-
-@dataclass(frozen=True)
 class ClaimReads:
     """Read with a claim, in its transaction: what decides and threads each delivery."""
 
@@ -100,16 +89,6 @@ class DispatchResult:
     @property
     def claimed(self) -> int:
         return self.sent + self.retried + self.failed + self.deferred + self.suppressed
-
-def _retry_after(error: RiskMonitorError) -> float | None:
-    raw: Any = error.retry_after if isinstance(error, RateLimitedError) else None
-    if raw is None:
-        raw = error.details.get("retry_after")
-    try:
-        value = float(raw) if raw is not None else None
-    except (TypeError, ValueError):
-        return None
-    return value if value is not None and value >= 0 else None
 
 class OutboxDispatcher:
     """Delivers the outbox through one notifier; call ``dispatch_once`` or run it in a thread."""
@@ -288,7 +267,7 @@ class OutboxDispatcher:
         series: dict[str, list[OutboxEntry]] = defaultdict(list)
         for entry in entries:
             series[entry.fingerprint].append(entry)
-        stop = _BatchStop(deadline=self.clock() + timedelta(seconds=self.lease_s / 2))
+        stop = BatchStop(deadline=self.clock() + timedelta(seconds=self.lease_s / 2))
         lock = threading.Lock()
 
         def release(items: list[OutboxEntry]) -> int:
@@ -367,7 +346,7 @@ class OutboxDispatcher:
             if found.send:
                 kept.append(entry)
                 continue
-            held_by = _held_by(found)
+            held_by = held_by_text(found)
             n = entry.notification
             if self.repository.mark_suppressed(entry, now, held_by, {
                     "idempotency_key": n.idempotency_key, "fingerprint": n.fingerprint,
@@ -381,7 +360,7 @@ class OutboxDispatcher:
         return kept
 
     def _deliver(self, entry: OutboxEntry, roots: dict[tuple[str, int], str],
-                 lock: threading.Lock, stop: _BatchStop,
+                 lock: threading.Lock, stop: BatchStop,
                  records: list[Callable[[], None]] | None = None) -> str:
         n = entry.notification
         key = (entry.fingerprint, entry.episode)
@@ -461,7 +440,7 @@ class OutboxDispatcher:
                     idempotency_key=entry.notification.idempotency_key, error_code=error.code)
 
     def _failed_attempt(self, entry: OutboxEntry, error: RiskMonitorError,
-                        stop: _BatchStop) -> str:
+                        stop: BatchStop) -> str:
         n = entry.notification
         record_error(error)
         fields = {"idempotency_key": n.idempotency_key, "kind": n.kind.value,
@@ -477,7 +456,7 @@ class OutboxDispatcher:
             self.repository.mark_failed(entry, now, error)
             log.error("alert notification failed for good", **fields)
             return "failed"
-        retry_after = _retry_after(error)
+        retry_after = server_retry_after(error)
         delay = self.backoff.delay(entry.attempts, retry_after, self._rng)
         next_at = now + timedelta(seconds=delay)
         self.repository.reschedule(entry, next_at, error)
@@ -535,29 +514,3 @@ def _write(record: Callable[[], None]) -> None:
         error = map_exception(exc, source=SOURCE)
         record_error(error)
         log.error("delivery record not written", error_code=error.code, error=str(error))
-
-
-def _held_by(found: Verdict) -> str:
-    """``silence:<id>,...`` or ``ack:<who>``: what an operator reads on the suppressed row."""
-    if found.silenced_by:
-        return ",".join(f"silence:{sid}" for sid in found.silenced_by)
-    return f"ack:{found.acknowledged_by}"
-
-
-class _BatchStop:
-    """Shared by the series of one batch: stop after a retryable failure or near the lease."""
-
-    def __init__(self, deadline: datetime) -> None:
-        self.deadline = deadline
-        self.not_before: datetime | None = None
-        self._lock = threading.Lock()
-
-    def trip(self, not_before: datetime) -> None:
-        with self._lock:
-            if self.not_before is None or not_before > self.not_before:
-                self.not_before = not_before
-
-    def stopped(self, now: datetime) -> bool:
-        with self._lock:
-            return self.not_before is not None or now >= self.deadline
-
