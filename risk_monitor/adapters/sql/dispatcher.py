@@ -484,7 +484,9 @@ class OutboxDispatcher:
                     # the rows posted are recorded first: a claim round sees them sent (a
                     # later row of their series is claimable only then)
                     self._records.join()
-                    result = self.dispatch_once(batch)
+                    result = self._deliver_due(batch)
+                    self._deliver_direct()  # handed over meanwhile: before the notes' reads
+                    self._note_acknowledgements()
             except Exception as exc:  # the loop must survive a database outage
                 error = map_exception(exc, source=SOURCE)
                 record_error(error)
