@@ -18,16 +18,22 @@ crash between Slack accepting a post and the client hearing of it is reproduced.
 
 Outages (5xx, 429, ``invalid_auth``, hang) are faults of the shared :class:`FaultInjector`, so
 they can also be switched over HTTP from another process (``POST /__admin/outage``).
+
+``python -m risk_sim.slack`` serves it in a process of its own (:func:`main`), as a real Slack
+is another machine: a load test whose publisher shares the simulator's interpreter would
+otherwise time each message's arrival behind that publisher's turn at the GIL.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
 import json
 import re
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -566,3 +572,24 @@ def _page(messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, A
         wire.append(item)
     return {"messages": wire, "has_more": more,
             "response_metadata": {"next_cursor": next_cursor}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the simulator until stdin closes (its parent exited) or SIGTERM: one JSON line
+    ``{"url", "api_base", "token"}`` on stdout says where; messages via ``/__admin/messages``."""
+    parser = argparse.ArgumentParser(prog="python -m risk_sim.slack", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default=None)
+    args = parser.parse_args(argv)
+    simulator = SlackSimulator(token=args.token, host=args.host, port=args.port).start()
+    try:
+        print(json.dumps({"url": simulator.url, "api_base": simulator.api_base,
+                          "token": simulator.token}), flush=True)
+        sys.stdin.read()
+    finally:
+        simulator.stop()
+
+
+if __name__ == "__main__":
+    main()

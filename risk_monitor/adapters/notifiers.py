@@ -9,8 +9,9 @@ retries, orders and records them; a notifier makes one delivery attempt and rais
 
 Slack threading: the first notification of an episode posts a message in the severity's
 channel; each later state of the same episode (escalated, de-escalated, repeat, resolved)
-edits that message to show the current state *and* posts a threaded reply, so the channel shows
-one line per episode and each state is one recorded message. Every posted message carries the
+posts a threaded reply *and then* edits that message to show the current state (the reply is
+the alert: it goes first, the edit waits for it), so the channel shows one line per episode and
+each state is one recorded message. Every posted message carries the
 notification's status, kind and idempotency key in Slack message metadata, so "one WARN, one
 BREACH, one RESOLVED" is countable, and lets :meth:`SlackNotifier.find_sent` find a post whose
 answer was lost (a crash after Slack accepted it): the outbox adopts it instead of posting twice.
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-#: Slack errors on chat.update after which we post a fresh message instead of threading
+#: Slack errors that say an alert thread cannot go on (its reply refused, or its first message
+#: not editable); ``message_not_found`` on the edit after a reply: a new message is posted
 _ROOT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed",
                         "channel_not_found", "is_archived", "not_in_channel"})
 _SLACK_REF = re.compile(r"^[CDG][A-Z0-9]+:\d+\.\d+$")
@@ -187,21 +189,9 @@ class SlackNotifier:
                             previous_ref=previous_ref, idempotency_key=n.idempotency_key)
                 previous_ref = None
             if previous_ref is not None:
-                channel, _, root_ts = previous_ref.partition(":")
-                if self._update_root(n, channel, root_ts):
-                    reply = _ref(self._call(
-                        "chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
-                        blocks=blocks, metadata=message_metadata(n),
-                        reply_broadcast=n.kind is NotificationKind.ESCALATED))
-                    self._threads.message(reply, previous_ref)
-                    routed = None
-                    if n.kind is NotificationKind.ESCALATED:
-                        routed = self._escalate(n, channel, root_ts, text, blocks)
-                        if routed is not None:
-                            self._threads.message(routed, previous_ref)
-                    self._copy_to(n, self._heard(n, channel, root_ts, routed), text, blocks,
-                                  retry=False)
-                    return routed or reply
+                threaded = self._reply(n, previous_ref, text, blocks)
+                if threaded is not None:
+                    return threaded
             primary, *others = self.routes_for(n)
             response = self._call("chat.postMessage", channel=primary, text=text,
                                   blocks=blocks, metadata=message_metadata(n))
@@ -210,6 +200,39 @@ class SlackNotifier:
             ref = _ref(response)
             self._threads.root(ref, n)
             return ref
+
+    def _reply(self, n: Notification, root_ref: str, text: str,
+               blocks: list[dict[str, Any]]) -> str | None:
+        """A later state of an episode: the reply in its thread first (the alert reaches the
+        channel one round trip sooner), then the thread's first message edited to show it.
+        None when the thread is gone (the caller posts a new message): the reply was refused,
+        or the first message was deleted (Slack accepts a reply to it and shows it nowhere)."""
+        channel, _, root_ts = root_ref.partition(":")
+        try:
+            reply = _ref(self._call(
+                "chat.postMessage", channel=channel, thread_ts=root_ts, text=text,
+                blocks=blocks, metadata=message_metadata(n),
+                reply_broadcast=n.kind is NotificationKind.ESCALATED))
+        except NotificationError as error:
+            if error.details.get("slack_error") not in _ROOT_GONE:
+                raise
+            log.warning("alert thread cannot take a reply; posting a new message",
+                        slack_error=error.details.get("slack_error"),
+                        idempotency_key=n.idempotency_key)
+            return None
+        gone = self._update_root(n, channel, root_ts)
+        if gone == "message_not_found":
+            log.warning("alert thread's first message is gone; posting a new message",
+                        idempotency_key=n.idempotency_key, orphaned_reply=reply)
+            return None
+        self._threads.message(reply, root_ref)
+        routed = None
+        if n.kind is NotificationKind.ESCALATED:
+            routed = self._escalate(n, channel, root_ts, text, blocks)
+            if routed is not None:
+                self._threads.message(routed, root_ref)
+        self._copy_to(n, self._heard(n, channel, root_ts, routed), text, blocks, retry=False)
+        return routed or reply
 
     def _copy_to(self, n: Notification, channels: Sequence[str], text: str,
                  blocks: list[dict[str, Any]], *, retry: bool) -> None:
@@ -353,6 +376,8 @@ class SlackNotifier:
             self._copy_to(n, self.routes_for(n)[1:], text, blocks, retry=True)
             return found
         channel, _, root_ts = previous_ref.partition(":")
+        if found.partition(":")[2] != root_ts:  # a reply: its first message may not show it
+            self._update_root(n, channel, root_ts)
         routed = None
         if n.kind is NotificationKind.ESCALATED:
             routed = self._escalate(n, channel, root_ts, text, blocks, retry=True)
@@ -425,22 +450,23 @@ class SlackNotifier:
             root_channel, _, root_ts = root.partition(":")
             self._update_root(latest, root_channel, root_ts)
 
-    def _update_root(self, n: Notification, channel: str, ts: str) -> bool:
+    def _update_root(self, n: Notification, channel: str, ts: str) -> str | None:
         """Show the current state on the thread's first message, with every Dagster event
-        link of the episode so far (newest first); False if it is gone."""
+        link of the episode so far (newest first); Slack's error when it cannot be edited
+        (deleted, archived, ...), else None."""
         n = self._threads.shown_on_root(f"{channel}:{ts}", n)
         try:
             self._call("chat.update", channel=channel, ts=ts, text=render_text(n),
                        blocks=render_blocks(n, self.dagster_ui_url, root=True,
                                             dashboard_url=self.dashboard_url))
         except NotificationError as error:
-            if error.details.get("slack_error") in _ROOT_GONE:
-                log.warning("alert thread root cannot be updated; posting a new message",
-                            slack_error=error.details.get("slack_error"),
+            code = error.details.get("slack_error")
+            if code in _ROOT_GONE:
+                log.warning("alert thread root cannot be updated", slack_error=code,
                             idempotency_key=n.idempotency_key)
-                return False
+                return str(code)
             raise
-        return True
+        return None
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """One Web API call through slack_sdk's own method (``chat.update``: ``chat_update``);

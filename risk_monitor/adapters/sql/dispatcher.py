@@ -3,8 +3,10 @@ the outcome (see :mod:`risk_monitor.adapters.sql.outbox` for the delivery rules)
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,19 +14,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
+from risk_monitor.adapters.sql.dispatch_policy import (
+    BackoffPolicy,
+    BatchStop,
+    held_by_text,
+    server_retry_after,
+)
 from risk_monitor.adapters.sql.outbox import SOURCE, InsertClaim, OutboxEntry, OutboxRepository
 from risk_monitor.domain.model import Notification
-from risk_monitor.domain.silences import Acknowledgement, Silence, Verdict, verdict
+from risk_monitor.domain.silences import Acknowledgement, Silence, verdict
 from risk_monitor.platform.errors import (
     NotificationRejectedError,
     NotifierConfigError,
-    RateLimitedError,
     RiskMonitorError,
 )
 from risk_monitor.platform.logging import get_logger, log_context
@@ -33,10 +40,18 @@ from risk_monitor.ports import Notifier
 
 log = get_logger(__name__)
 
+#: posts of rows claimed on insert that may go out before their delivery records are written
+RECORDS_HELD_S = 1.0
 NOTIFIER_UP = Gauge("risk_monitor_notifier_up",
                     "1 while the notifier accepts deliveries; 0 after it refused our "
                     "configuration (revoked token, unknown channel) until a delivery succeeds.",
                     ["notifier"])
+DELIVERY_SECONDS = Histogram(
+    "risk_monitor_alert_delivery_seconds",
+    "Stage 'deliver' of an alert claimed on insert, by step: handoff = its transaction "
+    "committed to the dispatcher's thread taking it, send = the notifier's post (render and "
+    "HTTP round trip), record = the delivery record written after the post.", ["step"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0))
 
 
 @runtime_checkable
@@ -51,22 +66,6 @@ class PostsThreadNotes(Protocol):
 
     def post_note(self, thread_ref: str, text: str, key: str | None = None) -> str: ...
 
-
-@dataclass(frozen=True)
-class BackoffPolicy:
-    """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened."""
-
-    initial_s: float = 1.0
-    max_s: float = 60.0
-    multiplier: float = 2.0
-    jitter: float = 0.2  # +/- fraction of the delay, so replicas do not retry in lockstep
-
-    def delay(self, attempt: int, retry_after: float | None = None,
-              rng: random.Random | None = None) -> float:
-        base = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1))
-        spread = (rng or random).uniform(-self.jitter, self.jitter)
-        delay = max(0.0, base * (1.0 + spread))
-        return max(delay, retry_after or 0.0)
 
 @dataclass(frozen=True)
 class ClaimReads:
@@ -90,16 +89,6 @@ class DispatchResult:
     @property
     def claimed(self) -> int:
         return self.sent + self.retried + self.failed + self.deferred + self.suppressed
-
-def _retry_after(error: RiskMonitorError) -> float | None:
-    raw: Any = error.retry_after if isinstance(error, RateLimitedError) else None
-    if raw is None:
-        raw = error.details.get("retry_after")
-    try:
-        value = float(raw) if raw is not None else None
-    except (TypeError, ValueError):
-        return None
-    return value if value is not None and value >= 0 else None
 
 class OutboxDispatcher:
     """Delivers the outbox through one notifier; call ``dispatch_once`` or run it in a thread."""
@@ -131,9 +120,13 @@ class OutboxDispatcher:
         self._rng = rng or random.Random()
         self._wake = threading.Event()
         self._claim_due = True  # a claim round is wanted (woken, or the poll interval passed)
-        self._direct: list[tuple[list[OutboxEntry], ClaimReads]] = []  # claimed on insert
+        #: claimed on insert, with when they were handed over (perf_counter)
+        self._direct: list[tuple[list[OutboxEntry], ClaimReads, float]] = []
         self._direct_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
+        #: delivery records of posts, for the recorder thread while :meth:`run` runs
+        self._records: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._recorder: threading.Thread | None = None
         self._health_lock = threading.Lock()
         self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
         #: called with each notification the notifier delivered and its ref (lineage links)
@@ -216,18 +209,42 @@ class OutboxDispatcher:
         if not entries:
             return
         with self._direct_lock:
-            self._direct.append((entries, reads))
+            self._direct.append((entries, reads, time.perf_counter()))
         self._wake.set()
 
     def _deliver_direct(self) -> DispatchResult:
-        with self._direct_lock:
-            batches, self._direct = self._direct, []
+        """Post every row handed over (also those handed over meanwhile), then write their
+        delivery records (on the recorder thread while :meth:`run` runs): a record never holds
+        back the post of the next alert. At most ``RECORDS_HELD_S`` of posts go out first,
+        well inside the rows' lease."""
         result = DispatchResult()
-        for entries, reads in batches:
-            done = self._deliver_entries(entries, reads)
-            for name in ("sent", "retried", "failed", "deferred", "suppressed"):
-                setattr(result, name, getattr(result, name) + getattr(done, name))
+        records: list[Callable[[], None]] = []
+        first = time.monotonic()
+        while time.monotonic() - first < RECORDS_HELD_S:
+            with self._direct_lock:
+                batches, self._direct = self._direct, []
+            if not batches:
+                break
+            taken = time.perf_counter()
+            for _, _, handed in batches:
+                DELIVERY_SECONDS.labels(step="handoff").observe(taken - handed)
+            for entries, reads, _ in batches:
+                done = self._deliver_entries(entries, reads, records)
+                for name in ("sent", "retried", "failed", "deferred", "suppressed"):
+                    setattr(result, name, getattr(result, name) + getattr(done, name))
+        for record in records:
+            if self._recorder is not None:
+                self._records.put(record)
+            else:
+                _write(record)
         return result
+
+    def _record_until_stopped(self) -> None:
+        """The recorder thread: writes the delivery records :meth:`_deliver_direct` queued."""
+        while (record := self._records.get()) is not None:
+            _write(record)
+            self._records.task_done()
+        self._records.task_done()
 
     def _deliver_due(self, batch: int) -> DispatchResult:
         found: list[ClaimReads] = []
@@ -238,8 +255,10 @@ class OutboxDispatcher:
             return DispatchResult()
         return self._deliver_entries(entries, found[0])
 
-    def _deliver_entries(self, entries: list[OutboxEntry], reads: ClaimReads) -> DispatchResult:
-        """Deliver claimed rows: held back by silences and acks, else sent series by series."""
+    def _deliver_entries(self, entries: list[OutboxEntry], reads: ClaimReads,
+                         records: list[Callable[[], None]] | None = None) -> DispatchResult:
+        """Deliver claimed rows: held back by silences and acks, else sent series by series;
+        with ``records``, the delivery records of the sent ones are left there to write."""
         result = DispatchResult()
         entries = self._hold_back(entries, result, reads.silences, reads.acks)
         if not entries:
@@ -248,7 +267,7 @@ class OutboxDispatcher:
         series: dict[str, list[OutboxEntry]] = defaultdict(list)
         for entry in entries:
             series[entry.fingerprint].append(entry)
-        stop = _BatchStop(deadline=self.clock() + timedelta(seconds=self.lease_s / 2))
+        stop = BatchStop(deadline=self.clock() + timedelta(seconds=self.lease_s / 2))
         lock = threading.Lock()
 
         def release(items: list[OutboxEntry]) -> int:
@@ -265,7 +284,7 @@ class OutboxDispatcher:
                     with lock:
                         result.deferred += released
                     return
-                outcome = self._deliver(entry, roots, lock, stop)
+                outcome = self._deliver(entry, roots, lock, stop, records)
                 with lock:
                     setattr(result, outcome, getattr(result, outcome) + 1)
                 if outcome == "retried":  # later rows of the series must wait for it
@@ -327,7 +346,7 @@ class OutboxDispatcher:
             if found.send:
                 kept.append(entry)
                 continue
-            held_by = _held_by(found)
+            held_by = held_by_text(found)
             n = entry.notification
             if self.repository.mark_suppressed(entry, now, held_by, {
                     "idempotency_key": n.idempotency_key, "fingerprint": n.fingerprint,
@@ -341,7 +360,8 @@ class OutboxDispatcher:
         return kept
 
     def _deliver(self, entry: OutboxEntry, roots: dict[tuple[str, int], str],
-                 lock: threading.Lock, stop: _BatchStop) -> str:
+                 lock: threading.Lock, stop: BatchStop,
+                 records: list[Callable[[], None]] | None = None) -> str:
         n = entry.notification
         key = (entry.fingerprint, entry.episode)
         with lock:
@@ -350,7 +370,9 @@ class OutboxDispatcher:
             try:
                 ref = self._earlier_post(entry, previous_ref)
                 if ref is None:
+                    started = time.perf_counter()
                     ref = self.notifier.send(n, previous_ref)
+                    DELIVERY_SECONDS.labels(step="send").observe(time.perf_counter() - started)
             except Exception as exc:
                 error = map_exception(exc, source=self.notifier_name)
                 return self._failed_attempt(entry, error, stop)
@@ -359,9 +381,25 @@ class OutboxDispatcher:
             if previous_ref is None:
                 with lock:
                     roots[key] = ref
-            if not self.repository.mark_sent(entry, ref, now, thread_root=previous_ref is None):
+            sent = (entry, ref, now, previous_ref is None)
+            if records is None:
+                self._record_sent(*sent)
+            else:
+                with lock:
+                    records.append(lambda: self._record_sent(*sent))
+            return "sent"
+
+    def _record_sent(self, entry: OutboxEntry, ref: str, now: datetime,
+                     thread_root: bool) -> None:
+        """The delivery record of a post (and its hooks): written after the post. Unwritten
+        (database down), the row's lease runs out and its retry adopts the post (find_sent)."""
+        n = entry.notification
+        with log_context(correlation_id=n.correlation_id, fingerprint=n.fingerprint):
+            started = time.perf_counter()
+            if not self.repository.mark_sent(entry, ref, now, thread_root=thread_root):
                 log.warning("outbox lease lost before marking sent; it may be sent again",
                             idempotency_key=n.idempotency_key)
+            DELIVERY_SECONDS.labels(step="record").observe(time.perf_counter() - started)
             log.info("alert notification sent", idempotency_key=n.idempotency_key,
                      kind=n.kind.value, status=n.status.value, severity=n.severity.value,
                      limit_id=n.limit_id, scope=n.scope, delivery_ref=ref,
@@ -372,7 +410,6 @@ class OutboxDispatcher:
                 except Exception as exc:  # a hook never fails a delivery
                     log.warning("on_delivered hook failed", error=str(exc),
                                 error_class=type(exc).__name__)
-            return "sent"
 
     def _earlier_post(self, entry: OutboxEntry, previous_ref: str | None) -> str | None:
         """On a second or later attempt, the earlier post Slack may have accepted (adopt it)."""
@@ -403,7 +440,7 @@ class OutboxDispatcher:
                     idempotency_key=entry.notification.idempotency_key, error_code=error.code)
 
     def _failed_attempt(self, entry: OutboxEntry, error: RiskMonitorError,
-                        stop: _BatchStop) -> str:
+                        stop: BatchStop) -> str:
         n = entry.notification
         record_error(error)
         fields = {"idempotency_key": n.idempotency_key, "kind": n.kind.value,
@@ -419,7 +456,7 @@ class OutboxDispatcher:
             self.repository.mark_failed(entry, now, error)
             log.error("alert notification failed for good", **fields)
             return "failed"
-        retry_after = _retry_after(error)
+        retry_after = server_retry_after(error)
         delay = self.backoff.delay(entry.attempts, retry_after, self._rng)
         next_at = now + timedelta(seconds=delay)
         self.repository.reschedule(entry, next_at, error)
@@ -432,6 +469,9 @@ class OutboxDispatcher:
             batch: int = 100) -> None:
         """Dispatch until ``stop_event`` is set: at once while work remains, else poll."""
         log.info("outbox dispatcher started", notifier=self.notifier_name)
+        self._recorder = threading.Thread(target=self._record_until_stopped, daemon=True,
+                                          name="outbox-recorder")
+        self._recorder.start()
         while True:
             try:
                 self._deliver_direct()  # claimed on insert: first, and no claim round
@@ -441,7 +481,12 @@ class OutboxDispatcher:
                     result = DispatchResult()
                 else:
                     self._claim_due = False
-                    result = self.dispatch_once(batch)
+                    # the rows posted are recorded first: a claim round sees them sent (a
+                    # later row of their series is claimable only then)
+                    self._records.join()
+                    result = self._deliver_due(batch)
+                    self._deliver_direct()  # handed over meanwhile: before the notes' reads
+                    self._note_acknowledgements()
             except Exception as exc:  # the loop must survive a database outage
                 error = map_exception(exc, source=SOURCE)
                 record_error(error)
@@ -453,6 +498,9 @@ class OutboxDispatcher:
             if not self._wake.wait(poll_interval_s):
                 self._claim_due = True  # the poll: rows of other writers, retries, leases
             self._wake.clear()
+        self._records.put(None)
+        self._recorder.join()
+        self._recorder = None
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
@@ -460,27 +508,11 @@ class OutboxDispatcher:
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
 
 
-def _held_by(found: Verdict) -> str:
-    """``silence:<id>,...`` or ``ack:<who>``: what an operator reads on the suppressed row."""
-    if found.silenced_by:
-        return ",".join(f"silence:{sid}" for sid in found.silenced_by)
-    return f"ack:{found.acknowledged_by}"
-
-
-class _BatchStop:
-    """Shared by the series of one batch: stop after a retryable failure or near the lease."""
-
-    def __init__(self, deadline: datetime) -> None:
-        self.deadline = deadline
-        self.not_before: datetime | None = None
-        self._lock = threading.Lock()
-
-    def trip(self, not_before: datetime) -> None:
-        with self._lock:
-            if self.not_before is None or not_before > self.not_before:
-                self.not_before = not_before
-
-    def stopped(self, now: datetime) -> bool:
-        with self._lock:
-            return self.not_before is not None or now >= self.deadline
-
+def _write(record: Callable[[], None]) -> None:
+    """Write one delivery record; a failure (database down) leaves the others to write."""
+    try:
+        record()
+    except Exception as exc:
+        error = map_exception(exc, source=SOURCE)
+        record_error(error)
+        log.error("delivery record not written", error_code=error.code, error=str(error))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -280,3 +282,23 @@ async def test_async_client_posts_and_updates(slack_sim: SlackSimulator) -> None
     slack_sim.set_outage("invalid_auth")
     with pytest.raises(SlackApiError):
         await web.auth_test()
+
+
+def test_the_simulator_serves_from_a_process_of_its_own() -> None:
+    """``python -m risk_sim.slack``: where it listens on stdout, messages over the admin API,
+    gone when its stdin closes (the load bench's sink)."""
+    process = subprocess.Popen([sys.executable, "-m", "risk_sim.slack", "--token", "xoxb-own"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        where = json.loads(process.stdout.readline())
+        assert where["token"] == "xoxb-own" and where["api_base"] == where["url"] + "/api/"
+        web = WebClient(token=where["token"], base_url=where["api_base"], timeout=scaled(5))
+        before = time.time()
+        assert web.chat_postMessage(channel="#risk-alerts", text="from afar")["ok"]
+        with urllib.request.urlopen(where["url"] + "/__admin/messages", timeout=5) as response:
+            (message,) = json.loads(response.read())
+        assert message["text"] == "from afar" and before <= message["received_at"] <= time.time()
+    finally:
+        process.stdin.close()
+        assert process.wait(scaled(10)) == 0

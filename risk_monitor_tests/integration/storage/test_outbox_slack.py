@@ -264,6 +264,31 @@ def test_a_crashed_threaded_reply_is_adopted_from_the_thread(
     assert storage.outbox.counts()["sent"] == 2
 
 
+def test_the_reply_goes_first_and_a_failed_root_edit_retries_without_a_second_reply(
+        storage: Storage, clock: FakeClock, notifier: SlackNotifier,
+        slack_sim: SlackSimulator) -> None:
+    """A later state is posted in its thread before the thread's first message is edited; an
+    edit that fails (5xx) fails the delivery, whose retry adopts the reply and edits again."""
+    _series(storage, clock, ["WARN"])
+    dispatcher = _dispatcher(storage, notifier, clock)
+    assert dispatcher.dispatch_once(10).sent == 1
+    _series(storage, clock, ["BREACH"])
+    slack_sim.faults.add("http_error", "/api/chat.update", count=1, status=503)
+    assert dispatcher.dispatch_once(10).retried == 1
+    root, reply = _states(slack_sim)
+    assert reply["thread_ts"] == root["ts"] and not root["updates"]
+    clock.advance(60)
+    assert dispatcher.dispatch_once(10).sent == 1
+    assert len(_states(slack_sim)) == 2  # the reply adopted, not posted again
+    assert len(root["updates"]) == 1 and ":rotating_light: BREACH" in root["text"]
+    calls = [(r["method"], r["status"]) for r in slack_sim.requests
+             if r["method"] in ("chat.postMessage", "chat.update")]
+    assert calls[:3] == [("chat.postMessage", 200), ("chat.postMessage", 200),
+                         ("chat.update", 503)]
+    assert ("chat.update", 200) in calls[3:]
+    assert [r.status for r in storage.outbox.rows()] == ["sent", "sent"]
+
+
 def test_a_lost_thread_root_starts_a_new_message(
         storage: Storage, clock: FakeClock, notifier: SlackNotifier,
         slack_sim: SlackSimulator) -> None:
@@ -273,8 +298,13 @@ def test_a_lost_thread_root_starts_a_new_message(
     slack_sim.reset()  # the workspace forgot the message: chat.update says message_not_found
     _series(storage, clock, ["BREACH"])
     assert dispatcher.dispatch_once(10).sent == 1
-    (message,) = slack_sim.messages
+    # the reply went first, into the gone thread (Slack accepts it and shows it nowhere); the
+    # state is then posted as a new message, which the delivery records
+    orphan, message = slack_sim.messages
+    assert orphan["thread_ts"] is not None
     assert message["thread_ts"] is None and _meta(message)["kind"] == "escalated"
+    sent = storage.outbox.rows(limit=10)[-1]
+    assert sent.delivery_ref == f"{message['channel']}:{message['ts']}"
 
 
 def test_an_episode_begun_in_the_file_sink_continues_in_slack(
