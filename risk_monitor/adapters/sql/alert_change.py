@@ -8,7 +8,7 @@ connection is in autocommit and the transaction explicit: ``SqlAlertStore.change
 1. **read** (:func:`open_change`): one message holds the series' advisory locks, the chain
    lock last (``audit_log.CHAIN_LOCK``: every writer takes it after its series locks), then
    one ``SELECT`` of everything planning needs, as JSON: the alert states, the open
-   compliance intervals, ids for the intervals this change may open (``nextval``: the
+   compliance interval of each changed series (not every series of its limit), ids for the intervals this change may open (``nextval``: the
    interval's id is in its seal), the series' outbox rows (unfinished ones: which series can
    be claimed on insert; those of the current episode: duplicate keys and thread roots), the
    active silences and the series' acknowledgements, and the audit chain's head. The ``SELECT``
@@ -92,15 +92,18 @@ _READ = (
     "SELECT "
     "(SELECT json_agg(s) FROM alert_states s WHERE s.fingerprint = ANY(CAST(%(fps)s AS text[])))"
     " AS states, "
-    "(SELECT json_agg(c) FROM compliance_intervals c "
-    " WHERE c.limit_id = ANY(CAST(%(limit_ids)s AS text[])) AND c.until IS NULL) AS intervals, "
+    # the open interval of each (limit, scope) changed, not every scope of its limits: a
+    # limit covers the desk (200 series), a change a few of them (issue 10: the read's cost)
+    "(SELECT json_agg(c) FROM unnest(CAST(%(limit_ids)s AS text[]), CAST(%(scopes)s AS text[]))"
+    " AS k(limit_id, scope) JOIN compliance_intervals c"
+    " ON c.limit_id = k.limit_id AND c.scope = k.scope AND c.until IS NULL) AS intervals, "
     "ARRAY(SELECT nextval(pg_get_serial_sequence('compliance_intervals', 'id')) "
     "      FROM generate_series(1, %(new_ids)s)) AS new_ids, "
     "(SELECT json_agg(json_build_array(o.fingerprint, o.episode, o.idempotency_key, o.status, "
     "                 o.delivery_ref) ORDER BY o.fingerprint, o.episode, o.sequence) "
-    " FROM outbox o LEFT JOIN alert_states s ON s.fingerprint = o.fingerprint "
-    " WHERE o.fingerprint = ANY(CAST(%(fps)s AS text[])) "
-    "   AND (o.status IN ('pending', 'sending') OR o.episode >= coalesce(s.episode, 0)))"
+    " FROM outbox o WHERE o.fingerprint = ANY(CAST(%(fps)s AS text[])) "
+    "   AND (o.status IN ('pending', 'sending') OR o.episode >= coalesce("
+    "        (SELECT s.episode FROM alert_states s WHERE s.fingerprint = o.fingerprint), 0)))"
     " AS outbox, "
     "CASE WHEN %(reads)s THEN (SELECT json_agg(a ORDER BY a.created_at) FROM alert_silences a "
     " WHERE a.starts_at <= %(now)s AND a.ends_at > %(now)s "
@@ -182,10 +185,12 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
     (active then) and acknowledgements too."""
     series = sorted({advisory_key(f"alert:{fp}") for fp in fingerprints} | {
         advisory_key(f"compliance:{r.limit_id}\x1f{r.scope}") for r in results})
+    pairs = sorted({(r.limit_id, r.scope) for r in results})
     sql = (_BEGIN + _LOCKS + _READ) if durable else (_BEGIN + _ASYNC_COMMIT + _LOCKS + _READ)
     row = conn.exec_driver_sql(sql, {
         "ns": ADVISORY_NAMESPACE, "keys": [*series, advisory_key(CHAIN_LOCK)],
-        "fps": sorted(set(fingerprints)), "limit_ids": sorted({r.limit_id for r in results}),
+        "fps": sorted(set(fingerprints)), "limit_ids": [k[0] for k in pairs],
+        "scopes": [k[1] for k in pairs],
         "new_ids": new_intervals, "reads": reads_at is not None,
         "now": reads_at or datetime.now(UTC)}).one()
     states: dict[str, AlertState] = {}
@@ -194,13 +199,11 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
         values = _timed(raw, _STATE_TIMES)
         states[values["fingerprint"]] = codec.state_from_row(values)
         versions[values["fingerprint"]] = int(values["version"])
-    keys = {(r.limit_id, r.scope) for r in results}
     intervals = {}
     for raw in row.intervals or ():
-        if (raw["limit_id"], raw["scope"]) in keys:
-            values = _timed(raw, _INTERVAL_TIMES)
-            values["worst_utilisation"] = _float(values["worst_utilisation"])
-            intervals[(raw["limit_id"], raw["scope"])] = (int(raw["id"]), interval_from(values))
+        values = _timed(raw, _INTERVAL_TIMES)
+        values["worst_utilisation"] = _float(values["worst_utilisation"])
+        intervals[(raw["limit_id"], raw["scope"])] = (int(raw["id"]), interval_from(values))
     busy: set[str] = set()
     present: set[str] = set()
     roots: dict[tuple[str, int], str] = {}
