@@ -262,13 +262,15 @@ class AlertWriter:
     def _commit_pg(self, fingerprints: list[str], results: list[LimitResult],
                    steps: list[list[LimitResult]], policy: AlertPolicy,
                    context: dict[str, Any], now: datetime) -> _Committed:
-        """The change in two statements and the commit (``adapters/sql/alert_change.py``):
-        the locks and every read in one round trip, every write and the audit seals in one."""
+        """The change in two round trips (``adapters/sql/alert_change.py``): the locks and
+        every read in one, every write, the audit seals and the commit in the other."""
         delivery = self._delivery
         assert self._conn is not None
         with self.storage.alerts.change(
                 fingerprints, results=[r for step in steps for r in step],
-                new_intervals=sum(len(step) for step in steps), connection=self._conn,
+                new_intervals=sum(len(step) for step in steps),
+                new_notifications=len(fingerprints),  # plan_alerts: one at most per series
+                connection=self._conn,
                 durable=self.durable,
                 reads_at=delivery.clock() if delivery is not None else None) as tx:
             before = dict(tx.states)

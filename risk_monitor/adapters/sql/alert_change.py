@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from risk_monitor.adapters.sql import audit_hooks, codec
 from risk_monitor.adapters.sql.alert_controls import ack_from_row, silence_from_row
@@ -62,7 +63,7 @@ _STATE_COLUMNS = ("fingerprint", "limit_id", "scope", "status", "severity", "sta
                   "last_evaluated_at", "last_notified_at", "last_notified_status", "episode",
                   "sequence", "value", "utilisation", "correlation_id", "clearing_since",
                   "version", "updated_at", "audit_hash")
-_OUTBOX_COLUMNS = ("idempotency_key", "fingerprint", "episode", "sequence", "kind",
+_OUTBOX_COLUMNS = ("id", "idempotency_key", "fingerprint", "episode", "sequence", "kind",
                    "alert_status", "severity", "limit_id", "scope", "correlation_id", "payload",
                    "status", "attempts", "next_attempt_at", "created_at", "detected_at",
                    "source_event_time", "lease_until", "claim_token", "audit_hash")
@@ -99,6 +100,8 @@ _READ = (
     " ON c.limit_id = k.limit_id AND c.scope = k.scope AND c.until IS NULL) AS intervals, "
     "ARRAY(SELECT nextval(pg_get_serial_sequence('compliance_intervals', 'id')) "
     "      FROM generate_series(1, %(new_ids)s)) AS new_ids, "
+    "ARRAY(SELECT nextval(pg_get_serial_sequence('outbox', 'id')) "
+    "      FROM generate_series(1, %(outbox_ids)s)) AS outbox_ids, "
     "(SELECT json_agg(json_build_array(o.fingerprint, o.episode, o.idempotency_key, o.status, "
     "                 o.delivery_ref) ORDER BY o.fingerprint, o.episode, o.sequence) "
     " FROM outbox o WHERE o.fingerprint = ANY(CAST(%(fps)s AS text[])) "
@@ -116,6 +119,11 @@ _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off;\n"
 #: the transaction's start, sent with its first statement (the connection is in autocommit:
 #: ``SqlAlertStore.change``), not as psycopg2's separate round trip
 _BEGIN = "BEGIN;\n"
+#: ... and its end, sent with the write (module docstring, 2)
+_COMMIT = "COMMIT"
+#: what the write's checks raise (an invalid integer's text): rows not as planned under the locks
+_STALE_STATES = "risk_monitor: alert states changed under a lock, version-guarded updates: "
+_STALE_ROWS = "risk_monitor: outbox or compliance rows changed under the series locks: "
 
 def _insert(table: str, prefix: str, columns: Sequence[str], tail: str) -> str:
     """``INSERT INTO table (columns) SELECT * FROM unnest(one array per column) tail``
@@ -133,7 +141,7 @@ _WRITE = " ".join((
             + " WHERE t.version + 1 = excluded.version RETURNING t.fingerprint"),
     "), notes AS (",
     _insert("outbox", "o", _OUTBOX_COLUMNS,
-            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, id"),
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"),
     "), updated AS (",
     "UPDATE compliance_intervals AS t SET status = v.status, until = v.until,"
     " last_seen_at = v.last_seen_at, worst_utilisation = v.worst_utilisation,"
@@ -154,10 +162,17 @@ _WRITE = " ".join((
     "INSERT INTO evaluation_lineage (digest, recorded_at, versions)"
     " SELECT %(l_digest)s, %(l_recorded_at)s, CAST(%(l_text)s AS jsonb)"
     " WHERE %(l_digest)s IS NOT NULL ON CONFLICT DO NOTHING RETURNING digest",
-    ") SELECT (SELECT array_agg(fingerprint) FROM states),"
-    " (SELECT json_agg(json_build_array(idempotency_key, id)) FROM notes),"
-    " (SELECT count(*) FROM updated) + (SELECT count(*) FROM opened),"
-    " (SELECT count(*) FROM entries), (SELECT count(*) FROM lineage)"))
+    # the checks: a row not written as planned aborts the transaction (the COMMIT after it in
+    # the message is then not run). The error is a cast of the finding to integer: plain SQL
+    # has no RAISE, and the text depends on a subquery, so it is never folded at plan time
+    ") SELECT CASE WHEN (SELECT count(*) FROM states) = %(n_states)s THEN 0 ELSE CAST(",
+    "%(stale_states)s || (SELECT count(*) FROM states) AS integer) END,",
+    " CASE WHEN (SELECT count(*) FROM notes) = %(n_notes)s AND (SELECT count(*) FROM updated)"
+    " + (SELECT count(*) FROM opened) = %(n_intervals)s THEN 0 ELSE CAST(",
+    "%(stale_rows)s || (SELECT count(*) FROM notes) || ' outbox, ' ||"
+    " (SELECT count(*) FROM updated) + (SELECT count(*) FROM opened) || ' intervals'"
+    " AS integer) END;\n",
+    _COMMIT))
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,7 @@ class ChangeReads:
     versions: dict[str, int]
     intervals: dict[tuple[str, str], tuple[int, StatusInterval]]
     new_ids: list[int]
+    outbox_ids: list[int]  # reserved for the outbox rows this change may insert
     busy: frozenset[str]  # series with an unfinished outbox row
     present_keys: frozenset[str]  # outbox keys of the series' current (or later) episodes
     roots: dict[tuple[str, int], str]  # (fingerprint, episode) -> first sent delivery ref
@@ -177,11 +193,12 @@ class ChangeReads:
 
 
 def open_change(conn: Connection, fingerprints: Sequence[str], *,
-                results: Sequence[LimitResult], new_intervals: int, durable: bool,
-                reads_at: datetime | None) -> ChangeReads:
+                results: Sequence[LimitResult], new_intervals: int, new_notifications: int,
+                durable: bool, reads_at: datetime | None) -> ChangeReads:
     """Lock the alert and compliance series of ``results`` (then the audit chain) and read
-    what planning needs, in one round trip (module docstring, 1). ``new_intervals``: ids to
-    reserve for intervals this change may open; ``reads_at``: read the delivery's silences
+    what planning needs, in one round trip (module docstring, 1). ``new_intervals`` and
+    ``new_notifications``: ids to reserve for the intervals and outbox rows this change may
+    insert; ``reads_at``: read the delivery's silences
     (active then) and acknowledgements too."""
     series = sorted({advisory_key(f"alert:{fp}") for fp in fingerprints} | {
         advisory_key(f"compliance:{r.limit_id}\x1f{r.scope}") for r in results})
@@ -191,7 +208,7 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
         "ns": ADVISORY_NAMESPACE, "keys": [*series, advisory_key(CHAIN_LOCK)],
         "fps": sorted(set(fingerprints)), "limit_ids": [k[0] for k in pairs],
         "scopes": [k[1] for k in pairs],
-        "new_ids": new_intervals, "reads": reads_at is not None,
+        "new_ids": new_intervals, "outbox_ids": new_notifications, "reads": reads_at is not None,
         "now": reads_at or datetime.now(UTC)}).one()
     states: dict[str, AlertState] = {}
     versions: dict[str, int] = {}
@@ -219,7 +236,8 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
                 for s in row.silences or ()]
     acks = [ack_from_row(_timed(a, ("acked_at",))) for a in row.acks or ()]
     head = row.head[1] if row.head is not None else GENESIS_HASH
-    return ChangeReads(states, versions, intervals, list(row.new_ids), frozenset(busy),
+    return ChangeReads(states, versions, intervals, list(row.new_ids), list(row.outbox_ids),
+                       frozenset(busy),
                        frozenset(present), roots, silences, acks, head)
 
 
@@ -242,8 +260,11 @@ class ChangeTransaction:
         self._stored_ids = set(self._intervals)
         self._touched: set[int] = set()
         self._free_ids = list(reversed(reads.new_ids))
-        #: outbox rows this transaction inserts (not the duplicates); ids set by :meth:`seal`
+        self._free_outbox_ids = list(reversed(reads.outbox_ids))
+        #: outbox rows this transaction inserts (not the duplicates), with their reserved ids
         self.enqueued_rows: list[dict[str, Any]] = []
+        #: set by :meth:`seal`, whose message ends with the ``COMMIT``
+        self.committed = False
 
     def apply(self, states: Sequence[AlertState], notifications: Sequence[Notification],
               *, claim: InsertClaim | None = None) -> ApplyResult:
@@ -257,6 +278,11 @@ class ChangeTransaction:
             self.states[fingerprint] = state
         rows = outbox_rows(notifications, now, claim=claim)
         new = [r for r in rows if r["idempotency_key"] not in self.reads.present_keys]
+        if len(new) > len(self._free_outbox_ids):
+            raise ValueError(f"{len(new)} outbox rows, {len(self._free_outbox_ids)} ids "
+                             "reserved: reserve one per series changed (open_change)")
+        for row in new:  # ascending: the order of insertion
+            row["id"] = self._free_outbox_ids.pop()
         self._outbox += new
         self.enqueued_rows += new
         return ApplyResult(len(states), len(new), len(notifications) - len(new))
@@ -291,8 +317,8 @@ class ChangeTransaction:
     def seal(self, *, before: Mapping[str, AlertState], states: Sequence[AlertState],
              notifications: Sequence[Notification], context: Mapping[str, Any],
              at: datetime, extra: Sequence[Seal] = ()) -> int:
-        """Seal and write everything in one statement (module docstring, 2); returns the
-        audit entries written."""
+        """Seal and write everything in one statement and commit in the same message (module
+        docstring, 2); returns the audit entries written."""
         lineage = audit_hooks.input_versions_row(self.connection, notifications=notifications,
                                                  context=context, at=at)
         seals = [*audit_hooks.alert_seals(before=before, states=states,
@@ -321,23 +347,25 @@ class ChangeTransaction:
             "l_digest": lineage.digest if lineage is not None else None,
             "l_recorded_at": _checked(lineage.recorded_at) if lineage is not None else None,
             "l_text": lineage.text if lineage is not None else None,
+            "n_states": len(self._state_rows), "n_notes": len(self._outbox),
+            "n_intervals": len(rows), "stale_states": _STALE_STATES, "stale_rows": _STALE_ROWS,
         }
-        written, inserted, intervals, _, lineage_rows = self.connection.exec_driver_sql(
-            _WRITE, params).one()
-        if set(written or ()) != set(self._state_rows):
-            stale = sorted(set(self._state_rows) - set(written or ()))
-            raise StorageIntegrityError(
-                f"alert states {stale} changed under a lock: a writer bypassed "
-                "AlertStore.locked", source=SOURCE)
-        ids = {key: int(i) for key, i in inserted or ()}
-        if set(ids) != {r["idempotency_key"] for r in self._outbox} or \
-                intervals != len(rows):
-            raise StorageIntegrityError(
-                "outbox or compliance rows changed under the series locks", source=SOURCE)
-        for row in self.enqueued_rows:
-            row["id"] = ids[row["idempotency_key"]]
+        try:
+            self.connection.exec_driver_sql(_WRITE, params)
+        except DBAPIError as exc:
+            found = str(exc.orig)
+            if _STALE_STATES in found:
+                raise StorageIntegrityError(
+                    f"alert states changed under a lock ({found}): a writer bypassed "
+                    "AlertStore.locked", source=SOURCE) from exc
+            if _STALE_ROWS in found:
+                raise StorageIntegrityError(
+                    f"outbox or compliance rows changed under the series locks ({found})",
+                    source=SOURCE) from exc
+            raise
+        self.committed = True
         if lineage is not None:
-            lineage.settle(lineage_rows)
+            lineage.committed()
         return len(entries)
 
 
