@@ -34,6 +34,7 @@ The planning itself is the generic path's: ``domain.alerts.plan_alerts`` by the 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -265,6 +266,8 @@ class ChangeTransaction:
         self.enqueued_rows: list[dict[str, Any]] = []
         #: set by :meth:`seal`, whose message ends with the ``COMMIT``
         self.committed = False
+        #: the seal's round trip (write and commit), for the writer's step metrics
+        self.write_seconds = 0.0
 
     def apply(self, states: Sequence[AlertState], notifications: Sequence[Notification],
               *, claim: InsertClaim | None = None) -> ApplyResult:
@@ -350,8 +353,10 @@ class ChangeTransaction:
             "n_states": len(self._state_rows), "n_notes": len(self._outbox),
             "n_intervals": len(rows), "stale_states": _STALE_STATES, "stale_rows": _STALE_ROWS,
         }
+        sent = time.perf_counter()
         try:
             self.connection.exec_driver_sql(_WRITE, params)
+            self.write_seconds = time.perf_counter() - sent
         except DBAPIError as exc:
             found = str(exc.orig)
             if _STALE_STATES in found:
