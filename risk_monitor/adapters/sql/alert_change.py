@@ -33,7 +33,9 @@ The planning itself is the generic path's: ``domain.alerts.plan_alerts`` by the 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,7 +91,7 @@ def _arrays(prefix: str, columns: Sequence[str]) -> str:
 
 
 _LOCKS = ("SELECT pg_advisory_xact_lock(%(ns)s, k) FROM unnest(CAST(%(keys)s AS integer[])) "
-          "WITH ORDINALITY AS t(k, n) ORDER BY n;\n")
+          "WITH ORDINALITY AS t(k, n) ORDER BY n")
 _READ = (
     "SELECT "
     "(SELECT json_agg(s) FROM alert_states s WHERE s.fingerprint = ANY(CAST(%(fps)s AS text[])))"
@@ -117,6 +119,9 @@ _READ = (
     "(SELECT json_build_array(h.id, h.entry_hash) FROM (SELECT id, entry_hash FROM audit_log "
     " WHERE entry_hash IS NOT NULL ORDER BY id DESC LIMIT 1) h) AS head")
 _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off;\n"
+#: the prepared statements' plans are made once per connection, not per change (module
+#: docstring, 3)
+_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan;\n"
 #: the transaction's start, sent with its first statement (the connection is in autocommit:
 #: ``SqlAlertStore.change``), not as psycopg2's separate round trip
 _BEGIN = "BEGIN;\n"
@@ -172,8 +177,67 @@ _WRITE = " ".join((
     " + (SELECT count(*) FROM opened) = %(n_intervals)s THEN 0 ELSE CAST(",
     "%(stale_rows)s || (SELECT count(*) FROM notes) || ' outbox, ' ||"
     " (SELECT count(*) FROM updated) + (SELECT count(*) FROM opened) || ' intervals'"
-    " AS integer) END;\n",
-    _COMMIT))
+    " AS integer) END"))
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One statement prepared on the writer's connection (module docstring, 3): ``execute``
+    is the ``EXECUTE`` with the template's pyformat parameters, each cast to its type (as
+    in the template: psycopg2 sends ``ARRAY[NULL]`` as ``text[]``)."""
+
+    name: str
+    prepare: str
+    execute: str
+
+
+_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+def _prepared(name: str, template: str, types: Mapping[str, str]) -> _Prepared:
+    """``template`` (pyformat) as a prepared statement whose parameters have ``types``; the
+    name carries a digest of the text, so a changed statement is prepared anew."""
+    names = list(dict.fromkeys(_PARAMETER.findall(template)))
+    body = _PARAMETER.sub(lambda m: f"${names.index(m.group(1)) + 1}", template)
+    name = f"risk_monitor_{name}_{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+    return _Prepared(
+        name, f"PREPARE {name} ({', '.join(types[n] for n in names)}) AS {body}",
+        f"EXECUTE {name} ({', '.join(f'CAST(%({n})s AS {types[n]})' for n in names)})")
+
+
+def _array_types(prefix: str, columns: Sequence[str]) -> dict[str, str]:
+    return {f"{prefix}_{c}": f"{_TYPES.get(c, 'text')}[]" for c in columns}
+
+
+_PREPARED_LOCKS = _prepared("change_locks", _LOCKS, {"ns": "integer", "keys": "integer[]"})
+_PREPARED_READ = _prepared("change_read", _READ, {
+    "fps": "text[]", "limit_ids": "text[]", "scopes": "text[]", "new_ids": "integer",
+    "outbox_ids": "integer", "reads": "boolean", "now": "timestamptz"})
+_PREPARED_WRITE = _prepared("change_write", _WRITE, {
+    **_array_types("s", _STATE_COLUMNS), **_array_types("o", _OUTBOX_COLUMNS),
+    **_array_types("u", _INTERVAL_COLUMNS), **_array_types("i", _INTERVAL_COLUMNS),
+    **_array_types("e", _ENTRY_COLUMNS), "l_digest": "text", "l_recorded_at": "timestamptz",
+    "l_text": "text", "n_states": "bigint", "n_notes": "bigint", "n_intervals": "bigint",
+    "stale_states": "text", "stale_rows": "text"})
+_STATEMENTS = (_PREPARED_LOCKS, _PREPARED_READ, _PREPARED_WRITE)
+#: ``Connection.info`` key: this DBAPI connection has :data:`_STATEMENTS` (SQLAlchemy clears
+#: ``info`` when it replaces the connection)
+_PREPARED_KEY = "risk_monitor.alert_change.prepared"
+
+
+def prepare(conn: Connection) -> None:
+    """Prepare the change's statements on ``conn`` once (outside any transaction: a
+    prepared statement outlives a rollback). Those there already (a connection handed back
+    to the pool and taken again) are kept."""
+    if conn.info.get(_PREPARED_KEY):
+        return
+    there = {name for (name,) in conn.exec_driver_sql(
+        "SELECT name FROM pg_prepared_statements WHERE name = ANY(%(names)s)",
+        {"names": [s.name for s in _STATEMENTS]})}
+    for statement in _STATEMENTS:
+        if statement.name not in there:
+            conn.exec_driver_sql(statement.prepare)
+    conn.info[_PREPARED_KEY] = True
 
 
 @dataclass(frozen=True)
@@ -204,7 +268,9 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
     series = sorted({advisory_key(f"alert:{fp}") for fp in fingerprints} | {
         advisory_key(f"compliance:{r.limit_id}\x1f{r.scope}") for r in results})
     pairs = sorted({(r.limit_id, r.scope) for r in results})
-    sql = (_BEGIN + _LOCKS + _READ) if durable else (_BEGIN + _ASYNC_COMMIT + _LOCKS + _READ)
+    prepare(conn)
+    sql = "".join((_BEGIN, "" if durable else _ASYNC_COMMIT, _GENERIC_PLANS,
+                   _PREPARED_LOCKS.execute, ";\n", _PREPARED_READ.execute))
     row = conn.exec_driver_sql(sql, {
         "ns": ADVISORY_NAMESPACE, "keys": [*series, advisory_key(CHAIN_LOCK)],
         "fps": sorted(set(fingerprints)), "limit_ids": [k[0] for k in pairs],
@@ -355,7 +421,8 @@ class ChangeTransaction:
         }
         sent = time.perf_counter()
         try:
-            self.connection.exec_driver_sql(_WRITE, params)
+            self.connection.exec_driver_sql(
+                f"{_PREPARED_WRITE.execute};\n{_COMMIT}", params)
             self.write_seconds = time.perf_counter() - sent
         except DBAPIError as exc:
             found = str(exc.orig)

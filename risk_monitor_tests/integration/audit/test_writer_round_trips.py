@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
+from risk_monitor.adapters.sql.alert_change import prepare
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.adapters.sql.schema import alert_states, audit_log, compliance_intervals, outbox
@@ -92,6 +93,8 @@ def test_one_change_is_two_round_trips(pg_storage: Storage, clock: FakeClock) ->
     def committed(_conn: Any) -> None:
         commits.append(True)
 
+    writer._conn = pg_storage.engine.connect()
+    prepare(writer._conn)  # once per connection: the statements below are prepared ones
     sa.event.listen(pg_storage.engine, "before_cursor_execute", counted)
     sa.event.listen(pg_storage.engine, "commit", committed)
     try:
@@ -106,7 +109,7 @@ def test_one_change_is_two_round_trips(pg_storage: Storage, clock: FakeClock) ->
             # no BEGIN)
             assert len(statements) == 2, statements
             assert statements[0].startswith("BEGIN;")
-            assert statements[1].startswith("WITH states AS")
+            assert statements[1].startswith("EXECUTE risk_monitor_change_write_")
             assert statements[1].rsplit(";", 1)[1].strip() == "COMMIT"
             assert not commits  # no transaction of SQLAlchemy's (nor psycopg2's) around it
             # the row claimed on insert goes out; its record is one statement, on the
@@ -124,6 +127,18 @@ def test_one_change_is_two_round_trips(pg_storage: Storage, clock: FakeClock) ->
     assert [r.status for r in pg_storage.outbox.rows()] == ["sent"] * 3
     report = verify(pg_storage.engine)
     assert report.ok, report.findings
+
+
+def test_the_statements_are_prepared_once_per_connection(pg_storage: Storage) -> None:
+    """A pooled connection keeps them; one whose flag was lost finds them there."""
+    with pg_storage.engine.connect() as conn:
+        prepare(conn)
+        conn.info.clear()  # as if SQLAlchemy had not seen them (they are still there)
+        prepare(conn)
+        names = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'risk_monitor_%%'"
+        ).scalar_one()
+    assert names == 3
 
 
 def test_a_state_changed_under_the_locks_aborts_the_change_before_its_commit(
