@@ -5,6 +5,7 @@ the audit chain's hashes; and the delivery record after a post in one statement.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -87,11 +88,15 @@ def test_one_change_is_two_round_trips(pg_storage: Storage, clock: FakeClock) ->
     statements: list[str] = []
     commits: list[bool] = []
 
+    test_thread = threading.get_ident()
+
     def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
+        if threading.get_ident() == test_thread:  # not a thread an earlier test left running
+            statements.append(statement)
 
     def committed(_conn: Any) -> None:
-        commits.append(True)
+        if threading.get_ident() == test_thread:
+            commits.append(True)
 
     writer._conn = pg_storage.engine.connect()
     prepare(writer._conn)  # once per connection: the statements below are prepared ones
