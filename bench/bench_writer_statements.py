@@ -6,9 +6,10 @@ OK → BREACH → OK ``--rounds`` times, one series per write (the bench's shape
 round trips (an executemany of an UPDATE is one per row with psycopg2) and the writer thread's
 CPU per write (``time.thread_time``, less distorted by load than wall time). A transaction
 SQLAlchemy commits costs two round trips more than its statements (psycopg2's BEGIN, the
-COMMIT); on PostgreSQL a change is three round trips in all (``adapters/sql/alert_change.py``:
-the BEGIN travels with the first statement, the COMMIT is the third). Run from the
-repository root: ``python bench/bench_writer_statements.py``.
+COMMIT); on PostgreSQL a change is two round trips in all (``adapters/sql/alert_change.py``:
+the BEGIN travels with the first message, the COMMIT with the second; the connection's first
+change also prepares the statements, once: "2-6"). Run from the repository root:
+``python bench/bench_writer_statements.py``.
 
 ``--deliver N``: the stretch a status change takes from the writer to Slack (issue 10: change
 handed to the writer → Slack simulator received), ``N`` changes per path, one at a time, the

@@ -10,6 +10,7 @@ for every secret the settings resolved (:func:`register_secret`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -46,30 +47,49 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
                r"[A-Za-z0-9_-]{32,}={0,2}"),
 )
 
+
+
+def _scoped(pattern: re.Pattern[str]) -> str:
+    """``pattern`` as one branch of an alternation (its flags scoped to it)."""
+    text = pattern.pattern.removeprefix("(?i)")
+    flags = ("i" if pattern.flags & re.IGNORECASE else "") + (
+        "s" if pattern.flags & re.DOTALL else "")
+    return f"(?{flags}:{text})" if flags else f"(?:{text})"
+
+
+#: any of :data:`_SECRET_PATTERNS`, searched once: most text (names, times, versions) has no
+#: secret, and one search is ~6x cheaper than the six substitutions (audit payloads are
+#: redacted string by string on the hot path's commit)
+_ANY_SECRET_PATTERN = re.compile("|".join(_scoped(p) for p in _SECRET_PATTERNS))
+
 _known_secrets: set[str] = set()
+#: the same, longest first (a secret containing another is replaced whole)
+_known_longest_first: tuple[str, ...] = ()
 _known_lock = threading.Lock()
 _configured = False
 
 
 def register_secret(value: str | None) -> None:
     """Remember a resolved secret so its exact value is redacted wherever it turns up."""
+    global _known_longest_first
     if value and len(value) >= 4:
         with _known_lock:
             _known_secrets.add(value)
             # PEM keys also appear with escaped newlines inside JSON / repr output
             if "\n" in value:
                 _known_secrets.add(value.replace("\n", "\\n"))
+            _known_longest_first = tuple(sorted(_known_secrets, key=len, reverse=True))
 
 
 def redact_text(text: str) -> str:
     """Remove every known secret and anything shaped like one from a string."""
     if not text:
         return text
-    with _known_lock:
-        known = sorted(_known_secrets, key=len, reverse=True)
-    for secret in known:
+    for secret in _known_longest_first:  # one tuple, swapped whole by register_secret
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if _ANY_SECRET_PATTERN.search(text) is None:
+        return text
     for pattern in _SECRET_PATTERNS:
         if pattern.groups:  # keep the "key=" prefix of a signed query string
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
@@ -78,8 +98,10 @@ def redact_text(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
-    """True when a mapping key names a secret (``api_key`` yes, ``api_key_env`` no)."""
+    """True when a mapping key names a secret (``api_key`` yes, ``api_key_env`` no); cached:
+    the keys are the code's own names, few and met again and again."""
     return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET_KEY.search(key)
 
 

@@ -74,6 +74,12 @@ QUEUED_SECONDS = Histogram(
 WRITE_SECONDS = Histogram("risk_monitor_hot_path_write_seconds",
                           "Duration of the hot path's database writes by step.", ["step"],
                           buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
+#: the change transaction's steps (means matter: the buckets are WRITE_SECONDS')
+_QUEUED = WRITE_SECONDS.labels(step="change_queued")  # decided -> the writer takes it up
+_READ = WRITE_SECONDS.labels(step="change_read")  # BEGIN, locks, reads: the first round trip
+_PLAN = WRITE_SECONDS.labels(step="change_plan")  # transitions, outbox rows, timeline
+_SEAL = WRITE_SECONDS.labels(step="change_seal")  # audit entries, hashes, parameters
+_WRITE = WRITE_SECONDS.labels(step="change_write")  # every write and the commit: round trip 2
 WRITES_MERGED = Counter(
     "risk_monitor_hot_path_writes_merged_total",
     "Status changes superseded by a newer status of the same series before they were written "
@@ -282,6 +288,8 @@ class AlertWriter:
                        contexts: Mapping[str, Mapping[str, Any]]) -> None:
         started = time.perf_counter()
         latest = [changes[-1] for changes in batch.values()]
+        for change in latest:
+            _QUEUED.observe(started - change.decided_at)
         merged = sum(len(changes) - 1 for changes in batch.values())
         if merged:
             WRITES_MERGED.inc(merged)
@@ -323,15 +331,19 @@ class AlertWriter:
     def _commit_pg(self, fingerprints: list[str], results: list[LimitResult],
                    steps: list[list[LimitResult]], policy: AlertPolicy,
                    context: dict[str, Any], now: datetime) -> _Committed:
-        """The change in two statements and the commit (``adapters/sql/alert_change.py``):
-        the locks and every read in one round trip, every write and the audit seals in one."""
+        """The change in two round trips (``adapters/sql/alert_change.py``): the locks and
+        every read in one, every write, the audit seals and the commit in the other."""
         delivery = self._delivery
         assert self._conn is not None
+        opened = time.perf_counter()
         with self.storage.alerts.change(
                 fingerprints, results=[r for step in steps for r in step],
-                new_intervals=sum(len(step) for step in steps), connection=self._conn,
+                new_intervals=sum(len(step) for step in steps),
+                new_notifications=len(fingerprints),  # plan_alerts: one at most per series
+                connection=self._conn,
                 durable=self.durable,
                 reads_at=delivery.clock() if delivery is not None else None) as tx:
+            read = time.perf_counter()
             before = dict(tx.states)
             plan = plan_alerts(tx.states, results, now, policy, context=context)
             claim = delivery.claim_on_insert({n.fingerprint for n in plan.notifications},
@@ -339,8 +351,14 @@ class AlertWriter:
                 if delivery is not None and plan.notifications else None
             applied = tx.apply(plan.states, plan.notifications, claim=claim)
             intervals = tx.compliance(steps)  # planned in memory, written by the seal
+            planned = time.perf_counter()
             tx.seal(before=before, states=plan.states, notifications=plan.notifications,
                     context=context, at=now, extra=[compliance_seal(row) for row in intervals])
+            sealed = time.perf_counter()
+        _READ.observe(read - opened)
+        _PLAN.observe(planned - read)
+        _SEAL.observe(sealed - planned - tx.write_seconds)
+        _WRITE.observe(tx.write_seconds)
         claimed = claim.entries(tx.enqueued_rows) if claim is not None else []
         series = {e.fingerprint for e in claimed}
         reads = ClaimReads(silences=tx.reads.silences,

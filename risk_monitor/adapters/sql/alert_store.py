@@ -238,11 +238,13 @@ class SqlAlertStore:
 
     @contextlib.contextmanager
     def change(self, fingerprints: Sequence[str], *, results: Sequence[LimitResult],
-               new_intervals: int, connection: Connection, durable: bool = True,
+               new_intervals: int, new_notifications: int, connection: Connection,
+               durable: bool = True,
                reads_at: datetime | None = None) -> Iterator[ChangeTransaction]:
-        """The hot path's change transaction on PostgreSQL in three round trips
+        """The hot path's change transaction on PostgreSQL in two round trips
         (``alert_change.py``): the series of ``fingerprints`` and the compliance series of
-        ``results`` locked, then the audit chain; committed at exit.
+        ``results`` locked, then the audit chain; committed by the seal's message (at exit
+        if nothing was sealed).
 
         The caller's ``connection`` is switched to autocommit (for good: it is the writer's
         own) and the transaction is explicit: its ``BEGIN`` travels with the first statement
@@ -256,10 +258,13 @@ class SqlAlertStore:
         with storage_errors(SOURCE):
             try:
                 reads = open_change(conn, fingerprints, results=results,
-                                    new_intervals=new_intervals, durable=durable,
+                                    new_intervals=new_intervals,
+                                    new_notifications=new_notifications, durable=durable,
                                     reads_at=reads_at)
-                yield ChangeTransaction(conn, reads, self._clock)
-                conn.exec_driver_sql("COMMIT")
+                tx = ChangeTransaction(conn, reads, self._clock)
+                yield tx
+                if not tx.committed:
+                    conn.exec_driver_sql("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):  # a dead connection: the caller drops it
                     conn.exec_driver_sql("ROLLBACK")

@@ -53,7 +53,13 @@ class PendingRow:
         """After the insert: nothing inserted means an earlier transaction committed the row
         (PostgreSQL waits for a concurrent inserter, SQLite serialises writers), so it is
         there for good (append-only): the evaluation's later alerts skip it."""
-        if inserted == 0 and self.stored_in is not None:
+        if inserted == 0:
+            self.committed()
+
+    def committed(self) -> None:
+        """After the transaction that inserted it (or found it) committed: there for good
+        (append-only), the evaluation's later alerts skip it."""
+        if self.stored_in is not None:
             self.stored_in.add(self.store)
 
 

@@ -1,20 +1,25 @@
-"""The hot path's change transaction on PostgreSQL (issue 10): three round trips (two
-statements, the first carrying the BEGIN, and the COMMIT),
+"""The hot path's change transaction on PostgreSQL (issue 10): two round trips (the first
+carrying the BEGIN, the second the COMMIT),
 writing exactly what the statement-by-statement path writes (SQLite runs that path), down to
 the audit chain's hashes; and the delivery record after a post in one statement."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
+from risk_monitor.adapters.sql.alert_change import prepare
+from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.adapters.sql.schema import alert_states, audit_log, compliance_intervals, outbox
-from risk_monitor.domain.alerts import AlertPolicy
+from risk_monitor.domain.alerts import AlertPolicy, plan_alerts
+from risk_monitor.platform.errors import StorageIntegrityError
 from risk_monitor.service.writer import AlertWriter, Change
 from risk_monitor_tests.fakes import FakeNotifier
 from risk_monitor_tests.fixtures.storage import START, FakeClock, make_result
@@ -75,8 +80,7 @@ def test_the_two_statement_change_writes_what_the_statement_by_statement_one_doe
         assert report.ok, report.findings
 
 
-def test_one_change_is_three_round_trips(pg_storage: Storage,
-                                                   clock: FakeClock) -> None:
+def test_one_change_is_two_round_trips(pg_storage: Storage, clock: FakeClock) -> None:
     notifier = FakeNotifier()
     dispatcher = OutboxDispatcher(pg_storage.engine, notifier, clock=clock)
     writer = AlertWriter(pg_storage, policy=AlertPolicy, persist_interval_s=3600.0,
@@ -84,12 +88,18 @@ def test_one_change_is_three_round_trips(pg_storage: Storage,
     statements: list[str] = []
     commits: list[bool] = []
 
+    test_thread = threading.get_ident()
+
     def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
+        if threading.get_ident() == test_thread:  # not a thread an earlier test left running
+            statements.append(statement)
 
     def committed(_conn: Any) -> None:
-        commits.append(True)
+        if threading.get_ident() == test_thread:
+            commits.append(True)
 
+    writer._conn = pg_storage.engine.connect()
+    prepare(writer._conn)  # once per connection: the statements below are prepared ones
     sa.event.listen(pg_storage.engine, "before_cursor_execute", counted)
     sa.event.listen(pg_storage.engine, "commit", committed)
     try:
@@ -99,12 +109,13 @@ def test_one_change_is_three_round_trips(pg_storage: Storage,
             commits.clear()
             writer._write_changes(*_drain(writer))
             # BEGIN, the locks and every read (states, intervals, outbox, silences, acks,
-            # chain head) in one round trip; states, outbox, compliance, audit, lineage in
-            # one; the COMMIT (the connection is in autocommit: psycopg2 sends no BEGIN)
-            assert len(statements) == 3, statements
+            # chain head, reserved ids) in one round trip; states, outbox, compliance, audit,
+            # lineage and the COMMIT in one (the connection is in autocommit: psycopg2 sends
+            # no BEGIN)
+            assert len(statements) == 2, statements
             assert statements[0].startswith("BEGIN;")
-            assert statements[1].startswith("WITH states AS")
-            assert statements[2] == "COMMIT"
+            assert statements[1].startswith("EXECUTE risk_monitor_change_write_")
+            assert statements[1].rsplit(";", 1)[1].strip() == "COMMIT"
             assert not commits  # no transaction of SQLAlchemy's (nor psycopg2's) around it
             # the row claimed on insert goes out; its record is one statement, on the
             # records' own autocommit connection: one round trip
@@ -119,6 +130,52 @@ def test_one_change_is_three_round_trips(pg_storage: Storage,
         sa.event.remove(pg_storage.engine, "commit", committed)
     assert [n.status.value for n in notifier.sent] == ["BREACH", "OK", "WARN"]
     assert [r.status for r in pg_storage.outbox.rows()] == ["sent"] * 3
+    report = verify(pg_storage.engine)
+    assert report.ok, report.findings
+
+
+def test_the_statements_are_prepared_once_per_connection(pg_storage: Storage) -> None:
+    """A pooled connection keeps them; one whose flag was lost finds them there."""
+    with pg_storage.engine.connect() as conn:
+        prepare(conn)
+        conn.info.clear()  # as if SQLAlchemy had not seen them (they are still there)
+        prepare(conn)
+        names = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'risk_monitor_%%'"
+        ).scalar_one()
+    assert names == 3
+
+
+def test_a_state_changed_under_the_locks_aborts_the_change_before_its_commit(
+        pg_storage: Storage) -> None:
+    """The write's checks run in its statement, before the COMMIT of the same message: a
+    version-guarded update that found a newer row aborts everything (nothing committed)."""
+    writer = AlertWriter(pg_storage, policy=AlertPolicy, persist_interval_s=3600.0)
+    writer.submit([_change("BREACH", 1, "desk-a")], {"source": "service"})
+    writer._write_changes(*_drain(writer))
+    writer._drop_connection()
+    before = _rows(pg_storage)
+    result = make_result("OK", START + timedelta(seconds=2), scope="desk-a")
+    with pg_storage.engine.connect() as conn:
+        with pytest.raises(StorageIntegrityError, match="changed under a lock"), \
+                pg_storage.alerts.change([result.fingerprint], results=[result],
+                                         new_intervals=1, new_notifications=1,
+                                         connection=conn) as tx:
+            with pg_storage.engine.begin() as rogue:  # writes without taking the lock
+                rogue.execute(alert_states.update().values(version=alert_states.c.version + 1))
+            states = dict(tx.states)
+            plan = plan_alerts(states, [result], result.as_of, AlertPolicy())
+            tx.apply(plan.states, plan.notifications)
+            intervals = tx.compliance([[result]])
+            tx.seal(before=states, states=plan.states, notifications=plan.notifications,
+                    context={"source": "service"}, at=result.as_of,
+                    extra=[compliance_seal(row) for row in intervals])
+        assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1  # rolled back, usable
+    after = _rows(pg_storage)
+    for table in ("outbox", "compliance_intervals", "audit_log"):
+        assert after[table] == before[table], table
+    assert [r["version"] for r in after["alert_states"]] == [
+        r["version"] + 1 for r in before["alert_states"]]  # the rogue write only
     report = verify(pg_storage.engine)
     assert report.ok, report.findings
 

@@ -115,6 +115,16 @@ def test_secrets_redacted_by_value_pattern() -> None:
     assert "signature=" + REDACTED in out
 
 
+@pytest.mark.parametrize("secret", [
+    PEM, "Bearer abc.def.ghi", "xoxb-1234-5678-abcdef", "signature=deadbeefcafe",
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "Ab3dEf5hIj7lMn9pQr1tUv3xYz5bCd7fGh9"])
+def test_each_secret_shape_alone_is_redacted(secret: str) -> None:
+    """Text is searched once for any shape before the substitutions (the fast path of text
+    without a secret): a shape alone, mid-text, must not slip past that search."""
+    out = redact_text(f"before {secret} after")
+    assert secret not in out and REDACTED in out and out.startswith("before ")
+
+
 def test_hex_digests_and_data_versions_are_kept() -> None:
     digest = "3f2a9c0d5e6b7a8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c"
     assert redact_text(f"data version {digest}") == f"data version {digest}"
