@@ -9,9 +9,9 @@ Two threads, each with its own database connections (the tick loop never waits o
   for this process's dispatcher, with the reads its delivery needs: ``outbox.InsertClaim``),
   records the compliance timeline, and seals every audit entry (with the lineage context)
   from the rows in memory; right after the commit the claimed rows go to the dispatcher's
-  thread (no claim transaction on the alert's way). On PostgreSQL that is two statements and
-  the commit, however many series (``adapters/sql/alert_change.py``: the locks and every read
-  in one round trip, every write in one); elsewhere (SQLite) the same transaction statement
+  thread (no claim transaction on the alert's way). On PostgreSQL that is two round trips of
+  prepared statements, however many series (``adapters/sql/alert_change.py``: the locks and
+  every read in one, every write and the COMMIT in the other); elsewhere (SQLite) the same transaction statement
   by statement. While a write runs, new changes *merge*: the
   latest status per series is the one alerted on, and every status in between is still recorded
   in the compliance timeline (one round per intermediate status). Nothing is ever dropped: a
