@@ -4,15 +4,15 @@ Per run: the Binance REST simulator (200 instruments at 100 USDT, one 10,000-con
 instrument, i.e. 1M USDT each) starts in this process, and so does a minimal websocket publisher
 speaking Binance's ``24hrMiniTicker`` (ccxt.pro's binanceusdm subscribes to it). The sink, the
 Slack simulator, runs in a process of its own (``python -m risk_sim.slack``), as a real Slack is
-another machine: in this process its receive time also waited for the interpreter behind the
-1k ticks/s publisher (GIL, event loop). Measured with a client stamping each post against the
+another machine: in this process its receive time also waited for the interpreter behind the 1k
+ticks/s publisher (GIL, event loop). Measured with a client stamping each post against the
 simulator's ``received_at`` at 1k ticks/s: the same p50 (0.7-0.8 ms) either way, but p99 3-9 ms
-beside the publisher against 2-3 ms in its own process (load ≈ 2), i.e. the tail of
-tick → Slack was partly the bench's (``--sink-in-process`` restores that set-up for
-comparison). Both clocks are this host's wall clock (``time.time()``), read by the publisher
-before it sends a tick and by the simulator when it accepts a message. The publisher sends ``--rate`` ticks/s round-robin over the 200 instruments;
-instrument i's price is ``100 * (1 + 1% * sin(2π t / 40 s + 2π i / 200))``, so each crosses its
-1M notional breach level once per 20 s (10 status changes/s over the desk), and the publisher
+beside the publisher against 2-3 ms in its own process (load ≈ 2), i.e. the tail of tick → Slack
+was partly the bench's (``--sink-in-process`` restores that set-up for comparison). Both clocks are
+this host's wall clock (``time.time()``), read by the publisher before it sends a tick and by the
+simulator when it accepts a message. The publisher sends ``--rate`` ticks/s round-robin over the
+200 instruments; instrument i's price is ``100 * (1 + 1% * sin(2π t / 40 s + 2π i / 200))``, so
+each crosses its 1M notional breach level once per 20 s (10 status changes/s over the desk), and the publisher
 logs every crossing itself (ground truth: the tick that crossed, its send time, the new status).
 ``risk-monitor serve`` runs as a child process on real PostgreSQL and Redis with its own
 websocket feed. After a warm-up, a ``--seconds`` window is measured, then a drain.
