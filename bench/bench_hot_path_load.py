@@ -12,8 +12,8 @@ was partly the bench's (``--sink-in-process`` restores that set-up for compariso
 this host's wall clock (``time.time()``), read by the publisher before it sends a tick and by the
 simulator when it accepts a message. The publisher sends ``--rate`` ticks/s round-robin over the
 200 instruments; instrument i's price is ``100 * (1 + 1% * sin(2π t / 40 s + 2π i / 200))``, so
-each crosses its 1M notional breach level once per 20 s (10 status changes/s over the desk), and the publisher
-logs every crossing itself (ground truth: the tick that crossed, its send time, the new status).
+each crosses its 1M notional breach level once per 20 s (10 status changes/s over the desk), and
+the publisher logs every crossing itself (ground truth: the tick that crossed, its send time, the new status).
 ``risk-monitor serve`` runs as a child process on real PostgreSQL and Redis with its own
 websocket feed. After a warm-up, a ``--seconds`` window is measured, then a drain.
 
