@@ -74,8 +74,8 @@ QUEUED_SECONDS = Histogram(
 WRITE_SECONDS = Histogram("risk_monitor_hot_path_write_seconds",
                           "Duration of the hot path's database writes by step.", ["step"],
                           buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
-#: the change transaction's steps (means matter: the buckets are WRITE_SECONDS')
-_QUEUED = WRITE_SECONDS.labels(step="change_queued")  # decided -> the writer takes it up
+#: the change transaction's steps (means matter: the buckets are WRITE_SECONDS'); its wait
+#: before them is QUEUED_SECONDS
 _READ = WRITE_SECONDS.labels(step="change_read")  # BEGIN, locks, reads: the first round trip
 _PLAN = WRITE_SECONDS.labels(step="change_plan")  # transitions, outbox rows, timeline
 _SEAL = WRITE_SECONDS.labels(step="change_seal")  # audit entries, hashes, parameters
@@ -288,8 +288,6 @@ class AlertWriter:
                        contexts: Mapping[str, Mapping[str, Any]]) -> None:
         started = time.perf_counter()
         latest = [changes[-1] for changes in batch.values()]
-        for change in latest:
-            _QUEUED.observe(started - change.decided_at)
         merged = sum(len(changes) - 1 for changes in batch.values())
         if merged:
             WRITES_MERGED.inc(merged)
