@@ -100,6 +100,8 @@ def test_one_change_is_two_round_trips(pg_storage: Storage, clock: FakeClock) ->
 
     writer._conn = pg_storage.engine.connect()
     prepare(writer._conn)  # once per connection: the statements below are prepared ones
+    writer._conn.commit()  # prepare's check of pg_prepared_statements began a transaction
+    # (unless this pooled connection had them already): the change sets autocommit first
     sa.event.listen(pg_storage.engine, "before_cursor_execute", counted)
     sa.event.listen(pg_storage.engine, "commit", committed)
     try:
