@@ -52,6 +52,9 @@ DELIVERY_SECONDS = Histogram(
     "committed to the dispatcher's thread taking it, send = the notifier's post (render and "
     "HTTP round trip), record = the delivery record written after the post.", ["step"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0))
+_HANDOFF = DELIVERY_SECONDS.labels(step="handoff")  # bound once: observed per alert
+_SEND = DELIVERY_SECONDS.labels(step="send")
+_RECORD = DELIVERY_SECONDS.labels(step="record")
 
 
 @runtime_checkable
@@ -227,7 +230,7 @@ class OutboxDispatcher:
                 break
             taken = time.perf_counter()
             for _, _, handed in batches:
-                DELIVERY_SECONDS.labels(step="handoff").observe(taken - handed)
+                _HANDOFF.observe(taken - handed)
             for entries, reads, _ in batches:
                 done = self._deliver_entries(entries, reads, records)
                 for name in ("sent", "retried", "failed", "deferred", "suppressed"):
@@ -372,7 +375,7 @@ class OutboxDispatcher:
                 if ref is None:
                     started = time.perf_counter()
                     ref = self.notifier.send(n, previous_ref)
-                    DELIVERY_SECONDS.labels(step="send").observe(time.perf_counter() - started)
+                    _SEND.observe(time.perf_counter() - started)
             except Exception as exc:
                 error = map_exception(exc, source=self.notifier_name)
                 return self._failed_attempt(entry, error, stop)
@@ -399,7 +402,7 @@ class OutboxDispatcher:
             if not self.repository.mark_sent(entry, ref, now, thread_root=thread_root):
                 log.warning("outbox lease lost before marking sent; it may be sent again",
                             idempotency_key=n.idempotency_key)
-            DELIVERY_SECONDS.labels(step="record").observe(time.perf_counter() - started)
+            _RECORD.observe(time.perf_counter() - started)
             log.info("alert notification sent", idempotency_key=n.idempotency_key,
                      kind=n.kind.value, status=n.status.value, severity=n.severity.value,
                      limit_id=n.limit_id, scope=n.scope, delivery_ref=ref,
