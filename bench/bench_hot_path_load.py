@@ -21,8 +21,10 @@ Reported per rate (spread over ``--runs`` runs): tick → decision (outbox ``det
 the crossing tick's send time) and tick → Slack (Slack simulator receive time minus send time)
 p50 / p99 / max, crossings missed (no Slack message by the end of the drain), not decided (no
 compliance interval of the new status opened at or after the crossing tick) and late (> 1 s),
-the service's CPU (% of one core over the window) and peak RSS, ticks actually published, and
-the machine's load average. Run from the repository root::
+the service's CPU (% of one core over the window) and peak RSS, ticks actually published, the
+machine's load average, and the publisher thread's own CPU (% of one core: on 2 cores it competes
+with the system under test). ``bench_hot_path_floor.py`` reuses the rig, window and scoring here
+with a minimal consumer in the service's place. Run from the repository root::
 
     python bench/bench_hot_path_load.py --rates 1000 2000 5000 10000 --runs 3 --seconds 30
 """
@@ -43,6 +45,8 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +128,7 @@ class Publisher:
     crossings: list[Crossing] = field(default_factory=list)
     sent: int = 0
     url: str = ""
+    thread_id: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _ready: threading.Event = field(default_factory=threading.Event)
 
@@ -142,7 +147,15 @@ class Publisher:
                 self.clients.add(ws)
         self.clients.discard(ws)
 
+    def cpu_s(self) -> float:
+        """CPU seconds of the publisher's thread so far (it shares the machine's cores with the
+        system under test)."""
+        fields = Path(f"/proc/self/task/{self.thread_id}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
     async def _main(self) -> None:
+        self.thread_id = threading.get_native_id()
         # no keepalive pings: a service starved of CPU on a loaded machine answers late, and a
         # dropped connection would measure the reconnect, not the hot path
         async with serve(self._handler, "127.0.0.1", 0, max_size=None,
@@ -234,13 +247,31 @@ def wait(predicate: Any, timeout: float, what: str) -> Any:
     raise TimeoutError(f"not within {timeout}s: {what}")
 
 
-def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
-            durable: bool = True, sink_in_process: bool = False) -> dict[str, Any]:
+@dataclass
+class Rig:
+    """What every system under test is fed and scored against: a fresh database, the
+    publisher (and its ground truth), the Binance REST simulator and the Slack sink."""
+
+    database_url: str
+    prefix: str
+    publisher: Publisher
+    tmp: Path
+    stack: SimulatorStack
+    sink: SlackProcess | None
+
+    def slack_messages(self) -> list[dict[str, Any]]:
+        if self.sink is not None:
+            return self.sink.messages
+        return list(self.stack.slack.messages) if self.stack.slack is not None else []
+
+
+@contextmanager
+def rig(rate: float, redis_url: str, sink_in_process: bool = False) -> Iterator[Rig]:
+    """Start the publisher, the simulators and a database; tear all of it down afterwards."""
     database_url = create_database("rm_load")
     prefix = f"rmload:{uuid.uuid4().hex[:8]}"
     publisher = Publisher(rate)
     publisher.start()
-    service: subprocess.Popen[bytes] | None = None
     sink: SlackProcess | None = None
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -249,10 +280,62 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
                                else ("binance",), control=False)
         stack.start()
         try:
-            doc = stack.settings_document()
-            env = {**os.environ, **stack.env()}
             if not sink_in_process:
                 sink = SlackProcess()
+            yield Rig(database_url, prefix, publisher, tmp, stack, sink)
+        finally:
+            publisher.stop()
+            stack.stop()
+            if sink is not None:
+                sink.stop()
+            drop_database(database_url)
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+
+@dataclass
+class Window:
+    """One measured window: its span, what was published, the process's CPU and peak RSS,
+    the publisher's own CPU, and the ground-truth crossings inside it."""
+
+    start: float
+    end: float
+    published: float
+    cpu_s: float
+    rss_peak: float
+    publisher_cpu_pct: float
+    truth: list[Crossing]
+
+
+def measure(publisher: Publisher, pid: int, seconds: float) -> Window:
+    """Watch process ``pid`` for ``seconds`` while the publisher runs."""
+    cpu0, _ = proc_stat(pid)
+    pub0 = publisher.cpu_s()
+    start, sent0, crossed0 = time.time(), publisher.sent, len(publisher.crossings)
+    rss_peak = 0.0
+    while time.time() - start < seconds:
+        time.sleep(1.0)
+        rss_peak = max(rss_peak, proc_stat(pid)[1])
+    end, sent1 = time.time(), publisher.sent
+    cpu1, _ = proc_stat(pid)
+    pub1 = publisher.cpu_s()
+    truth = [c for c in publisher.crossings[crossed0:] if c.sent_at <= end]
+    return Window(start, end, (sent1 - sent0) / (end - start), cpu1 - cpu0, rss_peak,
+                  100.0 * (pub1 - pub0) / (end - start), truth)
+
+
+def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
+            durable: bool = True, sink_in_process: bool = False) -> dict[str, Any]:
+    service: subprocess.Popen[bytes] | None = None
+    with rig(rate, redis_url, sink_in_process) as r:
+        tmp, publisher, sink = r.tmp, r.publisher, r.sink
+        try:
+            doc = r.stack.settings_document()
+            env = {**os.environ, **r.stack.env()}
+            if sink is not None:
                 doc["slack"] = {"token_env": SLACK_TOKEN_ENV, "base_url": sink.api_base}
                 env[SLACK_TOKEN_ENV] = sink.token
             for venue in doc["venues"]:
@@ -263,12 +346,12 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
             rest_port = free_port()
             doc.update({
                 "environment": "ci", "data_dir": str(tmp / "data"),
-                "database_url": database_url, "redis_url": redis_url,
+                "database_url": r.database_url, "redis_url": redis_url,
                 "limits_file": str(tmp / "limits.yaml"),
-                "market_data": {"key_prefix": f"{prefix}:md", "max_age_s": 30.0},
+                "market_data": {"key_prefix": f"{r.prefix}:md", "max_age_s": 30.0},
                 "service": {"rest_port": rest_port, "grpc_port": 0,
                             "instance_id": f"load-{uuid.uuid4().hex[:6]}",
-                            "registry_prefix": f"{prefix}:svc", "positions_poll_s": 5.0,
+                            "registry_prefix": f"{r.prefix}:svc", "positions_poll_s": 5.0,
                             "custody_poll_s": 30.0, "persist_interval_s": 5.0,
                             "hot_path_warmup_s": 30.0, "durable_alert_commit": durable},
                 "log_level": LOG_LEVEL,
@@ -285,25 +368,16 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
             time.sleep(3.0)  # the first status wave (half the desk above its level) settles
             metrics0 = service_metrics(rest_port)
             ticks0 = accepted_ticks(metrics0)
-            cpu0, _ = proc_stat(service.pid)
-            start, sent0, crossed0 = time.time(), publisher.sent, len(publisher.crossings)
-            rss_peak = 0.0
-            while time.time() - start < seconds:
-                time.sleep(1.0)
-                rss_peak = max(rss_peak, proc_stat(service.pid)[1])
-            end, sent1 = time.time(), publisher.sent
-            cpu1, _ = proc_stat(service.pid)
+            window = measure(publisher, service.pid, seconds)
             metrics = service_metrics(rest_port)
             ticks1 = accepted_ticks(metrics)
             if os.environ.get("BENCH_KEEP_LOG"):
                 service.send_signal(signal.SIGUSR1)  # thread stacks into the log
-            truth = [c for c in publisher.crossings[crossed0:] if c.sent_at <= end]
             time.sleep(drain_s)
             publisher.stop()
-            slack = (sink.messages if sink is not None
-                     else list(stack.slack.messages) if stack.slack is not None else [])
-            rows = outbox_rows(database_url)
-            intervals = compliance_rows(database_url)
+            slack = r.slack_messages()
+            rows = outbox_rows(r.database_url)
+            intervals = compliance_rows(r.database_url)
             if os.environ.get("BENCH_KEEP_LOG"):
                 Path(os.environ["BENCH_KEEP_LOG"]).write_bytes((tmp / "err").read_bytes())
         finally:
@@ -314,24 +388,17 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
                     service.wait(20)
                 except subprocess.TimeoutExpired:
                     service.kill()
-            stack.stop()
-            if sink is not None:
-                sink.stop()
-            drop_database(database_url)
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-            client.close()
-    return {"rate": rate, "published": (sent1 - sent0) / (end - start),
-            "cpu_pct": 100.0 * (cpu1 - cpu0) / (end - start), "rss_mb": rss_peak,
+    cpu_s = window.cpu_s
+    return {"rate": rate, "published": window.published,
+            "cpu_pct": 100.0 * cpu_s / (window.end - window.start), "rss_mb": window.rss_peak,
             # CPU per tick the service took in: what load distorts least (a starved service
             # falls behind, so per *published* tick would flatter it)
-            "cpu_us_per_tick": (1e6 * (cpu1 - cpu0) / (ticks1 - ticks0)
+            "cpu_us_per_tick": (1e6 * cpu_s / (ticks1 - ticks0)
                                 if ticks0 is not None and ticks1 is not None and ticks1 > ticks0
                                 else math.nan),
+            "publisher_cpu_pct": window.publisher_cpu_pct,
             "metrics": metrics, "stages": stage_summary(metrics0, metrics),
-            **score(truth, slack, rows, intervals)}
+            **score(window.truth, slack, rows, intervals)}
 
 
 #: the service's stage histograms (issue 10: receive, decide, commit, deliver) and what competes
@@ -499,6 +566,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+HEADER = ("| rate/s | run | published/s | crossings | missed | not decided | late>1s |"
+          " tick→decision p50/p99/max ms | tick→Slack p50/p99/max ms | CPU % | CPU µs/tick |"
+          " RSS MB | load 1m | publisher CPU % |")
+RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+
+
+def table_row(rate: float, run: int, r: dict[str, Any]) -> str:
+    """One run's line of the table (both load benches print the same columns)."""
+    d = [v * 1000 for v in r["to_decision"]]
+    s = [v * 1000 for v in r["to_slack"]]
+    return (f"| {rate:g} | {run} | {r['published']:.0f} | {r['crossings']} | {r['missed']}"
+            f" | {r['undecided']} | {r['late']} | {pct(d, .5):.1f} / {pct(d, .99):.1f} / "
+            f"{max(d, default=math.nan):.1f} | {pct(s, .5):.1f} / {pct(s, .99):.1f} / "
+            f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['cpu_us_per_tick']:.0f} | "
+            f"{r['rss_mb']:.0f} | {os.getloadavg()[0]:.1f} | {r['publisher_cpu_pct']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[1000, 2000, 5000, 10000])
@@ -516,22 +600,13 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores; alert commit "
           f"{'asynchronous' if args.async_commit else 'durable'}; Slack simulator "
           f"{'in this process' if args.sink_in_process else 'in its own process'}", flush=True)
-    print("| rate/s | run | published/s | crossings | missed | not decided | late>1s |"
-          " tick→decision p50/p99/max ms | tick→Slack p50/p99/max ms | CPU % | CPU µs/tick |"
-          " RSS MB | load 1m |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
+    print(RULE)
     for rate in args.rates:
         for run in range(1, args.runs + 1):
             r = one_run(rate, args.seconds, args.drain, args.redis_url,
                         durable=not args.async_commit, sink_in_process=args.sink_in_process)
-            d = [v * 1000 for v in r["to_decision"]]
-            s = [v * 1000 for v in r["to_slack"]]
-            print(f"| {rate:g} | {run} | {r['published']:.0f} | {r['crossings']} | {r['missed']}"
-                  f" | {r['undecided']} | {r['late']} | {pct(d, .5):.1f} / {pct(d, .99):.1f} / "
-                  f"{max(d, default=math.nan):.1f} | {pct(s, .5):.1f} / {pct(s, .99):.1f} / "
-                  f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['cpu_us_per_tick']:.0f} | "
-                  f"{r['rss_mb']:.0f} | "
-                  f"{os.getloadavg()[0]:.1f} |", flush=True)
+            print(table_row(rate, run, r), flush=True)
             if args.verbose:
                 print({k: v for k, v in r["metrics"].items() if "_bucket" not in k}, flush=True)
                 ds = [v * 1000 for v in r["decision_to_slack"]]
