@@ -26,7 +26,7 @@ author_option = click.option(
 def parse_duration(text: str) -> timedelta:
     """``90m``, ``2h``, ``1.5d``, ``45s`` or plain seconds."""
     found = _DURATION.match(text)
-    if found is None or float(found.group(1)) <= 0:
+    if found is None:
         raise click.BadParameter(f"{text!r} is not a duration (e.g. 30m, 2h, 1d)")
     return timedelta(seconds=float(found.group(1)) * _UNIT_S[found.group(2)])
 
@@ -74,11 +74,14 @@ def silence(ctx: click.Context, matchers: tuple[str, ...], duration: str | None,
             until: str | None, start: str | None, comment: str, author: str) -> None:
     """Hold back notifications of matching alerts for a while (alerts are still recorded)."""
     from risk_monitor.adapters.sql.alert_controls import silence_as_dict
+    from risk_monitor.domain.silences import silence_end
 
-    if (duration is None) == (until is None):
-        raise click.UsageError("give exactly one of --duration and --until")
     starts_at = parse_time(start) if start else datetime.now(UTC)
-    ends_at = parse_time(until) if until else starts_at + parse_duration(duration or "")
+    try:
+        ends_at = silence_end(starts_at, ends_at=parse_time(until) if until else None,
+                              duration=parse_duration(duration) if duration else None)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc} (--duration or --until)") from exc
     with opened_storage(ctx) as storage:
         created = storage.controls.add_silence(list(matchers), starts_at=starts_at,
                                                ends_at=ends_at, created_by=author,

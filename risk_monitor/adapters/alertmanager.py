@@ -85,13 +85,6 @@ class AlertmanagerClient:
         self._http.close()
 
 
-@dataclass
-class SyncResult:
-    pushed: int = 0  # new states accepted
-    kept_alive: int = 0  # firing alerts re-sent
-    failed: int = 0  # states left for a retry
-
-
 @dataclass(frozen=True)
 class _Due:
     row_id: int
@@ -221,10 +214,10 @@ class AlertmanagerSink:
             problems.append("alertmanager refuses our configuration")
         return not problems, "; ".join(problems) or "delivering", data
 
-    def sync_once(self) -> SyncResult:
-        """Push every due state and keep-alive in batches; record the outcome per series."""
+    def sync_once(self) -> None:
+        """Push every due state and keep-alive in batches; record the outcome per series (in
+        ``sink_deliveries``: what was delivered when, attempts and the last error)."""
         now = self.clock()
-        result = SyncResult()
         due = self._due(now)
         for start in range(0, len(due), _BATCH):
             batch = due[start:start + _BATCH]
@@ -232,12 +225,8 @@ class AlertmanagerSink:
                 self.client.post([body for item in batch for body in item.bodies])
             except NotificationError as error:
                 self._failed(batch, error, now)
-                result.failed += sum(1 for item in batch if item.new_state)
                 continue
             self._delivered(batch, now)
-            result.pushed += sum(1 for item in batch if item.new_state)
-            result.kept_alive += sum(1 for item in batch if not item.new_state)
-        return result
 
     def _upsert(self, fingerprint: str, values: dict[str, Any]) -> None:
         with self.engine.begin() as conn:  # ON CONFLICT: another replica may record it first

@@ -19,10 +19,9 @@ from risk_monitor.domain.engine import RiskSnapshot
 from risk_monitor.domain.figures import EquityPoint, MetricValue, finite
 from risk_monitor.domain.model import Collected, LimitResult, SourceKind
 from risk_monitor.domain.pnl import utc_day_start
+from risk_monitor.domain.scopes import PORTFOLIO_KEY
 from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import RiskStore
-
-PORTFOLIO_SCOPE = "portfolio"
 
 
 def merge_collected(*parts: Collected) -> Collected:
@@ -35,8 +34,8 @@ def merge_collected(*parts: Collected) -> Collected:
 def build_snapshot(*, positions: Collected, balances: Collected, prices: Collected,
                    now: datetime, settings: Settings, storage: RiskStore) -> RiskSnapshot:
     """The inputs of one evaluation, with start-of-day and peak equity from the store."""
-    start = storage.equity.start_of_day(PORTFOLIO_SCOPE, utc_day_start(now).date())
-    peak = storage.equity.peak(PORTFOLIO_SCOPE)
+    start = storage.equity.start_of_day(PORTFOLIO_KEY, utc_day_start(now).date())
+    peak = storage.equity.peak(PORTFOLIO_KEY)
     expected = tuple(dict.fromkeys([v.id for v in settings.venues]
                                    + [c.id for c in settings.custodians]))
     return RiskSnapshot(
@@ -64,7 +63,7 @@ def record_equity(storage: RiskStore, state: PreparedInputs, at: datetime) -> No
     """Remember portfolio equity (start of day, peak, drawdown need its history)."""
     equity = state.portfolio.equity_usd
     if state.portfolio.known and math.isfinite(equity):
-        storage.equity.record([EquityPoint(scope=PORTFOLIO_SCOPE, at=at, equity=equity)])
+        storage.equity.record([EquityPoint(scope=PORTFOLIO_KEY, at=at, equity=equity)])
 
 
 def evaluation_metrics(state: PreparedInputs, exposures: pd.DataFrame) -> list[MetricValue]:

@@ -44,20 +44,17 @@ class Route:
 
 def parse_routes(raw: Sequence[Mapping[str, Any]], *, where: str = "routes") -> tuple[Route, ...]:
     """Routes from settings-shaped mappings (``matchers`` as ``label=value`` strings,
-    ``channel``, ``continue``, ``routes``); ValueError names the route that is wrong."""
+    ``channel``, ``continue``, ``routes``), as the ``SlackRoute`` settings model validated
+    their shape (at least one matcher, a non-blank channel); what only the domain knows, the
+    matchers' labels and regexes, is checked here: ValueError names the route that is wrong."""
     parsed = []
     for i, item in enumerate(raw):
         here = f"{where}[{i}]"
-        matchers = item.get("matchers") or []
-        if not matchers:
-            raise ValueError(f"{here}: a child route needs at least one matcher")
         try:
-            found = tuple(Matcher.parse(str(m)) for m in matchers)
+            found = tuple(Matcher.parse(str(m)) for m in item.get("matchers") or [])
         except ValueError as exc:
             raise ValueError(f"{here}.matchers: {exc}") from exc
         channel = item.get("channel")
-        if channel is not None and not str(channel).strip():
-            raise ValueError(f"{here}.channel: empty")
         children = parse_routes(item.get("routes") or [], where=f"{here}.routes")
         parsed.append(Route(matchers=found, channel=None if channel is None else str(channel),
                             continue_=bool(item.get("continue", False)), routes=children))

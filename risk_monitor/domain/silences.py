@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from risk_monitor.domain.model import LimitStatus, Notification, NotificationKind
@@ -97,6 +97,22 @@ class Silence:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(m.matches(labels) for m in self.matchers)
+
+
+def silence_end(starts_at: datetime, *, duration: timedelta | None,
+                ends_at: datetime | None) -> datetime:
+    """The end of a new silence, given as exactly one of a duration (what operators think in)
+    and an end time (what Alertmanager stores). The one rule every wire form (REST, gRPC, CLI)
+    applies after converting its own types; that the end is after the start is
+    :class:`Silence`'s own check."""
+    if (duration is None) == (ends_at is None):
+        raise ValueError("give exactly one of a duration and an end time")
+    if duration is None:
+        assert ends_at is not None
+        return ends_at
+    if duration <= timedelta(0):
+        raise ValueError("a silence's duration must be positive")
+    return starts_at + duration
 
 
 @dataclass(frozen=True)

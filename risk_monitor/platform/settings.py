@@ -155,7 +155,7 @@ class SlackRoute(Section):
     matchers: list[str] = Field(
         min_length=1, description='label matchers, all must match: venue="okx", '
         'severity!="info", limit_id=~"btc_.*"')
-    channel: str | None = Field(default=None, min_length=1,
+    channel: str | None = Field(default=None, pattern=r"\S",  # not blank
                                 description="Slack channel of this route (unset: the parent's)")
     continue_: bool = Field(default=False, alias="continue",
                             description="after a match, try the next sibling routes too")

@@ -34,6 +34,7 @@ from risk_monitor.adapters.sql.alert_controls import (
     acked_as_dict,
     silence_as_dict,
 )
+from risk_monitor.domain.silences import silence_end
 from risk_monitor.platform.errors import (
     AlertControlError,
     StorageUnavailableError,
@@ -101,17 +102,17 @@ def alert_control_routes(provider: RiskViewProvider, *,
             raise AlertControlError('"matchers" must be a list of strings like "venue=okx"')
         now = clock()
         starts_at = _time(body, "starts_at") or now
-        ends_at = _time(body, "ends_at")
         duration = body.get("duration_s")
-        if (ends_at is None) == (duration is None):
-            raise AlertControlError('give exactly one of "duration_s" and "ends_at"')
-        if ends_at is None:
-            if isinstance(duration, bool) or not isinstance(duration, int | float) \
-                    or duration <= 0:
-                raise AlertControlError('"duration_s" must be a positive number of seconds')
-            ends_at = starts_at + timedelta(seconds=float(duration))
+        if duration is not None and (isinstance(duration, bool)
+                                     or not isinstance(duration, int | float)):
+            raise AlertControlError('"duration_s" must be a number of seconds')
+        try:
+            end = silence_end(starts_at, ends_at=_time(body, "ends_at"),
+                              duration=None if duration is None
+                              else timedelta(seconds=float(duration)))
+        except ValueError as exc:
+            raise AlertControlError(f'{exc} ("duration_s" or "ends_at")') from exc
         comment = _text(body, "comment", required=True)
-        end = ends_at
         made = await asyncio.to_thread(lambda: store().add_silence(
             list(matchers), starts_at=starts_at, ends_at=end, created_by=actor,
             comment=comment))

@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from risk_monitor.adapters.sql.alert_controls import AckedAlert, SqlAlertControls
-from risk_monitor.domain.silences import Silence
+from risk_monitor.domain.silences import Silence, silence_end
 from risk_monitor.domain.trading_state import TradingState, TradingVerdict
 from risk_monitor.platform.errors import (
     AlertControlError,
@@ -143,11 +143,14 @@ class ControlRpcs:
             actor = caller(request.author, AlertControlError)
             starts_at = request.starts_at.ToDatetime(tzinfo=UTC) \
                 if request.HasField("starts_at") else now
-            has_end = request.HasField("ends_at")
-            if has_end == (request.duration_seconds > 0):
-                raise AlertControlError("give exactly one of duration_seconds (> 0) and ends_at")
-            ends_at = request.ends_at.ToDatetime(tzinfo=UTC) if has_end \
-                else starts_at + timedelta(seconds=request.duration_seconds)
+            try:  # proto3: an unset duration_seconds reads 0
+                ends_at = silence_end(
+                    starts_at, ends_at=request.ends_at.ToDatetime(tzinfo=UTC)
+                    if request.HasField("ends_at") else None,
+                    duration=timedelta(seconds=request.duration_seconds)
+                    if request.duration_seconds else None)
+            except ValueError as exc:
+                raise AlertControlError(f"{exc} (duration_seconds or ends_at)") from exc
             return self._controls().add_silence(list(request.matchers), starts_at=starts_at,
                                                 ends_at=ends_at, created_by=actor,
                                                 comment=request.comment)

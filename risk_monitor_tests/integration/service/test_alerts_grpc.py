@@ -93,6 +93,8 @@ async def test_bad_requests_get_clear_status_codes(stub: pb_grpc.RiskMonitorStub
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
     assert "RM410" in (missing.value.details() or "")
     for request in [pb.CreateSilenceRequest(matchers=["venue=okx"], comment="c"),
+                    pb.CreateSilenceRequest(matchers=["venue=okx"], duration_seconds=-5,
+                                            comment="c"),
                     pb.CreateSilenceRequest(matchers=["desk=a"], duration_seconds=60,
                                             comment="c"),
                     pb.CreateSilenceRequest(matchers=["venue=okx"], duration_seconds=60)]:

@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from risk_monitor.adapters.alertmanager import ALERTNAME, AlertmanagerClient, AlertmanagerSink
 from risk_monitor.adapters.sql import BackoffPolicy, Storage, create_engine
 from risk_monitor.adapters.sql.codec import utc_now
+from risk_monitor.adapters.sql.schema import sink_deliveries
 from risk_monitor_tests.fixtures.service import free_port, wait_until
 from risk_monitor_tests.fixtures.storage import evaluate, make_result
 
@@ -101,6 +103,24 @@ def _sink(storage: Storage, url: str) -> AlertmanagerSink:
                             backoff=BackoffPolicy(initial_s=0.2, max_s=1.0, jitter=0.0))
 
 
+def _deliveries(storage: Storage) -> dict[str, tuple[Any, ...]]:
+    """The sink's record per series (outbox row delivered, when, attempts, last error): what
+    a push, a failed push or no push leaves behind."""
+    table = sink_deliveries
+    query = sa.select(table.c.fingerprint, table.c.outbox_id, table.c.delivered_at,
+                      table.c.attempts, table.c.last_error).where(table.c.sink == "alertmanager")
+    with storage.engine.connect() as conn:
+        return {row[0]: tuple(row[1:]) for row in conn.execute(query)}
+
+
+def _pushed(sink: AlertmanagerSink, storage: Storage) -> bool:
+    """One sync; True once every series' latest state was delivered."""
+    sink.sync_once()
+    found = _deliveries(storage)
+    return bool(found) and all(delivered_at is not None and attempts == 0
+                               for _, delivered_at, attempts, _ in found.values())
+
+
 def test_an_alert_shows_up_escalates_and_resolves_in_alertmanager(
         pg_storage: Storage, alertmanager: str) -> None:
     storage = Storage.on(pg_storage.engine)  # real time: Alertmanager judges endsAt by it
@@ -108,7 +128,7 @@ def test_an_alert_shows_up_escalates_and_resolves_in_alertmanager(
     series = {"alertname": ALERTNAME, "limit_id": "max_notional", "scope": "portfolio"}
 
     evaluate(storage, make_result("WARN", utc_now()))
-    assert sink.sync_once().pushed == 1
+    sink.sync_once()
     (warn,) = wait_until(lambda: _ours(alertmanager, series), timeout=10,
                          message="the WARN alert in alertmanager")
     assert warn["labels"] == {**series, "severity": "warning", "status": "WARN",
@@ -122,11 +142,13 @@ def test_an_alert_shows_up_escalates_and_resolves_in_alertmanager(
     assert warn["generatorURL"] == "http://dagster.test:3000/runs/run-1"
 
     # nothing new: nothing pushed (each state once; the keep-alive is a minute away)
-    again = sink.sync_once()
-    assert (again.pushed, again.kept_alive, again.failed) == (0, 0, 0)
+    delivered = _deliveries(storage)
+    assert len(delivered) == 1
+    sink.sync_once()
+    assert _deliveries(storage) == delivered
 
     evaluate(storage, make_result("BREACH", utc_now()))
-    assert sink.sync_once().pushed == 1
+    sink.sync_once()
     (breach,) = wait_until(
         lambda: [a for a in _ours(alertmanager, series) if a["labels"]["status"] == "BREACH"],
         timeout=10, message="the BREACH alert")
@@ -135,10 +157,13 @@ def test_an_alert_shows_up_escalates_and_resolves_in_alertmanager(
                == ["BREACH"], timeout=10, message="the WARN label set ended")
 
     evaluate(storage, make_result("OK", utc_now()))
-    assert sink.sync_once().pushed == 1
+    sink.sync_once()
     wait_until(lambda: _ours(alertmanager, series) == [], timeout=10,
                message="the alert resolved in alertmanager")
-    assert sink.sync_once().pushed == 0  # a resolved series is not pushed again
+    resolved = _deliveries(storage)
+    assert resolved != delivered
+    sink.sync_once()
+    assert _deliveries(storage) == resolved  # a resolved series is not pushed again
 
 
 def test_a_failed_push_is_retried_until_alertmanager_takes_it(
@@ -146,15 +171,18 @@ def test_a_failed_push_is_retried_until_alertmanager_takes_it(
     storage = Storage.on(pg_storage.engine)
     down = _sink(storage, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     evaluate(storage, make_result("BREACH", utc_now()))
-    assert down.sync_once().failed == 1
+    down.sync_once()
+    ((outbox_id, delivered_at, attempts, error),) = _deliveries(storage).values()
+    assert (outbox_id, delivered_at, attempts) == (None, None, 1) and error
     assert down.up  # unreachable is an outage, not a configuration error (notifier_up stays 1)
     up = _sink(storage, alertmanager)  # the same outbox and delivery state, Alertmanager back
-    wait_until(lambda: up.sync_once().pushed == 1, timeout=10,
-               message="the retried push accepted")
+    wait_until(lambda: _pushed(up, storage), timeout=10, message="the retried push accepted")
     series = {"alertname": ALERTNAME, "limit_id": "max_notional", "status": "BREACH"}
     assert len(wait_until(lambda: _ours(alertmanager, series), timeout=10,
                           message="the BREACH alert")) == 1
-    assert up.sync_once().pushed == 0
+    delivered = _deliveries(storage)
+    up.sync_once()
+    assert _deliveries(storage) == delivered  # taken once, not pushed again
 
 
 def test_the_service_pushes_what_any_path_raises(module_postgres_url: str, alertmanager: str,
@@ -194,7 +222,8 @@ def test_alerts_late_for_alertmanager_are_reported_until_it_takes_them(
     evaluate(storage, make_result("BREACH", before))
     raised = utc_now()
     down = _sink(storage, f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    assert down.sync_once().failed == 1
+    down.sync_once()
+    assert [attempts for _, _, attempts, _ in _deliveries(storage).values()] == [1]
     assert down.delivery_status(overdue_s=30)[0]  # late, not yet overdue
     later = _sink(storage, f"http://127.0.0.1:{free_port()}")
     frozen = raised + timedelta(seconds=31)  # an injected clock: 31 s after the change
@@ -206,7 +235,7 @@ def test_alerts_late_for_alertmanager_are_reported_until_it_takes_them(
     assert 31 - 0.01 <= data["oldest_overdue_age_s"] <= 31 + (raised - before).total_seconds() + 0.01
     assert data["last_error"]  # why it is late
     up = _sink(storage, alertmanager)
-    wait_until(lambda: up.sync_once().pushed == 1, timeout=10, message="pushed")
+    wait_until(lambda: _pushed(up, storage), timeout=10, message="pushed")
     up.clock = later.clock
     assert up.delivery_status(overdue_s=30) == (True, "delivering", up.delivery_status(30)[2])
     assert up.delivery_status(overdue_s=30)[2]["overdue"] == 0

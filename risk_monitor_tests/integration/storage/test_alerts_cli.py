@@ -91,6 +91,9 @@ def test_the_cli_refuses_bad_requests_clearly(run: Any) -> None:
     both = run("silence", "--match", "venue=a", "--duration", "1h", "--until", "2030-01-01",
                "--comment", "c", "--author", "x")
     assert both.exit_code == 2 and "exactly one" in both.output
+    zero = run("silence", "--match", "venue=a", "--duration", "0m", "--comment", "c",
+               "--author", "x")
+    assert zero.exit_code == 2 and "positive" in zero.output
     bad = run("silence", "--match", "desk=a", "--duration", "1h", "--comment", "c",
               "--author", "x")
     assert bad.exit_code == 2 and "unknown label" in bad.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
 from risk_monitor.domain.alerts import AlertPolicy, AlertRule, plan_alerts
 from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, NotificationKind
@@ -16,6 +17,7 @@ from risk_monitor.domain.routing import (
     parse_routes,
     route_channels,
 )
+from risk_monitor.platform.settings import SlackRoute
 from risk_monitor_tests.fixtures.storage import START, make_result
 
 BY_SEVERITY = {"info": "#risk-info", "warning": "#risk-alerts", "critical": "#risk-critical"}
@@ -70,7 +72,6 @@ def test_a_route_without_channel_inherits_its_parent() -> None:
 
 
 @pytest.mark.parametrize(("raw", "where"), [
-    ([{"matchers": []}], "routes[0]"),
     ([{"matchers": ["region=eu"]}], "routes[0].matchers"),
     ([{"matchers": ['venue=~"("']}], "routes[0].matchers"),
     ([{"matchers": ["venue=okx"], "routes": [{"matchers": ["nonsense"]}]}],
@@ -79,6 +80,14 @@ def test_a_route_without_channel_inherits_its_parent() -> None:
 def test_a_bad_route_is_named(raw: list[dict[str, object]], where: str) -> None:
     with pytest.raises(ValueError, match=rf"^{where.replace('[', '.').replace(']', '.')}"):
         parse_routes(raw)
+
+
+@pytest.mark.parametrize("route", [{"matchers": []}, {"matchers": ["venue=a"], "channel": ""},
+                                   {"matchers": ["venue=a"], "channel": "  "}])
+def test_a_route_without_matchers_or_channel_is_refused_by_the_settings(
+        route: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match=r"matchers|channel"):
+        SlackRoute.model_validate(route)
 
 
 def test_group_and_kind_are_labels() -> None:

@@ -13,6 +13,7 @@ from risk_monitor.domain.silences import (
     Matcher,
     Silence,
     labels_of,
+    silence_end,
     verdict,
 )
 from risk_monitor_tests.fixtures.storage import START, make_result, plan
@@ -78,6 +79,19 @@ def test_a_silence_holds_only_between_start_and_end_or_until_expired() -> None:
 def test_a_bad_silence_is_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _silence("venue=binance", **kwargs)
+
+
+def test_a_silence_window_is_a_duration_or_an_end_never_both_or_neither() -> None:
+    end = START + timedelta(hours=3)
+    assert silence_end(START, duration=timedelta(hours=2), ends_at=None) == START + \
+        timedelta(hours=2)
+    assert silence_end(START, duration=None, ends_at=end) == end
+    for duration, ends_at in [(timedelta(hours=2), end), (None, None)]:
+        with pytest.raises(ValueError, match="exactly one"):
+            silence_end(START, duration=duration, ends_at=ends_at)
+    for duration in [timedelta(0), timedelta(seconds=-5)]:
+        with pytest.raises(ValueError, match="positive"):
+            silence_end(START, duration=duration, ends_at=None)
 
 
 def test_bad_matchers_are_refused() -> None:
