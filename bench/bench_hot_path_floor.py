@@ -21,8 +21,8 @@ seals or lineage, no compliance history, no metrics: the figures are what the ma
 interpreter, PostgreSQL's fsync and the Slack round trip cost at the least, i.e. how far the
 service is from the floor, not a design to ship. Reported with the load bench's columns (tick →
 decision is the outbox row's ``detected_at`` minus the crossing tick's send time; CPU, CPU per
-tick received and RSS are the consumer's; the publisher's CPU is its thread's). Run from the
-repository root::
+tick received and RSS are the consumer's; the publisher's CPU is its thread's; ``--verbose``
+adds the consumer's INSERTs + COMMIT and post round trips). Run from the repository root::
 
     python bench/bench_hot_path_floor.py --rates 1000 --runs 3 --seconds 20 --drain 5 [--post-thread]
 """
@@ -77,6 +77,8 @@ class Consumer:
         self.slack.auth_test()  # the keep-alive connection is open before the first alert
         self.above: dict[str, bool] = {}  # the publisher starts every instrument below its level
         self.ticks = 0
+        self.commit_s: list[float] = []  # INSERTs + COMMIT per status change
+        self.post_s: list[float] = []  # chat.postMessage round trip per status change
         self.prev_hash = "0" * 64
         self.posts: queue.SimpleQueue[dict[str, Any]] | None = None
         if post_thread:
@@ -89,9 +91,11 @@ class Consumer:
             self._post(self.posts.get())
 
     def _post(self, payload: dict[str, Any]) -> None:
+        started = time.perf_counter()
         self.slack.chat_postMessage(
             channel=CHANNEL, text=f"{payload['status']} {payload['scope']}",
             metadata={"event_type": "risk_limit_status", "event_payload": payload})
+        self.post_s.append(time.perf_counter() - started)
 
     def _change(self, instrument: str, above: bool, notional: float) -> None:
         """Record the status change durably, then page it (never before the commit)."""
@@ -105,6 +109,7 @@ class Consumer:
         body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256((self.prev_hash + body).encode()).hexdigest()
         at = datetime.fromtimestamp(detected_at, UTC)
+        started = time.perf_counter()
         with self.conn.cursor() as cur:
             cur.execute("INSERT INTO floor_outbox (idempotency_key, scope, status, detected_at,"
                         " payload) VALUES (%s, %s, %s, %s, %s)",
@@ -112,6 +117,7 @@ class Consumer:
             cur.execute("INSERT INTO floor_audit (at, payload, prev_hash, hash) "
                         "VALUES (%s, %s, %s, %s)", (at, body, self.prev_hash, digest))
         self.conn.commit()
+        self.commit_s.append(time.perf_counter() - started)
         self.prev_hash = digest
         if self.posts is not None:
             self.posts.put(payload)
@@ -138,10 +144,12 @@ class Consumer:
                     self.above[symbol] = above
                     self._change(f"{symbol[:-4]}/USDT:USDT", above, notional)
 
-    def answer_tick_counts(self) -> None:
-        """Each line on stdin asks for the ticks received so far; EOF (the bench left) ends us."""
+    def answer_stats(self) -> None:
+        """Each line on stdin asks for the ticks received so far and the commit and post
+        times; EOF (the bench left) ends us."""
         for _ in sys.stdin:
-            print(self.ticks, flush=True)
+            print(json.dumps({"ticks": self.ticks, "commit_s": self.commit_s,
+                              "post_s": self.post_s}), flush=True)
         os._exit(0)
 
 
@@ -153,7 +161,7 @@ NAMES = [f"ZZ{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(N)]
 def consume(args: argparse.Namespace) -> None:
     consumer = Consumer(args.consume, args.dsn, args.slack_base,
                         os.environ[args.token_env], args.post_thread)
-    threading.Thread(target=consumer.answer_tick_counts, daemon=True).start()
+    threading.Thread(target=consumer.answer_stats, daemon=True).start()
     asyncio.run(consumer.run())
 
 
@@ -176,18 +184,18 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
         assert consumer.stdin is not None and consumer.stdout is not None
         stdin, stdout = consumer.stdin, consumer.stdout
 
-        def ticks() -> int:
+        def stats() -> dict[str, Any]:
             stdin.write("\n")
             stdin.flush()
-            return int(stdout.readline())
+            return dict(json.loads(stdout.readline()))
 
         try:
             if stdout.readline().strip() != "ready":
                 raise RuntimeError("the floor consumer did not start")
             time.sleep(3.0)  # the first status wave (half the desk above its level) settles
-            ticks0 = ticks()
+            stats0 = stats()
             window = load.measure(r.publisher, consumer.pid, seconds)
-            ticks1 = ticks()
+            stats1 = stats()
             time.sleep(drain_s)
             r.publisher.stop()
             slack = r.slack_messages()
@@ -208,7 +216,8 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
     cpu_s = window.cpu_s
     return {"rate": rate, "published": window.published,
             "cpu_pct": 100.0 * cpu_s / (window.end - window.start), "rss_mb": window.rss_peak,
-            "cpu_us_per_tick": 1e6 * cpu_s / max(1, ticks1 - ticks0),
+            "cpu_us_per_tick": 1e6 * cpu_s / max(1, stats1["ticks"] - stats0["ticks"]),
+            "stages": {step: stats1[step][len(stats0[step]):] for step in ("commit_s", "post_s")},
             "publisher_cpu_pct": window.publisher_cpu_pct,
             **load.score(window.truth, slack, rows, intervals)}
 
@@ -221,6 +230,8 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=5.0)
     parser.add_argument("--redis-url", default=None, help="the load bench's Redis (its REST "
                         "simulator's keys are cleaned up there)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the consumer's commit and Slack post times")
     parser.add_argument("--post-thread", action="store_true",
                         help="post to Slack from a thread, not inline in the decision loop")
     # the consumer's own process (started by the bench, not by hand)
@@ -242,8 +253,14 @@ def main() -> None:
     print(load.RULE)
     for rate in args.rates:
         for run in range(1, args.runs + 1):
-            print(load.table_row(rate, run, one_run(rate, args.seconds, args.drain, redis_url,
-                                                    args.post_thread)), flush=True)
+            r = one_run(rate, args.seconds, args.drain, redis_url, args.post_thread)
+            print(load.table_row(rate, run, r), flush=True)
+            if args.verbose:
+                for step, times in r["stages"].items():
+                    ms = [t * 1000 for t in times]
+                    print(f"  {step[:-2]}: n={len(ms)} mean={sum(ms) / max(1, len(ms)):.2f} ms "
+                          f"p50 {load.pct(ms, .5):.2f} ms p99 {load.pct(ms, .99):.2f} ms",
+                          flush=True)
     print(f"load average after: {os.getloadavg()}")
 
 
