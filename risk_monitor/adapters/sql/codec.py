@@ -92,6 +92,36 @@ def _safe(value: Any, depth: int) -> Any:
 _REDACT_DEPTH = 8
 
 
+#: psycopg2 sends a float as a numeric literal, and numeric has no negative zero
+_FLOAT_TEXT = {0.0: "0"}
+
+
+def pg_array(values: list[Any]) -> str | list[Any]:
+    """``values`` as the text of a PostgreSQL array (``{...}``) for a statement that casts
+    its parameter to the array's type: one text for psycopg2 to quote, where a list is
+    adapted element by element (~4-6 µs a text or time: ~0.3 ms of the hot path's write per
+    change). The elements read back as psycopg2 would send them (times as ``isoformat``,
+    floats as ``repr``, ``-0.0`` as ``0``, non-finite ones as PostgreSQL spells them). A list holding any other
+    type (or a naive time) is returned as is, for psycopg2 to adapt."""
+    parts: list[str] = []
+    for value in values:
+        kind = type(value)
+        if value is None:
+            parts.append("NULL")
+        elif kind is str:
+            parts.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif kind is int:
+            parts.append(str(value))
+        elif kind is float:
+            parts.append(_FLOAT_TEXT.get(value) or repr(value) if math.isfinite(value) else
+                         "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity")
+        elif kind is datetime and value.tzinfo is not None:
+            parts.append('"' + value.isoformat() + '"')
+        else:
+            return values
+    return "{" + ",".join(parts) + "}"
+
+
 def parse_time(value: str | datetime | None) -> datetime | None:
     if value is None:
         return None
