@@ -77,8 +77,8 @@ def _safe(value: Any, depth: int) -> Any:
         for key, item in value.items():
             name = key if type(key) is str else str(key)
             if is_secret_key(name):
-                item = to_jsonable(item, depth + 1)
-                safe[name] = REDACTED if item not in (None, "") else redact(item, depth + 1)
+                plain = to_jsonable(item, depth + 1)
+                safe[name] = REDACTED if plain not in (None, "") else redact(plain, depth + 1)
             else:
                 safe[name] = _safe(item, depth + 1)
         return safe
