@@ -104,6 +104,7 @@ def pg_array(values: list[Any]) -> str | list[Any]:
     floats as ``repr``, ``-0.0`` as ``0``, non-finite ones as PostgreSQL spells them). A list holding any other
     type (or a naive time) is returned as is, for psycopg2 to adapt."""
     parts: list[str] = []
+    time, time_text = None, ""  # a column of times repeats one (an entry's ``at``): once
     for value in values:
         kind = type(value)
         if value is None:
@@ -116,7 +117,9 @@ def pg_array(values: list[Any]) -> str | list[Any]:
             parts.append(_FLOAT_TEXT.get(value) or repr(value) if math.isfinite(value) else
                          "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity")
         elif kind is datetime and value.tzinfo is not None:
-            parts.append('"' + value.isoformat() + '"')
+            if value is not time:
+                time, time_text = value, '"' + value.isoformat() + '"'
+            parts.append(time_text)
         else:
             return values
     return "{" + ",".join(parts) + "}"
