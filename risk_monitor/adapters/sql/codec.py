@@ -139,15 +139,27 @@ def _required_float(value: Any, what: str) -> float:
     return as_float
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, in order (``fields()`` walks the class on every call:
+    the hot path converts a few states and notifications per change)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _values(obj: Any, **overrides: Any) -> dict[str, Any]:
     """A dataclass's fields (shallow), with ``overrides`` replacing some."""
-    return {**{f.name: getattr(obj, f.name) for f in fields(obj)}, **overrides}
+    return {**{name: getattr(obj, name) for name in _field_names(type(obj))}, **overrides}
 
 
 def _build(cls: type[T], data: Mapping[str, Any] | RowMapping, **overrides: Any) -> T:
     """``cls`` from ``data``'s values of its fields (each required), ``overrides`` aside."""
-    return cls(**{f.name: data[f.name] for f in fields(cls)  # type: ignore[arg-type]
-                  if f.name not in overrides}, **overrides)
+    return cls(**{name: data[name] for name in _field_names(cls)  # type: ignore[arg-type]
+                  if name not in overrides}, **overrides)
 
 
 # --- alert states ------------------------------------------------------------------------------
