@@ -78,8 +78,8 @@ def register_secret(value: str | None) -> None:
             # PEM keys also appear with escaped newlines inside JSON / repr output
             if "\n" in value:
                 _known_secrets.add(value.replace("\n", "\\n"))
-            _known_longest_first = tuple(sorted(_known_secrets, key=len, reverse=True))
             _clean_texts.clear()  # found clean of the secrets known before
+            _known_longest_first = tuple(sorted(_known_secrets, key=len, reverse=True))
 
 
 #: short texts found free of secrets (under the secrets known then: ``register_secret``

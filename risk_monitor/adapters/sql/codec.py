@@ -101,10 +101,10 @@ def pg_array(values: list[Any]) -> str | list[Any]:
     its parameter to the array's type: one text for psycopg2 to quote, where a list is
     adapted element by element (~4-6 µs a text or time: ~0.3 ms of the hot path's write per
     change). The elements read back as psycopg2 would send them (times as ``isoformat``,
-    floats as ``repr``, ``-0.0`` as ``0``, non-finite ones as PostgreSQL spells them). A list holding any other
-    type (or a naive time) is returned as is, for psycopg2 to adapt."""
+    floats as ``repr``, ``-0.0`` as ``0``, non-finite ones as PostgreSQL spells them). A
+    list holding any other type (or a naive time) is returned as is, for psycopg2 to adapt."""
     parts: list[str] = []
-    time, time_text = None, ""  # a column of times repeats one (an entry's ``at``): once
+    last_time, time_text = None, ""  # a column of times repeats one (an entry's ``at``)
     for value in values:
         kind = type(value)
         if value is None:
@@ -117,8 +117,8 @@ def pg_array(values: list[Any]) -> str | list[Any]:
             parts.append(_FLOAT_TEXT.get(value) or repr(value) if math.isfinite(value) else
                          "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity")
         elif kind is datetime and value.tzinfo is not None:
-            if value is not time:
-                time, time_text = value, '"' + value.isoformat() + '"'
+            if value is not last_time:
+                last_time, time_text = value, '"' + value.isoformat() + '"'
             parts.append(time_text)
         else:
             return values
