@@ -78,24 +78,47 @@ def register_secret(value: str | None) -> None:
             # PEM keys also appear with escaped newlines inside JSON / repr output
             if "\n" in value:
                 _known_secrets.add(value.replace("\n", "\\n"))
+            _clean_texts.clear()  # found clean of the secrets known before
             _known_longest_first = tuple(sorted(_known_secrets, key=len, reverse=True))
+
+
+#: short texts found free of secrets (under the secrets known then: ``register_secret``
+#: empties it): the hot path's audit payloads redact the same names, times and versions on
+#: every change, and one pattern search costs ~8 µs where a set lookup costs ~0.1 µs
+_clean_texts: set[str] = set()
+_CLEAN_TEXTS_MAX = 4096
+_CLEAN_TEXT_LEN = 256
 
 
 def redact_text(text: str) -> str:
     """Remove every known secret and anything shaped like one from a string."""
-    if not text:
+    if not text or text in _clean_texts:
         return text
-    for secret in _known_longest_first:  # one tuple, swapped whole by register_secret
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    if _ANY_SECRET_PATTERN.search(text) is None:
-        return text
+    known = _known_longest_first  # one tuple, swapped whole by register_secret
+    found = text
+    for secret in known:
+        if secret in found:
+            found = found.replace(secret, REDACTED)
+    if _ANY_SECRET_PATTERN.search(found) is None:
+        if found is text and len(text) <= _CLEAN_TEXT_LEN:
+            _remember_clean(text, known)
+        return found
+    text = found
     for pattern in _SECRET_PATTERNS:
         if pattern.groups:  # keep the "key=" prefix of a signed query string
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
         else:
             text = pattern.sub(REDACTED, text)
     return text
+
+
+def _remember_clean(text: str, known: tuple[str, ...]) -> None:
+    """Remember ``text`` as clean, unless a secret was registered since it was searched."""
+    with _known_lock:
+        if known is _known_longest_first:
+            if len(_clean_texts) >= _CLEAN_TEXTS_MAX:
+                _clean_texts.clear()
+            _clean_texts.add(str(text))
 
 
 @functools.lru_cache(maxsize=4096)

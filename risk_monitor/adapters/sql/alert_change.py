@@ -450,14 +450,15 @@ class ChangeTransaction:
 
 
 def _columns(prefix: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
-             ) -> dict[str, list[Any]]:
-    """One array per column (``unnest`` turns them back into rows); times checked aware."""
+             ) -> dict[str, str | list[Any]]:
+    """One array per column (``unnest`` turns them back into rows), as array text
+    (``codec.pg_array``); times checked aware."""
     arrays = {f"{prefix}_{c}": [row[c] for row in rows] for c in columns}
     for c in columns:
         if _TYPES.get(c) == "timestamptz":
             for value in arrays[f"{prefix}_{c}"]:
                 _checked(value)
-    return arrays
+    return {name: codec.pg_array(values) for name, values in arrays.items()}
 
 
 def _checked(value: Any) -> Any:

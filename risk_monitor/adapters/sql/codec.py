@@ -25,7 +25,7 @@ from risk_monitor.domain.model import (
     NotificationKind,
 )
 from risk_monitor.platform.clock import Clock, utc_now  # noqa: F401  (the stores' default)
-from risk_monitor.platform.logging import redact
+from risk_monitor.platform.logging import REDACTED, is_secret_key, redact, redact_text
 
 T = TypeVar("T")
 
@@ -52,8 +52,77 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
 
 
 def safe_document(value: Any) -> Any:
-    """JSON-safe and redacted: for payloads, contexts and configuration documents."""
-    return redact(to_jsonable(value))
+    """JSON-safe and redacted: for payloads, contexts and configuration documents.
+
+    ``redact(to_jsonable(value))`` in one walk: the hot path makes an alert's context safe
+    several times per change (outbox payload, audit entries), and two walks through the
+    generic ``isinstance`` chains cost ~100 µs a context. Plain dicts, lists and scalars
+    are handled here; anything else (and anything deeper than ``redact`` goes) by the two
+    functions themselves, so the result is theirs exactly."""
+    return _safe(value, 0)
+
+
+def _safe(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind is str:
+        return redact_text(value)
+    if value is None or kind is bool or kind is int:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if depth >= _REDACT_DEPTH:  # the general rules, depth limits included
+        return redact(to_jsonable(value, depth), depth)
+    if kind is dict:
+        safe: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key if type(key) is str else str(key)
+            if is_secret_key(name):
+                plain = to_jsonable(item, depth + 1)
+                safe[name] = REDACTED if plain not in (None, "") else redact(plain, depth + 1)
+            else:
+                safe[name] = _safe(item, depth + 1)
+        return safe
+    if kind is list or kind is tuple:
+        return [_safe(item, depth + 1) for item in value]
+    return redact(to_jsonable(value, depth), depth)
+
+
+#: the depth from which ``redact`` answers ``REDACTED`` whatever the value (``> 8``), and
+#: below which a dict or list is the same level for it and for ``to_jsonable``
+_REDACT_DEPTH = 8
+
+
+#: psycopg2 sends a float as a numeric literal, and numeric has no negative zero
+_FLOAT_TEXT = {0.0: "0"}
+
+
+def pg_array(values: list[Any]) -> str | list[Any]:
+    """``values`` as the text of a PostgreSQL array (``{...}``) for a statement that casts
+    its parameter to the array's type: one text for psycopg2 to quote, where a list is
+    adapted element by element (~4-6 µs a text or time: ~0.3 ms of the hot path's write per
+    change). The elements read back as psycopg2 would send them (times as ``isoformat``,
+    floats as ``repr``, ``-0.0`` as ``0``, non-finite ones as PostgreSQL spells them). A
+    list holding any other type (or a naive time) is returned as is, for psycopg2 to adapt."""
+    parts: list[str] = []
+    last_time, time_text = None, ""  # a column of times repeats one (an entry's ``at``)
+    for value in values:
+        kind = type(value)
+        if value is None:
+            parts.append("NULL")
+        elif kind is str:
+            parts.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif kind is int:
+            parts.append(str(value))
+        elif kind is float:
+            parts.append(_FLOAT_TEXT.get(value) or repr(value) if math.isfinite(value) else
+                         "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity")
+        elif kind is datetime and value.tzinfo is not None:
+            if value is not last_time:
+                last_time, time_text = value, '"' + value.isoformat() + '"'
+            parts.append(time_text)
+        else:
+            return values
+    return "{" + ",".join(parts) + "}"
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:
@@ -70,15 +139,27 @@ def _required_float(value: Any, what: str) -> float:
     return as_float
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, in order (``fields()`` walks the class on every call:
+    the hot path converts a few states and notifications per change)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _values(obj: Any, **overrides: Any) -> dict[str, Any]:
     """A dataclass's fields (shallow), with ``overrides`` replacing some."""
-    return {**{f.name: getattr(obj, f.name) for f in fields(obj)}, **overrides}
+    return {**{name: getattr(obj, name) for name in _field_names(type(obj))}, **overrides}
 
 
 def _build(cls: type[T], data: Mapping[str, Any] | RowMapping, **overrides: Any) -> T:
     """``cls`` from ``data``'s values of its fields (each required), ``overrides`` aside."""
-    return cls(**{f.name: data[f.name] for f in fields(cls)  # type: ignore[arg-type]
-                  if f.name not in overrides}, **overrides)
+    return cls(**{name: data[name] for name in _field_names(cls)  # type: ignore[arg-type]
+                  if name not in overrides}, **overrides)
 
 
 # --- alert states ------------------------------------------------------------------------------

@@ -149,3 +149,14 @@ def test_redact_handles_nested_structures() -> None:
     value = {"a": ["x", {"b": "nested-secret-123"}], "password": "p", "n": 1.5, "ok": True}
     assert redact(value) == {"a": ["x", {"b": REDACTED}], "password": REDACTED, "n": 1.5,
                              "ok": True}
+
+
+def test_a_text_found_clean_is_redacted_once_its_secret_is_registered() -> None:
+    """Clean texts are remembered (the hot path redacts the same ones on every change);
+    registering a secret forgets them, so a text found clean before is redacted after."""
+    text = "later-registered-value-4711"
+    assert redact_text(text) is text
+    assert redact_text(text) is text  # remembered
+    register_secret(text)
+    assert redact_text(text) == REDACTED
+    assert redact_text(f"x {text}") == f"x {REDACTED}"
