@@ -208,7 +208,13 @@ class LiveEvaluation:
         self._report: RiskReport | None = None
         self._snapshot: RiskSnapshot | None = None
         self._config: LimitConfig | None = None
-        self._lock = threading.RLock()
+        #: serialises evaluations (a new configuration re-evaluates the last snapshot); held
+        #: for a whole evaluation, so the tick loop never takes it
+        self._evaluating = threading.RLock()
+        #: the swap of the published evaluation only: held for microseconds, the tick loop's
+        #: ``publish_tick_results`` takes it on every tick (it once waited here for whole
+        #: evaluations, tens of ms)
+        self._lock = threading.Lock()
         #: the trading-state gate CheckOrder asks first (None: always ACTIVE)
         self.trading: TradingGate | None = None
 
@@ -224,14 +230,14 @@ class LiveEvaluation:
 
     def set_limit_config(self, config: LimitConfig, version: str | None = None) -> None:
         """Use ``config`` from now on and re-evaluate the last snapshot with it."""
-        with self._lock:
+        with self._evaluating:
             self._config = config
             if self._snapshot is not None:
                 self.evaluate(self._snapshot)
 
     def evaluate(self, snapshot: RiskSnapshot) -> RiskReport | None:
         """Evaluate with the configuration in force; None until a configuration is set."""
-        with self._lock:
+        with self._evaluating:
             self._snapshot = snapshot
             config = self._config
             if config is None:
@@ -242,14 +248,14 @@ class LiveEvaluation:
 
     def publish_report(self, report: RiskReport) -> None:
         summary = report.summary
+        evaluation = _Evaluation(
+            results=tuple(report.results), as_of=summary.as_of,
+            equity=summary.equity_usd, gross_exposure=summary.gross_usd,
+            net_exposure=summary.net_usd, sources=tuple(report.state.sources),
+            limit_config_version=report.config_version,
+            status=summary.compliance.status.value)
         with self._lock:
-            self._report = report
-            self._evaluation = _Evaluation(
-                results=tuple(report.results), as_of=summary.as_of,
-                equity=summary.equity_usd, gross_exposure=summary.gross_usd,
-                net_exposure=summary.net_usd, sources=tuple(report.state.sources),
-                limit_config_version=report.config_version,
-                status=summary.compliance.status.value)
+            self._report, self._evaluation = report, evaluation
 
     def publish_tick_results(self, results: Sequence[LimitResult], *, as_of: datetime) -> None:
         """Per-tick results on top of the last report (its exposures and the pre-trade check
