@@ -260,8 +260,7 @@ class LiveEvaluator:
 
     def _publish(self) -> None:
         if self._incremental is not None:
-            self.live.publish_tick_results(self._incremental.results(),
-                                           as_of=self._incremental.as_of)
+            self.live.publish_tick_results(self._incremental)
 
     def _diff(self, results: Sequence[LimitResult]) -> list[LimitResult]:
         changed = []
