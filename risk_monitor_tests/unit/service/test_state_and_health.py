@@ -171,8 +171,12 @@ def test_a_tick_publish_never_waits_for_a_running_evaluation(
     state = LiveEvaluation()
     publish_evaluation(state, [result(LimitStatus.OK, 1.0)], as_of=NOW)
     state.set_limit_config(object())  # type: ignore[arg-type]
-    evaluation = threading.Thread(target=lambda: pytest.raises(
-        RuntimeError, state.evaluate, object()), daemon=True)
+
+    def evaluate_in_thread() -> None:
+        with pytest.raises(RuntimeError):
+            state.evaluate(object())  # type: ignore[arg-type]
+
+    evaluation = threading.Thread(target=evaluate_in_thread, daemon=True)
     evaluation.start()
     assert running.wait(10)
     published: list[list[LimitResult]] = []
