@@ -118,11 +118,12 @@ class QuoteBook:
             self._hashed = sequence
             return sequence, rows, self.digest.view()
 
-    def since(self, sequence: int) -> list[tuple[str, QuoteRow]]:
-        """(venue, row) stored after ``sequence``, oldest first."""
+    def since(self, sequence: int) -> tuple[int, list[tuple[str, QuoteRow]]]:
+        """(the book's sequence now, the (venue, row) stored after ``sequence`` up to it,
+        oldest first): the latest row per instrument, read together."""
         with self._lock:
             newer = [(seq, key) for key, seq in self._seq.items() if seq > sequence]
-            return [(key[0], self._rows[key]) for _, key in sorted(newer)]
+            return self.sequence, [(key[0], self._rows[key]) for _, key in sorted(newer)]
 
     def missing(self) -> list[str]:
         """Configured ``venue:instrument`` pairs without any quote yet (warm-up)."""
