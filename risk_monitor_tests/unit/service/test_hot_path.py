@@ -383,3 +383,21 @@ def test_ticks_arriving_during_a_full_evaluation_are_caught_up_in_its_thread(
         assert evaluator.decided == 1
     finally:
         storage.close()
+
+
+def test_the_tick_path_reads_its_numbers_with_the_one_rule() -> None:
+    import math
+
+    from risk_monitor.service.quote_intake import tick_of
+    from risk_monitor.service.tick_hook import ticker_row
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    row = ticker_row("binance", "BTC/USDT:USDT", {"last": "100.5", "bid": True, "ask": "nan",
+                                                  "markPrice": None, "timestamp": 1_700_000_000_000},
+                     None, at)
+    assert row is not None
+    assert (row["last"], row["bid"], row["ask"], row["mark"]) == (100.5, None, None, 100.5)
+    assert ticker_row("binance", "BTC/USDT:USDT", {"last": False, "close": "inf"}, None, at) is None
+    tick = tick_of("binance", {**row, "bid": 99.5, "mark": math.nan})
+    assert tick is not None and (tick.last, tick.bid, tick.mark) == (100.5, 99.5, None)
+    assert tick_of("binance", {**row, "last": True}) is None
