@@ -18,8 +18,15 @@ _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # a Prometheus metric or label 
 
 
 def finite(value: Any) -> float | None:
-    """A number as a float when it is a finite one, else None: unknown never travels as NaN
-    (or as 0) to a reader."""
+    """A number (or a number's text, as venues send prices) as a float when it is a finite
+    one, else None: unknown never travels as NaN (or as 0) to a reader. A bool is no number.
+
+    Also the per-tick float check of the hot path (several calls per tick): a float, the
+    common case, is answered first without the conversion."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):

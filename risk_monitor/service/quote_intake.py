@@ -25,6 +25,7 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
 from risk_monitor.adapters.redis_quotes import QuoteListener, follow_quote_streams
 from risk_monitor.domain.book_lineage import BookDigest, BookView
+from risk_monitor.domain.figures import finite
 from risk_monitor.domain.incremental import Tick
 from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.logging import get_logger
@@ -64,23 +65,14 @@ def epoch_ns(value: object) -> int | None:
     return None
 
 
-def _float(value: object) -> float | None:
-    if type(value) is float:  # the feed's rows: the common case first
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def tick_of(venue: str, row: QuoteRow) -> Tick | None:
     """The floats of one quote row; None when it has no usable price or time."""
-    last = _float(row.get("last"))
+    last = finite(row.get("last"))
     t_ns = epoch_ns(row.get("timestamp"))
     if last is None or t_ns is None:
         return None
-    return Tick(venue, str(row["instrument"]), last, t_ns, _float(row.get("mark")),
-                _float(row.get("bid")), _float(row.get("ask")))  # positional: ~1.5 µs less
+    return Tick(venue, str(row["instrument"]), last, t_ns, finite(row.get("mark")),
+                finite(row.get("bid")), finite(row.get("ask")))  # positional: ~1.5 µs less
 
 
 class QuoteBook:
@@ -126,11 +118,12 @@ class QuoteBook:
             self._hashed = sequence
             return sequence, rows, self.digest.view()
 
-    def since(self, sequence: int) -> list[tuple[str, QuoteRow]]:
-        """(venue, row) stored after ``sequence``, oldest first."""
+    def since(self, sequence: int) -> tuple[int, list[tuple[str, QuoteRow]]]:
+        """(the book's sequence now, the (venue, row) stored after ``sequence`` up to it,
+        oldest first): the latest row per instrument, read together."""
         with self._lock:
             newer = [(seq, key) for key, seq in self._seq.items() if seq > sequence]
-            return [(key[0], self._rows[key]) for _, key in sorted(newer)]
+            return self.sequence, [(key[0], self._rows[key]) for _, key in sorted(newer)]
 
     def missing(self) -> list[str]:
         """Configured ``venue:instrument`` pairs without any quote yet (warm-up)."""

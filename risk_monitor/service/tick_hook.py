@@ -29,6 +29,8 @@ from typing import Any
 
 from ccxt.base.errors import NetworkError
 
+from risk_monitor.domain.figures import finite
+
 #: what the hook hands on: (symbol, ccxt unified ticker) of one message
 Tickers = list[tuple[str, Mapping[str, Any]]]
 
@@ -184,26 +186,16 @@ def receive_in_one_task(ws: Any, tasks: set[asyncio.Future[Any]]) -> None:
     ws.receive_loop = start
 
 
-def _num(value: object) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def ticker_row(venue: str, symbol: str, ticker: Mapping[str, Any],
                market: Mapping[str, Any] | None, received: datetime) -> dict[str, Any] | None:
     """One ccxt unified ticker as a quote row (the PRICE columns; ``mark`` falls back to
     ``last``, a ticker without a timestamp is stamped with the receive time), floats only."""
-    last = _num(ticker.get("last"))
+    last = finite(ticker.get("last"))
     if last is None:
-        last = _num(ticker.get("close"))
+        last = finite(ticker.get("close"))
     if last is None:
         return None
-    mark = _num(ticker.get("markPrice"))
+    mark = finite(ticker.get("markPrice"))
     stamp = ticker.get("timestamp")
     timestamp = (datetime.fromtimestamp(stamp / 1000.0, UTC)
                  if isinstance(stamp, (int, float)) and math.isfinite(stamp) else received)
@@ -214,6 +206,6 @@ def ticker_row(venue: str, symbol: str, ticker: Mapping[str, Any],
         left, _, right = symbol.partition("/")
         base, quote = left, right.partition(":")[0]
     return {"venue": venue, "instrument": symbol, "base": base, "quote": quote,
-            "bid": _num(ticker.get("bid")), "ask": _num(ticker.get("ask")), "last": last,
+            "bid": finite(ticker.get("bid")), "ask": finite(ticker.get("ask")), "last": last,
             "mark": last if mark is None else mark, "timestamp": timestamp,
             "received_at": received}

@@ -332,3 +332,72 @@ def test_gc_pauses_are_counted_per_generation_without_a_lock() -> None:
     families = {f.name: f for f in pauses.collect()}
     assert {"risk_monitor_gc_pause_seconds", "risk_monitor_gc_collections",
             "risk_monitor_gc_pause_max_seconds"} <= set(families)
+
+
+class _BookTickedDuringEvaluation(QuoteBook):
+    """A quote book that takes one more tick right after the evaluation's snapshot (a tick
+    arriving while the full evaluation runs)."""
+
+    def __init__(self, late: dict[str, Any]) -> None:
+        super().__init__({"binance": (BTC,)})
+        self.late: dict[str, Any] | None = late
+
+    def snapshot(self) -> Any:
+        taken = super().snapshot()
+        if self.late is not None:
+            self.update("binance", [self.late])
+            self.late = None
+        return taken
+
+
+def test_ticks_arriving_during_a_full_evaluation_are_caught_up_in_its_thread(
+        tmp_path: Path) -> None:
+    """The evaluation thread applies them to the new per-tick evaluator; the loop's rebase only
+    compares statuses (a crossing in such a tick is still a change, in order)."""
+    from risk_monitor.adapters.collection import collect_exchange_balances, collect_positions
+    from risk_monitor.adapters.market_data import quote_policy
+    from risk_monitor.domain.model import LimitStatus
+    from risk_monitor.lineage import HotPathLineage
+    from risk_monitor.service.evaluator import LiveEvaluator
+
+    settings, storage, live = _btc_desk(tmp_path)
+    book = _BookTickedDuringEvaluation(quote("binance", BTC, 110_000, at=datetime.now(UTC)))
+    book.update("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
+    evaluator = LiveEvaluator(settings, live, storage, book, quote_policy(settings.market_data),
+                              clock=lambda: datetime.now(UTC),
+                              lineage=HotPathLineage.from_settings(settings), instance_id="unit")
+    accounts = [_Account(btc=10.0)]
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    evaluator.positions = collect_positions(accounts, settings.market_data, clock)
+    evaluator.exchange_balances = collect_exchange_balances(accounts, settings.market_data, clock)
+    try:
+        baseline = evaluator.full()
+        assert baseline is not None and baseline.incremental is not None
+        assert [r.status for r in baseline.report.results] == [LimitStatus.OK]  # 600k
+        assert len(baseline.caught_up) == 1 and baseline.sequence == book.sequence
+        (result,) = baseline.incremental.results()
+        assert result.value == 10 * 110_000  # applied in the evaluation's thread
+        changed, replayed = evaluator.rebase(baseline)
+        assert [r.status for r in changed] == [LimitStatus.OK]  # first decided status
+        assert [[r.status for r in d.changes] for d in replayed] == [[LimitStatus.BREACH]]
+        assert evaluator.decided == 1
+    finally:
+        storage.close()
+
+
+def test_the_tick_path_reads_its_numbers_with_the_one_rule() -> None:
+    import math
+
+    from risk_monitor.service.quote_intake import tick_of
+    from risk_monitor.service.tick_hook import ticker_row
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    row = ticker_row("binance", "BTC/USDT:USDT", {"last": "100.5", "bid": True, "ask": "nan",
+                                                  "markPrice": None, "timestamp": 1_700_000_000_000},
+                     None, at)
+    assert row is not None
+    assert (row["last"], row["bid"], row["ask"], row["mark"]) == (100.5, None, None, 100.5)
+    assert ticker_row("binance", "BTC/USDT:USDT", {"last": False, "close": "inf"}, None, at) is None
+    tick = tick_of("binance", {**row, "bid": 99.5, "mark": math.nan})
+    assert tick is not None and (tick.last, tick.bid, tick.mark) == (100.5, 99.5, None)
+    assert tick_of("binance", {**row, "last": True}) is None

@@ -127,3 +127,70 @@ def test_limit_entry_leaves_unknown_numbers_unset() -> None:
     assert not nan.HasField("value")
     known = limit_entry(result(LimitStatus.OK, 0.0))
     assert known.HasField("value") and known.value == 0.0  # a real zero stays a zero
+
+
+class TickSource:
+    """What the per-tick evaluator publishes: its current results and their time."""
+
+    def __init__(self, results: list[LimitResult], as_of: datetime) -> None:
+        self.current, self.as_of = results, as_of
+
+    def results(self) -> list[LimitResult]:
+        return list(self.current)
+
+
+def test_tick_results_are_read_when_a_reader_asks() -> None:
+    state = LiveEvaluation()
+    publish_evaluation(state, [result(LimitStatus.OK, 1.0)], as_of=NOW)
+    source = TickSource([result(LimitStatus.BREACH, 150.0)], NOW + timedelta(seconds=1))
+    state.publish_tick_results(source)
+    assert [r.status for r in state.limit_results()] == [LimitStatus.BREACH]
+    assert state.risk_view(NOW).as_of == NOW + timedelta(seconds=1)
+    source.current, source.as_of = [result(LimitStatus.WARN, 90.0)], NOW + timedelta(seconds=2)
+    state.publish_tick_results(source)  # the next tick
+    assert [r.value for r in state.limit_results()] == [90.0]
+    assert state.risk_view(NOW).as_of == NOW + timedelta(seconds=2)
+
+
+def test_a_tick_publish_never_waits_for_a_running_evaluation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tick loop publishes on every tick; a full evaluation (tens of ms) runs meanwhile
+    in the evaluation thread and must not hold it (it once did: 20-26 ms tick stalls)."""
+    import threading
+
+    from risk_monitor.service import state as state_module
+
+    running, release = threading.Event(), threading.Event()
+
+    def evaluate(snapshot: object, config: object) -> object:
+        running.set()
+        release.wait(30)
+        raise RuntimeError("released")
+
+    monkeypatch.setattr(state_module, "evaluate", evaluate)
+    state = LiveEvaluation()
+    publish_evaluation(state, [result(LimitStatus.OK, 1.0)], as_of=NOW)
+    state.set_limit_config(object())  # type: ignore[arg-type]
+
+    def evaluate_in_thread() -> None:
+        with pytest.raises(RuntimeError):
+            state.evaluate(object())  # type: ignore[arg-type]
+
+    evaluation = threading.Thread(target=evaluate_in_thread, daemon=True)
+    evaluation.start()
+    assert running.wait(10)
+    published: list[list[LimitResult]] = []
+
+    def tick() -> None:
+        state.publish_tick_results(TickSource([result(LimitStatus.BREACH, 150.0)], NOW))
+        published.append(state.limit_results())
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    ticker.join(5)
+    try:
+        assert published and published[0][0].status is LimitStatus.BREACH
+        assert evaluation.is_alive()  # still evaluating: the tick did not wait for it
+    finally:
+        release.set()
+        evaluation.join(10)
