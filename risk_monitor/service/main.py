@@ -76,8 +76,11 @@ class GcPauses(Collector):
         if phase == "start":
             self._started = time.perf_counter()
             return
+        if not self._started:  # registered during a collection: its start was not seen
+            return
         generation = min(2, max(0, int(info.get("generation", 0))))
         took = time.perf_counter() - self._started
+        self._started = 0.0
         self.count[generation] += 1
         self.total_s[generation] += took
         self.max_s[generation] = max(self.max_s[generation], took)

@@ -334,6 +334,20 @@ def test_gc_pauses_are_counted_per_generation_without_a_lock() -> None:
             "risk_monitor_gc_pause_max_seconds"} <= set(families)
 
 
+def test_gc_pause_without_its_start_is_not_counted() -> None:
+    """A callback registered while another thread's collection runs sees only its stop: that
+    is not a pause of time-since-boot (a gauge once read 2,872 s)."""
+    from risk_monitor.service.main import GcPauses
+
+    pauses = GcPauses()
+    pauses("stop", {"generation": 1})
+    pauses("start", {"generation": 0})
+    pauses("stop", {"generation": 0})
+    pauses("stop", {"generation": 0})  # a second stop: no start of its own
+    assert pauses.count == [1, 0, 0] and pauses.max_s[1] == 0.0
+    assert 0 < pauses.max_s[0] < 1.0
+
+
 class _BookTickedDuringEvaluation(QuoteBook):
     """A quote book that takes one more tick right after the evaluation's snapshot (a tick
     arriving while the full evaluation runs)."""
