@@ -7,6 +7,14 @@ the client's whole behaviour (argument handling, retry handlers, 429 ``Retry-Aft
 ``SlackApiError``) and replaces only the transport step: a small pool of
 ``http.client`` connections, reused across calls and threads.
 
+Each request goes out in one write (request line, headers and body): ``http.client`` writes the
+headers and the body separately, and between the two writes the posting thread drops and must
+retake the interpreter lock, which in a busy service waits behind the other threads (up to the
+switch interval, 5 ms) while the server holds half a request. :meth:`KeepAliveWebClient.bounded`
+caps the socket waits of one thread's requests (the dispatcher's post on the committing thread).
+slack_sdk's request log line (the whole JSON body, formatted on every call while its logger's
+level is unset) is formatted only when that logger is set to DEBUG.
+
 A reused connection that the server closed while idle fails on send or before any response
 byte (``RemoteDisconnected``, reset, broken pipe): the request was then not processed, and it
 is sent once more on a fresh connection. Connections idle longer than ``IDLE_S`` are not
@@ -17,11 +25,14 @@ retry is rare. Anything else propagates as before; the outbox's retry and its ad
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
+import logging
 import threading
 import time
 import urllib.error
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import Request
@@ -36,13 +47,60 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
           ConnectionAbortedError)
 
 
+#: slack_sdk formats its per-request debug line whenever its logger's own level is unset
+_SDK_LOGGER = logging.getLogger("slack_sdk.web.base_client")
+#: its child with the level set (INFO): warnings and errors reach the same handlers
+_QUIET_LOGGER = logging.getLogger("slack_sdk.web.base_client.quiet")
+_QUIET_LOGGER.setLevel(logging.INFO)
+
+
+class _OneWrite(http.client.HTTPConnection):
+    """Writes a request with a bytes body in one ``send`` (module doc); the rest as before."""
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+            return
+        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
+        buffer.extend((b"", b""))
+        head = b"\r\n".join(buffer)
+        del buffer[:]
+        self.send(head + message_body)
+
+
+class _Connection(_OneWrite):
+    pass
+
+
+class _SecureConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class KeepAliveWebClient(WebClient):
     """``WebClient`` whose requests reuse HTTP/1.1 keep-alive connections (module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "logger" not in kwargs and not _SDK_LOGGER.isEnabledFor(logging.DEBUG):
+            kwargs["logger"] = _QUIET_LOGGER
         super().__init__(*args, **kwargs)
         self._idle: list[tuple[float, http.client.HTTPConnection]] = []
         self._idle_lock = threading.Lock()
+        self._bound = threading.local()  # .timeout: this thread's cap, while bounded()
+
+    @contextlib.contextmanager
+    def bounded(self, timeout_s: float) -> Iterator[None]:
+        """This thread's requests inside wait at most ``timeout_s`` per connect, send or
+        receive (instead of the client's ``timeout``); the socket error then propagates."""
+        previous = getattr(self._bound, "timeout", None)
+        self._bound.timeout = timeout_s
+        try:
+            yield
+        finally:
+            self._bound.timeout = previous
+
+    def _timeout(self) -> float | None:
+        bound: float | None = getattr(self._bound, "timeout", None)
+        return bound if bound is not None else self.timeout
 
     def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
         parts = urlsplit(url)
@@ -78,10 +136,13 @@ class KeepAliveWebClient(WebClient):
             else data.decode(charset)
         return {"status": status, "headers": message, "body": body_out}
 
-    @staticmethod
-    def _exchange(conn: http.client.HTTPConnection, target: str, headers: dict[str, str],
-                  body: bytes | None
+    def _exchange(self, conn: http.client.HTTPConnection, target: str,
+                  headers: dict[str, str], body: bytes | None
                   ) -> tuple[int, str, http.client.HTTPMessage, bytes, bool]:
+        timeout = self._timeout()
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
         conn.request("POST", target, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
@@ -89,9 +150,8 @@ class KeepAliveWebClient(WebClient):
 
     def _connect(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout,
-                                               context=self.ssl)
-        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+            return _SecureConnection(host, port, timeout=self._timeout(), context=self.ssl)
+        return _Connection(host, port, timeout=self._timeout())
 
     def _checkout(self, scheme: str, host: str, port: int | None
                   ) -> tuple[http.client.HTTPConnection, bool]:
@@ -120,3 +180,4 @@ class KeepAliveWebClient(WebClient):
             idle, self._idle = self._idle, []
         for _, conn in idle:
             conn.close()
+

@@ -5,7 +5,10 @@ behaviour itself is covered by test_outbox_slack.py through ``SlackNotifier.from
 
 from __future__ import annotations
 
+import http.client
 import socket
+import time
+from typing import Any
 
 import pytest
 from slack_sdk.errors import SlackApiError
@@ -62,3 +65,33 @@ def test_slack_errors_reach_slack_sdk_as_before(sim: SlackSimulator) -> None:
         client.chat_postMessage(channel="#risk-alerts", text="refused")
     assert refused.value.response["error"] == "invalid_auth"
     assert client.chat_postMessage(channel="#risk-alerts", text="fine")["ok"]
+
+
+def test_a_request_goes_out_in_one_write(sim: SlackSimulator,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headers and body in one ``send``: no second interpreter-lock wait mid-request."""
+    client = _client(sim)
+    client.chat_postMessage(channel="#risk-alerts", text="warm")  # the connection is pooled
+    writes: list[bytes] = []
+    original = http.client.HTTPConnection.send
+
+    def counting(self: http.client.HTTPConnection, data: Any) -> None:
+        writes.append(bytes(data))
+        original(self, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", counting)
+    assert client.chat_postMessage(channel="#risk-alerts", text="one write")["ok"]
+    assert len(writes) == 1
+    assert writes[0].startswith(b"POST /api/chat.postMessage") and b"one write" in writes[0]
+    assert [m["text"] for m in sim.messages] == ["warm", "one write"]
+
+
+def test_bounded_caps_this_threads_wait_for_a_hanging_slack(sim: SlackSimulator) -> None:
+    client = _client(sim)  # its own timeout: 5 s
+    client.chat_postMessage(channel="#risk-alerts", text="warm")
+    sim.set_outage("hang", hang_seconds=30, count=1)
+    started = time.monotonic()
+    with client.bounded(0.2), pytest.raises(TimeoutError):
+        client.chat_postMessage(channel="#risk-alerts", text="held")
+    assert time.monotonic() - started < 3.0  # the client's 5 s did not apply
+    assert client.chat_postMessage(channel="#risk-alerts", text="after")["ok"]
