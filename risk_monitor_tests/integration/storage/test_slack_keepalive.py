@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from risk_sim.slack import SlackSimulator
 
 
 @pytest.fixture
-def sim() -> SlackSimulator:
+def sim() -> Iterator[SlackSimulator]:
     with SlackSimulator(token="xoxb-keepalive") as simulator:
         yield simulator
 
