@@ -13,7 +13,7 @@ retake the interpreter lock, which in a busy service waits behind the other thre
 switch interval, 5 ms) while the server holds half a request. :meth:`KeepAliveWebClient.bounded`
 caps the socket waits of one thread's requests (the dispatcher's post on the committing thread).
 slack_sdk's request log line (the whole JSON body, formatted on every call while its logger's
-level is unset) is formatted only when that logger is set to DEBUG.
+level is unset) is formatted only while that logger is enabled for DEBUG.
 
 A reused connection that the server closed while idle fails on send or before any response
 byte (``RemoteDisconnected``, reset, broken pipe): the request was then not processed, and it
@@ -47,11 +47,14 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
           ConnectionAbortedError)
 
 
-#: slack_sdk formats its per-request debug line whenever its logger's own level is unset
-_SDK_LOGGER = logging.getLogger("slack_sdk.web.base_client")
-#: its child with the level set (INFO): warnings and errors reach the same handlers
-_QUIET_LOGGER = logging.getLogger("slack_sdk.web.base_client.quiet")
-_QUIET_LOGGER.setLevel(logging.INFO)
+class _SdkLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """slack_sdk's own logger, whose ``level`` reads as its effective level: slack_sdk
+    formats its per-request debug line (the whole body) whenever ``logger.level <= DEBUG``,
+    which an unset level (0) always is; now only when DEBUG is on, as set at the time."""
+
+    @property
+    def level(self) -> int:
+        return self.logger.getEffectiveLevel()
 
 
 class _OneWrite(http.client.HTTPConnection):
@@ -80,8 +83,7 @@ class KeepAliveWebClient(WebClient):
     """``WebClient`` whose requests reuse HTTP/1.1 keep-alive connections (module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if "logger" not in kwargs and not _SDK_LOGGER.isEnabledFor(logging.DEBUG):
-            kwargs["logger"] = _QUIET_LOGGER
+        kwargs.setdefault("logger", _SdkLogger(logging.getLogger("slack_sdk.web.base_client")))
         super().__init__(*args, **kwargs)
         self._idle: list[tuple[float, http.client.HTTPConnection]] = []
         self._idle_lock = threading.Lock()
