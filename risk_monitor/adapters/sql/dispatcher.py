@@ -43,6 +43,7 @@ from risk_monitor.adapters.sql.dispatch_policy import (
     server_retry_after,
 )
 from risk_monitor.adapters.sql.outbox import SOURCE, InsertClaim, OutboxEntry, OutboxRepository
+from risk_monitor.adapters.sql.thread_notes import post_thread_notes
 from risk_monitor.domain.model import Notification
 from risk_monitor.domain.silences import Acknowledgement, Silence, verdict
 
@@ -329,32 +330,10 @@ class OutboxDispatcher:
         return result
 
     def _note_acknowledgements(self) -> None:
-        """Say in each acknowledged or silenced alert's thread who owns or silenced it (once; a
-        failure retries on the next dispatch; after a crash between post and record, the
-        notifier adopts the note its thread holds: ``note_key``)."""
-        if not isinstance(self.notifier, PostsThreadNotes) or self.notifier_error is not None:
-            return
-        for ack_id, item in self.controls.unnoted_acknowledgements():
-            ack = item.ack
-            text = (f":eyes: Acknowledged by {ack.acked_by} ({ack.status.value}); repeats "
-                    f"held until the status changes." + (f" {ack.comment}" if ack.comment
-                                                         else ""))
-            try:
-                ref = self.notifier.post_note(str(item.target.message_ref), text, item.note_key)
-            except Exception as exc:
-                error = map_exception(exc, source=self.notifier_name)
-                record_error(error)
-                log.warning("acknowledgement note not posted; will retry",
-                            error_code=error.code, fingerprint=ack.fingerprint)
-                return
-            self.controls.mark_noted(ack_id, ref)
-        for note in self.controls.unnoted_silences(self.clock()):  # alerts: silences, once each
-            try:
-                ref = self.notifier.post_note(note.thread_ref, note.text, note.key)
-            except Exception as exc:
-                record_error(map_exception(exc, source=self.notifier_name))
-                return
-            self.controls.mark_silence_noted(note, ref)
+        """The thread notes of acknowledgements and silences (:func:`post_thread_notes`),
+        while the notifier accepts our configuration."""
+        if isinstance(self.notifier, PostsThreadNotes) and self.notifier_error is None:
+            post_thread_notes(self.controls, self.notifier, self.notifier_name, self.clock)
 
     def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult,
                    silences: list[Silence], acks: list[Acknowledgement]) -> list[OutboxEntry]:
