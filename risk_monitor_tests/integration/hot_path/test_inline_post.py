@@ -48,14 +48,25 @@ def _change(status: str, seconds: float, scope: str) -> Change:
 @pytest.fixture
 def service(storage: Storage, clock: FakeClock, slack_sim: SlackSimulator
             ) -> Iterator[tuple[AlertWriter, OutboxDispatcher, ThreadRecordingNotifier]]:
-    """A running writer and dispatcher (poll 0.2 s) posting to the simulator."""
+    """A running writer and dispatcher posting to the simulator (the dispatcher's poll an
+    hour: after its first claim round, only a wake claims)."""
     client = KeepAliveWebClient(token=slack_sim.token, base_url=slack_sim.api_base, timeout=30)
     notifier = ThreadRecordingNotifier(client, CHANNELS, dagster_ui_url="http://dagster.test")
     dispatcher = OutboxDispatcher(storage.engine, notifier, clock=clock)
+    claimed: list[int] = []
+    claim = dispatcher.repository.claim
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        found = claim(*args, **kwargs)
+        claimed.append(len(found))
+        return found
+
+    dispatcher.repository.claim = counted  # type: ignore[method-assign]
     stop = threading.Event()
-    thread = threading.Thread(target=dispatcher.run, args=(stop, 0.2), daemon=True,
+    thread = threading.Thread(target=dispatcher.run, args=(stop, 3600.0), daemon=True,
                               name="outbox-dispatcher")
     thread.start()
+    wait_until(lambda: claimed, message="the dispatcher's first claim round done")
     writer = AlertWriter(storage, policy=AlertPolicy, persist_interval_s=3600.0,
                          delivery=dispatcher, wake=dispatcher.wake)
     writer.start()
