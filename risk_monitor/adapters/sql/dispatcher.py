@@ -46,9 +46,6 @@ from risk_monitor.adapters.sql.outbox import SOURCE, InsertClaim, OutboxEntry, O
 from risk_monitor.adapters.sql.thread_notes import post_thread_notes
 from risk_monitor.domain.model import Notification
 from risk_monitor.domain.silences import Acknowledgement, Silence, verdict
-
-__all__ = ["NOTIFIER_UP", "BackoffPolicy", "ClaimReads", "DispatchResult", "FindsEarlierPosts",
-           "OutboxDispatcher", "PostsThreadNotes"]
 from risk_monitor.platform.errors import (
     NotificationRejectedError,
     NotifierConfigError,
@@ -59,6 +56,9 @@ from risk_monitor.platform.metrics import record_error
 from risk_monitor.ports import Notifier
 
 log = get_logger(__name__)
+#: what other modules import from here (most now defined in dispatch_policy / dispatch_metrics)
+__all__ = ["NOTIFIER_UP", "BackoffPolicy", "ClaimReads", "DispatchResult", "FindsEarlierPosts",
+           "OutboxDispatcher", "PostsThreadNotes"]
 
 #: posts of rows claimed on insert that may go out before their delivery records are written
 RECORDS_HELD_S = 1.0
@@ -234,6 +234,7 @@ class OutboxDispatcher:
                 _write(record)
 
     def _deliver_direct(self) -> DispatchResult:
+        """:meth:`_deliver_handed_over`, holding the delivering thread's lock."""
         with self._sending:
             return self._deliver_handed_over()
 
@@ -268,6 +269,7 @@ class OutboxDispatcher:
         self._records.task_done()
 
     def _deliver_due(self, batch: int) -> DispatchResult:
+        """A claim round and its deliveries, holding the delivering thread's lock."""
         with self._sending:
             return self._claim_and_deliver(batch)
 
