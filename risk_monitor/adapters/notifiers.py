@@ -189,6 +189,14 @@ class SlackNotifier:
             return self.client.bounded(timeout_s)
         return None
 
+    def keep_warm(self, stop: threading.Event) -> None:
+        """Keep a connection to Slack open until ``stop`` (run on a thread of its own; returns
+        at once with a client that cannot: a stock ``WebClient``)."""
+        from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+
+        if isinstance(self.client, KeepAliveWebClient):
+            self.client.keep_warm(stop)
+
     def send(self, notification: Notification, previous_ref: str | None) -> str:
         n = notification
         text = render_text(n)

@@ -12,8 +12,11 @@ headers and the body separately, and between the two writes the posting thread d
 retake the interpreter lock, which in a busy service waits behind the other threads (up to the
 switch interval, 5 ms) while the server holds half a request. :meth:`KeepAliveWebClient.bounded`
 caps the socket waits of one thread's requests (the dispatcher's post on the committing thread).
-slack_sdk's request log line (the whole JSON body, formatted on every call while its logger's
-level is unset) is formatted only while that logger is enabled for DEBUG.
+:meth:`KeepAliveWebClient.keep_warm` keeps one connection open through quiet spells (a cheap
+``api.test`` on it before ``IDLE_S``), so the first alert after a quiet hour does not pay a TCP
+and TLS handshake to slack.com. slack_sdk's request log line (the whole JSON body, formatted on
+every call while its logger's level is unset) is formatted only while that logger is enabled
+for DEBUG.
 
 A reused connection that the server closed while idle fails on send or before any response
 byte (``RemoteDisconnected``, reset, broken pipe): the request was then not processed, and it
@@ -43,8 +46,14 @@ from slack_sdk import WebClient
 IDLE_S = 20.0
 #: connections kept per client (the dispatcher delivers with a few threads at most)
 POOL_SIZE = 4
+#: :meth:`KeepAliveWebClient.keep_warm` sends a cheap request on a connection idle this long
+WARM_S = 15.0
+WARM_TIMEOUT_S = 2.0
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
           ConnectionAbortedError)
+
+
+_SDK_LOG = logging.getLogger("slack_sdk.web.base_client")
 
 
 class _SdkLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -83,7 +92,7 @@ class KeepAliveWebClient(WebClient):
     """``WebClient`` whose requests reuse HTTP/1.1 keep-alive connections (module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("logger", _SdkLogger(logging.getLogger("slack_sdk.web.base_client")))
+        kwargs.setdefault("logger", _SdkLogger(_SDK_LOG))
         super().__init__(*args, **kwargs)
         self._idle: list[tuple[float, http.client.HTTPConnection]] = []
         self._idle_lock = threading.Lock()
@@ -99,6 +108,21 @@ class KeepAliveWebClient(WebClient):
             yield
         finally:
             self._bound.timeout = previous
+
+    def keep_warm(self, stop: threading.Event, idle_s: float = WARM_S) -> None:
+        """Until ``stop`` is set: whenever no pooled connection was used for ``idle_s``
+        (below ``IDLE_S``), or none is open, call ``api.test``, which opens or refreshes
+        one. A failure (Slack down) is left to the next round; the dispatcher reports it."""
+        while not stop.wait(idle_s / 3):
+            with self._idle_lock:
+                newest = self._idle[-1][0] if self._idle else None
+            if newest is not None and time.monotonic() - newest < idle_s:
+                continue
+            try:
+                with self.bounded(WARM_TIMEOUT_S):  # a hanging Slack holds no shutdown long
+                    self.api_test()
+            except Exception as exc:
+                _SDK_LOG.debug("keep-warm request failed: %s", type(exc).__name__)
 
     def _timeout(self) -> float | None:
         bound: float | None = getattr(self._bound, "timeout", None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 
 from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+from risk_monitor_tests.fixtures.waiting import wait_until
 from risk_sim.slack import SlackSimulator
 
 
@@ -96,3 +98,23 @@ def test_bounded_caps_this_threads_wait_for_a_hanging_slack(sim: SlackSimulator)
         client.chat_postMessage(channel="#risk-alerts", text="held")
     assert time.monotonic() - started < 3.0  # the client's 5 s did not apply
     assert client.chat_postMessage(channel="#risk-alerts", text="after")["ok"]
+
+
+def test_keep_warm_keeps_one_connection_open_through_a_quiet_spell(sim: SlackSimulator) -> None:
+    client = _client(sim)
+    stop = threading.Event()
+    warm = threading.Thread(target=client.keep_warm, args=(stop, 0.3), daemon=True)
+    warm.start()
+    try:
+        first = wait_until(lambda: _pooled_socket(client),
+                           message="a connection opened before the first alert")
+        wait_until(lambda: sum(r["method"] == "api.test" for r in sim.requests) >= 3,
+                   message="the idle connection refreshed during the quiet spell")
+        assert wait_until(lambda: _pooled_socket(client)) is first  # the same one, kept open
+        assert client.chat_postMessage(channel="#risk-alerts", text="after a quiet spell")["ok"]
+        assert wait_until(lambda: _pooled_socket(client)) is first
+    finally:
+        stop.set()
+        warm.join(5)
+    assert not warm.is_alive()
+    assert [m["text"] for m in sim.messages] == ["after a quiet spell"]
