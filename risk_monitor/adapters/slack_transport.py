@@ -9,8 +9,9 @@ the client's whole behaviour (argument handling, retry handlers, 429 ``Retry-Aft
 
 Each request goes out in one write (request line, headers and body): ``http.client`` writes the
 headers and the body separately, and between the two writes the posting thread drops and must
-retake the interpreter lock, which in a busy service waits behind the other threads (up to the
-switch interval, 5 ms) while the server holds half a request. :meth:`KeepAliveWebClient.bounded`
+retake the interpreter lock, which in a busy service waits behind the other threads (their
+switch interval, and the CPU run queue on a loaded machine) while the server holds half a
+request; the server also reads one segment instead of two. :meth:`KeepAliveWebClient.bounded`
 caps the socket waits of one thread's requests (the dispatcher's post on the committing thread).
 :meth:`KeepAliveWebClient.keep_warm` keeps one connection open through quiet spells (a cheap
 ``api.test`` on it before ``IDLE_S``), so the first alert after a quiet hour does not pay a TCP
