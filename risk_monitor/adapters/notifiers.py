@@ -24,6 +24,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from itertools import chain
 from pathlib import Path
@@ -178,6 +179,23 @@ class SlackNotifier:
     def routes_for(self, n: Notification) -> list[str]:
         """Every channel the routing tree sends ``n`` to, the primary first."""
         return channels_for(n, self.routes, self.channels)
+
+    def bounded(self, timeout_s: float) -> AbstractContextManager[None] | None:
+        """Caps this thread's waits on Slack inside (the dispatcher's post on the committing
+        thread); None with a client that cannot (a stock ``WebClient``)."""
+        from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+
+        if isinstance(self.client, KeepAliveWebClient):
+            return self.client.bounded(timeout_s)
+        return None
+
+    def keep_warm(self, stop: threading.Event) -> None:
+        """Keep a connection to Slack open until ``stop`` (run on a thread of its own; returns
+        at once with a client that cannot: a stock ``WebClient``)."""
+        from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+
+        if isinstance(self.client, KeepAliveWebClient):
+            self.client.keep_warm(stop)
 
     def send(self, notification: Notification, previous_ref: str | None) -> str:
         n = notification

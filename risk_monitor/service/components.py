@@ -132,6 +132,7 @@ class AlertDelivery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sink_thread: threading.Thread | None = None  # the Alertmanager sink, if any
+        self._warm_thread: threading.Thread | None = None  # keeps a Slack connection open
         self.sink: AlertmanagerSink | None = None
 
     def start(self) -> None:
@@ -143,6 +144,11 @@ class AlertDelivery:
             target=self.dispatcher.run, name="outbox-dispatcher", daemon=True,
             args=(self._stop, DISPATCH_POLL_S, settings.alerts.outbox_batch_size))
         self._thread.start()
+        keep_warm = getattr(self.dispatcher.notifier, "keep_warm", None)
+        if callable(keep_warm):  # the first alert after a quiet spell: no new connection
+            self._warm_thread = threading.Thread(target=keep_warm, args=(self._stop,),
+                                                 name="slack-keep-warm", daemon=True)
+            self._warm_thread.start()
         from risk_monitor.adapters.alertmanager import AlertmanagerSink
 
         self.sink = sink = AlertmanagerSink.from_settings(self.runtime.storage.engine, settings)
@@ -162,6 +168,9 @@ class AlertDelivery:
         if self._sink_thread is not None:
             await asyncio.to_thread(self._sink_thread.join, 15)
             self._sink_thread = None
+        if self._warm_thread is not None:
+            await asyncio.to_thread(self._warm_thread.join, 15)
+            self._warm_thread = None
 
     def checks(self) -> dict[str, CheckFn]:
         """Non-critical: every instance shares the notifier."""

@@ -1,5 +1,9 @@
 """The outbox dispatcher: claims due notifications, delivers them through a notifier, records
-the outcome (see :mod:`risk_monitor.adapters.sql.outbox` for the delivery rules)."""
+the outcome (see :mod:`risk_monitor.adapters.sql.outbox` for the delivery rules).
+
+Rows claimed on insert are posted by the committing thread itself when that is safe and cheap
+(:meth:`OutboxDispatcher.deliver_claimed`): no hand-off to the dispatcher's thread, whose
+wake-up waits for the interpreter lock behind the service's other threads."""
 
 from __future__ import annotations
 
@@ -10,23 +14,36 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from prometheus_client import Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
+from risk_monitor.adapters.sql.dispatch_metrics import (
+    HANDED_OFF,
+    HANDOFF_STEP,
+    NOTIFIER_UP,
+    POSTED_INLINE,
+    RECORD_STEP,
+    SEND_STEP,
+)
 from risk_monitor.adapters.sql.dispatch_policy import (
+    INLINE_TIMEOUT_S,
     BackoffPolicy,
     BatchStop,
+    ClaimReads,
+    DispatchResult,
+    FindsEarlierPosts,
+    InlinePosts,
+    PostsThreadNotes,
     held_by_text,
     server_retry_after,
 )
 from risk_monitor.adapters.sql.outbox import SOURCE, InsertClaim, OutboxEntry, OutboxRepository
+from risk_monitor.adapters.sql.thread_notes import post_thread_notes
 from risk_monitor.domain.model import Notification
 from risk_monitor.domain.silences import Acknowledgement, Silence, verdict
 from risk_monitor.platform.errors import (
@@ -39,59 +56,13 @@ from risk_monitor.platform.metrics import record_error
 from risk_monitor.ports import Notifier
 
 log = get_logger(__name__)
+#: what other modules import from here (most now defined in dispatch_policy / dispatch_metrics)
+__all__ = ["NOTIFIER_UP", "BackoffPolicy", "ClaimReads", "DispatchResult", "FindsEarlierPosts",
+           "OutboxDispatcher", "PostsThreadNotes"]
 
 #: posts of rows claimed on insert that may go out before their delivery records are written
 RECORDS_HELD_S = 1.0
-NOTIFIER_UP = Gauge("risk_monitor_notifier_up",
-                    "1 while the notifier accepts deliveries; 0 after it refused our "
-                    "configuration (revoked token, unknown channel) until a delivery succeeds.",
-                    ["notifier"])
-DELIVERY_SECONDS = Histogram(
-    "risk_monitor_alert_delivery_seconds",
-    "Stage 'deliver' of an alert claimed on insert, by step: handoff = its transaction "
-    "committed to the dispatcher's thread taking it, send = the notifier's post (render and "
-    "HTTP round trip), record = the delivery record written after the post.", ["step"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0))
-_HANDOFF = DELIVERY_SECONDS.labels(step="handoff")  # bound once: observed per alert
-_SEND = DELIVERY_SECONDS.labels(step="send")
-_RECORD = DELIVERY_SECONDS.labels(step="record")
 
-
-@runtime_checkable
-class FindsEarlierPosts(Protocol):
-    """A notifier that can find a post whose answer was lost (Slack message metadata)."""
-
-    def find_sent(self, notification: Notification, previous_ref: str | None) -> str | None: ...
-
-@runtime_checkable
-class PostsThreadNotes(Protocol):
-    """A notifier that can reply in an alert's thread (Slack: acknowledgements)."""
-
-    def post_note(self, thread_ref: str, text: str, key: str | None = None) -> str: ...
-
-
-@dataclass(frozen=True)
-class ClaimReads:
-    """Read with a claim, in its transaction: what decides and threads each delivery."""
-
-    silences: list[Silence]
-    acks: list[Acknowledgement]
-    roots: dict[tuple[str, int], str]  # (fingerprint, episode) -> thread root ref
-
-
-@dataclass
-class DispatchResult:
-    """Outcome of one dispatch: sent, rescheduled, failed for good, and released unsent."""
-
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    deferred: int = 0
-    suppressed: int = 0  # held back by a silence or an acknowledgement (recorded, not sent)
-
-    @property
-    def claimed(self) -> int:
-        return self.sent + self.retried + self.failed + self.deferred + self.suppressed
 
 class OutboxDispatcher:
     """Delivers the outbox through one notifier; call ``dispatch_once`` or run it in a thread."""
@@ -109,6 +80,7 @@ class OutboxDispatcher:
         rng: random.Random | None = None,
         notifier_name: str | None = None,
         fallback: Notifier | None = None,
+        inline_timeout_s: float | None = INLINE_TIMEOUT_S,
     ) -> None:
         self.repository = OutboxRepository(engine)
         self.controls = SqlAlertControls(engine, clock=clock)
@@ -126,6 +98,10 @@ class OutboxDispatcher:
         #: claimed on insert, with when they were handed over (perf_counter)
         self._direct: list[tuple[list[OutboxEntry], ClaimReads, float]] = []
         self._direct_lock = threading.Lock()
+        #: held while a thread delivers: the committing thread posts only when it gets it
+        self._sending = threading.Lock()
+        #: when the committing thread may post (None timeout: never)
+        self.inline = InlinePosts(inline_timeout_s)
         self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
         #: delivery records of posts, for the recorder thread while :meth:`run` runs
         self._records: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -207,15 +183,62 @@ class OutboxDispatcher:
 
     def deliver_claimed(self, entries: list[OutboxEntry], reads: ClaimReads) -> None:
         """Rows another transaction of this process claimed on insert (``InsertClaim``),
-        with its ``claim_reads``: delivered next by the dispatcher's thread, no claim round.
-        Call after that transaction committed."""
+        with its ``claim_reads``, delivered with no claim round. Call after that transaction
+        committed, on its thread: the rows are posted right there (:meth:`_post_inline`) or
+        handed to the dispatcher's thread, which posts them next."""
         if not entries:
+            return
+        if self._post_inline(entries, reads):
+            POSTED_INLINE.inc()
             return
         with self._direct_lock:
             self._direct.append((entries, reads, time.perf_counter()))
         self._wake.set()
+        HANDED_OFF.inc()
+
+    def _post_inline(self, entries: list[OutboxEntry], reads: ClaimReads) -> bool:
+        """Post on the calling (committing) thread, exactly as the dispatcher's thread would
+        (a failed attempt is rescheduled with backoff, its retry adopts a post Slack accepted;
+        the records go to the recorder thread), when the dispatcher runs, no thread is
+        delivering and nothing handed over waits: per-series order holds. False: not
+        posted, hand it over."""
+        if self.max_workers > 1 and len({e.fingerprint for e in entries}) > 1:
+            return False  # the pool's threads would post without this thread's cap
+        bound = self.inline.bound(self.notifier, healthy=self.notifier_error is None)
+        if bound is None or not self._sending.acquire(blocking=False):
+            return False
+        try:
+            with self._direct_lock:
+                waiting = bool(self._direct)
+            if waiting or self._recorder is None:
+                return False
+            records: list[Callable[[], None]] = []
+            try:
+                with bound:
+                    self._deliver_entries(entries, reads, records)
+            except Exception as exc:  # the database is down: the rows' lease runs out, a
+                error = map_exception(exc, source=SOURCE)  # claim round retries them
+                record_error(error)
+                log.error("outbox delivery failed", error_code=error.code, error=str(error))
+            self._queue_records(records)
+            return True
+        finally:
+            self._sending.release()
+
+    def _queue_records(self, records: list[Callable[[], None]]) -> None:
+        """To the recorder thread while :meth:`run` runs, else written here."""
+        for record in records:
+            if self._recorder is not None:
+                self._records.put(record)
+            else:
+                _write(record)
 
     def _deliver_direct(self) -> DispatchResult:
+        """:meth:`_deliver_handed_over`, holding the delivering thread's lock."""
+        with self._sending:
+            return self._deliver_handed_over()
+
+    def _deliver_handed_over(self) -> DispatchResult:
         """Post every row handed over (also those handed over meanwhile), then write their
         delivery records (on the recorder thread while :meth:`run` runs): a record never holds
         back the post of the next alert. At most ``RECORDS_HELD_S`` of posts go out first,
@@ -230,16 +253,12 @@ class OutboxDispatcher:
                 break
             taken = time.perf_counter()
             for _, _, handed in batches:
-                _HANDOFF.observe(taken - handed)
+                HANDOFF_STEP.observe(taken - handed)
             for entries, reads, _ in batches:
                 done = self._deliver_entries(entries, reads, records)
                 for name in ("sent", "retried", "failed", "deferred", "suppressed"):
                     setattr(result, name, getattr(result, name) + getattr(done, name))
-        for record in records:
-            if self._recorder is not None:
-                self._records.put(record)
-            else:
-                _write(record)
+        self._queue_records(records)
         return result
 
     def _record_until_stopped(self) -> None:
@@ -250,6 +269,11 @@ class OutboxDispatcher:
         self._records.task_done()
 
     def _deliver_due(self, batch: int) -> DispatchResult:
+        """A claim round and its deliveries, holding the delivering thread's lock."""
+        with self._sending:
+            return self._claim_and_deliver(batch)
+
+    def _claim_and_deliver(self, batch: int) -> DispatchResult:
         found: list[ClaimReads] = []
         entries = self.repository.claim(batch, self.clock(), self.lease_s,
                                         reads=lambda conn, claimed: found.append(
@@ -308,32 +332,10 @@ class OutboxDispatcher:
         return result
 
     def _note_acknowledgements(self) -> None:
-        """Say in each acknowledged or silenced alert's thread who owns or silenced it (once; a
-        failure retries on the next dispatch; after a crash between post and record, the
-        notifier adopts the note its thread holds: ``note_key``)."""
-        if not isinstance(self.notifier, PostsThreadNotes) or self.notifier_error is not None:
-            return
-        for ack_id, item in self.controls.unnoted_acknowledgements():
-            ack = item.ack
-            text = (f":eyes: Acknowledged by {ack.acked_by} ({ack.status.value}); repeats "
-                    f"held until the status changes." + (f" {ack.comment}" if ack.comment
-                                                         else ""))
-            try:
-                ref = self.notifier.post_note(str(item.target.message_ref), text, item.note_key)
-            except Exception as exc:
-                error = map_exception(exc, source=self.notifier_name)
-                record_error(error)
-                log.warning("acknowledgement note not posted; will retry",
-                            error_code=error.code, fingerprint=ack.fingerprint)
-                return
-            self.controls.mark_noted(ack_id, ref)
-        for note in self.controls.unnoted_silences(self.clock()):  # alerts: silences, once each
-            try:
-                ref = self.notifier.post_note(note.thread_ref, note.text, note.key)
-            except Exception as exc:
-                record_error(map_exception(exc, source=self.notifier_name))
-                return
-            self.controls.mark_silence_noted(note, ref)
+        """The thread notes of acknowledgements and silences (:func:`post_thread_notes`),
+        while the notifier accepts our configuration."""
+        if isinstance(self.notifier, PostsThreadNotes) and self.notifier_error is None:
+            post_thread_notes(self.controls, self.notifier, self.notifier_name, self.clock)
 
     def _hold_back(self, entries: list[OutboxEntry], result: DispatchResult,
                    silences: list[Silence], acks: list[Acknowledgement]) -> list[OutboxEntry]:
@@ -375,7 +377,9 @@ class OutboxDispatcher:
                 if ref is None:
                     started = time.perf_counter()
                     ref = self.notifier.send(n, previous_ref)
-                    _SEND.observe(time.perf_counter() - started)
+                    took = time.perf_counter() - started
+                    SEND_STEP.observe(took)
+                    self.inline.sent(took)
             except Exception as exc:
                 error = map_exception(exc, source=self.notifier_name)
                 return self._failed_attempt(entry, error, stop)
@@ -402,7 +406,7 @@ class OutboxDispatcher:
             if not self.repository.mark_sent(entry, ref, now, thread_root=thread_root):
                 log.warning("outbox lease lost before marking sent; it may be sent again",
                             idempotency_key=n.idempotency_key)
-            _RECORD.observe(time.perf_counter() - started)
+            RECORD_STEP.observe(time.perf_counter() - started)
             log.info("alert notification sent", idempotency_key=n.idempotency_key,
                      kind=n.kind.value, status=n.status.value, severity=n.severity.value,
                      limit_id=n.limit_id, scope=n.scope, delivery_ref=ref,
@@ -446,6 +450,7 @@ class OutboxDispatcher:
                         stop: BatchStop) -> str:
         n = entry.notification
         record_error(error)
+        self.inline.failed()
         fields = {"idempotency_key": n.idempotency_key, "kind": n.kind.value,
                   "status": n.status.value, "error_code": error.code, "error": str(error),
                   "attempts": entry.attempts}
@@ -501,9 +506,10 @@ class OutboxDispatcher:
             if not self._wake.wait(poll_interval_s):
                 self._claim_due = True  # the poll: rows of other writers, retries, leases
             self._wake.clear()
-        self._records.put(None)
-        self._recorder.join()
-        self._recorder = None
+        with self._sending:  # a post on a committing thread queues its records first
+            self._records.put(None)
+            recorder, self._recorder = self._recorder, None
+        recorder.join()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None

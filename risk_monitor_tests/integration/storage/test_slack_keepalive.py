@@ -5,17 +5,23 @@ behaviour itself is covered by test_outbox_slack.py through ``SlackNotifier.from
 
 from __future__ import annotations
 
+import http.client
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from slack_sdk.errors import SlackApiError
 
 from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+from risk_monitor_tests.fixtures.waiting import wait_until
 from risk_sim.slack import SlackSimulator
 
 
 @pytest.fixture
-def sim() -> SlackSimulator:
+def sim() -> Iterator[SlackSimulator]:
     with SlackSimulator(token="xoxb-keepalive") as simulator:
         yield simulator
 
@@ -62,3 +68,53 @@ def test_slack_errors_reach_slack_sdk_as_before(sim: SlackSimulator) -> None:
         client.chat_postMessage(channel="#risk-alerts", text="refused")
     assert refused.value.response["error"] == "invalid_auth"
     assert client.chat_postMessage(channel="#risk-alerts", text="fine")["ok"]
+
+
+def test_a_request_goes_out_in_one_write(sim: SlackSimulator,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headers and body in one ``send``: no second interpreter-lock wait mid-request."""
+    client = _client(sim)
+    client.chat_postMessage(channel="#risk-alerts", text="warm")  # the connection is pooled
+    writes: list[bytes] = []
+    original = http.client.HTTPConnection.send
+
+    def counting(self: http.client.HTTPConnection, data: Any) -> None:
+        writes.append(bytes(data))
+        original(self, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", counting)
+    assert client.chat_postMessage(channel="#risk-alerts", text="one write")["ok"]
+    assert len(writes) == 1
+    assert writes[0].startswith(b"POST /api/chat.postMessage") and b"one write" in writes[0]
+    assert [m["text"] for m in sim.messages] == ["warm", "one write"]
+
+
+def test_bounded_caps_this_threads_wait_for_a_hanging_slack(sim: SlackSimulator) -> None:
+    client = _client(sim)  # its own timeout: 5 s
+    client.chat_postMessage(channel="#risk-alerts", text="warm")
+    sim.set_outage("hang", hang_seconds=30, count=1)
+    started = time.monotonic()
+    with client.bounded(0.2), pytest.raises(TimeoutError):
+        client.chat_postMessage(channel="#risk-alerts", text="held")
+    assert time.monotonic() - started < 3.0  # the client's 5 s did not apply
+    assert client.chat_postMessage(channel="#risk-alerts", text="after")["ok"]
+
+
+def test_keep_warm_keeps_one_connection_open_through_a_quiet_spell(sim: SlackSimulator) -> None:
+    client = _client(sim)
+    stop = threading.Event()
+    warm = threading.Thread(target=client.keep_warm, args=(stop, 0.3), daemon=True)
+    warm.start()
+    try:
+        first = wait_until(lambda: _pooled_socket(client),
+                           message="a connection opened before the first alert")
+        wait_until(lambda: sum(r["method"] == "api.test" for r in sim.requests) >= 3,
+                   message="the idle connection refreshed during the quiet spell")
+        assert wait_until(lambda: _pooled_socket(client)) is first  # the same one, kept open
+        assert client.chat_postMessage(channel="#risk-alerts", text="after a quiet spell")["ok"]
+        assert wait_until(lambda: _pooled_socket(client)) is first
+    finally:
+        stop.set()
+        warm.join(5)
+    assert not warm.is_alive()
+    assert [m["text"] for m in sim.messages] == ["after a quiet spell"]
