@@ -42,6 +42,8 @@ BRANCH_ISSUE: dict[str, str] = {
     "hotpath": "10", "hot": "10", "batch": "10", "writer": "10", "sqlfast": "10",
     "latency": "10", "memory": "10", "onetrip": "10", "tickloop": "10", "startup": "10",
     "dagster": "10", "commitfast": "10", "periodicoff": "10", "deliverfast": "10",
+    "postinline": "10", "sealcpu": "10", "tickp99": "10",
+    "floor": "9",  # its production diff is "one rule, one place" clean-ups; the floor bench is bench/
     # 11: lineage and the tamper-evident trail
     "lineage": "11", "digest": "11",
     # 12: alerts a desk trusts
