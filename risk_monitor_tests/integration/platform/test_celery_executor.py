@@ -60,22 +60,27 @@ def _workers(names: list[str], env: dict[str, str], config_yaml: Path,
     procs: list[subprocess.Popen[bytes]] = []
     log_paths: list[Path] = []
     try:
+        # one after the other: the first creates the Dagster schema in the fresh database, and
+        # two workers creating it at once fail (DuplicateObject: type "jobs" already exists)
         for name in names:
             log_path = logs / f"{name}.log"
             log_paths.append(log_path)
             with log_path.open("wb") as sink:
-                procs.append(subprocess.Popen(
+                proc = subprocess.Popen(
                     [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
                      "-y", str(config_yaml), "-n", name, "--", "--concurrency=1",
                      "--without-gossip", "--without-mingle", "--without-heartbeat"],
                     cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                    start_new_session=True))
-        for name, proc, log_path in zip(names, procs, log_paths, strict=True):
-            def ready(proc: subprocess.Popen[bytes] = proc, path: Path = log_path) -> bool:
-                assert proc.poll() is None, f"worker exited early:\n{path.read_text()[-3000:]}"
-                return " ready." in path.read_text(errors="replace")
-            wait_until(ready, timeout=READY_S, interval=0.2,
+                    start_new_session=True)
+            procs.append(proc)
+
+            def ready_or_gone(proc: subprocess.Popen[bytes] = proc, path: Path = log_path
+                              ) -> bool:
+                # an exit ends the wait (wait_until reads a raised error as "not yet")
+                return proc.poll() is not None or " ready." in path.read_text(errors="replace")
+            wait_until(ready_or_gone, timeout=READY_S, interval=0.2,
                        message=f"celery worker {name} to be ready")
+            assert proc.poll() is None, f"worker exited early:\n{log_path.read_text()[-3000:]}"
         yield log_paths
     finally:
         for proc in procs:
