@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, fields, is_dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import RowMapping
@@ -139,16 +140,11 @@ def _required_float(value: Any, what: str) -> float:
     return as_float
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
+@cache
 def _field_names(cls: type) -> tuple[str, ...]:
     """A dataclass's field names, in order (``fields()`` walks the class on every call:
     the hot path converts a few states and notifications per change)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
-    return names
+    return tuple(f.name for f in fields(cls))
 
 
 def _values(obj: Any, **overrides: Any) -> dict[str, Any]:
