@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, fields, is_dataclass
 from datetime import UTC, date, datetime
-from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import RowMapping
@@ -140,11 +139,16 @@ def _required_float(value: Any, what: str) -> float:
     return as_float
 
 
-@cache
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
     """A dataclass's field names, in order (``fields()`` walks the class on every call:
     the hot path converts a few states and notifications per change)."""
-    return tuple(f.name for f in fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 def _values(obj: Any, **overrides: Any) -> dict[str, Any]:
