@@ -37,12 +37,11 @@ sys.path.insert(0, str(ROOT))
 from risk_monitor.adapters.sql import Storage  # noqa: E402
 from risk_monitor.adapters.sql.alert_change import ChangeTransaction  # noqa: E402
 from risk_monitor.domain.alerts import AlertPolicy  # noqa: E402
-from risk_monitor.domain.audit_chain import versions_digest  # noqa: E402
-from risk_monitor.domain.lineage import LineageDigest  # noqa: E402
 from risk_monitor.domain.model import LimitResult, LimitStatus  # noqa: E402
 from risk_monitor.platform.logging import configure_logging  # noqa: E402
 from risk_monitor.service import writer as writer_module  # noqa: E402
 from risk_monitor.service.writer import AlertWriter, Change  # noqa: E402
+from risk_monitor_tests.fixtures.evaluation_context import evaluation_context  # noqa: E402
 from risk_monitor_tests.fixtures.services import create_database, drop_database  # noqa: E402
 
 SERIES = 200
@@ -90,36 +89,6 @@ def result(i: int, breach: bool, at: datetime) -> LimitResult:
         source_event_time=at - timedelta(milliseconds=800), usd_per_unit=1.0)
 
 
-def context(n: int, at: datetime) -> dict[str, Any]:
-    """The evaluator's context of evaluation ``n`` (``service/evaluator.py::_context_of``)."""
-    stamp = at.isoformat()
-
-    def seen(version: str, rows: int | None, venues: bool | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"data_version": f"{version}{n:08x}", "as_of": stamp,
-                                 "rows": rows}
-        if venues is not None:
-            entry["venues"] = {"binance": {"data_version": f"9828e30f{n:08x}", "as_of": stamp,
-                                           "rows": rows}} if venues else {}
-        return entry
-
-    versions = {"market_prices": seen("8548ba2b6662", 200, True),
-                "exchange_positions": seen("13151be11659", 200, True),
-                "exchange_balances": seen("245d5c860145", 1, True),
-                "custodian_balances": seen("b8e1dda3ac0a", 0, False),
-                "limit_config": seen("67d0be0c", None, None)}
-    return {
-        "source": "service", "service": "risk-monitor", "instance_id": "load-f5d32c",
-        "baseline_evaluated_at": stamp, "limit_config_version": "67d0be0c11996b3e",
-        "code_version": "git:29001c698f10167cdfe78baa6d3b29fc60290045",
-        "inputs": {"exchange:binance:main": {"ok": True, "as_of": stamp, "rows": 200,
-                                             "error_code": None},
-                   "market:binance:*": {"ok": True, "as_of": stamp, "rows": 200,
-                                        "error_code": None}},
-        "lineage_digest": LineageDigest(versions_digest(versions), versions),
-        "data_versions": {k: v["data_version"] for k, v in versions.items()},
-    }
-
-
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -142,11 +111,11 @@ def main() -> None:
     taken: dict[str, list[float]] = {name: [] for name in (*_STEPS, *_CPU, "cpu")}
     profile = cProfile.Profile() if args.profile else None
     try:
-        ctx = context(0, START)
+        ctx = evaluation_context(0, START)
         for k in range(SERIES + args.changes):  # the first SERIES changes warm up
             at = START + timedelta(milliseconds=100 * (k + 1))
             if k % args.per_evaluation == 0:
-                ctx = context(k, at)
+                ctx = evaluation_context(k, at)
             i = (k * 7) % SERIES
             breached[i] = not breached[i]
             tick = {"tick": {"venue": "binance", "instrument": instrument(i),

@@ -168,6 +168,7 @@ def consume(args: argparse.Namespace) -> None:
 def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
             post_thread: bool) -> dict[str, Any]:
     import bench_hot_path_load as load
+    import hot_path_score as scoring
     import psycopg2
 
     same = (load.N, load.CONTRACTS, load.BREACH, load.LIMIT_ID, load.names())
@@ -210,7 +211,7 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
             except subprocess.TimeoutExpired:
                 consumer.kill()
                 consumer.wait()
-    rows = [{"fingerprint": load.alert_fingerprint(LIMIT_ID, scope), "alert_status": status,
+    rows = [{"fingerprint": scoring.alert_fingerprint(LIMIT_ID, scope), "alert_status": status,
              "detected_at": at} for scope, status, at in fetched]
     intervals = [(scope, status, at.timestamp()) for scope, status, at in fetched]
     cpu_s = window.cpu_s
@@ -219,7 +220,7 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
             "cpu_us_per_tick": 1e6 * cpu_s / max(1, stats1["ticks"] - stats0["ticks"]),
             "stages": {step: stats1[step][len(stats0[step]):] for step in ("commit_s", "post_s")},
             "publisher_cpu_pct": window.publisher_cpu_pct,
-            **load.score(window.truth, slack, rows, intervals)}
+            **scoring.score(window.truth, slack, rows, intervals)}
 
 
 def main() -> None:
@@ -244,22 +245,23 @@ def main() -> None:
         consume(args)
         return
     import bench_hot_path_load as load
+    import hot_path_score as scoring
 
     redis_url = args.redis_url or load.REDIS_TEST_URL
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} cores; floor consumer, "
           f"durable commit, Slack post {'from a thread' if args.post_thread else 'inline'}, "
           "Slack simulator in its own process", flush=True)
-    print(load.HEADER)
-    print(load.RULE)
+    print(scoring.HEADER)
+    print(scoring.RULE)
     for rate in args.rates:
         for run in range(1, args.runs + 1):
             r = one_run(rate, args.seconds, args.drain, redis_url, args.post_thread)
-            print(load.table_row(rate, run, r), flush=True)
+            print(scoring.table_row(rate, run, r), flush=True)
             if args.verbose:
                 for step, times in r["stages"].items():
                     ms = [t * 1000 for t in times]
                     print(f"  {step[:-2]}: n={len(ms)} mean={sum(ms) / max(1, len(ms)):.2f} ms "
-                          f"p50 {load.pct(ms, .5):.2f} ms p99 {load.pct(ms, .99):.2f} ms",
+                          f"p50 {scoring.pct(ms, .5):.2f} ms p99 {scoring.pct(ms, .99):.2f} ms",
                           flush=True)
     print(f"load average after: {os.getloadavg()}")
 

@@ -24,7 +24,8 @@ compliance interval of the new status opened at or after the crossing tick) and 
 the service's CPU (% of one core over the window) and peak RSS, ticks actually published, the
 machine's load average, and the publisher thread's own CPU (% of one core: on 2 cores it competes
 with the system under test). ``bench_hot_path_floor.py`` reuses the rig, window and scoring here
-with a minimal consumer in the service's place. Run from the repository root::
+with a minimal consumer in the service's place; the scoring and the table are
+``hot_path_score.py``. Run from the repository root::
 
     python bench/bench_hot_path_load.py --rates 1000 2000 5000 10000 --runs 3 --seconds 30
 """
@@ -37,7 +38,6 @@ import json
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,20 +48,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
-import websockets
 import yaml
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from risk_monitor.adapters.sql import Storage  # noqa: E402
-from risk_monitor.domain.model import alert_fingerprint  # noqa: E402
 from risk_monitor_tests.fixtures.services import (  # noqa: E402
     REDIS_TEST_URL,
     create_database,
@@ -71,14 +67,28 @@ from risk_sim.launcher import SLACK_TOKEN_ENV, SimulatorStack  # noqa: E402
 from risk_sim.net import free_port  # noqa: E402
 from risk_sim.scenario import load_scenario  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from hot_path_score import (  # noqa: E402
+    HEADER,
+    LIMIT_ID,
+    RULE,
+    Crossing,
+    accepted_ticks,
+    compliance_rows,
+    outbox_rows,
+    pct,
+    score,
+    service_metrics,
+    stage_summary,
+    table_row,
+)
+
 N = 200
 PRICE = 100.0
 CONTRACTS = 10_000
 BREACH = 1_000_000.0
 PERIOD_S = 40.0  # one sine period: two crossings, one every 20 s
 AMPLITUDE = 0.01
-LIMIT_ID = "perp_notional"
-LATE_S = 1.0
 #: the desk's limit. Every crossing is a page here: the alert noise controls are off for this
 #: limit. With the defaults (``alerts.hysteresis`` 5 % of the level, ``keep_firing_for_s``
 #: 120 s) a ±1 % oscillation around the level is exactly the flapping they exist to swallow:
@@ -110,13 +120,6 @@ def scenario_file(directory: Path) -> Path:
     path = directory / "scenario.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-@dataclass
-class Crossing:
-    instrument: str
-    sent_at: float
-    status: str  # BREACH or OK
 
 
 @dataclass
@@ -401,188 +404,6 @@ def one_run(rate: float, seconds: float, drain_s: float, redis_url: str,
             **score(window.truth, slack, rows, intervals)}
 
 
-#: the service's stage histograms (issue 10: receive, decide, commit, deliver) and what competes
-#: with them for the interpreter (full evaluations, writes, garbage collection)
-STAGES = {"receive": "risk_monitor_hot_path_receive_seconds",
-          "decide": "risk_monitor_hot_path_decide_seconds",
-          "commit": "risk_monitor_hot_path_commit_seconds",
-          "deliver": 'risk_monitor_alert_latency_seconds{stage="notify"',
-          "deliver handoff": 'risk_monitor_alert_delivery_seconds{step="handoff"',
-          "deliver send": 'risk_monitor_alert_delivery_seconds{step="send"',
-          "deliver record": 'risk_monitor_alert_delivery_seconds{step="record"',
-          "full evaluation": "risk_monitor_hot_path_evaluation_seconds",
-          "write changes": 'risk_monitor_hot_path_write_seconds{step="changes"',
-          "write persist": 'risk_monitor_hot_path_write_seconds{step="persist"'}
-
-
-def service_metrics(port: int) -> dict[str, float]:
-    """The service's own counters of how ticks were decided, and its stage histograms."""
-    wanted = ("risk_monitor_hot_path_tick_decisions_total", "risk_monitor_hot_path_evaluations_total",
-              "risk_monitor_hot_path_writes_merged_total", "risk_monitor_market_ticks_total",
-              "risk_monitor_hot_path_write_seconds", "risk_monitor_hot_path_commit_seconds",
-              "risk_monitor_hot_path_receive_seconds", "risk_monitor_hot_path_decide_seconds",
-              "risk_monitor_hot_path_evaluation_seconds", "risk_monitor_alert_latency_seconds",
-              "risk_monitor_alert_delivery_seconds",
-              "risk_monitor_gc_", "risk_monitor_hot_path_detection_latency_seconds_count")
-    out: dict[str, float] = {}
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
-    except OSError:
-        return out
-    for line in text.decode().splitlines():
-        if line.startswith(wanted):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def _bucket_counts(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
-    """(upper bound, cumulative count) of one histogram's buckets, ascending."""
-    base, _, label = name.partition("{")
-    out = []
-    for key, value in metrics.items():
-        if key.startswith(base + "_bucket{") and (not label or label in key):
-            bound = key.rsplit('le="', 1)[1].split('"')[0]
-            out.append((math.inf if bound == "+Inf" else float(bound), value))
-    return sorted(out)
-
-
-def stage_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, str]:
-    """Per stage over the window (bucket deltas): count, mean, and the bucket bounds holding
-    the p50 and p99 (a histogram only knows its buckets)."""
-    out: dict[str, str] = {}
-    for label, name in STAGES.items():
-        b0 = dict(_bucket_counts(before, name))
-        buckets = [(le, n - b0.get(le, 0.0)) for le, n in _bucket_counts(after, name)]
-        if not buckets or buckets[-1][1] <= 0:
-            continue
-        total = buckets[-1][1]
-        base = name.split("{")[0]
-        labels = ("{" + name.split("{", 1)[1] + "}") if "{" in name else ""
-        mean = ((after.get(f"{base}_sum{labels}", 0.0) - before.get(f"{base}_sum{labels}", 0.0))
-                / total)
-
-        def bound(q: float, buckets: list[tuple[float, float]] = buckets,
-                  total: float = total) -> str:
-            le = next(le for le, n in buckets if n >= q * total)
-            return "inf" if math.isinf(le) else f"{le * 1000:g}"
-        out[label] = (f"n={total:.0f} mean={mean * 1000:.2f} ms p50<={bound(0.5)} ms "
-                      f"p99<={bound(0.99)} ms")
-    gc_total = {k: v - before.get(k, 0.0) for k, v in after.items()
-                if k.startswith("risk_monitor_gc_pause_seconds")}
-    if gc_total:
-        out["gc"] = ", ".join(f"{k.split('generation=')[1].rstrip('}')} {v * 1000:.0f} ms"
-                              for k, v in sorted(gc_total.items())) + " (total per generation)"
-        out["gc max"] = ", ".join(f"{k.split('generation=')[1].rstrip('}')} {v * 1000:.1f} ms"
-                                  for k, v in sorted(after.items())
-                                  if k.startswith("risk_monitor_gc_pause_max_seconds"))
-    return out
-
-
-def accepted_ticks(metrics: dict[str, float]) -> float | None:
-    """Ticks the service's feed accepted so far (None when the counter was not read)."""
-    values = [v for k, v in metrics.items()
-              if k.startswith("risk_monitor_market_ticks_total") and 'outcome="accepted"' in k]
-    return sum(values) if values else None
-
-
-def outbox_rows(database_url: str) -> list[dict[str, Any]]:
-    storage = Storage.open(database_url)
-    try:
-        return [{"fingerprint": r.fingerprint, "alert_status": r.alert_status,
-                 "detected_at": r.detected_at} for r in storage.outbox.rows(limit=1_000_000)]
-    finally:
-        storage.close()
-
-
-def compliance_rows(database_url: str) -> list[tuple[str, str, float]]:
-    """(scope, status, since) of every compliance interval: the decisions, paged or not."""
-    storage = Storage.open(database_url)
-    try:
-        far = datetime(2100, 1, 1, tzinfo=UTC)
-        return [(i.scope, i.status.value, i.since.timestamp())
-                for i in storage.compliance.intervals(datetime(2000, 1, 1, tzinfo=UTC), far,
-                                                      limit_id=LIMIT_ID)]
-    finally:
-        storage.close()
-
-
-def score(truth: list[Crossing], slack: list[dict[str, Any]],
-          rows: list[dict[str, Any]],
-          intervals: list[tuple[str, str, float]]) -> dict[str, Any]:
-    """Match each ground-truth crossing with its first notice after the crossing tick, and
-    with the compliance interval its decision opened (a crossing can be decided and recorded
-    but not paged: that tells a decision bug from a delivery or alert-policy one)."""
-    opened: dict[tuple[str, str], list[float]] = {}
-    for scope, status, since in intervals:
-        opened.setdefault((scope, status), []).append(since)
-    undecided = 0
-    posts: dict[tuple[str, str], list[float]] = {}
-    for message in slack:
-        meta = (message.get("params") or {}).get("metadata") or {}
-        payload = meta.get("event_payload") if isinstance(meta, dict) else None
-        if payload and payload.get("limit_id") == LIMIT_ID:
-            key = (str(payload.get("scope")), str(payload.get("status")))
-            posts.setdefault(key, []).append(float(message["received_at"]))
-    decided: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        key = (str(row["fingerprint"]), str(row["alert_status"]))
-        decided.setdefault(key, []).append(row["detected_at"].timestamp())
-    to_slack, to_decision, missed, late = [], [], 0, 0
-    decision_to_slack: list[float] = []
-    for crossing in truth:
-        scope = f"venue:binance|instrument:{crossing.instrument}"
-        if not any(t >= crossing.sent_at - 0.001 for t in opened.get((scope, crossing.status),
-                                                                      [])):
-            undecided += 1
-        seen = [t for t in posts.get((scope, crossing.status), []) if t >= crossing.sent_at]
-        if not seen:
-            missed += 1
-            if os.environ.get("BENCH_DEBUG"):
-                print("missed", crossing, "posts", posts.get((scope, crossing.status)),
-                      "intervals", opened.get((scope, crossing.status)), file=sys.stderr)
-            continue
-        latency = min(seen) - crossing.sent_at
-        to_slack.append(latency)
-        late += latency > LATE_S
-        fingerprint = alert_fingerprint(LIMIT_ID, scope)
-        when = [t for t in decided.get((fingerprint, crossing.status), [])
-                if t >= crossing.sent_at - 0.001]
-        if when:
-            to_decision.append(max(0.0, min(when) - crossing.sent_at))
-            decision_to_slack.append(max(0.0, min(seen) - min(when)))
-    if os.environ.get("BENCH_DEBUG"):
-        print("outbox rows", len(rows), rows[:2], "decided keys", list(decided)[:2],
-              file=sys.stderr)
-    return {"crossings": len(truth), "missed": missed, "late": late, "undecided": undecided,
-            "to_decision": to_decision, "to_slack": to_slack,
-            "decision_to_slack": decision_to_slack}
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-HEADER = ("| rate/s | run | published/s | crossings | missed | not decided | late>1s |"
-          " tick→decision p50/p99/max ms | tick→Slack p50/p99/max ms | CPU % | CPU µs/tick |"
-          " RSS MB | load 1m | publisher CPU % |")
-RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-
-
-def table_row(rate: float, run: int, r: dict[str, Any]) -> str:
-    """One run's line of the table (both load benches print the same columns)."""
-    d = [v * 1000 for v in r["to_decision"]]
-    s = [v * 1000 for v in r["to_slack"]]
-    return (f"| {rate:g} | {run} | {r['published']:.0f} | {r['crossings']} | {r['missed']}"
-            f" | {r['undecided']} | {r['late']} | {pct(d, .5):.1f} / {pct(d, .99):.1f} / "
-            f"{max(d, default=math.nan):.1f} | {pct(s, .5):.1f} / {pct(s, .99):.1f} / "
-            f"{max(s, default=math.nan):.1f} | {r['cpu_pct']:.0f} | {r['cpu_us_per_tick']:.0f} | "
-            f"{r['rss_mb']:.0f} | {os.getloadavg()[0]:.1f} | {r['publisher_cpu_pct']:.0f} |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[1000, 2000, 5000, 10000])
@@ -615,8 +436,6 @@ def main() -> None:
                 for stage, text in r["stages"].items():
                     print(f"  stage {stage}: {text}", flush=True)
     print(f"load average after: {os.getloadavg()}")
-    _ = statistics  # (kept for readers comparing with bench_hot_path_latency.py)
-    _ = websockets
 
 
 if __name__ == "__main__":

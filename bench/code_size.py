@@ -37,12 +37,13 @@ BRANCH_ISSUE: dict[str, str] = {
     # 9: one risk truth (composition root, one rule each, smaller code)
     "truth": "9", "slim": "9", "slimdomain": "9", "slimadapters": "9", "slimservice": "9",
     "slimdomain2": "9", "slimadapters2": "9", "slimservice2": "9", "closeout": "fixes",
-    "fixes": "fixes",
+    "fixes": "fixes", "tidy": "fixes",
     # 10: hot path at the physical floor (and the batch / Dagster run cost items)
     "hotpath": "10", "hot": "10", "batch": "10", "writer": "10", "sqlfast": "10",
     "latency": "10", "memory": "10", "onetrip": "10", "tickloop": "10", "startup": "10",
     "dagster": "10", "commitfast": "10", "periodicoff": "10", "deliverfast": "10",
-    "postinline": "10", "sealcpu": "10", "tickp99": "10",
+    "postinline": "10", "sealcpu": "10", "tickp99": "10", "commitpath": "10", "tickgil": "10",
+    "evalscale": "10", "runlaunch": "10",
     "floor": "9",  # its production diff is "one rule, one place" clean-ups; the floor bench is bench/
     # 11: lineage and the tamper-evident trail
     "lineage": "11", "digest": "11",

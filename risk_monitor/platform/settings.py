@@ -155,11 +155,20 @@ class SlackRoute(Section):
     matchers: list[str] = Field(
         min_length=1, description='label matchers, all must match: venue="okx", '
         'severity!="info", limit_id=~"btc_.*"')
-    channel: str | None = Field(default=None, pattern=r"\S",  # not blank
+    channel: str | None = Field(default=None,
                                 description="Slack channel of this route (unset: the parent's)")
     continue_: bool = Field(default=False, alias="continue",
                             description="after a match, try the next sibling routes too")
     routes: list[SlackRoute] = Field(default_factory=list, description="child routes")
+
+    @field_validator("channel")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        """A blank channel would route alerts nowhere: say so, not "should match pattern"."""
+        if value is not None and not value.strip():
+            raise ValueError("must name a Slack channel, e.g. '#desk-risk' (omit it to use "
+                             "the parent route's channel)")
+        return value
 
 
 class SlackSettings(Section):

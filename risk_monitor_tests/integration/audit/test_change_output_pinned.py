@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,10 +26,9 @@ from risk_monitor.adapters.sql.schema import (
     outbox,
 )
 from risk_monitor.domain.alerts import AlertPolicy
-from risk_monitor.domain.audit_chain import versions_digest
-from risk_monitor.domain.lineage import LineageDigest
 from risk_monitor.platform import code_version as cv
 from risk_monitor.service.writer import AlertWriter, Change
+from risk_monitor_tests.fixtures.evaluation_context import evaluation_context
 from risk_monitor_tests.fixtures.storage import START, make_result
 
 #: what the pinned rows hash to (module docstring); a new value means new bytes in the store
@@ -69,41 +67,6 @@ def fixed_code_version(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     cv.code_version.cache_clear()
 
 
-def _versions(n: int) -> dict[str, Any]:
-    """An evaluation's input versions, shaped as the service's (``evaluated_inputs``)."""
-    at = (START + timedelta(seconds=n)).isoformat()
-
-    def seen(version: str, rows: int | None, venues: dict[str, Any] | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"data_version": f"{version}{n:04d}", "as_of": at, "rows": rows}
-        if venues is not None:
-            entry["venues"] = venues
-        return entry
-
-    binance = {"binance": {"data_version": f"9828e30f{n:04d}", "as_of": at, "rows": 200}}
-    return {"market_prices": seen("8548ba2b", 200, binance),
-            "exchange_positions": seen("13151be1", 200, binance),
-            "exchange_balances": seen("245d5c86", 1, binance),
-            "custodian_balances": seen("b8e1dda3", 0, {}),
-            "limit_config": seen("67d0be0c", None, None)}
-
-
-def _context(n: int) -> dict[str, Any]:
-    """The evaluator's context of evaluation ``n`` (``service/evaluator.py``)."""
-    versions = _versions(n)
-    at = (START + timedelta(seconds=n)).isoformat()
-    return {
-        "source": "service", "service": "risk-monitor", "instance_id": "load-f5d32c",
-        "baseline_evaluated_at": at, "limit_config_version": "cfg-v1",
-        "code_version": "git:ffff",  # the evaluator's; the entry names the writer's own
-        "inputs": {"exchange:binance:main": {"ok": True, "as_of": at, "rows": 200,
-                                             "error_code": None},
-                   "market:binance:*": {"ok": True, "as_of": at, "rows": 200,
-                                        "error_code": None}},
-        "lineage_digest": LineageDigest(versions_digest(versions), versions),
-        "data_versions": {k: v["data_version"] for k, v in versions.items()},
-    }
-
-
 def _change(status: str, seconds: float, scope: str) -> Change:
     at = START + timedelta(seconds=seconds)
     return Change(make_result(status, at, scope=scope), "tick", time.perf_counter(),
@@ -139,7 +102,7 @@ def _pinned(storage: Storage) -> dict[str, str]:
 def test_a_run_of_changes_writes_the_pinned_bytes(
         pg_storage: Storage, fixed_code_version: None) -> None:
     writer = AlertWriter(pg_storage, policy=AlertPolicy, persist_interval_s=3600.0)
-    contexts = {n: _context(n) for n in {n for n, _ in _WRITES}}
+    contexts = {n: evaluation_context(n, START + timedelta(seconds=n)) for n in {n for n, _ in _WRITES}}
     try:
         for n, changes in _WRITES:
             writer.submit(changes, contexts[n])

@@ -90,6 +90,12 @@ def test_a_route_without_matchers_or_channel_is_refused_by_the_settings(
         SlackRoute.model_validate(route)
 
 
+@pytest.mark.parametrize("channel", ["", "  "])
+def test_a_blank_channel_is_refused_with_what_to_write_instead(channel: str) -> None:
+    with pytest.raises(ValidationError, match=r"channel\n.*must name a Slack channel"):
+        SlackRoute.model_validate({"matchers": ["venue=a"], "channel": channel})
+
+
 def test_group_and_kind_are_labels() -> None:
     note = _note("WARN", group="derivatives")
     assert note.context["group"] == "derivatives"
