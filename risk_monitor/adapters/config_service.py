@@ -18,14 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import yaml
 from prometheus_client import Counter, Gauge, Info
 
 from risk_monitor.adapters.plain_json import check_plain_json
-from risk_monitor.adapters.redis_registry import DiscoveryClient
 from risk_monitor.domain.limits import LimitConfig, load_limit_config
 from risk_monitor.platform.errors import (
     ConfigError,
@@ -36,6 +34,11 @@ from risk_monitor.platform.errors import (
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import ConfigServiceSettings
+
+if TYPE_CHECKING:  # httpx and redis load only where a configuration service is used
+    import httpx
+
+    from risk_monitor.adapters.redis_registry import DiscoveryClient
 
 log = get_logger(__name__)
 
@@ -377,6 +380,8 @@ class HttpConfigSource:
 
     def fetch(self, component: str) -> tuple[str, Mapping[str, Any]]:
         """(version, document) now; ConfigError when nothing is published for ``component``."""
+        import httpx
+
         url = f"{self.locator.url()}/v1/config/{component}"
         try:
             with httpx.Client(timeout=self.timeout_s) as client:
@@ -393,6 +398,8 @@ class HttpConfigSource:
                    wait_s: float) -> tuple[str, Mapping[str, Any]] | None:
         """The first version other than ``after`` published within ``wait_s`` (long poll);
         None when none was, or nothing is published for ``component`` yet."""
+        import httpx
+
         url = f"{await asyncio.to_thread(self.locator.url)}/v1/config/{component}"
         params = {"wait_s": f"{wait_s:g}", **({"after": after} if after else {})}
         try:

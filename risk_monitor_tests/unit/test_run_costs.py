@@ -39,3 +39,13 @@ def test_loading_the_definitions_freezes_the_objects_of_the_imports() -> None:
     before, after = (int(n) for n in done.stdout.split()[-2:])
     assert before == 0
     assert after > 100_000  # Dagster, pandas, SQLAlchemy and the definitions themselves
+
+
+def test_the_collector_is_back_on_after_the_walk_and_httpx_stays_unloaded() -> None:
+    """The walk runs with the collector off (imports only); the process keeps collecting after
+    it. The configuration service's HTTP client loads only where that service is called."""
+    script = ("import gc, sys\nfrom risk_monitor.definitions import defs\ndefs()\n"
+              "print(gc.isenabled(), 'httpx' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, check=True, timeout=120)
+    assert done.stdout.split()[-2:] == ["True", "False"]
