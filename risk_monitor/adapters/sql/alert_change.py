@@ -45,7 +45,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -393,9 +393,11 @@ class ChangeTransaction:
 
     def seal(self, *, before: Mapping[str, AlertState], states: Sequence[AlertState],
              notifications: Sequence[Notification], context: Mapping[str, Any],
-             at: datetime, extra: Sequence[Seal] = ()) -> int:
+             at: datetime, extra: Sequence[Seal] = (),
+             before_write: Callable[[], object] | None = None) -> int:
         """Seal and write everything in one statement and commit in the same message (module
-        docstring, 2); returns the audit entries written."""
+        docstring, 2); returns the audit entries written. ``before_write`` is called right
+        before the message is sent (the caller's work for the round trip's wait)."""
         lineage = audit_hooks.input_versions_row(self.connection, notifications=notifications,
                                                  context=context, at=at)
         seals = [*audit_hooks.alert_seals(before=before, states=states,
@@ -427,6 +429,8 @@ class ChangeTransaction:
             "n_states": len(self._state_rows), "n_notes": len(self._outbox),
             "n_intervals": len(rows), "stale_states": _STALE_STATES, "stale_rows": _STALE_ROWS,
         }
+        if before_write is not None:
+            before_write()
         sent = time.perf_counter()
         try:
             self.connection.exec_driver_sql(

@@ -21,8 +21,10 @@ SEND_STEP = DELIVERY_SECONDS.labels(step="send")
 RECORD_STEP = DELIVERY_SECONDS.labels(step="record")
 DELIVERY_PATH = Counter(
     "risk_monitor_alert_delivery_path_total",
-    "Batches of alerts claimed on insert, by the thread that posted them: inline = the "
-    "committing thread, handoff = the dispatcher's thread (notifier slow, failing or busy).",
-    ["path"])
+    "Batches of alerts claimed on insert, by the thread that posted them: ahead = built on "
+    "the post-ahead thread while the commit was in flight and sent by the committing thread, "
+    "inline = the committing thread, handoff = the dispatcher's thread (notifier slow, "
+    "failing or busy).", ["path"])
+POSTED_AHEAD = DELIVERY_PATH.labels(path="ahead")
 POSTED_INLINE = DELIVERY_PATH.labels(path="inline")
 HANDED_OFF = DELIVERY_PATH.labels(path="handoff")
