@@ -13,7 +13,8 @@ DELIVERY_SECONDS = Histogram(
     "risk_monitor_alert_delivery_seconds",
     "Stage 'deliver' of an alert claimed on insert, by step: handoff = its transaction "
     "committed to the dispatcher's thread taking it (posts not made by the committing thread), "
-    "send = the notifier's post (render and HTTP round trip), record = the delivery record "
+    "send = the notifier's post (render and HTTP round trip; prepared while the commit was in "
+    "flight: from the commit on), record = the delivery record "
     "written after the post.", ["step"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0))
 HANDOFF_STEP = DELIVERY_SECONDS.labels(step="handoff")  # bound once: observed per alert
