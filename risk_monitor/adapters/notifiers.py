@@ -62,6 +62,8 @@ from risk_monitor.ports import Notifier
 if TYPE_CHECKING:
     from slack_sdk import WebClient
 
+    from risk_monitor.adapters.slack_transport import Gate
+
 log = get_logger(__name__)
 
 #: Slack errors that say an alert thread cannot go on (its reply refused, or its first message
@@ -187,6 +189,15 @@ class SlackNotifier:
 
         if isinstance(self.client, KeepAliveWebClient):
             return self.client.bounded(timeout_s)
+        return None
+
+    def gated(self, gate: Gate) -> AbstractContextManager[None] | None:
+        """This thread's posts inside are built, then sent through ``gate`` (the dispatcher's
+        post prepared while its commit is in flight); None with a stock ``WebClient``."""
+        from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+
+        if isinstance(self.client, KeepAliveWebClient):
+            return self.client.gated(gate)
         return None
 
     def keep_warm(self, stop: threading.Event) -> None:

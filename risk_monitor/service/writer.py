@@ -51,7 +51,7 @@ from risk_monitor.adapters.sql.alert_store import ApplyResult
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.compliance_store import lock_names_of as compliance_lock_names
 from risk_monitor.adapters.sql.compliance_store import write_step as compliance_step
-from risk_monitor.adapters.sql.dispatcher import ClaimReads
+from risk_monitor.adapters.sql.dispatcher import ClaimReads, PreparedPost
 from risk_monitor.adapters.sql.engine import is_postgres
 from risk_monitor.adapters.sql.outbox import OutboxEntry
 from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts
@@ -90,8 +90,10 @@ NOTIFICATIONS = Counter("risk_monitor_hot_path_notifications_total",
                         "Notifications the hot path enqueued in the outbox, by kind.", ["kind"])
 
 #: what a change's transaction committed: the plan, what it wrote, the rows claimed on insert
-#: for this process's dispatcher and the reads their delivery needs
-_Committed = tuple[AlertPlan, ApplyResult, list[OutboxEntry], ClaimReads | None]
+#: for this process's dispatcher, the reads their delivery needs and their post if it was
+#: prepared while the commit was in flight
+_Committed = tuple[AlertPlan, ApplyResult, list[OutboxEntry], ClaimReads | None,
+                   PreparedPost | None]
 
 #: pause of the writer after a failed write (the database is probably down)
 WRITE_RETRY_PAUSE_S = 1.0
@@ -305,11 +307,12 @@ class AlertWriter:
         if self._conn is None:  # held by this thread: no pool checkout + ping per change
             self._conn = self.storage.engine.connect()
         commit = self._commit_pg if is_postgres(self._conn) else self._commit_generic
-        plan, applied, claimed, reads = commit(list(batch), results, steps, policy, context, now)
+        plan, applied, claimed, reads, prepared = commit(list(batch), results, steps, policy,
+                                                         context, now)
         done = time.perf_counter()
         delivery = self._delivery
         if claimed and delivery is not None and reads is not None:
-            delivery.deliver_claimed(claimed, reads)  # first thing after the commit
+            delivery.deliver_claimed(claimed, reads, prepared)  # first thing after the commit
         for change in latest:
             COMMIT_SECONDS.observe(done - change.decided_at)
         WRITE_SECONDS.labels(step="changes").observe(done - started)
@@ -330,39 +333,57 @@ class AlertWriter:
                    steps: list[list[LimitResult]], policy: AlertPolicy,
                    context: dict[str, Any], now: datetime) -> _Committed:
         """The change in two round trips (``adapters/sql/alert_change.py``): the locks and
-        every read in one, every write, the audit seals and the commit in the other."""
+        every read in one, every write, the audit seals and the commit in the other. While
+        the second is in flight, the post of the rows it claims is prepared (rendered, its
+        request built: ``OutboxDispatcher.prepare_claimed``); it goes out only once the
+        commit succeeded, and is dropped if it failed."""
         delivery = self._delivery
         assert self._conn is not None
+        claimed: list[OutboxEntry] = []
+        reads: ClaimReads | None = None
+        prepared: PreparedPost | None = None
+
+        def prepare() -> None:  # right before the write is sent: its wait is the post's CPU
+            nonlocal prepared
+            if claimed and reads is not None and delivery is not None:
+                prepared = delivery.prepare_claimed(claimed, reads)
+
         opened = time.perf_counter()
-        with self.storage.alerts.change(
-                fingerprints, results=[r for step in steps for r in step],
-                new_intervals=sum(len(step) for step in steps),
-                new_notifications=len(fingerprints),  # plan_alerts: one at most per series
-                connection=self._conn,
-                durable=self.durable,
-                reads_at=delivery.clock() if delivery is not None else None) as tx:
-            read = time.perf_counter()
-            before = dict(tx.states)
-            plan = plan_alerts(tx.states, results, now, policy, context=context)
-            claim = delivery.claim_on_insert({n.fingerprint for n in plan.notifications},
-                                             busy=tx.reads.busy) \
-                if delivery is not None and plan.notifications else None
-            applied = tx.apply(plan.states, plan.notifications, claim=claim)
-            intervals = tx.compliance(steps)  # planned in memory, written by the seal
-            planned = time.perf_counter()
-            tx.seal(before=before, states=plan.states, notifications=plan.notifications,
-                    context=context, at=now, extra=[compliance_seal(row) for row in intervals])
-            sealed = time.perf_counter()
+        try:
+            with self.storage.alerts.change(
+                    fingerprints, results=[r for step in steps for r in step],
+                    new_intervals=sum(len(step) for step in steps),
+                    new_notifications=len(fingerprints),  # plan_alerts: one at most per series
+                    connection=self._conn,
+                    durable=self.durable,
+                    reads_at=delivery.clock() if delivery is not None else None) as tx:
+                read = time.perf_counter()
+                before = dict(tx.states)
+                plan = plan_alerts(tx.states, results, now, policy, context=context)
+                claim = delivery.claim_on_insert({n.fingerprint for n in plan.notifications},
+                                                 busy=tx.reads.busy) \
+                    if delivery is not None and plan.notifications else None
+                applied = tx.apply(plan.states, plan.notifications, claim=claim)
+                intervals = tx.compliance(steps)  # planned in memory, written by the seal
+                claimed = claim.entries(tx.enqueued_rows) if claim is not None else []
+                series = {e.fingerprint for e in claimed}
+                reads = ClaimReads(silences=tx.reads.silences,
+                                   acks=[a for a in tx.reads.acks if a.fingerprint in series],
+                                   roots=tx.reads.roots) if claimed else None
+                planned = time.perf_counter()
+                tx.seal(before=before, states=plan.states, notifications=plan.notifications,
+                        context=context, at=now,
+                        extra=[compliance_seal(row) for row in intervals], before_write=prepare)
+                sealed = time.perf_counter()
+        except BaseException:
+            if prepared is not None:  # not committed: the prepared post must not go out
+                prepared.abort()
+            raise
         _READ.observe(read - opened)
         _PLAN.observe(planned - read)
         _SEAL.observe(sealed - planned - tx.write_seconds)
         _WRITE.observe(tx.write_seconds)
-        claimed = claim.entries(tx.enqueued_rows) if claim is not None else []
-        series = {e.fingerprint for e in claimed}
-        reads = ClaimReads(silences=tx.reads.silences,
-                           acks=[a for a in tx.reads.acks if a.fingerprint in series],
-                           roots=tx.reads.roots) if claimed else None
-        return plan, applied, claimed, reads
+        return plan, applied, claimed, reads, prepared
 
     def _commit_generic(self, fingerprints: list[str], results: list[LimitResult],
                         steps: list[list[LimitResult]], policy: AlertPolicy,
@@ -390,7 +411,7 @@ class AlertWriter:
             tx.seal(before=before, states=plan.states, notifications=plan.notifications,
                     context=context, at=now,
                     extra=[compliance_seal(row) for row in intervals])
-        return plan, applied, claimed, reads
+        return plan, applied, claimed, reads, None
 
     @contextlib.contextmanager
     def _series(self, fingerprints: Sequence[str] | None) -> Iterator[list[str]]:

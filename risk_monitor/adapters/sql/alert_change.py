@@ -42,14 +42,14 @@ The planning itself is the generic path's: ``domain.alerts.plan_alerts`` by the 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -393,9 +393,11 @@ class ChangeTransaction:
 
     def seal(self, *, before: Mapping[str, AlertState], states: Sequence[AlertState],
              notifications: Sequence[Notification], context: Mapping[str, Any],
-             at: datetime, extra: Sequence[Seal] = ()) -> int:
+             at: datetime, extra: Sequence[Seal] = (),
+             before_write: Callable[[], object] | None = None) -> int:
         """Seal and write everything in one statement and commit in the same message (module
-        docstring, 2); returns the audit entries written."""
+        docstring, 2); returns the audit entries written. ``before_write`` is called right
+        before the message is sent (the caller's work for the round trip's wait)."""
         lineage = audit_hooks.input_versions_row(self.connection, notifications=notifications,
                                                  context=context, at=at)
         seals = [*audit_hooks.alert_seals(before=before, states=states,
@@ -416,17 +418,19 @@ class ChangeTransaction:
         params = {
             **_columns("s", _STATE_COLUMNS, list(self._state_rows.values())),
             **_columns("o", _OUTBOX_COLUMNS, [
-                {**r, "payload": json.dumps(r["payload"])} for r in self._outbox]),
+                {**r, "payload": _json(r["payload"])} for r in self._outbox]),
             **_columns("u", _INTERVAL_COLUMNS, updates),
             **_columns("i", _INTERVAL_COLUMNS, inserts),
             **_columns("e", _ENTRY_COLUMNS, [
-                {**e, "payload": json.dumps(e["payload"])} for e in entries]),
+                {**e, "payload": _json(e["payload"])} for e in entries]),
             "l_digest": lineage.digest if lineage is not None else None,
             "l_recorded_at": _checked(lineage.recorded_at) if lineage is not None else None,
             "l_text": lineage.text if lineage is not None else None,
             "n_states": len(self._state_rows), "n_notes": len(self._outbox),
             "n_intervals": len(rows), "stale_states": _STALE_STATES, "stale_rows": _STALE_ROWS,
         }
+        if before_write is not None:
+            before_write()
         sent = time.perf_counter()
         try:
             self.connection.exec_driver_sql(
@@ -459,6 +463,13 @@ def _columns(prefix: str, columns: Sequence[str], rows: Sequence[Mapping[str, An
             for value in arrays[f"{prefix}_{c}"]:
                 _checked(value)
     return {name: codec.pg_array(values) for name, values in arrays.items()}
+
+
+def _json(payload: Any) -> str:
+    """A payload's JSON text for its ``jsonb`` column: orjson (~5x the standard encoder's
+    speed, on the way to the commit); ``jsonb`` keeps the value, not the text, so the stored
+    rows are the same."""
+    return orjson.dumps(payload).decode()
 
 
 def _checked(value: Any) -> Any:

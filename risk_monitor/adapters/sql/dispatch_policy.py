@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,77 @@ class BoundsPosts(Protocol):
     cannot, with the client it has)."""
 
     def bounded(self, timeout_s: float) -> AbstractContextManager[None] | None: ...
+
+
+@runtime_checkable
+class GatesPosts(Protocol):
+    """A notifier whose posts made inside ``gated(gate)`` (on the calling thread) build their
+    request and then hand its bytes to ``gate`` (:class:`SendGate`) instead of sending them
+    (None: it cannot, with the client it has)."""
+
+    def gated(self, gate: SendGate) -> AbstractContextManager[None] | None: ...
+
+
+class PostAborted(BaseException):
+    """Raised at a :class:`SendGate` that was aborted (the transaction behind the post did not
+    commit): nothing was sent. A ``BaseException``, so no notifier or retry handler on the way
+    mistakes it for a failed attempt."""
+
+
+class SendGate:
+    """Holds a prepared post's first bytes until the transaction that claimed its row is
+    decided: :meth:`open` after the commit, :meth:`abort` after a failure. The post is
+    rendered and its request built on another thread while the commit is in flight (issue 10:
+    that CPU was on the way from the commit to Slack); the bytes then go out on the thread
+    that opens the gate, at once (no wake-up of the preparing thread before they are sent).
+    Nothing passes a gate that was not opened: an alert is never posted before its commit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._decided = threading.Event()
+        self._open: bool | None = None
+        self._parked: tuple[Callable[[bytes], None], bytes] | None = None
+        self._error: BaseException | None = None
+        self.opened_at = 0.0  # perf_counter() of :meth:`open`
+
+    def through(self, send: Callable[[bytes], None], data: bytes) -> None:
+        """The preparing thread's send of ``data``: done by the opener if the gate is still
+        closed (this thread waits for the decision), else here; :class:`PostAborted` if the
+        gate was aborted; the send's own error as it was raised."""
+        with self._lock:
+            decided = self._open
+            if decided is None:
+                self._parked = (send, data)
+        if decided is None:  # parked: the opener sends it, or the abort drops it
+            self._decided.wait()
+            if not self._open:
+                raise PostAborted("the transaction behind this post did not commit")
+            if self._error is not None:
+                raise self._error
+            return
+        if not decided:
+            raise PostAborted("the transaction behind this post did not commit")
+        send(data)
+
+    def open(self) -> None:
+        """The transaction committed: send the parked bytes now, on this thread."""
+        with self._lock:
+            self._open, parked, self._parked = True, self._parked, None
+            self.opened_at = time.perf_counter()
+        if parked is not None:
+            send, data = parked
+            try:
+                send(data)
+            except BaseException as exc:  # the preparing thread handles it as its own
+                self._error = exc
+        self._decided.set()
+
+    def abort(self) -> None:
+        """The transaction did not commit: the post must not go out."""
+        with self._lock:
+            self._open = False
+            self._parked = None
+        self._decided.set()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@ the outcome (see :mod:`risk_monitor.adapters.sql.outbox` for the delivery rules)
 
 Rows claimed on insert are posted by the committing thread itself when that is safe and cheap
 (:meth:`OutboxDispatcher.deliver_claimed`): no hand-off to the dispatcher's thread, whose
-wake-up waits for the interpreter lock behind the service's other threads."""
+wake-up waits for the interpreter lock behind the service's other threads. Better still, their
+post is prepared while the commit is in flight (:meth:`OutboxDispatcher.prepare_claimed`): the
+post-ahead thread renders it and builds its request, whose bytes wait at a gate that the
+committing thread opens after the commit (it sends them itself) or aborts."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +31,7 @@ from risk_monitor.adapters.sql.dispatch_metrics import (
     HANDED_OFF,
     HANDOFF_STEP,
     NOTIFIER_UP,
+    POSTED_AHEAD,
     POSTED_INLINE,
     RECORD_STEP,
     SEND_STEP,
@@ -37,8 +43,11 @@ from risk_monitor.adapters.sql.dispatch_policy import (
     ClaimReads,
     DispatchResult,
     FindsEarlierPosts,
+    GatesPosts,
     InlinePosts,
+    PostAborted,
     PostsThreadNotes,
+    SendGate,
     held_by_text,
     server_retry_after,
 )
@@ -58,10 +67,23 @@ from risk_monitor.ports import Notifier
 log = get_logger(__name__)
 #: what other modules import from here (most now defined in dispatch_policy / dispatch_metrics)
 __all__ = ["NOTIFIER_UP", "BackoffPolicy", "ClaimReads", "DispatchResult", "FindsEarlierPosts",
-           "OutboxDispatcher", "PostsThreadNotes"]
+           "OutboxDispatcher", "PostsThreadNotes", "PreparedPost"]
 
 #: posts of rows claimed on insert that may go out before their delivery records are written
 RECORDS_HELD_S = 1.0
+
+
+@dataclass
+class PreparedPost:
+    """A post prepared before its commit (:meth:`OutboxDispatcher.prepare_claimed`): pass it
+    to ``deliver_claimed`` after the commit, or call :meth:`abort` if the commit failed."""
+
+    gate: SendGate
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def abort(self) -> None:
+        """The transaction did not commit: nothing is sent (the prepared request is dropped)."""
+        self.gate.abort()
 
 
 class OutboxDispatcher:
@@ -103,6 +125,8 @@ class OutboxDispatcher:
         #: when the committing thread may post (None timeout: never)
         self.inline = InlinePosts(inline_timeout_s)
         self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
+        self._ahead: ThreadPoolExecutor | None = None  # the post-ahead thread
+        self._ahead_gate = threading.local()  # .gate: the post-ahead thread's current gate
         #: delivery records of posts, for the recorder thread while :meth:`run` runs
         self._records: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._recorder: threading.Thread | None = None
@@ -181,11 +205,81 @@ class OutboxDispatcher:
         locks: ``alert_change.py``)."""
         return InsertClaim.of(fingerprints, busy, self.clock(), self.lease_s)
 
-    def deliver_claimed(self, entries: list[OutboxEntry], reads: ClaimReads) -> None:
+    def prepare_claimed(self, entries: list[OutboxEntry], reads: ClaimReads
+                        ) -> PreparedPost | None:
+        """Before the commit of the transaction that claimed ``entries`` on insert (with
+        ``reads``, its ``claim_reads``): their post is rendered and its request built on the
+        post-ahead thread while the commit is in flight, its bytes held at a gate
+        (``SendGate``). Pass the result to :meth:`deliver_claimed` after the commit, or
+        :meth:`PreparedPost.abort` it. None: post after the commit as before; that is when the
+        committing thread may not post (:meth:`_post_inline`), the notifier cannot hold a post
+        at a gate, or a silence or an acknowledgement holds a row back (its record must wait
+        for the commit)."""
+        if not entries or not isinstance(self.notifier, GatesPosts) \
+                or any(e.attempts > 1 for e in entries) \
+                or (self.max_workers > 1 and len({e.fingerprint for e in entries}) > 1):
+            return None
+        now = self.clock()
+        if (reads.silences or reads.acks) and not all(
+                verdict(e.notification, reads.silences, reads.acks, now).send for e in entries):
+            return None
+        bound = self.inline.bound(self.notifier, healthy=self.notifier_error is None)
+        if bound is None or not self._sending.acquire(blocking=False):
+            return None
+        handed = False
+        try:
+            with self._direct_lock:
+                waiting = bool(self._direct)
+            gate = SendGate()
+            gated = self.notifier.gated(gate)
+            if waiting or self._recorder is None or gated is None:
+                return None
+            if self._ahead is None:
+                self._ahead = ThreadPoolExecutor(1, thread_name_prefix="outbox-post-ahead")
+            prepared = PreparedPost(gate)
+            self._ahead.submit(self._post_ahead, entries, reads, bound, gated, prepared)
+            handed = True  # the post-ahead thread releases the delivering lock
+            return prepared
+        finally:
+            if not handed:
+                self._sending.release()
+
+    def _post_ahead(self, entries: list[OutboxEntry], reads: ClaimReads,
+                    bound: AbstractContextManager[None], gated: AbstractContextManager[None],
+                    prepared: PreparedPost) -> None:
+        """The post-ahead thread's delivery of a prepared post: as :meth:`_post_inline`, its
+        request's bytes held at the gate until the commit (dropped if it fails)."""
+        records: list[Callable[[], None]] = []
+        self._ahead_gate.gate = prepared.gate
+        try:
+            with bound, gated:
+                self._deliver_entries(entries, reads, records)
+        except PostAborted:  # not committed: nothing was sent, nothing to record
+            records = []
+        except Exception as exc:  # the database is down: the rows' lease runs out, a
+            error = map_exception(exc, source=SOURCE)  # claim round retries them
+            record_error(error)
+            log.error("outbox delivery failed", error_code=error.code, error=str(error))
+        finally:
+            self._ahead_gate.gate = None
+            try:
+                self._queue_records(records)
+            finally:
+                self._sending.release()
+                prepared.done.set()
+
+    def deliver_claimed(self, entries: list[OutboxEntry], reads: ClaimReads,
+                        prepared: PreparedPost | None = None) -> None:
         """Rows another transaction of this process claimed on insert (``InsertClaim``),
         with its ``claim_reads``, delivered with no claim round. Call after that transaction
-        committed, on its thread: the rows are posted right there (:meth:`_post_inline`) or
-        handed to the dispatcher's thread, which posts them next."""
+        committed, on its thread: a ``prepared`` post (:meth:`prepare_claimed`) is sent from
+        here at once and its answer awaited; otherwise the rows are posted right there
+        (:meth:`_post_inline`) or handed to the dispatcher's thread, which posts them next."""
+        if prepared is not None:
+            prepared.gate.open()
+            prepared.done.wait()
+            POSTED_AHEAD.inc()
+            return
         if not entries:
             return
         if self._post_inline(entries, reads):
@@ -377,6 +471,9 @@ class OutboxDispatcher:
                 if ref is None:
                     started = time.perf_counter()
                     ref = self.notifier.send(n, previous_ref)
+                    gate: SendGate | None = getattr(self._ahead_gate, "gate", None)
+                    if gate is not None:  # prepared ahead: the post from its gate's opening
+                        started = max(started, gate.opened_at)
                     took = time.perf_counter() - started
                     SEND_STEP.observe(took)
                     self.inline.sent(took)
@@ -510,9 +607,10 @@ class OutboxDispatcher:
             self._records.put(None)
             recorder, self._recorder = self._recorder, None
         recorder.join()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        for pool in (self._pool, self._ahead):
+            if pool is not None:
+                pool.shutdown(wait=False)
+        self._pool = self._ahead = None
         self.repository.close()
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
 

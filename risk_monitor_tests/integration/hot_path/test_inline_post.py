@@ -17,6 +17,7 @@ import pytest
 from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.slack_transport import KeepAliveWebClient
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
+from risk_monitor.adapters.sql.alert_change import ChangeTransaction
 from risk_monitor.adapters.sql.dispatch_policy import INLINE_MAX_SEND_S, InlinePosts
 from risk_monitor.domain.alerts import AlertPolicy
 from risk_monitor.service.writer import AlertWriter, Change
@@ -92,14 +93,53 @@ def _sent(storage: Storage) -> list[tuple[str, int]]:
     return [(r.alert_status, r.attempts) for r in storage.outbox.rows() if r.status == "sent"]
 
 
+def _committing_thread(storage: Storage) -> str:
+    """The thread that builds the post: on PostgreSQL the post-ahead thread, while the commit
+    is in flight (its bytes sent by the committing thread once committed); elsewhere the
+    committing thread itself, after the commit."""
+    return "outbox-post-ahead_0" if storage.engine.dialect.name == "postgresql" \
+        else "hot-path-writer"
+
+
 def test_a_healthy_slack_is_posted_to_by_the_committing_thread(
         storage: Storage, slack_sim: SlackSimulator,
         service: tuple[AlertWriter, OutboxDispatcher, ThreadRecordingNotifier]) -> None:
     writer, _, notifier = service
     writer.submit([_change("BREACH", 1, "desk-a")], {"source": "service"})
     wait_until(lambda: _sent(storage), message="the alert posted and recorded")
-    assert notifier.threads == ["hot-path-writer"]  # no hand-off to the dispatcher's thread
+    assert notifier.threads == [_committing_thread(storage)]  # not the dispatcher's thread
     assert _posts(slack_sim) == [("desk-a", "BREACH")]
+    assert _sent(storage) == [("BREACH", 1)]
+
+
+@pytest.mark.parametrize("storage", ["postgresql"], indirect=True)  # prepared there only
+def test_a_post_prepared_before_a_commit_that_fails_is_never_sent(
+        storage: Storage, slack_sim: SlackSimulator, monkeypatch: pytest.MonkeyPatch,
+        service: tuple[AlertWriter, OutboxDispatcher, ThreadRecordingNotifier]) -> None:
+    """The post is built while the commit is in flight; the commit fails (here right after
+    the post was prepared, before the write went out): nothing reaches Slack, the change is
+    written again and posted once."""
+    writer, _, notifier = service
+    seal = ChangeTransaction.seal
+    failed: list[bool] = []
+
+    def failing_once(self: ChangeTransaction, **kwargs: Any) -> int:
+        prepare = kwargs["before_write"]
+
+        def prepare_then_fail() -> None:
+            prepare()
+            if not failed:
+                failed.append(True)
+                raise ConnectionError("the database went away before the write")
+
+        return seal(self, **{**kwargs, "before_write": prepare_then_fail})
+
+    monkeypatch.setattr(ChangeTransaction, "seal", failing_once)
+    writer.submit([_change("BREACH", 1, "desk-a")], {"source": "service"})
+    wait_until(lambda: _sent(storage), timeout=10.0,
+               message="the change written again after the failure, posted and recorded")
+    assert failed and notifier.threads == ["outbox-post-ahead_0"] * 2  # prepared twice
+    assert _posts(slack_sim) == [("desk-a", "BREACH")]  # the aborted one never went out
     assert _sent(storage) == [("BREACH", 1)]
 
 
@@ -115,7 +155,7 @@ def test_a_slack_holding_its_answer_does_not_block_later_commits_nor_double_post
     wait_until(lambda: ("desk-b", "BREACH") in _posts(slack_sim), timeout=10.0,
                message="a later change committed and posted while Slack still holds the "
                        "first answer")
-    assert notifier.threads == ["hot-path-writer", "outbox-dispatcher"]  # held: handed off
+    assert notifier.threads == [_committing_thread(storage), "outbox-dispatcher"]  # handed off
     clock.advance(300.0)  # past the held post's retry delay
     dispatcher.wake()
     wait_until(lambda: len(_sent(storage)) == 2, timeout=10.0,

@@ -16,6 +16,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 
 from risk_monitor.adapters.slack_transport import KeepAliveWebClient
+from risk_monitor.adapters.sql.dispatch_policy import PostAborted, SendGate
 from risk_monitor_tests.fixtures.waiting import wait_until
 from risk_sim.slack import SlackSimulator
 
@@ -118,3 +119,53 @@ def test_keep_warm_keeps_one_connection_open_through_a_quiet_spell(sim: SlackSim
         warm.join(5)
     assert not warm.is_alive()
     assert [m["text"] for m in sim.messages] == ["after a quiet spell"]
+
+
+def test_a_gated_post_waits_for_its_gate_and_goes_out_from_the_opener(
+        sim: SlackSimulator) -> None:
+    """``gated``: the request is built on the preparing thread, its bytes held at the gate
+    (``SendGate``) until it opens, then sent by the opening thread; an aborted gate sends
+    nothing (the dispatcher's post prepared while its commit is in flight)."""
+    client = _client(sim)
+    client.chat_postMessage(channel="#risk-alerts", text="warm")
+    senders: list[str] = []
+    original = http.client.HTTPConnection.send
+
+    def noting(self: http.client.HTTPConnection, data: Any) -> None:
+        senders.append(threading.current_thread().name)
+        original(self, data)
+
+    answers: list[Any] = []
+
+    def post(gate: SendGate, text: str) -> None:
+        try:
+            with client.gated(gate):
+                answers.append(client.chat_postMessage(channel="#risk-alerts", text=text))
+        except PostAborted as exc:
+            answers.append(exc)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http.client.HTTPConnection, "send", noting)
+        gate = SendGate()
+        preparing = threading.Thread(target=post, args=(gate, "gated"), name="preparing")
+        preparing.start()
+        wait_until(lambda: gate._parked is not None, message="the request built and parked")
+        assert [m["text"] for m in sim.messages] == ["warm"]  # nothing sent before the gate
+        gate.open()
+        preparing.join(10)
+        assert senders == ["MainThread"]  # the opener sent the bytes
+        assert answers[0]["ok"] and [m["text"] for m in sim.messages] == ["warm", "gated"]
+
+        aborted = SendGate()
+        preparing = threading.Thread(target=post, args=(aborted, "never"), name="preparing")
+        preparing.start()
+        wait_until(lambda: aborted._parked is not None, message="the request built and parked")
+        aborted.abort()
+        preparing.join(10)
+        assert isinstance(answers[1], PostAborted)
+        late = SendGate()
+        late.abort()  # decided before the request was built: not sent either
+        post(late, "never either")
+        assert isinstance(answers[2], PostAborted)
+    assert [m["text"] for m in sim.messages] == ["warm", "gated"]
+    assert client.chat_postMessage(channel="#risk-alerts", text="after")["ok"]
