@@ -20,7 +20,7 @@ heartbeat's full evaluation: a tick only ever makes data younger.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -350,7 +350,7 @@ class IncrementalEvaluator:
             oldest = min_ns(oldest, portfolio_oldest)
             moved["portfolio_equity_usd"] = portfolio.equity_usd
         moved["oldest_ns"] = oldest
-        inputs = replace(base, **moved)  # type: ignore[arg-type]
+        inputs = base._replace(**moved)  # type: ignore[arg-type]
         measured = measure(slot.definition, inputs, portfolio)
         return result_of(slot.definition, slot.scope, measured, as_of=now,
                          config_version=self.config_version, source_ns=oldest)
