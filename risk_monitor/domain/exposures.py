@@ -47,43 +47,44 @@ def exposure_table(state: PreparedInputs) -> pd.DataFrame:
     """All exposure levels in one tidy frame; figures of an unknown row are NaN.
 
     Built column-wise: the per-scope inputs are transposed once per level (``zip(*inputs)``,
-    the fields of ``ScopeInputs`` in its order) and every derived figure is one numpy
-    expression over a level's rows. Thousands of rows per evaluation: a Python loop with
-    a dozen appends per row cost ~3 µs a row."""
-    parts: list[pd.DataFrame] = []
-    for level, template, needs in _LEVELS:
-        pairs = sorted_scope_inputs(state, needs, template)
-        if pairs:
-            parts.append(_level_frame(level, needs, pairs))
-    if not parts:
-        return pd.DataFrame({name: [] for name in EXPOSURE_COLUMNS},
-                            columns=list(EXPOSURE_COLUMNS))
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    the fields of ``ScopeInputs`` in its order), every derived figure is one numpy expression
+    over a level's rows, and the frame is made once from arrays (text columns as object
+    arrays: from lists pandas would scan every value for dates). Thousands of rows per
+    evaluation: a Python loop with a dozen appends per row cost ~3 µs a row."""
+    parts = [_level_columns(level, needs, pairs) for level, template, needs in _LEVELS
+             if (pairs := sorted_scope_inputs(state, needs, template))]
+    columns: dict[str, np.ndarray] = {}
+    for name in EXPOSURE_COLUMNS:
+        pieces = [part[name] for part in parts]
+        columns[name] = (np.concatenate(pieces) if pieces
+                         else np.zeros(0, dtype=object))
+    return pd.DataFrame(columns, columns=list(EXPOSURE_COLUMNS), copy=False)
 
 
-def _level_frame(level: str, needs: Needs,
-                 pairs: Sequence[tuple[Scope, ScopeInputs]]) -> pd.DataFrame:
-    """One level's rows (``exposure_table``): the same figures as ``ScopeInputs.gross_usd`` /
-    ``net_usd`` and the ratios of ``_ratio``, element by element."""
+def _level_columns(level: str, needs: Needs,
+                   pairs: Sequence[tuple[Scope, ScopeInputs]]) -> dict[str, np.ndarray]:
+    """One level's rows of ``exposure_table``, column by column: the same figures as
+    ``ScopeInputs.gross_usd`` / ``net_usd`` and the ratios of ``_ratios``, element by element."""
+    n = len(pairs)
     scopes = [scope for scope, _ in pairs]
     (d_gross, d_net, holdings, equity_in, portfolio_equity, _, positions, problems, _,
      _) = zip(*(inputs for _, inputs in pairs), strict=True)
-    known = np.fromiter((not p for p in problems), dtype=bool, count=len(pairs))
+    known = np.fromiter((not p for p in problems), dtype=bool, count=n)
     d_gross_a = np.asarray(d_gross, dtype=np.float64)
     d_net_a = np.asarray(d_net, dtype=np.float64)
     holdings_a = np.asarray(holdings, dtype=np.float64)
     gross = d_gross_a + np.abs(holdings_a)
     net = d_net_a + holdings_a
-    nan = np.full(len(pairs), np.nan)
+    nan = np.full(n, np.nan)
     equity = np.asarray(equity_in, dtype=np.float64) if needs.scope_equity else nan
     concentration = (_ratios(gross, np.asarray(portfolio_equity, dtype=np.float64), 100.0)
                      if needs.portfolio_equity else nan)
     leverage = _ratios(gross, equity, 1.0) if needs.scope_equity else nan
-    return pd.DataFrame({
-        "level": [level] * len(pairs),
-        "venue": [scope.venue or "" for scope in scopes],
-        "instrument": [scope.instrument or "" for scope in scopes],
-        "asset": [scope.asset or "" for scope in scopes],
+    return {
+        "level": np.full(n, level, dtype=object),
+        "venue": _texts([scope.venue or "" for scope in scopes]),
+        "instrument": _texts([scope.instrument or "" for scope in scopes]),
+        "asset": _texts([scope.asset or "" for scope in scopes]),
         "positions": np.asarray(positions, dtype=np.int64),
         "derivatives_gross_usd": np.where(known, d_gross_a, np.nan),
         "derivatives_net_usd": np.where(known, d_net_a, np.nan),
@@ -94,8 +95,14 @@ def _level_frame(level: str, needs: Needs,
         "concentration_pct": np.where(known, concentration, np.nan),
         "leverage": np.where(known, leverage, np.nan),
         "ok": known,
-        "reason": ["; ".join(p) for p in problems],
-    }, columns=list(EXPOSURE_COLUMNS))
+        "reason": _texts(["; ".join(p) for p in problems]),
+    }
+
+
+def _texts(values: list[str]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def _ratios(numerator: np.ndarray, denominator: np.ndarray, scale: float) -> np.ndarray:
