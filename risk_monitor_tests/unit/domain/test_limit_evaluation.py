@@ -18,6 +18,7 @@ from risk_monitor.domain.limit_config import (
     utilisation,
 )
 from risk_monitor.domain.model import LimitStatus
+from risk_monitor.domain.scopes import Scope
 from risk_monitor_tests.unit.domain.builders import (
     NOW,
     ago,
@@ -326,5 +327,7 @@ def test_expanded_scopes_carry_their_canonical_key() -> None:
                   if isinstance(key, tuple) and key[0] == "scope_inputs"]
     assert len(expansions) >= 10
     for expansion in expansions:
-        for scope in expansion:
+        for scope in expansion.scopes:
             assert scope.key == scope._key()
+            plain = Scope(scope.venue, scope.account, scope.instrument, scope.asset)
+            assert scope == plain and hash(scope) == hash(plain)
