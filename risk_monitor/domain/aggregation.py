@@ -276,7 +276,7 @@ def _scope_inputs(
             if problem_affects(problem, needs, scopes[i]):
                 reasons.append(problem.reason)
                 if problem.as_of is not None:
-                    problem_ns = min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
+                    problem_ns = min_ns(problem_ns, ns_of(problem.as_of))
         reasons_of[i] = tuple(dict.fromkeys(reasons))
         problem_ns_of[i] = problem_ns
     inputs = map(ScopeInputs._make, zip(
