@@ -10,9 +10,10 @@ sums; this module turns them into :class:`ScopeInputs` per concrete scope (cache
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from risk_monitor.domain.pnl import (
     describe_balance_problem,
     describe_position_problem,
 )
-from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope, scope_key
+from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope, keyed_scope, scope_key
 from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, column_ns, min_ns, ns_of
 
 
@@ -39,9 +40,12 @@ class Needs:
     portfolio_equity: bool = False  # equity of the whole portfolio
 
 
-@dataclass(frozen=True)
-class ScopeInputs:
-    """Everything any limit kind needs about one concrete scope."""
+class ScopeInputs(NamedTuple):
+    """Everything any limit kind needs about one concrete scope.
+
+    A named tuple, not a frozen dataclass: one is built per concrete scope (4k+ per full
+    evaluation) and a tuple costs a quarter of the frozen dataclass's ``__init__``. Immutable
+    alike; change a copy with ``_replace``."""
 
     derivatives_gross_usd: float = 0.0
     derivatives_net_usd: float = 0.0
@@ -143,14 +147,34 @@ def problem_affects(problem: SourceProblem, needs: Needs, scope: Scope) -> bool:
     return needs.holdings and problem.affects_balances and scope.instrument is None
 
 
-def scope_inputs(
-    state: PreparedInputs, needs: Needs, template: Mapping[str, str | None]
-) -> dict[Scope, ScopeInputs]:
-    """Inputs per concrete scope of a scope template ('*' values expand to one scope each).
+@dataclass
+class Expansion:
+    """One scope template's concrete scopes and their inputs, entry by entry (cached on the
+    state per (needs, template)). The mapping and the key order are built on first use: a
+    frozen dataclass hashes in Python, and most readers only walk the sorted pairs."""
 
-    Cached on the state per (needs, template): limits that share a template, the exposure
-    table and the pre-trade check read the same inputs without recomputing them (the returned
-    mapping is shared: read it, do not change it)."""
+    scopes: list[Scope]
+    inputs: list[ScopeInputs]
+    _mapping: dict[Scope, ScopeInputs] | None = None
+    _sorted: list[tuple[Scope, ScopeInputs]] | None = None
+
+    def mapping(self) -> dict[Scope, ScopeInputs]:
+        if self._mapping is None:
+            self._mapping = dict(zip(self.scopes, self.inputs, strict=True))
+        return self._mapping
+
+    def sorted_pairs(self) -> list[tuple[Scope, ScopeInputs]]:
+        """(scope, inputs) in canonical key order (keys are unique within a template)."""
+        if self._sorted is None:
+            scopes, inputs = self.scopes, self.inputs
+            order = sorted(range(len(scopes)), key=[s.key for s in scopes].__getitem__)
+            self._sorted = [(scopes[i], inputs[i]) for i in order]
+        return self._sorted
+
+
+def _expansion(
+    state: PreparedInputs, needs: Needs, template: Mapping[str, str | None]
+) -> Expansion:
     fixed = {d: v for d in SCOPE_DIMS if (v := template.get(d)) is not None and v != WILDCARD}
     wild = [d for d in SCOPE_DIMS if template.get(d) == WILDCARD]
     cache_key = ("scope_inputs", needs, tuple(fixed.items()), tuple(wild))
@@ -160,23 +184,28 @@ def scope_inputs(
     return cached  # type: ignore[no-any-return]
 
 
+def scope_inputs(
+    state: PreparedInputs, needs: Needs, template: Mapping[str, str | None]
+) -> dict[Scope, ScopeInputs]:
+    """Inputs per concrete scope of a scope template ('*' values expand to one scope each).
+
+    Cached on the state per (needs, template): limits that share a template, the exposure
+    table and the pre-trade check read the same inputs without recomputing them (the returned
+    mapping is shared: read it, do not change it)."""
+    return _expansion(state, needs, template).mapping()
+
+
 def sorted_scope_inputs(
     state: PreparedInputs, needs: Needs, template: Mapping[str, str | None]
 ) -> list[tuple[Scope, ScopeInputs]]:
     """:func:`scope_inputs` as (scope, inputs) pairs in canonical key order, the order results
     and tables list them in; cached alike (limits sharing a template sort once)."""
-    expanded = scope_inputs(state, needs, template)
-    cache_key = ("sorted_scope_inputs", id(expanded))
-    cached = state.cache.get(cache_key)
-    if cached is None or cached[0] is not expanded:
-        cached = state.cache[cache_key] = (
-            expanded, sorted(expanded.items(), key=lambda item: item[0].key))
-    return cached[1]  # type: ignore[no-any-return]
+    return _expansion(state, needs, template).sorted_pairs()
 
 
 def _scope_inputs(
     state: PreparedInputs, needs: Needs, fixed: dict[str, str], wild: list[str]
-) -> dict[Scope, ScopeInputs]:
+) -> Expansion:
     instrument_scoped = "instrument" in fixed or "instrument" in wild
 
     no_groups = FrameIndex.NO_GROUPS
@@ -200,89 +229,106 @@ def _scope_inputs(
     if not wild:
         keys.add(())  # a fixed scope always has a result, even with no rows (value 0)
 
-    out: dict[Scope, ScopeInputs] = {}
+    if not keys:
+        return Expansion([], [])
     # only problems that can touch some scope of this kind (market problems never do)
     problems = [p for p in state.problems if p.kind is not SourceKind.MARKET]
     portfolio = state.portfolio
     portfolio_equity = portfolio.equity_usd if needs.portfolio_equity else math.nan
     portfolio_reason = portfolio.reason if needs.portfolio_equity and not portfolio.known else ""
     portfolio_oldest = state.portfolio_oldest_ns if needs.portfolio_equity else NAT
-    scope_equity = needs.scope_equity
-    make_scope, make_key = _scope_builders(fixed, wild)
-    # the group columns, read by position (no per-group objects)
-    p_gross, p_net, p_upnl = (pos.sums.get(k, []) for k in _POSITION_SUMS)
-    p_liq, p_rows, p_bad, p_first, p_old = (pos.mins.get("liq", []), pos.rows, pos.bad,
-                                            pos.first_bad, pos.oldest_ns)
-    h_value, h_bad, h_first, h_old = (hold.sums.get("holding", []), hold.bad, hold.first_bad,
-                                      hold.oldest_ns)
-    b_value, b_bad, b_first, b_old = (bal.sums.get("value", []), bal.bad, bal.first_bad,
-                                      bal.oldest_ns)
+    make_scope = _scope_builder(fixed, wild)
+    order = list(keys)
+    scopes = [make_scope(key) for key in order]
+    # column by column (5k+ scopes per evaluation): each scope's group position in the
+    # position / holding / balance groupings, -1 for none, which picks the appended default
+    p_at = [pos_at.get(key, -1) for key in order]
+    h_at = [hold_at.get(key, -1) for key in order] if hold_at else [-1] * len(order)
+    b_at = [bal_at.get(key, -1) for key in order] if bal_at else [-1] * len(order)
     nan = math.nan
-    for key in keys:  # one pass per concrete scope: keep it lean (5k+ scopes per evaluation)
-        scope = make_scope(key)
-        scope.__dict__["key"] = make_key(key)  # what Scope.key computes, built from the parts
-        p, h, b = pos_at.get(key), hold_at.get(key), bal_at.get(key)
-        reasons: list[str] | None = None
-        oldest = portfolio_oldest
-        if p is not None:
-            t = p_old[p]
-            if t != NAT and (oldest == NAT or t < oldest):
-                oldest = t
-            if p_bad[p]:
-                reasons = [describe_position_problem(state.pnl.iloc[p_first[p]])]
-            gross, net, upnl, liq, rows = p_gross[p], p_net[p], p_upnl[p], p_liq[p], p_rows[p]
-        else:
-            gross = net = upnl = 0.0
-            liq, rows = nan, 0
-        if h is not None:
-            t = h_old[h]
-            if t != NAT and (oldest == NAT or t < oldest):
-                oldest = t
-            if h_bad[h]:
-                reasons = reasons or []
-                reasons.append(describe_balance_problem(state.balances.iloc[h_first[h]]))
-        if b is not None:
-            t = b_old[b]
-            if t != NAT and (oldest == NAT or t < oldest):
-                oldest = t
-            if b_bad[b]:
-                reasons = reasons or []
-                reasons.append(describe_balance_problem(state.balances.iloc[b_first[b]]))
+    upnl = _picked(pos.sums.get("upnl", []), p_at, 0.0)
+    equity = ([b + u for b, u in zip(_picked(bal.sums.get("value", []), b_at, 0.0), upnl,
+                                     strict=True)]
+              if needs.scope_equity else [nan] * len(order))
+    oldest = _oldest(portfolio_oldest, (pos.oldest_ns, p_at), (hold.oldest_ns, h_at),
+                     (bal.oldest_ns, b_at))
+    reasons_of: list[tuple[str, ...]] = [()] * len(order)
+    problem_ns_of: list[int] = [NAT] * len(order)
+    if problems or portfolio_reason:
+        flagged: Iterable[int] = range(len(order))
+    else:  # the usual case: only scopes with an unusable row need a reason
+        flagged = [i for i, (p, h, b) in enumerate(zip(p_at, h_at, b_at, strict=True))
+                   if (p >= 0 and pos.bad[p]) or (h >= 0 and hold.bad[h])
+                   or (b >= 0 and bal.bad[b])]
+    for i in flagged:
+        p, h, b = p_at[i], h_at[i], b_at[i]
+        reasons: list[str] = []
+        if p >= 0 and pos.bad[p]:
+            reasons.append(describe_position_problem(state.pnl.iloc[pos.first_bad[p]]))
+        if h >= 0 and hold.bad[h]:
+            reasons.append(describe_balance_problem(state.balances.iloc[hold.first_bad[h]]))
+        if b >= 0 and bal.bad[b]:
+            reasons.append(describe_balance_problem(state.balances.iloc[bal.first_bad[b]]))
         if portfolio_reason:
-            reasons = reasons or []
             reasons.append(portfolio_reason)
         problem_ns = NAT
         for problem in problems:
-            if problem_affects(problem, needs, scope):
-                reasons = reasons or []
+            if problem_affects(problem, needs, scopes[i]):
                 reasons.append(problem.reason)
                 if problem.as_of is not None:
-                    problem_ns = min_ns(problem_ns, int(pd.Timestamp(problem.as_of).value))
-        out[scope] = ScopeInputs(
-            gross,
-            net,
-            h_value[h] if h is not None else 0.0,
-            ((b_value[b] if b is not None else 0.0) + upnl) if scope_equity else nan,
-            portfolio_equity,
-            liq,
-            rows,
-            tuple(dict.fromkeys(reasons)) if reasons else (),
-            oldest,
-            problem_ns,
-        )
-    return out
+                    problem_ns = min_ns(problem_ns, ns_of(problem.as_of))
+        reasons_of[i] = tuple(dict.fromkeys(reasons))
+        problem_ns_of[i] = problem_ns
+    inputs = map(ScopeInputs._make, zip(
+        _picked(pos.sums.get("gross", []), p_at, 0.0),
+        _picked(pos.sums.get("net", []), p_at, 0.0),
+        _picked(hold.sums.get("holding", []), h_at, 0.0),
+        equity,
+        [portfolio_equity] * len(order),
+        _picked(pos.mins.get("liq", []), p_at, nan),
+        _picked(pos.rows, p_at, 0),
+        reasons_of,
+        oldest,
+        problem_ns_of,
+        strict=True,
+    ))
+    return Expansion(scopes, list(inputs))
 
 
-def _scope_builders(
-    fixed: Mapping[str, str], wild: Sequence[str]
-) -> tuple[Callable[[tuple[str, ...]], Scope], Callable[[tuple[str, ...]], str]]:
-    """Scope and canonical key of a wildcard expansion's group key (values of ``wild``, in
-    order): the fixed parts are laid out once, so a scope costs a constructor and a join."""
+def _picked(values: Sequence[Any], at: list[int], default: Any) -> list[Any]:
+    """``values[i]`` for each ``i`` of ``at``, ``default`` where ``i`` is -1 (the same
+    objects: no conversion, so the figures are the groupings' own bits)."""
+    padded = [*values, default]
+    if len(at) == 1:
+        return [padded[at[0]]]
+    return list(itemgetter(*at)(padded))
+
+
+def _oldest(start: int, *columns: tuple[list[int], list[int]]) -> list[int]:
+    """Per scope the oldest of ``start`` and its group's time in each (times, positions)
+    grouping, NAT counting as no time (``valuation.min_ns`` element-wise)."""
+    oldest = np.full(len(columns[0][1]), _NO_TIME if start == NAT else start, dtype=np.int64)
+    for times, at in columns:
+        if not times:
+            continue
+        t = np.asarray(_picked(times, at, NAT), dtype=np.int64)
+        np.minimum(oldest, np.where(t == NAT, _NO_TIME, t), out=oldest)
+    return np.where(oldest == _NO_TIME, NAT, oldest).tolist()  # type: ignore[no-any-return]
+
+
+#: no time yet, in a minimum (above every real ns time)
+_NO_TIME = np.iinfo(np.int64).max
+
+
+def _scope_builder(fixed: Mapping[str, str], wild: Sequence[str]) -> Callable[[tuple[str, ...]], Scope]:
+    """Scope of a wildcard expansion's group key (values of ``wild``, in order), its canonical
+    key included: the fixed parts are laid out once, so a scope costs a join and a
+    :func:`~risk_monitor.domain.scopes.keyed_scope`."""
     args: list[str | None] = [fixed.get(d) for d in SCOPE_DIMS]
     slots = [SCOPE_DIMS.index(d) for d in wild]
     if not wild:
         key = scope_key(fixed)
-        return (lambda _: Scope(*args)), (lambda _: key)
+        return lambda _: keyed_scope(args[0], args[1], args[2], args[3], key)
     # the key's text between the wildcard values (canonical order, as Scope.key builds it)
     pieces: list[str] = []
     text, started = "", False
@@ -299,28 +345,27 @@ def _scope_builders(
 
         def one_scope(key: tuple[str, ...]) -> Scope:
             args[slot] = key[0]
-            return Scope(*args)
+            return keyed_scope(args[0], args[1], args[2], args[3], head + key[0] + tail)
 
-        return one_scope, lambda key: head + key[0] + tail
+        return one_scope
 
     if len(wild) == 2:
         (slot0, slot1), (head, middle) = slots, pieces
 
         def two_scope(key: tuple[str, ...]) -> Scope:
             args[slot0], args[slot1] = key
-            return Scope(*args)
+            return keyed_scope(args[0], args[1], args[2], args[3],
+                               head + key[0] + middle + key[1] + tail)
 
-        return two_scope, lambda key: head + key[0] + middle + key[1] + tail
+        return two_scope
 
     def scope_of(key: tuple[str, ...]) -> Scope:
         for slot, value in zip(slots, key, strict=True):
             args[slot] = value
-        return Scope(*args)
+        text = "".join([part for pair in zip(pieces, key, strict=True) for part in pair]) + tail
+        return keyed_scope(args[0], args[1], args[2], args[3], text)
 
-    def key_of(key: tuple[str, ...]) -> str:
-        return "".join([part for pair in zip(pieces, key, strict=True) for part in pair]) + tail
-
-    return scope_of, key_of
+    return scope_of
 
 
 #: the position sums a scope reads (``realized`` is only for the per-account equity table)
@@ -350,11 +395,21 @@ def _source_keys(
 
 def _quote_keys(
     state: PreparedInputs, fixed: Mapping[str, str], wild: Sequence[str]
-) -> set[tuple[str, ...]]:
+) -> frozenset[tuple[str, ...]]:
     """Wildcard values from the instruments we price: an instrument of a venue whose account
     data failed still gets its (UNKNOWN) scope as long as its quotes arrive; a flat one reads 0."""
     if not wild or "account" in wild or "account" in fixed or len(state.quotes) == 0:
-        return set()
+        return frozenset()
+    cache_key = ("quote_keys", tuple(fixed.items()), tuple(wild))
+    cached = state.cache.get(cache_key)  # limits of one template with different needs share it
+    if cached is None:
+        cached = state.cache[cache_key] = frozenset(_quoted(state, fixed, wild))
+    return cached  # type: ignore[no-any-return]
+
+
+def _quoted(
+    state: PreparedInputs, fixed: Mapping[str, str], wild: Sequence[str]
+) -> set[tuple[str, ...]]:
     columns = {"venue": "venue", "instrument": "instrument", "asset": "base"}
     quotes = state.quotes
     mask = np.ones(len(quotes), dtype=bool)

@@ -150,10 +150,12 @@ class ComplianceSummary:
 def compliance_summary(results: Sequence[LimitResult]) -> ComplianceSummary:
     """BREACH if anything breaches; else UNKNOWN if anything is unknown (we cannot claim
     compliance blind); else WARNING if anything warns; else COMPLIANT. No results → UNKNOWN."""
-    counts = {s.value: 0 for s in LimitStatus}
-    for r in results:
-        counts[r.status.value] += 1
-    status = desk_status(r.status for r in results)
+    # counted by identity (list.count, in C): an enum member hashes in Python, and there are
+    # thousands of results per evaluation
+    statuses = [r.status for r in results]
+    found = {s: statuses.count(s) for s in LimitStatus}
+    counts = {s.value: n for s, n in found.items()}
+    status = desk_status(s for s, n in found.items() if n)
     known = [r for r in results if r.utilisation is not None]
     worst = max(known, key=lambda r: r.utilisation or 0.0) if known else None
     as_of = max((r.as_of for r in results), default=None)

@@ -8,10 +8,13 @@ number in a table and the number a limit compared are the same number.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
-from risk_monitor.domain.aggregation import Needs, PreparedInputs, sorted_scope_inputs
+from risk_monitor.domain.aggregation import Needs, PreparedInputs, ScopeInputs, sorted_scope_inputs
+from risk_monitor.domain.scopes import Scope
 
 EXPOSURE_COLUMNS: tuple[str, ...] = (
     "level",  # venue_instrument | instrument | asset | venue | portfolio
@@ -43,42 +46,71 @@ _LEVELS: tuple[tuple[str, dict[str, str | None], Needs], ...] = (
 def exposure_table(state: PreparedInputs) -> pd.DataFrame:
     """All exposure levels in one tidy frame; figures of an unknown row are NaN.
 
-    Built column by column (one list per column, one frame at the end): thousands of rows per
-    evaluation, and a frame from per-row dicts costs several times more."""
-    columns: dict[str, list[object]] = {name: [] for name in EXPOSURE_COLUMNS}
-    (level_c, venue_c, instrument_c, asset_c, positions_c, d_gross_c, d_net_c, holdings_c,
-     gross_c, net_c, equity_c, concentration_c, leverage_c, ok_c, reason_c) = (
-        columns[name] for name in EXPOSURE_COLUMNS)
-    nan = math.nan
-    for level, template, needs in _LEVELS:
-        for scope, inputs in sorted_scope_inputs(state, needs, template):
-            known = inputs.known
-            equity = inputs.equity_usd if needs.scope_equity else nan
-            gross = inputs.gross_usd
-            level_c.append(level)
-            venue_c.append(scope.venue or "")
-            instrument_c.append(scope.instrument or "")
-            asset_c.append(scope.asset or "")
-            positions_c.append(inputs.positions)
-            d_gross_c.append(inputs.derivatives_gross_usd if known else nan)
-            d_net_c.append(inputs.derivatives_net_usd if known else nan)
-            holdings_c.append(inputs.holdings_usd if known else nan)
-            gross_c.append(gross if known else nan)
-            net_c.append(inputs.net_usd if known else nan)
-            equity_c.append(equity if known else nan)
-            concentration_c.append(
-                _ratio(gross, inputs.portfolio_equity_usd, 100.0)
-                if known and needs.portfolio_equity else nan)
-            leverage_c.append(_ratio(gross, equity, 1.0) if known and needs.scope_equity else nan)
-            ok_c.append(known)
-            reason_c.append("; ".join(inputs.problems))
-    return pd.DataFrame(columns, columns=list(EXPOSURE_COLUMNS))
+    Built column-wise: the per-scope inputs are transposed once per level (``zip(*inputs)``,
+    the fields of ``ScopeInputs`` in its order), every derived figure is one numpy expression
+    over a level's rows, and the frame is made once from arrays (text columns as object
+    arrays: from lists pandas would scan every value for dates). Thousands of rows per
+    evaluation: a Python loop with a dozen appends per row cost ~3 µs a row."""
+    parts = [_level_columns(level, needs, pairs) for level, template, needs in _LEVELS
+             if (pairs := sorted_scope_inputs(state, needs, template))]
+    columns: dict[str, np.ndarray] = {}
+    for name in EXPOSURE_COLUMNS:
+        pieces = [part[name] for part in parts]
+        columns[name] = (np.concatenate(pieces) if pieces
+                         else np.zeros(0, dtype=object))
+    return pd.DataFrame(columns, columns=list(EXPOSURE_COLUMNS), copy=False)
 
 
-def _ratio(numerator: float, denominator: float, scale: float) -> float:
-    if not math.isfinite(denominator) or denominator <= 0:
-        return math.nan
-    return numerator / denominator * scale
+def _level_columns(level: str, needs: Needs,
+                   pairs: Sequence[tuple[Scope, ScopeInputs]]) -> dict[str, np.ndarray]:
+    """One level's rows of ``exposure_table``, column by column: the same figures as
+    ``ScopeInputs.gross_usd`` / ``net_usd`` and the ratios of ``_ratios``, element by element."""
+    n = len(pairs)
+    scopes = [scope for scope, _ in pairs]
+    (d_gross, d_net, holdings, equity_in, portfolio_equity, _, positions, problems, _,
+     _) = zip(*(inputs for _, inputs in pairs), strict=True)
+    known = np.fromiter((not p for p in problems), dtype=bool, count=n)
+    d_gross_a = np.asarray(d_gross, dtype=np.float64)
+    d_net_a = np.asarray(d_net, dtype=np.float64)
+    holdings_a = np.asarray(holdings, dtype=np.float64)
+    gross = d_gross_a + np.abs(holdings_a)
+    net = d_net_a + holdings_a
+    nan = np.full(n, np.nan)
+    equity = np.asarray(equity_in, dtype=np.float64) if needs.scope_equity else nan
+    concentration = (_ratios(gross, np.asarray(portfolio_equity, dtype=np.float64), 100.0)
+                     if needs.portfolio_equity else nan)
+    leverage = _ratios(gross, equity, 1.0) if needs.scope_equity else nan
+    return {
+        "level": np.full(n, level, dtype=object),
+        "venue": _texts([scope.venue or "" for scope in scopes]),
+        "instrument": _texts([scope.instrument or "" for scope in scopes]),
+        "asset": _texts([scope.asset or "" for scope in scopes]),
+        "positions": np.asarray(positions, dtype=np.int64),
+        "derivatives_gross_usd": np.where(known, d_gross_a, np.nan),
+        "derivatives_net_usd": np.where(known, d_net_a, np.nan),
+        "holdings_usd": np.where(known, holdings_a, np.nan),
+        "gross_usd": np.where(known, gross, np.nan),
+        "net_usd": np.where(known, net, np.nan),
+        "equity_usd": np.where(known, equity, np.nan),
+        "concentration_pct": np.where(known, concentration, np.nan),
+        "leverage": np.where(known, leverage, np.nan),
+        "ok": known,
+        "reason": _texts(["; ".join(p) for p in problems]),
+    }
+
+
+def _texts(values: list[str]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _ratios(numerator: np.ndarray, denominator: np.ndarray, scale: float) -> np.ndarray:
+    """``numerator / denominator * scale``; NaN where the denominator is not finite or not
+    positive (no ratio to an unknown or negative equity)."""
+    usable = np.isfinite(denominator) & (denominator > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(usable, numerator / np.where(usable, denominator, 1.0) * scale, np.nan)
 
 
 def exposures_add_up(table: pd.DataFrame, rel_tol: float = 1e-9) -> list[str]:

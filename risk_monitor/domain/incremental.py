@@ -20,8 +20,8 @@ heartbeat's full evaluation: a tick only ever makes data younger.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple
 
 import numpy as np
@@ -39,16 +39,6 @@ from risk_monitor.domain.scopes import Scope, parse_scope_key
 from risk_monitor.domain.valuation import NAT, min_ns, ns_of, times_ns
 
 _NS = 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-
-
-def _now_ns(now: datetime) -> int:
-    """``valuation.ns_of`` without building a pandas Timestamp (~2 µs a tick) for the
-    service clock's aware datetimes; the same value (a datetime holds whole µs)."""
-    if type(now) is datetime and now.tzinfo is not None:
-        return (now - _EPOCH) // _US * 1000
-    return ns_of(now)
 
 
 class Tick(NamedTuple):
@@ -284,7 +274,7 @@ class IncrementalEvaluator:
         """Apply one admitted-looking quote; re-measure only the limits it can move."""
         if self.unavailable:
             return TickDecision()  # every limit is UNKNOWN until a document is in force
-        problem, quote = self._admit(tick, _now_ns(now))
+        problem, quote = self._admit(tick, ns_of(now))
         if quote is None:
             return TickDecision(full_reason=problem)
         key = (tick.venue, tick.instrument)
@@ -350,7 +340,7 @@ class IncrementalEvaluator:
             oldest = min_ns(oldest, portfolio_oldest)
             moved["portfolio_equity_usd"] = portfolio.equity_usd
         moved["oldest_ns"] = oldest
-        inputs = replace(base, **moved)  # type: ignore[arg-type]
+        inputs = base._replace(**moved)  # type: ignore[arg-type]
         measured = measure(slot.definition, inputs, portfolio)
         return result_of(slot.definition, slot.scope, measured, as_of=now,
                          config_version=self.config_version, source_ns=oldest)

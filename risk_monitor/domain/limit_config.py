@@ -341,7 +341,11 @@ _LOWER_IS_WORSE = frozenset(k for k, spec in KIND_SPECS.items() if spec.lower_is
 
 def utilisation(kind: LimitKind, value: float, breach: float) -> float:
     """value / breach; for lower-is-worse kinds breach / value, so >= 1 always means breach."""
-    if kind in _LOWER_IS_WORSE:
+    return _utilisation(kind in _LOWER_IS_WORSE, value, breach)
+
+
+def _utilisation(lower_is_worse: bool, value: float, breach: float) -> float:
+    if lower_is_worse:
         if value <= 0:
             return UTILISATION_CAP
         return min(breach / value, UTILISATION_CAP)
@@ -354,8 +358,9 @@ def classify(
     """Status and utilisation of a value against warn/breach levels (None/NaN → UNKNOWN)."""
     if value is None or not math.isfinite(value):
         return LimitStatus.UNKNOWN, None
-    used = utilisation(kind, value, breach)
-    if kind in _LOWER_IS_WORSE:
+    lower = kind in _LOWER_IS_WORSE  # once: an enum hashes in Python (once per result)
+    used = _utilisation(lower, value, breach)
+    if lower:
         if value <= breach:
             return LimitStatus.BREACH, used
         if warn is not None and value <= warn:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from risk_monitor.domain.aggregation import PreparedInputs, ScopeInputs, sorted_scope_inputs
 from risk_monitor.domain.limit_config import (
@@ -22,7 +22,7 @@ from risk_monitor.domain.limit_config import (
     classify,
     load_limit_config,
 )
-from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind
+from risk_monitor.domain.model import LimitResult, LimitStatus, SourceKind, limit_result
 from risk_monitor.domain.pnl import PortfolioPnl
 from risk_monitor.domain.scopes import WILDCARD, Scope
 from risk_monitor.domain.valuation import NAT, datetime_of, ns_of
@@ -32,9 +32,9 @@ __all__ = ["KIND_SPECS", "LimitConfig", "LimitDefinition", "LimitKind", "Measure
 
 
 # --- evaluation --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Measured:
-    """A measured value, or why there is none."""
+class Measured(NamedTuple):
+    """A measured value, or why there is none (a named tuple: one per limit result, and it
+    builds in half the time of a frozen dataclass; change a copy with ``_replace``)."""
 
     value: float | None
     unknown: str = ""  # non-empty → UNKNOWN
@@ -116,9 +116,9 @@ def result_of(
         reason = (measured.detail if status is LimitStatus.OK
                   else _reason(definition, scope, measured.value, status, measured.detail))
     # positional: thousands per evaluation (field order of LimitResult)
-    return LimitResult(
+    return limit_result(
         definition.id,
-        definition.kind.value,
+        _KIND_TEXT[definition.kind],
         scope.key,
         status,
         None if status is LimitStatus.UNKNOWN else measured.value,
@@ -131,6 +131,11 @@ def result_of(
         datetime_of(source_ns),
         None if status is LimitStatus.UNKNOWN else measured.usd_per_unit,
     )
+
+
+#: a kind's text as a plain str (``LimitKind.value`` goes through the enum's descriptor: ~0.8 µs
+#: per result)
+_KIND_TEXT: dict[LimitKind, str] = {kind: kind.value for kind in LimitKind}
 
 
 def _reason(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -177,6 +177,36 @@ class LimitResult:
     @property
     def fingerprint(self) -> str:
         return alert_fingerprint(self.limit_id, self.scope)
+
+
+#: field names of LimitResult, in order (``limit_result`` fills exactly these)
+_RESULT_FIELDS = ("limit_id", "limit_kind", "scope", "status", "value", "warn_level",
+                  "breach_level", "utilisation", "as_of", "config_version", "reason",
+                  "source_event_time", "usd_per_unit")
+if tuple(f.name for f in fields(LimitResult)) != _RESULT_FIELDS:  # pragma: no cover
+    raise TypeError("limit_result() is out of step with LimitResult's fields")
+_new = object.__new__
+_set = object.__setattr__
+
+
+def limit_result(limit_id: str, limit_kind: str, scope: str, status: LimitStatus,
+                 value: float | None, warn_level: float | None, breach_level: float,
+                 utilisation: float | None, as_of: datetime, config_version: str, reason: str,
+                 source_event_time: datetime | None,
+                 usd_per_unit: float | None) -> LimitResult:
+    """``LimitResult(...)`` with every field given, at a third of the cost: one per (limit,
+    scope) per evaluation (5k+) and per re-measured limit per tick, and a frozen dataclass's
+    ``__init__`` pays one ``object.__setattr__`` per field (~1.5 µs for 13). The instance is
+    the same: equal, hashable, immutable; LimitResult has no ``__post_init__`` to skip (the
+    import-time check above keeps the field list in step)."""
+    result = _new(LimitResult)
+    _set(result, "__dict__", {
+        "limit_id": limit_id, "limit_kind": limit_kind, "scope": scope, "status": status,
+        "value": value, "warn_level": warn_level, "breach_level": breach_level,
+        "utilisation": utilisation, "as_of": as_of, "config_version": config_version,
+        "reason": reason, "source_event_time": source_event_time,
+        "usd_per_unit": usd_per_unit})
+    return result
 
 
 def alert_fingerprint(limit_id: str, scope: str) -> str:

@@ -407,7 +407,7 @@ def _project(state: PreparedInputs, definition: LimitDefinition, scope: Scope, *
         measured, _ = data_age_inputs(state, scope.items())[scope]
         if measured.value is None:
             return measured, measured
-        return measured, replace(measured, value=measured.value + elapsed_s)
+        return measured, measured._replace(value=measured.value + elapsed_s)
     inputs = state.inputs.get((definition.id, scope.key))
     if inputs is None:
         inputs = scope_inputs(state, definition.spec.needs, scope.items()).get(scope, ScopeInputs())
@@ -418,8 +418,7 @@ def _project(state: PreparedInputs, definition: LimitDefinition, scope: Scope, *
     if stale:
         return current, Measured(None, unknown=stale)
     needs = definition.spec.needs
-    after = replace(
-        inputs,
+    after = inputs._replace(
         derivatives_gross_usd=inputs.derivatives_gross_usd + delta.gross_usd,
         derivatives_net_usd=inputs.derivatives_net_usd + delta.net_usd,
         equity_usd=inputs.equity_usd + delta.equity_usd if needs.scope_equity else inputs.equity_usd,

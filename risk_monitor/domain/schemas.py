@@ -39,6 +39,7 @@ from risk_monitor.domain.frame_rules import (
     row_chunks,
 )
 from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, PRICE_COLUMNS
+from risk_monitor.domain.valuation import asi8, frame_of, utc_times
 from risk_monitor.platform.errors import DataValidationError, StaleDataError
 
 if TYPE_CHECKING:  # pandera costs ~1 s to import: loaded only to build a schema or a report
@@ -309,11 +310,37 @@ def prices_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def concat_frames(frames: Iterable[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
-    """Concatenate per-source frames keeping the dataset dtypes (empty inputs are skipped)."""
+    """Concatenate per-source frames keeping the dataset dtypes (empty inputs are skipped).
+
+    Column by column with numpy when every part has every column in one plain dtype (float,
+    object strings) or as UTC times: ``pd.concat`` spends ~2.5 ms on two small frames with
+    tz-aware columns (its join-unit checks box timestamps), paid on every evaluation. Any other
+    shape (a missing column, mixed dtypes, categoricals) goes through ``pd.concat``."""
     parts = [f for f in frames if len(f)]
     if not parts:
         return typed_frame([], columns)
+    joined = _concat_columns(parts, columns)
+    if joined is not None:
+        return joined
     return pd.concat(parts, ignore_index=True)[list(columns)]
+
+
+def _concat_columns(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame | None:
+    data: dict[str, Any] = {}
+    for column in columns:
+        if any(column not in part.columns for part in parts):
+            return None
+        series = [part[column] for part in parts]
+        dtype = series[0].dtype
+        if any(s.dtype != dtype for s in series):
+            return None
+        if dtype == UTC_TIMESTAMP:
+            data[column] = utc_times(np.concatenate([asi8(s) for s in series]))
+        elif isinstance(dtype, np.dtype) and dtype.kind in "fObiu":
+            data[column] = np.concatenate([s.to_numpy() for s in series])
+        else:
+            return None
+    return frame_of(data, columns)
 
 
 # --- validation ----------------------------------------------------------------------------------

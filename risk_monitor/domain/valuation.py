@@ -29,13 +29,20 @@ _NS = 1_000_000_000
 
 
 def ns_of(moment: datetime) -> int:
-    """A timezone-aware datetime as int64 ns since the epoch; naive datetimes are refused."""
+    """A timezone-aware datetime as int64 ns since the epoch; naive datetimes are refused.
+
+    A plain ``datetime`` (whole µs) by integer arithmetic: the same value as
+    ``pd.Timestamp(moment).value`` without building a Timestamp (~2 µs; hundreds of source
+    statuses per evaluation). A pandas Timestamp (it may carry ns) goes through pandas."""
     if moment.tzinfo is None:
         raise ValueError("datetimes must be timezone-aware (UTC)")
+    if type(moment) is datetime:
+        return (moment - _EPOCH) // _US * 1000
     return int(pd.Timestamp(moment).value)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
 @lru_cache(maxsize=1 << 16)

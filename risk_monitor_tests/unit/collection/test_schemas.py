@@ -8,10 +8,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from risk_monitor.domain.frame_rules import categorize
+from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
 from risk_monitor.domain.quotes import price_outliers
 from risk_monitor.domain.schemas import (
     balance_rules,
     balances_frame,
+    concat_frames,
     position_rules,
     positions_frame,
     price_rules,
@@ -171,3 +174,21 @@ def test_price_outliers_use_own_fields_and_other_venues() -> None:
     two = prices_frame([price(), price(venue="binance", last=90000.0, bid=None, ask=None,
                                        mark=90000.0)])
     assert sorted(price_outliers(two)["venue"]) == ["binance", "okx"]
+
+
+def test_concatenated_frames_equal_pandas_concat() -> None:
+    """``concat_frames`` joins plain columns with numpy (``pd.concat`` is slow on tz-aware
+    columns): the result must be ``pd.concat``'s, NaN, NaT and None included; categorical
+    keys take ``pd.concat`` itself."""
+    parts = [balances_frame([balance(), balance(account="sub", timestamp=None)]),
+             balances_frame([balance(source_type="custodian", venue="fireblocks", account="v1",
+                                     asset="BTC", free=None)])]
+    joined = concat_frames(parts, BALANCE_COLUMNS)
+    pd.testing.assert_frame_equal(
+        joined, pd.concat(parts, ignore_index=True)[list(BALANCE_COLUMNS)], check_exact=True)
+    assert joined["timestamp"].isna().tolist() == [False, True, False]
+    keyed = [categorize(positions(position()), ["venue"]),
+             categorize(positions(position(venue="okx")), ["venue"])]
+    pd.testing.assert_frame_equal(
+        concat_frames(keyed, POSITION_COLUMNS),
+        pd.concat(keyed, ignore_index=True)[list(POSITION_COLUMNS)], check_exact=True)

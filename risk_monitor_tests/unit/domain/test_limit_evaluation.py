@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 from datetime import timedelta
 
 import pytest
@@ -17,7 +19,8 @@ from risk_monitor.domain.limit_config import (
     classify,
     utilisation,
 )
-from risk_monitor.domain.model import LimitStatus
+from risk_monitor.domain.model import LimitResult, LimitStatus, limit_result
+from risk_monitor.domain.scopes import Scope
 from risk_monitor_tests.unit.domain.builders import (
     NOW,
     ago,
@@ -326,5 +329,22 @@ def test_expanded_scopes_carry_their_canonical_key() -> None:
                   if isinstance(key, tuple) and key[0] == "scope_inputs"]
     assert len(expansions) >= 10
     for expansion in expansions:
-        for scope in expansion:
+        for scope in expansion.scopes:
             assert scope.key == scope._key()
+            plain = Scope(scope.venue, scope.account, scope.instrument, scope.asset)
+            assert scope == plain and hash(scope) == hash(plain)
+
+
+def test_results_built_fast_are_plain_limit_results() -> None:
+    """``limit_result`` skips the frozen ``__init__`` (thousands per evaluation): what it builds
+    must be indistinguishable from ``LimitResult(...)``: equal, same hash and text, immutable,
+    and the same after a pickle round trip (reports travel between Dagster steps)."""
+    args = ("btc", "max_notional", BTC_BINANCE, LimitStatus.WARN, 900_000.0, 800_000.0,
+            1_000_000.0, 0.9, NOW, "v1", "near", ago(3), 1.0)
+    fast, plain = limit_result(*args), LimitResult(*args)
+    assert fast == plain and hash(fast) == hash(plain) and repr(fast) == repr(plain)
+    assert dataclasses.astuple(fast) == dataclasses.astuple(plain)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.value = 1.0  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(fast)) == plain
+    assert dataclasses.replace(fast, value=1.0) == dataclasses.replace(plain, value=1.0)
