@@ -63,6 +63,10 @@ DECISIONS = Counter("risk_monitor_hot_path_tick_decisions_total",
 
 #: how long cached start-of-day / peak equity figures are reused by evaluations
 EQUITY_REFERENCE_TTL_S = 1.0
+#: passes of the evaluation thread's catch-up (``LiveEvaluator._catch_up``) at most, and the
+#: number of ticks a pass may find for it to be the last
+CATCH_UP_PASSES = 4
+CATCH_UP_LEFT = 8
 #: columns of polled rows that only say when (``poll_content`` leaves them out)
 TIME_COLUMNS = ("timestamp", "received_at", "source_time")
 
@@ -210,23 +214,29 @@ class LiveEvaluator:
         if report is None:
             return None
         config = self.live.config
+        context = self._context_of(report)  # before the catch-up: it ends the evaluation
         if config is None:
-            return Baseline(report, sequence, self._context_of(report), None)
+            return Baseline(report, sequence, context, None)
         incremental = IncrementalEvaluator(report, config, self.policy)
         sequence, caught_up = self._catch_up(incremental, sequence)
-        return Baseline(report, sequence, self._context_of(report), incremental, caught_up)
+        return Baseline(report, sequence, context, incremental, caught_up)
 
     def _catch_up(self, incremental: IncrementalEvaluator,
                   sequence: int) -> tuple[int, tuple[TickDecision, ...]]:
         """The ticks stored while the evaluation ran, applied here in the evaluation thread
-        (tens of them: replaying them all on the loop stalled it 3-4 ms per evaluation); the
-        loop replays only what arrives after this. Statuses are compared on the loop."""
-        sequence, rows = self.book.since(sequence)
+        (tens of them: replaying them all on the loop stalled it 3-4 ms per evaluation), in
+        passes until a pass finds at most ``CATCH_UP_LEFT`` (at 5k ticks/s the first pass took
+        long enough for hundreds more to arrive); the loop replays only what arrives after
+        this. Statuses are compared on the loop."""
         decisions = []
-        for venue, row in rows:
-            tick = tick_of(venue, row)
-            if tick is not None:
-                decisions.append(incremental.on_tick(tick, self.clock()))
+        for _ in range(CATCH_UP_PASSES):
+            sequence, rows = self.book.since(sequence)
+            for venue, row in rows:
+                tick = tick_of(venue, row)
+                if tick is not None:
+                    decisions.append(incremental.on_tick(tick, self.clock()))
+            if len(rows) <= CATCH_UP_LEFT:
+                break
         return sequence, tuple(decisions)
 
     def _context_of(self, report: RiskReport) -> dict[str, Any]:

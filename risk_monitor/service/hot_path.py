@@ -452,6 +452,7 @@ class HotPath:
         if done is None:
             EVALUATIONS.labels(outcome="no_config").inc()
             return
+        self._ready = (done, pending)  # one at a time: the next starts after the loop took it
         finished = time.time()
         EVALUATION_SECONDS.observe(time.perf_counter() - started)
         EVALUATIONS.labels(outcome="ok").inc()
@@ -461,7 +462,6 @@ class HotPath:
         self.evaluations += 1
         self.last_evaluated_at = finished
         self.last_error = None
-        self._ready = (done, pending)  # one at a time: the next starts after the loop took it
 
     def _rebase(self, baseline: Baseline, pending: Mapping[str, float]) -> None:
         """Loop thread: the evaluation becomes the per-tick baseline; its changes are written."""
