@@ -63,10 +63,6 @@ DECISIONS = Counter("risk_monitor_hot_path_tick_decisions_total",
 
 #: how long cached start-of-day / peak equity figures are reused by evaluations
 EQUITY_REFERENCE_TTL_S = 1.0
-#: passes of the evaluation thread's catch-up (``LiveEvaluator._catch_up``) at most, and the
-#: number of ticks a pass may find for it to be the last
-CATCH_UP_PASSES = 4
-CATCH_UP_LEFT = 8
 #: columns of polled rows that only say when (``poll_content`` leaves them out)
 TIME_COLUMNS = ("timestamp", "received_at", "source_time")
 
@@ -224,19 +220,16 @@ class LiveEvaluator:
     def _catch_up(self, incremental: IncrementalEvaluator,
                   sequence: int) -> tuple[int, tuple[TickDecision, ...]]:
         """The ticks stored while the evaluation ran, applied here in the evaluation thread
-        (tens of them: replaying them all on the loop stalled it 3-4 ms per evaluation), in
-        passes until a pass finds at most ``CATCH_UP_LEFT`` (at 5k ticks/s the first pass took
-        long enough for hundreds more to arrive); the loop replays only what arrives after
-        this. Statuses are compared on the loop."""
+        (tens of them: replaying them all on the loop stalled it 3-4 ms per evaluation); the
+        loop replays only what arrives after this. Statuses are compared on the loop. One pass:
+        passes until few ticks remain lengthened the evaluation's window at 5k ticks/s, and the
+        decision p99 with it (5k p99 21.5-22.9 ms against 14.1-17.3 ms, 3 alternated runs)."""
+        sequence, rows = self.book.since(sequence)
         decisions = []
-        for _ in range(CATCH_UP_PASSES):
-            sequence, rows = self.book.since(sequence)
-            for venue, row in rows:
-                tick = tick_of(venue, row)
-                if tick is not None:
-                    decisions.append(incremental.on_tick(tick, self.clock()))
-            if len(rows) <= CATCH_UP_LEFT:
-                break
+        for venue, row in rows:
+            tick = tick_of(venue, row)
+            if tick is not None:
+                decisions.append(incremental.on_tick(tick, self.clock()))
         return sequence, tuple(decisions)
 
     def _context_of(self, report: RiskReport) -> dict[str, Any]:

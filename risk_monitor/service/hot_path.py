@@ -439,9 +439,7 @@ class HotPath:
         Taken by the first tick after it finished, ahead of that tick, rather than by the
         evaluation task's resumption: that waited behind every tick the loop had queued
         meanwhile (at 5k ticks/s tens of them after a ~100 ms evaluation), each decided on the
-        old baseline and then replayed on the new one. With the catch-up in passes
-        (``LiveEvaluator._catch_up``) a rebase at 5k ticks/s took 0.6-1.2 ms of the loop
-        instead of 3.4-5.3 ms."""
+        old baseline and then replayed on the new one."""
         ready, self._ready = self._ready, None
         if ready is not None:
             self._rebase(*ready)
