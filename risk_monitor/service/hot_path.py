@@ -167,9 +167,6 @@ class HotPath:
         #: into stale: a quarter of the tightest freshness budget at most)
         self._restamp_s = min(RESTAMP_MAX_S, market.exchange_max_age_s / 4,
                               market.custody_max_age_s / 4, market.max_age_s / 4)
-        #: a finished full evaluation waiting for the loop (set by the evaluation thread, taken
-        #: by the loop: by the next tick, or by the evaluation task, whichever comes first)
-        self._ready: tuple[Baseline, Mapping[str, float]] | None = None
         self._io = ThreadPoolExecutor(2, thread_name_prefix="hot-path-io")
         self._full = ThreadPoolExecutor(1, thread_name_prefix="hot-path-eval")
         # what readiness and tests read
@@ -211,8 +208,6 @@ class HotPath:
         """Stream listener: store each tick and decide it at once (O(affected limits))."""
         if not rows:
             return
-        if self._ready is not None:  # a new baseline first: this tick is decided on it
-            self._take_ready()
         received = time.time()
         self.book.update(venue, rows)
         counter = self._ticks.get(venue)
@@ -422,7 +417,7 @@ class HotPath:
             pending, self._pending = self._pending, {}
             QUEUE_DEPTH.labels(queue="full").set(0)
             try:
-                await loop.run_in_executor(self._full, self._full_evaluation, pending)
+                done = await loop.run_in_executor(self._full, self._full_evaluation, pending)
             except Exception as exc:
                 error = map_exception(exc, source="hot_path", endpoint="evaluate")
                 record_error(error)
@@ -431,28 +426,16 @@ class HotPath:
                 log.error("hot_path_evaluation_failed", error_code=error.code,
                           error=error.message)
                 continue
-            self._take_ready()  # unless a tick already did
+            if done is not None:
+                self._rebase(done, pending)
 
-    def _take_ready(self) -> None:
-        """Loop thread: rebase on the evaluation the evaluation thread just finished.
-
-        Taken by the first tick after it finished, ahead of that tick, rather than by the
-        evaluation task's resumption: that waited behind every tick the loop had queued
-        meanwhile (at 5k ticks/s tens of them after a ~100 ms evaluation), each decided on the
-        old baseline and then replayed on the new one."""
-        ready, self._ready = self._ready, None
-        if ready is not None:
-            self._rebase(*ready)
-
-    def _full_evaluation(self, pending: Mapping[str, float]) -> None:
-        """One full evaluation (evaluation thread): latest inputs → live state; the loop
-        rebases on it (``_take_ready``)."""
+    def _full_evaluation(self, pending: Mapping[str, float]) -> Baseline | None:
+        """One full evaluation (evaluation thread): latest inputs → live state."""
         started = time.perf_counter()
         done = self.evaluator.full()
         if done is None:
             EVALUATIONS.labels(outcome="no_config").inc()
-            return
-        self._ready = (done, pending)  # one at a time: the next starts after the loop took it
+            return None
         finished = time.time()
         EVALUATION_SECONDS.observe(time.perf_counter() - started)
         EVALUATIONS.labels(outcome="ok").inc()
@@ -462,6 +445,7 @@ class HotPath:
         self.evaluations += 1
         self.last_evaluated_at = finished
         self.last_error = None
+        return done
 
     def _rebase(self, baseline: Baseline, pending: Mapping[str, float]) -> None:
         """Loop thread: the evaluation becomes the per-tick baseline; its changes are written."""

@@ -3,7 +3,6 @@ reference figures, and per-tick decisions (fake accounts, SQLite store, the real
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -396,44 +395,6 @@ def test_ticks_arriving_during_a_full_evaluation_are_caught_up_in_its_thread(
         assert [r.status for r in changed] == [LimitStatus.OK]  # first decided status
         assert [[r.status for r in d.changes] for d in replayed] == [[LimitStatus.BREACH]]
         assert evaluator.decided == 1
-    finally:
-        storage.close()
-
-
-def test_the_next_tick_rebases_on_a_finished_evaluation_before_it_is_decided(
-        tmp_path: Path) -> None:
-    """A finished full evaluation is taken by the first tick after it, ahead of that tick (not
-    when the evaluation task resumes behind every tick the loop queued meanwhile): the tick is
-    decided on the new baseline, and the baseline's first status is handed over before the
-    tick's own change."""
-    from risk_monitor.adapters.collection import collect_exchange_balances, collect_positions
-    from risk_monitor.domain.model import LimitStatus
-    from risk_monitor.service.evaluator import blank
-    from risk_monitor.service.writer import Change
-
-    settings, storage, live = _btc_desk(tmp_path)
-    hot = HotPath(settings, live, storage, instance_id="unit", accounts=[], custodians=[])
-    accounts = [_Account(btc=10.0)]
-    clock = lambda: datetime.now(UTC)  # noqa: E731
-    hot.positions = collect_positions(accounts, settings.market_data, clock)
-    hot.exchange_balances = collect_exchange_balances(accounts, settings.market_data, clock)
-    hot.custody = blank(BALANCE_COLUMNS)
-    submitted: list[list[tuple[str, LimitStatus]]] = []
-
-    def submit(changes: Sequence[Change], context: Mapping[str, Any]) -> None:
-        submitted.append([(c.trigger, c.result.status) for c in changes])
-
-    hot.writer.submit = submit  # type: ignore[method-assign]  # what the writer is handed
-    try:
-        hot.on_quotes("binance", [quote("binance", BTC, 60_000, at=datetime.now(UTC))])
-        assert hot.evaluator.decided == 0  # no baseline yet
-        hot._full_evaluation({"start": datetime.now(UTC).timestamp()})  # evaluation thread
-        assert hot.evaluator.report is None  # the loop takes it
-        hot.on_quotes("binance", [quote("binance", BTC, 110_000, at=datetime.now(UTC))])
-        assert hot.evaluator.report is not None and hot.evaluator.decided == 1
-        (result,) = live.limit_results()
-        assert result.value == 10 * 110_000  # this tick, decided on the new baseline
-        assert submitted == [[("positions", LimitStatus.OK)], [("tick", LimitStatus.BREACH)]]
     finally:
         storage.close()
 
