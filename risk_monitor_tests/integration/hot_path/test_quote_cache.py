@@ -25,30 +25,36 @@ BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 
 
 async def _feed_five_rounds(tmp_path: Path, redis_url: str, prefix: str,
-                            heard: list[dict[str, Any]] | None) -> aioredis.Redis:
+                            heard: list[dict[str, Any]] | None, *,
+                            blocking: redis.Redis | None = None
+                            ) -> tuple[aioredis.Redis, AsyncRedisQuoteCache]:
     settings = load_settings(None, data_dir=tmp_path, redis_url=redis_url,
                              venues=[{"id": "binance", "exchange": "binanceusdm",
                                       "symbols": [BTC, ETH]}],
                              market_data={"key_prefix": prefix})
     client = aioredis.Redis.from_url(redis_url)
     listener = None if heard is None else (lambda _venue, rows: heard.extend(rows))
+    cache = AsyncRedisQuoteCache(client, settings.market_data, blocking=blocking)
     feed = VenueFeed(settings.venues[0], settings.market_data, guard_for(settings, "binance"),
-                     cache=AsyncRedisQuoteCache(client, settings.market_data),
-                     listener=listener)
+                     cache=cache, listener=listener)
     now_ms = int(time.time() * 1000)
     for i in range(5):  # what the tick hook hands on: one message per instrument and round
         feed._on_hooked([(BTC, {"last": 100.0 + i, "timestamp": now_ms + i})])
         feed._on_hooked([(ETH, {"last": 10.0 + i, "timestamp": now_ms + i})])
-    return client
+    return client, cache
 
 
+@pytest.mark.parametrize("off_loop", [False, True], ids=["on-loop", "own-thread"])
 async def test_the_services_feed_conflates_the_cache_and_a_feeder_writes_every_tick(
-        tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+        tmp_path: Path, redis_url: str, redis_prefix: str, off_loop: bool) -> None:
     heard: list[dict[str, Any]] = []
     sync = redis.Redis.from_url(redis_url)
-    service = await _feed_five_rounds(tmp_path / "service", redis_url, f"{redis_prefix}:svc",
-                                      heard)
-    feeder = await _feed_five_rounds(tmp_path / "feeder", redis_url, f"{redis_prefix}:feed",
+    # the service's feed writes in the cache's own thread (run_market_stream with a listener)
+    blocking = redis.Redis.from_url(redis_url) if off_loop else None
+    service, service_cache = await _feed_five_rounds(
+        tmp_path / "service", redis_url, f"{redis_prefix}:svc", heard, blocking=blocking)
+    assert service_cache.off_loop is off_loop
+    feeder, _ = await _feed_five_rounds(tmp_path / "feeder", redis_url, f"{redis_prefix}:feed",
                                      None)
     try:
         assert [row["last"] for row in heard][-2:] == [104.0, 14.0]  # every tick, at once
@@ -69,5 +75,6 @@ async def test_the_services_feed_conflates_the_cache_and_a_feeder_writes_every_t
         assert sync.xlen(key) == 10
     finally:
         sync.close()
+        service_cache.close()  # ends its thread and closes the blocking client
         await service.aclose()
         await feeder.aclose()
