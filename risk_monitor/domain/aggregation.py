@@ -443,7 +443,7 @@ def _keys(series: pd.Series) -> np.ndarray | pd.Categorical:
 
 
 def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
-    """Per (venue, account) sums of the positions, for :func:`pnl.equity_table`."""
+    """Per (venue, account) sums of the positions, for :func:`equity.equity_table`."""
     return [{"venue": key[0], "account": key[1], "upnl": agg.sums["upnl"],
              "realized": agg.sums["realized"], "count": agg.rows, "bad": agg.bad,
              "oldest_ns": agg.oldest_ns,
@@ -452,7 +452,7 @@ def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> list[dict[str,
 
 
 def balances_by_account(valued: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
-    """Per (source_type, venue, account) sums of valued balances, for :func:`pnl.equity_table`."""
+    """Per (source_type, venue, account) sums of valued balances, for :func:`equity.equity_table`."""
     return [{"source_type": key[0], "venue": key[1], "account": key[2],
              "value": agg.sums["value"], "bad": agg.bad, "oldest_ns": agg.oldest_ns,
              "reason": describe_balance_problem(valued.iloc[agg.first_bad]) if agg.bad else ""}
