@@ -1,4 +1,5 @@
-"""Alert delivery: Slack (Web API through slack_sdk) and a JSON-lines file sink.
+"""Alert delivery: Slack (Web API through slack_sdk), or the JSON-lines file sink
+(``adapters/file_sink.py``) when Slack is not configured or refuses our configuration.
 
 What a message says is built in ``adapters/alert_messages.py`` (shared with the Alertmanager
 sink); this module decides where and how it is posted.
@@ -20,17 +21,13 @@ answer was lost (a crash after Slack accepted it): the outbox adopts it instead 
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from itertools import chain
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from risk_monitor.adapters.alert_messages import (
     EVENT_LINKS_KEY,
@@ -42,7 +39,8 @@ from risk_monitor.adapters.alert_messages import (
     render_text,
 )
 from risk_monitor.adapters.errors import map_exception
-from risk_monitor.adapters.sql.codec import Clock, notification_payload, utc_now
+from risk_monitor.adapters.file_sink import FileSink
+from risk_monitor.adapters.slack_thread_links import ThreadLinks
 from risk_monitor.domain.alerts import episode_key_prefix
 from risk_monitor.domain.model import AlertSeverity, LimitStatus, Notification, NotificationKind
 from risk_monitor.domain.routing import (
@@ -82,59 +80,6 @@ COPY_BLOCK_PREFIX = "rm-copy:"
 
 
 # --- Slack ---------------------------------------------------------------------------------------
-class _ThreadLinks:
-    """What each alert thread's first message shows beyond the latest state: the Dagster event
-    links of the episode's messages, newest first (``chat.update`` of the first message would
-    otherwise drop an earlier state's link). In memory, bounded: after a restart a thread's
-    first message lists the events linked since; ``audit trace`` always has them all."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._root_of: dict[str, str] = {}  # message ref -> its thread's first message ref
-        self._events: dict[str, list[dict[str, str]]] = {}  # first message ref -> links
-        self._latest: dict[str, Notification] = {}  # first message ref -> state it shows
-        self._lock = threading.Lock()
-
-    def _bound(self) -> None:
-        for table in (self._root_of, self._events, self._latest):
-            while len(table) > self.size:
-                table.pop(next(iter(table)))  # type: ignore[attr-defined]
-
-    def root(self, ref: str, n: Notification) -> None:
-        with self._lock:
-            self._root_of[ref] = ref
-            self._latest[ref] = n
-            self._bound()
-
-    def message(self, ref: str, root: str) -> None:
-        with self._lock:
-            self._root_of[ref] = self._root_of.get(root, root)
-            self._bound()
-
-    def shown_on_root(self, root: str, n: Notification) -> Notification:
-        """``n`` as the first message shows it (and remember it as the state shown)."""
-        with self._lock:
-            self._latest[root] = n
-            events = list(self._events.get(root, ()))
-        if not events:
-            return n
-        return replace(n, context={**n.context, EVENT_LINKS_KEY: events,
-                                   "dagster_event_url": events[0]["url"]})
-
-    def linked(self, ref: str, n: Notification, url: str
-               ) -> tuple[str, list[dict[str, str]], Notification | None]:
-        """Record ``url`` as the event of ``n``'s message ``ref``; returns the thread's first
-        message, its links newest first and the state it shows."""
-        label = f"{n.status.value} {n.detected_at.strftime('%H:%M:%S')}"
-        with self._lock:
-            root = self._root_of.get(ref, ref)
-            events = [{"label": label, "url": url},
-                      *(e for e in self._events.get(root, ()) if e["url"] != url)]
-            self._events[root] = events
-            self._bound()
-            return root, list(events), self._latest.get(root)
-
-
 class SlackNotifier:
     """Posts, threads and updates alert messages (see the module docstring)."""
 
@@ -153,7 +98,7 @@ class SlackNotifier:
         self.dagster_ui_url = dagster_ui_url
         self.dashboard_url = dashboard_url
         self._channel_ids: dict[str, str] = {}
-        self._threads = _ThreadLinks()
+        self._threads = ThreadLinks()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackNotifier:
@@ -517,47 +462,6 @@ def slack_routes(settings: Settings) -> tuple[Route, ...]:
     except ValueError as exc:  # "slack.routes[0].matchers: why" -> key, message
         key, _, why = str(exc).partition(": ")
         raise ConfigError(str(exc), key=key if why else "slack.routes") from exc
-
-
-# --- file / log sink -----------------------------------------------------------------------------
-class FileSink:
-    """Appends one JSON line per notification (embedded demo, no Slack) and logs it.
-
-    Lines are flushed and fsynced before ``send`` returns, so the outbox only marks a
-    notification sent once it is on disk. The delivery ref is ``file:<name>:<byte offset>``.
-    """
-
-    name = "file"
-
-    def __init__(self, path: Path, *, clock: Clock = utc_now) -> None:
-        self.path = path
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    def send(self, notification: Notification, previous_ref: str | None) -> str:
-        n = notification
-        record = {"written_at": self._clock().isoformat(), "previous_ref": previous_ref,
-                  "text": render_text(n), **notification_payload(n)}
-        line = orjson.dumps(record) + b"\n"
-        try:
-            with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                try:
-                    offset = os.lseek(fd, 0, os.SEEK_END)
-                    os.write(fd, line)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            raise NotificationError(f"cannot write alert sink {self.path}: {exc}",
-                                    source="file_sink") from exc
-        with log_context(correlation_id=n.correlation_id):
-            log.warning("risk alert", kind=n.kind.value, status=n.status.value,
-                        severity=n.severity.value, limit_id=n.limit_id, scope=n.scope,
-                        value=n.value, utilisation=n.utilisation,
-                        idempotency_key=n.idempotency_key, sink=str(self.path))
-        return f"file:{self.path.name}:{offset}"
 
 
 def build_notifier(settings: Settings) -> Notifier:

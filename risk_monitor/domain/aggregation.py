@@ -10,7 +10,7 @@ sums; this module turns them into :class:`ScopeInputs` per concrete scope (cache
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -26,7 +26,7 @@ from risk_monitor.domain.pnl import (
     describe_balance_problem,
     describe_position_problem,
 )
-from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope, keyed_scope, scope_key
+from risk_monitor.domain.scopes import SCOPE_DIMS, WILDCARD, Scope, scope_builder
 from risk_monitor.domain.valuation import NAT, AssetPrices, Freshness, column_ns, min_ns, ns_of
 
 
@@ -237,7 +237,7 @@ def _scope_inputs(
     portfolio_equity = portfolio.equity_usd if needs.portfolio_equity else math.nan
     portfolio_reason = portfolio.reason if needs.portfolio_equity and not portfolio.known else ""
     portfolio_oldest = state.portfolio_oldest_ns if needs.portfolio_equity else NAT
-    make_scope = _scope_builder(fixed, wild)
+    make_scope = scope_builder(fixed, wild)
     order = list(keys)
     scopes = [make_scope(key) for key in order]
     # column by column (5k+ scopes per evaluation): each scope's group position in the
@@ -318,54 +318,6 @@ def _oldest(start: int, *columns: tuple[list[int], list[int]]) -> list[int]:
 
 #: no time yet, in a minimum (above every real ns time)
 _NO_TIME = np.iinfo(np.int64).max
-
-
-def _scope_builder(fixed: Mapping[str, str], wild: Sequence[str]) -> Callable[[tuple[str, ...]], Scope]:
-    """Scope of a wildcard expansion's group key (values of ``wild``, in order), its canonical
-    key included: the fixed parts are laid out once, so a scope costs a join and a
-    :func:`~risk_monitor.domain.scopes.keyed_scope`."""
-    args: list[str | None] = [fixed.get(d) for d in SCOPE_DIMS]
-    slots = [SCOPE_DIMS.index(d) for d in wild]
-    if not wild:
-        key = scope_key(fixed)
-        return lambda _: keyed_scope(args[0], args[1], args[2], args[3], key)
-    # the key's text between the wildcard values (canonical order, as Scope.key builds it)
-    pieces: list[str] = []
-    text, started = "", False
-    for d, value in zip(SCOPE_DIMS, args, strict=True):
-        if d in wild:
-            pieces.append(text + ("|" if started else "") + f"{d}:")
-            text, started = "", True
-        elif value is not None:
-            text += ("|" if started else "") + f"{d}:{value}"
-            started = True
-    tail = text
-    if len(wild) == 1:
-        (slot,), (head,) = slots, pieces
-
-        def one_scope(key: tuple[str, ...]) -> Scope:
-            args[slot] = key[0]
-            return keyed_scope(args[0], args[1], args[2], args[3], head + key[0] + tail)
-
-        return one_scope
-
-    if len(wild) == 2:
-        (slot0, slot1), (head, middle) = slots, pieces
-
-        def two_scope(key: tuple[str, ...]) -> Scope:
-            args[slot0], args[slot1] = key
-            return keyed_scope(args[0], args[1], args[2], args[3],
-                               head + key[0] + middle + key[1] + tail)
-
-        return two_scope
-
-    def scope_of(key: tuple[str, ...]) -> Scope:
-        for slot, value in zip(slots, key, strict=True):
-            args[slot] = value
-        text = "".join([part for pair in zip(pieces, key, strict=True) for part in pair]) + tail
-        return keyed_scope(args[0], args[1], args[2], args[3], text)
-
-    return scope_of
 
 
 #: the position sums a scope reads (``realized`` is only for the per-account equity table)
@@ -491,7 +443,7 @@ def _keys(series: pd.Series) -> np.ndarray | pd.Categorical:
 
 
 def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
-    """Per (venue, account) sums of the positions, for :func:`pnl.equity_table`."""
+    """Per (venue, account) sums of the positions, for :func:`equity.equity_table`."""
     return [{"venue": key[0], "account": key[1], "upnl": agg.sums["upnl"],
              "realized": agg.sums["realized"], "count": agg.rows, "bad": agg.bad,
              "oldest_ns": agg.oldest_ns,
@@ -500,7 +452,7 @@ def positions_by_account(pnl: pd.DataFrame, index: FrameIndex) -> list[dict[str,
 
 
 def balances_by_account(valued: pd.DataFrame, index: FrameIndex) -> list[dict[str, Any]]:
-    """Per (source_type, venue, account) sums of valued balances, for :func:`pnl.equity_table`."""
+    """Per (source_type, venue, account) sums of valued balances, for :func:`equity.equity_table`."""
     return [{"source_type": key[0], "venue": key[1], "account": key[2],
              "value": agg.sums["value"], "bad": agg.bad, "oldest_ns": agg.oldest_ns,
              "reason": describe_balance_problem(valued.iloc[agg.first_bad]) if agg.bad else ""}

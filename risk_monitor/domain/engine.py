@@ -24,6 +24,7 @@ from risk_monitor.domain.aggregation import (
 )
 from risk_monitor.domain.compliance import ComplianceSummary, compliance_summary
 from risk_monitor.domain.coverage import merge_sources, source_problems
+from risk_monitor.domain.equity import equity_table
 from risk_monitor.domain.exposures import exposure_table
 from risk_monitor.domain.limits import KIND_SPECS, LimitConfig, LimitKind, evaluate_limits
 from risk_monitor.domain.model import (
@@ -34,7 +35,6 @@ from risk_monitor.domain.model import (
 )
 from risk_monitor.domain.pnl import (
     PortfolioPnl,
-    equity_table,
     portfolio_pnl,
     position_pnl,
     value_balances,

@@ -7,7 +7,7 @@ is what LimitResult.scope and alert fingerprints carry, so it must never change 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 #: Scope dimensions in canonical key order.
@@ -103,3 +103,52 @@ def parse_scope_key(key: str) -> Scope:
             raise ValueError(f"not a scope key: {key!r}")
         values[dim] = value
     return Scope.of(values)
+
+
+def scope_builder(fixed: Mapping[str, str], wild: Sequence[str]
+                  ) -> Callable[[tuple[str, ...]], Scope]:
+    """Scope of a wildcard expansion's group key (values of ``wild``, in order), its canonical
+    key included: the fixed parts are laid out once, so a scope costs a join and a
+    :func:`keyed_scope`."""
+    args: list[str | None] = [fixed.get(d) for d in SCOPE_DIMS]
+    slots = [SCOPE_DIMS.index(d) for d in wild]
+    if not wild:
+        key = scope_key(fixed)
+        return lambda _: keyed_scope(args[0], args[1], args[2], args[3], key)
+    # the key's text between the wildcard values (canonical order, as Scope.key builds it)
+    pieces: list[str] = []
+    text, started = "", False
+    for d, value in zip(SCOPE_DIMS, args, strict=True):
+        if d in wild:
+            pieces.append(text + ("|" if started else "") + f"{d}:")
+            text, started = "", True
+        elif value is not None:
+            text += ("|" if started else "") + f"{d}:{value}"
+            started = True
+    tail = text
+    if len(wild) == 1:
+        (slot,), (head,) = slots, pieces
+
+        def one_scope(key: tuple[str, ...]) -> Scope:
+            args[slot] = key[0]
+            return keyed_scope(args[0], args[1], args[2], args[3], head + key[0] + tail)
+
+        return one_scope
+
+    if len(wild) == 2:
+        (slot0, slot1), (head, middle) = slots, pieces
+
+        def two_scope(key: tuple[str, ...]) -> Scope:
+            args[slot0], args[slot1] = key
+            return keyed_scope(args[0], args[1], args[2], args[3],
+                               head + key[0] + middle + key[1] + tail)
+
+        return two_scope
+
+    def scope_of(key: tuple[str, ...]) -> Scope:
+        for slot, value in zip(slots, key, strict=True):
+            args[slot] = value
+        text = "".join([part for pair in zip(pieces, key, strict=True) for part in pair]) + tail
+        return keyed_scope(args[0], args[1], args[2], args[3], text)
+
+    return scope_of

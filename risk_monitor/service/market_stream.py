@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +42,7 @@ from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.resilience import SourceGuard, backoff_delay, guard_for
 from risk_monitor.platform.settings import MarketDataSettings, Settings, VenueSettings
 from risk_monitor.service.quote_intake import epoch_ns
-from risk_monitor.service.tick_hook import Tickers, TickHook, receive_in_one_task, ticker_row
+from risk_monitor.service.tick_hook import Tickers, TickHook, guard_message_handler, ticker_row
 
 log = get_logger(__name__)
 
@@ -127,40 +126,9 @@ class VenueFeed:
         if self._stream_client is None:
             client = build_client(self.venue, flavour="pro", with_credentials=False)
             self._hook.install(client)
-            self._guard_message_handler(client)
+            guard_message_handler(client, self._unparseable, self._tasks)
             self._stream_client = client
         return self._stream_client
-
-    def _guard_message_handler(self, exchange: Any) -> None:
-        """Survive a message that cannot be decoded or parsed (a truncated frame, a NaN price).
-
-        ccxt.pro's websocket ``Client`` re-arms its receive loop only after ``handle_message``
-        returns: one exception there (its JSON decoding or the exchange's parser) silently stops
-        the connection from delivering anything, for good. Every ``Client`` the exchange creates
-        gets its public ``handle_message`` wrapped: the message is dropped, counted as
-        ``rejected_unparseable`` and the loop lives on (in one task: ``receive_in_one_task``).
-        """
-        make_client = exchange.client
-        guarded: weakref.WeakSet[Any] = weakref.WeakSet()
-
-        def client(url: str) -> Any:
-            ws = make_client(url)
-            if ws not in guarded:
-                guarded.add(ws)
-                inner = ws.handle_message
-
-                def handle_message(message: Any) -> Any:
-                    try:
-                        return inner(message)
-                    except Exception as exc:
-                        self._unparseable(exc)
-                        return None
-
-                ws.handle_message = handle_message
-                receive_in_one_task(ws, self._tasks)
-            return ws
-
-        exchange.client = client
 
     def _unparseable(self, exc: BaseException) -> None:
         self._count_rejected("unparseable")

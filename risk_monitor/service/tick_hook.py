@@ -16,6 +16,10 @@ other venues, an id naming several markets) still goes through ccxt. Ticks parse
 not enter ``exchange.tickers`` and resolve no ``watch_tickers`` future; the feed knows the
 stream is alive from :attr:`TickHook.last_delivery`. The per-tick float checks run downstream
 on either path (``VenueFeed._on_hooked``).
+
+The other patches of ccxt.pro's websocket ``Client`` the feed installs are here too: one receive
+task per connection (:func:`receive_in_one_task`) and a message handler that survives a message
+it cannot parse (:func:`guard_message_handler`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -209,3 +214,37 @@ def ticker_row(venue: str, symbol: str, ticker: Mapping[str, Any],
             "bid": finite(ticker.get("bid")), "ask": finite(ticker.get("ask")), "last": last,
             "mark": last if mark is None else mark, "timestamp": timestamp,
             "received_at": received}
+
+
+def guard_message_handler(exchange: Any, on_unparseable: Callable[[BaseException], None],
+                          tasks: set[asyncio.Future[Any]]) -> None:
+    """Survive a message that cannot be decoded or parsed (a truncated frame, a NaN price).
+
+    ccxt.pro's websocket ``Client`` re-arms its receive loop only after ``handle_message``
+    returns: one exception there (its JSON decoding or the exchange's parser) silently stops
+    the connection from delivering anything, for good. Every ``Client`` the exchange creates
+    gets its public ``handle_message`` wrapped: the message is dropped and handed to
+    ``on_unparseable`` (the feed counts it as ``rejected_unparseable``) and the loop lives on
+    (in one task: :func:`receive_in_one_task`, which ``tasks`` keeps).
+    """
+    make_client = exchange.client
+    guarded: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def client(url: str) -> Any:
+        ws = make_client(url)
+        if ws not in guarded:
+            guarded.add(ws)
+            inner = ws.handle_message
+
+            def handle_message(message: Any) -> Any:
+                try:
+                    return inner(message)
+                except Exception as exc:
+                    on_unparseable(exc)
+                    return None
+
+            ws.handle_message = handle_message
+            receive_in_one_task(ws, tasks)
+        return ws
+
+    exchange.client = client

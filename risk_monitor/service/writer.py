@@ -49,9 +49,10 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.adapters.sql.alert_store import ApplyResult
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
+from risk_monitor.adapters.sql.claimed_delivery import PreparedPost
 from risk_monitor.adapters.sql.compliance_store import lock_names_of as compliance_lock_names
 from risk_monitor.adapters.sql.compliance_store import write_step as compliance_step
-from risk_monitor.adapters.sql.dispatcher import ClaimReads, PreparedPost
+from risk_monitor.adapters.sql.dispatch_policy import ClaimReads
 from risk_monitor.adapters.sql.engine import is_postgres
 from risk_monitor.adapters.sql.outbox import OutboxEntry
 from risk_monitor.domain.alerts import AlertPlan, AlertPolicy, plan_alerts

@@ -1,24 +1,18 @@
 """The outbox dispatcher: claims due notifications, delivers them through a notifier, records
 the outcome (see :mod:`risk_monitor.adapters.sql.outbox` for the delivery rules).
 
-Rows claimed on insert are posted by the committing thread itself when that is safe and cheap
-(:meth:`OutboxDispatcher.deliver_claimed`): no hand-off to the dispatcher's thread, whose
-wake-up waits for the interpreter lock behind the service's other threads. Better still, their
-post is prepared while the commit is in flight (:meth:`OutboxDispatcher.prepare_claimed`): the
-post-ahead thread renders it and builds its request, whose bytes wait at a gate that the
-committing thread opens after the commit (it sends them itself) or aborts."""
+Rows claimed on insert skip the claim round: their posts (ahead of the commit, inline on the
+committing thread, or handed over to this dispatcher's thread) are in
+:mod:`risk_monitor.adapters.sql.claimed_delivery`, the dispatcher's base class."""
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,15 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.alert_controls import SqlAlertControls
-from risk_monitor.adapters.sql.dispatch_metrics import (
-    HANDED_OFF,
-    HANDOFF_STEP,
-    NOTIFIER_UP,
-    POSTED_AHEAD,
-    POSTED_INLINE,
-    RECORD_STEP,
-    SEND_STEP,
-)
+from risk_monitor.adapters.sql.claimed_delivery import ClaimedOnInsertDelivery
+from risk_monitor.adapters.sql.dispatch_metrics import NOTIFIER_UP, RECORD_STEP, SEND_STEP
 from risk_monitor.adapters.sql.dispatch_policy import (
     INLINE_TIMEOUT_S,
     BackoffPolicy,
@@ -43,9 +30,7 @@ from risk_monitor.adapters.sql.dispatch_policy import (
     ClaimReads,
     DispatchResult,
     FindsEarlierPosts,
-    GatesPosts,
     InlinePosts,
-    PostAborted,
     PostsThreadNotes,
     SendGate,
     held_by_text,
@@ -67,26 +52,10 @@ from risk_monitor.ports import Notifier
 log = get_logger(__name__)
 #: what other modules import from here (most now defined in dispatch_policy / dispatch_metrics)
 __all__ = ["NOTIFIER_UP", "BackoffPolicy", "ClaimReads", "DispatchResult", "FindsEarlierPosts",
-           "OutboxDispatcher", "PostsThreadNotes", "PreparedPost"]
-
-#: posts of rows claimed on insert that may go out before their delivery records are written
-RECORDS_HELD_S = 1.0
+           "OutboxDispatcher", "PostsThreadNotes"]
 
 
-@dataclass
-class PreparedPost:
-    """A post prepared before its commit (:meth:`OutboxDispatcher.prepare_claimed`): pass it
-    to ``deliver_claimed`` after the commit, or call :meth:`abort` if the commit failed."""
-
-    gate: SendGate
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def abort(self) -> None:
-        """The transaction did not commit: nothing is sent (the prepared request is dropped)."""
-        self.gate.abort()
-
-
-class OutboxDispatcher:
+class OutboxDispatcher(ClaimedOnInsertDelivery):
     """Delivers the outbox through one notifier; call ``dispatch_once`` or run it in a thread."""
 
     def __init__(
@@ -117,19 +86,10 @@ class OutboxDispatcher:
         self._rng = rng or random.Random()
         self._wake = threading.Event()
         self._claim_due = True  # a claim round is wanted (woken, or the poll interval passed)
-        #: claimed on insert, with when they were handed over (perf_counter)
-        self._direct: list[tuple[list[OutboxEntry], ClaimReads, float]] = []
-        self._direct_lock = threading.Lock()
-        #: held while a thread delivers: the committing thread posts only when it gets it
-        self._sending = threading.Lock()
+        super().__init__()  # the claimed-on-insert posts' state
         #: when the committing thread may post (None timeout: never)
         self.inline = InlinePosts(inline_timeout_s)
         self._pool: ThreadPoolExecutor | None = None  # series delivered in parallel
-        self._ahead: ThreadPoolExecutor | None = None  # the post-ahead thread
-        self._ahead_gate = threading.local()  # .gate: the post-ahead thread's current gate
-        #: delivery records of posts, for the recorder thread while :meth:`run` runs
-        self._records: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._recorder: threading.Thread | None = None
         self._health_lock = threading.Lock()
         self.notifier_error: RiskMonitorError | None = None  # set while it refuses our config
         #: called with each notification the notifier delivered and its ref (lineage links)
@@ -204,163 +164,6 @@ class OutboxDispatcher:
         """:meth:`insert_claim` when the caller read the ``busy`` series itself (under their
         locks: ``alert_change.py``)."""
         return InsertClaim.of(fingerprints, busy, self.clock(), self.lease_s)
-
-    def prepare_claimed(self, entries: list[OutboxEntry], reads: ClaimReads
-                        ) -> PreparedPost | None:
-        """Before the commit of the transaction that claimed ``entries`` on insert (with
-        ``reads``, its ``claim_reads``): their post is rendered and its request built on the
-        post-ahead thread while the commit is in flight, its bytes held at a gate
-        (``SendGate``). Pass the result to :meth:`deliver_claimed` after the commit, or
-        :meth:`PreparedPost.abort` it. None: post after the commit as before; that is when the
-        committing thread may not post (:meth:`_post_inline`), the notifier cannot hold a post
-        at a gate, or a silence or an acknowledgement holds a row back (its record must wait
-        for the commit)."""
-        if not entries or not isinstance(self.notifier, GatesPosts) \
-                or any(e.attempts > 1 for e in entries) \
-                or (self.max_workers > 1 and len({e.fingerprint for e in entries}) > 1):
-            return None
-        now = self.clock()
-        if (reads.silences or reads.acks) and not all(
-                verdict(e.notification, reads.silences, reads.acks, now).send for e in entries):
-            return None
-        bound = self.inline.bound(self.notifier, healthy=self.notifier_error is None)
-        if bound is None or not self._sending.acquire(blocking=False):
-            return None
-        handed = False
-        try:
-            with self._direct_lock:
-                waiting = bool(self._direct)
-            gate = SendGate()
-            gated = self.notifier.gated(gate)
-            if waiting or self._recorder is None or gated is None:
-                return None
-            if self._ahead is None:
-                self._ahead = ThreadPoolExecutor(1, thread_name_prefix="outbox-post-ahead")
-            prepared = PreparedPost(gate)
-            self._ahead.submit(self._post_ahead, entries, reads, bound, gated, prepared)
-            handed = True  # the post-ahead thread releases the delivering lock
-            return prepared
-        finally:
-            if not handed:
-                self._sending.release()
-
-    def _post_ahead(self, entries: list[OutboxEntry], reads: ClaimReads,
-                    bound: AbstractContextManager[None], gated: AbstractContextManager[None],
-                    prepared: PreparedPost) -> None:
-        """The post-ahead thread's delivery of a prepared post: as :meth:`_post_inline`, its
-        request's bytes held at the gate until the commit (dropped if it fails)."""
-        records: list[Callable[[], None]] = []
-        self._ahead_gate.gate = prepared.gate
-        try:
-            with bound, gated:
-                self._deliver_entries(entries, reads, records)
-        except PostAborted:  # not committed: nothing was sent, nothing to record
-            records = []
-        except Exception as exc:  # the database is down: the rows' lease runs out, a
-            error = map_exception(exc, source=SOURCE)  # claim round retries them
-            record_error(error)
-            log.error("outbox delivery failed", error_code=error.code, error=str(error))
-        finally:
-            self._ahead_gate.gate = None
-            try:
-                self._queue_records(records)
-            finally:
-                self._sending.release()
-                prepared.done.set()
-
-    def deliver_claimed(self, entries: list[OutboxEntry], reads: ClaimReads,
-                        prepared: PreparedPost | None = None) -> None:
-        """Rows another transaction of this process claimed on insert (``InsertClaim``),
-        with its ``claim_reads``, delivered with no claim round. Call after that transaction
-        committed, on its thread: a ``prepared`` post (:meth:`prepare_claimed`) is sent from
-        here at once and its answer awaited; otherwise the rows are posted right there
-        (:meth:`_post_inline`) or handed to the dispatcher's thread, which posts them next."""
-        if prepared is not None:
-            prepared.gate.open()
-            prepared.done.wait()
-            POSTED_AHEAD.inc()
-            return
-        if not entries:
-            return
-        if self._post_inline(entries, reads):
-            POSTED_INLINE.inc()
-            return
-        with self._direct_lock:
-            self._direct.append((entries, reads, time.perf_counter()))
-        self._wake.set()
-        HANDED_OFF.inc()
-
-    def _post_inline(self, entries: list[OutboxEntry], reads: ClaimReads) -> bool:
-        """Post on the calling (committing) thread, exactly as the dispatcher's thread would
-        (a failed attempt is rescheduled with backoff, its retry adopts a post Slack accepted;
-        the records go to the recorder thread), when the dispatcher runs, no thread is
-        delivering and nothing handed over waits: per-series order holds. False: not
-        posted, hand it over."""
-        if self.max_workers > 1 and len({e.fingerprint for e in entries}) > 1:
-            return False  # the pool's threads would post without this thread's cap
-        bound = self.inline.bound(self.notifier, healthy=self.notifier_error is None)
-        if bound is None or not self._sending.acquire(blocking=False):
-            return False
-        try:
-            with self._direct_lock:
-                waiting = bool(self._direct)
-            if waiting or self._recorder is None:
-                return False
-            records: list[Callable[[], None]] = []
-            try:
-                with bound:
-                    self._deliver_entries(entries, reads, records)
-            except Exception as exc:  # the database is down: the rows' lease runs out, a
-                error = map_exception(exc, source=SOURCE)  # claim round retries them
-                record_error(error)
-                log.error("outbox delivery failed", error_code=error.code, error=str(error))
-            self._queue_records(records)
-            return True
-        finally:
-            self._sending.release()
-
-    def _queue_records(self, records: list[Callable[[], None]]) -> None:
-        """To the recorder thread while :meth:`run` runs, else written here."""
-        for record in records:
-            if self._recorder is not None:
-                self._records.put(record)
-            else:
-                _write(record)
-
-    def _deliver_direct(self) -> DispatchResult:
-        """:meth:`_deliver_handed_over`, holding the delivering thread's lock."""
-        with self._sending:
-            return self._deliver_handed_over()
-
-    def _deliver_handed_over(self) -> DispatchResult:
-        """Post every row handed over (also those handed over meanwhile), then write their
-        delivery records (on the recorder thread while :meth:`run` runs): a record never holds
-        back the post of the next alert. At most ``RECORDS_HELD_S`` of posts go out first,
-        well inside the rows' lease."""
-        result = DispatchResult()
-        records: list[Callable[[], None]] = []
-        first = time.monotonic()
-        while time.monotonic() - first < RECORDS_HELD_S:
-            with self._direct_lock:
-                batches, self._direct = self._direct, []
-            if not batches:
-                break
-            taken = time.perf_counter()
-            for _, _, handed in batches:
-                HANDOFF_STEP.observe(taken - handed)
-            for entries, reads, _ in batches:
-                done = self._deliver_entries(entries, reads, records)
-                for name in ("sent", "retried", "failed", "deferred", "suppressed"):
-                    setattr(result, name, getattr(result, name) + getattr(done, name))
-        self._queue_records(records)
-        return result
-
-    def _record_until_stopped(self) -> None:
-        """The recorder thread: writes the delivery records :meth:`_deliver_direct` queued."""
-        while (record := self._records.get()) is not None:
-            _write(record)
-            self._records.task_done()
-        self._records.task_done()
 
     def _deliver_due(self, batch: int) -> DispatchResult:
         """A claim round and its deliveries, holding the delivering thread's lock."""
@@ -574,9 +377,7 @@ class OutboxDispatcher:
             batch: int = 100) -> None:
         """Dispatch until ``stop_event`` is set: at once while work remains, else poll."""
         log.info("outbox dispatcher started", notifier=self.notifier_name)
-        self._recorder = threading.Thread(target=self._record_until_stopped, daemon=True,
-                                          name="outbox-recorder")
-        self._recorder.start()
+        self._start_recorder()
         while True:
             try:
                 self._deliver_direct()  # claimed on insert: first, and no claim round
@@ -603,23 +404,9 @@ class OutboxDispatcher:
             if not self._wake.wait(poll_interval_s):
                 self._claim_due = True  # the poll: rows of other writers, retries, leases
             self._wake.clear()
-        with self._sending:  # a post on a committing thread queues its records first
-            self._records.put(None)
-            recorder, self._recorder = self._recorder, None
-        recorder.join()
-        for pool in (self._pool, self._ahead):
-            if pool is not None:
-                pool.shutdown(wait=False)
-        self._pool = self._ahead = None
+        self._stop_recorder()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self._pool = None
         self.repository.close()
         log.info("outbox dispatcher stopped", notifier=self.notifier_name)
-
-
-def _write(record: Callable[[], None]) -> None:
-    """Write one delivery record; a failure (database down) leaves the others to write."""
-    try:
-        record()
-    except Exception as exc:
-        error = map_exception(exc, source=SOURCE)
-        record_error(error)
-        log.error("delivery record not written", error_code=error.code, error=str(error))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from risk_monitor import application
-from risk_monitor.adapters.notifiers import FileSink
+from risk_monitor.adapters.file_sink import FileSink
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.audit_trace import trace
 from risk_monitor.domain.alerts import AlertPolicy

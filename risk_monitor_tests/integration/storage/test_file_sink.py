@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from risk_monitor.adapters.notifiers import FileSink, build_notifier
+from risk_monitor.adapters.file_sink import FileSink
+from risk_monitor.adapters.notifiers import build_notifier
 from risk_monitor.adapters.sql import OutboxDispatcher, Storage
 from risk_monitor.bootstrap import outbox_dispatcher
 from risk_monitor.platform.settings import load_settings

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from risk_monitor.adapters.notifiers import FileSink, SlackNotifier
+from risk_monitor.adapters.file_sink import FileSink
+from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
 from risk_monitor.platform.settings import load_settings
 from risk_monitor_tests.fixtures.storage import FakeClock, evaluate, make_result

@@ -17,7 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from risk_monitor.adapters.notifiers import FileSink, SlackNotifier
+from risk_monitor.adapters.file_sink import FileSink
+from risk_monitor.adapters.notifiers import SlackNotifier
 from risk_monitor.adapters.prometheus import StoredMetricsCollector
 from risk_monitor.adapters.sql import BackoffPolicy, OutboxDispatcher, Storage
 from risk_monitor.platform.errors import ConfigError

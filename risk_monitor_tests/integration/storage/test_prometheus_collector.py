@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from risk_monitor.adapters.notifiers import FileSink
+from risk_monitor.adapters.file_sink import FileSink
 from risk_monitor.adapters.prometheus import StoredMetricsCollector
 from risk_monitor.adapters.sql import MetricValue, OutboxDispatcher, Storage, create_engine
 from risk_monitor.domain.model import SourceKind, SourceStatus

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from risk_monitor.domain.compliance import ComplianceStatus
 from risk_monitor.domain.engine import evaluate, results_frame
+from risk_monitor.domain.equity import EQUITY_COLUMNS
 from risk_monitor.domain.limits import load_limit_config
 from risk_monitor.domain.model import LimitStatus
-from risk_monitor.domain.pnl import EQUITY_COLUMNS, POSITION_PNL_COLUMNS
+from risk_monitor.domain.pnl import POSITION_PNL_COLUMNS
 from risk_monitor.domain.scopes import PORTFOLIO_KEY, Scope, parse_scope_key, scope_key
 from risk_monitor_tests.unit.domain.builders import NOW, desk, position, snapshot
 
