@@ -115,17 +115,11 @@ def scope_builder(fixed: Mapping[str, str], wild: Sequence[str]
     if not wild:
         key = scope_key(fixed)
         return lambda _: keyed_scope(args[0], args[1], args[2], args[3], key)
-    # the key's text between the wildcard values (canonical order, as Scope.key builds it)
-    pieces: list[str] = []
-    text, started = "", False
-    for d, value in zip(SCOPE_DIMS, args, strict=True):
-        if d in wild:
-            pieces.append(text + ("|" if started else "") + f"{d}:")
-            text, started = "", True
-        elif value is not None:
-            text += ("|" if started else "") + f"{d}:{value}"
-            started = True
-    tail = text
+    # the key's text between the wildcard values, cut out of Scope.key itself (the one
+    # spelling of the canonical key) with a marker in each wildcard's place
+    marker = "\x00"
+    marked = Scope(*(marker if d in wild else v for d, v in zip(SCOPE_DIMS, args, strict=True)))
+    *pieces, tail = marked.key.split(marker)
     if len(wild) == 1:
         (slot,), (head,) = slots, pieces
 
