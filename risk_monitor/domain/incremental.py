@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from risk_monitor.domain.aggregation import ScopeInputs
+from risk_monitor.domain.aggregation import Needs, ScopeInputs
 from risk_monitor.domain.engine import RiskReport
 from risk_monitor.domain.figures import finite
 from risk_monitor.domain.frame_index import FrameIndex
@@ -121,6 +121,11 @@ class _Slot:
     agg: _ScopeAgg | None
     other_oldest_ns: int  # oldest non-position input (balances), fixed between rebases
     result: LimitResult
+    #: what the limit reads (``definition.spec`` is a property and an enum lookup per call)
+    needs: Needs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.needs = self.definition.spec.needs
 
 
 class IncrementalEvaluator:
@@ -259,7 +264,12 @@ class IncrementalEvaluator:
         if (known.base, known.quote) in self._contested:
             return f"{known.base}/{known.quote} has a quote refused as absurd", None
         quote = _Quote(known.base, known.quote, tick.last, tick.mark, tick.bid, tick.ask)
-        peers = self._pairs.get((known.base, known.quote), [key])
+        peers = self._pairs.get((known.base, known.quote))
+        if peers is None or len(peers) == 1:  # the pair's only venue: its own fields alone
+            why = quote_outlier(tick.last, tick.mark, tick.bid, tick.ask, (), tick.venue,
+                                self.policy.max_deviation)
+            return (f"absurd quote {tick.venue}:{tick.instrument}: {why}", None) if why else (
+                "", quote)
         for peer in peers:
             mine = quote if peer == key else self._quotes[peer]
             others = [(v, quote.last if (v, i) == key else self._quotes[(v, i)].last)
@@ -273,16 +283,20 @@ class IncrementalEvaluator:
     def on_tick(self, tick: Tick, now: datetime) -> TickDecision:
         """Apply one admitted-looking quote; re-measure only the limits it can move."""
         if self.unavailable:
-            return TickDecision()  # every limit is UNKNOWN until a document is in force
+            return _NOTHING  # every limit is UNKNOWN until a document is in force
         problem, quote = self._admit(tick, ns_of(now))
         if quote is None:
             return TickDecision(full_reason=problem)
         key = (tick.venue, tick.instrument)
         self._quotes[key] = quote
+        positions = self._by_quote.get(key)
+        if not positions:
+            return _NOTHING
         mark = tick.mark if tick.mark is not None and tick.mark > 0 else tick.last
-        dirty: dict[int, _ScopeAgg] = {}
+        t_ns = tick.t_ns
+        dirty: list[_ScopeAgg] = []  # a handful: a list beats a dict keyed by id()
         d_upnl_total = 0.0
-        for position in self._by_quote.get(key, ()):
+        for position in positions:
             marks = mark_position(position.quantity, position.entry, mark, position.quote_usd,
                                   position.liquidation)
             old, position.marks = position.marks, marks
@@ -290,60 +304,72 @@ class IncrementalEvaluator:
             d_net = marks.signed_notional_usd - old.signed_notional_usd
             d_upnl = marks.upnl_usd - old.upnl_usd
             d_upnl_total += d_upnl
-            position.source_ns = min_ns(min_ns(position.pos_ns, tick.t_ns), position.rate_ns)
+            position.source_ns = min_ns(min_ns(position.pos_ns, t_ns), position.rate_ns)
             for agg in position.aggs:
                 agg.d_gross += d_gross
                 agg.d_net += d_net
                 agg.d_upnl += d_upnl
-                dirty[id(agg)] = agg
+                if agg not in dirty:  # identity (eq=False)
+                    dirty.append(agg)
         if not dirty:
-            return TickDecision()
+            return _NOTHING
         self._d_equity += d_upnl_total
         # only limits reading portfolio equity read the portfolio (they are all re-measured)
-        portfolio = self.portfolio if self._portfolio_slots else self._portfolio
-        slots: dict[int, _Slot] = {}
-        for agg in dirty.values():
+        portfolio_slots = self._portfolio_slots
+        portfolio = self.portfolio if portfolio_slots else self._portfolio
+        for agg in dirty:
             agg.refresh_minima()
-            slots.update((id(s), s) for s in agg.slots)
+        slots: list[_Slot]
+        if len(dirty) == 1 and not portfolio_slots:
+            slots = dirty[0].slots  # distinct already
+        else:  # each slot once, in first-seen order (slots hash by identity)
+            slots = list(dict.fromkeys(
+                [s for agg in dirty for s in agg.slots] + portfolio_slots))
         portfolio_oldest = NAT
-        if self._portfolio_slots:
-            slots.update((id(s), s) for s in self._portfolio_slots)
+        if portfolio_slots:
             portfolio_oldest = self._static_oldest
             for position in self._positions:
                 portfolio_oldest = min_ns(portfolio_oldest, position.source_ns)
         changed: list[LimitResult] = []
         updated: list[LimitResult] = []
-        for slot in slots.values():
+        results = self._results
+        for slot in slots:
             result = self._measure(slot, portfolio, portfolio_oldest, now)
             if result.status is not slot.result.status:
                 changed.append(result)
             slot.result = result
-            self._results[slot.index] = result
+            results[slot.index] = result
             updated.append(result)
         self.as_of = now
         return TickDecision(tuple(changed), tuple(updated))
 
     def _measure(self, slot: _Slot, portfolio: PortfolioPnl, portfolio_oldest: int,
                  now: datetime) -> LimitResult:
-        base, agg = slot.inputs, slot.agg
-        needs = slot.definition.spec.needs
+        base, agg, needs = slot.inputs, slot.agg, slot.needs
         oldest = slot.other_oldest_ns
-        moved: dict[str, float | int] = {}  # one replace() per tick: it costs µs per call
+        values = list(base)  # the moved fields set by index: _replace(**kw) costs µs per call
         if agg is not None:
             oldest = min_ns(oldest, agg.oldest_ns)
-            moved.update(
-                derivatives_gross_usd=base.derivatives_gross_usd + agg.d_gross,
-                derivatives_net_usd=base.derivatives_net_usd + agg.d_net,
-                equity_usd=base.equity_usd + agg.d_upnl if needs.scope_equity else math.nan,
-                min_liquidation_distance_pct=agg.min_liq)
+            values[_GROSS] = base.derivatives_gross_usd + agg.d_gross
+            values[_NET] = base.derivatives_net_usd + agg.d_net
+            values[_EQUITY] = base.equity_usd + agg.d_upnl if needs.scope_equity else math.nan
+            values[_MIN_LIQ] = agg.min_liq
         if needs.portfolio_equity:
             oldest = min_ns(oldest, portfolio_oldest)
-            moved["portfolio_equity_usd"] = portfolio.equity_usd
-        moved["oldest_ns"] = oldest
-        inputs = base._replace(**moved)  # type: ignore[arg-type]
-        measured = measure(slot.definition, inputs, portfolio)
+            values[_PORTFOLIO_EQUITY] = portfolio.equity_usd
+        values[_OLDEST] = oldest
+        measured = measure(slot.definition, ScopeInputs._make(values), portfolio)
         return result_of(slot.definition, slot.scope, measured, as_of=now,
                          config_version=self.config_version, source_ns=oldest)
+
+
+#: what a tick that moved nothing decides (one shared instance: it is immutable)
+_NOTHING = TickDecision()
+#: positions in ScopeInputs of the fields a tick moves (``IncrementalEvaluator._measure``)
+_GROSS, _NET, _EQUITY, _MIN_LIQ, _PORTFOLIO_EQUITY, _OLDEST = (
+    ScopeInputs._fields.index(name) for name in (
+        "derivatives_gross_usd", "derivatives_net_usd", "equity_usd",
+        "min_liquidation_distance_pct", "portfolio_equity_usd", "oldest_ns"))
 
 
 def _scope_keys(venue: str, account: str, instrument: str, asset: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 from risk_monitor.domain.aggregation import PreparedInputs, ScopeInputs, sorted_scope_inputs
@@ -143,12 +144,20 @@ def _reason(
 ) -> str:
     spec = definition.spec
     level = definition.breach if status is LimitStatus.BREACH else definition.warn
-    cmp = "<=" if spec.lower_is_worse else ">="
-    text = (
-        f"{definition.kind.value} on {scope.key}: {_fmt(value, spec.unit)} {cmp} "
-        f"{status.value.lower()} level {_fmt(level or 0.0, spec.unit)}"
-    )
+    head, tail = _reason_frame(definition.kind, scope.key, status, level or 0.0, spec.unit,
+                               spec.lower_is_worse)
+    text = head + _fmt(value, spec.unit) + tail
     return f"{text} ({detail})" if detail else text
+
+
+@lru_cache(maxsize=1 << 14)
+def _reason_frame(kind: LimitKind, scope_key: str, status: LimitStatus, level: float, unit: str,
+                  lower_is_worse: bool) -> tuple[str, str]:
+    """The text of a reason around its value: the same for every tick of a (limit, scope,
+    status), so memoised (formatting it was a few µs per re-measured result per tick)."""
+    cmp = "<=" if lower_is_worse else ">="
+    return (f"{kind.value} on {scope_key}: ",
+            f" {cmp} {status.value.lower()} level {_fmt(level, unit)}")
 
 
 def _fmt(value: float, unit: str) -> str:

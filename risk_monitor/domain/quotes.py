@@ -191,6 +191,8 @@ def quote_outlier(last: float, mark: float | None, bid: float | None, ask: float
         reasons.append("bid far from last")
     if _off(ask, last, max_deviation):
         reasons.append("ask far from last")
+    if not pair_lasts:  # no other venue (per tick, most quotes): nothing to compare with
+        return "; ".join(reasons)
     lasts = [last, *(value for _, value in pair_lasts)]
     venues = len({venue, *(v for v, _ in pair_lasts)})
     if venues >= 3:

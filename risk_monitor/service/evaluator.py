@@ -25,7 +25,6 @@ from datetime import date, datetime
 from typing import Any, cast
 
 import pandas as pd
-from prometheus_client import Counter, Histogram
 
 from risk_monitor import application
 from risk_monitor.adapters.errors import map_exception
@@ -48,18 +47,20 @@ from risk_monitor.platform.code_version import code_version
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.settings import Settings
 from risk_monitor.ports import Custodian, ExchangeAccount
+from risk_monitor.service.loop_metrics import LoopCounter, LoopHistogram
 from risk_monitor.service.quote_intake import QuoteBook, QuoteRow, tick_of
 from risk_monitor.service.state import LiveEvaluation
 
 log = get_logger(__name__)
 
-DECIDE_SECONDS = Histogram(
+#: updated per tick by the event loop (module loop_metrics)
+DECIDE_SECONDS = LoopHistogram(
     "risk_monitor_hot_path_decide_seconds",
     "Stage 'decide': a tick's arrival in the hot path to its per-tick decision.",
     buckets=(0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05))
-DECISIONS = Counter("risk_monitor_hot_path_tick_decisions_total",
-                    "Ticks by how they were decided (tick: per tick; full: needed a full "
-                    "evaluation; none: no evaluator yet).", ["outcome"])
+DECISIONS = LoopCounter("risk_monitor_hot_path_tick_decisions_total",
+                        "Ticks by how they were decided (tick: per tick; full: needed a full "
+                        "evaluation; none: no evaluator yet).", ["outcome"])
 
 #: how long cached start-of-day / peak equity figures are reused by evaluations
 EQUITY_REFERENCE_TTL_S = 1.0
@@ -136,6 +137,10 @@ class Decision:
 
     changes: tuple[LimitResult, ...] = ()
     full_reason: str = ""
+
+
+#: a tick that changed no status (shared: a Decision is immutable)
+_NO_CHANGE = Decision()
 
 
 class LiveEvaluator:
@@ -267,7 +272,7 @@ class LiveEvaluator:
         incremental = self._incremental
         if incremental is None or tick is None:
             self._decided_none.inc()
-            return Decision()
+            return _NO_CHANGE
         decision = incremental.on_tick(tick, self.clock())
         if publish and decision.updated and not decision.full_reason:
             self._publish()
@@ -283,8 +288,9 @@ class LiveEvaluator:
             return Decision(full_reason=decision.full_reason)
         self.decided += 1
         self._decided_tick.inc()
-        changes = self._diff(decision.changed) if decision.changed else []
-        return Decision(changes=tuple(changes))
+        if not decision.changed:
+            return _NO_CHANGE  # most ticks: no instance built
+        return Decision(changes=tuple(self._diff(decision.changed)))
 
     def _publish(self) -> None:
         if self._incremental is not None:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from risk_monitor.adapters.ccxt_exchange import build_client, map_tickers
 from risk_monitor.adapters.errors import map_exception
@@ -41,22 +41,24 @@ from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.resilience import SourceGuard, backoff_delay, guard_for
 from risk_monitor.platform.settings import MarketDataSettings, Settings, VenueSettings
+from risk_monitor.service.loop_metrics import LoopCounter, LoopHistogram
 from risk_monitor.service.quote_intake import epoch_ns
 from risk_monitor.service.tick_hook import Tickers, TickHook, guard_message_handler, ticker_row
 
 log = get_logger(__name__)
 
-TICKS = Counter("risk_monitor_market_ticks_total",
-                "Quotes received from the live feed by outcome (accepted or why rejected).",
-                ["venue", "outcome"])
+#: updated per tick by the event loop (module loop_metrics)
+TICKS = LoopCounter("risk_monitor_market_ticks_total",
+                    "Quotes received from the live feed by outcome (accepted or why rejected).",
+                    ["venue", "outcome"])
 RECONNECTS = Counter("risk_monitor_market_stream_reconnects_total",
                      "Websocket failures after which the feed reconnected.", ["venue"])
 REST_POLLS = Counter("risk_monitor_market_rest_polls_total",
                      "REST ticker snapshots taken by the feed (fallback or quiet refresh).",
                      ["venue", "reason", "outcome"])
-LAG = Histogram("risk_monitor_market_tick_lag_seconds",
-                "Receive time minus exchange time of accepted quotes.", ["venue"],
-                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LAG = LoopHistogram("risk_monitor_market_tick_lag_seconds",
+                    "Receive time minus exchange time of accepted quotes.", ["venue"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 CONNECTED = Gauge("risk_monitor_market_stream_connected",
                   "1 while the venue's websocket delivers, 0 while on REST fallback.", ["venue"])
 
@@ -233,7 +235,7 @@ class VenueFeed:
         self._accepted_ticks.inc(len(accepted))
         if self.listener is not None:
             result = self.listener(self.venue.id, accepted)
-            if asyncio.iscoroutine(result):
+            if result is not None and asyncio.iscoroutine(result):  # the hot path's: None
                 self._tasks.add(task := asyncio.ensure_future(result))
                 task.add_done_callback(self._tasks.discard)
         if self.cache is not None:

@@ -19,8 +19,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prometheus_client import Counter, Histogram
-
 from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy, symbols_by_venue
 from risk_monitor.adapters.redis_quotes import QuoteListener, follow_quote_streams
@@ -31,12 +29,14 @@ from risk_monitor.domain.schemas import prices_frame
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
+from risk_monitor.service.loop_metrics import LoopCounter, LoopHistogram
 
 log = get_logger(__name__)
 
-TICKS = Counter("risk_monitor_hot_path_ticks_total", "Quotes received by the hot path.",
-                ["venue"])
-RECEIVE_SECONDS = Histogram(
+#: updated per tick by the event loop (module loop_metrics)
+TICKS = LoopCounter("risk_monitor_hot_path_ticks_total", "Quotes received by the hot path.",
+                    ["venue"])
+RECEIVE_SECONDS = LoopHistogram(
     "risk_monitor_hot_path_receive_seconds",
     "Stage 'receive': exchange event time of a tick to its arrival in the hot path.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
