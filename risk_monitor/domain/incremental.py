@@ -54,10 +54,9 @@ class Tick(NamedTuple):
     ask: float | None = None
 
 
-@dataclass(frozen=True)
-class TickDecision:
+class TickDecision(NamedTuple):
     """What one tick changed: results whose status moved, every re-measured result, or why
-    the tick needs a full evaluation (nothing was applied then)."""
+    the tick needs a full evaluation (nothing was applied then). A named tuple (see Tick)."""
 
     changed: tuple[LimitResult, ...] = ()
     updated: tuple[LimitResult, ...] = ()

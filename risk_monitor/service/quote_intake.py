@@ -47,10 +47,22 @@ _US = timedelta(microseconds=1)
 QuoteRow = Mapping[str, Any]  # one quote as the feeds hand it (QUOTE columns)
 
 
+#: the last feed datetime converted and its ns: the feed converts a tick's timestamp, then
+#: :func:`tick_of` the same object (one conversion per tick instead of two). The pair holds the
+#: datetime, so an identity match is that very object; replaced whole (any thread may read it)
+_last_converted: tuple[object, int] = (object(), 0)
+
+
 def epoch_ns(value: object) -> int | None:
     """Unix ns of a quote timestamp (pandas Timestamp, aware datetime, or epoch ms number)."""
+    global _last_converted
     if type(value) is datetime and value.tzinfo is not None:  # the feed's rows: no pandas
-        return (value - _EPOCH) // _US * 1000
+        last = _last_converted
+        if last[0] is value:
+            return last[1]
+        converted: int = (value - _EPOCH) // _US * 1000
+        _last_converted = (value, converted)
+        return converted
     if value is None:
         return None
     ns = getattr(value, "value", None)  # pandas Timestamp: exact ns
