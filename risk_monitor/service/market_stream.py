@@ -26,6 +26,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -80,8 +81,8 @@ Clock = Callable[[], datetime]
 QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+#: the wall clock, read per tick: a partial calls ``datetime.now`` without a Python frame
+_utc_now: Clock = partial(datetime.now, UTC)
 
 
 class VenueFeed:
