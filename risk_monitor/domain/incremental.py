@@ -100,12 +100,14 @@ class _ScopeAgg:
     oldest_ns: int = NAT
 
     def refresh_minima(self) -> None:
-        liq = [m.marks.liquidation_distance_pct for m in self.members]
-        finite = [v for v in liq if not math.isnan(v)]
-        self.min_liq = min(finite) if finite else math.nan
-        oldest = NAT
+        """The smallest liquidation distance (NaN: none) and the oldest input, in one pass."""
+        least, found, oldest = math.nan, False, NAT
         for member in self.members:
+            distance = member.marks.liquidation_distance_pct
+            if not math.isnan(distance) and (not found or distance < least):
+                least, found = distance, True
             oldest = min_ns(oldest, member.source_ns)
+        self.min_liq = least
         self.oldest_ns = oldest
 
 

@@ -185,11 +185,11 @@ def quote_outlier(last: float, mark: float | None, bid: float | None, ask: float
     three venues; with two, a gap flags both, since neither can be trusted over the other).
     ``pair_lasts`` are (venue, last) of the pair's other fresh quotes."""
     reasons: list[str] = []
-    if _off(mark, last, max_deviation):
+    if mark is not None and _off(mark, last, max_deviation):  # (None: no call, per tick)
         reasons.append("mark far from last")
-    if _off(bid, last, max_deviation):
+    if bid is not None and _off(bid, last, max_deviation):
         reasons.append("bid far from last")
-    if _off(ask, last, max_deviation):
+    if ask is not None and _off(ask, last, max_deviation):
         reasons.append("ask far from last")
     if not pair_lasts:  # no other venue (per tick, most quotes): nothing to compare with
         return "; ".join(reasons)
