@@ -6,6 +6,7 @@ names; the store only saves them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -61,7 +62,7 @@ class MetricValue:
         if bad:
             raise ValueError(f"label names {bad} of {self.name!r} are not Prometheus names")
 
-    @property
+    @functools.cached_property  # the periodic write stores one evaluation's every few s
     def labels_key(self) -> str:
         return json.dumps({k: str(v) for k, v in self.labels.items()}, sort_keys=True,
                           separators=(",", ":"))

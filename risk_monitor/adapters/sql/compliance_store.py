@@ -120,14 +120,11 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
     """One timeline step in ``conn``'s transaction, under the series' locks (the caller's):
     returns intervals opened and the rows whose audited columns changed, as written (the
     caller seals them, last in its transaction)."""
-    keys = {(r.limit_id, r.scope) for r in results}
+    keys = sorted({(r.limit_id, r.scope) for r in results})
     stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
-    limit_ids = sorted({limit_id for limit_id, _ in keys})
-    for start in range(0, len(limit_ids), 500):  # one read for all the series' open intervals
-        rows = conn.execute(_OPEN_INTERVALS, {"limit_ids": limit_ids[start:start + 500]})
-        for row in rows:
-            if (row.limit_id, row.scope) in keys:
-                stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
+    for start in range(0, len(keys), 500):  # one read for all the series' open intervals
+        for row in conn.execute(_OPEN_INTERVALS, {"keys": keys[start:start + 500]}):
+            stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
     step = timeline_step(stored, results)
     if step.updates:
         _update_intervals(conn, step.updates)
@@ -179,8 +176,11 @@ def timeline_step(stored: Mapping[tuple[str, str], tuple[int, StatusInterval]],
 
 
 #: the step's statements, built once (bind parameters): the compiled cache serves them
+#: the open intervals of exactly the step's series: a periodic chunk of 25 series of one limit
+#: read that limit's every open interval (200 rows) by its id alone
 _OPEN_INTERVALS = sa.select(compliance_intervals).where(
-    compliance_intervals.c.limit_id.in_(sa.bindparam("limit_ids", expanding=True)),
+    sa.tuple_(compliance_intervals.c.limit_id, compliance_intervals.c.scope).in_(
+        sa.bindparam("keys", expanding=True)),
     compliance_intervals.c.until.is_(None))
 _UPDATE_INTERVAL = compliance_intervals.update().where(
     compliance_intervals.c.id == sa.bindparam("interval_id")).values(
