@@ -12,7 +12,9 @@ evaluated by the batch engine (``domain.engine.evaluate``). Each round moves the
 bench's ``persist_interval_s``) and every result a little (as at 1k ticks/s); a new full
 evaluation (every metric and the equity move) comes every ``--evaluation-every`` rounds (the
 service evaluates on polls and heartbeats, seconds apart). The round is written to a fresh
-PostgreSQL database (or ``--sqlite``) step by step, then again as one ``persist_evaluation``.
+PostgreSQL database (or ``--sqlite``) step by step, then again as one ``persist_evaluation``,
+then the compliance sightings in chunks, then once more as the service's periodic writer does
+it all (``AlertWriter._write_periodic``: persist, sightings, time-driven alert transitions).
 Prints mean / p50 / p99 in ms of thread CPU and wall time per step. Run from the repository root::
 
     python bench/bench_periodic_write.py --rounds 200
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import math
 import os
 import pstats
@@ -42,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from risk_monitor import application  # noqa: E402
 from risk_monitor.adapters.sql import Storage  # noqa: E402
 from risk_monitor.application import evaluation  # noqa: E402
+from risk_monitor.domain.alerts import AlertPolicy  # noqa: E402
 from risk_monitor.domain.engine import RiskReport, RiskSnapshot, evaluate  # noqa: E402
 from risk_monitor.domain.figures import EVALUATION_METRIC_NAMES  # noqa: E402
 from risk_monitor.domain.limits import load_limit_config  # noqa: E402
@@ -54,7 +58,7 @@ from risk_monitor.domain.model import (  # noqa: E402
     SourceKind,
     SourceStatus,
 )
-from risk_monitor.service.writer import PERIODIC_CHUNK  # noqa: E402
+from risk_monitor.service.writer import PERIODIC_CHUNK, AlertWriter, LiveState  # noqa: E402
 from risk_monitor_tests.fixtures.services import create_database, drop_database  # noqa: E402
 
 N = 200
@@ -138,7 +142,9 @@ def main() -> None:
         "record_sources": lambda rs, at: risk.record_sources(report.state.sources),
         "record_equity": lambda rs, at: evaluation.record_equity(storage, report.state, at),
     }
-    cpu: dict[str, list[float]] = {name: [] for name in (*steps, "persist", "compliance_chunk")}
+    writer = AlertWriter(storage, policy=AlertPolicy, persist_interval_s=3600.0)
+    cpu: dict[str, list[float]] = {name: [] for name in (*steps, "persist", "compliance_chunk",
+                                                         "periodic_write")}
     wall: dict[str, list[float]] = {name: [] for name in cpu}
     profile = cProfile.Profile() if args.profile else None
     print(f"{len(report.results)} results, {len(metrics)} metrics, "
@@ -173,6 +179,14 @@ def main() -> None:
                 if measured:
                     cpu["compliance_chunk"].append((time.thread_time() - c0) * 1e3)
                     wall["compliance_chunk"].append((time.perf_counter() - w0) * 1e3)
+            # the writer's whole round, as the service runs it (``results()`` copies the list)
+            current = moved(list(report.results), k, at + timedelta(milliseconds=2))
+            state = LiveState(report, functools.partial(list, current), {"trigger": "periodic"})
+            c0, w0 = time.thread_time(), time.perf_counter()
+            writer._write_periodic(state)
+            if measured:
+                cpu["periodic_write"].append((time.thread_time() - c0) * 1e3)
+                wall["periodic_write"].append((time.perf_counter() - w0) * 1e3)
             if profile is not None:
                 profile.disable()
     finally:

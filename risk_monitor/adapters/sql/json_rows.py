@@ -22,18 +22,22 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
+from risk_monitor.adapters.errors import map_exception
+
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def document(rows: Sequence[Mapping[str, Any]], *, times: Sequence[str] = ()) -> str:
+def document(rows: Sequence[Mapping[str, Any]], *, source: str,
+             times: Sequence[str] = ()) -> str:
     """The rows as one JSON array text (for :func:`recordset`). ``times``: the rows' time
-    columns, each refused when naive (``UtcDateTime``'s rule; aware ones keep their offset,
-    which the server reads as the same instant)."""
+    columns, each refused when naive (``UtcDateTime``'s rule and error; aware ones keep their
+    offset, which the server reads as the same instant)."""
     for row in rows:
         for name in times:
             value = row[name]
             if value is not None and value.tzinfo is None:
-                raise ValueError(f"naive datetime {value!r}: pass timezone-aware UTC times")
+                raise map_exception(ValueError(
+                    f"naive datetime {value!r}: pass timezone-aware UTC times"), source=source)
     return orjson.dumps(rows, default=_default, option=_OPTIONS).decode()
 
 

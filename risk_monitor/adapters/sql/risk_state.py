@@ -80,7 +80,7 @@ class LatestEvaluationStore:
         rows = [codec.limit_result_values(result) for result in latest.values()]
         with write_tx(self.engine, source=SOURCE) as conn:
             if is_postgres(conn):  # every row in one JSON document, expanded by the server
-                values = {"rows": json_rows.document(rows, times=_RESULT_TIMES),
+                values = {"rows": json_rows.document(rows, source=SOURCE, times=_RESULT_TIMES),
                           "updated_at": now, "prune_before": prune_before}
                 if prune_before is None:
                     return int(conn.execute(_UPSERT_PG, values).rowcount)
@@ -131,7 +131,8 @@ class LatestEvaluationStore:
             if not rows:
                 pass
             elif is_postgres(conn):  # every row in one JSON document, expanded by the server
-                conn.execute(_METRICS_PG, {"rows": json_rows.document(rows), "as_of": as_of})
+                conn.execute(_METRICS_PG, {"rows": json_rows.document(rows, source=SOURCE),
+                                          "as_of": as_of})
             else:
                 conn.execute(risk_metrics_latest.insert(),
                              [{**row, "as_of": as_of} for row in rows])
