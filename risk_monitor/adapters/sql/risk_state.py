@@ -5,6 +5,13 @@ evaluate risk (Dagster runs and the service's hot path) publish to one place. Li
 only move forward in time: a slower writer with an older evaluation never overwrites a newer
 one. A metrics snapshot replaces the previous one atomically (per metric name), so a scrape
 never sees half of one evaluation and half of the next.
+
+The service writes all of it every ``persist_interval_s``, on the tick loop's interpreter lock:
+on PostgreSQL the results and the metrics of a call travel as one JSON document each
+(``json_rows``), expanded by the server in one statement (the results' upsert and prune
+together); SQLAlchemy's multi-row statements cost ~50 ms of CPU a round for 200 results and
+400 metrics. Elsewhere (SQLite) the rows are bound as before; the rules (forward only, stale
+rows pruned) are the same expressions on both.
 """
 
 from __future__ import annotations
@@ -128,12 +135,10 @@ class LatestEvaluationStore:
                 for (name, labels_key), m in unique.items()]
         with write_tx(self.engine, source=SOURCE) as conn:
             conn.execute(delete)
-            if not rows:
-                pass
-            elif is_postgres(conn):  # every row in one JSON document, expanded by the server
+            if rows and is_postgres(conn):  # every row in one JSON document, server-expanded
                 conn.execute(_METRICS_PG, {"rows": json_rows.document(rows, source=SOURCE),
                                           "as_of": as_of})
-            else:
+            elif rows:
                 conn.execute(risk_metrics_latest.insert(),
                              [{**row, "as_of": as_of} for row in rows])
         return len(rows)
