@@ -111,21 +111,7 @@ def persist_evaluation(storage: RiskStore, *, state: PreparedInputs, exposures: 
                        results: Sequence[LimitResult], as_of: datetime) -> None:
     """Latest limit results, metrics and source coverage, for the service and Prometheus."""
     storage.risk_state.upsert_limit_results(results, prune_before=as_of)
-    storage.risk_state.replace_metrics(_metrics_of(state, exposures), as_of,
+    storage.risk_state.replace_metrics(evaluation_metrics(state, exposures), as_of,
                                        names=fig.EVALUATION_METRIC_NAMES)
     storage.risk_state.record_sources(state.sources)
     record_equity(storage, state, as_of)
-
-
-def _metrics_of(state: PreparedInputs, exposures: pd.DataFrame) -> list[MetricValue]:
-    """``evaluation_metrics`` once per evaluation (kept in its prepared inputs' cache): the
-    service's periodic write persists one full evaluation every ``persist_interval_s`` until
-    the next, and the metrics cost ~6 ms of CPU on the tick loop's interpreter lock."""
-    cached = state.cache.get(_METRICS_KEY)
-    if cached is None or cached[0] is not exposures:
-        cached = state.cache[_METRICS_KEY] = (exposures, evaluation_metrics(state, exposures))
-    metrics: list[MetricValue] = cached[1]
-    return metrics
-
-
-_METRICS_KEY = "evaluation_metrics"

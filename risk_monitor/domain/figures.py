@@ -6,7 +6,6 @@ names; the store only saves them.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -62,7 +61,7 @@ class MetricValue:
         if bad:
             raise ValueError(f"label names {bad} of {self.name!r} are not Prometheus names")
 
-    @functools.cached_property  # the periodic write stores one evaluation's every few s
+    @property
     def labels_key(self) -> str:
         return json.dumps({k: str(v) for k, v in self.labels.items()}, sort_keys=True,
                           separators=(",", ":"))

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pandas as pd
-import pytest
-
 from risk_monitor import application
-from risk_monitor.domain.aggregation import PreparedInputs
 from risk_monitor.domain.alerts import AlertPolicy
 from risk_monitor.domain.engine import evaluate
 from risk_monitor.domain.figures import EQUITY_METRIC, EquityPoint, MetricValue
@@ -74,32 +70,6 @@ def test_an_evaluation_is_persisted_with_its_figures_sources_and_equity() -> Non
     assert set(store.risk_state.sources) == {s.key for s in report.state.sources}
     assert [p.equity for p in store.equity.points] == [2_481_000.0]
     assert store.compliance.recorded == [list(report.results)]
-
-
-def test_one_evaluation_s_metrics_are_computed_once_for_every_periodic_write(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    store = FakeRiskStore()
-    report = evaluate(desk(start_of_day_equity=2_481_000, peak_equity=2_481_000), DEFAULT)
-    calls: list[object] = []
-    real = application.evaluation.evaluation_metrics
-
-    def counted(state: PreparedInputs, exposures: pd.DataFrame) -> list[MetricValue]:
-        calls.append(state)
-        return real(state, exposures)
-
-    monkeypatch.setattr(application.evaluation, "evaluation_metrics", counted)
-    for seconds in (0, 5):  # the service's periodic write, one evaluation, two rounds
-        application.persist_evaluation(store, state=report.state, exposures=report.exposures,
-                                       results=report.results,
-                                       as_of=NOW + timedelta(seconds=seconds))
-    first = list(store.risk_state.metrics)
-    newer = evaluate(desk(start_of_day_equity=2_481_000, peak_equity=2_481_000), DEFAULT)
-    application.persist_evaluation(store, state=newer.state, exposures=newer.exposures,
-                                   results=newer.results, as_of=NOW + timedelta(seconds=10))
-
-    assert calls == [report.state, newer.state]  # once per evaluation
-    assert first == real(report.state, report.exposures)
-    assert store.risk_state.metrics == real(newer.state, newer.exposures)
 
 
 def test_start_of_day_and_peak_equity_come_from_the_history() -> None:
