@@ -18,8 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
+from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.audit_log import seal_batch
 from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
@@ -120,14 +122,17 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
     """One timeline step in ``conn``'s transaction, under the series' locks (the caller's):
     returns intervals opened and the rows whose audited columns changed, as written (the
     caller seals them, last in its transaction)."""
-    keys = {(r.limit_id, r.scope) for r in results}
+    keys = sorted({(r.limit_id, r.scope) for r in results})
     stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
-    limit_ids = sorted({limit_id for limit_id, _ in keys})
-    for start in range(0, len(limit_ids), 500):  # one read for all the series' open intervals
-        rows = conn.execute(_OPEN_INTERVALS, {"limit_ids": limit_ids[start:start + 500]})
-        for row in rows:
-            if (row.limit_id, row.scope) in keys:
-                stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
+    if is_postgres(conn):  # one read for all the series' open intervals
+        reads = [(_OPEN_INTERVALS_PG, {"limit_ids": codec.pg_array([k[0] for k in keys]),
+                                       "scopes": codec.pg_array([k[1] for k in keys])})]
+    else:
+        reads = [(_OPEN_INTERVALS, {"keys": keys[start:start + 500]})
+                 for start in range(0, len(keys), 500)]
+    for statement, values in reads:
+        for row in conn.execute(statement, values):
+            stored[(row.limit_id, row.scope)] = (row.id, _interval(row))
     step = timeline_step(stored, results)
     if step.updates:
         _update_intervals(conn, step.updates)
@@ -179,8 +184,17 @@ def timeline_step(stored: Mapping[tuple[str, str], tuple[int, StatusInterval]],
 
 
 #: the step's statements, built once (bind parameters): the compiled cache serves them
+#: the open intervals of exactly the step's series: a periodic chunk of 25 series of one limit
+#: read that limit's every open interval (200 rows) by its id alone
 _OPEN_INTERVALS = sa.select(compliance_intervals).where(
-    compliance_intervals.c.limit_id.in_(sa.bindparam("limit_ids", expanding=True)),
+    sa.tuple_(compliance_intervals.c.limit_id, compliance_intervals.c.scope).in_(
+        sa.bindparam("keys", expanding=True)),
+    compliance_intervals.c.until.is_(None))
+#: PostgreSQL: the keys as two arrays (one text each: ``codec.pg_array``), not 2 x 25 binds
+_OPEN_INTERVALS_PG = sa.select(compliance_intervals).where(
+    sa.tuple_(compliance_intervals.c.limit_id, compliance_intervals.c.scope).in_(sa.select(
+        sa.func.unnest(sa.cast(sa.bindparam("limit_ids", type_=sa.Text), ARRAY(sa.Text))),
+        sa.func.unnest(sa.cast(sa.bindparam("scopes", type_=sa.Text), ARRAY(sa.Text))))),
     compliance_intervals.c.until.is_(None))
 _UPDATE_INTERVAL = compliance_intervals.update().where(
     compliance_intervals.c.id == sa.bindparam("interval_id")).values(
@@ -208,14 +222,15 @@ def _update_intervals(conn: Connection, updates: list[dict[str, Any]]) -> None:
         conn.execute(_UPDATE_INTERVAL, updates)
         return
     utc = UtcDateTime().process_bind_param  # as the column's type binds: refuses naive times
-    conn.execute(_UPDATE_INTERVALS_PG, {
+    arrays = {  # each one text (``codec.pg_array``): psycopg2 adapted a list value by value
         "ids": [u["interval_id"] for u in updates],
         "statuses": [u["new_status"] for u in updates],
         "untils": [utc(u["new_until"], conn.dialect) for u in updates],
         "seen": [utc(u["new_last_seen_at"], conn.dialect) for u in updates],
         "worst": [u["new_worst_utilisation"] for u in updates],
         "config_versions": [u["new_config_version"] for u in updates],
-    })
+    }
+    conn.execute(_UPDATE_INTERVALS_PG, {k: codec.pg_array(v) for k, v in arrays.items()})
 
 
 def _interval(row: sa.Row[Any]) -> StatusInterval:

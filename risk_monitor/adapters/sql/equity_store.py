@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql.engine import dialect_insert, read_only, write_tx
 from risk_monitor.adapters.sql.schema import equity_history
@@ -27,17 +28,14 @@ class EquityStore:
 
     def record(self, points: Sequence[EquityPoint]) -> int:
         """Insert observations (a repeated (scope, at) keeps the latest value)."""
-        written = 0
+        for point in points:
+            if not math.isfinite(point.equity):
+                raise ValueError(f"equity of {point.scope} at {point.at} is not finite")
+        if not points:
+            return 0
+        rows = [{"scope": p.scope, "at": p.at, "equity": p.equity} for p in points]
         with write_tx(self.engine, source=SOURCE) as conn:
-            for point in points:
-                if not math.isfinite(point.equity):
-                    raise ValueError(f"equity of {point.scope} at {point.at} is not finite")
-                statement = dialect_insert(conn, equity_history).values(
-                    scope=point.scope, at=point.at, equity=point.equity)
-                written += conn.execute(statement.on_conflict_do_update(
-                    index_elements=["scope", "at"], set_={"equity": statement.excluded.equity},
-                )).rowcount
-        return written
+            return int(conn.execute(_upsert(conn), rows).rowcount)  # each row in turn
 
     def start_of_day(self, scope: str, day: date) -> EquityPoint | None:
         """Equity at 00:00 UTC of ``day`` (see the module docstring)."""
@@ -60,3 +58,17 @@ class EquityStore:
         with read_only(self.engine, source=SOURCE) as conn:
             row = conn.execute(query).first()
         return None if row is None else EquityPoint(scope=row.scope, at=row.at, equity=row.equity)
+
+
+def _upsert(conn: Connection) -> Any:
+    """The upsert of an observation, built once per backend (the service's periodic write
+    records one every few seconds: building it cost more CPU than running it)."""
+    built = _UPSERTS.get(conn.dialect.name)
+    if built is None:
+        statement = dialect_insert(conn, equity_history)
+        built = _UPSERTS[conn.dialect.name] = statement.on_conflict_do_update(
+            index_elements=["scope", "at"], set_={"equity": statement.excluded.equity})
+    return built
+
+
+_UPSERTS: dict[str, Any] = {}

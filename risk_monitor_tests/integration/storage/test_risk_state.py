@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
 from risk_monitor.adapters.sql import EquityPoint, MetricValue, Storage
 from risk_monitor.adapters.sql.audit_verify import verify
 from risk_monitor.domain.model import LimitStatus, SourceKind, SourceStatus
+from risk_monitor.platform.errors import DataValidationError
 from risk_monitor_tests.fixtures.storage import FakeClock, make_result, open_intervals
 
 
@@ -33,6 +34,31 @@ def test_a_full_evaluation_prunes_limits_no_longer_configured(storage: Storage,
     t1 = t0 + timedelta(minutes=1)
     storage.risk_state.upsert_limit_results([make_result("WARN", t1)], prune_before=t1)
     assert [r.scope for r in storage.risk_state.limit_results()] == ["portfolio"]
+
+
+def test_results_keep_their_values_whatever_the_backend_s_encoding(storage: Storage,
+                                                                  clock: FakeClock) -> None:
+    """Every row of one call in one document on PostgreSQL: unknown figures stay unknown, a
+    time in another zone is the same instant, a key given twice keeps its newest result, and
+    the prune spares the document's rows only."""
+    t0 = clock()
+    storage.risk_state.upsert_limit_results([make_result("OK", t0, scope="venue:gone")])
+    later = t0 + timedelta(seconds=30)
+    plus2 = timezone(timedelta(hours=2))
+    odd = dataclasses.replace(make_result("UNKNOWN", later), warn_level=float("nan"),
+                              utilisation=float("inf"), value=None, reason='a "quoted" \\ ü',
+                              source_event_time=later.astimezone(plus2))
+    zero = dataclasses.replace(make_result("OK", later, scope="venue:okx"), value=-0.0,
+                               utilisation=-0.0)
+    older = make_result("BREACH", t0, scope="venue:okx")  # the same key, older: it loses
+    assert storage.risk_state.upsert_limit_results([odd, zero, older], prune_before=later) == 2
+    stored = {r.scope: r for r in storage.risk_state.limit_results()}
+    assert set(stored) == {"portfolio", "venue:okx"}  # venue:gone pruned
+    assert stored["portfolio"] == dataclasses.replace(odd, warn_level=None, utilisation=None)
+    assert stored["portfolio"].source_event_time == later  # same instant, read back in UTC
+    assert stored["venue:okx"] == zero
+    with pytest.raises(DataValidationError, match="naive"):
+        storage.risk_state.upsert_limit_results([make_result("OK", later.replace(tzinfo=None))])
 
 
 def test_a_metrics_snapshot_replaces_the_previous_one(storage: Storage, clock: FakeClock) -> None:
@@ -117,6 +143,18 @@ def test_one_step_updates_every_series_it_sees(storage: Storage, clock: FakeCloc
     assert sorted((i.scope, i.status.value) for i in open_intervals(storage)) == [
         ("portfolio", "WARN"), ("venue:binance", "BREACH"), ("venue:okx", "WARN")]
     assert verify(storage.engine).ok  # the closed interval's seal matches what was written
+
+
+def test_a_step_of_some_series_leaves_the_others_of_their_limit_alone(
+        storage: Storage, clock: FakeClock) -> None:
+    """A periodic chunk reads and writes the open intervals of its own series only."""
+    t0 = clock()
+    scopes = [f"venue:v{i}" for i in range(6)]
+    storage.compliance.record([make_result("OK", t0, scope=s) for s in scopes])
+    later = t0 + timedelta(seconds=5)
+    storage.compliance.record([make_result("OK", later, scope=s) for s in scopes[:2]])
+    seen = {i.scope: i.last_seen_at for i in open_intervals(storage)}
+    assert seen == {s: later if s in scopes[:2] else t0 for s in scopes}
 
 
 def test_no_evaluation_yet_has_no_timeline(storage: Storage) -> None:
