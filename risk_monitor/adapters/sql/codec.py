@@ -78,14 +78,21 @@ def _safe(value: Any, depth: int) -> Any:
         safe: dict[str, Any] = {}
         for key, item in value.items():
             name = key if type(key) is str else str(key)
+            member = type(item)  # the plain members inline: a call per member was ~half
             if is_secret_key(name):
                 plain = to_jsonable(item, depth + 1)
                 safe[name] = REDACTED if plain not in (None, "") else redact(plain, depth + 1)
+            elif member is str:
+                safe[name] = redact_text(item)
+            elif item is None or member is bool or member is int:
+                safe[name] = item
             else:
                 safe[name] = _safe(item, depth + 1)
         return safe
     if kind is list or kind is tuple:
         return [_safe(item, depth + 1) for item in value]
+    if kind is datetime:  # to_jsonable's text of it, redacted as redact does
+        return redact_text(value.isoformat())
     return redact(to_jsonable(value, depth), depth)
 
 
