@@ -249,6 +249,9 @@ def configure_logging(level: str | int | None = None, stream: IO[str] | None = N
     if not structlog.is_configured() or force:
         structlog.configure(
             processors=[
+                # a level the logger does not log is dropped first, not rendered and then
+                # dropped by stdlib (~0.13 ms of CPU per info line at WARNING: one per alert)
+                structlog.stdlib.filter_by_level,
                 structlog.contextvars.merge_contextvars,
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,

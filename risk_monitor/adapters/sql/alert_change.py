@@ -20,10 +20,10 @@ connection is in autocommit and the transaction explicit: ``SqlAlertStore.change
    the last one's rows). The chain lock is therefore held from the first statement to the
    commit (planning included, ~1-2 ms of CPU), not only for the seal. An id reserved for a
    row that was not inserted is a gap in the ids, nothing else;
-2. **write** (:meth:`ChangeTransaction.seal`): one statement of data-modifying CTEs (arrays
-   through ``unnest``): the states (version-guarded upsert), the outbox rows, the compliance
-   intervals, the audit entries and the evaluation's lineage row, then the ``COMMIT`` in the
-   same message. Each sealed row carries its ``audit_hash`` in its own insert or update (two
+2. **write** (:meth:`ChangeTransaction.seal`): one statement of data-modifying CTEs (each
+   table's rows one JSON document, ``codec.pg_records``, read by ``json_to_recordset``): the
+   states (version-guarded upsert), the outbox rows, the compliance intervals, the audit
+   entries and the evaluation's lineage row, then the ``COMMIT`` in the same message. Each sealed row carries its ``audit_hash`` in its own insert or update (two
    CTEs of one statement cannot both change a row), computed in Python by
    ``audit_log.chain_entries``, the one implementation of the hash that ``audit verify``
    checks. Nothing is read back: the statement itself checks that every row was written as
@@ -41,6 +41,7 @@ The planning itself is the generic path's: ``domain.alerts.plan_alerts`` by the 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -94,38 +95,47 @@ _TYPES = {"started_at": "timestamptz", "last_evaluated_at": "timestamptz",
           "worst_utilisation": "double precision", "payload": "jsonb"}
 
 
-def _arrays(prefix: str, columns: Sequence[str]) -> str:
-    return ", ".join(f"CAST(%({prefix}_{c})s AS {_TYPES.get(c, 'text')}[])" for c in columns)
+#: per table, the columns ``codec.pg_records`` checks (aware times) and spells (floats)
+_TIMES = frozenset(c for c, kind in _TYPES.items() if kind == "timestamptz")
+_FLOATS = frozenset(c for c, kind in _TYPES.items() if kind == "double precision")
+
+
+def _rows_of(param: str, columns: Sequence[str]) -> str:
+    """The rows of the JSON document ``param`` (``codec.pg_records``), typed, in order."""
+    return (f"json_to_recordset(%({param})s) AS {param}("
+            + ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in columns) + ")")
 
 
 _LOCKS = ("SELECT pg_advisory_xact_lock(%(ns)s, k) FROM unnest(CAST(%(keys)s AS integer[])) "
           "WITH ORDINALITY AS t(k, n) ORDER BY n")
+#: one JSON text (``json_build_array`` of the reads, in ``open_change``'s order), parsed by
+#: orjson: eight columns of json and arrays cost SQLAlchemy's result set-up per column and
+#: psycopg2's ``json.loads`` per json column
 _READ = (
-    "SELECT "
+    "SELECT json_build_array("
     "(SELECT json_agg(s) FROM alert_states s WHERE s.fingerprint = ANY(CAST(%(fps)s AS text[])))"
-    " AS states, "
+    ", "
     # the open interval of each (limit, scope) changed, not every scope of its limits: a
     # limit covers the desk (200 series), a change a few of them (issue 10: the read's cost)
     "(SELECT json_agg(c) FROM unnest(CAST(%(limit_ids)s AS text[]), CAST(%(scopes)s AS text[]))"
     " AS k(limit_id, scope) JOIN compliance_intervals c"
-    " ON c.limit_id = k.limit_id AND c.scope = k.scope AND c.until IS NULL) AS intervals, "
+    " ON c.limit_id = k.limit_id AND c.scope = k.scope AND c.until IS NULL), "
     "ARRAY(SELECT nextval(pg_get_serial_sequence('compliance_intervals', 'id')) "
-    "      FROM generate_series(1, %(new_ids)s)) AS new_ids, "
+    "      FROM generate_series(1, %(new_ids)s)), "
     "ARRAY(SELECT nextval(pg_get_serial_sequence('outbox', 'id')) "
-    "      FROM generate_series(1, %(outbox_ids)s)) AS outbox_ids, "
+    "      FROM generate_series(1, %(outbox_ids)s)), "
     "(SELECT json_agg(json_build_array(o.fingerprint, o.episode, o.idempotency_key, o.status, "
     "                 o.delivery_ref) ORDER BY o.fingerprint, o.episode, o.sequence) "
     " FROM outbox o WHERE o.fingerprint = ANY(CAST(%(fps)s AS text[])) "
     "   AND (o.status IN ('pending', 'sending') OR o.episode >= coalesce("
-    "        (SELECT s.episode FROM alert_states s WHERE s.fingerprint = o.fingerprint), 0)))"
-    " AS outbox, "
+    "        (SELECT s.episode FROM alert_states s WHERE s.fingerprint = o.fingerprint), 0))), "
     "CASE WHEN %(reads)s THEN (SELECT json_agg(a ORDER BY a.created_at) FROM alert_silences a "
     " WHERE a.starts_at <= %(now)s AND a.ends_at > %(now)s "
-    "   AND (a.expired_at IS NULL OR a.expired_at > %(now)s)) END AS silences, "
+    "   AND (a.expired_at IS NULL OR a.expired_at > %(now)s)) END, "
     "CASE WHEN %(reads)s THEN (SELECT json_agg(k ORDER BY k.id) FROM alert_acknowledgements k "
-    " WHERE k.fingerprint = ANY(CAST(%(fps)s AS text[]))) END AS acks, "
+    " WHERE k.fingerprint = ANY(CAST(%(fps)s AS text[]))) END, "
     "(SELECT json_build_array(h.id, h.entry_hash) FROM (SELECT id, entry_hash FROM audit_log "
-    " WHERE entry_hash IS NOT NULL ORDER BY id DESC LIMIT 1) h) AS head")
+    " WHERE entry_hash IS NOT NULL ORDER BY id DESC LIMIT 1) h))::text")
 _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off;\n"
 #: the prepared statements' plans are made once per connection, not per change (module
 #: docstring, 3)
@@ -139,11 +149,11 @@ _COMMIT = "COMMIT"
 _STALE_STATES = "risk_monitor: alert states changed under a lock, version-guarded updates: "
 _STALE_ROWS = "risk_monitor: outbox or compliance rows changed under the series locks: "
 
-def _insert(table: str, prefix: str, columns: Sequence[str], tail: str) -> str:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(one array per column) tail``
+def _insert(table: str, param: str, columns: Sequence[str], tail: str) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM json_to_recordset(param) tail``
     (the names are this module's constants: no input reaches the SQL text)."""
-    return " ".join(("INSERT INTO", table, "(", ", ".join(columns), ") SELECT * FROM unnest(",
-                     _arrays(prefix, columns), ")", tail))
+    return " ".join(("INSERT INTO", table, "(", ", ".join(columns), ") SELECT * FROM",
+                     _rows_of(param, columns), tail))
 
 
 _WRITE = " ".join((
@@ -157,11 +167,10 @@ _WRITE = " ".join((
     _insert("outbox", "o", _OUTBOX_COLUMNS,
             "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"),
     "), updated AS (",
-    "UPDATE compliance_intervals AS t SET status = v.status, until = v.until,"
-    " last_seen_at = v.last_seen_at, worst_utilisation = v.worst_utilisation,"
-    " config_version = v.config_version, audit_hash = coalesce(v.audit_hash, t.audit_hash)"
-    " FROM unnest(", _arrays("u", _INTERVAL_COLUMNS), ") AS v(", ", ".join(_INTERVAL_COLUMNS),
-    ") WHERE t.id = v.id RETURNING t.id",
+    "UPDATE compliance_intervals AS t SET status = u.status, until = u.until,"
+    " last_seen_at = u.last_seen_at, worst_utilisation = u.worst_utilisation,"
+    " config_version = u.config_version, audit_hash = coalesce(u.audit_hash, t.audit_hash)"
+    " FROM", _rows_of("u", _INTERVAL_COLUMNS), "WHERE t.id = u.id RETURNING t.id",
     # after the updates (the scalar subquery runs them first): an interval closed here frees
     # the (limit, scope) slot of the partial unique index for the one opened here
     "), opened AS (",
@@ -170,8 +179,9 @@ _WRITE = " ".join((
     # one row per entry, in the chain's order (ORDER BY the ordinal), so the ids follow it
     "), entries AS (",
     "INSERT INTO audit_log (", ", ".join(_ENTRY_COLUMNS), ") SELECT",
-    ", ".join(_ENTRY_COLUMNS), "FROM unnest(", _arrays("e", _ENTRY_COLUMNS),
-    ") WITH ORDINALITY AS e(", ", ".join(_ENTRY_COLUMNS), ", n) ORDER BY n RETURNING id",
+    ", ".join(_ENTRY_COLUMNS), "FROM ROWS FROM (", _rows_of("e", _ENTRY_COLUMNS).replace(
+        " AS e(", " AS ("), ") WITH ORDINALITY AS e(", ", ".join(_ENTRY_COLUMNS),
+    ", n) ORDER BY n RETURNING id",
     "), lineage AS (",
     "INSERT INTO evaluation_lineage (digest, recorded_at, versions)"
     " SELECT %(l_digest)s, %(l_recorded_at)s, CAST(%(l_text)s AS jsonb)"
@@ -213,18 +223,13 @@ def _prepared(name: str, template: str, types: Mapping[str, str]) -> _Prepared:
         f"EXECUTE {name} ({', '.join(f'CAST(%({n})s AS {types[n]})' for n in names)})")
 
 
-def _array_types(prefix: str, columns: Sequence[str]) -> dict[str, str]:
-    return {f"{prefix}_{c}": f"{_TYPES.get(c, 'text')}[]" for c in columns}
-
-
 _PREPARED_LOCKS = _prepared("change_locks", _LOCKS, {"ns": "integer", "keys": "integer[]"})
 _PREPARED_READ = _prepared("change_read", _READ, {
     "fps": "text[]", "limit_ids": "text[]", "scopes": "text[]", "new_ids": "integer",
     "outbox_ids": "integer", "reads": "boolean", "now": "timestamptz"})
 _PREPARED_WRITE = _prepared("change_write", _WRITE, {
-    **_array_types("s", _STATE_COLUMNS), **_array_types("o", _OUTBOX_COLUMNS),
-    **_array_types("u", _INTERVAL_COLUMNS), **_array_types("i", _INTERVAL_COLUMNS),
-    **_array_types("e", _ENTRY_COLUMNS), "l_digest": "text", "l_recorded_at": "timestamptz",
+    "s": "json", "o": "json", "u": "json", "i": "json", "e": "json",
+    "l_digest": "text", "l_recorded_at": "timestamptz",
     "l_text": "text", "n_states": "bigint", "n_notes": "bigint", "n_intervals": "bigint",
     "stale_states": "text", "stale_rows": "text"})
 _STATEMENTS = (_PREPARED_LOCKS, _PREPARED_READ, _PREPARED_WRITE)
@@ -279,27 +284,29 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
     prepare(conn)
     sql = "".join((_BEGIN, "" if durable else _ASYNC_COMMIT, _GENERIC_PLANS,
                    _PREPARED_LOCKS.execute, ";\n", _PREPARED_READ.execute))
-    row = conn.exec_driver_sql(sql, {
+    read = conn.exec_driver_sql(sql, {
         "ns": ADVISORY_NAMESPACE, "keys": [*series, advisory_key(CHAIN_LOCK)],
         "fps": sorted(set(fingerprints)), "limit_ids": [k[0] for k in pairs],
         "scopes": [k[1] for k in pairs],
         "new_ids": new_intervals, "outbox_ids": new_notifications, "reads": reads_at is not None,
-        "now": reads_at or datetime.now(UTC)}).one()
+        "now": reads_at or datetime.now(UTC)}).scalar_one()
+    (stored, open_intervals, new_ids, outbox_ids, notes, active_silences, series_acks,
+     chain_head) = orjson.loads(read)
     states: dict[str, AlertState] = {}
     versions: dict[str, int] = {}
-    for raw in row.states or ():
+    for raw in stored or ():
         values = _timed(raw, _STATE_TIMES)
         states[values["fingerprint"]] = codec.state_from_row(values)
         versions[values["fingerprint"]] = int(values["version"])
     intervals = {}
-    for raw in row.intervals or ():
+    for raw in open_intervals or ():
         values = _timed(raw, _INTERVAL_TIMES)
         values["worst_utilisation"] = _float(values["worst_utilisation"])
         intervals[(raw["limit_id"], raw["scope"])] = (int(raw["id"]), interval_from(values))
     busy: set[str] = set()
     present: set[str] = set()
     roots: dict[tuple[str, int], str] = {}
-    for fingerprint, episode, key, status, ref in row.outbox or ():
+    for fingerprint, episode, key, status, ref in notes or ():
         if status in ("pending", "sending"):
             busy.add(fingerprint)
         state = states.get(fingerprint)
@@ -308,10 +315,10 @@ def open_change(conn: Connection, fingerprints: Sequence[str], *,
             if status == "sent" and ref is not None:
                 roots.setdefault((fingerprint, episode), ref)
     silences = [silence_from_row(_timed(s, ("starts_at", "ends_at", "created_at", "expired_at")))
-                for s in row.silences or ()]
-    acks = [ack_from_row(_timed(a, ("acked_at",))) for a in row.acks or ()]
-    head = row.head[1] if row.head is not None else GENESIS_HASH
-    return ChangeReads(states, versions, intervals, list(row.new_ids), list(row.outbox_ids),
+                for s in active_silences or ()]
+    acks = [ack_from_row(_timed(a, ("acked_at",))) for a in series_acks or ()]
+    head = chain_head[1] if chain_head is not None else GENESIS_HASH
+    return ChangeReads(states, versions, intervals, new_ids, outbox_ids,
                        frozenset(busy),
                        frozenset(present), roots, silences, acks, head)
 
@@ -416,13 +423,11 @@ class ChangeTransaction:
         updates = [r for r in rows if r["id"] in self._stored_ids]
         inserts = [r for r in rows if r["id"] not in self._stored_ids]
         params = {
-            **_columns("s", _STATE_COLUMNS, list(self._state_rows.values())),
-            **_columns("o", _OUTBOX_COLUMNS, [
-                {**r, "payload": _json(r["payload"])} for r in self._outbox]),
-            **_columns("u", _INTERVAL_COLUMNS, updates),
-            **_columns("i", _INTERVAL_COLUMNS, inserts),
-            **_columns("e", _ENTRY_COLUMNS, [
-                {**e, "payload": _json(e["payload"])} for e in entries]),
+            "s": _document(_STATE_COLUMNS, list(self._state_rows.values())),
+            "o": _document(_OUTBOX_COLUMNS, self._outbox),
+            "u": _document(_INTERVAL_COLUMNS, updates),
+            "i": _document(_INTERVAL_COLUMNS, inserts),
+            "e": _document(_ENTRY_COLUMNS, entries),
             "l_digest": lineage.digest if lineage is not None else None,
             "l_recorded_at": _checked(lineage.recorded_at) if lineage is not None else None,
             "l_text": lineage.text if lineage is not None else None,
@@ -453,23 +458,19 @@ class ChangeTransaction:
         return len(entries)
 
 
-def _columns(prefix: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
-             ) -> dict[str, str | list[Any]]:
-    """One array per column (``unnest`` turns them back into rows), as array text
-    (``codec.pg_array``); times checked aware."""
-    arrays = {f"{prefix}_{c}": [row[c] for row in rows] for c in columns}
-    for c in columns:
-        if _TYPES.get(c) == "timestamptz":
-            for value in arrays[f"{prefix}_{c}"]:
-                _checked(value)
-    return {name: codec.pg_array(values) for name, values in arrays.items()}
+def _document(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """One table's rows as the JSON document its ``json_to_recordset`` reads
+    (``codec.pg_records``: times checked aware, floats as psycopg2 sends them; a ``jsonb``
+    payload nested, which ``jsonb`` stores as the value, not the text: the same rows as
+    its text cast)."""
+    times, floats = _checked_columns(tuple(columns))
+    return codec.pg_records(rows, columns, times=times, floats=floats)
 
 
-def _json(payload: Any) -> str:
-    """A payload's JSON text for its ``jsonb`` column: orjson (~5x the standard encoder's
-    speed, on the way to the commit); ``jsonb`` keeps the value, not the text, so the stored
-    rows are the same."""
-    return orjson.dumps(payload).decode()
+@functools.cache
+def _checked_columns(columns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The time and the float columns of a table (``_document``)."""
+    return (tuple(c for c in columns if c in _TIMES), tuple(c for c in columns if c in _FLOATS))
 
 
 def _checked(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import given, settings
@@ -27,7 +27,9 @@ _SCALARS = st.one_of(
     st.text(max_size=12), st.sampled_from([
         "", "Bearer abc.def", "xoxb-1234-abcd", "9d63ae44a3527feaf0830715f92215fc",
         "aB3" * 12, LineageDigest("9d63ae44", {}), Colour.RED,
-        datetime(2026, 12, 6, tzinfo=UTC), frozenset({1}), (1, "x")]))
+        datetime(2026, 12, 6, tzinfo=UTC), datetime(2026, 12, 6, 0, 33, 10, 625787),
+        datetime(2026, 1, 2, tzinfo=timezone(timedelta(hours=-5))), frozenset({1}),
+        (1, "x")]))
 _DOCUMENTS = st.recursive(
     _SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
                                       st.dictionaries(_KEYS, inner, max_size=4)),
@@ -59,6 +61,6 @@ def test_one_walk_returns_what_the_two_return(value: Any) -> None:
 
 def test_deep_documents_meet_the_same_depth_limits() -> None:
     for depth in range(12):
-        for leaf in (None, "x", 1, {"a": 1}, [1], Colour.RED):
+        for leaf in (None, "x", 1, {"a": 1}, [1], Colour.RED, datetime(2026, 1, 1, tzinfo=UTC)):
             value = _nested(depth, leaf)
             assert _same(safe_document(value), redact(to_jsonable(value))), (depth, leaf)

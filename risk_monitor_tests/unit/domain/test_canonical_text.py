@@ -52,3 +52,11 @@ def test_an_audit_entry_of_each_kind() -> None:
                     "inputs": {"m": {"rows": 200, "as_of": at.isoformat()}},
                     "triggers": ("tick",), 1: "int key", "1": "text key"}}
     assert canonical(entry) == _ENCODER.encode(_normalise(entry))
+
+
+def test_keys_sort_by_code_point_and_text_escapes_as_the_encoders() -> None:
+    """orjson writes the text (``canonical``): its key order and escapes are the encoder's,
+    across planes (UTF-16 would put U+10000 before U+E000) and for control characters."""
+    value = {"\uffff": 1, "\U00010000": 2, "\ue000": 3, "Z": 4, "a": 5, "é": 6, "": 7,
+             "a\x00": "\x00\x08\x1f\x7f\u2028\"\\/", "nested": [{"b": 1, "a": [0.1, None]}]}
+    assert canonical(value) == _ENCODER.encode(_normalise(value))

@@ -160,3 +160,25 @@ def test_a_text_found_clean_is_redacted_once_its_secret_is_registered() -> None:
     register_secret(text)
     assert redact_text(text) == REDACTED
     assert redact_text(f"x {text}") == f"x {REDACTED}"
+
+
+def test_a_level_not_logged_is_dropped_before_it_is_rendered() -> None:
+    """An info line at WARNING costs a level check, not the rendering and redaction (the
+    hot path logs one per alert); the level logged still renders every field."""
+    rendered: list[str] = []
+
+    class Field:
+        def __str__(self) -> str:
+            rendered.append("str")
+            return "field"
+
+    buf = io.StringIO()
+    log = get_logger("risk_monitor.test")
+    try:
+        configure_logging("WARNING", stream=buf, force=True)
+        log.info("alerts raised", field=Field())
+        assert rendered == [] and lines(buf) == []
+        log.warning("alerts raised", field=Field())
+        assert rendered and lines(buf)[-1]["field"] == "field"
+    finally:
+        configure_logging("INFO", force=True)
