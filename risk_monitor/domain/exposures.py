@@ -43,6 +43,16 @@ _LEVELS: tuple[tuple[str, dict[str, str | None], Needs], ...] = (
 )
 
 
+def portfolio_exposure(state: PreparedInputs) -> tuple[float, float]:
+    """(gross, net) USD of the portfolio row of :func:`exposure_table` (NaN when unknown),
+    without building the table: the summary of every evaluation needs only this row."""
+    _, _, needs = _LEVELS[-1]
+    ((_, inputs),) = sorted_scope_inputs(state, needs, {})
+    if inputs.problems:
+        return math.nan, math.nan
+    return inputs.gross_usd, inputs.net_usd
+
+
 def exposure_table(state: PreparedInputs) -> pd.DataFrame:
     """All exposure levels in one tidy frame; figures of an unknown row are NaN.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: Scope dimensions in canonical key order.
 SCOPE_DIMS: tuple[str, ...] = ("venue", "account", "instrument", "asset")
@@ -92,8 +93,11 @@ def scope_key(mapping: Mapping[str, str | None]) -> str:
     return Scope.of(mapping).key
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_scope_key(key: str) -> Scope:
-    """Inverse of :attr:`Scope.key` (instrument symbols may contain ':' but never '|')."""
+    """Inverse of :attr:`Scope.key` (instrument symbols may contain ':' but never '|').
+    Cached (scopes are immutable): every full evaluation's per-tick evaluator and the alert
+    policy parse the key of each result, and a desk's keys repeat from one to the next."""
     if key == PORTFOLIO_KEY:
         return Scope()
     values: dict[str, str] = {}

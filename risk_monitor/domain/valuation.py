@@ -289,14 +289,18 @@ def latest_quotes(prices: pd.DataFrame, freshness: Freshness) -> pd.DataFrame:
     last = floats(prices, "last")
     mark = np.where(np.isfinite(mark) & (mark > 0), mark, last)
     usable = freshness.fresh(t) & np.isfinite(mark) & (mark > 0)
-    quotes = pd.DataFrame(
-        {
-            "venue": strings(prices, "venue")[usable],
-            "instrument": strings(prices, "instrument")[usable],
-            "base": strings(prices, "base")[usable],
-            "quote": strings(prices, "quote")[usable],
-            "mark": mark[usable],
-            "t_ns": t[usable],
-        }
-    ).sort_values("t_ns", kind="stable")
-    return quotes.drop_duplicates(["venue", "instrument"], keep="last").reset_index(drop=True)
+    # oldest first (stable), then the last row of each (venue, instrument): what
+    # ``sort_values`` + ``drop_duplicates(keep="last")`` give, with one frame built instead of
+    # four (the hot path runs this on every full evaluation)
+    rows = np.flatnonzero(usable)
+    rows = rows[np.argsort(t[rows], kind="stable")]
+    venue, instrument = strings(prices, "venue")[rows], strings(prices, "instrument")[rows]
+    pair = (pd.factorize(venue)[0].astype(np.int64) * (len(rows) + 1)
+            + pd.factorize(instrument)[0])
+    _, last_of_pair = np.unique(pair[::-1], return_index=True)
+    keep = np.sort(len(rows) - 1 - last_of_pair)
+    rows = rows[keep]
+    return frame_of({"venue": venue[keep], "instrument": instrument[keep],
+                     "base": strings(prices, "base")[rows],
+                     "quote": strings(prices, "quote")[rows],
+                     "mark": mark[rows], "t_ns": t[rows]}, LATEST_QUOTE_COLUMNS)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from risk_monitor.domain.frame_rules import categorize
-from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS
+from risk_monitor.domain.frame_rules import UTC_TIMESTAMP, categorize
+from risk_monitor.domain.model import BALANCE_COLUMNS, POSITION_COLUMNS, PRICE_COLUMNS
 from risk_monitor.domain.quotes import price_outliers
 from risk_monitor.domain.schemas import (
     balance_rules,
@@ -192,3 +193,26 @@ def test_concatenated_frames_equal_pandas_concat() -> None:
     pd.testing.assert_frame_equal(
         concat_frames(keyed, POSITION_COLUMNS),
         pd.concat(keyed, ignore_index=True)[list(POSITION_COLUMNS)], check_exact=True)
+
+
+def test_typed_frames_give_what_pandas_parsing_gives() -> None:
+    """``typed_frame`` converts aware datetimes and floats itself (the hot path's quote frame
+    on every evaluation); every row must come out as pandas' own conversions give it: other
+    zones in UTC, None as NaT / NaN, and any other value type parsed by pandas as before."""
+    east = timezone(timedelta(hours=3))
+    rows = [price(), price(venue="binance", bid=None, ask=None, timestamp=NOW.astimezone(east),
+                           received_at=None),
+            price(venue="bybit", last=1, timestamp=pd.Timestamp(NOW) + pd.Timedelta(1, "ns"),
+                  received_at="2026-01-02T03:04:05.5Z")]
+    for records in ([], rows[:2], rows):
+        frame = prices_frame(records)
+        expected = pd.DataFrame({c: pd.Series([r[c] for r in records], dtype=object)
+                                 for c in PRICE_COLUMNS})
+        for column in ("timestamp", "received_at"):
+            expected[column] = pd.to_datetime(expected[column], utc=True).astype(UTC_TIMESTAMP)
+        for column in ("bid", "ask", "last", "mark"):
+            expected[column] = pd.Series(
+                [math.nan if v is None else v for v in expected[column]], dtype="float64")
+        pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert prices_frame(rows[1:2])["timestamp"].iloc[0] == pd.Timestamp(NOW)
+    assert prices_frame(rows)["timestamp"].iloc[2].value == pd.Timestamp(NOW).value + 1

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from risk_monitor.domain.engine import evaluate
-from risk_monitor.domain.exposures import EXPOSURE_COLUMNS, exposures_add_up
+from risk_monitor.domain.exposures import EXPOSURE_COLUMNS, exposure_table, exposures_add_up
 from risk_monitor_tests.unit.domain.builders import (
     balance,
     config,
@@ -70,6 +70,22 @@ def test_failed_venue_rows_are_unknown_not_zero() -> None:
     okx = _level(ex, "venue", venue="okx")
     assert okx["ok"] and okx["gross_usd"] == pytest.approx(421000)
     assert not _level(ex, "portfolio")["ok"]
+
+
+@pytest.mark.parametrize("failed", [[], ["binance"]])
+def test_the_summary_reads_the_tables_portfolio_row_and_the_table_is_built_once(
+        failed: list[str]) -> None:
+    """The report's summary takes gross / net from the portfolio scope alone (the table is
+    built on first read, in the service only by its periodic write); both must agree with the
+    table's portfolio row, NaN when unknown, and the table is built once per report."""
+    report = evaluate(desk(failed=failed), CFG)
+    assert report.state.cache.get("exposure_table") is None  # not built by the evaluation
+    row = _level(report.exposures, "portfolio")
+    assert (row["gross_usd"], row["net_usd"]) == pytest.approx(
+        (report.summary.gross_usd, report.summary.net_usd), nan_ok=True)
+    assert math.isnan(report.summary.gross_usd) == bool(failed)
+    assert report.exposures is report.exposures
+    pd.testing.assert_frame_equal(report.exposures, exposure_table(report.state))
 
 
 def test_add_up_check_detects_a_broken_table() -> None:

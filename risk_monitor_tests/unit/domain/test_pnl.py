@@ -9,7 +9,12 @@ import pytest
 
 from risk_monitor.domain.engine import evaluate, prepare
 from risk_monitor.domain.model import PRICE_COLUMNS
-from risk_monitor.domain.valuation import Freshness, asset_prices
+from risk_monitor.domain.valuation import (
+    LATEST_QUOTE_COLUMNS,
+    Freshness,
+    asset_prices,
+    latest_quotes,
+)
 from risk_monitor_tests.unit.domain.builders import (
     NOW,
     ago,
@@ -188,3 +193,25 @@ def test_prepare_keeps_input_order_and_columns() -> None:
         "BTC/USDT:USDT", "ETH/USDT:USDT", "BTC/USDT:USDT", "ETH/USDT:USDT", "ETH/USDT:USDT",
     ]
     assert state.pnl["source_time"].dt.tz is not None
+
+
+def test_latest_quotes_keep_the_newest_fresh_quote_per_instrument_oldest_first() -> None:
+    """One row per (venue, instrument): its newest fresh quote (on a tie, the later row), mark
+    else last, stale and unusable quotes left out, listed oldest first (ties in row order)."""
+    prices = frame([
+        quote("okx", "ETH/USDT:USDT", 3000.0, at=ago(5)),
+        quote("binance", "BTC/USDT:USDT", 60000.0, at=ago(2)),
+        quote("okx", "ETH/USDT:USDT", 3010.0, mark=float("nan"), at=ago(1)),
+        quote("binance", "BTC/USDT:USDT", 60100.0, at=ago(9)),
+        quote("okx", "BTC/USDT:USDT", 60050.0, mark=60060.0, at=ago(2)),
+        quote("binance", "BTC/USDT:USDT", 60200.0, at=ago(2)),  # same time, later row: kept
+        quote("okx", "SOL/USDT:USDT", 150.0, at=ago(600)),  # stale
+        quote("okx", "XRP/USDT:USDT", float("nan"), mark=float("nan"), at=ago(1)),  # no price
+    ], PRICE_COLUMNS)
+    latest = latest_quotes(prices, Freshness(NOW, 60.0))
+    assert tuple(latest.columns) == LATEST_QUOTE_COLUMNS
+    assert latest[["venue", "instrument", "mark"]].values.tolist() == [
+        ["okx", "BTC/USDT:USDT", 60060.0], ["binance", "BTC/USDT:USDT", 60200.0],
+        ["okx", "ETH/USDT:USDT", 3010.0]]
+    assert latest["t_ns"].tolist() == [pd.Timestamp(ago(s)).value for s in (2, 2, 1)]
+    assert latest.index.tolist() == [0, 1, 2]
