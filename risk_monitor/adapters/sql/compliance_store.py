@@ -18,14 +18,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from risk_monitor.adapters.sql import codec
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.audit_log import seal_batch
 from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
-from risk_monitor.adapters.sql.schema import UtcDateTime, compliance_intervals
+from risk_monitor.adapters.sql.schema import compliance_intervals
 from risk_monitor.domain.compliance import (
     StatusInterval,
     end_removed_limits,
@@ -124,9 +123,10 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
     caller seals them, last in its transaction)."""
     keys = sorted({(r.limit_id, r.scope) for r in results})
     stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
+    reads: list[tuple[Any, dict[str, Any]]]
     if is_postgres(conn):  # one read for all the series' open intervals
-        reads = [(_OPEN_INTERVALS_PG, {"limit_ids": codec.pg_array([k[0] for k in keys]),
-                                       "scopes": codec.pg_array([k[1] for k in keys])})]
+        reads = [(_OPEN_INTERVALS_PG, {"keys": codec.pg_records(
+            [{"limit_id": k[0], "scope": k[1]} for k in keys], ("limit_id", "scope"))})]
     else:
         reads = [(_OPEN_INTERVALS, {"keys": keys[start:start + 500]})
                  for start in range(0, len(keys), 500)]
@@ -190,11 +190,13 @@ _OPEN_INTERVALS = sa.select(compliance_intervals).where(
     sa.tuple_(compliance_intervals.c.limit_id, compliance_intervals.c.scope).in_(
         sa.bindparam("keys", expanding=True)),
     compliance_intervals.c.until.is_(None))
-#: PostgreSQL: the keys as two arrays (one text each: ``codec.pg_array``), not 2 x 25 binds
+#: PostgreSQL: the keys as one JSON document (``codec.pg_records``), not 2 x 25 binds
+_KEYS_PG = sa.func.json_to_recordset(sa.bindparam("keys", type_=sa.Text)).table_valued(
+    sa.column("limit_id", sa.Text), sa.column("scope", sa.Text)).render_derived(
+    name="k", with_types=True)
 _OPEN_INTERVALS_PG = sa.select(compliance_intervals).where(
-    sa.tuple_(compliance_intervals.c.limit_id, compliance_intervals.c.scope).in_(sa.select(
-        sa.func.unnest(sa.cast(sa.bindparam("limit_ids", type_=sa.Text), ARRAY(sa.Text))),
-        sa.func.unnest(sa.cast(sa.bindparam("scopes", type_=sa.Text), ARRAY(sa.Text))))),
+    sa.tuple_(compliance_intervals.c.limit_id, compliance_intervals.c.scope).in_(
+        sa.select(_KEYS_PG.c.limit_id, _KEYS_PG.c.scope)),
     compliance_intervals.c.until.is_(None))
 _UPDATE_INTERVAL = compliance_intervals.update().where(
     compliance_intervals.c.id == sa.bindparam("interval_id")).values(
@@ -202,17 +204,19 @@ _UPDATE_INTERVAL = compliance_intervals.update().where(
         "status", "until", "last_seen_at", "worst_utilisation", "config_version")})
 
 
-#: PostgreSQL: every interval's update in one statement (arrays, one per column); a periodic
-#: step touches every open interval (its last sighting), a round trip each with executemany
+#: PostgreSQL: every interval's update in one statement (one JSON document of the rows,
+#: ``codec.pg_records``); a periodic step touches every open interval (its last sighting), a
+#: round trip each with executemany
 _UPDATE_INTERVALS_PG = sa.text(
     "UPDATE compliance_intervals AS t SET status = v.status, until = v.until, "
     "last_seen_at = v.last_seen_at, worst_utilisation = v.worst_utilisation, "
     "config_version = v.config_version "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), "
-    "CAST(:untils AS timestamptz[]), CAST(:seen AS timestamptz[]), "
-    "CAST(:worst AS double precision[]), CAST(:config_versions AS text[])) "
-    "AS v(id, status, until, last_seen_at, worst_utilisation, config_version) "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS v(id bigint, status text, "
+    "until timestamptz, last_seen_at timestamptz, worst_utilisation double precision, "
+    "config_version text) "
     "WHERE t.id = v.id")
+_UPDATE_COLUMNS = ("id", "status", "until", "last_seen_at", "worst_utilisation",
+                   "config_version")
 
 
 def _update_intervals(conn: Connection, updates: list[dict[str, Any]]) -> None:
@@ -221,16 +225,12 @@ def _update_intervals(conn: Connection, updates: list[dict[str, Any]]) -> None:
     if len(updates) == 1 or not is_postgres(conn):
         conn.execute(_UPDATE_INTERVAL, updates)
         return
-    utc = UtcDateTime().process_bind_param  # as the column's type binds: refuses naive times
-    arrays = {  # each one text (``codec.pg_array``): psycopg2 adapted a list value by value
-        "ids": [u["interval_id"] for u in updates],
-        "statuses": [u["new_status"] for u in updates],
-        "untils": [utc(u["new_until"], conn.dialect) for u in updates],
-        "seen": [utc(u["new_last_seen_at"], conn.dialect) for u in updates],
-        "worst": [u["new_worst_utilisation"] for u in updates],
-        "config_versions": [u["new_config_version"] for u in updates],
-    }
-    conn.execute(_UPDATE_INTERVALS_PG, {k: codec.pg_array(v) for k, v in arrays.items()})
+    rows = [{"id": u["interval_id"], "status": u["new_status"], "until": u["new_until"],
+             "last_seen_at": u["new_last_seen_at"],
+             "worst_utilisation": u["new_worst_utilisation"],
+             "config_version": u["new_config_version"]} for u in updates]
+    conn.execute(_UPDATE_INTERVALS_PG, {"rows": codec.pg_records(  # naive times refused
+        rows, _UPDATE_COLUMNS, times=("until", "last_seen_at"), floats=("worst_utilisation",))})
 
 
 def _interval(row: sa.Row[Any]) -> StatusInterval:
