@@ -21,7 +21,7 @@ connection is in autocommit and the transaction explicit: ``SqlAlertStore.change
    commit (planning included, ~1-2 ms of CPU), not only for the seal. An id reserved for a
    row that was not inserted is a gap in the ids, nothing else;
 2. **write** (:meth:`ChangeTransaction.seal`): one statement of data-modifying CTEs (each
-   table's rows one JSON document, ``codec.pg_records``, read by ``json_to_recordset``): the
+   table's rows one JSON document, ``json_rows.records``, read by ``json_to_recordset``): the
    states (version-guarded upsert), the outbox rows, the compliance intervals, the audit
    entries and the evaluation's lineage row, then the ``COMMIT`` in the same message. Each sealed row carries its ``audit_hash`` in its own insert or update (two
    CTEs of one statement cannot both change a row), computed in Python by
@@ -54,7 +54,7 @@ import orjson
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from risk_monitor.adapters.sql import audit_hooks, codec
+from risk_monitor.adapters.sql import audit_hooks, codec, json_rows
 from risk_monitor.adapters.sql.alert_controls import ack_from_row, silence_from_row
 from risk_monitor.adapters.sql.alert_store import ApplyResult, outbox_rows
 from risk_monitor.adapters.sql.audit_log import CHAIN_LOCK, Seal, chain_entries
@@ -95,13 +95,13 @@ _TYPES = {"started_at": "timestamptz", "last_evaluated_at": "timestamptz",
           "worst_utilisation": "double precision", "payload": "jsonb"}
 
 
-#: per table, the columns ``codec.pg_records`` checks (aware times) and spells (floats)
+#: per table, the columns ``json_rows.records`` checks (aware times) and spells (floats)
 _TIMES = frozenset(c for c, kind in _TYPES.items() if kind == "timestamptz")
 _FLOATS = frozenset(c for c, kind in _TYPES.items() if kind == "double precision")
 
 
 def _rows_of(param: str, columns: Sequence[str]) -> str:
-    """The rows of the JSON document ``param`` (``codec.pg_records``), typed, in order."""
+    """The rows of the JSON document ``param`` (``json_rows.records``), typed, in order."""
     return (f"json_to_recordset(%({param})s) AS {param}("
             + ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in columns) + ")")
 
@@ -460,11 +460,11 @@ class ChangeTransaction:
 
 def _document(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     """One table's rows as the JSON document its ``json_to_recordset`` reads
-    (``codec.pg_records``: times checked aware, floats as psycopg2 sends them; a ``jsonb``
+    (``json_rows.records``: times checked aware, floats as psycopg2 sends them; a ``jsonb``
     payload nested, which ``jsonb`` stores as the value, not the text: the same rows as
     its text cast)."""
     times, floats = _checked_columns(tuple(columns))
-    return codec.pg_records(rows, columns, times=times, floats=floats)
+    return json_rows.records(rows, columns, times=times, floats=floats)
 
 
 @functools.cache

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import enum
 import math
-import numbers
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, fields, is_dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-import orjson
 from sqlalchemy.engine import RowMapping
 
 from risk_monitor.domain.figures import finite
@@ -99,56 +97,6 @@ def _safe(value: Any, depth: int) -> Any:
 #: the depth from which ``redact`` answers ``REDACTED`` whatever the value (``> 8``), and
 #: below which a dict or list is the same level for it and for ``to_jsonable``
 _REDACT_DEPTH = 8
-
-
-def pg_records(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
-               times: Collection[str] = (), floats: Collection[str] = ()) -> str:
-    """``rows`` (their ``columns``) as one JSON array of objects, for a statement that reads
-    it back with ``json_to_recordset``: orjson writes the whole table in one call and
-    psycopg2 quotes one text, where one PostgreSQL array text per column was a Python loop
-    over every value and a text for psycopg2 to quote per column (~0.3 ms of the hot path's
-    write per change). Each value reads back as psycopg2 would send it alone: times (columns
-    ``times``) must be aware (a naive one raises: PostgreSQL would read it in the session's
-    zone), floats of ``floats`` columns keep every digit, ``-0.0`` reads as ``0`` (psycopg2
-    sends a float as a numeric literal, and numeric has no negative zero) and non-finite
-    ones as PostgreSQL spells them (JSON has no NaN); a nested document is a ``jsonb``
-    column's value."""
-    records = []
-    for row in rows:
-        record = {c: row[c] for c in columns}
-        for c in times:
-            _aware(record[c])
-        for c in floats:
-            record[c] = _record_float(record[c])
-        records.append(record)
-    return orjson.dumps(records, default=_record_default).decode()
-
-
-def _record_float(value: Any) -> Any:
-    if value is None or type(value) is int:
-        return value
-    number = float(value)
-    if math.isfinite(number):
-        return number if number else 0.0
-    return "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"
-
-
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: pass timezone-aware UTC times")
-    return value
-
-
-def _record_default(value: Any) -> Any:
-    """What orjson does not write itself, as psycopg2 would send it: a datetime subclass
-    (pandas' ``Timestamp``) as its ISO text, numpy's scalars as Python's."""
-    if isinstance(value, datetime):
-        return _aware(value).isoformat()
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return _record_float(value)
-    raise TypeError(f"{type(value).__name__} {value!r} has no JSON text for PostgreSQL")
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:

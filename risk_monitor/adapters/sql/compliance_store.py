@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from risk_monitor.adapters.sql import codec
+from risk_monitor.adapters.sql import json_rows
 from risk_monitor.adapters.sql.audit_hooks import compliance_seal
 from risk_monitor.adapters.sql.audit_log import seal_batch
 from risk_monitor.adapters.sql.engine import is_postgres, lock_names, read_only, write_tx
@@ -125,7 +125,7 @@ def write_step(conn: Connection, results: Sequence[LimitResult]
     stored: dict[tuple[str, str], tuple[int, StatusInterval]] = {}
     reads: list[tuple[Any, dict[str, Any]]]
     if is_postgres(conn):  # one read for all the series' open intervals
-        reads = [(_OPEN_INTERVALS_PG, {"keys": codec.pg_records(
+        reads = [(_OPEN_INTERVALS_PG, {"keys": json_rows.records(
             [{"limit_id": k[0], "scope": k[1]} for k in keys], ("limit_id", "scope"))})]
     else:
         reads = [(_OPEN_INTERVALS, {"keys": keys[start:start + 500]})
@@ -190,7 +190,7 @@ _OPEN_INTERVALS = sa.select(compliance_intervals).where(
     sa.tuple_(compliance_intervals.c.limit_id, compliance_intervals.c.scope).in_(
         sa.bindparam("keys", expanding=True)),
     compliance_intervals.c.until.is_(None))
-#: PostgreSQL: the keys as one JSON document (``codec.pg_records``), not 2 x 25 binds
+#: PostgreSQL: the keys as one JSON document (``json_rows.records``), not 2 x 25 binds
 _KEYS_PG = sa.func.json_to_recordset(sa.bindparam("keys", type_=sa.Text)).table_valued(
     sa.column("limit_id", sa.Text), sa.column("scope", sa.Text)).render_derived(
     name="k", with_types=True)
@@ -205,7 +205,7 @@ _UPDATE_INTERVAL = compliance_intervals.update().where(
 
 
 #: PostgreSQL: every interval's update in one statement (one JSON document of the rows,
-#: ``codec.pg_records``); a periodic step touches every open interval (its last sighting), a
+#: ``json_rows.records``); a periodic step touches every open interval (its last sighting), a
 #: round trip each with executemany
 _UPDATE_INTERVALS_PG = sa.text(
     "UPDATE compliance_intervals AS t SET status = v.status, until = v.until, "
@@ -229,7 +229,7 @@ def _update_intervals(conn: Connection, updates: list[dict[str, Any]]) -> None:
              "last_seen_at": u["new_last_seen_at"],
              "worst_utilisation": u["new_worst_utilisation"],
              "config_version": u["new_config_version"]} for u in updates]
-    conn.execute(_UPDATE_INTERVALS_PG, {"rows": codec.pg_records(  # naive times refused
+    conn.execute(_UPDATE_INTERVALS_PG, {"rows": json_rows.records(  # naive times refused
         rows, _UPDATE_COLUMNS, times=("until", "last_seen_at"), floats=("worst_utilisation",))})
 
 

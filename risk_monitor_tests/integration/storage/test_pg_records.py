@@ -1,4 +1,4 @@
-"""``codec.pg_records``: the hot path's rows sent as one JSON document read back on PostgreSQL
+"""``json_rows.records``: the hot path's rows sent as one JSON document read back on PostgreSQL
 (``json_to_recordset``) exactly as each value psycopg2 adapts alone (texts with quotes,
 backslashes and control characters, times with offsets, floats at the edges, nested
 documents for ``jsonb``)."""
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from risk_monitor.adapters.sql import Storage
-from risk_monitor.adapters.sql.codec import pg_records
+from risk_monitor.adapters.sql.json_rows import records as pg_records
 
 _COLUMNS: list[tuple[str, list[Any]]] = [
     ("text", ["plain", "", "NULL", None, 'say "hi"', "back\\slash\\", "{a,b}", "x,y", " sp ",
