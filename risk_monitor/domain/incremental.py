@@ -316,11 +316,12 @@ class IncrementalEvaluator:
                 agg.d_upnl += d_upnl
                 if agg not in dirty:  # identity (eq=False)
                     dirty.append(agg)
-        if not dirty:
-            return _NOTHING
         self._d_equity += d_upnl_total
-        # only limits reading portfolio equity read the portfolio (they are all re-measured)
+        # only limits reading portfolio equity read the portfolio (they are all re-measured,
+        # also when the tick's positions sit in no limit's scope: it moved portfolio equity)
         portfolio_slots = self._portfolio_slots
+        if not dirty and not portfolio_slots:
+            return _NOTHING
         portfolio = self.portfolio if portfolio_slots else self._portfolio
         for agg in dirty:
             agg.refresh_minima()

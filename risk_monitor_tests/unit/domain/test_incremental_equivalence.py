@@ -2,7 +2,8 @@
 
 Hypothesis generates a desk (positions with and without liquidation prices on two or three
 venues, exchange balances, custody, sometimes a held non-stable asset), quotes that are fresh,
-stale, missing or absurd, a limit document covering every kind, and then a stream of ticks (some
+stale, missing or absurd, a limit document covering every kind (or only the desk-wide ones:
+daily loss, drawdown, data age), and then a stream of ticks (some
 stale, some absurd). After every tick the incremental evaluator's results must equal a full
 batch evaluation of the same quote book: status, value, utilisation and source event time of
 every limit. A tick the evaluator cannot decide alone (it says why) is answered by the full
@@ -49,7 +50,7 @@ def quote(venue: str, instrument: str, last: float, at: datetime) -> dict[str, A
 
 
 @st.composite
-def desks(draw: st.DrawFn) -> dict[str, Any]:
+def desks(draw: st.DrawFn, *, desk_wide_only: bool = False) -> dict[str, Any]:
     venues = draw(st.sampled_from([VENUES[:2], VENUES]))
     book: dict[tuple[str, str], dict[str, Any]] = {}
     positions, balances = [], []
@@ -92,6 +93,8 @@ def desks(draw: st.DrawFn) -> dict[str, Any]:
          "warn": 45.0, "breach": level(10, 40)},
         {"id": "age", "kind": "data_age", "scope": {"venue": "*"}, "warn": 30, "breach": 50},
     ]}
+    if desk_wide_only:  # its positions sit in no limit's scope, yet a tick moves equity
+        limits["limits"] = [x for x in limits["limits"] if x["id"] in {"loss", "dd", "age"}]
     ticks = draw(st.lists(st.tuples(
         st.sampled_from(venues), st.sampled_from(list(PRICES)),
         st.one_of(st.floats(0.9, 1.1), st.floats(0.5, 2.0)),
@@ -144,6 +147,17 @@ def assert_equal(incremental: list[LimitResult], batch: list[LimitResult],
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(desk=desks())
 def test_every_tick_gives_the_batch_engines_statuses_and_values(desk: dict[str, Any]) -> None:
+    ticks_match_the_batch(desk)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(desk=desks(desk_wide_only=True))
+def test_desk_wide_limits_follow_every_tick(desk: dict[str, Any]) -> None:
+    """No limit's scope holds the ticked position, yet its move is the portfolio's."""
+    ticks_match_the_batch(desk)
+
+
+def ticks_match_the_batch(desk: dict[str, Any]) -> None:
     config = load_limit_config(desk["limits"])
     book = dict(desk["book"])
     report = full(desk, config, book)
