@@ -44,6 +44,7 @@ BRANCH_ISSUE: dict[str, str] = {
     "dagster": "10", "commitfast": "10", "periodicoff": "10", "deliverfast": "10",
     "postinline": "10", "sealcpu": "10", "tickp99": "10", "commitpath": "10", "tickgil": "10",
     "evalscale": "10", "runlaunch": "10",
+    "tickcpu": "10", "persistrows": "10", "changetxn": "10", "evalburst": "10",
     "splitmods": "9",  # module splits (code moved as is)
     "floor": "9",  # its production diff is "one rule, one place" clean-ups; the floor bench is bench/
     # 11: lineage and the tamper-evident trail
