@@ -18,7 +18,7 @@ Two threads, each with its own database connections (the tick loop never waits o
   failed write keeps its changes pending, merged with newer ones, and is retried;
 * **the periodic write** (:meth:`AlertWriter.submit_state`, the ``hot-path-periodic``
   thread), every ``persist_interval_s``: latest results, metrics and coverage
-  (``persist_evaluation``, 0.1-0.8 s, no series lock), then the compliance sighting of every
+  (``persist_evaluation``, ~20 ms of CPU for 200 results, no series lock), then the compliance sighting of every
   series and the time-driven alert transitions (pending ``for``, repeat interval,
   keep-firing) of the series that are not quietly OK, in transactions of ``PERIODIC_CHUNK``
   series. The two threads own series in memory (``_series``): a chunk leaves out the series
