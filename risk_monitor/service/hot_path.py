@@ -25,8 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -48,6 +47,7 @@ from risk_monitor.domain.model import (
     LimitResult,
 )
 from risk_monitor.lineage import HotPathLineage
+from risk_monitor.platform.clock import Clock, utc_now
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
 from risk_monitor.platform.settings import Settings
@@ -100,7 +100,6 @@ POLLS = Counter("risk_monitor_hot_path_polls_total",
                 "Hot-path polls by kind and outcome (complete: every source delivered).",
                 ["kind", "outcome"])
 
-Clock = Callable[[], datetime]
 #: what a poll returns: (positions, exchange balances) or custodian balances
 PollResult = tuple[Collected, Collected] | Collected
 
@@ -117,10 +116,6 @@ RESTAMP_MAX_S = 5.0
 WRITER_DRAIN_S = 10.0
 
 
-#: the wall clock, read per tick: a partial calls ``datetime.now`` without a Python frame
-_utc_now: Clock = partial(datetime.now, UTC)
-
-
 class HotPath:
     """Quote intake → per-tick evaluator → writer, plus the polls (module docstring).
 
@@ -134,7 +129,7 @@ class HotPath:
                  delivery: OutboxDispatcher | None = None,
                  accounts: Sequence[ExchangeAccount] | None = None,
                  custodians: Sequence[Custodian] | None = None,
-                 clock: Clock = _utc_now) -> None:
+                 clock: Clock = utc_now) -> None:
         self.settings = settings
         self.service = settings.service
         self.live = live

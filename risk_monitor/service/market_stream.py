@@ -25,8 +25,6 @@ import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -37,6 +35,7 @@ from risk_monitor.adapters.errors import map_exception
 from risk_monitor.adapters.market_data import quote_policy
 from risk_monitor.adapters.redis_quotes import AsyncRedisQuoteCache, redis_client
 from risk_monitor.domain.quotes import float_tick_rejection, tick_rejection
+from risk_monitor.platform.clock import Clock, utc_now
 from risk_monitor.platform.errors import RiskMonitorError
 from risk_monitor.platform.logging import get_logger
 from risk_monitor.platform.metrics import record_error
@@ -77,12 +76,7 @@ CACHE_CONFLATE_S = 1.0
 #: (``AsyncRedisQuoteCache.write_off_loop``: a 16-row pipeline still held the loop 0.5-0.7 ms)
 CACHE_CHUNK_ROWS = 16
 
-Clock = Callable[[], datetime]
 QuoteListener = Callable[[str, list[dict[str, Any]]], Awaitable[None] | None]
-
-
-#: the wall clock, read per tick: a partial calls ``datetime.now`` without a Python frame
-_utc_now: Clock = partial(datetime.now, UTC)
 
 
 class VenueFeed:
@@ -90,7 +84,7 @@ class VenueFeed:
 
     def __init__(self, venue: VenueSettings, settings: MarketDataSettings, guard: SourceGuard, *,
                  cache: AsyncRedisQuoteCache | None, listener: QuoteListener | None = None,
-                 clock: Clock = _utc_now, rng: random.Random | None = None) -> None:
+                 clock: Clock = utc_now, rng: random.Random | None = None) -> None:
         self.venue = venue
         self.settings = settings
         self.guard = guard
